@@ -1,0 +1,31 @@
+# Atelier's tasks. The Makefile only names the steps; the logic lives in Python
+# (hub/atelier_hub/install.py, the `atelier` CLI, tests/, bench/).
+PYTHON ?= python3
+VENV := .venv
+PORT ?= 8000
+
+.PHONY: install install-test dev test bench lint reset
+
+install:
+	$(PYTHON) hub/atelier_hub/install.py
+
+install-test:
+	$(PYTHON) hub/atelier_hub/install.py --test
+
+dev: install
+	$(VENV)/bin/atelier dev --port $(PORT)
+
+# pytest exits 5 when it collects no test, and make (so CI) fails on any non-zero exit.
+test: install-test
+	$(VENV)/bin/python -m pytest
+
+bench: install
+	$(VENV)/bin/python bench/run.py
+
+lint: install
+	$(VENV)/bin/ruff check hub repro tests bench
+	$(VENV)/bin/python -m atelier_hub.cli profiles --check profiles
+
+# Wipes the embedded state: users, homes, MLflow runs, S3 objects.
+reset:
+	rm -rf state

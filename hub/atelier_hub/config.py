@@ -1,0 +1,129 @@
+"""``configure(c)``: JupyterHub configuration for Atelier, one ``update_<section>`` each.
+
+Rule this module keeps: config should never append or mutate, only set (as The
+Littlest JupyterHub's configurer does). ``hub/jupyterhub_config.py`` and the Zero to
+JupyterHub chart's ``hub.extraConfig`` both call :func:`configure`, so there is one
+code path; ``jupyterhub_config.d``-style overrides go after it in the calling file.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .embedded import MLFLOW_BUCKET, SHARED_BUCKET, Embedded
+from .install import tool_path
+
+__all__ = ["configure"]
+
+
+def update_hub(c, stack: Embedded) -> None:
+    """Where the hub and its proxy listen (127.0.0.1 only) and where its state lives."""
+    c.JupyterHub.ip = "127.0.0.1"
+    c.JupyterHub.port = stack.port
+    c.JupyterHub.hub_ip = "127.0.0.1"
+    c.JupyterHub.hub_port = stack.hub_port
+    c.JupyterHub.db_url = f"sqlite:///{stack.path('jupyterhub.sqlite')}"
+    c.JupyterHub.cookie_secret_file = str(stack.path("secrets/jupyterhub_cookie_secret"))
+    c.JupyterHub.pid_file = str(stack.path("logs/jupyterhub.pid"))
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = 5
+    c.JupyterHub.default_url = "/hub/home"
+    c.ConfigurableHTTPProxy.command = [str(tool_path("configurable-http-proxy"))]
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{stack.proxy_api_port}"
+    c.ConfigurableHTTPProxy.auth_token = stack.proxy_token()
+    c.ConfigurableHTTPProxy.pid_file = str(stack.path("logs/proxy.pid"))
+
+
+def update_auth(c, stack: Embedded) -> None:
+    c.JupyterHub.authenticator_class = "atelier_hub.auth.AtelierAuthenticator"
+    c.AtelierAuthenticator.users_file = str(stack.path("users.json"))
+
+
+def update_spawner(c, stack: Embedded) -> None:
+    c.JupyterHub.spawner_class = "atelier_hub.spawner.AtelierLocalSpawner"
+    c.AtelierLocalSpawner.profiles_dir = stack.profiles_dir
+    c.AtelierLocalSpawner.deployment_file = str(stack.path("deployment.json"))
+    # One home per user, whatever the profile or server name.
+    c.AtelierLocalSpawner.home_dir_template = str(stack.path("homes")) + "/{username}"
+    c.AtelierLocalSpawner.default_url = "/lab"
+    # jupyter-server refuses to run as root unless told; the embedded mode often is root.
+    c.AtelierLocalSpawner.args = ["--allow-root"] if os.geteuid() == 0 else []
+    c.AtelierLocalSpawner.start_timeout = 180
+    c.AtelierLocalSpawner.http_timeout = 180
+    # The session's hub token may also reach MLflow (it is the session's MLflow token).
+    c.AtelierLocalSpawner.server_token_scopes = [
+        "users:activity!user",
+        "access:servers!server",
+        "access:services!service=mlflow",
+    ]
+
+
+def update_services(c, stack: Embedded) -> None:
+    """S3, MLflow and the CLI's admin identity, as hub-managed services."""
+    keys = stack.s3_keys()
+    s3_env = {
+        "AWS_ACCESS_KEY_ID": keys["access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": keys["secret_access_key"],
+        "AWS_REGION": "us-east-1",
+        "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{stack.s3_port}",
+    }
+    c.JupyterHub.services = [
+        {
+            "name": "s3",
+            "display": False,
+            "url": f"http://127.0.0.1:{stack.s3_port}",
+            # Keys through the environment, never on a command line that `ps` shows.
+            "environment": {
+                "ROOT_ACCESS_KEY_ID": keys["access_key_id"],
+                "ROOT_SECRET_ACCESS_KEY": keys["secret_access_key"],
+            },
+            "command": [
+                str(tool_path("versitygw")), "--port", f"127.0.0.1:{stack.s3_port}", "--quiet",
+                "posix", str(stack.path("s3")),
+            ],
+        },
+        {
+            "name": "mlflow",
+            "display": True,
+            "url": f"http://127.0.0.1:{stack.mlflow_port}",
+            "oauth_no_confirm": True,
+            # MLflow needs 11-52 s to start here; the hub's default 30 s wait then exits.
+            "timeout": 240,
+            "environment": s3_env,
+            "command": [
+                sys.executable, "-m", "atelier_hub.services.mlflow",
+                "--state", str(stack.path("mlflow")),
+                "--artifacts-destination", f"s3://{MLFLOW_BUCKET}/",
+            ],
+        },
+        {"name": "atelier-admin", "api_token": stack.admin_token(), "display": False},
+    ]
+    c.JupyterHub.load_roles = [
+        {"name": "user", "scopes": ["self", "access:services!service=mlflow"]},
+        {
+            "name": "atelier-admin",
+            "description": "The admin token in STATE/admin-token, for scripts and the CLI",
+            "scopes": ["admin:users", "admin:servers", "admin:groups", "tokens", "read:hub",
+                       "access:servers", "access:services", "proxy"],
+            "services": ["atelier-admin"],
+        },
+    ]
+
+
+def configure(c, state: str | Path | None = None) -> None:
+    """Configure JupyterHub for the embedded stack whose state folder is ``state``
+    (default: ``$ATELIER_STATE``, set by ``atelier dev``)."""
+    state = state or os.environ.get("ATELIER_STATE")
+    if not state:
+        raise SystemExit("ATELIER_STATE is not set: start the hub with `atelier dev` (or `make dev`)")
+    stack = Embedded.load(state)
+    for bucket in (SHARED_BUCKET, MLFLOW_BUCKET):
+        # A folder is a bucket to versitygw's posix backend: the buckets exist before
+        # the S3 server answers, so no session can race their creation.
+        (stack.path("s3") / bucket).mkdir(parents=True, exist_ok=True)
+    update_hub(c, stack)
+    update_auth(c, stack)
+    update_spawner(c, stack)
+    update_services(c, stack)

@@ -1,0 +1,318 @@
+"""Profiles: one YAML file per profile in ``profiles/``, validated once.
+
+Rule this module keeps: a profile is loaded and validated here and nowhere else, and
+the renderers below are pure functions (no I/O) from a validated :class:`Profile` to
+what a spawner needs. Every error names the file, the field and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "Profile",
+    "ProfileError",
+    "load_profiles",
+    "parse_memory",
+    "format_memory",
+    "to_kubespawner",
+    "to_embedded",
+    "visible_profiles",
+    "resolve_profile",
+]
+
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?)?B?\s*$", re.IGNORECASE)
+_UNITS = {
+    "": 1,
+    "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+    "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40,
+}
+# Profile names become server-option values, env values and Kubernetes label values.
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class ProfileError(ValueError):
+    """A profile file (or a request for a profile) is invalid; the message says how to fix it."""
+
+
+def parse_memory(value: int | float | str) -> int:
+    """Bytes from ``4G``, ``512Mi``, ``1.5G`` or a plain number of bytes.
+
+    >>> parse_memory("4G"), parse_memory("1Gi"), parse_memory(1024)
+    (4000000000, 1073741824, 1024)
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 4G or 512Mi, not a boolean")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        match = _MEMORY_RE.match(str(value))
+        if not match:
+            if str(value).strip().startswith("-"):
+                raise ValueError(f"must not be negative (got {value!r})")
+            raise ValueError(f"expected a size such as 4G or 512Mi (got {value!r})")
+        number = float(match.group(1)) * _UNITS[(match.group(2) or "").upper()]
+    if number < 0:
+        raise ValueError(f"must not be negative (got {value!r})")
+    return int(number)
+
+
+def format_memory(n_bytes: int) -> str:
+    """Human form of a byte count, the way profiles write it.
+
+    >>> format_memory(4 * 10**9), format_memory(2**30), format_memory(1500 * 10**6)
+    ('4G', '1Gi', '1.5G')
+    """
+    for suffix, size in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20)):
+        if n_bytes >= size and n_bytes % size == 0:
+            return f"{n_bytes // size}{suffix}"
+    for suffix, size in (("T", 10**12), ("G", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:g}{suffix}"
+    return str(n_bytes)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CPU(_Strict):
+    """CPU cores: ``guarantee`` is reserved for the session, ``limit`` is its ceiling."""
+
+    guarantee: float | None = Field(None, gt=0)
+    limit: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _limit_above_guarantee(self) -> CPU:
+        if self.guarantee is not None and self.limit < self.guarantee:
+            raise ValueError(
+                f"cpu.limit ({self.limit:g}) is below cpu.guarantee ({self.guarantee:g}); "
+                "raise the limit or lower the guarantee"
+            )
+        return self
+
+
+class Memory(_Strict):
+    """Memory in bytes; written in files as ``4G``, ``512Mi`` or a number of bytes."""
+
+    guarantee: int | None = None
+    limit: int
+
+    @field_validator("guarantee", "limit", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> int | None:
+        return None if value is None else parse_memory(value)
+
+    @model_validator(mode="after")
+    def _limit_above_guarantee(self) -> Memory:
+        if self.limit == 0:
+            raise ValueError("memory.limit must be more than 0, e.g. 4G")
+        if self.guarantee is not None and self.limit < self.guarantee:
+            raise ValueError(
+                f"memory.limit ({format_memory(self.limit)}) is below memory.guarantee "
+                f"({format_memory(self.guarantee)}); raise the limit or lower the guarantee"
+            )
+        return self
+
+
+class GPU(_Strict):
+    """GPUs of one kind; ``count`` is required whenever a ``gpu`` block is present."""
+
+    count: int | None = None
+    type: str | None = None
+
+    @model_validator(mode="after")
+    def _count_required(self) -> GPU:
+        if self.count is None:
+            raise ValueError("gpu.count is missing: a GPU profile must say how many GPUs, e.g. count: 1")
+        if self.count < 1:
+            raise ValueError("gpu.count must be at least 1; remove the gpu block for a CPU profile")
+        return self
+
+
+class Toleration(_Strict):
+    key: str
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class Profile(_Strict):
+    """One session size: what the picker shows and what the spawner gives."""
+
+    name: str
+    display_name: str
+    description: str = ""
+    default: bool = False
+    cpu: CPU
+    memory: Memory
+    gpu: GPU | None = None
+    image: str | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    source: str = Field("", exclude=True, description="file the profile came from")
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError(
+                f"name {value!r} must be lower-case letters, digits and '-', e.g. cpu-small"
+            )
+        return value
+
+    @property
+    def gpu_count(self) -> int:
+        return self.gpu.count if self.gpu and self.gpu.count else 0
+
+
+def _error_lines(path: Path, err: ValidationError) -> list[str]:
+    lines = []
+    for item in err.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "(file)"
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = f"unknown field; remove it or check its spelling (allowed: {_ALLOWED})"
+        elif item["type"] == "missing":
+            msg = "required field is missing"
+        lines.append(f"{path}: {field}: {msg}")
+    return lines
+
+
+_ALLOWED = ", ".join(Profile.model_fields)
+
+
+def load_profiles(directory: str | Path) -> list[Profile]:
+    """Load and validate every ``*.yaml`` profile in ``directory``.
+
+    Raises :class:`ProfileError` listing every problem found (file: field: message).
+
+    >>> [p.name for p in load_profiles("profiles")][:1]  # doctest: +SKIP
+    ['cpu-large']
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ProfileError(f"{directory}: profiles folder not found; pass the folder that holds *.yaml")
+    files = sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml"))
+    if not files:
+        raise ProfileError(f"{directory}: no *.yaml profile files; add one such as cpu-small.yaml")
+    profiles: list[Profile] = []
+    problems: list[str] = []
+    for path in files:
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            problems.append(f"{path}: not valid YAML: {exc}".replace("\n", " "))
+            continue
+        if not isinstance(data, dict):
+            problems.append(f"{path}: (file): expected a mapping of fields such as name:, cpu:, memory:")
+            continue
+        try:
+            profiles.append(Profile.model_validate({**data, "source": str(path)}))
+        except ValidationError as exc:
+            problems.extend(_error_lines(path, exc))
+    seen: dict[str, str] = {}
+    for p in profiles:
+        if p.name in seen:
+            problems.append(f"{p.source}: name: {p.name!r} is also used by {seen[p.name]}; rename one")
+        seen.setdefault(p.name, p.source)
+    defaults = [p for p in profiles if p.default]
+    if len(defaults) > 1:
+        problems.append(
+            f"{defaults[1].source}: default: more than one default profile "
+            f"({', '.join(p.name for p in defaults)}); keep `default: true` in one file only"
+        )
+    if problems:
+        raise ProfileError("\n".join(problems))
+    # The default first, then by size, so the picker reads small to large.
+    return sorted(profiles, key=lambda p: (not p.default, p.gpu_count, p.cpu.limit, p.memory.limit))
+
+
+def visible_profiles(profiles: list[Profile], groups: set[str] | frozenset[str]) -> list[Profile]:
+    """Profiles a user in ``groups`` may use: those with no ``groups`` list, or sharing one."""
+    return [p for p in profiles if not p.groups or set(p.groups) & set(groups)]
+
+
+def resolve_profile(
+    profiles: list[Profile], requested: Any, *, groups: set[str] | frozenset[str] = frozenset()
+) -> Profile:
+    """The profile a spawn request names, checked server-side; the default when none is named.
+
+    Raises :class:`ProfileError` for an unknown profile or one the user may not use.
+    """
+    allowed = visible_profiles(profiles, groups)
+    if requested in (None, ""):
+        default = next((p for p in allowed if p.default), allowed[0] if allowed else None)
+        if default is None:
+            raise ProfileError("no profile is available to you; ask an admin to add you to a group")
+        return default
+    if not isinstance(requested, str):
+        raise ProfileError(f"profile must be a profile name such as 'cpu-small', not {requested!r}")
+    names = ", ".join(p.name for p in allowed)
+    for p in profiles:
+        if p.name == requested:
+            if p in allowed:
+                return p
+            raise ProfileError(f"profile {requested!r} is not available to you; choose one of: {names}")
+    raise ProfileError(f"unknown profile {requested!r}; choose one of: {names}")
+
+
+def to_kubespawner(profile: Profile) -> dict[str, Any]:
+    """A KubeSpawner ``profile_list`` entry for ``profile``.
+
+    >>> from atelier_hub.profiles import Profile
+    >>> p = Profile(name="gpu-1", display_name="1 GPU", cpu={"limit": 8},
+    ...             memory={"limit": "32G"}, gpu={"count": 1})
+    >>> to_kubespawner(p)["kubespawner_override"]["extra_resource_limits"]
+    {'nvidia.com/gpu': '1'}
+    """
+    override: dict[str, Any] = {
+        "cpu_limit": profile.cpu.limit,
+        "mem_limit": profile.memory.limit,
+    }
+    if profile.cpu.guarantee is not None:
+        override["cpu_guarantee"] = profile.cpu.guarantee
+    if profile.memory.guarantee is not None:
+        override["mem_guarantee"] = profile.memory.guarantee
+    if profile.gpu_count:
+        override["extra_resource_limits"] = {"nvidia.com/gpu": str(profile.gpu_count)}
+    if profile.node_selector:
+        override["node_selector"] = dict(profile.node_selector)
+    if profile.tolerations:
+        override["tolerations"] = [t.model_dump(exclude_none=True) for t in profile.tolerations]
+    if profile.image:
+        override["image"] = profile.image
+    return {
+        "display_name": profile.display_name,
+        "slug": profile.name,
+        "description": profile.description,
+        "default": profile.default,
+        "kubespawner_override": override,
+    }
+
+
+@dataclass(frozen=True)
+class EmbeddedResources:
+    """What a local-process session gets from its profile."""
+
+    threads: int
+    mem_limit: int
+    gpu_count: int
+
+
+def to_embedded(profile: Profile, *, host_cpus: int) -> EmbeddedResources:
+    """Local-process sizing: thread pools at the CPU limit, capped by the host's cores.
+
+    >>> p = Profile(name="cpu-large", display_name="L", cpu={"limit": 8}, memory={"limit": "16G"})
+    >>> to_embedded(p, host_cpus=2)
+    EmbeddedResources(threads=2, mem_limit=16000000000, gpu_count=0)
+    """
+    threads = max(1, min(int(profile.cpu.limit), host_cpus))
+    return EmbeddedResources(threads=threads, mem_limit=profile.memory.limit, gpu_count=profile.gpu_count)

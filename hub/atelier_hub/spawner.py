@@ -1,0 +1,276 @@
+"""The embedded spawner: one local process per server, sized and configured by its profile.
+
+Rule this module keeps: the profile named in the spawn request (form or REST API, as
+KubeSpawner takes it: ``{"profile": "gpu-1"}``) is resolved and checked server-side
+before anything starts, and the session's environment comes from
+:func:`atelier_hub.session.session_env` alone. Override order: spawner config ->
+profile -> request.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import sys
+from pathlib import Path
+from typing import ClassVar
+
+from jupyterhub.spawner import SimpleLocalProcessSpawner
+from tornado import web
+from traitlets import Unicode, default
+
+from .cgroups import SessionCgroup
+from .gpus import GPUPool, GPUUnavailable, detect_gpus
+from .profiles import (
+    Profile,
+    ProfileError,
+    format_memory,
+    load_profiles,
+    resolve_profile,
+    to_embedded,
+    visible_profiles,
+)
+from .session import session_env
+from .settings import Deployment, load_deployment
+
+__all__ = ["AtelierLocalSpawner", "render_profile_form"]
+
+
+def _gpu_note(profile: Profile, free: int, total: int) -> str:
+    if not profile.gpu_count:
+        return ""
+    if total == 0:
+        return "No GPU on this machine"
+    return f"{free} of {total} GPUs free"
+
+
+def render_profile_form(profiles: list[Profile], *, free_gpus: int, total_gpus: int) -> str:
+    """HTML of the profile picker: one card per profile with its sizes (pure).
+
+    >>> from atelier_hub.profiles import Profile
+    >>> p = Profile(name="cpu-small", display_name="Small", cpu={"limit": 2}, memory={"limit": "4G"})
+    >>> 'value="cpu-small"' in render_profile_form([p], free_gpus=0, total_gpus=0)
+    True
+    """
+    cards = []
+    default = next((p.name for p in profiles if p.default), profiles[0].name if profiles else "")
+    for p in profiles:
+        gpu = f"{p.gpu_count} × {html.escape(p.gpu.type or 'GPU')}" if p.gpu else "none"
+        note = _gpu_note(p, free_gpus, total_gpus)
+        cards.append(
+            f"""
+  <label class="atelier-profile card" data-profile="{html.escape(p.name)}">
+    <input type="radio" name="profile" value="{html.escape(p.name)}"{' checked' if p.name == default else ''}>
+    <div class="card-body">
+      <h3 class="card-title">{html.escape(p.display_name)} <code>{html.escape(p.name)}</code></h3>
+      <p class="card-text">{html.escape(p.description)}</p>
+      <dl>
+        <dt>CPU</dt><dd>{p.cpu.limit:g} cores</dd>
+        <dt>Memory</dt><dd>{format_memory(p.memory.limit)}</dd>
+        <dt>GPU</dt><dd>{gpu}</dd>
+      </dl>
+      {f'<p class="atelier-gpu-note">{html.escape(note)}</p>' if note else ''}
+    </div>
+  </label>"""
+        )
+    return f"""
+<style>
+  .atelier-profiles {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(15rem, 1fr)); gap: 1rem; margin: 1rem 0; }}
+  .atelier-profile {{ cursor: pointer; padding: .25rem; }}
+  .atelier-profile:has(input:checked) {{ outline: 3px solid #f37726; }}
+  .atelier-profile input {{ margin: .5rem; }}
+  .atelier-profile dl {{ display: grid; grid-template-columns: auto 1fr; gap: 0 .75rem; margin: 0; }}
+  .atelier-profile dt {{ font-weight: 600; }}
+  .atelier-gpu-note {{ color: #a94442; margin: .5rem 0 0; }}
+</style>
+<p>Choose a profile. Your home folder is the same whichever you pick.</p>
+<div class="atelier-profiles">{''.join(cards)}
+</div>
+"""
+
+
+class AtelierLocalSpawner(SimpleLocalProcessSpawner):
+    """Local-process sessions sized by ``profiles/`` (embedded mode)."""
+
+    profiles_dir = Unicode(
+        config=True,
+        help="""
+        Folder of profile YAML files, loaded and validated when the hub starts.
+
+            c.AtelierLocalSpawner.profiles_dir = "/srv/atelier/profiles"
+        """,
+    )
+    deployment_file = Unicode(
+        config=True,
+        help="""
+        Deployment settings file (JSON or YAML) naming the services sessions use.
+
+            c.AtelierLocalSpawner.deployment_file = "/srv/atelier/state/deployment.json"
+        """,
+    )
+
+    _profiles: ClassVar[list[Profile] | None] = None
+    _deployment: ClassVar[Deployment | None] = None
+    _gpu_pool: ClassVar[GPUPool | None] = None
+
+    profile: Profile | None = None
+    gpu_ids: list[int]
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.gpu_ids = []
+        self._cgroup: SessionCgroup | None = None
+
+    # -- shared, loaded once per hub process -------------------------------------------
+
+    @property
+    def profiles(self) -> list[Profile]:
+        cls = type(self)
+        if cls._profiles is None:
+            cls._profiles = load_profiles(self.profiles_dir)
+        return cls._profiles
+
+    @property
+    def deployment(self) -> Deployment:
+        cls = type(self)
+        if cls._deployment is None:
+            cls._deployment = load_deployment(self.deployment_file) if self.deployment_file else Deployment()
+        return cls._deployment
+
+    @property
+    def gpu_pool(self) -> GPUPool:
+        cls = type(self)
+        if cls._gpu_pool is None:
+            cls._gpu_pool = GPUPool(detect_gpus())
+        return cls._gpu_pool
+
+    @property
+    def _key(self) -> str:
+        return f"{self.user.name}/{self.name}"
+
+    def _groups(self) -> set[str]:
+        return {g.name for g in getattr(self.user, "groups", [])}
+
+    # -- the spawn form and the request --------------------------------------------------
+
+    @default("options_form")
+    def _options_form_default(self):
+        def form(spawner: AtelierLocalSpawner) -> str:
+            pool = spawner.gpu_pool
+            return render_profile_form(
+                visible_profiles(spawner.profiles, spawner._groups()),
+                free_gpus=len(pool.free()),
+                total_gpus=len(pool.gpus),
+            )
+
+        return form
+
+    def options_from_form(self, formdata):
+        options = {"profile": (formdata.get("profile") or [""])[0]}
+        # Checked here too so that the form page shows the refusal at once.
+        self._check(options)
+        return options
+
+    def _check(self, options: dict) -> tuple[Profile, int]:
+        try:
+            profile = resolve_profile(self.profiles, (options or {}).get("profile"), groups=self._groups())
+        except ProfileError as exc:
+            raise web.HTTPError(400, str(exc), reason=str(exc)) from None
+        pool = self.gpu_pool
+        if profile.gpu_count and self._key not in pool.held and len(pool.free()) < profile.gpu_count:
+            try:
+                pool.acquire(f"check:{self._key}", profile.gpu_count, profile=profile.name)
+            except GPUUnavailable as exc:
+                raise web.HTTPError(409, str(exc), reason=str(exc)) from None
+            pool.release(f"check:{self._key}")
+        return profile, profile.gpu_count
+
+    def run_pre_spawn_hook(self):
+        # Before anything starts: a bad request is refused here and the hub stays healthy.
+        self.profile, count = self._check(self.user_options)
+        try:
+            self.gpu_ids = self.gpu_pool.acquire(self._key, count, profile=self.profile.name)
+        except GPUUnavailable as exc:
+            raise web.HTTPError(409, str(exc), reason=str(exc)) from None
+        return super().run_pre_spawn_hook()
+
+    # -- the process ---------------------------------------------------------------------
+
+    @default("cmd")
+    def _cmd_default(self):
+        return [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]
+
+    def get_env(self):
+        env = super().get_env()
+        # The session finds the same Python environment and tools as the hub.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
+        if self.profile is not None:
+            res = to_embedded(self.profile, host_cpus=os.cpu_count() or 1)
+            env.update(
+                session_env(
+                    self.profile,
+                    username=self.user.name,
+                    services=self.deployment.services,
+                    threads=res.threads,
+                    api_token=self.api_token,
+                    gpu_ids=self.gpu_ids,
+                )
+            )
+        return env
+
+    def make_preexec_fn(self, name):
+        base = super().make_preexec_fn(name)
+        cgroup = self._cgroup
+
+        def preexec():
+            if cgroup is not None:
+                cgroup.preexec()
+            base()
+
+        return preexec
+
+    async def start(self):
+        if self.profile is None:  # started without the pre-spawn hook (never by the hub)
+            self.run_pre_spawn_hook()
+        self._cgroup = SessionCgroup(
+            f"{self.user.name}-{self.name or 'default'}",
+            mem_limit=self.profile.memory.limit,
+            cpu_limit=self.profile.cpu.limit,
+            log=self.log,
+        )
+        self._cgroup.create()
+        self.log.info(
+            "Starting %s with profile %s (GPUs: %s)", self._key, self.profile.name, self.gpu_ids or "none"
+        )
+        try:
+            return await super().start()
+        except Exception:
+            self.gpu_pool.release(self._key)
+            raise
+
+    async def stop(self, now=False):
+        await super().stop(now=now)
+        self.gpu_pool.release(self._key)
+        if self._cgroup is not None:
+            self._cgroup.remove()
+
+    # -- state kept across hub restarts ------------------------------------------------------
+
+    def get_state(self):
+        state = super().get_state()
+        if self.profile is not None:
+            state["profile"] = self.profile.name
+        if self.gpu_ids:
+            state["gpu_ids"] = self.gpu_ids
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        name = state.get("profile")
+        self.profile = next((p for p in self.profiles if p.name == name), None) if name else None
+        self.gpu_ids = list(state.get("gpu_ids", []))
+        self.gpu_pool.restore(self._key, self.gpu_ids)
+
+    def clear_state(self):
+        super().clear_state()
+        self.gpu_ids = []
