@@ -106,24 +106,29 @@ def _tail(path: Path, n: int = 30) -> str:
         return "(no log)"
 
 
-def wait_ready(stack: Embedded, hub: subprocess.Popen, log: Path, timeout: float = 300) -> None:
-    """Until the hub, its proxy and MLflow answer through the public URL."""
+def wait_ready(stack: Embedded, hub: subprocess.Popen, log: Path, *, timeout: float, stopping: list) -> bool:
+    """Until the hub, its proxy and MLflow answer through the public URL (False: stopped)."""
     deadline = time.monotonic() + timeout
+    # (url, answers that count as ready): the proxy answers 404 until the hub adds its
+    # routes, and S3 answers an anonymous request with 403.
     checks = {
-        "hub": f"{stack.url}/hub/api/",
-        "MLflow": f"{stack.url}/services/mlflow/health",
-        "S3": f"http://127.0.0.1:{stack.s3_port}/",
+        "hub": (f"{stack.url}/hub/api/", {200}),
+        "MLflow": (f"{stack.url}/services/mlflow/health", {200}),
+        "S3": (f"http://127.0.0.1:{stack.s3_port}/", {200, 403}),
     }
     pending = dict(checks)
     while pending:
+        if stopping:
+            return False
         if hub.poll() is not None:
             fail(f"the hub exited (code {hub.returncode}) while starting; last lines of {log}:\n{_tail(log)}")
         if time.monotonic() > deadline:
             fail(f"{', '.join(pending)} not ready after {timeout:.0f} s; see {log}")
-        for name, url in list(pending.items()):
-            if 0 < _get(url) < 500:
+        for name, (url, ok) in list(pending.items()):
+            if _get(url) in ok:
                 pending.pop(name)
         time.sleep(0.5)
+    return True
 
 
 def cmd_dev(args) -> None:
@@ -154,20 +159,19 @@ def cmd_dev(args) -> None:
             start_new_session=True,  # Ctrl-C reaches us; we stop the hub in order
         )
 
+    stopping: list[float] = []
+
     def stop(*_):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        print("\nStopping Atelier (sessions, MLflow, S3, proxy; up to a minute) ...", flush=True)
-        hub.send_signal(signal.SIGTERM)
-        try:
-            hub.wait(120)
-        except subprocess.TimeoutExpired:
-            hub.kill()
-        print("Stopped. Your state is kept in " + str(stack.root))
-        raise SystemExit(0)
+        # Only signal here: the main loop waits (a wait() inside a signal handler would
+        # deadlock on the wait() it interrupted).
+        if not stopping:
+            print("\nStopping Atelier (sessions, MLflow, S3, proxy; up to a minute) ...", flush=True)
+            stopping.append(time.monotonic())
+            hub.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    wait_ready(stack, hub, log, timeout=args.timeout)
+    ready = wait_ready(stack, hub, log, timeout=args.timeout, stopping=stopping)
     login = (f"user {ADMIN_USER}, password {password}  (shown once; new one: atelier users passwd {ADMIN_USER})"
              if password else "your user name and password (add users: atelier users add NAME)")
     print(f"""
@@ -178,11 +182,17 @@ Atelier is running at {stack.url}/  (ready in {time.monotonic() - t0:.0f} s)
   State:       {stack.root}  (users, homes, MLflow runs, S3 objects; `make reset` wipes it)
   Hub log:     {log}
   Admin token: {stack.path('admin-token')}  (for the hub's REST API)
-Press Ctrl-C to stop.""", flush=True)
-    if args.ready_file:
+Press Ctrl-C to stop.""" if ready else f"  Log in next time with: {login}", flush=True)
+    if ready and args.ready_file:
         Path(args.ready_file).write_text(json.dumps({"url": stack.url, "state": str(stack.root)}))
-    code = hub.wait()
-    fail(f"the hub stopped unexpectedly (code {code}); last lines of {log}:\n{_tail(log)}")
+    while hub.poll() is None:
+        if stopping and time.monotonic() - stopping[0] > 120:
+            hub.kill()
+        time.sleep(0.2)
+    if stopping:
+        print(f"Stopped. Your state is kept in {stack.root}")
+        return
+    fail(f"the hub stopped unexpectedly (code {hub.returncode}); last lines of {log}:\n{_tail(log)}")
 
 
 def main(argv: list[str] | None = None) -> None:

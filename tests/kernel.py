@@ -1,0 +1,58 @@
+"""Run code in a real Jupyter kernel of a spawned server, through the hub's proxy."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import requests
+from websockets.sync.client import connect
+
+
+class KernelError(RuntimeError):
+    pass
+
+
+def run_code(base_url: str, server_url: str, token: str, code: str, *, timeout: float = 180) -> str:
+    """Start a kernel on the server at ``server_url`` (e.g. ``/user/ada/``), run ``code``,
+    return its stdout; raise :class:`KernelError` with the traceback if it fails."""
+    headers = {"Authorization": f"token {token}"}
+    api = f"{base_url}{server_url}api"
+    r = requests.post(f"{api}/kernels", json={"name": "python3"}, headers=headers, timeout=60)
+    r.raise_for_status()
+    kernel_id = r.json()["id"]
+    ws_url = f"{api}/kernels/{kernel_id}/channels".replace("http://", "ws://", 1)
+    msg_id = uuid.uuid4().hex
+    request = {
+        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
+                   "session": uuid.uuid4().hex, "version": "5.3", "date": ""},
+        "parent_header": {}, "metadata": {}, "channel": "shell",
+        "content": {"code": code, "silent": False, "store_history": False,
+                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+    }
+    out: list[str] = []
+    error = None
+    try:
+        with connect(ws_url, additional_headers=headers, open_timeout=60, max_size=None) as ws:
+            ws.send(json.dumps(request))
+            deadline = time.monotonic() + timeout
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise KernelError(f"no result in {timeout} s; output so far: {''.join(out)}")
+                msg = json.loads(ws.recv(timeout=remaining))
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind, content = msg["msg_type"], msg["content"]
+                if kind == "stream":
+                    out.append(content["text"])
+                elif kind == "error":
+                    error = "\n".join(content["traceback"])
+                elif kind == "status" and content["execution_state"] == "idle":
+                    break
+    finally:
+        requests.delete(f"{api}/kernels/{kernel_id}", headers=headers, timeout=60)
+    if error:
+        raise KernelError(error)
+    return "".join(out)

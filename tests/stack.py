@@ -1,0 +1,148 @@
+"""Test harness: a real embedded stack started the way a user starts it (`atelier dev`).
+
+Nothing here is a fake: the hub, configurable-http-proxy, versitygw and the MLflow
+server are the real programs, on 127.0.0.1 ports chosen free at start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = REPO / ".venv" / "bin"
+OUTPUT = REPO / "test-output"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(path: Path, n: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return f"(no {path})"
+
+
+class Stack:
+    """One `atelier dev` process and the ways a test talks to it."""
+
+    def __init__(self, state: Path, *, port: int | None = None, name: str = "stack"):
+        self.state = Path(state)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.name = name
+        self.proc: subprocess.Popen | None = None
+        OUTPUT.mkdir(exist_ok=True)
+        self.out = OUTPUT / f"{name}-atelier-dev.log"
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self, timeout: float = 420) -> Stack:
+        ready = self.state.parent / f"{self.name}-ready.json"
+        ready.unlink(missing_ok=True)
+        with open(self.out, "ab") as out:
+            self.proc = subprocess.Popen(
+                [str(VENV_BIN / "atelier"), "dev", "--port", str(self.port), "--state", str(self.state),
+                 "--ready-file", str(ready), "--timeout", str(timeout - 20)],
+                stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+            )
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"atelier dev exited {self.proc.returncode}:\n{tail(self.out)}\n"
+                                   f"hub log:\n{tail(self.state / 'logs/hub.log')}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"atelier dev not ready in {timeout} s:\n{tail(self.out)}")
+            time.sleep(0.5)
+        self.admin_token = (self.state / "admin-token").read_text().strip()
+        return self
+
+    def stop(self, timeout: float = 150) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                raise
+        self.proc = None
+
+    def hub_log(self, n: int = 60) -> str:
+        return tail(self.state / "logs" / "hub.log", n)
+
+    # -- hub REST API ----------------------------------------------------------------------
+
+    def api(self, method: str, path: str, *, token: str | None = None, **kw) -> requests.Response:
+        headers = {"Authorization": f"token {token or self.admin_token}"}
+        return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=60, **kw)
+
+    def add_user(self, name: str, *, admin: bool = False) -> str:
+        cmd = [str(VENV_BIN / "atelier"), "users", "--state", str(self.state), "add", name]
+        out = subprocess.run(cmd + (["--admin"] if admin else []), capture_output=True, text=True, check=True)
+        # The hub learns of the user too (as when an admin adds one on the admin page).
+        r = self.api("POST", f"/users/{name}")
+        assert r.status_code in (201, 409), r.text
+        return out.stdout.rsplit(": ", 1)[1].strip()
+
+    def user_token(self, name: str) -> str:
+        r = self.api("POST", f"/users/{name}/tokens", json={"note": "tests", "expires_in": 3600})
+        r.raise_for_status()
+        return r.json()["token"]
+
+    def spawn(self, user: str, profile: str | None, *, server: str = "", timeout: float = 240) -> dict:
+        """Start a server through the REST API (as KubeSpawner takes it) and wait until ready."""
+        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+        r = self.api("POST", path, json={} if profile is None else {"profile": profile})
+        if r.status_code not in (201, 202):
+            raise RuntimeError(f"spawn {user}/{server} answered {r.status_code}: {r.text}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.api("GET", f"/users/{user}").json()["servers"].get(server)
+            if model and model["ready"]:
+                return model
+            if not model or (not model["pending"] and not model["ready"]):
+                raise RuntimeError(f"spawn {user}/{server} failed:\n{self.hub_log()}")
+            time.sleep(0.5)
+        raise RuntimeError(f"spawn {user}/{server} not ready in {timeout} s:\n{self.hub_log()}")
+
+    def stop_server(self, user: str, server: str = "") -> None:
+        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+        # A named server is removed too: stopped ones still count toward the hub's limit.
+        r = self.api("DELETE", path, json={"remove": True} if server else None)
+        assert r.status_code in (202, 204), r.text
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if server not in self.api("GET", f"/users/{user}").json()["servers"]:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"server {user}/{server} did not stop")
+
+    # -- the services, from outside any session ------------------------------------------------
+
+    def s3(self):
+        import boto3
+
+        keys = json.loads((self.state / "secrets" / "s3.json").read_text())
+        port = json.loads((self.state / "atelier.json").read_text())["s3_port"]
+        return boto3.client(
+            "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+            aws_access_key_id=keys["access_key_id"], aws_secret_access_key=keys["secret_access_key"],
+        )
+
+    def mlflow(self):
+        """An MlflowClient through the hub-authenticated URL, with the admin token."""
+        from mlflow.tracking import MlflowClient
+
+        os.environ["MLFLOW_TRACKING_TOKEN"] = self.admin_token
+        return MlflowClient(tracking_uri=f"{self.url}/services/mlflow")
