@@ -40,6 +40,8 @@ def free_port(preferred: int | None = None) -> int:
     """``preferred`` if it is free on 127.0.0.1, else any free port."""
     for candidate in ([preferred] if preferred else []) + [0]:
         with socket.socket() as s:
+            # As the servers themselves do: a port in TIME_WAIT after a restart is free.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", candidate))
             except OSError:

@@ -1,0 +1,114 @@
+"""Profiles: parsing, validation messages and both renderers (pure functions)."""
+
+from __future__ import annotations
+
+import pytest
+from atelier_hub.profiles import (
+    Profile,
+    ProfileError,
+    format_memory,
+    load_profiles,
+    parse_memory,
+    resolve_profile,
+    to_embedded,
+    to_kubespawner,
+    visible_profiles,
+)
+from stack import REPO
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("4G", 4 * 10**9),        # decimal units, as Kubernetes reads them
+        ("4Gi", 4 * 2**30),       # binary units
+        ("512Mi", 512 * 2**20),
+        ("1.5G", 1_500_000_000),  # fractions
+        ("4gb", 4 * 10**9),       # case and a trailing B are tolerated
+        (1024, 1024),             # a plain number of bytes
+    ],
+)
+def test_parse_memory(text, expected):
+    assert parse_memory(text) == expected
+
+
+@pytest.mark.parametrize("text, words", [("-4G", "negative"), ("lots", "such as 4G"), (True, "boolean")])
+def test_parse_memory_rejects(text, words):
+    with pytest.raises(ValueError, match=words):
+        parse_memory(text)
+
+
+@pytest.mark.parametrize("n, text", [(4 * 10**9, "4G"), (2**30, "1Gi"), (64 * 10**9, "64G"), (1000, "1K")])
+def test_format_memory(n, text):
+    assert format_memory(n) == text
+
+
+def test_shipped_profiles_load_in_picker_order():
+    profiles = load_profiles(REPO / "profiles")
+    names = [p.name for p in profiles]
+    assert names[0] == "cpu-small" and profiles[0].default
+    assert set(names) == {"cpu-small", "cpu-large", "highmem", "gpu-1", "gpu-4"}
+    assert [p.gpu_count for p in profiles if p.name.startswith("gpu")] == [1, 4]
+
+
+def test_empty_or_missing_folder(tmp_path):
+    with pytest.raises(ProfileError, match="no \\*.yaml profile files"):
+        load_profiles(tmp_path)
+    with pytest.raises(ProfileError, match="not found"):
+        load_profiles(tmp_path / "nope")
+
+
+def _p(**kw) -> Profile:
+    base = {"name": "p", "display_name": "P", "cpu": {"limit": 2}, "memory": {"limit": "4G"}}
+    return Profile(**{**base, **kw})
+
+
+def test_to_kubespawner_full_entry():
+    p = _p(name="gpu-1", display_name="1 GPU", description="d", cpu={"guarantee": 4, "limit": 8},
+           memory={"guarantee": "24G", "limit": "32G"}, gpu={"count": 1, "type": "a100"},
+           node_selector={"atelier.dev/pool": "gpu"}, image="ghcr.io/x/y:1",
+           tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+    assert to_kubespawner(p) == {
+        "display_name": "1 GPU",
+        "slug": "gpu-1",
+        "description": "d",
+        "default": False,
+        "kubespawner_override": {
+            "cpu_limit": 8.0,
+            "cpu_guarantee": 4.0,
+            "mem_limit": 32 * 10**9,
+            "mem_guarantee": 24 * 10**9,
+            "extra_resource_limits": {"nvidia.com/gpu": "1"},
+            "node_selector": {"atelier.dev/pool": "gpu"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "image": "ghcr.io/x/y:1",
+        },
+    }
+
+
+def test_to_embedded_caps_threads_at_host_cores():
+    assert to_embedded(_p(cpu={"limit": 8}), host_cpus=2).threads == 2
+    assert to_embedded(_p(cpu={"limit": 0.5}), host_cpus=16).threads == 1
+    assert to_embedded(_p(cpu={"limit": 4}), host_cpus=16).threads == 4
+
+
+def test_groups_restrict_what_a_user_sees_and_may_request():
+    everyone, staff = _p(name="open", default=True), _p(name="gpu", groups=["ml"])
+    assert visible_profiles([everyone, staff], set()) == [everyone]
+    assert visible_profiles([everyone, staff], {"ml"}) == [everyone, staff]
+    assert resolve_profile([everyone, staff], None) is everyone
+    assert resolve_profile([everyone, staff], "gpu", groups={"ml"}) is staff
+    with pytest.raises(ProfileError, match="'gpu' is not available to you; choose one of: open"):
+        resolve_profile([everyone, staff], "gpu")
+    with pytest.raises(ProfileError, match="unknown profile 'x'"):
+        resolve_profile([everyone, staff], "x")
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"name": "Has Spaces"}, "lower-case"),
+    ({"memory": {"limit": "0"}}, "more than 0"),
+    ({"gpu": {"count": 0}}, "at least 1"),
+])
+def test_invalid_values(bad, words):
+    with pytest.raises(ValueError, match=words):
+        _p(**bad)
