@@ -167,29 +167,31 @@ class AtelierLocalSpawner(SimpleLocalProcessSpawner):
 
     def options_from_form(self, formdata):
         options = {"profile": (formdata.get("profile") or [""])[0]}
-        # Checked here too so that the form page shows the refusal at once.
+        # Checked here too, so the form page shows the refusal at once; the hub shows
+        # str(error) above the form, hence plain errors here.
         self._check(options)
         return options
 
-    def _check(self, options: dict) -> tuple[Profile, int]:
-        try:
-            profile = resolve_profile(self.profiles, (options or {}).get("profile"), groups=self._groups())
-        except ProfileError as exc:
-            raise web.HTTPError(400, str(exc), reason=str(exc)) from None
+    def _check(self, options: dict) -> Profile:
+        """The requested profile, if this user may use it and its GPUs are free now.
+
+        Raises ProfileError or GPUUnavailable (plain messages for the form page)."""
+        profile = resolve_profile(self.profiles, (options or {}).get("profile"), groups=self._groups())
         pool = self.gpu_pool
-        if profile.gpu_count and self._key not in pool.held and len(pool.free()) < profile.gpu_count:
-            try:
-                pool.acquire(f"check:{self._key}", profile.gpu_count, profile=profile.name)
-            except GPUUnavailable as exc:
-                raise web.HTTPError(409, str(exc), reason=str(exc)) from None
-            pool.release(f"check:{self._key}")
-        return profile, profile.gpu_count
+        if profile.gpu_count and self._key not in pool.held:
+            probe = f"check:{self._key}"
+            pool.acquire(probe, profile.gpu_count, profile=profile.name)
+            pool.release(probe)
+        return profile
 
     def run_pre_spawn_hook(self):
-        # Before anything starts: a bad request is refused here and the hub stays healthy.
-        self.profile, count = self._check(self.user_options)
+        # Before anything starts: a bad request is refused here (the REST API answers
+        # with the status and message) and the hub stays healthy.
         try:
-            self.gpu_ids = self.gpu_pool.acquire(self._key, count, profile=self.profile.name)
+            self.profile = self._check(self.user_options)
+            self.gpu_ids = self.gpu_pool.acquire(self._key, self.profile.gpu_count, profile=self.profile.name)
+        except ProfileError as exc:
+            raise web.HTTPError(400, str(exc), reason=str(exc)) from None
         except GPUUnavailable as exc:
             raise web.HTTPError(409, str(exc), reason=str(exc)) from None
         return super().run_pre_spawn_hook()
@@ -204,6 +206,9 @@ class AtelierLocalSpawner(SimpleLocalProcessSpawner):
         env = super().get_env()
         # The session finds the same Python environment and tools as the hub.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
+        # Session-wide Jupyter settings (no calls home for news or updates); a user's
+        # own ~/.jupyter still takes precedence.
+        env["JUPYTER_CONFIG_PATH"] = str(Path(__file__).with_name("session_config"))
         if self.profile is not None:
             res = to_embedded(self.profile, host_cpus=os.cpu_count() or 1)
             env.update(

@@ -87,6 +87,10 @@ def test_each_cpu_profile_runs_code_that_reaches_s3_and_mlflow(stack, alice, pro
     lab = requests.get(f"{stack.url}{model['url']}lab", headers={"Authorization": f"token {alice['token']}"},
                        timeout=60)
     assert lab.status_code == 200 and "JupyterLab" in lab.text
+    # No calls home from the session: JupyterLab's news feed and update check are off.
+    page_config = json.loads(re.search(r'id="jupyter-config-data" type="application/json">(.*?)</script>',
+                                       lab.text, re.S).group(1))
+    assert page_config["news"] == {"disabled": True}
 
     out = json.loads(run_code(stack.url, model["url"], alice["token"], SESSION_CODE).strip().splitlines()[-1])
     assert out["home"] == str(stack.state / "homes" / "alice")
