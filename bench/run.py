@@ -1,0 +1,14 @@
+"""`make bench`: every benchmark, each printing its figures against a baseline run side by side."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+failed = []
+for script in ["bench_spawn.py", "bench_repro.py"]:
+    print(f"\n=== {script} ===", flush=True)
+    if subprocess.run([sys.executable, str(HERE / script)]).returncode != 0:
+        failed.append(script)
+if failed:
+    sys.exit(f"benchmarks failed: {', '.join(failed)}")
