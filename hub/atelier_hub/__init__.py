@@ -1,6 +1,15 @@
-"""Atelier's hub: profiles, the session contract, the embedded stack and the `atelier` CLI."""
+"""Atelier's hub: profiles, the session contract, the embedded stack and the `atelier` CLI.
 
-from .config import configure
+Imports stay lazy: ``install.py`` runs from the system Python before the virtualenv
+(and so pydantic or JupyterHub) exists.
+"""
 
 __all__ = ["configure"]
 __version__ = "0.1.0"
+
+
+def configure(c, state=None):
+    """Configure JupyterHub for Atelier; see :func:`atelier_hub.config.configure`."""
+    from .config import configure as _configure
+
+    return _configure(c, state)
