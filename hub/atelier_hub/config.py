@@ -45,6 +45,7 @@ def update_spawner(c, stack: Embedded) -> None:
     c.JupyterHub.spawner_class = "atelier_hub.spawner.AtelierLocalSpawner"
     c.AtelierLocalSpawner.profiles_dir = stack.profiles_dir
     c.AtelierLocalSpawner.deployment_file = str(stack.path("deployment.json"))
+    c.AtelierLocalSpawner.sessions_dir = str(stack.path("sessions"))
     # One home per user, whatever the profile or server name.
     c.AtelierLocalSpawner.home_dir_template = str(stack.path("homes")) + "/{username}"
     c.AtelierLocalSpawner.default_url = "/lab"

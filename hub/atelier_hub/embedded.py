@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .auth import UsersFile
-from .settings import Deployment, MLflowService, S3Service, Services
+from . import install
+from .settings import Deployment, MLflowService, RayService, S3Service, Services, SparkService
 
 __all__ = ["Embedded", "SHARED_BUCKET", "MLFLOW_BUCKET", "free_port"]
 
@@ -120,6 +121,12 @@ class Embedded:
             # Through the hub's public port, so the same URL works from a session, a
             # script on this machine and a browser; the hub checks the token.
             mlflow=MLflowService(tracking_uri=f"{self.url}/services/mlflow", auth="hub"),
+            spark=SparkService(
+                jars=[str(p) for p in install.spark_jars()],
+                java_home=str(install.JAVA17_HOME),
+                local_ip="127.0.0.1",
+            ),
+            ray=RayService(),
         ))
 
     # -- life cycle ----------------------------------------------------------------------

@@ -114,6 +114,52 @@ def ensure_versitygw() -> None:
             expect="5 min cold, once per machine", env={"GOBIN": str(gw.parent), "CGO_ENABLED": "0"})
 
 
+MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+# Spark's s3a connector: hadoop-aws at the Hadoop version inside pyspark 4.3 (3.5.0),
+# the AWS SDK bundle it was built against, and the analytics accelerator it loads.
+SPARK_S3A_JARS = [
+    "org.apache.hadoop:hadoop-aws:3.5.0",
+    "software.amazon.awssdk:bundle:2.35.4",
+    "software.amazon.s3.analyticsaccelerator:analyticsaccelerator-s3:1.3.1",
+]
+JAVA17_HOME = Path("/usr/lib/jvm/java-17-openjdk-amd64")
+
+
+def maven_repo() -> Path:
+    return cache_dir() / "m2"
+
+
+def maven_jar(coordinate: str, *, packaging: str = "jar", classifier: str = "") -> Path:
+    """Where ``group:artifact:version`` lands in the cache's Maven repository."""
+    group, artifact, version = coordinate.split(":")
+    name = f"{artifact}-{version}{f'-{classifier}' if classifier else ''}.{packaging}"
+    return maven_repo().joinpath(*group.split("."), artifact, version, name)
+
+
+def ensure_maven(coordinate: str, *, packaging: str = "jar", classifier: str = "", size: str = "") -> Path:
+    """One artifact from Maven Central, fetched by Maven itself into the cache's repository."""
+    path = maven_jar(coordinate, packaging=packaging, classifier=classifier)
+    if not path.exists():
+        if shutil.which("mvn") is None:
+            sys.exit("[atelier install] Maven is needed to fetch Java artifacts: apt-get install maven")
+        artifact = f"{coordinate}:{packaging}" + (f":{classifier}" if classifier else "")
+        run(["mvn", "-q", "-B", f"-Dmaven.repo.local={maven_repo()}", f"{MAVEN_DEPENDENCY_PLUGIN}:get",
+             f"-Dartifact={artifact}", "-Dtransitive=false"],
+            what=f"fetching {coordinate} from Maven Central{f' ({size})' if size else ''}", expect="1-2 min")
+    return path
+
+
+def spark_jars() -> list[Path]:
+    return [maven_jar(c) for c in SPARK_S3A_JARS]
+
+
+def ensure_spark() -> None:
+    # Spark 4.3 runs on Java 17; the Java 25 that Trino uses lacks jdk.incubator.vector.
+    ensure_apt({"openjdk-17-jre-headless": str(JAVA17_HOME / "bin" / "java")}, why="Spark")
+    for coordinate in SPARK_S3A_JARS:
+        ensure_maven(coordinate, size="686 MB" if "bundle" in coordinate else "")
+
+
 def ensure_apt(packages: dict[str, str], *, why: str) -> None:
     """Debian packages, keyed by the file that shows each is installed."""
     missing = [pkg for pkg, marker in packages.items() if not Path(marker).exists()]
@@ -137,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     ensure_venv(ensure_uv())
     ensure_chp()
     ensure_versitygw()
+    ensure_spark()
     if args.test:
         # Debian's Chromium drives the browser tests through Playwright (no browser download).
         ensure_apt({"chromium": "/usr/bin/chromium"}, why="the browser tests")

@@ -15,7 +15,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["Deployment", "S3Service", "MLflowService", "Services", "SettingsError", "load_deployment"]
+__all__ = [
+    "Deployment", "S3Service", "MLflowService", "TrinoService", "SparkService", "RayService", "Services",
+    "SettingsError", "load_deployment",
+]
 
 
 class SettingsError(ValueError):
@@ -46,9 +49,41 @@ class MLflowService(_Strict):
     auth: Literal["hub", "none"] = "hub"
 
 
+class TrinoService(_Strict):
+    """A Trino (Presto) coordinator sessions query."""
+
+    url: str = Field(description="http://HOST:PORT of the coordinator")
+    catalog: str = "tpch"
+    default_schema: str | None = "tiny"
+
+
+class SparkService(_Strict):
+    """How ``SparkSession.builder.getOrCreate()`` starts in a session."""
+
+    # None: a local master sized to the profile (local[CPU limit]); else e.g. k8s://...
+    # and spark.executor.* come from the profile.
+    master: str | None = None
+    # The s3a connector (hadoop-aws and the AWS SDK bundle), as paths where sessions run.
+    jars: list[str] = Field(default_factory=list)
+    java_home: str | None = None
+    # Where the driver binds; 127.0.0.1 in embedded mode (Spark otherwise binds the
+    # machine's external interface). None on a cluster (the pod's address).
+    local_ip: str | None = None
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class RayService(_Strict):
+    """Ray: join a cluster at ``address``, or (None) start a local one sized to the profile."""
+
+    address: str | None = None
+
+
 class Services(_Strict):
     s3: S3Service | None = None
     mlflow: MLflowService | None = None
+    trino: TrinoService | None = None
+    spark: SparkService | None = None
+    ray: RayService | None = None
 
 
 class Deployment(_Strict):

@@ -30,7 +30,7 @@ from .profiles import (
     to_embedded,
     visible_profiles,
 )
-from .session import session_env
+from .session import session_env, session_files
 from .settings import Deployment, load_deployment
 
 __all__ = ["AtelierLocalSpawner", "render_profile_form"]
@@ -106,6 +106,16 @@ class AtelierLocalSpawner(SimpleLocalProcessSpawner):
         Deployment settings file (JSON or YAML) naming the services sessions use.
 
             c.AtelierLocalSpawner.deployment_file = "/srv/atelier/state/deployment.json"
+        """,
+    )
+
+    sessions_dir = Unicode(
+        config=True,
+        help="""
+        Folder for each server's generated config files (Spark, fsspec, Trino CLI), one
+        sub-folder per user and server, rewritten at every start.
+
+            c.AtelierLocalSpawner.sessions_dir = "/srv/atelier/state/sessions"
         """,
     )
 
@@ -209,6 +219,8 @@ class AtelierLocalSpawner(SimpleLocalProcessSpawner):
         # Session-wide Jupyter settings (no calls home for news or updates); a user's
         # own ~/.jupyter still takes precedence.
         env["JUPYTER_CONFIG_PATH"] = str(Path(__file__).with_name("session_config"))
+        # PySpark's workers and Ray's use the session's Python, not whatever is first on PATH.
+        env["PYSPARK_PYTHON"] = env["PYSPARK_DRIVER_PYTHON"] = sys.executable
         if self.profile is not None:
             res = to_embedded(self.profile, host_cpus=os.cpu_count() or 1)
             env.update(
@@ -219,9 +231,24 @@ class AtelierLocalSpawner(SimpleLocalProcessSpawner):
                     threads=res.threads,
                     api_token=self.api_token,
                     gpu_ids=self.gpu_ids,
+                    config_dir=str(self.config_dir) if self.sessions_dir else None,
                 )
             )
         return env
+
+    @property
+    def config_dir(self) -> Path:
+        return Path(self.sessions_dir) / self.user.name / (self.name or "default")
+
+    def write_session_files(self) -> None:
+        """The libraries' own config files for this server (secrets stay in the env)."""
+        if not self.sessions_dir or self.profile is None:
+            return
+        files = session_files(self.profile, username=self.user.name, services=self.deployment.services)
+        for rel, text in files.items():
+            path = self.config_dir / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
 
     def make_preexec_fn(self, name):
         base = super().make_preexec_fn(name)
@@ -244,6 +271,7 @@ class AtelierLocalSpawner(SimpleLocalProcessSpawner):
             log=self.log,
         )
         self._cgroup.create()
+        self.write_session_files()
         self.log.info(
             "Starting %s with profile %s (GPUs: %s)", self._key, self.profile.name, self.gpu_ids or "none"
         )
