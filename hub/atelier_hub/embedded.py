@@ -26,8 +26,8 @@ import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .auth import UsersFile
 from . import install
+from .auth import UsersFile
 from .settings import Deployment, MLflowService, RayService, S3Service, Services, SparkService
 
 __all__ = ["Embedded", "SHARED_BUCKET", "MLFLOW_BUCKET", "free_port"]
