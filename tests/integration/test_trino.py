@@ -1,0 +1,363 @@
+"""Trino, for real: the hub-managed launcher on its own, then sessions of the embedded stack.
+
+Part one starts the S3 server (versitygw) and ``python -m atelier_hub.services.trino``
+directly, as the hub does, and checks the server from outside: TPC-H, a Parquet table
+on the shared bucket read and written through the hive catalog, loopback only, no
+secret on disk, the CLI, a crash (the launcher exits non-zero), a restart that keeps
+the tables, and a clean stop. Part two runs in a session of the real stack: the
+Python client through ``atelier_lab.connect_trino()``, ``%sql`` (jupysql) and the
+``trino`` CLI all reach the hub's Trino with no set-up.
+
+Every wait is bounded; timings and memory go to ``test-output/trino-metrics.json``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import atelier_lab
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from atelier_hub.install import tool_path
+from atelier_hub.services.trino import query, read_ready
+from atelier_hub.trino_install import trino_installed
+from kernel import run_code
+from stack import OUTPUT, REPO, VENV_BIN, free_port, tail
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "atelier-shared"
+# Trino needs 16-25 s to answer a first query on a quiet machine, 60-90 s on two busy cores.
+READY_TIMEOUT = 420
+METRICS = OUTPUT / "trino-metrics.json"
+
+
+def record(**values) -> None:
+    OUTPUT.mkdir(exist_ok=True)
+    data = json.loads(METRICS.read_text()) if METRICS.exists() else {}
+    data.update(values)
+    METRICS.write_text(json.dumps(data, indent=2))
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and fields[2] == str(pgid):
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def wait_gone(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not group_members(pgid):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+class Standalone:
+    """versitygw plus the Trino launcher, started the way the hub starts them."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.state = root / "trino"
+        self.s3_dir = root / "s3"
+        (self.s3_dir / BUCKET).mkdir(parents=True)  # a folder is a bucket to versitygw
+        self.keys = {"AWS_ACCESS_KEY_ID": "atelier" + secrets.token_hex(6),
+                     "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30)}
+        self.s3_port = free_port()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = OUTPUT / "trino-standalone.log"
+        self.gw: subprocess.Popen | None = None
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    def s3(self):
+        return boto3.client("s3", endpoint_url=self.s3_endpoint, region_name="us-east-1",
+                            aws_access_key_id=self.keys["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.keys["AWS_SECRET_ACCESS_KEY"])
+
+    def start_s3(self) -> None:
+        env = {**os.environ, "ROOT_ACCESS_KEY_ID": self.keys["AWS_ACCESS_KEY_ID"],
+               "ROOT_SECRET_ACCESS_KEY": self.keys["AWS_SECRET_ACCESS_KEY"]}
+        self.gw = subprocess.Popen([str(tool_path("versitygw")), "--port", f"127.0.0.1:{self.s3_port}", "--quiet",
+                                    "posix", str(self.s3_dir)], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+
+    def start(self) -> float:
+        """Start the launcher; return seconds until a real query succeeded."""
+        # As the hub's service entry: keys only in the environment, not on the command line.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "JUPYTERHUB_"))}
+        env.update(self.keys, AWS_REGION="us-east-1")
+        cmd = [sys.executable, "-m", "atelier_hub.services.trino", "--state", str(self.state),
+               "--port", str(self.port), "--s3-endpoint", self.s3_endpoint, "--bucket", BUCKET]
+        t0 = time.monotonic()
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        while read_ready(self.state) is None:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the Trino launcher exited {self.proc.returncode}:\n{tail(self.log)}")
+            if time.monotonic() - t0 > READY_TIMEOUT:
+                raise RuntimeError(f"Trino not ready in {READY_TIMEOUT} s:\n{tail(self.log)}\n"
+                                   f"server log:\n{tail(self.state / 'logs' / 'server.log')}")
+            time.sleep(0.5)
+        return time.monotonic() - t0
+
+    @property
+    def java_pid(self) -> int:
+        return int((self.state / "server.pgid").read_text().split()[0])
+
+    def stop(self, timeout: float = 60) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory):
+    if not tool_path("versitygw").exists():
+        pytest.fail(f"versitygw is not installed at {tool_path('versitygw')}: run `make install`")
+    if not trino_installed():
+        pytest.fail("Trino is not installed in the cache: run `make install` (python3 hub/atelier_hub/trino_install.py)")
+    s = Standalone(tmp_path_factory.mktemp("trino-standalone"))
+    s.start_s3()
+    try:
+        ready_s = s.start()
+        record(standalone_ready_s=round(ready_s, 1), standalone_java_rss_mib=rss_mib(s.java_pid),
+               standalone_launcher_rss_mib=rss_mib(s.proc.pid))
+        yield s
+    finally:
+        s.stop()
+        if s.gw is not None:
+            s.gw.terminate()
+            s.gw.wait(10)
+
+
+def cursor(url: str, user: str = "ada"):
+    import trino
+
+    return trino.dbapi.connect(host="127.0.0.1", port=int(url.rsplit(":", 1)[1]), user=user,
+                               request_timeout=60).cursor()
+
+
+def sql(url: str, statement: str, user: str = "ada") -> list:
+    cur = cursor(url, user)
+    cur.execute(statement)
+    return cur.fetchall()
+
+
+# -- part one: the launcher on its own ----------------------------------------------------------
+
+
+def test_tpch_answers_through_the_client_and_connect_trino(standalone, monkeypatch):
+    assert sql(standalone.url, "SELECT count(*) FROM tpch.tiny.nation") == [[25]]
+    monkeypatch.setenv("ATELIER_TRINO_URL", standalone.url)
+    monkeypatch.setenv("ATELIER_USER", "ada")
+    monkeypatch.delenv("TRINO_CONFIG", raising=False)
+    cur = atelier_lab.connect_trino().cursor()
+    cur.execute("SELECT (SELECT count(*) FROM nation), current_user")  # tpch.tiny by default
+    assert cur.fetchall() == [[25, "ada"]]
+
+
+def test_the_server_listens_on_loopback_only(standalone):
+    listening = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, port = local.split(":")
+            if state == "0A" and int(port, 16) == standalone.port:  # LISTEN
+                listening.append(addr)
+    # 127.0.0.1 as IPv4 (0100007F) or IPv4-mapped IPv6 (::ffff:127.0.0.1).
+    assert listening and all(a in ("0100007F", "0000000000000000FFFF00000100007F") for a in listening), listening
+
+
+def test_no_secret_is_written_to_disk_or_logs(standalone):
+    secret = standalone.keys["AWS_SECRET_ACCESS_KEY"].encode()
+    for path in standalone.state.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_bytes(), path
+    assert secret not in standalone.log.read_bytes()
+    hive = (standalone.state / "etc" / "catalog" / "hive.properties").read_text()
+    assert "s3.aws-secret-key=${ENV:AWS_SECRET_ACCESS_KEY}" in hive
+
+
+def test_hive_reads_and_writes_a_parquet_table_on_the_shared_bucket(standalone):
+    # Written the way Spark writes a table: a folder of Parquet parts and a _SUCCESS marker.
+    s3 = standalone.s3()
+    table = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "name": ["a", "b", "c"], "score": [0.5, 1.5, 2.5]})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    s3.put_object(Bucket=BUCKET, Key="tables/scores/part-00000.parquet", Body=buf.getvalue())
+    s3.put_object(Bucket=BUCKET, Key="tables/scores/_SUCCESS", Body=b"")
+
+    sql(standalone.url, "CREATE TABLE hive.default.scores (id bigint, name varchar, score double) "
+                        f"WITH (external_location = 's3://{BUCKET}/tables/scores', format = 'PARQUET')")
+    assert sql(standalone.url, "SELECT count(*), sum(score) FROM hive.default.scores") == [[3, 4.5]]
+
+    # ... and Trino writes into the same folder, readable by anything that reads Parquet.
+    sql(standalone.url, "INSERT INTO hive.default.scores VALUES (4, 'd', 3.5)")
+    assert sql(standalone.url, "SELECT name FROM hive.default.scores ORDER BY id") == [["a"], ["b"], ["c"], ["d"]]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="tables/scores/")["Contents"]]
+    new = [k for k in keys if not k.endswith(("part-00000.parquet", "_SUCCESS"))]
+    assert len(new) == 1, keys
+    written = pq.read_table(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=new[0])["Body"].read()))
+    assert written.column("name").to_pylist() == ["d"]
+    # The table definitions live on the bucket too.
+    assert any(o["Key"].startswith("hive-metastore/default/scores/")
+               for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="hive-metastore/")["Contents"])
+
+
+def test_the_trino_cli_reads_the_trino_config_file(standalone, tmp_path):
+    config = tmp_path / "config"
+    config.write_text(f"server={standalone.url}\nuser=ada\ncatalog=tpch\nschema=tiny\n")
+    env = {**os.environ, "TRINO_CONFIG": str(config)}
+    t0 = time.monotonic()
+    r = subprocess.run([str(VENV_BIN / "trino"), "--execute", "SELECT (SELECT count(*) FROM nation), current_user"],
+                       capture_output=True, text=True, env=env, timeout=180)
+    record(cli_query_s=round(time.monotonic() - t0, 1))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == '"25","ada"'
+    assert "WARNING" not in r.stderr  # no terminal-library noise in scripted use
+
+
+def test_when_trino_dies_the_launcher_exits_nonzero_and_a_restart_keeps_the_tables(standalone):
+    node_id = (standalone.state / "node-id").read_text()
+    java = standalone.java_pid
+    os.kill(java, signal.SIGKILL)
+    # The hub restarts a managed service that exits: the launcher must not linger.
+    assert standalone.proc.wait(30) == 1
+    assert "the server exited" in tail(standalone.log)
+    assert wait_gone(java, 10)
+    assert read_ready(standalone.state) is None
+
+    ready_s = standalone.start()
+    record(standalone_restart_ready_s=round(ready_s, 1))
+    assert (standalone.state / "node-id").read_text() == node_id
+    assert sql(standalone.url, "SELECT count(*) FROM hive.default.scores") == [[4]]
+
+
+def test_a_launcher_killed_hard_takes_its_server_along(standalone):
+    java = standalone.java_pid
+    standalone.proc.kill()  # SIGKILL: no handler runs; PR_SET_PDEATHSIG ends the JVM
+    standalone.proc.wait(10)
+    assert wait_gone(java, 60), f"the JVM {java} outlived its launcher"
+    ready_s = standalone.start()  # the stale pid and ready files do not confuse a new start
+    assert sql(standalone.url, "SELECT count(*) FROM tpch.tiny.region") == [[5]]
+    record(standalone_second_restart_ready_s=round(ready_s, 1))
+
+
+def test_sigterm_stops_the_server_and_leaves_nothing_behind(standalone):
+    java = standalone.java_pid
+    t0 = time.monotonic()
+    assert standalone.stop(timeout=60) == 0
+    record(standalone_stop_s=round(time.monotonic() - t0, 1))
+    assert wait_gone(java, 5)
+    assert not (standalone.state / "server.pgid").exists() and read_ready(standalone.state) is None
+
+
+# -- part two: sessions of the embedded stack ------------------------------------------------------
+
+SESSION = r"""
+import json, os, subprocess, time
+import boto3, pyarrow as pa, pyarrow.parquet as pq
+import atelier_lab
+
+out = {"url": os.environ.get("ATELIER_TRINO_URL"), "database_url": os.environ.get("DATABASE_URL")}
+cur = atelier_lab.connect_trino().cursor()          # no argument: the session's settings
+cur.execute("SELECT (SELECT count(*) FROM tpch.tiny.nation), current_user")
+(out["client"], out["user"]), = cur.fetchall()
+
+ip = get_ipython()
+ip.run_line_magic("load_ext", "sql")                # jupysql connects to DATABASE_URL itself
+out["sql"] = ip.run_line_magic("sql", "SELECT count(*) AS n FROM tpch.tiny.nation").dict()["n"][0]
+out["sql_cell"] = ip.run_cell_magic("sql", "", "SELECT count(*) AS n FROM region").dict()["n"][0]
+
+cli = subprocess.run(["trino", "--execute", "SELECT count(*) FROM nation"], capture_output=True, text=True,
+                     timeout=180)                   # the CLI reads TRINO_CONFIG
+out["cli"], out["cli_err"] = cli.stdout.strip(), cli.stderr[-500:]
+
+# A table written into the shared bucket from the session, queried through Trino.
+bucket = os.environ["ATELIER_SHARED_BUCKET"]
+buf = pa.BufferOutputStream()
+pq.write_table(pa.table({"id": pa.array(range(1, 11), pa.int64())}), buf)
+boto3.client("s3").put_object(Bucket=bucket, Key="trino-test/from-session/part-0.parquet",
+                              Body=buf.getvalue().to_pybytes())
+cur.execute("CREATE TABLE IF NOT EXISTS hive.default.from_session (id bigint) "
+            f"WITH (external_location = 's3://{bucket}/trino-test/from-session', format = 'PARQUET')")
+cur.fetchall()
+cur.execute("SELECT sum(id) FROM hive.default.from_session")
+out["hive"] = cur.fetchall()[0][0]
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def stack_trino(stack):
+    """The stack's Trino URL, once a real query succeeds there (the hub does not wait
+    for Trino: it has no route through the hub's proxy)."""
+    deployment = json.loads((stack.state / "deployment.json").read_text())
+    trino = (deployment.get("services") or {}).get("trino")
+    assert trino, "the embedded stack configures no Trino service (services.trino in deployment.json)"
+    deadline = time.monotonic() + READY_TIMEOUT
+    t0 = time.monotonic()
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            if query(trino["url"], "SELECT count(*) FROM tpch.tiny.nation", timeout=15) == [[25]]:
+                record(stack_trino_wait_after_hub_ready_s=round(time.monotonic() - t0, 1))
+                return trino
+        except Exception as exc:  # noqa: BLE001 - shown when the wait runs out
+            last = exc
+        time.sleep(1)
+    pytest.fail(f"the stack's Trino at {trino['url']} answered no query in {READY_TIMEOUT} s ({last}):\n"
+                f"{stack.hub_log()}")
+
+
+def test_a_session_reaches_trino_through_the_client_sql_magic_and_cli(stack, alice, stack_trino):
+    model = stack.spawn("alice", None, server="trino")
+    try:
+        t0 = time.monotonic()
+        raw = run_code(stack.url, model["url"], alice["token"], SESSION, timeout=400)
+        record(session_trino_snippet_s=round(time.monotonic() - t0, 1))
+        out = json.loads(raw.strip().splitlines()[-1])
+    finally:
+        stack.stop_server("alice", "trino")
+    port = stack_trino["url"].rsplit(":", 1)[1]
+    assert out["url"] == stack_trino["url"]
+    assert out["database_url"].startswith(f"trino://alice@127.0.0.1:{port}/")
+    assert (out["client"], out["user"]) == (25, "alice")
+    assert (out["sql"], out["sql_cell"]) == (25, 5)
+    assert out["cli"] == '"25"', out["cli_err"]
+    assert out["hive"] == 55
