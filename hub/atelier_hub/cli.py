@@ -241,6 +241,10 @@ def main(argv: list[str] | None = None) -> None:
     rm.add_argument("name")
     users.set_defaults(func=cmd_users)
 
+    from .cluster.values import add_render_parser
+
+    add_render_parser(sub, profiles_default=_default_profiles())
+
     inst = sub.add_parser("install", help="install what is missing (what `make install` runs)")
     inst.add_argument("--test", action="store_true", help="also what the tests need")
     inst.set_defaults(func=lambda a: install.main(["--test"] if a.test else []))

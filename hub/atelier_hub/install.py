@@ -176,7 +176,7 @@ def ensure_apt(packages: dict[str, str], *, why: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Install what Atelier needs and is missing.")
-    ap.add_argument("--test", action="store_true", help="also what the test suite needs (Chromium)")
+    ap.add_argument("--test", action="store_true", help="also what the test suite needs (Chromium, a Kubernetes control plane)")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     say(f"cache: {cache_dir()}")
@@ -193,7 +193,13 @@ def main(argv: list[str] | None = None) -> None:
     link_cli(VENV)
     if args.test:
         # Debian's Chromium drives the browser tests through Playwright (no browser download).
-        ensure_apt({"chromium": "/usr/bin/chromium"}, why="the browser tests")
+        ensure_apt({"chromium": "/usr/bin/chromium", "openssl": "/usr/bin/openssl"},
+                   why="the browser tests and the cluster tests' certificates")
+        # The loopback Kubernetes control plane for tests/k8s: built from the Go module
+        # proxy once per machine (about 26 min cold on 2 cores), reused after.
+        from atelier_hub.cluster.tools import ensure_control_plane
+
+        ensure_control_plane()
     say(f"ready in {time.monotonic() - t0:.0f} s")
 
 

@@ -1,0 +1,356 @@
+"""KubeSpawner from ``profiles/``: what the hub runs inside the Zero to JupyterHub chart.
+
+Rule this module keeps: the same checks as the embedded spawner, server-side, before
+any Kubernetes object is made: the profile a request names must be one the user may
+use (their groups), and a GPU profile must stay within the per-user limit on
+concurrent GPU servers. Secrets never appear as literal values in a pod spec: the
+hub API token (and S3 keys, where a deployment has static ones) go into a per-server
+Secret that the pod reads with ``valueFrom.secretKeyRef``; on EKS sessions get S3
+through IRSA (a ServiceAccount annotated with an IAM role) and no key at all.
+
+Override order, as in KubeSpawner: spawner config -> profile (``kubespawner_override``
+from :func:`atelier_hub.profiles.to_kubespawner`) -> request (only the profile name).
+
+What KubeSpawner 7.1 does by itself, checked in its source: it puts
+``JUPYTERHUB_API_TOKEN`` (and ``JPY_API_TOKEN``) into the pod spec as plain ``value``
+fields; ``environment`` values may be dicts (a full ``EnvVar``, so ``valueFrom``), which
+is what :meth:`AtelierKubeSpawner.get_env` uses to move them into a Secret. It deletes a
+user's PVC only from ``delete_forever`` (user deletion, or a named server's deletion
+when ``pvc_name_template`` contains ``{servername}``); Atelier sets ``delete_pvc =
+False`` so homes outlive even an account's removal until an admin deletes them.
+"""
+
+from __future__ import annotations
+
+import base64
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar
+
+from jupyterhub.utils import exponential_backoff
+from kubernetes_asyncio.client.models import (
+    V1KeyToPath,
+    V1ObjectMeta,
+    V1Secret,
+    V1SecretVolumeSource,
+    V1Volume,
+    V1VolumeMount,
+)
+from kubespawner import KubeSpawner
+from tornado import web
+from traitlets import Integer, Unicode
+
+from ..profiles import Profile, ProfileError, load_profiles, resolve_profile, to_kubespawner, visible_profiles
+from ..session import session_env, session_files
+from ..settings import Deployment, load_deployment
+from .settings import ClusterSettings, load_cluster_settings
+
+__all__ = ["AtelierKubeSpawner", "configure_kubespawner", "profile_list", "SECRET_ENV", "SESSION_CONFIG_DIR"]
+
+# Where the session's config files (spark-defaults.conf, fsspec, the Trino CLI's) are
+# mounted, read-only, from the server's Secret (the chart's hub Role may create Secrets,
+# not ConfigMaps); the session's env vars point each library there.
+SESSION_CONFIG_DIR = "/etc/atelier/session"
+
+# Variables whose values are credentials: they reach the pod through a Secret only.
+SECRET_ENV = (
+    "JUPYTERHUB_API_TOKEN",
+    "JPY_API_TOKEN",
+    "MLFLOW_TRACKING_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+)
+
+
+def profile_list(spawner: AtelierKubeSpawner) -> list[dict[str, Any]]:
+    """KubeSpawner's ``profile_list`` for one user: only the profiles their groups allow."""
+    return [to_kubespawner(p) for p in visible_profiles(spawner.profiles, spawner.groups())]
+
+
+class AtelierKubeSpawner(KubeSpawner):
+    """KubeSpawner sized by ``profiles/``, with Atelier's server-side checks."""
+
+    profiles_dir = Unicode(
+        config=True,
+        help="""
+        Folder of profile YAML files, loaded and validated when the hub starts.
+
+            c.AtelierKubeSpawner.profiles_dir = "/usr/local/etc/atelier/profiles"
+        """,
+    )
+    deployment_file = Unicode(
+        config=True,
+        help="""
+        Deployment settings file (JSON or YAML) naming the services sessions use.
+
+            c.AtelierKubeSpawner.deployment_file = "/usr/local/etc/atelier/deployment.json"
+        """,
+    )
+    gpu_servers_per_user = Integer(
+        1,
+        config=True,
+        help="""
+        How many servers with a GPU profile one user may run at the same time
+        (running or starting). A request beyond it is refused with 409 and a message
+        naming the servers to stop. 0 refuses every GPU profile.
+
+            c.AtelierKubeSpawner.gpu_servers_per_user = 2
+        """,
+    )
+
+    _profiles: ClassVar[list[Profile] | None] = None
+    _deployment: ClassVar[Deployment | None] = None
+
+    profile: Profile | None = None
+
+    # -- shared, loaded once per hub process -------------------------------------------
+
+    @property
+    def profiles(self) -> list[Profile]:
+        cls = type(self)
+        if cls._profiles is None:
+            cls._profiles = load_profiles(self.profiles_dir)
+        return cls._profiles
+
+    @property
+    def deployment(self) -> Deployment:
+        cls = type(self)
+        if cls._deployment is None:
+            cls._deployment = load_deployment(self.deployment_file) if self.deployment_file else Deployment()
+        return cls._deployment
+
+    def groups(self) -> set[str]:
+        return {g.name for g in getattr(self.user, "groups", [])}
+
+    @property
+    def env_secret_name(self) -> str:
+        """The per-server Secret holding this server's credentials."""
+        return f"{self.pod_name}-env"
+
+    # -- the checks ----------------------------------------------------------------------
+
+    def _profile_of(self, spawner) -> Profile | None:
+        """The profile another server of this user runs (or is starting) with."""
+        if isinstance(getattr(spawner, "profile", None), Profile):
+            return spawner.profile
+        name = (spawner.user_options or {}).get("profile")
+        return next((p for p in self.profiles if p.name == name), None)
+
+    def check_request(self, options: dict | None) -> Profile:
+        """The profile ``options`` names, if this user may start it now.
+
+        Raises :class:`tornado.web.HTTPError`: 403 for a profile outside the user's
+        groups, 400 for an unknown one, 409 past the per-user GPU server limit.
+        """
+        requested = (options or {}).get("profile")
+        try:
+            profile = resolve_profile(self.profiles, requested, groups=self.groups())
+        except ProfileError as exc:
+            known = any(p.name == requested for p in self.profiles)
+            raise web.HTTPError(403 if known else 400, str(exc), reason=str(exc)) from None
+        if profile.gpu_count:
+            others = sorted(
+                name or "(default server)"
+                for name, sp in self.user.spawners.items()
+                if sp is not self and sp.active and (p := self._profile_of(sp)) is not None and p.gpu_count
+            )
+            if len(others) >= self.gpu_servers_per_user:
+                limit = self.gpu_servers_per_user
+                msg = (
+                    f"GPU server limit reached: you may run {limit} GPU server{'s' if limit != 1 else ''} "
+                    f"at a time and already have {len(others)} ({', '.join(others)}). Stop one, or "
+                    f"choose a CPU profile, to start {profile.name!r}."
+                    if limit else f"profile {profile.name!r} needs a GPU and GPU servers are turned off here"
+                )
+                raise web.HTTPError(409, msg, reason=msg)
+        return profile
+
+    def run_options_from_form(self, form_data):
+        options = super().run_options_from_form(form_data)
+        # Checked here too, so the form page shows the refusal at once.
+        self.check_request(options)
+        return options
+
+    def run_pre_spawn_hook(self):
+        # Before anything is created: a refused request leaves no object behind and the
+        # REST API answers with the status and message above.
+        self.profile = self.check_request(self.user_options)
+        return super().run_pre_spawn_hook()
+
+    async def load_user_options(self):
+        # KubeSpawner applies the profile's kubespawner_override here; the user's own
+        # profile_list only holds what they may use, so this is a second check.
+        if self.profile is None:
+            self.profile = self.check_request(self.user_options)
+        # Name the resolved profile, so KubeSpawner applies exactly the one checked
+        # (an empty request means the user's default, which only we resolve by group).
+        self.user_options = {**(self.user_options or {}), "profile": self.profile.name}
+        await super().load_user_options()
+
+    # -- the environment, with credentials moved into a Secret ----------------------------
+
+    def get_env(self):
+        env = super().get_env()
+        if self.profile is not None:
+            env.update(
+                session_env(
+                    self.profile,
+                    username=self.user.name,
+                    services=self.deployment.services,
+                    threads=max(1, int(self.profile.cpu.limit)),
+                    api_token=self.api_token,
+                    # The device plugin shows the container only its own GPUs, as 0..n-1.
+                    gpu_ids=list(range(self.profile.gpu_count)),
+                    config_dir=SESSION_CONFIG_DIR if self._session_files() else None,
+                )
+            )
+        self._secret_env = {k: env[k] for k in SECRET_ENV if isinstance(env.get(k), str) and env[k]}
+        for key in self._secret_env:
+            env[key] = {"valueFrom": {"secretKeyRef": {"name": self.env_secret_name, "key": key}}}
+        return env
+
+    def _session_files(self) -> dict[str, str]:
+        if self.profile is None:
+            return {}
+        return session_files(self.profile, username=self.user.name, services=self.deployment.services)
+
+    def get_env_secret_manifest(self) -> V1Secret:
+        labels = self._build_common_labels(self._expand_all(self.extra_labels))
+        labels["app.kubernetes.io/component"] = "atelier-session-env"
+        return V1Secret(
+            api_version="v1",
+            kind="Secret",
+            type="Opaque",
+            metadata=V1ObjectMeta(name=self.env_secret_name, labels=labels),
+            data={k: base64.b64encode(v.encode()).decode()
+                  for k, v in {**self._secret_env, **self._file_keys()}.items()},
+        )
+
+    def _file_keys(self) -> dict[str, str]:
+        """Session files as Secret keys (``file-0``...: a key may not hold a '/')."""
+        return {f"file-{i}": text for i, (_, text) in enumerate(sorted(self._session_files().items()))}
+
+    async def get_pod_manifest(self):
+        pod = await super().get_pod_manifest()  # calls get_env, which fills _secret_env
+        files = sorted(self._session_files())
+        if files:
+            items = [V1KeyToPath(key=f"file-{i}", path=path) for i, path in enumerate(files)]
+            volume = V1Volume(name="atelier-session",
+                              secret=V1SecretVolumeSource(secret_name=self.env_secret_name, items=items))
+            pod.spec.volumes = [*(pod.spec.volumes or []), volume]
+            container = pod.spec.containers[0]
+            container.volume_mounts = [*(container.volume_mounts or []), V1VolumeMount(
+                name="atelier-session", mount_path=SESSION_CONFIG_DIR, read_only=True)]
+        # Created before the pod, so the container never starts without it; replaced
+        # whole, since a new start has a new API token.
+        manifest = self.get_env_secret_manifest()
+        await exponential_backoff(
+            partial(self._ensure_not_exists, "secret", manifest.metadata.name),
+            f"Could not delete the old secret {manifest.metadata.name}",
+            timeout=self.k8s_api_request_retry_timeout,
+        )
+        await exponential_backoff(
+            partial(self._make_create_resource_request, "secret", manifest),
+            f"Could not create secret {manifest.metadata.name}",
+            timeout=self.k8s_api_request_retry_timeout,
+        )
+        return pod
+
+    async def stop(self, now=False):
+        await super().stop(now=now)
+        # The token in it is revoked by the hub on stop; the object goes too.
+        await exponential_backoff(
+            partial(self._ensure_not_exists, "secret", self.env_secret_name),
+            f"Could not delete secret {self.env_secret_name}",
+            timeout=self.k8s_api_request_retry_timeout,
+        )
+
+    # -- state kept across hub restarts ------------------------------------------------------
+
+    def get_state(self):
+        state = super().get_state()
+        if self.profile is not None:
+            state["profile"] = self.profile.name
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        name = state.get("profile")
+        self.profile = next((p for p in self.profiles if p.name == name), None) if name else None
+
+    def clear_state(self):
+        super().clear_state()
+        self.profile = None
+
+
+# -- configuration: one update_<section> each; only sets, never appends ---------------------
+
+
+def update_profiles(c, settings: ClusterSettings, *, profiles_dir: str, deployment_file: str | None) -> None:
+    s = c.AtelierKubeSpawner
+    s.profiles_dir = str(profiles_dir)
+    s.deployment_file = str(deployment_file or "")
+    # Set on the subclass: it wins over c.KubeSpawner.profile_list, which the chart
+    # sets from singleuser.profileList.
+    s.profile_list = profile_list
+    s.gpu_servers_per_user = settings.gpu_servers_per_user
+    s.image = f"{settings.singleuser_image.name}:{settings.singleuser_image.tag}"
+    s.default_url = "/lab"
+    s.start_timeout = 300
+
+
+def update_storage(c, settings: ClusterSettings) -> None:
+    """One dynamic PVC per user, the home of every server of theirs (what the chart's
+    ``singleuser.storage`` renders; see :func:`atelier_hub.cluster.values.storage_values`)."""
+    s, st = c.AtelierKubeSpawner, settings.storage
+    s.storage_pvc_ensure = True
+    s.pvc_name_template = st.pvc_name_template
+    s.storage_capacity = st.capacity
+    s.storage_access_modes = ["ReadWriteOnce"]
+    if st.storage_class is not None:
+        s.storage_class = st.storage_class
+    s.volumes = {"home": {"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}}
+    s.volume_mounts = {"home": {"name": "home", "mountPath": st.home_mount_path}}
+    s.delete_pvc = False
+
+
+def update_identity(c, settings: ClusterSettings) -> None:
+    if settings.identity.service_account:
+        c.AtelierKubeSpawner.service_account = settings.identity.service_account
+        # IRSA's web-identity token is a projected volume that needs the SA token mount.
+        c.AtelierKubeSpawner.automount_service_account_token = True
+
+
+def configure_kubespawner(
+    c,
+    *,
+    profiles_dir: str | Path,
+    deployment_file: str | Path | None = None,
+    cluster_file: str | Path | None = None,
+    storage: bool = True,
+) -> ClusterSettings:
+    """Configure JupyterHub to spawn Atelier sessions with KubeSpawner.
+
+    The chart's ``hub.extraConfig`` calls it with ``storage=False`` (the chart's
+    ``singleuser.storage``, rendered from the same settings, already sets the home);
+    a hub outside the chart (the cluster-mode tests) lets it set the storage too.
+
+    >>> from traitlets.config import Config
+    >>> c = Config()
+    >>> _ = configure_kubespawner(c, profiles_dir="profiles")  # doctest: +SKIP
+    >>> c.AtelierKubeSpawner.pvc_name_template  # doctest: +SKIP
+    'claim-{username}'
+    """
+    settings = load_cluster_settings(cluster_file)
+    load_profiles(profiles_dir)  # a bad profile folder stops the hub at start, not at a spawn
+    c.JupyterHub.spawner_class = "atelier_hub.cluster.kubespawner.AtelierKubeSpawner"
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = settings.named_servers_per_user
+    if settings.namespace:
+        c.AtelierKubeSpawner.namespace = settings.namespace
+    update_profiles(c, settings, profiles_dir=str(profiles_dir),
+                    deployment_file=str(deployment_file) if deployment_file else None)
+    if storage:
+        update_storage(c, settings)
+    update_identity(c, settings)
+    return settings

@@ -1,0 +1,121 @@
+"""Cluster settings: what a Kubernetes deployment adds to the profiles and the services.
+
+Rule this module keeps: every cluster-only choice (images, home storage, culling, GPU
+limits, node pools, how sessions get cloud credentials) is a field here with a default
+that works, read once from an optional YAML file; :mod:`.values` (the chart's values)
+and :mod:`.kubespawner` (the hub's spawner) both read it, so the two never disagree.
+Unset is ``None``, distinct from an empty value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .. import __version__
+
+__all__ = ["ClusterSettings", "ClusterSettingsError", "load_cluster_settings", "HOME_MOUNT_PATH"]
+
+# The container home: the Jupyter Docker Stacks' user is jovyan, and z2jh mounts the
+# home volume there by default. Embedded sessions use $HOME the same way, so code that
+# writes under ~ behaves alike in both modes.
+HOME_MOUNT_PATH = "/home/jovyan"
+
+
+class ClusterSettingsError(ValueError):
+    """The cluster settings file is invalid; the message names the field and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Image(_Strict):
+    name: str
+    tag: str
+
+
+class Storage(_Strict):
+    """One dynamic PVC per user, mounted as the home of every server of that user."""
+
+    capacity: str = "20Gi"
+    # None: the cluster's default StorageClass (gp3 on EKS with the EBS CSI driver).
+    storage_class: str | None = None
+    home_mount_path: str = HOME_MOUNT_PATH
+    # No {servername}: all of a user's servers and profiles share one home.
+    pvc_name_template: str = "claim-{username}"
+
+
+class Culling(_Strict):
+    """Idle servers are stopped (never deleted: the home PVC stays)."""
+
+    enabled: bool = True
+    timeout: int = Field(3600, gt=0, description="seconds idle before a server is stopped")
+    every: int = Field(300, gt=0, description="seconds between checks")
+    max_age: int = Field(0, ge=0, description="seconds a server may run at most; 0: no limit")
+
+
+class SessionIdentity(_Strict):
+    """How sessions reach cloud services without keys in the pod spec.
+
+    On EKS: a ServiceAccount annotated with an IAM role (IRSA); the pod gets a projected
+    web-identity token and boto3 picks it up with no configuration.
+    """
+
+    service_account: str | None = None
+    role_arn: str | None = Field(None, description="IAM role for IRSA, e.g. arn:aws:iam::123456789012:role/atelier-session")
+
+
+class NodePools(_Strict):
+    """Where the chart's own pods go; profiles place the sessions."""
+
+    core: dict[str, str] = Field(default_factory=lambda: {"atelier.dev/pool": "core"})
+
+
+class ClusterSettings(_Strict):
+    """Everything a cluster deployment adds to ``profiles/`` and the services."""
+
+    namespace: str | None = Field(None, description="None: the hub's own namespace (the Helm release's)")
+    # The hub image: the chart's k8s-hub image plus `pip install atelier-hub` (see the
+    # README); name it after your registry.
+    hub_image: Image = Image(name="ghcr.io/atelier-dev/atelier-hub", tag=__version__)
+    # The session image unless a profile names its own; pin a dated tag in production.
+    singleuser_image: Image = Image(name="quay.io/jupyter/scipy-notebook", tag="latest")
+    storage: Storage = Storage()
+    culling: Culling = Culling()
+    gpu_servers_per_user: int = Field(1, ge=0, description="concurrent GPU servers per user; 0: none")
+    named_servers_per_user: int = Field(5, ge=0)
+    node_pools: NodePools = NodePools()
+    identity: SessionIdentity = SessionIdentity()
+    # Where service hostnames outside the cluster resolve (the VPC): the chart blocks
+    # private IPs by default, so each service gets an egress rule to these CIDRs on its
+    # own port only.
+    private_cidrs: list[str] = Field(default_factory=lambda: ["10.0.0.0/8"])
+
+
+def load_cluster_settings(path: str | Path | None) -> ClusterSettings:
+    """Read a cluster settings file (YAML); ``None`` gives the defaults.
+
+    >>> load_cluster_settings(None).storage.home_mount_path
+    '/home/jovyan'
+    """
+    if path is None:
+        return ClusterSettings()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ClusterSettingsError(f"{path}: cannot read cluster settings ({exc.strerror}); check the path") from None
+    except yaml.YAMLError as exc:
+        raise ClusterSettingsError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return ClusterSettings.model_validate(data)
+    except ValidationError as exc:
+        lines = [
+            f"{path}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            + ("; remove it or check its spelling" if e["type"] == "extra_forbidden" else "")
+            for e in exc.errors()
+        ]
+        raise ClusterSettingsError("\n".join(lines)) from None

@@ -1,0 +1,313 @@
+"""``atelier render values``: the Zero to JupyterHub chart's values, from ``profiles/``.
+
+Rule this module keeps: the values are a pure function of (profiles, deployment
+settings, cluster settings); the hub in the chart reads those same three inputs (they
+travel as ``hub.extraFiles``) and :func:`atelier_hub.cluster.kubespawner.configure_kubespawner`
+turns them into KubeSpawner's traits, so the values never restate a profile. The
+output validates against the chart's own ``values.schema.yaml`` (a test checks it).
+
+Blocks, each opened by a comment in the output: the hub image carrying ``atelier-hub``
+and its configuration, the per-user home (a dynamic PVC), the network policy's egress
+to the configured services (the chart blocks private IPs by default), culling, and
+node placement (profiles place sessions; the chart's own pods go to the core pool).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from ..profiles import Profile, ProfileError, format_memory, load_profiles
+from ..settings import Deployment, SettingsError, load_deployment
+from .settings import ClusterSettings, ClusterSettingsError, load_cluster_settings
+
+__all__ = [
+    "render_values",
+    "dump_values",
+    "merge_values",
+    "schema_problems",
+    "egress_rules",
+    "cmd_render_values",
+    "main_render",
+    "add_render_parser",
+]
+
+# Where the hub pod finds Atelier's inputs (mounted from hub.extraFiles, a Secret).
+ETC = "/usr/local/etc/atelier"
+_DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "postgres": 5432, "ray": 10001, "trino": 8080}
+
+
+def _profile_file(profile: Profile) -> str:
+    """The profile as a profile file again (sizes written as people write them)."""
+    data = profile.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+    data.update(
+        name=profile.name,
+        display_name=profile.display_name,
+        cpu={k: v for k, v in (("guarantee", profile.cpu.guarantee), ("limit", profile.cpu.limit)) if v is not None},
+        memory={k: format_memory(v) for k, v in (("guarantee", profile.memory.guarantee),
+                                                 ("limit", profile.memory.limit)) if v is not None},
+    )
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (files, Python) as literal blocks, readable in a review."""
+
+
+_Dumper.add_representer(
+    str,
+    lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None),
+)
+
+
+def _endpoints(deployment: Deployment) -> list[tuple[str, str]]:
+    """(service, URL) for every URL-valued setting of every configured service."""
+    found = []
+    for service, fields in deployment.services.model_dump().items():
+        for value in (fields or {}).values():
+            if isinstance(value, str) and "://" in value and urlsplit(value).hostname:
+                found.append((service, value))
+    return found
+
+
+def egress_rules(deployment: Deployment, settings: ClusterSettings) -> list[dict[str, Any]]:
+    """NetworkPolicy egress rules opening each service endpoint, on its own port only.
+
+    An IP address gets a /32 (private ones would otherwise be blocked); a short name
+    (``mlflow``) is a Service in the hub's namespace; ``name.ns[.svc[.cluster.local]]``
+    one in namespace ``ns``; any other hostname may resolve inside the VPC, so it is
+    opened to ``private_cidrs`` (public addresses are open already).
+
+    >>> from atelier_hub.settings import Deployment
+    >>> d = Deployment.model_validate({"services": {"mlflow": {"tracking_uri": "http://10.1.2.3:5000"}}})
+    >>> egress_rules(d, ClusterSettings())[0]["to"]
+    [{'ipBlock': {'cidr': '10.1.2.3/32'}}]
+    """
+    rules: list[dict[str, Any]] = []
+    for _service, url in _endpoints(deployment):
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 80)
+        try:
+            ip = ipaddress.ip_address(host)
+            to = [{"ipBlock": {"cidr": f"{ip}/{ip.max_prefixlen}"}}]
+        except ValueError:
+            labels = host.split(".")
+            if len(labels) == 1:
+                to = [{"podSelector": {}}]
+            elif len(labels) == 2 or labels[2:] in (["svc"], ["svc", "cluster", "local"]):
+                to = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": labels[1]}}}]
+            else:
+                to = [{"ipBlock": {"cidr": cidr}} for cidr in settings.private_cidrs]
+        rule = {"to": to, "ports": [{"port": port, "protocol": "TCP"}]}
+        if rule not in rules:
+            rules.append(rule)
+    return rules
+
+
+def storage_values(settings: ClusterSettings) -> dict[str, Any]:
+    st = settings.storage
+    return {
+        "type": "dynamic",
+        "capacity": st.capacity,
+        "homeMountPath": st.home_mount_path,
+        "dynamic": {
+            "storageClass": st.storage_class,
+            "pvcNameTemplate": st.pvc_name_template,
+            "volumeNameTemplate": "home",
+            "storageAccessModes": ["ReadWriteOnce"],
+        },
+    }
+
+
+def render_values(profiles: list[Profile], deployment: Deployment, settings: ClusterSettings) -> dict[str, Any]:
+    """The chart's values (a dict of blocks, in the order they are written)."""
+    files: dict[str, Any] = {
+        f"atelier-profile-{p.name}": {"mountPath": f"{ETC}/profiles/{p.name}.yaml", "stringData": _profile_file(p)}
+        for p in profiles
+    }
+    files["atelier-deployment"] = {
+        "mountPath": f"{ETC}/deployment.json",
+        "stringData": json.dumps(deployment.model_dump(mode="json", exclude_none=True), indent=2) + "\n",
+    }
+    files["atelier-cluster"] = {
+        "mountPath": f"{ETC}/cluster.yaml",
+        "stringData": yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False),
+    }
+    core = dict(settings.node_pools.core)
+    culling = settings.culling
+    singleuser: dict[str, Any] = {
+        "image": {"name": settings.singleuser_image.name, "tag": settings.singleuser_image.tag},
+        "defaultUrl": "/lab",
+        "storage": storage_values(settings),
+        "networkPolicy": {
+            "enabled": True,
+            "egressAllowRules": {
+                "privateIPs": False,
+                "nonPrivateIPs": True,
+                "dnsPortsPrivateIPs": True,
+                "cloudMetadataServer": False,
+            },
+            "egress": egress_rules(deployment, settings),
+        },
+        # Profiles come from hub.extraConfig (a callable that filters by group).
+        "profileList": [],
+    }
+    if settings.identity.service_account:
+        singleuser["serviceAccountName"] = settings.identity.service_account
+    return {
+        "hub": {
+            "image": {"name": settings.hub_image.name, "tag": settings.hub_image.tag},
+            "nodeSelector": core,
+            "allowNamedServers": True,
+            "namedServerLimitPerUser": settings.named_servers_per_user,
+            "extraFiles": files,
+            "extraConfig": {
+                "atelier.py": (
+                    "# Atelier: KubeSpawner from profiles/ (files from hub.extraFiles).\n"
+                    "from atelier_hub.cluster.kubespawner import configure_kubespawner\n\n"
+                    "configure_kubespawner(\n"
+                    f"    c,\n    profiles_dir={ETC + '/profiles'!r},\n"
+                    f"    deployment_file={ETC + '/deployment.json'!r},\n"
+                    f"    cluster_file={ETC + '/cluster.yaml'!r},\n"
+                    "    storage=False,  # singleuser.storage below sets the home\n)\n"
+                ),
+            },
+        },
+        "proxy": {"chp": {"nodeSelector": core}},
+        "singleuser": singleuser,
+        "scheduling": {
+            "userScheduler": {"nodeSelector": core},
+            # Profiles place sessions (node selectors and tolerations per pool).
+            "userPods": {"nodeAffinity": {"matchNodePurpose": "ignore"}},
+        },
+        "cull": {
+            "enabled": culling.enabled,
+            "timeout": culling.timeout,
+            "every": culling.every,
+            "maxAge": culling.max_age,
+            "users": False,
+            # Stopped, never removed: a removed named server loses nothing (the home
+            # PVC is per user), but users expect their server list to stay.
+            "removeNamedServers": False,
+        },
+    }
+
+
+_COMMENTS = {
+    "hub": "The hub: an image carrying atelier-hub, which reads profiles/, the deployment's\n"
+           "services and the cluster settings (below, as files) and configures KubeSpawner.",
+    "proxy": "The proxy stays on the core node pool.",
+    "singleuser": "Sessions: one home PVC per user (every profile and server mounts it), and\n"
+                  "network egress opened to the configured services only (private IPs stay blocked).",
+    "scheduling": "Node placement: the chart's own pods on the core pool; profiles place sessions.",
+    "cull": "Idle servers are stopped after cull.timeout seconds; homes are kept.",
+}
+
+
+def dump_values(values: dict[str, Any]) -> str:
+    """YAML text with a prose comment before each block."""
+    out = ["# Zero to JupyterHub values rendered by `atelier render values` from profiles/,",
+           "# the deployment settings and the cluster settings. Regenerate rather than edit;",
+           "# put your own settings (authentication, ingress) in a second values file.", ""]
+    for key, block in values.items():
+        out += [f"# {line}" for line in _COMMENTS.get(key, "").splitlines()]
+        out.append(yaml.dump({key: block}, Dumper=_Dumper, sort_keys=False, width=100).rstrip())
+        out.append("")
+    return "\n".join(out)
+
+
+def add_render_parser(sub, *, profiles_default: str = "profiles") -> None:
+    """Add ``render values`` to the ``atelier`` command's subparsers."""
+    render = sub.add_parser("render", help="render deployment files (cluster mode)")
+    rsub = render.add_subparsers(dest="what", required=True)
+    vals = rsub.add_parser("values", help="the Zero to JupyterHub chart's values from profiles/")
+    vals.add_argument("--out", help="write to FILE instead of standard output")
+    vals.add_argument("--profiles", default=profiles_default, help=f"profiles folder (default {profiles_default})")
+    vals.add_argument("--deployment", help="deployment settings (services), JSON or YAML")
+    vals.add_argument("--cluster", help="cluster settings (images, storage, culling, GPU limit), YAML")
+    vals.add_argument("--schema", help="also validate against the chart's values.schema.yaml")
+    vals.set_defaults(func=cmd_render_values)
+
+
+def _fail(msg: str) -> None:
+    print(f"atelier: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def cmd_render_values(args: argparse.Namespace) -> None:
+    try:
+        profiles = load_profiles(args.profiles)
+        deployment = load_deployment(args.deployment) if args.deployment else Deployment()
+        settings = load_cluster_settings(args.cluster)
+    except (ProfileError, SettingsError, ClusterSettingsError) as exc:
+        _fail(str(exc))
+    values = render_values(profiles, deployment, settings)
+    if args.schema:
+        problems = schema_problems(values, args.schema)
+        if problems:
+            _fail("the values do not match the chart's schema:\n" + "\n".join(problems))
+    s3 = deployment.services.s3
+    if s3 is not None and s3.secret_access_key:
+        print("atelier: note: the values hold the deployment's static S3 keys (the chart keeps "
+              "them in a Secret); keep the file out of git, or use IRSA (identity.role_arn).",
+              file=sys.stderr)
+    text = dump_values(values)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"Wrote {args.out} ({len(profiles)} profiles: {', '.join(p.name for p in profiles)})",
+              file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
+def merge_values(defaults: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` over the chart's ``defaults`` as Helm merges them: maps merge key by
+    key, anything else replaces, and a null removes the default.
+
+    >>> merge_values({"a": {"b": 1, "c": 2}, "d": [1]}, {"a": {"c": None}, "d": [2]})
+    {'a': {'b': 1}, 'd': [2]}
+    """
+    merged = dict(defaults)
+    for key, value in values.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_values(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def schema_problems(values: dict[str, Any], schema_path: str | Path) -> list[str]:
+    """Every place ``values``, merged over the chart's defaults (``values.yaml`` beside
+    the schema), breaks the chart's JSON schema (draft 7); [] when valid."""
+    import jsonschema  # only here: the CLI's other commands do not need it
+
+    schema_path = Path(schema_path)
+    schema = yaml.safe_load(schema_path.read_text())
+    defaults_path = schema_path.with_name("values.yaml")
+    defaults = yaml.safe_load(defaults_path.read_text()) if defaults_path.exists() else {}
+    merged = merge_values(defaults, values)
+    validator = jsonschema.Draft7Validator(schema)
+    return [f"{'.'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}"
+            for e in sorted(validator.iter_errors(merged), key=lambda e: list(map(str, e.absolute_path)))]
+
+
+def main_render(argv: list[str] | None = None) -> None:
+    """``python -m atelier_hub.cluster.values values [...]``: the same as ``atelier render``."""
+    ap = argparse.ArgumentParser(prog="atelier")
+    add_render_parser(ap.add_subparsers(dest="command", required=True))
+    args = ap.parse_args(["render", *(argv if argv is not None else sys.argv[1:])])
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main_render()

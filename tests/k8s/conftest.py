@@ -1,0 +1,260 @@
+"""Cluster-mode fixtures: a real control plane on 127.0.0.1 and a real JupyterHub
+whose spawner is ``atelier_hub``'s KubeSpawner, both started once per test session.
+
+The hub runs as a separate process with its own kubeconfig, whose identity has only
+the rights the Zero to JupyterHub chart gives its hub (a namespaced Role). Keys,
+tokens, certificates and kubeconfigs are made at run time under pytest's tmp folder;
+component logs go to test-output/k8s/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from atelier_hub.cluster.tools import control_plane_paths, missing_binaries
+from atelier_hub.install import tool_path
+from k8s_cluster import (
+    GPU_GROUP,
+    GPU_IMAGE,
+    NAMESPACE,
+    SESSION_ROLE_ARN,
+    STORAGE_CLASS,
+    ControlPlane,
+    Kube,
+    PodPorts,
+    free_port,
+    tail,
+    write_kubeconfig,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+LOGS = REPO / "test-output" / "k8s"
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory):
+    """etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, with a
+    CPU pool, a high-memory pool, a tainted GPU pool and static PVs for homes."""
+    missing = missing_binaries()
+    if missing:
+        pytest.fail(
+            f"the control plane is not built ({', '.join(missing)} missing under "
+            f"{control_plane_paths()['kube-apiserver'].parent.parent.parent}); run `make install-test` or "
+            "`python3 hub/atelier_hub/cluster/tools.py` (about 18 min once per machine)",
+            pytrace=False,
+        )
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is needed to make the test cluster's certificates: apt-get install openssl",
+                    pytrace=False)
+    cp = ControlPlane(control_plane_paths(), tmp_path_factory.mktemp("k8s"), LOGS)
+    try:
+        cp.start()
+    except Exception:
+        cp.stop()
+        raise
+    yield cp
+    cp.stop()
+
+
+def _test_profiles(target: Path) -> Path:
+    """The repository's profiles, with the GPU ones restricted to a group and given
+    their own image (what a platform team typically does)."""
+    target.mkdir()
+    for src in sorted((REPO / "profiles").glob("*.yaml")):
+        data = yaml.safe_load(src.read_text())
+        if data.get("gpu"):
+            data["groups"] = [GPU_GROUP]
+            data["image"] = GPU_IMAGE
+        (target / src.name).write_text(yaml.safe_dump(data, sort_keys=False))
+    return target
+
+
+class Hub:
+    """A real JupyterHub (+ configurable-http-proxy) spawning with AtelierKubeSpawner."""
+
+    def __init__(self, workdir: Path, kube_server: str, pki: Path):
+        self.dir = workdir
+        self.port, self.hub_port, self.proxy_api_port = free_port(), free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = secrets.token_hex(32)
+        self.password = secrets.token_urlsafe(16)
+        self.s3_secret = secrets.token_urlsafe(24)
+        self.profiles = _test_profiles(workdir / "profiles")
+        (workdir / "deployment.json").write_text(json.dumps({"services": {
+            "s3": {"endpoint_url": "http://127.0.0.1:9", "bucket": "atelier-shared",
+                   "access_key_id": "atelier-test-" + secrets.token_hex(4), "secret_access_key": self.s3_secret},
+            "mlflow": {"tracking_uri": f"{self.url}/services/mlflow", "auth": "hub"},
+            "trino": {"url": "http://127.0.0.1:9"},
+            "spark": {},
+        }}))
+        (workdir / "cluster.yaml").write_text(yaml.safe_dump({
+            "namespace": NAMESPACE,
+            "storage": {"storage_class": STORAGE_CLASS, "capacity": "10Gi"},
+            "identity": {"service_account": "atelier-session", "role_arn": SESSION_ROLE_ARN},
+            "gpu_servers_per_user": 1,
+        }))
+        self.kubeconfig = write_kubeconfig(workdir / "hub.kubeconfig", server=kube_server, pki=pki, who="hub",
+                                           namespace=NAMESPACE)
+        (workdir / "jupyterhub_config.py").write_text(f"""
+import os
+
+from atelier_hub.cluster.kubespawner import configure_kubespawner
+
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {self.port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {self.hub_port}
+c.JupyterHub.db_url = "sqlite:///{workdir / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = "{workdir / 'cookie_secret'}"
+# Users log in with one password made per test run (the test users only).
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = os.environ["TEST_LOGIN_PASSWORD"]
+c.Authenticator.allowed_users = {{"ada", "bo", "cy"}}
+c.ConfigurableHTTPProxy.command = ["{tool_path('configurable-http-proxy')}"]
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.proxy_api_port}"
+c.ConfigurableHTTPProxy.auth_token = os.environ["TEST_PROXY_TOKEN"]
+c.JupyterHub.services = [{{"name": "tests", "api_token": os.environ["TEST_ADMIN_TOKEN"]}}]
+c.JupyterHub.load_roles = [{{
+    "name": "tests", "services": ["tests"],
+    "scopes": ["admin:users", "admin:servers", "admin:groups", "tokens", "read:hub", "access:servers"],
+}}]
+
+configure_kubespawner(
+    c,
+    profiles_dir="{self.profiles}",
+    deployment_file="{workdir / 'deployment.json'}",
+    cluster_file="{workdir / 'cluster.yaml'}",
+)
+c.AtelierKubeSpawner.http_timeout = 60
+c.AtelierKubeSpawner.start_timeout = 120
+""")
+        self.proc: subprocess.Popen | None = None
+        self.log = LOGS / "jupyterhub.log"
+
+    def start(self, timeout: float = 120) -> Hub:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "TEST_ADMIN_TOKEN": self.token,
+               "TEST_LOGIN_PASSWORD": self.password,
+               "TEST_PROXY_TOKEN": secrets.token_hex(32)}
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([str(VENV_BIN / "jupyterhub"), "-f", str(self.dir / "jupyterhub_config.py")],
+                                         cwd=self.dir, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyterhub exited {self.proc.returncode}:\n{tail(self.log)}")
+            try:
+                if self.api("GET", "/").status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"jupyterhub not ready in {timeout} s:\n{tail(self.log)}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        # SIGTERM: the hub stops every server (KubeSpawner deletes the pods) and its proxy.
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    # -- the hub's REST API ---------------------------------------------------------------
+
+    def api(self, method: str, path: str, *, token: str | None = None, **kw) -> requests.Response:
+        headers = {"Authorization": f"token {token or self.token}"}
+        return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=60, **kw)
+
+    def login(self, name: str) -> requests.Session:
+        """A browser-like session logged in through the hub's own form."""
+        s = requests.Session()
+        s.trust_env = False
+        page = s.get(f"{self.url}/hub/login", timeout=30)
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+        r = s.post(f"{self.url}/hub/login?next=", timeout=30, allow_redirects=False,
+                   data={"username": name, "password": self.password, "_xsrf": xsrf})
+        assert r.status_code == 302, f"login refused: {r.status_code}"
+        return s
+
+    def add_user(self, name: str, *, groups: tuple[str, ...] = ()) -> None:
+        r = self.api("POST", f"/users/{name}")
+        assert r.status_code in (201, 409), r.text
+        for group in groups:
+            r = self.api("POST", f"/groups/{group}")
+            assert r.status_code in (201, 409), r.text
+            r = self.api("POST", f"/groups/{group}/users", json={"users": [name]})
+            assert r.status_code == 200, r.text
+
+    def request_spawn(self, user: str, profile: str | None, server: str = "") -> requests.Response:
+        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+        return self.api("POST", path, json={} if profile is None else {"profile": profile})
+
+    def spawn(self, user: str, profile: str | None, server: str = "", timeout: float = 120) -> dict:
+        """Start a server through the REST API and wait until the hub calls it ready."""
+        r = self.request_spawn(user, profile, server)
+        if r.status_code not in (201, 202):
+            raise AssertionError(f"spawn {user}/{server} answered {r.status_code}: {r.text}\n{tail(self.log)}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.api("GET", f"/users/{user}").json()["servers"].get(server)
+            if model and model["ready"]:
+                return model
+            if not model or (not model["pending"] and not model["ready"]):
+                raise AssertionError(f"spawn {user}/{server} failed:\n{tail(self.log, 60)}")
+            time.sleep(0.3)
+        raise AssertionError(f"spawn {user}/{server} not ready in {timeout} s:\n{tail(self.log, 60)}")
+
+    def stop_server(self, user: str, server: str = "", *, remove: bool = True) -> None:
+        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+        r = self.api("DELETE", path, json={"remove": True} if server and remove else None)
+        assert r.status_code in (202, 204), r.text
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            model = self.api("GET", f"/users/{user}").json()["servers"].get(server)
+            if model is None or (not model["pending"] and not model["ready"]):
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"server {user}/{server} did not stop:\n{tail(self.log)}")
+
+
+@pytest.fixture(scope="session")
+def kube(control_plane) -> Kube:
+    """The API server as a cluster admin (to inspect what the hub made)."""
+    return control_plane.admin
+
+
+@pytest.fixture(scope="session")
+def hub(control_plane, tmp_path_factory):
+    # What the platform's infrastructure code makes: the sessions' ServiceAccount,
+    # annotated for IRSA.
+    control_plane.admin.create(control_plane.admin.ns("serviceaccounts"), {
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "atelier-session", "annotations": {"eks.amazonaws.com/role-arn": SESSION_ROLE_ARN}},
+    })
+    ports = PodPorts(control_plane.admin).start()
+    h = Hub(tmp_path_factory.mktemp("hub"), control_plane.server, control_plane.pki)
+    try:
+        h.start()
+        h.add_user("ada", groups=(GPU_GROUP,))
+        h.add_user("bo")
+        h.add_user("cy")
+        yield h
+    finally:
+        h.stop()
+        ports.stop()

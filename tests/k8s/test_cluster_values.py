@@ -1,0 +1,181 @@
+"""`atelier render values`: the chart's values from profiles/, checked against the
+chart's own schema (jsonschema, draft 7), and the hub code they carry run for real.
+
+No cluster needed: these are fast and run everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import jsonschema
+import pytest
+import yaml
+from atelier_hub.cluster.kubespawner import configure_kubespawner, profile_list
+from atelier_hub.cluster.settings import ClusterSettings, load_cluster_settings
+from atelier_hub.cluster.values import ETC, egress_rules, main_render, merge_values, render_values, schema_problems
+from atelier_hub.profiles import load_profiles
+from atelier_hub.settings import Deployment
+from traitlets.config import Config
+
+REPO = Path(__file__).resolve().parents[2]
+PROFILES = REPO / "profiles"
+SCHEMA = REPO.parent / "shared" / "vendor" / "z2jh" / "values.schema.yaml"
+
+DEPLOYMENT = Deployment.model_validate({"services": {
+    "s3": {"endpoint_url": "http://minio.storage.svc.cluster.local:9000", "bucket": "atelier-shared"},
+    "mlflow": {"tracking_uri": "http://10.20.30.40:5000", "auth": "none"},
+}})
+SETTINGS = ClusterSettings.model_validate({
+    "identity": {"service_account": "atelier-session", "role_arn": "arn:aws:iam::123456789012:role/atelier-session"},
+    "storage": {"storage_class": "gp3", "capacity": "50Gi"},
+    "gpu_servers_per_user": 2,
+})
+
+
+@pytest.fixture(scope="module")
+def values():
+    return render_values(load_profiles(PROFILES), DEPLOYMENT, SETTINGS)
+
+
+def _schema_or_skip() -> Path:
+    if not SCHEMA.exists():
+        pytest.skip(f"the chart's schema is not beside the repository ({SCHEMA})")
+    return SCHEMA
+
+
+def test_values_validate_against_the_charts_schema(values):
+    schema_path = _schema_or_skip()
+    assert schema_problems(values, schema_path) == []
+    # The same check spelled out: Helm merges our values over the chart's defaults.
+    schema = yaml.safe_load(schema_path.read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    merged = merge_values(yaml.safe_load(schema_path.with_name("values.yaml").read_text()), values)
+    jsonschema.Draft7Validator(schema).validate(merged)
+
+
+def test_schema_catches_a_bad_value(values):
+    schema_path = _schema_or_skip()
+    broken = merge_values(values, {"singleuser": {"storage": {"type": "floppy"}}, "hub": {"nodeSelctor": {}}})
+    problems = schema_problems(broken, schema_path)
+    assert any("singleuser.storage.type" in p for p in problems), problems
+    assert any("nodeSelctor" in p for p in problems), problems
+
+
+def test_values_blocks(values):
+    su = values["singleuser"]
+    # Home: one dynamic PVC per user at the container home.
+    assert su["storage"]["type"] == "dynamic"
+    assert su["storage"]["homeMountPath"] == "/home/jovyan"
+    assert su["storage"]["dynamic"]["pvcNameTemplate"] == "claim-{username}"
+    assert su["storage"]["dynamic"]["storageClass"] == "gp3"
+    assert su["storage"]["capacity"] == "50Gi"
+    # Private IPs stay blocked; each service gets its own port.
+    assert su["networkPolicy"]["egressAllowRules"]["privateIPs"] is False
+    assert su["networkPolicy"]["egress"] == egress_rules(DEPLOYMENT, SETTINGS)
+    assert su["serviceAccountName"] == "atelier-session"
+    assert values["cull"]["enabled"] is True and values["cull"]["timeout"] == 3600
+    assert values["hub"]["image"]["name"].endswith("atelier-hub")
+    assert values["hub"]["nodeSelector"] == {"atelier.dev/pool": "core"}
+    files = values["hub"]["extraFiles"]
+    assert {f"atelier-profile-{p.stem}" for p in PROFILES.glob("*.yaml")} <= set(files)
+
+
+@pytest.mark.parametrize(("url", "to"), [
+    # A private IP: exactly that address (the chart blocks private IPs otherwise).
+    ("http://10.20.30.40:5000", [{"ipBlock": {"cidr": "10.20.30.40/32"}}]),
+    # A Service in another namespace, by its cluster DNS name.
+    ("http://minio.storage.svc.cluster.local:9000",
+     [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "storage"}}}]),
+    ("http://mlflow.ml:5000", [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ml"}}}]),
+    # A short name: a Service in the hub's own namespace.
+    ("http://mlflow:5000", [{"podSelector": {}}]),
+    # Any other hostname may resolve inside the VPC: the VPC's CIDRs, on that port only.
+    ("https://mlflow.internal.example.com", [{"ipBlock": {"cidr": "10.0.0.0/8"}}]),
+])
+def test_egress_rule_per_endpoint(url, to):
+    d = Deployment.model_validate({"services": {"mlflow": {"tracking_uri": url}}})
+    port = int(url.rsplit(":", 1)[1]) if url.count(":") == 2 else 443
+    assert egress_rules(d, ClusterSettings()) == [{"to": to, "ports": [{"port": port, "protocol": "TCP"}]}]
+
+
+def test_aws_s3_needs_no_rule():
+    # No endpoint_url: AWS's public endpoint, already open (nonPrivateIPs).
+    d = Deployment.model_validate({"services": {"s3": {"bucket": "b"}}})
+    assert egress_rules(d, ClusterSettings()) == []
+
+
+def test_hub_code_in_values_configures_the_same_profiles(values, tmp_path):
+    """Run hub.extraConfig on hub.extraFiles the way the chart's hub does."""
+    root = tmp_path / "etc"
+    for entry in values["hub"]["extraFiles"].values():
+        path = root / Path(entry["mountPath"]).relative_to(ETC)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(entry["stringData"])
+    code = values["hub"]["extraConfig"]["atelier.py"].replace(ETC, str(root))
+    c = Config()
+    exec(compile(code, "hub.extraConfig.atelier", "exec"), {"c": c})  # noqa: S102 (the chart does the same)
+
+    s = c.AtelierKubeSpawner
+    assert c.JupyterHub.spawner_class == "atelier_hub.cluster.kubespawner.AtelierKubeSpawner"
+    assert s.profile_list is profile_list
+    assert s.gpu_servers_per_user == 2
+    assert s.service_account == "atelier-session"
+    assert "volumes" not in s, "storage=False: the chart's singleuser.storage sets the home"
+    shipped = {p.name: p for p in load_profiles(root / "profiles")}
+    assert shipped == {p.name: p.model_copy(update={"source": shipped[p.name].source})
+                       for p in load_profiles(PROFILES)}
+    assert json.loads((root / "deployment.json").read_text()) == DEPLOYMENT.model_dump(mode="json", exclude_none=True)
+    assert load_cluster_settings(root / "cluster.yaml") == SETTINGS
+
+
+def test_storage_traits_match_the_charts_storage(values):
+    c = Config()
+    configure_kubespawner(c, profiles_dir=PROFILES, storage=True)
+    s, chart = c.AtelierKubeSpawner, values["singleuser"]["storage"]
+    defaults = ClusterSettings()
+    assert s.pvc_name_template == chart["dynamic"]["pvcNameTemplate"] == defaults.storage.pvc_name_template
+    assert s.volume_mounts["home"]["mountPath"] == chart["homeMountPath"] == "/home/jovyan"
+    assert s.storage_pvc_ensure is True and s.delete_pvc is False
+
+
+def test_profile_list_shows_each_user_only_their_profiles(tmp_path):
+    for src in PROFILES.glob("*.yaml"):
+        data = yaml.safe_load(src.read_text())
+        if data.get("gpu"):
+            data["groups"] = ["gpu-users"]
+        (tmp_path / src.name).write_text(yaml.safe_dump(data))
+    profiles = load_profiles(tmp_path)
+
+    def slugs(groups):
+        spawner = SimpleNamespace(profiles=profiles, groups=lambda: set(groups))
+        return [entry["slug"] for entry in profile_list(spawner)]
+
+    assert "gpu-1" not in slugs([]) and "cpu-small" in slugs([])
+    assert {"gpu-1", "gpu-4", "cpu-small"} <= set(slugs(["gpu-users"]))
+    gpu = next(e for e in profile_list(SimpleNamespace(profiles=profiles, groups=lambda: {"gpu-users"}))
+               if e["slug"] == "gpu-1")["kubespawner_override"]
+    assert gpu["extra_resource_limits"] == {"nvidia.com/gpu": "1"}
+    assert gpu["node_selector"] == {"atelier.dev/pool": "gpu"}
+    assert gpu["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_cli_writes_the_values_file(tmp_path, capsys):
+    out = tmp_path / "values.yaml"
+    args = ["values", "--profiles", str(PROFILES), "--out", str(out)]
+    if SCHEMA.exists():
+        args += ["--schema", str(SCHEMA)]
+    main_render(args)
+    text = out.read_text()
+    assert text.startswith("# Zero to JupyterHub values rendered by `atelier render values`")
+    assert yaml.safe_load(text) == render_values(load_profiles(PROFILES), Deployment(), ClusterSettings())
+    assert "Wrote" in capsys.readouterr().err
+
+
+def test_cli_names_a_bad_profile_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main_render(["values", "--profiles", str(tmp_path / "missing")])
+    assert exc.value.code == 2
+    assert "profiles folder not found" in capsys.readouterr().err

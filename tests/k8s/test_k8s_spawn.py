@@ -1,0 +1,200 @@
+"""Cluster mode end to end: a real JupyterHub spawning with atelier_hub's KubeSpawner
+against a real kube-apiserver, the real scheduler and kwok's simulated nodes.
+
+Each profile's pod is accepted, scheduled to its pool, Running, with its home PVC
+bound; credentials reach it only through a Secret; the GPU server limit and group
+restrictions are enforced server-side; homes outlive servers.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import re
+
+import pytest
+from atelier_hub.cluster.kubespawner import SECRET_ENV, SESSION_CONFIG_DIR
+from atelier_hub.profiles import load_profiles
+from k8s_cluster import GPU_GROUP, GPU_IMAGE, SESSION_ROLE_ARN, assert_loopback, quantity, secret_env
+
+pytestmark = [pytest.mark.k8s, pytest.mark.integration]
+
+POOL = {"cpu-small": "cpu", "cpu-large": "cpu", "highmem": "highmem", "gpu-1": "gpu", "gpu-4": "gpu"}
+
+
+@pytest.fixture(autouse=True)
+def no_servers_left(hub):
+    """Each test starts from no running server (a failed one must not hold a GPU slot)."""
+    yield
+    for user in ("ada", "bo", "cy"):
+        for name, model in hub.api("GET", f"/users/{user}").json()["servers"].items():
+            if model["ready"] or model["pending"]:
+                hub.stop_server(user, name)
+
+
+def server_pod(kube, user: str, server: str = "") -> dict | None:
+    selector = f"hub.jupyter.org/username={user},hub.jupyter.org/servername={server}"
+    items = kube.get(kube.ns("pods"), params={"labelSelector": selector})["items"]
+    return items[0] if items else None
+
+
+def node_pool(kube, node: str) -> str:
+    return kube.get(f"/api/v1/nodes/{node}")["metadata"]["labels"]["atelier.dev/pool"]
+
+
+def pvc(kube, name: str) -> dict | None:
+    return kube.maybe(kube.ns("persistentvolumeclaims", name))
+
+
+@pytest.mark.parametrize("profile_name", list(POOL))
+def test_profile_pod_lands_on_its_pool(hub, kube, profile_name):
+    profile = next(p for p in load_profiles(hub.profiles) if p.name == profile_name)
+    server = f"p-{profile_name}"
+    hub.spawn("ada", profile_name, server)
+    pod = server_pod(kube, "ada", server)
+    assert pod is not None, "no pod for the server"
+
+    # Scheduled by the real scheduler to the profile's pool; GPU nodes host GPU pods only.
+    pool = node_pool(kube, pod["spec"]["nodeName"])
+    assert pool == POOL[profile_name]
+    assert (pool == "gpu") == bool(profile.gpu_count)
+    # Running under kwok, at a loopback address (the only kind a test may dial).
+    assert pod["status"]["phase"] == "Running"
+    assert ipaddress.ip_address(assert_loopback(pod["status"]["podIP"])).is_loopback
+
+    container = pod["spec"]["containers"][0]
+    limits, guarantees = container["resources"]["limits"], container["resources"]["requests"]
+    assert quantity(limits["cpu"]) == profile.cpu.limit
+    assert quantity(guarantees["cpu"]) == profile.cpu.guarantee
+    assert quantity(limits["memory"]) == profile.memory.limit
+    assert quantity(guarantees["memory"]) == profile.memory.guarantee
+    if profile.gpu_count:
+        assert limits["nvidia.com/gpu"] == str(profile.gpu_count)
+        assert container["image"] == GPU_IMAGE  # a profile's own image
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"]["tolerations"]
+    else:
+        assert "nvidia.com/gpu" not in limits
+        assert container["image"] != GPU_IMAGE
+    assert pod["spec"].get("nodeSelector", {}) == profile.node_selector
+
+    # The home: one PVC per user, bound (through the scheduler's volume binding), at /home/jovyan.
+    claim = next(v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
+                 if "persistentVolumeClaim" in v)
+    assert claim == "claim-ada"
+    assert {"name": "home", "mountPath": "/home/jovyan"}.items() <= next(
+        m for m in container["volumeMounts"] if m["name"] == "home").items()
+    kube.wait("claim-ada bound", lambda: (pvc(kube, "claim-ada") or {}).get("status", {}).get("phase") == "Bound")
+
+    # The session contract, with credentials only by reference; IRSA's service account.
+    env = {e["name"]: e for e in container["env"]}
+    assert env["ATELIER_PROFILE"]["value"] == profile_name
+    assert env["OMP_NUM_THREADS"]["value"] == str(int(profile.cpu.limit))
+    # An empty value comes back without its field.
+    assert env["CUDA_VISIBLE_DEVICES"].get("value", "") == ",".join(str(i) for i in range(profile.gpu_count))
+    assert env["AWS_ENDPOINT_URL"]["value"] == "http://127.0.0.1:9"
+    for name in ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY"):
+        assert "value" not in env[name], f"{name} is a literal in the pod spec"
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == f"{pod['metadata']['name']}-env"
+    assert hub.s3_secret not in str(pod), "the S3 secret key is in the pod spec"
+    resolved = secret_env(kube, pod)
+    assert set(resolved) == set(SECRET_ENV)
+    assert resolved["AWS_SECRET_ACCESS_KEY"] == hub.s3_secret
+    assert resolved["JUPYTERHUB_API_TOKEN"] not in str(pod)
+    # The token in the Secret is the server's live hub token.
+    who = hub.api("GET", "/user", token=resolved["JUPYTERHUB_API_TOKEN"])
+    assert who.status_code == 200 and who.json()["name"] == "ada", who.text
+    # The session's config files: from the same Secret, read-only, where the env points.
+    assert env["SPARK_CONF_DIR"]["value"] == f"{SESSION_CONFIG_DIR}/spark"
+    assert env["TRINO_CONFIG"]["value"] == f"{SESSION_CONFIG_DIR}/trino/config"
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "atelier-session")
+    assert mount["mountPath"] == SESSION_CONFIG_DIR and mount["readOnly"] is True
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "atelier-session")
+    files = {item["path"]: item["key"] for item in volume["secret"]["items"]}
+    secret = kube.get(kube.ns("secrets", volume["secret"]["secretName"]))
+    spark_conf = base64.b64decode(secret["data"][files["spark/spark-defaults.conf"]]).decode()
+    assert f"spark.master local[{int(profile.cpu.limit)}]" in spark_conf
+    assert "user=ada" in base64.b64decode(secret["data"][files["trino/config"]]).decode()
+    assert pod["spec"]["serviceAccountName"] == "atelier-session"
+    sa = kube.get(kube.ns("serviceaccounts", "atelier-session"))
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == SESSION_ROLE_ARN
+
+    hub.stop_server("ada", server)
+    kube.wait("the pod to go", lambda: server_pod(kube, "ada", server) is None)
+    kube.wait("the server's Secret to go",
+              lambda: kube.maybe(kube.ns("secrets", f"{pod['metadata']['name']}-env")) is None)
+    assert pvc(kube, "claim-ada") is not None, "stopping a server deleted the home"
+
+
+def test_second_gpu_server_is_refused(hub, kube):
+    hub.spawn("ada", "gpu-1", "train")
+    r = hub.request_spawn("ada", "gpu-1", "train-2")
+    assert r.status_code == 409, r.text
+    message = r.json()["message"]
+    assert "GPU server limit" in message and "train" in message and "gpu-1" in message, message
+    assert server_pod(kube, "ada", "train-2") is None
+    # A CPU server is still fine alongside the GPU one.
+    hub.spawn("ada", "cpu-small", "notes")
+    hub.stop_server("ada", "notes")
+    # Once the first stops, the second may start.
+    hub.stop_server("ada", "train")
+    hub.api("DELETE", "/users/ada/servers/train-2", json={"remove": True})
+    hub.spawn("ada", "gpu-1", "train-2")
+    assert node_pool(kube, server_pod(kube, "ada", "train-2")["spec"]["nodeName"]) == "gpu"
+    hub.stop_server("ada", "train-2")
+
+
+def test_forbidden_profile_is_refused(hub, kube):
+    # bo is not in the GPU group: a crafted request naming a GPU profile is refused
+    # before anything is created, with the profiles bo may use.
+    r = hub.request_spawn("bo", "gpu-1", "crafted")
+    assert r.status_code == 403, r.text
+    message = r.json()["message"]
+    assert "'gpu-1' is not available to you" in message, message
+    assert "cpu-small" in message and "gpu-4" not in message, message
+    assert server_pod(kube, "bo", "crafted") is None
+    assert pvc(kube, "claim-bo") is None
+    r = hub.request_spawn("bo", "no-such-profile", "crafted-2")
+    assert r.status_code == 400 and "unknown profile" in r.json()["message"], r.text
+    # The GPU group's member may.
+    assert GPU_GROUP in hub.api("GET", "/users/ada").json()["groups"]
+
+
+def test_spawn_form_lists_only_allowed_profiles_and_refuses_a_crafted_one(hub, kube):
+    browser = hub.login("bo")
+    page = browser.get(f"{hub.url}/hub/spawn/bo/form-check", timeout=60)
+    assert page.status_code == 200, page.text[:300]
+    assert 'value="cpu-small"' in page.text and 'value="highmem"' in page.text
+    assert "gpu-1" not in page.text and "gpu-4" not in page.text
+    # The form posted with a profile that was never offered: refused on the page.
+    xsrf = re.search(r'xsrf_token: "([^"]+)"', page.text).group(1)  # as the page's script sends it
+    r = browser.post(f"{hub.url}/hub/spawn/bo/form-check", data={"profile": "gpu-1", "_xsrf": xsrf}, timeout=60)
+    assert "profile &#39;gpu-1&#39; is not available to you" in r.text or \
+        "profile 'gpu-1' is not available to you" in r.text, r.text[-2000:]
+    assert server_pod(kube, "bo", "form-check") is None
+
+
+def test_home_pvc_kept_and_reused(hub, kube):
+    hub.spawn("cy", None)  # the default profile on the default server
+    first = kube.wait("claim-cy bound",
+                      lambda: (c := pvc(kube, "claim-cy")) and c["status"].get("phase") == "Bound" and c)
+    assert server_pod(kube, "cy")["status"]["phase"] == "Running"
+
+    hub.stop_server("cy")
+    kube.wait("cy's pod to go", lambda: server_pod(kube, "cy") is None)
+    kept = pvc(kube, "claim-cy")
+    assert kept is not None and kept["metadata"]["uid"] == first["metadata"]["uid"]
+    assert kept["spec"]["volumeName"] == first["spec"]["volumeName"]
+
+    # Again, with another profile on a named server: the same home, no new claim.
+    hub.spawn("cy", "cpu-large", "big")
+    pod = server_pod(kube, "cy", "big")
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == ["claim-cy"]
+    assert pvc(kube, "claim-cy")["metadata"]["uid"] == first["metadata"]["uid"]
+    mine = kube.get(kube.ns("persistentvolumeclaims"), params={"labelSelector": "hub.jupyter.org/username=cy"})
+    assert [c["metadata"]["name"] for c in mine["items"]] == ["claim-cy"]
+
+    # Removing the named server (KubeSpawner's delete_forever) keeps the home too.
+    hub.stop_server("cy", "big", remove=True)
+    kube.wait("cy's big pod to go", lambda: server_pod(kube, "cy", "big") is None)
+    assert pvc(kube, "claim-cy")["metadata"]["uid"] == first["metadata"]["uid"]
