@@ -66,6 +66,29 @@ def test_spark_starts_sized_to_the_profile_and_writes_parquet_to_s3(stack, alice
     assert rows == 10
 
 
+def test_a_table_written_by_spark_is_queryable_from_trino(stack, alice, small):
+    code = """
+import os
+from pyspark.sql import SparkSession
+import atelier_lab
+bucket = os.environ["ATELIER_SHARED_BUCKET"]
+spark = SparkSession.builder.getOrCreate()
+spark.createDataFrame([(i, i % 3) for i in range(12)], ["id", "grp"]).write.mode("overwrite").parquet(
+    f"s3a://{bucket}/tables/from_spark")
+spark.stop()
+cur = atelier_lab.connect_trino().cursor()
+cur.execute("DROP TABLE IF EXISTS hive.default.from_spark")
+cur.fetchall()
+cur.execute(f"CREATE TABLE hive.default.from_spark (id bigint, grp bigint) "
+            f"WITH (external_location = 's3://{bucket}/tables/from_spark', format = 'PARQUET')")
+cur.fetchall()
+cur.execute("SELECT count(*), sum(id) FROM hive.default.from_spark WHERE grp = 0")
+print(cur.fetchall())
+"""
+    out = run_code(stack.url, small["url"], alice["token"], code, timeout=500)
+    assert out.strip().splitlines()[-1] == "[[4, 18]]"
+
+
 RAY = """
 import json, ray
 ray.init()                                   # no argument: sized by the session's settings
