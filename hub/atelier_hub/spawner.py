@@ -21,17 +21,14 @@ from traitlets import Unicode, default
 
 from .cgroups import SessionCgroup
 from .gpus import GPUPool, GPUUnavailable, detect_gpus
+from .profile_spawner import ProfileSpawnerMixin
 from .profiles import (
     Profile,
-    ProfileError,
     format_memory,
-    load_profiles,
-    resolve_profile,
     to_embedded,
     visible_profiles,
 )
 from .session import session_env, session_files
-from .settings import Deployment, load_deployment
 
 __all__ = ["AtelierLocalSpawner", "render_profile_form"]
 
@@ -89,25 +86,8 @@ def render_profile_form(profiles: list[Profile], *, free_gpus: int, total_gpus: 
 """
 
 
-class AtelierLocalSpawner(SimpleLocalProcessSpawner):
+class AtelierLocalSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
     """Local-process sessions sized by ``profiles/`` (embedded mode)."""
-
-    profiles_dir = Unicode(
-        config=True,
-        help="""
-        Folder of profile YAML files, loaded and validated when the hub starts.
-
-            c.AtelierLocalSpawner.profiles_dir = "/srv/atelier/profiles"
-        """,
-    )
-    deployment_file = Unicode(
-        config=True,
-        help="""
-        Deployment settings file (JSON or YAML) naming the services sessions use.
-
-            c.AtelierLocalSpawner.deployment_file = "/srv/atelier/state/deployment.json"
-        """,
-    )
 
     sessions_dir = Unicode(
         config=True,
@@ -119,11 +99,8 @@ class AtelierLocalSpawner(SimpleLocalProcessSpawner):
         """,
     )
 
-    _profiles: ClassVar[list[Profile] | None] = None
-    _deployment: ClassVar[Deployment | None] = None
     _gpu_pool: ClassVar[GPUPool | None] = None
 
-    profile: Profile | None = None
     gpu_ids: list[int]
 
     def __init__(self, **kwargs):
@@ -132,20 +109,6 @@ class AtelierLocalSpawner(SimpleLocalProcessSpawner):
         self._cgroup: SessionCgroup | None = None
 
     # -- shared, loaded once per hub process -------------------------------------------
-
-    @property
-    def profiles(self) -> list[Profile]:
-        cls = type(self)
-        if cls._profiles is None:
-            cls._profiles = load_profiles(self.profiles_dir)
-        return cls._profiles
-
-    @property
-    def deployment(self) -> Deployment:
-        cls = type(self)
-        if cls._deployment is None:
-            cls._deployment = load_deployment(self.deployment_file) if self.deployment_file else Deployment()
-        return cls._deployment
 
     @property
     def gpu_pool(self) -> GPUPool:
@@ -158,9 +121,6 @@ class AtelierLocalSpawner(SimpleLocalProcessSpawner):
     def _key(self) -> str:
         return f"{self.user.name}/{self.name}"
 
-    def _groups(self) -> set[str]:
-        return {g.name for g in getattr(self.user, "groups", [])}
-
     # -- the spawn form and the request --------------------------------------------------
 
     @default("options_form")
@@ -168,7 +128,7 @@ class AtelierLocalSpawner(SimpleLocalProcessSpawner):
         def form(spawner: AtelierLocalSpawner) -> str:
             pool = spawner.gpu_pool
             return render_profile_form(
-                visible_profiles(spawner.profiles, spawner._groups()),
+                visible_profiles(spawner.profiles, spawner.groups()),
                 free_gpus=len(pool.free()),
                 total_gpus=len(pool.gpus),
             )
@@ -178,15 +138,18 @@ class AtelierLocalSpawner(SimpleLocalProcessSpawner):
     def options_from_form(self, formdata):
         options = {"profile": (formdata.get("profile") or [""])[0]}
         # Checked here too, so the form page shows the refusal at once; the hub shows
-        # str(error) above the form, hence plain errors here.
-        self._check(options)
+        # str(error) above the form, hence a plain error with just the message.
+        try:
+            self._check(options)
+        except web.HTTPError as exc:
+            raise ValueError(exc.log_message) from None
         return options
 
     def _check(self, options: dict) -> Profile:
         """The requested profile, if this user may use it and its GPUs are free now.
 
-        Raises ProfileError or GPUUnavailable (plain messages for the form page)."""
-        profile = resolve_profile(self.profiles, (options or {}).get("profile"), groups=self._groups())
+        Raises HTTPError (400/403, see ProfileSpawnerMixin) or GPUUnavailable."""
+        profile = self.resolve_request(options)
         pool = self.gpu_pool
         if profile.gpu_count and self._key not in pool.held:
             probe = f"check:{self._key}"
@@ -200,8 +163,6 @@ class AtelierLocalSpawner(SimpleLocalProcessSpawner):
         try:
             self.profile = self._check(self.user_options)
             self.gpu_ids = self.gpu_pool.acquire(self._key, self.profile.gpu_count, profile=self.profile.name)
-        except ProfileError as exc:
-            raise web.HTTPError(400, str(exc), reason=str(exc)) from None
         except GPUUnavailable as exc:
             raise web.HTTPError(409, str(exc), reason=str(exc)) from None
         return super().run_pre_spawn_hook()
@@ -300,7 +261,7 @@ class AtelierLocalSpawner(SimpleLocalProcessSpawner):
     def load_state(self, state):
         super().load_state(state)
         name = state.get("profile")
-        self.profile = next((p for p in self.profiles if p.name == name), None) if name else None
+        self.profile = self.profile_named(name)
         self.gpu_ids = list(state.get("gpu_ids", []))
         self.gpu_pool.restore(self._key, self.gpu_ids)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from jupyterhub.utils import exponential_backoff
 from kubernetes_asyncio.client.models import (
@@ -38,11 +38,11 @@ from kubernetes_asyncio.client.models import (
 )
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Integer, Unicode
+from traitlets import Integer
 
-from ..profiles import Profile, ProfileError, load_profiles, resolve_profile, to_kubespawner, visible_profiles
+from ..profile_spawner import ProfileSpawnerMixin
+from ..profiles import Profile, load_profiles, to_kubespawner, visible_profiles
 from ..session import session_env, session_files
-from ..settings import Deployment, load_deployment
 from .settings import ClusterSettings, load_cluster_settings
 
 __all__ = ["AtelierKubeSpawner", "configure_kubespawner", "profile_list", "SECRET_ENV", "SESSION_CONFIG_DIR"]
@@ -67,25 +67,9 @@ def profile_list(spawner: AtelierKubeSpawner) -> list[dict[str, Any]]:
     return [to_kubespawner(p) for p in visible_profiles(spawner.profiles, spawner.groups())]
 
 
-class AtelierKubeSpawner(KubeSpawner):
+class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
     """KubeSpawner sized by ``profiles/``, with Atelier's server-side checks."""
 
-    profiles_dir = Unicode(
-        config=True,
-        help="""
-        Folder of profile YAML files, loaded and validated when the hub starts.
-
-            c.AtelierKubeSpawner.profiles_dir = "/usr/local/etc/atelier/profiles"
-        """,
-    )
-    deployment_file = Unicode(
-        config=True,
-        help="""
-        Deployment settings file (JSON or YAML) naming the services sessions use.
-
-            c.AtelierKubeSpawner.deployment_file = "/usr/local/etc/atelier/deployment.json"
-        """,
-    )
     gpu_servers_per_user = Integer(
         1,
         config=True,
@@ -97,30 +81,6 @@ class AtelierKubeSpawner(KubeSpawner):
             c.AtelierKubeSpawner.gpu_servers_per_user = 2
         """,
     )
-
-    _profiles: ClassVar[list[Profile] | None] = None
-    _deployment: ClassVar[Deployment | None] = None
-
-    profile: Profile | None = None
-
-    # -- shared, loaded once per hub process -------------------------------------------
-
-    @property
-    def profiles(self) -> list[Profile]:
-        cls = type(self)
-        if cls._profiles is None:
-            cls._profiles = load_profiles(self.profiles_dir)
-        return cls._profiles
-
-    @property
-    def deployment(self) -> Deployment:
-        cls = type(self)
-        if cls._deployment is None:
-            cls._deployment = load_deployment(self.deployment_file) if self.deployment_file else Deployment()
-        return cls._deployment
-
-    def groups(self) -> set[str]:
-        return {g.name for g in getattr(self.user, "groups", [])}
 
     @property
     def env_secret_name(self) -> str:
@@ -134,7 +94,7 @@ class AtelierKubeSpawner(KubeSpawner):
         if isinstance(getattr(spawner, "profile", None), Profile):
             return spawner.profile
         name = (spawner.user_options or {}).get("profile")
-        return next((p for p in self.profiles if p.name == name), None)
+        return self.profile_named(name)
 
     def check_request(self, options: dict | None) -> Profile:
         """The profile ``options`` names, if this user may start it now.
@@ -142,12 +102,7 @@ class AtelierKubeSpawner(KubeSpawner):
         Raises :class:`tornado.web.HTTPError`: 403 for a profile outside the user's
         groups, 400 for an unknown one, 409 past the per-user GPU server limit.
         """
-        requested = (options or {}).get("profile")
-        try:
-            profile = resolve_profile(self.profiles, requested, groups=self.groups())
-        except ProfileError as exc:
-            known = any(p.name == requested for p in self.profiles)
-            raise web.HTTPError(403 if known else 400, str(exc), reason=str(exc)) from None
+        profile = self.resolve_request(options)
         if profile.gpu_count:
             others = sorted(
                 name or "(default server)"
@@ -276,7 +231,7 @@ class AtelierKubeSpawner(KubeSpawner):
     def load_state(self, state):
         super().load_state(state)
         name = state.get("profile")
-        self.profile = next((p for p in self.profiles if p.name == name), None) if name else None
+        self.profile = self.profile_named(name)
 
     def clear_state(self):
         super().clear_state()

@@ -1,0 +1,79 @@
+"""What every Atelier spawner shares, local process or KubeSpawner alike.
+
+Rule this module keeps: the profiles and the deployment settings are loaded once per
+hub process from the two configured files, and a spawn request is resolved against
+them server-side, whatever the form showed: 400 for an unknown profile, 403 for one
+outside the user's groups.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from tornado import web
+from traitlets import Unicode
+from traitlets.config import Configurable
+
+from .profiles import Profile, ProfileError, load_profiles, resolve_profile
+from .settings import Deployment, load_deployment
+
+__all__ = ["ProfileSpawnerMixin"]
+
+
+class ProfileSpawnerMixin(Configurable):
+    """Mixed in before the JupyterHub spawner class it extends."""
+
+    profiles_dir = Unicode(
+        config=True,
+        help="""
+        Folder of profile YAML files, loaded and validated when the hub starts.
+
+            c.AtelierLocalSpawner.profiles_dir = "/srv/atelier/profiles"
+        """,
+    )
+    deployment_file = Unicode(
+        config=True,
+        help="""
+        Deployment settings file (JSON or YAML) naming the services sessions use.
+
+            c.AtelierLocalSpawner.deployment_file = "/srv/atelier/state/deployment.json"
+        """,
+    )
+
+    # Per concrete spawner class: each reads its own configured files once.
+    _profiles: ClassVar[list[Profile] | None] = None
+    _deployment: ClassVar[Deployment | None] = None
+
+    profile: Profile | None = None
+
+    @property
+    def profiles(self) -> list[Profile]:
+        cls = type(self)
+        if cls._profiles is None:
+            cls._profiles = load_profiles(self.profiles_dir)
+        return cls._profiles
+
+    @property
+    def deployment(self) -> Deployment:
+        cls = type(self)
+        if cls._deployment is None:
+            cls._deployment = load_deployment(self.deployment_file) if self.deployment_file else Deployment()
+        return cls._deployment
+
+    def groups(self) -> set[str]:
+        return {g.name for g in getattr(self.user, "groups", [])}
+
+    def profile_named(self, name: str | None) -> Profile | None:
+        return next((p for p in self.profiles if p.name == name), None) if name else None
+
+    def resolve_request(self, options: dict | None) -> Profile:
+        """The profile a request names (the default when none), if this user may use it.
+
+        Raises :class:`tornado.web.HTTPError` 400 (unknown) or 403 (not in the user's groups).
+        """
+        requested = (options or {}).get("profile")
+        try:
+            return resolve_profile(self.profiles, requested, groups=self.groups())
+        except ProfileError as exc:
+            known = isinstance(requested, str) and self.profile_named(requested) is not None
+            raise web.HTTPError(403 if known else 400, str(exc), reason=str(exc)) from None
