@@ -87,7 +87,9 @@ def ensure_venv(uv: Path) -> None:
     if not (VENV / "bin" / "python").exists():
         run([str(uv), "venv", "-q", "--python", sys.executable, str(VENV)], what="creating .venv")
     editable = [arg for d in EDITABLE for arg in ("-e", str(REPO / d))]
-    run([str(uv), "pip", "install", "--python", str(VENV / "bin" / "python"),
+    # --compile-bytecode: sessions import mlflow, pyspark and friends from precompiled
+    # files even where PYTHONDONTWRITEBYTECODE is set (as on this project's machines).
+    run([str(uv), "pip", "install", "--compile-bytecode", "--python", str(VENV / "bin" / "python"),
          "-r", str(REQUIREMENTS), *editable],
         what="installing Python packages into .venv", expect="20 s warm, 2 min cold")
     stamp.write_text(_stamp())

@@ -1,0 +1,230 @@
+"""How much does ``repro.start_run()`` add to ``mlflow.start_run()``?
+
+Run: ``python bench/bench_repro.py`` (with atelier-repro and mlflow installed).
+
+Measured side by side in one run, on the same backends, in a git repository of 10,000
+files with a small uncommitted change (so repro records a dirty diff):
+
+- backends: a real ``mlflow server`` on 127.0.0.1 (started here the way the test fixture
+  starts it) and a local sqlite store;
+- warm: median of 15 repetitions of start+end inside one process, after one untimed
+  repetition of each, repro and bare MLflow interleaved; repro reuses its git scan
+  while inotify says the tree did not change, so "warm, rescanning" repeats it with
+  that reuse off (``REPRO_GIT_CACHE=0``): the cost when files change between runs;
+- first in process: median of 5 fresh processes each, timing the first start+end
+  (``import repro`` included; ``import mlflow`` and choosing the experiment are not, since
+  both sides pay them).
+
+repro's own MLflow run-context provider is switched off (``REPRO_CONTEXT=0``) so the
+baseline is plain MLflow; its cost on a plain ``mlflow.start_run()`` is printed apart.
+Targets (warm median): at most 60 ms added against the server, 30 ms against sqlite.
+PASS/FAIL is printed; the exit status is 0 either way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+WARM_REPS = 15
+COLD_REPS = 5
+N_FILES = 10_000
+TARGETS_MS = {"server": 60.0, "sqlite": 30.0}
+
+WORKER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    mode, lib, reps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    import mlflow
+    mlflow.set_experiment("bench")
+
+    def once(which):
+        # "mlflow+ctx": plain MLflow with repro's run context provider switched on
+        os.environ["REPRO_CONTEXT"] = "1" if which == "mlflow+ctx" else "0"
+        t = time.perf_counter()
+        if which == "repro":
+            import repro
+            with repro.start_run():
+                pass
+        else:
+            with mlflow.start_run():
+                pass
+        return (time.perf_counter() - t) * 1000
+
+    if mode == "cold":
+        result = {lib: [once(lib)]}
+    else:
+        libs = {"both": ["mlflow", "repro"], "ctx": ["mlflow", "mlflow+ctx"]}.get(lib, [lib])
+        result = {name: [] for name in libs}
+        for name in libs:
+            once(name)  # untimed: imports, connections, caches
+        for _ in range(reps):
+            for name in libs:
+                result[name].append(once(name))
+    print("RESULT " + json.dumps(result), flush=True)
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_repo(root: Path) -> Path:
+    """A repository with N_FILES committed files and a small uncommitted change."""
+    repo = root / "repo"
+    repo.mkdir()
+    per_dir = 100
+    past = time.time() - 60  # not "racily clean": git need not re-read the files
+    for i in range(N_FILES):
+        d = repo / f"pkg{i // per_dir:03d}"
+        d.mkdir(exist_ok=True)
+        f = d / f"mod{i % per_dir:03d}.py"
+        f.write_text(f"VALUE = {i}\n")
+        os.utime(f, (past, past))
+    (repo / "bench_worker.py").write_text(WORKER)
+    (repo / ".gitignore").write_text("mlruns/\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "bench"], check=True)
+    with open(repo / "pkg000" / "mod000.py", "a") as f:
+        f.write("CHANGED = True\n")
+    subprocess.run([*git, "status", "--short"], check=True, capture_output=True)
+    return repo
+
+
+def start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    mlflow_bin = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    log = open(root / "server.log", "wb")
+    proc = subprocess.Popen(
+        [mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root}/server.db",
+         "--artifacts-destination", str(root / "server-artifacts"), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"mlflow server exited; see {root / 'server.log'}")
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, uri
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit("mlflow server did not answer /health within 180 s")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def run_worker(repo: Path, env: dict[str, str], mode: str, lib: str, reps: int) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "bench_worker.py", mode, lib, str(reps)],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=600,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    raise SystemExit(f"worker failed ({mode} {lib}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+
+
+def main() -> int:
+    root = Path(tempfile.mkdtemp(prefix="bench-repro-"))
+    server = None
+    try:
+        print(f"setting up in {root}: repository of {N_FILES} files, mlflow server ...", flush=True)
+        repo = make_repo(root)
+        server, server_uri = start_server(root)
+        sqlite_uri = f"sqlite:///{root}/local.db"
+        base_env = dict(os.environ)
+        # Bytecode in a private cache folder, as a normal install has it, without writing
+        # into site-packages or the interpreter's own folders.
+        base_env.pop("PYTHONDONTWRITEBYTECODE", None)
+        base_env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
+        base_env["REPRO_CONTEXT"] = "0"
+        base_env["REPRO_SPOOL_DIR"] = str(root / "spool")
+        base_env["MLFLOW_ENABLE_ASYNC_LOGGING"] = "false"
+        rows = []
+        contexts = []
+        for backend, uri in (("server", server_uri), ("sqlite", sqlite_uri)):
+            env = dict(base_env, MLFLOW_TRACKING_URI=uri)
+            if backend == "sqlite":
+                # Create the database and an experiment whose artifacts live outside the
+                # repository (untimed: migrations take seconds).
+                subprocess.run(
+                    [sys.executable, "-c",
+                     "import mlflow; mlflow.create_experiment('bench', "
+                     f"artifact_location={str((root / 'sqlite-artifacts').as_uri())!r})"],
+                    cwd=root, env=env, check=True, capture_output=True,
+                )
+            run_worker(repo, env, "cold", "mlflow", 1)  # untimed: fills the bytecode cache
+            run_worker(repo, env, "cold", "repro", 1)
+            print(f"[{backend}] warm ...", flush=True)
+            warm = run_worker(repo, env, "warm", "both", WARM_REPS)
+            rescan = run_worker(repo, dict(env, REPRO_GIT_CACHE="0"), "warm", "both", WARM_REPS)
+            ctx = run_worker(repo, env, "warm", "ctx", WARM_REPS)
+            print(f"[{backend}] first in process ...", flush=True)
+            cold: dict[str, list[float]] = {"mlflow": [], "repro": []}
+            for _ in range(COLD_REPS):
+                for lib in ("mlflow", "repro"):
+                    cold[lib] += run_worker(repo, env, "cold", lib, 1)[lib]
+            rows.append((backend, "warm", warm["mlflow"], warm["repro"], None))
+            contexts.append((backend, ctx["mlflow"], ctx["mlflow+ctx"]))
+            rows.append((backend, "warm, rescanning", rescan["mlflow"], rescan["repro"], None))
+            rows.append((backend, "first in process", cold["mlflow"], cold["repro"], None))
+
+        print()
+        print(f"repro.start_run()+end vs mlflow.start_run()+end, {N_FILES} files, dirty diff")
+        header = f"{'backend':<8} {'measure':<17} {'mlflow ms':>10} {'repro ms':>9} "
+        header += f"{'added ms':>9} {'ratio':>6}  target"
+        print(header)
+        print("-" * len(header))
+        for backend, kind, base, ours, _ in rows:
+            b, r = statistics.median(base), statistics.median(ours)
+            verdict = ""
+            if kind == "warm":
+                limit = TARGETS_MS[backend]
+                verdict = f"≤{limit:.0f} ms added: {'PASS' if r - b <= limit else 'FAIL'}"
+            print(f"{backend:<8} {kind:<17} {b:>10.1f} {r:>9.1f} {r - b:>9.1f} {r / b:>5.2f}x  "
+                  f"{verdict}")
+        for backend, base, ctx in contexts:
+            added = statistics.median(ctx) - statistics.median(base)
+            print(f"[{backend}] repro's context provider on a plain mlflow.start_run(): "
+                  f"{added:+.1f} ms (warm medians, interleaved)")
+        print(f"(medians; warm n={WARM_REPS}, first in process n={COLD_REPS}; "
+              f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
+    finally:
+        if server is not None:
+            stop_server(server)
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

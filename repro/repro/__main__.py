@@ -1,0 +1,7 @@
+"""``python -m repro`` runs the ``repro`` command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

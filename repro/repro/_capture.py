@@ -1,0 +1,242 @@
+"""Assemble what a run records: tags (small, searchable) and artifacts (large).
+
+The rule this module keeps: what is cheap is known at once, what is slow starts first
+and is collected last. :func:`begin` reads ``.git`` directly and inspects the
+interpreter (well under a millisecond: :meth:`Pending.early_tags` is all the run context
+provider needs); for ``repro.start_run`` it also starts the working-tree scan (git) and
+``nvidia-smi`` as child processes, and :meth:`Pending.finish` waits for them and returns
+the complete record. Tag values stay under MLflow's 8,000-character limit; anything longer
+(diff, package list, untracked files, full environment) goes in artifacts under
+``repro/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _entry, _env, _git, _packages
+from ._redact import REDACTED
+from ._version import __version__
+
+TAG_LIMIT = 8000
+ARTIFACT_DIR = "repro"
+
+
+def cap_tag(value: str, limit: int = TAG_LIMIT) -> str:
+    """A tag value cut to MLflow's limit, marked when cut.
+
+    >>> cap_tag("abcdef", 5)
+    'ab…✂'
+    """
+    if len(value) <= limit:
+        return value
+    return value[: limit - 3] + "…✂"
+
+
+@dataclass
+class Capture:
+    """The recorded context of one run."""
+
+    tags: dict[str, str]
+    #: artifact file name (under ``repro/``) -> content
+    artifacts: dict[str, bytes]
+    environment: dict[str, Any]
+    git: _git.GitInfo
+    entry: _entry.EntryPoint
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Pending:
+    """A capture whose child processes are running; see :func:`begin`."""
+
+    def __init__(self, *, full: bool) -> None:
+        self.began = time.monotonic()
+        self.full = full
+        self.entry = _entry.detect()
+        self.cwd = os.getcwd()
+        directory = self.entry.directory or self.cwd
+        self.quick = _git.quick(directory)
+        self.scan = _git.scan(directory, self.quick) if full else None
+        self.gpu = _env.GpuProbe() if full else None
+
+    def early_tags(self) -> dict[str, str]:
+        """Tags known without waiting (no dirty flag, diff or package list yet)."""
+        return self.partial().tags
+
+    def partial(self) -> Capture:
+        """What is known without the child processes (tags only, no artifacts)."""
+        return build(entry=self.entry, cwd=self.cwd, git=self.quick, packages=None, gpu={})
+
+    def abort(self) -> None:
+        """Stop the child processes (the run is not going to be created)."""
+        if self.scan is not None:
+            self.scan.abort()
+        if self.gpu is not None and self.gpu.proc is not None:
+            self.gpu.proc.kill()
+            self.gpu.proc.communicate()
+
+    def finish(self) -> Capture:
+        """Wait for git (and GPUs), read the package list, build tags and artifacts."""
+        timings: dict[str, float] = {}
+        t = time.monotonic()
+        packages = _packages.installed_packages() if self.full else None
+        timings["packages"] = time.monotonic() - t
+        t = time.monotonic()
+        git = self.scan.result() if self.scan is not None else self.quick
+        timings["git_wait"] = time.monotonic() - t
+        timings["git"] = git.seconds
+        gpu = self.gpu.result() if self.gpu is not None else {}
+        capture = build(entry=self.entry, cwd=self.cwd, git=git, packages=packages, gpu=gpu)
+        timings["total"] = time.monotonic() - self.began
+        capture.timings = timings
+        return capture
+
+
+def begin(*, full: bool = True) -> Pending:
+    """Start capturing (child processes run in the background) and return at once."""
+    return Pending(full=full)
+
+
+def _command_parts(entry: _entry.EntryPoint) -> tuple[list[str], list[str]]:
+    """(interpreter options, program arguments) of the command, both redacted."""
+    if entry.kind == "notebook":
+        return [], []
+    command = entry.command
+    nargs = max(0, len(sys.argv) - 1)
+    args = command[len(command) - nargs :] if nargs else []
+    # orig_argv = [python, *options, (script | -m module | -c code), *args]
+    head = command[1 : len(command) - nargs]
+    if entry.kind == "module" and "-m" in head:
+        options = head[: head.index("-m")]
+    elif entry.kind == "command" and "-c" in head:
+        options = head[: head.index("-c")]
+    elif entry.kind == "script" and head:
+        options = head[:-1]
+    else:
+        options = []
+    return options, args
+
+
+def git_tags(git: _git.GitInfo) -> dict[str, str]:
+    """The ``repro.git.*`` (and MLflow ``mlflow.source.git.*``) tags of a git state."""
+    tags = {"repro.git": git.state}
+    if git.commit:
+        tags["repro.git.commit"] = git.commit
+        tags["mlflow.source.git.commit"] = git.commit
+    if git.state in ("repository", "no commits"):
+        tags["repro.git.branch"] = git.branch or "(detached)"
+        if git.branch:
+            tags["mlflow.source.git.branch"] = git.branch
+        if git.dirty is not None:
+            tags["repro.git.dirty"] = "dirty" if git.dirty else "clean"
+        if git.root:
+            tags["repro.git.root"] = git.root
+        if git.shallow:
+            tags["repro.git.shallow"] = "true"
+    if git.remote:
+        tags["repro.git.remote"] = git.remote
+        tags["mlflow.source.git.repoURL"] = git.remote
+    if git.dirty:
+        tags["repro.git.diff"] = git.diff_note or f"{len(git.diff)} bytes"
+    if git.untracked:
+        more = "+" if git.untracked_truncated else ""
+        tags["repro.git.untracked"] = f"{len(git.untracked)}{more}"
+    if git.submodules:
+        tags["repro.git.submodules"] = cap_tag(
+            " ".join(f"{p}@{c}{'' if s == ' ' else s}" for p, c, s in git.submodules)
+        )
+    return tags
+
+
+def build(*, entry: _entry.EntryPoint, cwd: str, git: _git.GitInfo,
+          packages: list[tuple[str, str]] | None, gpu: dict[str, str]) -> Capture:
+    """Tags, artifacts and the ``environment.json`` document from collected facts.
+
+    ``packages=None`` builds the tags only (no artifacts).
+    """
+    root = git.root
+    tags = {"repro.version": __version__, **git_tags(git)}
+    described = entry.describe(root)
+    tags["repro.entry_point"] = described
+    tags["repro.entry_point.type"] = entry.kind
+    tags["mlflow.source.name"] = described if entry.kind != "interactive" else "<console>"
+    tags["mlflow.source.type"] = "NOTEBOOK" if entry.kind == "notebook" else "LOCAL"
+    tags["repro.command"] = cap_tag(shlex.join(entry.command))
+    cwd_rel = _entry.relative_to(cwd, root) if root else None
+    if cwd_rel is not None and os.path.isabs(cwd_rel):
+        cwd_rel = None
+    tags["repro.cwd"] = cwd_rel if cwd_rel is not None else cwd
+
+    machine = _env.machine()
+    tags["repro.python"] = machine["python"]
+    tags["repro.platform"] = machine["platform"]
+    tags["repro.host"] = machine["host"]
+    if gpu.get("gpus"):
+        tags["repro.gpu"] = gpu["gpus"]
+    if gpu.get("driver"):
+        tags["repro.gpu.driver"] = gpu["driver"]
+    cuda = _env.torch_cuda()
+    if cuda:
+        tags["repro.cuda"] = cuda
+    environment = _env.selected_environment()
+    for name, value in environment.items():
+        if name.startswith("ATELIER_") or name == "JUPYTERHUB_USER":
+            tags[f"repro.env.{name}"] = cap_tag(value)
+    if os.environ.get("REPRO_RERUN_OF"):
+        tags["repro.rerun_of"] = os.environ["REPRO_RERUN_OF"][:64]
+
+    options, args = _command_parts(entry)
+    doc: dict[str, Any] = {
+        "repro_version": __version__,
+        "entry_point": {
+            "kind": entry.kind,
+            "target": _entry.relative_to(entry.target, root) if entry.target else "",
+            "description": described,
+        },
+        "command": entry.command,
+        "interpreter_options": options,
+        "args": args,
+        "redacted": any(REDACTED in a for a in entry.command),
+        "cwd": cwd,
+        "cwd_relative": cwd_rel,
+        "git": {
+            "state": git.state,
+            "root": root,
+            "commit": git.commit,
+            "branch": git.branch,
+            "remote": git.remote,
+            "dirty": git.dirty,
+            "shallow": git.shallow,
+            "diff_bytes": len(git.diff),
+            "diff_note": git.diff_note,
+            "untracked_count": len(git.untracked),
+            "untracked_truncated": git.untracked_truncated,
+            "submodules": [{"path": p, "commit": c, "state": s} for p, c, s in git.submodules],
+        },
+        **machine,
+        "gpu": gpu,
+        "cuda": cuda,
+        "environment": environment,
+    }
+    artifacts: dict[str, bytes] = {}
+    if packages is not None:
+        tags["repro.packages"] = str(len(packages))
+        doc["packages_count"] = len(packages)
+        artifacts["packages.txt"] = _packages.format_packages(packages).encode()
+        if git.dirty and git.diff:
+            artifacts["diff.patch"] = git.diff
+        if git.untracked:
+            note = (
+                f"# repro: list cut at {len(git.untracked)} entries\n"
+                if git.untracked_truncated
+                else ""
+            )
+            artifacts["untracked.txt"] = (note + "\n".join(git.untracked) + "\n").encode()
+        artifacts["environment.json"] = json.dumps(doc, indent=2, sort_keys=True).encode()
+    return Capture(tags=tags, artifacts=artifacts, environment=doc, git=git, entry=entry)

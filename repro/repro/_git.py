@@ -1,0 +1,572 @@
+"""What git says about the code a run executes.
+
+The rule this module keeps: git is asked, never trusted to answer quickly, and never
+asked what a few file reads can tell. The repository, commit, branch, remote and
+shallowness come from reading ``.git`` directly (microseconds, no process); what needs a
+scan of the working tree (tracked changes, the diff, untracked files) comes from git
+processes that start at once, run side by side and are collected later, each bounded by
+a timeout, none taking a lock on the index (``GIT_OPTIONAL_LOCKS=0``), output read with
+a cap. Every failure (no git, no repository, no commits, a timeout, a refused
+repository) becomes a recorded state instead of an exception. The ``parse_*``,
+``cap_diff`` and ``read_*`` helpers are pure or read only files, and are unit-tested.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import subprocess
+import time
+from dataclasses import dataclass, field, replace
+
+from ._redact import strip_url_credentials
+
+#: Size above which the recorded diff is cut (at a file boundary, with a note).
+DIFF_LIMIT = 500_000
+#: Most untracked entries listed; git's ``--directory`` already folds untracked trees.
+UNTRACKED_LIMIT = 1000
+#: Seconds any one git command may take (``REPRO_GIT_TIMEOUT`` overrides).
+DEFAULT_TIMEOUT = 5.0
+#: Above this many changed paths the diff is asked for the whole tree, not per path.
+_PATHSPEC_LIMIT = 500
+
+# Settings that would change the bytes of the diff, or make git slower or interactive.
+_GIT_CONFIG = (
+    "-c", "core.quotePath=false",
+    "-c", "color.ui=false",
+    "-c", "diff.noprefix=false",
+    "-c", "diff.mnemonicPrefix=false",
+    "-c", "diff.relative=false",
+    "-c", "core.fsmonitor=false",
+    "-c", "status.relativePaths=false",
+)
+_DIFF_ARGS = ("--binary", "--no-color", "--no-ext-diff", "--no-textconv", "--src-prefix=a/",
+              "--dst-prefix=b/", "--submodule=short")
+_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+
+@dataclass
+class GitInfo:
+    """Everything recorded about the repository; ``state`` says how much of it exists."""
+
+    #: "repository", "no repository", "no commits" or "unavailable: <why>".
+    state: str
+    root: str | None = None
+    commit: str | None = None
+    #: Branch name, or None when HEAD is detached.
+    branch: str | None = None
+    remote: str | None = None
+    #: None until the working tree has been scanned.
+    dirty: bool | None = None
+    shallow: bool = False
+    diff: bytes = b""
+    #: Why the diff is incomplete ("" when it is complete).
+    diff_note: str = ""
+    untracked: list[str] = field(default_factory=list)
+    untracked_truncated: bool = False
+    #: (path, commit, state) with state " " (clean), "+" (other commit), "-" (not checked
+    #: out), "U" (conflict), as ``git submodule status`` prints it.
+    submodules: list[tuple[str, str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class Layout:
+    """Where a repository's files are: work tree root, git dir, common dir (worktrees)."""
+
+    root: str
+    gitdir: str
+    commondir: str
+
+
+def git_timeout() -> float:
+    """The per-command timeout, from ``REPRO_GIT_TIMEOUT`` (seconds) or the default."""
+    try:
+        return float(os.environ.get("REPRO_GIT_TIMEOUT", DEFAULT_TIMEOUT))
+    except ValueError:
+        return DEFAULT_TIMEOUT
+
+
+# -- reading .git directly -------------------------------------------------------------
+
+
+def discover(path: str) -> Layout | None:
+    """The repository containing ``path``, found by looking for ``.git`` upwards, or None.
+
+    Handles ``.git`` files (worktrees, submodules). Returns None as well when
+    ``GIT_DIR`` or ``GIT_WORK_TREE`` is set: then only git itself knows.
+    """
+    if os.environ.get("GIT_DIR") or os.environ.get("GIT_WORK_TREE"):
+        return None
+    current = os.path.abspath(path)
+    while True:
+        dotgit = os.path.join(current, ".git")
+        if os.path.isdir(dotgit):
+            return Layout(current, dotgit, _commondir(dotgit))
+        if os.path.isfile(dotgit):
+            try:
+                with open(dotgit, encoding="utf-8") as f:
+                    text = f.read(4096).strip()
+            except OSError:
+                return None
+            if not text.startswith("gitdir:"):
+                return None
+            gitdir = os.path.normpath(os.path.join(current, text[len("gitdir:") :].strip()))
+            return Layout(current, gitdir, _commondir(gitdir))
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
+
+def _commondir(gitdir: str) -> str:
+    try:
+        with open(os.path.join(gitdir, "commondir"), encoding="utf-8") as f:
+            rel = f.read().strip()
+    except OSError:
+        return gitdir
+    return os.path.normpath(os.path.join(gitdir, rel))
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def read_head(layout: Layout) -> tuple[str | None, str | None, bool]:
+    """(commit, branch, known) from HEAD and the refs; commit None = no commits yet.
+
+    ``known`` is False where the files do not say for sure (reftable, a ref that is
+    neither loose nor packed); git's own answer then comes with the scan.
+    """
+    head = _read(os.path.join(layout.gitdir, "HEAD"))
+    if head is None or os.path.isdir(os.path.join(layout.commondir, "reftable")):
+        return None, None, False
+    head = head.strip()
+    if _SHA.match(head):
+        return head, None, True
+    if not head.startswith("ref:"):
+        return None, None, False
+    ref = head[4:].strip()
+    branch = ref[len("refs/heads/") :] if ref.startswith("refs/heads/") else ref
+    loose = _read(os.path.join(layout.commondir, ref))
+    if loose is not None and _SHA.match(loose.strip()):
+        return loose.strip(), branch, True
+    packed = _read(os.path.join(layout.commondir, "packed-refs")) or ""
+    for line in packed.splitlines():
+        sha, _, name = line.partition(" ")
+        if name.strip() == ref and _SHA.match(sha):
+            return sha, branch, True
+    # No such ref: an unborn branch (a repository without commits).
+    return None, branch, loose is None
+
+
+def parse_remotes(config_text: str) -> dict[str, str]:
+    """``{remote name: url}`` from the text of a git config file.
+
+    >>> parse_remotes('[remote "origin"]\\n\\turl = https://h/r.git\\n[core]\\n\\tbare = false')
+    {'origin': 'https://h/r.git'}
+    """
+    remotes: dict[str, str] = {}
+    section = None
+    for raw in config_text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            match = re.match(r'^\[\s*remote\s+"((?:[^"\\]|\\.)*)"\s*\]', line)
+            section = match.group(1) if match else None
+            continue
+        if section is None:
+            continue
+        key, sep, value = line.partition("=")
+        if sep and key.strip().lower() == "url":
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            remotes.setdefault(section, value)
+    return remotes
+
+
+def read_remote(layout: Layout) -> str | None:
+    """URL of ``origin`` (else of the first remote), credentials stripped."""
+    remotes = parse_remotes(_read(os.path.join(layout.commondir, "config")) or "")
+    if not remotes:
+        return None
+    url = remotes.get("origin") or next(iter(remotes.values()))
+    return strip_url_credentials(url)
+
+
+def quick(path: str) -> GitInfo:
+    """What reading ``.git`` tells without starting git (no dirty flag, no diff)."""
+    layout = discover(path)
+    if layout is None:
+        if os.environ.get("GIT_DIR") or os.environ.get("GIT_WORK_TREE"):
+            return GitInfo(state="unavailable: GIT_DIR/GIT_WORK_TREE set (see the scan)")
+        return GitInfo(state="no repository")
+    commit, branch, known = read_head(layout)
+    info = GitInfo(
+        state="repository" if commit else "no commits",
+        root=layout.root,
+        commit=commit,
+        branch=branch,
+        remote=read_remote(layout),
+        shallow=os.path.exists(os.path.join(layout.commondir, "shallow")),
+    )
+    if not known:
+        info.state = "repository"
+    return info
+
+
+# -- scanning with git -----------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["GIT_OPTIONAL_LOCKS"] = "0"
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["GIT_LITERAL_PATHSPECS"] = "1"
+    env["LC_ALL"] = "C"
+    return env
+
+
+class _Git:
+    """One started git command whose output is read later, capped and under a deadline."""
+
+    def __init__(self, cwd: str, args: tuple[str, ...], env: dict[str, str]) -> None:
+        self.args = args
+        self.proc = subprocess.Popen(
+            ("git", *_GIT_CONFIG, *args),
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def result(self, deadline: float, limit: int | None = None) -> tuple[int, bytes, str, bool]:
+        """(returncode, stdout, stderr, cut) where ``cut`` means stdout exceeded ``limit``."""
+        if limit is None:
+            try:
+                out, err = self.proc.communicate(timeout=max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise
+            return self.proc.returncode, out, err.decode("utf-8", "replace"), False
+        # Read at most limit + 1 bytes, then stop git: the rest is not needed.
+        assert self.proc.stdout is not None
+        chunks: list[bytes] = []
+        size = 0
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while size <= limit:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not sel.select(remaining):
+                    self.kill()
+                    raise subprocess.TimeoutExpired(self.args, 0)
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        out = b"".join(chunks)
+        if size > limit:
+            self.kill()
+            return 0, out, "", True
+        try:
+            _, err = self.proc.communicate(timeout=max(0.05, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        return self.proc.returncode, out, err.decode("utf-8", "replace"), False
+
+    def kill(self) -> None:
+        """Stop git (if still running) without waiting on its pipes, which a grandchild
+        (a hook, a wrapper script) may hold open."""
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+        try:
+            self.proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _state_key(base: GitInfo) -> tuple | None:
+    """What must not change for a cached scan to stay valid (besides the files, which
+    the inotify watch covers): HEAD, the index, the exclude file."""
+    layout = discover(base.root) if base.root else None
+    if layout is None:
+        return None
+    stats = []
+    for path in (os.path.join(layout.gitdir, "index"),
+                 os.path.join(layout.commondir, "info", "exclude")):
+        try:
+            st = os.stat(path)
+            stats.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            stats.append(None)
+    return (base.commit, base.branch, *stats)
+
+
+class Scan:
+    """The working-tree scan of one directory, started by :func:`scan`."""
+
+    def __init__(self, path: str, base: GitInfo) -> None:
+        from . import _watch
+
+        self.began = time.monotonic()
+        self.timeout = git_timeout()
+        self.path = path
+        self.base = base
+        self.error: str | None = None
+        self.cached: GitInfo | None = None
+        self._result: GitInfo | None = None
+        self.procs: dict[str, _Git] = {}
+        self.env = _env()
+        reuse = os.environ.get("REPRO_GIT_CACHE", "1") != "0"
+        self.key = _state_key(base) if reuse and base.commit and base.root else None
+        self.token = None
+        if base.state == "no repository":
+            return
+        if self.key is not None:
+            hit = _watch.lookup(base.root, self.key)
+            if isinstance(hit, GitInfo):
+                self.cached = hit
+                return
+            self.token = _watch.begin_scan(base.root, self.key)
+        try:
+            if base.commit:
+                # Non-empty output means tracked changes: one walk of the tree gives both
+                # the dirty flag and the diff (and `git status` is not needed at all).
+                self.procs["diff"] = _Git(
+                    path, ("diff", *_DIFF_ARGS, "--ignore-submodules=untracked", "HEAD", "--"),
+                    self.env,
+                )
+            if not base.root or (base.state == "repository" and not base.commit):
+                # .git could not say (GIT_DIR set, reftable): ask git.
+                self.procs["rev"] = _Git(
+                    path, ("rev-parse", "--show-toplevel", "--is-shallow-repository", "HEAD",
+                           "--abbrev-ref", "HEAD"), self.env,
+                )
+            self.procs["untracked"] = _Git(
+                path, ("ls-files", "--others", "--exclude-standard", "--directory",
+                       "--no-empty-directory", "-z"), self.env,
+            )
+            if base.root and os.path.exists(os.path.join(base.root, ".gitmodules")):
+                self.procs["submodules"] = _Git(
+                    base.root, ("submodule", "status", "--recursive"), self.env
+                )
+        except FileNotFoundError:
+            self.error = "unavailable: git is not installed (no `git` on PATH)"
+        except OSError as exc:
+            self.error = f"unavailable: cannot run git ({exc})"
+
+    def abort(self) -> None:
+        """Stop every git command still running."""
+        for proc in self.procs.values():
+            proc.kill()
+
+    def result(self) -> GitInfo:
+        """Wait for the scan (bounded by the timeout) and merge it into what ``.git`` said.
+        Repeated calls return the same answer."""
+        if self._result is None:
+            self._result = self._result_once()
+        return self._result
+
+    def _result_once(self) -> GitInfo:
+        from . import _watch
+
+        if self.base.state == "no repository":
+            return self.base
+        if self.cached is not None:
+            info = replace(self.cached, seconds=time.monotonic() - self.began)
+            return info
+        if self.error:
+            return GitInfo(state=self.error)
+        deadline = self.began + self.timeout
+        try:
+            info = self._collect(deadline)
+        except subprocess.TimeoutExpired as exc:
+            self.abort()
+            cmd = " ".join(a for a in exc.cmd if not a.startswith("-"))[:60]
+            info = replace(
+                self.base,
+                state=f"unavailable: `git {cmd}` took over {self.timeout:g} s "
+                "(raise REPRO_GIT_TIMEOUT to wait longer)",
+            )
+        except OSError as exc:
+            self.abort()
+            info = GitInfo(state=f"unavailable: cannot run git ({exc})")
+        info.seconds = time.monotonic() - self.began
+        if self.key is not None and info.state == "repository" and info.root:
+            _watch.store(info.root, self.key, replace(info), self.token)
+            dirs = [p for p in info.untracked if p.endswith("/")]
+            _watch.ensure(info.root, self.key, dirs)
+        return info
+
+    def _collect(self, deadline: float) -> GitInfo:
+        info = replace(self.base, untracked=[], submodules=[])
+        if "rev" in self.procs:
+            rc, out, err, _ = self.procs["rev"].result(deadline)
+            lines = out.decode("utf-8", "replace").splitlines()
+            if rc != 0 and len(lines) < 2:
+                self.abort()
+                return GitInfo(state=_explain_failure(err))
+            info.root, info.shallow = lines[0], lines[1] == "true"
+            if rc == 0 and len(lines) >= 4:
+                info.state, info.commit = "repository", lines[2]
+                info.branch = None if lines[3] == "HEAD" else lines[3]
+            else:
+                info.state = "no commits"
+        rc, out, err, cut = self.procs["untracked"].result(deadline, limit=256_000)
+        if rc != 0:
+            self.abort()
+            return replace(self.base, state=_explain_failure(err))
+        info.untracked, info.untracked_truncated = parse_untracked(out, cut=cut)
+        if "diff" in self.procs:
+            rc, out, err, cut = self.procs["diff"].result(deadline, limit=DIFF_LIMIT)
+            if rc != 0:
+                self.abort()
+                return replace(self.base, state=_explain_failure(err))
+            info.dirty = bool(out)
+            info.diff, info.diff_note = cap_diff(out, DIFF_LIMIT, total=None if cut else -1)
+        if "submodules" in self.procs:
+            rc, out, _, _ = self.procs["submodules"].result(deadline)
+            if rc == 0:
+                info.submodules = parse_submodule_status(out.decode("utf-8", "replace"))
+        return info
+
+
+def scan(path: str, base: GitInfo) -> Scan:
+    """Start the working-tree scan of ``path`` and return at once; ``.result()`` collects.
+
+    Where an earlier scan of the same tree in this process is still vouched for by
+    inotify (see ``_watch``), its result is reused and no git process starts.
+    """
+    return Scan(path, base)
+
+
+def _explain_failure(stderr: str) -> str:
+    """Turn git's complaint about a directory into a recorded state."""
+    low = stderr.lower()
+    if "not a git repository" in low:
+        return "no repository"
+    if "dubious ownership" in low:
+        return (
+            "unavailable: git refuses this repository (dubious ownership); "
+            "mark it safe with `git config --global --add safe.directory <path>`"
+        )
+    first = stderr.strip().splitlines()[0] if stderr.strip() else "unknown error"
+    return f"unavailable: {first[:200]}"
+
+
+def parse_untracked(output: bytes, *, cut: bool = False, limit: int = UNTRACKED_LIMIT
+                    ) -> tuple[list[str], bool]:
+    """Untracked paths from NUL-separated ``git ls-files -z`` output, capped at ``limit``.
+
+    >>> parse_untracked(b"a.txt\\0data/\\0")
+    (['a.txt', 'data/'], False)
+    """
+    entries = output.split(b"\0")
+    if cut or (entries and entries[-1]):
+        # The last entry may be partial when the output was cut.
+        entries = entries[:-1]
+        cut = True
+    paths = [e.decode("utf-8", "replace") for e in entries if e]
+    if len(paths) > limit:
+        return paths[:limit], True
+    return paths, cut
+
+
+def parse_submodule_status(output: str) -> list[tuple[str, str, str]]:
+    """(path, commit, state) per line of ``git submodule status --recursive``.
+
+    >>> parse_submodule_status("+1a2b3c libs/x (v1.0)\\n 4d5e6f libs/y\\n")
+    [('libs/x', '1a2b3c', '+'), ('libs/y', '4d5e6f', ' ')]
+    """
+    subs = []
+    for line in output.splitlines():
+        if len(line) < 3:
+            continue
+        state, rest = line[0], line[1:]
+        commit, _, tail = rest.partition(" ")
+        path = tail.split(" (", 1)[0]
+        subs.append((path, commit, state))
+    return subs
+
+
+def split_diff_files(diff: bytes) -> list[bytes]:
+    """Split a ``git diff`` into one chunk per file (each starts with ``diff --git``).
+
+    >>> [c[:12] for c in split_diff_files(b"diff --git a/x b/x\\n+1\\ndiff --git a/y b/y\\n")]
+    [b'diff --git a', b'diff --git a']
+    """
+    chunks: list[bytes] = []
+    start = 0
+    pos = diff.find(b"\ndiff --git ")
+    while pos != -1:
+        chunks.append(diff[start : pos + 1])
+        start = pos + 1
+        pos = diff.find(b"\ndiff --git ", start)
+    if start < len(diff):
+        chunks.append(diff[start:])
+    return chunks
+
+
+def _file_of(chunk: bytes) -> str:
+    header = chunk.split(b"\n", 1)[0].decode("utf-8", "replace")
+    # "diff --git a/path b/path": take the b/ side.
+    _, _, b_side = header.rpartition(" b/")
+    return b_side or header
+
+
+def cap_diff(diff: bytes, limit: int = DIFF_LIMIT, *, total: int | None = -1
+             ) -> tuple[bytes, str]:
+    """Cut a diff to at most ``limit`` bytes at a file boundary, so what is kept still
+    applies with ``git apply``; a note at the top (which ``git apply`` ignores) names the
+    files left out. ``total=None`` means the diff was already cut while reading, so its
+    full size is unknown.
+
+    Returns (diff, note) where note is "" when nothing was cut.
+
+    >>> cap_diff(b"diff --git a/x b/x\\n+1\\n", 100)
+    (b'diff --git a/x b/x\\n+1\\n', '')
+    """
+    if total == -1:
+        total = len(diff)
+    if total is not None and total <= limit:
+        return diff, ""
+    chunks = split_diff_files(diff)
+    omitted: list[str] = []
+    if total is None and chunks:
+        # The last chunk was cut mid-way while reading: never keep it.
+        omitted.append(_file_of(chunks.pop()))
+    kept: list[bytes] = []
+    size = 0
+    for i, chunk in enumerate(chunks):
+        if size + len(chunk) > limit - 1024:  # leave room for the note
+            omitted = [_file_of(c) for c in chunks[i:]] + omitted
+            break
+        kept.append(chunk)
+        size += len(chunk)
+    shown = ", ".join(omitted[:20])
+    if len(omitted) > 20:
+        shown += f" and {len(omitted) - 20} more"
+    if total is None:
+        shown += " and any files after it"
+    full = f"{total} bytes" if total is not None else f"over {limit} bytes"
+    note = f"diff truncated: {full} in all, kept {size} bytes; left out: {shown}"
+    header = f"# repro: {note}\n# (git apply ignores these lines)\n".encode()
+    return header + b"".join(kept), note

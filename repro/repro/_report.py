@@ -1,0 +1,219 @@
+"""Text for ``repro show`` and ``repro diff``.
+
+The rule this module keeps: pure formatting of already-loaded runs, one fact per line,
+label first, so the output reads top to bottom and diffs cleanly; the comparison helpers
+(:func:`argument_pairs`, :func:`compare_mappings`) are unit-tested on their own.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from collections.abc import Mapping, Sequence
+
+from ._packages import compare_packages, parse_packages
+from ._runs import RecordedRun
+
+_DIFF_LINES = 200
+
+
+def _when(ms: int | None) -> str:
+    if not ms:
+        return "?"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    return f"{n / 1024:.1f} KiB" if n < 1024**2 else f"{n / 1024**2:.1f} MiB"
+
+
+def show(run: RecordedRun) -> str:
+    """Everything recorded about one run, readable."""
+    t = run.tags
+    env = run.environment()
+    lines: list[str] = []
+
+    def row(label: str, value: str | None) -> None:
+        if value:
+            lines.append(f"{label:<10} {value}")
+
+    duration = ""
+    if run.start_time and run.end_time:
+        duration = f" ({(run.end_time - run.start_time) / 1000:.1f} s)"
+    row("run", f"{run.run_id}" + (f"  name: {run.name}" if run.name else ""))
+    row("status", f"{run.status}, started {_when(run.start_time)}{duration}")
+    row("where", f"{run.where}, experiment {run.experiment}")
+    if run.spool_note or t.get("repro.spooled") == "true":
+        reason = t.get("repro.spool.reason", "server unreachable")
+        row("spooled", run.spool_note or f"yes ({reason})")
+    row("command", t.get("repro.command"))
+    entry = t.get("repro.entry_point")
+    if entry:
+        kind = t.get("repro.entry_point.type", "?")
+        row("entry", f"{entry} ({kind}), cwd {t.get('repro.cwd', '?')}")
+    git_state = t.get("repro.git")
+    if git_state == "repository":
+        parts = [t.get("repro.git.commit", "?")]
+        parts.append(f"on {t.get('repro.git.branch', '?')}")
+        parts.append(t.get("repro.git.dirty", ""))
+        if t.get("repro.git.shallow"):
+            parts.append("shallow clone")
+        row("git", ", ".join(p for p in parts if p))
+        if t.get("repro.git.diff"):
+            row("diff", f"{t['repro.git.diff']} (repro/diff.patch)")
+        if t.get("repro.git.untracked"):
+            row("untracked", f"{t['repro.git.untracked']} entries (repro/untracked.txt)")
+        row("remote", t.get("repro.git.remote"))
+        row("submodule", t.get("repro.git.submodules"))
+    elif git_state:
+        row("git", git_state)
+    row("python", t.get("repro.python"))
+    row("platform", t.get("repro.platform"))
+    row("host", t.get("repro.host"))
+    gpu = t.get("repro.gpu")
+    if gpu:
+        extra = [f"driver {t['repro.gpu.driver']}"] if t.get("repro.gpu.driver") else []
+        extra += [f"CUDA {t['repro.cuda']}"] if t.get("repro.cuda") else []
+        row("gpu", gpu + (f" ({', '.join(extra)})" if extra else ""))
+    if t.get("repro.packages"):
+        row("packages", f"{t['repro.packages']} installed (repro/packages.txt)")
+    prefix = "repro.env."
+    session = {k[len(prefix) :]: v for k, v in sorted(t.items()) if k.startswith(prefix)}
+    for name, value in session.items():
+        row("session", f"{name}={value}")
+    for name, value in sorted((env.get("environment") or {}).items()):
+        if name not in session:
+            row("env", f"{name}={value}")
+    for key, value in sorted(run.params.items()):
+        row("param", f"{key} = {value}")
+    for key, value in sorted(run.metrics.items()):
+        row("metric", f"{key} = {value:g}")
+    if t.get("repro.rerun_of"):
+        row("rerun of", t["repro.rerun_of"])
+    for path in run.artifact_list():
+        row("artifact", path)
+    if not git_state:
+        lines.append("note       no repro.* tags: this run was not started by repro.start_run()")
+    return "\n".join(lines) + "\n"
+
+
+def argument_pairs(args: Sequence[str]) -> dict[str, str]:
+    """Command-line arguments as ``{option: value}`` for comparison: ``--k v`` and
+    ``--k=v`` become ``{"--k": "v"}``, a bare flag ``{"--f": ""}``, positionals
+    ``{"#1": value}``.
+
+    >>> argument_pairs(["data.csv", "--lr", "0.1", "--fast", "--bs=32"])
+    {'#1': 'data.csv', '--lr': '0.1', '--fast': '', '--bs': '32'}
+    """
+    out: dict[str, str] = {}
+    position = 0
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("-") and len(arg) > 1 and not _is_number(arg):
+            name, eq, value = arg.partition("=")
+            if eq:
+                out[name] = value
+            elif i + 1 < len(args) and (not args[i + 1].startswith("-") or _is_number(args[i + 1])):
+                out[name] = args[i + 1]
+                i += 1
+            else:
+                out[name] = ""
+        else:
+            position += 1
+            out[f"#{position}"] = arg
+        i += 1
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def compare_mappings(a: Mapping[str, str], b: Mapping[str, str]) -> list[str]:
+    """Lines ``key: a → b`` for changed keys, ``+ key: b`` / ``- key: a`` for one-sided.
+
+    >>> compare_mappings({"lr": "0.1", "x": "1"}, {"lr": "0.2", "y": "2"})
+    ['  lr: 0.1 → 0.2', '- x: 1', '+ y: 2']
+    """
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if key not in b:
+            lines.append(f"- {key}: {a[key]}")
+        elif key not in a:
+            lines.append(f"+ {key}: {b[key]}")
+        elif a[key] != b[key]:
+            lines.append(f"  {key}: {a[key]} → {b[key]}")
+    return lines
+
+
+def diff(a: RecordedRun, b: RecordedRun) -> str:
+    """Code, package, argument, parameter and environment differences between two runs."""
+    out = [f"--- {a.run_id} ({a.where})", f"+++ {b.run_id} ({b.where})"]
+
+    def section(title: str, lines: list[str]) -> None:
+        out.append(f"{title}:")
+        out.extend(f"  {line}" for line in lines or ["(same)"])
+
+    ta, tb = a.tags, b.tags
+    code_keys = ("repro.git", "repro.git.commit", "repro.git.branch", "repro.git.dirty",
+                 "repro.git.remote", "repro.git.submodules", "repro.entry_point")
+    code = compare_mappings(
+        {k: ta[k] for k in code_keys if k in ta}, {k: tb[k] for k in code_keys if k in tb}
+    )
+    patch_a = (a.artifact("repro/diff.patch") or b"").decode("utf-8", "replace")
+    patch_b = (b.artifact("repro/diff.patch") or b"").decode("utf-8", "replace")
+    if patch_a != patch_b:
+        udiff = list(
+            difflib.unified_diff(
+                patch_a.splitlines(), patch_b.splitlines(),
+                f"{a.run_id[:8]}/diff.patch", f"{b.run_id[:8]}/diff.patch", lineterm="",
+            )
+        )
+        code.append("uncommitted changes differ (diff of the two recorded diffs):")
+        code.extend("  " + line for line in udiff[:_DIFF_LINES])
+        if len(udiff) > _DIFF_LINES:
+            code.append(f"  … {len(udiff) - _DIFF_LINES} more lines")
+    section("code", code)
+
+    pa = parse_packages((a.artifact("repro/packages.txt") or b"").decode("utf-8", "replace"))
+    pb = parse_packages((b.artifact("repro/packages.txt") or b"").decode("utf-8", "replace"))
+    packages = []
+    if not pa or not pb:
+        missing = a.run_id if not pa else b.run_id
+        packages.append(f"(run {missing} has no repro/packages.txt)")
+    else:
+        for name, va, vb in compare_packages(pa, pb):
+            if va is None:
+                packages.append(f"+ {name}=={vb}")
+            elif vb is None:
+                packages.append(f"- {name}=={va}")
+            else:
+                packages.append(f"  {name}: {va} → {vb}")
+    section("packages", packages)
+
+    ea, eb = a.environment(), b.environment()
+    args = compare_mappings(
+        argument_pairs(ea.get("args") or []), argument_pairs(eb.get("args") or [])
+    )
+    if not ea or not eb:
+        args = compare_mappings(
+            {"command": ta.get("repro.command", "")}, {"command": tb.get("repro.command", "")}
+        )
+    section("arguments", args)
+    section("params", compare_mappings(a.params, b.params))
+    env_keys = ("repro.python", "repro.platform", "repro.host", "repro.gpu", "repro.gpu.driver",
+                "repro.cuda")
+    env = compare_mappings(
+        {k: v for k, v in ta.items() if k in env_keys or k.startswith("repro.env.")},
+        {k: v for k, v in tb.items() if k in env_keys or k.startswith("repro.env.")},
+    )
+    env += compare_mappings(ea.get("environment") or {}, eb.get("environment") or {})
+    section("environment", env)
+    return "\n".join(out) + "\n"

@@ -1,0 +1,253 @@
+"""``repro rerun``: run a recorded run's code again, as it was.
+
+The rule this module keeps: never touch the user's working tree. The recorded commit is
+checked out in a separate ``git worktree`` (detached), the recorded diff is applied
+there, package differences are printed (not "fixed"), and the recorded command runs in
+the matching folder of the worktree with the interpreter running ``repro``.
+``--dry-run`` checks all of it (including that the diff applies, using a throw-away
+index) and executes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import _packages
+from ._errors import ReproError
+from ._redact import REDACTED
+from ._runs import RecordedRun
+
+_GIT_TIMEOUT = 120
+
+
+def _git(args: Sequence[str], cwd: str, *, env: dict[str, str] | None = None,
+         input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(
+            ("git", *args), cwd=cwd, env=env, input=input, capture_output=True,
+            timeout=_GIT_TIMEOUT,
+        )
+    except FileNotFoundError:
+        raise ReproError("git is not installed (no `git` on PATH); install it to re-run") from None
+    except subprocess.TimeoutExpired:
+        command = " ".join(args[:2])
+        raise ReproError(f"`git {command}` took over {_GIT_TIMEOUT} s in {cwd}") from None
+
+
+def _repo_root(cwd: str) -> str:
+    proc = _git(("rev-parse", "--show-toplevel"), cwd)
+    if proc.returncode != 0:
+        raise ReproError(
+            f"not a git repository: {cwd}; run `repro rerun` inside a clone of the run's "
+            "repository"
+        )
+    return proc.stdout.decode().strip()
+
+
+def build_command(env: dict[str, Any], worktree: str, *, python: str = sys.executable
+                  ) -> tuple[list[str], str]:
+    """(command, working directory) to re-run a recorded run inside ``worktree``.
+
+    >>> env = {"entry_point": {"kind": "script", "target": "src/train.py"},
+    ...        "interpreter_options": [], "args": ["--lr", "0.1"], "cwd_relative": "src"}
+    >>> build_command(env, "/wt", python="python")
+    (['python', '/wt/src/train.py', '--lr', '0.1'], '/wt/src')
+    """
+    entry = env.get("entry_point") or {}
+    kind, target = entry.get("kind"), entry.get("target") or ""
+    options = list(env.get("interpreter_options") or [])
+    args = list(env.get("args") or [])
+    cwd_rel = env.get("cwd_relative")
+    cwd = os.path.normpath(os.path.join(worktree, cwd_rel)) if cwd_rel is not None else worktree
+    if kind == "script":
+        script = target if os.path.isabs(target) else os.path.join(worktree, target)
+        return [python, *options, script, *args], cwd
+    if kind == "module":
+        return [python, *options, "-m", target, *args], cwd
+    if kind == "notebook":
+        notebook = target if os.path.isabs(target) else os.path.join(worktree, target)
+        return ["jupyter", "execute", notebook], os.path.dirname(notebook)
+    if kind == "command":
+        command = list(env.get("command") or [])
+        if "-c" in command:
+            return [python, *command[command.index("-c") :]], cwd
+    raise ReproError(
+        f"this run was started {kind or 'in an unknown way'} (no script, module or notebook); "
+        "give the command to run after `--`: repro rerun RUN_ID -- python train.py ..."
+    )
+
+
+def _redacted_options(env: dict[str, Any]) -> list[str]:
+    args = list(env.get("command") or [])
+    names = []
+    for i, arg in enumerate(args):
+        if REDACTED in arg:
+            name = arg.split("=", 1)[0] if "=" in arg else (args[i - 1] if i else arg)
+            names.append(name)
+    return names
+
+
+def rerun(
+    run: RecordedRun,
+    *,
+    dry_run: bool = False,
+    keep: bool = False,
+    worktree: str | None = None,
+    allow_partial_diff: bool = False,
+    command: Sequence[str] | None = None,
+    echo: Callable[[str], None] = print,
+) -> int:
+    """Re-run ``run`` in a worktree; returns the command's exit status (0 for dry runs)."""
+    tags = run.tags
+    commit = tags.get("repro.git.commit")
+    if tags.get("repro.git") != "repository" or not commit:
+        raise ReproError(
+            f"run {run.run_id} recorded no git commit "
+            f"(git: {tags.get('repro.git', 'not recorded')}); "
+            "only runs started inside a git repository with commits can be re-run"
+        )
+    root = _repo_root(os.getcwd())
+    if _git(("cat-file", "-e", f"{commit}^{{commit}}"), root).returncode != 0:
+        hint = "git fetch --unshallow" if tags.get("repro.git.shallow") else "git fetch --all"
+        raise ReproError(
+            f"commit {commit[:12]} is not in the repository at {root}; fetch it "
+            f"(`{hint}`) and try again"
+        )
+    env = run.environment()
+    if not env:
+        raise ReproError(
+            f"run {run.run_id} has no repro/environment.json artifact, so its command is unknown;"
+            " give it after `--`: repro rerun RUN_ID -- python train.py ..."
+        )
+
+    patch = b""
+    if tags.get("repro.git.dirty") == "dirty":
+        patch = run.artifact("repro/diff.patch") or b""
+        if not patch:
+            raise ReproError(
+                f"run {run.run_id} had uncommitted changes but its repro/diff.patch artifact "
+                "cannot be read; check the artifact store"
+            )
+        note = (env.get("git") or {}).get("diff_note")
+        if note and not allow_partial_diff:
+            raise ReproError(
+                f"the recorded diff is incomplete ({note}); the code cannot be rebuilt exactly. "
+                "Pass --allow-partial-diff to re-run anyway"
+            )
+
+    echo(f"run        {run.run_id} ({run.where})")
+    echo(f"commit     {commit} in {root}")
+    echo(f"diff       {len(patch)} bytes to apply" if patch else "diff       none (clean checkout)")
+    untracked = (env.get("git") or {}).get("untracked_count")
+    if untracked:
+        echo(f"untracked  {untracked} untracked entries were not recorded (repro/untracked.txt);"
+             " copy any the run needs")
+
+    recorded = _packages.parse_packages(
+        (run.artifact("repro/packages.txt") or b"").decode("utf-8", "replace")
+    )
+    if recorded:
+        current = dict(
+            (_packages.normalize_name(n), v) for n, v in _packages.installed_packages()
+        )
+        changes = _packages.compare_packages(recorded, current)
+        if not changes:
+            echo(f"packages   same {len(recorded)} packages as recorded")
+        else:
+            echo(f"packages   {len(changes)} differ from the recorded run (recorded → here):")
+            for name, was, now in changes:
+                echo(f"  {name}: {was or 'absent'} → {now or 'absent'}")
+    else:
+        echo("packages   not recorded; nothing to compare")
+
+    if command:
+        argv, cwd_hint = list(command), None
+    else:
+        hidden = _redacted_options(env)
+        if hidden:
+            raise ReproError(
+                f"the recorded command has redacted secrets ({', '.join(hidden)}); give the full "
+                f"command after `--`: repro rerun {run.run_id} -- {tags.get('repro.command', '')}"
+            )
+        argv, cwd_hint = None, None
+
+    if dry_run:
+        if patch:
+            _check_patch(root, commit, patch)
+            echo("apply      the diff applies cleanly to the commit")
+        place = "<worktree>"
+        if argv is None:
+            argv, cwd_hint = build_command(env, place)
+        echo(f"command    {shlex.join(argv)}")
+        echo(f"in         {cwd_hint or place}")
+        echo("dry run: nothing checked out or executed")
+        return 0
+
+    base = worktree or tempfile.mkdtemp(prefix=f"repro-rerun-{run.run_id[:8]}-")
+    path = base if worktree else os.path.join(base, "src")
+    proc = _git(("worktree", "add", "--detach", path, commit), root)
+    if proc.returncode != 0:
+        raise ReproError(
+            f"could not create a worktree at {path}: {proc.stderr.decode().strip()[:200]}; "
+            "pass --worktree DIR with a path that does not exist yet"
+        )
+    try:
+        if patch:
+            applied = _git(("apply", "--binary", "--whitespace=nowarn", "-"), path, input=patch)
+            if applied.returncode != 0:
+                raise ReproError(
+                    f"the recorded diff does not apply to {commit[:12]}: "
+                    f"{applied.stderr.decode().strip()[:200]}"
+                )
+        if os.path.exists(os.path.join(path, ".gitmodules")):
+            sub = _git(("submodule", "update", "--init", "--recursive"), path)
+            if sub.returncode != 0:
+                echo(f"warning    submodules not checked out: {sub.stderr.decode().strip()[:200]}")
+        if argv is None:
+            argv, cwd = build_command(env, path)
+        else:
+            cwd = path
+        echo(f"worktree   {path}")
+        echo(f"command    {shlex.join(argv)}")
+        echo(f"in         {cwd}")
+        sys.stdout.flush()
+        child_env = dict(os.environ, REPRO_RERUN_OF=run.run_id)
+        try:
+            status = subprocess.run(argv, cwd=cwd, env=child_env).returncode
+        except FileNotFoundError:
+            raise ReproError(f"cannot run {argv[0]!r}: not found; install it or pass the "
+                             "command after `--`") from None
+        echo(f"exit       {status}")
+        return status
+    finally:
+        if keep:
+            echo(f"kept       {path} (remove with `git worktree remove --force {path}`)")
+        else:
+            _git(("worktree", "remove", "--force", path), root)
+            if not worktree:
+                try:
+                    Path(base).rmdir()
+                except OSError:
+                    pass
+
+
+def _check_patch(root: str, commit: str, patch: bytes) -> None:
+    """Check that ``patch`` applies to ``commit`` without a checkout (temporary index)."""
+    with tempfile.TemporaryDirectory(prefix="repro-index-") as tmp:
+        env = dict(os.environ, GIT_INDEX_FILE=os.path.join(tmp, "index"))
+        read = _git(("read-tree", commit), root, env=env)
+        if read.returncode != 0:
+            raise ReproError(f"cannot read commit {commit[:12]}: {read.stderr.decode().strip()}")
+        check = _git(("apply", "--cached", "--check", "--binary", "-"), root, env=env, input=patch)
+        if check.returncode != 0:
+            raise ReproError(
+                f"the recorded diff does not apply to {commit[:12]}: "
+                f"{check.stderr.decode().strip()[:200]}"
+            )
