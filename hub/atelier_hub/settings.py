@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
     "Deployment", "S3Service", "MLflowService", "TrinoService", "SparkService", "RayService", "Services",
-    "SettingsError", "load_deployment",
+    "SettingsError", "load_deployment", "load_settings_file",
 ]
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class SettingsError(ValueError):
@@ -92,27 +95,33 @@ class Deployment(_Strict):
     services: Services = Field(default_factory=Services)
 
 
-def load_deployment(path: str | Path) -> Deployment:
-    """Read a deployment settings file (JSON or YAML).
-
-    >>> load_deployment("deployment.yaml").services.s3.bucket  # doctest: +SKIP
-    'atelier-shared'
-    """
+def load_settings_file(path: str | Path, model: type[M], *, what: str, error: type[ValueError]) -> M:
+    """Read a JSON or YAML settings file into ``model``; every problem becomes one ``error``
+    line naming the file, the field and the fix."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
-        raise SettingsError(f"{path}: cannot read deployment settings ({exc.strerror}); check the path") from None
+        raise error(f"{path}: cannot read {what} ({exc.strerror}); check the path") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise SettingsError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from None
+        raise error(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}") from None
     try:
-        return Deployment.model_validate(data or {})
+        return model.model_validate(data or {})
     except ValidationError as exc:
         lines = [
             f"{path}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
             + ("; remove it or check its spelling" if e["type"] == "extra_forbidden" else "")
             for e in exc.errors()
         ]
-        raise SettingsError("\n".join(lines)) from None
+        raise error("\n".join(lines)) from None
+
+
+def load_deployment(path: str | Path) -> Deployment:
+    """Read a deployment settings file (JSON or YAML).
+
+    >>> load_deployment("deployment.yaml").services.s3.bucket  # doctest: +SKIP
+    'atelier-shared'
+    """
+    return load_settings_file(path, Deployment, what="deployment settings", error=SettingsError)

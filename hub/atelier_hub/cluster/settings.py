@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
+from ..settings import load_settings_file
 
 __all__ = ["ClusterSettings", "ClusterSettingsError", "load_cluster_settings", "HOME_MOUNT_PATH"]
 
@@ -103,19 +103,4 @@ def load_cluster_settings(path: str | Path | None) -> ClusterSettings:
     """
     if path is None:
         return ClusterSettings()
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ClusterSettingsError(f"{path}: cannot read cluster settings ({exc.strerror}); check the path") from None
-    except yaml.YAMLError as exc:
-        raise ClusterSettingsError(f"{path}: not valid YAML: {exc}") from None
-    try:
-        return ClusterSettings.model_validate(data)
-    except ValidationError as exc:
-        lines = [
-            f"{path}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-            + ("; remove it or check its spelling" if e["type"] == "extra_forbidden" else "")
-            for e in exc.errors()
-        ]
-        raise ClusterSettingsError("\n".join(lines)) from None
+    return load_settings_file(path, ClusterSettings, what="cluster settings", error=ClusterSettingsError)
