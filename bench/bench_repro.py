@@ -26,16 +26,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "repro"))
+from repro_testlib import start_mlflow_server, stop_process_group  # noqa: E402
 
 WARM_REPS = 15
 COLD_REPS = 5
@@ -77,12 +77,6 @@ WORKER = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def make_repo(root: Path) -> Path:
     """A repository with N_FILES committed files and a small uncommitted change."""
     repo = root / "repo"
@@ -107,42 +101,6 @@ def make_repo(root: Path) -> Path:
     return repo
 
 
-def start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    mlflow_bin = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    log = open(root / "server.log", "wb")
-    proc = subprocess.Popen(
-        [mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root}/server.db",
-         "--artifacts-destination", str(root / "server-artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"mlflow server exited; see {root / 'server.log'}")
-        try:
-            with urllib.request.urlopen(uri + "/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc, uri
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit("mlflow server did not answer /health within 180 s")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def run_worker(repo: Path, env: dict[str, str], mode: str, lib: str, reps: int) -> dict:
     proc = subprocess.run(
         [sys.executable, "bench_worker.py", mode, lib, str(reps)],
@@ -160,7 +118,7 @@ def main() -> int:
     try:
         print(f"setting up in {root}: repository of {N_FILES} files, mlflow server ...", flush=True)
         repo = make_repo(root)
-        server, server_uri = start_server(root)
+        server, server_uri = start_mlflow_server(root)
         sqlite_uri = f"sqlite:///{root}/local.db"
         base_env = dict(os.environ)
         # Bytecode in a private cache folder, as a normal install has it, without writing
@@ -221,7 +179,7 @@ def main() -> int:
               f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
     finally:
         if server is not None:
-            stop_server(server)
+            stop_process_group(server)
         shutil.rmtree(root, ignore_errors=True)
     return 0
 

@@ -14,10 +14,6 @@ Conventions:
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -29,7 +25,7 @@ import pytest
 # __init__.py on purpose: as a package it would be called "repro" and shadow the library).
 sys.path.insert(0, str(Path(__file__).parent))
 
-from repro_testlib import BIN, Forwarder, child_env, free_port, wait_healthy  # noqa: E402
+from repro_testlib import Forwarder, child_env, start_mlflow_server, stop_process_group  # noqa: E402
 
 #: Seconds any one repro test may take (pytest-timeout), unless it says otherwise.
 TEST_TIMEOUT = 120
@@ -52,32 +48,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URI of a real ``mlflow server`` (sqlite backend, proxied artifacts), whose whole
     process group is killed at the end (its uvicorn child would otherwise keep the port)."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    log = root / "server.log"
-    mlflow_bin = shutil.which("mlflow", path=str(BIN)) or "mlflow"
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(port),
-             "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-    uri = f"http://127.0.0.1:{port}"
+    proc, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
     try:
-        wait_healthy(uri, proc, log, timeout=180)
         yield uri
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
+        stop_process_group(proc)
 
 
 @pytest.fixture

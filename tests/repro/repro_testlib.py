@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +41,38 @@ def wait_healthy(uri: str, proc: subprocess.Popen[bytes], log: Path, timeout: fl
         except OSError:
             time.sleep(0.3)
     raise RuntimeError(f"mlflow server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def start_mlflow_server(root: Path, *, timeout: float = 180) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``mlflow server`` (sqlite backend, proxied artifacts under ``root``) in its own
+    process group; returns the process and its URI once ``/health`` answers."""
+    port = free_port()
+    log = root / "server.log"
+    mlflow_bin = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+    uri = f"http://127.0.0.1:{port}"
+    wait_healthy(uri, proc, log, timeout=timeout)
+    return proc, uri
+
+
+def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
+    """End ``proc``'s whole group: MLflow's uvicorn child would otherwise keep the port."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
 
 
 def child_env(**extra: str) -> dict[str, str]:
