@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "hub"))
 from atelier_hub.install import tool_path  # noqa: E402
-from stack import VENV_BIN, Stack, free_port  # noqa: E402
+from stack import VENV_BIN, HubClient, Stack, free_port  # noqa: E402
 
 PLAIN_CONFIG = """
 c.JupyterHub.ip = "127.0.0.1"
@@ -46,8 +46,9 @@ c.JupyterHub.load_roles = [{{"name": "bench", "scopes": ["admin:users", "admin:s
 """
 
 
-class PlainHub:
+class PlainHub(HubClient):
     def __init__(self, directory: Path):
+        super().__init__()
         self.dir = directory
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -57,9 +58,10 @@ class PlainHub:
             port=self.port, hub_port=free_port(), api_port=free_port(), dir=directory,
             chp=tool_path("configurable-http-proxy"), singleuser=VENV_BIN / "jupyterhub-singleuser",
             token=self.admin_token))
-        self.log = open(directory / "hub.log", "ab")
-        self.proc = subprocess.Popen([str(VENV_BIN / "jupyterhub"), "-f", str(cfg)], cwd=directory,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.log = directory / "hub.log"
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([str(VENV_BIN / "jupyterhub"), "-f", str(cfg)], cwd=directory,
+                                         stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -69,10 +71,6 @@ class PlainHub:
                 pass
             time.sleep(0.3)
         raise RuntimeError("plain hub did not start")
-
-    def api(self, method, path, **kw):
-        return requests.request(method, f"{self.url}/hub/api{path}",
-                                headers={"Authorization": f"token {self.admin_token}"}, timeout=60, **kw)
 
     def stop(self):
         self.proc.terminate()

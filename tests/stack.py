@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -34,10 +35,78 @@ def tail(path: Path, n: int = 40) -> str:
         return f"(no {path})"
 
 
-class Stack:
+class HubClient:
+    """What a test does with a running hub: its REST API, its login form, spawns.
+
+    Subclasses set ``url``, ``admin_token`` and ``log`` (the hub's log, quoted on failure).
+    """
+
+    url: str
+    admin_token: str
+    log: Path
+
+    def __init__(self) -> None:
+        # Loopback only: never through a proxy or CA bundle from the environment.
+        self.http = requests.Session()
+        self.http.trust_env = False
+
+    def hub_log(self, n: int = 60) -> str:
+        return tail(self.log, n)
+
+    def api(self, method: str, path: str, *, token: str | None = None, **kw) -> requests.Response:
+        headers = {"Authorization": f"token {token or self.admin_token}"}
+        return self.http.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=60, **kw)
+
+    def login(self, name: str, password: str) -> requests.Session:
+        """A browser-like session logged in through the hub's own login form."""
+        s = requests.Session()
+        s.trust_env = False
+        page = s.get(f"{self.url}/hub/login", timeout=30)
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+        r = s.post(f"{self.url}/hub/login?next=", data={"username": name, "password": password, "_xsrf": xsrf},
+                   timeout=30, allow_redirects=False)
+        assert r.status_code == 302, f"login refused: {r.status_code}"
+        return s
+
+    def request_spawn(self, user: str, profile: str | None, server: str = "") -> requests.Response:
+        """Ask for a server through the REST API, as KubeSpawner takes it: {"profile": NAME}."""
+        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+        return self.api("POST", path, json={} if profile is None else {"profile": profile})
+
+    def spawn(self, user: str, profile: str | None, server: str = "", *, timeout: float = 240) -> dict:
+        """Start a server through the REST API and wait until the hub calls it ready."""
+        r = self.request_spawn(user, profile, server)
+        if r.status_code not in (201, 202):
+            raise RuntimeError(f"spawn {user}/{server} answered {r.status_code}: {r.text}\n{self.hub_log()}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.api("GET", f"/users/{user}").json()["servers"].get(server)
+            if model and model["ready"]:
+                return model
+            if not model or (not model["pending"] and not model["ready"]):
+                raise RuntimeError(f"spawn {user}/{server} failed:\n{self.hub_log()}")
+            time.sleep(0.3)
+        raise RuntimeError(f"spawn {user}/{server} not ready in {timeout} s:\n{self.hub_log()}")
+
+    def stop_server(self, user: str, server: str = "", *, remove: bool = True) -> None:
+        """Stop a server; a named one is removed too (stopped ones count toward the hub's limit)."""
+        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+        r = self.api("DELETE", path, json={"remove": True} if server and remove else None)
+        assert r.status_code in (202, 204), r.text
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            model = self.api("GET", f"/users/{user}").json()["servers"].get(server)
+            if model is None or (not model["pending"] and not model["ready"]):
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"server {user}/{server} did not stop:\n{self.hub_log()}")
+
+
+class Stack(HubClient):
     """One `atelier dev` process and the ways a test talks to it."""
 
     def __init__(self, state: Path, *, port: int | None = None, name: str = "stack"):
+        super().__init__()
         self.state = Path(state)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -45,6 +114,7 @@ class Stack:
         self.proc: subprocess.Popen | None = None
         OUTPUT.mkdir(exist_ok=True)
         self.out = OUTPUT / f"{name}-atelier-dev.log"
+        self.log = self.state / "logs" / "hub.log"
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -78,14 +148,7 @@ class Stack:
                 raise
         self.proc = None
 
-    def hub_log(self, n: int = 60) -> str:
-        return tail(self.state / "logs" / "hub.log", n)
-
     # -- hub REST API ----------------------------------------------------------------------
-
-    def api(self, method: str, path: str, *, token: str | None = None, **kw) -> requests.Response:
-        headers = {"Authorization": f"token {token or self.admin_token}"}
-        return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=60, **kw)
 
     def add_user(self, name: str, *, admin: bool = False) -> str:
         cmd = [str(VENV_BIN / "atelier"), "users", "--state", str(self.state), "add", name]
@@ -99,34 +162,6 @@ class Stack:
         r = self.api("POST", f"/users/{name}/tokens", json={"note": "tests", "expires_in": 3600})
         r.raise_for_status()
         return r.json()["token"]
-
-    def spawn(self, user: str, profile: str | None, *, server: str = "", timeout: float = 240) -> dict:
-        """Start a server through the REST API (as KubeSpawner takes it) and wait until ready."""
-        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
-        r = self.api("POST", path, json={} if profile is None else {"profile": profile})
-        if r.status_code not in (201, 202):
-            raise RuntimeError(f"spawn {user}/{server} answered {r.status_code}: {r.text}")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            model = self.api("GET", f"/users/{user}").json()["servers"].get(server)
-            if model and model["ready"]:
-                return model
-            if not model or (not model["pending"] and not model["ready"]):
-                raise RuntimeError(f"spawn {user}/{server} failed:\n{self.hub_log()}")
-            time.sleep(0.5)
-        raise RuntimeError(f"spawn {user}/{server} not ready in {timeout} s:\n{self.hub_log()}")
-
-    def stop_server(self, user: str, server: str = "") -> None:
-        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
-        # A named server is removed too: stopped ones still count toward the hub's limit.
-        r = self.api("DELETE", path, json={"remove": True} if server else None)
-        assert r.status_code in (202, 204), r.text
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if server not in self.api("GET", f"/users/{user}").json()["servers"]:
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"server {user}/{server} did not stop")
 
     # -- the services, from outside any session ------------------------------------------------
 

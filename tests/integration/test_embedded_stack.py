@@ -47,19 +47,8 @@ print(json.dumps({
 """
 
 
-def login(stack, name: str, password: str) -> requests.Session:
-    """Log in through the hub's own login form, as a browser does."""
-    s = requests.Session()
-    page = s.get(f"{stack.url}/hub/login", timeout=30)
-    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
-    r = s.post(f"{stack.url}/hub/login?next=", data={"username": name, "password": password, "_xsrf": xsrf},
-               timeout=30, allow_redirects=False)
-    assert r.status_code == 302, f"login refused: {r.status_code}"
-    return s
-
-
 def test_login_form_accepts_the_user_and_refuses_a_wrong_password(stack, alice):
-    s = login(stack, "alice", alice["password"])
+    s = stack.login("alice", alice["password"])
     home = s.get(f"{stack.url}/hub/home", timeout=30)
     assert home.status_code == 200 and "alice" in home.text
 
@@ -71,7 +60,7 @@ def test_login_form_accepts_the_user_and_refuses_a_wrong_password(stack, alice):
 
 
 def test_spawn_form_shows_every_profile_as_a_card(stack, alice):
-    s = login(stack, "alice", alice["password"])
+    s = stack.login("alice", alice["password"])
     form = s.get(f"{stack.url}/hub/spawn", timeout=30).text
     for name in ["cpu-small", "cpu-large", "highmem", "gpu-1", "gpu-4"]:
         assert f'value="{name}"' in form
@@ -168,7 +157,7 @@ def test_mlflow_ui_and_api_sit_behind_the_hub_login(stack, alice):
     assert ok.status_code == 200 and "experiments" in ok.json()
 
     # A logged-in browser session follows the OAuth dance to MLflow's UI.
-    s = login(stack, "alice", alice["password"])
+    s = stack.login("alice", alice["password"])
     ui = s.get(f"{base}/", headers={"Accept": "text/html"}, timeout=60)
     assert ui.status_code == 200 and "MLflow" in ui.text
     # Writes from that browser session must be same-origin (CSRF) ...

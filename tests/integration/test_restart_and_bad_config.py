@@ -38,9 +38,7 @@ def test_stop_and_start_keeps_users_homes_runs_and_objects(tmp_path):
     second = Stack(state, port=port, name="restart-2").start()
     try:
         # The same password still logs in (the users file survived) ...
-        from test_embedded_stack import login
-
-        assert login(second, "bob", password).get(f"{second.url}/hub/home").status_code == 200
+        assert second.login("bob", password).get(f"{second.url}/hub/home").status_code == 200
         # ... the home file, the S3 object and the MLflow run are all still there.
         assert (state / "homes" / "bob" / "keep-me.txt").read_text() == "still here"
         assert second.s3().get_object(Bucket="atelier-shared", Key="keep/me.txt")["Body"].read() == b"object"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -37,6 +36,7 @@ from k8s_cluster import (
     tail,
     write_kubeconfig,
 )
+from stack import HubClient
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -81,14 +81,15 @@ def _test_profiles(target: Path) -> Path:
     return target
 
 
-class Hub:
+class Hub(HubClient):
     """A real JupyterHub (+ configurable-http-proxy) spawning with AtelierKubeSpawner."""
 
     def __init__(self, workdir: Path, kube_server: str, pki: Path):
+        super().__init__()
         self.dir = workdir
         self.port, self.hub_port, self.proxy_api_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.token = secrets.token_hex(32)
+        self.token = self.admin_token = secrets.token_hex(32)
         self.password = secrets.token_urlsafe(16)
         self.s3_secret = secrets.token_urlsafe(24)
         self.profiles = _test_profiles(workdir / "profiles")
@@ -175,22 +176,11 @@ c.AtelierKubeSpawner.start_timeout = 120
                 self.proc.kill()
                 self.proc.wait(10)
 
-    # -- the hub's REST API ---------------------------------------------------------------
+    # -- the hub's REST API (HubClient) ------------------------------------------------------
 
-    def api(self, method: str, path: str, *, token: str | None = None, **kw) -> requests.Response:
-        headers = {"Authorization": f"token {token or self.token}"}
-        return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=60, **kw)
-
-    def login(self, name: str) -> requests.Session:
-        """A browser-like session logged in through the hub's own form."""
-        s = requests.Session()
-        s.trust_env = False
-        page = s.get(f"{self.url}/hub/login", timeout=30)
-        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
-        r = s.post(f"{self.url}/hub/login?next=", timeout=30, allow_redirects=False,
-                   data={"username": name, "password": self.password, "_xsrf": xsrf})
-        assert r.status_code == 302, f"login refused: {r.status_code}"
-        return s
+    def login(self, name: str, password: str | None = None) -> requests.Session:
+        """Logged in through the hub's own form with the test run's password."""
+        return super().login(name, password or self.password)
 
     def add_user(self, name: str, *, groups: tuple[str, ...] = ()) -> None:
         r = self.api("POST", f"/users/{name}")
@@ -200,37 +190,6 @@ c.AtelierKubeSpawner.start_timeout = 120
             assert r.status_code in (201, 409), r.text
             r = self.api("POST", f"/groups/{group}/users", json={"users": [name]})
             assert r.status_code == 200, r.text
-
-    def request_spawn(self, user: str, profile: str | None, server: str = "") -> requests.Response:
-        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
-        return self.api("POST", path, json={} if profile is None else {"profile": profile})
-
-    def spawn(self, user: str, profile: str | None, server: str = "", timeout: float = 120) -> dict:
-        """Start a server through the REST API and wait until the hub calls it ready."""
-        r = self.request_spawn(user, profile, server)
-        if r.status_code not in (201, 202):
-            raise AssertionError(f"spawn {user}/{server} answered {r.status_code}: {r.text}\n{tail(self.log)}")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            model = self.api("GET", f"/users/{user}").json()["servers"].get(server)
-            if model and model["ready"]:
-                return model
-            if not model or (not model["pending"] and not model["ready"]):
-                raise AssertionError(f"spawn {user}/{server} failed:\n{tail(self.log, 60)}")
-            time.sleep(0.3)
-        raise AssertionError(f"spawn {user}/{server} not ready in {timeout} s:\n{tail(self.log, 60)}")
-
-    def stop_server(self, user: str, server: str = "", *, remove: bool = True) -> None:
-        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
-        r = self.api("DELETE", path, json={"remove": True} if server and remove else None)
-        assert r.status_code in (202, 204), r.text
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            model = self.api("GET", f"/users/{user}").json()["servers"].get(server)
-            if model is None or (not model["pending"] and not model["ready"]):
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"server {user}/{server} did not stop:\n{tail(self.log)}")
 
 
 @pytest.fixture(scope="session")

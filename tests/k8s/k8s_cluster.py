@@ -17,7 +17,6 @@ import base64
 import ipaddress
 import json
 import signal
-import socket
 import subprocess
 import textwrap
 import threading
@@ -26,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
+from stack import free_port, tail  # noqa: F401 (tail: re-exported for conftest)
 
 NAMESPACE = "atelier"
 SERVICE_RANGE = "127.200.0.0/16"
@@ -64,19 +64,6 @@ def quantity(text: str) -> float:
     """A Kubernetes quantity as a number: ``500m`` -> 0.5, ``4G`` -> 4e9, ``1Gi`` -> 2**30."""
     number = text.rstrip("mkMGTi")
     return float(number) * _QUANTITY[text[len(number):]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return f"(no {path})"
 
 
 # -- certificates (openssl CLI) -------------------------------------------------------------
