@@ -23,7 +23,7 @@ bench: install
 	$(VENV)/bin/python bench/run.py
 
 lint: install
-	$(VENV)/bin/ruff check hub repro tests bench
+	$(VENV)/bin/ruff check hub repro extensions tests bench
 	$(VENV)/bin/python -m atelier_hub.cli profiles --check profiles
 
 # Wipes the embedded state: users, homes, MLflow runs, S3 objects.
