@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import install
 from .auth import UserError, UsersFile
-from .embedded import ADMIN_USER, Embedded
+from .embedded import ADMIN_USER, Embedded, write_secret
 from .profiles import ProfileError, format_memory, load_profiles
 
 REPO = install.REPO
@@ -183,8 +183,16 @@ def cmd_dev(args) -> None:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     ready = wait_ready(stack, hub, log, timeout=args.timeout, stopping=stopping)
-    login = (f"user {ADMIN_USER}, password {password}  (shown once; new one: atelier users passwd {ADMIN_USER})"
-             if password else "your user name and password (add users: atelier users add NAME)")
+    if password and not sys.stdout.isatty():
+        # Output that goes to a file or a pipe is a log: the password goes to a file only
+        # its owner can read, and the log gets its path.
+        secret_file = stack.path("initial-admin-password")
+        write_secret(secret_file, password + "\n")
+        login = f"user {ADMIN_USER}, password in {secret_file} (mode 0600; delete it once read)"
+    elif password:
+        login = f"user {ADMIN_USER}, password {password}  (shown once; new one: atelier users passwd {ADMIN_USER})"
+    else:
+        login = "your user name and password (add users: atelier users add NAME)"
     print(f"""
 Atelier is running at {stack.url}/  (ready in {time.monotonic() - t0:.0f} s)
   Log in:      {login}

@@ -51,7 +51,7 @@ def free_port(preferred: int | None = None) -> int:
     raise OSError("no free port on 127.0.0.1")
 
 
-def _write_secret(path: Path, value: str) -> None:
+def write_secret(path: Path, value: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -60,7 +60,7 @@ def _write_secret(path: Path, value: str) -> None:
 
 def _secret(path: Path, make=lambda: secrets.token_hex(32)) -> str:
     if not path.exists():
-        _write_secret(path, make())
+        write_secret(path, make())
     return path.read_text().strip()
 
 
@@ -99,7 +99,7 @@ class Embedded:
         path = self.path("secrets/s3.json")
         if not path.exists():
             # versitygw's root user; the embedded mode's only S3 identity.
-            _write_secret(path, json.dumps({
+            write_secret(path, json.dumps({
                 "access_key_id": "atelier" + secrets.token_hex(6),
                 "secret_access_key": secrets.token_urlsafe(30),
             }))
@@ -178,7 +178,7 @@ class Embedded:
             (root / sub).mkdir(parents=True, exist_ok=True)
         (root / "secrets").mkdir(mode=0o700, exist_ok=True)
         (root / "atelier.json").write_text(json.dumps(asdict(stack), indent=2))
-        _write_secret(root / "deployment.json", stack.deployment().model_dump_json(indent=2))
+        write_secret(root / "deployment.json", stack.deployment().model_dump_json(indent=2))
         stack.admin_token()
         password = None
         if not stack.users.load():

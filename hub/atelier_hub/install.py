@@ -143,7 +143,7 @@ def ensure_maven(coordinate: str, *, packaging: str = "jar", classifier: str = "
     path = maven_jar(coordinate, packaging=packaging, classifier=classifier)
     if not path.exists():
         if shutil.which("mvn") is None:
-            sys.exit("[atelier install] Maven is needed to fetch Java artifacts: apt-get install maven")
+            ensure_apt({"maven": "/usr/bin/mvn"}, why="fetching Java artifacts (Spark's s3a jars, Trino)")
         artifact = f"{coordinate}:{packaging}" + (f":{classifier}" if classifier else "")
         run(["mvn", "-q", "-B", f"-Dmaven.repo.local={maven_repo()}", f"{MAVEN_DEPENDENCY_PLUGIN}:get",
              f"-Dartifact={artifact}", "-Dtransitive=false"],

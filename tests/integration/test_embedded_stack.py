@@ -173,3 +173,9 @@ def test_secrets_are_files_only_their_owner_reads(stack):
     keys = json.loads((stack.state / "secrets" / "s3.json").read_text())
     log = (stack.state / "logs" / "hub.log").read_text()
     assert keys["secret_access_key"] not in log and stack.admin_token not in log
+    # Not at a terminal, `atelier dev` leaves the first admin password in a 0600 file, not in its output.
+    password_file = stack.state / "initial-admin-password"
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    password = password_file.read_text().strip()
+    assert password and password not in stack.out.read_text() and password not in log
+    assert str(password_file) in stack.out.read_text()
