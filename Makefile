@@ -1,5 +1,5 @@
 # Atelier's tasks. The Makefile only names the steps; the logic lives in Python
-# (hub/atelier_hub/install.py, the `atelier` CLI, tests/, bench/).
+# (hub/atelier_hub/install/, the `atelier` CLI, tests/, bench/).
 PYTHON ?= python3
 VENV := .venv
 PORT ?= 8000
@@ -7,10 +7,12 @@ PORT ?= 8000
 .PHONY: install install-test dev test bench lint reset
 
 install:
-	$(PYTHON) hub/atelier_hub/install.py
+	PYTHONPATH=hub $(PYTHON) -m atelier_hub.install
 
+# The Kubernetes control plane is the test suite's own (tests/k8s/control_plane.py).
 install-test:
-	$(PYTHON) hub/atelier_hub/install.py --test
+	PYTHONPATH=hub $(PYTHON) -m atelier_hub.install --test
+	$(PYTHON) tests/k8s/control_plane.py
 
 dev: install
 	$(VENV)/bin/atelier dev --port $(PORT)

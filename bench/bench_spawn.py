@@ -21,7 +21,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "hub"))
-from atelier_hub.install import tool_path  # noqa: E402
+from atelier_hub.install.paths import tool_path  # noqa: E402
 from stack import VENV_BIN, HubClient, Stack, free_port  # noqa: E402
 
 PLAIN_CONFIG = """

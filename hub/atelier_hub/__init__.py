@@ -1,6 +1,6 @@
 """Atelier's hub: profiles, the session contract, the embedded stack and the `atelier` CLI.
 
-Imports stay lazy: ``install.py`` runs from the system Python before the virtualenv
+Imports stay lazy: the installer (``python3 -m atelier_hub.install``) runs from the system Python before the virtualenv
 (and so pydantic or JupyterHub) exists.
 """
 

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import install
+from .install import paths as install
 from .auth import UserError, UsersFile
 from .embedded import ADMIN_USER, Embedded, write_secret
 from .profiles import ProfileError, format_memory, load_profiles
@@ -145,9 +145,7 @@ def cmd_dev(args) -> None:
     for tool in ("configurable-http-proxy", "versitygw"):
         if not install.tool_path(tool).exists():
             fail(f"{tool} is not installed ({install.tool_path(tool)}); run `make install`")
-    from .trino_install import trino_installed
-
-    if not args.no_trino and not trino_installed():
+    if not args.no_trino and not install.trino_installed():
         fail("Trino is not installed; run `make install`, or start without it: atelier dev --no-trino")
     try:
         stack, password = Embedded.prepare(args.state, port=args.port, profiles_dir=args.profiles,
@@ -216,6 +214,12 @@ Press Ctrl-C to stop.""" if ready else f"  Log in next time with: {login}", flus
     fail(f"the hub stopped unexpectedly (code {hub.returncode}); last lines of {log}:\n{_tail(log)}")
 
 
+def _install(args) -> None:
+    from .install.__main__ import main as install_main
+
+    install_main(["--test"] if args.test else [])
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="atelier", description="Atelier: a managed development environment for ML engineers.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -255,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
 
     inst = sub.add_parser("install", help="install what is missing (what `make install` runs)")
     inst.add_argument("--test", action="store_true", help="also what the tests need")
-    inst.set_defaults(func=lambda a: install.main(["--test"] if a.test else []))
+    inst.set_defaults(func=_install)
 
     args = ap.parse_args(argv)
     args.func(args)

@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 from .embedded import MLFLOW_BUCKET, SHARED_BUCKET, Embedded
-from .install import tool_path
-from .trino_install import trino_paths
+from .install.paths import tool_path, trino_paths
 
 __all__ = ["configure"]
 

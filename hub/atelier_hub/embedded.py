@@ -26,7 +26,7 @@ import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import install
+from .install import paths as install
 from .auth import UsersFile
 from .settings import Deployment, MLflowService, RayService, S3Service, Services, SparkService, TrinoService
 

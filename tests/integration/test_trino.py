@@ -28,9 +28,8 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from atelier_hub.install import tool_path
+from atelier_hub.install.paths import tool_path, trino_installed
 from atelier_hub.services.trino import query, read_ready
-from atelier_hub.trino_install import trino_installed
 from kernel import run_code
 from stack import OUTPUT, REPO, VENV_BIN, free_port, tail
 
@@ -150,7 +149,7 @@ def standalone(tmp_path_factory):
     if not tool_path("versitygw").exists():
         pytest.fail(f"versitygw is not installed at {tool_path('versitygw')}: run `make install`")
     if not trino_installed():
-        pytest.fail("Trino is not installed in the cache: run `make install` (python3 hub/atelier_hub/trino_install.py)")
+        pytest.fail("Trino is not installed in the cache: run `make install` (PYTHONPATH=hub python3 -m atelier_hub.install)")
     s = Standalone(tmp_path_factory.mktemp("trino-standalone"))
     s.start_s3()
     try:

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from atelier_hub.cluster.tools import control_plane_paths, missing_binaries
-from atelier_hub.install import tool_path
+from atelier_hub.install.paths import tool_path
+from control_plane import control_plane_paths, missing_binaries
 from k8s_cluster import (
     GPU_GROUP,
     GPU_IMAGE,
@@ -52,7 +52,7 @@ def control_plane(tmp_path_factory):
         pytest.fail(
             f"the control plane is not built ({', '.join(missing)} missing under "
             f"{control_plane_paths()['kube-apiserver'].parent.parent.parent}); run `make install-test` or "
-            "`python3 hub/atelier_hub/cluster/tools.py` (about 18 min once per machine)",
+            "`python3 tests/k8s/control_plane.py` (about 18 min once per machine)",
             pytrace=False,
         )
     if shutil.which("openssl") is None:

@@ -2,7 +2,7 @@
 
 Nothing here is a fake API: etcd, kube-apiserver, kube-controller-manager and
 kube-scheduler are the real programs (built from the Go module proxy by
-``atelier_hub.cluster.tools``); kwok plays the kubelets (node status, pod lifecycle).
+``tests/k8s/control_plane.py``); kwok plays the kubelets (node status, pod lifecycle).
 
 Network rule: every address anything might dial is in 127.0.0.0/8 — the API server's
 bind and advertise address, etcd, node addresses (127.66.0.N), pod IPs (each node's

@@ -15,7 +15,8 @@ import zipfile
 
 import atelier_lab
 import pytest
-from atelier_hub import trino_install
+from atelier_hub.install import paths as install_paths
+from atelier_hub.install import trino as trino_install
 from atelier_hub.services import trino as svc
 from atelier_lab import TrinoUnavailable, connect_trino, trino_settings
 from atelier_lab._trino_cli import cli_command
@@ -174,22 +175,20 @@ def test_predecessor_cleanup_ends_the_recorded_group(tmp_path):
 
 def test_install_layout_follows_atelier_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ATELIER_CACHE", str(tmp_path))
-    p = trino_install.trino_paths()
+    p = install_paths.trino_paths()
     assert p.root == tmp_path / "trino-476"
     assert p.home == tmp_path / "trino-476" / "server"
     assert p.plugin("hive") == tmp_path / "trino-476" / "server" / "plugin" / "hive"
     assert p.cli_jar == tmp_path / "trino-476" / "trino-cli.jar"
-    assert not trino_install.trino_installed()
-    assert trino_install._missing(p) == ["cli", "tpch", "server", "hive"]
+    assert not install_paths.trino_installed()
+    assert install_paths.trino_missing(p) == ["cli", "tpch", "server", "hive"]
 
 
 def test_parts_land_in_the_cache_maven_repository(monkeypatch, tmp_path):
-    from atelier_hub import install
-
     monkeypatch.setenv("ATELIER_CACHE", str(tmp_path))
-    assert install.maven_jar("io.trino:trino-server-core:476", packaging="tar.gz") == (
+    assert install_paths.maven_jar("io.trino:trino-server-core:476", packaging="tar.gz") == (
         tmp_path / "m2/io/trino/trino-server-core/476/trino-server-core-476.tar.gz")
-    assert install.maven_jar("io.trino:trino-cli:476", classifier="executable") == (
+    assert install_paths.maven_jar("io.trino:trino-cli:476", classifier="executable") == (
         tmp_path / "m2/io/trino/trino-cli/476/trino-cli-476-executable.jar")
     assert set(trino_install._PARTS) == {"cli", "tpch", "server", "hive"}
 
@@ -227,7 +226,7 @@ def test_unpack_refuses_an_archive_with_several_top_folders(tmp_path):
 
 def test_link_cli_points_a_venv_at_the_cached_jar(tmp_path, monkeypatch):
     monkeypatch.setenv("ATELIER_CACHE", str(tmp_path / "cache"))
-    jar = trino_install.trino_paths().cli_jar
+    jar = install_paths.trino_paths().cli_jar
     jar.parent.mkdir(parents=True)
     jar.write_bytes(b"jar")
     link = trino_install.link_cli(tmp_path / "venv")
@@ -361,7 +360,7 @@ def test_doctests_of_the_trino_modules():
     import atelier_lab._trino as lab_trino
     import atelier_lab._trino_cli as lab_cli
 
-    for module in (svc, trino_install, lab_trino, lab_cli):
+    for module in (svc, trino_install, install_paths, lab_trino, lab_cli):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, module.__name__
 

@@ -1,11 +1,9 @@
 """Cluster mode: Zero to JupyterHub values and KubeSpawner, both from ``profiles/``.
 
-Imports stay lazy (as in the parent package): ``tools`` is imported by the
-stdlib-only installer, before KubeSpawner or pydantic exist.
+Imports stay lazy (as in the parent package).
 
 - ``settings``: the cluster settings (images, home storage, culling, GPU limit, node
   pools, IRSA), read by both modules below.
 - ``values``: ``atelier render values`` — the chart's values.
 - ``kubespawner``: ``configure_kubespawner(c, ...)`` — what the hub runs in the chart.
-- ``tools`` (stdlib only): builds the loopback control plane the cluster-mode tests use.
 """

@@ -425,7 +425,7 @@ def prepare_hive(url: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..trino_install import trino_paths  # stdlib-only sibling
+    from ..install.paths import trino_paths  # stdlib only
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--state", required=True, help="folder for etc/, data/, logs/ and the node id")

@@ -1,5 +1,5 @@
 // The control plane the cluster-mode tests run against, built from the Go module
-// proxy by atelier_hub/cluster/tools.py (never by hand). One pinned Kubernetes
+// proxy by tests/k8s/control_plane.py (never by hand). One pinned Kubernetes
 // release; its staging modules are published separately as v0.<minor>.<patch>, so
 // each needs a replace line (k8s.io/kubernetes' own go.mod points them at ./staging,
 // which a module consumer cannot see). The list follows that replace block.

