@@ -55,11 +55,25 @@ def test_single_node_on_loopback_only():
     }
 
 
+# Both spellings count in powers of 1024: the JVM's -Xmx1G and Trino's DataSize 512MB.
+_UNITS = {"": 1, "K": 2**10, "KB": 2**10, "M": 2**20, "MB": 2**20, "G": 2**30, "GB": 2**30}
+
+
+def size_bytes(text: str) -> int:
+    number = text.rstrip("kKmMgGbB")
+    return int(number) * _UNITS[text[len(number):].upper()]
+
+
 def test_jvm_config_fits_the_query_memory_and_java_25():
-    options = svc.jvm_options(svc.render_etc(**ETC)["jvm.config"])
-    assert "-Xmx1G" in options
-    # Trino keeps ~30% of the heap as headroom: 512MB of queries must fit in the rest.
-    assert 512 <= 1024 * 0.7
+    files = svc.render_etc(**ETC)
+    options = svc.jvm_options(files["jvm.config"])
+    heaps = [o.removeprefix("-Xmx") for o in options if o.startswith("-Xmx")]
+    assert heaps == ["1G"]
+    # Trino keeps ~30% of the heap as headroom: the rendered query memory must fit in the rest.
+    heap = size_bytes(heaps[0])
+    config = props(files["config.properties"])
+    for key in ("query.max-memory-per-node", "query.max-memory"):
+        assert size_bytes(config[key]) <= 0.7 * heap, (key, config[key], heaps[0])
     assert "--sun-misc-unsafe-memory-access=allow" in options
     assert all(o.startswith("-") for o in options)
 
