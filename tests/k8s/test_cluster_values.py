@@ -1,7 +1,9 @@
 """`atelier render values`: the chart's values from profiles/, checked against the
 chart's own schema (jsonschema, draft 7), and the hub code they carry run for real.
 
-No cluster needed: these are fast and run everywhere.
+No cluster needed: these are fast and run everywhere. The chart's schema and defaults
+are vendored beside this file (tests/k8s/vendor/z2jh/, see SOURCE.md there), so the schema
+checks always run.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from traitlets.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "profiles"
-SCHEMA = REPO.parent / "shared" / "vendor" / "z2jh" / "values.schema.yaml"
+SCHEMA = Path(__file__).resolve().parent / "vendor" / "z2jh" / "values.schema.yaml"
 
 DEPLOYMENT = Deployment.model_validate({"services": {
     "s3": {"endpoint_url": "http://minio.storage.svc.cluster.local:9000", "bucket": "atelier-shared"},
@@ -40,14 +42,16 @@ def values():
     return render_values(load_profiles(PROFILES), DEPLOYMENT, SETTINGS)
 
 
-def _schema_or_skip() -> Path:
-    if not SCHEMA.exists():
-        pytest.skip(f"the chart's schema is not beside the repository ({SCHEMA})")
+def _schema() -> Path:
+    # Vendored in the repository: a missing file is a broken checkout, never a skip.
+    if not SCHEMA.exists() or not SCHEMA.with_name("values.yaml").exists():
+        pytest.fail(f"the chart's schema or defaults are missing from {SCHEMA.parent}: restore them with "
+                    "`git checkout -- tests/k8s/vendor/z2jh` (source and commit in SOURCE.md there)", pytrace=False)
     return SCHEMA
 
 
 def test_values_validate_against_the_charts_schema(values):
-    schema_path = _schema_or_skip()
+    schema_path = _schema()
     assert schema_problems(values, schema_path) == []
     # The same check spelled out: Helm merges our values over the chart's defaults.
     schema = yaml.safe_load(schema_path.read_text())
@@ -57,7 +61,7 @@ def test_values_validate_against_the_charts_schema(values):
 
 
 def test_schema_catches_a_bad_value(values):
-    schema_path = _schema_or_skip()
+    schema_path = _schema()
     broken = merge_values(values, {"singleuser": {"storage": {"type": "floppy"}}, "hub": {"nodeSelctor": {}}})
     problems = schema_problems(broken, schema_path)
     assert any("singleuser.storage.type" in p for p in problems), problems
@@ -74,7 +78,13 @@ def test_values_blocks(values):
     assert su["storage"]["capacity"] == "50Gi"
     # Private IPs stay blocked; each service gets its own port.
     assert su["networkPolicy"]["egressAllowRules"]["privateIPs"] is False
-    assert su["networkPolicy"]["egress"] == egress_rules(DEPLOYMENT, SETTINGS)
+    assert su["networkPolicy"]["egress"] == [
+        # S3 at a Service in namespace "storage", on its port only.
+        {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "storage"}}}],
+         "ports": [{"port": 9000, "protocol": "TCP"}]},
+        # MLflow at a private IP: exactly that address.
+        {"to": [{"ipBlock": {"cidr": "10.20.30.40/32"}}], "ports": [{"port": 5000, "protocol": "TCP"}]},
+    ]
     assert su["serviceAccountName"] == "atelier-session"
     assert values["cull"]["enabled"] is True and values["cull"]["timeout"] == 3600
     assert values["hub"]["image"]["name"].endswith("atelier-hub")
@@ -164,13 +174,45 @@ def test_profile_list_shows_each_user_only_their_profiles(tmp_path):
 
 def test_cli_writes_the_values_file(tmp_path, capsys):
     out = tmp_path / "values.yaml"
-    args = ["values", "--profiles", str(PROFILES), "--out", str(out)]
-    if SCHEMA.exists():
-        args += ["--schema", str(SCHEMA)]
-    main_render(args)
+    main_render(["values", "--profiles", str(PROFILES), "--out", str(out), "--schema", str(_schema())])
     text = out.read_text()
     assert text.startswith("# Zero to JupyterHub values rendered by `atelier render values`")
-    assert yaml.safe_load(text) == render_values(load_profiles(PROFILES), Deployment(), ClusterSettings())
+    written = yaml.safe_load(text)
+    # Without deployment or cluster settings: the defaults, spelled out.
+    assert list(written) == ["hub", "proxy", "singleuser", "scheduling", "cull"]
+    hub = written["hub"]
+    assert hub["image"] == {"name": "ghcr.io/atelier-dev/atelier-hub", "tag": "0.1.0"}
+    assert (hub["nodeSelector"], hub["allowNamedServers"], hub["namedServerLimitPerUser"]) == (
+        {"atelier.dev/pool": "core"}, True, 5)
+    assert {k: f["mountPath"] for k, f in hub["extraFiles"].items()} == {
+        **{f"atelier-profile-{n}": f"/usr/local/etc/atelier/profiles/{n}.yaml"
+           for n in ("cpu-small", "cpu-large", "highmem", "gpu-1", "gpu-4")},
+        "atelier-deployment": "/usr/local/etc/atelier/deployment.json",
+        "atelier-cluster": "/usr/local/etc/atelier/cluster.yaml",
+    }
+    # Each profile travels as the profile file it came from.
+    for name in ("cpu-small", "highmem", "gpu-4"):
+        assert yaml.safe_load(hub["extraFiles"][f"atelier-profile-{name}"]["stringData"]) == yaml.safe_load(
+            (PROFILES / f"{name}.yaml").read_text())
+    assert json.loads(hub["extraFiles"]["atelier-deployment"]["stringData"]) == {"services": {}}
+    assert "configure_kubespawner(" in hub["extraConfig"]["atelier.py"]
+    assert written["proxy"] == {"chp": {"nodeSelector": {"atelier.dev/pool": "core"}}}
+    assert written["singleuser"] == {
+        "image": {"name": "quay.io/jupyter/scipy-notebook", "tag": "latest"},
+        "defaultUrl": "/lab",
+        "storage": {"type": "dynamic", "capacity": "20Gi", "homeMountPath": "/home/jovyan",
+                    "dynamic": {"storageClass": None, "pvcNameTemplate": "claim-{username}",
+                                "volumeNameTemplate": "home", "storageAccessModes": ["ReadWriteOnce"]}},
+        "networkPolicy": {"enabled": True,
+                          "egressAllowRules": {"privateIPs": False, "nonPrivateIPs": True,
+                                               "dnsPortsPrivateIPs": True, "cloudMetadataServer": False},
+                          "egress": []},  # no service configured: nothing opened
+        "profileList": [],
+    }
+    assert written["scheduling"] == {"userScheduler": {"nodeSelector": {"atelier.dev/pool": "core"}},
+                                     "userPods": {"nodeAffinity": {"matchNodePurpose": "ignore"}}}
+    assert written["cull"] == {"enabled": True, "timeout": 3600, "every": 300, "maxAge": 0, "users": False,
+                               "removeNamedServers": False}
     assert "Wrote" in capsys.readouterr().err
 
 
