@@ -4,7 +4,6 @@ imported torch (faked), recorded environment variables."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import types
 from pathlib import Path
 
 import pytest
+from atelier_hub.gpus import detect_gpus
 
 from repro import _env
 
@@ -34,7 +34,8 @@ def test_a_hanging_nvidia_smi_is_cut_off(tmp_path: Path, monkeypatch: pytest.Mon
     _fake_tool(tmp_path, monkeypatch, "exec sleep 30")
     began = time.monotonic()
     result = _env.GpuProbe().result()
-    assert time.monotonic() - began < 6
+    # Cut off at the probe's 3 s: far below the 30 s hang, with room for a busy machine.
+    assert time.monotonic() - began < 15
     assert result["gpus"].startswith("unknown (nvidia-smi took over")
 
 
@@ -73,7 +74,7 @@ def test_selected_environment() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="no NVIDIA GPU on this machine (nvidia-smi not found)")
+@pytest.mark.skipif(not detect_gpus(), reason="no NVIDIA GPU on this machine (nvidia-smi found none)")
 def test_the_real_gpus_are_recorded() -> None:
     """On a machine with NVIDIA GPUs: what repro records matches nvidia-smi itself."""
     names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
