@@ -90,6 +90,7 @@ class Standalone:
         self.s3_port = free_port()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        OUTPUT.mkdir(exist_ok=True)
         self.log = OUTPUT / "trino-standalone.log"
         self.gw: subprocess.Popen | None = None
         self.proc: subprocess.Popen | None = None
@@ -251,7 +252,18 @@ def test_the_trino_cli_reads_the_trino_config_file(standalone, tmp_path):
     assert "WARNING" not in r.stderr  # no terminal-library noise in scripted use
 
 
+def put_parquet(s3, prefix: str, table: pa.Table) -> None:
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/part-00000.parquet", Body=buf.getvalue())
+
+
 def test_when_trino_dies_the_launcher_exits_nonzero_and_a_restart_keeps_the_tables(standalone):
+    # This test's own table (no other test's rows), defined before the crash.
+    put_parquet(standalone.s3(), "tables/kept", pa.table({"id": pa.array([10, 20, 30], pa.int64())}))
+    sql(standalone.url, "CREATE TABLE hive.default.kept (id bigint) "
+                        f"WITH (external_location = 's3://{BUCKET}/tables/kept', format = 'PARQUET')")
+    assert sql(standalone.url, "SELECT count(*), sum(id) FROM hive.default.kept") == [[3, 60]]
     node_id = (standalone.state / "node-id").read_text()
     java = standalone.java_pid
     os.kill(java, signal.SIGKILL)
@@ -264,7 +276,7 @@ def test_when_trino_dies_the_launcher_exits_nonzero_and_a_restart_keeps_the_tabl
     ready_s = standalone.start()
     record(standalone_restart_ready_s=round(ready_s, 1))
     assert (standalone.state / "node-id").read_text() == node_id
-    assert sql(standalone.url, "SELECT count(*) FROM hive.default.scores") == [[4]]
+    assert sql(standalone.url, "SELECT count(*), sum(id) FROM hive.default.kept") == [[3, 60]]
 
 
 def test_a_launcher_killed_hard_takes_its_server_along(standalone):
