@@ -8,16 +8,20 @@ back from outside the session.
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
 
 import pytest
 import requests
+from atelier_hub.gpus import detect_gpus
 from kernel import run_code
 
 pytestmark = pytest.mark.integration
 
-CPU_PROFILES = ["cpu-small", "cpu-large", "highmem"]
+# What profiles/ asks for, written out: CPU limit and memory limit in bytes.
+CPU_PROFILES = {"cpu-small": (2, 4 * 10**9), "cpu-large": (8, 16 * 10**9), "highmem": (4, 64 * 10**9)}
+GPUS = len(detect_gpus())
 
 SESSION_CODE = """
 import json, os, pathlib
@@ -85,6 +89,10 @@ def test_each_cpu_profile_runs_code_that_reaches_s3_and_mlflow(stack, alice, pro
     assert out["home"] == str(stack.state / "homes" / "alice")
     assert f"written-by-{profile}.txt" in out["home_files"]
     assert out["cuda"] == ""  # CPU sessions see no GPU
+    cpu, memory = CPU_PROFILES[profile]
+    # Thread pools at the CPU limit, capped by this machine's cores.
+    assert out["threads"] == str(min(cpu, os.cpu_count() or 1))
+    assert (out["cpu_limit"], out["mem_limit"]) == (str(cpu), str(memory))
 
     # Read back from outside the session.
     body = stack.s3().get_object(Bucket="atelier-shared", Key=f"from-session/{profile}.txt")["Body"].read()
@@ -134,11 +142,13 @@ def test_bad_spawn_requests_get_clear_errors_and_the_hub_stays_healthy(stack, al
     assert stack.api("GET", "/").status_code == 200
 
 
+@pytest.mark.skipif(GPUS >= 4, reason=f"this machine has {GPUS} GPUs: gpu-4 fits, nothing to refuse")
 def test_gpu_profile_is_refused_where_there_is_no_free_gpu(stack, alice):
     r = stack.api("POST", "/users/alice/servers/gpu", json={"profile": "gpu-4"})
     assert r.status_code == 409, r.text
     message = r.json()["message"]
     assert "gpu-4" in message and "needs 4 GPU(s)" in message and "profile" in message
+    assert ("has no NVIDIA GPU" if GPUS == 0 else f"this machine has {GPUS} and") in message, message
     assert "gpu" not in stack.api("GET", "/users/alice").json()["servers"]
     # ... and the hub still spawns a CPU server right after.
     stack.spawn("alice", None, server="after-gpu")
