@@ -14,14 +14,27 @@ class KernelError(RuntimeError):
     pass
 
 
-def run_code(base_url: str, server_url: str, token: str, code: str, *, timeout: float = 180) -> str:
+def run_code(base_url: str, server_url: str, token: str, code: str, *, timeout: float = 180,
+             notebook: str | None = None) -> str:
     """Start a kernel on the server at ``server_url`` (e.g. ``/user/ada/``), run ``code``,
-    return its stdout; raise :class:`KernelError` with the traceback if it fails."""
+    return its stdout; raise :class:`KernelError` with the traceback if it fails.
+
+    With ``notebook`` (a path under the server's root, e.g. ``analysis/train.ipynb``) the
+    kernel is started the way JupyterLab opens a notebook: through a session for that path.
+    """
     headers = {"Authorization": f"token {token}"}
     api = f"{base_url}{server_url}api"
-    r = requests.post(f"{api}/kernels", json={"name": "python3"}, headers=headers, timeout=60)
-    r.raise_for_status()
-    kernel_id = r.json()["id"]
+    session_id = None
+    if notebook:
+        r = requests.post(f"{api}/sessions", json={"path": notebook, "name": notebook.rsplit("/", 1)[-1],
+                                                   "type": "notebook", "kernel": {"name": "python3"}},
+                          headers=headers, timeout=60)
+        r.raise_for_status()
+        session_id, kernel_id = r.json()["id"], r.json()["kernel"]["id"]
+    else:
+        r = requests.post(f"{api}/kernels", json={"name": "python3"}, headers=headers, timeout=60)
+        r.raise_for_status()
+        kernel_id = r.json()["id"]
     ws_url = f"{api}/kernels/{kernel_id}/channels".replace("http://", "ws://", 1)
     msg_id = uuid.uuid4().hex
     request = {
@@ -52,7 +65,10 @@ def run_code(base_url: str, server_url: str, token: str, code: str, *, timeout: 
                 elif kind == "status" and content["execution_state"] == "idle":
                     break
     finally:
-        requests.delete(f"{api}/kernels/{kernel_id}", headers=headers, timeout=60)
+        if session_id:  # ending the session shuts its kernel down
+            requests.delete(f"{api}/sessions/{session_id}", headers=headers, timeout=60)
+        else:
+            requests.delete(f"{api}/kernels/{kernel_id}", headers=headers, timeout=60)
     if error:
         raise KernelError(error)
     return "".join(out)
