@@ -77,16 +77,24 @@ class PlainHub(HubClient):
         self.proc.wait(120)
 
 
-def spawn_seconds(hub, user: str, body: dict) -> float:
+def spawn_seconds(hub, user: str, body: dict, *, timeout: float = 300) -> float:
+    """Seconds from the spawn request to a ready server; a failed or stuck spawn raises
+    (with the hub's log) instead of hanging `make bench`."""
     t0 = time.perf_counter()
     r = hub.api("POST", f"/users/{user}/server", json=body)
-    assert r.status_code in (201, 202), r.text
-    while not hub.api("GET", f"/users/{user}").json()["servers"].get("", {}).get("ready"):
-        time.sleep(0.05)
+    if r.status_code not in (201, 202):
+        raise RuntimeError(f"spawn for {user} answered {r.status_code}: {r.text}")
+    while True:
+        model = hub.api("GET", f"/users/{user}").json()["servers"].get("")
+        if model and model["ready"]:
+            break
+        if not model or not model["pending"]:
+            raise RuntimeError(f"spawn for {user} failed:\n{hub.hub_log()}")
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"spawn for {user} not ready in {timeout:.0f} s:\n{hub.hub_log()}")
+        time.sleep(0.05)  # finer than HubClient.spawn's polling: this is the figure measured
     elapsed = time.perf_counter() - t0
-    hub.api("DELETE", f"/users/{user}/server")
-    while "" in hub.api("GET", f"/users/{user}").json()["servers"]:
-        time.sleep(0.2)
+    hub.stop_server(user)  # bounded too
     return elapsed
 
 
