@@ -169,7 +169,7 @@ class Stack(HubClient):
         import boto3
 
         keys = json.loads((self.state / "secrets" / "s3.json").read_text())
-        port = json.loads((self.state / "atelier.json").read_text())["s3_port"]
+        port = json.loads((self.state / "atelier.json").read_text())["ports"]["s3"]
         return boto3.client(
             "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
             aws_access_key_id=keys["access_key_id"], aws_secret_access_key=keys["secret_access_key"],
