@@ -94,7 +94,13 @@ SERVICES: list[Service] = _all()
 
 
 def by_name(name: str) -> Service:
-    """The descriptor called ``name``; KeyError lists the known ones."""
+    """The descriptor called ``name``; KeyError lists the known ones.
+
+    >>> by_name("mlflow").title
+    'MLflow'
+    >>> [s.name for s in enabled(["ray", "s3"])]
+    ['s3', 'ray']
+    """
     for svc in SERVICES:
         if svc.name == name:
             return svc
