@@ -105,8 +105,10 @@ class HubClient:
 class Stack(HubClient):
     """One `atelier dev` process and the ways a test talks to it."""
 
-    def __init__(self, state: Path, *, port: int | None = None, name: str = "stack"):
+    def __init__(self, state: Path, *, port: int | None = None, name: str = "stack",
+                 args: tuple[str, ...] = ()):
         super().__init__()
+        self.args = tuple(args)
         self.state = Path(state)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -124,7 +126,7 @@ class Stack(HubClient):
         with open(self.out, "ab") as out:
             self.proc = subprocess.Popen(
                 [str(VENV_BIN / "atelier"), "dev", "--port", str(self.port), "--state", str(self.state),
-                 "--ready-file", str(ready), "--timeout", str(timeout - 20)],
+                 "--ready-file", str(ready), "--timeout", str(timeout - 20), *self.args],
                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
             )
         deadline = time.monotonic() + timeout

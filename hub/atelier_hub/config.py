@@ -61,9 +61,28 @@ def update_spawner(c, stack: Embedded) -> None:
     ]
 
 
+def _restart_exited_services_sooner(seconds: int = 5) -> None:
+    """The hub restarts a managed service that exited when its spawner's poll notices,
+    every 30 s by default; services are spawned without the hub's config, so the only
+    place to shorten it is the spawner class the hub builds them from. Each service's
+    own supervisor restarts its server at once; this covers the supervisor itself.
+    ref: jupyterhub/services/service.py (Service.start builds _ServiceSpawner(...))
+    """
+    from jupyterhub.services import service
+    from traitlets import Float, Integer
+
+    base = service._ServiceSpawner
+    if getattr(base, "_atelier", False):
+        return
+    service._ServiceSpawner = type("_ServiceSpawner", (base,), {
+        "poll_interval": Integer(seconds), "poll_jitter": Float(0.0), "_atelier": True,
+        "__doc__": base.__doc__})
+
+
 def update_services(c, stack: Embedded) -> None:
     """Every running service's hub-managed entry (from its descriptor), and the CLI's
     admin identity. The endpoints come from the deployment settings, computed once."""
+    _restart_exited_services_sooner()
     services = stack.deployment().services
     entries = [svc.hub_service(stack, services) for svc in stack.running]
     c.JupyterHub.services = [
