@@ -209,7 +209,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--record", required=True, type=Path, help="file recording the server's process group")
     ap.add_argument("--artifacts-destination", required=True)
     ap.add_argument("--public-url", default="", help="the URL users reach MLflow at, for messages")
-    ap.add_argument("--request-wait", type=float, default=120,
+    # Under the session's MLFLOW_HTTP_REQUEST_TIMEOUT (60 s), so the client sees the 503
+    # and its own retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES) wait for the rest.
+    ap.add_argument("--request-wait", type=float, default=50,
                     help="seconds a request waits for a starting MLflow before it gets 503")
     args = ap.parse_args(argv)
 
