@@ -178,3 +178,25 @@ def test_free_port_keeps_a_free_preferred_port_and_avoids_taken_ones():
 
 def test_http_status_is_zero_when_nothing_answers():
     assert _process.http_status(f"http://127.0.0.1:{_process.free_port()}/", timeout=1) == 0
+
+
+def test_the_mlflow_worker_gets_the_variables_the_installed_mlflow_reads():
+    """The front starts MLflow's uvicorn worker itself, with `mlflow server`'s variables:
+    their names must be the installed MLflow's own (an upgrade that renames one fails here)."""
+    import inspect
+
+    import mlflow.server as server
+    from atelier_hub.services.mlflow_front import MLFLOW_SERVER_ENV
+    from mlflow.server import constants, handlers
+
+    assert MLFLOW_SERVER_ENV["backend"] == constants.BACKEND_STORE_URI_ENV_VAR
+    assert MLFLOW_SERVER_ENV["registry"] == constants.REGISTRY_STORE_URI_ENV_VAR
+    assert MLFLOW_SERVER_ENV["artifact_root"] == constants.ARTIFACT_ROOT_ENV_VAR
+    assert MLFLOW_SERVER_ENV["serve_artifacts"] == constants.SERVE_ARTIFACTS_ENV_VAR
+    assert MLFLOW_SERVER_ENV["artifacts_destination"] == constants.ARTIFACTS_DESTINATION_ENV_VAR
+    assert MLFLOW_SERVER_ENV["static_prefix"] == handlers.STATIC_PREFIX_ENV_VAR
+    # Everything _run_server puts in the worker's environment for a plain uvicorn start.
+    source = inspect.getsource(server._run_server)
+    for name in ("_MLFLOW_SERVER_BOOT_ID", "_MLFLOW_IN_JOB_EXECUTOR", "_MLFLOW_SGI_NAME"):
+        assert name.removeprefix("_") in source or name in source
+    assert '"mlflow.server.fastapi_app:app"' in source
