@@ -182,11 +182,12 @@ def test_kill_9_of_the_hub_then_make_dev_again_cleans_up_and_readopts(faulty, re
     stack = Embedded.load(faulty.state)
     hub = pid_matches(stack.path("run/hub.pid"))
     groups = {svc.name: pid_matches(stack.path(f"run/{svc.name}.pgid")) for svc in MANAGED}
+    seen = faulty.out.stat().st_size
     os.kill(hub, signal.SIGKILL)
     # atelier dev sees its hub die, ends what it left and exits with an error.
     assert faulty.proc.wait(120) == 2
     faulty.proc = None
-    assert "the hub stopped unexpectedly" in tail(faulty.out, 30)
+    assert "the hub stopped unexpectedly" in faulty.out.read_bytes()[seen:].decode(errors="replace")
     orphans = sum(group_alive(pgid) for pgid in groups.values() if pgid)
     public_free = port_free(faulty.port)
     figures("kill -9 hub", orphans_after=orphans, public_port_freed=public_free)
@@ -203,6 +204,44 @@ def test_kill_9_of_the_hub_then_make_dev_again_cleans_up_and_readopts(faulty, re
     lost = _lost(faulty, records)
     figures("kill -9 hub", lost_records=lost, session_readopted=True)
     assert lost == 0
+
+
+def _session_pids(home: Path) -> list[int]:
+    """Processes whose working folder is ``home`` (a local session and its kernels)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if Path(os.readlink(proc / "cwd")) == home:
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_after_a_hub_killed_hard_a_session_whose_services_moved_is_stopped(faulty, records, figures):
+    """The S3 port is taken while the hub is down, so the next start moves S3: the session
+    still running points at a dead endpoint, and is stopped instead of re-adopted."""
+    import socket
+
+    stack = Embedded.load(faulty.state)
+    home = faulty.state / "homes" / "fay"
+    assert _session_pids(home), "fay's session is not running before the test"
+    os.kill(pid_matches(stack.path("run/hub.pid")), signal.SIGKILL)
+    assert faulty.proc.wait(120) == 2
+    faulty.proc = None
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", stack.ports["s3"]))
+        squatter.listen()
+        faulty.start()
+        moved = Embedded.load(faulty.state).ports["s3"] != stack.ports["s3"]
+        _wait(lambda: not _session_pids(home), 120, "the stale session's processes ending")
+    servers = faulty.api("GET", "/users/fay").json()["servers"]
+    figures("kill -9 hub, services moved", s3_moved=moved, stale_session_stopped="" not in servers)
+    assert moved and "" not in servers, servers
+    # fay starts again and gets the new endpoints; her records are intact.
+    model = faulty.spawn("fay", "cpu-small")
+    records["model"] = model
+    assert _lost(faulty, records) == 0
 
 
 def test_a_start_with_both_cores_busy_comes_up(tmp_path, figures):
