@@ -70,8 +70,9 @@ def test_tflint_catches_an_untyped_unused_variable(tflint_bin, bad_module):
 
 
 def checkov(checkov_bin, directory, tmp_path) -> dict:
+    # Not --quiet: it drops the passed and skipped checks from the JSON report.
     done = run([checkov_bin, "--directory", directory, "--framework", "terraform", "--skip-download",
-                "--quiet", "--compact", "--output", "json"], cwd=tmp_path,
+                "--compact", "--output", "json"], cwd=tmp_path,
                env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "LOG_LEVEL": "WARNING"}, timeout=900)
     assert done.stdout.strip(), f"checkov printed nothing (exit {done.returncode}):\n{done.stderr[-3000:]}"
     report = json.loads(done.stdout)

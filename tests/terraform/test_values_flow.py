@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from atelier_hub.cluster.settings import ClusterSettings
-from atelier_hub.cluster.values import egress_rules, render_values, schema_problems
+from atelier_hub.cluster.values import egress_rules, merge_values, render_values, schema_problems
 from atelier_hub.profiles import load_profiles
 from atelier_hub.settings import Deployment
 from conftest import REPO, TERRAFORM, apply_root
@@ -88,6 +88,9 @@ def test_the_query_is_strings_only(outputs):
 def test_values_from_terraform_outputs_validate_against_the_charts_schema(values):
     assert SCHEMA.exists(), f"the chart's schema must be vendored at {SCHEMA}"
     assert schema_problems(values, SCHEMA) == []
+    # The same check refuses a value the chart does not know.
+    broken = merge_values(values, {"singleuser": {"storage": {"type": "floppy"}}})
+    assert any("singleuser.storage.type" in p for p in schema_problems(broken, SCHEMA))
 
 
 def test_values_carry_what_the_modules_made(values, outputs):

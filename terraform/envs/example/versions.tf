@@ -6,10 +6,6 @@ terraform {
       source  = "hashicorp/aws"
       version = ">= 6.0, < 7.0"
     }
-    external = {
-      source  = "hashicorp/external"
-      version = ">= 2.3, < 3.0"
-    }
     helm = {
       source  = "hashicorp/helm"
       version = ">= 3.0, < 4.0"
