@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from atelier_hub.profiles import Profile, Toleration, load_profiles
-from conftest import REPO, TERRAFORM, apply_root
+from tf_run import REPO, TERRAFORM, apply_root
 
 NODE_POOLS = TERRAFORM / "modules" / "cluster" / "node_pools"
 CLUSTER = TERRAFORM / "modules" / "cluster"

@@ -11,7 +11,7 @@ import json
 import re
 
 import pytest
-from conftest import MODULES, REPO, TERRAFORM, run, tf_env
+from tf_run import MODULES, REPO, TERRAFORM, run, tf_env
 
 TFLINT_CONFIG = TERRAFORM / ".tflint.hcl"
 SKIP = re.compile(r"#\s*checkov:skip=(?P<id>CKV\w+)(?P<reason>.*)")

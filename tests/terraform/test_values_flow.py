@@ -21,7 +21,7 @@ from atelier_hub.cluster.settings import ClusterSettings
 from atelier_hub.cluster.values import egress_rules, merge_values, render_values, schema_problems
 from atelier_hub.profiles import load_profiles
 from atelier_hub.settings import Deployment
-from conftest import REPO, TERRAFORM, apply_root
+from tf_run import REPO, TERRAFORM, apply_root
 
 VALUES_MODULE = TERRAFORM / "modules" / "atelier" / "values"
 SCHEMA = Path(__file__).resolve().parent / "z2jh" / "values.schema.yaml"
