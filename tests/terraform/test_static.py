@@ -55,6 +55,14 @@ def test_every_module_has_the_standard_files():
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: str(m.relative_to(TERRAFORM)))
+def test_readme_documents_every_input_and_output(module):
+    readme = (module / "README.md").read_text()
+    names = [f"`{m[2]}`" for f in ("variables.tf", "outputs.tf")
+             for m in re.finditer(r'^(variable|output) "([^"]+)"', (module / f).read_text(), re.M)]
+    assert names and [n for n in names if n not in readme] == [], f"document them in {module / 'README.md'}"
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: str(m.relative_to(TERRAFORM)))
 def test_tflint(tflint_bin, module):
     done = run([tflint_bin, f"--chdir={module}", f"--config={TFLINT_CONFIG}", "--format=compact", "--no-color"],
                cwd=REPO)

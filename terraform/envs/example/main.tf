@@ -113,9 +113,10 @@ module "atelier" {
 
   singleuser_image   = var.singleuser_image
   core_node_selector = module.cluster.core_node_selector
-  gpu_node_selector  = try(module.cluster.node_pools["gpu"].labels, null)
-  private_cidrs      = [module.network.vpc_cidr_block]
-  region             = var.region
+  # The first pool whose profiles ask for GPUs (none: no device plugin).
+  gpu_node_selector = try([for pool in values(module.cluster.node_pools) : pool.labels if pool.gpu][0], null)
+  private_cidrs     = [module.network.vpc_cidr_block]
+  region            = var.region
 
   shared_bucket           = module.storage.shared_bucket
   session_service_account = module.identity.session_service_account

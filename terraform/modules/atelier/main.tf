@@ -112,7 +112,7 @@ resource "helm_release" "nvidia_device_plugin" {
   name       = "nvidia-device-plugin"
   repository = "https://nvidia.github.io/k8s-device-plugin"
   chart      = "nvidia-device-plugin"
-  version    = "0.17.1"
+  version    = var.nvidia_device_plugin_version
   namespace  = "kube-system"
 
   values = [yamlencode({

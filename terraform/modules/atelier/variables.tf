@@ -95,6 +95,12 @@ variable "gpu_node_selector" {
   default     = null
 }
 
+variable "nvidia_device_plugin_version" {
+  description = "Version of NVIDIA's device plugin chart (https://nvidia.github.io/k8s-device-plugin) run on the GPU pool"
+  type        = string
+  default     = "0.17.1"
+}
+
 variable "private_cidrs" {
   description = "The VPC's CIDRs (network module's `vpc_cidr_block`): service hostnames resolve there"
   type        = list(string)
