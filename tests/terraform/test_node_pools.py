@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from atelier_hub.profiles import Profile, Toleration, load_profiles
-from tf_run import REPO, TERRAFORM, apply_root
+from tf_run import REPO, TERRAFORM, apply_root, hcl
 
 NODE_POOLS = TERRAFORM / "modules" / "cluster" / "node_pools"
 CLUSTER = TERRAFORM / "modules" / "cluster"
@@ -25,8 +25,8 @@ POOL_LABEL = "atelier.dev/pool"
 def pools_for(terraform: Path, root: Path, profiles_dir: Path) -> dict:
     return apply_root(terraform, root, f"""
 module "node_pools" {{
-  source       = "{NODE_POOLS}"
-  profiles_dir = "{profiles_dir}"
+  source       = {hcl(NODE_POOLS)}
+  profiles_dir = {hcl(profiles_dir)}
 }}
 
 output "pools" {{

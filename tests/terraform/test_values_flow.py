@@ -21,7 +21,7 @@ from atelier_hub.cluster.settings import ClusterSettings
 from atelier_hub.cluster.values import egress_rules, merge_values, render_values, schema_problems
 from atelier_hub.profiles import load_profiles
 from atelier_hub.settings import Deployment
-from tf_run import REPO, TERRAFORM, apply_root
+from tf_run import REPO, TERRAFORM, apply_root, hcl
 
 VALUES_MODULE = TERRAFORM / "modules" / "atelier" / "values"
 SCHEMA = Path(__file__).resolve().parent / "z2jh" / "values.schema.yaml"
@@ -30,9 +30,9 @@ ATELIER = f"{sys.executable} -m atelier_hub.cli"
 
 # What network, cluster, storage and identity output in a real deployment.
 INPUTS = f"""
-  atelier_command         = "{ATELIER}"
-  profiles_dir            = "{REPO / 'profiles'}"
-  values_schema           = "{SCHEMA}"
+  atelier_command         = {hcl(ATELIER)}
+  profiles_dir            = {hcl(REPO / 'profiles')}
+  values_schema           = {hcl(SCHEMA)}
   namespace               = "atelier"
   hub_image               = {{ name = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/atelier/atelier-hub", tag = "0.1.0" }}
   singleuser_image        = {{ name = "quay.io/jupyter/scipy-notebook", tag = "2026-11-30" }}
@@ -57,7 +57,7 @@ def render(query: dict) -> subprocess.CompletedProcess:
 def outputs(terraform_bin, tmp_path_factory):
     return apply_root(terraform_bin, tmp_path_factory.mktemp("values"), f"""
 module "values" {{
-  source = "{VALUES_MODULE}"
+  source = {hcl(VALUES_MODULE)}
 {INPUTS}
 }}
 

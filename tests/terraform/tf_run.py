@@ -14,6 +14,16 @@ TERRAFORM = REPO / "terraform"
 MODULES = sorted(p.parent for p in TERRAFORM.rglob("versions.tf") if ".terraform" not in p.parts)
 
 
+def hcl(value: object) -> str:
+    """A string as an HCL string literal (JSON's escapes, plus $ and % doubled so that
+    no template sequence is read into it).
+
+    >>> hcl("/a/${b}")
+    '"/a/$${b}"'
+    """
+    return json.dumps(str(value)).replace("${", "$${").replace("%{", "%%{")
+
+
 def tf_env(home: Path) -> dict[str, str]:
     """Terraform with no network side trip: no version check, no plugin cache, no
     user CLI configuration."""
