@@ -124,6 +124,16 @@ def test_a_taint_only_some_profiles_tolerate_is_left_off(terraform_bin, tmp_path
             assert schedulable(profile, pools["gpu"])
 
 
+def test_the_default_pool_exists_without_cpu_profiles(terraform_bin, tmp_path):
+    """The hub and the proxy need the untainted pool even if no profile runs there."""
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    shutil.copy(REPO / "profiles" / "gpu-1.yaml", profiles)
+    out = pools_for(terraform_bin, tmp_path / "root", profiles)
+    assert out["pools"]["cpu"] == {"profiles": [], "labels": {POOL_LABEL: "cpu"}, "taints": [], "gpu": False}
+    assert set(out["pools"]) == {"cpu", "gpu"} and out["default_pool_labels"] == {POOL_LABEL: "cpu"}
+
+
 def test_the_cluster_module_makes_its_node_groups_from_these_pools():
     """terraform plan of the cluster module needs the AWS provider, which cannot be
     downloaded here: check its wiring in the source instead."""

@@ -4,7 +4,8 @@
 # the pool label plus every label its profiles' node_selector names; its taints are
 # the NoSchedule/NoExecute tolerations that *every* profile of the pool carries (a
 # taint some profile of the pool does not tolerate would keep that profile off its
-# own pool). Profiles with no pool label go to `default_pool`, which has no taint.
+# own pool). Profiles with no pool label go to `default_pool`, which has no taint
+# and always exists (the chart's own pods run there).
 
 locals {
   files = sort(fileset(var.profiles_dir, "*.{yaml,yml}"))
@@ -15,7 +16,8 @@ locals {
   pool_of = {
     for name, p in local.profiles : name => try(p.node_selector[var.pool_label], var.default_pool)
   }
-  pool_names = sort(distinct(values(local.pool_of)))
+  # The default pool exists even when every profile names another: the hub runs there.
+  pool_names = sort(distinct(concat([var.default_pool], values(local.pool_of))))
   members    = { for pool in local.pool_names : pool => sort([for name, p in local.pool_of : name if p == pool]) }
 
   # Kubernetes taint effects a toleration can name, and EKS's spelling of each.
