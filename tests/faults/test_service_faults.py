@@ -230,6 +230,8 @@ def test_after_a_hub_killed_hard_a_session_whose_services_moved_is_stopped(fault
     assert faulty.proc.wait(120) == 2
     faulty.proc = None
     with socket.socket() as squatter:
+        # SO_REUSEADDR: the old S3 server's connections may still be in TIME_WAIT.
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", stack.ports["s3"]))
         squatter.listen()
         faulty.start()
