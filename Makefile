@@ -9,10 +9,12 @@ PORT ?= 8000
 install:
 	PYTHONPATH=hub $(PYTHON) -m atelier_hub.install
 
-# The Kubernetes control plane is the test suite's own (tests/k8s/control_plane.py).
+# The Kubernetes control plane and the Terraform checks' tools (terraform, tflint,
+# checkov) are the test suite's own (tests/k8s/control_plane.py, tests/terraform/terraform_tools.py).
 install-test:
 	PYTHONPATH=hub $(PYTHON) -m atelier_hub.install --test
 	$(PYTHON) tests/k8s/control_plane.py
+	$(PYTHON) tests/terraform/terraform_tools.py
 
 dev: install
 	$(VENV)/bin/atelier dev --port $(PORT)

@@ -10,29 +10,18 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import requests
 
+# The one port probe and log tail, shared with the services themselves.
+from atelier_hub.services._process import free_port, tail  # noqa: F401 (re-exported for the suites)
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
 OUTPUT = REPO / "test-output"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail(path: Path, n: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return f"(no {path})"
 
 
 class HubClient:
@@ -105,8 +94,10 @@ class HubClient:
 class Stack(HubClient):
     """One `atelier dev` process and the ways a test talks to it."""
 
-    def __init__(self, state: Path, *, port: int | None = None, name: str = "stack"):
+    def __init__(self, state: Path, *, port: int | None = None, name: str = "stack",
+                 args: tuple[str, ...] = ()):
         super().__init__()
+        self.args = tuple(args)
         self.state = Path(state)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -124,7 +115,7 @@ class Stack(HubClient):
         with open(self.out, "ab") as out:
             self.proc = subprocess.Popen(
                 [str(VENV_BIN / "atelier"), "dev", "--port", str(self.port), "--state", str(self.state),
-                 "--ready-file", str(ready), "--timeout", str(timeout - 20)],
+                 "--ready-file", str(ready), "--timeout", str(timeout - 20), *self.args],
                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
             )
         deadline = time.monotonic() + timeout
@@ -169,7 +160,7 @@ class Stack(HubClient):
         import boto3
 
         keys = json.loads((self.state / "secrets" / "s3.json").read_text())
-        port = json.loads((self.state / "atelier.json").read_text())["s3_port"]
+        port = json.loads((self.state / "atelier.json").read_text())["ports"]["s3"]
         return boto3.client(
             "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
             aws_access_key_id=keys["access_key_id"], aws_secret_access_key=keys["secret_access_key"],

@@ -14,14 +14,14 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from .install import paths as install
+from . import services
 from .auth import UserError, UsersFile
-from .embedded import ADMIN_USER, Embedded, write_secret
+from .embedded import ADMIN_USER, Embedded, end_leftovers
+from .install import paths as install
 from .profiles import ProfileError, format_memory, load_profiles
+from .services._process import http_status, record, tail
 
 REPO = install.REPO
 
@@ -89,52 +89,52 @@ def cmd_users(args) -> None:
 # -- atelier dev ---------------------------------------------------------------------------
 
 
-def _get(url: str, timeout: float = 3) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
+def _stop_hub(hub: subprocess.Popen, state: Path, *, grace: float = 120) -> None:
+    """Stop the hub in order (it stops sessions and services), then end whatever a hub
+    that could not finish left behind: nothing of this stack stays running."""
+    if hub.poll() is None:
+        hub.send_signal(signal.SIGTERM)
+        try:
+            hub.wait(grace)
+        except subprocess.TimeoutExpired:
+            hub.kill()
+            hub.wait()
+    end_leftovers(state)
 
 
-def _tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
+def _check_services(args) -> tuple[str, ...]:
+    """The services to leave out (``--without``), once every other one's parts are installed."""
+    without = tuple(dict.fromkeys([*args.without, *(["trino"] if args.no_trino else [])]))
+    for name in without:
+        try:
+            svc = services.by_name(name)
+        except KeyError as exc:
+            fail(f"--without {name}: {exc.args[0]}")
+        if not svc.optional:
+            optional = ", ".join(s.name for s in services.SERVICES if s.optional) or "none"
+            fail(f"--without {name}: {svc.title} cannot be left out (optional services: {optional})")
+    if not install.tool_path("configurable-http-proxy").exists():
+        fail(f"configurable-http-proxy is not installed ({install.tool_path('configurable-http-proxy')}); "
+             "run `make install`")
+    for svc in services.SERVICES:
+        if svc.name in without:
+            continue
+        missing = install.missing(svc.needs)
+        if missing:
+            alt = f", or start without it: atelier dev --without {svc.name}" if svc.optional else ""
+            fail(f"{svc.title} needs {', '.join(missing)}, which is not installed; run `make install`{alt}")
+    return without
 
 
-def wait_ready(stack: Embedded, hub: subprocess.Popen, log: Path, *, timeout: float, stopping: list) -> bool:
-    """Until the hub, its proxy and MLflow answer through the public URL (False: stopped)."""
-    deadline = time.monotonic() + timeout
-    # (url, answers that count as ready): the proxy answers 404 until the hub adds its
-    # routes, and S3 answers an anonymous request with 403.
-    checks = {
-        "hub": (f"{stack.url}/hub/api/", {200}),
-        "MLflow": (f"{stack.url}/services/mlflow/health", {200}),
-        "S3": (f"http://127.0.0.1:{stack.s3_port}/", {200, 403}),
-    }
-    if stack.trino_port:
-        # Trino has no route through the proxy: its launcher writes STATE/trino/ready
-        # once a real query has succeeded (/v1/info says "ready" a little too early).
-        from .services.trino import read_ready
-
-        checks["Trino"] = (None, lambda: read_ready(stack.path("trino")) is not None)
-    pending = dict(checks)
-    while pending:
-        if stopping:
-            return False
-        if hub.poll() is not None:
-            fail(f"the hub exited (code {hub.returncode}) while starting; last lines of {log}:\n{_tail(log)}")
-        if time.monotonic() > deadline:
-            fail(f"{', '.join(pending)} not ready after {timeout:.0f} s; see {log}")
-        for name, (url, ok) in list(pending.items()):
-            if ok() if callable(ok) else _get(url) in ok:
-                pending.pop(name)
-        time.sleep(0.5)
-    return True
+def _login_line(stack: Embedded, password: str | None) -> str:
+    secret_file = stack.path("initial-admin-password")
+    if password and sys.stdout.isatty():
+        return (f"user {ADMIN_USER}, password {password}  (shown once, also in {secret_file}; "
+                f"new one: atelier users passwd {ADMIN_USER})")
+    if password or secret_file.exists():
+        # Output that goes to a file or a pipe is a log: it gets the path, never the password.
+        return f"user {ADMIN_USER}, password in {secret_file} (mode 0600; delete it once read)"
+    return "your user name and password (add users: atelier users add NAME)"
 
 
 def cmd_dev(args) -> None:
@@ -142,14 +142,13 @@ def cmd_dev(args) -> None:
         profiles = load_profiles(args.profiles)
     except ProfileError as exc:
         fail(f"the profiles in {args.profiles} are not valid:\n{exc}")
-    for tool in ("configurable-http-proxy", "versitygw"):
-        if not install.tool_path(tool).exists():
-            fail(f"{tool} is not installed ({install.tool_path(tool)}); run `make install`")
-    if not args.no_trino and not install.trino_installed():
-        fail("Trino is not installed; run `make install`, or start without it: atelier dev --no-trino")
+    without = _check_services(args)
+    if (Path(args.state) / "run").is_dir():
+        ended = end_leftovers(args.state)
+        if ended:
+            print(f"Cleaned up after a hub that stopped without cleaning up: ended {', '.join(ended)}")
     try:
-        stack, password = Embedded.prepare(args.state, port=args.port, profiles_dir=args.profiles,
-                                           trino=not args.no_trino)
+        stack, password = Embedded.prepare(args.state, port=args.port, profiles_dir=args.profiles, without=without)
     except OSError as exc:
         fail(str(exc))
     config = REPO / "hub" / "jupyterhub_config.py"
@@ -158,8 +157,7 @@ def cmd_dev(args) -> None:
         config.write_text("import atelier_hub\natelier_hub.configure(c)\n")
     log = stack.path("logs/hub.log")
     t0 = time.monotonic()
-    print(f"Starting Atelier ({len(profiles)} profiles) with state in {stack.root}")
-    print("  hub, proxy, S3 and MLflow: MLflow takes up to a minute on a busy machine ...", flush=True)
+    print(f"Starting Atelier ({len(profiles)} profiles) with state in {stack.root} ...", flush=True)
     env = {**os.environ, "ATELIER_STATE": str(stack.root)}
     with open(log, "ab") as out:
         hub = subprocess.Popen(
@@ -167,6 +165,7 @@ def cmd_dev(args) -> None:
             cwd=stack.root, env=env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us; we stop the hub in order
         )
+    record(stack.path("run/hub.pid"), hub.pid)
 
     stopping: list[float] = []
 
@@ -174,44 +173,80 @@ def cmd_dev(args) -> None:
         # Only signal here: the main loop waits (a wait() inside a signal handler would
         # deadlock on the wait() it interrupted).
         if not stopping:
-            print("\nStopping Atelier (sessions, MLflow, S3, proxy; up to a minute) ...", flush=True)
+            print("\nStopping Atelier (sessions, services, proxy; up to a minute) ...", flush=True)
             stopping.append(time.monotonic())
             hub.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    ready = wait_ready(stack, hub, log, timeout=args.timeout, stopping=stopping)
-    if password and not sys.stdout.isatty():
-        # Output that goes to a file or a pipe is a log: the password goes to a file only
-        # its owner can read, and the log gets its path.
-        secret_file = stack.path("initial-admin-password")
-        write_secret(secret_file, password + "\n")
-        login = f"user {ADMIN_USER}, password in {secret_file} (mode 0600; delete it once read)"
-    elif password:
-        login = f"user {ADMIN_USER}, password {password}  (shown once; new one: atelier users passwd {ADMIN_USER})"
-    else:
-        login = "your user name and password (add users: atelier users add NAME)"
-    print(f"""
-Atelier is running at {stack.url}/  (ready in {time.monotonic() - t0:.0f} s)
-  Log in:      {login}
-  MLflow:      {stack.url}/services/mlflow/  (same login)
-  Trino:       {f"http://127.0.0.1:{stack.trino_port} (sessions: atelier_lab.connect_trino(), %sql, trino)"
-                if stack.trino_port else "off (--no-trino)"}
+    deadline = t0 + args.timeout
+
+    def gave_up(what: str) -> None:
+        _stop_hub(hub, stack.root)
+        again = f"\n  Log in next time with: {_login_line(stack, password)}" if password else ""
+        fail(f"{what}; nothing is left running.{again}")
+
+    # 1. The hub and its login page: usable as soon as the hub and the proxy are up.
+    # The hub's own port first (its health check is not logged), then the public page
+    # (routed once the hub has started the services, each of which answers at once).
+    health, login = f"http://127.0.0.1:{stack.hub_port}/hub/health", f"{stack.url}/hub/login"
+    while (http_status(health) != 200 or http_status(login) != 200):
+        if stopping:
+            break
+        if hub.poll() is not None:
+            end_leftovers(stack.root)
+            fail(f"the hub exited (code {hub.returncode}) while starting; last lines of {log}:\n{tail(log)}")
+        if time.monotonic() > deadline:
+            gave_up(f"the hub did not answer at {login} in {args.timeout:.0f} s; see {log}")
+        time.sleep(0.2)
+    if not stopping:
+        print(f"""
+Atelier is running at {stack.url}/  (login page ready in {time.monotonic() - t0:.1f} s)
+  Log in:      {_login_line(stack, password)}
   Profiles:    {', '.join(p.name for p in profiles)}
+  Sessions:    {_session_mode()}
   State:       {stack.root}  (users, homes, MLflow runs, S3 objects; `make reset` wipes it)
   Hub log:     {log}
   Admin token: {stack.path('admin-token')}  (for the hub's REST API)
-Press Ctrl-C to stop.""" if ready else f"  Log in next time with: {login}", flush=True)
-    if ready and args.ready_file:
-        Path(args.ready_file).write_text(json.dumps({"url": stack.url, "state": str(stack.root)}))
+Services (each line appears once it is ready):""", flush=True)
+
+    # 2. The services, each announced when it is ready; the login page already works.
+    pending = list(stack.running)
+    while pending and not stopping:
+        if hub.poll() is not None:
+            break
+        for svc in list(pending):
+            if svc.ready(stack):
+                pending.remove(svc)
+                print(f"  {svc.title + ':':<12} {svc.banner(stack)}  [{time.monotonic() - t0:.0f} s]", flush=True)
+        if pending and time.monotonic() > deadline:
+            lines = "\n".join(f"  {svc.title}: not ready; see {svc.log_path(stack)}" for svc in pending)
+            gave_up(f"not ready after {args.timeout:.0f} s:\n{lines}")
+        time.sleep(0.3)
+    if not pending and not stopping and hub.poll() is None:
+        print(f"Every service is ready ({time.monotonic() - t0:.0f} s). Press Ctrl-C to stop.", flush=True)
+        if args.ready_file:
+            Path(args.ready_file).write_text(json.dumps({"url": stack.url, "state": str(stack.root)}))
+
     while hub.poll() is None:
         if stopping and time.monotonic() - stopping[0] > 120:
             hub.kill()
         time.sleep(0.2)
     if stopping:
+        end_leftovers(stack.root)
         print(f"Stopped. Your state is kept in {stack.root}")
         return
-    fail(f"the hub stopped unexpectedly (code {hub.returncode}); last lines of {log}:\n{_tail(log)}")
+    ended = end_leftovers(stack.root)
+    fail(f"the hub stopped unexpectedly (code {hub.returncode}); ended what it left "
+         f"({', '.join(ended) or 'nothing'}); running sessions are re-adopted by the next `atelier dev`. "
+         f"Last lines of {log}:\n{tail(log)}")
+
+
+def _session_mode() -> str:
+    import getpass
+
+    return (f"local processes of the OS user {getpass.getuser()}, sized by their profile; "
+            "not isolated from each other (README: Security)")
 
 
 def _install(args) -> None:
@@ -224,13 +259,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="atelier", description="Atelier: a managed development environment for ML engineers.")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    dev = sub.add_parser("dev", help="run the embedded stack on 127.0.0.1 (hub, profiles, MLflow, S3)")
+    dev = sub.add_parser("dev", help="run the embedded stack on 127.0.0.1 (hub, profiles, MLflow, S3, Trino)")
     dev.add_argument("--port", type=int, default=8000, help="public port (default 8000)")
     dev.add_argument("--state", default=_default_state(), help="state folder (default ./state or $ATELIER_STATE)")
     dev.add_argument("--profiles", default=_default_profiles(), help="profiles folder (default ./profiles)")
     dev.add_argument("--timeout", type=float, default=300, help="seconds to wait for the stack to be ready")
-    dev.add_argument("--no-trino", action="store_true",
-                     help="run without Trino (for machines without Java; sessions get no Trino settings)")
+    dev.add_argument("--without", action="append", default=[], metavar="SERVICE",
+                     help="leave an optional service out (repeatable; e.g. trino): sessions get no settings for it")
+    dev.add_argument("--no-trino", action="store_true", help="the same as --without trino")
     dev.add_argument("--ready-file", help=argparse.SUPPRESS)
     dev.set_defaults(func=cmd_dev)
 

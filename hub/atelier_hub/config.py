@@ -9,11 +9,10 @@ code path; ``jupyterhub_config.d``-style overrides go after it in the calling fi
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
-from .embedded import MLFLOW_BUCKET, SHARED_BUCKET, Embedded
-from .install.paths import tool_path, trino_paths
+from .embedded import Embedded
+from .install.paths import tool_path
 
 __all__ = ["configure"]
 
@@ -53,59 +52,45 @@ def update_spawner(c, stack: Embedded) -> None:
     c.AtelierLocalSpawner.args = ["--allow-root"] if os.geteuid() == 0 else []
     c.AtelierLocalSpawner.start_timeout = 180
     c.AtelierLocalSpawner.http_timeout = 180
-    # The session's hub token may also reach MLflow (it is the session's MLflow token).
+    # The session's hub token also reaches the services that sit behind hub auth
+    # (MLflow: it is the session's MLflow token).
     c.AtelierLocalSpawner.server_token_scopes = [
         "users:activity!user",
         "access:servers!server",
-        "access:services!service=mlflow",
+        *(scope for svc in stack.running for scope in svc.session_scopes),
     ]
+
+
+def _restart_exited_services_sooner(seconds: int = 5) -> None:
+    """The hub restarts a managed service that exited when its spawner's poll notices,
+    every 30 s by default; services are spawned without the hub's config, so the only
+    place to shorten it is the spawner class the hub builds them from. Each service's
+    own supervisor restarts its server at once; this covers the supervisor itself.
+    ref: jupyterhub/services/service.py (Service.start builds _ServiceSpawner(...))
+    """
+    from jupyterhub.services import service
+    from traitlets import Float, Integer
+
+    base = service._ServiceSpawner
+    if getattr(base, "_atelier", False):
+        return
+    service._ServiceSpawner = type("_ServiceSpawner", (base,), {
+        "poll_interval": Integer(seconds), "poll_jitter": Float(0.0), "_atelier": True,
+        "__doc__": base.__doc__})
 
 
 def update_services(c, stack: Embedded) -> None:
-    """S3, MLflow and the CLI's admin identity, as hub-managed services."""
-    keys = stack.s3_keys()
-    s3_env = {
-        "AWS_ACCESS_KEY_ID": keys["access_key_id"],
-        "AWS_SECRET_ACCESS_KEY": keys["secret_access_key"],
-        "AWS_REGION": "us-east-1",
-        "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{stack.s3_port}",
-    }
+    """Every running service's hub-managed entry (from its descriptor), and the CLI's
+    admin identity. The endpoints come from the deployment settings, computed once."""
+    _restart_exited_services_sooner()
+    services = stack.deployment().services
+    entries = [svc.hub_service(stack, services) for svc in stack.running]
     c.JupyterHub.services = [
-        {
-            "name": "s3",
-            "display": False,
-            "url": f"http://127.0.0.1:{stack.s3_port}",
-            # Keys through the environment, never on a command line that `ps` shows.
-            "environment": {
-                "ROOT_ACCESS_KEY_ID": keys["access_key_id"],
-                "ROOT_SECRET_ACCESS_KEY": keys["secret_access_key"],
-            },
-            "command": [
-                str(tool_path("versitygw")), "--port", f"127.0.0.1:{stack.s3_port}", "--quiet",
-                "posix", str(stack.path("s3")),
-            ],
-        },
-        # Before MLflow: the hub starts services one after another and waits for those
-        # with a URL; Trino has none, so it warms up while MLflow starts.
-        *([trino_service(stack, keys)] if stack.trino_port else []),
-        {
-            "name": "mlflow",
-            "display": True,
-            "url": f"http://127.0.0.1:{stack.mlflow_port}",
-            "oauth_no_confirm": True,
-            # MLflow needs 11-52 s to start here; the hub's default 30 s wait then exits.
-            "timeout": 240,
-            "environment": s3_env,
-            "command": [
-                sys.executable, "-m", "atelier_hub.services.mlflow",
-                "--state", str(stack.path("mlflow")),
-                "--artifacts-destination", f"s3://{MLFLOW_BUCKET}/",
-            ],
-        },
+        *(entry for entry in entries if entry is not None),
         {"name": "atelier-admin", "api_token": stack.admin_token(), "display": False},
     ]
     c.JupyterHub.load_roles = [
-        {"name": "user", "scopes": ["self", "access:services!service=mlflow"]},
+        {"name": "user", "scopes": ["self", *(scope for svc in stack.running for scope in svc.session_scopes)]},
         {
             "name": "atelier-admin",
             "description": "The admin token in STATE/admin-token, for scripts and the CLI",
@@ -116,32 +101,6 @@ def update_services(c, stack: Embedded) -> None:
     ]
 
 
-def trino_service(stack: Embedded, keys: dict[str, str]) -> dict:
-    """Trino as a managed service: no ``url``, so no route through the hub's proxy
-    (Trino has no login here); sessions reach it on 127.0.0.1 directly."""
-    from .services.trino import default_java_home
-
-    return {
-        "name": "trino",
-        "display": False,
-        # Keys through the environment; the catalog file names them as ${ENV:...}.
-        "environment": {
-            "AWS_ACCESS_KEY_ID": keys["access_key_id"],
-            "AWS_SECRET_ACCESS_KEY": keys["secret_access_key"],
-            "AWS_REGION": "us-east-1",
-        },
-        "command": [
-            sys.executable, "-m", "atelier_hub.services.trino",
-            "--state", str(stack.path("trino")),
-            "--port", str(stack.trino_port),
-            "--s3-endpoint", f"http://127.0.0.1:{stack.s3_port}",
-            "--bucket", SHARED_BUCKET,
-            "--java-home", str(default_java_home()),
-            "--trino-home", str(trino_paths().home),
-        ],
-    }
-
-
 def configure(c, state: str | Path | None = None) -> None:
     """Configure JupyterHub for the embedded stack whose state folder is ``state``
     (default: ``$ATELIER_STATE``, set by ``atelier dev``)."""
@@ -149,10 +108,8 @@ def configure(c, state: str | Path | None = None) -> None:
     if not state:
         raise SystemExit("ATELIER_STATE is not set: start the hub with `atelier dev` (or `make dev`)")
     stack = Embedded.load(state)
-    for bucket in (SHARED_BUCKET, MLFLOW_BUCKET):
-        # A folder is a bucket to versitygw's posix backend: the buckets exist before
-        # the S3 server answers, so no session can race their creation.
-        (stack.path("s3") / bucket).mkdir(parents=True, exist_ok=True)
+    for svc in stack.running:
+        svc.prepare(stack)
     update_hub(c, stack)
     update_auth(c, stack)
     update_spawner(c, stack)

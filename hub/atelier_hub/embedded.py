@@ -3,17 +3,21 @@
 Rule this module keeps: ``prepare`` creates what is missing and never overwrites what
 exists (users, secrets, homes, the hub database, MLflow's store and S3's data all
 survive ``atelier dev`` being stopped and started again). Secrets are files of mode
-0600 in ``secrets/``; they are read, never printed. Layout::
+0600 in ``secrets/``; they are read, never printed. Ports and endpoints come from the
+service descriptors (:mod:`atelier_hub.services`): this module names no service.
+Layout::
 
     STATE/atelier.json       ports and paths of this stack (rewritten at each start)
     STATE/deployment.json    the services every session is configured for (0600)
     STATE/users.json         logins (scrypt hashes only, 0600)
     STATE/admin-token        an admin API token for scripts (0600)
+    STATE/initial-admin-password  the first admin password, until deleted (0600)
     STATE/secrets/           S3 keys, proxy token, cookie secret (0700)
     STATE/jupyterhub.sqlite  the hub's database
     STATE/homes/USER/        each user's home, shared by all their servers
     STATE/s3/BUCKET/         the S3 server's objects, as plain files
     STATE/mlflow/            MLflow's backend store (artifacts go to S3)
+    STATE/run/               process records (hub, services) for a clean restart
     STATE/logs/              service logs
 """
 
@@ -22,33 +26,19 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .install import paths as install
 from .auth import UsersFile
-from .settings import Deployment, MLflowService, RayService, S3Service, Services, SparkService, TrinoService
+from .services import SERVICES, Service, enabled
+from .services._process import free_port
+from .settings import Deployment, Services
 
-__all__ = ["Embedded", "SHARED_BUCKET", "MLFLOW_BUCKET", "free_port"]
+__all__ = ["Embedded", "ADMIN_USER", "write_secret", "end_leftovers"]
 
-SHARED_BUCKET = "atelier-shared"
-MLFLOW_BUCKET = "atelier-mlflow"
 ADMIN_USER = "admin"
-
-
-def free_port(preferred: int | None = None) -> int:
-    """``preferred`` if it is free on 127.0.0.1, else any free port."""
-    for candidate in ([preferred] if preferred else []) + [0]:
-        with socket.socket() as s:
-            # As the servers themselves do: a port in TIME_WAIT after a restart is free.
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise OSError("no free port on 127.0.0.1")
+# Ports of the hub itself, beside each service's own (keys of Embedded.ports).
+HUB_PORTS = ("hub", "proxy_api")
 
 
 def write_secret(path: Path, value: str) -> None:
@@ -70,13 +60,11 @@ class Embedded:
 
     state: str
     port: int
-    hub_port: int
-    proxy_api_port: int
-    s3_port: int
-    mlflow_port: int
     profiles_dir: str
-    # None: Trino is switched off (`atelier dev --no-trino`), so no service, no session settings.
-    trino_port: int | None = None
+    #: "hub", "proxy_api" and one per service that listens (Service.has_port)
+    ports: dict[str, int] = field(default_factory=dict)
+    #: the services this stack runs, by name (optional ones may be left out)
+    services: list[str] = field(default_factory=lambda: [s.name for s in SERVICES])
 
     # -- paths -------------------------------------------------------------------------
 
@@ -88,12 +76,25 @@ class Embedded:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def hub_port(self) -> int:
+        return self.ports["hub"]
+
+    @property
+    def proxy_api_port(self) -> int:
+        return self.ports["proxy_api"]
+
     def path(self, name: str) -> Path:
         return self.root / name
 
     @property
     def users(self) -> UsersFile:
         return UsersFile(self.path("users.json"))
+
+    @property
+    def running(self) -> list[Service]:
+        """The descriptors of the services this stack runs, in start order."""
+        return enabled(self.services)
 
     def s3_keys(self) -> dict[str, str]:
         path = self.path("secrets/s3.json")
@@ -112,25 +113,11 @@ class Embedded:
         return _secret(self.path("admin-token"))
 
     def deployment(self) -> Deployment:
-        keys = self.s3_keys()
-        return Deployment(services=Services(
-            s3=S3Service(
-                endpoint_url=f"http://127.0.0.1:{self.s3_port}",
-                bucket=SHARED_BUCKET,
-                access_key_id=keys["access_key_id"],
-                secret_access_key=keys["secret_access_key"],
-            ),
-            # Through the hub's public port, so the same URL works from a session, a
-            # script on this machine and a browser; the hub checks the token.
-            mlflow=MLflowService(tracking_uri=f"{self.url}/services/mlflow", auth="hub"),
-            spark=SparkService(
-                jars=[str(p) for p in install.spark_jars()],
-                java_home=str(install.JAVA17_HOME),
-                local_ip="127.0.0.1",
-            ),
-            ray=RayService(),
-            trino=TrinoService(url=f"http://127.0.0.1:{self.trino_port}") if self.trino_port else None,
-        ))
+        """What every session is configured for: each running service's endpoints."""
+        parts: dict = {}
+        for svc in self.running:
+            parts.update(svc.endpoints(self))
+        return Deployment(services=Services(**parts))
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -138,49 +125,79 @@ class Embedded:
     def load(cls, state: str | Path) -> Embedded:
         path = Path(state) / "atelier.json"
         try:
-            return cls(**json.loads(path.read_text()))
+            data = json.loads(path.read_text())
         except FileNotFoundError:
             raise FileNotFoundError(f"{path} not found; start the stack with `atelier dev --state {state}`") from None
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
     def prepare(cls, state: str | Path, *, port: int, profiles_dir: str | Path,
-                trino: bool = True) -> tuple[Embedded, str | None]:
+                without: tuple[str, ...] = ()) -> tuple[Embedded, str | None]:
         """Create or reuse the state folder; returns the stack and, on first start only,
-        the generated admin password (to be shown once)."""
+        the generated admin password (also kept in ``initial-admin-password``, 0600,
+        so that a start that fails half-way loses no login)."""
         root = Path(state).resolve()
-        root.mkdir(parents=True, exist_ok=True)
-        previous = {}
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        previous: dict = {}
         if (root / "atelier.json").exists():
             previous = json.loads((root / "atelier.json").read_text())
+        old_ports = dict(previous.get("ports") or {})
+        for key in (*HUB_PORTS, *(s.name for s in SERVICES)):
+            # atelier.json of an older Atelier kept each port as NAME_port.
+            if key not in old_ports and previous.get(f"{key}_port"):
+                old_ports[key] = previous[f"{key}_port"]
         if free_port(port) != port:
             raise OSError(f"port {port} on 127.0.0.1 is in use; stop what uses it or pass --port N")
+        names = [s.name for s in SERVICES if s.name not in without]
         taken = {port}
-
-        def pick(key: str) -> int:
+        ports: dict[str, int] = {}
+        for key in (*HUB_PORTS, *(s.name for s in enabled(names) if s.has_port)):
             # Same port as last time where free, so running sessions keep their settings.
-            chosen = free_port(previous.get(key))
-            while chosen in taken:
-                chosen = free_port()
-            taken.add(chosen)
-            return chosen
-
-        stack = cls(
-            state=str(root),
-            port=port,
-            hub_port=pick("hub_port"),
-            proxy_api_port=pick("proxy_api_port"),
-            s3_port=pick("s3_port"),
-            mlflow_port=pick("mlflow_port"),
-            profiles_dir=str(Path(profiles_dir).resolve()),
-            trino_port=pick("trino_port") if trino else None,
-        )
-        for sub in ("homes", "mlflow", "logs", f"s3/{SHARED_BUCKET}", f"s3/{MLFLOW_BUCKET}"):
+            ports[key] = free_port(old_ports.get(key), avoid=taken)
+            taken.add(ports[key])
+        stack = cls(state=str(root), port=port, profiles_dir=str(Path(profiles_dir).resolve()),
+                    ports=ports, services=names)
+        for sub in ("homes", "mlflow", "logs", "run"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         (root / "secrets").mkdir(mode=0o700, exist_ok=True)
+        for svc in stack.running:
+            svc.prepare(stack)
         (root / "atelier.json").write_text(json.dumps(asdict(stack), indent=2))
         write_secret(root / "deployment.json", stack.deployment().model_dump_json(indent=2))
         stack.admin_token()
         password = None
         if not stack.users.load():
             password = stack.users.add(ADMIN_USER, admin=True)
+            write_secret(root / "initial-admin-password", password + "\n")
         return stack, password
+
+
+def end_leftovers(state: str | Path) -> list[str]:
+    """End what a hub that died hard (``kill -9``) left running in ``state``: the hub
+    itself if still there, its proxy, and every service's recorded process group.
+    Sessions are left alone: the next hub re-adopts them (or stops those whose
+    deployment settings changed). Returns what was ended, for the log.
+
+    Only processes recorded by this stack are touched, and only while they are still
+    the recorded process (same start time) or, for the proxy, still the proxy.
+    """
+    from .services._process import end_group, end_recorded
+
+    root = Path(state)
+    ended = []
+    if end_recorded(root / "run" / "hub.pid", grace=20, what="hub"):
+        ended.append("hub")
+    try:
+        pid = int((root / "logs" / "proxy.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        pid, cmdline = 0, []
+    if pid and any(b"configurable-http-proxy" in part for part in cmdline):
+        print(f"ending the previous hub's proxy (pid {pid})", flush=True)
+        end_group(pid, grace=5)
+        ended.append("proxy")
+    for svc in SERVICES:
+        if end_recorded(svc.record_file(root), what=f"{svc.name} process"):
+            ended.append(svc.name)
+    return ended

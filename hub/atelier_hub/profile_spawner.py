@@ -8,6 +8,8 @@ outside the user's groups.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import ClassVar
 
 from tornado import web
@@ -44,7 +46,11 @@ class ProfileSpawnerMixin(Configurable):
     _profiles: ClassVar[list[Profile] | None] = None
     _deployment: ClassVar[Deployment | None] = None
 
+    _deployment_digest: ClassVar[str | None] = None
+
     profile: Profile | None = None
+    #: digest of the deployment settings this server was started with (kept in its state)
+    started_digest: str | None = None
 
     @property
     def profiles(self) -> list[Profile]:
@@ -59,6 +65,20 @@ class ProfileSpawnerMixin(Configurable):
         if cls._deployment is None:
             cls._deployment = load_deployment(self.deployment_file) if self.deployment_file else Deployment()
         return cls._deployment
+
+    @property
+    def deployment_digest(self) -> str:
+        """A digest of the deployment settings file: a server started under other
+        settings (a service moved to another port while the hub was down) points at
+        endpoints that may be dead, and is stopped rather than re-adopted."""
+        cls = type(self)
+        if cls._deployment_digest is None:
+            data = Path(self.deployment_file).read_bytes() if self.deployment_file else b""
+            cls._deployment_digest = hashlib.sha256(data).hexdigest()[:16]
+        return cls._deployment_digest
+
+    def stale(self) -> bool:
+        return bool(self.started_digest) and self.started_digest != self.deployment_digest
 
     def groups(self) -> set[str]:
         return {g.name for g in getattr(self.user, "groups", [])}

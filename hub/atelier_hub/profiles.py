@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from .schema import StrictModel
 
 __all__ = [
     "Profile",
@@ -78,15 +80,13 @@ def format_memory(n_bytes: int) -> str:
     return str(n_bytes)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CPU(_Strict):
+class CPU(StrictModel):
     """CPU cores: ``guarantee`` is reserved for the session, ``limit`` is its ceiling."""
 
-    guarantee: float | None = Field(None, gt=0)
-    limit: float = Field(gt=0)
+    guarantee: float | None = Field(None, gt=0, description="Cores reserved for the session (a cluster's CPU "
+                                    "request); null: none reserved.")
+    limit: float = Field(gt=0, description="Cores the session may use at most; also its thread count "
+                         "(`OMP_NUM_THREADS` and friends) and Spark's `local[N]`.")
 
     @model_validator(mode="after")
     def _limit_above_guarantee(self) -> CPU:
@@ -98,11 +98,12 @@ class CPU(_Strict):
         return self
 
 
-class Memory(_Strict):
+class Memory(StrictModel):
     """Memory in bytes; written in files as ``4G``, ``512Mi`` or a number of bytes."""
 
-    guarantee: int | None = None
-    limit: int
+    guarantee: int | None = Field(None, description="Memory reserved for the session, e.g. `8G`; null: none.")
+    limit: int = Field(description="Memory the session may use at most, e.g. `16G` or `512Mi` (its cgroup or "
+                       "pod limit; past it the kernel is killed).")
 
     @field_validator("guarantee", "limit", mode="before")
     @classmethod
@@ -121,11 +122,11 @@ class Memory(_Strict):
         return self
 
 
-class GPU(_Strict):
+class GPU(StrictModel):
     """GPUs of one kind; ``count`` is required whenever a ``gpu`` block is present."""
 
-    count: int | None = None
-    type: str | None = None
+    count: int | None = Field(None, description="How many GPUs (required in a `gpu` block; at least 1).")
+    type: str | None = Field(None, description="What the picker calls them, e.g. `NVIDIA A10G`; informational.")
 
     @model_validator(mode="after")
     def _count_required(self) -> GPU:
@@ -136,27 +137,36 @@ class GPU(_Strict):
         return self
 
 
-class Toleration(_Strict):
-    key: str
-    operator: Literal["Exists", "Equal"] = "Equal"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+class Toleration(StrictModel):
+    """A Kubernetes toleration, so sessions may run on tainted nodes (GPU, high-memory pools)."""
+
+    key: str = Field(description="The taint's key, e.g. `nvidia.com/gpu`.")
+    operator: Literal["Exists", "Equal"] = Field("Equal", description="`Equal` matches `value`; `Exists` any value.")
+    value: str | None = Field(None, description="The taint's value, with `operator: Equal`.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="The taint's effect; null matches every effect.")
 
 
-class Profile(_Strict):
+class Profile(StrictModel):
     """One session size: what the picker shows and what the spawner gives."""
 
-    name: str
-    display_name: str
-    description: str = ""
-    default: bool = False
-    cpu: CPU
-    memory: Memory
-    gpu: GPU | None = None
-    image: str | None = None
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
-    groups: list[str] = Field(default_factory=list)
+    name: str = Field(description="Identifier: lower-case letters, digits and `-` (a DNS label), e.g. "
+                      "`cpu-small`; what `{\"profile\": NAME}` in a spawn request names.")
+    display_name: str = Field(description="The title of its card in the picker.")
+    description: str = Field("", description="One line under the title in the picker.")
+    default: bool = Field(False, description="Preselected in the picker, and used when a request names no "
+                          "profile (at most one profile).")
+    cpu: CPU = Field(description="CPU cores: `{guarantee, limit}`.")
+    memory: Memory = Field(description="Memory: `{guarantee, limit}`.")
+    gpu: GPU | None = Field(None, description="GPUs: `{count, type}`; null for a CPU profile.")
+    image: str | None = Field(None, description="Session image on a cluster; null: the cluster settings' "
+                              "`singleuser_image`.")
+    node_selector: dict[str, str] = Field(default_factory=dict,
+                                          description="Node labels a cluster session must run on, e.g. "
+                                          "`{atelier.dev/pool: gpu}`.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints a cluster session tolerates.")
+    groups: list[str] = Field(default_factory=list,
+                              description="Hub groups whose members may use it; empty: everyone.")
     source: str = Field("", exclude=True, description="file the profile came from")
 
     @field_validator("name")

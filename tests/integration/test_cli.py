@@ -71,12 +71,11 @@ def test_dev_without_versitygw_names_it_and_the_fix(tmp_path):
         pytest.fail(f"configurable-http-proxy is not installed in {cache_dir()}: run `make install`", pytrace=False)
     cache = _cache_with(tmp_path, chp)
     line = one_line(dev(tmp_path / "state", 0, env={"ATELIER_CACHE": str(cache)}))
-    path = cache / tool_path("versitygw").relative_to(cache_dir())
-    assert line == f"atelier: versitygw is not installed ({path}); run `make install`"
+    assert line == "atelier: S3 needs versitygw, which is not installed; run `make install`"
     assert not (tmp_path / "state").exists()
 
 
-def test_dev_without_trino_offers_no_trino(tmp_path):
+def test_dev_without_trino_offers_to_start_without_it(tmp_path):
     parts = [tool_path(t).relative_to(cache_dir()).parts[0] for t in ("configurable-http-proxy", "versitygw")]
     missing = [p for p in parts if not (cache_dir() / p).exists()]
     if missing:
@@ -84,6 +83,15 @@ def test_dev_without_trino_offers_no_trino(tmp_path):
     assert trino_paths().root.parent == cache_dir()  # so leaving it out of the cache leaves Trino out
     cache = _cache_with(tmp_path, *parts)
     line = one_line(dev(tmp_path / "state", 0, env={"ATELIER_CACHE": str(cache)}))
-    assert line == ("atelier: Trino is not installed; run `make install`, or start without it: "
-                    "atelier dev --no-trino")
+    assert line == ("atelier: Trino needs trino, which is not installed; run `make install`, "
+                    "or start without it: atelier dev --without trino")
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("name, line", [
+    ("s3", "atelier: --without s3: S3 cannot be left out (optional services: trino)"),
+    ("nosuch", "atelier: --without nosuch: no service 'nosuch'; known: s3, mlflow, trino, spark, ray"),
+])
+def test_dev_without_a_service_it_cannot_leave_out(tmp_path, name, line):
+    assert one_line(dev(tmp_path / "state", 0, "--without", name)) == line
     assert not (tmp_path / "state").exists()

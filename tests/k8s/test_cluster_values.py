@@ -2,8 +2,8 @@
 chart's own schema (jsonschema, draft 7), and the hub code they carry run for real.
 
 No cluster needed: these are fast and run everywhere. The chart's schema and defaults
-are vendored beside this file (tests/k8s/vendor/z2jh/, see SOURCE.md there), so the schema
-checks always run.
+are vendored in the repository (tests/terraform/z2jh/, see SOURCE.md there, shared with
+the Terraform values test), so the schema checks always run.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from traitlets.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "profiles"
-SCHEMA = Path(__file__).resolve().parent / "vendor" / "z2jh" / "values.schema.yaml"
+SCHEMA = REPO / "tests" / "terraform" / "z2jh" / "values.schema.yaml"
 
 DEPLOYMENT = Deployment.model_validate({"services": {
     "s3": {"endpoint_url": "http://minio.storage.svc.cluster.local:9000", "bucket": "atelier-shared"},
@@ -46,7 +46,7 @@ def _schema() -> Path:
     # Vendored in the repository: a missing file is a broken checkout, never a skip.
     if not SCHEMA.exists() or not SCHEMA.with_name("values.yaml").exists():
         pytest.fail(f"the chart's schema or defaults are missing from {SCHEMA.parent}: restore them with "
-                    "`git checkout -- tests/k8s/vendor/z2jh` (source and commit in SOURCE.md there)", pytrace=False)
+                    "`git checkout -- tests/terraform/z2jh` (source and commit in SOURCE.md there)", pytrace=False)
     return SCHEMA
 
 

@@ -17,7 +17,9 @@ import atelier_lab
 import pytest
 from atelier_hub.install import paths as install_paths
 from atelier_hub.install import trino as trino_install
-from atelier_hub.services import trino as svc
+from atelier_hub.services import _process
+from atelier_hub.services import trino_etc as etc
+from atelier_hub.services import trino_server as server
 from atelier_lab import TrinoUnavailable, connect_trino, trino_settings
 from atelier_lab._trino_cli import cli_command
 
@@ -32,7 +34,7 @@ def props(text: str) -> dict[str, str]:
 
 
 def test_single_node_on_loopback_only():
-    files = svc.render_etc(**ETC)
+    files = etc.render_etc(**ETC)
     assert props(files["node.properties"]) == {
         "node.environment": "atelier",
         "node.id": "abc123",
@@ -65,8 +67,8 @@ def size_bytes(text: str) -> int:
 
 
 def test_jvm_config_fits_the_query_memory_and_java_25():
-    files = svc.render_etc(**ETC)
-    options = svc.jvm_options(files["jvm.config"])
+    files = etc.render_etc(**ETC)
+    options = etc.jvm_options(files["jvm.config"])
     heaps = [o.removeprefix("-Xmx") for o in options if o.startswith("-Xmx")]
     assert heaps == ["1G"]
     # Trino keeps ~30% of the heap as headroom: the rendered query memory must fit in the rest.
@@ -81,13 +83,13 @@ def test_jvm_config_fits_the_query_memory_and_java_25():
 def test_without_an_s3_endpoint_only_tpch_is_written():
     # One bad catalog file stops the whole server: none is written half-done.
     for kw in ({}, {"s3_endpoint": "http://127.0.0.1:9000"}, {"bucket": "b"}):
-        files = svc.render_etc(**ETC, **kw)
+        files = etc.render_etc(**ETC, **kw)
         assert sorted(f for f in files if f.startswith("catalog/")) == ["catalog/tpch.properties"]
-    assert svc.render_etc(**ETC)["catalog/tpch.properties"] == "connector.name=tpch\n"
+    assert etc.render_etc(**ETC)["catalog/tpch.properties"] == "connector.name=tpch\n"
 
 
 def test_hive_catalog_on_the_shared_bucket_names_keys_only_as_env_references():
-    files = svc.render_etc(**ETC, s3_endpoint="http://127.0.0.1:9000", bucket="atelier-shared", region="eu-west-1")
+    files = etc.render_etc(**ETC, s3_endpoint="http://127.0.0.1:9000", bucket="atelier-shared", region="eu-west-1")
     assert props(files["catalog/hive.properties"]) == {
         "connector.name": "hive",
         "hive.metastore": "file",
@@ -104,7 +106,7 @@ def test_hive_catalog_on_the_shared_bucket_names_keys_only_as_env_references():
 
 
 def test_hive_catalog_without_static_keys_leaves_credentials_to_the_sdk():
-    files = svc.render_etc(**ETC, s3_endpoint="http://s3", bucket="b", s3_keys_in_env=False)
+    files = etc.render_etc(**ETC, s3_endpoint="http://s3", bucket="b", s3_keys_in_env=False)
     assert "aws-access-key" not in files["catalog/hive.properties"]
     assert "aws-secret-key" not in files["catalog/hive.properties"]
 
@@ -118,12 +120,12 @@ def test_hive_catalog_without_static_keys_leaves_credentials_to_the_sdk():
 )
 def test_properties_refuse_what_would_read_back_differently(props_in):
     with pytest.raises(ValueError):
-        svc.render_properties(props_in)
+        etc.render_properties(props_in)
 
 
 def test_server_command_is_what_trinos_launcher_builds():
-    files = svc.render_etc(**ETC)
-    cmd = svc.server_command(java="/j/bin/java", trino_home="/opt/trino", etc_dir="/st/etc", files=files,
+    files = etc.render_etc(**ETC)
+    cmd = etc.server_command(java="/j/bin/java", trino_home="/opt/trino", etc_dir="/st/etc", files=files,
                              log_file="/st/logs/server.log", main_class="io.trino.server.TrinoServer")
     assert cmd[0] == "/j/bin/java" and cmd[-1] == "io.trino.server.TrinoServer"
     assert cmd[cmd.index("-cp") + 1] == "/opt/trino/lib/*"
@@ -132,7 +134,7 @@ def test_server_command_is_what_trinos_launcher_builds():
     assert "-Dlog.levels-file=/st/etc/log.properties" in cmd
     assert "-Dlog.path=/st/logs/server.log" in cmd
     # JVM options come before the main class, all of them.
-    assert cmd[1:1 + len(svc.jvm_options(files["jvm.config"]))] == svc.jvm_options(files["jvm.config"])
+    assert cmd[1:1 + len(etc.jvm_options(files["jvm.config"]))] == etc.jvm_options(files["jvm.config"])
 
 
 @pytest.mark.parametrize(
@@ -146,20 +148,20 @@ def test_server_command_is_what_trinos_launcher_builds():
 )
 def test_java_major_version(tmp_path, release, major):
     (tmp_path / "release").write_text(release)
-    assert svc.java_major_version(tmp_path) == major
+    assert server.java_major_version(tmp_path) == major
 
 
 def test_java_major_version_without_a_release_file(tmp_path):
-    assert svc.java_major_version(tmp_path / "nope") is None
+    assert server.java_major_version(tmp_path / "nope") is None
 
 
 def test_a_stale_ready_file_is_not_ready(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (tmp_path / "ready").write_text(f'{{"url": "http://127.0.0.1:1", "pid": {dead.pid}}}')
-    assert svc.read_ready(tmp_path) is None
+    assert server.read_ready(tmp_path) is None
     (tmp_path / "ready").write_text(f'{{"url": "http://127.0.0.1:1", "pid": {os.getpid()}}}')
-    assert svc.read_ready(tmp_path)["url"] == "http://127.0.0.1:1"
+    assert server.read_ready(tmp_path)["url"] == "http://127.0.0.1:1"
 
 
 def test_predecessor_cleanup_leaves_a_reused_pid_alone(tmp_path):
@@ -168,7 +170,7 @@ def test_predecessor_cleanup_leaves_a_reused_pid_alone(tmp_path):
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
     try:
         (tmp_path / "server.pgid").write_text(f"{bystander.pid} 1\n")
-        svc.end_predecessor(tmp_path / "server.pgid")
+        _process.end_recorded(tmp_path / "server.pgid")
         assert bystander.poll() is None
         assert not (tmp_path / "server.pgid").exists()
     finally:
@@ -178,9 +180,9 @@ def test_predecessor_cleanup_leaves_a_reused_pid_alone(tmp_path):
 
 def test_predecessor_cleanup_ends_the_recorded_group(tmp_path):
     leader = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
-    (tmp_path / "server.pgid").write_text(f"{leader.pid} {svc._start_time(leader.pid)}\n")
+    (tmp_path / "server.pgid").write_text(f"{leader.pid} {_process.start_time(leader.pid)}\n")
     t0 = time.monotonic()
-    svc.end_predecessor(tmp_path / "server.pgid")
+    _process.end_recorded(tmp_path / "server.pgid")
     assert leader.wait(5) == -15 and time.monotonic() - t0 < 10
 
 
@@ -374,7 +376,7 @@ def test_doctests_of_the_trino_modules():
     import atelier_lab._trino as lab_trino
     import atelier_lab._trino_cli as lab_cli
 
-    for module in (svc, trino_install, install_paths, lab_trino, lab_cli):
+    for module in (etc, server, _process, trino_install, install_paths, lab_trino, lab_cli):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, module.__name__
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from .. import __version__
+from ..schema import StrictModel
 from ..settings import load_settings_file
 
 __all__ = ["ClusterSettings", "ClusterSettingsError", "load_cluster_settings", "HOME_MOUNT_PATH"]
@@ -28,71 +29,70 @@ class ClusterSettingsError(ValueError):
     """The cluster settings file is invalid; the message names the field and the fix."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Image(StrictModel):
+    """A container image by name and tag."""
+
+    name: str = Field(description="Repository, e.g. `registry.example.com/atelier/base`.")
+    tag: str = Field(description="Tag; pin a dated or digest-derived tag in production.")
 
 
-class Image(_Strict):
-    name: str
-    tag: str
-
-
-class Storage(_Strict):
+class Storage(StrictModel):
     """One dynamic PVC per user, mounted as the home of every server of that user."""
 
-    capacity: str = "20Gi"
-    # None: the cluster's default StorageClass (gp3 on EKS with the EBS CSI driver).
-    storage_class: str | None = None
-    home_mount_path: str = HOME_MOUNT_PATH
-    # No {servername}: all of a user's servers and profiles share one home.
-    pvc_name_template: str = "claim-{username}"
+    capacity: str = Field("20Gi", description="Size of each user's home volume.")
+    storage_class: str | None = Field(None, description="StorageClass of the home volumes; null: the cluster's "
+                                      "default (gp3 on EKS with the EBS CSI driver).")
+    home_mount_path: str = Field(HOME_MOUNT_PATH, description="Where the home is mounted in every session.")
+    pvc_name_template: str = Field("claim-{username}", description="Name of a user's home PVC; no "
+                                   "`{servername}`, so all of a user's servers and profiles share one home.")
 
 
-class Culling(_Strict):
+class Culling(StrictModel):
     """Idle servers are stopped (never deleted: the home PVC stays)."""
 
-    enabled: bool = True
-    timeout: int = Field(3600, gt=0, description="seconds idle before a server is stopped")
-    every: int = Field(300, gt=0, description="seconds between checks")
-    max_age: int = Field(0, ge=0, description="seconds a server may run at most; 0: no limit")
+    enabled: bool = Field(True, description="Whether idle servers are stopped.")
+    timeout: int = Field(3600, gt=0, description="Seconds idle before a server is stopped.")
+    every: int = Field(300, gt=0, description="Seconds between checks.")
+    max_age: int = Field(0, ge=0, description="Seconds a server may run at most; 0: no limit.")
 
 
-class SessionIdentity(_Strict):
+class SessionIdentity(StrictModel):
     """How sessions reach cloud services without keys in the pod spec.
 
     On EKS: a ServiceAccount annotated with an IAM role (IRSA); the pod gets a projected
     web-identity token and boto3 picks it up with no configuration.
     """
 
-    service_account: str | None = None
+    service_account: str | None = Field(None, description="ServiceAccount of session pods; null: none made.")
     role_arn: str | None = Field(None, description="IAM role for IRSA, e.g. arn:aws:iam::123456789012:role/atelier-session")
 
 
-class NodePools(_Strict):
+class NodePools(StrictModel):
     """Where the chart's own pods go; profiles place the sessions."""
 
-    core: dict[str, str] = Field(default_factory=lambda: {"atelier.dev/pool": "core"})
+    core: dict[str, str] = Field(default_factory=lambda: {"atelier.dev/pool": "core"},
+                                 description="Node selector of the hub, the proxy and the chart's other pods.")
 
 
-class ClusterSettings(_Strict):
+class ClusterSettings(StrictModel):
     """Everything a cluster deployment adds to ``profiles/`` and the services."""
 
-    namespace: str | None = Field(None, description="None: the hub's own namespace (the Helm release's)")
-    # The hub image: the chart's k8s-hub image plus `pip install atelier-hub` (see the
-    # README); name it after your registry.
-    hub_image: Image = Image(name="ghcr.io/atelier-dev/atelier-hub", tag=__version__)
-    # The session image unless a profile names its own; pin a dated tag in production.
-    singleuser_image: Image = Image(name="quay.io/jupyter/scipy-notebook", tag="latest")
-    storage: Storage = Storage()
-    culling: Culling = Culling()
-    gpu_servers_per_user: int = Field(1, ge=0, description="concurrent GPU servers per user; 0: none")
-    named_servers_per_user: int = Field(5, ge=0)
-    node_pools: NodePools = NodePools()
-    identity: SessionIdentity = SessionIdentity()
-    # Where service hostnames outside the cluster resolve (the VPC): the chart blocks
-    # private IPs by default, so each service gets an egress rule to these CIDRs on its
-    # own port only.
-    private_cidrs: list[str] = Field(default_factory=lambda: ["10.0.0.0/8"])
+    namespace: str | None = Field(None, description="Namespace of the sessions; null: the hub's own (the Helm release's).")
+    hub_image: Image = Field(Image(name="ghcr.io/atelier-dev/atelier-hub", tag=__version__),
+                             description="The hub image: the chart's k8s-hub image plus `atelier-hub` (see the "
+                             "README); name it after your registry.")
+    singleuser_image: Image = Field(Image(name="quay.io/jupyter/scipy-notebook", tag="latest"),
+                                    description="The session image unless a profile names its own.")
+    storage: Storage = Field(Storage(), description="Home volumes.")
+    culling: Culling = Field(Culling(), description="Stopping idle servers.")
+    gpu_servers_per_user: int = Field(1, ge=0, description="Concurrent GPU servers per user; 0: none.")
+    named_servers_per_user: int = Field(5, ge=0, description="Named servers a user may have besides the default.")
+    node_pools: NodePools = Field(NodePools(), description="Where the chart's own pods run.")
+    identity: SessionIdentity = Field(SessionIdentity(), description="Cloud credentials of sessions (IRSA).")
+    private_cidrs: list[str] = Field(default_factory=lambda: ["10.0.0.0/8"],
+                                     description="Where service hostnames outside the cluster resolve (the VPC): "
+                                     "the chart blocks private IPs by default, so each service gets an egress "
+                                     "rule to these CIDRs on its own port only.")
 
 
 def load_cluster_settings(path: str | Path | None) -> ClusterSettings:

@@ -18,7 +18,15 @@ import time
 from pathlib import Path
 
 from .paths import (
-    CHP_VERSION, JAVA17_HOME, REPO, SPARK_S3A_JARS, UV_VERSION, VENV, VERSITYGW_VERSION, maven_jar, maven_repo,
+    CHP_VERSION,
+    JAVA17_HOME,
+    REPO,
+    SPARK_S3A_JARS,
+    UV_VERSION,
+    VENV,
+    VERSITYGW_VERSION,
+    maven_jar,
+    maven_repo,
     tool_path,
 )
 

@@ -1,0 +1,176 @@
+"""Trino's ``etc/`` folder, rendered from keyword arguments: pure functions, no I/O.
+
+Rule this module keeps: everything Trino reads is rendered here, holds no secret (the
+S3 keys are named as ``${ENV:...}``, which Trino resolves from its environment), and
+a catalog is written whole or not at all: one bad catalog file stops the whole server.
+ref: ../shared/RECIPES.md (S3, Trino, Spark)
+"""
+
+from __future__ import annotations
+
+__all__ = ["HEAP", "QUERY_MAX_MEMORY", "render_etc", "render_properties", "jvm_options", "server_command"]
+
+# Heap for the whole server; a query may use half of it (the rest is Trino's headroom
+# and its own structures). ref: ../shared/RECIPES.md (-Xmx1G with 512MB per node ran)
+HEAP = "1G"
+QUERY_MAX_MEMORY = "512MB"
+
+# Trino's recommended JVM options (docs: installation/deployment, "JVM config"), sized
+# for a development machine. Java 25 prints a warning for Trino's use of
+# sun.misc.Unsafe and for native access; the two last lines allow both, silently.
+_JVM = [
+    "-server",
+    f"-Xmx{HEAP}",
+    "-XX:+UseG1GC",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-XX:-OmitStackTraceInFastThrow",
+    "-XX:ReservedCodeCacheSize=256M",
+    "-XX:PerMethodRecompilationCutoff=10000",
+    "-XX:PerBytecodeRecompilationCutoff=10000",
+    "-Djdk.attach.allowAttachSelf=true",
+    "-Djdk.nio.maxCachedBufferSize=2000000",
+    "-Dfile.encoding=UTF-8",
+    "-XX:+EnableDynamicAgentLoading",
+    # JOL (object sizes) otherwise tries, and fails, to attach the serviceability agent.
+    "-Djol.skipHotspotSAAttach=true",
+    "--sun-misc-unsafe-memory-access=allow",
+    "--enable-native-access=ALL-UNNAMED",
+]
+
+
+def render_properties(props: dict[str, str]) -> str:
+    """A Java properties file, one ``key=value`` a line, in the given order.
+
+    >>> render_properties({"connector.name": "tpch"})
+    'connector.name=tpch\\n'
+    """
+    for key, value in props.items():
+        if "\n" in key + value or "=" in key:
+            raise ValueError(f"property {key!r} cannot be written to a properties file")
+    return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+def jvm_options(jvm_config: str) -> list[str]:
+    """The options of a ``jvm.config`` text: one a line, ``#`` comments and blanks skipped.
+
+    >>> jvm_options("-Xmx1G\\n# comment\\n\\n-server\\n")
+    ['-Xmx1G', '-server']
+    """
+    return [line.strip() for line in jvm_config.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def render_etc(
+    *,
+    port: int,
+    node_id: str,
+    data_dir: str,
+    etc_dir: str,
+    trino_home: str,
+    s3_endpoint: str | None = None,
+    bucket: str | None = None,
+    region: str = "us-east-1",
+    s3_keys_in_env: bool = True,
+) -> dict[str, str]:
+    """Every file of Trino's ``etc/`` folder, by path relative to it (pure, no I/O).
+
+    The ``hive`` catalog is written only when ``s3_endpoint`` and ``bucket`` are both
+    given: one bad catalog file stops the whole server, so none is written half-done.
+    With ``s3_keys_in_env`` the catalog reads the keys from Trino's environment;
+    without, the AWS SDK's default chain finds them (instance or IRSA credentials).
+
+    >>> files = render_etc(port=8080, node_id="n1", data_dir="/s/data", etc_dir="/s/etc",
+    ...                    trino_home="/t", s3_endpoint="http://127.0.0.1:9000", bucket="b")
+    >>> sorted(files)
+    ['catalog/hive.properties', 'catalog/tpch.properties', 'config.properties', 'jvm.config', 'log.properties', 'node.properties']
+    >>> "s3.aws-secret-key=${ENV:AWS_SECRET_ACCESS_KEY}" in files["catalog/hive.properties"]
+    True
+    """
+    node = {
+        "node.environment": "atelier",
+        "node.id": node_id,
+        "node.data-dir": data_dir,
+        # Loopback only: HTTP server, announcements and the address other nodes would use.
+        "node.bind-ip": "127.0.0.1",
+        "node.internal-address": "127.0.0.1",
+    }
+    config = {
+        "coordinator": "true",
+        "node-scheduler.include-coordinator": "true",
+        "http-server.http.port": str(port),
+        "discovery.uri": f"http://127.0.0.1:{port}",
+        "query.max-memory": QUERY_MAX_MEMORY,
+        "query.max-memory-per-node": QUERY_MAX_MEMORY,
+        # Absolute paths: Trino's defaults are relative to its working folder.
+        "plugin.dir": f"{trino_home}/plugin",
+        "catalog.config-dir": f"{etc_dir}/catalog",
+        # SIGTERM starts Trino's graceful shutdown, which waits this long (2 min by
+        # default) for running queries; one development node has nothing to drain to.
+        "shutdown.grace-period": "2s",
+        # The HTTP request log would grow with every query; the server log is kept.
+        "http-server.log.enabled": "false",
+    }
+    log_levels = {
+        "io.trino": "INFO",
+        # Plugin loading and the bootstrap's property table are hundreds of lines a start.
+        "io.trino.server.PluginManager": "WARN",
+        "Bootstrap": "WARN",
+        # One line per query (and per readiness probe) would grow the log without end.
+        "io.trino.event.QueryMonitor": "WARN",
+    }
+    files = {
+        "node.properties": render_properties(node),
+        "config.properties": render_properties(config),
+        "jvm.config": "\n".join(_JVM) + "\n",
+        "log.properties": render_properties(log_levels),
+        "catalog/tpch.properties": render_properties({"connector.name": "tpch"}),
+    }
+    if s3_endpoint and bucket:
+        hive = {
+            "connector.name": "hive",
+            # Table definitions as files on the shared bucket itself: no metastore
+            # service to run, and they survive restarts with the bucket.
+            "hive.metastore": "file",
+            "hive.metastore.catalog.dir": f"s3://{bucket}/hive-metastore",
+            "fs.native-s3.enabled": "true",
+            "s3.endpoint": s3_endpoint,
+            "s3.region": region,
+            "s3.path-style-access": "true",
+        }
+        if s3_keys_in_env:
+            # Resolved by Trino from its environment: no secret is written to disk.
+            hive["s3.aws-access-key"] = "${ENV:AWS_ACCESS_KEY_ID}"
+            hive["s3.aws-secret-key"] = "${ENV:AWS_SECRET_ACCESS_KEY}"
+        # Spark writes tables as plain folders of Parquet files; Trino may read and
+        # write such external tables (CREATE TABLE ... WITH (external_location=...)).
+        hive["hive.non-managed-table-writes-enabled"] = "true"
+        hive["hive.storage-format"] = "PARQUET"
+        files["catalog/hive.properties"] = render_properties(hive)
+    return files
+
+
+def server_command(
+    *, java: str, trino_home: str, etc_dir: str, files: dict[str, str], log_file: str, main_class: str
+) -> list[str]:
+    """The java command line that runs the server, as Trino's launcher builds it:
+    jvm.config's options, node.properties as system properties, the config file.
+
+    >>> files = {"jvm.config": "-Xmx1G\\n", "node.properties": "node.id=n1\\n"}
+    >>> server_command(java="java", trino_home="/t", etc_dir="/e", files=files,
+    ...                log_file="/l/server.log", main_class="io.trino.server.TrinoServer")[:4]
+    ['java', '-Xmx1G', '-cp', '/t/lib/*']
+    """
+    node = [f"-D{line.strip()}" for line in files["node.properties"].splitlines() if line.strip()]
+    return [
+        java,
+        *jvm_options(files["jvm.config"]),
+        "-cp", f"{trino_home}/lib/*",
+        *node,
+        f"-Dconfig={etc_dir}/config.properties",
+        f"-Dlog.levels-file={etc_dir}/log.properties",
+        f"-Dlog.path={log_file}",
+        "-Dlog.enable-console=false",
+        "-Dlog.max-size=100MB",
+        "-Dlog.max-total-size=200MB",
+        main_class,
+    ]

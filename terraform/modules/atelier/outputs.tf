@@ -1,0 +1,24 @@
+output "release_name" {
+  description = "Name of the Helm release of the hub"
+  value       = helm_release.this.name
+}
+
+output "namespace" {
+  description = "Namespace of the hub, the sessions and MLflow"
+  value       = kubernetes_namespace_v1.atelier.metadata[0].name
+}
+
+output "mlflow_tracking_uri" {
+  description = "URL of MLflow's tracking server inside the cluster (what sessions get as MLFLOW_TRACKING_URI)"
+  value       = local.mlflow_url
+}
+
+output "values" {
+  description = "The chart values `atelier render values` made from this deployment's outputs"
+  value       = data.external.values.result.values
+}
+
+output "cluster_settings" {
+  description = "The cluster settings the values were rendered from"
+  value       = module.values.cluster_settings
+}

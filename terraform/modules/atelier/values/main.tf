@@ -1,0 +1,46 @@
+# The inputs of `atelier render values`, made from what the other modules output.
+#
+# Rule this module keeps: the cluster settings and the deployment settings are
+# written here from Terraform values only (nothing copied by hand), and rendering
+# itself is the atelier CLI's: `query` is exactly what the atelier module hands to
+# render_values.py (its `external` data source), so the values Helm gets are the
+# CLI's output for these inputs. No provider: tests/terraform applies it here.
+
+locals {
+  cluster_settings = {
+    namespace        = var.namespace
+    hub_image        = var.hub_image
+    singleuser_image = var.singleuser_image
+    storage = {
+      capacity      = var.home_capacity
+      storage_class = var.storage_class
+    }
+    culling = {
+      timeout = var.cull_timeout
+    }
+    gpu_servers_per_user = var.gpu_servers_per_user
+    node_pools = {
+      core = var.core_node_selector
+    }
+    identity = {
+      service_account = var.session_service_account
+      role_arn        = var.session_role_arn
+    }
+    private_cidrs = var.private_cidrs
+  }
+
+  deployment = {
+    services = merge({
+      # No endpoint_url, no keys: AWS's own S3, reached with the session role (IRSA).
+      s3 = {
+        bucket = var.shared_bucket
+        region = var.region
+      }
+      # Inside the cluster, behind the network policy: sessions reach it directly.
+      mlflow = {
+        tracking_uri = var.mlflow_tracking_uri
+        auth         = "none"
+      }
+    }, var.extra_services)
+  }
+}

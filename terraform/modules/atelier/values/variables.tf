@@ -1,0 +1,116 @@
+variable "atelier_command" {
+  description = "How to run the atelier CLI, split like a shell line (e.g. \"../../../.venv/bin/atelier\"); relative paths are relative to where terraform runs"
+  type        = string
+  default     = "atelier"
+}
+
+variable "profiles_dir" {
+  description = "The profiles folder the values are rendered from (the cluster's node pools come from the same folder)"
+  type        = string
+}
+
+variable "values_schema" {
+  description = "The chart's values.schema.yaml (values.yaml beside it); when set, rendering fails on values the chart would refuse"
+  type        = string
+  default     = null
+}
+
+variable "namespace" {
+  description = "Namespace of the Helm release, the sessions and MLflow"
+  type        = string
+  default     = "atelier"
+}
+
+################################################################################
+# Images
+################################################################################
+
+variable "hub_image" {
+  description = "The hub image carrying atelier-hub (the chart's k8s-hub plus `pip install atelier-hub`)"
+  type = object({
+    name = string
+    tag  = string
+  })
+}
+
+variable "singleuser_image" {
+  description = "The session image of profiles that name none"
+  type = object({
+    name = string
+    tag  = string
+  })
+}
+
+################################################################################
+# What the other modules made
+################################################################################
+
+variable "session_service_account" {
+  description = "ServiceAccount of the session pods (identity module's `session_service_account`)"
+  type        = string
+  default     = "atelier-session"
+}
+
+variable "session_role_arn" {
+  description = "IAM role of the sessions (identity module's `session_role_arn`)"
+  type        = string
+}
+
+variable "shared_bucket" {
+  description = "The shared bucket (storage module's `shared_bucket`)"
+  type        = string
+}
+
+variable "region" {
+  description = "AWS region of the shared bucket (storage module's `region`)"
+  type        = string
+}
+
+variable "mlflow_tracking_uri" {
+  description = "URL sessions reach MLflow's tracking server at"
+  type        = string
+}
+
+variable "core_node_selector" {
+  description = "Node selector of the pool the hub, the proxy and the user scheduler run on (cluster module's `core_node_selector`)"
+  type        = map(string)
+}
+
+variable "private_cidrs" {
+  description = "CIDRs where service hostnames resolve (network module's `vpc_cidr_block`)"
+  type        = list(string)
+}
+
+################################################################################
+# Sessions
+################################################################################
+
+variable "storage_class" {
+  description = "StorageClass of the per-user home PVC; null: the cluster's default"
+  type        = string
+  default     = "gp3"
+}
+
+variable "home_capacity" {
+  description = "Size of each user's home volume"
+  type        = string
+  default     = "50Gi"
+}
+
+variable "cull_timeout" {
+  description = "Seconds a server may stay idle before it is stopped (the home stays)"
+  type        = number
+  default     = 3600
+}
+
+variable "gpu_servers_per_user" {
+  description = "Concurrent GPU servers per user; 0: none"
+  type        = number
+  default     = 1
+}
+
+variable "extra_services" {
+  description = "More services for the deployment settings (trino, spark, ray), as in deployment.yaml's `services`"
+  type        = any
+  default     = {}
+}

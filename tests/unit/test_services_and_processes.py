@@ -1,0 +1,202 @@
+"""The service descriptors' contract, and the process helper with real processes:
+groups, start-time-checked ends, supervised restarts with back-off, death with the parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from atelier_hub import services
+from atelier_hub.embedded import Embedded
+from atelier_hub.install import paths
+from atelier_hub.services import _process
+
+# -- the descriptors -------------------------------------------------------------------------
+
+
+def test_descriptors_have_unique_names_and_need_only_installable_parts():
+    names = [s.name for s in services.SERVICES]
+    assert len(names) == len(set(names))
+    for svc in services.SERVICES:
+        assert set(svc.needs) <= set(paths.PARTS), svc.name
+        assert svc.title
+
+
+def test_the_state_folder_gets_ports_and_endpoints_from_the_descriptors(tmp_path):
+    stack, password = Embedded.prepare(tmp_path / "state", port=_process.free_port(), profiles_dir="profiles")
+    assert password and (tmp_path / "state" / "initial-admin-password").read_text().strip() == password
+    assert oct((tmp_path / "state" / "initial-admin-password").stat().st_mode & 0o777) == "0o600"
+    with_port = {s.name for s in services.SERVICES if s.has_port}
+    assert set(stack.ports) == {"hub", "proxy_api", *with_port}
+    assert len(set(stack.ports.values()) | {stack.port}) == len(stack.ports) + 1  # no port twice
+    deployment = stack.deployment().services
+    # Each descriptor's endpoints, and nothing else, land in the deployment settings.
+    assert deployment.s3.endpoint_url == f"http://127.0.0.1:{stack.ports['s3']}"
+    assert deployment.mlflow.tracking_uri == f"{stack.url}/services/mlflow"
+    assert deployment.trino.url == f"http://127.0.0.1:{stack.ports['trino']}"
+    assert deployment.spark is not None and deployment.ray is not None
+    # A second start reuses the ports (running sessions keep their settings) ...
+    again, password = Embedded.prepare(tmp_path / "state", port=stack.port, profiles_dir="profiles")
+    assert again.ports == stack.ports and password is None
+    # ... and an optional service left out gives sessions no settings for it.
+    without, _ = Embedded.prepare(tmp_path / "state", port=stack.port, profiles_dir="profiles",
+                                  without=("trino",))
+    assert "trino" not in without.ports and without.deployment().services.trino is None
+
+
+def test_the_hub_config_runs_each_descriptor_through_a_supervisor(tmp_path):
+    from atelier_hub.config import configure
+    from traitlets.config import Config
+
+    stack, _ = Embedded.prepare(tmp_path / "state", port=_process.free_port(), profiles_dir="profiles")
+    c = Config()
+    configure(c, stack.root)
+    entries = {e["name"]: e for e in c.JupyterHub.services}
+    assert set(entries) == {"s3", "mlflow", "trino", "atelier-admin"}
+    secret = stack.s3_keys()["secret_access_key"]
+    for name in ("s3", "mlflow", "trino"):
+        cmd = entries[name]["command"]
+        assert "--record" in cmd and cmd[cmd.index("--record") + 1] == str(stack.root / "run" / f"{name}.pgid")
+        assert secret not in " ".join(cmd)  # keys travel in the environment only
+    assert entries["s3"]["command"][1:3] == ["-m", "atelier_hub.services._process"]
+    assert "access:services!service=mlflow" in c.AtelierLocalSpawner.server_token_scopes
+
+
+# -- the process helper ------------------------------------------------------------------------
+
+
+def _wait(check, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_end_recorded_leaves_a_reused_pid_alone_and_ends_the_recorded_group(tmp_path):
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        record = tmp_path / "x.pgid"
+        record.write_text(f"{bystander.pid} 1\n")  # same pid, another start time: a stranger
+        assert _process.end_recorded(record) is False
+        assert bystander.poll() is None and not record.exists()
+        _process.record(record, bystander.pid)
+        assert _process.pid_matches(record) == bystander.pid
+        assert _process.end_recorded(record, grace=5) is True
+        assert bystander.wait(10) is not None
+    finally:
+        bystander.kill()
+
+
+SUPERVISED = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from atelier_hub.services._process import Supervisor
+    state = Path(sys.argv[1])
+    sup = Supervisor(["sleep", "300"], name="t", record_file=state / "t.pgid")
+    sys.exit(sup.run(interval=0.1))
+""")
+
+
+def _start_supervisor(tmp_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", SUPERVISED, str(tmp_path)], env=env)
+    _wait(lambda: _process.pid_matches(tmp_path / "t.pgid") is not None)
+    return proc
+
+
+def test_a_supervised_child_killed_hard_is_started_again(tmp_path):
+    sup = _start_supervisor(tmp_path)
+    try:
+        first = _process.pid_matches(tmp_path / "t.pgid")
+        os.kill(first, signal.SIGKILL)
+        _wait(lambda: (_process.pid_matches(tmp_path / "t.pgid") or first) != first)
+        assert sup.poll() is None
+    finally:
+        sup.terminate()
+        assert sup.wait(20) == 0
+    assert not (tmp_path / "t.pgid").exists()
+
+
+def test_a_supervisor_killed_hard_takes_its_child_along(tmp_path):
+    sup = _start_supervisor(tmp_path)
+    child = _process.pid_matches(tmp_path / "t.pgid")
+    sup.kill()
+    sup.wait(10)
+    _wait(lambda: not _process.group_alive(child))
+
+
+def test_a_supervisor_whose_parent_dies_ends_its_child_and_itself(tmp_path):
+    # parent (killed hard) -> supervisor -> child: the supervisor notices the reparenting.
+    launcher = textwrap.dedent(f"""
+        import os, subprocess, sys, time
+        p = subprocess.Popen([sys.executable, "-c", {SUPERVISED!r}, {str(tmp_path)!r}], start_new_session=True)
+        open({str(tmp_path / 'sup.pid')!r}, "w").write(str(p.pid))
+        time.sleep(300)
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    parent = subprocess.Popen([sys.executable, "-c", launcher], env=env)
+    try:
+        _wait(lambda: _process.pid_matches(tmp_path / "t.pgid") is not None)
+        child = _process.pid_matches(tmp_path / "t.pgid")
+        sup_pid = int((tmp_path / "sup.pid").read_text())
+        parent.kill()
+        parent.wait(10)
+        _wait(lambda: not _process.group_alive(child) and _process.start_time(sup_pid) is None)
+    finally:
+        parent.kill()
+
+
+def test_a_child_that_keeps_failing_backs_off_instead_of_spinning(tmp_path):
+    sup = _process.Supervisor(["false"], name="t", record_file=tmp_path / "t.pgid")
+    sup.start()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 6:
+        sup.check()
+        time.sleep(0.05)
+    sup.stop()
+    # 1 + 1 + 2 + 4 s of back-off: at most four starts in six seconds, never dozens.
+    assert 2 <= sup.starts <= 4, sup.starts
+
+
+def test_free_port_keeps_a_free_preferred_port_and_avoids_taken_ones():
+    port = _process.free_port()
+    assert _process.free_port(port) == port
+    assert _process.free_port(port, avoid={port}) != port
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        assert not _process.port_free(port)
+        assert _process.free_port(port) != port
+
+
+def test_http_status_is_zero_when_nothing_answers():
+    assert _process.http_status(f"http://127.0.0.1:{_process.free_port()}/", timeout=1) == 0
+
+
+def test_the_mlflow_worker_gets_the_variables_the_installed_mlflow_reads():
+    """The front starts MLflow's uvicorn worker itself, with `mlflow server`'s variables:
+    their names must be the installed MLflow's own (an upgrade that renames one fails here)."""
+    import inspect
+
+    import mlflow.server as server
+    from atelier_hub.services.mlflow_front import MLFLOW_SERVER_ENV
+    from mlflow.server import constants, handlers
+
+    assert MLFLOW_SERVER_ENV["backend"] == constants.BACKEND_STORE_URI_ENV_VAR
+    assert MLFLOW_SERVER_ENV["registry"] == constants.REGISTRY_STORE_URI_ENV_VAR
+    assert MLFLOW_SERVER_ENV["artifact_root"] == constants.ARTIFACT_ROOT_ENV_VAR
+    assert MLFLOW_SERVER_ENV["serve_artifacts"] == constants.SERVE_ARTIFACTS_ENV_VAR
+    assert MLFLOW_SERVER_ENV["artifacts_destination"] == constants.ARTIFACTS_DESTINATION_ENV_VAR
+    assert MLFLOW_SERVER_ENV["static_prefix"] == handlers.STATIC_PREFIX_ENV_VAR
+    # Everything _run_server puts in the worker's environment for a plain uvicorn start.
+    source = inspect.getsource(server._run_server)
+    for name in ("_MLFLOW_SERVER_BOOT_ID", "_MLFLOW_IN_JOB_EXECUTOR", "_MLFLOW_SGI_NAME"):
+        assert name.removeprefix("_") in source or name in source
+    assert '"mlflow.server.fastapi_app:app"' in source
