@@ -107,6 +107,7 @@ class AtelierLocalSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
         super().__init__(**kwargs)
         self.gpu_ids = []
         self._cgroup: SessionCgroup | None = None
+        self._stopping_stale = False
 
     # -- shared, loaded once per hub process -------------------------------------------
 
@@ -245,11 +246,16 @@ class AtelierLocalSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
 
     async def poll(self):
         status = await super().poll()
-        if status is None and self.stale():
+        if status is None and self.stale() and not self._stopping_stale:
             # Re-adopted after a hub restart, but configured for endpoints that moved.
+            # stop() polls too: the flag keeps that poll from stopping again.
             self.log.warning("Stopping %s: it was started with other service endpoints than this hub's",
                              self._key)
-            await self.stop(now=True)
+            self._stopping_stale = True
+            try:
+                await self.stop()  # gracefully: the server shuts its kernels down
+            finally:
+                self._stopping_stale = False
             return 0
         return status
 
