@@ -136,6 +136,9 @@ class Stack(HubClient):
                 raise RuntimeError(f"atelier dev not ready in {timeout} s:\n{tail(self.out)}")
             time.sleep(0.5)
         self.admin_token = (self.state / "admin-token").read_text().strip()
+        # The mode `atelier dev` chose and printed (container sessions or single-user processes).
+        modes = re.findall(r"^Sessions: (\w+) mode", self.out.read_text(errors="replace"), re.M)
+        self.mode = modes[-1] if modes else "unknown"
         return self
 
     def stop(self, timeout: float = 150) -> None:

@@ -18,9 +18,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .install import paths as install
 from .auth import UserError, UsersFile
 from .embedded import ADMIN_USER, Embedded, write_secret
+from .install import paths as install
 from .profiles import ProfileError, format_memory, load_profiles
 
 REPO = install.REPO
@@ -137,6 +137,16 @@ def wait_ready(stack: Embedded, hub: subprocess.Popen, log: Path, *, timeout: fl
     return True
 
 
+def _session_mode():
+    """Containers where a Docker engine runs (started here when none does) and the base
+    image is built; else the single-user process mode. The hub gets the same answer."""
+    from .engine import session_mode
+
+    mode = session_mode(start=True)
+    print(f"Sessions: {mode.name} mode" + (f" ({mode.reason})" if mode.reason else ""), flush=True)
+    return mode
+
+
 def cmd_dev(args) -> None:
     try:
         profiles = load_profiles(args.profiles)
@@ -152,6 +162,7 @@ def cmd_dev(args) -> None:
                                            trino=not args.no_trino)
     except OSError as exc:
         fail(str(exc))
+    mode = _session_mode()
     config = REPO / "hub" / "jupyterhub_config.py"
     if not config.exists():  # installed without the repository: write the same few lines
         config = stack.path("jupyterhub_config.py")
@@ -160,7 +171,7 @@ def cmd_dev(args) -> None:
     t0 = time.monotonic()
     print(f"Starting Atelier ({len(profiles)} profiles) with state in {stack.root}")
     print("  hub, proxy, S3 and MLflow: MLflow takes up to a minute on a busy machine ...", flush=True)
-    env = {**os.environ, "ATELIER_STATE": str(stack.root)}
+    env = {**os.environ, "ATELIER_STATE": str(stack.root), "ATELIER_SESSIONS": mode.name}
     with open(log, "ab") as out:
         hub = subprocess.Popen(
             [str(Path(sys.executable).with_name("jupyterhub")), "-f", str(config)],
@@ -197,6 +208,7 @@ Atelier is running at {stack.url}/  (ready in {time.monotonic() - t0:.0f} s)
   MLflow:      {stack.url}/services/mlflow/  (same login)
   Trino:       {f"http://127.0.0.1:{stack.trino_port} (sessions: atelier_lab.connect_trino(), %sql, trino)"
                 if stack.trino_port else "off (--no-trino)"}
+  Sessions:    {mode.banner}
   Profiles:    {', '.join(p.name for p in profiles)}
   State:       {stack.root}  (users, homes, MLflow runs, S3 objects; `make reset` wipes it)
   Hub log:     {log}
