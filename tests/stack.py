@@ -105,8 +105,11 @@ class HubClient:
 class Stack(HubClient):
     """One `atelier dev` process and the ways a test talks to it."""
 
-    def __init__(self, state: Path, *, port: int | None = None, name: str = "stack"):
+    def __init__(self, state: Path, *, port: int | None = None, name: str = "stack",
+                 args: tuple[str, ...] = (), env: dict[str, str] | None = None):
         super().__init__()
+        # Extra `atelier dev` arguments (e.g. --no-trino) and environment (e.g. ATELIER_SESSIONS).
+        self.args, self.env = tuple(args), dict(env or {})
         self.state = Path(state)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -124,8 +127,8 @@ class Stack(HubClient):
         with open(self.out, "ab") as out:
             self.proc = subprocess.Popen(
                 [str(VENV_BIN / "atelier"), "dev", "--port", str(self.port), "--state", str(self.state),
-                 "--ready-file", str(ready), "--timeout", str(timeout - 20)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                 "--ready-file", str(ready), "--timeout", str(timeout - 20), *self.args],
+                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **self.env},
             )
         deadline = time.monotonic() + timeout
         while not ready.exists():

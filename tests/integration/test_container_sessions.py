@@ -22,7 +22,7 @@ from atelier_hub.profiles import load_profiles, to_embedded
 from atelier_hub.session import session_env, session_files
 from atelier_hub.settings import load_deployment
 from kernel import run_code
-from stack import REPO
+from stack import REPO, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -187,3 +187,19 @@ def test_cluster_mode_mounts_the_same_files_at_the_same_place():
 
     assert kubespawner.SESSION_CONFIG_DIR == SESSION_CONFIG_DIR
     assert kubespawner.session_files is session_files and kubespawner.session_env is session_env
+
+
+def test_single_user_mode_lets_only_the_admin_log_in(tmp_path):
+    """Without containers, sessions are processes of the hub's OS user: one person only."""
+    single = Stack(tmp_path / "state", name="single-user", args=("--no-trino",),
+                   env={"ATELIER_SESSIONS": "process"}).start()
+    try:
+        assert single.mode == "process"
+        assert "only you may log in" in single.out.read_text()
+        password = single.add_user("carol")
+        with pytest.raises(AssertionError, match="login refused: 403"):
+            single.login("carol", password)
+        admin_password = (tmp_path / "state" / "initial-admin-password").read_text().strip()
+        assert single.login("admin", admin_password).get(f"{single.url}/hub/home").status_code == 200
+    finally:
+        single.stop()

@@ -78,11 +78,12 @@ class ClusterSettings(_Strict):
     """Everything a cluster deployment adds to ``profiles/`` and the services."""
 
     namespace: str | None = Field(None, description="None: the hub's own namespace (the Helm release's)")
-    # The hub image: the chart's k8s-hub image plus `pip install atelier-hub` (see the
-    # README); name it after your registry.
+    # The hub image: images/hub (JupyterHub, KubeSpawner, atelier-hub), pushed to your
+    # registry (images/README.md); name it after your registry.
     hub_image: Image = Image(name="ghcr.io/atelier-dev/atelier-hub", tag=__version__)
-    # The session image unless a profile names its own; pin a dated tag in production.
-    singleuser_image: Image = Image(name="quay.io/jupyter/scipy-notebook", tag="latest")
+    # The session image unless a profile names its own: images/base, the same image as
+    # the embedded mode's container sessions (a GPU profile names images/gpu's).
+    singleuser_image: Image = Image(name="ghcr.io/atelier-dev/atelier-base", tag=__version__)
     storage: Storage = Storage()
     culling: Culling = Culling()
     gpu_servers_per_user: int = Field(1, ge=0, description="concurrent GPU servers per user; 0: none")
