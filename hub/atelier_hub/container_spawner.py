@@ -182,6 +182,13 @@ class AtelierDockerSpawner(ProfileSpawnerMixin, DockerSpawner):
         except Exception:  # the engine's answer, whatever it is, means "not known to work"
             return False
 
+    def _image_exists(self, ref: str) -> bool:
+        try:
+            self.client.inspect_image(ref)
+        except Exception:  # NotFound, or an engine that cannot say: not usable either way
+            return False
+        return True
+
     def _check(self, options: dict) -> Profile:
         profile = self.resolve_request(options)
         if profile.gpu_count:
@@ -190,6 +197,10 @@ class AtelierDockerSpawner(ProfileSpawnerMixin, DockerSpawner):
                 probe = f"check:{self._key}"
                 pool.acquire(probe, profile.gpu_count, profile=profile.name)  # raises: no/too few GPUs
                 pool.release(probe)
+            if not self._image_exists(self.gpu_image):
+                raise GPUUnavailable(
+                    f"Profile {profile.name!r} runs the image {self.gpu_image}, which is not built here: "
+                    "run `make images-gpu` (about 3 GB), or choose a CPU profile.")
             if not self._nvidia_runtime():
                 raise GPUUnavailable(
                     f"Profile {profile.name!r} needs {profile.gpu_count} GPU(s), but the Docker engine has no "

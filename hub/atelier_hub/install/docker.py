@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from . import _steps
-from .paths import IMAGES, REPO, cache_dir, docker_dir, image_ref, spark_jars
+from .paths import IMAGES, REPO, cache_dir, docker_dir, image_ref, spark_jars, trino_paths
 
 __all__ = ["ensure_engine", "ensure_base_rootfs", "ensure_image", "ensure_images", "image_inputs_hash"]
 
@@ -35,7 +35,7 @@ EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")
 # Per image: the local folders (relative to the repository) its Dockerfile copies, so
 # a change there rebuilds it.
 IMAGE_SOURCES = {
-    "base": ("images/base", "repro", "extensions", "hub/atelier_hub/session_config"),
+    "base": ("images/base", "repro", "extensions", "hub/atelier_hub/session_config"),  # + the staged jars
     "gpu": ("images/gpu",),
     "hub": ("images/hub", "hub"),
 }
@@ -150,7 +150,7 @@ def _hash_tree(h, path: Path) -> None:
         h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
         return
     for p in sorted(path.rglob("*")):
-        if p.is_file() and not {"__pycache__", ".jars", "node_modules"} & set(p.parts) and p.suffix != ".pyc":
+        if p.is_file() and not {"__pycache__", ".jars", ".trino", "node_modules"} & set(p.parts) and p.suffix != ".pyc":
             h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes())
 
 
@@ -160,22 +160,26 @@ def image_inputs_hash(name: str, *, base: str) -> str:
     for rel in IMAGE_SOURCES[name]:
         _hash_tree(h, REPO / rel)
     if name == "base":
-        for jar in spark_jars():
-            h.update(jar.name.encode())
+        for jar in [*spark_jars(), trino_paths().cli_jar]:
+            h.update(jar.name.encode() + str(jar.stat().st_size if jar.exists() else 0).encode())
     return h.hexdigest()[:16]
 
 
 def _stage_jars() -> None:
-    """Spark's s3a jars into the base image's build context (hard links from the cache)."""
-    dest = IMAGES / "base" / ".jars"
+    """Spark's s3a jars and Trino's CLI jar into the base image's build context (hard
+    links from the cache)."""
+    _stage(IMAGES / "base" / ".jars", {j.name: j for j in spark_jars()})
+    _stage(IMAGES / "base" / ".trino", {"trino-cli.jar": trino_paths().cli_jar})
+
+
+def _stage(dest: Path, wanted: dict[str, Path]) -> None:
     dest.mkdir(exist_ok=True)
-    wanted = {j.name: j for j in spark_jars()}
     for old in dest.iterdir():
         if old.name not in wanted:
             old.unlink()
     for name, jar in wanted.items():
         if not jar.exists():
-            sys.exit(f"[atelier install] {jar} is missing; the Spark step of `make install` fetches it")
+            sys.exit(f"[atelier install] {jar} is missing; the Spark and Trino steps of `make install` fetch it")
         target = dest / name
         if not target.exists():
             try:
