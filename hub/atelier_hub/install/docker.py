@@ -150,7 +150,9 @@ def _hash_tree(h, path: Path) -> None:
         h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
         return
     for p in sorted(path.rglob("*")):
-        if p.is_file() and not {"__pycache__", ".jars", ".trino", "node_modules"} & set(p.parts) and p.suffix != ".pyc":
+        # Caches, the staged jars (named in the hash instead) and READMEs never reach an image.
+        skip = {"__pycache__", ".jars", ".trino", "node_modules"} & set(p.parts) or p.suffix == ".pyc"
+        if p.is_file() and not skip and p.name != "README.md":
             h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes())
 
 
