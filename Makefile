@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PORT ?= 8000
 
-.PHONY: install install-test dev test bench lint reset
+.PHONY: install install-test images images-gpu dev test bench lint reset
 
 install:
 	PYTHONPATH=hub $(PYTHON) -m atelier_hub.install
@@ -15,6 +15,13 @@ install-test:
 	PYTHONPATH=hub $(PYTHON) -m atelier_hub.install --test
 	$(PYTHON) tests/k8s/control_plane.py
 	$(PYTHON) tests/terraform/terraform_tools.py
+
+# The container images (also built by `make install`); gpu adds ~3 GB of torch, so only on request.
+images:
+	PYTHONPATH=hub $(PYTHON) -m atelier_hub.install.docker base hub
+
+images-gpu:
+	PYTHONPATH=hub $(PYTHON) -m atelier_hub.install.docker gpu
 
 dev: install
 	$(VENV)/bin/atelier dev --port $(PORT)

@@ -95,9 +95,10 @@ class Stack(HubClient):
     """One `atelier dev` process and the ways a test talks to it."""
 
     def __init__(self, state: Path, *, port: int | None = None, name: str = "stack",
-                 args: tuple[str, ...] = ()):
+                 args: tuple[str, ...] = (), env: dict[str, str] | None = None):
         super().__init__()
-        self.args = tuple(args)
+        # Extra `atelier dev` arguments (e.g. --without trino) and environment (e.g. ATELIER_SESSIONS).
+        self.args, self.env = tuple(args), dict(env or {})
         self.state = Path(state)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -116,7 +117,7 @@ class Stack(HubClient):
             self.proc = subprocess.Popen(
                 [str(VENV_BIN / "atelier"), "dev", "--port", str(self.port), "--state", str(self.state),
                  "--ready-file", str(ready), "--timeout", str(timeout - 20), *self.args],
-                stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **self.env},
             )
         deadline = time.monotonic() + timeout
         while not ready.exists():
@@ -127,6 +128,9 @@ class Stack(HubClient):
                 raise RuntimeError(f"atelier dev not ready in {timeout} s:\n{tail(self.out)}")
             time.sleep(0.5)
         self.admin_token = (self.state / "admin-token").read_text().strip()
+        # The mode `atelier dev` chose and printed (container sessions or single-user processes).
+        modes = re.findall(r"^Sessions: (\w+) mode", self.out.read_text(errors="replace"), re.M)
+        self.mode = modes[-1] if modes else "unknown"
         return self
 
     def stop(self, timeout: float = 150) -> None:

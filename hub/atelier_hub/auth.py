@@ -133,6 +133,17 @@ class AtelierAuthenticator(Authenticator):
         8, config=True, help="Shortest password a user may choose at first login."
     )
 
+    only_user = Unicode(
+        "",
+        config=True,
+        help="""
+        When set, the one user who may log in (the embedded single-user mode, whose
+        sessions are processes of the hub's own OS user and so not isolated).
+
+            c.AtelierAuthenticator.only_user = "admin"
+        """,
+    )
+
     @property
     def _file(self) -> UsersFile:
         return UsersFile(self.users_file)
@@ -159,6 +170,9 @@ class AtelierAuthenticator(Authenticator):
         return {"name": name, "admin": bool(entry.get("admin"))}
 
     def check_allowed(self, username, authentication=None):
+        if self.only_user and username != self.only_user:
+            self.log.warning("Refused %s: single-user mode lets only %s log in", username, self.only_user)
+            return False
         return username in self._file.load()
 
     def add_user(self, user):

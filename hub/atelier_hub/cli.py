@@ -137,6 +137,16 @@ def _login_line(stack: Embedded, password: str | None) -> str:
     return "your user name and password (add users: atelier users add NAME)"
 
 
+def _session_mode():
+    """Containers where a Docker engine runs (started here when none does) and the base
+    image is built; else the single-user process mode. The hub gets the same answer."""
+    from .engine import session_mode
+
+    mode = session_mode(start=True)
+    print(f"Sessions: {mode.name} mode" + (f" ({mode.reason})" if mode.reason else ""), flush=True)
+    return mode
+
+
 def cmd_dev(args) -> None:
     try:
         profiles = load_profiles(args.profiles)
@@ -151,6 +161,7 @@ def cmd_dev(args) -> None:
         stack, password = Embedded.prepare(args.state, port=args.port, profiles_dir=args.profiles, without=without)
     except OSError as exc:
         fail(str(exc))
+    mode = _session_mode()
     config = REPO / "hub" / "jupyterhub_config.py"
     if not config.exists():  # installed without the repository: write the same few lines
         config = stack.path("jupyterhub_config.py")
@@ -158,7 +169,7 @@ def cmd_dev(args) -> None:
     log = stack.path("logs/hub.log")
     t0 = time.monotonic()
     print(f"Starting Atelier ({len(profiles)} profiles) with state in {stack.root} ...", flush=True)
-    env = {**os.environ, "ATELIER_STATE": str(stack.root)}
+    env = {**os.environ, "ATELIER_STATE": str(stack.root), "ATELIER_SESSIONS": mode.name}
     with open(log, "ab") as out:
         hub = subprocess.Popen(
             [str(Path(sys.executable).with_name("jupyterhub")), "-f", str(config)],
@@ -204,7 +215,7 @@ def cmd_dev(args) -> None:
 Atelier is running at {stack.url}/  (login page ready in {time.monotonic() - t0:.1f} s)
   Log in:      {_login_line(stack, password)}
   Profiles:    {', '.join(p.name for p in profiles)}
-  Sessions:    {_session_mode()}
+  Sessions:    {mode.banner}
   State:       {stack.root}  (users, homes, MLflow runs, S3 objects; `make reset` wipes it)
   Hub log:     {log}
   Admin token: {stack.path('admin-token')}  (for the hub's REST API)
@@ -240,13 +251,6 @@ Services (each line appears once it is ready):""", flush=True)
     fail(f"the hub stopped unexpectedly (code {hub.returncode}); ended what it left "
          f"({', '.join(ended) or 'nothing'}); running sessions are re-adopted by the next `atelier dev`. "
          f"Last lines of {log}:\n{tail(log)}")
-
-
-def _session_mode() -> str:
-    import getpass
-
-    return (f"local processes of the OS user {getpass.getuser()}, sized by their profile; "
-            "not isolated from each other (README: Security)")
 
 
 def _install(args) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .embedded import Embedded
+from .embedded import ADMIN_USER, Embedded
 from .install.paths import tool_path
 
 __all__ = ["configure"]
@@ -41,6 +41,20 @@ def update_auth(c, stack: Embedded) -> None:
 
 
 def update_spawner(c, stack: Embedded) -> None:
+    """Containers where a Docker engine and the base image are there, else local
+    processes (single-user mode); :func:`atelier_hub.engine.session_mode` decides."""
+    from .engine import docker_host, session_mode
+
+    if session_mode().name == "container":
+        from .container_spawner import update_container_spawner
+
+        update_container_spawner(c, state=stack.root, profiles_dir=stack.profiles_dir,
+                                 deployment_file=str(stack.path("deployment.json")),
+                                 homes_dir=str(stack.path("homes")), docker_host=docker_host())
+        return
+    # Single-user mode: sessions are processes of the hub's OS user, able to read each
+    # other and the hub's state, so only the person running `atelier dev` may log in.
+    c.AtelierAuthenticator.only_user = ADMIN_USER
     c.JupyterHub.spawner_class = "atelier_hub.spawner.AtelierLocalSpawner"
     c.AtelierLocalSpawner.profiles_dir = stack.profiles_dir
     c.AtelierLocalSpawner.deployment_file = str(stack.path("deployment.json"))

@@ -3,7 +3,9 @@
 Rule this module keeps: the profiles and the deployment settings are loaded once per
 hub process from the two configured files, and a spawn request is resolved against
 them server-side, whatever the form showed: 400 for an unknown profile, 403 for one
-outside the user's groups.
+outside the user's groups. A server remembers (in its state) the deployment settings
+it was started with; one re-adopted by a hub whose settings differ (a service moved
+while the hub was down) is stopped rather than left pointing at dead endpoints.
 """
 
 from __future__ import annotations
@@ -79,6 +81,40 @@ class ProfileSpawnerMixin(Configurable):
 
     def stale(self) -> bool:
         return bool(self.started_digest) and self.started_digest != self.deployment_digest
+
+    _stopping_stale: bool = False
+
+    async def start(self):
+        self.started_digest = self.deployment_digest
+        return await super().start()
+
+    async def poll(self):
+        status = await super().poll()
+        if status is None and self.stale() and not self._stopping_stale:
+            # stop() polls too: the flag keeps that poll from stopping again.
+            self.log.warning("Stopping %s/%s: it was started with other service endpoints than this hub's",
+                             self.user.name, self.name or "default")
+            self._stopping_stale = True
+            try:
+                await self.stop()  # gracefully: the server shuts its kernels down
+            finally:
+                self._stopping_stale = False
+            return 0
+        return status
+
+    def get_state(self):
+        state = super().get_state()
+        if self.started_digest:
+            state["deployment"] = self.started_digest
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.started_digest = state.get("deployment")
+
+    def clear_state(self):
+        super().clear_state()
+        self.started_digest = None
 
     def groups(self) -> set[str]:
         return {g.name for g in getattr(self.user, "groups", [])}

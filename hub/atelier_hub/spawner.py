@@ -107,7 +107,6 @@ class AtelierLocalSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
         super().__init__(**kwargs)
         self.gpu_ids = []
         self._cgroup: SessionCgroup | None = None
-        self._stopping_stale = False
 
     # -- shared, loaded once per hub process -------------------------------------------
 
@@ -234,7 +233,6 @@ class AtelierLocalSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
         )
         self._cgroup.create()
         self.write_session_files()
-        self.started_digest = self.deployment_digest
         self.log.info(
             "Starting %s with profile %s (GPUs: %s)", self._key, self.profile.name, self.gpu_ids or "none"
         )
@@ -243,21 +241,6 @@ class AtelierLocalSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
         except Exception:
             self.gpu_pool.release(self._key)
             raise
-
-    async def poll(self):
-        status = await super().poll()
-        if status is None and self.stale() and not self._stopping_stale:
-            # Re-adopted after a hub restart, but configured for endpoints that moved.
-            # stop() polls too: the flag keeps that poll from stopping again.
-            self.log.warning("Stopping %s: it was started with other service endpoints than this hub's",
-                             self._key)
-            self._stopping_stale = True
-            try:
-                await self.stop()  # gracefully: the server shuts its kernels down
-            finally:
-                self._stopping_stale = False
-            return 0
-        return status
 
     async def stop(self, now=False):
         await super().stop(now=now)
@@ -273,8 +256,6 @@ class AtelierLocalSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
             state["profile"] = self.profile.name
         if self.gpu_ids:
             state["gpu_ids"] = self.gpu_ids
-        if self.started_digest:
-            state["deployment"] = self.started_digest
         return state
 
     def load_state(self, state):
@@ -283,9 +264,7 @@ class AtelierLocalSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
         self.profile = self.profile_named(name)
         self.gpu_ids = list(state.get("gpu_ids", []))
         self.gpu_pool.restore(self._key, self.gpu_ids)
-        self.started_digest = state.get("deployment")
 
     def clear_state(self):
         super().clear_state()
         self.gpu_ids = []
-        self.started_digest = None

@@ -74,4 +74,13 @@ def test_login_pick_a_cpu_profile_and_land_in_jupyterlab(stack, page):
     page.screenshot(path=str(SHOTS / "jupyterlab.png"))
     server = stack.api("GET", "/users/erin").json()["servers"][""]
     assert server["ready"] and server["user_options"] == {"profile": "cpu-small"}
+    if stack.mode == "container":
+        # The JupyterLab on the page is served from erin's own container.
+        import docker
+        from atelier_hub.engine import engine
+
+        client = docker.APIClient(base_url=engine().host)
+        mine = [c for c in client.containers(filters={"label": "dev.atelier.user=erin"})
+                if c["Labels"]["dev.atelier.server"] == ""]
+        assert len(mine) == 1 and mine[0]["Labels"]["dev.atelier.profile"] == "cpu-small"
     stack.stop_server("erin")

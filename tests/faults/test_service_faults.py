@@ -206,12 +206,14 @@ def test_kill_9_of_the_hub_then_make_dev_again_cleans_up_and_readopts(faulty, re
     assert lost == 0
 
 
-def _session_pids(home: Path) -> list[int]:
-    """Processes whose working folder is ``home`` (a local session and its kernels)."""
+def _session_pids(user: str) -> list[int]:
+    """Processes of ``user``'s sessions (the server and its kernels, a local process or
+    in a container alike): they carry the hub's JUPYTERHUB_USER in their environment."""
+    marker = f"JUPYTERHUB_USER={user}\0".encode()
     pids = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if Path(os.readlink(proc / "cwd")) == home:
+            if marker in (proc / "environ").read_bytes():
                 pids.append(int(proc.name))
         except OSError:
             continue
@@ -224,8 +226,7 @@ def test_after_a_hub_killed_hard_a_session_whose_services_moved_is_stopped(fault
     import socket
 
     stack = Embedded.load(faulty.state)
-    home = faulty.state / "homes" / "fay"
-    assert _session_pids(home), "fay's session is not running before the test"
+    assert _session_pids("fay"), "fay's session is not running before the test"
     os.kill(pid_matches(stack.path("run/hub.pid")), signal.SIGKILL)
     assert faulty.proc.wait(120) == 2
     faulty.proc = None
@@ -236,7 +237,7 @@ def test_after_a_hub_killed_hard_a_session_whose_services_moved_is_stopped(fault
         squatter.listen()
         faulty.start()
         moved = Embedded.load(faulty.state).ports["s3"] != stack.ports["s3"]
-        _wait(lambda: not _session_pids(home), 120, "the stale session's processes ending")
+        _wait(lambda: not _session_pids("fay"), 120, "the stale session's processes ending")
     servers = faulty.api("GET", "/users/fay").json()["servers"]
     figures("kill -9 hub, services moved", s3_moved=moved, stale_session_stopped="" not in servers)
     assert moved and "" not in servers, servers

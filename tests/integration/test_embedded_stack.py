@@ -86,7 +86,10 @@ def test_each_cpu_profile_runs_code_that_reaches_s3_and_mlflow(stack, alice, pro
     assert page_config["news"] == {"disabled": True}
 
     out = json.loads(run_code(stack.url, model["url"], alice["token"], SESSION_CODE).strip().splitlines()[-1])
-    assert out["home"] == str(stack.state / "homes" / "alice")
+    # A container sees only its own home, at the image's fixed path; the files are in
+    # the user's folder of the state on the host either way.
+    assert out["home"] == ("/home/jovyan" if stack.mode == "container" else str(stack.state / "homes" / "alice"))
+    assert (stack.state / "homes" / "alice" / f"written-by-{profile}.txt").read_text() == profile
     assert f"written-by-{profile}.txt" in out["home_files"]
     assert out["cuda"] == ""  # CPU sessions see no GPU
     cpu, memory = CPU_PROFILES[profile]

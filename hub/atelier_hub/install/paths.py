@@ -16,7 +16,7 @@ __all__ = [
     "REPO", "VENV", "UV_VERSION", "CHP_VERSION", "VERSITYGW_VERSION", "TRINO_VERSION",
     "SPARK_S3A_JARS", "JAVA17_HOME", "TrinoPaths", "cache_dir", "tool_path", "maven_repo",
     "maven_jar", "spark_jars", "trino_paths", "trino_missing", "trino_installed", "PARTS",
-    "missing",
+    "missing", "IMAGES", "IMAGE_NAMES", "docker_dir", "docker_socket", "image_ref",
 ]
 
 REPO = Path(__file__).resolve().parents[3]
@@ -139,3 +139,29 @@ def missing(parts: list[str] | tuple[str, ...]) -> list[str]:
     if unknown:
         raise KeyError(f"unknown installable part(s) {unknown}; known: {sorted(PARTS)}")
     return [p for p in parts if not PARTS[p]()]
+
+
+# -- containers (images/ and the local Docker engine) ---------------------------------------
+
+IMAGES = REPO / "images"
+# The images `make` builds, in build order; gpu is built only when asked (`make images-gpu`):
+# PyPI's torch brings ~3 GB of CUDA wheels.
+IMAGE_NAMES = ("base", "hub", "gpu")
+
+
+def docker_dir() -> Path:
+    """The local Docker engine's folder: data root, exec root, socket, pid file and log."""
+    return cache_dir() / "docker"
+
+
+def docker_socket() -> Path:
+    return docker_dir() / "docker.sock"
+
+
+def image_ref(name: str) -> str:
+    """The local tag of one of ``images/``: what the container spawner runs.
+
+    >>> image_ref("base")
+    'atelier-base:latest'
+    """
+    return f"atelier-{name}:latest"
