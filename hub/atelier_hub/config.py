@@ -45,12 +45,17 @@ def update_spawner(c, stack: Embedded) -> None:
     processes (single-user mode); :func:`atelier_hub.engine.session_mode` decides."""
     from .engine import docker_host, session_mode
 
+    # The session's hub token also reaches the services that sit behind hub auth
+    # (MLflow: it is the session's MLflow token).
+    scopes = ["users:activity!user", "access:servers!server",
+              *(scope for svc in stack.running for scope in svc.session_scopes)]
     if session_mode().name == "container":
         from .container_spawner import update_container_spawner
 
         update_container_spawner(c, state=stack.root, profiles_dir=stack.profiles_dir,
                                  deployment_file=str(stack.path("deployment.json")),
-                                 homes_dir=str(stack.path("homes")), docker_host=docker_host())
+                                 homes_dir=str(stack.path("homes")), docker_host=docker_host(),
+                                 token_scopes=scopes)
         return
     # Single-user mode: sessions are processes of the hub's OS user, able to read each
     # other and the hub's state, so only the person running `atelier dev` may log in.
@@ -66,13 +71,7 @@ def update_spawner(c, stack: Embedded) -> None:
     c.AtelierLocalSpawner.args = ["--allow-root"] if os.geteuid() == 0 else []
     c.AtelierLocalSpawner.start_timeout = 180
     c.AtelierLocalSpawner.http_timeout = 180
-    # The session's hub token also reaches the services that sit behind hub auth
-    # (MLflow: it is the session's MLflow token).
-    c.AtelierLocalSpawner.server_token_scopes = [
-        "users:activity!user",
-        "access:servers!server",
-        *(scope for svc in stack.running for scope in svc.session_scopes),
-    ]
+    c.AtelierLocalSpawner.server_token_scopes = scopes
 
 
 def _restart_exited_services_sooner(seconds: int = 5) -> None:

@@ -332,7 +332,7 @@ class AtelierDockerSpawner(ProfileSpawnerMixin, DockerSpawner):
 
 
 def update_container_spawner(c, *, state: str | Path, profiles_dir: str, deployment_file: str,
-                             homes_dir: str, docker_host: str) -> None:
+                             homes_dir: str, docker_host: str, token_scopes: list[str]) -> None:
     """``c.AtelierDockerSpawner`` for one embedded stack (only sets, never appends)."""
     c.JupyterHub.spawner_class = "atelier_hub.container_spawner.AtelierDockerSpawner"
     s = c.AtelierDockerSpawner
@@ -344,8 +344,4 @@ def update_container_spawner(c, *, state: str | Path, profiles_dir: str, deploym
     s.default_url = "/lab"
     s.start_timeout = 180
     s.http_timeout = 180
-    s.server_token_scopes = [
-        "users:activity!user",
-        "access:servers!server",
-        "access:services!service=mlflow",
-    ]
+    s.server_token_scopes = token_scopes
