@@ -148,9 +148,12 @@ def git_tags(git: _git.GitInfo) -> dict[str, str]:
         more = "+" if git.untracked_truncated else ""
         tags["repro.git.untracked"] = f"{len(git.untracked)}{more}"
     if git.submodules:
-        tags["repro.git.submodules"] = cap_tag(
-            " ".join(f"{p}@{c}{'' if s == ' ' else s}" for p, c, s in git.submodules)
-        )
+        tags["repro.git.submodules"] = cap_tag(" ".join(
+            f"{p}@{c}{'' if s == ' ' else s}{'*' if p in git.submodule_diffs else ''}"
+            for p, c, s in git.submodules
+        ))
+    if git.scan_notes:
+        tags["repro.git.scan"] = cap_tag("; ".join(git.scan_notes))
     return tags
 
 
@@ -217,7 +220,12 @@ def build(*, entry: _entry.EntryPoint, cwd: str, git: _git.GitInfo,
             "diff_note": git.diff_note,
             "untracked_count": len(git.untracked),
             "untracked_truncated": git.untracked_truncated,
-            "submodules": [{"path": p, "commit": c, "state": s} for p, c, s in git.submodules],
+            "submodules": [
+                {"path": p, "commit": c, "state": s, "moved": s == "+",
+                 "diff_bytes": len(git.submodule_diffs.get(p, b""))}
+                for p, c, s in git.submodules
+            ],
+            "scan_notes": list(git.scan_notes),
         },
         **machine,
         "gpu": gpu,
@@ -231,6 +239,9 @@ def build(*, entry: _entry.EntryPoint, cwd: str, git: _git.GitInfo,
         artifacts["packages.txt"] = _packages.format_packages(packages).encode()
         if git.dirty and git.diff:
             artifacts["diff.patch"] = git.diff
+        if git.submodule_diffs or any(s == "+" for _, _, s in git.submodules):
+            artifacts["submodules.patch"] = _git.format_submodule_diffs(
+                git.submodules, git.submodule_diffs)
         if git.untracked:
             note = (
                 f"# repro: list cut at {len(git.untracked)} entries\n"
