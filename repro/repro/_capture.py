@@ -175,6 +175,12 @@ def build(*, entry: _entry.EntryPoint, cwd: str, git: _git.GitInfo,
     if cwd_rel is not None and os.path.isabs(cwd_rel):
         cwd_rel = None
     tags["repro.cwd"] = cwd_rel if cwd_rel is not None else cwd
+    launch = entry.launch_cwd or cwd
+    launch_rel = _entry.relative_to(launch, root) if root else None
+    if launch_rel is not None and os.path.isabs(launch_rel):
+        launch_rel = None
+    if os.path.normpath(launch) != os.path.normpath(cwd):
+        tags["repro.launch_dir"] = launch_rel if launch_rel is not None else launch
 
     machine = _env.machine()
     tags["repro.python"] = machine["python"]
@@ -208,6 +214,8 @@ def build(*, entry: _entry.EntryPoint, cwd: str, git: _git.GitInfo,
         "redacted": any(REDACTED in a for a in entry.command),
         "cwd": cwd,
         "cwd_relative": cwd_rel,
+        "launch_cwd": launch,
+        "launch_cwd_relative": launch_rel,
         "git": {
             "state": git.state,
             "root": root,

@@ -310,8 +310,9 @@ def _drain(procs: list[_Git], deadline: float) -> None:
                 if pipe is not None:
                     sel.register(pipe, selectors.EVENT_READ, g)
         while sel.get_map():
-            remaining = deadline - time.monotonic()
-            events = sel.select(remaining) if remaining > 0 else []
+            # Past the deadline, what is already written (a command that has ended) is
+            # still read: only a command still silent is too slow.
+            events = sel.select(max(0.0, deadline - time.monotonic()))
             if not events:
                 for key in list(sel.get_map().values()):
                     g = key.data

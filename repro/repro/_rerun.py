@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import _git as _gitscan
 from . import _packages
 from ._errors import ReproError
 from ._redact import REDACTED
@@ -64,7 +65,9 @@ def build_command(env: dict[str, Any], worktree: str, *, python: str = sys.execu
     kind, target = entry.get("kind"), entry.get("target") or ""
     options = list(env.get("interpreter_options") or [])
     args = list(env.get("args") or [])
-    cwd_rel = env.get("cwd_relative")
+    # The command starts where it was typed, which may not be where the run started
+    # (Hydra's chdir=True moves into an output folder that a fresh worktree lacks).
+    cwd_rel = env.get("launch_cwd_relative", env.get("cwd_relative"))
     cwd = os.path.normpath(os.path.join(worktree, cwd_rel)) if cwd_rel is not None else worktree
     if kind == "script":
         script = target if os.path.isabs(target) else os.path.join(worktree, target)
@@ -142,9 +145,22 @@ def rerun(
                 "Pass --allow-partial-diff to re-run anyway"
             )
 
+    scan_note = tags.get("repro.git.scan", "")
+    if "diffs not recorded" in scan_note and not allow_partial_diff:
+        raise ReproError(
+            f"the recorded code is incomplete ({scan_note}); the code cannot be rebuilt "
+            "exactly. Pass --allow-partial-diff to re-run anyway"
+        )
+    heads, sub_diffs = _gitscan.parse_submodule_diffs(run.artifact("repro/submodules.patch") or b"")
+
     echo(f"run        {run.run_id} ({run.where})")
     echo(f"commit     {commit} in {root}")
     echo(f"diff       {len(patch)} bytes to apply" if patch else "diff       none (clean checkout)")
+    for sub_path, head in heads.items():
+        extra = f", then its diff ({len(sub_diffs[sub_path])} bytes)" if sub_path in sub_diffs else ""
+        echo(f"submodule  {sub_path} at {head[:12]}{extra}")
+    if scan_note:
+        echo(f"warning    {scan_note}")
     untracked = (env.get("git") or {}).get("untracked_count")
     if untracked:
         echo(f"untracked  {untracked} untracked entries were not recorded (repro/untracked.txt);"
@@ -210,9 +226,13 @@ def rerun(
             sub = _git(("submodule", "update", "--init", "--recursive"), path)
             if sub.returncode != 0:
                 echo(f"warning    submodules not checked out: {sub.stderr.decode().strip()[:200]}")
+        _restore_submodules(path, heads, sub_diffs, echo)
         if argv is None:
             argv, cwd = build_command(env, path)
         else:
+            cwd = path
+        if not os.path.isdir(cwd):
+            echo(f"warning    {cwd} does not exist in the worktree; running in {path}")
             cwd = path
         echo(f"worktree   {path}")
         echo(f"command    {shlex.join(argv)}")
@@ -236,6 +256,33 @@ def rerun(
                     Path(base).rmdir()
                 except OSError:
                     pass
+
+
+def _restore_submodules(worktree: str, heads: dict[str, str], diffs: dict[str, bytes],
+                        echo: Callable[[str], None]) -> None:
+    """Put each recorded submodule at the commit the run had checked out (which may not
+    be the one the superproject records) and apply its own recorded diff."""
+    for sub_path, head in heads.items():
+        where = os.path.join(worktree, sub_path)
+        if not os.path.isdir(where):
+            echo(f"warning    submodule {sub_path} is not checked out; its recorded state "
+                 "is not restored")
+            continue
+        current = _git(("rev-parse", "HEAD"), where).stdout.decode().strip()
+        if current != head:
+            moved = _git(("checkout", "-q", "--detach", head), where)
+            if moved.returncode != 0:
+                echo(f"warning    submodule {sub_path}: recorded commit {head[:12]} is not "
+                     f"available (fetch it in the submodule); re-running with {current[:12]}")
+                continue
+        if sub_path in diffs:
+            applied = _git(("apply", "--binary", "--whitespace=nowarn", "-"), where,
+                           input=diffs[sub_path])
+            if applied.returncode != 0:
+                raise ReproError(
+                    f"the recorded diff of submodule {sub_path} does not apply to "
+                    f"{head[:12]}: {applied.stderr.decode().strip()[:200]}"
+                )
 
 
 def _check_patch(root: str, commit: str, patch: bytes) -> None:

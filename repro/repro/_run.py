@@ -43,6 +43,15 @@ if TYPE_CHECKING:
 # cheap, so MLflow and the capture machinery load when a run starts.
 _INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar("repro_inside", default=False)
 
+# Where the program was started, as far as importing repro can tell: a framework may
+# change directory before the run starts (Hydra's `chdir=True`), and `repro rerun` must
+# start the command where the user did. MLflow imports repro's run context provider when
+# it is imported itself, so this is usually taken at the top of the script.
+try:
+    LAUNCH_CWD: str | None = os.getcwd()
+except OSError:  # started in a deleted directory
+    LAUNCH_CWD = None
+
 #: Variables naming the rank of this process, first found wins (torchrun, MPI, Slurm).
 RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID", "LOCAL_RANK")
 
