@@ -157,7 +157,8 @@ def rerun(
     echo(f"commit     {commit} in {root}")
     echo(f"diff       {len(patch)} bytes to apply" if patch else "diff       none (clean checkout)")
     for sub_path, head in heads.items():
-        extra = f", then its diff ({len(sub_diffs[sub_path])} bytes)" if sub_path in sub_diffs else ""
+        extra = (f", then its diff ({len(sub_diffs[sub_path])} bytes)"
+                 if sub_path in sub_diffs else "")
         echo(f"submodule  {sub_path} at {head[:12]}{extra}")
     if scan_note:
         echo(f"warning    {scan_note}")

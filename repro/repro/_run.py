@@ -232,6 +232,11 @@ def start_run(
 
         _warn("repro: could not capture this run's context (%s); starting a plain MLflow run",
               exc)
+        if experiment is not None and "experiment_id" not in mlflow_kwargs:
+            # The run still goes to the experiment asked for, not to "Default".
+            from mlflow.tracking import MlflowClient
+
+            mlflow_kwargs["experiment_id"] = _experiment_id(MlflowClient(), experiment)
         return mlflow.start_run(run_name=run_name, tags=dict(tags or {}), **mlflow_kwargs)
     try:
         return _start(pending, experiment, run_name, tags, mlflow_kwargs)
@@ -327,7 +332,10 @@ def _start_spooled(
         mlflow.set_tracking_uri(uri)
     with _inside():
         exp_id = experiment_id
-        if experiment is not None:
+        if kwargs.get("run_id"):
+            # Resuming a run of the server: the spool holds what is logged to it now.
+            _spool.build_store(uri).adopt_run(str(kwargs["run_id"]), {})
+        elif experiment is not None:
             exp_id = _experiment_id(MlflowClient(uri), experiment)
         tags = {**tags, "repro.spooled": "true", "repro.spool.reason": reason[:500]}
         run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags, **kwargs)

@@ -156,6 +156,8 @@ class SpooledRun:
     model_outputs: list[tuple[str, int]] = field(default_factory=list)
     writer: dict[str, Any] = field(default_factory=dict)
     last_time: int = 0
+    #: A run of the tracking server resumed while it was unreachable: sync adds to it.
+    resumes: bool = False
 
     @property
     def artifact_dir(self) -> Path:
@@ -178,6 +180,7 @@ class SpooledRun:
             self.target = event.get("target", "")
             self.tags.update(event.get("tags") or {})
             self.writer = event.get("writer") or {}
+            self.resumes = bool(event.get("resumes"))
         elif op == "log":
             self.metrics.extend(
                 (str(k), float(v), int(ts), int(step))

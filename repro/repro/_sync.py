@@ -295,10 +295,16 @@ def _upload(client: MlflowClient, run: _spool.SpooledRun, id_map: dict[str, str]
 
     from mlflow.entities import Metric, Param, RunTag
 
-    exp_id = _remote_experiment(client, run)
-    remote = _find_remote(client, exp_id, run.run_id)
+    if run.resumes:
+        # A server run resumed while the server was unreachable: add to it.
+        remote = client.get_run(run.run_id)
+        exp_id = remote.info.experiment_id
+    else:
+        exp_id = _remote_experiment(client, run)
+        remote = _find_remote(client, exp_id, run.run_id)
     tags = _final_tags(run, id_map)
-    if remote is not None and remote.data.tags.get(_SYNCED_TAG) == "true":
+    if (remote is not None and remote.data.tags.get(_SYNCED_TAG) == "true"
+            and not run.resumes):
         return remote.info.run_id
     metrics = list(run.metrics)
     if remote is None:
