@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import threading
 import uuid
 from pathlib import Path
@@ -52,6 +53,9 @@ from mlflow.utils.validation import _validate_batch_log_data, _validate_batch_lo
 from . import _spool
 
 _DEFAULT_EXPERIMENT = "0"
+#: Run folder -> descriptor holding its writer lock while the run is active (one table per
+#: process: MLflow may build more than one store for the same spool).
+_WRITER_LOCKS: dict[str, int] = {}
 
 
 def _unsupported(what: str) -> MlflowException:
@@ -98,6 +102,7 @@ class SpoolStore(AbstractStore):
         self._runs: dict[str, _spool.SpooledRun] = {}
         self._lock = threading.RLock()
         self._remote_store: AbstractStore | None = None
+
 
     # -- experiments -------------------------------------------------------------------
     def _experiments(self) -> dict[str, Experiment]:
@@ -198,6 +203,16 @@ class SpoolStore(AbstractStore):
             self._remote_store = _get_store(self.target)
         return self._remote_store
 
+    def _writer(self, directory: Path) -> dict[str, Any]:
+        """This process's identity, holding the run's writer lock (released when the run
+        ends, or by the kernel when the process dies)."""
+        identity = _spool.process_identity()
+        fd = _spool.try_lock(directory / "writer.lock")
+        if fd is not None:
+            _WRITER_LOCKS[str(directory)] = fd
+            identity["lock"] = True
+        return identity
+
     def adopt_run(self, run_id: str, tags: dict[str, str]) -> None:
         """Hold a run of the tracking server that is resumed (``start_run(run_id=...)``)
         while the server cannot be reached: what is logged to it here is added to that
@@ -213,7 +228,7 @@ class SpoolStore(AbstractStore):
                 "op": "create", "run_id": run_id, "experiment_id": _DEFAULT_EXPERIMENT,
                 "user_id": None, "start_time": _spool.now_ms(), "run_name": None,
                 "tags": dict(tags), "target": self.target, "resumes": True,
-                "writer": _spool.process_identity(),
+                "writer": self._writer(directory),
             })
 
     def _write(self, run: _spool.SpooledRun, event: dict[str, Any]) -> None:
@@ -249,7 +264,7 @@ class SpoolStore(AbstractStore):
                     "run_name": run_name,
                     "tags": tag_dict,
                     "target": self.target,
-                    "writer": _spool.process_identity(),
+                    "writer": self._writer(directory),
                 },
             )
         return self._to_run(run)
@@ -291,6 +306,10 @@ class SpoolStore(AbstractStore):
         self._write(
             run, {"op": "update", "status": status, "end_time": end_time, "run_name": run_name}
         )
+        if status in ("FINISHED", "FAILED", "KILLED"):
+            fd = _WRITER_LOCKS.pop(str(run.directory), None)
+            if fd is not None:
+                os.close(fd)
         return self._to_run(run).info
 
     @_or_remote

@@ -140,3 +140,98 @@ def test_after_a_capture_error_the_run_keeps_its_experiment(
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None and run.info.experiment_id == exp.experiment_id
     assert os.path.exists(tmp_path)
+
+
+def _spool_offline(forwarder: Forwarder, experiment: str, n: int = 1, points: int = 3
+                   ) -> list[str]:
+    forwarder.down()
+    ids = []
+    for _ in range(n):
+        with repro.start_run(experiment) as run:
+            client = mlflow.MlflowClient()
+            from mlflow.entities import Metric
+
+            metrics = [Metric("loss", 1.0 / (i + 1), 1000 + i, i) for i in range(points)]
+            for i in range(0, points, 1000):
+                client.log_batch(run.info.run_id, metrics=metrics[i:i + 1000])
+        ids.append(run.info.run_id)
+    forwarder.up()
+    return ids
+
+
+def test_a_spooled_run_deleted_by_the_user_syncs_once(
+    via: str, forwarder: Forwarder, client, spool: Path, experiment: str
+) -> None:
+    (local,) = _spool_offline(forwarder, experiment)
+    mlflow.delete_run(local)  # on the spool
+    first = repro.sync(spool_dir=spool)
+    assert first.ok, first
+    remote = client.get_run(first.uploaded[local])
+    assert remote.info.lifecycle_stage == "deleted" and remote.data.metrics["loss"]
+    second = repro.sync(spool_dir=spool)
+    assert second.ok and second.already == first.uploaded, second
+
+
+def test_two_syncs_at_once_upload_each_run_once(
+    via: str, forwarder: Forwarder, client, spool: Path, experiment: str
+) -> None:
+    ids = _spool_offline(forwarder, experiment, n=3, points=3000)
+    results: list[repro._sync.SyncResult] = []
+    gate = threading.Barrier(2)
+
+    def one() -> None:
+        gate.wait()
+        results.append(repro.sync(spool_dir=spool))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(r.ok for r in results), results
+    exp = client.get_experiment_by_name(experiment)
+    for local in ids:
+        found = client.search_runs([exp.experiment_id],
+                                   filter_string=f"tags.`repro.spool.id` = '{local}'")
+        assert len(found) == 1, (local, results)
+        assert len(client.get_metric_history(found[0].info.run_id, "loss")) == 3000
+
+
+def test_a_live_writer_on_another_host_is_not_taken_for_dead(
+    tmp_path: Path, env: dict[str, str], client, spool: Path, mlflow_server: str
+) -> None:
+    import json
+    import signal
+    import subprocess
+    import time
+
+    from repro_testlib import PYTHON, free_port, make_repo
+
+    repo = make_repo(tmp_path / "repo")
+    offline = {**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}", "TEST_HANG": "1"}
+    proc = subprocess.Popen([PYTHON, "train.py"], cwd=repo, env=offline, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        while not lines or lines[-1] != "LOGGED":
+            line = proc.stdout.readline()
+            assert line, "writer exited early"
+            lines.append(line.strip())
+        local = next(x.split()[1] for x in lines if x.startswith("RUN_ID"))
+        # What a writer on another host sharing this home (NFS) leaves in the spool.
+        events = spool / "runs" / local / "events.jsonl"
+        rows = events.read_text().splitlines()
+        create = json.loads(rows[0])
+        create["writer"]["host"] = "another-host.example"
+        events.write_text("\n".join([json.dumps(create), *rows[1:]]) + "\n")
+        result = repro.sync(spool_dir=spool, tracking_uri=mlflow_server)
+        assert local in result.skipped and "still running" in result.skipped[local], result
+        assert not result.uploaded
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    time.sleep(0.2)
+    result = repro.sync(spool_dir=spool, tracking_uri=mlflow_server)
+    assert result.ok and local in result.uploaded, result
+    assert client.get_run(result.uploaded[local]).info.status == "KILLED"
