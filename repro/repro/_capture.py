@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _entry, _env, _git, _packages
-from ._redact import REDACTED
+from ._redact import REDACTED, scan_diff
 from ._version import __version__
 
 TAG_LIMIT = 8000
@@ -245,11 +245,25 @@ def build(*, entry: _entry.EntryPoint, cwd: str, git: _git.GitInfo,
         tags["repro.packages"] = str(len(packages))
         doc["packages_count"] = len(packages)
         artifacts["packages.txt"] = _packages.format_packages(packages).encode()
+        # Nothing leaves the process unscanned: a key pasted into a config file would
+        # otherwise reach the shared tracking server with the diff.
+        found: dict[str, int] = {}
         if git.dirty and git.diff:
-            artifacts["diff.patch"] = git.diff
+            artifacts["diff.patch"], found["diff"] = scan_diff(git.diff)
         if git.submodule_diffs or any(s == "+" for _, _, s in git.submodules):
-            artifacts["submodules.patch"] = _git.format_submodule_diffs(
-                git.submodules, git.submodule_diffs)
+            scanned = {}
+            found["submodules"] = 0
+            for path, sub_diff in git.submodule_diffs.items():
+                scanned[path], n = scan_diff(sub_diff)
+                found["submodules"] += n
+            artifacts["submodules.patch"] = _git.format_submodule_diffs(git.submodules, scanned)
+        found = {k: n for k, n in found.items() if n}
+        if doc["redacted"]:
+            found = {"command": 1, **found}
+        if found:
+            tags["repro.redacted"] = ",".join(
+                k if k == "command" else f"{k}:{n}" for k, n in found.items())
+        doc["redacted_in"] = found
         if git.untracked:
             note = (
                 f"# repro: list cut at {len(git.untracked)} entries\n"

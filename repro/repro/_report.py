@@ -54,6 +54,8 @@ def show(run: RecordedRun) -> str:
         kind = t.get("repro.entry_point.type", "?")
         row("entry", f"{entry} ({kind}), cwd {t.get('repro.cwd', '?')}")
     row("launched", t.get("repro.launch_dir"))
+    if t.get("repro.redacted"):
+        row("redacted", f"{t['repro.redacted']} (secrets replaced by [REDACTED])")
     git_state = t.get("repro.git")
     if git_state == "repository":
         parts = [t.get("repro.git.commit", "?")]
@@ -184,7 +186,7 @@ def diff(a: RecordedRun, b: RecordedRun) -> str:
 
     ta, tb = a.tags, b.tags
     code_keys = ("repro.git", "repro.git.commit", "repro.git.branch", "repro.git.dirty",
-                 "repro.git.remote", "repro.git.submodules", "repro.git.scan", "repro.entry_point",
+                 "repro.git.remote", "repro.git.submodules", "repro.git.scan", "repro.entry_point", "repro.redacted",
                  "repro.launch_dir")
     code = compare_mappings(
         {k: ta[k] for k in code_keys if k in ta}, {k: tb[k] for k in code_keys if k in tb}

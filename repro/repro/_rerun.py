@@ -162,6 +162,11 @@ def rerun(
         echo(f"submodule  {sub_path} at {head[:12]}{extra}")
     if scan_note:
         echo(f"warning    {scan_note}")
+    redacted = [part for part in tags.get("repro.redacted", "").split(",")
+                if part.startswith(("diff", "submodules"))]
+    if redacted:
+        echo(f"warning    secrets in the recorded changes were replaced by {REDACTED} "
+             f"({', '.join(redacted)}); the re-run code has the marker in their place")
     untracked = (env.get("git") or {}).get("untracked_count")
     if untracked:
         echo(f"untracked  {untracked} untracked entries were not recorded (repro/untracked.txt);"
