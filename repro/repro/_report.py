@@ -186,8 +186,9 @@ def diff(a: RecordedRun, b: RecordedRun) -> str:
 
     ta, tb = a.tags, b.tags
     code_keys = ("repro.git", "repro.git.commit", "repro.git.branch", "repro.git.dirty",
-                 "repro.git.remote", "repro.git.submodules", "repro.git.scan", "repro.entry_point", "repro.redacted",
-                 "repro.launch_dir")
+                 "repro.git.remote", "repro.git.submodules", "repro.git.scan",
+                 "repro.entry_point", "repro.launch_dir", "repro.redacted", "repro.editables",
+                 "repro.conda")
     code = compare_mappings(
         {k: ta[k] for k in code_keys if k in ta}, {k: tb[k] for k in code_keys if k in tb}
     )
