@@ -25,6 +25,8 @@ from ._redact import REDACTED, scan_diff
 from ._version import __version__
 
 TAG_LIMIT = 8000
+#: Most repositories of editable installs scanned per run.
+EDITABLE_REPOS = 8
 ARTIFACT_DIR = "repro"
 
 
@@ -37,6 +39,41 @@ def cap_tag(value: str, limit: int = TAG_LIMIT) -> str:
     if len(value) <= limit:
         return value
     return value[: limit - 3] + "…✂"
+
+
+@dataclass
+class Editable:
+    """The git state of one repository holding editable installs."""
+
+    names: list[str]
+    #: distribution name -> its source folder
+    sources: dict[str, str]
+    git: _git.GitInfo
+
+
+def diff_digest(diff: bytes) -> str:
+    """Short digest of a diff, to compare the code of editable installs across runs.
+
+    >>> diff_digest(b"")
+    ''
+    """
+    import hashlib
+
+    return hashlib.sha256(diff).hexdigest()[:16] if diff else ""
+
+
+def editable_records(editables: list[Editable]) -> list[dict[str, Any]]:
+    """What ``editables.json`` holds: one record per editable distribution."""
+    out = []
+    for e in editables:
+        for name in e.names:
+            out.append({
+                "name": name, "source": e.sources[name], "root": e.git.root,
+                "git": e.git.state, "commit": e.git.commit, "branch": e.git.branch,
+                "dirty": e.git.dirty, "diff_bytes": len(e.git.diff),
+                "diff_sha": diff_digest(e.git.diff),
+            })
+    return out
 
 
 @dataclass
@@ -64,6 +101,23 @@ class Pending:
         self.quick = _git.quick(directory)
         self.scan = _git.scan(directory, self.quick) if full else None
         self.gpu = _env.GpuProbe() if full else None
+        #: {repository root: (distribution names, scan)} of editable installs outside
+        #: the run's own repository, scanned side by side with it.
+        self.editables: dict[str, tuple[list[str], dict[str, str], _git.Scan]] = {}
+        if full:
+            self._scan_editables()
+
+    def _scan_editables(self) -> None:
+        roots: dict[str, tuple[list[str], dict[str, str], _git.GitInfo]] = {}
+        for name, source in sorted(_packages.editable_installs().items()):
+            quick = _git.quick(source)
+            if quick.root is None or quick.root == self.quick.root:
+                continue  # no repository, or the run's own (its diff covers it)
+            names, sources, _ = roots.setdefault(quick.root, ([], {}, quick))
+            names.append(name)
+            sources[name] = source
+        for root, (names, sources, quick) in list(roots.items())[:EDITABLE_REPOS]:
+            self.editables[root] = (names, sources, _git.scan(root, quick))
 
     def early_tags(self) -> dict[str, str]:
         """Tags known without waiting (no dirty flag, diff or package list yet)."""
@@ -77,6 +131,8 @@ class Pending:
         """Stop the child processes (the run is not going to be created)."""
         if self.scan is not None:
             self.scan.abort()
+        for _, _, sub_scan in self.editables.values():
+            sub_scan.abort()
         if self.gpu is not None and self.gpu.proc is not None:
             self.gpu.proc.kill()
             self.gpu.proc.communicate()
@@ -92,7 +148,14 @@ class Pending:
         timings["git_wait"] = time.monotonic() - t
         timings["git"] = git.seconds
         gpu = self.gpu.result() if self.gpu is not None else {}
-        capture = build(entry=self.entry, cwd=self.cwd, git=git, packages=packages, gpu=gpu)
+        editables = [
+            Editable(names=names, sources=sources, git=scan.result())
+            for names, sources, scan in self.editables.values()
+        ]
+        prefix = _packages.conda_prefix() if self.full else None
+        conda = (prefix, _packages.conda_packages(prefix)) if prefix else None
+        capture = build(entry=self.entry, cwd=self.cwd, git=git, packages=packages, gpu=gpu,
+                        editables=editables, conda=conda)
         timings["total"] = time.monotonic() - self.began
         capture.timings = timings
         return capture
@@ -158,7 +221,9 @@ def git_tags(git: _git.GitInfo) -> dict[str, str]:
 
 
 def build(*, entry: _entry.EntryPoint, cwd: str, git: _git.GitInfo,
-          packages: list[tuple[str, str]] | None, gpu: dict[str, str]) -> Capture:
+          packages: list[tuple[str, str]] | None, gpu: dict[str, str],
+          editables: list[Editable] | None = None,
+          conda: tuple[str, list[dict[str, str]]] | None = None) -> Capture:
     """Tags, artifacts and the ``environment.json`` document from collected facts.
 
     ``packages=None`` builds the tags only (no artifacts).
@@ -257,6 +322,28 @@ def build(*, entry: _entry.EntryPoint, cwd: str, git: _git.GitInfo,
                 scanned[path], n = scan_diff(sub_diff)
                 found["submodules"] += n
             artifacts["submodules.patch"] = _git.format_submodule_diffs(git.submodules, scanned)
+        if editables:
+            records = editable_records(editables)
+            tags["repro.editables"] = cap_tag(" ".join(
+                f"{r['name']}@{(r['commit'] or r['git'])[:12]}{'*' if r['dirty'] else ''}"
+                for r in records))
+            artifacts["editables.json"] = json.dumps(records, indent=2).encode()
+            patches = {}
+            found["editables"] = 0
+            for e in editables:
+                if e.git.diff:
+                    patches[e.git.root or ""], n = scan_diff(e.git.diff)
+                    found["editables"] += n
+            if patches:
+                artifacts["editables.patch"] = _git.format_submodule_diffs(
+                    [(root, next((r["commit"] or "" for r in records if r["root"] == root)),
+                      " ") for root in patches], patches)
+            doc["editables"] = records
+        if conda is not None:
+            prefix, conda_list = conda
+            tags["repro.conda"] = f"{os.path.basename(prefix)} ({len(conda_list)} packages)"
+            artifacts["conda.txt"] = _packages.format_conda(conda_list, prefix).encode()
+            doc["conda"] = {"prefix": prefix, "count": len(conda_list)}
         found = {k: n for k, n in found.items() if n}
         if doc["redacted"]:
             found = {"command": 1, **found}

@@ -83,6 +83,10 @@ def show(run: RecordedRun) -> str:
         row("gpu", gpu + (f" ({', '.join(extra)})" if extra else ""))
     if t.get("repro.packages"):
         row("packages", f"{t['repro.packages']} installed (repro/packages.txt)")
+    if t.get("repro.editables"):
+        row("editable", f"{t['repro.editables']} (repro/editables.json)")
+    if t.get("repro.conda"):
+        row("conda", f"{t['repro.conda']} (repro/conda.txt)")
     prefix = "repro.env."
     session = {k[len(prefix) :]: v for k, v in sorted(t.items()) if k.startswith(prefix)}
     for name, value in session.items():
@@ -210,6 +214,8 @@ def diff(a: RecordedRun, b: RecordedRun) -> str:
                 packages.append(f"- {name}=={va}")
             else:
                 packages.append(f"  {name}: {va} → {vb}")
+    for name in ("editables.json", "editables.patch", "conda.txt"):
+        _artifact_diff(packages, a, b, name)
     section("packages", packages)
 
     ea, eb = a.environment(), b.environment()

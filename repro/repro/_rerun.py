@@ -179,13 +179,16 @@ def rerun(
         current = dict(
             (_packages.normalize_name(n), v) for n, v in _packages.installed_packages()
         )
-        changes = _packages.compare_packages(recorded, current)
+        changes = [(n, was or "absent", now or "absent")
+                   for n, was, now in _packages.compare_packages(recorded, current)]
+        changes += compare_editables(run)
+        changes += compare_conda(run)
         if not changes:
             echo(f"packages   same {len(recorded)} packages as recorded")
         else:
             echo(f"packages   {len(changes)} differ from the recorded run (recorded → here):")
             for name, was, now in changes:
-                echo(f"  {name}: {was or 'absent'} → {now or 'absent'}")
+                echo(f"  {name}: {was} → {now}")
     else:
         echo("packages   not recorded; nothing to compare")
 
@@ -262,6 +265,63 @@ def rerun(
                     Path(base).rmdir()
                 except OSError:
                     pass
+
+
+def _code_state(commit: str | None, dirty: bool | None, sha: str) -> str:
+    if not commit:
+        return "no git commit"
+    return f"{commit[:12]}" + (f" + diff {sha}" if dirty else " clean")
+
+
+def compare_editables(run: RecordedRun) -> list[tuple[str, str, str]]:
+    """(name, recorded code, code here) for each editable install whose source differs
+    from the run's: another commit, other uncommitted changes, or no longer editable."""
+    import json
+
+    from ._capture import diff_digest
+
+    try:
+        records = json.loads(run.artifact("repro/editables.json") or b"[]")
+    except ValueError:
+        return []
+    here = _packages.editable_installs()
+    scans: dict[str, _gitscan.GitInfo] = {}
+    out = []
+    for r in records:
+        name = r.get("name", "?")
+        was = _code_state(r.get("commit"), r.get("dirty"), r.get("diff_sha", ""))
+        source = here.get(name)
+        if source is None:
+            out.append((f"{name} (editable)", was, "not an editable install here"))
+            continue
+        quick = _gitscan.quick(source)
+        root = quick.root or source
+        if root not in scans:
+            scans[root] = _gitscan.scan(root, quick).result()
+        info = scans[root]
+        now = _code_state(info.commit, info.dirty, diff_digest(info.diff))
+        if now != was:
+            out.append((f"{name} (editable)", was, now))
+    return out
+
+
+def compare_conda(run: RecordedRun) -> list[tuple[str, str, str]]:
+    """(package, recorded, here) for conda packages that differ, when both sides are
+    conda environments."""
+    text = run.artifact("repro/conda.txt")
+    prefix = _packages.conda_prefix()
+    if not text:
+        return []
+    if prefix is None:
+        return [("conda", "a conda environment", "not running under conda")]
+    recorded = _packages.parse_conda(text.decode("utf-8", "replace"))
+    current = _packages.parse_conda(
+        _packages.format_conda(_packages.conda_packages(prefix), prefix))
+    out = []
+    for name in sorted(set(recorded) ^ set(current)):
+        out.append((f"conda {name}", "present" if name in recorded else "absent",
+                    "present" if name in current else "absent"))
+    return out
 
 
 def _restore_submodules(worktree: str, heads: dict[str, str], diffs: dict[str, bytes],
