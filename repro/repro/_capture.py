@@ -336,7 +336,7 @@ def build(*, entry: _entry.EntryPoint, cwd: str, git: _git.GitInfo,
                     found["editables"] += n
             if patches:
                 artifacts["editables.patch"] = _git.format_submodule_diffs(
-                    [(root, next((r["commit"] or "" for r in records if r["root"] == root)),
+                    [(root, next(r["commit"] or "" for r in records if r["root"] == root),
                       " ") for root in patches], patches)
             doc["editables"] = records
         if conda is not None:
