@@ -226,6 +226,15 @@ def start_run(
     from . import _capture
 
     try:
+        from . import _params
+
+        params, sources = _params.find(sys._getframe(1))
+    except Exception:  # never cost the run
+        params, sources = {}, []
+    if params:
+        tags = {"repro.params": ",".join(sources) + f" ({len(params)})", **(tags or {})}
+
+    try:
         pending = _capture.begin()
     except Exception as exc:  # a capture bug must not cost the user their run
         import mlflow
@@ -239,7 +248,7 @@ def start_run(
             mlflow_kwargs["experiment_id"] = _experiment_id(MlflowClient(), experiment)
         return mlflow.start_run(run_name=run_name, tags=dict(tags or {}), **mlflow_kwargs)
     try:
-        return _start(pending, experiment, run_name, tags, mlflow_kwargs)
+        return _start(pending, experiment, run_name, tags, mlflow_kwargs, params)
     except BaseException:
         pending.abort()
         raise
@@ -251,6 +260,7 @@ def _start(
     run_name: str | None,
     tags: Mapping[str, Any] | None,
     kwargs: dict[str, Any],
+    params: dict[str, str] | None = None,
 ) -> ActiveRun:
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -302,7 +312,8 @@ def _start(
     if run is None:
         run = _start_spooled(target, reason or "unavailable", experiment, experiment_id,
                              run_name, all_tags, kwargs)
-    uploader = _store_artifacts(run, mlflow.get_tracking_uri(), capture.artifacts)
+    uploader = _store_artifacts(run, mlflow.get_tracking_uri(), capture.artifacts,
+                                params or {})
     return _run_class()(run, uploader)
 
 
@@ -349,12 +360,33 @@ def _start_spooled(
     return run
 
 
-def _store_artifacts(run: ActiveRun, uri: str, files: dict[str, bytes]
-                     ) -> threading.Thread | None:
-    """Store the ``repro/`` artifacts. A local artifact store gets them written at once;
-    a remote one gets them uploaded (in parallel) by a thread that returns at once and
-    that leaving ``with`` waits for. A failure is a warning, not an error."""
-    if not files:
+def _log_params(run_id: str, uri: str, params: dict[str, str]) -> None:
+    """Log the program's parsed arguments (``args.*``, ``config.*``) as parameters."""
+    if not params:
+        return
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    from . import _tracking
+
+    client = MlflowClient(uri)
+    items = [Param(k, v) for k, v in params.items()]
+    try:
+        for i in range(0, len(items), 100):
+            client.log_batch(run_id, params=items[i:i + 100])
+    except Exception as exc:  # the run itself exists; do not fail the user's script
+        _warn("repro: could not log the arguments of run %s as parameters (%s)", run_id,
+              _tracking.describe(exc))
+
+
+def _store_artifacts(run: ActiveRun, uri: str, files: dict[str, bytes],
+                     params: dict[str, str] | None = None) -> threading.Thread | None:
+    """Store the ``repro/`` artifacts and log the argument parameters. A local store
+    gets them at once; a remote one gets them uploaded (in parallel) by a thread that
+    returns at once and that leaving ``with`` waits for. A failure is a warning, not an
+    error."""
+    params = params or {}
+    if not files and not params:
         return None
     from urllib.parse import unquote, urlsplit
 
@@ -371,16 +403,22 @@ def _store_artifacts(run: ActiveRun, uri: str, files: dict[str, bytes]
                     f.write(content)
         except OSError as exc:
             _warn("repro: could not write the repro/ artifacts of run %s (%s)", run_id, exc)
+        if params:
+            _log_params(run_id, uri, params)
         return None
     import threading
 
-    thread = threading.Thread(target=_upload, args=(run_id, artifact_uri, uri, files),
+    thread = threading.Thread(target=_upload, args=(run_id, artifact_uri, uri, files, params),
                               name=f"repro-upload-{run_id[:8]}", daemon=False)
     thread.start()
     return thread
 
 
-def _upload(run_id: str, artifact_uri: str, uri: str, files: dict[str, bytes]) -> None:
+def _upload(run_id: str, artifact_uri: str, uri: str, files: dict[str, bytes],
+            params: dict[str, str] | None = None) -> None:
+    _log_params(run_id, uri, params or {})
+    if not files:
+        return
     import tempfile
     from concurrent.futures import ThreadPoolExecutor
 
