@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _entry, _env, _git, _packages
-from ._redact import REDACTED, scan_diff
+from ._redact import REDACTED, scan_content, scan_diff
 from ._version import __version__
 
 TAG_LIMIT = 8000
@@ -154,8 +154,10 @@ class Pending:
         ]
         prefix = _packages.conda_prefix() if self.full else None
         conda = (prefix, _packages.conda_packages(prefix)) if prefix else None
+        untracked = (_git.read_untracked(git.root, git.untracked)
+                     if self.full and git.root and git.untracked else None)
         capture = build(entry=self.entry, cwd=self.cwd, git=git, packages=packages, gpu=gpu,
-                        editables=editables, conda=conda)
+                        editables=editables, conda=conda, untracked=untracked)
         timings["total"] = time.monotonic() - self.began
         capture.timings = timings
         return capture
@@ -223,7 +225,8 @@ def git_tags(git: _git.GitInfo) -> dict[str, str]:
 def build(*, entry: _entry.EntryPoint, cwd: str, git: _git.GitInfo,
           packages: list[tuple[str, str]] | None, gpu: dict[str, str],
           editables: list[Editable] | None = None,
-          conda: tuple[str, list[dict[str, str]]] | None = None) -> Capture:
+          conda: tuple[str, list[dict[str, str]]] | None = None,
+          untracked: tuple[dict[str, bytes], list[str]] | None = None) -> Capture:
     """Tags, artifacts and the ``environment.json`` document from collected facts.
 
     ``packages=None`` builds the tags only (no artifacts).
@@ -322,6 +325,18 @@ def build(*, entry: _entry.EntryPoint, cwd: str, git: _git.GitInfo,
                 scanned[path], n = scan_diff(sub_diff)
                 found["submodules"] += n
             artifacts["submodules.patch"] = _git.format_submodule_diffs(git.submodules, scanned)
+        if untracked is not None and untracked[0]:
+            files, left = untracked
+            found["untracked"] = 0
+            contents = {}
+            for path, content in files.items():
+                cleaned, n = scan_content(content)
+                found["untracked"] += n
+                contents[path] = cleaned.decode("utf-8", "replace")
+            artifacts["untracked.json"] = json.dumps(
+                {"files": contents, "names_only": left}, indent=1).encode()
+            tags["repro.git.untracked.saved"] = f"{len(files)} files"
+            doc["git"]["untracked_saved"] = sorted(files)
         if editables:
             records = editable_records(editables)
             tags["repro.editables"] = cap_tag(" ".join(

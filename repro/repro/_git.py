@@ -568,6 +568,46 @@ def _explain_failure(stderr: str) -> str:
     return f"unavailable: {first[:200]}"
 
 
+#: Untracked files whose content is recorded: each at most this size, at most this many,
+#: at most this much in all (the rest are listed by name only).
+UNTRACKED_FILE_LIMIT = 64 * 1024
+UNTRACKED_FILES_MAX = 100
+UNTRACKED_TOTAL_LIMIT = 1024 * 1024
+
+
+def read_untracked(root: str, paths: list[str]) -> tuple[dict[str, bytes], list[str]]:
+    """({path: content}, [paths left out]) of the small untracked text files listed by
+    the scan (folded directories, large or binary files, and those past the caps are
+    left out by name).
+
+    >>> read_untracked("/nonexistent", ["a.py", "data/"])
+    ({}, ['a.py', 'data/'])
+    """
+    kept: dict[str, bytes] = {}
+    left: list[str] = []
+    total = 0
+    for path in paths:
+        full = os.path.join(root, path)
+        if path.endswith("/") or len(kept) >= UNTRACKED_FILES_MAX:
+            left.append(path)
+            continue
+        try:
+            if os.path.islink(full) or os.path.getsize(full) > UNTRACKED_FILE_LIMIT:
+                left.append(path)
+                continue
+            with open(full, "rb") as f:
+                content = f.read(UNTRACKED_FILE_LIMIT + 1)
+        except OSError:
+            left.append(path)
+            continue
+        if b"\0" in content[:8192] or total + len(content) > UNTRACKED_TOTAL_LIMIT:
+            left.append(path)
+            continue
+        kept[path] = content
+        total += len(content)
+    return kept, left
+
+
 def parse_untracked(output: bytes, *, cut: bool = False, limit: int = UNTRACKED_LIMIT
                     ) -> tuple[list[str], bool]:
     """Untracked paths from NUL-separated ``git ls-files -z`` output, capped at ``limit``.

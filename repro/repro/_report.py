@@ -67,7 +67,9 @@ def show(run: RecordedRun) -> str:
         if t.get("repro.git.diff"):
             row("diff", f"{t['repro.git.diff']} (repro/diff.patch)")
         if t.get("repro.git.untracked"):
-            row("untracked", f"{t['repro.git.untracked']} entries (repro/untracked.txt)")
+            saved = t.get("repro.git.untracked.saved")
+            row("untracked", f"{t['repro.git.untracked']} entries (repro/untracked.txt)"
+                + (f", content of {saved} (repro/untracked.json)" if saved else ""))
         row("remote", t.get("repro.git.remote"))
         row("submodule", t.get("repro.git.submodules"))
         row("scan", t.get("repro.git.scan"))
@@ -196,7 +198,7 @@ def diff(a: RecordedRun, b: RecordedRun) -> str:
     code = compare_mappings(
         {k: ta[k] for k in code_keys if k in ta}, {k: tb[k] for k in code_keys if k in tb}
     )
-    for name in ("diff.patch", "submodules.patch"):
+    for name in ("diff.patch", "submodules.patch", "untracked.json"):
         _artifact_diff(code, a, b, name)
     section("code", code)
 

@@ -167,10 +167,13 @@ def rerun(
     if redacted:
         echo(f"warning    secrets in the recorded changes were replaced by {REDACTED} "
              f"({', '.join(redacted)}); the re-run code has the marker in their place")
-    untracked = (env.get("git") or {}).get("untracked_count")
-    if untracked:
-        echo(f"untracked  {untracked} untracked entries were not recorded (repro/untracked.txt);"
-             " copy any the run needs")
+    saved = _untracked_files(run)
+    untracked = (env.get("git") or {}).get("untracked_count") or 0
+    if saved:
+        echo(f"untracked  {len(saved)} untracked files restored from repro/untracked.json")
+    if untracked > len(saved):
+        echo(f"untracked  {untracked - len(saved)} untracked entries were listed by name only "
+             "(repro/untracked.txt); copy any the run needs")
 
     recorded = _packages.parse_packages(
         (run.artifact("repro/packages.txt") or b"").decode("utf-8", "replace")
@@ -231,6 +234,7 @@ def rerun(
                     f"the recorded diff does not apply to {commit[:12]}: "
                     f"{applied.stderr.decode().strip()[:200]}"
                 )
+        _restore_untracked(path, saved, echo)
         if os.path.exists(os.path.join(path, ".gitmodules")):
             sub = _git(("submodule", "update", "--init", "--recursive"), path)
             if sub.returncode != 0:
@@ -265,6 +269,36 @@ def rerun(
                     Path(base).rmdir()
                 except OSError:
                     pass
+
+
+def _untracked_files(run: RecordedRun) -> dict[str, str]:
+    """{path: text} of the untracked files whose content the run recorded."""
+    import json
+
+    try:
+        data = json.loads(run.artifact("repro/untracked.json") or b"{}")
+    except ValueError:
+        return {}
+    files = data.get("files") if isinstance(data, dict) else None
+    return {str(k): str(v) for k, v in (files or {}).items()}
+
+
+def _restore_untracked(worktree: str, files: dict[str, str],
+                       echo: Callable[[str], None]) -> None:
+    """Write the recorded untracked files into the worktree (never outside it, never over
+    a file the commit or the diff provides)."""
+    base = os.path.realpath(worktree)
+    for rel, text in files.items():
+        target = os.path.realpath(os.path.join(base, rel))
+        if not target.startswith(base + os.sep):
+            echo(f"warning    untracked {rel!r} points outside the worktree; not restored")
+            continue
+        if os.path.exists(target):
+            echo(f"warning    untracked {rel} exists in the worktree; kept that one")
+            continue
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text)
 
 
 def _code_state(commit: str | None, dirty: bool | None, sha: str) -> str:

@@ -5,7 +5,6 @@ parsing or importing anything. Real scripts, a real MLflow server."""
 from __future__ import annotations
 
 import secrets
-import subprocess
 import textwrap
 from pathlib import Path
 

@@ -108,3 +108,41 @@ def test_rerun_restores_a_moved_and_dirty_submodule(tmp_path: Path, env: dict[st
     again = _ok(repro_cli(["rerun", run_id], env, repo))
     assert "submodule  libs/lib at" in again.stdout
     assert _output(again) == "3", again.stdout + again.stderr
+
+
+USES_EXTRA = textwrap.dedent(
+    """
+    import os
+    import repro
+    import extra  # a new file, not added to git yet
+
+    with repro.start_run(os.environ["TEST_EXPERIMENT"]) as run:
+        print("RUN_ID", run.info.run_id, flush=True)
+        print("OUTPUT", extra.V, flush=True)
+    """
+)
+
+
+def test_rerun_restores_small_untracked_files(tmp_path: Path, env: dict[str, str],
+                                              client) -> None:
+    import secrets
+
+    repo = make_repo(tmp_path / "repo")
+    (repo / "app.py").write_text(USES_EXTRA)
+    git(repo, "add", "app.py")
+    git(repo, "commit", "-q", "-m", "app")
+    token = secrets.token_hex(16)
+    (repo / "extra.py").write_text(f'V = 7\nHF_TOKEN = "{token}"\n')
+    (repo / "data").mkdir()
+    (repo / "data" / "big.bin").write_bytes(b"\0" * 10)
+    run_id = run_id_of(_ok(run_py(["app.py"], repo, env)))
+    tags = client.get_run(run_id).data.tags
+    assert tags["repro.git.untracked.saved"] == "1 files"
+    assert tags["repro.redacted"] == "untracked:1"
+    local = Path(client.download_artifacts(run_id, "repro/untracked.json", str(tmp_path / "d")))
+    assert token not in local.read_text() and "V = 7" in local.read_text()
+    (repo / "extra.py").unlink()
+    again = _ok(repro_cli(["rerun", run_id], env, repo))
+    assert "1 untracked files restored" in again.stdout
+    assert "1 untracked entries were listed by name only" in again.stdout
+    assert _output(again) == "7"
