@@ -28,10 +28,11 @@ from types import SimpleNamespace
 
 from ._errors import ReproError
 
+from collections.abc import Mapping
+
 TYPE_CHECKING = False  # typing itself costs more to import than all of this module
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Mapping
     from typing import Any
 
     from mlflow import ActiveRun
@@ -52,8 +53,13 @@ try:
 except OSError:  # started in a deleted directory
     LAUNCH_CWD = None
 
-#: Variables naming the rank of this process, first found wins (torchrun, MPI, Slurm).
-RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID", "LOCAL_RANK")
+#: Variables naming this process's rank in one distributed job, first found wins: torchrun,
+#: Accelerate, DeepSpeed and Lightning set RANK; OpenMPI's mpirun sets
+#: OMPI_COMM_WORLD_RANK; PMI/PMIx launchers set PMI_RANK/PMIX_RANK.
+RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+#: Set when processes meet to form one job (torch's rendezvous): with these, Slurm's task
+#: number is a rank; without them, ``srun -n N`` tasks are N independent runs.
+_JOB_VARIABLES = ("MASTER_ADDR", "WORLD_SIZE")
 
 
 def _warn(message: str, *args: object) -> None:
@@ -79,18 +85,35 @@ class _inside:
         _INSIDE.reset(self.token)
 
 
-def distributed_rank() -> int | None:
+def distributed_rank(environ: Mapping[str, str] | None = None) -> int | None:
     """This process's global rank in a distributed job, or None when not distributed.
 
-    Reads ``RANK`` (torchrun, Accelerate, DeepSpeed), MPI and Slurm variables, then Ray
-    Train's context when the program already imported ``ray.train`` (never imports it).
+    ``RANK`` (torchrun, Accelerate, DeepSpeed), then the MPI variables, then Slurm's
+    ``SLURM_PROCID`` and ``LOCAL_RANK`` *only* when the processes form one job
+    (``MASTER_ADDR`` or ``WORLD_SIZE`` set, or ``torch.distributed`` initialised): the
+    tasks of a plain ``srun -n 4 python train.py`` are independent runs and each records
+    its own. Under Slurm, PMI variables (which srun's MPI plugin sets for any task) count
+    only once the program imported ``mpi4py``. Then Ray Train's context when the program
+    already imported ``ray.train`` (never imports it).
 
-    >>> distributed_rank() if "RANK" not in os.environ else None
+    >>> distributed_rank({"SLURM_PROCID": "3"}), distributed_rank({"SLURM_PROCID": "3",
+    ...     "MASTER_ADDR": "node1"}), distributed_rank({"RANK": "2"})
+    (None, 3, 2)
     """
+    env = os.environ if environ is None else environ
+    slurm = "SLURM_PROCID" in env
     for name in RANK_VARIABLES:
-        value = os.environ.get(name, "").strip()
+        if slurm and name in ("PMI_RANK", "PMIX_RANK") and "mpi4py" not in sys.modules:
+            continue
+        value = env.get(name, "").strip()
         if value.lstrip("-").isdigit():
             return int(value)
+    one_job = any(env.get(v) for v in _JOB_VARIABLES) or _torch_distributed()
+    if one_job:
+        for name in ("SLURM_PROCID", "LOCAL_RANK"):
+            value = env.get(name, "").strip()
+            if value.isdigit():
+                return int(value)
     if "ray.train" in sys.modules:
         try:
             rank = sys.modules["ray.train"].get_context().get_world_rank()
@@ -98,6 +121,33 @@ def distributed_rank() -> int | None:
             return None
         return int(rank) if rank is not None else None
     return None
+
+
+def _torch_distributed() -> bool:
+    """Whether the program already initialised ``torch.distributed`` (never imports it)."""
+    dist = sys.modules.get("torch.distributed")
+    try:
+        return bool(dist is not None and dist.is_available() and dist.is_initialized())
+    except Exception:
+        return False
+
+
+def distributed_tags(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What rank 0 (or an independent Slurm task) records about the job it belongs to.
+
+    >>> distributed_tags({"SLURM_JOB_ID": "77", "SLURM_PROCID": "2", "SLURM_NTASKS": "4"})
+    {'repro.slurm.job': '77', 'repro.slurm.task': '2 of 4'}
+    """
+    env = os.environ if environ is None else environ
+    tags = {}
+    if env.get("WORLD_SIZE"):
+        tags["repro.distributed.world_size"] = env["WORLD_SIZE"]
+    if env.get("SLURM_JOB_ID"):
+        tags["repro.slurm.job"] = env["SLURM_JOB_ID"]
+        if env.get("SLURM_PROCID"):
+            total = env.get("SLURM_NTASKS")
+            tags["repro.slurm.task"] = env["SLURM_PROCID"] + (f" of {total}" if total else "")
+    return tags
 
 
 class NoOpRun:
@@ -223,6 +273,9 @@ def start_run(
     rank = distributed_rank()
     if rank:
         return NoOpRun(rank)
+    job = distributed_tags()
+    if job:
+        tags = {**job, **(tags or {})}
     from . import _capture
 
     try:
