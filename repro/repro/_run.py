@@ -24,11 +24,10 @@ from __future__ import annotations
 import contextvars
 import os
 import sys
+from collections.abc import Mapping
 from types import SimpleNamespace
 
 from ._errors import ReproError
-
-from collections.abc import Mapping
 
 TYPE_CHECKING = False  # typing itself costs more to import than all of this module
 if TYPE_CHECKING:

@@ -7,9 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from repro_testlib import make_repo, run_id_of, run_py
-
 from repro._run import distributed_rank
+from repro_testlib import make_repo, run_id_of, run_py
 
 pytestmark = pytest.mark.integration
 
