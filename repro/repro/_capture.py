@@ -25,6 +25,8 @@ from ._redact import REDACTED, scan_content, scan_diff
 from ._version import __version__
 
 TAG_LIMIT = 8000
+#: Largest notebook recorded (after its outputs are stripped).
+NOTEBOOK_LIMIT = 2 * 1024 * 1024
 #: Most repositories of editable installs scanned per run.
 EDITABLE_REPOS = 8
 ARTIFACT_DIR = "repro"
@@ -154,10 +156,12 @@ class Pending:
         ]
         prefix = _packages.conda_prefix() if self.full else None
         conda = (prefix, _packages.conda_packages(prefix)) if prefix else None
+        notebook = read_notebook(self.entry) if self.full else None
         untracked = (_git.read_untracked(git.root, git.untracked)
                      if self.full and git.root and git.untracked else None)
         capture = build(entry=self.entry, cwd=self.cwd, git=git, packages=packages, gpu=gpu,
-                        editables=editables, conda=conda, untracked=untracked)
+                        editables=editables, conda=conda, untracked=untracked,
+                        notebook=notebook)
         timings["total"] = time.monotonic() - self.began
         capture.timings = timings
         return capture
@@ -186,6 +190,50 @@ def _command_parts(entry: _entry.EntryPoint) -> tuple[list[str], list[str]]:
     else:
         options = []
     return options, args
+
+
+def strip_outputs(content: bytes) -> bytes | None:
+    """A notebook's JSON without cell outputs and execution counts (outputs can be huge
+    and hold data; the source is what reproduces them), or None if it is not JSON.
+
+    >>> strip_outputs(b'{"cells": [{"cell_type": "code", "source": "1", "outputs": [1], '
+    ...               b'"execution_count": 3}]}')
+    b'{"cells": [{"cell_type": "code", "source": "1", "outputs": [], "execution_count": null}]}'
+    """
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return None
+    for cell in data.get("cells", []) if isinstance(data, dict) else []:
+        if isinstance(cell, dict) and cell.get("cell_type") == "code":
+            cell["outputs"] = []
+            cell["execution_count"] = None
+    return json.dumps(data).encode()
+
+
+def read_notebook(entry: _entry.EntryPoint) -> tuple[bytes, str] | None:
+    """(the notebook file as saved, outputs stripped and capped; the cells the kernel
+    ran so far) when the entry point is a notebook, else None."""
+    if entry.kind != "notebook":
+        return None
+    content = b""
+    if os.path.isabs(entry.target):
+        try:
+            with open(entry.target, "rb") as f:
+                raw = f.read(NOTEBOOK_LIMIT * 8 + 1)
+        except OSError:
+            raw = b""
+        stripped = strip_outputs(raw) if raw else None
+        if stripped is not None and len(stripped) <= NOTEBOOK_LIMIT:
+            content = stripped
+    history = ""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+    cells = (getattr(shell, "user_ns", None) or {}).get("In") if shell is not None else None
+    if isinstance(cells, list):
+        history = "".join(f"# In[{i}]\n{src}\n\n" for i, src in enumerate(cells) if src)
+        history = history[-NOTEBOOK_LIMIT:]
+    return content, history
 
 
 def git_tags(git: _git.GitInfo) -> dict[str, str]:
@@ -226,7 +274,8 @@ def build(*, entry: _entry.EntryPoint, cwd: str, git: _git.GitInfo,
           packages: list[tuple[str, str]] | None, gpu: dict[str, str],
           editables: list[Editable] | None = None,
           conda: tuple[str, list[dict[str, str]]] | None = None,
-          untracked: tuple[dict[str, bytes], list[str]] | None = None) -> Capture:
+          untracked: tuple[dict[str, bytes], list[str]] | None = None,
+          notebook: tuple[bytes, str] | None = None) -> Capture:
     """Tags, artifacts and the ``environment.json`` document from collected facts.
 
     ``packages=None`` builds the tags only (no artifacts).
@@ -325,6 +374,16 @@ def build(*, entry: _entry.EntryPoint, cwd: str, git: _git.GitInfo,
                 scanned[path], n = scan_diff(sub_diff)
                 found["submodules"] += n
             artifacts["submodules.patch"] = _git.format_submodule_diffs(git.submodules, scanned)
+        if notebook is not None:
+            content, history = notebook
+            if content:
+                artifacts["notebook.ipynb"], found["notebook"] = scan_content(content)
+            if history:
+                artifacts["notebook_history.py"], n = scan_content(history.encode())
+                found["notebook"] = found.get("notebook", 0) + n
+            tags["repro.notebook"] = (
+                f"{len(content)} bytes, outputs stripped" if content else "not saved on disk"
+            ) + (f"; {history.count('# In[')} cells run" if history else "")
         if untracked is not None and untracked[0]:
             files, left = untracked
             found["untracked"] = 0

@@ -251,7 +251,7 @@ def format_conda(packages: list[dict[str, str]], prefix: str) -> str:
     environment from it.
 
     >>> format_conda([{"name": "x", "url": "https://c/x.conda", "md5": "ab"}], "/env")
-    '# repro: conda environment /env\n@EXPLICIT\nhttps://c/x.conda#ab\n'
+    '# repro: conda environment /env\\n@EXPLICIT\\nhttps://c/x.conda#ab\\n'
     """
     lines = [f"# repro: conda environment {prefix}", "@EXPLICIT"]
     for p in packages:

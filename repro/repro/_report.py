@@ -54,6 +54,8 @@ def show(run: RecordedRun) -> str:
         kind = t.get("repro.entry_point.type", "?")
         row("entry", f"{entry} ({kind}), cwd {t.get('repro.cwd', '?')}")
     row("launched", t.get("repro.launch_dir"))
+    if t.get("repro.notebook"):
+        row("notebook", f"{t['repro.notebook']} (repro/notebook.ipynb)")
     if t.get("repro.redacted"):
         row("redacted", f"{t['repro.redacted']} (secrets replaced by [REDACTED])")
     git_state = t.get("repro.git")
@@ -198,7 +200,7 @@ def diff(a: RecordedRun, b: RecordedRun) -> str:
     code = compare_mappings(
         {k: ta[k] for k in code_keys if k in ta}, {k: tb[k] for k in code_keys if k in tb}
     )
-    for name in ("diff.patch", "submodules.patch", "untracked.json"):
+    for name in ("diff.patch", "submodules.patch", "untracked.json", "notebook_history.py"):
         _artifact_diff(code, a, b, name)
     section("code", code)
 

@@ -235,6 +235,7 @@ def rerun(
                     f"{applied.stderr.decode().strip()[:200]}"
                 )
         _restore_untracked(path, saved, echo)
+        _restore_notebook(run, env, path, echo)
         if os.path.exists(os.path.join(path, ".gitmodules")):
             sub = _git(("submodule", "update", "--init", "--recursive"), path)
             if sub.returncode != 0:
@@ -299,6 +300,25 @@ def _restore_untracked(worktree: str, files: dict[str, str],
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target, "w", encoding="utf-8") as f:
             f.write(text)
+
+
+def _restore_notebook(run: RecordedRun, env: dict[str, Any], worktree: str,
+                      echo: Callable[[str], None]) -> None:
+    """Write the recorded notebook where the run had it, when the commit and diff do not
+    provide it (a notebook never added to git)."""
+    entry = env.get("entry_point") or {}
+    target = entry.get("target") or ""
+    if entry.get("kind") != "notebook" or not target or os.path.isabs(target):
+        return
+    where = os.path.join(worktree, target)
+    if os.path.exists(where):
+        return
+    content = run.artifact("repro/notebook.ipynb")
+    if content:
+        os.makedirs(os.path.dirname(where), exist_ok=True)
+        with open(where, "wb") as f:
+            f.write(content)
+        echo(f"notebook   {target} restored from repro/notebook.ipynb")
 
 
 def _code_state(commit: str | None, dirty: bool | None, sha: str) -> str:
