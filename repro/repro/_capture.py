@@ -107,7 +107,10 @@ class Pending:
         #: the run's own repository, scanned side by side with it.
         self.editables: dict[str, tuple[list[str], dict[str, str], _git.Scan]] = {}
         if full:
-            self._scan_editables()
+            try:
+                self._scan_editables()
+            except Exception:  # editables are a detail: finish() reports the package error
+                self.editables = {}
 
     def _scan_editables(self) -> None:
         roots: dict[str, tuple[list[str], dict[str, str], _git.GitInfo]] = {}
@@ -209,6 +212,31 @@ def strip_outputs(content: bytes) -> bytes | None:
             cell["outputs"] = []
             cell["execution_count"] = None
     return json.dumps(data).encode()
+
+
+def scan_notebook(content: bytes) -> tuple[bytes, int]:
+    """A notebook with secrets in its cells' sources replaced (scanned as the source
+    text, not as JSON, where quotes are escaped), and how many.
+
+    >>> scan_notebook(
+    ...     b'{"cells": [{"source": ["k = 1\\\\n", "API_KEY = \\\\"Zq8vL1pX0rT5\\\\"\\\\n"]}]}')
+    (b'{"cells": [{"source": "k = 1\\\\nAPI_KEY = \\\\"[REDACTED]\\\\"\\\\n"}]}', 1)
+    """
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return scan_content(content)
+    total = 0
+    for cell in data.get("cells", []) if isinstance(data, dict) else []:
+        if not isinstance(cell, dict):
+            continue
+        source = cell.get("source")
+        text = "".join(source) if isinstance(source, list) else str(source or "")
+        cleaned, n = scan_content(text.encode("utf-8", "surrogateescape"))
+        if n:
+            total += n
+            cell["source"] = cleaned.decode("utf-8", "surrogateescape")
+    return (json.dumps(data).encode() if total else content), total
 
 
 def read_notebook(entry: _entry.EntryPoint) -> tuple[bytes, str] | None:
@@ -377,7 +405,7 @@ def build(*, entry: _entry.EntryPoint, cwd: str, git: _git.GitInfo,
         if notebook is not None:
             content, history = notebook
             if content:
-                artifacts["notebook.ipynb"], found["notebook"] = scan_content(content)
+                artifacts["notebook.ipynb"], found["notebook"] = scan_notebook(content)
             if history:
                 artifacts["notebook_history.py"], n = scan_content(history.encode())
                 found["notebook"] = found.get("notebook", 0) + n
