@@ -74,7 +74,7 @@ WORKER = textwrap.dedent(
         # A real change to a tracked file, as between two runs of an edit-and-run loop.
         edits[0] += 1
         with open(os.path.join("pkg001", "mod001.py"), "a") as f:
-            f.write(f"EDIT = {edits[0]}\n")
+            f.write(f"EDIT = {edits[0]}\\n")
 
     if mode == "cold":
         result = {lib: [once(lib)]}

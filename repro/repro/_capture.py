@@ -29,6 +29,8 @@ TAG_LIMIT = 8000
 NOTEBOOK_LIMIT = 2 * 1024 * 1024
 #: Most repositories of editable installs scanned per run.
 EDITABLE_REPOS = 8
+#: Seconds an editable install's scan may run past the run's own scan.
+EDITABLE_GRACE = 0.25
 ARTIFACT_DIR = "repro"
 
 
@@ -153,8 +155,11 @@ class Pending:
         timings["git_wait"] = time.monotonic() - t
         timings["git"] = git.seconds
         gpu = self.gpu.result() if self.gpu is not None else {}
+        # Editable installs' repositories may be large: they get what is left of the time
+        # the run's own scan took, plus a little, never the full git timeout.
+        until = time.monotonic() + EDITABLE_GRACE
         editables = [
-            Editable(names=names, sources=sources, git=scan.result())
+            Editable(names=names, sources=sources, git=scan.result(until))
             for names, sources, scan in self.editables.values()
         ]
         prefix = _packages.conda_prefix() if self.full else None

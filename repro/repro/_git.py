@@ -441,14 +441,14 @@ class Scan:
         for proc in self.procs.values():
             proc.kill()
 
-    def result(self) -> GitInfo:
-        """Wait for the scan (bounded by the timeout) and merge it into what ``.git`` said.
-        Repeated calls return the same answer."""
+    def result(self, deadline: float | None = None) -> GitInfo:
+        """Wait for the scan (bounded by the timeout, or by ``deadline`` if sooner) and
+        merge it into what ``.git`` said. Repeated calls return the same answer."""
         if self._result is None:
-            self._result = self._result_once()
+            self._result = self._result_once(deadline)
         return self._result
 
-    def _result_once(self) -> GitInfo:
+    def _result_once(self, until: float | None = None) -> GitInfo:
         from . import _watch
 
         if self.base.state == "no repository":
@@ -459,6 +459,8 @@ class Scan:
         if self.error:
             return GitInfo(state=self.error)
         deadline = self.began + self.timeout
+        if until is not None:
+            deadline = min(deadline, until)
         try:
             _drain(list(self.procs.values()), deadline)
             info = self._collect()
@@ -475,7 +477,8 @@ class Scan:
 
     def _too_slow(self, name: str) -> str:
         args = " ".join(a for a in self.procs[name].args[:2] if not a.startswith("-"))
-        return (f"`git {args}` took over {self.timeout:g} s "
+        waited = min(self.timeout, time.monotonic() - self.began)
+        return (f"`git {args}` took over {waited:.1f} s "
                 "(raise REPRO_GIT_TIMEOUT to wait longer)")
 
     def _collect(self) -> GitInfo:

@@ -343,6 +343,9 @@ def compare_editables(run: RecordedRun) -> list[tuple[str, str, str]]:
     out = []
     for r in records:
         name = r.get("name", "?")
+        if str(r.get("git", "")).startswith("unavailable"):
+            out.append((f"{name} (editable)", f"not recorded ({r['git']})", "(not compared)"))
+            continue
         was = _code_state(r.get("commit"), r.get("dirty"), r.get("diff_sha", ""))
         source = here.get(name)
         if source is None:
