@@ -108,7 +108,7 @@ class Pending:
         #: {repository root: (distribution names, scan)} of editable installs outside
         #: the run's own repository, scanned side by side with it.
         self.editables: dict[str, tuple[list[str], dict[str, str], _git.Scan]] = {}
-        if full:
+        if full and os.environ.get("REPRO_EDITABLES", "1") != "0":
             try:
                 self._scan_editables()
             except Exception:  # editables are a detail: finish() reports the package error
