@@ -24,6 +24,8 @@ class EntryPoint:
     command: list[str] = field(default_factory=list)
     #: Directory used to find the repository.
     directory: str = ""
+    #: Directory the command was started in (may differ from the cwd at run start).
+    launch_cwd: str = ""
 
     def describe(self, root: str | None) -> str:
         """What ``repro.entry_point`` records: ``train.py``, ``python -m pkg.mod``, ..."""
@@ -70,13 +72,31 @@ def _notebook_path() -> str | None:
     return "notebook"
 
 
+def _launch_cwd(argv0: str, script: str | None, cwd: str) -> str:
+    """Where the command was typed: derived exactly from a relative script path (the
+    absolute ``__main__.__file__`` minus the typed path), else ``sys.path[0]`` for
+    ``python -m`` (Python puts the start directory there), else where repro was first
+    imported."""
+    if script and argv0 and not os.path.isabs(argv0):
+        parts = [p for p in os.path.normpath(argv0).split(os.sep) if p not in ("", ".")]
+        if ".." not in parts:
+            base = script
+            for _ in parts:
+                base = os.path.dirname(base)
+            return base
+    from . import _run
+
+    return _run.LAUNCH_CWD or cwd
+
+
 def detect() -> EntryPoint:
-    """Inspect the running interpreter (no I/O beyond ``os.getcwd``)."""
+    """Inspect the running interpreter (no I/O beyond ``os.getcwd`` and a ``stat``)."""
     cwd = os.getcwd()
     notebook = _notebook_path()
     if notebook is not None:
         directory = os.path.dirname(notebook) if os.path.isabs(notebook) else cwd
-        return EntryPoint("notebook", notebook, ["jupyter", "execute", notebook], directory)
+        return EntryPoint("notebook", notebook, ["jupyter", "execute", notebook], directory,
+                          directory)
 
     orig = list(getattr(sys, "orig_argv", []) or [sys.executable, *sys.argv])
     command = redact_argv(orig)
@@ -86,11 +106,22 @@ def detect() -> EntryPoint:
     if spec is not None and getattr(spec, "name", None) not in (None, "__main__"):
         module = spec.name.removesuffix(".__main__")
         directory = os.path.dirname(os.path.abspath(main_file)) if main_file else cwd
-        return EntryPoint("module", module, command, directory)
+        first = sys.path[0] if sys.path else ""
+        launch = first if os.path.isabs(first) and os.path.isdir(first) else _launch_cwd(
+            "", None, cwd)
+        return EntryPoint("module", module, command, directory, launch)
     argv0 = sys.argv[0] if sys.argv else ""
     if argv0 == "-c":
-        return EntryPoint("command", "", command, cwd)
-    if argv0 and argv0 != "-" and os.path.exists(argv0):
-        script = os.path.abspath(argv0)
-        return EntryPoint("script", script, command, os.path.dirname(script))
-    return EntryPoint("interactive", "", command, cwd)
+        return EntryPoint("command", "", command, cwd, _launch_cwd("", None, cwd))
+    if argv0 and argv0 != "-":
+        # Since Python 3.9 __main__.__file__ is absolute, so it survives an os.chdir
+        # that makes a relative argv[0] point nowhere.
+        script = None
+        if isinstance(main_file, str) and os.path.isabs(main_file) and os.path.exists(main_file):
+            script = main_file
+        elif os.path.exists(argv0):
+            script = os.path.abspath(argv0)
+        if script is not None:
+            return EntryPoint("script", script, command, os.path.dirname(script),
+                              _launch_cwd(argv0, script, cwd))
+    return EntryPoint("interactive", "", command, cwd, cwd)

@@ -43,6 +43,9 @@ _GIT_CONFIG = (
 )
 _DIFF_ARGS = ("--binary", "--no-color", "--no-ext-diff", "--no-textconv", "--src-prefix=a/",
               "--dst-prefix=b/", "--submodule=short")
+#: Starts the line before each submodule's diff in ``submodules.patch`` (no diff line
+#: starts with "#").
+_SUBMODULE_MARK = "### repro-submodule"
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
 
@@ -68,6 +71,10 @@ class GitInfo:
     #: (path, commit, state) with state " " (clean), "+" (other commit), "-" (not checked
     #: out), "U" (conflict), as ``git submodule status`` prints it.
     submodules: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Submodule path -> its own uncommitted diff (only submodules with changes).
+    submodule_diffs: dict[str, bytes] = field(default_factory=dict)
+    #: What the scan could not find out in time (the rest of it is kept).
+    scan_notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -235,10 +242,18 @@ def _env() -> dict[str, str]:
 
 
 class _Git:
-    """One started git command whose output is read later, capped and under a deadline."""
+    """One started git command whose output is collected later by :func:`_drain`."""
 
-    def __init__(self, cwd: str, args: tuple[str, ...], env: dict[str, str]) -> None:
+    def __init__(self, cwd: str, args: tuple[str, ...], env: dict[str, str],
+                 limit: int | None = None) -> None:
         self.args = args
+        #: Most stdout bytes wanted; past it git is stopped and ``cut`` is set.
+        self.limit = limit
+        self.out: list[bytes] = []
+        self.size = 0
+        self.err: list[bytes] = []
+        self.cut = False
+        self.timed_out = False
         self.proc = subprocess.Popen(
             ("git", *_GIT_CONFIG, *args),
             cwd=cwd,
@@ -248,41 +263,18 @@ class _Git:
             stderr=subprocess.PIPE,
         )
 
-    def result(self, deadline: float, limit: int | None = None) -> tuple[int, bytes, str, bool]:
-        """(returncode, stdout, stderr, cut) where ``cut`` means stdout exceeded ``limit``."""
-        if limit is None:
-            try:
-                out, err = self.proc.communicate(timeout=max(0.05, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise
-            return self.proc.returncode, out, err.decode("utf-8", "replace"), False
-        # Read at most limit + 1 bytes, then stop git: the rest is not needed.
-        assert self.proc.stdout is not None
-        chunks: list[bytes] = []
-        size = 0
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            while size <= limit:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not sel.select(remaining):
-                    self.kill()
-                    raise subprocess.TimeoutExpired(self.args, 0)
-                chunk = os.read(self.proc.stdout.fileno(), 65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-        out = b"".join(chunks)
-        if size > limit:
-            self.kill()
-            return 0, out, "", True
-        try:
-            _, err = self.proc.communicate(timeout=max(0.05, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise
-        return self.proc.returncode, out, err.decode("utf-8", "replace"), False
+    @property
+    def stdout(self) -> bytes:
+        return b"".join(self.out)
+
+    @property
+    def stderr(self) -> str:
+        return b"".join(self.err).decode("utf-8", "replace")
+
+    @property
+    def ok(self) -> bool:
+        """Finished in time with exit status 0 (or stopped on purpose past ``limit``)."""
+        return not self.timed_out and (self.cut or self.proc.returncode == 0)
 
     def kill(self) -> None:
         """Stop git (if still running) without waiting on its pipes, which a grandchild
@@ -301,6 +293,63 @@ class _Git:
             self.proc.wait(timeout=1)
         except subprocess.TimeoutExpired:
             pass
+
+
+#: Most stderr bytes kept per command (the rest is read and dropped: a full stderr pipe
+#: would block git, e.g. one CRLF warning per file under ``core.autocrlf``).
+_STDERR_KEEP = 16_384
+
+
+def _drain(procs: list[_Git], deadline: float) -> None:
+    """Read every command's stdout *and* stderr at once until each ends, is cut at its
+    limit, or the deadline passes (then it is killed and marked ``timed_out``). Each
+    command's outcome is its own: one slow command costs only its own answer."""
+    with selectors.DefaultSelector() as sel:
+        for g in procs:
+            for pipe in (g.proc.stdout, g.proc.stderr):
+                if pipe is not None:
+                    sel.register(pipe, selectors.EVENT_READ, g)
+        while sel.get_map():
+            # Past the deadline, what is already written (a command that has ended) is
+            # still read: only a command still silent is too slow.
+            events = sel.select(max(0.0, deadline - time.monotonic()))
+            if not events:
+                for key in list(sel.get_map().values()):
+                    g = key.data
+                    sel.unregister(key.fileobj)
+                    if not g.cut and g.proc.poll() is None:
+                        g.timed_out = True
+                    g.kill()
+                break
+            for key, _ in events:
+                g = key.data
+                try:
+                    chunk = os.read(key.fileobj.fileno(), 65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    continue
+                if key.fileobj is g.proc.stderr:
+                    if sum(map(len, g.err)) < _STDERR_KEEP:
+                        g.err.append(chunk)
+                    continue
+                g.out.append(chunk)
+                g.size += len(chunk)
+                if g.limit is not None and g.size > g.limit:
+                    # The rest is not needed: stop git.
+                    g.cut = True
+                    for pipe in (g.proc.stdout, g.proc.stderr):
+                        if pipe is not None and pipe in sel.get_map():
+                            sel.unregister(pipe)
+                    g.kill()
+    for g in procs:
+        if g.proc.returncode is None:
+            try:
+                g.proc.wait(timeout=max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                g.timed_out = True
+                g.kill()
 
 
 def _state_key(base: GitInfo) -> tuple | None:
@@ -346,31 +395,45 @@ class Scan:
                 self.cached = hit
                 return
             self.token = _watch.begin_scan(base.root, self.key)
+        # .git could not say (GIT_DIR set, reftable): ask git, and scan all the same.
+        self.ask = not base.root or (base.state == "repository" and not base.commit)
+        root = base.root or path
         try:
-            if base.commit:
+            if base.commit or self.ask:
                 # Non-empty output means tracked changes: one walk of the tree gives both
                 # the dirty flag and the diff (and `git status` is not needed at all).
+                # Dirty submodules are left out here (their own diffs follow), as `git
+                # apply` cannot use the "-dirty" lines; a moved one shows as a commit
+                # change, which `git apply` skips without --index.
                 self.procs["diff"] = _Git(
-                    path, ("diff", *_DIFF_ARGS, "--ignore-submodules=untracked", "HEAD", "--"),
-                    self.env,
+                    path, ("diff", *_DIFF_ARGS, "--ignore-submodules=dirty", "HEAD", "--"),
+                    self.env, limit=DIFF_LIMIT,
                 )
-            if not base.root or (base.state == "repository" and not base.commit):
-                # .git could not say (GIT_DIR set, reftable): ask git.
+            if self.ask:
                 self.procs["rev"] = _Git(
                     path, ("rev-parse", "--show-toplevel", "--is-shallow-repository", "HEAD",
                            "--abbrev-ref", "HEAD"), self.env,
                 )
             self.procs["untracked"] = _Git(
                 path, ("ls-files", "--others", "--exclude-standard", "--directory",
-                       "--no-empty-directory", "-z"), self.env,
+                       "--no-empty-directory", "-z"), self.env, limit=256_000,
             )
-            if base.root and os.path.exists(os.path.join(base.root, ".gitmodules")):
+            if self.ask or os.path.exists(os.path.join(root, ".gitmodules")):
                 self.procs["submodules"] = _Git(
-                    base.root, ("submodule", "status", "--recursive"), self.env
+                    root, ("submodule", "status", "--recursive"), self.env
+                )
+                # Each checked-out submodule's own commit and uncommitted diff.
+                self.procs["subdiffs"] = _Git(
+                    root, ("submodule", "foreach", "--quiet", "--recursive",
+                           f'echo "{_SUBMODULE_MARK} $displaypath $(git rev-parse HEAD)"; '
+                           f"git diff {' '.join(_DIFF_ARGS)} HEAD --"),
+                    self.env, limit=DIFF_LIMIT,
                 )
         except FileNotFoundError:
+            self.abort()
             self.error = "unavailable: git is not installed (no `git` on PATH)"
         except OSError as exc:
+            self.abort()
             self.error = f"unavailable: cannot run git ({exc})"
 
     def abort(self) -> None:
@@ -378,14 +441,14 @@ class Scan:
         for proc in self.procs.values():
             proc.kill()
 
-    def result(self) -> GitInfo:
-        """Wait for the scan (bounded by the timeout) and merge it into what ``.git`` said.
-        Repeated calls return the same answer."""
+    def result(self, deadline: float | None = None) -> GitInfo:
+        """Wait for the scan (bounded by the timeout, or by ``deadline`` if sooner) and
+        merge it into what ``.git`` said. Repeated calls return the same answer."""
         if self._result is None:
-            self._result = self._result_once()
+            self._result = self._result_once(deadline)
         return self._result
 
-    def _result_once(self) -> GitInfo:
+    def _result_once(self, until: float | None = None) -> GitInfo:
         from . import _watch
 
         if self.base.state == "no repository":
@@ -396,57 +459,93 @@ class Scan:
         if self.error:
             return GitInfo(state=self.error)
         deadline = self.began + self.timeout
+        if until is not None:
+            deadline = min(deadline, until)
         try:
-            info = self._collect(deadline)
-        except subprocess.TimeoutExpired as exc:
-            self.abort()
-            cmd = " ".join(a for a in exc.cmd if not a.startswith("-"))[:60]
-            info = replace(
-                self.base,
-                state=f"unavailable: `git {cmd}` took over {self.timeout:g} s "
-                "(raise REPRO_GIT_TIMEOUT to wait longer)",
-            )
+            _drain(list(self.procs.values()), deadline)
+            info = self._collect()
         except OSError as exc:
             self.abort()
             info = GitInfo(state=f"unavailable: cannot run git ({exc})")
         info.seconds = time.monotonic() - self.began
-        if self.key is not None and info.state == "repository" and info.root:
+        if (self.key is not None and info.state == "repository" and info.root
+                and not info.scan_notes):
             _watch.store(info.root, self.key, replace(info), self.token)
             dirs = [p for p in info.untracked if p.endswith("/")]
             _watch.ensure(info.root, self.key, dirs)
         return info
 
-    def _collect(self, deadline: float) -> GitInfo:
-        info = replace(self.base, untracked=[], submodules=[])
-        if "rev" in self.procs:
-            rc, out, err, _ = self.procs["rev"].result(deadline)
-            lines = out.decode("utf-8", "replace").splitlines()
-            if rc != 0 and len(lines) < 2:
-                self.abort()
-                return GitInfo(state=_explain_failure(err))
+    def _too_slow(self, name: str) -> str:
+        args = " ".join(a for a in self.procs[name].args[:2] if not a.startswith("-"))
+        waited = min(self.timeout, time.monotonic() - self.began)
+        return (f"`git {args}` took over {waited:.1f} s "
+                "(raise REPRO_GIT_TIMEOUT to wait longer)")
+
+    def _collect(self) -> GitInfo:
+        """Merge each command's answer; a command that failed or was too slow costs only
+        what it would have told (noted in ``scan_notes``), except the diff, without which
+        the state of the code is unknown."""
+        info = replace(self.base, untracked=[], submodules=[], submodule_diffs={},
+                       scan_notes=[])
+        procs = self.procs
+        if "rev" in procs:
+            rev = procs["rev"]
+            lines = rev.stdout.decode("utf-8", "replace").splitlines()
+            if rev.timed_out:
+                return replace(self.base, state="unavailable: " + self._too_slow("rev"))
+            if rev.proc.returncode != 0 and len(lines) < 2:
+                return GitInfo(state=_explain_failure(rev.stderr))
             info.root, info.shallow = lines[0], lines[1] == "true"
-            if rc == 0 and len(lines) >= 4:
+            if rev.proc.returncode == 0 and len(lines) >= 4:
                 info.state, info.commit = "repository", lines[2]
                 info.branch = None if lines[3] == "HEAD" else lines[3]
             else:
-                info.state = "no commits"
-        rc, out, err, cut = self.procs["untracked"].result(deadline, limit=256_000)
-        if rc != 0:
-            self.abort()
-            return replace(self.base, state=_explain_failure(err))
-        info.untracked, info.untracked_truncated = parse_untracked(out, cut=cut)
-        if "diff" in self.procs:
-            rc, out, err, cut = self.procs["diff"].result(deadline, limit=DIFF_LIMIT)
-            if rc != 0:
-                self.abort()
-                return replace(self.base, state=_explain_failure(err))
+                info.state, info.commit = "no commits", None
+                info.branch = lines[-1] if len(lines) >= 3 and lines[-1] != "HEAD" else None
+            if info.remote is None:
+                info.remote = self._remote(info.root)
+        untracked = procs["untracked"]
+        if untracked.timed_out:
+            info.scan_notes.append("untracked files not listed: " + self._too_slow("untracked"))
+        elif not untracked.ok:
+            return replace(self.base, state=_explain_failure(untracked.stderr))
+        else:
+            info.untracked, info.untracked_truncated = parse_untracked(
+                untracked.stdout, cut=untracked.cut)
+        if "diff" in procs and info.commit:
+            diff = procs["diff"]
+            if diff.timed_out:
+                return replace(info, state="unavailable: " + self._too_slow("diff"),
+                               untracked=[])
+            if not diff.ok:
+                return replace(self.base, state=_explain_failure(diff.stderr))
+            out = diff.stdout
             info.dirty = bool(out)
-            info.diff, info.diff_note = cap_diff(out, DIFF_LIMIT, total=None if cut else -1)
-        if "submodules" in self.procs:
-            rc, out, _, _ = self.procs["submodules"].result(deadline)
-            if rc == 0:
-                info.submodules = parse_submodule_status(out.decode("utf-8", "replace"))
+            info.diff, info.diff_note = cap_diff(out, DIFF_LIMIT, total=None if diff.cut else -1)
+        if "submodules" in procs:
+            status = procs["submodules"]
+            if status.timed_out:
+                info.scan_notes.append("submodules not listed: " + self._too_slow("submodules"))
+            elif status.ok:
+                info.submodules = parse_submodule_status(status.stdout.decode("utf-8", "replace"))
+            sub = procs["subdiffs"]
+            if sub.timed_out or sub.cut:
+                info.scan_notes.append("submodule diffs not recorded: " + (
+                    self._too_slow("subdiffs") if sub.timed_out else "over the size limit"))
+            elif sub.ok:
+                heads, info.submodule_diffs = parse_submodule_diffs(sub.stdout)
+                # `submodule status` shows the checked-out commit only for moved ones.
+                info.submodules = [(p, heads.get(p, c), s) for p, c, s in info.submodules]
+                if info.submodule_diffs and info.commit:
+                    info.dirty = True
+        if any(s == "+" for _, _, s in info.submodules) and info.commit:
+            info.dirty = True
         return info
+
+    @staticmethod
+    def _remote(root: str | None) -> str | None:
+        layout = discover(root) if root else None
+        return read_remote(layout) if layout is not None else None
 
 
 def scan(path: str, base: GitInfo) -> Scan:
@@ -470,6 +569,46 @@ def _explain_failure(stderr: str) -> str:
         )
     first = stderr.strip().splitlines()[0] if stderr.strip() else "unknown error"
     return f"unavailable: {first[:200]}"
+
+
+#: Untracked files whose content is recorded: each at most this size, at most this many,
+#: at most this much in all (the rest are listed by name only).
+UNTRACKED_FILE_LIMIT = 64 * 1024
+UNTRACKED_FILES_MAX = 100
+UNTRACKED_TOTAL_LIMIT = 1024 * 1024
+
+
+def read_untracked(root: str, paths: list[str]) -> tuple[dict[str, bytes], list[str]]:
+    """({path: content}, [paths left out]) of the small untracked text files listed by
+    the scan (folded directories, large or binary files, and those past the caps are
+    left out by name).
+
+    >>> read_untracked("/nonexistent", ["a.py", "data/"])
+    ({}, ['a.py', 'data/'])
+    """
+    kept: dict[str, bytes] = {}
+    left: list[str] = []
+    total = 0
+    for path in paths:
+        full = os.path.join(root, path)
+        if path.endswith("/") or len(kept) >= UNTRACKED_FILES_MAX:
+            left.append(path)
+            continue
+        try:
+            if os.path.islink(full) or os.path.getsize(full) > UNTRACKED_FILE_LIMIT:
+                left.append(path)
+                continue
+            with open(full, "rb") as f:
+                content = f.read(UNTRACKED_FILE_LIMIT + 1)
+        except OSError:
+            left.append(path)
+            continue
+        if b"\0" in content[:8192] or total + len(content) > UNTRACKED_TOTAL_LIMIT:
+            left.append(path)
+            continue
+        kept[path] = content
+        total += len(content)
+    return kept, left
 
 
 def parse_untracked(output: bytes, *, cut: bool = False, limit: int = UNTRACKED_LIMIT
@@ -505,6 +644,41 @@ def parse_submodule_status(output: str) -> list[tuple[str, str, str]]:
         path = tail.split(" (", 1)[0]
         subs.append((path, commit, state))
     return subs
+
+
+def parse_submodule_diffs(output: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
+    """({path: checked-out commit}, {path: diff}) from the ``submodules.patch`` format:
+    a ``### repro-submodule PATH COMMIT`` line, then that submodule's diff (if any).
+
+    >>> parse_submodule_diffs(b"### repro-submodule a 1f\\n### repro-submodule b 2e\\n+x\\n")
+    ({'a': '1f', 'b': '2e'}, {'b': b'+x\\n'})
+    """
+    heads: dict[str, str] = {}
+    diffs: dict[str, bytes] = {}
+    mark = _SUBMODULE_MARK.encode() + b" "
+    current = None
+    for line in output.splitlines(keepends=True):
+        if line.startswith(mark):
+            path, _, commit = line[len(mark):].decode("utf-8", "replace").strip().rpartition(" ")
+            current = path
+            heads[path] = commit
+            continue
+        if current is not None:
+            diffs[current] = diffs.get(current, b"") + line
+    return heads, diffs
+
+
+def format_submodule_diffs(submodules: list[tuple[str, str, str]],
+                           diffs: dict[str, bytes]) -> bytes:
+    """The ``submodules.patch`` artifact; :func:`parse_submodule_diffs` reads it back.
+
+    >>> format_submodule_diffs([("a", "1f", "+")], {"a": b"+x\\n"})
+    b'### repro-submodule a 1f\\n+x\\n'
+    """
+    parts = []
+    for path, commit, _ in submodules:
+        parts.append(f"{_SUBMODULE_MARK} {path} {commit}\n".encode() + diffs.get(path, b""))
+    return b"".join(parts)
 
 
 def split_diff_files(diff: bytes) -> list[bytes]:

@@ -100,8 +100,43 @@ def installed_packages(paths: Iterable[str] | None = None) -> list[tuple[str, st
     return list(result)
 
 
+#: {normalised name: source folder} of editable installs found by the last scan
+#: (PEP 610 ``direct_url.json`` with ``dir_info.editable``), filled by :func:`_scan`.
+_editables: dict[tuple[str, ...], dict[str, str]] = {}
+
+
+def editable_installs(paths: Iterable[str] | None = None) -> dict[str, str]:
+    """``{normalised name: source folder}`` of the editable installs on ``paths``.
+
+    >>> isinstance(editable_installs(), dict)
+    True
+    """
+    entries = tuple(sys.path if paths is None else paths)
+    installed_packages(entries)
+    return dict(_editables.get(entries, {}))
+
+
+def _editable_source(dist_info: str) -> str | None:
+    """The source folder of an editable install, from its ``direct_url.json``."""
+    import json
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        with open(os.path.join(dist_info, "direct_url.json"), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not (data.get("dir_info") or {}).get("editable"):
+        return None
+    url = urlsplit(str(data.get("url", "")))
+    return unquote(url.path) if url.scheme == "file" else None
+
+
 def _scan(entries: tuple[str, ...]) -> list[tuple[str, str]]:
     seen: dict[str, tuple[str, str]] = {}
+    editables: dict[str, str] = {}
+    _editables.clear()
+    _editables[entries] = editables
     for entry in entries:
         directory = entry or "."
         try:
@@ -127,6 +162,10 @@ def _scan(entries: tuple[str, ...]) -> list[tuple[str, str]]:
             key = normalize_name(found[0])
             if key not in seen:
                 seen[key] = found
+                if fname.endswith(".dist-info"):
+                    source = _editable_source(os.path.join(directory, fname))
+                    if source:
+                        editables[key] = source
     return [seen[k] for k in sorted(seen)]
 
 
@@ -168,3 +207,72 @@ def compare_packages(recorded: dict[str, str], current: dict[str, str]
     return [
         (n, recorded.get(n), current.get(n)) for n in names if recorded.get(n) != current.get(n)
     ]
+
+
+def conda_prefix() -> str | None:
+    """The active conda environment (``CONDA_PREFIX`` holding ``conda-meta``), or None."""
+    prefix = os.environ.get("CONDA_PREFIX")
+    if prefix and os.path.isdir(os.path.join(prefix, "conda-meta")):
+        return prefix
+    return None
+
+
+def conda_packages(prefix: str) -> list[dict[str, str]]:
+    """The packages of a conda environment, read from its ``conda-meta/*.json`` records
+    (what ``conda list`` itself reads; no conda process), sorted by name.
+
+    >>> conda_packages("/nonexistent")
+    []
+    """
+    import json
+
+    meta = os.path.join(prefix, "conda-meta")
+    try:
+        names = sorted(n for n in os.listdir(meta) if n.endswith(".json"))
+    except OSError:
+        return []
+    out = []
+    for fname in names:
+        try:
+            with open(os.path.join(meta, fname), encoding="utf-8") as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict) or "name" not in record:
+            continue
+        out.append({k: str(record.get(k) or "") for k in
+                    ("name", "version", "build", "channel", "url", "md5")})
+    out.sort(key=lambda r: r["name"])
+    return out
+
+
+def format_conda(packages: list[dict[str, str]], prefix: str) -> str:
+    """``conda list --explicit --md5`` text: ``conda create --file`` rebuilds the
+    environment from it.
+
+    >>> format_conda([{"name": "x", "url": "https://c/x.conda", "md5": "ab"}], "/env")
+    '# repro: conda environment /env\\n@EXPLICIT\\nhttps://c/x.conda#ab\\n'
+    """
+    lines = [f"# repro: conda environment {prefix}", "@EXPLICIT"]
+    for p in packages:
+        if p.get("url"):
+            lines.append(p["url"] + (f"#{p['md5']}" if p.get("md5") else ""))
+        else:
+            lines.append(f"# {p['name']}=={p.get('version', '')} (no url recorded)")
+    return "\n".join(lines) + "\n"
+
+
+def parse_conda(text: str) -> dict[str, str]:
+    """``{package file name: md5}`` from :func:`format_conda` text, for comparing.
+
+    >>> parse_conda("@EXPLICIT\\nhttps://c/x-1-0.conda#ab\\n")
+    {'x-1-0.conda': 'ab'}
+    """
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", "@")):
+            continue
+        url, _, md5 = line.partition("#")
+        out[url.rsplit("/", 1)[-1]] = md5
+    return out

@@ -53,6 +53,11 @@ def show(run: RecordedRun) -> str:
     if entry:
         kind = t.get("repro.entry_point.type", "?")
         row("entry", f"{entry} ({kind}), cwd {t.get('repro.cwd', '?')}")
+    row("launched", t.get("repro.launch_dir"))
+    if t.get("repro.notebook"):
+        row("notebook", f"{t['repro.notebook']} (repro/notebook.ipynb)")
+    if t.get("repro.redacted"):
+        row("redacted", f"{t['repro.redacted']} (secrets replaced by [REDACTED])")
     git_state = t.get("repro.git")
     if git_state == "repository":
         parts = [t.get("repro.git.commit", "?")]
@@ -64,9 +69,12 @@ def show(run: RecordedRun) -> str:
         if t.get("repro.git.diff"):
             row("diff", f"{t['repro.git.diff']} (repro/diff.patch)")
         if t.get("repro.git.untracked"):
-            row("untracked", f"{t['repro.git.untracked']} entries (repro/untracked.txt)")
+            saved = t.get("repro.git.untracked.saved")
+            row("untracked", f"{t['repro.git.untracked']} entries (repro/untracked.txt)"
+                + (f", content of {saved} (repro/untracked.json)" if saved else ""))
         row("remote", t.get("repro.git.remote"))
         row("submodule", t.get("repro.git.submodules"))
+        row("scan", t.get("repro.git.scan"))
     elif git_state:
         row("git", git_state)
     row("python", t.get("repro.python"))
@@ -79,6 +87,10 @@ def show(run: RecordedRun) -> str:
         row("gpu", gpu + (f" ({', '.join(extra)})" if extra else ""))
     if t.get("repro.packages"):
         row("packages", f"{t['repro.packages']} installed (repro/packages.txt)")
+    if t.get("repro.editables"):
+        row("editable", f"{t['repro.editables']} (repro/editables.json)")
+    if t.get("repro.conda"):
+        row("conda", f"{t['repro.conda']} (repro/conda.txt)")
     prefix = "repro.env."
     session = {k[len(prefix) :]: v for k, v in sorted(t.items()) if k.startswith(prefix)}
     for name, value in session.items():
@@ -153,6 +165,25 @@ def compare_mappings(a: Mapping[str, str], b: Mapping[str, str]) -> list[str]:
     return lines
 
 
+def _artifact_diff(code: list[str], a: RecordedRun, b: RecordedRun, name: str) -> None:
+    """Append the diff of one text artifact of two runs (when it differs)."""
+    text_a = (a.artifact(f"repro/{name}") or b"").decode("utf-8", "replace")
+    text_b = (b.artifact(f"repro/{name}") or b"").decode("utf-8", "replace")
+    if text_a == text_b:
+        return
+    udiff = list(
+        difflib.unified_diff(
+            text_a.splitlines(), text_b.splitlines(),
+            f"{a.run_id[:8]}/{name}", f"{b.run_id[:8]}/{name}", lineterm="",
+        )
+    )
+    what = "uncommitted changes" if name == "diff.patch" else f"repro/{name}"
+    code.append(f"{what} differ (diff of the two recorded files):")
+    code.extend("  " + line for line in udiff[:_DIFF_LINES])
+    if len(udiff) > _DIFF_LINES:
+        code.append(f"  … {len(udiff) - _DIFF_LINES} more lines")
+
+
 def diff(a: RecordedRun, b: RecordedRun) -> str:
     """Code, package, argument, parameter and environment differences between two runs."""
     out = [f"--- {a.run_id} ({a.where})", f"+++ {b.run_id} ({b.where})"]
@@ -163,23 +194,14 @@ def diff(a: RecordedRun, b: RecordedRun) -> str:
 
     ta, tb = a.tags, b.tags
     code_keys = ("repro.git", "repro.git.commit", "repro.git.branch", "repro.git.dirty",
-                 "repro.git.remote", "repro.git.submodules", "repro.entry_point")
+                 "repro.git.remote", "repro.git.submodules", "repro.git.scan",
+                 "repro.entry_point", "repro.launch_dir", "repro.redacted", "repro.editables",
+                 "repro.conda")
     code = compare_mappings(
         {k: ta[k] for k in code_keys if k in ta}, {k: tb[k] for k in code_keys if k in tb}
     )
-    patch_a = (a.artifact("repro/diff.patch") or b"").decode("utf-8", "replace")
-    patch_b = (b.artifact("repro/diff.patch") or b"").decode("utf-8", "replace")
-    if patch_a != patch_b:
-        udiff = list(
-            difflib.unified_diff(
-                patch_a.splitlines(), patch_b.splitlines(),
-                f"{a.run_id[:8]}/diff.patch", f"{b.run_id[:8]}/diff.patch", lineterm="",
-            )
-        )
-        code.append("uncommitted changes differ (diff of the two recorded diffs):")
-        code.extend("  " + line for line in udiff[:_DIFF_LINES])
-        if len(udiff) > _DIFF_LINES:
-            code.append(f"  … {len(udiff) - _DIFF_LINES} more lines")
+    for name in ("diff.patch", "submodules.patch", "untracked.json", "notebook_history.py"):
+        _artifact_diff(code, a, b, name)
     section("code", code)
 
     pa = parse_packages((a.artifact("repro/packages.txt") or b"").decode("utf-8", "replace"))
@@ -196,6 +218,8 @@ def diff(a: RecordedRun, b: RecordedRun) -> str:
                 packages.append(f"- {name}=={va}")
             else:
                 packages.append(f"  {name}: {va} → {vb}")
+    for name in ("editables.json", "editables.patch", "conda.txt"):
+        _artifact_diff(packages, a, b, name)
     section("packages", packages)
 
     ea, eb = a.environment(), b.environment()

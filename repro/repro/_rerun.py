@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import _git as _gitscan
 from . import _packages
 from ._errors import ReproError
 from ._redact import REDACTED
@@ -64,7 +65,9 @@ def build_command(env: dict[str, Any], worktree: str, *, python: str = sys.execu
     kind, target = entry.get("kind"), entry.get("target") or ""
     options = list(env.get("interpreter_options") or [])
     args = list(env.get("args") or [])
-    cwd_rel = env.get("cwd_relative")
+    # The command starts where it was typed, which may not be where the run started
+    # (Hydra's chdir=True moves into an output folder that a fresh worktree lacks).
+    cwd_rel = env.get("launch_cwd_relative", env.get("cwd_relative"))
     cwd = os.path.normpath(os.path.join(worktree, cwd_rel)) if cwd_rel is not None else worktree
     if kind == "script":
         script = target if os.path.isabs(target) else os.path.join(worktree, target)
@@ -142,13 +145,35 @@ def rerun(
                 "Pass --allow-partial-diff to re-run anyway"
             )
 
+    scan_note = tags.get("repro.git.scan", "")
+    if "diffs not recorded" in scan_note and not allow_partial_diff:
+        raise ReproError(
+            f"the recorded code is incomplete ({scan_note}); the code cannot be rebuilt "
+            "exactly. Pass --allow-partial-diff to re-run anyway"
+        )
+    heads, sub_diffs = _gitscan.parse_submodule_diffs(run.artifact("repro/submodules.patch") or b"")
+
     echo(f"run        {run.run_id} ({run.where})")
     echo(f"commit     {commit} in {root}")
     echo(f"diff       {len(patch)} bytes to apply" if patch else "diff       none (clean checkout)")
-    untracked = (env.get("git") or {}).get("untracked_count")
-    if untracked:
-        echo(f"untracked  {untracked} untracked entries were not recorded (repro/untracked.txt);"
-             " copy any the run needs")
+    for sub_path, head in heads.items():
+        extra = (f", then its diff ({len(sub_diffs[sub_path])} bytes)"
+                 if sub_path in sub_diffs else "")
+        echo(f"submodule  {sub_path} at {head[:12]}{extra}")
+    if scan_note:
+        echo(f"warning    {scan_note}")
+    redacted = [part for part in tags.get("repro.redacted", "").split(",")
+                if part.startswith(("diff", "submodules"))]
+    if redacted:
+        echo(f"warning    secrets in the recorded changes were replaced by {REDACTED} "
+             f"({', '.join(redacted)}); the re-run code has the marker in their place")
+    saved = _untracked_files(run)
+    untracked = (env.get("git") or {}).get("untracked_count") or 0
+    if saved:
+        echo(f"untracked  {len(saved)} untracked files restored from repro/untracked.json")
+    if untracked > len(saved):
+        echo(f"untracked  {untracked - len(saved)} untracked entries were listed by name only "
+             "(repro/untracked.txt); copy any the run needs")
 
     recorded = _packages.parse_packages(
         (run.artifact("repro/packages.txt") or b"").decode("utf-8", "replace")
@@ -157,13 +182,16 @@ def rerun(
         current = dict(
             (_packages.normalize_name(n), v) for n, v in _packages.installed_packages()
         )
-        changes = _packages.compare_packages(recorded, current)
+        changes = [(n, was or "absent", now or "absent")
+                   for n, was, now in _packages.compare_packages(recorded, current)]
+        changes += compare_editables(run)
+        changes += compare_conda(run)
         if not changes:
             echo(f"packages   same {len(recorded)} packages as recorded")
         else:
             echo(f"packages   {len(changes)} differ from the recorded run (recorded → here):")
             for name, was, now in changes:
-                echo(f"  {name}: {was or 'absent'} → {now or 'absent'}")
+                echo(f"  {name}: {was} → {now}")
     else:
         echo("packages   not recorded; nothing to compare")
 
@@ -206,13 +234,19 @@ def rerun(
                     f"the recorded diff does not apply to {commit[:12]}: "
                     f"{applied.stderr.decode().strip()[:200]}"
                 )
+        _restore_untracked(path, saved, echo)
+        _restore_notebook(run, env, path, echo)
         if os.path.exists(os.path.join(path, ".gitmodules")):
             sub = _git(("submodule", "update", "--init", "--recursive"), path)
             if sub.returncode != 0:
                 echo(f"warning    submodules not checked out: {sub.stderr.decode().strip()[:200]}")
+        _restore_submodules(path, heads, sub_diffs, echo)
         if argv is None:
             argv, cwd = build_command(env, path)
         else:
+            cwd = path
+        if not os.path.isdir(cwd):
+            echo(f"warning    {cwd} does not exist in the worktree; running in {path}")
             cwd = path
         echo(f"worktree   {path}")
         echo(f"command    {shlex.join(argv)}")
@@ -236,6 +270,142 @@ def rerun(
                     Path(base).rmdir()
                 except OSError:
                     pass
+
+
+def _untracked_files(run: RecordedRun) -> dict[str, str]:
+    """{path: text} of the untracked files whose content the run recorded."""
+    import json
+
+    try:
+        data = json.loads(run.artifact("repro/untracked.json") or b"{}")
+    except ValueError:
+        return {}
+    files = data.get("files") if isinstance(data, dict) else None
+    return {str(k): str(v) for k, v in (files or {}).items()}
+
+
+def _restore_untracked(worktree: str, files: dict[str, str],
+                       echo: Callable[[str], None]) -> None:
+    """Write the recorded untracked files into the worktree (never outside it, never over
+    a file the commit or the diff provides)."""
+    base = os.path.realpath(worktree)
+    for rel, text in files.items():
+        target = os.path.realpath(os.path.join(base, rel))
+        if not target.startswith(base + os.sep):
+            echo(f"warning    untracked {rel!r} points outside the worktree; not restored")
+            continue
+        if os.path.exists(target):
+            echo(f"warning    untracked {rel} exists in the worktree; kept that one")
+            continue
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def _restore_notebook(run: RecordedRun, env: dict[str, Any], worktree: str,
+                      echo: Callable[[str], None]) -> None:
+    """Write the recorded notebook where the run had it, when the commit and diff do not
+    provide it (a notebook never added to git)."""
+    entry = env.get("entry_point") or {}
+    target = entry.get("target") or ""
+    if entry.get("kind") != "notebook" or not target or os.path.isabs(target):
+        return
+    where = os.path.join(worktree, target)
+    if os.path.exists(where):
+        return
+    content = run.artifact("repro/notebook.ipynb")
+    if content:
+        os.makedirs(os.path.dirname(where), exist_ok=True)
+        with open(where, "wb") as f:
+            f.write(content)
+        echo(f"notebook   {target} restored from repro/notebook.ipynb")
+
+
+def _code_state(commit: str | None, dirty: bool | None, sha: str) -> str:
+    if not commit:
+        return "no git commit"
+    return f"{commit[:12]}" + (f" + diff {sha}" if dirty else " clean")
+
+
+def compare_editables(run: RecordedRun) -> list[tuple[str, str, str]]:
+    """(name, recorded code, code here) for each editable install whose source differs
+    from the run's: another commit, other uncommitted changes, or no longer editable."""
+    import json
+
+    from ._capture import diff_digest
+
+    try:
+        records = json.loads(run.artifact("repro/editables.json") or b"[]")
+    except ValueError:
+        return []
+    here = _packages.editable_installs()
+    scans: dict[str, _gitscan.GitInfo] = {}
+    out = []
+    for r in records:
+        name = r.get("name", "?")
+        if str(r.get("git", "")).startswith("unavailable"):
+            out.append((f"{name} (editable)", f"not recorded ({r['git']})", "(not compared)"))
+            continue
+        was = _code_state(r.get("commit"), r.get("dirty"), r.get("diff_sha", ""))
+        source = here.get(name)
+        if source is None:
+            out.append((f"{name} (editable)", was, "not an editable install here"))
+            continue
+        quick = _gitscan.quick(source)
+        root = quick.root or source
+        if root not in scans:
+            scans[root] = _gitscan.scan(root, quick).result()
+        info = scans[root]
+        now = _code_state(info.commit, info.dirty, diff_digest(info.diff))
+        if now != was:
+            out.append((f"{name} (editable)", was, now))
+    return out
+
+
+def compare_conda(run: RecordedRun) -> list[tuple[str, str, str]]:
+    """(package, recorded, here) for conda packages that differ, when both sides are
+    conda environments."""
+    text = run.artifact("repro/conda.txt")
+    prefix = _packages.conda_prefix()
+    if not text:
+        return []
+    if prefix is None:
+        return [("conda", "a conda environment", "not running under conda")]
+    recorded = _packages.parse_conda(text.decode("utf-8", "replace"))
+    current = _packages.parse_conda(
+        _packages.format_conda(_packages.conda_packages(prefix), prefix))
+    out = []
+    for name in sorted(set(recorded) ^ set(current)):
+        out.append((f"conda {name}", "present" if name in recorded else "absent",
+                    "present" if name in current else "absent"))
+    return out
+
+
+def _restore_submodules(worktree: str, heads: dict[str, str], diffs: dict[str, bytes],
+                        echo: Callable[[str], None]) -> None:
+    """Put each recorded submodule at the commit the run had checked out (which may not
+    be the one the superproject records) and apply its own recorded diff."""
+    for sub_path, head in heads.items():
+        where = os.path.join(worktree, sub_path)
+        if not os.path.isdir(where):
+            echo(f"warning    submodule {sub_path} is not checked out; its recorded state "
+                 "is not restored")
+            continue
+        current = _git(("rev-parse", "HEAD"), where).stdout.decode().strip()
+        if current != head:
+            moved = _git(("checkout", "-q", "--detach", head), where)
+            if moved.returncode != 0:
+                echo(f"warning    submodule {sub_path}: recorded commit {head[:12]} is not "
+                     f"available (fetch it in the submodule); re-running with {current[:12]}")
+                continue
+        if sub_path in diffs:
+            applied = _git(("apply", "--binary", "--whitespace=nowarn", "-"), where,
+                           input=diffs[sub_path])
+            if applied.returncode != 0:
+                raise ReproError(
+                    f"the recorded diff of submodule {sub_path} does not apply to "
+                    f"{head[:12]}: {applied.stderr.decode().strip()[:200]}"
+                )
 
 
 def _check_patch(root: str, commit: str, patch: bytes) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextvars
 import os
 import sys
+from collections.abc import Mapping
 from types import SimpleNamespace
 
 from ._errors import ReproError
@@ -31,7 +32,6 @@ from ._errors import ReproError
 TYPE_CHECKING = False  # typing itself costs more to import than all of this module
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Mapping
     from typing import Any
 
     from mlflow import ActiveRun
@@ -43,8 +43,22 @@ if TYPE_CHECKING:
 # cheap, so MLflow and the capture machinery load when a run starts.
 _INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar("repro_inside", default=False)
 
-#: Variables naming the rank of this process, first found wins (torchrun, MPI, Slurm).
-RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID", "LOCAL_RANK")
+# Where the program was started, as far as importing repro can tell: a framework may
+# change directory before the run starts (Hydra's `chdir=True`), and `repro rerun` must
+# start the command where the user did. MLflow imports repro's run context provider when
+# it is imported itself, so this is usually taken at the top of the script.
+try:
+    LAUNCH_CWD: str | None = os.getcwd()
+except OSError:  # started in a deleted directory
+    LAUNCH_CWD = None
+
+#: Variables naming this process's rank in one distributed job, first found wins: torchrun,
+#: Accelerate, DeepSpeed and Lightning set RANK; OpenMPI's mpirun sets
+#: OMPI_COMM_WORLD_RANK; PMI/PMIx launchers set PMI_RANK/PMIX_RANK.
+RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+#: Set when processes meet to form one job (torch's rendezvous): with these, Slurm's task
+#: number is a rank; without them, ``srun -n N`` tasks are N independent runs.
+_JOB_VARIABLES = ("MASTER_ADDR", "WORLD_SIZE")
 
 
 def _warn(message: str, *args: object) -> None:
@@ -70,18 +84,35 @@ class _inside:
         _INSIDE.reset(self.token)
 
 
-def distributed_rank() -> int | None:
+def distributed_rank(environ: Mapping[str, str] | None = None) -> int | None:
     """This process's global rank in a distributed job, or None when not distributed.
 
-    Reads ``RANK`` (torchrun, Accelerate, DeepSpeed), MPI and Slurm variables, then Ray
-    Train's context when the program already imported ``ray.train`` (never imports it).
+    ``RANK`` (torchrun, Accelerate, DeepSpeed), then the MPI variables, then Slurm's
+    ``SLURM_PROCID`` and ``LOCAL_RANK`` *only* when the processes form one job
+    (``MASTER_ADDR`` or ``WORLD_SIZE`` set, or ``torch.distributed`` initialised): the
+    tasks of a plain ``srun -n 4 python train.py`` are independent runs and each records
+    its own. Under Slurm, PMI variables (which srun's MPI plugin sets for any task) count
+    only once the program imported ``mpi4py``. Then Ray Train's context when the program
+    already imported ``ray.train`` (never imports it).
 
-    >>> distributed_rank() if "RANK" not in os.environ else None
+    >>> distributed_rank({"SLURM_PROCID": "3"}), distributed_rank({"SLURM_PROCID": "3",
+    ...     "MASTER_ADDR": "node1"}), distributed_rank({"RANK": "2"})
+    (None, 3, 2)
     """
+    env = os.environ if environ is None else environ
+    slurm = "SLURM_PROCID" in env
     for name in RANK_VARIABLES:
-        value = os.environ.get(name, "").strip()
+        if slurm and name in ("PMI_RANK", "PMIX_RANK") and "mpi4py" not in sys.modules:
+            continue
+        value = env.get(name, "").strip()
         if value.lstrip("-").isdigit():
             return int(value)
+    one_job = any(env.get(v) for v in _JOB_VARIABLES) or _torch_distributed()
+    if one_job:
+        for name in ("SLURM_PROCID", "LOCAL_RANK"):
+            value = env.get(name, "").strip()
+            if value.isdigit():
+                return int(value)
     if "ray.train" in sys.modules:
         try:
             rank = sys.modules["ray.train"].get_context().get_world_rank()
@@ -89,6 +120,33 @@ def distributed_rank() -> int | None:
             return None
         return int(rank) if rank is not None else None
     return None
+
+
+def _torch_distributed() -> bool:
+    """Whether the program already initialised ``torch.distributed`` (never imports it)."""
+    dist = sys.modules.get("torch.distributed")
+    try:
+        return bool(dist is not None and dist.is_available() and dist.is_initialized())
+    except Exception:
+        return False
+
+
+def distributed_tags(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What rank 0 (or an independent Slurm task) records about the job it belongs to.
+
+    >>> distributed_tags({"SLURM_JOB_ID": "77", "SLURM_PROCID": "2", "SLURM_NTASKS": "4"})
+    {'repro.slurm.job': '77', 'repro.slurm.task': '2 of 4'}
+    """
+    env = os.environ if environ is None else environ
+    tags = {}
+    if env.get("WORLD_SIZE"):
+        tags["repro.distributed.world_size"] = env["WORLD_SIZE"]
+    if env.get("SLURM_JOB_ID"):
+        tags["repro.slurm.job"] = env["SLURM_JOB_ID"]
+        if env.get("SLURM_PROCID"):
+            total = env.get("SLURM_NTASKS")
+            tags["repro.slurm.task"] = env["SLURM_PROCID"] + (f" of {total}" if total else "")
+    return tags
 
 
 class NoOpRun:
@@ -214,7 +272,19 @@ def start_run(
     rank = distributed_rank()
     if rank:
         return NoOpRun(rank)
+    job = distributed_tags()
+    if job:
+        tags = {**job, **(tags or {})}
     from . import _capture
+
+    try:
+        from . import _params
+
+        params, sources = _params.find(sys._getframe(1))
+    except Exception:  # never cost the run
+        params, sources = {}, []
+    if params:
+        tags = {"repro.params": ",".join(sources) + f" ({len(params)})", **(tags or {})}
 
     try:
         pending = _capture.begin()
@@ -223,9 +293,14 @@ def start_run(
 
         _warn("repro: could not capture this run's context (%s); starting a plain MLflow run",
               exc)
+        if experiment is not None and "experiment_id" not in mlflow_kwargs:
+            # The run still goes to the experiment asked for, not to "Default".
+            from mlflow.tracking import MlflowClient
+
+            mlflow_kwargs["experiment_id"] = _experiment_id(MlflowClient(), experiment)
         return mlflow.start_run(run_name=run_name, tags=dict(tags or {}), **mlflow_kwargs)
     try:
-        return _start(pending, experiment, run_name, tags, mlflow_kwargs)
+        return _start(pending, experiment, run_name, tags, mlflow_kwargs, params)
     except BaseException:
         pending.abort()
         raise
@@ -237,6 +312,7 @@ def _start(
     run_name: str | None,
     tags: Mapping[str, Any] | None,
     kwargs: dict[str, Any],
+    params: dict[str, str] | None = None,
 ) -> ActiveRun:
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -288,7 +364,8 @@ def _start(
     if run is None:
         run = _start_spooled(target, reason or "unavailable", experiment, experiment_id,
                              run_name, all_tags, kwargs)
-    uploader = _store_artifacts(run, mlflow.get_tracking_uri(), capture.artifacts)
+    uploader = _store_artifacts(run, mlflow.get_tracking_uri(), capture.artifacts,
+                                params or {})
     return _run_class()(run, uploader)
 
 
@@ -318,7 +395,10 @@ def _start_spooled(
         mlflow.set_tracking_uri(uri)
     with _inside():
         exp_id = experiment_id
-        if experiment is not None:
+        if kwargs.get("run_id"):
+            # Resuming a run of the server: the spool holds what is logged to it now.
+            _spool.build_store(uri).adopt_run(str(kwargs["run_id"]), {})
+        elif experiment is not None:
             exp_id = _experiment_id(MlflowClient(uri), experiment)
         tags = {**tags, "repro.spooled": "true", "repro.spool.reason": reason[:500]}
         run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags, **kwargs)
@@ -332,12 +412,33 @@ def _start_spooled(
     return run
 
 
-def _store_artifacts(run: ActiveRun, uri: str, files: dict[str, bytes]
-                     ) -> threading.Thread | None:
-    """Store the ``repro/`` artifacts. A local artifact store gets them written at once;
-    a remote one gets them uploaded (in parallel) by a thread that returns at once and
-    that leaving ``with`` waits for. A failure is a warning, not an error."""
-    if not files:
+def _log_params(run_id: str, uri: str, params: dict[str, str]) -> None:
+    """Log the program's parsed arguments (``args.*``, ``config.*``) as parameters."""
+    if not params:
+        return
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    from . import _tracking
+
+    client = MlflowClient(uri)
+    items = [Param(k, v) for k, v in params.items()]
+    try:
+        for i in range(0, len(items), 100):
+            client.log_batch(run_id, params=items[i:i + 100])
+    except Exception as exc:  # the run itself exists; do not fail the user's script
+        _warn("repro: could not log the arguments of run %s as parameters (%s)", run_id,
+              _tracking.describe(exc))
+
+
+def _store_artifacts(run: ActiveRun, uri: str, files: dict[str, bytes],
+                     params: dict[str, str] | None = None) -> threading.Thread | None:
+    """Store the ``repro/`` artifacts and log the argument parameters. A local store
+    gets them at once; a remote one gets them uploaded (in parallel) by a thread that
+    returns at once and that leaving ``with`` waits for. A failure is a warning, not an
+    error."""
+    params = params or {}
+    if not files and not params:
         return None
     from urllib.parse import unquote, urlsplit
 
@@ -354,16 +455,22 @@ def _store_artifacts(run: ActiveRun, uri: str, files: dict[str, bytes]
                     f.write(content)
         except OSError as exc:
             _warn("repro: could not write the repro/ artifacts of run %s (%s)", run_id, exc)
+        if params:
+            _log_params(run_id, uri, params)
         return None
     import threading
 
-    thread = threading.Thread(target=_upload, args=(run_id, artifact_uri, uri, files),
+    thread = threading.Thread(target=_upload, args=(run_id, artifact_uri, uri, files, params),
                               name=f"repro-upload-{run_id[:8]}", daemon=False)
     thread.start()
     return thread
 
 
-def _upload(run_id: str, artifact_uri: str, uri: str, files: dict[str, bytes]) -> None:
+def _upload(run_id: str, artifact_uri: str, uri: str, files: dict[str, bytes],
+            params: dict[str, str] | None = None) -> None:
+    _log_params(run_id, uri, params or {})
+    if not files:
+        return
     import tempfile
     from concurrent.futures import ThreadPoolExecutor
 

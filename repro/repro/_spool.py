@@ -91,6 +91,49 @@ def process_identity() -> dict[str, Any]:
     return {"pid": pid, "host": socket.gethostname(), "proc_start": _process_start(pid)}
 
 
+def try_lock(path: Path) -> int | None:
+    """An exclusive ``flock`` on ``path`` (created if missing), or None if another open
+    file (another process, or another ``repro sync`` in this one) holds it. ``flock``
+    locks follow the open file, so two threads exclude each other too, and Linux's NFS
+    client maps them to NFS locks, so two hosts sharing a home do as well."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def lock_held(path: Path) -> bool | None:
+    """Whether someone holds the ``flock`` of ``path``; None when it cannot be told (no
+    such file, locks unsupported)."""
+    import errno
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        return True if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) else None
+    finally:
+        os.close(fd)
+    return False
+
+
+#: A writer on another host that holds no lock is taken for alive while it logged within
+#: this many seconds (``REPRO_SPOOL_STALE``).
+STALE_SECONDS = 3600.0
+
+
 def writer_alive(pid: int | None, host: str | None, proc_start: str | None) -> bool:
     """Whether the process that wrote a spooled run is still running on this host."""
     if not pid or host != socket.gethostname():
@@ -156,6 +199,8 @@ class SpooledRun:
     model_outputs: list[tuple[str, int]] = field(default_factory=list)
     writer: dict[str, Any] = field(default_factory=dict)
     last_time: int = 0
+    #: A run of the tracking server resumed while it was unreachable: sync adds to it.
+    resumes: bool = False
 
     @property
     def artifact_dir(self) -> Path:
@@ -178,6 +223,7 @@ class SpooledRun:
             self.target = event.get("target", "")
             self.tags.update(event.get("tags") or {})
             self.writer = event.get("writer") or {}
+            self.resumes = bool(event.get("resumes"))
         elif op == "log":
             self.metrics.extend(
                 (str(k), float(v), int(ts), int(step))
@@ -212,7 +258,19 @@ class SpooledRun:
         return latest
 
     def writer_alive(self) -> bool:
+        """Whether the writer may still be logging to this run: it holds the run's writer
+        lock (also seen from another host on a shared home), or, without a lock to ask,
+        its process runs on this host, or, on another host, it logged recently."""
         w = self.writer
+        held = lock_held(self.directory / "writer.lock") if w.get("lock") else None
+        if held is not None:
+            return held
+        if w.get("host") and w.get("host") != socket.gethostname():
+            try:
+                stale = float(os.environ.get("REPRO_SPOOL_STALE", STALE_SECONDS))
+            except ValueError:
+                stale = STALE_SECONDS
+            return now_ms() - self.last_time < stale * 1000
         return writer_alive(w.get("pid"), w.get("host"), w.get("proc_start"))
 
 

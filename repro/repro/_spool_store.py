@@ -12,7 +12,9 @@ on the server under the uploaded run.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import threading
 import uuid
 from pathlib import Path
@@ -51,6 +53,9 @@ from mlflow.utils.validation import _validate_batch_log_data, _validate_batch_lo
 from . import _spool
 
 _DEFAULT_EXPERIMENT = "0"
+#: Run folder -> descriptor holding its writer lock while the run is active (one table per
+#: process: MLflow may build more than one store for the same spool).
+_WRITER_LOCKS: dict[str, int] = {}
 
 
 def _unsupported(what: str) -> MlflowException:
@@ -60,6 +65,25 @@ def _unsupported(what: str) -> MlflowException:
         "as a plain artifact meanwhile.",
         error_code=INVALID_PARAMETER_VALUE,
     )
+
+
+def _or_remote(method: Any) -> Any:
+    """Run ``method`` on a spooled run; a run the spool does not hold is sent on to the
+    tracking server, unchanged. Switching MLflow to the spool is process-wide (MLflow has
+    one tracking URI), so without this a parent run or another thread's run that lives
+    on the server would fail with "not found" as soon as one run is spooled."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def wrapper(self: SpoolStore, *args: Any, **kwargs: Any) -> Any:
+        run_id = kwargs["run_id"] if "run_id" in kwargs else (args[0] if args else None)
+        if run_id is not None and self._spooled(str(run_id)) is None:
+            remote = self._remote()
+            if remote is not None:
+                return getattr(remote, name)(*args, **kwargs)
+        return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def spool_experiment_id(name: str) -> str:
@@ -77,6 +101,8 @@ class SpoolStore(AbstractStore):
         _spool.runs_dir(self.root).mkdir(parents=True, exist_ok=True, mode=0o700)
         self._runs: dict[str, _spool.SpooledRun] = {}
         self._lock = threading.RLock()
+        self._remote_store: AbstractStore | None = None
+
 
     # -- experiments -------------------------------------------------------------------
     def _experiments(self) -> dict[str, Experiment]:
@@ -148,18 +174,62 @@ class SpoolStore(AbstractStore):
     def _events(self, run_id: str) -> Path:
         return _spool.runs_dir(self.root) / run_id / "events.jsonl"
 
-    def _state(self, run_id: str) -> _spool.SpooledRun:
+    def _spooled(self, run_id: str) -> _spool.SpooledRun | None:
         with self._lock:
             run = self._runs.get(run_id)
             if run is None:
                 run = _spool.find_run(run_id, self.root)
-                if run is None:
-                    raise MlflowException(
-                        f"Run '{run_id}' not found in the repro spool {self.root}.",
-                        error_code=RESOURCE_DOES_NOT_EXIST,
-                    )
-                self._runs[run_id] = run
+                if run is not None:
+                    self._runs[run_id] = run
             return run
+
+    def _state(self, run_id: str) -> _spool.SpooledRun:
+        run = self._spooled(run_id)
+        if run is None:
+            raise MlflowException(
+                f"Run '{run_id}' not found in the repro spool {self.root}.",
+                error_code=RESOURCE_DOES_NOT_EXIST,
+            )
+        return run
+
+    def _remote(self) -> AbstractStore | None:
+        """The store of the tracking server this spool stands in for (built on first use;
+        building it sends no request)."""
+        if self._remote_store is None and self.target and not _spool.is_spool_uri(self.target):
+            # ref: mlflow/tracking/_tracking_service/utils.py, the store registry that
+            # MlflowClient itself uses.
+            from mlflow.tracking._tracking_service.utils import _get_store
+
+            self._remote_store = _get_store(self.target)
+        return self._remote_store
+
+    def _writer(self, directory: Path) -> dict[str, Any]:
+        """This process's identity, holding the run's writer lock (released when the run
+        ends, or by the kernel when the process dies)."""
+        identity = _spool.process_identity()
+        fd = _spool.try_lock(directory / "writer.lock")
+        if fd is not None:
+            _WRITER_LOCKS[str(directory)] = fd
+            identity["lock"] = True
+        return identity
+
+    def adopt_run(self, run_id: str, tags: dict[str, str]) -> None:
+        """Hold a run of the tracking server that is resumed (``start_run(run_id=...)``)
+        while the server cannot be reached: what is logged to it here is added to that
+        run by ``repro sync``."""
+        with self._lock:
+            if self._spooled(run_id) is not None:
+                return
+            directory = _spool.runs_dir(self.root) / run_id
+            (directory / "artifacts").mkdir(parents=True, exist_ok=True, mode=0o700)
+            run = _spool.SpooledRun(run_id=run_id, directory=directory)
+            self._runs[run_id] = run
+            self._write(run, {
+                "op": "create", "run_id": run_id, "experiment_id": _DEFAULT_EXPERIMENT,
+                "user_id": None, "start_time": _spool.now_ms(), "run_name": None,
+                "tags": dict(tags), "target": self.target, "resumes": True,
+                "writer": self._writer(directory),
+            })
 
     def _write(self, run: _spool.SpooledRun, event: dict[str, Any]) -> None:
         with self._lock:
@@ -194,7 +264,7 @@ class SpoolStore(AbstractStore):
                     "run_name": run_name,
                     "tags": tag_dict,
                     "target": self.target,
-                    "writer": _spool.process_identity(),
+                    "writer": self._writer(directory),
                 },
             )
         return self._to_run(run)
@@ -223,9 +293,11 @@ class SpoolStore(AbstractStore):
         outputs = RunOutputs([LoggedModelOutput(m, s) for m, s in run.model_outputs])
         return Run(info, data, inputs, outputs)
 
+    @_or_remote
     def get_run(self, run_id):
         return self._to_run(self._state(run_id))
 
+    @_or_remote
     def update_run_info(self, run_id, run_status, end_time, run_name):
         from mlflow.entities import RunStatus
 
@@ -234,14 +306,21 @@ class SpoolStore(AbstractStore):
         self._write(
             run, {"op": "update", "status": status, "end_time": end_time, "run_name": run_name}
         )
+        if status in ("FINISHED", "FAILED", "KILLED"):
+            fd = _WRITER_LOCKS.pop(str(run.directory), None)
+            if fd is not None:
+                os.close(fd)
         return self._to_run(run).info
 
+    @_or_remote
     def delete_run(self, run_id):
         self._write(self._state(run_id), {"op": "lifecycle", "stage": LifecycleStage.DELETED})
 
+    @_or_remote
     def restore_run(self, run_id):
         self._write(self._state(run_id), {"op": "lifecycle", "stage": LifecycleStage.ACTIVE})
 
+    @_or_remote
     def log_batch(self, run_id, metrics, params, tags):
         _validate_batch_log_data(metrics, params, tags)
         _validate_batch_log_limits(metrics, params, tags)
@@ -267,6 +346,7 @@ class SpoolStore(AbstractStore):
                 },
             )
 
+    @_or_remote
     def delete_tag(self, run_id, key):
         run = self._state(run_id)
         if key not in run.tags:
@@ -276,6 +356,7 @@ class SpoolStore(AbstractStore):
             )
         self._write(run, {"op": "delete_tag", "key": key})
 
+    @_or_remote
     def get_metric_history(self, run_id, metric_key, max_results=None, page_token=None):
         run = self._state(run_id)
         history = [
@@ -301,6 +382,7 @@ class SpoolStore(AbstractStore):
         runs = SearchUtils.sort(runs, order_by)
         return SearchUtils.paginate(runs, page_token, max_results)
 
+    @_or_remote
     def log_inputs(self, run_id, datasets=None, models=None):
         run = self._state(run_id)
         if models:
@@ -308,10 +390,12 @@ class SpoolStore(AbstractStore):
         if datasets:
             self._write(run, {"op": "inputs", "datasets": [_dataset_dict(d) for d in datasets]})
 
+    @_or_remote
     def log_outputs(self, run_id, models):
         run = self._state(run_id)
         self._write(run, {"op": "outputs", "models": [[m.model_id, m.step] for m in models]})
 
+    @_or_remote
     def record_logged_model(self, run_id, mlflow_model):
         # What FileStore does: the model's metadata appended to a JSON list in a tag.
         import json

@@ -5,8 +5,10 @@ complete. The remote run carries the tag ``repro.spool.id`` (the local id) from 
 creation and ``repro.spool.synced`` once everything is uploaded; ``synced.json`` in the
 spool folder records the remote id. A sync that was interrupted half-way finds its
 remote run by the tag and uploads only the metric points that are not there yet; a run
-whose writer still runs is left for later; a run whose writer died without ending it
-is uploaded as KILLED with everything it logged.
+whose writer still runs (it holds the run's writer lock, seen from any host sharing the
+spool) is left for later; a run whose writer died without ending it is uploaded as
+KILLED with everything it logged. One sync at a time uploads a given run (a lock per
+run), so two syncs sharing a spool never upload it twice.
 """
 
 from __future__ import annotations
@@ -97,7 +99,16 @@ def sync(
         if run.run_id in id_map:
             result.already[run.run_id] = id_map[run.run_id]
             continue
+        lock = _spool.try_lock(run.directory / "sync.lock")
+        if lock is None:
+            result.skipped[run.run_id] = "being uploaded by another `repro sync` right now"
+            say(f"later    {run.run_id}: {result.skipped[run.run_id]}")
+            continue
         try:
+            done = _spool.read_synced(run)  # another sync may have finished it meanwhile
+            if done and done.get("run_id"):
+                id_map[run.run_id] = result.already[run.run_id] = done["run_id"]
+                continue
             remote_id = _sync_one(run, id_map, tracking_uri, clients, result)
         except ReproError as exc:
             result.failed[run.run_id] = str(exc)
@@ -119,6 +130,8 @@ def sync(
             result.failed[run.run_id] = message
             say(f"failed   {run.run_id}: {message}")
             continue
+        finally:
+            os.close(lock)
         if remote_id is None:
             say(f"later    {run.run_id}: {result.skipped[run.run_id]}")
             continue
@@ -295,11 +308,20 @@ def _upload(client: MlflowClient, run: _spool.SpooledRun, id_map: dict[str, str]
 
     from mlflow.entities import Metric, Param, RunTag
 
-    exp_id = _remote_experiment(client, run)
-    remote = _find_remote(client, exp_id, run.run_id)
+    if run.resumes:
+        # A server run resumed while the server was unreachable: add to it.
+        remote = client.get_run(run.run_id)
+        exp_id = remote.info.experiment_id
+    else:
+        exp_id = _remote_experiment(client, run)
+        remote = _find_remote(client, exp_id, run.run_id)
     tags = _final_tags(run, id_map)
-    if remote is not None and remote.data.tags.get(_SYNCED_TAG) == "true":
+    if (remote is not None and remote.data.tags.get(_SYNCED_TAG) == "true"
+            and not run.resumes):
         return remote.info.run_id
+    if remote is not None and remote.info.lifecycle_stage == "deleted":
+        # An earlier sync stopped after deleting it: a deleted run takes no more data.
+        client.restore_run(remote.info.run_id)
     metrics = list(run.metrics)
     if remote is None:
         created = client.create_run(
@@ -353,7 +375,8 @@ def _upload(client: MlflowClient, run: _spool.SpooledRun, id_map: dict[str, str]
 
     with contextlib.redirect_stdout(io.StringIO()):  # MLflow prints "View run" links here
         client.set_terminated(remote_id, status, end_time=end_time)
+    # Marked complete before a deletion: the server refuses tags on a deleted run.
+    client.set_tag(remote_id, _SYNCED_TAG, "true")
     if run.lifecycle_stage == "deleted":
         client.delete_run(remote_id)
-    client.set_tag(remote_id, _SYNCED_TAG, "true")
     return remote_id

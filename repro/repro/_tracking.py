@@ -3,12 +3,14 @@
 The rule this module keeps: find out in seconds, not minutes, whether the server can
 take a run. MLflow retries a failing request for minutes by default, which is right for
 logging a metric in the middle of training and wrong for deciding, at start, whether to
-spool; so the bounds here apply only around repro's own calls.
+spool; so the bounds here apply only around repro's own calls, in the thread making
+them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import socket
 import threading
@@ -63,34 +65,57 @@ def probe(uri: str) -> str | None:
         return exc.strerror or str(exc)
 
 
-@contextlib.contextmanager
-def bounded_requests(retries: int | None = 0, timeout: float | None = None) -> Iterator[None]:
-    """Bound MLflow's HTTP retries and timeout for the calls made inside (``retries=None``:
-    leave MLflow's settings alone).
+_BOUNDS: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
+    "repro_request_bounds", default=None)
+_installed: list[bool] = []
+
+
+def _install_bounds() -> None:
+    """Make MLflow's two request settings answer this context's bounds, if any.
 
     MLflow reads ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT``
-    on every request, so setting them for a moment bounds exactly these calls.
+    through one object each, on every request (ref: mlflow/utils/rest_utils.py,
+    ``http_request``). Their ``get`` is wrapped once to return the bound set by
+    :func:`bounded_requests` in the *calling* context (a ContextVar: a new thread starts
+    without it), and the user's own setting otherwise. ``os.environ`` is never written,
+    so other threads keep MLflow's retries while repro bounds its own calls.
     """
+    with _env_lock:
+        if _installed:
+            return
+        from mlflow import environment_variables as ev
+
+        for var in (ev.MLFLOW_HTTP_REQUEST_MAX_RETRIES, ev.MLFLOW_HTTP_REQUEST_TIMEOUT):
+            original = var.get
+
+            def get(original=original, name=var.name):  # bind per variable
+                bounds = _BOUNDS.get()
+                if bounds is not None and name in bounds:
+                    return bounds[name]
+                return original()
+
+            var.get = get
+        _installed.append(True)
+
+
+@contextlib.contextmanager
+def bounded_requests(retries: int | None = 0, timeout: float | None = None) -> Iterator[None]:
+    """Bound MLflow's HTTP retries and timeout for the calls this thread makes inside
+    (``retries=None``: leave MLflow's settings alone). Other threads are not affected."""
     if retries is None:
         yield
         return
     if timeout is None:
         timeout = _float_env("REPRO_REQUEST_TIMEOUT", REQUEST_TIMEOUT)
-    values = {
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(timeout))),
-    }
-    with _env_lock:
-        saved = {k: os.environ.get(k) for k in values}
-        os.environ.update(values)
-        try:
-            yield
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    _install_bounds()
+    token = _BOUNDS.set({
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": int(retries),
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": max(1, int(timeout)),
+    })
+    try:
+        yield
+    finally:
+        _BOUNDS.reset(token)
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -184,6 +184,12 @@ class Forwarder:
 
     def down(self) -> None:
         if self.sock is not None:
+            # shutdown first: a close alone leaves the port listening while the accept
+            # thread still holds the socket (Linux).
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self.sock.close()
             self.sock = None
 

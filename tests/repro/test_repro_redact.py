@@ -105,3 +105,48 @@ def test_redact_env_by_name_and_value() -> None:
 
 def test_redact_value_leaves_plain_text() -> None:
     assert redact_value("just text, no secrets") == "just text, no secrets"
+
+
+@pytest.mark.parametrize("name", ["--pw", "--db-pwd", "--hf-tok", "--passw", "DB_PW", "--pswd"])
+def test_abbreviations_are_secret_names(name: str) -> None:
+    assert is_secret_name(name)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        # short flags: -p PASSWORD (mysql, sshpass, docker login), but -p PORT stays
+        (["-p", "VALUE"], ["-p", R]),
+        (["-p", "8080"], ["-p", "8080"]),
+        # -u user:password (curl)
+        (["-u", "bob:VALUE"], ["-u", f"bob:{R}"]),
+        # abbreviations
+        (["--pw", "VALUE"], ["--pw", R]),
+        (["--db-pwd=VALUE"], [f"--db-pwd={R}"]),
+        # --set / --conf pairs whose key names a secret, in both spellings
+        (["--set=db.password=VALUE"], [f"--set=db.password={R}"]),
+        (["--conf=spark.hadoop.fs.s3a.secret.key=VALUE"],
+         [f"--conf=spark.hadoop.fs.s3a.secret.key={R}"]),
+        (["--set", "a=1,db.password=VALUE"], ["--set", f"a=1,db.password={R}"]),
+        # JSON arguments
+        (["--config", '{"lr": 0.1, "api_key": "VALUE"}'],
+         ["--config", f'{{"lr": 0.1, "api_key": "{R}"}}']),
+        (['--cfg={"db": {"password": "VALUE"}}'], [f'--cfg={{"db": {{"password": "{R}"}}}}']),
+        # URLs with credentials but no scheme
+        (["--db", "bob:VALUE@db.example.com:5432/x"], ["--db", f"{R}@db.example.com:5432/x"]),
+        # Authorization headers
+        (["-H", "Authorization: Bearer VALUE"], ["-H", f"Authorization: {R}"]),
+        (["--header=X-Api-Key: VALUE"], [f"--header=X-Api-Key: {R}"]),
+        # connection strings
+        (["--conn", "Server=db;Database=x;User Id=u;Password=VALUE;"],
+         ["--conn", f"Server=db;Database=x;User Id=u;Password={R};"]),
+        # passwords containing "@"
+        (["--db", "postgresql://bob:p@ss@db/x"], ["--db", f"postgresql://{R}@db/x"]),
+        # not secrets: an e-mail address, an scp-like git remote, a time
+        (["--to", "bob@example.com"], ["--to", "bob@example.com"]),
+        (["git@github.com:org/repo.git"], ["git@github.com:org/repo.git"]),
+        (["--at", "12:30"], ["--at", "12:30"]),
+    ],
+)
+def test_redact_argv_more_forms(argv: list[str], expected: list[str]) -> None:
+    assert redact_argv(argv) == expected

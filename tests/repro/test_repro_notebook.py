@@ -1,0 +1,58 @@
+"""A run started from a notebook records the notebook (outputs stripped, secrets
+scanned) and the cells the kernel ran. A real Jupyter kernel (``jupyter execute``, with
+the session name JupyterLab gives a kernel), a real MLflow server."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from repro_testlib import make_repo, repro_cli
+
+pytestmark = pytest.mark.integration
+
+
+def _notebook(cells: list[str]) -> str:
+    return json.dumps({
+        "cells": [{"cell_type": "code", "metadata": {}, "source": c, "outputs": [],
+                   "execution_count": None} for c in cells],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    })
+
+
+def test_notebook_is_recorded(tmp_path: Path, env: dict[str, str], client,
+                              experiment: str) -> None:
+    jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent))
+    assert jupyter, "jupyter is part of the dev install"
+    key = secrets.token_hex(12)
+    repo = make_repo(tmp_path / "repo")
+    nb = repo / "explore.ipynb"
+    nb.write_text(_notebook([
+        f'API_KEY = "{key}"\nx = 21',
+        "import os, repro\nwith repro.start_run(os.environ['TEST_EXPERIMENT']) as run:\n"
+        "    print(run.info.run_id)",
+    ]))
+    proc = subprocess.run([jupyter, "execute", str(nb)], cwd=repo, capture_output=True,
+                          text=True, timeout=180, env={**env, "JPY_SESSION_NAME": str(nb)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = client.get_experiment_by_name(experiment)
+    (run,) = client.search_runs([exp.experiment_id])
+    tags = run.data.tags
+    assert tags["repro.entry_point.type"] == "notebook"
+    assert tags["repro.entry_point"] == "explore.ipynb"
+    assert "outputs stripped" in tags["repro.notebook"] and "2 cells run" in tags["repro.notebook"]
+    dst = tmp_path / "dl"
+    saved = Path(client.download_artifacts(run.info.run_id, "repro/notebook.ipynb", str(dst)))
+    history = Path(client.download_artifacts(run.info.run_id, "repro/notebook_history.py",
+                                             str(dst)))
+    assert key not in saved.read_text() and "x = 21" in saved.read_text()
+    assert key not in history.read_text() and "repro.start_run" in history.read_text()
+    show = repro_cli(["show", run.info.run_id], env, repo).stdout
+    assert "notebook   " in show
