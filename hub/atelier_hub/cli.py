@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 from . import services
-from .auth import UserError, UsersFile
 from .embedded import ADMIN_USER, Embedded, end_leftovers
 from .install import paths as install
 from .profiles import ProfileError, format_memory, load_profiles
 from .services._process import http_status, record, tail
+from .users import UserError, UsersFile
 
 REPO = install.REPO
 

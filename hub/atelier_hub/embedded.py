@@ -29,10 +29,10 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .auth import UsersFile
 from .services import SERVICES, Service, enabled
 from .services._process import free_port
 from .settings import Deployment, Services
+from .users import UsersFile
 
 __all__ = ["Embedded", "ADMIN_USER", "write_secret", "end_leftovers"]
 

@@ -45,10 +45,11 @@ class S3(Service):
 
     def hub_service(self, stack, services) -> dict:
         s3 = services.s3
+        # No "url": the hub neither waits for the store (atelier dev checks it) nor
+        # routes it through its public proxy (sessions reach it on 127.0.0.1).
         return {
             "name": self.name,
             "display": False,
-            "url": s3.endpoint_url,
             "environment": {
                 "ROOT_ACCESS_KEY_ID": s3.access_key_id,
                 "ROOT_SECRET_ACCESS_KEY": s3.secret_access_key,
