@@ -9,6 +9,7 @@ is a notebook of unknown path. No fake IPython: the real ipykernel and Jupyter S
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import requests
@@ -42,9 +43,12 @@ def _put(stack, token: str, model: dict, path: str, body: dict) -> None:
 
 def test_entry_point_in_a_real_notebook_kernel_and_in_a_script_it_starts(stack, alice):
     model = stack.spawn("alice", "cpu-small", server="entry")
-    home = stack.state / "homes" / "alice"
     try:
         token = alice["token"]
+        # The home as the session sees it: STATE/homes/alice for a local process,
+        # /home/jovyan in a container.
+        home = Path(run_code(stack.url, model["url"], token,
+                             "import os; print(os.path.expanduser('~'))").strip().splitlines()[-1])
         _put(stack, token, model, "analysis", {"type": "directory"})
         _put(stack, token, model, "analysis/train.ipynb", {"type": "notebook", "format": "json", "content": {
             "cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}})

@@ -198,7 +198,7 @@ def test_cli_writes_the_values_file(tmp_path, capsys):
     assert "configure_kubespawner(" in hub["extraConfig"]["atelier.py"]
     assert written["proxy"] == {"chp": {"nodeSelector": {"atelier.dev/pool": "core"}}}
     assert written["singleuser"] == {
-        "image": {"name": "quay.io/jupyter/scipy-notebook", "tag": "latest"},
+        "image": {"name": "ghcr.io/atelier-dev/atelier-base", "tag": "0.1.0"},  # images/base
         "defaultUrl": "/lab",
         "storage": {"type": "dynamic", "capacity": "20Gi", "homeMountPath": "/home/jovyan",
                     "dynamic": {"storageClass": None, "pvcNameTemplate": "claim-{username}",
