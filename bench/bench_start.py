@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "hub"))
 sys.path.insert(0, str(REPO / "bench"))
 from atelier_hub.install.paths import tool_path  # noqa: E402
 from atelier_hub.services._process import http_status  # noqa: E402
-from bench_spawn import PLAIN_CONFIG  # noqa: E402
+from bench_spawn import PLAIN_CONFIG, SIMPLE  # noqa: E402
 from stack import VENV_BIN, free_port  # noqa: E402
 
 TIMEOUT = 600  # a start that takes longer is a failure, not a figure
@@ -49,10 +49,10 @@ def start_plain(directory: Path) -> tuple[float, float]:
     directory.mkdir(parents=True)
     port = free_port()
     cfg = directory / "jupyterhub_config.py"
+    spawner = SIMPLE.format(singleuser=VENV_BIN / "jupyterhub-singleuser", dir=directory)
     cfg.write_text(PLAIN_CONFIG.format(
         port=port, hub_port=free_port(), api_port=free_port(), dir=directory,
-        chp=tool_path("configurable-http-proxy"), singleuser=VENV_BIN / "jupyterhub-singleuser",
-        token=secrets.token_hex(32)))
+        chp=tool_path("configurable-http-proxy"), token=secrets.token_hex(32), spawner=spawner))
     t0 = time.monotonic()
     with open(directory / "hub.log", "ab") as out:
         proc = subprocess.Popen([str(VENV_BIN / "jupyterhub"), "-f", str(cfg)], cwd=directory,
