@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from . import services
-from .embedded import ADMIN_USER, Embedded, end_leftovers
+from .embedded import ADMIN_USER, HUB_RECORD, Embedded, end_leftovers
 from .install import paths as install
 from .profiles import ProfileError, format_memory, load_profiles
 from .services._process import http_status, record, tail
@@ -176,7 +176,7 @@ def cmd_dev(args) -> None:
             cwd=stack.root, env=env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us; we stop the hub in order
         )
-    record(stack.path("run/hub.pid"), hub.pid)
+    record(stack.path(HUB_RECORD), hub.pid)
 
     stopping: list[float] = []
 

@@ -47,8 +47,7 @@ def update_spawner(c, stack: Embedded) -> None:
 
     # The session's hub token also reaches the services that sit behind hub auth
     # (MLflow: it is the session's MLflow token).
-    scopes = ["users:activity!user", "access:servers!server",
-              *(scope for svc in stack.running for scope in svc.session_scopes)]
+    scopes = ["users:activity!user", "access:servers!server", *stack.session_scopes]
     if session_mode().name == "container":
         from .container_spawner import update_container_spawner
 
@@ -103,7 +102,7 @@ def update_services(c, stack: Embedded) -> None:
         {"name": "atelier-admin", "api_token": stack.admin_token(), "display": False},
     ]
     c.JupyterHub.load_roles = [
-        {"name": "user", "scopes": ["self", *(scope for svc in stack.running for scope in svc.session_scopes)]},
+        {"name": "user", "scopes": ["self", *stack.session_scopes]},
         {
             "name": "atelier-admin",
             "description": "The admin token in STATE/admin-token, for scripts and the CLI",

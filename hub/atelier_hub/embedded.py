@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .services import SERVICES, Service, enabled
-from .services._process import free_port
+from .services._process import end_group, end_recorded, free_port
 from .settings import Deployment, Services
 from .users import UsersFile
 
@@ -39,6 +39,8 @@ __all__ = ["Embedded", "ADMIN_USER", "write_secret", "end_leftovers"]
 ADMIN_USER = "admin"
 # Ports of the hub itself, beside each service's own (keys of Embedded.ports).
 HUB_PORTS = ("hub", "proxy_api")
+# Where `atelier dev` records the hub's process, for the next start's clean-up.
+HUB_RECORD = "run/hub.pid"
 
 
 def write_secret(path: Path, value: str) -> None:
@@ -95,6 +97,11 @@ class Embedded:
     def running(self) -> list[Service]:
         """The descriptors of the services this stack runs, in start order."""
         return enabled(self.services)
+
+    @property
+    def session_scopes(self) -> list[str]:
+        """Hub scopes a session's token gets for the running services (e.g. MLflow's front)."""
+        return [scope for svc in self.running for scope in svc.session_scopes]
 
     def s3_keys(self) -> dict[str, str]:
         path = self.path("secrets/s3.json")
@@ -182,11 +189,9 @@ def end_leftovers(state: str | Path) -> list[str]:
     Only processes recorded by this stack are touched, and only while they are still
     the recorded process (same start time) or, for the proxy, still the proxy.
     """
-    from .services._process import end_group, end_recorded
-
     root = Path(state)
     ended = []
-    if end_recorded(root / "run" / "hub.pid", grace=20, what="hub"):
+    if end_recorded(root / HUB_RECORD, grace=20, what="hub"):
         ended.append("hub")
     try:
         pid = int((root / "logs" / "proxy.pid").read_text().strip())

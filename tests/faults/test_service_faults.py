@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from atelier_hub.embedded import Embedded
+from atelier_hub.embedded import HUB_RECORD, Embedded
 from atelier_hub.services import SERVICES
 from atelier_hub.services._process import group_alive, pid_matches, port_free, start_time
 from kernel import run_code
@@ -180,7 +180,7 @@ def test_kill_9_of_every_service_heals_within_a_minute(faulty, records, figures,
 
 def test_kill_9_of_the_hub_then_make_dev_again_cleans_up_and_readopts(faulty, records, figures):
     stack = Embedded.load(faulty.state)
-    hub = pid_matches(stack.path("run/hub.pid"))
+    hub = pid_matches(stack.path(HUB_RECORD))
     groups = {svc.name: pid_matches(stack.path(f"run/{svc.name}.pgid")) for svc in MANAGED}
     seen = faulty.out.stat().st_size
     os.kill(hub, signal.SIGKILL)
@@ -227,7 +227,7 @@ def test_after_a_hub_killed_hard_a_session_whose_services_moved_is_stopped(fault
 
     stack = Embedded.load(faulty.state)
     assert _session_pids("fay"), "fay's session is not running before the test"
-    os.kill(pid_matches(stack.path("run/hub.pid")), signal.SIGKILL)
+    os.kill(pid_matches(stack.path(HUB_RECORD)), signal.SIGKILL)
     assert faulty.proc.wait(120) == 2
     faulty.proc = None
     with socket.socket() as squatter:
