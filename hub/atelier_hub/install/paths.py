@@ -161,7 +161,11 @@ def docker_socket() -> Path:
 def image_ref(name: str) -> str:
     """The local tag of one of ``images/``: what the container spawner runs.
 
+    ``ATELIER_IMAGE_PREFIX`` (default ``atelier``) lets two checkouts that share one engine
+    keep their own ``latest`` (two branches' images side by side).
+
     >>> image_ref("base")
     'atelier-base:latest'
     """
-    return f"atelier-{name}:latest"
+    prefix = os.environ.get("ATELIER_IMAGE_PREFIX", "").strip() or "atelier"
+    return f"{prefix}-{name}:latest"
