@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 
-__all__ = ["SESSION_HOME", "code_command", "kubeconfig_command", "ssh_alias", "vscode_command"]
+__all__ = ["SESSION_HOME", "code_command", "k8s_code_command", "kubeconfig_command", "ssh_alias", "vscode_command"]
 
 # The session's home inside the image (images/base; the same path in both modes).
 SESSION_HOME = "/home/jovyan"
@@ -64,3 +64,16 @@ def kubeconfig_command(*, server: str = "", hub_url: str | None = None) -> str:
     if hub_url:
         words += ["--hub", hub_url]
     return shlex.join(words)
+
+
+def k8s_code_command(*, context: str, namespace: str, pod: str, container: str = "notebook",
+                     home: str = SESSION_HOME) -> str:
+    """VS Code attached to the session's container through the Dev Containers extension
+    (the window its "Attach Visual Studio Code" opens). ref: the remote authority
+    ``k8s-container+...`` as reported in vscode-kubernetes-tools issue 1207
+
+    >>> print(k8s_code_command(context="atelier-ada", namespace="ns", pod="jupyter-ada"))
+    code --folder-uri vscode-remote://k8s-container+context=atelier-ada+podname=jupyter-ada+namespace=ns+name=notebook/home/jovyan
+    """
+    uri = f"vscode-remote://k8s-container+context={context}+podname={pod}+namespace={namespace}+name={container}{home}"
+    return shlex.join(["code", "--folder-uri", uri])

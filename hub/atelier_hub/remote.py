@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from .connect import SESSION_HOME, code_command, ssh_alias
+from .connect import SESSION_HOME, code_command, k8s_code_command, ssh_alias
 
 __all__ = ["Login", "host_block", "login_path", "server_path", "upsert_block", "upsert_known_host"]
 
@@ -346,3 +346,45 @@ def cmd_ssh_proxy(args) -> None:
             out.flush()
     except Exception:  # a connection dropped mid-session: ssh reports it to the user
         pass
+
+
+# -- atelier kubeconfig --------------------------------------------------------------------
+
+
+def cmd_kubeconfig(args) -> None:
+    """A kubeconfig from the hub (cluster mode) for the user's own pods, and the attach steps."""
+    import yaml
+
+    login = Login.resolve(args.hub)
+    user, server = login.user()["name"], args.server or ""
+    path = f"/hub/api/atelier/users/{quote(user, safe='')}" + (f"/servers/{quote(server, safe='')}" if server else "")
+    r = login.request("POST", path + "/kubeconfig", json={"duration": args.duration})
+    if r.status_code == 404 and "atelier" not in r.text:
+        raise RemoteError(f"{login.hub_url} hands out no kubeconfigs: it is not a cluster-mode hub "
+                          "(use `atelier vscode` for Remote-SSH)")
+    if r.status_code != 200:
+        raise RemoteError(f"the hub gave no kubeconfig ({r.status_code}): {_message(r)}")
+    got = r.json()
+    config = got["kubeconfig"]
+    out = Path(args.output) if args.output else (
+        Path.home() / ".kube" / f"{ssh_alias(user=user, server=server)}.yaml")
+    _write_private(out, yaml.safe_dump(config, sort_keys=False))
+    context, pod, ns = config["current-context"], got["pod"], got["namespace"]
+    print(f"""Kubeconfig for pod {pod} (namespace {ns}) written to {out}
+  It reaches only your own pods: get/watch, exec, port-forward, logs. Token valid until {got['expires']}
+  or until the pod stops; run `atelier kubeconfig{' ' + server if server else ''}` again for a new one.
+
+With kubectl (on PATH):
+  export KUBECONFIG={out}
+  kubectl get pod {pod}
+  kubectl exec -it {pod} -- bash -l
+  kubectl port-forward pod/{pod} 8501:8501
+
+In VS Code (extensions: Kubernetes, Dev Containers; kubectl on PATH):
+  1. Set "vs-kubernetes": {{"vs-kubernetes.kubeconfig": "{out}"}} in settings.json, or start VS Code
+     from a shell with KUBECONFIG={out}.
+  2. Command Palette -> "Dev Containers: Attach to Running Kubernetes Container..." -> {pod};
+     or Kubernetes view -> Workloads -> Pods -> {pod} -> Attach Visual Studio Code.
+     (Listing every pod of the namespace is refused by design: open your pod by name.)
+  Or at once:
+  {k8s_code_command(context=context, namespace=ns, pod=pod, container=got.get('container', 'notebook'))}""")

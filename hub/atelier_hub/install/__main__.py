@@ -19,7 +19,7 @@ from .paths import VENV, cache_dir
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python3 -m atelier_hub.install",
                                  description="Install what Atelier needs and is missing.")
-    ap.add_argument("--test", action="store_true", help="also what the test suite needs from Debian (Chromium, openssl, OpenSSH client)")
+    ap.add_argument("--test", action="store_true", help="also what the tests need from Debian (Chromium, openssl, ssh)")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     _steps.say(f"cache: {cache_dir()}")
