@@ -21,7 +21,7 @@ import time
 import pytest
 import requests
 import yaml
-from atelier_hub.cluster.attach import hub_attach_rules
+from atelier_hub.cluster.attach import hub_attach_manifests
 from k8s_cluster import NAMESPACE
 from stack import VENV_BIN
 from test_k8s_spawn import server_pod
@@ -34,14 +34,12 @@ RBAC = "/apis/rbac.authorization.k8s.io/v1/namespaces/" + NAMESPACE
 
 @pytest.fixture(scope="module")
 def attach_role(kube):
-    """What the platform adds to the chart's hub Role (the README's step): the hub may make
-    the per-user objects and grant what they hold."""
-    kube.create(f"{RBAC}/roles", {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                                  "metadata": {"name": "hub-attach"}, "rules": hub_attach_rules()})
-    kube.create(f"{RBAC}/rolebindings", {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "hub-attach"},
-        "subjects": [{"kind": "User", "name": "atelier-hub", "apiGroup": "rbac.authorization.k8s.io"}],
-        "roleRef": {"kind": "Role", "name": "hub-attach", "apiGroup": "rbac.authorization.k8s.io"}})
+    """What the platform adds to the chart's hub Role (`atelier render attach-rbac`, the
+    README's step): the hub may make the per-user objects and grant what they hold."""
+    role, binding = hub_attach_manifests(namespace=NAMESPACE, subject={
+        "kind": "User", "name": "atelier-hub", "apiGroup": "rbac.authorization.k8s.io"})
+    kube.create(f"{RBAC}/roles", role)
+    kube.create(f"{RBAC}/rolebindings", binding)
 
 
 @pytest.fixture(scope="module")

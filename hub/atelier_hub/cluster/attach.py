@@ -24,8 +24,8 @@ from typing import Any
 
 from ..connect import ssh_alias
 
-__all__ = ["attach_objects", "attach_rules", "hub_attach_rules", "kubeconfig", "token_seconds",
-           "update_attach"]
+__all__ = ["add_render_attach", "attach_objects", "attach_rules", "hub_attach_manifests", "hub_attach_rules",
+           "kubeconfig", "token_seconds", "update_attach"]
 
 # TokenRequest refuses lifetimes under 10 minutes.
 MIN_TOKEN_SECONDS = 600
@@ -58,6 +58,40 @@ def hub_attach_rules() -> list[dict[str, Any]]:
         {"apiGroups": [""], "resources": ["pods/exec", "pods/portforward"], "verbs": ["create", "get"]},
         {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     ]
+
+
+def hub_attach_manifests(*, namespace: str, subject: dict[str, str]) -> list[dict[str, Any]]:
+    """The Role and RoleBinding that give the hub (``subject``) :func:`hub_attach_rules` (pure):
+    what `atelier render attach-rbac` prints for ``kubectl apply``.
+
+    >>> role, binding = hub_attach_manifests(namespace="atelier", subject={"kind": "ServiceAccount",
+    ...                                      "name": "hub", "namespace": "atelier"})
+    >>> role["metadata"]["name"], binding["roleRef"]["name"], binding["subjects"][0]["name"]
+    ('atelier-hub-attach', 'atelier-hub-attach', 'hub')
+    """
+    meta = {"name": "atelier-hub-attach", "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "atelier", "app.kubernetes.io/component": "attach"}}
+    return [
+        {"apiVersion": f"{RBAC}/v1", "kind": "Role", "metadata": meta, "rules": hub_attach_rules()},
+        {"apiVersion": f"{RBAC}/v1", "kind": "RoleBinding", "metadata": meta, "subjects": [subject],
+         "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": meta["name"]}},
+    ]
+
+
+def add_render_attach(rsub) -> None:
+    """``atelier render attach-rbac``: the hub's extra Role, as YAML for ``kubectl apply -f -``."""
+    p = rsub.add_parser("attach-rbac", help="the hub's Role for `atelier kubeconfig` (kubectl apply -f -)")
+    p.add_argument("--namespace", required=True, help="the Helm release's namespace")
+    p.add_argument("--hub-service-account", default="hub", help="the hub's ServiceAccount (the chart's: hub)")
+
+    def run(args) -> None:
+        import yaml
+
+        subject = {"kind": "ServiceAccount", "name": args.hub_service_account, "namespace": args.namespace}
+        print(yaml.safe_dump_all(hub_attach_manifests(namespace=args.namespace, subject=subject),
+                                 sort_keys=False), end="")
+
+    p.set_defaults(func=run)
 
 
 def attach_objects(*, name: str, namespace: str, user: str, pod_names: list[str]) -> list[dict[str, Any]]:
