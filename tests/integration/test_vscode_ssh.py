@@ -199,6 +199,19 @@ def test_password_login_is_refused(laptop, session):
     assert "Permission denied (publickey)" in r.stderr
 
 
+def test_a_saved_login_is_what_an_editors_ssh_uses(hub, laptop, session):
+    """VS Code runs ssh without ATELIER_*: the ProxyCommand then reads `atelier login`'s file."""
+    bare = {k: v for k, v in laptop["env"].items() if k not in ("ATELIER_TOKEN", "ATELIER_HUB_URL")}
+    r = subprocess.run([str(VENV_BIN / "atelier"), "login", "--hub", hub.url, "--token-stdin"],
+                       input=laptop["token"] + "\n", env=bare, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and f"as {USER}" in r.stdout, r.stderr
+    saved = laptop["home"] / ".config" / "atelier" / "login.json"
+    assert (saved.stat().st_mode & 0o777) == 0o600
+    assert laptop["token"] not in r.stdout + r.stderr
+    r = ssh(laptop, ALIAS, "echo $ATELIER_PROFILE", env=bare)
+    assert r.returncode == 0 and r.stdout.strip() == "cpu-small", r.stderr
+
+
 def test_host_key_is_unchanged_after_a_restart_with_another_profile(hub, laptop, session):
     known = laptop["home"] / ".ssh" / "atelier_known_hosts"
     before = known.read_text()
