@@ -196,13 +196,26 @@ def upsert_block(text: str, *, alias: str, block: str) -> str:
 
 
 def upsert_known_host(text: str, *, alias: str, host_key: str) -> str:
-    """``text`` (a known_hosts file) with ``alias`` pinned to ``host_key`` alone (pure).
+    """``text`` (a known_hosts file) with ``alias`` pinned to ``host_key`` alone, in the
+    place of its old line when it had one (pure).
 
     >>> upsert_known_host("a ssh-ed25519 OLD\\nb ssh-ed25519 B\\n", alias="a", host_key="ssh-ed25519 NEW c")
-    'b ssh-ed25519 B\\na ssh-ed25519 NEW\\n'
+    'a ssh-ed25519 NEW\\nb ssh-ed25519 B\\n'
+    >>> upsert_known_host("b ssh-ed25519 B\\n", alias="a", host_key="ssh-ed25519 A")
+    'b ssh-ed25519 B\\na ssh-ed25519 A\\n'
     """
-    kept = [line for line in text.splitlines() if line.split(" ", 1)[0] != alias]
-    return "\n".join([*kept, f"{alias} {' '.join(host_key.split()[:2])}"]) + "\n"
+    pinned = f"{alias} {' '.join(host_key.split()[:2])}"
+    lines, placed = [], False
+    for line in text.splitlines():
+        if line.split(" ", 1)[0] == alias:
+            if not placed:
+                lines.append(pinned)
+                placed = True
+        else:
+            lines.append(line)
+    if not placed:
+        lines.append(pinned)
+    return "\n".join(lines) + "\n"
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -232,9 +245,8 @@ def _atelier_executable() -> str:
     editor's ssh may not have this virtualenv on PATH."""
     me = Path(sys.argv[0])
     if me.name == "atelier" and me.exists():
-        return str(me.resolve().parent / "atelier") if me.is_symlink() else str(me.absolute())
-    found = shutil.which("atelier")
-    return found or "atelier"
+        return str(me.absolute())
+    return shutil.which("atelier") or "atelier"
 
 
 # -- atelier login / vscode / ssh-proxy ----------------------------------------------------

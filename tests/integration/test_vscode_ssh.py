@@ -212,6 +212,21 @@ def test_a_saved_login_is_what_an_editors_ssh_uses(hub, laptop, session):
     assert r.returncode == 0 and r.stdout.strip() == "cpu-small", r.stderr
 
 
+def test_a_named_server_gets_its_own_alias_beside_the_first(hub, laptop, session):
+    named = ssh_alias(user=USER, server="two")
+    r = atelier(laptop, "vscode", "two", "--profile", "cpu-large", "--ssh-config", str(laptop["config"]),
+                "--no-open")
+    try:
+        assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+        assert f"code --remote ssh-remote+{named} /home/jovyan" in r.stdout
+        text = laptop["config"].read_text()
+        assert f"Host {named}\n" in text and f"Host {ALIAS}\n" in text
+        got = [ssh(laptop, alias, "echo $ATELIER_PROFILE").stdout.strip() for alias in (named, ALIAS)]
+        assert got == ["cpu-large", "cpu-small"]
+    finally:
+        hub.stop_server(USER, "two")
+
+
 def test_host_key_is_unchanged_after_a_restart_with_another_profile(hub, laptop, session):
     known = laptop["home"] / ".ssh" / "atelier_known_hosts"
     before = known.read_text()

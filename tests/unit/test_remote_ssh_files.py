@@ -36,7 +36,9 @@ def test_known_hosts_pins_one_key_per_alias():
     text = upsert_known_host("", alias="atelier-ada", host_key="ssh-ed25519 AAAA1 host")
     text = upsert_known_host(text, alias="atelier-bo", host_key="ssh-ed25519 BBBB")
     text = upsert_known_host(text, alias="atelier-ada", host_key="ssh-ed25519 AAAA2")
-    assert text.splitlines() == ["atelier-bo ssh-ed25519 BBBB", "atelier-ada ssh-ed25519 AAAA2"]
+    assert text.splitlines() == ["atelier-ada ssh-ed25519 AAAA2", "atelier-bo ssh-ed25519 BBBB"]
+    # The same key again changes nothing (a restart must not rewrite the file).
+    assert upsert_known_host(text, alias="atelier-bo", host_key="ssh-ed25519 BBBB comment") == text
 
 
 @pytest.mark.parametrize("user,server,alias", [
