@@ -1,16 +1,16 @@
 """The pure parts of the Remote-SSH way: the files `atelier vscode` edits keep every other
-line the user had, the session's sshd config is key-only, and atelier_lab.ssh's examples run."""
+line the user had, the session's sshd config is key-only, and atelier_lab._ssh's examples run."""
 
 from __future__ import annotations
 
 import doctest
 from pathlib import Path
 
-import atelier_lab.ssh
+import atelier_lab._ssh as lab_ssh
 import pytest
 from atelier_hub.connect import ssh_alias
 from atelier_hub.remote import host_block, upsert_block, upsert_known_host
-from atelier_lab.ssh import login_env, sshd_config
+from atelier_lab._ssh import login_env, sshd_config
 
 
 def block(alias: str, proxy: str = "atelier ssh-proxy") -> str:
@@ -18,7 +18,7 @@ def block(alias: str, proxy: str = "atelier ssh-proxy") -> str:
 
 
 def test_atelier_lab_ssh_examples_pass():
-    assert doctest.testmod(atelier_lab.ssh).failed == 0
+    assert doctest.testmod(lab_ssh).failed == 0
 
 
 def test_a_second_run_replaces_its_block_and_keeps_the_users_lines():

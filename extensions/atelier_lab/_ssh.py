@@ -10,7 +10,7 @@ server's own JupyterHub variables: it is forwarded from this server's environmen
 never written a second time.
 
 Two entry points: ``setup_sshd`` for jupyter-server-proxy (``jupyter_serverproxy_servers``)
-and a server extension (``atelier_lab.ssh``) whose ``/atelier/ssh`` endpoint, owner-only
+and a server extension (``atelier_lab._ssh``) whose ``/atelier/ssh`` endpoint, owner-only
 like every route of the server, installs a public key and tells the host key.
 """
 
@@ -186,7 +186,7 @@ def setup_sshd() -> dict:
 
 
 def _jupyter_server_extension_points():
-    return [{"module": "atelier_lab.ssh"}]
+    return [{"module": "atelier_lab._ssh"}]
 
 
 def _load_jupyter_server_extension(server_app) -> None:
