@@ -54,6 +54,9 @@ def show(run: RecordedRun) -> str:
         kind = t.get("repro.entry_point.type", "?")
         row("entry", f"{entry} ({kind}), cwd {t.get('repro.cwd', '?')}")
     row("launched", t.get("repro.launch_dir"))
+    if t.get("repro.params"):
+        row("parsed", f"{t['repro.params']} arguments, logged as args.*/config.* params "
+            "(`repro rerun --set NAME=VALUE` changes one)")
     if t.get("repro.notebook"):
         row("notebook", f"{t['repro.notebook']} (repro/notebook.ipynb)")
     if t.get("repro.redacted"):
@@ -230,6 +233,10 @@ def diff(a: RecordedRun, b: RecordedRun) -> str:
         args = compare_mappings(
             {"command": ta.get("repro.command", "")}, {"command": tb.get("repro.command", "")}
         )
+    args += compare_mappings(
+        {"parsed by": ta["repro.params"]} if "repro.params" in ta else {},
+        {"parsed by": tb["repro.params"]} if "repro.params" in tb else {},
+    )
     section("arguments", args)
     section("params", compare_mappings(a.params, b.params))
     env_keys = ("repro.python", "repro.platform", "repro.host", "repro.gpu", "repro.gpu.driver",

@@ -118,6 +118,8 @@ def test_abbreviations_are_secret_names(name: str) -> None:
         # short flags: -p PASSWORD (mysql, sshpass, docker login), but -p PORT stays
         (["-p", "VALUE"], ["-p", R]),
         (["-p", "8080"], ["-p", "8080"]),
+        (["-pVALUE"], [f"-p{R}"]),
+        (["-p8080"], ["-p8080"]),
         # -u user:password (curl)
         (["-u", "bob:VALUE"], ["-u", f"bob:{R}"]),
         # abbreviations
