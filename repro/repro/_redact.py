@@ -295,6 +295,12 @@ _CONTENT_ASSIGNMENT = re.compile(
     r"""(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)["']?\s*(?::=|=>|[:=])\s*"""
     r"""(?:(?P<q>["'`])(?P<quoted>[^"'`\n]{4,})(?P=q)|(?P<bare>[^\s"'`,;#}\]]{6,}))"""
 )
+# The same inside a JSON string (a notebook's cell source in a diff or a saved file):
+# `"API_KEY = \"value\"\n",`, the quotes escaped. (`bare` never matches: one handler.)
+_ESCAPED_ASSIGNMENT = re.compile(
+    r"""(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)(?:\\["'])?\s*(?::=|=>|[:=])\s*"""
+    r"""(?:\\(?P<q>")(?P<quoted>[^"'`\\\n]{4,})\\(?P=q)|(?P<bare>(?!x)x))"""
+)
 _REFERENCE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$|[()\[\]]|^[${<%]")
 _PLACEHOLDERS = frozenset({"none", "null", "true", "false", "required", "optional", "changeme",
                            "redacted", "xxxxxx", "******"})
@@ -334,6 +340,8 @@ def scan_line(line: str) -> tuple[str, int]:
     ('API_KEY = "[REDACTED]"', 1)
     >>> scan_line("token = get_token()")
     ('token = get_token()', 0)
+    >>> scan_line('    "API_KEY = \\\\"Zq8vL1pX0rT5\\\\"\\\\n",')
+    ('    "API_KEY = \\\\"[REDACTED]\\\\"\\\\n",', 1)
     """
     count = 0
 
@@ -351,6 +359,8 @@ def scan_line(line: str) -> tuple[str, int]:
         return text[:start] + REDACTED + text[end:]
 
     line = _CONTENT_ASSIGNMENT.sub(assignment, line)
+    if '\\"' in line:
+        line = _ESCAPED_ASSIGNMENT.sub(assignment, line)
     line, n = _TOKEN_PATTERNS.subn(REDACTED, line)
     count += n
     if "://" in line:

@@ -80,7 +80,10 @@ def build_command(env: dict[str, Any], worktree: str, *, python: str = sys.execu
         return [python, *options, "-m", target, *args], cwd
     if kind == "notebook":
         notebook = target if os.path.isabs(target) else os.path.join(worktree, target)
-        return ["jupyter", "execute", notebook], os.path.dirname(notebook)
+        # The jupyter of the environment running repro, as for scripts its interpreter.
+        beside = os.path.join(os.path.dirname(python), "jupyter")
+        jupyter = beside if os.path.isabs(python) and os.path.exists(beside) else "jupyter"
+        return [jupyter, "execute", notebook], os.path.dirname(notebook)
     if kind == "command":
         command = list(env.get("command") or [])
         if "-c" in command and command.index("-c") + 1 < len(command):
@@ -235,7 +238,7 @@ def rerun(
     if scan_note:
         echo(f"warning    {scan_note}")
     redacted = [part for part in tags.get("repro.redacted", "").split(",")
-                if part.startswith(("diff", "submodules"))]
+                if part.startswith(("diff", "submodules", "untracked", "notebook"))]
     if redacted:
         echo(f"warning    secrets in the recorded changes were replaced by {REDACTED} "
              f"({', '.join(redacted)}); the re-run code has the marker in their place")
