@@ -62,6 +62,8 @@ def real_node(control_plane, tmp_path_factory):
             pytest.fail(f"{exc}\nbuild the image first: python -m atelier_hub.install.docker base", pytrace=False)
         node.image = image
         node.host_before = before
+        (LOGS / "real-node.json").write_text(json.dumps(
+            {"node_ready_s": round(node.ready_s, 1), "image_import_s": round(node.import_s, 1)}))
         yield node
     finally:
         node.stop()
@@ -159,6 +161,11 @@ def test_base_image_runs_in_a_real_pod(node_hub, real_node, kube):
     assert hub.stack.s3_keys()["secret_access_key"] not in json.dumps(pod)
     status = pod["status"]["containerStatuses"][0]
     assert status["containerID"].startswith("containerd://") and "running" in status["state"], status
+
+    # The API server reaches the kubelet (its client certificate, the node's 127.0.0.1):
+    # the container's log is the single-user server's.
+    log = kube.request("GET", kube.ns("pods", pod["metadata"]["name"]) + "/log")
+    assert log.status_code == 200 and "Jupyter Server" in log.text, log.text[-1000:]
 
     # JupyterLab answers from inside the pod, through the hub's proxy.
     token = hub.api("POST", f"/users/{USER}/tokens", json={"note": "real-pod test"}).json()["token"]
