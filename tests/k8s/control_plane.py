@@ -68,8 +68,11 @@ NODE_PACKAGES = {"containerd": "/usr/bin/containerd", "containernetworking-plugi
 
 
 def missing_binaries() -> list[str]:
-    missing = [name for name, path in control_plane_paths().items() if not os.access(path, os.X_OK)]
-    return missing + [pkg for pkg, marker in NODE_PACKAGES.items() if not os.access(marker, os.X_OK)]
+    return [name for name, path in control_plane_paths().items() if not os.access(path, os.X_OK)]
+
+
+def missing_node_packages() -> list[str]:
+    return [pkg for pkg, marker in NODE_PACKAGES.items() if not os.access(marker, os.X_OK)]
 
 
 def say(msg: str) -> None:
@@ -124,9 +127,7 @@ def ensure_control_plane() -> dict[str, Path]:
     """
     paths = control_plane_paths()
     if not missing_binaries():
-        return paths
-    if all(os.access(p, os.X_OK) for p in paths.values()):
-        _ensure_node_packages()
+        _ensure_node_packages()  # returns at once when they are installed
         return paths
     say(f"building the Kubernetes control plane for the cluster-mode tests, once per machine "
         f"(about 27 min cold; missing: {', '.join(missing_binaries())})")

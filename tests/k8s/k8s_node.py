@@ -4,7 +4,7 @@ Rule this module keeps: the node runs real pods without changing the shared host
 kubelet, left alone, rewrites kernel settings (``vm.overcommit_memory``,
 ``kernel.panic``, ``kernel.panic_on_oops``, ...) and adds iptables rules; here
 containerd and kubelet run in a private mount namespace (``unshare -m``) where files
-holding the values kubelet wants are bind-mounted over those ``/proc/sys`` entries,
+of this run are bind-mounted over those ``/proc/sys`` entries (kubelet's writes land there),
 the paths both hard-code (``/var/lib/kubelet``, ``/var/log/pods``,
 ``/var/log/containers``, ``/run/containerd``) are this run's folders, and neither has
 ``/usr/sbin`` on its PATH (kubelet then finds no iptables; runc is named by its full
@@ -38,8 +38,9 @@ TAINT = {"key": "atelier.dev/real-node", "value": "true", "effect": "NoSchedule"
 TOLERATION = {"key": TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}
 PAUSE_IMAGE = "docker.io/library/atelier-pause:v1.36.3"
 CTR_NAMESPACE = "k8s.io"  # the one containerd's CRI plugin (hence kubelet) sees
-# What kubelet's container manager sets (pkg/kubelet/cm, setupKernelTunables): the
-# files bind-mounted over these entries already hold them, so kubelet leaves them be.
+# What kubelet's container manager sets (pkg/kubelet/cm, setupKernelTunables). The
+# files bind-mounted over these entries start with the host's values; kubelet's writes
+# land in them (RealNode.caught_sysctls shows what it wrote), never in the kernel.
 KUBELET_SYSCTLS = {
     "vm/overcommit_memory": "1",
     "vm/panic_on_oom": "0",
@@ -177,10 +178,10 @@ class RealNode:
         """A process that holds a private mount namespace with the overlays in place."""
         sysctl_dir = self.dir / "sysctl"
         mounts = []
-        for entry, value in KUBELET_SYSCTLS.items():
+        for entry in KUBELET_SYSCTLS:
             f = sysctl_dir / entry.replace("/", ".")
             f.parent.mkdir(parents=True, exist_ok=True)
-            f.write_text(value + "\n")
+            f.write_text(Path("/proc/sys", entry).read_text())
             mounts.append(f"mount --bind {f} /proc/sys/{entry}")
         for path in HARD_CODED_DIRS:
             Path(path).mkdir(parents=True, exist_ok=True)  # an empty mount point on the host
@@ -202,11 +203,16 @@ class RealNode:
         t0 = time.monotonic()
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.root.parent / ".lock", "w")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another test run uses the real node's containerd ({self.root}); "
-                               "wait for it to finish") from None
+        deadline = time.monotonic() + 900
+        while True:  # another test run's node holds containerd's root: wait for it
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"another test run has held the real node's containerd ({self.root}) "
+                                       "for 15 min; let it finish") from None
+                time.sleep(2)
         node_pki(self.pki)
         self._rbac()
         cni = self.dir / "cni"
@@ -295,6 +301,11 @@ class RealNode:
         stamps[name] = image_id
         stamps_file.write_text(json.dumps(stamps, indent=1))
         return time.monotonic() - t0
+
+    def caught_sysctls(self) -> dict[str, str]:
+        """The values in the files over ``/proc/sys``: what kubelet set, host untouched."""
+        return {entry: (self.dir / "sysctl" / entry.replace("/", ".")).read_text().strip()
+                for entry in KUBELET_SYSCTLS}
 
     def pod_cgroup(self, pod_uid: str, controller: str = "memory") -> list[Path]:
         """The cgroup folders of a pod's containers on this node (cgroupfs driver)."""

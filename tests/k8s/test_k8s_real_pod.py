@@ -23,9 +23,9 @@ from atelier_hub.embedded import Embedded
 from atelier_hub.install.paths import image_ref
 from atelier_hub.services import SERVICES
 from conftest import LOGS, Hub
-from control_plane import control_plane_paths
+from control_plane import control_plane_paths, missing_node_packages
 from k8s_cluster import NAMESPACE, STORAGE_CLASS, assert_loopback, free_port
-from k8s_node import NODE_NAME, POOL, TOLERATION, RealNode
+from k8s_node import KUBELET_SYSCTLS, NODE_NAME, POOL, TOLERATION, RealNode
 from kernel import run_code
 
 pytestmark = [pytest.mark.k8s, pytest.mark.integration]
@@ -46,6 +46,9 @@ def host_state() -> dict:
 
 @pytest.fixture(scope="module")
 def real_node(control_plane, tmp_path_factory):
+    if missing_node_packages():
+        pytest.fail(f"the real node needs the Debian packages {' '.join(missing_node_packages())}: run "
+                    "`make install-test` or `python3 tests/k8s/control_plane.py`", pytrace=False)
     before = host_state()
     image = image_ref("base")
     node = RealNode(control_plane, control_plane_paths(), tmp_path_factory.mktemp("node"), LOGS / "node")
@@ -200,8 +203,10 @@ def test_base_image_runs_in_a_real_pod(node_hub, real_node, kube):
     artifacts = [p for p in stack.path("s3").rglob("note.txt") if out["run"] in str(p)]
     assert artifacts and artifacts[0].read_text() == "kept in the home", list(stack.path("s3").rglob("*"))[:20]
 
-    # The host's kernel settings and iptables: untouched while a pod runs.
+    # The host's kernel settings and iptables: untouched while a pod runs; kubelet's
+    # settings went into the node's own files instead.
     assert host_state() == real_node.host_before
+    assert real_node.caught_sysctls() == KUBELET_SYSCTLS
 
     hub.stop_server(USER)
     kube.wait("the real pod to go", lambda: not kube.get(
