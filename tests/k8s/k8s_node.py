@@ -18,6 +18,7 @@ their own PID. ref: ../shared/RECIPES.md, "A real node".
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import json
 import os
 import secrets
@@ -302,6 +303,10 @@ class RealNode:
         stamps_file.write_text(json.dumps(stamps, indent=1))
         return time.monotonic() - t0
 
+    def pids(self) -> list[int]:
+        """kubelet's and containerd's PIDs."""
+        return [proc.pid for _name, proc in self.procs if proc.poll() is None]
+
     def caught_sysctls(self) -> dict[str, str]:
         """The values in the files over ``/proc/sys``: what kubelet set, host untouched."""
         return {entry: (self.dir / "sysctl" / entry.replace("/", ".")).read_text().strip()
@@ -391,6 +396,37 @@ class RealNode:
                 base.rmdir()
             except OSError:
                 pass
+
+
+def listening(*, pids: list[int] | None = None, port: int | None = None) -> set[str]:
+    """``ADDRESS:PORT`` of every TCP socket in LISTEN state held by ``pids`` (all of them
+    when None), or on ``port``: read from /proc, as ``ss -ltnp`` would show them."""
+    inodes: set[str] | None = None
+    if pids is not None:
+        inodes = set()
+        for pid in pids:
+            for fd in Path(f"/proc/{pid}/fd").glob("*"):
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or (inodes is not None and inode not in inodes):
+                continue
+            addr_hex, port_hex = local.split(":")
+            raw = bytes.fromhex(addr_hex)
+            # /proc/net/tcp* hold each 32-bit word in host (little-endian) order.
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            address = str(ipaddress.ip_address(raw))
+            if port is None or int(port_hex, 16) == port:
+                found.add(f"{address}:{int(port_hex, 16)}")
+    return found
 
 
 def _docker(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess:

@@ -25,7 +25,7 @@ from atelier_hub.services import SERVICES
 from conftest import LOGS, Hub
 from control_plane import control_plane_paths, missing_node_packages
 from k8s_cluster import NAMESPACE, STORAGE_CLASS, assert_loopback, free_port
-from k8s_node import KUBELET_SYSCTLS, NODE_NAME, POOL, TOLERATION, RealNode
+from k8s_node import KUBELET_SYSCTLS, NODE_NAME, POOL, TOLERATION, RealNode, listening
 from kernel import run_code
 
 pytestmark = [pytest.mark.k8s, pytest.mark.integration]
@@ -174,6 +174,10 @@ def test_base_image_runs_in_a_real_pod(node_hub, real_node, kube):
     token = hub.api("POST", f"/users/{USER}/tokens", json={"note": "real-pod test"}).json()["token"]
     lab = hub.http.get(f"{hub.url}/user/{USER}/lab", headers={"Authorization": f"token {token}"}, timeout=60)
     assert lab.status_code == 200 and "JupyterLab" in lab.text, lab.text[:500]
+    # The node and the session listen on loopback only (the pod shares the host's network).
+    node_sockets = listening(pids=real_node.pids())
+    assert node_sockets and all(a.startswith("127.") for a in node_sockets), node_sockets
+    assert listening(port=hub.session_port) == {f"127.0.0.1:{hub.session_port}"}
     # ... and the server is the pod's own: it listens on the session's port.
     status = hub.http.get(f"http://127.0.0.1:{hub.session_port}/user/{USER}/api/status",
                           headers={"Authorization": f"token {token}"}, timeout=30)
