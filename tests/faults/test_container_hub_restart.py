@@ -1,11 +1,13 @@
-"""`kill -9` of `atelier dev` while a container session runs, then `atelier dev` again.
+"""`kill -9` of `atelier dev`, or of its hub, while a container session runs, then
+`atelier dev` again.
 
-The killed `atelier dev` leaves its hub running on its own (the hub has its own
-process group). The next `atelier dev` on the same state must end that hub without
-taking the session down with it, and re-adopt the session: the same container (same
-ID, never restarted), the same kernel with its variables, the home's file, the
-server reachable through the new hub's proxy. Nothing of the stack's is left running
-after it stops.
+A killed `atelier dev` leaves its hub running on its own (the hub has its own process
+group): the next `atelier dev` on the same state must end that hub without letting it
+stop the session. A killed hub is noticed by its `atelier dev`, which ends what the hub
+left and exits. Either way the next `atelier dev` re-adopts the session: the same
+container (same ID, never restarted), the same kernel with its variables, the home's
+file, the server reachable through the new hub's proxy. Nothing of the stack's is
+left running after it stops.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ def container_stack(tmp_path):
         assert not left, f"containers left running after the stack stopped: {left}"
 
 
-def test_kill_9_of_atelier_dev_then_again_readopts_the_container_session(container_stack, figures):
+@pytest.mark.parametrize("victim", ["atelier dev", "hub"])
+def test_kill_9_then_atelier_dev_again_readopts_the_container_session(container_stack, figures, victim):
     s = container_stack
     s.add_user(USER)
     token = s.user_token(USER)
@@ -70,15 +73,20 @@ def test_kill_9_of_atelier_dev_then_again_readopts_the_container_session(contain
     before = _containers(s.state)
     assert len(before) == 1 and before[0]["running"], before
 
-    # kill -9 of `atelier dev` itself: its hub is left running, alone.
     stack = Embedded.load(s.state)
     old_hub = pid_matches(stack.path(HUB_RECORD))
     assert old_hub, "no hub recorded"
     old_started = start_time(old_hub)
-    os.kill(s.proc.pid, signal.SIGKILL)
-    assert s.proc.wait(30) == -signal.SIGKILL
+    if victim == "atelier dev":
+        # Its hub is left running, alone.
+        os.kill(s.proc.pid, signal.SIGKILL)
+        assert s.proc.wait(30) == -signal.SIGKILL
+        assert pid_matches(stack.path(HUB_RECORD)) == old_hub, "the hub died with atelier dev"
+    else:
+        # atelier dev sees its hub die, ends what it left and exits with an error.
+        os.kill(old_hub, signal.SIGKILL)
+        assert s.proc.wait(120) == 2
     s.proc = None
-    assert pid_matches(stack.path(HUB_RECORD)) == old_hub, "the hub died with atelier dev"
 
     t0 = time.monotonic()
     s.start()
@@ -89,7 +97,7 @@ def test_kill_9_of_atelier_dev_then_again_readopts_the_container_session(contain
 
     after = _containers(s.state)
     model = s.api("GET", f"/users/{USER}").json()["servers"].get("")
-    figures("kill -9 atelier dev, container session", restart_to_ready_s=back_s,
+    figures(f"kill -9 {victim}, container session", restart_to_ready_s=back_s,
             readopted=bool(model and model["ready"]), same_container=after == before)
     assert model and model["ready"], f"the session was not re-adopted: {model}\n{s.hub_log()}"
     # The same container, never restarted, ...
