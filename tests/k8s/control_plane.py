@@ -168,6 +168,7 @@ def _build_pause(go: str, *, src: Path, target: Path) -> None:
     if shutil.which("gcc") is None:
         sys.exit("[atelier install] gcc is needed to compile the pod sandbox's pause process: "
                  "apt-get install gcc libc6-dev")
+    _prepare_module(src)  # the module's source comes from Go's module cache (fetched if dropped)
     module = subprocess.run([go, "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes"], cwd=src, check=True,
                             capture_output=True, text=True, env={**os.environ, **_build_env()}).stdout.strip()
     tmp = target.with_name(".pause.partial")
