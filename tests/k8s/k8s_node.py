@@ -18,6 +18,7 @@ their own PID. ref: ../shared/RECIPES.md, "A real node".
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import ipaddress
 import json
 import os
@@ -274,11 +275,19 @@ class RealNode:
                               check=check, capture_output=True, **kw)
 
     def pause_image(self) -> str:
-        """The sandbox image: the static ``pause`` binary alone, imported into Docker."""
+        """The sandbox image: the static ``pause`` binary alone, imported into Docker
+        once per binary (labelled with its hash, so no run leaves an old copy behind)."""
         ref = PAUSE_IMAGE.removeprefix("docker.io/library/")
+        digest = hashlib.sha256(self.bin["pause"].read_bytes()).hexdigest()[:16]
+        label = '{{index .Config.Labels "dev.atelier.pause"}}'
+        r = subprocess.run(["docker", "image", "inspect", "--format", label, ref], capture_output=True, text=True,
+                           env={**os.environ, "DOCKER_HOST": docker_host()})
+        if r.returncode == 0 and r.stdout.strip() == digest:
+            return ref
         tar = subprocess.run(["tar", "-C", str(self.bin["pause"].parent), "-c", "pause"], check=True,
                              capture_output=True).stdout
-        _docker("import", "--change", 'ENTRYPOINT ["/pause"]', "-", ref, input=tar)
+        _docker("import", "--change", 'ENTRYPOINT ["/pause"]', "--change", f"LABEL dev.atelier.pause={digest}",
+                "-", ref, input=tar)
         return ref
 
     def import_image(self, ref: str, name: str | None = None) -> float:
