@@ -133,6 +133,8 @@ KERNEL = """
 import json, os, pathlib, socket, uuid
 import boto3, mlflow
 limit = int(pathlib.Path("/sys/fs/cgroup/memory/memory.limit_in_bytes").read_text())
+cpu = pathlib.Path("/sys/fs/cgroup/cpu")
+cpus = int((cpu / "cpu.cfs_quota_us").read_text()) / int((cpu / "cpu.cfs_period_us").read_text())
 key = f"from-pod/{uuid.uuid4().hex}.txt"
 s3 = boto3.client("s3")
 s3.put_object(Bucket=os.environ["ATELIER_SHARED_BUCKET"], Key=key, Body=b"written in a real pod")
@@ -142,7 +144,7 @@ with mlflow.start_run() as run:
     mlflow.log_param("where", "real-pod")
     mlflow.log_metric("limit", limit)
     mlflow.log_artifact("note.txt")
-print(json.dumps({"limit": limit, "key": key, "back": back, "run": run.info.run_id,
+print(json.dumps({"limit": limit, "cpus": cpus, "key": key, "back": back, "run": run.info.run_id,
                   "uid": os.getuid(), "home": str(pathlib.Path.home()), "profile": os.environ["ATELIER_PROFILE"],
                   "tracking": os.environ["MLFLOW_TRACKING_URI"]}))
 """
@@ -187,6 +189,7 @@ def test_base_image_runs_in_a_real_pod(node_hub, real_node, kube):
     assert out["profile"] == "cpu-small" and out["uid"] == 1000 and out["home"] == "/home/jovyan"
     # The profile's memory limit is the container's cgroup limit, seen from inside ...
     assert out["limit"] == MEM_LIMIT // PAGE * PAGE, out
+    assert out["cpus"] == CPU_LIMIT, out  # the CFS quota: the profile's CPU limit
     # ... and on the host, in the cgroup kubelet made for the pod's container.
     limits = {int((d / "memory.limit_in_bytes").read_text()) for d in real_node.pod_cgroup(pod["metadata"]["uid"])}
     assert MEM_LIMIT // PAGE * PAGE in limits, limits
