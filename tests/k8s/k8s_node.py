@@ -301,6 +301,10 @@ class RealNode:
         name = name or (ref if "/" in ref else f"docker.io/library/{ref}")
         if stamps.get(name) == image_id and name in listed:
             return 0.0
+        if name in listed:
+            # An earlier build of the image: its layers go first (--sync: containerd's
+            # garbage collection done), so the kept root holds one copy, not one per build.
+            self.ctr("images", "rm", "--sync", name)
         env = {**os.environ, "DOCKER_HOST": docker_host()}
         save = subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE, env=env)
         r = subprocess.run(["ctr", "--address", str(self.socket), "-n", CTR_NAMESPACE, "images", "import",
