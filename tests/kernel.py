@@ -15,17 +15,22 @@ class KernelError(RuntimeError):
 
 
 def run_code(base_url: str, server_url: str, token: str, code: str, *, timeout: float = 180,
-             notebook: str | None = None) -> str:
+             notebook: str | None = None, kernel_id: str | None = None) -> str:
     """Start a kernel on the server at ``server_url`` (e.g. ``/user/ada/``), run ``code``,
     return its stdout; raise :class:`KernelError` with the traceback if it fails.
 
     With ``notebook`` (a path under the server's root, e.g. ``analysis/train.ipynb``) the
     kernel is started the way JupyterLab opens a notebook: through a session for that path.
+    With ``kernel_id`` (from :func:`start_kernel`) the code runs in that kernel, which is
+    left running (its variables live on).
     """
     headers = {"Authorization": f"token {token}"}
     api = f"{base_url}{server_url}api"
     session_id = None
-    if notebook:
+    kept = kernel_id is not None
+    if kept:
+        pass  # the caller's kernel
+    elif notebook:
         r = requests.post(f"{api}/sessions", json={"path": notebook, "name": notebook.rsplit("/", 1)[-1],
                                                    "type": "notebook", "kernel": {"name": "python3"}},
                           headers=headers, timeout=60)
@@ -65,10 +70,20 @@ def run_code(base_url: str, server_url: str, token: str, code: str, *, timeout: 
                 elif kind == "status" and content["execution_state"] == "idle":
                     break
     finally:
-        if session_id:  # ending the session shuts its kernel down
+        if kept:
+            pass  # left running for the caller
+        elif session_id:  # ending the session shuts its kernel down
             requests.delete(f"{api}/sessions/{session_id}", headers=headers, timeout=60)
         else:
             requests.delete(f"{api}/kernels/{kernel_id}", headers=headers, timeout=60)
     if error:
         raise KernelError(error)
     return "".join(out)
+
+
+def start_kernel(base_url: str, server_url: str, token: str) -> str:
+    """A kernel that stays running on the server (for :func:`run_code`'s ``kernel_id``)."""
+    r = requests.post(f"{base_url}{server_url}api/kernels", json={"name": "python3"},
+                      headers={"Authorization": f"token {token}"}, timeout=60)
+    r.raise_for_status()
+    return r.json()["id"]

@@ -192,7 +192,10 @@ def end_leftovers(state: str | Path) -> list[str]:
     """
     root = Path(state)
     ended = []
-    if end_recorded(root / HUB_RECORD, grace=20, what="hub"):
+    # A hub still running here outlived its `atelier dev` (killed hard). On SIGTERM
+    # JupyterHub stops every session before it exits (cleanup_servers), so it is ended
+    # the way a crash ends it, with SIGKILL: its sessions stay up for the next hub.
+    if end_recorded(root / HUB_RECORD, what="hub (its sessions are kept)", hard=True):
         ended.append("hub")
     try:
         pid = int((root / "logs" / "proxy.pid").read_text().strip())

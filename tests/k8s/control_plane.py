@@ -8,9 +8,14 @@ users never need a control plane of their own. Everything comes from the Go modu
 proxy.
 
 - ``kubernetes-v1.36.3/bin/``: kube-apiserver, kube-controller-manager,
-  kube-scheduler (from ``k8s.io/kubernetes``) and etcd (from ``go.etcd.io/etcd``, at
-  the version that Kubernetes release pins), built in one Go module, ``gomod/``.
+  kube-scheduler, kubelet (from ``k8s.io/kubernetes``) and etcd (from
+  ``go.etcd.io/etcd``, at the version that Kubernetes release pins), built in one Go
+  module, ``gomod/``, so their shared packages compile once; ``pause``, the pod
+  sandbox's process, compiled (gcc, static) from the same release's
+  ``build/pause/linux/pause.c``.
 - ``kwok-v0.8.0/kwok``: simulates nodes and pod lifecycles (``sigs.k8s.io/kwok``).
+- From Debian (apt): containerd (the real node's runtime; docker.io brings it too) and
+  containernetworking-plugins (its ``loopback`` plugin is the node's only network).
 
 Run it alone with ``python3 tests/k8s/control_plane.py`` (what ``make install-test`` does).
 """
@@ -40,6 +45,8 @@ _KUBE_PACKAGES = {
     "kube-apiserver": ("k8s.io/kubernetes/cmd/kube-apiserver", "11 min cold"),
     "kube-controller-manager": ("k8s.io/kubernetes/cmd/kube-controller-manager", "6 min cold"),
     "kube-scheduler": ("k8s.io/kubernetes/cmd/kube-scheduler", "20 s cold"),
+    # The real node (tests/k8s/k8s_node.py): ~5 min cold, ~30 s after the others.
+    "kubelet": ("k8s.io/kubernetes/cmd/kubelet", "30 s after the others, 5 min alone"),
     "etcd": ("go.etcd.io/etcd/server/v3", "30 s cold"),
 }
 
@@ -48,16 +55,24 @@ def control_plane_paths() -> dict[str, Path]:
     """Where each control-plane binary lives (they may not exist yet).
 
     >>> sorted(control_plane_paths())
-    ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kwok']
+    ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kwok', 'pause']
     """
     kube_bin = cache_dir() / f"kubernetes-{KUBERNETES_VERSION}" / "bin"
-    paths = {name: kube_bin / name for name in _KUBE_PACKAGES}
+    paths = {name: kube_bin / name for name in (*_KUBE_PACKAGES, "pause")}
     paths["kwok"] = cache_dir() / f"kwok-{KWOK_VERSION}" / "kwok"
     return paths
 
 
+# Debian packages of the real node, keyed by the file that shows each is installed.
+NODE_PACKAGES = {"containerd": "/usr/bin/containerd", "containernetworking-plugins": "/usr/lib/cni/loopback"}
+
+
 def missing_binaries() -> list[str]:
     return [name for name, path in control_plane_paths().items() if not os.access(path, os.X_OK)]
+
+
+def missing_node_packages() -> list[str]:
+    return [pkg for pkg, marker in NODE_PACKAGES.items() if not os.access(marker, os.X_OK)]
 
 
 def say(msg: str) -> None:
@@ -105,16 +120,17 @@ def _prepare_module(src: Path) -> None:
 def ensure_control_plane() -> dict[str, Path]:
     """Build whatever control-plane binary is missing; return every binary's path.
 
-    Takes about 26 min cold on 2 busy cores (API server 11, controller-manager 6,
+    Takes about 27 min cold on 2 busy cores (API server 11, controller-manager 6, kubelet 1,
     kwok 8; kwok shares few packages with Kubernetes), nothing warm. Go's module and
     build caches (~4 GB) may be deleted afterwards: only the binaries are reused.
     A lock in the cache folder keeps two installs from building at the same time.
     """
     paths = control_plane_paths()
     if not missing_binaries():
+        _ensure_node_packages()  # returns at once when they are installed
         return paths
     say(f"building the Kubernetes control plane for the cluster-mode tests, once per machine "
-        f"(about 26 min cold; missing: {', '.join(missing_binaries())})")
+        f"(about 27 min cold; missing: {', '.join(missing_binaries())})")
     cache_dir().mkdir(parents=True, exist_ok=True)
     with open(cache_dir() / ".controlplane-build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent install waits here, then reuses
@@ -133,6 +149,8 @@ def ensure_control_plane() -> dict[str, Path]:
                  what=f"building {name} {version} from the Go module proxy", expect=expect,
                  cwd=kube_dir / "src", env=_build_env())
             tmp.replace(paths[name])  # only a finished binary gets the real name
+        if not os.access(paths["pause"], os.X_OK):
+            _build_pause(go, src=kube_dir / "src", target=paths["pause"])
         if not os.access(paths["kwok"], os.X_OK):
             staging = paths["kwok"].parent / ".gobin"
             _run([go, "install", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"],
@@ -140,7 +158,31 @@ def ensure_control_plane() -> dict[str, Path]:
                  env={"CGO_ENABLED": "0", "GOBIN": str(staging), "GOFLAGS": "-buildvcs=false"})
             (staging / "kwok").replace(paths["kwok"])
             staging.rmdir()
+    _ensure_node_packages()
     return paths
+
+
+def _build_pause(go: str, *, src: Path, target: Path) -> None:
+    """The sandbox process every pod starts with, from this Kubernetes release's source
+    (no registry holds registry.k8s.io/pause for us): static, so the image is one file."""
+    if shutil.which("gcc") is None:
+        sys.exit("[atelier install] gcc is needed to compile the pod sandbox's pause process: "
+                 "apt-get install gcc libc6-dev")
+    _prepare_module(src)  # the module's source comes from Go's module cache (fetched if dropped)
+    module = subprocess.run([go, "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes"], cwd=src, check=True,
+                            capture_output=True, text=True, env={**os.environ, **_build_env()}).stdout.strip()
+    tmp = target.with_name(".pause.partial")
+    _run(["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION={KUBERNETES_VERSION}", "-o", str(tmp),
+          str(Path(module) / "build/pause/linux/pause.c")],
+         what="compiling the pod sandbox's pause process", expect="2 s", env={})
+    tmp.replace(target)
+
+
+def _ensure_node_packages() -> None:
+    # The project's installer step (apt as root on Debian, else a clear message).
+    from atelier_hub.install._steps import ensure_apt
+
+    ensure_apt(NODE_PACKAGES, why="the cluster-mode tests' real node (containerd and its loopback network)")
 
 
 def main() -> None:

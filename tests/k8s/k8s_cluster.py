@@ -91,6 +91,8 @@ def make_pki(d: Path) -> None:
         "scheduler": ("/CN=system:kube-scheduler", "extendedKeyUsage=clientAuth\n"),
         # The hub's own identity: only the rights the chart's hub Role gives (see RBAC below).
         "hub": ("/CN=atelier-hub", "extendedKeyUsage=clientAuth\n"),
+        # The API server's own identity towards kubelets (exec, logs on the real node).
+        "apiserver-kubelet-client": ("/CN=kube-apiserver-kubelet-client", "extendedKeyUsage=clientAuth\n"),
     }
     for name, (subject, ext) in certs.items():
         (d / f"{name}.ext").write_text(ext)
@@ -357,6 +359,11 @@ class ControlPlane:
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={p / 'sa.pub'}", f"--service-account-signing-key-file={p / 'sa.key'}",
             "--authorization-mode=RBAC", "--allow-privileged=true", "--profiling=false",
+            # How it reaches the real node's kubelet (k8s_node.py), by its 127.0.0.1 address.
+            f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={p / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
         ])
         self.admin = Kube(self.server, p, "admin")
         self._wait("kube-apiserver", lambda: self.admin.request("GET", "/readyz").status_code == 200)
@@ -495,6 +502,8 @@ class PodPorts:
             live = {}
             for pod in pods:
                 ip = pod.get("status", {}).get("podIP")
+                if pod["spec"].get("hostNetwork"):
+                    continue  # on the real node (k8s_node.py): its own container listens
                 if pod["status"].get("phase") == "Running" and ip and "deletionTimestamp" not in pod["metadata"]:
                     live[ip] = pod
             for ip in list(self.servers):

@@ -93,6 +93,28 @@ def test_end_recorded_leaves_a_reused_pid_alone_and_ends_the_recorded_group(tmp_
         bystander.kill()
 
 
+
+def test_end_recorded_hard_never_runs_the_process_own_sigterm_handling(tmp_path):
+    """A hub ended this way must not run its SIGTERM cleanup (it would stop every session)."""
+    marker = tmp_path / "cleaned-up"
+    code = ("import pathlib, signal, sys, time\n"
+            f"def cleanup(*_):\n    pathlib.Path({str(marker)!r}).write_text('ran'); sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, cleanup)\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    for hard, ran in ((False, True), (True, False)):
+        marker.unlink(missing_ok=True)
+        proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE)
+        try:
+            assert proc.stdout.readline().strip() == b"ready"
+            record = tmp_path / "hub.pid"
+            _process.record(record, proc.pid)
+            assert _process.end_recorded(record, grace=5, hard=hard) is True
+            assert proc.wait(10) is not None
+            assert marker.exists() is ran, f"hard={hard}: the SIGTERM handler {'did not run' if ran else 'ran'}"
+        finally:
+            proc.kill()
+            proc.wait()
+
+
 SUPERVISED = textwrap.dedent("""
     import sys
     from pathlib import Path

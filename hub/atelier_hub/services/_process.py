@@ -75,11 +75,14 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def end_group(pgid: int, *, grace: float = 10, leader: subprocess.Popen | None = None) -> None:
-    """SIGTERM the group, then SIGKILL what is left after ``grace`` seconds.
+def end_group(pgid: int, *, grace: float = 10, leader: subprocess.Popen | None = None,
+              hard: bool = False) -> None:
+    """SIGTERM the group, then SIGKILL what is left after ``grace`` seconds; with
+    ``hard``, SIGKILL at once (a process whose own SIGTERM handling must not run).
 
     ``leader``: our own child leading the group, reaped here as soon as it exits."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
+    steps = ((signal.SIGKILL, 5),) if hard else ((signal.SIGTERM, grace), (signal.SIGKILL, 5))
+    for sig, wait in steps:
         try:
             os.killpg(pgid, sig)
         except (ProcessLookupError, PermissionError):
@@ -111,14 +114,15 @@ def pid_matches(path: Path) -> int | None:
     return pid if start_time(pid) == started else None
 
 
-def end_recorded(path: Path, *, grace: float = 10, what: str = "") -> bool:
+def end_recorded(path: Path, *, grace: float = 10, what: str = "", hard: bool = False) -> bool:
     """End the group recorded in ``path`` (a predecessor's) if its leader is still the
-    recorded process; remove the record. True if something was ended."""
+    recorded process; remove the record. True if something was ended. ``hard``: see
+    :func:`end_group`."""
     pid = pid_matches(path)
     ended = False
     if pid is not None:
         print(f"ending a previous {what or path.stem} (process group {pid})", flush=True)
-        end_group(pid, grace=grace)
+        end_group(pid, grace=grace, hard=hard)
         ended = True
     path.unlink(missing_ok=True)
     return ended

@@ -1,0 +1,112 @@
+"""`kill -9` of `atelier dev`, or of its hub, while a container session runs, then
+`atelier dev` again.
+
+A killed `atelier dev` leaves its hub running on its own (the hub has its own process
+group): the next `atelier dev` on the same state must end that hub without letting it
+stop the session. A killed hub is noticed by its `atelier dev`, which ends what the hub
+left and exits. Either way the next `atelier dev` re-adopts the session: the same
+container (same ID, never restarted), the same kernel with its variables, the home's
+file, the server reachable through the new hub's proxy. Nothing of the stack's is
+left running after it stops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+from atelier_hub.container_spawner import stack_id
+from atelier_hub.embedded import HUB_RECORD, Embedded
+from atelier_hub.engine import docker_host
+from atelier_hub.services._process import pid_matches, start_time
+from kernel import run_code, start_kernel
+from stack import Stack
+
+pytestmark = pytest.mark.integration
+
+USER = "gil"
+
+
+def _containers(state) -> list[dict]:
+    """This stack's session containers, running or not: ID, name, start time, state."""
+    env = {**os.environ, "DOCKER_HOST": docker_host()}
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=dev.atelier.stack={stack_id(state)}"],
+                         env=env, capture_output=True, text=True, check=True).stdout.split()
+    if not ids:
+        return []
+    out = subprocess.run(["docker", "inspect", *ids], env=env, capture_output=True, text=True, check=True).stdout
+    return [{"id": c["Id"], "name": c["Name"], "started": c["State"]["StartedAt"], "running": c["State"]["Running"]}
+            for c in json.loads(out)]
+
+
+@pytest.fixture
+def container_stack(tmp_path):
+    s = Stack(tmp_path / "state", name="container-restart", args=("--without", "trino"))
+    try:
+        s.start()
+        if s.mode != "container":
+            pytest.fail(f"the stack runs {s.mode} sessions: `make install` builds the images and "
+                        "`atelier dev` starts the Docker engine; see the atelier dev log", pytrace=False)
+        yield s
+    finally:
+        s.stop()
+        # Stopping the stack stops its sessions: no container of it is left.
+        left = [c for c in _containers(s.state) if c["running"]]
+        assert not left, f"containers left running after the stack stopped: {left}"
+
+
+@pytest.mark.parametrize("victim", ["atelier dev", "hub"])
+def test_kill_9_then_atelier_dev_again_readopts_the_container_session(container_stack, figures, victim):
+    s = container_stack
+    s.add_user(USER)
+    token = s.user_token(USER)
+    model = s.spawn(USER, "cpu-small")
+    kernel = start_kernel(s.url, model["url"], token)
+    marker = uuid.uuid4().hex
+    run_code(s.url, model["url"], token, f"import pathlib\nx = {marker!r}\n"
+             f"pathlib.Path.home().joinpath('before-restart.txt').write_text(x)", kernel_id=kernel)
+    before = _containers(s.state)
+    assert len(before) == 1 and before[0]["running"], before
+
+    stack = Embedded.load(s.state)
+    old_hub = pid_matches(stack.path(HUB_RECORD))
+    assert old_hub, "no hub recorded"
+    old_started = start_time(old_hub)
+    if victim == "atelier dev":
+        # Its hub is left running, alone.
+        os.kill(s.proc.pid, signal.SIGKILL)
+        assert s.proc.wait(30) == -signal.SIGKILL
+        assert pid_matches(stack.path(HUB_RECORD)) == old_hub, "the hub died with atelier dev"
+    else:
+        # atelier dev sees its hub die, ends what it left and exits with an error.
+        os.kill(old_hub, signal.SIGKILL)
+        assert s.proc.wait(120) == 2
+    s.proc = None
+
+    t0 = time.monotonic()
+    s.start()
+    back_s = round(time.monotonic() - t0, 1)
+    new_hub = pid_matches(Embedded.load(s.state).path(HUB_RECORD))
+    assert new_hub and new_hub != old_hub
+    assert start_time(old_hub) != old_started, "the previous hub still runs"
+
+    after = _containers(s.state)
+    model = s.api("GET", f"/users/{USER}").json()["servers"].get("")
+    figures(f"kill -9 {victim}, container session", restart_to_ready_s=back_s,
+            readopted=bool(model and model["ready"]), same_container=after == before)
+    assert model and model["ready"], f"the session was not re-adopted: {model}\n{s.hub_log()}"
+    # The same container, never restarted, ...
+    assert after == before, (before, after)
+    # ... the same kernel with its state, the home's file, through the new hub's proxy.
+    out = run_code(s.url, model["url"], token, "import pathlib\n"
+                   "print(x, pathlib.Path.home().joinpath('before-restart.txt').read_text())", kernel_id=kernel)
+    assert out.split() == [marker, marker], out
+    assert (s.state / "homes" / USER / "before-restart.txt").read_text() == marker
+
+    s.stop_server(USER)
+    assert not [c for c in _containers(s.state) if c["running"]], "the stopped session's container still runs"
