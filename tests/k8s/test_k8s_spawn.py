@@ -152,14 +152,16 @@ def test_second_gpu_server_is_refused(hub, kube):
 
 def test_forbidden_profile_is_refused(hub, kube):
     # bo is not in the GPU group: a crafted request naming a GPU profile is refused
-    # before anything is created, with the profiles bo may use.
+    # before anything is created, with the profiles bo may use. (bo's home claim may
+    # exist from another test's server: the refusal must neither make nor touch it.)
+    claim_before = (pvc(kube, "claim-bo") or {}).get("metadata", {}).get("uid")
     r = hub.request_spawn("bo", "gpu-1", "crafted")
     assert r.status_code == 403, r.text
     message = r.json()["message"]
     assert "'gpu-1' is not available to you" in message, message
     assert "cpu-small" in message and "gpu-4" not in message, message
     assert server_pod(kube, "bo", "crafted") is None
-    assert pvc(kube, "claim-bo") is None
+    assert (pvc(kube, "claim-bo") or {}).get("metadata", {}).get("uid") == claim_before
     r = hub.request_spawn("bo", "no-such-profile", "crafted-2")
     assert r.status_code == 400 and "unknown profile" in r.json()["message"], r.text
     # The GPU group's member may: the same request from ada gets a pod on the GPU pool.
