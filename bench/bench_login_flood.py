@@ -46,16 +46,26 @@ def _latencies(stack: Stack, seconds: float) -> list[float]:
     return out
 
 
+def _xsrf(s: requests.Session, base: str, headers: dict) -> str:
+    page = s.get(f"{base}/hub/login", headers=headers, timeout=60).text
+    return re.search(r'name="_xsrf" value="([^"]+)"', page).group(1)
+
+
 def _flood(base: str, *, stop: threading.Event, counts: collections.Counter, spoof: bool, n: int) -> None:
     s = requests.Session()
     s.trust_env = False
-    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', s.get(f"{base}/hub/login", timeout=60).text).group(1)
+    xsrf = _xsrf(s, base, {})
     i = 0
     while not stop.is_set():
         i += 1
+        # Many addresses: a new (claimed) address and a new name each time, so neither
+        # back-off engages; the hub ties the form's XSRF token to the address, hence the GET.
         headers = {"X-Forwarded-For": f"10.{n}.{i // 250 % 250}.{i % 250}"} if spoof else {}
+        name = f"guess-{n}-{i}" if spoof else "admin"
         try:
-            r = s.post(f"{base}/hub/login", data={"username": "admin", "password": f"wrong-{i}", "_xsrf": xsrf},
+            if spoof:
+                xsrf = _xsrf(s, base, headers)
+            r = s.post(f"{base}/hub/login", data={"username": name, "password": f"wrong-{i}", "_xsrf": xsrf},
                        headers=headers, timeout=120, allow_redirects=False)
             counts[r.status_code] += 1
         except requests.RequestException:
