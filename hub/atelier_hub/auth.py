@@ -62,23 +62,34 @@ class Backoff:
 
     def __init__(self, *, free: int, base: float, cap: float, size: int = 100_000):
         self.free, self.base, self.cap, self.size = free, base, cap, size
-        self._keys: dict[str, tuple[int, float]] = {}  # key: (failures, blocked until)
+        self._keys: dict[str, tuple[int, float]] = {}  # key: (failures, time of the last one)
+
+    def _delay(self, count: int) -> float:
+        if count < self.free:
+            return 0.0
+        return float(min(self.cap, self.base * 2 ** min(count - self.free, 40)))  # 2**40: no float overflow
 
     def wait(self, key: str, *, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
-        _, until = self._keys.get(key, (0, 0.0))
-        return float(max(0.0, until - now))
+        count, last = self._keys.get(key, (0, 0.0))
+        return max(0.0, last + self._delay(count) - now) if count else 0.0
 
     def fail(self, key: str, *, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        count, until = self._keys.pop(key, (0, 0.0))
-        if until and now > until + self.cap:
+        count, last = self._keys.pop(key, (0, now))
+        if now > last + self._delay(count) + self.cap:
             count = 0  # quiet long enough: start over
-        count += 1
-        delay = 0.0 if count < self.free else min(self.cap, self.base * 2 ** (count - self.free))
-        self._keys[key] = (count, now + delay)  # re-inserted last: the dict is oldest first
+        self._keys[key] = (count + 1, now)  # re-inserted last: the dict is oldest first
         while len(self._keys) > self.size:
             del self._keys[next(iter(self._keys))]
+
+    def undo(self, key: str) -> None:
+        """Take one failure back (an attempt counted before it was checked, that succeeded)."""
+        count, last = self._keys.get(key, (0, 0.0))
+        if count <= 1:
+            self._keys.pop(key, None)
+        else:
+            self._keys[key] = (count - 1, last)
 
     def forget(self, key: str) -> None:
         self._keys.pop(key, None)
@@ -189,6 +200,10 @@ class AtelierAuthenticator(Authenticator):
         if wait:
             raise web.HTTPError(429, f"Too many failed logins for this name or from this address; "
                                      f"try again in {math.ceil(wait)} s.")
+        # Counted as failed before the check and taken back on success, so that attempts
+        # running at the same moment count against each other (no burst past the limit).
+        self._by_name.fail(name)
+        self._by_address.fail(address)
         try:
             users = self._file.load()
         except UserError as exc:
@@ -199,12 +214,11 @@ class AtelierAuthenticator(Authenticator):
         # Always one hash: a name without a password (unknown, or invited) costs the same.
         ok = await self._check(password, stored or self._dummy) and stored is not None
         if not ok:
-            self._by_name.fail(name)
-            self._by_address.fail(address)
             if entry and stored is None:
                 self.log.info("Refused %s: no password yet; they log in through their invite link", name)
             return None
         self._by_name.forget(name)
+        self._by_address.undo(address)
         return {"name": name, "admin": bool(entry.get("admin"))}
 
     def check_allowed(self, username, authentication=None):

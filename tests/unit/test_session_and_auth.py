@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from atelier_hub.auth import Backoff, UserError, UsersFile, check_password, hash_password
@@ -145,6 +146,12 @@ def test_backoff_doubles_after_the_free_attempts_and_forgets():
     for name in "abcde":
         small.fail(name, now=0)
     assert small.wait("a", now=0) == 0 and small.wait("e", now=0) == 1  # oldest dropped first
+    small.undo("e")
+    assert small.wait("e", now=0) == 0
+    huge = Backoff(free=1, base=1, cap=300)
+    for _ in range(3000):  # no float overflow however many failures
+        huge.fail("k", now=0)
+    assert huge.wait("k", now=0) == 300
 
 
 _WRITER = """
@@ -175,3 +182,25 @@ def test_two_processes_writing_the_users_file_never_corrupt_it(tmp_path):
     assert set(UsersFile(path).load()) == {f"{p}{i}" for p in "ab" for i in range(0, 60, 2)}
     assert reads and not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_the_state_folder_is_made_private_and_no_admin_comes_back(tmp_path):
+    from atelier_hub.embedded import ADMIN_USER, Embedded
+    from atelier_hub.services._process import free_port
+
+    profiles = Path(__file__).resolve().parents[2] / "profiles"
+    state = tmp_path / "state"
+    (state / "logs").mkdir(parents=True, mode=0o755)
+    (state / "logs" / "hub.log").write_text("old log")
+    for path, mode in ((state, 0o755), (state / "logs", 0o755), (state / "logs" / "hub.log", 0o644)):
+        path.chmod(mode)
+    stack, password = Embedded.prepare(state, port=free_port(), profiles_dir=profiles, without=("trino",))
+    assert password and set(stack.users.load()) == {ADMIN_USER}  # the first start makes the admin
+    for path in (state, state / "logs", state / "homes", state / "secrets"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    for path in (state / "logs" / "hub.log", state / "atelier.json", state / "users.json", state / "admin-token"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    # Every user removed: a later start brings no admin back.
+    stack.users.remove(ADMIN_USER)
+    stack, password = Embedded.prepare(state, port=free_port(), profiles_dir=profiles, without=("trino",))
+    assert password is None and stack.users.load() == {}
