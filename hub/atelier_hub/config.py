@@ -44,6 +44,8 @@ def update_auth(c, stack: Embedded) -> None:
     c.AtelierAuthenticator.delete_invalid_users = True
     c.AtelierAuthenticator.on_user_removed = stack.remove_user
     c.AtelierAuthenticator.public_url = stack.url
+    # The admin page says where invite links are made (templates/admin.html).
+    c.JupyterHub.template_paths = [str(Path(__file__).with_name("templates"))]
 
 
 def update_spawner(c, stack: Embedded) -> None:

@@ -271,22 +271,28 @@ def test_an_invite_link_works_once_and_not_after_it_expires(hub):
     assert late.status_code == 410 and "expired" in late.text
 
 
-def test_a_user_added_on_the_admin_page_gets_an_invite_link_shown_once(hub):
+def test_a_user_added_on_the_admin_page_gets_an_invite_link_shown_once(hub, alice):
     assert hub.api("POST", "/users/fay").status_code == 201  # what the admin page sends
     users = json.loads((hub.state / "users.json").read_text())["users"]
     assert users["fay"]["password"] is None and users["fay"]["admin"] is False
     assert hub.try_login("fay", "bob-claims-fay")[1].status_code == 403, "the first login claimed fay"
 
     admin = hub.login("admin", (hub.state / "initial-admin-password").read_text().strip())
+    admin_page = admin.get(f"{hub.url}/hub/admin", timeout=60)
+    assert admin_page.status_code == 200 and 'href="/hub/invites"' in admin_page.text  # says where
     page, xsrf = form_xsrf(admin, f"{hub.url}/hub/invites")
     assert page.status_code == 200 and "fay" in page.text and "invite_link" not in page.text
     made = admin.post(f"{hub.url}/hub/invites", data={"_xsrf": xsrf, "name": "fay"}, timeout=60)
     assert made.status_code == 200, made.text[:500]
     link = re.search(r'id="invite_link">([^<]+)<', made.text).group(1).replace("&amp;", "&")
     assert "invite_link" not in admin.get(f"{hub.url}/hub/invites", timeout=60).text  # shown once
-    # bob, not an admin, cannot make links.
-    dan = hub.login("dan", "dan-chose-this")
-    assert dan.get(f"{hub.url}/hub/invites", timeout=60).status_code == 403
+    # A user who is not an admin cannot make links.
+    user = hub.login("alice", alice["password"])
+    refused = user.get(f"{hub.url}/hub/invites", timeout=60)
+    assert refused.status_code == 403 and "Only hub admins make invite links" in refused.text
+    refused = user.post(f"{hub.url}/hub/invites", data={"_xsrf": user.cookies.get("_xsrf"), "name": "fay"},
+                        timeout=60)
+    assert refused.status_code == 403 and "Only hub admins make invite links" in refused.text
     _, answer = use_invite(hub, link, "fay-chose-this")
     assert answer.status_code == 302
     assert hub.try_login("fay", "fay-chose-this")[1].status_code == 302
