@@ -89,6 +89,16 @@ def hub():
 
 
 @pytest.fixture(scope="module")
+def multi_user(hub):
+    """Users other than admin log in only with container sessions (single-user mode
+    lets only admin in)."""
+    if hub.mode != "container":
+        pytest.fail(f"the stack runs {hub.mode} sessions, where only admin may log in: `make install` builds "
+                    "the images and `atelier dev` starts the Docker engine; see the atelier dev log")
+    return hub
+
+
+@pytest.fixture(scope="module")
 def alice(hub):
     return {"name": "alice", "password": hub.add_user("alice")}
 
@@ -139,7 +149,7 @@ def test_the_hub_and_the_cli_writing_users_json_at_once_never_corrupt_it(hub):
 # -- removing a user ------------------------------------------------------------------------------
 
 
-def test_a_removed_user_cannot_log_in_or_use_token_or_cookie_and_stays_gone_after_a_restart(hub, bob):
+def test_a_removed_user_cannot_log_in_or_use_token_or_cookie_and_stays_gone_after_a_restart(hub, multi_user, bob):
     # bob is logged in (a cookie) and holds an API token, as any user does.
     browser = hub.login("bob", bob["password"])
     token = hub.user_token("bob")
@@ -236,7 +246,7 @@ def test_no_file_in_the_state_folder_is_readable_by_another_os_account(hub, alic
 # -- invite links ------------------------------------------------------------------------------------
 
 
-def test_an_invite_link_works_once_and_not_after_it_expires(hub):
+def test_an_invite_link_works_once_and_not_after_it_expires(hub, multi_user):
     r = atelier_users(hub.state, "add", "dan", "--no-password")
     assert r.returncode == 0, r.stderr
     # Before dan opens his link, bob tries to claim the account by logging in first.
@@ -271,7 +281,7 @@ def test_an_invite_link_works_once_and_not_after_it_expires(hub):
     assert late.status_code == 410 and "expired" in late.text
 
 
-def test_a_user_added_on_the_admin_page_gets_an_invite_link_shown_once(hub, alice):
+def test_a_user_added_on_the_admin_page_gets_an_invite_link_shown_once(hub, multi_user, alice):
     assert hub.api("POST", "/users/fay").status_code == 201  # what the admin page sends
     users = json.loads((hub.state / "users.json").read_text())["users"]
     assert users["fay"]["password"] is None and users["fay"]["admin"] is False
@@ -329,7 +339,7 @@ def test_unknown_names_take_as_long_as_known_ones(hub, alice):
     assert 0.6 < u / k < 1.67, f"known {k * 1000:.0f} ms vs unknown {u * 1000:.0f} ms"
 
 
-def test_failed_logins_for_one_name_back_off(hub, alice):
+def test_failed_logins_for_one_name_back_off(hub, multi_user, alice):
     assert hub.try_login("alice", alice["password"])[1].status_code == 302  # a success starts the count over
     for _ in range(5):
         assert hub.try_login("alice", "bob-guesses")[1].status_code == 403
@@ -341,7 +351,7 @@ def test_failed_logins_for_one_name_back_off(hub, alice):
     assert hub.try_login("alice", alice["password"])[1].status_code == 302
 
 
-def test_failed_logins_from_one_address_back_off_whatever_the_names(hub, alice):
+def test_failed_logins_from_one_address_back_off_whatever_the_names(hub, multi_user, alice):
     """bob sprays one guess at many names: after 20 failures from his address every
     login from it waits, the right password of another user included."""
     for i in range(21):
