@@ -46,14 +46,20 @@ class HubClient:
         headers = {"Authorization": f"token {token or self.admin_token}"}
         return self.http.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=60, **kw)
 
-    def login(self, name: str, password: str) -> requests.Session:
-        """A browser-like session logged in through the hub's own login form."""
+    def try_login(self, name: str, password: str) -> tuple[requests.Session, requests.Response]:
+        """One attempt through the hub's own login form, as a browser makes it: the
+        browser-like session and the form's answer (302 when logged in)."""
         s = requests.Session()
         s.trust_env = False
         page = s.get(f"{self.url}/hub/login", timeout=30)
         xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
         r = s.post(f"{self.url}/hub/login?next=", data={"username": name, "password": password, "_xsrf": xsrf},
-                   timeout=30, allow_redirects=False)
+                   timeout=120, allow_redirects=False)
+        return s, r
+
+    def login(self, name: str, password: str) -> requests.Session:
+        """A browser-like session logged in through the hub's own login form."""
+        s, r = self.try_login(name, password)
         assert r.status_code == 302, f"login refused: {r.status_code}"
         return s
 

@@ -22,7 +22,7 @@ from .embedded import ADMIN_USER, HUB_RECORD, Embedded, end_leftovers
 from .install import paths as install
 from .profiles import ProfileError, format_memory, load_profiles
 from .services._process import http_status, record, tail
-from .users import UserError, UsersFile
+from .users import INVITE_LIFETIME, UserError, UsersFile, invite_url, parse_duration
 
 REPO = install.REPO
 
@@ -64,25 +64,76 @@ def cmd_profiles(args) -> None:
 # -- atelier users -------------------------------------------------------------------------
 
 
-def cmd_users(args) -> None:
-    users = UsersFile(Path(args.state) / "users.json")
+def _invite_line(state: Path, name: str, code: str, expires_in: int) -> str:
     try:
+        base = Embedded.load(state).url
+    except (FileNotFoundError, ValueError):
+        base = "http://HUB"  # never started: the link's path is all that is known
+    hours = expires_in / 3600
+    when = f"{hours:g} hours" if hours < 48 else f"{hours / 24:g} days"
+    return f"Invite link for {name} (shown once; works once, for {when}): {invite_url(base, name, code)}"
+
+
+def _remove_from_hub(state: Path, name: str) -> str:
+    """Delete ``name`` through the running hub's REST API (stops their servers, revokes
+    their tokens and cookies, runs the removal hook). Says what happened."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        stack = Embedded.load(state)
+        token = stack.admin_token() if stack.path("admin-token").exists() else ""
+    except (FileNotFoundError, ValueError):
+        return "the hub has never run here"
+    url = f"http://127.0.0.1:{stack.hub_port}/hub/api/users/{name}"
+    deadline = time.monotonic() + 120
+    while True:
+        req = urllib.request.Request(url, method="DELETE", headers={"Authorization": f"token {token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=120):
+                return "removed from the running hub too (servers stopped, tokens and cookies revoked)"
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return "the running hub never knew them"
+            body = exc.read().decode(errors="replace")
+            if exc.code == 400 and "please wait" in body and time.monotonic() < deadline:
+                time.sleep(1)  # a server of theirs is stopping
+                continue
+            fail(f"the hub at {url} refused to delete {name} ({exc.code}: {body[:200]}); they are out of "
+                 "users.json and the hub deletes them at its next start")
+        except OSError:
+            return "the hub is not running: it deletes them from its database at its next start"
+
+
+def cmd_users(args) -> None:
+    state = Path(args.state)
+    users = UsersFile(state / "users.json")
+    try:
+        expires_in = parse_duration(args.expires_in) if getattr(args, "expires_in", None) else INVITE_LIFETIME
         if args.action == "list":
+            now = time.time()
             for name, entry in sorted(users.load().items()):
-                flags = [f for f, on in (("admin", entry.get("admin")),
-                                         ("no password yet", entry.get("password") is None)) if on]
+                invite = entry.get("invite")
+                flags = [f for f, on in (
+                    ("admin", entry.get("admin")),
+                    ("invited", invite and invite.get("expires", 0) > now),
+                    ("invite expired", invite and invite.get("expires", 0) <= now),
+                    ("no password yet", entry.get("password") is None and not invite)) if on]
                 print(name + (f" ({', '.join(flags)})" if flags else ""))
         elif args.action == "add":
-            password = users.add(args.name, admin=args.admin, password=not args.no_password)
-            if password:
-                print(f"Added {args.name}. Password (shown once): {password}")
+            secret = users.add(args.name, admin=args.admin, password=not args.no_password, expires_in=expires_in)
+            if args.no_password:
+                print(f"Added {args.name}. " + _invite_line(state, args.name, secret, expires_in))
             else:
-                print(f"Added {args.name}; they choose a password (8+ characters) at first login.")
+                print(f"Added {args.name}. Password (shown once): {secret}")
+        elif args.action == "invite":
+            print(_invite_line(state, args.name, users.invite(args.name, expires_in=expires_in), expires_in))
         elif args.action == "passwd":
             print(f"New password for {args.name} (shown once): {users.set_password(args.name)}")
         elif args.action == "remove":
+            # The file first: whatever happens next, the hub's next start deletes them.
             users.remove(args.name)
-            print(f"Removed {args.name}; their home folder is kept.")
+            print(f"Removed {args.name}: {_remove_from_hub(state, args.name)}. Their home folder is kept.")
     except UserError as exc:
         fail(str(exc))
 
@@ -149,6 +200,9 @@ def _session_mode():
 
 
 def cmd_dev(args) -> None:
+    # Everything the hub and its services write in the state folder (database, logs,
+    # S3 objects, MLflow's store) is private to this OS user.
+    os.umask(0o077)
     try:
         profiles = load_profiles(args.profiles)
     except ProfileError as exc:
@@ -333,10 +387,16 @@ def main(argv: list[str] | None = None) -> None:
     add = usub.add_parser("add", help="add a user and print a generated password once")
     add.add_argument("name")
     add.add_argument("--admin", action="store_true", help="make them a hub admin")
-    add.add_argument("--no-password", action="store_true", help="let them choose it at first login")
+    add.add_argument("--no-password", action="store_true",
+                     help="print a one-time invite link instead, with which they choose their password")
+    add.add_argument("--expires-in", default=None, metavar="DURATION",
+                     help="how long the invite link works (e.g. 30m, 12h, 7d; default 7d)")
+    inv = usub.add_parser("invite", help="print a new one-time invite link (the old one stops working)")
+    inv.add_argument("name")
+    inv.add_argument("--expires-in", default=None, metavar="DURATION", help="e.g. 30m, 12h, 7d (default 7d)")
     pw = usub.add_parser("passwd", help="give a user a new generated password, printed once")
     pw.add_argument("name")
-    rm = usub.add_parser("remove", help="remove a user's login (their home is kept)")
+    rm = usub.add_parser("remove", help="remove a user from the users file and the hub (their home is kept)")
     rm.add_argument("name")
     users.set_defaults(func=cmd_users)
 

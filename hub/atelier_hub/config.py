@@ -36,8 +36,16 @@ def update_hub(c, stack: Embedded) -> None:
 
 
 def update_auth(c, stack: Embedded) -> None:
+    """The users file decides who exists: at start-up the hub deletes from its database
+    anyone removed from the file while it was down (AtelierAuthenticator.add_user
+    refuses them), and every removal runs the stack's one clean-up hook."""
     c.JupyterHub.authenticator_class = "atelier_hub.auth.AtelierAuthenticator"
     c.AtelierAuthenticator.users_file = str(stack.path("users.json"))
+    c.AtelierAuthenticator.delete_invalid_users = True
+    c.AtelierAuthenticator.on_user_removed = stack.remove_user
+    c.AtelierAuthenticator.public_url = stack.url
+    # The admin page says where invite links are made (templates/admin.html).
+    c.JupyterHub.template_paths = [str(Path(__file__).with_name("templates"))]
 
 
 def update_spawner(c, stack: Embedded) -> None:

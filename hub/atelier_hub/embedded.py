@@ -3,11 +3,16 @@
 Rule this module keeps: ``prepare`` creates what is missing and never overwrites what
 exists (users, secrets, homes, the hub database, MLflow's store and S3's data all
 survive ``atelier dev`` being stopped and started again). Secrets are files of mode
-0600 in ``secrets/``; they are read, never printed. Ports and endpoints come from the
+0600 in ``secrets/``; they are read, never printed. Nothing in the state folder is
+readable by another OS account: the folder is 0700, every file in it 0600 or
+tighter and every folder 0700 (``prepare`` tightens what an older Atelier left
+looser; ``atelier dev`` runs the hub and its services with umask 077), each home
+0700. The admin user is made once, when there is no users file yet; a stack whose
+users were all removed stays without one. Ports and endpoints come from the
 service descriptors (:mod:`atelier_hub.services`): this module names no service.
 Layout::
 
-    STATE/atelier.json       ports and paths of this stack (rewritten at each start)
+    STATE/atelier.json       ports and paths of this stack (rewritten at each start, 0600)
     STATE/deployment.json    the services every session is configured for (0600)
     STATE/users.json         logins (scrypt hashes only, 0600)
     STATE/admin-token        an admin API token for scripts (0600)
@@ -26,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,7 +40,7 @@ from .services._process import end_group, end_recorded, free_port
 from .settings import Deployment, Services
 from .users import UsersFile
 
-__all__ = ["Embedded", "ADMIN_USER", "write_secret", "end_leftovers"]
+__all__ = ["Embedded", "ADMIN_USER", "write_secret", "end_leftovers", "tighten"]
 
 ADMIN_USER = "admin"
 # Ports of the hub itself, beside each service's own (keys of Embedded.ports).
@@ -48,6 +54,31 @@ def write_secret(path: Path, value: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(value)
+
+
+def tighten(root: Path) -> None:
+    """Take group and other permissions off everything in the state folder (what an
+    older Atelier, or a process with a looser umask, left readable). Homes are 0700;
+    what is inside them is the user's own business."""
+    root.chmod(0o700)
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        if here == root / "homes":
+            for name in dirs:
+                _strip(here / name, 0o700)
+            dirs.clear()
+            continue
+        for name in (*dirs, *files):
+            _strip(here / name)
+
+
+def _strip(path: Path, mode: int | None = None) -> None:
+    try:
+        st = path.lstat()
+        if not stat.S_ISLNK(st.st_mode):
+            path.chmod(mode if mode is not None else stat.S_IMODE(st.st_mode) & 0o700)
+    except FileNotFoundError:  # a service removed it meanwhile
+        pass
 
 
 def _secret(path: Path, make=lambda: secrets.token_hex(32)) -> str:
@@ -119,6 +150,16 @@ class Embedded:
     def admin_token(self) -> str:
         return _secret(self.path("admin-token"))
 
+    def remove_user(self, name: str) -> None:
+        """The one place that forgets what this stack keeps for a removed user, beyond
+        the users file and the hub's database (the hub deletes their tokens, cookies and
+        servers itself): each running service's :meth:`Service.remove_user` (S3: the
+        user's keys). The hub calls it once per removal (``AtelierAuthenticator.delete_user``,
+        or at start-up for a user removed while it was down, before the services start).
+        Their home is kept."""
+        for svc in self.running:
+            svc.remove_user(self, name)
+
     def deployment(self) -> Deployment:
         """What every session is configured for: each running service's endpoints."""
         parts: dict = {}
@@ -149,6 +190,7 @@ class Embedded:
         if free_port(port) != port:
             raise OSError(f"port {port} on 127.0.0.1 is in use; stop what uses it or pass --port N")
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tighten(root)
         previous: dict = {}
         if (root / "atelier.json").exists():
             previous = json.loads((root / "atelier.json").read_text())
@@ -167,15 +209,15 @@ class Embedded:
         stack = cls(state=str(root), port=port, profiles_dir=str(Path(profiles_dir).resolve()),
                     ports=ports, services=names)
         for sub in ("homes", "mlflow", "logs", "run"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
+            (root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         (root / "secrets").mkdir(mode=0o700, exist_ok=True)
         for svc in stack.running:
             svc.prepare(stack)
-        (root / "atelier.json").write_text(json.dumps(asdict(stack), indent=2))
+        write_secret(root / "atelier.json", json.dumps(asdict(stack), indent=2))
         write_secret(root / "deployment.json", stack.deployment().model_dump_json(indent=2))
         stack.admin_token()
         password = None
-        if not stack.users.load():
+        if not stack.users.path.exists():  # first start only: removing every user brings no admin back
             password = stack.users.add(ADMIN_USER, admin=True)
             write_secret(root / "initial-admin-password", password + "\n")
         return stack, password

@@ -1,30 +1,53 @@
 """The embedded mode's logins: ``<state>/users.json`` (mode 0600), scrypt hashes only.
 
-Rule this module keeps: a password is never stored, logged or returned except once,
-to the person who asked for it (``atelier users add`` prints it); only scrypt hashes
-are kept. Standard library only, so the CLI and the state folder read and write the
-users file without importing JupyterHub (the authenticator in :mod:`.auth` does).
+Rules this module keeps:
+
+- a password or invite code is never stored, logged or returned except once, to the
+  person who asked for it (``atelier users add`` prints it); only hashes are kept;
+- a user without a password cannot log in: they get a one-time invite code with an
+  expiry, and whoever holds it chooses the password (no first-login claiming);
+- every change is a read-modify-write under an exclusive ``fcntl`` lock on
+  ``users.json.lock``, written to a uniquely named temp file in the same folder,
+  fsynced, renamed over the file and the folder fsynced: the hub and the CLI may write
+  at the same moment, and a crash leaves the old file or the new one, never half of one.
+  Readers need no lock (a rename is atomic).
+
+Standard library only, so the CLI and the state folder read and write the users file
+without importing JupyterHub (the authenticator in :mod:`.auth` does).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
 import os
 import re
 import secrets
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
-__all__ = ["UsersFile", "hash_password", "check_password", "check_username", "UserError"]
+__all__ = ["UsersFile", "hash_password", "check_password", "check_username", "UserError",
+           "InviteError", "INVITE_LIFETIME", "parse_duration", "invite_url"]
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+#: how long an invite code is valid unless told otherwise (seconds)
+INVITE_LIFETIME = 7 * 24 * 3600
 
 
 class UserError(ValueError):
     """A user name or password request is invalid; the message says how to fix it."""
+
+
+class InviteError(UserError):
+    """An invite code is unknown, used or expired; the message says what to do."""
 
 
 def hash_password(password: str, *, salt: bytes | None = None) -> str:
@@ -62,11 +85,43 @@ def check_username(name: str) -> str:
     return name
 
 
+def parse_duration(text: str) -> int:
+    """Seconds in ``90``, ``90s``, ``30m``, ``12h`` or ``7d``.
+
+    >>> parse_duration("2h"), parse_duration("45")
+    (7200, 45)
+    """
+    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text or "")
+    if not m or int(m.group(1)) <= 0:
+        raise UserError(f"--expires-in {text!r} is not a duration: give a positive number with s, m, h or d "
+                        "(e.g. 7d)")
+    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def invite_url(base: str, name: str, code: str) -> str:
+    """The link a new user opens: ``base`` is the hub's public URL (``http://host:port``).
+
+    >>> invite_url("http://127.0.0.1:8000", "cy", "abc")
+    'http://127.0.0.1:8000/hub/invite/cy?code=abc'
+    """
+    # `code` is one of the query keys JupyterHub scrubs from its request log.
+    # ref: jupyterhub/log.py SCRUB_PARAM_KEYS
+    return f"{base.rstrip('/')}/hub/invite/{quote(name)}?code={quote(code)}"
+
+
+def _code_hash(code: str) -> str:
+    # Invite codes are 256-bit random: a plain SHA-256 is enough (no guessing to slow down).
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
 class UsersFile:
-    """The users file: ``{"users": {"ada": {"password": HASH | null, "admin": bool}}}``."""
+    """The users file: ``{"users": {"ada": {"password": HASH | null, "admin": bool,
+    "invite": {"sha256": HEX, "expires": UNIX_TIME} (only while invited)}}}``."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+
+    # -- reading and writing -----------------------------------------------------------
 
     def load(self) -> dict[str, dict]:
         try:
@@ -77,37 +132,116 @@ class UsersFile:
             raise UserError(f"{self.path}: not valid JSON ({exc}); restore it from a backup") from None
         return dict(data.get("users", {}))
 
-    def save(self, users: dict[str, dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        # Written then renamed, so a crash never leaves a half-written users file.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"users": users}, f, indent=2, sort_keys=True)
-        os.replace(tmp, self.path)
+    def _write(self, users: dict[str, dict]) -> None:
+        """Atomic replace: unique temp file beside it, fsync, rename, fsync the folder."""
+        folder = self.path.parent
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")  # 0600
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"users": users}, f, indent=2, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)  # the rename itself survives a power cut
+        finally:
+            os.close(dfd)
 
-    def add(self, name: str, *, admin: bool = False, password: bool = True) -> str | None:
-        """Add a user; returns the generated password (or None with ``password=False``)."""
+    @contextlib.contextmanager
+    def change(self) -> Iterator[dict[str, dict]]:
+        """``with users.change() as u: ...``: the users, read under the lock and written
+        back when the block ends without an exception (nothing is written otherwise)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            users = self.load()
+            before = json.dumps(users, sort_keys=True)
+            yield users
+            if json.dumps(users, sort_keys=True) != before or not self.path.exists():
+                self._write(users)
+        finally:
+            os.close(lock)  # closing releases the lock
+
+    def save(self, users: dict[str, dict]) -> None:
+        """Replace the whole file (under the lock)."""
+        with self.change() as current:
+            current.clear()
+            current.update(users)
+
+    # -- the operations ----------------------------------------------------------------
+
+    def add(self, name: str, *, admin: bool = False, password: bool = True,
+            expires_in: int = INVITE_LIFETIME) -> str:
+        """Add a user; returns the generated password, or with ``password=False`` the
+        one-time invite code (valid ``expires_in`` seconds)."""
         check_username(name)
-        users = self.load()
-        if name in users:
-            raise UserError(f"user {name!r} already exists; use `atelier users passwd {name}` to reset it")
-        plain = secrets.token_urlsafe(12) if password else None
-        users[name] = {"password": hash_password(plain) if plain else None, "admin": admin}
-        self.save(users)
+        with self.change() as users:
+            if name in users:
+                raise UserError(f"user {name!r} already exists; use `atelier users passwd {name}` to reset it")
+            users[name] = {"password": None, "admin": admin}
+            if password:
+                plain = secrets.token_urlsafe(12)
+                users[name]["password"] = hash_password(plain)
+            else:
+                plain = self._new_invite(users[name], expires_in)
         return plain
 
+    def invite(self, name: str, *, expires_in: int = INVITE_LIFETIME) -> str:
+        """A new one-time invite code for ``name`` (any older one stops working); the
+        user's password, if any, stays valid until they choose a new one."""
+        with self.change() as users:
+            if name not in users:
+                raise UserError(f"no user {name!r}; add it with `atelier users add {name} --no-password`")
+            return self._new_invite(users[name], expires_in)
+
+    @staticmethod
+    def _new_invite(entry: dict, expires_in: int) -> str:
+        code = secrets.token_urlsafe(32)
+        entry["invite"] = {"sha256": _code_hash(code), "expires": int(time.time()) + int(expires_in)}
+        return code
+
+    def check_invite(self, name: str, code: str, *, now: float | None = None) -> dict:
+        """The user's entry if ``code`` is their current invite; InviteError otherwise."""
+        return self._valid_invite(self.load(), name, code, now=now)
+
+    @staticmethod
+    def _valid_invite(users: dict, name: str, code: str, *, now: float | None = None) -> dict:
+        entry = users.get(name)
+        invite = (entry or {}).get("invite")
+        if not invite or not hmac.compare_digest(invite.get("sha256", ""), _code_hash(code or "")):
+            # One message for unknown, used and replaced codes: none of them says who exists.
+            raise InviteError("this invite link is not valid or was already used; "
+                              "ask an admin for a new one (atelier users invite NAME)")
+        if (now or time.time()) >= invite.get("expires", 0):
+            raise InviteError("this invite link has expired; ask an admin for a new one (atelier users invite NAME)")
+        return entry
+
+    def accept_invite(self, name: str, code: str, password: str, *, min_length: int = 8) -> None:
+        """Use the invite once: set the password and forget the code, in one locked write."""
+        if len(password) < min_length:
+            raise UserError(f"password: choose at least {min_length} characters")
+        with self.change() as users:
+            entry = self._valid_invite(users, name, code)
+            entry["password"] = hash_password(password)
+            del entry["invite"]
+
     def set_password(self, name: str, password: str | None = None) -> str:
-        users = self.load()
-        if name not in users:
-            raise UserError(f"no user {name!r}; add it with `atelier users add {name}`")
         plain = password or secrets.token_urlsafe(12)
-        users[name]["password"] = hash_password(plain)
-        self.save(users)
+        hashed = hash_password(plain)  # outside the lock: scrypt takes a while
+        with self.change() as users:
+            if name not in users:
+                raise UserError(f"no user {name!r}; add it with `atelier users add {name}`")
+            users[name]["password"] = hashed
+            users[name].pop("invite", None)
         return plain
 
     def remove(self, name: str) -> None:
-        users = self.load()
-        if users.pop(name, None) is None:
-            raise UserError(f"no user {name!r}; `atelier users list` shows who exists")
-        self.save(users)
+        with self.change() as users:
+            if users.pop(name, None) is None:
+                raise UserError(f"no user {name!r}; `atelier users list` shows who exists")

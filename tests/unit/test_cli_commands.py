@@ -69,14 +69,19 @@ def test_users_add_list_passwd_remove(tmp_path, atelier):
     first = r.stdout.rsplit(": ", 1)[1].strip()
     assert len(first) >= 12
     r = atelier("users", "--state", state, "add", "bo", "--admin", "--no-password")
-    assert r.stdout == "Added bo; they choose a password (8+ characters) at first login.\n"
+    assert r.stdout.startswith("Added bo. Invite link for bo (shown once; works once, for 7 days): "
+                               "http://HUB/hub/invite/bo?code="), r.stdout
+    code = r.stdout.rsplit("code=", 1)[1].strip()
     assert stat.S_IMODE(users_file.stat().st_mode) == 0o600
     stored = json.loads(users_file.read_text())["users"]
-    assert first not in users_file.read_text()  # only its hash is kept
-    assert check_password(first, stored["ada"]["password"]) and stored["bo"] == {"password": None, "admin": True}
+    assert first not in users_file.read_text() and code not in users_file.read_text()  # only hashes are kept
+    assert check_password(first, stored["ada"]["password"])
+    assert stored["bo"]["password"] is None and stored["bo"]["admin"] is True and stored["bo"]["invite"]["expires"]
 
     r = atelier("users", "--state", state, "list")
-    assert (r.returncode, r.stdout) == (0, "ada\nbo (admin, no password yet)\n")
+    assert (r.returncode, r.stdout) == (0, "ada\nbo (admin, invited)\n")
+    r = atelier("users", "--state", state, "invite", "bo", "--expires-in", "2h")
+    assert r.stdout.startswith("Invite link for bo (shown once; works once, for 2 hours): "), r.stdout
 
     r = atelier("users", "--state", state, "passwd", "ada")
     assert r.returncode == 0 and r.stdout.startswith("New password for ada (shown once): "), r.stdout
@@ -88,9 +93,9 @@ def test_users_add_list_passwd_remove(tmp_path, atelier):
     home.mkdir(parents=True)
     (home / "notes.txt").write_text("mine")
     r = atelier("users", "--state", state, "remove", "ada")
-    assert (r.returncode, r.stdout) == (0, "Removed ada; their home folder is kept.\n")
+    assert (r.returncode, r.stdout) == (0, "Removed ada: the hub has never run here. Their home folder is kept.\n")
     assert (home / "notes.txt").read_text() == "mine"
-    assert atelier("users", "--state", state, "list").stdout == "bo (admin, no password yet)\n"
+    assert atelier("users", "--state", state, "list").stdout == "bo (admin, invited)\n"
 
 
 @pytest.mark.parametrize(
@@ -101,6 +106,9 @@ def test_users_add_list_passwd_remove(tmp_path, atelier):
         (["add", "ada"], "atelier: user 'ada' already exists; use `atelier users passwd ada` to reset it"),
         (["passwd", "nobody"], "atelier: no user 'nobody'; add it with `atelier users add nobody`"),
         (["remove", "nobody"], "atelier: no user 'nobody'; `atelier users list` shows who exists"),
+        (["invite", "nobody"], "atelier: no user 'nobody'; add it with `atelier users add nobody --no-password`"),
+        (["invite", "ada", "--expires-in", "soon"], "atelier: --expires-in 'soon' is not a duration: give a "
+                                                    "positive number with s, m, h or d (e.g. 7d)"),
     ],
 )
 def test_users_bad_input_is_one_line_and_changes_nothing(tmp_path, atelier, args, line):

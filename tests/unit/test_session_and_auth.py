@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
-from atelier_hub.auth import UserError, UsersFile, check_password, hash_password
+from atelier_hub.auth import Backoff, UserError, UsersFile, check_password, hash_password
 from atelier_hub.embedded_spawner import render_profile_form
 from atelier_hub.gpus import GPUPool, GPUUnavailable
 from atelier_hub.profiles import Profile
 from atelier_hub.session import THREAD_VARS, session_env
 from atelier_hub.settings import MLflowService, S3Service, Services, SettingsError, load_deployment
+from atelier_hub.users import InviteError
 
 SMALL = Profile(name="cpu-small", display_name="Small", cpu={"limit": 2, "guarantee": 0.5},
                 memory={"limit": "4G", "guarantee": "1G"})
@@ -67,7 +73,8 @@ def test_users_file(tmp_path):
     assert stat.S_IMODE((tmp_path / "users.json").stat().st_mode) == 0o600
     assert pw not in (tmp_path / "users.json").read_text()
     assert check_password(pw, users.load()["ada"]["password"])
-    assert users.add("bob", password=False) is None and users.load()["bob"]["password"] is None
+    code = users.add("bob", password=False)
+    assert code and users.load()["bob"]["password"] is None and code not in (tmp_path / "users.json").read_text()
     with pytest.raises(UserError, match="already exists"):
         users.add("ada")
     with pytest.raises(UserError, match="not valid"):
@@ -102,3 +109,98 @@ def test_deployment_settings_errors_name_the_field(tmp_path):
         load_deployment(bad)
     with pytest.raises(SettingsError, match="cannot read"):
         load_deployment(tmp_path / "missing.yaml")
+
+
+def test_an_invite_works_once_and_not_after_it_expires(tmp_path):
+    users = UsersFile(tmp_path / "users.json")
+    code = users.add("cy", password=False, expires_in=60)
+    with pytest.raises(InviteError, match="not valid or was already used"):
+        users.check_invite("cy", code + "x")
+    with pytest.raises(InviteError, match="expired"):
+        users.check_invite("cy", code, now=time.time() + 61)
+    with pytest.raises(UserError, match="password: choose at least 8"):
+        users.accept_invite("cy", code, "short")
+    users.accept_invite("cy", code, "long enough pw")
+    assert check_password("long enough pw", users.load()["cy"]["password"]) and "invite" not in users.load()["cy"]
+    with pytest.raises(InviteError, match="already used"):
+        users.accept_invite("cy", code, "another password")
+    # A new link replaces the old one.
+    first, second = users.invite("cy"), users.invite("cy")
+    with pytest.raises(InviteError):
+        users.check_invite("cy", first)
+    assert users.check_invite("cy", second)
+
+
+def test_backoff_doubles_after_the_free_attempts_and_forgets():
+    b = Backoff(free=2, base=1, cap=8)
+    b.fail("k", now=0)
+    assert b.wait("k", now=0) == 0
+    waits = []
+    for _ in range(6):
+        b.fail("k", now=0)
+        waits.append(b.wait("k", now=0))
+    assert waits == [1, 2, 4, 8, 8, 8]
+    b.fail("k", now=100)  # quiet for longer than the cap past its wait: starts over
+    assert b.wait("k", now=100) == 0
+    small = Backoff(free=1, base=1, cap=1, size=3)
+    for name in "abcde":
+        small.fail(name, now=0)
+    assert small.wait("a", now=0) == 0 and small.wait("e", now=0) == 1  # oldest dropped first
+    small.undo("e")
+    assert small.wait("e", now=0) == 0
+    huge = Backoff(free=1, base=1, cap=300)
+    for _ in range(3000):  # no float overflow however many failures
+        huge.fail("k", now=0)
+    assert huge.wait("k", now=0) == 300
+
+
+_WRITER = """
+import sys
+from atelier_hub.users import UsersFile
+users = UsersFile(sys.argv[1])
+for i in range(int(sys.argv[3])):
+    name = f"{sys.argv[2]}{i}"
+    users.add(name, password=False)
+    if i % 2:
+        users.remove(name)
+"""
+
+
+def test_two_processes_writing_the_users_file_never_corrupt_it(tmp_path):
+    """Two real processes add and remove users in a loop; every change survives and
+    the file is valid JSON whenever a third one reads it."""
+    path = tmp_path / "users.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), prefix, "60"], env=env)
+               for prefix in ("a", "b")]
+    reads = 0
+    while any(w.poll() is None for w in writers):
+        if path.exists():
+            json.loads(path.read_text())  # never half a file
+            reads += 1
+    assert [w.returncode for w in writers] == [0, 0]
+    assert set(UsersFile(path).load()) == {f"{p}{i}" for p in "ab" for i in range(0, 60, 2)}
+    assert reads and not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_the_state_folder_is_made_private_and_no_admin_comes_back(tmp_path):
+    from atelier_hub.embedded import ADMIN_USER, Embedded
+    from atelier_hub.services._process import free_port
+
+    profiles = Path(__file__).resolve().parents[2] / "profiles"
+    state = tmp_path / "state"
+    (state / "logs").mkdir(parents=True, mode=0o755)
+    (state / "logs" / "hub.log").write_text("old log")
+    for path, mode in ((state, 0o755), (state / "logs", 0o755), (state / "logs" / "hub.log", 0o644)):
+        path.chmod(mode)
+    stack, password = Embedded.prepare(state, port=free_port(), profiles_dir=profiles, without=("trino",))
+    assert password and set(stack.users.load()) == {ADMIN_USER}  # the first start makes the admin
+    for path in (state, state / "logs", state / "homes", state / "secrets"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    for path in (state / "logs" / "hub.log", state / "atelier.json", state / "users.json", state / "admin-token"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    # Every user removed: a later start brings no admin back.
+    stack.users.remove(ADMIN_USER)
+    stack, password = Embedded.prepare(state, port=free_port(), profiles_dir=profiles, without=("trino",))
+    assert password is None and stack.users.load() == {}

@@ -59,6 +59,11 @@ class Service:
         """The JupyterHub service entry that runs it, or None (nothing to run)."""
         return None
 
+    def remove_user(self, stack: Embedded, name: str) -> None:
+        """Forget what it keeps for user ``name`` (their keys, say), who was removed.
+        Called in the hub's process by :meth:`Embedded.remove_user`, possibly while it is
+        not running (at the hub's start-up)."""
+
     def ready(self, stack: Embedded) -> bool:
         """Whether it answers as users need it to (no side effect, quick)."""
         return True

@@ -58,7 +58,9 @@ class S3(Service):
                 sys.executable, "-m", "atelier_hub.services._process",
                 "--name", self.name, "--record", str(self.record_file(stack.root)), "--",
                 str(tool_path("versitygw")), "--port", f"127.0.0.1:{stack.ports[self.name]}", "--quiet",
-                "posix", str(stack.path("s3")),
+                # Objects private to the hub's OS user (versitygw sets its own modes,
+                # 0644/0755 by default, whatever the umask).
+                "posix", "--file-perms", "0600", "--dir-perms", "0700", str(stack.path("s3")),
             ],
         }
 
