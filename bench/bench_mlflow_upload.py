@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -78,10 +79,9 @@ def main() -> None:
     size = int(ap.parse_args().gib * 1024**3)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-mlflow-"))
-    stack = Stack(tmp / "state", name="bench-mlflow", args=("--without", "trino", "--without", "spark",
-                                                             "--without", "ray"))
-    stack.start()
+    stack = Stack(tmp / "state", name="bench-mlflow", args=("--without", "trino"))
     try:
+        stack.start()
         stack.add_user("bench")
         token = stack.user_token("bench")
         http = requests.Session()
@@ -126,6 +126,7 @@ def main() -> None:
         rows.append(("download through the front", time.monotonic() - t0, _hwm_mb(front_pid), _hwm_mb(pgid)))
     finally:
         stack.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # the artifacts: 4 GiB and more
 
     gib = size / 1024**3
     print(f"\n{gib:g} GiB artifact via MLflow's artifact proxy (peak RSS = VmHWM after each step)")

@@ -336,10 +336,14 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
                 raise web.HTTPError(413, f"request body over {SMALL_BODY_MAX} bytes for {self.request.path}")
             self._small += chunk
         elif self._queue is not None:
-            put = asyncio.ensure_future(self._queue.put(chunk))
-            # MLflow may answer (and stop reading) before the body ends, e.g. 403.
-            await asyncio.wait({put, self._upstream}, return_when=asyncio.FIRST_COMPLETED)
-            put.cancel()
+            await self._offer(chunk)
+
+    async def _offer(self, item: bytes | None) -> None:
+        """Hand a piece of the body (None: the end) to the upstream request, unless MLflow
+        has already answered (e.g. 403 before the body ended) and reads no more."""
+        put = asyncio.ensure_future(self._queue.put(item))
+        await asyncio.wait({put, self._upstream}, return_when=asyncio.FIRST_COMPLETED)
+        put.cancel()
 
     async def _fetch(self, **body) -> None:
         started = False
@@ -385,7 +389,7 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
         if self._finished:
             return
         if self._queue is not None:
-            await self._queue.put(None)
+            await self._offer(None)
             await self._upstream
         elif self._small is not None:
             name, admin = self._ident
