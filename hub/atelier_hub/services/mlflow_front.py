@@ -1,10 +1,19 @@
 """The front of the MLflow tracking server: hub login in, MLflow behind, from the first second.
 
-Rule this module keeps: nobody reaches MLflow without a hub identity. Browsers log in
-through the hub (OAuth cookie); sessions and scripts send their hub API token
-(``MLFLOW_TRACKING_TOKEN``, sent by MLflow as ``Authorization: Bearer``). The front
-listens at once, so the hub (which waits for each managed service's URL before it
-routes the login page) is never held up by MLflow's start; until ``mlflow server``
+Rule this module keeps: nobody reaches MLflow without a hub identity, and MLflow sees
+each request as that identity. Browsers log in through the hub (OAuth cookie); sessions
+and scripts send their hub API token (``MLFLOW_TRACKING_TOKEN``, sent by MLflow as
+``Authorization: Bearer``). Behind the front runs MLflow's own auth app (what ``mlflow
+server --app-name basic-auth`` runs): the front makes an MLflow account for each hub
+identity (:class:`Accounts`; passwords generated here, kept 0600 in the state folder)
+and calls MLflow as that account, so MLflow's permission model decides who may change
+what, and a request that does not come through the front has no password (401). The
+front also stamps the hub user on each new run (:func:`rewrite_body`) and streams
+request and response bodies both ways, with back-pressure, so a multi-GB artifact
+passes in bounded memory (:class:`ProxyHandler`, :func:`backend_path`).
+
+The front listens at once, so the hub (which waits for each managed service's URL
+before it routes the login page) is never held up by MLflow's start; until MLflow
 answers, ``/health`` says 503 and every other request waits a bounded time
 (``--request-wait``) and then fails with a message naming the endpoint. The real
 server listens on a private 127.0.0.1 port, supervised by :class:`._process.Supervisor`:
