@@ -452,7 +452,9 @@ class Backend:
             try:
                 r = await client.fetch(self.url + path, raise_error=False, request_timeout=30,
                                        headers={"Authorization": authorization})
-            except OSError:
+            except (OSError, httpclient.HTTPClientError):
+                # A timeout (599) raises even with raise_error=False: not ready yet,
+                # never a reason for the front itself to stop.
                 return False
             if r.code != 200:
                 return False
