@@ -205,7 +205,8 @@ class Accounts:
             answer = {"message": (r.body or b"")[:200].decode(errors="replace")}
         return r.code, answer if isinstance(answer, dict) else {}
 
-    async def _expect(self, what: str, code: int, answer: dict, *, also: str = "") -> None:
+    @staticmethod
+    def _expect(what: str, code: int, answer: dict, *, also: str = "") -> None:
         if code != 200 and answer.get("error_code") != also:
             raise web.HTTPError(502, f"MLflow refused to {what}: {code} {answer.get('message', '')}")
 
@@ -214,14 +215,14 @@ class Accounts:
         code, answer = await self.call("POST", "/api/2.0/mlflow/users/create",
                                        {"username": name, "password": password})
         if code != 200:
-            await self._expect(f"create the account {name}", code, answer, also="RESOURCE_ALREADY_EXISTS")
+            self._expect(f"create the account {name}", code, answer, also="RESOURCE_ALREADY_EXISTS")
             # Made before (or its password file was lost): the password here is the one.
-            await self._expect(f"set {name}'s password", *await self.call(
+            self._expect(f"set {name}'s password", *await self.call(
                 "PATCH", "/api/2.0/mlflow/users/update-password", {"username": name, "password": password}))
-        await self._expect(f"set {name}'s admin flag", *await self.call(
+        self._expect(f"set {name}'s admin flag", *await self.call(
             "PATCH", "/api/2.0/mlflow/users/update-admin", {"username": name, "is_admin": admin}))
         if not name.startswith("service/"):
-            await self._expect(f"create {name}'s experiment", *await self.call(
+            self._expect(f"create {name}'s experiment", *await self.call(
                 "POST", "/api/2.0/mlflow/experiments/create", {"name": personal_experiment(name)}, as_user=name),
                 also="RESOURCE_ALREADY_EXISTS")
         self.known[name] = admin
