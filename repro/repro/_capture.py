@@ -175,6 +175,16 @@ class Pending:
         return capture
 
 
+def add_arguments(capture: Capture, params: dict[str, str], arguments: dict[str, Any]) -> None:
+    """Record the parsed arguments in ``environment.json`` (``params``): their values as
+    logged, what parsed them, how each is written on the command line; ``repro rerun
+    --set`` reads it."""
+    capture.environment["params"] = {"values": dict(params), **arguments}
+    if "environment.json" in capture.artifacts:
+        capture.artifacts["environment.json"] = json.dumps(
+            capture.environment, indent=2, sort_keys=True).encode()
+
+
 def begin(*, full: bool = True) -> Pending:
     """Start capturing (child processes run in the background) and return at once."""
     return Pending(full=full)

@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         "rerun",
         help="check out a run's commit in a worktree, apply its diff, run its command",
         description="Re-run a recorded run from inside a clone of its repository. Anything "
-        "after `--` replaces the recorded command.",
+        "after `--` replaces the recorded command; --set changes one of its parsed "
+        "arguments.",
     )
     rerun.add_argument("run_id", metavar="RUN_ID")
     rerun.add_argument("--dry-run", action="store_true",
@@ -64,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     rerun.add_argument("--worktree", metavar="DIR", help="where to check out (must not exist)")
     rerun.add_argument("--allow-partial-diff", action="store_true",
                        help="re-run even if the recorded diff was cut for size")
+    rerun.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                       dest="sets",
+                       help="change a parsed argument (a param: lr, args.lr, db.host, "
+                       "config.db.host) in the recorded command; repeatable. Supplies a "
+                       "secret that the record has redacted")
     uri_option(rerun)
     return parser
 
@@ -123,6 +129,7 @@ def _dispatch(args: argparse.Namespace, override: list[str] | None) -> int:
             worktree=args.worktree,
             allow_partial_diff=args.allow_partial_diff,
             command=override,
+            sets=args.sets,
         )
     raise AssertionError(args.command)  # argparse allows only the commands above
 

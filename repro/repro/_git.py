@@ -41,8 +41,13 @@ _GIT_CONFIG = (
     "-c", "core.fsmonitor=false",
     "-c", "status.relativePaths=false",
 )
+# --no-renames: one file per chunk, so the chunks of changed files can be replaced.
 _DIFF_ARGS = ("--binary", "--no-color", "--no-ext-diff", "--no-textconv", "--src-prefix=a/",
-              "--dst-prefix=b/", "--submodule=short")
+              "--dst-prefix=b/", "--submodule=short", "--no-renames")
+_UNTRACKED_ARGS = ("--others", "--exclude-standard", "--directory", "--no-empty-directory",
+                   "-z")
+#: Paths git would quote in a diff header (then the header does not name them plainly).
+_QUOTED = re.compile(r'[\x00-\x1f\x7f"\\]')
 #: Starts the line before each submodule's diff in ``submodules.patch`` (no diff line
 #: starts with "#").
 _SUBMODULE_MARK = "### repro-submodule"
@@ -389,12 +394,17 @@ class Scan:
         self.token = None
         if base.state == "no repository":
             return
+        #: The kept scan this one updates, and the files it asks git about.
+        self.previous: GitInfo | None = None
+        self.changed: list[str] = []
         if self.key is not None:
             hit = _watch.lookup(base.root, self.key)
-            if isinstance(hit, GitInfo):
-                self.cached = hit
+            if hit is not None and isinstance(hit[0], GitInfo) and not hit[1]:
+                self.cached = hit[0]
                 return
             self.token = _watch.begin_scan(base.root, self.key)
+            if hit is not None and self._start_changed(hit[0], hit[1], hit[2]):
+                return
         # .git could not say (GIT_DIR set, reftable): ask git, and scan all the same.
         self.ask = not base.root or (base.state == "repository" and not base.commit)
         root = base.root or path
@@ -414,9 +424,10 @@ class Scan:
                     path, ("rev-parse", "--show-toplevel", "--is-shallow-repository", "HEAD",
                            "--abbrev-ref", "HEAD"), self.env,
                 )
+            # From the root: run in a subfolder, ls-files would list only that folder,
+            # relative to it.
             self.procs["untracked"] = _Git(
-                path, ("ls-files", "--others", "--exclude-standard", "--directory",
-                       "--no-empty-directory", "-z"), self.env, limit=256_000,
+                base.root or path, ("ls-files", *_UNTRACKED_ARGS), self.env, limit=256_000,
             )
             if self.ask or os.path.exists(os.path.join(root, ".gitmodules")):
                 self.procs["submodules"] = _Git(
@@ -435,6 +446,69 @@ class Scan:
         except OSError as exc:
             self.abort()
             self.error = f"unavailable: cannot run git ({exc})"
+
+    def _start_changed(self, previous: GitInfo, changed: set[str],
+                       tracked: frozenset[str]) -> bool:
+        """Ask git about the ``changed`` files only, to be merged into ``previous``
+        (the kept scan); False where that cannot give what a full scan would."""
+        root = self.base.root
+        folded = tuple(p for p in previous.untracked if p.endswith("/"))
+        if (root is None or previous.state != "repository" or previous.diff_note
+                or previous.untracked_truncated or previous.scan_notes or previous.submodules
+                or previous.root != root
+                or any(p.startswith(folded) or _QUOTED.search(p) for p in changed)):
+            return False
+        self.previous = previous
+        self.changed = sorted(changed)
+        try:
+            self.procs["diff"] = _Git(
+                root, ("diff", *_DIFF_ARGS, "--ignore-submodules=dirty", "HEAD", "--",
+                       *self.changed), self.env, limit=DIFF_LIMIT,
+            )
+            others = [p for p in self.changed if p not in tracked]
+            if others:
+                self.procs["untracked"] = _Git(
+                    root, ("ls-files", *_UNTRACKED_ARGS, "--", *others), self.env,
+                    limit=256_000,
+                )
+        except OSError:
+            self.abort()
+            self.procs, self.previous, self.changed = {}, None, []
+            return False
+        return True
+
+    def _merge_changed(self) -> GitInfo:
+        """The kept scan with the answers about the changed files put in."""
+        previous, changed = self.previous, set(self.changed)
+        assert previous is not None
+        diff = self.procs["diff"]
+        if diff.timed_out:
+            return replace(previous, state="unavailable: " + self._too_slow("diff"),
+                           untracked=[], diff=b"", dirty=None)
+        if not diff.ok or diff.cut:
+            return replace(self.base, state=_explain_failure(diff.stderr) if not diff.ok
+                           else "unavailable: the diff grew past the size limit mid-scan")
+        chunks = {_file_of(c): c for c in split_diff_files(previous.diff)}
+        chunks = {f: c for f, c in chunks.items() if f not in changed}
+        chunks.update({_file_of(c): c for c in split_diff_files(diff.stdout)})
+        # git lists files in the index's order: by the bytes of their paths.
+        merged = b"".join(chunks[f] for f in sorted(chunks, key=os.fsencode))
+        info = replace(previous, scan_notes=[], submodule_diffs={})
+        info.diff, info.diff_note = cap_diff(merged, DIFF_LIMIT)
+        info.dirty = bool(merged)
+        untracked = [p for p in previous.untracked if p not in changed]
+        listing = self.procs.get("untracked")
+        if listing is not None:
+            if listing.timed_out:
+                info.scan_notes.append("untracked files not listed: "
+                                       + self._too_slow("untracked"))
+            elif not listing.ok:
+                return replace(self.base, state=_explain_failure(listing.stderr))
+            else:
+                untracked += parse_untracked(listing.stdout, cut=listing.cut)[0]
+        info.untracked, info.untracked_truncated = parse_untracked(
+            b"".join(os.fsencode(p) + b"\0" for p in sorted(set(untracked), key=os.fsencode)))
+        return info
 
     def abort(self) -> None:
         """Stop every git command still running."""
@@ -463,7 +537,7 @@ class Scan:
             deadline = min(deadline, until)
         try:
             _drain(list(self.procs.values()), deadline)
-            info = self._collect()
+            info = self._merge_changed() if self.previous is not None else self._collect()
         except OSError as exc:
             self.abort()
             info = GitInfo(state=f"unavailable: cannot run git ({exc})")

@@ -198,6 +198,9 @@ def redact_argv(argv: Iterable[str]) -> list[str]:
         if before in _SHORT_SECRET and not arg.startswith("-") and not arg.isdigit():
             out.append(REDACTED)
             continue
+        if arg[:2] in _SHORT_SECRET and len(arg) > 2 and not arg[2:].isdigit():
+            out.append(f"{arg[:2]}{REDACTED}")  # -pVALUE (mysql's spelling)
+            continue
         if before in _SHORT_USERPASS and ":" in arg and "://" not in arg:
             user = arg.split(":", 1)[0]
             out.append(f"{user}:{REDACTED}")
@@ -218,6 +221,35 @@ def redact_argv(argv: Iterable[str]) -> list[str]:
             out.append(f"{match.group('prefix')}{match.group('name')}={REDACTED}")
             continue
         out.append(redact_value(arg))
+    return out
+
+
+def redact_options(argv: Iterable[str], options: Iterable[str]) -> list[str]:
+    """Redact the values of the given ``options`` (the spellings a program's parser gives
+    its secret parameters, e.g. ``-k`` for ``--api-key``) wherever a command line has
+    them: ``-k X``, ``-kX``, ``--api-key=X``.
+
+    >>> redact_options(["-k", "abc", "-kabc", "--api-key=abc", "--lr", "1"], ["-k", "--api-key"])
+    ['-k', '[REDACTED]', '-k[REDACTED]', '--api-key=[REDACTED]', '--lr', '1']
+    """
+    opts = set(options)
+    out: list[str] = []
+    redact_next = False
+    for arg in argv:
+        if redact_next:
+            redact_next = False
+            if not arg.startswith("-") or arg[1:2].isdigit():
+                out.append(REDACTED)
+                continue
+        if arg in opts:
+            out.append(arg)
+            redact_next = True
+        elif "=" in arg and arg.split("=", 1)[0] in opts and arg.startswith("--"):
+            out.append(arg.split("=", 1)[0] + "=" + REDACTED)
+        elif arg[:2] in opts and len(arg) > 2 and not arg.startswith("--"):
+            out.append(arg[:2] + REDACTED)
+        else:
+            out.append(arg)
     return out
 
 
@@ -263,6 +295,12 @@ _CONTENT_ASSIGNMENT = re.compile(
     r"""(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)["']?\s*(?::=|=>|[:=])\s*"""
     r"""(?:(?P<q>["'`])(?P<quoted>[^"'`\n]{4,})(?P=q)|(?P<bare>[^\s"'`,;#}\]]{6,}))"""
 )
+# The same inside a JSON string (a notebook's cell source in a diff or a saved file):
+# `"API_KEY = \"value\"\n",`, the quotes escaped. (`bare` never matches: one handler.)
+_ESCAPED_ASSIGNMENT = re.compile(
+    r"""(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)(?:\\["'])?\s*(?::=|=>|[:=])\s*"""
+    r"""(?:\\(?P<q>")(?P<quoted>[^"'`\\\n]{4,})\\(?P=q)|(?P<bare>(?!x)x))"""
+)
 _REFERENCE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$|[()\[\]]|^[${<%]")
 _PLACEHOLDERS = frozenset({"none", "null", "true", "false", "required", "optional", "changeme",
                            "redacted", "xxxxxx", "******"})
@@ -302,6 +340,8 @@ def scan_line(line: str) -> tuple[str, int]:
     ('API_KEY = "[REDACTED]"', 1)
     >>> scan_line("token = get_token()")
     ('token = get_token()', 0)
+    >>> scan_line('    "API_KEY = \\\\"Zq8vL1pX0rT5\\\\"\\\\n",')
+    ('    "API_KEY = \\\\"[REDACTED]\\\\"\\\\n",', 1)
     """
     count = 0
 
@@ -319,6 +359,8 @@ def scan_line(line: str) -> tuple[str, int]:
         return text[:start] + REDACTED + text[end:]
 
     line = _CONTENT_ASSIGNMENT.sub(assignment, line)
+    if '\\"' in line:
+        line = _ESCAPED_ASSIGNMENT.sub(assignment, line)
     line, n = _TOKEN_PATTERNS.subn(REDACTED, line)
     count += n
     if "://" in line:

@@ -54,6 +54,9 @@ def show(run: RecordedRun) -> str:
         kind = t.get("repro.entry_point.type", "?")
         row("entry", f"{entry} ({kind}), cwd {t.get('repro.cwd', '?')}")
     row("launched", t.get("repro.launch_dir"))
+    if t.get("repro.params"):
+        row("parsed", f"{t['repro.params']} arguments, logged as args.*/config.* params "
+            "(`repro rerun --set NAME=VALUE` changes one)")
     if t.get("repro.notebook"):
         row("notebook", f"{t['repro.notebook']} (repro/notebook.ipynb)")
     if t.get("repro.redacted"):
@@ -77,6 +80,14 @@ def show(run: RecordedRun) -> str:
         row("scan", t.get("repro.git.scan"))
     elif git_state:
         row("git", git_state)
+    job = []
+    if t.get("repro.slurm.job"):
+        job.append(f"slurm job {t['repro.slurm.job']}"
+                   + (f", task {t['repro.slurm.task']}" if t.get("repro.slurm.task") else ""))
+    if t.get("repro.distributed.world_size"):
+        job.append(f"rank 0 of {t['repro.distributed.world_size']} (the other ranks record "
+                   "nothing)")
+    row("job", "; ".join(job))
     row("python", t.get("repro.python"))
     row("platform", t.get("repro.platform"))
     row("host", t.get("repro.host"))
@@ -195,7 +206,8 @@ def diff(a: RecordedRun, b: RecordedRun) -> str:
     ta, tb = a.tags, b.tags
     code_keys = ("repro.git", "repro.git.commit", "repro.git.branch", "repro.git.dirty",
                  "repro.git.remote", "repro.git.submodules", "repro.git.scan",
-                 "repro.entry_point", "repro.launch_dir", "repro.redacted", "repro.editables",
+                 "repro.git.untracked", "repro.git.untracked.saved", "repro.entry_point",
+                 "repro.launch_dir", "repro.notebook", "repro.redacted", "repro.editables",
                  "repro.conda")
     code = compare_mappings(
         {k: ta[k] for k in code_keys if k in ta}, {k: tb[k] for k in code_keys if k in tb}
@@ -230,10 +242,15 @@ def diff(a: RecordedRun, b: RecordedRun) -> str:
         args = compare_mappings(
             {"command": ta.get("repro.command", "")}, {"command": tb.get("repro.command", "")}
         )
+    args += compare_mappings(
+        {"parsed by": ta["repro.params"]} if "repro.params" in ta else {},
+        {"parsed by": tb["repro.params"]} if "repro.params" in tb else {},
+    )
     section("arguments", args)
     section("params", compare_mappings(a.params, b.params))
     env_keys = ("repro.python", "repro.platform", "repro.host", "repro.gpu", "repro.gpu.driver",
-                "repro.cuda")
+                "repro.cuda", "repro.slurm.job", "repro.slurm.task",
+                "repro.distributed.world_size")
     env = compare_mappings(
         {k: v for k, v in ta.items() if k in env_keys or k.startswith("repro.env.")},
         {k: v for k, v in tb.items() if k in env_keys or k.startswith("repro.env.")},

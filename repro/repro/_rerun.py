@@ -3,9 +3,13 @@
 The rule this module keeps: never touch the user's working tree. The recorded commit is
 checked out in a separate ``git worktree`` (detached), the recorded diff is applied
 there, package differences are printed (not "fixed"), and the recorded command runs in
-the matching folder of the worktree with the interpreter running ``repro``.
-``--dry-run`` checks all of it (including that the diff applies, using a throw-away
-index) and executes nothing.
+the matching folder of the worktree with the interpreter running ``repro``, with the
+recorded arguments, so the parsed parameters come back as they were; ``--set NAME=VALUE``
+changes one where the program's parser writes it (``_overrides``), and a secret the
+record redacted is never passed on as the marker: the re-run refuses, naming the
+parameter and the ``--set`` that supplies it. Small untracked files and a notebook the
+record holds are written into the worktree. ``--dry-run`` checks all of it (including
+that the diff applies, using a throw-away index) and executes nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _git as _gitscan
-from . import _packages
+from . import _overrides, _packages
 from ._errors import ReproError
 from ._redact import REDACTED
 from ._runs import RecordedRun
@@ -76,25 +80,93 @@ def build_command(env: dict[str, Any], worktree: str, *, python: str = sys.execu
         return [python, *options, "-m", target, *args], cwd
     if kind == "notebook":
         notebook = target if os.path.isabs(target) else os.path.join(worktree, target)
-        return ["jupyter", "execute", notebook], os.path.dirname(notebook)
+        # The jupyter of the environment running repro, as for scripts its interpreter.
+        beside = os.path.join(os.path.dirname(python), "jupyter")
+        jupyter = beside if os.path.isabs(python) and os.path.exists(beside) else "jupyter"
+        return [jupyter, "execute", notebook], os.path.dirname(notebook)
     if kind == "command":
         command = list(env.get("command") or [])
-        if "-c" in command:
-            return [python, *command[command.index("-c") :]], cwd
+        if "-c" in command and command.index("-c") + 1 < len(command):
+            code = command[command.index("-c") + 1]
+            return [python, *options, "-c", code, *args], cwd
     raise ReproError(
         f"this run was started {kind or 'in an unknown way'} (no script, module or notebook); "
         "give the command to run after `--`: repro rerun RUN_ID -- python train.py ..."
     )
 
 
-def _redacted_options(env: dict[str, Any]) -> list[str]:
-    args = list(env.get("command") or [])
-    names = []
-    for i, arg in enumerate(args):
-        if REDACTED in arg:
-            name = arg.split("=", 1)[0] if "=" in arg else (args[i - 1] if i else arg)
-            names.append(name)
-    return names
+def _arguments(run: RecordedRun, env: dict[str, Any], record: dict[str, Any],
+               sets: Sequence[str], echo: Callable[[str], None]) -> tuple[list[str], list[str]]:
+    """(program arguments to run with, the same for printing) from the recorded ones and
+    the ``--set`` changes; refuses where a redacted secret would be passed on as the
+    marker."""
+    args = list(env.get("args") or [])
+    shown = list(args)
+    values = record.get("values") or {}
+    if values:
+        sources = ", ".join(record.get("sources") or []) or "?"
+        echo(f"params     {len(values)} parsed arguments ({sources}); the command passes them")
+    if sets:
+        kind = (env.get("entry_point") or {}).get("kind")
+        if kind == "notebook":
+            raise ReproError("a notebook run has no command-line arguments for --set to "
+                             "change; edit the notebook in a kept worktree (--keep) instead")
+        safe = _overrides.masked(sets, record)
+        args, changes = _overrides.apply_sets(args, sets, record)
+        shown = _overrides.apply_sets(shown, safe, record)[0]
+        for (full, was, _), item in zip(changes, safe, strict=True):
+            echo(f"set        {full}: {was} → {item.partition('=')[2]}")
+    hidden = _overrides.redacted_arguments(args, record)
+    command = list(env.get("command") or [])
+    head = command[: len(command) - len(env.get("args") or [])]
+    if any(REDACTED in part for part in head):
+        hidden.append("the interpreter's options or -c code")
+    if hidden:
+        hints = ", ".join(_overrides.set_hint(n) for n in hidden if not n.startswith("the "))
+        raise ReproError(
+            f"the recorded command has redacted secrets ({', '.join(hidden)}); "
+            + (f"supply them with {hints}, or " if hints else "")
+            + f"give the full command after `--`: repro rerun {run.run_id} -- "
+            + run.tags.get("repro.command", "")
+        )
+    given = {_overrides.resolve_key(s.partition("=")[0].strip(), record) for s in sets}
+    in_files = [name for name in _secret_params_in_changes(run, values)
+                if name not in given]
+    if in_files:
+        raise ReproError(
+            f"parameter {', '.join(in_files)} was redacted, and the recorded changes it "
+            f"comes from hold {REDACTED} in its place, so the re-run would read the marker; "
+            f"supply it with {', '.join(_overrides.set_hint(n) for n in in_files)}"
+        )
+    return args, shown
+
+
+def _secret_params_in_changes(run: RecordedRun, values: dict[str, str]) -> list[str]:
+    """Redacted parameters whose name is on a line of the recorded diff or untracked
+    files where a secret was replaced by the marker (the re-run's code has the marker
+    there, not the value)."""
+    secret = [k for k, v in values.items() if v == REDACTED]
+    parts = run.tags.get("repro.redacted", "")
+    if not secret or not any(p in parts for p in ("diff", "untracked", "submodules")):
+        return []
+    import json
+
+    texts = []
+    for name in ("diff.patch", "submodules.patch"):
+        data = (run.artifact(f"repro/{name}") or b"").decode("utf-8", "replace")
+        texts += [line for line in data.splitlines() if line.startswith("+")]
+    try:
+        saved = json.loads(run.artifact("repro/untracked.json") or b"{}").get("files") or {}
+    except (ValueError, AttributeError):
+        saved = {}
+    for text in saved.values():
+        texts += str(text).splitlines()
+    marked = [_squash(line) for line in texts if REDACTED in line]
+    return [k for k in secret if any(_squash(k.rsplit(".", 1)[-1]) in line for line in marked)]
+
+
+def _squash(text: str) -> str:
+    return text.lower().replace("-", "").replace("_", "")
 
 
 def rerun(
@@ -105,9 +177,12 @@ def rerun(
     worktree: str | None = None,
     allow_partial_diff: bool = False,
     command: Sequence[str] | None = None,
+    sets: Sequence[str] = (),
     echo: Callable[[str], None] = print,
 ) -> int:
-    """Re-run ``run`` in a worktree; returns the command's exit status (0 for dry runs)."""
+    """Re-run ``run`` in a worktree; returns the command's exit status (0 for dry runs).
+
+    ``sets`` (``NAME=VALUE``) change parsed arguments in the recorded command."""
     tags = run.tags
     commit = tags.get("repro.git.commit")
     if tags.get("repro.git") != "repository" or not commit:
@@ -163,7 +238,7 @@ def rerun(
     if scan_note:
         echo(f"warning    {scan_note}")
     redacted = [part for part in tags.get("repro.redacted", "").split(",")
-                if part.startswith(("diff", "submodules"))]
+                if part.startswith(("diff", "submodules", "untracked", "notebook"))]
     if redacted:
         echo(f"warning    secrets in the recorded changes were replaced by {REDACTED} "
              f"({', '.join(redacted)}); the re-run code has the marker in their place")
@@ -195,15 +270,17 @@ def rerun(
     else:
         echo("packages   not recorded; nothing to compare")
 
+    record = env.get("params") or {}
+    shown: list[str] | None = None
     if command:
+        if sets:
+            raise ReproError("--set changes the recorded command; with a command after `--`, "
+                             "write the values into that command instead")
         argv, cwd_hint = list(command), None
     else:
-        hidden = _redacted_options(env)
-        if hidden:
-            raise ReproError(
-                f"the recorded command has redacted secrets ({', '.join(hidden)}); give the full "
-                f"command after `--`: repro rerun {run.run_id} -- {tags.get('repro.command', '')}"
-            )
+        args, shown_args = _arguments(run, env, record, sets, echo)
+        env = {**env, "args": args}
+        shown_env = {**env, "args": shown_args}
         argv, cwd_hint = None, None
 
     if dry_run:
@@ -213,7 +290,8 @@ def rerun(
         place = "<worktree>"
         if argv is None:
             argv, cwd_hint = build_command(env, place)
-        echo(f"command    {shlex.join(argv)}")
+            shown = build_command(shown_env, place)[0]
+        echo(f"command    {shlex.join(shown or argv)}")
         echo(f"in         {cwd_hint or place}")
         echo("dry run: nothing checked out or executed")
         return 0
@@ -243,13 +321,14 @@ def rerun(
         _restore_submodules(path, heads, sub_diffs, echo)
         if argv is None:
             argv, cwd = build_command(env, path)
+            shown = build_command(shown_env, path)[0]
         else:
             cwd = path
         if not os.path.isdir(cwd):
             echo(f"warning    {cwd} does not exist in the worktree; running in {path}")
             cwd = path
         echo(f"worktree   {path}")
-        echo(f"command    {shlex.join(argv)}")
+        echo(f"command    {shlex.join(shown or argv)}")
         echo(f"in         {cwd}")
         sys.stdout.flush()
         child_env = dict(os.environ, REPRO_RERUN_OF=run.run_id)

@@ -280,9 +280,9 @@ def start_run(
     try:
         from . import _params
 
-        params, sources = _params.find(sys._getframe(1))
+        params, sources, options = _params.find(sys._getframe(1))
     except Exception:  # never cost the run
-        params, sources = {}, []
+        params, sources, options = {}, [], {}
     if params:
         tags = {"repro.params": ",".join(sources) + f" ({len(params)})", **(tags or {})}
 
@@ -299,8 +299,19 @@ def start_run(
 
             mlflow_kwargs["experiment_id"] = _experiment_id(MlflowClient(), experiment)
         return mlflow.start_run(run_name=run_name, tags=dict(tags or {}), **mlflow_kwargs)
+    if options:
+        # The parser says how the program spells its secret parameters (`-k` for
+        # --api-key): their values leave the recorded command too.
+        from ._redact import REDACTED, is_secret_name, redact_options
+
+        secret = [o for name, sp in options.items()
+                  if is_secret_name(name.rsplit(".", 1)[-1]) or params.get(name) == REDACTED
+                  for o in sp.get("opts", [])]
+        if secret:
+            pending.entry.command = redact_options(pending.entry.command, secret)
     try:
-        return _start(pending, experiment, run_name, tags, mlflow_kwargs, params)
+        return _start(pending, experiment, run_name, tags, mlflow_kwargs, params,
+                      {"sources": sources, "options": options})
     except BaseException:
         pending.abort()
         raise
@@ -313,11 +324,12 @@ def _start(
     tags: Mapping[str, Any] | None,
     kwargs: dict[str, Any],
     params: dict[str, str] | None = None,
+    arguments: dict[str, Any] | None = None,
 ) -> ActiveRun:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from . import _spool, _tracking
+    from . import _capture, _spool, _tracking
 
     if mlflow.active_run() is not None and not kwargs.get("nested") and not kwargs.get("run_id"):
         pending.abort()
@@ -344,6 +356,8 @@ def _start(
         _warn("repro: could not capture all of this run's context (%s); recording the rest",
               exc)
         capture = pending.partial()
+    if params:
+        _capture.add_arguments(capture, params, arguments or {})
     all_tags = {**capture.tags, **user_tags}
 
     run = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from repro._cli import main
 from repro._run import distributed_rank
 from repro_testlib import make_repo, run_id_of, run_py
 
@@ -31,7 +32,8 @@ def test_rank_from_launcher_environment(environ: dict[str, str], rank: int | Non
 
 
 def test_independent_slurm_tasks_each_record_a_run(
-    tmp_path: Path, env: dict[str, str], client
+    tmp_path: Path, env: dict[str, str], client, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     repo = make_repo(tmp_path / "repo")
     slurm = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "2", "SLURM_PROCID": "1",
@@ -40,6 +42,13 @@ def test_independent_slurm_tasks_each_record_a_run(
     assert task1 != "None"
     tags = client.get_run(task1).data.tags
     assert tags["repro.slurm.job"] == "4242" and tags["repro.slurm.task"] == "1 of 2"
+    task0 = run_id_of(run_py(["train.py"], repo, {**env, **slurm, "SLURM_PROCID": "0"}))
+    for key in ("MLFLOW_TRACKING_URI", "REPRO_SPOOL_DIR"):
+        monkeypatch.setenv(key, env[key])
+    assert main(["show", task1]) == 0
+    assert "job        slurm job 4242, task 1 of 2" in capsys.readouterr().out
+    assert main(["diff", task0, task1]) == 0
+    assert "repro.slurm.task: 0 of 2 → 1 of 2" in capsys.readouterr().out
     # The same task number inside one distributed job is a rank: nothing recorded.
     job = {**slurm, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
     assert run_id_of(run_py(["train.py"], repo, {**env, **job})) == "None"

@@ -247,6 +247,63 @@ def test_a_rescan_is_skipped_only_while_nothing_changed(tmp_path: Path) -> None:
     assert s.result().dirty is True and b"return 7" in s.result().diff
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self"), reason="inotify cache is Linux only")
+def test_after_an_edit_only_the_changed_files_are_rescanned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under the watch, a scan after changes asks git about the changed files only and
+    merges the answer into the kept scan; the result is what a full scan says, step by
+    step, and anything file names cannot tell (a new directory) means a full scan."""
+    from repro import _watch
+
+    repo = make_repo(tmp_path / "r")
+    (repo / "pkg").mkdir()
+    for i in range(4):
+        (repo / "pkg" / f"m{i}.py").write_text(f"V = {i}\n")
+    (repo / ".gitignore").write_text("*.log\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "pkg")
+    root = str(repo)
+
+    def scan() -> _git.Scan:
+        s = _git.scan(root, _git.quick(root))
+        s.result()
+        return s
+
+    def full() -> _git.GitInfo:
+        with monkeypatch.context() as m:
+            m.setenv("REPRO_GIT_CACHE", "0")
+            return _git.scan(root, _git.quick(root)).result()
+
+    scan()
+    deadline = time.monotonic() + 10
+    while root not in _watch._watches and time.monotonic() < deadline:
+        time.sleep(0.05)
+    scan()  # the first scan under the watch: kept
+    steps = {
+        "edit a tracked file": lambda: (repo / "pkg" / "m1.py").write_text("V = 10\n"),
+        "add an untracked file": lambda: (repo / "new.py").write_text("N = 1\n"),
+        "delete a tracked file": lambda: (repo / "pkg" / "m2.py").unlink(),
+        "add an ignored file": lambda: (repo / "run.log").write_text("x\n"),
+        "edit both kinds": lambda: ((repo / "new.py").write_text("N = 2\n"),
+                                    (repo / "model.py").write_text("X = 1\n")),
+        "remove the untracked file": lambda: (repo / "new.py").unlink(),
+        "undo the first edit": lambda: (repo / "pkg" / "m1.py").write_text("V = 1\n"),
+    }
+    for name, step in steps.items():
+        step()
+        s = scan()
+        got, want = s.result(), full()
+        assert s.previous is not None and s.changed, f"{name}: not scanned by file"
+        assert (got.dirty, got.diff, got.untracked) == (want.dirty, want.diff, want.untracked), name
+        assert scan().cached is not None, f"{name}: the merged scan was not kept"
+    (repo / "newdir").mkdir()
+    (repo / "newdir" / "f.py").write_text("F = 1\n")
+    s = scan()
+    assert s.previous is None and s.cached is None  # a new directory: a full scan
+    assert s.result().untracked == full().untracked == ["newdir/"]
+
+
 def test_scan_reuse_can_be_switched_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REPRO_GIT_CACHE", "0")
     repo = make_repo(tmp_path / "r")

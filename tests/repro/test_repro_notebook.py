@@ -54,5 +54,19 @@ def test_notebook_is_recorded(tmp_path: Path, env: dict[str, str], client,
                                              str(dst)))
     assert key not in saved.read_text() and "x = 21" in saved.read_text()
     assert key not in history.read_text() and "repro.start_run" in history.read_text()
+    # Never committed, the notebook is an untracked file too: saved scanned as well.
+    untracked = Path(client.download_artifacts(run.info.run_id, "repro/untracked.json", str(dst)))
+    assert "explore.ipynb" in untracked.read_text() and key not in untracked.read_text()
     show = repro_cli(["show", run.info.run_id], env, repo).stdout
     assert "notebook   " in show
+
+    # The notebook was never committed: the re-run writes the recorded one back (its
+    # secret stays the marker) and executes it; --set has no command line to change.
+    nb.unlink()
+    refused = repro_cli(["rerun", run.info.run_id, "--set", "x=1"], env, repo)
+    assert refused.returncode == 1 and "notebook run has no command-line" in refused.stderr
+    again = repro_cli(["rerun", run.info.run_id], env, repo, timeout=240)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "jupyter execute" in again.stdout and "exit       0" in again.stdout
+    runs = client.search_runs([exp.experiment_id])
+    assert [r.data.tags.get("repro.rerun_of") for r in runs].count(run.info.run_id) == 1

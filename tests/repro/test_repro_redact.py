@@ -118,6 +118,8 @@ def test_abbreviations_are_secret_names(name: str) -> None:
         # short flags: -p PASSWORD (mysql, sshpass, docker login), but -p PORT stays
         (["-p", "VALUE"], ["-p", R]),
         (["-p", "8080"], ["-p", "8080"]),
+        (["-pVALUE"], [f"-p{R}"]),
+        (["-p8080"], ["-p8080"]),
         # -u user:password (curl)
         (["-u", "bob:VALUE"], ["-u", f"bob:{R}"]),
         # abbreviations
@@ -150,3 +152,23 @@ def test_abbreviations_are_secret_names(name: str) -> None:
 )
 def test_redact_argv_more_forms(argv: list[str], expected: list[str]) -> None:
     assert redact_argv(argv) == expected
+
+
+def test_notebook_json_is_scanned_in_diffs_and_saved_files() -> None:
+    """A notebook's cell source is a JSON string: its quotes arrive escaped
+    (``"API_KEY = \\"…\\"\\n",``), in the diff of a tracked notebook and in a saved
+    untracked one alike."""
+    import json
+    import secrets
+
+    from repro._redact import scan_content, scan_diff
+
+    key = secrets.token_hex(12)
+    notebook = json.dumps({"cells": [{"cell_type": "code",
+                                      "source": [f'API_KEY = "{key}"\n', "x = 1"]}]}, indent=1)
+    saved, n = scan_content(notebook.encode())
+    assert n == 1 and key not in saved.decode()
+    assert json.loads(saved)["cells"][0]["source"][0] == f'API_KEY = "{R}"\n'
+    line = json.dumps(f'API_KEY = "{key}"\n')
+    diff, n = scan_diff(f"+++ b/nb.ipynb\n+    {line},\n".encode())
+    assert n == 1 and key not in diff.decode()

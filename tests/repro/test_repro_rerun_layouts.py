@@ -141,6 +141,8 @@ def test_rerun_restores_small_untracked_files(tmp_path: Path, env: dict[str, str
     assert tags["repro.redacted"] == "untracked:1"
     local = Path(client.download_artifacts(run_id, "repro/untracked.json", str(tmp_path / "d")))
     assert token not in local.read_text() and "V = 7" in local.read_text()
+    show = _ok(repro_cli(["show", run_id], env, repo)).stdout
+    assert "untracked  2 entries (repro/untracked.txt), content of 1 files" in show
     (repo / "extra.py").unlink()
     again = _ok(repro_cli(["rerun", run_id], env, repo))
     assert "1 untracked files restored" in again.stdout
