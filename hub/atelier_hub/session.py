@@ -12,6 +12,7 @@ import json
 import math
 
 from .profiles import Profile
+from .services.mlflow import personal_experiment
 from .settings import Services
 
 __all__ = ["session_env", "session_files", "spark_defaults", "THREAD_VARS"]
@@ -96,6 +97,10 @@ def session_env(
             # MLflow sends it as "Authorization: Bearer ..."; JupyterHub's service
             # auth accepts bearer tokens. ref: jupyterhub/services/auth.py auth_header_pat
             env["MLFLOW_TRACKING_TOKEN"] = api_token
+        if services.mlflow.auth == "hub":
+            # The user's own experiment (the front makes it theirs): in MLflow's
+            # "Default" everyone may only read, and a run there would be anyone's to edit.
+            env["MLFLOW_EXPERIMENT_NAME"] = personal_experiment(username)
 
     if services.trino is not None:
         t = services.trino

@@ -103,6 +103,9 @@ def test_each_cpu_profile_runs_code_that_reaches_s3_and_mlflow(stack, alice, pro
     client = stack.mlflow()
     run = client.get_run(out["run_id"])
     assert run.data.params["profile"] == profile and run.data.metrics["answer"] == 42
+    # The hub user, not the session's OS account; in the user's own default experiment.
+    assert run.info.user_id == "alice" and run.data.tags["mlflow.user"] == "alice"
+    assert client.get_experiment(run.info.experiment_id).name == "users/alice"
     local = client.download_artifacts(out["run_id"], "notes/hello.txt")
     assert open(local).read() == f"artifact from {profile}"
     # MLflow's artifacts land in the S3 server, not on the hub's disk.

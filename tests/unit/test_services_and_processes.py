@@ -223,3 +223,21 @@ def test_the_mlflow_worker_gets_the_variables_the_installed_mlflow_reads():
     for name in ("_MLFLOW_SERVER_BOOT_ID", "_MLFLOW_IN_JOB_EXECUTOR", "_MLFLOW_SGI_NAME"):
         assert name.removeprefix("_") in source or name in source
     assert '"mlflow.server.fastapi_app:app"' in source
+
+
+def test_the_mlflow_worker_runs_the_installed_mlflows_auth_app_by_its_own_names():
+    """The worker is MLflow's auth app (what `mlflow server --app-name basic-auth` runs),
+    configured by MLflow's own variables and configuration keys."""
+    import mlflow.environment_variables as ev
+    from atelier_hub.services.mlflow_front import AUTH_APP, MLFLOW_AUTH_ENV, auth_config
+    from mlflow.server import _find_app, _is_factory
+    from mlflow.server.auth.config import AuthConfig
+
+    assert _find_app("basic-auth") == AUTH_APP and _is_factory(AUTH_APP)
+    for name in MLFLOW_AUTH_ENV.values():
+        assert any(getattr(v, "name", None) == name for v in vars(ev).values()), name
+    import configparser
+
+    keys = configparser.ConfigParser()
+    keys.read_string(auth_config(database=Path("/s/auth.db")))
+    assert set(keys["mlflow"]) <= set(AuthConfig._fields) | {"authorization_function"}

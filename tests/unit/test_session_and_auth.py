@@ -37,6 +37,7 @@ def test_session_env_configures_each_library_its_own_way():
     assert env["ATELIER_SHARED_BUCKET"] == "shared"
     assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:8000/services/mlflow"
     assert env["MLFLOW_TRACKING_TOKEN"] == "tok"
+    assert env["MLFLOW_EXPERIMENT_NAME"] == "users/ada"  # the user's own, made theirs by the front
     assert all(env[v] == "2" for v in THREAD_VARS)
     assert (env["ATELIER_PROFILE"], env["ATELIER_CPU_LIMIT"], env["ATELIER_CPU_GUARANTEE"]) == ("cpu-small", "2", "0.5")
     assert (env["ATELIER_MEM_LIMIT"], env["ATELIER_MEM_GUARANTEE"]) == (str(4 * 10**9), str(10**9))
@@ -50,7 +51,7 @@ def test_session_env_gpu_and_absent_services():
     # An open MLflow server gets no token.
     env = session_env(SMALL, username="a", threads=1, api_token="tok",
                       services=Services(mlflow=MLflowService(tracking_uri="http://x", auth="none")))
-    assert "MLFLOW_TRACKING_TOKEN" not in env
+    assert "MLFLOW_TRACKING_TOKEN" not in env and "MLFLOW_EXPERIMENT_NAME" not in env
 
 
 def test_profile_form_escapes_and_marks_the_default():

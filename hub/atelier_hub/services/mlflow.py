@@ -20,6 +20,16 @@ from .s3 import MLFLOW_BUCKET
 PREFIX = "/services/mlflow"
 
 
+def personal_experiment(user: str) -> str:
+    """The experiment a user's runs go to by default (their sessions'
+    ``MLFLOW_EXPERIMENT_NAME``); the front makes it as that user, so it is theirs.
+
+    >>> personal_experiment("ada")
+    'users/ada'
+    """
+    return f"users/{user}"
+
+
 class MLflow(Service):
     name = "mlflow"
     title = "MLflow"

@@ -1,10 +1,19 @@
 """The front of the MLflow tracking server: hub login in, MLflow behind, from the first second.
 
-Rule this module keeps: nobody reaches MLflow without a hub identity. Browsers log in
-through the hub (OAuth cookie); sessions and scripts send their hub API token
-(``MLFLOW_TRACKING_TOKEN``, sent by MLflow as ``Authorization: Bearer``). The front
-listens at once, so the hub (which waits for each managed service's URL before it
-routes the login page) is never held up by MLflow's start; until ``mlflow server``
+Rule this module keeps: nobody reaches MLflow without a hub identity, and MLflow sees
+each request as that identity. Browsers log in through the hub (OAuth cookie); sessions
+and scripts send their hub API token (``MLFLOW_TRACKING_TOKEN``, sent by MLflow as
+``Authorization: Bearer``). Behind the front runs MLflow's own auth app (what ``mlflow
+server --app-name basic-auth`` runs): the front makes an MLflow account for each hub
+identity (:class:`Accounts`; passwords generated here, kept 0600 in the state folder)
+and calls MLflow as that account, so MLflow's permission model decides who may change
+what, and a request that does not come through the front has no password (401). The
+front also stamps the hub user on each new run (:func:`rewrite_body`) and streams
+request and response bodies both ways, with back-pressure, so a multi-GB artifact
+passes in bounded memory (:class:`ProxyHandler`, :func:`backend_path`).
+
+The front listens at once, so the hub (which waits for each managed service's URL
+before it routes the login page) is never held up by MLflow's start; until MLflow
 answers, ``/health`` says 503 and every other request waits a bounded time
 (``--request-wait``) and then fails with a message naming the endpoint. The real
 server listens on a private 127.0.0.1 port, supervised by :class:`._process.Supervisor`:
@@ -18,9 +27,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import importlib.util
 import json
 import os
+import re
+import secrets
 import signal
 import sys
 import time
@@ -33,22 +45,225 @@ from tornado.httpserver import HTTPServer
 from tornado.log import access_log
 
 from ._process import Supervisor, free_port
+from .mlflow import personal_experiment
 
 # Hop-by-hop headers and credentials that must not travel to MLflow.
 _DROP_REQUEST = {"host", "authorization", "cookie", "connection", "origin", "referer",
                  "content-length", "transfer-encoding", "keep-alive", "upgrade"}
 _DROP_RESPONSE = {"connection", "transfer-encoding", "content-length", "keep-alive", "server"}
 
+# The front collects at most this much of the few calls it rewrites (JSON of a few keys).
+SMALL_BODY_MAX = 1024**2
+# The front's own MLflow admin account: it makes everyone else's. A ``service/`` name,
+# which no hub user can have.
+FRONT_USER = "service/mlflow"
+_API = r"/(?:ajax-)?api/2\.0/mlflow/"
+_RULES = ("runs/create", "experiments/create", "experiments/update")
 
+
+def rewrite_rule(path: str, *, prefix: str, method: str) -> str | None:
+    """Which of the calls the front rewrites ``path`` is, if any (see :func:`rewrite_body`).
+
+    >>> rewrite_rule("/services/mlflow/ajax-api/2.0/mlflow/runs/create", prefix="/services/mlflow", method="POST")
+    'runs/create'
+    >>> rewrite_rule("/services/mlflow/api/2.0/mlflow/runs/update", prefix="/services/mlflow", method="POST")
+    """
+    m = re.fullmatch(re.escape(prefix) + _API + "(.+)", path) if method == "POST" else None
+    return m.group(1) if m and m.group(1) in _RULES else None
+
+
+def hub_managed(path: str, *, prefix: str) -> bool:
+    """Whether ``path`` is one of MLflow's own account calls (sign-up, create, password,
+    admin flag, delete), which the front refuses: accounts follow the hub's users, and a
+    password changed behind the front's back would lock its user out.
+
+    >>> hub_managed("/p/api/2.0/mlflow/users/update-password", prefix="/p"), hub_managed("/p/signup", prefix="/p")
+    (True, True)
+    >>> hub_managed("/p/api/2.0/mlflow/users/current", prefix="/p")
+    False
+    """
+    return re.fullmatch(re.escape(prefix) + rf"(?:/signup|{_API}users/(?:create|create-ui|update-password|"
+                        r"update-admin|delete))/?", path) is not None
+
+
+def rewrite_body(rule: str, body: bytes, *, user: str, admin: bool) -> bytes:
+    """The body MLflow gets for a call of ``rule`` by the MLflow account ``user`` (pure).
+
+    A new run records the hub user, whatever the client sent: MLflow's client fills
+    ``user_id`` and the ``mlflow.user`` tag from the OS account, and MLflow's server
+    stores what it is sent. Experiment names under ``users/`` are their user's (each
+    session's default experiment is ``users/NAME``): nobody else may take one first.
+    A body that is not a JSON object passes unchanged, for MLflow to answer.
+
+    >>> json.loads(rewrite_body("runs/create", b'{"experiment_id": "1", "user_id": "root",'
+    ...     b' "tags": [{"key": "mlflow.user", "value": "root"}]}', user="ada", admin=False))
+    {'experiment_id': '1', 'user_id': 'ada', 'tags': [{'key': 'mlflow.user', 'value': 'ada'}]}
+    >>> rewrite_body("experiments/create", b'{"name": "users/bob"}', user="ada", admin=False)
+    Traceback (most recent call last):
+    ValueError: experiment name 'users/bob': names under users/ belong to their user; ada may use users/ada or users/ada/...
+    """
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(data, dict):
+        return body
+    if rule == "runs/create":
+        tags = [t for t in data.get("tags") or [] if not (isinstance(t, dict) and t.get("key") == "mlflow.user")]
+        data["user_id"] = user
+        data["tags"] = [*tags, {"key": "mlflow.user", "value": user}]
+    else:
+        name = data.get("name" if rule == "experiments/create" else "new_name")
+        own = personal_experiment(user)
+        if isinstance(name, str) and name.startswith("users/") and not admin and not (
+                name == own or name.startswith(own + "/")):
+            raise ValueError(f"experiment name {name!r}: names under users/ belong to their user; "
+                             f"{user} may use {own} or {own}/...")
+    return json.dumps(data).encode()
+
+
+def backend_path(uri: str, *, prefix: str, method: str) -> str:
+    """Where MLflow answers ``uri``: artifact downloads and uploads go to MLflow's native
+    streaming routes, which it serves without the static prefix (under the prefix they
+    reach its Flask app, which holds the whole body in memory). Its auth middleware
+    guards those routes by the same experiment permissions.
+    ref: mlflow/server/fastapi_app.py (artifact_router has no prefix),
+    mlflow/server/auth/__init__.py (_is_native_fastapi_proxy_artifact_path)
+
+    >>> backend_path("/services/mlflow/api/2.0/mlflow-artifacts/artifacts/1/r/a.bin",
+    ...              prefix="/services/mlflow", method="PUT")
+    '/api/2.0/mlflow-artifacts/artifacts/1/r/a.bin'
+    >>> backend_path("/services/mlflow/api/2.0/mlflow/runs/get?run_id=1", prefix="/services/mlflow", method="GET")
+    '/services/mlflow/api/2.0/mlflow/runs/get?run_id=1'
+    """
+    if method in ("GET", "PUT"):
+        for api in ("/api/2.0/mlflow-artifacts/artifacts/", "/ajax-api/2.0/mlflow-artifacts/artifacts/"):
+            if uri.startswith(prefix + api):
+                return uri[len(prefix):]
+    return uri
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by this OS account only, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Credentials:
+    """The MLflow password of each account the front made, in one 0600 file of the state
+    folder (generated here, never logged, sent only to MLflow's private server)."""
+
+    def __init__(self, file: Path):
+        self.file = file
+        self._data: dict[str, str] = json.loads(file.read_text()) if file.exists() else {}
+
+    def get(self, name: str) -> str | None:
+        return self._data.get(name)
+
+    def new(self, name: str) -> str:
+        self._data[name] = secrets.token_urlsafe(32)
+        write_private(self.file, json.dumps(self._data, indent=1))
+        return self._data[name]
+
+    def header(self, name: str) -> str:
+        return "Basic " + base64.b64encode(f"{name}:{self._data[name]}".encode()).decode()
+
+
+class Accounts:
+    """Each hub identity's own account in MLflow's auth app, made from the hub on its
+    first request after a start (MLflow's own user store and permission model decide
+    the rest): its password, whether it is an MLflow admin (as on the hub), and its
+    default experiment ``users/NAME``, created as that user so that it is theirs."""
+
+    def __init__(self, *, credentials: Credentials, backend: Backend, prefix: str):
+        self.credentials, self.backend, self.prefix = credentials, backend, prefix
+        self.known: dict[str, bool] = {FRONT_USER: True}
+        self._lock = asyncio.Lock()
+
+    async def authorization(self, name: str, admin: bool) -> str:
+        """The Authorization header that makes MLflow see this identity."""
+        if self.known.get(name) != admin:
+            async with self._lock:
+                if self.known.get(name) != admin:
+                    await self._provision(name, admin)
+        return self.credentials.header(name)
+
+    async def call(self, method: str, path: str, body: dict, *, as_user: str = FRONT_USER) -> tuple[int, dict]:
+        r = await httpclient.AsyncHTTPClient().fetch(
+            self.backend.url + self.prefix + path, method=method, body=json.dumps(body), raise_error=False,
+            headers={"Authorization": self.credentials.header(as_user), "Content-Type": "application/json"},
+            request_timeout=60)
+        try:
+            answer = json.loads(r.body or b"{}")
+        except ValueError:
+            answer = {"message": (r.body or b"")[:200].decode(errors="replace")}
+        return r.code, answer if isinstance(answer, dict) else {}
+
+    @staticmethod
+    def _expect(what: str, code: int, answer: dict, *, also: str = "") -> None:
+        if code != 200 and answer.get("error_code") != also:
+            raise web.HTTPError(502, f"MLflow refused to {what}: {code} {answer.get('message', '')}")
+
+    async def _provision(self, name: str, admin: bool) -> None:
+        password = self.credentials.get(name) or self.credentials.new(name)
+        code, answer = await self.call("POST", "/api/2.0/mlflow/users/create",
+                                       {"username": name, "password": password})
+        if code != 200:
+            self._expect(f"create the account {name}", code, answer, also="RESOURCE_ALREADY_EXISTS")
+            # Made before (or its password file was lost): the password here is the one.
+            self._expect(f"set {name}'s password", *await self.call(
+                "PATCH", "/api/2.0/mlflow/users/update-password", {"username": name, "password": password}))
+        self._expect(f"set {name}'s admin flag", *await self.call(
+            "PATCH", "/api/2.0/mlflow/users/update-admin", {"username": name, "is_admin": admin}))
+        if not name.startswith("service/"):
+            self._expect(f"create {name}'s experiment", *await self.call(
+                "POST", "/api/2.0/mlflow/experiments/create", {"name": personal_experiment(name)}, as_user=name),
+                also="RESOURCE_ALREADY_EXISTS")
+        self.known[name] = admin
+
+
+
+def identity(model: dict) -> tuple[str, bool]:
+    """The MLflow account of a hub identity (the model the hub's token check returns) and
+    whether it administers MLflow: hub admins do, and so does a service that may
+    administer the hub's users (the CLI's admin token). Services get a ``service/``
+    prefix, which no hub user name can carry (it would break the hub's own URLs).
+
+    >>> identity({"kind": "user", "name": "ada", "admin": False, "scopes": ["self"]})
+    ('ada', False)
+    >>> identity({"kind": "service", "name": "atelier-admin", "admin": False, "scopes": ["admin:users"]})
+    ('service/atelier-admin', True)
+    """
+    name = model["name"] if model.get("kind", "user") == "user" else f"service/{model['name']}"
+    return name, bool(model.get("admin")) or "admin:users" in model.get("scopes", ())
+
+
+@web.stream_request_body
 class ProxyHandler(HubOAuthenticated, web.RequestHandler):
-    """Forwards every request under the service prefix to the private MLflow server."""
+    """Forwards every request under the service prefix to the private MLflow server,
+    as the hub user's own MLflow account, streaming both bodies."""
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
-    def initialize(self, backend: Backend, open_paths: frozenset[str], health: str):
+    def initialize(self, backend: Backend, accounts: Accounts, open_paths: frozenset[str], health: str,
+                   prefix: str):
         self.backend = backend
+        self.accounts = accounts
         self.open_paths = open_paths
         self.health = health
+        self.prefix = prefix
+        self._queue: asyncio.Queue | None = None
+        self._upstream: asyncio.Future | None = None
+        self._small: bytearray | None = None
+        self._rule: str | None = None
+        self._ident: tuple[str, bool] | None = None
+        self._fetch_args: dict = {}
 
     def check_xsrf_cookie(self):
         """MLflow's UI sends no _xsrf token: accept cookie-authenticated writes that the
@@ -72,9 +287,20 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
             403, "MLflow here needs a JupyterHub login: set MLFLOW_TRACKING_TOKEN to your hub API token"
         )
 
-    async def _forward(self, *_path):
+    def _has_body(self) -> bool:
+        h = self.request.headers
+        return self.request.method in ("POST", "PUT", "PATCH") or (
+            h.get("Content-Length", "0") != "0" or "Transfer-Encoding" in h)
+
+    async def prepare(self):
+        """Runs before the body arrives: the login, MLflow's readiness and the upstream
+        request are settled first, so the body goes straight through (or, for the few
+        small calls the front rewrites, is collected up to a bound)."""
         if not self._user_or_login():
             return
+        if hub_managed(self.request.path, prefix=self.prefix):
+            raise web.HTTPError(403, "MLflow's accounts here follow the hub's users: manage them with "
+                                     "`atelier users` or the hub's admin page")
         if not self.backend.ready:
             # /health tells the truth at once (quietly: it is polled); a real request
             # waits for MLflow a while.
@@ -91,11 +317,45 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
         headers["X-Forwarded-Host"] = self.request.host
         headers["X-Forwarded-Proto"] = self.request.protocol
         if self.current_user:
-            headers["X-Forwarded-User"] = self.current_user["name"]
-        body = self.request.body if self.request.method not in ("GET", "HEAD", "OPTIONS") else None
-        if body is None and self.request.method in ("POST", "PUT", "PATCH"):
-            body = b""
+            self._ident = identity(self.current_user)
+            headers["Authorization"] = await self.accounts.authorization(*self._ident)
+        self._fetch_args = {"url": self.backend.url + backend_path(self.request.uri, prefix=self.prefix,
+                                                                   method=self.request.method),
+                            "headers": headers}
+        if not self._has_body():
+            return
+        self._rule = rewrite_rule(self.request.path, prefix=self.prefix, method=self.request.method)
+        if self._rule and self._ident:
+            self._small = bytearray()
+            return
+        # The body streams: a few chunks in flight at most (tornado waits for
+        # data_received before it reads on), so memory stays flat for any size.
+        if "Content-Length" in self.request.headers:
+            headers["Content-Length"] = self.request.headers["Content-Length"]
+        self._queue = asyncio.Queue(maxsize=4)
 
+        async def producer(write):
+            while (chunk := await self._queue.get()) is not None:
+                await write(chunk)
+
+        self._upstream = asyncio.ensure_future(self._fetch(body_producer=producer))
+
+    async def data_received(self, chunk: bytes):
+        if self._small is not None:
+            if len(self._small) + len(chunk) > SMALL_BODY_MAX:
+                raise web.HTTPError(413, f"request body over {SMALL_BODY_MAX} bytes for {self.request.path}")
+            self._small += chunk
+        elif self._queue is not None:
+            await self._offer(chunk)
+
+    async def _offer(self, item: bytes | None) -> None:
+        """Hand a piece of the body (None: the end) to the upstream request, unless MLflow
+        has already answered (e.g. 403 before the body ended) and reads no more."""
+        put = asyncio.ensure_future(self._queue.put(item))
+        await asyncio.wait({put, self._upstream}, return_when=asyncio.FIRST_COMPLETED)
+        put.cancel()
+
+    async def _fetch(self, **body) -> None:
         started = False
 
         def on_header(line: str) -> None:
@@ -111,28 +371,50 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
                     self.add_header(name.strip(), value.strip())
             started = True
 
-        def on_chunk(chunk: bytes) -> None:
+        def on_chunk(chunk: bytes):
             self.write(chunk)
-            self.flush()
+            # Returned to tornado's client, which waits for it before reading on:
+            # a slow reader slows MLflow down instead of filling this process.
+            return self.flush()
 
         request = httpclient.HTTPRequest(
-            self.backend.url + self.request.uri,
+            self._fetch_args["url"],
             method=self.request.method,
-            headers=headers,
-            body=body,
+            headers=self._fetch_args["headers"],
             allow_nonstandard_methods=True,
             follow_redirects=False,
             decompress_response=False,
             header_callback=on_header,
             streaming_callback=on_chunk,
             request_timeout=3600,
+            **body,
         )
         try:
             await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
         except OSError as exc:
             if not started:
                 raise web.HTTPError(502, f"MLflow server not reachable: {exc}") from None
+
+    async def _forward(self, *_path):
+        if self._finished:
+            return
+        if self._queue is not None:
+            await self._offer(None)
+            await self._upstream
+        elif self._small is not None:
+            name, admin = self._ident
+            try:
+                body = rewrite_body(self._rule, bytes(self._small), user=name, admin=admin)
+            except ValueError as exc:
+                raise web.HTTPError(403, str(exc)) from None
+            await self._fetch(body=body)
+        else:
+            await self._fetch(body=b"" if self.request.method in ("POST", "PUT", "PATCH") else None)
         self.finish()
+
+    def on_connection_close(self):
+        if self._upstream is not None and not self._upstream.done():
+            self._upstream.cancel()
 
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None))[1]
@@ -141,8 +423,6 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
         self.finish(json.dumps({"error_code": status_code, "message": message}))
 
     get = head = post = put = patch = delete = options = _forward
-
-
 
 
 class Backend:
@@ -165,14 +445,17 @@ class Backend:
             await asyncio.sleep(0.25)
         return self.ready
 
-    async def probe(self, prefix: str) -> bool:
+    async def probe(self, prefix: str, authorization: str) -> bool:
         """Ready once /health answers and the tracking store answers a real call (the
         store's tables are created on the first start, which takes seconds)."""
         client = httpclient.AsyncHTTPClient()
         for path in (f"{prefix}/health", f"{prefix}/ajax-api/2.0/mlflow/experiments/search?max_results=1"):
             try:
-                r = await client.fetch(self.url + path, raise_error=False, request_timeout=30)
-            except OSError:
+                r = await client.fetch(self.url + path, raise_error=False, request_timeout=30,
+                                       headers={"Authorization": authorization})
+            except (OSError, httpclient.HTTPClientError):
+                # A timeout (599) raises even with raise_error=False: not ready yet,
+                # never a reason for the front itself to stop.
                 return False
             if r.code != 200:
                 return False
@@ -205,17 +488,51 @@ MLFLOW_SERVER_ENV = {
     "in_job_executor": "_MLFLOW_IN_JOB_EXECUTOR",
     "sgi_name": "_MLFLOW_SGI_NAME",
 }
+# What MLflow's auth app (`mlflow server --app-name basic-auth`) reads; checked the same way.
+# ref: mlflow/environment_variables.py, mlflow/server/auth/config.py
+MLFLOW_AUTH_ENV = {
+    "config": "MLFLOW_AUTH_CONFIG_PATH",
+    "admin_username": "MLFLOW_AUTH_ADMIN_USERNAME",
+    "admin_password": "MLFLOW_AUTH_ADMIN_PASSWORD",
+    "secret_key": "MLFLOW_FLASK_SERVER_SECRET_KEY",
+}
+# The auth app's entry point (its `basic-auth` entry point), a factory under uvicorn.
+AUTH_APP = "mlflow.server.auth:create_app"
 
 
-def server_command(*, port: int, prefix: str, state: Path, artifacts_destination: str) -> tuple[list[str], dict]:
+def auth_config(*, database: Path) -> str:
+    """MLflow's auth configuration (basic_auth.ini) for the front's accounts (pure).
+
+    Everyone reads everything (``default_permission = READ``); MLflow gives whoever
+    creates an experiment or registered model MANAGE on it, and a run is governed by
+    its experiment. Credential checks are cached for a while: each one is a deliberately
+    slow password hash, and every request through the front carries one.
+
+    >>> "default_permission = READ" in auth_config(database=Path("/s/auth.db"))
+    True
+    """
+    return (
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{database}\n"
+        f"admin_username = {FRONT_USER}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 300\n"
+    )
+
+
+def server_command(*, port: int, prefix: str, state: Path, artifacts_destination: str,
+                   auth: dict[str, str]) -> tuple[list[str], dict]:
     """The command and environment of MLflow's tracking server worker (pure, apart from
-    a fresh boot id): what ``mlflow server --workers 1 --static-prefix PREFIX
-    --backend-store-uri sqlite:///STATE/mlflow.db --artifacts-destination DEST`` runs.
+    a fresh boot id): what ``mlflow server --app-name basic-auth --workers 1
+    --static-prefix PREFIX --backend-store-uri sqlite:///STATE/mlflow.db
+    --artifacts-destination DEST`` runs. ``auth`` holds the auth app's variables (see
+    :data:`MLFLOW_AUTH_ENV`).
 
     >>> cmd, env = server_command(port=5000, prefix="/services/mlflow", state=Path("/s"),
-    ...                           artifacts_destination="s3://b/")
-    >>> cmd[1:3], cmd[-1], env["_MLFLOW_STATIC_PREFIX"], env["_MLFLOW_SERVER_SERVE_ARTIFACTS"]
-    (['-m', 'uvicorn'], 'mlflow.server.fastapi_app:app', '/services/mlflow', 'true')
+    ...                           artifacts_destination="s3://b/", auth={})
+    >>> cmd[1:3], cmd[-2:], env["_MLFLOW_STATIC_PREFIX"], env["_MLFLOW_SERVER_SERVE_ARTIFACTS"]
+    (['-m', 'uvicorn'], ['--factory', 'mlflow.server.auth:create_app'], '/services/mlflow', 'true')
     """
     import uuid
 
@@ -232,14 +549,41 @@ def server_command(*, port: int, prefix: str, state: Path, artifacts_destination
         MLFLOW_SERVER_ENV["boot_id"]: uuid.uuid4().hex,
         MLFLOW_SERVER_ENV["in_job_executor"]: "false",
         MLFLOW_SERVER_ENV["sgi_name"]: "uvicorn",
+        **auth,
     }
     # MLflow's own log format for uvicorn; found without importing MLflow here.
     spec = importlib.util.find_spec("mlflow")
     log_config = Path(spec.submodule_search_locations[0]) / "server" / "uvicorn_log_config.yaml" if spec else None
     cmd = [sys.executable, "-m", "uvicorn",
            *(["--log-config", str(log_config)] if log_config and log_config.exists() else []),
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "mlflow.server.fastapi_app:app"]
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--factory", AUTH_APP]
     return cmd, env
+
+
+def prepare_auth(folder: Path) -> tuple[Credentials, dict[str, str]]:
+    """The auth app's folder (0700) with its configuration, database and the front's
+    credentials; and the variables its worker needs. A database whose admin password
+    was lost is set aside (its permissions with it) rather than locking the front out."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    credentials = Credentials(folder / "credentials.json")
+    database = folder / "basic_auth.db"
+    if credentials.get(FRONT_USER) is None:
+        if database.exists():
+            aside = database.with_name(f"basic_auth.db.lost-{int(time.time())}")
+            database.rename(aside)
+            print(f"MLflow front: no credentials for {database}; set it aside as {aside.name}", flush=True)
+        credentials.new(FRONT_USER)
+    config = folder / "basic_auth.ini"
+    write_private(config, auth_config(database=database.resolve()))
+    return credentials, {
+        MLFLOW_AUTH_ENV["config"]: str(config),
+        MLFLOW_AUTH_ENV["admin_username"]: FRONT_USER,
+        MLFLOW_AUTH_ENV["admin_password"]: credentials.get(FRONT_USER),
+        # Signs the auth app's own sign-up form (CSRF), which nobody reaches here:
+        # a fresh one per start will do.
+        MLFLOW_AUTH_ENV["secret_key"]: secrets.token_hex(32),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -257,12 +601,16 @@ def main(argv: list[str] | None = None) -> None:
     prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"].rstrip("/")
     listen = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     public = args.public_url or os.environ.get("JUPYTERHUB_PUBLIC_URL") or prefix
+    # What MLflow writes (its tracking store, the auth store) is this account's alone.
+    os.umask(0o077)
     args.state.mkdir(parents=True, exist_ok=True)
     args.record.parent.mkdir(parents=True, exist_ok=True)
+    credentials, auth_env = prepare_auth(args.state / "auth")
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # ten processes -> two
     backend = Backend(public=public, wait=args.request_wait)
+    accounts = Accounts(credentials=credentials, backend=backend, prefix=prefix)
     sup = Supervisor([], name="mlflow server", record_file=args.record, env=env, grace=10)
 
     def before_start() -> None:
@@ -270,24 +618,27 @@ def main(argv: list[str] | None = None) -> None:
         port = free_port()
         backend.url, backend.ready, backend.since = f"http://127.0.0.1:{port}", False, time.monotonic()
         sup.cmd, server_env = server_command(port=port, prefix=prefix, state=args.state,
-                                             artifacts_destination=args.artifacts_destination)
+                                             artifacts_destination=args.artifacts_destination, auth=auth_env)
         sup.env = {**env, **server_env}
 
     sup.before_start = before_start
 
     async def run() -> None:
+        # Long uploads and downloads must not queue the UI's calls behind them; a
+        # download streams (streaming_callback), so its size is not held here.
+        httpclient.AsyncHTTPClient.configure(None, max_clients=64, max_body_size=1 << 42)
         app = web.Application(
             [
                 (rf"{prefix}/oauth_callback", HubOAuthCallbackHandler),
                 (rf"{prefix}(/.*)?", ProxyHandler,
-                 {"backend": backend, "open_paths": frozenset({f"{prefix}/health"}),
-                  "health": f"{prefix}/health"}),
+                 {"backend": backend, "accounts": accounts, "open_paths": frozenset({f"{prefix}/health"}),
+                  "health": f"{prefix}/health", "prefix": prefix}),
             ],
             cookie_secret=os.urandom(32),
             log_function=_log_request,
         )
-        # Artifact uploads arrive whole through the hub's proxy.
-        HTTPServer(app, max_body_size=4 * 1024**3, max_buffer_size=4 * 1024**3).listen(
+        # Bodies stream through (ProxyHandler): the size limit is MLflow's and the store's.
+        HTTPServer(app, max_body_size=1 << 42).listen(
             listen.port, listen.hostname
         )
         print(f"MLflow front listening at {prefix}/; starting mlflow server ...", flush=True)
@@ -302,7 +653,7 @@ def main(argv: list[str] | None = None) -> None:
             alive = sup.proc is not None and sup.proc.poll() is None
             if not alive:
                 backend.ready = False
-            elif not backend.ready and await backend.probe(prefix):
+            elif not backend.ready and await backend.probe(prefix, credentials.header(FRONT_USER)):
                 backend.ready = True
                 print(f"MLflow ready behind hub login at {prefix}/ "
                       f"({time.monotonic() - backend.since:.0f} s)", flush=True)

@@ -1,0 +1,194 @@
+"""MLflow keeps users apart: only the hub-authenticated front reaches the backend, a run
+records the hub user who made it, and a second real user cannot change or delete the
+first one's runs, experiments or registered models (a hub admin can).
+
+Real `atelier dev` (without Trino), real MLflow, real sessions; the attacks are made by a
+real second hub user with their own hub token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from kernel import run_code
+from stack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def mstack(tmp_path_factory):
+    # Process sessions: these tests are about MLflow, not the session image.
+    s = Stack(tmp_path_factory.mktemp("mlflow-iso") / "state", name="mlflow-iso",
+              args=("--without", "trino"), env={"ATELIER_SESSIONS": "process"}).start()
+    yield s
+    s.stop()
+
+
+def _user(stack: Stack, name: str, *, admin: bool = False) -> dict:
+    password = stack.add_user(name, admin=admin)
+    return {"name": name, "password": password, "token": stack.user_token(name)}
+
+
+@pytest.fixture(scope="module")
+def alice(mstack):
+    return _user(mstack, "alice")
+
+
+@pytest.fixture(scope="module")
+def bob(mstack):
+    return _user(mstack, "bob")
+
+
+@pytest.fixture(scope="module")
+def ada(mstack):
+    """The hub admin `atelier dev` made ("admin"), logged in once so the hub knows it is admin."""
+    password = (mstack.state / "initial-admin-password").read_text().strip()
+    mstack.login("admin", password)
+    assert mstack.api("GET", "/users/admin").json()["admin"] is True
+    return {"name": "admin", "password": password, "token": mstack.user_token("admin")}
+
+
+class Api:
+    """MLflow's REST API through the front, as one hub user (their hub token)."""
+
+    def __init__(self, stack: Stack, token: str):
+        self.base = f"{stack.url}/services/mlflow/api/2.0/mlflow"
+        self.http = requests.Session()
+        self.http.trust_env = False
+        self.http.headers["Authorization"] = f"Bearer {token}"
+
+    def call(self, method: str, path: str, **kw) -> requests.Response:
+        return self.http.request(method, f"{self.base}/{path}", timeout=120, **kw)
+
+    def ok(self, method: str, path: str, **kw) -> dict:
+        r = self.call(method, path, **kw)
+        assert r.status_code == 200, f"{method} {path}: {r.status_code} {r.text[:300]}"
+        return r.json()
+
+
+def _backend_port(stack: Stack) -> int:
+    """The private port of MLflow's own server, read the way any local process can (ps)."""
+    pgid = int((stack.state / "run" / "mlflow.pgid").read_text().split()[0])
+    argv = Path(f"/proc/{pgid}/cmdline").read_bytes().split(b"\0")
+    return int(argv[argv.index(b"--port") + 1])
+
+
+def test_the_backend_refuses_requests_that_do_not_come_through_the_front(mstack, alice):
+    Api(mstack, alice["token"]).ok("GET", "experiments/search?max_results=1")  # the front works
+    port = _backend_port(mstack)
+    direct = requests.Session()
+    direct.trust_env = False
+    base = f"http://127.0.0.1:{port}/services/mlflow/api/2.0/mlflow"
+    search = direct.get(f"{base}/experiments/search?max_results=1", timeout=30)
+    assert search.status_code == 401, search.text[:300]
+    create = direct.post(f"{base}/experiments/create", json={"name": "from-outside"}, timeout=30)
+    assert create.status_code == 401, create.text[:300]
+    # Posing as a hub user by the front's own header gets nothing either.
+    forged = direct.get(f"{base}/experiments/search?max_results=1", headers={"X-Forwarded-User": "alice"},
+                        timeout=30)
+    assert forged.status_code == 401
+    # The native artifact route (no static prefix) is guarded as well.
+    art = direct.put(f"http://127.0.0.1:{port}/api/2.0/mlflow-artifacts/artifacts/0/x/y.txt", data=b"x",
+                     timeout=30)
+    assert art.status_code == 401
+    assert Api(mstack, alice["token"]).call("GET", "experiments/get-by-name?experiment_name=from-outside"
+                                            ).status_code == 404
+    # Through the front, MLflow's accounts are the hub's: nobody makes or changes one there.
+    a = Api(mstack, alice["token"])
+    assert a.call("PATCH", "users/update-password", json={"username": "alice", "password": "x" * 24}
+                  ).status_code == 403
+    assert a.call("POST", "users/create", json={"username": "mallory", "password": "x" * 24}).status_code == 403
+    a.ok("GET", "experiments/search?max_results=1")  # and alice's own account still works
+
+
+def test_another_user_cannot_change_or_delete_what_a_user_made_and_the_owner_can(mstack, alice, bob, ada):
+    a, b, admin = Api(mstack, alice["token"]), Api(mstack, bob["token"]), Api(mstack, ada["token"])
+    exp = a.ok("POST", "experiments/create", json={"name": "alice-exp"})["experiment_id"]
+    run = a.ok("POST", "runs/create", json={"experiment_id": exp})["run"]["info"]["run_id"]
+    a.ok("POST", "runs/log-metric", json={"run_id": run, "key": "m", "value": 1, "timestamp": 0})
+    model = "alice-model"
+    a.ok("POST", "registered-models/create", json={"name": model})
+
+    # Bob reads everything...
+    assert b.ok("GET", f"runs/get?run_id={run}")["run"]["data"]["metrics"][0]["value"] == 1
+    assert b.ok("GET", f"experiments/get?experiment_id={exp}")["experiment"]["name"] == "alice-exp"
+    assert b.ok("GET", f"registered-models/get?name={model}")["registered_model"]["name"] == model
+    # ... and changes nothing of Alice's.
+    attacks = [
+        ("POST", "runs/log-metric", {"run_id": run, "key": "m", "value": 666, "timestamp": 1}),
+        ("POST", "runs/set-tag", {"run_id": run, "key": "owner", "value": "bob"}),
+        ("POST", "runs/update", {"run_id": run, "run_name": "bobs-now"}),
+        ("POST", "runs/delete", {"run_id": run}),
+        ("POST", "runs/create", {"experiment_id": exp}),
+        ("POST", "experiments/update", {"experiment_id": exp, "new_name": "bobs-exp"}),
+        ("POST", "experiments/set-experiment-tag", {"experiment_id": exp, "key": "k", "value": "bob"}),
+        ("POST", "experiments/delete", {"experiment_id": exp}),
+        ("PATCH", "registered-models/update", {"name": model, "description": "bob was here"}),
+        ("POST", "registered-models/rename", {"name": model, "new_name": "bobs-model"}),
+        ("DELETE", "registered-models/delete", {"name": model}),
+    ]
+    for method, path, body in attacks:
+        r = b.call(method, path, json=body)
+        assert r.status_code == 403, f"bob's {method} {path} answered {r.status_code}: {r.text[:200]}"
+    got = a.ok("GET", f"runs/get?run_id={run}")["run"]
+    assert got["info"]["lifecycle_stage"] == "active" and got["info"]["run_name"] != "bobs-now"
+    assert [m["value"] for m in got["data"]["metrics"]] == [1]
+    assert "owner" not in {t["key"] for t in got["data"].get("tags", [])}
+    assert a.ok("GET", f"experiments/get?experiment_id={exp}")["experiment"]["lifecycle_stage"] == "active"
+    assert a.ok("GET", f"registered-models/get?name={model}")["registered_model"].get("description", "") == ""
+
+    # Alice changes and deletes her own.
+    a.ok("POST", "runs/set-tag", json={"run_id": run, "key": "owner", "value": "alice"})
+    a.ok("PATCH", "registered-models/update", json={"name": model, "description": "mine"})
+    a.ok("POST", "runs/delete", json={"run_id": run})
+    a.ok("DELETE", "registered-models/delete", json={"name": model})
+
+    # A hub admin changes anyone's.
+    bob_exp = b.ok("POST", "experiments/create", json={"name": "bob-exp"})["experiment_id"]
+    bob_run = b.ok("POST", "runs/create", json={"experiment_id": bob_exp})["run"]["info"]["run_id"]
+    admin.ok("POST", "runs/set-tag", json={"run_id": bob_run, "key": "reviewed", "value": "yes"})
+    admin.ok("POST", "runs/delete", json={"run_id": bob_run})
+    admin.ok("POST", "experiments/delete", json={"experiment_id": exp})
+    assert a.ok("GET", f"experiments/get?experiment_id={exp}")["experiment"]["lifecycle_stage"] == "deleted"
+
+
+def test_a_run_made_with_a_users_token_records_that_hub_user(mstack, alice, bob):
+    # MLflow's own client, as a script outside any session: it would send the OS user.
+    code = ("import mlflow\nmlflow.set_experiment('alice-script')\n"
+            "with mlflow.start_run() as r: pass\nprint(r.info.run_id)")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"{mstack.url}/services/mlflow",
+           "MLFLOW_TRACKING_TOKEN": alice["token"], "USER": "root", "LOGNAME": "root"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    run_id = out.stdout.strip().splitlines()[-1]
+    a = Api(mstack, alice["token"])
+    info = a.ok("GET", f"runs/get?run_id={run_id}")["run"]
+    assert info["info"]["user_id"] == "alice"
+    assert {t["key"]: t["value"] for t in info["data"]["tags"]}["mlflow.user"] == "alice"
+    # A forged user id is replaced by the real one.
+    exp = a.ok("GET", "experiments/get-by-name?experiment_name=alice-script")["experiment"]["experiment_id"]
+    forged = a.ok("POST", "runs/create", json={"experiment_id": exp, "user_id": "bob",
+                                               "tags": [{"key": "mlflow.user", "value": "bob"}]})["run"]
+    assert forged["info"]["user_id"] == "alice"
+    assert {t["key"]: t["value"] for t in forged["data"]["tags"]}["mlflow.user"] == "alice"
+
+
+def test_a_run_from_a_session_records_the_hub_user_with_no_set_up(mstack, alice, bob):
+    model = mstack.spawn("alice", "cpu-small", server="iso")
+    code = ("import json, mlflow\nwith mlflow.start_run() as r: mlflow.log_metric('x', 1)\n"
+            "print(json.dumps({'run_id': r.info.run_id, 'user_id': r.info.user_id}))")
+    out = json.loads(run_code(mstack.url, model["url"], alice["token"], code).strip().splitlines()[-1])
+    mstack.stop_server("alice", "iso")
+    assert out["user_id"] == "alice"
+    run = Api(mstack, alice["token"]).ok("GET", f"runs/get?run_id={out['run_id']}")["run"]
+    assert run["info"]["user_id"] == "alice"
+    # The session's default experiment is the user's own: another user cannot touch the run.
+    r = Api(mstack, bob["token"]).call("POST", "runs/delete", json={"run_id": out["run_id"]})
+    assert r.status_code == 403, r.text[:200]
