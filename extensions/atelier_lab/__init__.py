@@ -11,4 +11,10 @@ with its name and endpoint, never as a hang.
 from ._trino import TrinoSettings, TrinoUnavailable, connect_trino, trino_settings
 from ._version import __version__
 
+
+def _jupyter_server_extension_points() -> list[dict]:
+    """The server extension every session loads (activity reports for idle culling)."""
+    return [{"module": "atelier_lab._activity"}]
+
+
 __all__ = ["TrinoSettings", "TrinoUnavailable", "__version__", "connect_trino", "trino_settings"]

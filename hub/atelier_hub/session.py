@@ -28,6 +28,16 @@ THREAD_VARS = (
 )
 
 
+def activity_interval(profile: Profile) -> int:
+    """Seconds between a session's activity reports: six per idle timeout, 5 to 60.
+
+    >>> from atelier_hub.profiles import Profile
+    >>> activity_interval(Profile(name="s", display_name="S", cpu={"limit": 2}, memory={"limit": "4G"}))
+    60
+    """
+    return max(5, min(60, profile.idle_timeout // 6))
+
+
 def session_env(
     profile: Profile,
     *,
@@ -86,6 +96,13 @@ def session_env(
         if s3.access_key_id and s3.secret_access_key:
             env["AWS_ACCESS_KEY_ID"] = s3.access_key_id
             env["AWS_SECRET_ACCESS_KEY"] = s3.secret_access_key
+
+    if services.culler is not None:
+        # Read by atelier_lab's server extension: it reports busy kernels, terminals, SSH
+        # and GPU use several times per timeout, so the culler sees a job before it idles.
+        env["ATELIER_CULLER_URL"] = services.culler.url
+        env["ATELIER_ACTIVITY_INTERVAL"] = str(activity_interval(profile))
+        env["ATELIER_GPU_BUSY_PERCENT"] = str(services.culler.gpu_busy_percent)
 
     if services.mlflow is not None:
         env["MLFLOW_TRACKING_URI"] = services.mlflow.tracking_uri
