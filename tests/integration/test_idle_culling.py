@@ -165,10 +165,29 @@ def test_idle_servers_stop_after_their_profiles_timeouts_and_homes_survive(cull_
     busy_run = (time.monotonic() - busy[1]) / 3600
     assert quick_hours <= idle_run + busy_run + 60 / 3600 + 0.01
     assert quick_hours >= (runs["idle"]["stopped"] - runs["idle"]["ready"] - 10) / 3600
+    # The admins' page (a hub service, behind hub auth) shows the same totals, read a moment
+    # later (the busy server still runs, so its hours grow a little).
+    page = s.http.get(f"{s.url}/services/usage/api/usage", headers={"Authorization": f"token {s.admin_token}"},
+                      timeout=60)
+    assert page.status_code == 200, page.text
+    shown = page.json()
+    assert shown["by_profile"]["gpu-like"] == usage["by_profile"]["gpu-like"]
+    assert shown["by_profile"]["quick"]["hours"] == pytest.approx(quick_hours, abs=120 / 3600)
+    html = s.http.get(f"{s.url}/services/usage/", headers={"Authorization": f"token {s.admin_token}"},
+                      timeout=60).text
+    assert f'data-user="{USER}"' in html and "CPU-hours per user" in html
+    # A user who is not an admin is refused (a real second hub user, with their own token).
+    assert s.api("POST", "/users/mallory").status_code in (201, 409)
+    theirs = s.api("POST", "/users/mallory/tokens", json={"expires_in": 600}).json()["token"]
+    refused = s.http.get(f"{s.url}/services/usage/api/usage", headers={"Authorization": f"token {theirs}"},
+                         timeout=60)
+    assert refused.status_code == 403, refused.text
+
+    # gpu-like: 2 CPUs, 2 GB (each figure is rounded to 4 decimals on its own)
     assert usage["by_profile"]["gpu-like"]["cpu_hours"] == pytest.approx(
-        2 * usage["by_profile"]["gpu-like"]["hours"], rel=1e-3)
+        2 * usage["by_profile"]["gpu-like"]["hours"], abs=1e-3)
     assert usage["by_profile"]["gpu-like"]["memory_gb_hours"] == pytest.approx(
-        2 * usage["by_profile"]["gpu-like"]["hours"], rel=1e-3)
+        2 * usage["by_profile"]["gpu-like"]["hours"], abs=1e-3)
 
 
 def test_a_busy_kernel_with_no_browser_outlives_three_timeouts(cull_stack, busy):

@@ -57,7 +57,7 @@ def test_the_hub_config_runs_each_descriptor_through_a_supervisor(tmp_path):
     c = Config()
     configure(c, stack.root)
     entries = {e["name"]: e for e in c.JupyterHub.services}
-    assert set(entries) == {"s3", "mlflow", "trino", "culler", "atelier-admin"}
+    assert set(entries) == {"s3", "mlflow", "trino", "culler", "usage", "atelier-admin"}
     secret = stack.s3_keys()["secret_access_key"]
     for name in ("s3", "mlflow", "trino"):
         cmd = entries[name]["command"]

@@ -79,7 +79,7 @@ class Service:
 
 
 def _all() -> list[Service]:
-    from . import culler, mlflow, ray, s3, spark, trino
+    from . import culler, mlflow, ray, s3, spark, trino, usage
 
     # Start order: the hub starts managed services one after another, so the store
     # that the others use comes first.
@@ -90,6 +90,7 @@ def _all() -> list[Service]:
         spark.SERVICE,
         ray.SERVICE,
         culler.SERVICE,
+        usage.SERVICE,
     ]
 
 

@@ -168,14 +168,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--every", type=float, default=60, help="seconds between checks")
     ap.add_argument("--stale-after", type=float, default=180,
                     help="seconds after which a session's last report no longer counts")
+    ap.add_argument("--listen", help="HOST:PORT to listen on; default: the hub's JUPYTERHUB_SERVICE_URL "
+                    "(a cluster's hub pod gives 0.0.0.0:PORT, so sessions reach it through the hub's Service)")
+    ap.add_argument("--prefix", help="URL prefix; default: the hub's JUPYTERHUB_SERVICE_PREFIX")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname).1s %(asctime)s %(name)s] %(message)s")
 
     culler = Culler(profiles=load_profiles(args.profiles), audit=args.audit, stale_after=args.stale_after)
     api_url = os.environ["JUPYTERHUB_API_URL"].rstrip("/")
-    prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"].rstrip("/")
+    prefix = (args.prefix or os.environ["JUPYTERHUB_SERVICE_PREFIX"]).rstrip("/")
     hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/")
-    listen = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
+    listen = urlparse(f"http://{args.listen}" if args.listen else os.environ["JUPYTERHUB_SERVICE_URL"])
     kw = {"culler": culler, "hub_prefix": hub_prefix}
     app = web.Application([
         (rf"{prefix}/api/report", ReportHandler, kw),
