@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 
-from .profiles import Profile
+from .profiles import Profile, format_memory
 from .settings import Services
 
 __all__ = ["session_env", "session_files", "spark_defaults", "THREAD_VARS"]
@@ -65,6 +65,8 @@ def session_env(
         "ATELIER_PROFILE_DISPLAY_NAME": profile.display_name,
         "ATELIER_CPU_LIMIT": f"{profile.cpu.limit:g}",
         "ATELIER_MEM_LIMIT": str(profile.memory.limit),
+        # The same size as the profile writes it (4G, 16Gi), for people: the Connect panel.
+        "ATELIER_MEM_LIMIT_DISPLAY": format_memory(profile.memory.limit),
         "ATELIER_GPU_COUNT": str(profile.gpu_count),
         # jupyter-resource-usage and friends read these two.
         "CPU_LIMIT": f"{profile.cpu.limit:g}",
