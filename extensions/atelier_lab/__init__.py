@@ -11,12 +11,6 @@ with its name and endpoint, never as a hang.
 from ._trino import TrinoSettings, TrinoUnavailable, connect_trino, trino_settings
 from ._version import __version__
 
-
-def _jupyter_server_extension_points() -> list[dict]:
-    """The server extension every session loads (activity reports for idle culling)."""
-    return [{"module": "atelier_lab._activity"}]
-
-
 __all__ = ["TrinoSettings", "TrinoUnavailable", "__version__", "connect_trino", "trino_settings"]
 
 
@@ -34,6 +28,8 @@ def _jupyter_server_extension_points() -> list[dict]:
 
 def _load_jupyter_server_extension(serverapp) -> None:
     # jupyter_server is imported here, not above: `import atelier_lab` stays cheap.
+    from . import _activity
     from ._server import load
 
     load(serverapp)
+    _activity.load(serverapp)  # activity reports for idle culling, the culling warning's plan

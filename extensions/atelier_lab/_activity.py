@@ -9,9 +9,15 @@ culler (``ATELIER_CULLER_URL``) which signals are active, so the hub log can say
 kept a server alive. Jupyter's own last activity does not move while a kernel runs a
 silent loop (no message on iopub), which is why a busy kernel is a signal here.
 
+What the session reports as its last activity is work, not API traffic: kernel
+messages, terminal I/O, saved files and active signals (an open JupyterLab tab polls
+the server forever; an idle IDE window must not keep a server alive).
+
 The culler answers with the server's plan (when it stops, whether to warn), served to
 JupyterLab at ``/api/atelier/culling``; ``POST /api/atelier/culling/extend`` asks the
-culler to postpone. A signal that cannot be read here (no ``nvidia-smi``) is skipped.
+culler to postpone; ``POST /api/atelier/culling/saving`` announces that the saves of the
+next 30 s are the warning's own (unsaved work saved before the stop), not work. A
+signal that cannot be read here (no ``nvidia-smi``) is skipped.
 ref: jupyter_server/serverapp.py ``ServerWebApplication.last_activity`` (the
 ``*_last_activity`` hook) and ``services/kernels/kernelmanager.py`` (``execution_state``
 kept from iopub status messages).
@@ -23,7 +29,7 @@ import asyncio
 import json
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from jupyter_server.base.handlers import APIHandler
@@ -106,6 +112,8 @@ class Reporter:
         self.app, self.culler_url, self.token, self.prefix = app, culler_url.rstrip("/"), token, prefix
         self.plan: dict = {"cull_at": None, "warn": False}
         self.active: dict[str, str] = {}
+        self.saved = app.web_app.settings["started"]
+        self.saving_until = self.saved
 
     async def sample(self) -> dict[str, str]:
         active = {}
@@ -129,12 +137,25 @@ class Reporter:
         resp = await httpclient.AsyncHTTPClient().fetch(req)
         self.plan = json.loads(resp.body)
 
+    def work_activity(self) -> datetime:
+        """The last time someone or something worked here: a kernel message, terminal
+        I/O, a saved file or an active signal. Not API calls: an open JupyterLab tab
+        polls the server forever, and an idle IDE window must not keep a server alive."""
+        settings = self.app.web_app.settings
+        times = [settings["started"], settings["kernel_manager"].last_kernel_activity, self.saved]
+        times += [settings[k] for k in ("terminal_last_activity", "atelier_last_activity") if settings.get(k)]
+        return max(times)
+
+    def on_save(self, **_) -> None:
+        # The warning's own saves of unsaved work are not work: they must not keep the server.
+        if _utcnow() >= self.saving_until:
+            self.saved = _utcnow()
+
     async def tick(self) -> None:
         active = await self.sample()
-        last = self.app.web_app.last_activity()
         try:
             await self.post("report", {"prefix": self.prefix, "active": active,
-                                       "last_activity": last.isoformat()})
+                                       "last_activity": self.work_activity().isoformat()})
         except Exception as exc:  # the culler restarting: report again next time
             self.app.log.warning("atelier activity report to %s failed: %s", self.culler_url, exc)
 
@@ -160,7 +181,19 @@ class ExtendHandler(APIHandler):
         self.finish({**r.plan, "active": r.active, "now": _utcnow().isoformat()})
 
 
-def _load_jupyter_server_extension(serverapp) -> None:
+class SavingHandler(APIHandler):
+    """JupyterLab is about to save unsaved documents because the server is stopping."""
+
+    _track_activity = False
+
+    @web.authenticated
+    def post(self):
+        r = self.settings["atelier_reporter"]
+        r.saving_until = _utcnow() + timedelta(seconds=30)
+        self.finish({"saving_until": r.saving_until.isoformat()})
+
+
+def load(serverapp) -> None:
     url = os.environ.get("ATELIER_CULLER_URL")
     token = os.environ.get("JUPYTERHUB_API_TOKEN")
     if not url or not token:
@@ -170,9 +203,11 @@ def _load_jupyter_server_extension(serverapp) -> None:
                         prefix=os.environ.get("JUPYTERHUB_SERVICE_PREFIX", serverapp.base_url))
     web_app = serverapp.web_app
     web_app.settings["atelier_reporter"] = reporter
+    serverapp.contents_manager.register_post_save_hook(reporter.on_save)
     base = web_app.settings["base_url"].rstrip("/")
     web_app.add_handlers(".*$", [(f"{base}/api/atelier/culling", CullingHandler),
-                                 (f"{base}/api/atelier/culling/extend", ExtendHandler)])
+                                 (f"{base}/api/atelier/culling/extend", ExtendHandler),
+                                 (f"{base}/api/atelier/culling/saving", SavingHandler)])
     interval = float(os.environ.get("ATELIER_ACTIVITY_INTERVAL", "60"))
     PeriodicCallback(reporter.tick, interval * 1000).start()
     IOLoop.current().add_callback(reporter.tick)

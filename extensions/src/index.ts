@@ -5,9 +5,11 @@
 import { JupyterFrontEndPlugin } from '@jupyterlab/application';
 
 import { connectPlugin } from './connect';
+import { cullPlugin } from './cull';
 
 const plugins: JupyterFrontEndPlugin<any>[] = [
-  connectPlugin
+  connectPlugin,
+  cullPlugin
 ];
 
 export default plugins;

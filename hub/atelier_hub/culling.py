@@ -10,9 +10,10 @@ reporting does not keep itself alive).
 
 Activity signals a session reports, by name (``atelier_lab._activity.SIGNALS``):
 ``kernel-busy``, ``terminal``, ``ssh``, ``gpu``. Any of them active in a fresh report
-keeps the server alive; otherwise the newest of the hub's last activity, the session's
-own last activity and the last Extend counts, and the server stops ``idle_timeout``
-seconds after it. ``max_age`` stops a server whatever its activity.
+keeps the server alive; otherwise the newest of the session's own last activity (work:
+kernel messages, terminal I/O, saves; not API polling) and the last Extend counts, or,
+with no fresh report, the hub's last activity; the server stops ``idle_timeout`` seconds
+after it. ``max_age`` stops a server whatever its activity.
 """
 
 from __future__ import annotations
@@ -89,10 +90,12 @@ def decide(*, now: datetime, policy: Policy, started: datetime, hub_last_activit
         return Decision("keep", f"kept alive by {details}", name, cull_at,
                         (cull_at - now).total_seconds() <= policy.warn_before)
     candidates = [("start", started)]
-    if hub_last_activity is not None:
-        candidates.append(("hub activity", hub_last_activity))
     if fresh and report.last_activity is not None:
+        # The session's own account wins over the hub's: the hub counts every proxied
+        # request, so an open but idle JupyterLab tab would keep the server alive forever.
         candidates.append(("session activity", report.last_activity))
+    elif hub_last_activity is not None:
+        candidates.append(("hub activity", hub_last_activity))
     if extended_at is not None:
         candidates.append(("Extend", extended_at))
     source, last = max(candidates, key=lambda c: c[1])

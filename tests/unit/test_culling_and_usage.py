@@ -39,6 +39,9 @@ P = Policy(idle_timeout=600, max_age=None, warn_before=120)
     ("session activity", dict(now=at(700), hub_last_activity=at(0),
                               report=Report(time=at(690), last_activity=at(300))),
      "keep", None, "session activity"),
+    # an idle JupyterLab tab keeps the hub's activity fresh (it polls): the session's account wins
+    ("idle tab", dict(now=at(700), hub_last_activity=at(695),
+                      report=Report(time=at(690), last_activity=at(50))), "cull", None, "idle for 10 min 50 s"),
     # Extend restarts the idle timer
     ("extend", dict(now=at(700), hub_last_activity=at(0), extended_at=at(650)), "keep", None, "Extend"),
 ])
