@@ -1,1 +1,2 @@
 import './connect.css';
+import './cull.css';
