@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 from datetime import datetime, timezone
 from functools import partial
@@ -113,6 +114,19 @@ class Culler:
                 "profile": p.name, "idle_timeout": p.idle_timeout, "warn_before": p.warn_before}
 
 
+_SIGNAL_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
+
+def _printable(value, limit: int = 120) -> str:
+    """One line of printable text (no log line forged through a newline).
+
+    >>> _printable("1 kernel busy\\nfake line")
+    '1 kernel busy fake line'
+    """
+    text = "".join(ch if ch.isprintable() else " " for ch in str(value))
+    return text[:limit]
+
+
 class _SessionHandler(HubAuthenticated, web.RequestHandler):
     """Token-authenticated (the session's hub token); a user speaks only for their own servers."""
 
@@ -142,7 +156,9 @@ class ReportHandler(_SessionHandler):
         prefix = self.own_prefix()
         body = json.loads(self.request.body)
         last = body.get("last_activity")
-        active = {str(k): str(v) for k, v in (body.get("active") or {}).items()}
+        # What a session says ends up in the hub log and the audit: names and short details only.
+        active = {k: _printable(v) for k, v in dict(body.get("active") or {}).items()
+                  if isinstance(k, str) and _SIGNAL_NAME.match(k)}
         self.culler.reports[prefix] = Report(time=_now(), last_activity=parse_date(last) if last else None,
                                              active=active)
         self.finish(self.culler.plan(prefix))
