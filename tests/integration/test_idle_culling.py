@@ -82,6 +82,13 @@ def audit(stack: Stack) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def usage_json(stack: Stack) -> dict:
+    """`atelier usage --format json`, the real command."""
+    out = subprocess.run([str(VENV_BIN / "atelier"), "usage", "--state", str(stack.state), "--format", "json"],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    return json.loads(out)
+
+
 def start_busy_loop(stack: Stack, model: dict) -> None:
     """A kernel running a silent loop (no output, so Jupyter's own activity does not move),
     and then no client at all: the websocket is closed."""
@@ -155,9 +162,7 @@ def test_idle_servers_stop_after_their_profiles_timeouts_and_homes_survive(cull_
 
     # `atelier usage` adds up the runs: each between the test's own ready and stop sightings
     # (the hub records them inside those moments), within the test's polling tolerance.
-    out = subprocess.run([str(VENV_BIN / "atelier"), "usage", "--state", str(s.state), "--format", "json"],
-                         capture_output=True, text=True, check=True, timeout=120).stdout
-    usage = json.loads(out)
+    usage = usage_json(s)
     assert usage["by_profile"]["gpu-like"]["servers"] == 2 and usage["by_user"][USER]["servers"] >= 3
     quick_hours = usage["by_profile"]["quick"]["hours"]
     # quick: the idle server (done) and the busy one (still running, counted until now)
@@ -206,3 +211,16 @@ def test_a_busy_kernel_with_no_browser_outlives_three_timeouts(cull_stack, busy)
     last = datetime.fromisoformat(alive["last_activity"].replace("Z", "+00:00"))
     print(f"busy server alive {time.monotonic() - t0:.0f} s; hub last activity "
           f"{(datetime.now(timezone.utc) - last).total_seconds():.0f} s ago")
+
+
+def test_usage_survives_a_restart_of_the_hub(cull_stack):
+    s = cull_stack
+    before = usage_json(s)
+    s.stop()
+    s.start()
+    after = usage_json(s)
+    assert after["by_profile"].keys() == before["by_profile"].keys()
+    for name, row in before["by_profile"].items():
+        assert after["by_profile"][name]["servers"] == row["servers"], name
+        # the busy server ran until the hub stopped it: at least as many hours as before
+        assert after["by_profile"][name]["hours"] >= row["hours"] - 1e-3, name

@@ -118,3 +118,27 @@ def test_usage_command_formats_and_refuses_bad_dates(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["usage", "--state", str(tmp_path), "--since", "yesterday"])
     assert exc.value.code == 2 and "write it as 2026-03-01" in capsys.readouterr().err
+
+
+def test_ssh_connections_are_sshds_per_connection_processes(tmp_path):
+    from atelier_lab._activity import _ssh_sessions
+
+    for pid, cmd in ((10, b"sshd: /usr/sbin/sshd -D -f none [listener] 0 of 10-100 startups"),
+                     (11, b"sshd: jovyan@pts/0"), (12, b"sshd-session: jovyan@notty"),
+                     (13, b"python\0-m\0sshd: x@y"), (14, b"sshd: jovyan [priv]")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "cmdline").write_bytes(cmd)
+    (tmp_path / "self").mkdir()  # not a process folder
+    assert _ssh_sessions(tmp_path) == 2  # the listener, a privileged parent and others do not count
+
+
+def test_gpu_signal_is_skipped_without_a_gpu_for_the_session(monkeypatch):
+    import asyncio
+
+    from atelier_lab._activity import gpu_busy
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a CPU session: not a signal, nothing run
+    assert asyncio.run(gpu_busy(None)) is None
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi at all
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert asyncio.run(gpu_busy(None)) is None
