@@ -10,12 +10,14 @@ outside; the culler, the sessions' activity reports and the hub are the real one
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import uuid
 from datetime import datetime, timezone
 
 import pytest
+from atelier_hub.connect import ssh_alias
 from stack import VENV_BIN, Stack
 from websockets.sync.client import connect
 
@@ -55,15 +57,15 @@ def cull_stack(tmp_path_factory):
     s.stop()
 
 
-def server_model(stack: Stack, server: str) -> dict | None:
-    return stack.api("GET", f"/users/{USER}").json()["servers"].get(server)
+def server_model(stack: Stack, server: str, user: str = USER) -> dict | None:
+    return stack.api("GET", f"/users/{user}").json()["servers"].get(server)
 
 
-def wait_stopped(stack: Stack, server: str, *, within: float) -> float:
+def wait_stopped(stack: Stack, server: str, *, within: float, user: str = USER) -> float:
     """Seconds (monotonic clock) at which ``server`` was seen stopped; fails after ``within``."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        model = server_model(stack, server)
+        model = server_model(stack, server, user)
         if model is None or (not model["ready"] and not model["pending"]):
             return time.monotonic()
         time.sleep(1)
@@ -211,6 +213,41 @@ def test_a_busy_kernel_with_no_browser_outlives_three_timeouts(cull_stack, busy)
     last = datetime.fromisoformat(alive["last_activity"].replace("Z", "+00:00"))
     print(f"busy server alive {time.monotonic() - t0:.0f} s; hub last activity "
           f"{(datetime.now(timezone.utc) - last).total_seconds():.0f} s ago")
+
+
+def test_an_open_ssh_session_keeps_a_server_alive_until_it_closes(cull_stack, tmp_path):
+    """VS Code's Remote-SSH way (the real OpenSSH client through `atelier ssh-proxy` and the
+    hub, as tests/integration/test_vscode_ssh.py sets it up): a shell left open with nothing
+    running keeps the server past two timeouts; once it closes, the server stops."""
+    s = cull_stack
+    if s.mode != "container":
+        pytest.fail(f"the stack runs {s.mode} sessions: the session's sshd needs container sessions "
+                    "(`make install` builds the images)")
+    user = "sshu"
+    s.add_user(user)
+    home = tmp_path / "laptop"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "ATELIER_HUB_URL": s.url, "ATELIER_TOKEN": s.user_token(user),
+           "XDG_CONFIG_HOME": str(home / ".config")}
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        env.pop(var, None)
+    config = home / "ssh_config"
+    r = subprocess.run([str(VENV_BIN / "atelier"), "vscode", "--profile", "quick", "--ssh-config", str(config),
+                        "--no-open"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}\n{s.hub_log()}"
+    conn = subprocess.Popen(["ssh", "-F", str(config), "-o", "BatchMode=yes", ssh_alias(user=user), "sleep 900"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2 * QUICK + 30)
+        assert conn.poll() is None, f"the ssh session ended: {conn.stderr.read()}"
+        alive = server_model(s, "", user)
+        assert alive and alive["ready"], f"stopped with an SSH session open:\n{s.hub_log(80)}"
+        kept = [line for line in audit(s) if line["server"] == user and line["signal"] == "ssh"]
+        assert kept and "kept alive by ssh: 1 SSH connection(s)" in kept[-1]["reason"], audit(s)
+    finally:
+        conn.terminate()
+        conn.wait(30)
+    wait_stopped(s, "", within=QUICK + 120, user=user)
 
 
 def test_usage_survives_a_restart_of_the_hub(cull_stack):
