@@ -12,3 +12,24 @@ from ._trino import TrinoSettings, TrinoUnavailable, connect_trino, trino_settin
 from ._version import __version__
 
 __all__ = ["TrinoSettings", "TrinoUnavailable", "__version__", "connect_trino", "trino_settings"]
+
+
+# -- JupyterLab: the labextension (built into labextension/) and its server extension ----
+# ref: https://jupyter-server.readthedocs.io/en/latest/developers/extensions.html
+
+
+def _jupyter_labextension_paths() -> list[dict]:
+    return [{"src": "labextension", "dest": "atelier-lab"}]
+
+
+def _jupyter_server_extension_points() -> list[dict]:
+    return [{"module": "atelier_lab"}]
+
+
+def _load_jupyter_server_extension(serverapp) -> None:
+    # jupyter_server is imported here, not above: `import atelier_lab` stays cheap.
+    from . import _activity
+    from ._server import load
+
+    load(serverapp)
+    _activity.load(serverapp)  # activity reports for idle culling, the culling warning's plan

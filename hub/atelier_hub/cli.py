@@ -1,5 +1,5 @@
-"""The ``atelier`` command: ``dev``, ``profiles``, ``users``, ``install``; on a user's own machine
-``login``, ``vscode``, ``ssh-proxy``, ``kubeconfig`` (atelier_hub.remote).
+"""The ``atelier`` command: ``dev``, ``profiles``, ``users``, ``usage``, ``install``; on a user's own
+machine ``login``, ``vscode``, ``ssh-proxy``, ``kubeconfig`` (atelier_hub.remote).
 
 Rule this module keeps: bad input ends with one clear line on stderr naming the thing
 and the fix, and exit status 2; no traceback for a user's mistake. Secrets are shown
@@ -59,6 +59,26 @@ def cmd_profiles(args) -> None:
         print(f"{p.name + star:<12} {p.cpu.limit:>5g} {format_memory(p.memory.limit):>8} "
               f"{p.gpu_count:>4}  {p.description}")
     print("(* the default)")
+
+
+# -- atelier usage -------------------------------------------------------------------------
+
+
+def cmd_usage(args) -> None:
+    from . import usage
+
+    try:
+        since = usage.parse_when(args.since) if args.since else None
+        until = usage.parse_when(args.until) if args.until else None
+    except ValueError as exc:
+        fail(f"--since/--until: {exc}")
+    if since and until and until <= since:
+        fail(f"--until ({args.until}) must be after --since ({args.since})")
+    path = Path(args.file) if args.file else Path(args.state) / "usage.jsonl"
+    if not path.exists() and not args.file and not Path(args.state).is_dir():
+        fail(f"no state folder at {args.state}; pass --state DIR (or --file USAGE.jsonl)")
+    summary = usage.summarize(usage.read_events(path), since=since, until=until)
+    sys.stdout.write(usage.render(summary, args.format))
 
 
 # -- atelier users -------------------------------------------------------------------------
@@ -399,6 +419,14 @@ def main(argv: list[str] | None = None) -> None:
     rm = usub.add_parser("remove", help="remove a user from the users file and the hub (their home is kept)")
     rm.add_argument("name")
     users.set_defaults(func=cmd_users)
+
+    use = sub.add_parser("usage", help="server count, CPU-, memory- and GPU-hours per user and profile")
+    use.add_argument("--state", default=_default_state(), help="state folder (its usage.jsonl)")
+    use.add_argument("--file", help="a usage file elsewhere (a cluster hub's, copied out)")
+    use.add_argument("--since", metavar="DATE", help="from this date or time (UTC), e.g. 2026-03-01")
+    use.add_argument("--until", metavar="DATE", help="up to this date or time (UTC); default: now")
+    use.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    use.set_defaults(func=cmd_usage)
 
     from .cluster.values import add_render_parser
 

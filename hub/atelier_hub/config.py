@@ -56,6 +56,8 @@ def update_spawner(c, stack: Embedded) -> None:
     # The session's hub token also reaches the services that sit behind hub auth
     # (MLflow: it is the session's MLflow token).
     scopes = ["users:activity!user", "access:servers!server", *stack.session_scopes]
+    # Every spawner records its servers' starts and stops (``atelier usage``).
+    c.ProfileSpawnerMixin.usage_file = str(stack.path("usage.jsonl"))
     if session_mode().name == "container":
         from .container_spawner import update_container_spawner
 
@@ -111,6 +113,8 @@ def update_services(c, stack: Embedded) -> None:
     ]
     c.JupyterHub.load_roles = [
         {"name": "user", "scopes": ["self", *stack.session_scopes]},
+        *({"name": f"{svc.name}-service", "scopes": list(svc.hub_scopes), "services": [svc.name]}
+          for svc in stack.running if svc.hub_scopes),
         {
             "name": "atelier-admin",
             "description": "The admin token in STATE/admin-token, for scripts and the CLI",

@@ -20,6 +20,7 @@ from traitlets.config import Configurable
 
 from .profiles import Profile, ProfileError, load_profiles, resolve_profile
 from .settings import Deployment, load_deployment
+from .usage import record
 
 __all__ = ["ProfileSpawnerMixin"]
 
@@ -33,6 +34,16 @@ class ProfileSpawnerMixin(Configurable):
         Folder of profile YAML files, loaded and validated when the hub starts.
 
             c.AtelierLocalSpawner.profiles_dir = "/srv/atelier/profiles"
+        """,
+    )
+    usage_file = Unicode(
+        "",
+        config=True,
+        help="""
+        JSON-lines file the hub appends each server's start and stop to (user, profile,
+        sizes), read by ``atelier usage`` and the usage page; empty: not recorded.
+
+            c.AtelierLocalSpawner.usage_file = "/srv/atelier/state/usage.jsonl"
         """,
     )
     deployment_file = Unicode(
@@ -86,7 +97,27 @@ class ProfileSpawnerMixin(Configurable):
 
     async def start(self):
         self.started_digest = self.deployment_digest
-        return await super().start()
+        result = await super().start()
+        self._record_usage("start")
+        return result
+
+    async def stop(self, now=False):
+        try:
+            return await super().stop(now=now)
+        finally:
+            self._record_usage("stop")
+
+    def _record_usage(self, event: str) -> None:
+        if not self.usage_file:
+            return
+        if event == "stop" and not getattr(self, "_usage_running", False):
+            return  # a stop of a server that never started (or was already recorded as stopped)
+        try:
+            record(self.usage_file, event, user=self.user.name, server=self.name or "",
+                   profile=self.profile if event == "start" else None)
+        except OSError as exc:  # a full disk must not fail a spawn; the log says what is missing
+            self.log.error("usage not recorded for %s/%s (%s): %s", self.user.name, self.name, event, exc)
+        self._usage_running = event == "start"
 
     async def poll(self):
         status = await super().poll()
@@ -106,11 +137,14 @@ class ProfileSpawnerMixin(Configurable):
         state = super().get_state()
         if self.started_digest:
             state["deployment"] = self.started_digest
+        if getattr(self, "_usage_running", False):
+            state["usage_running"] = True
         return state
 
     def load_state(self, state):
         super().load_state(state)
         self.started_digest = state.get("deployment")
+        self._usage_running = bool(state.get("usage_running"))
 
     def clear_state(self):
         super().clear_state()

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from .schema import StrictModel, parse_problem
 
 __all__ = [
+    "Culling",
     "Profile",
     "ProfileError",
     "load_profiles",
@@ -137,6 +138,36 @@ class GPU(StrictModel):
         return self
 
 
+# GPU servers cost the most while they sit idle: they are stopped sooner by default.
+CPU_IDLE_TIMEOUT = 3600
+GPU_IDLE_TIMEOUT = 1200
+
+
+class Culling(StrictModel):
+    """When an idle server is stopped (its home stays). What counts as activity is in the
+    README ("Idle culling"): a busy kernel, an open terminal, an SSH connection, GPU use."""
+
+    idle_timeout: int | None = Field(None, description="Seconds without activity before the server is "
+                                     f"stopped; null: {CPU_IDLE_TIMEOUT} for a CPU profile, {GPU_IDLE_TIMEOUT} "
+                                     "for a GPU profile.")
+    max_age: int | None = Field(None, description="Seconds a server may run at most, active or not; null: "
+                                "no limit.")
+    warn_before: int | None = Field(None, description="Seconds ahead of a stop that JupyterLab warns "
+                                    "(with an Extend button); null: a quarter of `idle_timeout`, at most 300.")
+
+    @field_validator("idle_timeout", "max_age", "warn_before", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected a whole number of seconds such as 3600, or null (got {value!r})")
+        if value <= 0:
+            raise ValueError(f"must be more than 0 seconds (got {value}); use null for the default"
+                             " (or, for max_age, no limit)")
+        return value
+
+
 class Toleration(StrictModel):
     """A Kubernetes toleration, so sessions may run on tainted nodes (GPU, high-memory pools)."""
 
@@ -167,6 +198,8 @@ class Profile(StrictModel):
     tolerations: list[Toleration] = Field(default_factory=list, description="Taints a cluster session tolerates.")
     groups: list[str] = Field(default_factory=list,
                               description="Hub groups whose members may use it; empty: everyone.")
+    culling: Culling = Field(Culling(), description="Idle culling: `{idle_timeout, max_age, warn_before}` "
+                             "in seconds.")
     source: str = Field("", exclude=True, description="file the profile came from")
 
     @field_validator("name")
@@ -181,6 +214,33 @@ class Profile(StrictModel):
     @property
     def gpu_count(self) -> int:
         return self.gpu.count if self.gpu and self.gpu.count else 0
+
+    @property
+    def idle_timeout(self) -> int:
+        """Seconds idle before a stop: the profile's own, else the default for its kind.
+
+        >>> Profile(name="g", display_name="G", cpu={"limit": 8}, memory={"limit": "32G"},
+        ...         gpu={"count": 1}).idle_timeout
+        1200
+        """
+        if self.culling.idle_timeout is not None:
+            return self.culling.idle_timeout
+        return GPU_IDLE_TIMEOUT if self.gpu_count else CPU_IDLE_TIMEOUT
+
+    @property
+    def warn_before(self) -> int:
+        """Seconds ahead of a stop that the session warns."""
+        if self.culling.warn_before is not None:
+            return min(self.culling.warn_before, self.idle_timeout)
+        return min(300, self.idle_timeout // 4)
+
+    @model_validator(mode="after")
+    def _warning_within_timeout(self) -> Profile:
+        c = self.culling
+        if c.warn_before is not None and c.warn_before >= self.idle_timeout:
+            raise ValueError(f"culling.warn_before ({c.warn_before}) must be below culling.idle_timeout "
+                             f"({self.idle_timeout}); lower warn_before or raise idle_timeout")
+        return self
 
 
 def _error_lines(path: Path, err: ValidationError) -> list[str]:

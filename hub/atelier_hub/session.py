@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 
-from .profiles import Profile
+from .profiles import Profile, format_memory
 from .services.mlflow import personal_experiment
 from .settings import Services
 
@@ -27,6 +27,16 @@ THREAD_VARS = (
     "VECLIB_MAXIMUM_THREADS",
     "BLIS_NUM_THREADS",
 )
+
+
+def activity_interval(profile: Profile) -> int:
+    """Seconds between a session's activity reports: six per idle timeout, 5 to 60.
+
+    >>> from atelier_hub.profiles import Profile
+    >>> activity_interval(Profile(name="s", display_name="S", cpu={"limit": 2}, memory={"limit": "4G"}))
+    60
+    """
+    return max(5, min(60, profile.idle_timeout // 6))
 
 
 def session_env(
@@ -56,6 +66,8 @@ def session_env(
         "ATELIER_PROFILE_DISPLAY_NAME": profile.display_name,
         "ATELIER_CPU_LIMIT": f"{profile.cpu.limit:g}",
         "ATELIER_MEM_LIMIT": str(profile.memory.limit),
+        # The same size as the profile writes it (4G, 16Gi), for people: the Connect panel.
+        "ATELIER_MEM_LIMIT_DISPLAY": format_memory(profile.memory.limit),
         "ATELIER_GPU_COUNT": str(profile.gpu_count),
         # jupyter-resource-usage and friends read these two.
         "CPU_LIMIT": f"{profile.cpu.limit:g}",
@@ -87,6 +99,13 @@ def session_env(
         if s3.access_key_id and s3.secret_access_key:
             env["AWS_ACCESS_KEY_ID"] = s3.access_key_id
             env["AWS_SECRET_ACCESS_KEY"] = s3.secret_access_key
+
+    if services.culler is not None:
+        # Read by atelier_lab's server extension: it reports busy kernels, terminals, SSH
+        # and GPU use several times per timeout, so the culler sees a job before it idles.
+        env["ATELIER_CULLER_URL"] = services.culler.url
+        env["ATELIER_ACTIVITY_INTERVAL"] = str(activity_interval(profile))
+        env["ATELIER_GPU_BUSY_PERCENT"] = str(services.culler.gpu_busy_percent)
 
     if services.mlflow is not None:
         env["MLFLOW_TRACKING_URI"] = services.mlflow.tracking_uri

@@ -85,6 +85,15 @@ class RayService(StrictModel):
                                 "sized to the profile.")
 
 
+class CullerService(StrictModel):
+    """The idle culler: sessions report their activity to it and learn when they stop."""
+
+    url: str = Field(description="Its base URL as sessions reach it (`ATELIER_CULLER_URL`), e.g. "
+                     "`http://127.0.0.1:8000/services/culler`; the session's hub token authenticates.")
+    gpu_busy_percent: int = Field(10, ge=1, le=100, description="GPU utilisation (nvidia-smi, in percent) "
+                                  "from which a session counts as active.")
+
+
 class Services(StrictModel):
     """The services of a deployment; a null one is absent (sessions get no settings for it)."""
 
@@ -93,6 +102,8 @@ class Services(StrictModel):
     trino: TrinoService | None = Field(None, description="The Trino coordinator.")
     spark: SparkService | None = Field(None, description="How sessions start Spark.")
     ray: RayService | None = Field(None, description="How sessions start or join Ray.")
+    culler: CullerService | None = Field(None, description="The idle culler; null: sessions are never "
+                                         "stopped for idleness.")
 
 
 class Deployment(StrictModel):

@@ -84,9 +84,13 @@ def test_values_blocks(values):
          "ports": [{"port": 9000, "protocol": "TCP"}]},
         # MLflow at a private IP: exactly that address.
         {"to": [{"ipBlock": {"cidr": "10.20.30.40/32"}}], "ports": [{"port": 5000, "protocol": "TCP"}]},
+        # The culler, in the hub pod of this namespace, on its port only.
+        {"to": [{"podSelector": {}}], "ports": [{"port": 8082, "protocol": "TCP"}]},
     ]
     assert su["serviceAccountName"] == "atelier-session"
-    assert values["cull"]["enabled"] is True and values["cull"]["timeout"] == 3600
+    # The chart's one-timeout culler is off; Atelier's per-profile culler is a hub service.
+    assert values["cull"] == {"enabled": False}
+    assert values["hub"]["service"]["extraPorts"] == [{"name": "culler", "port": 8082, "targetPort": 8082}]
     assert values["hub"]["image"]["name"].endswith("atelier-hub")
     assert values["hub"]["nodeSelector"] == {"atelier.dev/pool": "core"}
     files = values["hub"]["extraFiles"]
@@ -137,8 +141,16 @@ def test_hub_code_in_values_configures_the_same_profiles(values, tmp_path):
     shipped = {p.name: p for p in load_profiles(root / "profiles")}
     assert shipped == {p.name: p.model_copy(update={"source": shipped[p.name].source})
                        for p in load_profiles(PROFILES)}
-    assert json.loads((root / "deployment.json").read_text()) == DEPLOYMENT.model_dump(mode="json", exclude_none=True)
+    shipped_deployment = json.loads((root / "deployment.json").read_text())
+    assert shipped_deployment["services"].pop("culler")["url"] == "http://hub:8082/services/culler"
+    assert shipped_deployment == DEPLOYMENT.model_dump(mode="json", exclude_none=True)
     assert load_cluster_settings(root / "cluster.yaml") == SETTINGS
+    # The culler runs as a hub service with the embedded mode's command, listening in the pod.
+    (culler,) = [svc for svc in c.JupyterHub.services if svc["name"] == "culler"]
+    assert culler["command"][1:3] == ["-m", "atelier_hub.services.culler_server"]
+    assert culler["command"][-4:] == ["--listen", "0.0.0.0:8082", "--prefix", "/services/culler"]
+    assert any(r["services"] == ["culler"] and "delete:servers" in r["scopes"] for r in c.JupyterHub.load_roles)
+    assert "access:services!service=culler" in s.server_token_scopes
 
 
 def test_storage_traits_match_the_charts_storage(values):
@@ -194,7 +206,9 @@ def test_cli_writes_the_values_file(tmp_path, capsys):
     for name in ("cpu-small", "highmem", "gpu-4"):
         assert yaml.safe_load(hub["extraFiles"][f"atelier-profile-{name}"]["stringData"]) == yaml.safe_load(
             (PROFILES / f"{name}.yaml").read_text())
-    assert json.loads(hub["extraFiles"]["atelier-deployment"]["stringData"]) == {"services": {}}
+    # Sessions report their activity to the culler in the hub pod.
+    assert json.loads(hub["extraFiles"]["atelier-deployment"]["stringData"]) == {
+        "services": {"culler": {"url": "http://hub:8082/services/culler", "gpu_busy_percent": 10}}}
     assert "configure_kubespawner(" in hub["extraConfig"]["atelier.py"]
     assert written["proxy"] == {"chp": {"nodeSelector": {"atelier.dev/pool": "core"}}}
     assert written["singleuser"] == {
@@ -206,13 +220,14 @@ def test_cli_writes_the_values_file(tmp_path, capsys):
         "networkPolicy": {"enabled": True,
                           "egressAllowRules": {"privateIPs": False, "nonPrivateIPs": True,
                                                "dnsPortsPrivateIPs": True, "cloudMetadataServer": False},
-                          "egress": []},  # no service configured: nothing opened
+                          # no service configured: only the culler's port in the hub pod
+                          "egress": [{"to": [{"podSelector": {}}], "ports": [{"port": 8082, "protocol": "TCP"}]}]},
         "profileList": [],
     }
     assert written["scheduling"] == {"userScheduler": {"nodeSelector": {"atelier.dev/pool": "core"}},
                                      "userPods": {"nodeAffinity": {"matchNodePurpose": "ignore"}}}
-    assert written["cull"] == {"enabled": True, "timeout": 3600, "every": 300, "maxAge": 0, "users": False,
-                               "removeNamedServers": False}
+    assert written["cull"] == {"enabled": False}
+    assert hub["networkPolicy"]["ingress"][0]["ports"] == [{"port": 8082, "protocol": "TCP"}]
     assert "Wrote" in capsys.readouterr().err
 
 

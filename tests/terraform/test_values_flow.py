@@ -109,10 +109,12 @@ def test_values_carry_what_the_modules_made(values, outputs):
     assert deployment.services.s3.bucket == "atelier-shared-123456789012"
     assert deployment.services.s3.secret_access_key is None and "secret_access_key" not in json.dumps(values)
     # MLflow in the atelier namespace, reached on its own port only.
-    assert values["singleuser"]["networkPolicy"]["egress"] == egress_rules(deployment, settings) == [{
-        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "atelier"}}}],
-        "ports": [{"port": 5000, "protocol": "TCP"}],
-    }]
+    # (and the culler in the hub pod, which the values add: sessions report activity to it)
+    mlflow = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "atelier"}}}],
+              "ports": [{"port": 5000, "protocol": "TCP"}]}
+    assert egress_rules(deployment, settings) == [mlflow]
+    assert values["singleuser"]["networkPolicy"]["egress"] == [
+        mlflow, {"to": [{"podSelector": {}}], "ports": [{"port": 8082, "protocol": "TCP"}]}]
 
 
 def test_a_bad_input_fails_with_the_clis_message(outputs, tmp_path):

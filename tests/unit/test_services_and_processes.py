@@ -57,7 +57,7 @@ def test_the_hub_config_runs_each_descriptor_through_a_supervisor(tmp_path):
     c = Config()
     configure(c, stack.root)
     entries = {e["name"]: e for e in c.JupyterHub.services}
-    assert set(entries) == {"s3", "mlflow", "trino", "atelier-admin"}
+    assert set(entries) == {"s3", "mlflow", "trino", "culler", "usage", "atelier-admin"}
     secret = stack.s3_keys()["secret_access_key"]
     for name in ("s3", "mlflow", "trino"):
         cmd = entries[name]["command"]
@@ -66,6 +66,12 @@ def test_the_hub_config_runs_each_descriptor_through_a_supervisor(tmp_path):
     assert entries["s3"]["command"][1:3] == ["-m", "atelier_hub.services._process"]
     spawner = c.JupyterHub.spawner_class.rsplit(".", 1)[1]  # containers or processes, by the machine
     assert "access:services!service=mlflow" in c[spawner].server_token_scopes
+    # The culler is one process of its own (no children to supervise); its token may stop
+    # servers and read their state (the profile), sessions' tokens may report to it.
+    assert entries["culler"]["command"][1:3] == ["-m", "atelier_hub.services.culler_server"]
+    role = next(r for r in c.JupyterHub.load_roles if r.get("services") == ["culler"])
+    assert {"delete:servers", "admin:server_state"} <= set(role["scopes"])
+    assert "access:services!service=culler" in c[spawner].server_token_scopes
 
 
 # -- the process helper ------------------------------------------------------------------------

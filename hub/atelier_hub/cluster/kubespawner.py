@@ -276,6 +276,31 @@ def update_identity(c, settings: ClusterSettings) -> None:
         c.AtelierKubeSpawner.automount_service_account_token = True
 
 
+# The hub's persistent volume in the chart (where its database lives): usage survives restarts.
+USAGE_FILE = "/srv/jupyterhub/usage.jsonl"
+
+
+def update_culling(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
+    """Atelier's culler as a hub service (the chart's own is rendered off), with the same
+    command as the embedded mode's, listening in the hub pod where sessions reach it."""
+    from ..services.culler import HUB_SCOPES, PREFIX, culler_command
+
+    c.ProfileSpawnerMixin.usage_file = USAGE_FILE
+    if not settings.culling.enabled:
+        return
+    c.AtelierKubeSpawner.server_token_scopes = ["users:activity!user", "access:servers!server",
+                                                "access:services!service=culler"]
+    command = culler_command(profiles_dir=str(profiles_dir), audit="/srv/jupyterhub/culler-audit.jsonl")
+    culler = {"name": "culler", "display": False,
+              "command": [*command, "--listen", f"0.0.0.0:{settings.culling.port}", "--prefix", PREFIX]}
+    # The chart has already set its services and roles (hub.services, hub.loadRoles) when
+    # hub.extraConfig runs: the culler joins them rather than replacing the operator's.
+    c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != "culler"), culler]
+    role = {"name": "culler-service", "scopes": list(HUB_SCOPES), "services": ["culler"]}
+    c.JupyterHub.load_roles = [*(r for r in c.JupyterHub.get("load_roles", []) if r.get("name") != role["name"]),
+                               role]
+
+
 def configure_kubespawner(
     c,
     *,
@@ -312,4 +337,5 @@ def configure_kubespawner(
     from .attach import update_attach
 
     update_attach(c, api_server_url=settings.attach.api_server_url, max_seconds=settings.attach.max_token_seconds)
+    update_culling(c, settings, profiles_dir=str(profiles_dir))
     return settings

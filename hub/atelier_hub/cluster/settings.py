@@ -48,12 +48,13 @@ class Storage(StrictModel):
 
 
 class Culling(StrictModel):
-    """Idle servers are stopped (never deleted: the home PVC stays)."""
+    """Idle servers are stopped by Atelier's culler, a hub service in the hub pod, after
+    each profile's own `culling` timeouts (profiles/); never deleted: the home PVC stays."""
 
-    enabled: bool = Field(True, description="Whether idle servers are stopped.")
-    timeout: int = Field(3600, gt=0, description="Seconds idle before a server is stopped.")
-    every: int = Field(300, gt=0, description="Seconds between checks.")
-    max_age: int = Field(0, ge=0, description="Seconds a server may run at most; 0: no limit.")
+    enabled: bool = Field(True, description="Whether idle servers are stopped (timeouts: each profile's "
+                          "`culling`).")
+    port: int = Field(8082, gt=1024, lt=65536, description="Port of the culler in the hub pod; sessions "
+                      "report their activity to it at `http://hub:PORT/services/culler`.")
 
 
 class SessionIdentity(StrictModel):

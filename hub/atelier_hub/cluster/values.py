@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from ..profiles import Profile, ProfileError, format_memory, load_profiles
-from ..settings import Deployment, SettingsError, load_deployment
+from ..services.culler import PREFIX as CULLER_PREFIX
+from ..settings import CullerService, Deployment, SettingsError, load_deployment
 from .settings import ClusterSettings, ClusterSettingsError, load_cluster_settings
 
 __all__ = [
@@ -112,6 +113,19 @@ def egress_rules(deployment: Deployment, settings: ClusterSettings) -> list[dict
     return rules
 
 
+def _culler_hub_values(settings: ClusterSettings) -> dict[str, Any]:
+    """The hub's Service and network policy open the culler's port to sessions."""
+    if not settings.culling.enabled:
+        return {}
+    port = settings.culling.port
+    return {
+        "service": {"extraPorts": [{"name": "culler", "port": port, "targetPort": port}]},
+        "networkPolicy": {"ingress": [{
+            "from": [{"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}],
+            "ports": [{"port": port, "protocol": "TCP"}]}]},
+    }
+
+
 def storage_values(settings: ClusterSettings) -> dict[str, Any]:
     st = settings.storage
     return {
@@ -133,6 +147,13 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
         f"atelier-profile-{p.name}": {"mountPath": f"{ETC}/profiles/{p.name}.yaml", "stringData": _profile_file(p)}
         for p in profiles
     }
+    culling = settings.culling
+    if culling.enabled and deployment.services.culler is None:
+        # Sessions report their activity to the culler in the hub pod, through the hub's Service
+        # (an endpoint like any other: egress_rules opens its port).
+        services = deployment.services.model_copy(update={"culler": CullerService(
+            url=f"http://hub:{culling.port}{CULLER_PREFIX}")})
+        deployment = deployment.model_copy(update={"services": services})
     files["atelier-deployment"] = {
         "mountPath": f"{ETC}/deployment.json",
         "stringData": json.dumps(deployment.model_dump(mode="json", exclude_none=True), indent=2) + "\n",
@@ -142,7 +163,6 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
         "stringData": yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False),
     }
     core = dict(settings.node_pools.core)
-    culling = settings.culling
     singleuser: dict[str, Any] = {
         "image": {"name": settings.singleuser_image.name, "tag": settings.singleuser_image.tag},
         "defaultUrl": "/lab",
@@ -169,6 +189,7 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
             "allowNamedServers": True,
             "namedServerLimitPerUser": settings.named_servers_per_user,
             "extraFiles": files,
+            **_culler_hub_values(settings),
             "extraConfig": {
                 "atelier.py": (
                     "# Atelier: KubeSpawner from profiles/ (files from hub.extraFiles).\n"
@@ -188,16 +209,8 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
             # Profiles place sessions (node selectors and tolerations per pool).
             "userPods": {"nodeAffinity": {"matchNodePurpose": "ignore"}},
         },
-        "cull": {
-            "enabled": culling.enabled,
-            "timeout": culling.timeout,
-            "every": culling.every,
-            "maxAge": culling.max_age,
-            "users": False,
-            # Stopped, never removed: a removed named server loses nothing (the home
-            # PVC is per user), but users expect their server list to stay.
-            "removeNamedServers": False,
-        },
+        # The chart's culler knows one timeout; Atelier's (hub.extraConfig) knows each profile's.
+        "cull": {"enabled": False},
     }
 
 
@@ -208,7 +221,8 @@ _COMMENTS = {
     "singleuser": "Sessions: one home PVC per user (every profile and server mounts it), and\n"
                   "network egress opened to the configured services only (private IPs stay blocked).",
     "scheduling": "Node placement: the chart's own pods on the core pool; profiles place sessions.",
-    "cull": "Idle servers are stopped after cull.timeout seconds; homes are kept.",
+    "cull": "The chart's own culler is off: Atelier's culler (a hub service started by hub.extraConfig)\n"
+            "stops idle servers after each profile's culling timeouts; homes are kept.",
 }
 
 

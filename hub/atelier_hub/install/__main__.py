@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import _steps, docker, trino
+from . import _steps, docker, labext, trino
 from .paths import VENV, cache_dir
 
 
@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> None:
     _steps.say(f"cache: {cache_dir()}")
     _steps.ensure_venv(_steps.ensure_uv())
     _steps.ensure_chp()
+    # atelier-lab's JupyterLab extension (TypeScript, npm packages in the cache): built
+    # before the images, which ship it; linked into .venv for process-mode sessions.
+    labext.ensure_lab_extension()
+    labext.link_into(VENV)
     _steps.ensure_versitygw()
     _steps.ensure_spark()
     # Trino's server and CLI from Maven Central (~480 MB, ~20 s to 2 min cold); its Java 25

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import _steps
+from . import _steps, labext
 from .paths import IMAGES, REPO, cache_dir, docker_dir, image_ref, spark_jars, trino_paths
 
 __all__ = ["ensure_engine", "ensure_base_rootfs", "ensure_image", "ensure_images", "image_inputs_hash"]
@@ -203,6 +203,10 @@ def ensure_image(name: str) -> str:
         ensure_image(IMAGE_PARENT[name])
     else:
         base_arg = ("BASE_IMAGE", ensure_base_rootfs())
+    if name == "base":
+        # The image ships atelier-lab's built labextension: build it first (its output is
+        # one of the hashed inputs).
+        labext.ensure_lab_extension()
     inputs = image_inputs_hash(name, base=_image_id(base_arg[1]))
     tagged = f"atelier-{name}:inputs-{inputs}"
     if _image_label(tagged, "dev.atelier.inputs") == inputs:

@@ -46,6 +46,8 @@ class Service:
     has_port: ClassVar[bool] = True
     #: hub scopes a session's token gets for it (e.g. access to a hub-authenticated front)
     session_scopes: ClassVar[tuple[str, ...]] = ()
+    #: hub scopes the service's own token gets (a role named after it), e.g. to stop servers
+    hub_scopes: ClassVar[tuple[str, ...]] = ()
 
     def prepare(self, stack: Embedded) -> None:
         """Create what must exist before anything starts (folders, buckets); never
@@ -82,7 +84,7 @@ class Service:
 
 
 def _all() -> list[Service]:
-    from . import mlflow, ray, s3, spark, trino
+    from . import culler, mlflow, ray, s3, spark, trino, usage
 
     # Start order: the hub starts managed services one after another, so the store
     # that the others use comes first.
@@ -92,6 +94,8 @@ def _all() -> list[Service]:
         trino.SERVICE,
         spark.SERVICE,
         ray.SERVICE,
+        culler.SERVICE,
+        usage.SERVICE,
     ]
 
 

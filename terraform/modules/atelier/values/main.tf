@@ -16,7 +16,7 @@ locals {
       storage_class = var.storage_class
     }
     culling = {
-      timeout = var.cull_timeout
+      enabled = var.enable_culling
     }
     gpu_servers_per_user = var.gpu_servers_per_user
     node_pools = {

@@ -97,10 +97,10 @@ variable "home_capacity" {
   default     = "50Gi"
 }
 
-variable "cull_timeout" {
-  description = "Seconds a server may stay idle before it is stopped (the home stays)"
-  type        = number
-  default     = 3600
+variable "enable_culling" {
+  description = "Stop idle servers after each profile's culling timeouts (profiles/; the home stays)"
+  type        = bool
+  default     = true
 }
 
 variable "gpu_servers_per_user" {

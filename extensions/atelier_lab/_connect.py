@@ -1,0 +1,101 @@
+"""What the Connect panel shows: this session's facts and the commands that reach it.
+
+Rule this module keeps: every fact comes from the session contract the spawner set
+(``ATELIER_*`` and JupyterHub's ``JUPYTERHUB_*`` variables), never from a guess; the
+commands are written in exactly the forms the ``atelier`` CLI takes (issue 15):
+``atelier login --hub URL``, ``atelier vscode [SERVER]``, the ssh alias
+``atelier-USER`` (``atelier-USER-SERVER`` for a named server), ``code --remote
+ssh-remote+ALIAS HOME`` and, in cluster mode, ``atelier kubeconfig [SERVER]``.
+:func:`session_facts` is pure; the server extension only feeds it the environment.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+__all__ = ["ssh_alias", "session_facts", "hub_root"]
+
+# What a browser's window.location.origin looks like; anything else is ignored.
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
+
+
+def ssh_alias(*, user: str, server: str = "") -> str:
+    """The ``Host`` alias ``atelier vscode`` writes into ~/.ssh/config.
+
+    >>> ssh_alias(user="ada"), ssh_alias(user="ada", server="big")
+    ('atelier-ada', 'atelier-ada-big')
+    """
+    return f"atelier-{user}-{server}" if server else f"atelier-{user}"
+
+
+def hub_root(*, public_hub_url: str = "", origin: str = "") -> str:
+    """The URL a user gives ``atelier login --hub``: the hub's public address without
+    ``/hub/``. JupyterHub passes it only when its ``public_url`` is configured; otherwise
+    the address the browser used to reach this page is the one that works.
+
+    >>> hub_root(public_hub_url="https://hub.example.org/hub/")
+    'https://hub.example.org'
+    >>> hub_root(origin="http://127.0.0.1:8000")
+    'http://127.0.0.1:8000'
+    >>> hub_root(origin="javascript:alert(1)")
+    ''
+    """
+    if public_hub_url:
+        return re.sub(r"/hub/?$", "", public_hub_url.rstrip("/") + "/").rstrip("/")
+    return origin.rstrip("/") if _ORIGIN.match(origin.rstrip("/")) else ""
+
+
+def session_facts(env: Mapping[str, str], *, home: str, origin: str = "", vscode: bool = False) -> dict:
+    """The panel's model: who, where, how big, and the commands, filled in.
+
+    ``vscode``: whether code-server and its proxy are installed in this image.
+
+    >>> env = {"JUPYTERHUB_USER": "ada", "JUPYTERHUB_SERVER_NAME": "", "ATELIER_PROFILE": "cpu-small",
+    ...        "ATELIER_CPU_LIMIT": "2", "ATELIER_MEM_LIMIT_DISPLAY": "4G", "ATELIER_GPU_COUNT": "0",
+    ...        "JUPYTERHUB_SERVICE_PREFIX": "/user/ada/"}
+    >>> f = session_facts(env, home="/home/jovyan", origin="http://127.0.0.1:8000", vscode=True)
+    >>> [c["command"] for c in f["commands"]][:3]
+    ['atelier login --hub http://127.0.0.1:8000', 'atelier vscode', 'code --remote ssh-remote+atelier-ada /home/jovyan']
+    >>> f["vscode_url"], f["gpu"]
+    ('http://127.0.0.1:8000/user/ada/vscode/', 'none')
+    """
+    user = env.get("ATELIER_USER") or env.get("JUPYTERHUB_USER") or ""
+    server = env.get("JUPYTERHUB_SERVER_NAME", "")
+    hub = hub_root(public_hub_url=env.get("JUPYTERHUB_PUBLIC_HUB_URL", ""), origin=origin)
+    alias = ssh_alias(user=user, server=server)
+    cluster = bool(env.get("KUBERNETES_SERVICE_HOST"))
+    named = f" {server}" if server else ""
+    gpus = int(env.get("ATELIER_GPU_COUNT") or 0)
+    gpu_type = env.get("ATELIER_GPU_TYPE", "")
+
+    commands = [
+        {"id": "login", "title": "Log in once from your machine (saved, mode 0600)",
+         "command": f"atelier login --hub {hub or 'URL'}"},
+        {"id": "vscode", "title": "VS Code Remote-SSH: starts the server, installs a key, writes ~/.ssh/config",
+         "command": f"atelier vscode{named}"},
+        {"id": "code", "title": "Open it again later (what atelier vscode runs)",
+         "command": f"code --remote ssh-remote+{alias} {home}"},
+        {"id": "ssh", "title": "A shell, ssh -L, sftp or scp (PyCharm, Cursor: the same alias)",
+         "command": f"ssh {alias}"},
+    ]
+    if cluster:
+        commands.append({"id": "kubeconfig",
+                         "title": "Kubernetes extension attach: a kubeconfig for your own pods",
+                         "command": f"atelier kubeconfig{named}"})
+    prefix = env.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+    return {
+        "user": user,
+        "server": server,
+        "hub_url": hub,
+        "alias": alias,
+        "home": home,
+        "mode": "cluster" if cluster else "embedded",
+        "profile": env.get("ATELIER_PROFILE", ""),
+        "profile_display_name": env.get("ATELIER_PROFILE_DISPLAY_NAME", ""),
+        "cpu": env.get("ATELIER_CPU_LIMIT", ""),
+        "memory": env.get("ATELIER_MEM_LIMIT_DISPLAY") or env.get("ATELIER_MEM_LIMIT", ""),
+        "gpu": (f"{gpus} x {gpu_type}" if gpu_type else str(gpus)) if gpus else "none",
+        "vscode_url": f"{hub}{prefix}vscode/" if vscode else "",
+        "commands": commands,
+    }

@@ -1,0 +1,2 @@
+import './connect.css';
+import './cull.css';

@@ -1,0 +1,127 @@
+"""The usage page's process: a bar chart per user and the totals table, behind hub login.
+
+Rule this module keeps: it renders :func:`atelier_hub.usage.summarize` of the usage file
+and nothing else (``?since=DATE&until=DATE`` as ``atelier usage`` takes them); the HTML
+is a pure function (:func:`render_page`) with no script and no external asset, and every
+value in it is escaped. ``PREFIX/api/usage`` answers the same as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import html
+import os
+import signal
+from pathlib import Path
+from urllib.parse import urlparse
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from tornado import web
+
+from ..usage import FIELDS, parse_when, read_events, summarize
+
+_LABELS = {"servers": "servers", "hours": "hours", "cpu_hours": "CPU-hours",
+           "memory_gb_hours": "memory GB-hours", "gpu_hours": "GPU-hours"}
+
+
+def render_page(summary: dict) -> str:
+    """The page for ``summary``: CPU-hours per user as bars, then both tables.
+
+    >>> s = {"since": None, "until": "2026-01-01T00:00:00Z", "total": dict.fromkeys(FIELDS, 0),
+    ...      "by_user": {"ada": {"servers": 1, "hours": 1.0, "cpu_hours": 2.0, "memory_gb_hours": 4.0,
+    ...                          "gpu_hours": 0.0}}, "by_profile": {}}
+    >>> 'data-user="ada"' in render_page(s)
+    True
+    """
+    users = summary["by_user"]
+    top = max((v["cpu_hours"] for v in users.values()), default=0) or 1
+    bars = "".join(
+        f'<div class="bar" data-user="{html.escape(name)}" data-cpu-hours="{v["cpu_hours"]}">'
+        f'<span class="name">{html.escape(name)}</span>'
+        f'<span class="fill" style="width:{60 * v["cpu_hours"] / top:.1f}%"></span>'
+        f'<span class="value">{v["cpu_hours"]:.2f} CPU-h · {v["gpu_hours"]:.2f} GPU-h</span></div>'
+        for name, v in sorted(users.items()))
+
+    def table(title: str, rows: dict, kind: str) -> str:
+        head = "".join(f"<th>{_LABELS[f]}</th>" for f in FIELDS)
+        body = "".join(
+            f'<tr data-{kind}="{html.escape(name)}"><td>{html.escape(name)}</td>'
+            + "".join(f'<td data-field="{f}">{v[f]:g}</td>' for f in FIELDS) + "</tr>"
+            for name, v in sorted(rows.items()))
+        total = "".join(f'<td data-field="{f}">{summary["total"][f]:g}</td>' for f in FIELDS)
+        return (f"<h2>{title}</h2><table><tr><th>{kind}</th>{head}</tr>{body}"
+                f'<tr class="total" data-total=""><td>total</td>{total}</tr></table>')
+
+    since = html.escape(summary["since"] or "the first record")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Atelier usage</title><style>
+body {{ font-family: sans-serif; margin: 2rem; }} table {{ border-collapse: collapse; margin-bottom: 2rem; }}
+td, th {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }}
+.bar {{ display: flex; align-items: center; gap: .5rem; margin: .2rem 0; }}
+.bar .name {{ width: 10rem; }} .bar .fill {{ background: #f37726; height: 1rem; display: inline-block; }}
+</style></head><body><h1>Usage</h1>
+<p>From {since} to {html.escape(summary["until"])}, from each profile's limits and the time each server ran
+(the same as <code>atelier usage</code>).</p>
+<h2>CPU-hours per user</h2><div class="chart">{bars or "<p>No server has run yet.</p>"}</div>
+{table("Per user", users, "user")}{table("Per profile", summary["by_profile"], "profile")}
+</body></html>"""
+
+
+class _Usage(HubOAuthenticated, web.RequestHandler):
+    def initialize(self, usage_file: Path):
+        self.usage_file = usage_file
+
+    def summary(self) -> dict:
+        try:
+            since, until = (parse_when(v) if (v := self.get_argument(k, None)) else None
+                            for k in ("since", "until"))
+        except ValueError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        return summarize(read_events(self.usage_file), since=since, until=until)
+
+
+class PageHandler(_Usage):
+    @web.authenticated
+    def get(self):
+        self.finish(render_page(self.summary()))
+
+
+class ApiHandler(_Usage):
+    @web.authenticated
+    def get(self):
+        self.finish(self.summary())
+
+
+class HealthHandler(web.RequestHandler):
+    def get(self):
+        self.finish({"ok": True})
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--usage-file", required=True, type=Path)
+    args = ap.parse_args(argv)
+    prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"].rstrip("/")
+    listen = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
+    kw = {"usage_file": args.usage_file}
+    app = web.Application([
+        (rf"{prefix}/oauth_callback", HubOAuthCallbackHandler),
+        (rf"{prefix}/api/usage", ApiHandler, kw),
+        (rf"{prefix}/health", HealthHandler),
+        (rf"{prefix}/?", PageHandler, kw),
+    ], cookie_secret=os.urandom(32))
+
+    async def run() -> None:
+        app.listen(listen.port, listen.hostname)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await stopping.wait()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""What each user and profile costs: server starts and stops, and their totals.
+
+Rule this module keeps: the hub appends one JSON line per server start and stop to the
+usage file (``STATE/usage.jsonl`` in the embedded mode, beside the hub's database on a
+cluster), with the user, server, profile and the profile's sizes at that moment, so a
+profile changed later does not rewrite history; nothing else writes it. Totals are a
+pure function (:func:`summarize`) of those lines and a time window: a server still
+running counts until ``now``, and only the part of each run inside the window counts.
+CPU-hours use the profile's CPU limit, memory-GB-hours its memory limit (10^9 bytes),
+GPU-hours its GPU count.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+__all__ = ["record", "read_events", "summarize", "render", "parse_when"]
+
+FIELDS = ("servers", "hours", "cpu_hours", "memory_gb_hours", "gpu_hours")
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _parse(text: str) -> datetime:
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def parse_when(text: str) -> datetime:
+    """A date or date-time from the command line, UTC unless it says otherwise.
+
+    >>> parse_when("2026-03-01").isoformat()
+    '2026-03-01T00:00:00+00:00'
+    """
+    try:
+        return _parse(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date; write it as 2026-03-01 or 2026-03-01T14:30") from None
+
+
+def record(path: str | Path, event: str, *, user: str, server: str, profile=None,
+           when: datetime | None = None) -> None:
+    """Append one start or stop line (``O_APPEND``: lines from concurrent stops never mix)."""
+    line = {"event": event, "time": _iso(when or datetime.now(timezone.utc)), "user": user, "server": server}
+    if profile is not None:
+        line.update(profile=profile.name, cpu=profile.cpu.limit, memory=profile.memory.limit,
+                    gpus=profile.gpu_count)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def read_events(path: str | Path) -> list[dict]:
+    """The lines of a usage file (none if it does not exist yet); a torn last line is skipped."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return []
+    events = []
+    for line in text.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return events
+
+
+def _runs(events: list[dict], now: datetime) -> list[dict]:
+    """Each start paired with the next stop of the same server (or ``now``)."""
+    open_runs: dict[tuple[str, str], dict] = {}
+    runs = []
+    for e in events:
+        key = (e["user"], e.get("server", ""))
+        if e["event"] == "start":
+            if key in open_runs:  # a start without a stop (the hub died): ends where the next begins
+                runs.append({**open_runs.pop(key), "stop": _parse(e["time"])})
+            open_runs[key] = {**e, "start": _parse(e["time"])}
+        elif e["event"] == "stop" and key in open_runs:
+            runs.append({**open_runs.pop(key), "stop": _parse(e["time"])})
+    runs.extend({**r, "stop": now} for r in open_runs.values())
+    return runs
+
+
+def summarize(events: list[dict], *, since: datetime | None = None, until: datetime | None = None,
+              now: datetime | None = None) -> dict:
+    """Totals per user, per profile and overall for the runs inside [since, until].
+
+    >>> ev = [{"event": "start", "time": "2026-01-01T10:00:00Z", "user": "ada", "server": "",
+    ...        "profile": "cpu-small", "cpu": 2, "memory": 4e9, "gpus": 0},
+    ...       {"event": "stop", "time": "2026-01-01T11:30:00Z", "user": "ada", "server": ""}]
+    >>> summarize(ev)["by_user"]["ada"]
+    {'servers': 1, 'hours': 1.5, 'cpu_hours': 3.0, 'memory_gb_hours': 6.0, 'gpu_hours': 0.0}
+    """
+    now = now or datetime.now(timezone.utc)
+    end = min(until, now) if until else now
+    out: dict = {"since": _iso(since) if since else None, "until": _iso(end), "by_user": {}, "by_profile": {},
+                 "total": dict.fromkeys(FIELDS, 0)}
+    for run in _runs(events, now):
+        if (since and run["stop"] < since) or run["start"] > end:
+            continue  # entirely outside the window
+        start = max(run["start"], since) if since else run["start"]
+        stop = min(run["stop"], end)
+        hours = max(0.0, (stop - start).total_seconds() / 3600)
+        add = {"servers": 1, "hours": hours, "cpu_hours": hours * float(run.get("cpu", 0)),
+               "memory_gb_hours": hours * float(run.get("memory", 0)) / 1e9,
+               "gpu_hours": hours * float(run.get("gpus", 0))}
+        for table, key in (("by_user", run["user"]), ("by_profile", run.get("profile", "?"))):
+            row = out[table].setdefault(key, dict.fromkeys(FIELDS, 0))
+            for f in FIELDS:
+                row[f] += add[f]
+        for f in FIELDS:
+            out["total"][f] += add[f]
+    for row in (*out["by_user"].values(), *out["by_profile"].values(), out["total"]):
+        for f in FIELDS[1:]:
+            row[f] = round(float(row[f]), 4)
+    return out
+
+
+def render(summary: dict, fmt: str) -> str:
+    """``table`` (for people), ``csv`` (for spreadsheets) or ``json`` (for scripts)."""
+    if fmt == "json":
+        return json.dumps(summary, indent=2) + "\n"
+    rows = [("user", k, v) for k, v in sorted(summary["by_user"].items())]
+    rows += [("profile", k, v) for k, v in sorted(summary["by_profile"].items())]
+    rows.append(("total", "", summary["total"]))
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["group", "name", *FIELDS])
+        for group, name, v in rows:
+            w.writerow([group, name, *(v[f] for f in FIELDS)])
+        return buf.getvalue()
+    lines = [f"Usage from {summary['since'] or 'the first record'} to {summary['until']}",
+             f"{'':8} {'NAME':<16} {'SERVERS':>7} {'HOURS':>9} {'CPU-H':>9} {'MEM-GB-H':>10} {'GPU-H':>8}"]
+    for group, name, v in rows:
+        lines.append(f"{group:8} {name:<16} {v['servers']:>7} {v['hours']:>9.2f} {v['cpu_hours']:>9.2f} "
+                     f"{v['memory_gb_hours']:>10.2f} {v['gpu_hours']:>8.2f}")
+    return "\n".join(lines) + "\n"

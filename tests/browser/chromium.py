@@ -1,0 +1,22 @@
+"""Headless Chromium for the browser suites: Debian's, driven by Playwright (no
+`playwright install`), and the hub's login form. Screenshots land in
+test-output/screenshots/ (git-ignored)."""
+
+from __future__ import annotations
+
+import shutil
+
+from stack import OUTPUT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = OUTPUT / "screenshots"
+
+
+def login(page, stack, name, password):
+    page.goto(f"{stack.url}/hub/login")
+    page.fill("#username_input", name)
+    page.fill("#password_input", password)
+    page.click("#login_submit")
+    page.wait_for_url(f"{stack.url}/hub/**")

@@ -1,0 +1,113 @@
+"""The idle-culling warning in JupyterLab (headless Chromium): it appears before the
+stop, Extend postpones the stop, and a notebook left with unsaved changes is saved
+before the server stops.
+
+How "a notebook changed and left unsaved" is read here: the notebook is open in
+JupyterLab, text is typed into a cell (the document is dirty in the browser; nothing
+reaches the server), autosave is off, and nobody saves. After the cull the file in the
+home holds the typed text: the warning's plugin saved it. A change written through the
+server's contents API is on disk already, so there it is the browser's copy that can
+be lost, and that is what is tested.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timedelta
+
+import pytest
+from chromium import SHOTS, login
+from stack import Stack
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+TIMEOUT, WARN = 90, 60
+PROFILE = f"""name: lab
+display_name: Lab (short timeout)
+default: true
+cpu: {{limit: 1}}
+memory: {{limit: 2G}}
+culling: {{idle_timeout: {TIMEOUT}, warn_before: {WARN}}}
+"""
+USER = "admin"
+
+
+@pytest.fixture(scope="module")
+def lab_stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cullwarn")
+    (root / "profiles").mkdir()
+    (root / "profiles" / "lab.yaml").write_text(PROFILE)
+    s = Stack(root / "state", name="cullwarn", args=("--without", "trino", "--profiles", str(root / "profiles")))
+    s.start()
+    assert s.api("POST", f"/users/{USER}").status_code in (201, 409)
+    yield s
+    s.stop()
+
+
+def _t(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_warning_extend_and_unsaved_notebook_saved_before_the_cull(lab_stack, page):
+    s = lab_stack
+    model = s.spawn(USER, "lab", server="w")
+    base = f"{s.url}{model['url']}"
+    auth = {"Authorization": f"token {s.admin_token}"}
+    nb = {"cells": [{"cell_type": "code", "source": "", "metadata": {}, "outputs": [], "execution_count": None}],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    r = s.http.put(f"{base}api/contents/work.ipynb", json={"type": "notebook", "content": nb}, headers=auth,
+                   timeout=60)
+    assert r.status_code in (200, 201), r.text
+    # Autosave off: only the warning's plugin may save the typed text.
+    r = s.http.put(f"{base}lab/api/settings/@jupyterlab/docmanager-extension:plugin",
+                   json={"raw": json.dumps({"autosave": False})}, headers=auth, timeout=60)
+    assert r.status_code == 204, r.text
+
+    password = (s.state / "initial-admin-password").read_text().strip()
+    login(page, s, USER, password)
+    page.goto(f"{base}lab/tree/work.ipynb")
+    page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=180_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    if page.locator(".jp-Dialog").count():  # nothing should ask anything; say what did
+        page.screenshot(path=str(SHOTS / "cull-warning-dialog.png"))
+        raise AssertionError(f"JupyterLab shows a dialog: {page.locator('.jp-Dialog').inner_text()}")
+    marker = f"typed_but_unsaved_{uuid.uuid4().hex[:8]} = 1"
+    page.click(".jp-Notebook .jp-Cell .cm-content")
+    page.keyboard.type(marker)
+    page.wait_for_selector(".jp-mod-dirty", timeout=30_000)  # the tab shows unsaved changes
+
+    # The warning, some time before the stop; Extend moves the stop a whole timeout later.
+    warning = page.wait_for_selector("#atelier-cull-warning:not([hidden])", timeout=(TIMEOUT + 60) * 1000)
+    text = warning.inner_text()
+    assert "stopping in" in text and "min" in text, text
+    page.screenshot(path=str(SHOTS / "cull-warning.png"))
+    before = s.http.get(f"{base}api/atelier/culling", headers=auth, timeout=60).json()
+    page.click("#atelier-cull-warning button")
+    page.wait_for_selector("#atelier-cull-warning", state="hidden", timeout=30_000)
+    after = s.http.get(f"{base}api/atelier/culling", headers=auth, timeout=60).json()
+    assert _t(after["cull_at"]) > _t(before["cull_at"]) + timedelta(seconds=20), (before, after)
+    home = s.state / "homes" / USER / "work.ipynb"
+    assert marker not in home.read_text(), "saved before the stop came near: not the warning's save"
+
+    # Past the first planned stop, the server still runs (Extend postponed it).
+    wait = (_t(before["cull_at"]) - _t(before["now"])).total_seconds() + 30
+    time.sleep(max(0, wait))
+    alive = s.api("GET", f"/users/{USER}").json()["servers"].get("w")
+    assert alive and alive["ready"], f"Extend did not postpone the stop:\n{s.hub_log(60)}"
+
+    # Nobody comes back: the warning again, the unsaved text saved, then the stop.
+    deadline = time.monotonic() + TIMEOUT + 120
+    while time.monotonic() < deadline:
+        m = s.api("GET", f"/users/{USER}").json()["servers"].get("w")
+        if m is None or (not m["ready"] and not m["pending"]):
+            break
+        time.sleep(2)
+    else:
+        raise AssertionError(f"the server was not stopped:\n{s.hub_log(80)}")
+    saved = json.loads(home.read_text())
+    assert marker in "".join(saved["cells"][0]["source"]), saved["cells"][0]
+    audit = [json.loads(line) for line in (s.state / "logs" / "culler-audit.jsonl").read_text().splitlines()]
+    assert any(line["server"] == f"{USER}/w" and line["action"] == "cull" for line in audit), audit

@@ -1,0 +1,144 @@
+"""Idle culling's decision, the profiles' culling settings, and usage totals: pure parts.
+
+The real culler, sessions and hub are exercised in tests/integration/test_idle_culling.py.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from atelier_hub.cli import main
+from atelier_hub.culling import Policy, Report, decide
+from atelier_hub.profiles import ProfileError, load_profiles
+from atelier_hub.usage import record, summarize
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+P = Policy(idle_timeout=600, max_age=None, warn_before=120)
+
+
+@pytest.mark.parametrize("case, kw, action, signal, words", [
+    # idle past the timeout: stopped, and the reason says for how long and against what
+    ("idle", dict(now=at(601), hub_last_activity=at(0)), "cull", None, "idle for 10 min 1 s"),
+    # a busy kernel in a fresh report keeps it, whatever the hub thinks
+    ("busy", dict(now=at(5000), hub_last_activity=at(0),
+                  report=Report(time=at(4990), active={"kernel-busy": "1 kernel(s) busy"})),
+     "keep", "kernel-busy", "kept alive by kernel-busy"),
+    # a report too old is no evidence: a session that stopped reporting does not keep itself alive
+    ("stale", dict(now=at(5000), hub_last_activity=at(0),
+                   report=Report(time=at(100), active={"ssh": "1 SSH connection(s)"})),
+     "cull", None, "no activity report"),
+    # the session's own last activity (a notebook saved through the API) counts
+    ("session activity", dict(now=at(700), hub_last_activity=at(0),
+                              report=Report(time=at(690), last_activity=at(300))),
+     "keep", None, "session activity"),
+    # an idle JupyterLab tab keeps the hub's activity fresh (it polls): the session's account wins
+    ("idle tab", dict(now=at(700), hub_last_activity=at(695),
+                      report=Report(time=at(690), last_activity=at(50))), "cull", None, "idle for 10 min 50 s"),
+    # Extend restarts the idle timer
+    ("extend", dict(now=at(700), hub_last_activity=at(0), extended_at=at(650)), "keep", None, "Extend"),
+])
+def test_decide(case, kw, action, signal, words):
+    d = decide(policy=P, started=T0, **kw)
+    assert (d.action, d.signal) == (action, signal), d
+    assert words in d.reason
+
+
+def test_max_age_stops_even_a_busy_server_and_warnings_come_ahead():
+    p = Policy(idle_timeout=600, max_age=3600, warn_before=120)
+    busy = Report(time=at(3599), active={"gpu": "GPU 0 at 90%"})
+    assert decide(now=at(3600), policy=p, started=T0, hub_last_activity=at(3590), report=busy).action == "cull"
+    early = decide(now=at(100), policy=P, started=T0, hub_last_activity=at(0))
+    late = decide(now=at(500), policy=P, started=T0, hub_last_activity=at(0))
+    assert (early.warn, late.warn) == (False, True) and late.cull_at == at(600)
+
+
+def _profile(tmp_path, name, extra=""):
+    (tmp_path / f"{name}.yaml").write_text(
+        f"name: {name}\ndisplay_name: X\ncpu: {{limit: 1}}\nmemory: {{limit: 1G}}\n{extra}")
+
+
+def test_gpu_profiles_default_shorter_and_the_shipped_ones_say_so(tmp_path):
+    _profile(tmp_path, "cpu")
+    _profile(tmp_path, "gpu", "gpu: {count: 1}\n")
+    got = {p.name: p.idle_timeout for p in load_profiles(tmp_path)}
+    assert got["gpu"] < got["cpu"]
+    shipped = {p.name: p for p in load_profiles("profiles")}
+    assert all(p.idle_timeout < shipped["cpu-small"].idle_timeout for p in shipped.values() if p.gpu_count)
+
+
+@pytest.mark.parametrize("culling, words", [
+    ("{idle_timeout: 0}", "culling.idle_timeout: must be more than 0 seconds"),
+    ("{idle_timeout: ten}", "culling.idle_timeout: expected a whole number of seconds"),
+    ("{max_age: -5}", "culling.max_age: must be more than 0 seconds"),
+    ("{idle: 60}", "culling.idle: unknown field"),
+    ("{idle_timeout: 60, warn_before: 60}", "must be below culling.idle_timeout"),
+])
+def test_bad_culling_values_name_file_field_and_fix(tmp_path, culling, words):
+    _profile(tmp_path, "bad", f"culling: {culling}\n")
+    with pytest.raises(ProfileError) as exc:
+        load_profiles(tmp_path)
+    assert str(tmp_path / "bad.yaml") in str(exc.value) and words in str(exc.value), exc.value
+
+
+def test_usage_counts_only_the_window_and_running_servers_until_now(tmp_path):
+    (p,) = [p for p in load_profiles("profiles") if p.name == "cpu-small"]  # 2 CPU, 4G
+    f = tmp_path / "usage.jsonl"
+    record(f, "start", user="ada", server="", profile=p, when=at(0))
+    record(f, "stop", user="ada", server="", when=at(3600))
+    record(f, "start", user="bob", server="x", profile=p, when=at(1800))  # still running
+    events = [json.loads(line) for line in f.read_text().splitlines()]
+    s = summarize(events, now=at(5400))
+    assert s["by_user"]["ada"]["cpu_hours"] == 2.0 and s["by_user"]["ada"]["memory_gb_hours"] == 4.0
+    assert s["by_user"]["bob"]["hours"] == 1.0
+    assert s["by_profile"]["cpu-small"]["servers"] == 2 and s["total"]["hours"] == 2.0
+    window = summarize(events, since=at(3000), until=at(4000), now=at(5400))
+    assert window["by_user"]["ada"]["hours"] == pytest.approx(600 / 3600, abs=1e-3)
+    assert window["by_user"]["bob"]["hours"] == pytest.approx(1000 / 3600, abs=1e-3)
+    assert summarize(events, since=at(4000), now=at(5400))["by_user"].keys() == {"bob"}
+
+
+def test_usage_command_formats_and_refuses_bad_dates(tmp_path, capsys):
+    (p,) = [p for p in load_profiles("profiles") if p.name == "cpu-small"]
+    record(tmp_path / "usage.jsonl", "start", user="ada", server="", profile=p, when=at(0))
+    record(tmp_path / "usage.jsonl", "stop", user="ada", server="", when=at(1800))
+    main(["usage", "--state", str(tmp_path), "--format", "json"])
+    assert json.loads(capsys.readouterr().out)["by_user"]["ada"]["cpu_hours"] == 1.0
+    main(["usage", "--state", str(tmp_path), "--format", "csv"])
+    assert "user,ada,1,0.5,1.0,2.0,0.0" in capsys.readouterr().out
+    main(["usage", "--state", str(tmp_path)])
+    assert "ada" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["usage", "--state", str(tmp_path), "--since", "yesterday"])
+    assert exc.value.code == 2 and "write it as 2026-03-01" in capsys.readouterr().err
+
+
+def test_ssh_connections_are_sshds_per_connection_processes(tmp_path):
+    from atelier_lab._activity import _ssh_sessions
+
+    for pid, cmd in ((10, b"sshd: /usr/sbin/sshd -D -f none [listener] 0 of 10-100 startups"),
+                     (11, b"sshd: jovyan@pts/0"), (12, b"sshd-session: jovyan@notty"),
+                     (13, b"python\0-m\0sshd: x@y"), (14, b"sshd: jovyan [priv]")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "cmdline").write_bytes(cmd)
+    (tmp_path / "self").mkdir()  # not a process folder
+    assert _ssh_sessions(tmp_path) == 2  # the listener, a privileged parent and others do not count
+
+
+def test_gpu_signal_is_skipped_without_a_gpu_for_the_session(monkeypatch):
+    import asyncio
+
+    from atelier_lab._activity import gpu_busy
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a CPU session: not a signal, nothing run
+    assert asyncio.run(gpu_busy(None)) is None
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi at all
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert asyncio.run(gpu_busy(None)) is None
