@@ -113,6 +113,14 @@ class Embedded:
             }))
         return json.loads(path.read_text())
 
+    def services_for(self, name: str, services: Services) -> Services:
+        """``services`` as the managed service ``name`` sees them: each running
+        service may narrow its own entry for it (the S3 store hands each service the
+        keys of its own account instead of none)."""
+        for svc in self.running:
+            services = svc.view_for(self, services, name)
+        return services
+
     def proxy_token(self) -> str:
         return _secret(self.path("secrets/proxy-token"))
 

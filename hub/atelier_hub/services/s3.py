@@ -76,7 +76,9 @@ def user_access_key(name: str) -> str:
 
 
 def service_access_key(name: str) -> str:
-    """>>> service_access_key("trino")
+    """The access key id of service ``name``'s account.
+
+    >>> service_access_key("trino")
     'svc-trino'
     """
     return f"svc-{name}"
@@ -197,11 +199,11 @@ class S3Accounts:
     def _admin(self, action: str, *, query: str = "", body: bytes = b"") -> bytes:
         """One signed request of versitygw's admin API (PATCH /ACTION, SigV4 with the
         root keys). ref: versitygw cmd/internal/gwcli/admin.go"""
+        import hashlib
+
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
         from botocore.credentials import Credentials
-
-        import hashlib
 
         url = f"{self.endpoint}/{action}" + (f"?{query}" if query else "")
         req = AWSRequest(method="PATCH", url=url, data=body,
@@ -328,13 +330,12 @@ class S3(Service):
         return S3Accounts(keys_dir=stack.path("secrets/s3-accounts"), endpoint=self.url(stack),
                           root=stack.s3_keys())
 
-    def service_view(self, stack, services, service_name: str):
-        """``services`` as service ``service_name`` sees them: the S3 entry carries its
-        own account's keys (the store itself gets the root keys)."""
-        if services.s3 is None:
+    def view_for(self, stack, services, name: str):
+        """The S3 entry carries service ``name``'s own account's keys (none for a
+        service without an account)."""
+        if services.s3 is None or name == self.name:
             return services
-        keys = stack.s3_keys() if service_name == self.name else (
-            self.accounts(stack).service_keys(service_name) if service_name in SERVICE_ACCOUNTS else {})
+        keys = self.accounts(stack).service_keys(name) if name in SERVICE_ACCOUNTS else {}
         return services.model_copy(update={"s3": services.s3.model_copy(update={
             "access_key_id": keys.get("access_key_id"), "secret_access_key": keys.get("secret_access_key")})})
 
