@@ -82,8 +82,22 @@ def cmd_users(args) -> None:
         elif args.action == "remove":
             users.remove(args.name)
             print(f"Removed {args.name}; their home folder is kept.")
+            _remove_s3_account(args.state, args.name)
     except UserError as exc:
         fail(str(exc))
+
+
+def _remove_s3_account(state: str, name: str) -> None:
+    """A removed user's S3 keys stop working (their objects stay)."""
+    from .services.s3 import S3AdminError, remove_user_keys
+
+    try:
+        if remove_user_keys(state, name):
+            print(f"Deleted {name}'s S3 account; their objects are kept.")
+    except FileNotFoundError:
+        pass  # no stack was ever started here: no S3 account either
+    except S3AdminError as exc:
+        print(f"warning: {name}'s S3 account is deleted at the S3 server's next start ({exc})", file=sys.stderr)
 
 
 # -- atelier dev ---------------------------------------------------------------------------

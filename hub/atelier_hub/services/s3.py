@@ -263,7 +263,8 @@ class S3Accounts:
 
     def provision(self) -> None:
         """Make every account that has keys on disk but none on the server (the
-        services', and users' after the store's IAM folder was lost), then the policies."""
+        services', and users' after the store's IAM folder was lost), write the
+        policies, and finish removals that found the store down."""
         with self._locked():
             for name in SERVICE_ACCOUNTS:
                 self.service_keys(name)
@@ -274,30 +275,46 @@ class S3Accounts:
                     if keys["access_key_id"] not in have:
                         self._create(keys)
             self.apply_policies()
+            self._finish_removals(have)
+
+    def _finish_removals(self, have: set[str]) -> None:
+        """Delete the accounts of users removed (their key files moved to ``removed/``),
+        once the policies no longer name them (a policy may name only existing accounts)."""
+        for path in sorted((self.keys_dir / "removed").glob("*.json")):
+            access = json.loads(path.read_text())["access_key_id"]
+            if access in have:
+                self._admin("delete-user", query=f"access={access}")
+            path.unlink()
 
     def for_user(self, name: str) -> dict[str, str]:
         """User ``name``'s keys, their account made on the store at the first call."""
         with self._locked():
             path = self._path("users", name)
-            if path.exists() and user_access_key(name) in self.server_accounts():
+            have = self.server_accounts()
+            if self._path("removed", name).exists():
+                self._finish_removals(have)  # a user removed and added again gets new keys
+                have = self.server_accounts()
+            if path.exists() and user_access_key(name) in have:
                 return json.loads(path.read_text())
             keys = self._keys("users", name, user_access_key(name))
-            if keys["access_key_id"] not in self.server_accounts():
+            if keys["access_key_id"] not in have:
                 self._create(keys)
             self.apply_policies()
             return keys
 
     def remove_user(self, name: str) -> bool:
-        """Delete user ``name``'s account and keys; False if they had none. The policies
-        are rewritten first: a policy may name only accounts that exist."""
+        """Delete user ``name``'s account and keys; False if they had none. Their key
+        file moves to ``removed/`` first: if the store is down, :meth:`provision`
+        finishes the removal at its next start (S3AdminError says so meanwhile)."""
         with self._locked():
             path = self._path("users", name)
             if not path.exists():
                 return False
-            path.unlink()
+            removed = self._path("removed", name)
+            removed.parent.mkdir(mode=0o700, exist_ok=True)
+            path.replace(removed)
             self.apply_policies()
-            if user_access_key(name) in self.server_accounts():
-                self._admin("delete-user", query=f"access={user_access_key(name)}")
+            self._finish_removals(self.server_accounts())
             return True
 
 
