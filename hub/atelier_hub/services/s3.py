@@ -274,6 +274,10 @@ class S3Accounts:
                     keys = json.loads(self._path(kind, name).read_text())
                     if keys["access_key_id"] not in have:
                         self._create(keys)
+            for bucket in (SHARED_BUCKET, MLFLOW_BUCKET):
+                # A bucket made as a folder has no owner record, and CopyObject then
+                # fails with InternalError for every non-root account: the root owns it.
+                self._admin("change-bucket-owner/", query=f"bucket={bucket}&owner={self.root['access_key_id']}")
             self.apply_policies()
             self._finish_removals(have)
 
