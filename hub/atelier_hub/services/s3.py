@@ -427,7 +427,8 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 accounts.provision()
             except S3AdminError as exc:
-                print(f"s3: accounts not made yet ({exc}); trying again", file=sys.stderr, flush=True)
+                print(f"s3: accounts not made yet ({exc}); trying again in 5 s", file=sys.stderr, flush=True)
+                time.sleep(5)
             else:
                 provisioned_pid = pid
                 ready.write_text(json.dumps({"pid": pid}))
