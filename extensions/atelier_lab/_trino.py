@@ -5,6 +5,8 @@ session contract that the hub writes (``atelier_hub.session``):
 
 - ``ATELIER_TRINO_URL``: ``http://HOST:PORT`` of the coordinator;
 - ``ATELIER_USER`` (or ``JUPYTERHUB_USER``): the user queries run as;
+- ``JUPYTERHUB_API_TOKEN``: the session's hub token, sent as the password (the hub's
+  Trino front checks it and runs the queries as its owner, whatever user is named);
 - ``TRINO_CONFIG``: the Trino CLI's config file (``server=``, ``user=``, ``catalog=``,
   ``schema=`` lines), for the catalog and schema, and the server where the URL
   variable is missing.
@@ -40,6 +42,11 @@ class TrinoSettings:
     user: str
     catalog: str | None = DEFAULT_CATALOG
     schema: str | None = DEFAULT_SCHEMA
+    token: str | None = None
+
+    def __repr__(self) -> str:  # never show the token
+        return (f"TrinoSettings(url={self.url!r}, user={self.user!r}, catalog={self.catalog!r}, "
+                f"schema={self.schema!r}, token={'***' if self.token else None})")
 
 
 def read_cli_config(path: str | Path) -> dict[str, str]:
@@ -86,6 +93,7 @@ def trino_settings(environ: Mapping[str, str] | None = None) -> TrinoSettings:
         user=user,
         catalog=cli.get("catalog", DEFAULT_CATALOG) or None,
         schema=cli.get("schema", DEFAULT_SCHEMA if "catalog" not in cli else None) or None,
+        token=env.get("JUPYTERHUB_API_TOKEN") or None,
     )
 
 
@@ -166,7 +174,13 @@ def connect_trino(
         "source": "atelier-lab",
         "request_timeout": (connect_timeout, request_timeout),
     }
-    kwargs.update(overrides)
+    import trino.auth
     import trino.dbapi  # here, not at import: `import atelier_lab` stays cheap
+
+    if settings.token and "auth" not in overrides:
+        # Loopback HTTP: the client sends a password only when allowed to.
+        kwargs["auth"] = trino.auth.BasicAuthentication(settings.user, settings.token)
+        kwargs["allow_insecure_auth"] = parts.scheme == "http"
+    kwargs.update(overrides)
 
     return trino.dbapi.connect(**kwargs)

@@ -2,8 +2,15 @@
 
 Rule this module keeps: the real CLI does the work and reads its real configuration
 (``TRINO_CONFIG``, which the hub points at the session's config file); this wrapper
-only finds Java and the CLI jar, fills in the server where no config file is set, and
-says clearly (naming the endpoint) when Trino does not answer, instead of a stack trace.
+only finds Java and the CLI jar, fills in the server where no config file is set, hands
+the CLI the session's hub token, and says clearly (naming the endpoint) when Trino does
+not answer, instead of a stack trace.
+
+The hub token (``JUPYTERHUB_API_TOKEN``) goes as the extra credential ``hub_token``,
+which the hub's Trino front reads (the CLI sends passwords and access tokens only over
+TLS). It travels in a config file that exists only in memory (a ``memfd`` the CLI
+reads as ``TRINO_CONFIG=/proc/self/fd/N``): never on the command line, which ``ps``
+shows, nor on disk.
 
 Where the jar is looked for, first found wins:
 
@@ -139,7 +146,37 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"trino: Trino (the Atelier service 'trino') is not reachable at {server} ({why}). "
                      "It needs up to a minute to start after the hub does; if this persists, ask your admin.")
     cmd = cli_command(args, java=java, jar=str(jar))
-    os.execv(cmd[0], cmd)
+    env = with_token_config(os.environ)
+    os.execve(cmd[0], cmd, env)
+
+
+HUB_CREDENTIAL = "hub_token"  # the name atelier_hub.services.trino_front reads
+
+
+def token_config(config_text: str, token: str) -> str:
+    r"""The CLI config with the hub token added as an extra credential (pure).
+
+    >>> token_config("server=http://h:1\n", "abc")
+    'server=http://h:1\nextra-credential=hub_token=abc\n'
+    """
+    text = config_text if not config_text or config_text.endswith("\n") else config_text + "\n"
+    return text + f"extra-credential={HUB_CREDENTIAL}={token}\n"
+
+
+def with_token_config(environ) -> dict[str, str]:
+    """The environment to run the CLI in: ``TRINO_CONFIG`` pointing at an in-memory
+    copy of the session's config plus the hub token (unchanged without a token)."""
+    env = dict(environ)
+    token = env.get("JUPYTERHUB_API_TOKEN")
+    if not token or not hasattr(os, "memfd_create"):
+        return env
+    path = env.get("TRINO_CONFIG")
+    text = Path(path).read_text() if path and Path(path).is_file() else ""
+    fd = os.memfd_create("trino-cli-config", 0)  # no MFD_CLOEXEC: the CLI inherits it
+    os.write(fd, token_config(text, token).encode())
+    os.set_inheritable(fd, True)
+    env["TRINO_CONFIG"] = f"/proc/self/fd/{fd}"
+    return env
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ def _remove_from_hub(state: Path, name: str) -> str:
         req = urllib.request.Request(url, method="DELETE", headers={"Authorization": f"token {token}"})
         try:
             with urllib.request.urlopen(req, timeout=120):
-                return "removed from the running hub too (servers stopped, tokens and cookies revoked)"
+                return "removed from the running hub too (servers stopped, tokens, cookies and S3 account revoked)"
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 return "the running hub never knew them"

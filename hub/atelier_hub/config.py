@@ -72,6 +72,7 @@ def update_spawner(c, stack: Embedded) -> None:
     c.JupyterHub.spawner_class = "atelier_hub.spawner.AtelierLocalSpawner"
     c.AtelierLocalSpawner.profiles_dir = stack.profiles_dir
     c.AtelierLocalSpawner.deployment_file = str(stack.path("deployment.json"))
+    c.AtelierLocalSpawner.state_dir = str(stack.root)
     c.AtelierLocalSpawner.sessions_dir = str(stack.path("sessions"))
     # One home per user, whatever the profile or server name.
     c.AtelierLocalSpawner.home_dir_template = str(stack.path("homes")) + "/{username}"
@@ -106,7 +107,7 @@ def update_services(c, stack: Embedded) -> None:
     admin identity. The endpoints come from the deployment settings, computed once."""
     _restart_exited_services_sooner()
     services = stack.deployment().services
-    entries = [svc.hub_service(stack, services) for svc in stack.running]
+    entries = [svc.hub_service(stack, stack.services_for(svc.name, services)) for svc in stack.running]
     c.JupyterHub.services = [
         *(entry for entry in entries if entry is not None),
         {"name": "atelier-admin", "api_token": stack.admin_token(), "display": False},

@@ -161,7 +161,7 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
 
     def _session_files(self) -> dict[str, str]:
         return session_files(self.profile, username=self.user.name,
-                             services=container_services(self.deployment.services))
+                             services=container_services(self.session_services()))
 
     def get_env(self):
         env = super().get_env()
@@ -170,7 +170,7 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
             env.update(session_env(
                 self.profile,
                 username=self.user.name,
-                services=container_services(self.deployment.services),
+                services=container_services(self.session_services()),
                 threads=to_embedded(self.profile, host_cpus=os.cpu_count() or 1).threads,
                 api_token=self.api_token,
                 # The NVIDIA runtime shows the container only its own GPUs, as 0..n-1.
@@ -251,6 +251,7 @@ def update_container_spawner(c, *, state: str | Path, profiles_dir: str, deploym
     s = c.AtelierDockerSpawner
     s.profiles_dir = profiles_dir
     s.deployment_file = deployment_file
+    s.state_dir = str(state)
     s.homes_dir = homes_dir
     s.prefix = f"atelier-{stack_id(state)}"
     s.client_kwargs = {"base_url": docker_host}

@@ -21,6 +21,8 @@ Layout::
     STATE/jupyterhub.sqlite  the hub's database
     STATE/homes/USER/        each user's home, shared by all their servers
     STATE/s3/BUCKET/         the S3 server's objects, as plain files
+    STATE/s3-iam/            the S3 server's accounts (versitygw's internal IAM, 0600)
+    STATE/secrets/s3-accounts/  each user's and service's S3 keys (services/s3.py)
     STATE/mlflow/            MLflow's backend store (artifacts go to S3)
     STATE/run/               process records (hub, services) for a clean restart
     STATE/logs/              service logs
@@ -137,12 +139,21 @@ class Embedded:
     def s3_keys(self) -> dict[str, str]:
         path = self.path("secrets/s3.json")
         if not path.exists():
-            # versitygw's root user; the embedded mode's only S3 identity.
+            # versitygw's root user: the store's and the hub's alone (users and
+            # services get accounts of their own, services/s3.py).
             write_secret(path, json.dumps({
                 "access_key_id": "atelier" + secrets.token_hex(6),
                 "secret_access_key": secrets.token_urlsafe(30),
             }))
         return json.loads(path.read_text())
+
+    def services_for(self, name: str, services: Services) -> Services:
+        """``services`` as the managed service ``name`` sees them: each running
+        service may narrow its own entry for it (the S3 store hands each service the
+        keys of its own account instead of none)."""
+        for svc in self.running:
+            services = svc.view_for(self, services, name)
+        return services
 
     def proxy_token(self) -> str:
         return _secret(self.path("secrets/proxy-token"))

@@ -13,11 +13,12 @@ import html
 from typing import ClassVar
 
 from tornado import web
-from traitlets import default
+from traitlets import Unicode, default
 
 from .gpus import GPUPool, GPUUnavailable, detect_gpus
 from .profile_spawner import ProfileSpawnerMixin
 from .profiles import Profile, format_memory, visible_profiles
+from .settings import Services
 
 __all__ = ["EmbeddedSpawnerMixin", "render_profile_form"]
 
@@ -78,9 +79,24 @@ def render_profile_form(profiles: list[Profile], *, free_gpus: int, total_gpus: 
 class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
     """Mixed in before an embedded spawner's JupyterHub base class."""
 
+    state_dir = Unicode(
+        "",
+        config=True,
+        help="""
+        The embedded stack's state folder: its S3 store makes each user an account of
+        their own at their first spawn (:class:`atelier_hub.services.s3.S3Accounts`), and
+        their sessions get that account's keys. Empty: sessions get the deployment
+        settings' keys, if any.
+
+            c.AtelierDockerSpawner.state_dir = "/srv/atelier/state"
+        """,
+    )
+
     _gpu_pool: ClassVar[GPUPool | None] = None
 
     gpu_ids: list[int]
+    #: this user's own S3 keys, from the pre-spawn hook
+    s3_keys: dict[str, str] | None = None
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -147,7 +163,29 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
             self.gpu_ids = self.gpu_pool.acquire(self._key, self.profile.gpu_count, profile=self.profile.name)
         except GPUUnavailable as exc:
             raise web.HTTPError(409, str(exc), reason=str(exc)) from None
+        self.s3_keys = self._user_s3_keys()
         return super().run_pre_spawn_hook()
+
+    def _user_s3_keys(self) -> dict[str, str] | None:
+        if not self.state_dir or self.deployment.services.s3 is None:
+            return None
+        from .services.s3 import S3Accounts, S3AdminError
+
+        try:
+            return S3Accounts.from_state(self.state_dir).for_user(self.user.name)
+        except S3AdminError as exc:
+            msg = f"Your S3 account could not be made: {exc}"
+            raise web.HTTPError(503, msg, reason=msg) from None
+
+    def session_services(self) -> Services:
+        """The deployment's services as this user's sessions see them: the S3 entry
+        carries this user's own keys (never another user's or the store's root keys)."""
+        services = self.deployment.services
+        if services.s3 is None or not self.state_dir:
+            return services
+        keys = self.s3_keys or {}
+        return services.model_copy(update={"s3": services.s3.model_copy(update={
+            "access_key_id": keys.get("access_key_id"), "secret_access_key": keys.get("secret_access_key")})})
 
     # -- GPUs held while the server lives ------------------------------------------------
 

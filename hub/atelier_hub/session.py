@@ -124,10 +124,13 @@ def session_env(
     if services.trino is not None:
         t = services.trino
         env["ATELIER_TRINO_URL"] = t.url
-        # jupysql's %sql connects to DATABASE_URL when no connection is named.
+        # jupysql's %sql connects to DATABASE_URL when no connection is named. The hub
+        # token is the password (Trino's front checks it; jupysql masks passwords when it
+        # shows the URL); plain HTTP on loopback needs the client's allow_insecure_auth.
         host = t.url.split("://", 1)[-1].rstrip("/")
-        env["DATABASE_URL"] = f"trino://{username}@{host}/{t.catalog}" + (
-            f"/{t.default_schema}" if t.default_schema else "")
+        login = f"{username}:{api_token}" if api_token else username
+        env["DATABASE_URL"] = f"trino://{login}@{host}/{t.catalog}" + (
+            f"/{t.default_schema}" if t.default_schema else "") + ("?allow_insecure_auth=true" if api_token else "")
         if config_dir:
             env["TRINO_CONFIG"] = f"{config_dir}/trino/config"
 

@@ -39,8 +39,8 @@ class S3Service(StrictModel):
     region: str = Field("us-east-1", description="Region, as `AWS_REGION` and `AWS_DEFAULT_REGION`.")
     bucket: str = Field(description="The shared bucket, exported as `ATELIER_SHARED_BUCKET`.")
     access_key_id: str | None = Field(
-        None, description="Static key for sessions (embedded mode only); on a cluster sessions get IRSA "
-        "instead and this stays null.")
+        None, description="Static key for every session; null in embedded mode (each user's sessions get "
+        "their own S3 account's keys) and on a cluster with IRSA.")
     secret_access_key: str | None = Field(None, description="The static key's secret (embedded mode only).")
 
 

@@ -62,7 +62,7 @@ class AtelierLocalSpawner(EmbeddedSpawnerMixin, SimpleLocalProcessSpawner):
                 session_env(
                     self.profile,
                     username=self.user.name,
-                    services=self.deployment.services,
+                    services=self.session_services(),
                     threads=res.threads,
                     api_token=self.api_token,
                     gpu_ids=self.gpu_ids,
@@ -79,7 +79,7 @@ class AtelierLocalSpawner(EmbeddedSpawnerMixin, SimpleLocalProcessSpawner):
         """The libraries' own config files for this server (secrets stay in the env)."""
         if not self.sessions_dir or self.profile is None:
             return
-        files = session_files(self.profile, username=self.user.name, services=self.deployment.services)
+        files = session_files(self.profile, username=self.user.name, services=self.session_services())
         for rel, text in files.items():
             path = self.config_dir / rel
             path.parent.mkdir(parents=True, exist_ok=True)

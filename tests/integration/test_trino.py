@@ -23,13 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-import atelier_lab
 import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from atelier_hub.install.paths import tool_path, trino_installed
-from atelier_hub.services.trino_server import query, read_ready
+from atelier_hub.services.trino_front import sign_jwt
+from atelier_hub.services.trino_server import TrinoError, local_token, query, read_ready
 from kernel import run_code
 from stack import OUTPUT, REPO, VENV_BIN, free_port, tail
 
@@ -152,6 +152,7 @@ def standalone(tmp_path_factory):
     if not trino_installed():
         pytest.fail("Trino is not installed in the cache: run `make install` (PYTHONPATH=hub python3 -m atelier_hub.install)")
     s = Standalone(tmp_path_factory.mktemp("trino-standalone"))
+    STANDALONE_STATE[:] = [s.state]
     s.start_s3()
     try:
         ready_s = s.start()
@@ -165,30 +166,35 @@ def standalone(tmp_path_factory):
             s.gw.wait(10)
 
 
-def cursor(url: str, user: str = "ada"):
-    import trino
+def sql(url: str, statement: str, user: str = "ada", *, state: Path | None = None) -> list:
+    """Straight to a standalone server: with a JWT signed with its per-start key, as only
+    the front (and whoever reads the server's state folder) can send."""
+    state = state if state is not None else STANDALONE_STATE[0]
+    return query(url, statement, user=user, token=local_token(state, user), timeout=120)
 
-    return trino.dbapi.connect(host="127.0.0.1", port=int(url.rsplit(":", 1)[1]), user=user,
-                               request_timeout=60).cursor()
 
-
-def sql(url: str, statement: str, user: str = "ada") -> list:
-    cur = cursor(url, user)
-    cur.execute(statement)
-    return cur.fetchall()
+STANDALONE_STATE: list[Path] = []
 
 
 # -- part one: the launcher on its own ----------------------------------------------------------
 
 
-def test_tpch_answers_through_the_client_and_connect_trino(standalone, monkeypatch):
+def test_tpch_answers_the_token_holder(standalone):
     assert sql(standalone.url, "SELECT count(*) FROM tpch.tiny.nation") == [[25]]
-    monkeypatch.setenv("ATELIER_TRINO_URL", standalone.url)
-    monkeypatch.setenv("ATELIER_USER", "ada")
-    monkeypatch.delenv("TRINO_CONFIG", raising=False)
-    cur = atelier_lab.connect_trino().cursor()
-    cur.execute("SELECT (SELECT count(*) FROM nation), current_user")  # tpch.tiny by default
-    assert cur.fetchall() == [[25, "ada"]]
+    assert sql(standalone.url, "SELECT current_user", user="ada") == [["ada"]]
+
+
+def test_trino_itself_refuses_whoever_lacks_its_per_start_key(standalone):
+    # Anyone on this machine can find the port; naming a user gets them nothing.
+    with pytest.raises(TrinoError, match="HTTP 403.*Authentication over HTTP is not enabled"):
+        query(standalone.url, "SELECT current_user", user="ada", timeout=30)  # X-Trino-User alone
+    for token in (sign_jwt(b"not-the-key" * 4, subject="ada"), "not-a-jwt"):
+        with pytest.raises(TrinoError, match="HTTP 401"):
+            query(standalone.url, "SELECT current_user", user="ada", token=token, timeout=30)
+    key_file = standalone.state / "secret" / "jwt-hmac"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert query(standalone.url, "SELECT current_user", user="ada",
+                 token=local_token(standalone.state, "ada")) == [["ada"]]
 
 
 def test_the_server_listens_on_loopback_only(standalone):
@@ -237,19 +243,6 @@ def test_hive_reads_and_writes_a_parquet_table_on_the_shared_bucket(standalone):
     # The table definitions live on the bucket too.
     assert any(o["Key"].startswith("hive-metastore/default/scores/")
                for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="hive-metastore/")["Contents"])
-
-
-def test_the_trino_cli_reads_the_trino_config_file(standalone, tmp_path):
-    config = tmp_path / "config"
-    config.write_text(f"server={standalone.url}\nuser=ada\ncatalog=tpch\nschema=tiny\n")
-    env = {**os.environ, "TRINO_CONFIG": str(config)}
-    t0 = time.monotonic()
-    r = subprocess.run([str(VENV_BIN / "trino"), "--execute", "SELECT (SELECT count(*) FROM nation), current_user"],
-                       capture_output=True, text=True, env=env, timeout=180)
-    record(cli_query_s=round(time.monotonic() - t0, 1))
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == '"25","ada"'
-    assert "WARNING" not in r.stderr  # no terminal-library noise in scripted use
 
 
 def put_parquet(s3, prefix: str, table: pa.Table) -> None:
@@ -308,11 +301,13 @@ def test_sigterm_stops_the_server_and_leaves_nothing_behind(standalone):
 # -- part two: sessions of the embedded stack ------------------------------------------------------
 
 SESSION = r"""
-import json, os, subprocess, time
+import json, os, re, subprocess, time
 import boto3, pyarrow as pa, pyarrow.parquet as pq
 import atelier_lab
 
-out = {"url": os.environ.get("ATELIER_TRINO_URL"), "database_url": os.environ.get("DATABASE_URL")}
+# The URL's password is the session's hub token: shown masked.
+out = {"url": os.environ.get("ATELIER_TRINO_URL"),
+       "database_url": re.sub(r":[^:@/]+@", ":***@", os.environ.get("DATABASE_URL", ""))}
 cur = atelier_lab.connect_trino().cursor()          # no argument: the session's settings
 cur.execute("SELECT (SELECT count(*) FROM tpch.tiny.nation), current_user")
 (out["client"], out["user"]), = cur.fetchall()
@@ -353,7 +348,8 @@ def stack_trino(stack):
     last = None
     while time.monotonic() < deadline:
         try:
-            if query(trino["url"], "SELECT count(*) FROM tpch.tiny.nation", timeout=15) == [[25]]:
+            if query(trino["url"], "SELECT count(*) FROM tpch.tiny.nation", timeout=15,
+                     token=stack.admin_token) == [[25]]:
                 record(stack_trino_wait_after_hub_ready_s=round(time.monotonic() - t0, 1))
                 return trino
         except Exception as exc:  # noqa: BLE001 - shown when the wait runs out
@@ -374,8 +370,28 @@ def test_a_session_reaches_trino_through_the_client_sql_magic_and_cli(stack, ali
         stack.stop_server("alice", "trino")
     port = stack_trino["url"].rsplit(":", 1)[1]
     assert out["url"] == stack_trino["url"]
-    assert out["database_url"].startswith(f"trino://alice@127.0.0.1:{port}/")
+    assert out["database_url"].startswith(f"trino://alice:***@127.0.0.1:{port}/")
     assert (out["client"], out["user"]) == (25, "alice")
     assert (out["sql"], out["sql_cell"]) == (25, 5)
     assert out["cli"] == '"25"', out["cli_err"]
     assert out["hive"] == 55
+
+
+def test_the_trino_cli_reads_the_trino_config_file_and_runs_as_the_tokens_user(stack, alice, stack_trino,
+                                                                               tmp_path):
+    # The config claims bob; the token is alice's: Trino sees alice.
+    config = tmp_path / "config"
+    config.write_text(f"server={stack_trino['url']}\nuser=bob\ncatalog=tpch\nschema=tiny\n")
+    env = {**os.environ, "TRINO_CONFIG": str(config), "JUPYTERHUB_API_TOKEN": alice["token"]}
+    t0 = time.monotonic()
+    r = subprocess.run([str(VENV_BIN / "trino"), "--execute", "SELECT (SELECT count(*) FROM nation), current_user"],
+                       capture_output=True, text=True, env=env, timeout=180)
+    record(cli_query_s=round(time.monotonic() - t0, 1))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == '"25","alice"'
+    assert "WARNING" not in r.stderr  # no terminal-library noise in scripted use
+    # Without a hub token the front refuses, whatever user the config names.
+    env.pop("JUPYTERHUB_API_TOKEN")
+    r = subprocess.run([str(VENV_BIN / "trino"), "--execute", "SELECT current_user"],
+                       capture_output=True, text=True, env=env, timeout=180)
+    assert r.returncode != 0 and "401" in r.stderr + r.stdout, r.stderr

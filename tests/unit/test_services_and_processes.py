@@ -63,7 +63,7 @@ def test_the_hub_config_runs_each_descriptor_through_a_supervisor(tmp_path):
         cmd = entries[name]["command"]
         assert "--record" in cmd and cmd[cmd.index("--record") + 1] == str(stack.root / "run" / f"{name}.pgid")
         assert secret not in " ".join(cmd)  # keys travel in the environment only
-    assert entries["s3"]["command"][1:3] == ["-m", "atelier_hub.services._process"]
+    assert entries["s3"]["command"][1:3] == ["-m", "atelier_hub.services.s3"]
     spawner = c.JupyterHub.spawner_class.rsplit(".", 1)[1]  # containers or processes, by the machine
     assert "access:services!service=mlflow" in c[spawner].server_token_scopes
     # The culler is one process of its own (no children to supervise); its token may stop

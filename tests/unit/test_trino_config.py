@@ -380,3 +380,14 @@ def test_doctests_of_the_trino_modules():
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, module.__name__
 
+
+
+def test_with_a_jwt_key_trino_takes_only_signed_requests_and_no_plain_http_login():
+    files = etc.render_etc(**ETC, jwt_key_file="/st/secret/jwt-hmac")
+    config = dict(line.split("=", 1) for line in files["config.properties"].splitlines())
+    assert config["http-server.authentication.type"] == "JWT"
+    assert config["http-server.authentication.jwt.key-file"] == "/st/secret/jwt-hmac"
+    assert config["http-server.authentication.allow-insecure-over-http"] == "false"
+    assert config["http-server.process-forwarded"] == "true"
+    assert config["internal-communication.shared-secret"] == "${ENV:TRINO_INTERNAL_SECRET}"
+    assert "http-server.authentication.type" not in etc.render_etc(**ETC)["config.properties"]

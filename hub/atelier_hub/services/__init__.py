@@ -57,6 +57,10 @@ class Service:
         """Its part of the deployment settings: ``{field of Services: model}``."""
         return {}
 
+    def view_for(self, stack: Embedded, services: Services, name: str) -> Services:
+        """``services`` as the managed service ``name`` is handed them; by default unchanged."""
+        return services
+
     def hub_service(self, stack: Embedded, services: Services) -> dict | None:
         """The JupyterHub service entry that runs it, or None (nothing to run)."""
         return None

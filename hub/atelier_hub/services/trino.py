@@ -1,11 +1,13 @@
 """Trino (Presto): its descriptor. A single-node coordinator on 127.0.0.1 with the
-``tpch`` catalog and a ``hive`` catalog on the shared bucket.
+``tpch`` catalog and a ``hive`` catalog on the shared bucket, behind a hub-authenticated front.
 
-Rule this module keeps: the coordinator's address sessions get is decided here; the
-server (:mod:`.trino_server`) is handed the S3 store's endpoint, bucket and keys from
-the deployment settings (keys through its environment only). It has no ``url`` in the
-hub: Trino has no login here, so it is not routed through the hub's proxy, and the hub
-does not wait for it.
+Rule this module keeps: the address sessions get is the front's (:mod:`.trino_front`,
+run by the server's supervisor :mod:`.trino_server`): queries run as the hub user whose
+token came with them, and Trino itself, on a private port, accepts only the front. The
+server is handed the S3 store's endpoint and bucket from the deployment settings, with
+the keys of Trino's own S3 account (through its environment only). It has no ``url``
+in the hub: it is not routed through the hub's proxy (Trino's clients need their own
+address), and the hub does not wait for it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class Trino(Service):
     title = "Trino"
     needs = ("trino",)
     optional = True
+    # The session's hub token is its Trino credential (the front checks it).
+    session_scopes = ("access:services!service=trino",)
 
     def url(self, stack) -> str:
         return f"http://127.0.0.1:{stack.ports[self.name]}"
@@ -37,7 +41,7 @@ class Trino(Service):
             sys.executable, "-m", "atelier_hub.services.trino_server",
             "--state", str(stack.path("trino")),
             "--record", str(self.record_file(stack.root)),
-            "--port", str(stack.ports[self.name]),
+            "--front-port", str(stack.ports[self.name]),
             "--trino-home", str(trino_paths().home),
         ]
         java = default_java_home()

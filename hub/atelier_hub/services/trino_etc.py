@@ -71,6 +71,7 @@ def render_etc(
     bucket: str | None = None,
     region: str = "us-east-1",
     s3_keys_in_env: bool = True,
+    jwt_key_file: str | None = None,
 ) -> dict[str, str]:
     """Every file of Trino's ``etc/`` folder, by path relative to it (pure, no I/O).
 
@@ -78,6 +79,8 @@ def render_etc(
     given: one bad catalog file stops the whole server, so none is written half-done.
     With ``s3_keys_in_env`` the catalog reads the keys from Trino's environment;
     without, the AWS SDK's default chain finds them (instance or IRSA credentials).
+    With ``jwt_key_file`` (the HMAC key of :mod:`.trino_front`, base64 in a 0600 file)
+    every client must send a JWT signed with it: only the front can.
 
     >>> files = render_etc(port=8080, node_id="n1", data_dir="/s/data", etc_dir="/s/etc",
     ...                    trino_home="/t", s3_endpoint="http://127.0.0.1:9000", bucket="b")
@@ -110,6 +113,20 @@ def render_etc(
         # The HTTP request log would grow with every query; the server log is kept.
         "http-server.log.enabled": "false",
     }
+    if jwt_key_file:
+        config.update({
+            # Trino checks JWTs only on requests it counts as secure: here those the
+            # front marks X-Forwarded-Proto: https (loopback, no TLS to terminate).
+            # Plain HTTP gets no "insecure" user-name-only login at all.
+            # ref: trino io/trino/server/security/AuthenticationFilter.java
+            # ref: https://trino.io/docs/current/security/jwt.html
+            "http-server.authentication.type": "JWT",
+            "http-server.authentication.jwt.key-file": jwt_key_file,
+            "http-server.authentication.allow-insecure-over-http": "false",
+            "http-server.process-forwarded": "true",
+            # Required once authentication is on; resolved from Trino's environment.
+            "internal-communication.shared-secret": "${ENV:TRINO_INTERNAL_SECRET}",
+        })
     log_levels = {
         "io.trino": "INFO",
         # Plugin loading and the bootstrap's property table are hundreds of lines a start.

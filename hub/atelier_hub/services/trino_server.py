@@ -8,8 +8,11 @@ it dies, so the hub's own restart (every ~30 s) is needed only when this supervi
 itself dies. ``DIR/ready`` is written only once a real query has succeeded on the
 running server, and removed whenever it is not running.
 
-Trino has no login here: anyone on this machine who reaches the port may query as any
-user name. So it listens on 127.0.0.1 only and is not routed through the hub's proxy.
+Trino requires a JWT signed with a key made at each start (``DIR/secret/jwt-hmac``,
+0600; Trino reads it, this process signs with it), on a private 127.0.0.1 port chosen
+at start. With ``--front-port`` this process also runs the hub-authenticated front
+(:mod:`.trino_front`) there, the only address sessions are given: a local process that
+finds the private port but holds no key is refused (HTTP 401).
 
 Layout of ``--state DIR``::
 
@@ -18,32 +21,40 @@ Layout of ``--state DIR``::
                          log.properties, catalog/*.properties (rewritten each start)
     DIR/data/            Trino's node.data-dir (and working folder)
     DIR/logs/server.log  Trino's own log (rotated by Trino); launcher.log: the JVM's output
+    DIR/secret/jwt-hmac  the per-start key Trino checks JWTs with (0600)
     DIR/ready            written once a real query has succeeded; removed at exit
 
 Run by the hub as ``python -m atelier_hub.services.trino_server --state DIR --record F
---port P --s3-endpoint URL --bucket B [--java-home H] [--trino-home H]``.
+--front-port P --s3-endpoint URL --bucket B [--java-home H] [--trino-home H]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
+import secrets
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 
-from ._process import Supervisor, port_free, tail
+from ._process import Supervisor, free_port, port_free, tail
 from .trino_etc import render_etc, server_command
+from .trino_front import sign_jwt
 
-__all__ = ["TrinoError", "query", "read_ready", "default_java_home", "java_major_version", "main",
-           "MIN_JAVA", "READY_SQL"]
+__all__ = ["TrinoError", "query", "read_ready", "local_token", "default_java_home", "java_major_version", "main",
+           "MIN_JAVA", "READY_SQL", "SERVICE_USER"]
 
 MIN_JAVA = 22  # "Trino requires Java 22+" (Trino 476)
 READY_SQL = "SELECT count(*) FROM tpch.tiny.nation"
+#: whom this supervisor's own queries (readiness, Hive's default schema) run as
+SERVICE_USER = "atelier-service"
+KEY_FILE = "secret/jwt-hmac"
 
 
 class TrinoError(RuntimeError):
@@ -88,14 +99,20 @@ def java_major_version(java_home: str | Path) -> int | None:
 
 
 def query(url: str, sql: str, *, user: str = "atelier", timeout: float = 30, catalog: str | None = None,
-          schema: str | None = None) -> list[list]:
-    """Run ``sql`` through Trino's REST protocol and return its rows.
+          schema: str | None = None, token: str | None = None) -> list[list]:
+    """Run ``sql`` through Trino's REST protocol and return its rows. ``token`` goes
+    as ``Authorization: Bearer``: a JWT for Trino itself, a hub token for the front.
 
     Raises :class:`TrinoError` when the query fails, OSError when nobody answers.
     ref: https://trino.io/docs/current/develop/client-protocol.html
     """
     deadline = time.monotonic() + timeout
     headers = {"X-Trino-User": user, "X-Trino-Source": "atelier-service"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+        # Trino itself checks a JWT only on a request it counts as secure (see
+        # trino_etc); its nextUri then says https, which is put back below.
+        headers["X-Forwarded-Proto"] = "https"
     if catalog:
         headers["X-Trino-Catalog"] = catalog
     if schema:
@@ -122,6 +139,8 @@ def query(url: str, sql: str, *, user: str = "atelier", timeout: float = 30, cat
         next_uri = body.get("nextUri")
         if not next_uri:
             return rows
+        if url.startswith("http://") and next_uri.startswith("https://"):
+            next_uri = "http://" + next_uri.removeprefix("https://")
         request = urllib.request.Request(next_uri, headers=headers)
 
 
@@ -160,12 +179,56 @@ def read_ready(state: str | Path) -> dict | None:
     return info if proc_state != "Z" else None
 
 
-def prepare_hive(url: str) -> None:
+def local_token(state: str | Path, user: str = SERVICE_USER) -> str:
+    """A JWT Trino accepts, signed with the running server's key: for this supervisor
+    and for whoever may read its state folder (the hub's OS user, the tests)."""
+    key = base64.b64decode((Path(state) / KEY_FILE).read_text())
+    return sign_jwt(key, subject=user)
+
+
+def _write_key(path: Path) -> bytes:
+    key = secrets.token_bytes(32)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(base64.b64encode(key).decode())
+    return key
+
+
+def start_front(port: int, *, key: bytes, backend: str) -> None:
+    """The hub-authenticated front on 127.0.0.1:``port``, in a thread of its own (its
+    own event loop): the port is bound here, so a port in use fails the start at once."""
+    import asyncio
+
+    from jupyterhub.services.auth import HubAuth
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+
+    from .trino_front import FrontState, make_app
+
+    sockets = bind_sockets(port, "127.0.0.1")
+
+    def serve() -> None:
+        async def run() -> None:
+            # A token revoked on the hub stops working here within a minute.
+            hub_auth = HubAuth(cache_max_age=60)
+            HTTPServer(make_app(FrontState(key=key, backend=lambda: backend), hub_auth),
+                       xheaders=False).add_sockets(sockets)
+            await asyncio.Event().wait()
+
+        asyncio.run(run())
+
+    threading.Thread(target=serve, name="trino-front", daemon=True).start()
+    print(f"Trino front listening on http://127.0.0.1:{port} (hub login; Trino itself on {backend})", flush=True)
+
+
+def prepare_hive(url: str, token: str) -> None:
     """Hive's ``default`` schema, as every Hive metastore has one, so that
     ``CREATE TABLE hive.default.t ... WITH (external_location=...)`` works at once.
     A store that cannot be reached is reported, not fatal: tpch still serves."""
     try:
-        query(url, "CREATE SCHEMA IF NOT EXISTS hive.default", timeout=20)
+        query(url, "CREATE SCHEMA IF NOT EXISTS hive.default", timeout=20, user=SERVICE_USER, token=token)
     except (OSError, TrinoError) as exc:
         print(f"trino: warning: the hive catalog cannot use the shared bucket yet ({exc}); "
               "queries on hive.* fail until the S3 server answers", file=sys.stderr, flush=True)
@@ -177,7 +240,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--state", required=True, help="folder for etc/, data/, logs/ and the node id")
     ap.add_argument("--record", type=Path, help="file recording the server's process group (default DIR/server.pgid)")
-    ap.add_argument("--port", type=int, required=True, help="HTTP port on 127.0.0.1")
+    ap.add_argument("--port", type=int, default=0, help="Trino's own HTTP port on 127.0.0.1 (default: a free one)")
+    ap.add_argument("--front-port", type=int, default=0,
+                    help="run the hub-authenticated front on this port (needs the hub's service environment)")
     ap.add_argument("--s3-endpoint", help="S3 endpoint of the shared bucket (enables the hive catalog)")
     ap.add_argument("--bucket", help="the shared bucket; Hive table definitions go under s3://BUCKET/hive-metastore")
     ap.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
@@ -209,10 +274,12 @@ def main(argv: list[str] | None = None) -> None:
 
     keys_in_env = bool(os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"))
     log_file = logs / "server.log"
+    port = args.port or free_port()
+    key = _write_key(state / KEY_FILE)
     files = render_etc(
-        port=args.port, node_id=_node_id(state / "node-id"), data_dir=str(data), etc_dir=str(etc),
+        port=port, node_id=_node_id(state / "node-id"), data_dir=str(data), etc_dir=str(etc),
         trino_home=str(trino_home), s3_endpoint=args.s3_endpoint, bucket=args.bucket, region=args.region,
-        s3_keys_in_env=keys_in_env,
+        s3_keys_in_env=keys_in_env, jwt_key_file=str(state / KEY_FILE),
     )
     main_class = dict(
         line.split("=", 1) for line in main_class_file.read_text().splitlines() if "=" in line
@@ -221,19 +288,24 @@ def main(argv: list[str] | None = None) -> None:
                          etc_dir=str(etc), files=files, log_file=str(log_file), main_class=main_class)
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
     env["JAVA_HOME"] = java_home
+    env["TRINO_INTERNAL_SECRET"] = secrets.token_urlsafe(32)
     catalogs = sorted(Path(rel).stem for rel in files if rel.startswith("catalog/"))
-    url = f"http://127.0.0.1:{args.port}"
+    url = f"http://127.0.0.1:{port}"
+    token = sign_jwt(key, subject=SERVICE_USER, lifetime=10 * 365 * 86400)
+    front = f"http://127.0.0.1:{args.front_port}" if args.front_port else None
+    if args.front_port:
+        start_front(args.front_port, key=key, backend=url)
 
     def before_start() -> None:
         ready_file.unlink(missing_ok=True)
         _write_tree(etc, files)
         # The predecessor (if any) has just been ended; give its port a moment to close.
         for _ in range(50):
-            if port_free(args.port):
+            if port_free(port):
                 break
             time.sleep(0.2)
         else:
-            print(f"trino: port {args.port} on 127.0.0.1 is in use; the server will fail to start",
+            print(f"trino: port {port} on 127.0.0.1 is in use; the server will fail to start",
                   file=sys.stderr, flush=True)
         print(f"starting Trino on {url} (catalogs: {', '.join(catalogs)}; log: {log_file})", flush=True)
 
@@ -265,16 +337,16 @@ def main(argv: list[str] | None = None) -> None:
             sup.stop()
             sys.exit(1)
         try:
-            ok = query(url, READY_SQL, timeout=5) == [[25]]
+            ok = query(url, READY_SQL, timeout=5, user=SERVICE_USER, token=token) == [[25]]
         except (OSError, TrinoError) as exc:
             ok, last = False, str(exc)
         if not ok:
             time.sleep(1)
             continue
         if "hive" in catalogs:
-            prepare_hive(url)
+            prepare_hive(url, token)
         ready_pid = proc.pid
-        ready_file.write_text(json.dumps({"url": url, "pid": proc.pid, "catalogs": catalogs,
+        ready_file.write_text(json.dumps({"url": url, "front": front, "pid": proc.pid, "catalogs": catalogs,
                                           "ready_s": round(time.monotonic() - sup.started_at, 1)}))
         print(f"Trino ready on {url} in {time.monotonic() - sup.started_at:.0f} s", flush=True)
     ready_file.unlink(missing_ok=True)

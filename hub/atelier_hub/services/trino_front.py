@@ -1,0 +1,246 @@
+"""The front of Trino: a hub token in, the token's user as Trino's user, Trino behind.
+
+Rule this module keeps: nobody queries Trino without a hub identity, and nobody
+chooses whom they query as. Clients send their hub API token (the session's
+``JUPYTERHUB_API_TOKEN``) in one of the ways Trino's own clients can send a secret over
+plain HTTP on loopback:
+
+- ``Authorization: Bearer|token TOKEN``, or Basic with the token as the password
+  (the Python client with ``allow_insecure_auth``, SQLAlchemy/``%sql``);
+- the extra credential ``hub_token=TOKEN`` (the Java CLI, which sends a password or an
+  access token only over TLS).
+
+The front asks the hub who the token belongs to (cached briefly), then forwards the
+request with ``X-Trino-User`` set to that user, whatever the client sent, and with a
+short-lived JWT for that user signed by a key made at each start (:func:`sign_jwt`):
+Trino itself requires that JWT (``http-server.authentication.type=JWT``), so a local
+process that finds Trino's private port is refused. The token never reaches Trino.
+Follow-up requests of a query (its ``nextUri``) carry the same credentials; a client
+that drops them is answered for the user who started that query, known from its id.
+ref: https://trino.io/docs/current/develop/client-protocol.html
+ref: https://trino.io/docs/current/security/jwt.html
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+__all__ = ["sign_jwt", "hub_token", "strip_hub_credential", "FrontState", "make_app", "CREDENTIAL"]
+
+CREDENTIAL = "hub_token"
+#: seconds a minted JWT is valid (it is minted again well before)
+JWT_LIFETIME = 600
+# Hop-by-hop headers, and identities only the front decides.
+_DROP_REQUEST = {"host", "authorization", "cookie", "connection", "content-length", "transfer-encoding",
+                 "accept-encoding",  # answers come back plain, so their URIs can be put back
+                 "keep-alive", "upgrade", "x-trino-user", "x-trino-original-user", "x-trino-original-roles",
+                 "x-trino-extra-credential", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+                 "x-forwarded-port", "forwarded"}
+_DROP_RESPONSE = {"connection", "transfer-encoding", "content-length", "keep-alive", "server"}
+_STATEMENT = re.compile(r"^/v1/statement/(?:queued|executing)/([^/]+)/")
+# The URIs of Trino's statement answers (QueryResults). ref: client-protocol.html
+_URI_FIELDS = ("nextUri", "infoUri", "partialCancelUri")
+# What anyone may ask without a token: whether Trino is up (the clients' own check).
+_OPEN = {"/v1/info", "/v1/info/state"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def sign_jwt(key: bytes, *, subject: str, now: float | None = None, lifetime: int = JWT_LIFETIME) -> str:
+    """An HS256 JWT for ``subject`` (pure, given ``now``). RFC 7519; Trino reads ``sub``.
+
+    >>> token = sign_jwt(b"k" * 32, subject="ada", now=0)
+    >>> json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    {'sub': 'ada', 'iat': 0, 'exp': 600}
+    """
+    now = int(time.time() if now is None else now)
+    head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    body = _b64(json.dumps({"sub": subject, "iat": now, "exp": now + lifetime}, separators=(",", ":")).encode())
+    signature = hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{_b64(signature)}"
+
+
+def _credentials(header: str) -> list[tuple[str, str]]:
+    pairs = []
+    for part in header.split(","):
+        name, sep, value = part.strip().partition("=")
+        if sep:
+            pairs.append((name.strip(), value.strip()))
+    return pairs
+
+
+def hub_token(headers) -> str | None:
+    """The hub token a request carries, if any (``headers``: a mapping with ``get``
+    and ``get_list``, as Tornado's).
+
+    >>> from tornado.httputil import HTTPHeaders
+    >>> hub_token(HTTPHeaders({"Authorization": "Bearer abc"}))
+    'abc'
+    >>> hub_token(HTTPHeaders({"Authorization": "Basic " + base64.b64encode(b"ada:abc").decode()}))
+    'abc'
+    >>> hub_token(HTTPHeaders({"X-Trino-Extra-Credential": "other=1, hub_token=abc"}))
+    'abc'
+    >>> hub_token(HTTPHeaders({"X-Trino-User": "ada"})) is None
+    True
+    """
+    auth = headers.get("Authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() in ("bearer", "token") and value.strip():
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            _, _, password = base64.b64decode(value.strip()).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            password = ""
+        if password:
+            return password
+    for header in headers.get_list("X-Trino-Extra-Credential"):
+        for name, cred in _credentials(header):
+            if name == CREDENTIAL and cred:
+                return cred
+    return None
+
+
+def strip_hub_credential(values: list[str]) -> str | None:
+    """The extra credentials a client sent, less the hub token (it is not Trino's).
+
+    >>> strip_hub_credential(["a=1, hub_token=x", "b=2"])
+    'a=1, b=2'
+    >>> strip_hub_credential(["hub_token=x"]) is None
+    True
+    """
+    kept = [f"{n}={v}" for header in values for n, v in _credentials(header) if n != CREDENTIAL]
+    return ", ".join(kept) or None
+
+
+class FrontState:
+    """What the front knows: where Trino is, the key Trino trusts, who started which query."""
+
+    def __init__(self, *, key: bytes, backend: Callable[[], str], max_queries: int = 10000):
+        self.key = key
+        self.backend = backend
+        self._jwts: dict[str, tuple[str, float]] = {}
+        self._queries: OrderedDict[str, str] = OrderedDict()
+        self._max_queries = max_queries
+
+    def jwt(self, user: str) -> str:
+        token, made = self._jwts.get(user, ("", 0.0))
+        if time.time() - made > JWT_LIFETIME / 2:
+            token, made = sign_jwt(self.key, subject=user), time.time()
+            self._jwts[user] = (token, made)
+        return token
+
+    def started(self, query_id: str, user: str) -> None:
+        self._queries[query_id] = user
+        while len(self._queries) > self._max_queries:
+            self._queries.popitem(last=False)
+
+    def user_of_query(self, path: str) -> str | None:
+        m = _STATEMENT.match(path)
+        return self._queries.get(m.group(1)) if m else None
+
+
+def make_app(state: FrontState, hub_auth):
+    """The Tornado application of the front (``hub_auth``: a JupyterHub ``HubAuth``)."""
+    from tornado import httpclient, httputil, web
+
+    class Forward(web.RequestHandler):
+        SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
+
+        async def _user(self) -> str | None:
+            token = hub_token(self.request.headers)
+            if token is None:
+                return None
+            model = await hub_auth.user_for_token(token, sync=False)
+            if not model or not hub_auth.check_scopes(hub_auth.access_scopes, model):
+                raise web.HTTPError(403, "this hub token may not use Trino (it lacks the scope "
+                                         f"{', '.join(sorted(hub_auth.access_scopes))})")
+            return model["name"]
+
+        async def _forward(self, *_):
+            path = self.request.path
+            user = await self._user()
+            if user is None and path not in _OPEN:
+                user = self.state_user(path)
+            if user is None and path not in _OPEN:
+                raise web.HTTPError(401, "Trino here needs your hub API token: connect_trino(), %sql and "
+                                         "the trino CLI send JUPYTERHUB_API_TOKEN; others may send it as "
+                                         f"Authorization: Bearer TOKEN or the extra credential {CREDENTIAL}=TOKEN")
+            headers = httputil.HTTPHeaders()
+            for name, value in self.request.headers.get_all():
+                if name.lower() not in _DROP_REQUEST:
+                    headers.add(name, value)
+            extra = strip_hub_credential(self.request.headers.get_list("X-Trino-Extra-Credential"))
+            if extra:
+                headers["X-Trino-Extra-Credential"] = extra
+            if user is not None:
+                headers["X-Trino-User"] = user
+                headers["Authorization"] = f"Bearer {state.jwt(user)}"
+            # Trino builds nextUri from these (http-server.process-forwarded): back to the
+            # front. "https": Trino checks JWTs only on requests it counts as secure; the
+            # scheme is put back in the answer (the hop to Trino is loopback).
+            headers["X-Forwarded-Host"] = self.request.host
+            headers["X-Forwarded-Proto"] = "https"
+            body = self.request.body if self.request.method in ("POST", "PUT") else None
+            request = httpclient.HTTPRequest(
+                state.backend() + self.request.uri, method=self.request.method, headers=headers, body=body,
+                allow_nonstandard_methods=True, follow_redirects=False, decompress_response=False,
+                request_timeout=600)
+            try:
+                response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+            except OSError:
+                response = None
+            if response is None or response.code == 599:
+                self.set_status(503)
+                self.finish({"message": "Trino is starting (or restarting); try again in a few seconds"})
+                return
+            self.set_status(response.code, response.reason)
+            secure, plain = f"https://{self.request.host}/", f"{self.request.protocol}://{self.request.host}/"
+            for name, value in response.headers.get_all():
+                if name.lower() == "location" and value.startswith(secure):
+                    value = plain + value.removeprefix(secure)
+                if name.lower() not in _DROP_RESPONSE:
+                    self.add_header(name, value)
+            body = response.body or b""
+            if path.startswith("/v1/statement") and response.code == 200 and body:
+                body = self._answer(body, user, secure=secure, plain=plain)
+            self.finish(body)
+
+        def _answer(self, body: bytes, user: str | None, *, secure: str, plain: str) -> bytes:
+            """A statement answer with its URIs back on the client's scheme (only the
+            protocol's URI fields: rows are never touched); a query's id remembered."""
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                return body
+            if not isinstance(doc, dict):
+                return body
+            for field in _URI_FIELDS:
+                value = doc.get(field)
+                if isinstance(value, str) and value.startswith(secure):
+                    doc[field] = plain + value.removeprefix(secure)
+            if user is not None and self.request.method == "POST" and isinstance(doc.get("id"), str):
+                state.started(doc["id"], user)
+            return json.dumps(doc).encode()
+
+        def state_user(self, path: str) -> str | None:
+            return state.user_of_query(path)
+
+        def write_error(self, status_code, **kwargs):
+            exc = kwargs.get("exc_info", (None, None))[1]
+            message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"error": status_code, "message": message}))
+
+        get = head = post = put = delete = _forward
+
+    return web.Application([(r"/.*", Forward)])

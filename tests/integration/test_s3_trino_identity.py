@@ -1,0 +1,211 @@
+"""Every user is their own in S3 and Trino: a second real user (bob) attacks from his
+own session of the real stack, and the assertions are the attacks failing.
+
+- S3: bob's session holds bob's keys and no one else's; with them he reads and writes
+  the shared bucket, but cannot write MLflow's artifact bucket nor touch alice's
+  private prefix ``users/alice/``; once removed (``atelier users remove``) his keys stop
+  working; the store's access log names who wrote what.
+- Trino: bob is bob through the Python client and the CLI, even when he says he is
+  alice, and Trino's own (private) port refuses him whatever he sends.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from kernel import run_code
+from stack import VENV_BIN
+
+pytestmark = pytest.mark.integration
+
+SHARED, ARTIFACTS = "atelier-shared", "atelier-mlflow"
+TRINO_READY_TIMEOUT = 420
+
+ALICE = r"""
+import boto3, os
+s3 = boto3.client("s3")
+s3.put_object(Bucket="atelier-shared", Key="users/alice/diary.txt", Body=b"alice's own")
+s3.put_object(Bucket="atelier-shared", Key="from-alice/hello.txt", Body=b"hello from alice")
+print(os.environ["AWS_ACCESS_KEY_ID"])
+"""
+
+BOB = r"""
+import glob, json, os, subprocess, urllib.error, urllib.request
+import boto3, botocore
+s3 = boto3.client("s3")                      # no argument: the session's own keys
+
+def attempt(call):
+    try:
+        call()
+        return "ok"
+    except botocore.exceptions.ClientError as exc:
+        return exc.response["Error"]["Code"]
+
+out = {"key": os.environ.get("AWS_ACCESS_KEY_ID")}
+out["shared_write"] = attempt(lambda: s3.put_object(Bucket="atelier-shared", Key="from-bob/hi.txt", Body=b"bob"))
+out["shared_read"] = s3.get_object(Bucket="atelier-shared", Key="from-alice/hello.txt")["Body"].read().decode()
+out["artifacts_write"] = attempt(lambda: s3.put_object(Bucket="atelier-mlflow", Key="0/evil", Body=b"x"))
+out["alice_write"] = attempt(lambda: s3.put_object(Bucket="atelier-shared", Key="users/alice/evil", Body=b"x"))
+out["alice_read"] = attempt(lambda: s3.get_object(Bucket="atelier-shared", Key="users/alice/diary.txt"))
+out["alice_delete"] = attempt(lambda: s3.delete_object(Bucket="atelier-shared", Key="users/alice/diary.txt"))
+out["alice_list"] = attempt(lambda: s3.list_objects_v2(Bucket="atelier-shared", Prefix="users/alice/"))
+out["alice_copy"] = attempt(lambda: s3.copy_object(Bucket="atelier-shared", Key="from-bob/stolen",
+                                                   CopySource={"Bucket": "atelier-shared",
+                                                               "Key": "users/alice/diary.txt"}))
+out["own_copy"] = attempt(lambda: s3.copy_object(Bucket="atelier-shared", Key="from-bob/copy.txt",
+                                                 CopySource={"Bucket": "atelier-shared", "Key": "from-bob/hi.txt"}))
+out["own_private"] = attempt(lambda: s3.put_object(Bucket="atelier-shared", Key="users/bob/mine", Body=b"b"))
+
+import atelier_lab
+cur = atelier_lab.connect_trino(user="alice").cursor()     # claims to be alice
+cur.execute("SELECT current_user")
+out["trino_client"] = cur.fetchall()[0][0]
+cli = subprocess.run(["trino", "--user", "alice", "--execute", "SELECT current_user"], capture_output=True,
+                     text=True, timeout=180)
+out["trino_cli"], out["trino_cli_err"] = cli.stdout.strip(), cli.stderr[-400:]
+
+def direct(headers):
+    req = urllib.request.Request(f"http://127.0.0.1:{PRIVATE_PORT}/v1/statement", data=b"SELECT current_user",
+                                 headers={"X-Trino-User": "alice", **headers}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+out["direct_plain"] = direct({})
+out["direct_forged"] = direct({"X-Forwarded-Proto": "https", "Authorization": "Bearer e30.e30.x"})
+
+out["env"] = dict(os.environ)
+out["files"] = {p: open(p).read() for p in glob.glob("/etc/atelier/session/**", recursive=True)
+                if os.path.isfile(p)}
+print(json.dumps(out))
+"""
+
+
+def _client(keys: dict):
+    port = json.loads(_STATE[0].joinpath("atelier.json").read_text())["ports"]["s3"]
+    return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                        aws_access_key_id=keys["access_key_id"], aws_secret_access_key=keys["secret_access_key"])
+
+
+_STATE: list = []
+
+
+@pytest.fixture(scope="module")
+def bob(stack):
+    password = stack.add_user("bob")
+    return {"name": "bob", "password": password, "token": stack.user_token("bob")}
+
+
+@pytest.fixture(scope="module")
+def trino_private_port(stack):
+    """Trino's own port, as any local process finds it (here: from its ready file)."""
+    ready = stack.state / "trino" / "ready"
+    deadline = time.monotonic() + TRINO_READY_TIMEOUT
+    while not ready.exists():
+        assert time.monotonic() < deadline, f"Trino not ready in {TRINO_READY_TIMEOUT} s:\n{stack.hub_log()}"
+        time.sleep(1)
+    return int(json.loads(ready.read_text())["url"].rsplit(":", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def attack(stack, alice, bob, trino_private_port):
+    """Alice writes her objects, then bob runs the attacks from his own session."""
+    _STATE[:] = [stack.state]
+    model = stack.spawn("alice", None, server="ident")
+    try:
+        alice_key = run_code(stack.url, model["url"], alice["token"], ALICE).strip()
+    finally:
+        stack.stop_server("alice", "ident")
+    model = stack.spawn("bob", None, server="ident")
+    try:
+        raw = run_code(stack.url, model["url"], bob["token"], BOB.replace("PRIVATE_PORT", str(trino_private_port)),
+                       timeout=400)
+    finally:
+        stack.stop_server("bob", "ident")
+    out = json.loads(raw.strip().splitlines()[-1])
+    out["alice_key"] = alice_key
+    return out
+
+
+def _keys(stack, kind: str, name: str) -> dict:
+    return json.loads((stack.state / "secrets" / "s3-accounts" / kind / f"{name}.json").read_text())
+
+
+def test_each_users_sessions_hold_their_own_keys_and_no_one_elses(stack, attack):
+    assert attack["alice_key"] == "user-alice" and attack["key"] == "user-bob"
+    bob_keys = _keys(stack, "users", "bob")
+    assert attack["env"]["AWS_SECRET_ACCESS_KEY"] == bob_keys["secret_access_key"]
+    others = [json.loads((stack.state / "secrets" / "s3.json").read_text())["secret_access_key"],
+              _keys(stack, "users", "alice")["secret_access_key"],
+              _keys(stack, "services", "trino")["secret_access_key"],
+              _keys(stack, "services", "mlflow")["secret_access_key"]]
+    seen = json.dumps(attack["env"]) + json.dumps(attack["files"])
+    for secret in others:
+        assert secret not in seen
+    # The settings every session reads hold no key at all.
+    deployment = json.loads((stack.state / "deployment.json").read_text())
+    assert deployment["services"]["s3"]["secret_access_key"] is None
+
+
+def test_the_shared_bucket_is_read_and_written_by_everyone(stack, attack):
+    assert attack["shared_write"] == "ok" and attack["shared_read"] == "hello from alice"
+    assert attack["own_copy"] == "ok"
+    alice = _client(_keys(stack, "users", "alice"))
+    assert alice.get_object(Bucket=SHARED, Key="from-bob/hi.txt")["Body"].read() == b"bob"
+
+
+def test_another_users_keys_cannot_write_the_artifact_bucket_nor_touch_a_private_prefix(stack, attack):
+    assert attack["artifacts_write"] == "AccessDenied"
+    for what in ("alice_write", "alice_read", "alice_delete", "alice_list", "alice_copy"):
+        assert attack[what] == "AccessDenied", (what, attack[what])
+    assert attack["own_private"] == "ok"
+    # Alice's object is untouched, nothing landed where bob aimed.
+    s3 = stack.s3()
+    assert s3.get_object(Bucket=SHARED, Key="users/alice/diary.txt")["Body"].read() == b"alice's own"
+    for bucket, key in ((SHARED, "users/alice/evil"), (SHARED, "from-bob/stolen"), (ARTIFACTS, "0/evil")):
+        with pytest.raises(ClientError):
+            s3.head_object(Bucket=bucket, Key=key)
+
+
+def test_writes_are_attributed_to_the_users_account(stack, attack):
+    log = (stack.state / "logs" / "s3-access.log").read_text()
+    line = next(entry for entry in log.splitlines() if "from-bob/hi.txt" in entry and "PutObject" in entry)
+    assert " user-bob " in line
+    secrets = [_keys(stack, "users", n)["secret_access_key"] for n in ("alice", "bob")]
+    assert not any(s in log for s in secrets)
+
+
+def test_trino_sees_bob_as_bob_even_when_he_claims_to_be_alice(attack):
+    assert attack["trino_client"] == "bob"
+    assert attack["trino_cli"] == '"bob"', attack["trino_cli_err"]
+
+
+def test_trino_itself_refuses_a_connection_that_bypasses_the_front(stack, attack, trino_private_port):
+    front = json.loads((stack.state / "deployment.json").read_text())["services"]["trino"]["url"]
+    assert not front.endswith(f":{trino_private_port}")  # sessions are given the front only
+    assert attack["direct_plain"] == 403   # "Authentication over HTTP is not enabled"
+    assert attack["direct_forged"] == 401  # a JWT not signed with the per-start key
+
+
+def test_a_removed_users_keys_stop_working(stack, attack):
+    env = attack["env"]  # the keys bob's session held
+    bob = _client({"access_key_id": env["AWS_ACCESS_KEY_ID"], "secret_access_key": env["AWS_SECRET_ACCESS_KEY"]})
+    bob.put_object(Bucket=SHARED, Key="from-bob/before-removal", Body=b"1")
+    out = subprocess.run([str(VENV_BIN / "atelier"), "users", "--state", str(stack.state), "remove", "bob"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    with pytest.raises(ClientError) as err:
+        bob.put_object(Bucket=SHARED, Key="from-bob/after-removal", Body=b"1")
+    assert err.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+    assert "removed from the running hub too" in out.stdout, out.stdout + out.stderr
+    assert not (stack.state / "secrets" / "s3-accounts" / "users" / "bob.json").exists()
+    # Alice is unaffected, and bob's objects stay.
+    alice = _client(_keys(stack, "users", "alice"))
+    alice.put_object(Bucket=SHARED, Key="from-alice/after-bob", Body=b"1")
+    assert alice.get_object(Bucket=SHARED, Key="from-bob/before-removal")["Body"].read() == b"1"
