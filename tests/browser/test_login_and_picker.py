@@ -3,45 +3,11 @@ profile picker. Screenshots land in test-output/screenshots/ (git-ignored)."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from atelier_hub.gpus import detect_gpus
-from stack import OUTPUT
+from chromium import SHOTS, login
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SHOTS = OUTPUT / "screenshots"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    """A fresh browser profile (no cookies) per test."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    yield context.new_page()
-    context.close()
-
-
-def login(page, stack, name, password):
-    page.goto(f"{stack.url}/hub/login")
-    page.fill("#username_input", name)
-    page.fill("#password_input", password)
-    page.click("#login_submit")
-    page.wait_for_url(f"{stack.url}/hub/**")
 
 
 def test_login_pick_a_gpu_profile_without_gpus_is_refused_on_the_page(stack, page):
