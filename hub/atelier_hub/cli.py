@@ -1,4 +1,5 @@
-"""The ``atelier`` command: ``dev``, ``profiles``, ``users``, ``install``.
+"""The ``atelier`` command: ``dev``, ``profiles``, ``users``, ``install``; on a user's own machine
+``login``, ``vscode``, ``ssh-proxy``, ``kubeconfig`` (atelier_hub.remote).
 
 Rule this module keeps: bad input ends with one clear line on stderr naming the thing
 and the fix, and exit status 2; no traceback for a user's mistake. Secrets are shown
@@ -259,6 +260,52 @@ def _install(args) -> None:
     install_main(["--test"] if args.test else [])
 
 
+def _remote(name: str):
+    """A command of atelier_hub.remote, its RemoteError ending as one clear line."""
+    def run(args) -> None:
+        from . import remote
+
+        try:
+            getattr(remote, name)(args)
+        except remote.RemoteError as exc:
+            fail(str(exc))
+    return run
+
+
+def _add_remote_parsers(sub) -> None:
+    hub_help = "the hub's URL (default: $ATELIER_HUB_URL, else the saved login)"
+    login = sub.add_parser("login", help="save a hub URL and token (0600) for the commands below")
+    login.add_argument("--hub", required=True, help="the hub's URL, e.g. https://hub.example.org")
+    login.add_argument("--token-stdin", action="store_true", help="read the token from stdin (no prompt)")
+    login.set_defaults(func=_remote("cmd_login"))
+
+    vs = sub.add_parser("vscode", help="set up VS Code Remote-SSH to a server (starts it when stopped)")
+    vs.add_argument("server", nargs="?", default="", help="a named server (default: your default server)")
+    vs.add_argument("--hub", help=hub_help)
+    vs.add_argument("--profile", help="profile to start the server with when it is stopped")
+    vs.add_argument("--ssh-config", metavar="FILE", help="write the Host block here (default ~/.ssh/config)")
+    vs.add_argument("--identity-file", metavar="KEY", help="SSH key to use (default ~/.ssh/atelier_ed25519, "
+                    "made when missing)")
+    vs.add_argument("--no-open", action="store_true", help="print the `code` command instead of running it")
+    vs.add_argument("--timeout", type=float, default=300, help="seconds to wait for the server to start")
+    vs.set_defaults(func=_remote("cmd_vscode"))
+
+    proxy = sub.add_parser("ssh-proxy", help="ssh's ProxyCommand: a session's sshd through the hub")
+    proxy.add_argument("--hub", help=hub_help)
+    proxy.add_argument("--user", required=True, help="the server's owner")
+    proxy.add_argument("--server", default="", help="a named server")
+    proxy.set_defaults(func=_remote("cmd_ssh_proxy"))
+
+    kc = sub.add_parser("kubeconfig", help="a kubeconfig reaching only your own pods (cluster mode)")
+    kc.add_argument("server", nargs="?", default="", help="a named server (default: your default server)")
+    kc.add_argument("--hub", help=hub_help)
+    kc.add_argument("--output", "-o", metavar="FILE",
+                    help="where to write it (default ~/.kube/atelier-USER[-SERVER].yaml)")
+    kc.add_argument("--duration", type=int, default=8 * 3600, metavar="SECONDS",
+                    help="token lifetime asked for (the hub caps it; default 8 h)")
+    kc.set_defaults(func=_remote("cmd_kubeconfig"))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="atelier", description="Atelier: a managed development environment for ML engineers.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -296,6 +343,8 @@ def main(argv: list[str] | None = None) -> None:
     from .cluster.values import add_render_parser
 
     add_render_parser(sub, profiles_default=_default_profiles())
+
+    _add_remote_parsers(sub)
 
     inst = sub.add_parser("install", help="install what is missing (what `make install` runs)")
     inst.add_argument("--test", action="store_true", help="also what the tests need")

@@ -23,20 +23,17 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import ClassVar
 
 from dockerspawner import DockerSpawner
 from jupyterhub.utils import random_port
-from tornado import web
 from traitlets import Int, Unicode, default
 
-from .gpus import GPUPool, GPUUnavailable, detect_gpus
+from .embedded_spawner import EmbeddedSpawnerMixin
+from .gpus import GPUUnavailable
 from .install.paths import image_ref
-from .profile_spawner import ProfileSpawnerMixin
-from .profiles import Profile, to_embedded, visible_profiles
+from .profiles import Profile, to_embedded
 from .session import session_env, session_files
 from .settings import Services
-from .spawner import render_profile_form
 
 __all__ = ["AtelierDockerSpawner", "SESSION_CONFIG_DIR", "IMAGE_HOME", "IMAGE_JARS", "IMAGE_JAVA_HOME",
            "container_services", "stack_id", "update_container_spawner"]
@@ -74,7 +71,7 @@ def container_services(services: Services) -> Services:
         update={"jars": jars, "java_home": IMAGE_JAVA_HOME})})
 
 
-class AtelierDockerSpawner(ProfileSpawnerMixin, DockerSpawner):
+class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
     """One container per server, sized by its profile (embedded mode)."""
 
     homes_dir = Unicode(
@@ -100,14 +97,6 @@ class AtelierDockerSpawner(ProfileSpawnerMixin, DockerSpawner):
         help="Most tasks (processes and threads) one session may run: a fork bomb stays inside it. "
              "Spark's JVM and Ray's workers use a few hundred each.",
     )
-
-    _gpu_pool: ClassVar[GPUPool | None] = None
-
-    gpu_ids: list[int]
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.gpu_ids = []
 
     @default("image")
     def _image_default(self):
@@ -142,39 +131,7 @@ class AtelierDockerSpawner(ProfileSpawnerMixin, DockerSpawner):
         # No registry here: images are built locally by `make images`.
         return "never"
 
-    # -- shared, loaded once per hub process -------------------------------------------
-
-    @property
-    def gpu_pool(self) -> GPUPool:
-        cls = type(self)
-        if cls._gpu_pool is None:
-            cls._gpu_pool = GPUPool(detect_gpus())
-        return cls._gpu_pool
-
-    @property
-    def _key(self) -> str:
-        return f"{self.user.name}/{self.name}"
-
-    # -- the spawn form and the request (the same checks as the process spawner) ---------
-
-    @default("options_form")
-    def _options_form_default(self):
-        def form(spawner: AtelierDockerSpawner) -> str:
-            pool = spawner.gpu_pool
-            return render_profile_form(visible_profiles(spawner.profiles, spawner.groups()),
-                                       free_gpus=len(pool.free()), total_gpus=len(pool.gpus))
-
-        return form
-
-    def options_from_form(self, formdata):
-        options = {"profile": (formdata.get("profile") or [""])[0]}
-        try:
-            self._check(options)
-        except web.HTTPError as exc:
-            raise ValueError(exc.log_message) from None
-        except GPUUnavailable as exc:
-            raise ValueError(str(exc)) from None
-        return options
+    # -- what a GPU profile needs here, beyond free GPUs ----------------------------------
 
     def _nvidia_runtime(self) -> bool:
         try:
@@ -189,32 +146,16 @@ class AtelierDockerSpawner(ProfileSpawnerMixin, DockerSpawner):
             return False
         return True
 
-    def _check(self, options: dict) -> Profile:
-        profile = self.resolve_request(options)
-        if profile.gpu_count:
-            pool = self.gpu_pool
-            if self._key not in pool.held:
-                probe = f"check:{self._key}"
-                pool.acquire(probe, profile.gpu_count, profile=profile.name)  # raises: no/too few GPUs
-                pool.release(probe)
-            if not self._image_exists(self.gpu_image):
-                raise GPUUnavailable(
-                    f"Profile {profile.name!r} runs the image {self.gpu_image}, which is not built here: "
-                    "run `make images-gpu` (about 3 GB), or choose a CPU profile.")
-            if not self._nvidia_runtime():
-                raise GPUUnavailable(
-                    f"Profile {profile.name!r} needs {profile.gpu_count} GPU(s), but the Docker engine has no "
-                    "NVIDIA runtime: install the NVIDIA container toolkit (nvidia-ctk runtime configure) "
-                    "or choose a CPU profile.")
-        return profile
-
-    def run_pre_spawn_hook(self):
-        try:
-            self.profile = self._check(self.user_options)
-            self.gpu_ids = self.gpu_pool.acquire(self._key, self.profile.gpu_count, profile=self.profile.name)
-        except GPUUnavailable as exc:
-            raise web.HTTPError(409, str(exc), reason=str(exc)) from None
-        return super().run_pre_spawn_hook()
+    def _check_gpu_session(self, profile: Profile) -> None:
+        if not self._image_exists(self.gpu_image):
+            raise GPUUnavailable(
+                f"Profile {profile.name!r} runs the image {self.gpu_image}, which is not built here: "
+                "run `make images-gpu` (about 3 GB), or choose a CPU profile.")
+        if not self._nvidia_runtime():
+            raise GPUUnavailable(
+                f"Profile {profile.name!r} needs {profile.gpu_count} GPU(s), but the Docker engine has no "
+                "NVIDIA runtime: install the NVIDIA container toolkit (nvidia-ctk runtime configure) "
+                "or choose a CPU profile.")
 
     # -- the container -----------------------------------------------------------------
 
@@ -296,39 +237,11 @@ class AtelierDockerSpawner(ProfileSpawnerMixin, DockerSpawner):
         }
         self.log.info("Starting %s in a container from %s with profile %s (GPUs: %s)",
                       self._key, self.image, p.name, self.gpu_ids or "none")
-        try:
-            return await super().start()
-        except Exception:
-            self.gpu_pool.release(self._key)
-            raise
+        return await super().start()
 
     async def get_ip_and_port(self):
         # Host networking: nothing is published; the server listens where we told it.
         return self.ip, self.port
-
-    async def stop(self, now=False):
-        await super().stop(now=now)
-        self.gpu_pool.release(self._key)
-
-    # -- state kept across hub restarts ------------------------------------------------------
-
-    def get_state(self):
-        state = super().get_state()
-        if self.profile is not None:
-            state["profile"] = self.profile.name
-        if self.gpu_ids:
-            state["gpu_ids"] = self.gpu_ids
-        return state
-
-    def load_state(self, state):
-        super().load_state(state)
-        self.profile = self.profile_named(state.get("profile"))
-        self.gpu_ids = list(state.get("gpu_ids", []))
-        self.gpu_pool.restore(self._key, self.gpu_ids)
-
-    def clear_state(self):
-        super().clear_state()
-        self.gpu_ids = []
 
 
 def update_container_spawner(c, *, state: str | Path, profiles_dir: str, deployment_file: str,

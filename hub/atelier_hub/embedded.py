@@ -145,6 +145,9 @@ class Embedded:
         the generated admin password (also kept in ``initial-admin-password``, 0600,
         so that a start that fails half-way loses no login)."""
         root = Path(state).resolve()
+        # Refused before anything is created: a busy port leaves no empty state folder.
+        if free_port(port) != port:
+            raise OSError(f"port {port} on 127.0.0.1 is in use; stop what uses it or pass --port N")
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         previous: dict = {}
         if (root / "atelier.json").exists():
@@ -154,8 +157,6 @@ class Embedded:
             # atelier.json of an older Atelier kept each port as NAME_port.
             if key not in old_ports and previous.get(f"{key}_port"):
                 old_ports[key] = previous[f"{key}_port"]
-        if free_port(port) != port:
-            raise OSError(f"port {port} on 127.0.0.1 is in use; stop what uses it or pass --port N")
         names = [s.name for s in SERVICES if s.name not in without]
         taken = {port}
         ports: dict[str, int] = {}

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .schema import StrictModel
+from .schema import StrictModel, parse_problem
 
 __all__ = [
     "Profile",
@@ -219,7 +219,7 @@ def load_profiles(directory: str | Path) -> list[Profile]:
         try:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            problems.append(f"{path}: not valid YAML: {exc}".replace("\n", " "))
+            problems.append(f"{path}: not valid YAML: {parse_problem(exc)}")
             continue
         if not isinstance(data, dict):
             problems.append(f"{path}: (file): expected a mapping of fields such as name:, cpu:, memory:")

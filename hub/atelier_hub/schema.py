@@ -18,7 +18,27 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import PydanticUndefined
 
-__all__ = ["StrictModel", "undocumented", "reference", "main"]
+__all__ = ["StrictModel", "parse_problem", "undocumented", "reference", "main"]
+
+
+def parse_problem(exc: Exception) -> str:
+    """One line for a file that does not parse (YAML or JSON): where, and what is wrong,
+    so a CLI error stays one line per problem (pure).
+
+    >>> import yaml
+    >>> try:
+    ...     yaml.safe_load("images:\\n  base: [unclosed\\n")
+    ... except yaml.YAMLError as exc:
+    ...     parse_problem(exc)
+    "line 3, column 1: expected ',' or ']', but got '<stream end>'"
+    >>> parse_problem(ValueError("Expecting value: line 1 column 1 (char 0)"))
+    'Expecting value: line 1 column 1 (char 0)'
+    """
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(exc).split())
 
 
 class StrictModel(BaseModel):

@@ -15,7 +15,7 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from .schema import StrictModel
+from .schema import StrictModel, parse_problem
 
 __all__ = [
     "Deployment", "S3Service", "MLflowService", "TrinoService", "SparkService", "RayService", "Services",
@@ -116,7 +116,7 @@ def load_settings_file(path: str | Path, model: type[M], *, what: str, error: ty
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise error(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}") from None
+        raise error(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {parse_problem(exc)}") from None
     try:
         return model.model_validate(data or {})
     except ValidationError as exc:

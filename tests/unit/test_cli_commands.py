@@ -191,6 +191,7 @@ def test_render_values_with_settings_that_are_not_yaml(tmp_path, atelier, option
     assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith(f"atelier: {settings}: not valid YAML: "), r.stderr
     assert "line 2, column 1" in r.stderr  # where the parser gave up
+    assert r.stderr.count("\n") == 1, r.stderr  # one line, not the parser's drawing of the spot
 
 
 # -- the real command ------------------------------------------------------------------------------

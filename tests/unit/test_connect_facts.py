@@ -6,6 +6,8 @@ from __future__ import annotations
 import doctest
 
 import atelier_lab._connect as connect
+import pytest
+from atelier_hub import connect as cli
 from atelier_lab._connect import session_facts
 
 
@@ -34,3 +36,18 @@ def test_no_code_server_no_link_and_a_bad_origin_is_not_echoed():
     f = session_facts({"JUPYTERHUB_USER": "ada"}, home="/home/jovyan", origin="http://x/<script>")
     assert f["vscode_url"] == "" and f["hub_url"] == ""
     assert f["commands"][0]["command"] == "atelier login --hub URL"
+
+
+@pytest.mark.parametrize("user,server", [("ada", ""), ("ada", "gpu"), ("a@b.org", "x y")])
+def test_the_panel_and_the_cli_agree(user, server):
+    """The panel (in the session) shows what the hub's CLI (on the user's machine) writes."""
+    env = {"JUPYTERHUB_USER": user, "JUPYTERHUB_SERVER_NAME": server, "KUBERNETES_SERVICE_HOST": "k"}
+    f = session_facts(env, home=cli.SESSION_HOME, origin="http://127.0.0.1:8000")
+    commands = {c["id"]: c["command"] for c in f["commands"]}
+    alias = cli.ssh_alias(user=user, server=server)
+    assert f["alias"] == alias
+    assert commands["code"] == cli.code_command(alias=alias)
+    assert commands["ssh"] == f"ssh {alias}"
+    if " " not in server:  # the CLI quotes a server name with spaces; hub server names have none
+        assert commands["vscode"] == cli.vscode_command(server=server)
+        assert commands["kubeconfig"] == cli.kubeconfig_command(server=server)

@@ -7,11 +7,11 @@ import stat
 
 import pytest
 from atelier_hub.auth import UserError, UsersFile, check_password, hash_password
+from atelier_hub.embedded_spawner import render_profile_form
 from atelier_hub.gpus import GPUPool, GPUUnavailable
 from atelier_hub.profiles import Profile
 from atelier_hub.session import THREAD_VARS, session_env
 from atelier_hub.settings import MLflowService, S3Service, Services, SettingsError, load_deployment
-from atelier_hub.spawner import render_profile_form
 
 SMALL = Profile(name="cpu-small", display_name="Small", cpu={"limit": 2, "guarantee": 0.5},
                 memory={"limit": "4G", "guarantee": "1G"})

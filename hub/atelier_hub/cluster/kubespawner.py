@@ -308,4 +308,8 @@ def configure_kubespawner(
     if storage:
         update_storage(c, settings)
     update_identity(c, settings)
+    # `atelier kubeconfig`: a per-user identity reaching only the user's own pods.
+    from .attach import update_attach
+
+    update_attach(c, api_server_url=settings.attach.api_server_url, max_seconds=settings.attach.max_token_seconds)
     return settings

@@ -74,6 +74,16 @@ class NodePools(StrictModel):
                                  description="Node selector of the hub, the proxy and the chart's other pods.")
 
 
+class Attach(StrictModel):
+    """`atelier kubeconfig`: per-user kubeconfigs for VS Code's Kubernetes attach."""
+
+    api_server_url: str | None = Field(None, description="The Kubernetes API URL users reach from their own "
+                                       "machines (EKS: the cluster's endpoint); null: the one the hub uses, "
+                                       "right only where that is reachable from outside.")
+    max_token_seconds: int = Field(8 * 3600, ge=600, le=7 * 24 * 3600,
+                                   description="Longest lifetime of a kubeconfig's token; it also ends with the pod.")
+
+
 class ClusterSettings(StrictModel):
     """Everything a cluster deployment adds to ``profiles/`` and the services."""
 
@@ -91,6 +101,7 @@ class ClusterSettings(StrictModel):
     named_servers_per_user: int = Field(5, ge=0, description="Named servers a user may have besides the default.")
     node_pools: NodePools = Field(NodePools(), description="Where the chart's own pods run.")
     identity: SessionIdentity = Field(SessionIdentity(), description="Cloud credentials of sessions (IRSA).")
+    attach: Attach = Field(Attach(), description="Kubeconfigs for attaching VS Code to one's own pods.")
     private_cidrs: list[str] = Field(default_factory=lambda: ["10.0.0.0/8"],
                                      description="Where service hostnames outside the cluster resolve (the VPC): "
                                      "the chart blocks private IPs by default, so each service gets an egress "

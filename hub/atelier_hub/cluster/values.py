@@ -235,6 +235,9 @@ def add_render_parser(sub, *, profiles_default: str = "profiles") -> None:
     vals.add_argument("--cluster", help="cluster settings (images, storage, culling, GPU limit), YAML")
     vals.add_argument("--schema", help="also validate against the chart's values.schema.yaml")
     vals.set_defaults(func=cmd_render_values)
+    from .attach import add_render_attach  # the hub's extra Role for `atelier kubeconfig`
+
+    add_render_attach(rsub)
 
 
 def _fail(msg: str) -> None:

@@ -2,7 +2,7 @@
 
 Rule this module keeps: it only names the parts, in order; each step lives in its own
 module and skips itself when its result is present. ``--test`` adds what the test
-suite alone needs from Debian (Chromium, openssl); the Kubernetes control plane for
+suite alone needs from Debian (Chromium, openssl, OpenSSH's client); the Kubernetes control plane for
 the cluster tests is built by the suite's own helper (``tests/k8s/control_plane.py``),
 which ``make install-test`` runs after this.
 """
@@ -19,7 +19,7 @@ from .paths import VENV, cache_dir
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python3 -m atelier_hub.install",
                                  description="Install what Atelier needs and is missing.")
-    ap.add_argument("--test", action="store_true", help="also what the test suite needs from Debian (Chromium, openssl)")
+    ap.add_argument("--test", action="store_true", help="also what the tests need from Debian (Chromium, openssl, ssh)")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     _steps.say(f"cache: {cache_dir()}")
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         # Debian's Chromium drives the browser tests through Playwright (no browser download).
         _steps.ensure_apt({"chromium": "/usr/bin/chromium", "openssl": "/usr/bin/openssl"},
                           why="the browser tests and the cluster tests' certificates")
+        # OpenSSH's own client (ssh, sftp, scp, ssh-keygen) for the Remote-SSH tests.
+        _steps.ensure_apt({"openssh-client": "/usr/bin/ssh"}, why="the VS Code Remote-SSH tests")
     _steps.say(f"ready in {time.monotonic() - t0:.0f} s")
 
 
