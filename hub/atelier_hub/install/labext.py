@@ -40,7 +40,13 @@ def _files(root: Path) -> list[Path]:
 
 
 def sources_hash(root: Path = EXTENSION, *, core: bytes = b"") -> str:
-    """Hash of the extension's sources and JupyterLab's core package file."""
+    """Hash of the extension's sources and JupyterLab's core package file.
+
+    >>> import tempfile
+    >>> empty = Path(tempfile.mkdtemp())
+    >>> sources_hash(empty) == sources_hash(empty) != sources_hash(empty, core=b"{}")
+    True
+    """
     h = hashlib.sha256(core)
     for f in _files(root):
         h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
@@ -84,9 +90,13 @@ def ensure_lab_extension() -> Path:
         elif src.exists():
             shutil.copy2(src, work / name)
     lock = EXTENSION / "package-lock.json"
-    deps = hashlib.sha256((EXTENSION / "package.json").read_bytes() + (lock.read_bytes() if lock.exists() else b""))
+
+    def deps() -> str:
+        return hashlib.sha256((EXTENSION / "package.json").read_bytes()
+                              + (lock.read_bytes() if lock.exists() else b"")).hexdigest()
+
     deps_stamp = work / "node_modules" / ".atelier-deps"
-    if not deps_stamp.exists() or deps_stamp.read_text() != deps.hexdigest():
+    if not deps_stamp.exists() or deps_stamp.read_text() != deps():
         # npm ci installs exactly the committed lock; without one (a dependency was just
         # changed) npm install writes it, and it is copied back to be committed.
         npm = ["npm", "ci"] if lock.exists() else ["npm", "install"]
@@ -94,7 +104,7 @@ def ensure_lab_extension() -> Path:
                    expect="30 s, once per lock", cwd=work)
         if not lock.exists():
             shutil.copy2(work / "package-lock.json", lock)
-        deps_stamp.write_text(deps.hexdigest())
+        deps_stamp.write_text(deps())
     _steps.run([str(work / "node_modules" / ".bin" / "tsc")], what="compiling the JupyterLab extension (tsc)",
                expect="10 s", cwd=work)
     _steps.run(["node", str(work / "node_modules" / "@jupyter" / "builder" / "lib" / "build-labextension.js"),

