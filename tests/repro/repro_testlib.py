@@ -146,6 +146,18 @@ def run_py(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 90
     )
 
 
+def assert_ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    """``proc``, once it is known to have exited 0 (else its output in the failure)."""
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def output_of(proc: subprocess.CompletedProcess[str]) -> str:
+    """What a test script printed after ``OUTPUT ``."""
+    return next(line.split(" ", 1)[1] for line in proc.stdout.splitlines()
+                if line.startswith("OUTPUT "))
+
+
 def run_id_of(proc: subprocess.CompletedProcess[str]) -> str:
     for line in proc.stdout.splitlines():
         if line.startswith("RUN_ID "):

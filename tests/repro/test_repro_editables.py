@@ -7,18 +7,12 @@ records); the repositories are real git repositories, the server a real MLflow."
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
-from repro_testlib import git, make_repo, repro_cli, run_id_of, run_py
+from repro_testlib import assert_ok, git, make_repo, repro_cli, run_id_of, run_py
 
 pytestmark = pytest.mark.integration
-
-
-def _ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 def _conda_record(prefix: Path, name: str, version: str) -> None:
@@ -49,25 +43,25 @@ def test_editable_installs_and_conda_are_recorded_and_compared(
     run_env = {**env, "PYTHONPATH": f"{env.get('PYTHONPATH', '')}:{site}",
                "CONDA_PREFIX": str(conda)}
     repo = make_repo(tmp_path / "repo")
-    run_id = run_id_of(_ok(run_py(["train.py"], repo, run_env)))
+    run_id = run_id_of(assert_ok(run_py(["train.py"], repo, run_env)))
     tags = client.get_run(run_id).data.tags
     commit = git(lib, "rev-parse", "HEAD")
     assert f"mylib@{commit[:12]}*" in tags["repro.editables"].split()
     assert tags["repro.conda"] == "conda-env (2 packages)"
-    show = _ok(repro_cli(["show", run_id], run_env, repo)).stdout
+    show = assert_ok(repro_cli(["show", run_id], run_env, repo)).stdout
     assert "editable   " in show and "mylib@" in show and "conda      conda-env (2 packages)" in show
 
-    same = _ok(repro_cli(["rerun", run_id, "--dry-run"], run_env, repo)).stdout
+    same = assert_ok(repro_cli(["rerun", run_id, "--dry-run"], run_env, repo)).stdout
     assert "mylib (editable)" not in same and "conda " not in same.split("packages", 1)[1]
 
     # The editable dependency's code changes, and conda gains a package.
     (lib / "model.py").write_text("def value():\n    return 6\n")
     _conda_record(conda, "zlib", "1.3")
-    changed = _ok(repro_cli(["rerun", run_id, "--dry-run"], run_env, repo)).stdout
+    changed = assert_ok(repro_cli(["rerun", run_id, "--dry-run"], run_env, repo)).stdout
     assert "packages   same" not in changed
     assert "mylib (editable):" in changed and "conda zlib-1.3-h0_0.conda" in changed
 
-    second = run_id_of(_ok(run_py(["train.py"], repo, run_env)))
-    diff = _ok(repro_cli(["diff", run_id, second], run_env, repo)).stdout
+    second = run_id_of(assert_ok(run_py(["train.py"], repo, run_env)))
+    diff = assert_ok(repro_cli(["diff", run_id, second], run_env, repo)).stdout
     assert "repro/editables.patch differ" in diff and "return 6" in diff
     assert "repro/conda.txt differ" in diff and "zlib" in diff

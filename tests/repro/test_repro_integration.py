@@ -22,8 +22,10 @@ from repro_testlib import (
     TRAIN,
     Forwarder,
     all_text_of_run,
+    assert_ok,
     git,
     make_repo,
+    output_of,
     repro_cli,
     run_id_of,
     run_py,
@@ -48,16 +50,6 @@ def read_artifact(client, run_id: str, path: str, dst: Path) -> str:
     return Path(client.download_artifacts(run_id, path, str(dst))).read_text()
 
 
-def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def output_of(proc: subprocess.CompletedProcess[str]) -> str:
-    return next(line.split(" ", 1)[1] for line in proc.stdout.splitlines()
-                if line.startswith("OUTPUT "))
-
-
 def spooled_runs(client, experiment: str, local_id: str) -> list:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -69,7 +61,7 @@ def spooled_runs(client, experiment: str, local_id: str) -> list:
 
 def test_clean_repository(tmp_path: Path, env: dict[str, str], client: MlflowClient) -> None:
     repo = make_repo(tmp_path / "repo", remote="https://example.com/org/proj.git")
-    proc = ok(run_py(["train.py", "--lr", "0.1"], repo, env))
+    proc = assert_ok(run_py(["train.py", "--lr", "0.1"], repo, env))
     run_id = run_id_of(proc)
     tags = tags_of(client, run_id)
     head = git(repo, "rev-parse", "HEAD")
@@ -107,7 +99,7 @@ def test_dirty_repository_records_the_diff(
     repo = make_repo(tmp_path / "repo")
     (repo / "model.py").write_text("def value():\n    return 42\n")
     (repo / "notes.txt").write_text("scratch")
-    proc = ok(run_py(["train.py"], repo, env))
+    proc = assert_ok(run_py(["train.py"], repo, env))
     assert output_of(proc) == "42"
     run_id = run_id_of(proc)
     tags = tags_of(client, run_id)
@@ -130,7 +122,7 @@ def test_outside_a_repository(tmp_path: Path, env: dict[str, str], client: Mlflo
     work.mkdir()
     (work / "train.py").write_text(TRAIN)
     (work / "model.py").write_text(MODEL)
-    run_id = run_id_of(ok(run_py(["train.py"], work, env)))
+    run_id = run_id_of(assert_ok(run_py(["train.py"], work, env)))
     tags = tags_of(client, run_id)
     assert tags["repro.git"] == "no repository"
     assert "repro.git.commit" not in tags and "repro.git.dirty" not in tags
@@ -144,7 +136,7 @@ def test_repository_without_commits(
     client: MlflowClient,
 ) -> None:
     repo = make_repo(tmp_path / "repo", commit=False)
-    run_id = run_id_of(ok(run_py(["train.py"], repo, env)))
+    run_id = run_id_of(assert_ok(run_py(["train.py"], repo, env)))
     tags = tags_of(client, run_id)
     assert tags["repro.git"] == "no commits"
     assert tags["repro.git.branch"] == "main" and "repro.git.commit" not in tags
@@ -160,7 +152,7 @@ def test_shallow_clone(tmp_path: Path, env: dict[str, str], client: MlflowClient
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{origin}", str(clone)],
                    check=True, capture_output=True)
-    run_id = run_id_of(ok(run_py(["train.py"], clone, env)))
+    run_id = run_id_of(assert_ok(run_py(["train.py"], clone, env)))
     tags = tags_of(client, run_id)
     assert tags["repro.git.shallow"] == "true"
     assert tags["repro.git.commit"] == git(origin, "rev-parse", "HEAD")
@@ -175,7 +167,7 @@ def test_python_dash_m_module(tmp_path: Path, env: dict[str, str], client: Mlflo
     (repo / "pkg" / "train.py").write_text(TRAIN)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "package")
-    run_id = run_id_of(ok(run_py(["-m", "pkg.train", "--lr", "0.2"], repo, env)))
+    run_id = run_id_of(assert_ok(run_py(["-m", "pkg.train", "--lr", "0.2"], repo, env)))
     tags = tags_of(client, run_id)
     assert tags["repro.entry_point"] == "python -m pkg.train"
     assert tags["repro.entry_point.type"] == "module"
@@ -197,7 +189,7 @@ def test_secrets_appear_nowhere(
             f"--token={s[3]}", f"db.password={s[4]}", f"HF_TOKEN={s[5]}"]
     run_env = dict(env, ATELIER_PROFILE="gpu-1", JUPYTERHUB_USER="alice", ATELIER_API_TOKEN=s[6],
                    ATELIER_DB_URL=f"postgresql://u:{s[7]}@db/x")
-    run_id = run_id_of(ok(run_py(args, repo, run_env)))
+    run_id = run_id_of(assert_ok(run_py(args, repo, run_env)))
     text = all_text_of_run(client, run_id, tmp_path / "dl")
     for secret in s:
         assert secret not in text
@@ -210,7 +202,7 @@ def test_secrets_appear_nowhere(
     assert tags["repro.git.remote"] == "https://example.com/org/r.git"
 
     # The same run while the server is down: nothing secret in the spool either.
-    offline = ok(run_py(args, repo, dict(run_env, MLFLOW_TRACKING_URI=forwarder.uri)))
+    offline = assert_ok(run_py(args, repo, dict(run_env, MLFLOW_TRACKING_URI=forwarder.uri)))
     blob = b"".join(p.read_bytes() for p in spool.rglob("*") if p.is_file())
     assert blob and all(secret.encode() not in blob for secret in s)
     assert run_id_of(offline)
@@ -228,7 +220,7 @@ def test_server_down_spools_then_sync_uploads_once(
     (repo / "model.py").write_text("def value():\n    return 5\n")
     offline = dict(env, MLFLOW_TRACKING_URI=forwarder.uri)  # nobody listens there yet
     began = time.monotonic()
-    proc = ok(run_py(["train.py", "--lr", "0.5"], repo, offline))
+    proc = assert_ok(run_py(["train.py", "--lr", "0.5"], repo, offline))
     assert time.monotonic() - began < 60
     assert output_of(proc) == "5"  # the script went on
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("repro:")]
@@ -237,7 +229,7 @@ def test_server_down_spools_then_sync_uploads_once(
     local_id = run_id_of(proc)
     assert (spool / "runs" / local_id / "events.jsonl").is_file()
 
-    shown = ok(repro_cli(["show", local_id], offline, repo))
+    shown = assert_ok(repro_cli(["show", local_id], offline, repo))
     assert "not uploaded yet" in shown.stdout and "train.py --lr 0.5" in shown.stdout
 
     still_down = repro_cli(["sync"], offline, repo)
@@ -245,7 +237,7 @@ def test_server_down_spools_then_sync_uploads_once(
     assert "Traceback" not in still_down.stdout + still_down.stderr
 
     forwarder.up()
-    first = ok(repro_cli(["sync"], offline, repo))
+    first = assert_ok(repro_cli(["sync"], offline, repo))
     assert f"uploaded {local_id}" in first.stdout
     (remote,) = spooled_runs(client, experiment, local_id)
     rid = remote.info.run_id
@@ -255,12 +247,12 @@ def test_server_down_spools_then_sync_uploads_once(
     assert len(client.get_metric_history(rid, "loss")) == 3
     assert {"repro/diff.patch", "repro/packages.txt"} <= artifact_names(client, rid)
 
-    second = ok(repro_cli(["sync"], offline, repo))
+    second = assert_ok(repro_cli(["sync"], offline, repo))
     assert "nothing to sync" in second.stdout
     assert len(spooled_runs(client, experiment, local_id)) == 1
     assert len(client.get_metric_history(rid, "loss")) == 3
 
-    shown = ok(repro_cli(["show", local_id], env, repo))
+    shown = assert_ok(repro_cli(["show", local_id], env, repo))
     assert rid in shown.stdout
 
 
@@ -287,7 +279,7 @@ def test_killed_mid_run_keeps_what_was_logged(
     assert local_id
 
     forwarder.up()
-    ok(repro_cli(["sync"], offline, repo))
+    assert_ok(repro_cli(["sync"], offline, repo))
     (remote,) = spooled_runs(client, experiment, local_id)
     rid = remote.info.run_id
     assert remote.info.status == "KILLED"
@@ -312,7 +304,7 @@ def test_interrupted_sync_resumes_without_duplicates(
 
     repo = make_repo(tmp_path / "repo")
     offline = dict(env, MLFLOW_TRACKING_URI=forwarder.uri)
-    local_id = run_id_of(ok(run_py(["train.py"], repo, offline)))
+    local_id = run_id_of(assert_ok(run_py(["train.py"], repo, offline)))
     forwarder.up()
     result = repro.sync(spool_dir=spool)
     rid = result.uploaded[local_id]
@@ -336,13 +328,13 @@ def test_rank_other_than_zero_records_nothing(
     experiment: str,
 ) -> None:
     repo = make_repo(tmp_path / "repo")
-    proc = ok(run_py(["train.py"], repo, dict(env, RANK="1", LOCAL_RANK="1", WORLD_SIZE="2")))
+    proc = assert_ok(run_py(["train.py"], repo, dict(env, RANK="1", LOCAL_RANK="1", WORLD_SIZE="2")))
     assert run_id_of(proc) == "None"
     assert "OUTPUT 41" in proc.stdout
     exp = client.get_experiment_by_name(experiment)
     assert exp is None or client.search_runs([exp.experiment_id]) == []
     assert not spool.exists()
-    rank0 = ok(run_py(["train.py"], repo, dict(env, RANK="0", WORLD_SIZE="2")))
+    rank0 = assert_ok(run_py(["train.py"], repo, dict(env, RANK="0", WORLD_SIZE="2")))
     assert tags_of(client, run_id_of(rank0))["repro.git"] == "repository"
 
 
@@ -363,7 +355,7 @@ def test_plain_mlflow_start_run_gets_repro_tags(
     repo = make_repo(tmp_path / "repo")
     (repo / "plain.py").write_text(PLAIN)
     secret = secrets.token_hex(8)
-    run_id = run_id_of(ok(run_py(["plain.py", "--token", secret], repo, env)))
+    run_id = run_id_of(assert_ok(run_py(["plain.py", "--token", secret], repo, env)))
     tags = tags_of(client, run_id)
     assert tags["repro.git.commit"] == git(repo, "rev-parse", "HEAD")
     assert tags["repro.git.branch"] == "main"
@@ -383,11 +375,11 @@ def test_show_and_diff(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     repo = make_repo(tmp_path / "repo")
-    a = run_id_of(ok(run_py(["train.py", "--lr", "0.1"], repo, env)))
+    a = run_id_of(assert_ok(run_py(["train.py", "--lr", "0.1"], repo, env)))
     (repo / "model.py").write_text("def value():\n    return 2\n")
     git(repo, "commit", "-q", "-am", "two")
     (repo / "model.py").write_text("def value():\n    return 3\n")
-    b = run_id_of(ok(run_py(["train.py", "--lr", "0.2", "--epochs", "3"], repo, env)))
+    b = run_id_of(assert_ok(run_py(["train.py", "--lr", "0.2", "--epochs", "3"], repo, env)))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
     monkeypatch.setenv("REPRO_SPOOL_DIR", env["REPRO_SPOOL_DIR"])
 
@@ -448,7 +440,7 @@ def test_rerun_dry_run_and_real(
 ) -> None:
     repo = make_repo(tmp_path / "repo")
     (repo / "model.py").write_text("def value():\n    return 42\n")  # uncommitted
-    first = ok(run_py(["train.py", "--lr", "0.1"], repo, env))
+    first = assert_ok(run_py(["train.py", "--lr", "0.1"], repo, env))
     assert output_of(first) == "42"
     original = run_id_of(first)
     # The checkout moves on: another commit, and a different uncommitted change.
@@ -458,7 +450,7 @@ def test_rerun_dry_run_and_real(
     before = git(repo, "status", "--porcelain")
 
     # The real command, as a user types it.
-    real = ok(repro_cli(["rerun", original], env, repo))
+    real = assert_ok(repro_cli(["rerun", original], env, repo))
     assert output_of(real) == "42"  # the recorded code ran, not the checkout's
     rerun_id = run_id_of(real)
     tags = tags_of(client, rerun_id)
@@ -494,7 +486,7 @@ def test_rerun_refuses_redacted_commands(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     repo = make_repo(tmp_path / "repo")
-    run_id = run_id_of(ok(run_py(["train.py", "--token", secrets.token_hex(8)], repo, env)))
+    run_id = run_id_of(assert_ok(run_py(["train.py", "--token", secrets.token_hex(8)], repo, env)))
     for key in ("MLFLOW_TRACKING_URI", "REPRO_SPOOL_DIR", "PYTHONPYCACHEPREFIX"):
         monkeypatch.setenv(key, env[key])
     monkeypatch.chdir(repo)

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from repro_testlib import child_env, git, make_repo, repro_cli, run_id_of, run_py
+from repro_testlib import assert_ok, child_env, git, make_repo, output_of, repro_cli, run_id_of, run_py
 
 pytestmark = pytest.mark.integration
 
@@ -29,16 +29,6 @@ CHDIR = textwrap.dedent(
 )
 
 
-def _ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def _output(proc: subprocess.CompletedProcess[str]) -> str:
-    return next(line.split(" ", 1)[1] for line in proc.stdout.splitlines()
-                if line.startswith("OUTPUT "))
-
-
 @pytest.mark.parametrize("absolute", [False, True], ids=["relative-path", "absolute-path"])
 def test_rerun_after_chdir(tmp_path: Path, env: dict[str, str], client, absolute: bool) -> None:
     repo = make_repo(tmp_path / "repo")
@@ -47,15 +37,15 @@ def test_rerun_after_chdir(tmp_path: Path, env: dict[str, str], client, absolute
     git(repo, "commit", "-q", "-m", "chdir")
     (repo / "model.py").write_text("def value():\n    return 42\n")
     script = str(repo / "hydra_like.py") if absolute else "hydra_like.py"
-    run_id = run_id_of(_ok(run_py([script], repo, env)))
+    run_id = run_id_of(assert_ok(run_py([script], repo, env)))
     tags = client.get_run(run_id).data.tags
     assert tags["repro.entry_point"] == "hydra_like.py"
     assert tags["repro.entry_point.type"] == "script"
     assert tags["repro.cwd"] == "outputs/day1" and tags["repro.launch_dir"] == "."
     (repo / "model.py").write_text("def value():\n    return 7\n")
-    again = _ok(repro_cli(["rerun", run_id], env, repo))
-    assert _output(again) == "42"
-    show = _ok(repro_cli(["show", run_id], env, repo)).stdout
+    again = assert_ok(repro_cli(["rerun", run_id], env, repo))
+    assert output_of(again) == "42"
+    show = assert_ok(repro_cli(["show", run_id], env, repo)).stdout
     assert "launched   ." in show
 
 
@@ -95,8 +85,8 @@ def test_rerun_restores_a_moved_and_dirty_submodule(tmp_path: Path, env: dict[st
     git(sub, "push", "-q", "origin", "HEAD:refs/heads/v2")
     # and dirty on top of it.
     (sub / "libval.py").write_text("V = 3\n")
-    first = _ok(run_py(["librun.py"], repo, env))
-    assert _output(first) == "3"
+    first = assert_ok(run_py(["librun.py"], repo, env))
+    assert output_of(first) == "3"
     run_id = run_id_of(first)
     tags = client.get_run(run_id).data.tags
     assert tags["repro.git.dirty"] == "dirty"
@@ -105,9 +95,9 @@ def test_rerun_restores_a_moved_and_dirty_submodule(tmp_path: Path, env: dict[st
     git(sub, "checkout", "-q", "libval.py")
     git(repo, "submodule", "update", "-q")
     assert (sub / "libval.py").read_text() == "V = 1\n"
-    again = _ok(repro_cli(["rerun", run_id], env, repo))
+    again = assert_ok(repro_cli(["rerun", run_id], env, repo))
     assert "submodule  libs/lib at" in again.stdout
-    assert _output(again) == "3", again.stdout + again.stderr
+    assert output_of(again) == "3", again.stdout + again.stderr
 
 
 USES_EXTRA = textwrap.dedent(
@@ -135,16 +125,16 @@ def test_rerun_restores_small_untracked_files(tmp_path: Path, env: dict[str, str
     (repo / "extra.py").write_text(f'V = 7\nHF_TOKEN = "{token}"\n')
     (repo / "data").mkdir()
     (repo / "data" / "big.bin").write_bytes(b"\0" * 10)
-    run_id = run_id_of(_ok(run_py(["app.py"], repo, env)))
+    run_id = run_id_of(assert_ok(run_py(["app.py"], repo, env)))
     tags = client.get_run(run_id).data.tags
     assert tags["repro.git.untracked.saved"] == "1 files"
     assert tags["repro.redacted"] == "untracked:1"
     local = Path(client.download_artifacts(run_id, "repro/untracked.json", str(tmp_path / "d")))
     assert token not in local.read_text() and "V = 7" in local.read_text()
-    show = _ok(repro_cli(["show", run_id], env, repo)).stdout
+    show = assert_ok(repro_cli(["show", run_id], env, repo)).stdout
     assert "untracked  2 entries (repro/untracked.txt), content of 1 files" in show
     (repo / "extra.py").unlink()
-    again = _ok(repro_cli(["rerun", run_id], env, repo))
+    again = assert_ok(repro_cli(["rerun", run_id], env, repo))
     assert "1 untracked files restored" in again.stdout
     assert "1 untracked entries were listed by name only" in again.stdout
-    assert _output(again) == "7"
+    assert output_of(again) == "7"

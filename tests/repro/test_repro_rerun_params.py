@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
-from repro_testlib import git, make_repo, run_id_of, run_py
+from repro_testlib import assert_ok, git, make_repo, output_of, run_id_of, run_py
 
 pytestmark = pytest.mark.integration
 
@@ -125,16 +124,6 @@ def cli(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.Capt
     return call
 
 
-def _ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def _output(proc: subprocess.CompletedProcess[str]) -> str:
-    return next(line.split(" ", 1)[1] for line in proc.stdout.splitlines()
-                if line.startswith("OUTPUT "))
-
-
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -159,8 +148,8 @@ def test_rerun_replays_and_changes_parsed_arguments(
 ) -> None:
     repo = _app_repo(tmp_path, kind)
     secret = secrets.token_hex(8)
-    first = _ok(run_py(["app.py", *[a.format(secret=secret) for a in ARGS[kind]]], repo, env))
-    assert _output(first) == f"0.5 [32, 16] {_digest(secret)}"
+    first = assert_ok(run_py(["app.py", *[a.format(secret=secret) for a in ARGS[kind]]], repo, env))
+    assert output_of(first) == f"0.5 [32, 16] {_digest(secret)}"
     run_id = run_id_of(first)
     run = client.get_run(run_id)
     prefix = "config" if kind == "hydra" else "args"
@@ -221,7 +210,7 @@ def test_a_secret_in_the_recorded_changes_must_be_supplied(
     secret = secrets.token_hex(16)
     config = repo / "conf" / "config.yaml"
     config.write_text(HYDRA_CONFIG.replace("password: null", f"password: {secret}"))
-    run_id = run_id_of(_ok(run_py(["app.py", "lr=0.5"], repo, env)))
+    run_id = run_id_of(assert_ok(run_py(["app.py", "lr=0.5"], repo, env)))
     assert client.get_run(run_id).data.tags["repro.redacted"] == "diff:1"
     git(repo, "checkout", "-q", "conf/config.yaml")
     status, _, err = cli(["rerun", run_id], repo)
@@ -234,7 +223,7 @@ def test_a_secret_in_the_recorded_changes_must_be_supplied(
 
 def test_set_errors_name_the_fix(tmp_path: Path, env: dict[str, str], cli) -> None:
     repo = _app_repo(tmp_path, "argparse")
-    run_id = run_id_of(_ok(run_py(["app.py", "--lr", "0.5"], repo, env)))
+    run_id = run_id_of(assert_ok(run_py(["app.py", "--lr", "0.5"], repo, env)))
     status, _, err = cli(["rerun", run_id, "--dry-run", "--set", "lr"], repo)
     assert status == 1 and "NAME=VALUE" in err
     status, _, err = cli(["rerun", run_id, "--set", "lr=1", "--", "python", "app.py"], repo)

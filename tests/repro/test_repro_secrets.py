@@ -6,18 +6,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
 from pathlib import Path
 
 import pytest
-from repro_testlib import PYTHON, all_text_of_run, git, make_repo, repro_cli, run_id_of, run_py
+from repro_testlib import PYTHON, all_text_of_run, assert_ok, git, make_repo, repro_cli, run_id_of, run_py
 
 pytestmark = pytest.mark.integration
-
-
-def _ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 def test_no_secret_in_arguments_or_diff(tmp_path: Path, env: dict[str, str], client) -> None:
@@ -38,15 +32,15 @@ def test_no_secret_in_arguments_or_diff(tmp_path: Path, env: dict[str, str], cli
         "--conn", f"Server=db;Database=x;User Id=u;Password={s[9]};",
         "--url", f"postgresql://bob:{s[10]}@{s[11]}@db/x",
     ]
-    run_id = run_id_of(_ok(run_py(args, repo, env)))
+    run_id = run_id_of(assert_ok(run_py(args, repo, env)))
     text = all_text_of_run(client, run_id, tmp_path / "dl")
     leaked = [i for i, secret in enumerate(s) if secret in text]
     assert not leaked, leaked
     tags = client.get_run(run_id).data.tags
     assert tags["repro.redacted"] == "command,diff:3"
     assert "LR = 0.1" in text  # the rest of the diff is kept
-    show = _ok(repro_cli(["show", run_id], env, repo)).stdout
+    show = assert_ok(repro_cli(["show", run_id], env, repo)).stdout
     assert "redacted   command,diff:3" in show
-    dry = _ok(repro_cli(["rerun", run_id, "--dry-run", "--", PYTHON, "train.py"], env, repo))
+    dry = assert_ok(repro_cli(["rerun", run_id, "--dry-run", "--", PYTHON, "train.py"], env, repo))
     assert "secrets in the recorded changes were replaced" in dry.stdout
     assert "the diff applies cleanly" in dry.stdout
