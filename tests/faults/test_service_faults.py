@@ -28,7 +28,7 @@ from stack import Stack, free_port, tail
 
 pytestmark = pytest.mark.integration
 
-MANAGED = [s for s in SERVICES if s.has_port]  # those that run a process: S3, MLflow, Trino
+MANAGED = [s for s in SERVICES if s.has_port]  # a supervised process each: S3, MLflow, Trino, culler, usage
 HEAL_LIMIT = 60  # seconds: the promise in the README
 
 
@@ -60,7 +60,7 @@ def _restarts(stack: Stack, name: str, since: int) -> int:
     """Restarts of ``name``'s child (the supervisor's line) or of the supervisor itself
     (the hub's line) logged after byte offset ``since`` of the hub log."""
     text = stack.log.read_bytes()[since:].decode(errors="replace")
-    own = {"s3": "s3:", "mlflow": "mlflow server:", "trino": "trino:"}[name]
+    own = {"mlflow": "mlflow server:"}.get(name, f"{name}:")
     return (sum(1 for line in text.splitlines() if line.startswith(own) and "exited with code" in line)
             + text.count(f"Service {name} exited with status"))
 

@@ -59,16 +59,20 @@ def test_the_hub_config_runs_each_descriptor_through_a_supervisor(tmp_path):
     entries = {e["name"]: e for e in c.JupyterHub.services}
     assert set(entries) == {"s3", "mlflow", "trino", "culler", "usage", "atelier-admin"}
     secret = stack.s3_keys()["secret_access_key"]
-    for name in ("s3", "mlflow", "trino"):
+    for name in ("s3", "mlflow", "trino", "culler", "usage"):
         cmd = entries[name]["command"]
         assert "--record" in cmd and cmd[cmd.index("--record") + 1] == str(stack.root / "run" / f"{name}.pgid")
         assert secret not in " ".join(cmd)  # keys travel in the environment only
     assert entries["s3"]["command"][1:3] == ["-m", "atelier_hub.services.s3"]
     spawner = c.JupyterHub.spawner_class.rsplit(".", 1)[1]  # containers or processes, by the machine
     assert "access:services!service=mlflow" in c[spawner].server_token_scopes
-    # The culler is one process of its own (no children to supervise); its token may stop
-    # servers and read their state (the profile), sessions' tokens may report to it.
-    assert entries["culler"]["command"][1:3] == ["-m", "atelier_hub.services.culler_server"]
+    # The culler and the usage page run supervised too (a hub killed hard leaves no orphan
+    # culler behind), with the hub's variables; the culler's token may stop servers and
+    # read their state (the profile), sessions' tokens may report to it.
+    for name, module in (("culler", "atelier_hub.services.culler_server"), ("usage", "atelier_hub.services.usage_page")):
+        cmd = entries[name]["command"]
+        assert cmd[1:3] == ["-m", "atelier_hub.services._process"] and "--hub-env" in cmd, cmd
+        assert cmd[cmd.index("--") + 2:cmd.index("--") + 4] == ["-m", module], cmd
     role = next(r for r in c.JupyterHub.load_roles if r.get("services") == ["culler"])
     assert {"delete:servers", "admin:server_state"} <= set(role["scopes"])
     assert "access:services!service=culler" in c[spawner].server_token_scopes

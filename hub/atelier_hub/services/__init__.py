@@ -20,6 +20,7 @@ Adding a service (a feature store, say) is ``services/feast.py`` with
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -81,6 +82,13 @@ class Service:
     def log_path(self, stack: Embedded) -> Path:
         """Where to look when it does not become ready."""
         return stack.path("logs/hub.log")
+
+    def supervised(self, stack: Embedded, command: list[str]) -> list[str]:
+        """``command`` run under a :class:`~._process.Supervisor` that records its group in
+        :meth:`record_file`, restarts it when it dies and ends it when the hub dies (a hub
+        killed hard leaves no orphan), with the hub's variables passed on."""
+        return [sys.executable, "-m", "atelier_hub.services._process", "--name", self.name,
+                "--record", str(self.record_file(stack.root)), "--hub-env", "--", *command]
 
     def record_file(self, state: str | Path) -> Path:
         """Where its supervisor records its process group, in the state folder ``state``."""

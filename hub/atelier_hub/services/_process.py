@@ -315,13 +315,16 @@ def main(argv: list[str] | None = None) -> None:
                                  description="Run one command supervised (own group, restarted, ends with us).")
     ap.add_argument("--name", required=True, help="the service's name, for messages")
     ap.add_argument("--record", required=True, type=Path, help="file that records the child's process group")
+    ap.add_argument("--hub-env", action="store_true",
+                    help="pass the hub's JUPYTERHUB_* variables on (a child that calls the hub's API)")
     ap.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     args = ap.parse_args(argv)
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         ap.error("no command given: add -- CMD ARGS...")
     args.record.parent.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+    # The hub's token reaches only a child that needs it (a store such as versitygw does not).
+    env = {k: v for k, v in os.environ.items() if args.hub_env or not k.startswith("JUPYTERHUB_")}
     sys.exit(Supervisor(cmd, name=args.name, record_file=args.record, env=env).run())
 
 

@@ -59,8 +59,8 @@ class Culler(Service):
             "name": self.name,
             "display": False,
             "url": f"http://127.0.0.1:{stack.ports[self.name]}",
-            "command": culler_command(profiles_dir=stack.profiles_dir,
-                                      audit=str(stack.path("logs/culler-audit.jsonl"))),
+            "command": self.supervised(stack, culler_command(
+                profiles_dir=stack.profiles_dir, audit=str(stack.path("logs/culler-audit.jsonl")))),
         }
 
     def ready(self, stack) -> bool:

@@ -27,8 +27,8 @@ class Usage(Service):
             "display": True,
             "url": f"http://127.0.0.1:{stack.ports[self.name]}",
             "oauth_no_confirm": True,
-            "command": [sys.executable, "-m", "atelier_hub.services.usage_page",
-                        "--usage-file", str(stack.path("usage.jsonl"))],
+            "command": self.supervised(stack, [sys.executable, "-m", "atelier_hub.services.usage_page",
+                                               "--usage-file", str(stack.path("usage.jsonl"))]),
         }
 
     def ready(self, stack) -> bool:
