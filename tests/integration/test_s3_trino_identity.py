@@ -1,11 +1,11 @@
-"""Every user is their own in S3 and Trino: a second real user (bob) attacks from his
+"""Every user is their own in S3 and Trino: a second real user (ben) attacks from his
 own session of the real stack, and the assertions are the attacks failing.
 
-- S3: bob's session holds bob's keys and no one else's; with them he reads and writes
+- S3: ben's session holds ben's keys and no one else's; with them he reads and writes
   the shared bucket, but cannot write MLflow's artifact bucket nor touch alice's
   private prefix ``users/alice/``; once removed (``atelier users remove``) his keys stop
   working; the store's access log names who wrote what.
-- Trino: bob is bob through the Python client and the CLI, even when he says he is
+- Trino: ben is ben through the Python client and the CLI, even when he says he is
   alice, and Trino's own (private) port refuses him whatever he sends.
 """
 
@@ -47,19 +47,19 @@ def attempt(call):
         return exc.response["Error"]["Code"]
 
 out = {"key": os.environ.get("AWS_ACCESS_KEY_ID")}
-out["shared_write"] = attempt(lambda: s3.put_object(Bucket="atelier-shared", Key="from-bob/hi.txt", Body=b"bob"))
+out["shared_write"] = attempt(lambda: s3.put_object(Bucket="atelier-shared", Key="from-ben/hi.txt", Body=b"ben"))
 out["shared_read"] = s3.get_object(Bucket="atelier-shared", Key="from-alice/hello.txt")["Body"].read().decode()
 out["artifacts_write"] = attempt(lambda: s3.put_object(Bucket="atelier-mlflow", Key="0/evil", Body=b"x"))
 out["alice_write"] = attempt(lambda: s3.put_object(Bucket="atelier-shared", Key="users/alice/evil", Body=b"x"))
 out["alice_read"] = attempt(lambda: s3.get_object(Bucket="atelier-shared", Key="users/alice/diary.txt"))
 out["alice_delete"] = attempt(lambda: s3.delete_object(Bucket="atelier-shared", Key="users/alice/diary.txt"))
 out["alice_list"] = attempt(lambda: s3.list_objects_v2(Bucket="atelier-shared", Prefix="users/alice/"))
-out["alice_copy"] = attempt(lambda: s3.copy_object(Bucket="atelier-shared", Key="from-bob/stolen",
+out["alice_copy"] = attempt(lambda: s3.copy_object(Bucket="atelier-shared", Key="from-ben/stolen",
                                                    CopySource={"Bucket": "atelier-shared",
                                                                "Key": "users/alice/diary.txt"}))
-out["own_copy"] = attempt(lambda: s3.copy_object(Bucket="atelier-shared", Key="from-bob/copy.txt",
-                                                 CopySource={"Bucket": "atelier-shared", "Key": "from-bob/hi.txt"}))
-out["own_private"] = attempt(lambda: s3.put_object(Bucket="atelier-shared", Key="users/bob/mine", Body=b"b"))
+out["own_copy"] = attempt(lambda: s3.copy_object(Bucket="atelier-shared", Key="from-ben/copy.txt",
+                                                 CopySource={"Bucket": "atelier-shared", "Key": "from-ben/hi.txt"}))
+out["own_private"] = attempt(lambda: s3.put_object(Bucket="atelier-shared", Key="users/ben/mine", Body=b"b"))
 
 import atelier_lab
 cur = atelier_lab.connect_trino(user="alice").cursor()     # claims to be alice
@@ -97,9 +97,9 @@ _STATE: list = []
 
 
 @pytest.fixture(scope="module")
-def bob(stack):
-    password = stack.add_user("bob")
-    return {"name": "bob", "password": password, "token": stack.user_token("bob")}
+def ben(stack):
+    password = stack.add_user("ben")
+    return {"name": "ben", "password": password, "token": stack.user_token("ben")}
 
 
 @pytest.fixture(scope="module")
@@ -114,20 +114,20 @@ def trino_private_port(stack):
 
 
 @pytest.fixture(scope="module")
-def attack(stack, alice, bob, trino_private_port):
-    """Alice writes her objects, then bob runs the attacks from his own session."""
+def attack(stack, alice, ben, trino_private_port):
+    """Alice writes her objects, then ben runs the attacks from his own session."""
     _STATE[:] = [stack.state]
     model = stack.spawn("alice", None, server="ident")
     try:
         alice_key = run_code(stack.url, model["url"], alice["token"], ALICE).strip()
     finally:
         stack.stop_server("alice", "ident")
-    model = stack.spawn("bob", None, server="ident")
+    model = stack.spawn("ben", None, server="ident")
     try:
-        raw = run_code(stack.url, model["url"], bob["token"], BOB.replace("PRIVATE_PORT", str(trino_private_port)),
+        raw = run_code(stack.url, model["url"], ben["token"], BOB.replace("PRIVATE_PORT", str(trino_private_port)),
                        timeout=400)
     finally:
-        stack.stop_server("bob", "ident")
+        stack.stop_server("ben", "ident")
     out = json.loads(raw.strip().splitlines()[-1])
     out["alice_key"] = alice_key
     return out
@@ -138,9 +138,9 @@ def _keys(stack, kind: str, name: str) -> dict:
 
 
 def test_each_users_sessions_hold_their_own_keys_and_no_one_elses(stack, attack):
-    assert attack["alice_key"] == "user-alice" and attack["key"] == "user-bob"
-    bob_keys = _keys(stack, "users", "bob")
-    assert attack["env"]["AWS_SECRET_ACCESS_KEY"] == bob_keys["secret_access_key"]
+    assert attack["alice_key"] == "user-alice" and attack["key"] == "user-ben"
+    ben_keys = _keys(stack, "users", "ben")
+    assert attack["env"]["AWS_SECRET_ACCESS_KEY"] == ben_keys["secret_access_key"]
     others = [json.loads((stack.state / "secrets" / "s3.json").read_text())["secret_access_key"],
               _keys(stack, "users", "alice")["secret_access_key"],
               _keys(stack, "services", "trino")["secret_access_key"],
@@ -157,7 +157,7 @@ def test_the_shared_bucket_is_read_and_written_by_everyone(stack, attack):
     assert attack["shared_write"] == "ok" and attack["shared_read"] == "hello from alice"
     assert attack["own_copy"] == "ok"
     alice = _client(_keys(stack, "users", "alice"))
-    assert alice.get_object(Bucket=SHARED, Key="from-bob/hi.txt")["Body"].read() == b"bob"
+    assert alice.get_object(Bucket=SHARED, Key="from-ben/hi.txt")["Body"].read() == b"ben"
 
 
 def test_another_users_keys_cannot_write_the_artifact_bucket_nor_touch_a_private_prefix(stack, attack):
@@ -165,25 +165,25 @@ def test_another_users_keys_cannot_write_the_artifact_bucket_nor_touch_a_private
     for what in ("alice_write", "alice_read", "alice_delete", "alice_list", "alice_copy"):
         assert attack[what] == "AccessDenied", (what, attack[what])
     assert attack["own_private"] == "ok"
-    # Alice's object is untouched, nothing landed where bob aimed.
+    # Alice's object is untouched, nothing landed where ben aimed.
     s3 = stack.s3()
     assert s3.get_object(Bucket=SHARED, Key="users/alice/diary.txt")["Body"].read() == b"alice's own"
-    for bucket, key in ((SHARED, "users/alice/evil"), (SHARED, "from-bob/stolen"), (ARTIFACTS, "0/evil")):
+    for bucket, key in ((SHARED, "users/alice/evil"), (SHARED, "from-ben/stolen"), (ARTIFACTS, "0/evil")):
         with pytest.raises(ClientError):
             s3.head_object(Bucket=bucket, Key=key)
 
 
 def test_writes_are_attributed_to_the_users_account(stack, attack):
     log = (stack.state / "logs" / "s3-access.log").read_text()
-    line = next(entry for entry in log.splitlines() if "from-bob/hi.txt" in entry and "PutObject" in entry)
-    assert " user-bob " in line
-    secrets = [_keys(stack, "users", n)["secret_access_key"] for n in ("alice", "bob")]
+    line = next(entry for entry in log.splitlines() if "from-ben/hi.txt" in entry and "PutObject" in entry)
+    assert " user-ben " in line
+    secrets = [_keys(stack, "users", n)["secret_access_key"] for n in ("alice", "ben")]
     assert not any(s in log for s in secrets)
 
 
-def test_trino_sees_bob_as_bob_even_when_he_claims_to_be_alice(attack):
-    assert attack["trino_client"] == "bob"
-    assert attack["trino_cli"] == '"bob"', attack["trino_cli_err"]
+def test_trino_sees_ben_as_ben_even_when_he_claims_to_be_alice(attack):
+    assert attack["trino_client"] == "ben"
+    assert attack["trino_cli"] == '"ben"', attack["trino_cli_err"]
 
 
 def test_trino_itself_refuses_a_connection_that_bypasses_the_front(stack, attack, trino_private_port):
@@ -194,18 +194,18 @@ def test_trino_itself_refuses_a_connection_that_bypasses_the_front(stack, attack
 
 
 def test_a_removed_users_keys_stop_working(stack, attack):
-    env = attack["env"]  # the keys bob's session held
-    bob = _client({"access_key_id": env["AWS_ACCESS_KEY_ID"], "secret_access_key": env["AWS_SECRET_ACCESS_KEY"]})
-    bob.put_object(Bucket=SHARED, Key="from-bob/before-removal", Body=b"1")
-    out = subprocess.run([str(VENV_BIN / "atelier"), "users", "--state", str(stack.state), "remove", "bob"],
+    env = attack["env"]  # the keys ben's session held
+    ben = _client({"access_key_id": env["AWS_ACCESS_KEY_ID"], "secret_access_key": env["AWS_SECRET_ACCESS_KEY"]})
+    ben.put_object(Bucket=SHARED, Key="from-ben/before-removal", Body=b"1")
+    out = subprocess.run([str(VENV_BIN / "atelier"), "users", "--state", str(stack.state), "remove", "ben"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     with pytest.raises(ClientError) as err:
-        bob.put_object(Bucket=SHARED, Key="from-bob/after-removal", Body=b"1")
+        ben.put_object(Bucket=SHARED, Key="from-ben/after-removal", Body=b"1")
     assert err.value.response["Error"]["Code"] == "InvalidAccessKeyId"
     assert "removed from the running hub too" in out.stdout, out.stdout + out.stderr
-    assert not (stack.state / "secrets" / "s3-accounts" / "users" / "bob.json").exists()
-    # Alice is unaffected, and bob's objects stay.
+    assert not (stack.state / "secrets" / "s3-accounts" / "users" / "ben.json").exists()
+    # Alice is unaffected, and ben's objects stay.
     alice = _client(_keys(stack, "users", "alice"))
-    alice.put_object(Bucket=SHARED, Key="from-alice/after-bob", Body=b"1")
-    assert alice.get_object(Bucket=SHARED, Key="from-bob/before-removal")["Body"].read() == b"1"
+    alice.put_object(Bucket=SHARED, Key="from-alice/after-ben", Body=b"1")
+    assert alice.get_object(Bucket=SHARED, Key="from-ben/before-removal")["Body"].read() == b"1"
