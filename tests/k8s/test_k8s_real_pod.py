@@ -84,7 +84,14 @@ class NodeHub(Hub):
         without = tuple(s.name for s in SERVICES if s.name not in ("s3", "mlflow"))
         self.stack, _ = Embedded.prepare(workdir / "state", port=self.port, profiles_dir=self.profiles,
                                          without=without)
-        # No IRSA ServiceAccount here: the session's S3 keys come from the Secret.
+        # No IRSA ServiceAccount here: the session's S3 keys come from the Secret, as a
+        # platform's deployment settings would give them (the embedded stack's own file
+        # holds none: there each user's keys come from the embedded spawners).
+        deployment = json.loads(self.stack.path("deployment.json").read_text())
+        deployment["services"]["s3"].update(self.stack.s3_keys())
+        self.deployment_file = workdir / "cluster-deployment.json"
+        self.deployment_file.write_text(json.dumps(deployment))
+        self.deployment_file.chmod(0o600)
         (workdir / "cluster.yaml").write_text(yaml.safe_dump({
             "namespace": NAMESPACE, "storage": {"storage_class": STORAGE_CLASS, "capacity": "10Gi"},
         }))
@@ -103,7 +110,7 @@ c.JupyterHub.load_roles = [*c.JupyterHub.load_roles, {{
     "scopes": ["admin:users", "admin:servers", "tokens", "read:hub", "access:servers", "access:services"],
 }}]
 s = c.AtelierKubeSpawner
-s.deployment_file = str(_stack.path("deployment.json"))
+s.deployment_file = {str(self.deployment_file)!r}
 s.server_token_scopes = ["users:activity!user", "access:servers!server", *_stack.session_scopes]
 s.image = {image!r}
 s.image_pull_policy = "Never"

@@ -59,6 +59,7 @@ SECRET_ENV = (
     "MLFLOW_TRACKING_TOKEN",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
+    "DATABASE_URL",  # %sql's Trino URL carries the hub token as its password
 )
 
 
