@@ -172,6 +172,25 @@ def _stop_hub(hub: subprocess.Popen, state: Path, *, grace: float = 120) -> None
             hub.kill()
             hub.wait()
     end_leftovers(state)
+    # A service's supervisor that the hub had not registered yet (a start cut short)
+    # ends itself within half a second of the hub's exit: wait for that, so that
+    # "nothing is left running" holds when this returns.
+    mark = str(Path(state).resolve()).encode()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _processes_mentioning(mark):
+        time.sleep(0.1)
+
+
+def _processes_mentioning(mark: bytes) -> list[int]:
+    """Other processes whose command line names ``mark`` (this stack's state folder)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if int(proc.name) != os.getpid() and mark in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def _check_services(args) -> tuple[str, ...]:
