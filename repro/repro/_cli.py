@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", help="what a run recorded, readable")
     show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument("--file", metavar="NAME",
+                      help="print one recorded file instead (packages.txt, environment.json, "
+                      "diff.patch, ...: `repro show RUN_ID` lists them)")
     uri_option(show)
 
     diff = sub.add_parser("diff", help="code, package and argument differences of two runs")
@@ -111,7 +114,13 @@ def _dispatch(args: argparse.Namespace, override: list[str] | None) -> int:
     from . import _report, _runs
 
     if args.command == "show":
-        sys.stdout.write(_report.show(_runs.load(args.run_id, uri=args.tracking_uri)))
+        run = _runs.load(args.run_id, uri=args.tracking_uri)
+        if args.file:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(_report.recorded_file(run, args.file))
+            sys.stdout.buffer.flush()
+            return 0
+        sys.stdout.write(_report.show(run))
         return 0
     if args.command == "diff":
         a = _runs.load(args.run_a, uri=args.tracking_uri)

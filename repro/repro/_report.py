@@ -11,8 +11,10 @@ import difflib
 import time
 from collections.abc import Mapping, Sequence
 
+from ._errors import ReproError
 from ._packages import compare_packages, parse_packages
-from ._runs import RecordedRun
+from ._record import BUNDLE, SEPARATE
+from ._runs import ARTIFACT_DIR, RecordedRun
 
 _DIFF_LINES = 200
 
@@ -27,6 +29,16 @@ def _size(n: int) -> str:
     if n < 1024:
         return f"{n} B"
     return f"{n / 1024:.1f} KiB" if n < 1024**2 else f"{n / 1024**2:.1f} MiB"
+
+
+def recorded_file(run: RecordedRun, name: str) -> bytes:
+    """One file repro recorded for ``run`` (``repro show RUN --file NAME``)."""
+    name = name.removeprefix(f"{ARTIFACT_DIR}/")
+    content = run.artifact(f"{ARTIFACT_DIR}/{name}")
+    if content is None:
+        names = ", ".join(run.recorded_files()) or "none"
+        raise ReproError(f"run {run.run_id} recorded no file {name!r} (--file); it has: {names}")
+    return content
 
 
 def show(run: RecordedRun) -> str:
@@ -58,7 +70,7 @@ def show(run: RecordedRun) -> str:
         row("parsed", f"{t['repro.params']} arguments, logged as args.*/config.* params "
             "(`repro rerun --set NAME=VALUE` changes one)")
     if t.get("repro.notebook"):
-        row("notebook", f"{t['repro.notebook']} (repro/notebook.ipynb)")
+        row("notebook", f"{t['repro.notebook']} (artifact repro/notebook.ipynb)")
     if t.get("repro.redacted"):
         row("redacted", f"{t['repro.redacted']} (secrets replaced by [REDACTED])")
     git_state = t.get("repro.git")
@@ -70,11 +82,11 @@ def show(run: RecordedRun) -> str:
             parts.append("shallow clone")
         row("git", ", ".join(p for p in parts if p))
         if t.get("repro.git.diff"):
-            row("diff", f"{t['repro.git.diff']} (repro/diff.patch)")
+            row("diff", f"{t['repro.git.diff']} (artifact repro/diff.patch)")
         if t.get("repro.git.untracked"):
             saved = t.get("repro.git.untracked.saved")
-            row("untracked", f"{t['repro.git.untracked']} entries (repro/untracked.txt)"
-                + (f", content of {saved} (repro/untracked.json)" if saved else ""))
+            row("untracked", f"{t['repro.git.untracked']} entries (--file untracked.txt)"
+                + (f", content of {saved} (--file untracked.json)" if saved else ""))
         row("remote", t.get("repro.git.remote"))
         row("submodule", t.get("repro.git.submodules"))
         row("scan", t.get("repro.git.scan"))
@@ -97,11 +109,11 @@ def show(run: RecordedRun) -> str:
         extra += [f"CUDA {t['repro.cuda']}"] if t.get("repro.cuda") else []
         row("gpu", gpu + (f" ({', '.join(extra)})" if extra else ""))
     if t.get("repro.packages"):
-        row("packages", f"{t['repro.packages']} installed (repro/packages.txt)")
+        row("packages", f"{t['repro.packages']} installed (--file packages.txt)")
     if t.get("repro.editables"):
-        row("editable", f"{t['repro.editables']} (repro/editables.json)")
+        row("editable", f"{t['repro.editables']} (--file editables.json)")
     if t.get("repro.conda"):
-        row("conda", f"{t['repro.conda']} (repro/conda.txt)")
+        row("conda", f"{t['repro.conda']} (--file conda.txt)")
     prefix = "repro.env."
     session = {k[len(prefix) :]: v for k, v in sorted(t.items()) if k.startswith(prefix)}
     for name, value in session.items():
@@ -116,6 +128,9 @@ def show(run: RecordedRun) -> str:
     if t.get("repro.rerun_of"):
         row("rerun of", t["repro.rerun_of"])
     for path in run.artifact_list():
+        if path == f"{ARTIFACT_DIR}/{BUNDLE}":
+            inside = [n for n in run.recorded_files() if n not in SEPARATE]
+            path += f" ({', '.join(inside)}: `repro show RUN_ID --file NAME` prints one)"
         row("artifact", path)
     if not git_state:
         lines.append("note       no repro.* tags: this run was not started by repro.start_run()")
@@ -188,7 +203,7 @@ def _artifact_diff(code: list[str], a: RecordedRun, b: RecordedRun, name: str) -
             f"{a.run_id[:8]}/{name}", f"{b.run_id[:8]}/{name}", lineterm="",
         )
     )
-    what = "uncommitted changes" if name == "diff.patch" else f"repro/{name}"
+    what = "uncommitted changes" if name == "diff.patch" else name
     code.append(f"{what} differ (diff of the two recorded files):")
     code.extend("  " + line for line in udiff[:_DIFF_LINES])
     if len(udiff) > _DIFF_LINES:
@@ -221,7 +236,7 @@ def diff(a: RecordedRun, b: RecordedRun) -> str:
     packages = []
     if not pa or not pb:
         missing = a.run_id if not pa else b.run_id
-        packages.append(f"(run {missing} has no repro/packages.txt)")
+        packages.append(f"(run {missing} has no packages.txt)")
     else:
         for name, va, vb in compare_packages(pa, pb):
             if va is None:

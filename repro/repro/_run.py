@@ -456,7 +456,9 @@ def _store_artifacts(run: ActiveRun, uri: str, files: dict[str, bytes],
         return None
     from urllib.parse import unquote, urlsplit
 
-    from . import _capture
+    from . import _capture, _record
+
+    files = _record.pack(files)  # two uploads at most: each one is a server request
 
     run_id, artifact_uri = run.info.run_id, run.info.artifact_uri
     parts = urlsplit(artifact_uri)

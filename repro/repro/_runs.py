@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _spool, _tracking
+from . import _record, _spool, _tracking
 from ._errors import ReproError
+
+ARTIFACT_DIR = "repro"
 
 _RUN_ID = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")
 
@@ -44,10 +46,32 @@ class RecordedRun:
     _listing: Any = field(default=None, repr=False)
 
     def artifact(self, path: str) -> bytes | None:
-        """Content of an artifact (e.g. ``repro/diff.patch``), None if the run has none."""
+        """Content of a recorded file (e.g. ``repro/packages.txt``), None if the run has
+        none: read from ``repro/record.json`` where the run has one, else from the
+        artifact of that name (runs recorded before the bundle, files of the user's)."""
+        folder, _, name = path.rpartition("/")
+        if folder == ARTIFACT_DIR and name not in _record.SEPARATE:
+            bundled = self._bundle()
+            if bundled is not None:
+                return bundled.get(name)
         if path not in self._artifacts:
             self._artifacts[path] = self._fetch(path) if self._fetch else None
         return self._artifacts[path]
+
+    def _bundle(self) -> dict[str, bytes] | None:
+        key = f"{ARTIFACT_DIR}/{_record.BUNDLE}"
+        if key not in self._artifacts:
+            self._artifacts[key] = self._fetch(key) if self._fetch else None
+        raw = self._artifacts[key]
+        return _record.unpack(raw) if raw is not None else None
+
+    def recorded_files(self) -> list[str]:
+        """Names of the files repro recorded for this run (``packages.txt``, ...)."""
+        names = set(self._bundle() or {})
+        prefix = f"{ARTIFACT_DIR}/"
+        names.update(p[len(prefix):] for p in self.artifact_list()
+                     if p.startswith(prefix) and p != prefix + _record.BUNDLE)
+        return sorted(names)
 
     def artifact_list(self) -> list[str]:
         return sorted(self._listing()) if self._listing else []

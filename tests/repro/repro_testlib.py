@@ -234,6 +234,27 @@ class Forwarder:
                     pass
 
 
+def recorded_files(client, run_id: str, dst: Path) -> dict[str, bytes]:
+    """The files repro recorded for a run (``repro/NAME`` -> content), read with MLflow's own
+    client: artifacts of their own as they are, ``repro/record.json``'s files unpacked."""
+    from repro import _record
+
+    dst.mkdir(parents=True, exist_ok=True)
+    if not client.list_artifacts(run_id, "repro"):
+        return {}
+    local = Path(client.download_artifacts(run_id, "repro", str(dst)))
+    out = {}
+    for path in local.rglob("*"):
+        if not path.is_file():
+            continue
+        rel = "repro/" + path.relative_to(local).as_posix()
+        if rel == f"repro/{_record.BUNDLE}":
+            out.update({f"repro/{n}": c for n, c in _record.unpack(path.read_bytes()).items()})
+        else:
+            out[rel] = path.read_bytes()
+    return out
+
+
 def all_text_of_run(client, run_id: str, dst: Path) -> str:
     """Every tag, param and downloaded artifact of a run, as one string to search."""
     run = client.get_run(run_id)
@@ -243,4 +264,5 @@ def all_text_of_run(client, run_id: str, dst: Path) -> str:
     for path in local.rglob("*"):
         if path.is_file():
             parts.append(path.read_bytes().decode("utf-8", "replace"))
+    parts += [c.decode("utf-8", "replace") for c in recorded_files(client, run_id, dst / "r").values()]
     return "\n".join(parts)

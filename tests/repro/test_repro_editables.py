@@ -63,5 +63,5 @@ def test_editable_installs_and_conda_are_recorded_and_compared(
 
     second = run_id_of(assert_ok(run_py(["train.py"], repo, run_env)))
     diff = assert_ok(repro_cli(["diff", run_id, second], run_env, repo)).stdout
-    assert "repro/editables.patch differ" in diff and "return 6" in diff
-    assert "repro/conda.txt differ" in diff and "zlib" in diff
+    assert "editables.patch differ" in diff and "return 6" in diff
+    assert "conda.txt differ" in diff and "zlib" in diff

@@ -10,6 +10,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from repro_testlib import (
     git,
     make_repo,
     output_of,
+    recorded_files,
     repro_cli,
     run_id_of,
     run_py,
@@ -39,15 +41,15 @@ def tags_of(client, run_id: str) -> dict[str, str]:
 
 
 def artifact_names(client, run_id: str) -> set[str]:
-    """The run's repro/ artifacts, less repro/editables.*: those depend on the editable
-    installs of the venv that runs the tests, not on the test."""
-    return {f.path for f in client.list_artifacts(run_id, "repro")
-            if not f.path.startswith("repro/editables.")}
+    """The files repro recorded for the run, less repro/editables.*: those depend on the
+    editable installs of the venv that runs the tests, not on the test."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return {name for name in recorded_files(client, run_id, Path(tmp))
+                if not name.startswith("repro/editables.")}
 
 
 def read_artifact(client, run_id: str, path: str, dst: Path) -> str:
-    dst.mkdir(parents=True, exist_ok=True)
-    return Path(client.download_artifacts(run_id, path, str(dst))).read_text()
+    return recorded_files(client, run_id, dst)[path].decode()
 
 
 def spooled_runs(client, experiment: str, local_id: str) -> list:
@@ -387,7 +389,14 @@ def test_show_and_diff(
     shown = capsys.readouterr().out
     assert a in shown and "train.py --lr 0.1" in shown
     assert git(repo, "rev-parse", "HEAD~1") in shown and "clean" in shown
-    assert "param      lr = 0.1" in shown and "repro/packages.txt" in shown
+    assert "param      lr = 0.1" in shown and "installed (--file packages.txt)" in shown
+    assert "artifact   repro/record.json (" in shown
+
+    assert main(["show", a, "--file", "packages.txt"]) == 0
+    assert "mlflow" in capsys.readouterr().out.lower()
+    assert main(["show", a, "--file", "nope.txt"]) == 1
+    err = capsys.readouterr().err
+    assert "recorded no file 'nope.txt' (--file)" in err and "packages.txt" in err
 
     assert main(["diff", a, b]) == 0
     diff = capsys.readouterr().out

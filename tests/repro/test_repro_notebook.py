@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from repro_testlib import make_repo, repro_cli
+from repro_testlib import make_repo, recorded_files, repro_cli
 
 pytestmark = pytest.mark.integration
 
@@ -48,15 +48,16 @@ def test_notebook_is_recorded(tmp_path: Path, env: dict[str, str], client,
     assert tags["repro.entry_point.type"] == "notebook"
     assert tags["repro.entry_point"] == "explore.ipynb"
     assert "outputs stripped" in tags["repro.notebook"] and "2 cells run" in tags["repro.notebook"]
-    dst = tmp_path / "dl"
-    saved = Path(client.download_artifacts(run.info.run_id, "repro/notebook.ipynb", str(dst)))
-    history = Path(client.download_artifacts(run.info.run_id, "repro/notebook_history.py",
-                                             str(dst)))
-    assert key not in saved.read_text() and "x = 21" in saved.read_text()
-    assert key not in history.read_text() and "repro.start_run" in history.read_text()
+    files = {k: v.decode() for k, v in recorded_files(client, run.info.run_id, tmp_path / "dl").items()}
+    # The notebook is an artifact of its own (opened in MLflow's UI), the rest in record.json.
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "repro")
+            if a.path.endswith(".ipynb")] == ["repro/notebook.ipynb"]
+    saved, history = files["repro/notebook.ipynb"], files["repro/notebook_history.py"]
+    assert key not in saved and "x = 21" in saved
+    assert key not in history and "repro.start_run" in history
     # Never committed, the notebook is an untracked file too: saved scanned as well.
-    untracked = Path(client.download_artifacts(run.info.run_id, "repro/untracked.json", str(dst)))
-    assert "explore.ipynb" in untracked.read_text() and key not in untracked.read_text()
+    untracked = files["repro/untracked.json"]
+    assert "explore.ipynb" in untracked and key not in untracked
     show = repro_cli(["show", run.info.run_id], env, repo).stdout
     assert "notebook   " in show
 

@@ -4,12 +4,23 @@ Real scripts, real git, a real MLflow server, the real ``repro`` command."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
-from repro_testlib import assert_ok, child_env, git, make_repo, output_of, repro_cli, run_id_of, run_py
+from repro_testlib import (
+    assert_ok,
+    child_env,
+    git,
+    make_repo,
+    output_of,
+    recorded_files,
+    repro_cli,
+    run_id_of,
+    run_py,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -129,10 +140,12 @@ def test_rerun_restores_small_untracked_files(tmp_path: Path, env: dict[str, str
     tags = client.get_run(run_id).data.tags
     assert tags["repro.git.untracked.saved"] == "1 files"
     assert tags["repro.redacted"] == "untracked:1"
-    local = Path(client.download_artifacts(run_id, "repro/untracked.json", str(tmp_path / "d")))
-    assert token not in local.read_text() and "V = 7" in local.read_text()
+    saved = recorded_files(client, run_id, tmp_path / "d")["repro/untracked.json"].decode()
+    assert token not in saved and "V = 7" in saved
     show = assert_ok(repro_cli(["show", run_id], env, repo)).stdout
-    assert "untracked  2 entries (repro/untracked.txt), content of 1 files" in show
+    assert "untracked  2 entries (--file untracked.txt), content of 1 files" in show
+    listed = assert_ok(repro_cli(["show", run_id, "--file", "untracked.json"], env, repo)).stdout
+    assert json.loads(listed)["files"]["extra.py"].startswith("V = 7")
     (repo / "extra.py").unlink()
     again = assert_ok(repro_cli(["rerun", run_id], env, repo))
     assert "1 untracked files restored" in again.stdout

@@ -16,7 +16,7 @@ import pytest
 from repro_testlib import free_port
 
 import repro
-from repro import _spool
+from repro import _record, _spool
 
 
 @pytest.fixture
@@ -74,8 +74,9 @@ def test_fluent_api_works_on_a_spooled_run(
     assert spooled.tags["repro.spooled"] == "true" and "repro.git" in spooled.tags
     files = {p.relative_to(spooled.artifact_dir).as_posix()
              for p in spooled.artifact_dir.rglob("*") if p.is_file()}
-    assert {"notes.txt", "cfg/config.json", "repro/packages.txt",
-            "repro/environment.json"} <= files
+    assert {"notes.txt", "cfg/config.json", "repro/record.json"} <= files
+    bundled = _record.unpack((spooled.artifact_dir / "repro" / "record.json").read_bytes())
+    assert {"packages.txt", "environment.json"} <= set(bundled)
 
 
 def test_nested_runs_spool_with_their_parent(down: Path) -> None:
