@@ -179,3 +179,29 @@ def test_a_capture_failure_costs_the_details_not_the_run(
     spooled = _spool.find_run(run.info.run_id, down)
     assert spooled is not None and spooled.metrics and "repro.entry_point" in spooled.tags
     assert any("unreadable site-packages" in r.getMessage() for r in caplog.records)
+
+
+def test_runs_recorded_one_artifact_per_file_read_the_same(tmp_path) -> None:
+    """Runs recorded before repro/record.json (one artifact per file) and runs with it
+    answer the same questions through the reader the CLI uses."""
+    from repro._runs import RecordedRun
+
+    files = {"packages.txt": b"numpy==2.1.0\n", "environment.json": b'{"args": ["--lr", "1"]}',
+             "diff.patch": b"+x\n"}
+
+    def reader(stored: dict[str, bytes]) -> RecordedRun:
+        return RecordedRun(run_id="r", where="w", name=None, status="FINISHED",
+                           start_time=None, end_time=None, experiment="e", tags={},
+                           params={}, metrics={}, source="server",
+                           _fetch=lambda path: stored.get(path),
+                           _listing=lambda: list(stored))
+
+    old = reader({f"repro/{n}": c for n, c in files.items()})
+    new = reader({f"repro/{n}": c for n, c in _record.pack(files).items()})
+    assert sorted(new.artifact_list()) == ["repro/diff.patch", "repro/record.json"]
+    for run in (old, new):
+        assert run.artifact("repro/packages.txt") == b"numpy==2.1.0\n"
+        assert run.artifact("repro/diff.patch") == b"+x\n"
+        assert run.environment() == {"args": ["--lr", "1"]}
+        assert run.artifact("repro/conda.txt") is None
+        assert run.recorded_files() == ["diff.patch", "environment.json", "packages.txt"]
