@@ -139,14 +139,37 @@ def distributed_tags(environ: Mapping[str, str] | None = None) -> dict[str, str]
     """
     env = os.environ if environ is None else environ
     tags = {}
-    if env.get("WORLD_SIZE"):
-        tags["repro.distributed.world_size"] = env["WORLD_SIZE"]
+    size = _world_size(env)
+    if size:
+        tags["repro.distributed.world_size"] = size
     if env.get("SLURM_JOB_ID"):
         tags["repro.slurm.job"] = env["SLURM_JOB_ID"]
         if env.get("SLURM_PROCID"):
             total = env.get("SLURM_NTASKS")
             tags["repro.slurm.task"] = env["SLURM_PROCID"] + (f" of {total}" if total else "")
     return tags
+
+
+def _world_size(env: Mapping[str, str]) -> str | None:
+    """How many processes the job has, as its launcher says (the rank's counterpart).
+
+    >>> _world_size({"OMPI_COMM_WORLD_SIZE": "4"}), _world_size({"SLURM_PROCID": "0",
+    ...     "PMI_SIZE": "2"})
+    ('4', None)
+    """
+    slurm = "SLURM_PROCID" in env
+    for name in ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"):
+        if slurm and name == "PMI_SIZE" and "mpi4py" not in sys.modules:
+            continue
+        value = env.get(name, "").strip()
+        if value.isdigit():
+            return value
+    if "ray.train" in sys.modules:
+        try:
+            return str(int(sys.modules["ray.train"].get_context().get_world_size()))
+        except Exception:  # not inside a Ray Train worker
+            return None
+    return None
 
 
 class NoOpRun:
