@@ -23,7 +23,7 @@ from stack import Stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-TIMEOUT, WARN = 90, 60
+TIMEOUT, WARN = 75, 50
 PROFILE = f"""name: lab
 display_name: Lab (short timeout)
 default: true

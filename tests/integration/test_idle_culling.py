@@ -1,10 +1,11 @@
 """Idle culling through the real hub: per-profile timeouts, a busy kernel outlives them,
 homes survive, and `atelier usage` adds up what ran.
 
-A test profiles folder gives short timeouts: `quick` (a CPU profile, 60 s) and
-`gpu-like` (a CPU profile with a GPU profile's shorter timeout, 30 s: this machine may
-have no GPU). Every server is started through the hub's REST API and observed from
-outside; the culler, the sessions' activity reports and the hub are the real ones.
+A test profiles folder gives short timeouts: `quick` (a CPU profile, 30 s) and
+`gpu-like` (a CPU profile with a GPU profile's shorter timeout, 15 s: this machine may
+have no GPU). The sessions then sample their activity every 5 s and the culler checks
+every 5 s (both follow the shortest timeout), as they would every minute for real ones. Every server is started
+through the hub's REST API and observed from outside; the culler, the sessions' activity reports and the hub are the real ones.
 """
 
 from __future__ import annotations
@@ -23,21 +24,21 @@ from websockets.sync.client import connect
 
 pytestmark = pytest.mark.integration
 
-QUICK, GPU_LIKE = 60, 30
+QUICK, GPU_LIKE = 30, 15
 PROFILES = {
     "quick": f"""name: quick
 display_name: Quick CPU
 default: true
 cpu: {{limit: 1}}
 memory: {{limit: 1G}}
-culling: {{idle_timeout: {QUICK}, warn_before: 20}}
+culling: {{idle_timeout: {QUICK}, warn_before: 10}}
 """,
     "gpu-like": f"""# A CPU profile with a GPU profile's shorter timeout (no GPU needed on this machine).
 name: gpu-like
 display_name: GPU-like
 cpu: {{limit: 2}}
 memory: {{limit: 2G}}
-culling: {{idle_timeout: {GPU_LIKE}, warn_before: 10}}
+culling: {{idle_timeout: {GPU_LIKE}, warn_before: 5}}
 """,
 }
 USER = "admin"  # the one user of the single-user mode; container mode takes it too
@@ -130,7 +131,8 @@ def busy(cull_stack):
 def test_idle_servers_stop_after_their_profiles_timeouts_and_homes_survive(cull_stack, busy):
     s = cull_stack
     runs = {}
-    for server, profile in (("idle", "quick"), ("gpu", "gpu-like")):
+    # The shorter timeout first: the idle server's file is written as soon as it is ready.
+    for server, profile in (("gpu", "gpu-like"), ("idle", "quick")):
         t = time.monotonic()
         runs[server] = {"profile": profile, "requested": t, "model": s.spawn(USER, profile, server=server)}
         runs[server]["ready"] = time.monotonic()
@@ -153,7 +155,7 @@ def test_idle_servers_stop_after_their_profiles_timeouts_and_homes_survive(cull_
     culls = {line["server"]: line for line in lines if line["action"] == "cull"}
     assert {"idle", "gpu"} <= {name.split("/")[-1] for name in culls}, lines
     gpu_line = next(v for k, v in culls.items() if k.endswith("gpu"))
-    assert gpu_line["profile"] == "gpu-like" and "idle_timeout of 30 s" in gpu_line["reason"]
+    assert gpu_line["profile"] == "gpu-like" and f"idle_timeout of {GPU_LIKE} s" in gpu_line["reason"]
     assert "Stopping admin/idle (profile quick): idle for" in s.hub_log(400)
 
     # The home outlives the cull: the next start, on the other profile, reads the file.
