@@ -27,8 +27,11 @@ dev: install
 	$(VENV)/bin/atelier dev --port $(PORT)
 
 # pytest exits 5 when it collects no test, and make (so CI) fails on any non-zero exit.
+# Two workers: many tests wait on real timeouts and services; each takes a whole file (the
+# k8s folder as one), slowest first (tests/conftest.py). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: install-test
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 bench: install
 	$(VENV)/bin/python bench/run.py

@@ -1,9 +1,54 @@
-"""Fixtures shared by every suite: the real embedded stack, started once per run."""
+"""Fixtures shared by every suite: the real embedded stack, started once per run (once per
+worker: `make test` runs two, see :func:`pytest_collection_modifyitems`)."""
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
 import pytest
-from stack import Stack
+from stack import OUTPUT, Stack
+
+HERE = Path(__file__).parent
+_STARTED = time.time()
+
+#: Files (or folders) that take longest, slowest first (warm figures, minutes): they start
+#: first, so that the two workers of `make test` finish together. Everything else follows
+#: in collection order.
+SLOW_FIRST = (
+    "k8s",  # ~8: one control plane and one real node, so one worker (one group)
+    "integration/test_idle_culling.py",  # ~4: real idle timeouts
+    "faults/test_service_faults.py",  # ~5
+    "terraform",  # ~3: terraform, tflint, checkov
+    "repro/test_repro_integration.py",
+    "integration/test_session_services.py",
+    "integration/test_vscode_ssh.py",
+    "integration/test_s3_trino_identity.py",
+    "integration/test_trino.py",
+)
+
+
+def _group(item: pytest.Item) -> str:
+    """The unit of work one worker takes whole: a file (its module fixtures start once), or
+    the whole k8s folder (one control plane, one real node with its containerd)."""
+    rel = Path(str(item.fspath)).resolve().relative_to(HERE).as_posix()
+    return "k8s" if rel.startswith("k8s/") else rel
+
+
+def _rank(group: str) -> int:
+    for i, name in enumerate(SLOW_FIRST):
+        if group == name or group.startswith(name + "/"):
+            return i
+    return len(SLOW_FIRST)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist's ``--dist loadgroup`` (the Makefile's ``make test``) each file is
+    one unit of work and the slowest start first; a plain ``pytest`` runs the same order."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    items.sort(key=lambda item: _rank(_group(item)))  # stable: file order kept within a rank
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +64,18 @@ def alice(stack):
     """A user created the way an admin does it, with their password and an API token."""
     password = stack.add_user("alice")
     return {"name": "alice", "password": password, "token": stack.user_token("alice")}
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault tests' figures (tests/faults/conftest.py), whichever process recorded them."""
+    figures: dict[str, dict] = {}
+    for path in OUTPUT.glob("faults-*.json") if OUTPUT.exists() else ():
+        if path.stat().st_mtime >= _STARTED:
+            figures.update(json.loads(path.read_text()))
+    if not figures:
+        return
+    (OUTPUT / "faults.json").write_text(json.dumps(figures, indent=2))
+    terminalreporter.section("fault figures")
+    for name, values in figures.items():
+        shown = ", ".join(f"{k} {v}" for k, v in values.items())
+        terminalreporter.write_line(f"{name}: {shown}")
