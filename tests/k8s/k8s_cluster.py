@@ -295,36 +295,37 @@ class Kube:
 # -- the control plane ------------------------------------------------------------------------
 
 
-class ControlPlane:
-    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on 127.0.0.1."""
+class Processes:
+    """Long-running processes of one test fixture, each in its own session with its log in
+    ``logdir``: started in order, waited for while all still run, stopped newest first."""
 
-    def __init__(self, binaries: dict[str, Path], workdir: Path, logdir: Path):
-        self.bin = binaries
-        self.dir = workdir
-        self.pki = workdir / "pki"
+    def __init__(self, logdir: Path, cwd: Path):
         self.logdir = logdir
+        self.cwd = cwd
         self.procs: list[tuple[str, subprocess.Popen]] = []
-        self.port = free_port()
-        self.server = f"https://127.0.0.1:{self.port}"
-        self.admin: Kube | None = None
 
-    def _start(self, name: str, args: list[str]) -> subprocess.Popen:
+    def launch(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
         self.logdir.mkdir(parents=True, exist_ok=True)
         with open(self.logdir / f"{name}.log", "wb") as out:
-            proc = subprocess.Popen([str(self.bin.get(name, name)), *args], stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, cwd=self.dir, start_new_session=True)
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=self.cwd, env=env, start_new_session=True)
         self.procs.append((name, proc))
         return proc
 
-    def _check_alive(self) -> None:
+    def running(self, name: str | None = None) -> list[subprocess.Popen]:
+        return [p for n, p in self.procs if p.poll() is None and name in (None, n)]
+
+    def check_alive(self) -> None:
         for name, proc in self.procs:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited ({proc.returncode}):\n{tail(self.logdir / f'{name}.log')}")
 
-    def _wait(self, what: str, check, timeout: float = 90):
+    def wait(self, what: str, check, timeout: float = 90, every: float = 0.25):
+        """``check()``'s first true value; fails if a process exits or after ``timeout``.
+        A refused request or missing file while a server starts counts as not yet."""
         deadline = time.monotonic() + timeout
         while True:
-            self._check_alive()
+            self.check_alive()
             try:
                 value = check()
             except (requests.RequestException, OSError):
@@ -333,7 +334,40 @@ class ControlPlane:
                 return value
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{what} not ready in {timeout:.0f} s; logs in {self.logdir}")
-            time.sleep(0.25)
+            time.sleep(every)
+
+    def stop(self, grace: float = 15) -> None:
+        """Each process by its PID, newest first: SIGTERM, then SIGKILL after ``grace`` s."""
+        for _name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _name, proc in reversed(self.procs):
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self.procs.clear()
+
+
+class ControlPlane:
+    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on 127.0.0.1."""
+
+    def __init__(self, binaries: dict[str, Path], workdir: Path, logdir: Path):
+        self.bin = binaries
+        self.dir = workdir
+        self.pki = workdir / "pki"
+        self.logdir = logdir
+        self.processes = Processes(logdir, workdir)
+        self.port = free_port()
+        self.server = f"https://127.0.0.1:{self.port}"
+        self.admin: Kube | None = None
+
+    def _start(self, name: str, args: list[str]) -> subprocess.Popen:
+        return self.processes.launch(name, [str(self.bin.get(name, name)), *args])
+
+    def _wait(self, what: str, check, timeout: float = 90):
+        return self.processes.wait(what, check, timeout)
 
     def start(self) -> ControlPlane:
         t0 = time.monotonic()
@@ -458,16 +492,7 @@ class ControlPlane:
 
     def stop(self) -> None:
         """Stop each process by its PID, newest first (SIGTERM, then SIGKILL after 15 s)."""
-        for _name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _name, proc in reversed(self.procs):
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        self.procs.clear()
+        self.processes.stop(15)
 
 
 # -- what kwok does not simulate: the container's listening port ------------------------------

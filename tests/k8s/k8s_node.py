@@ -31,7 +31,7 @@ from pathlib import Path
 
 from atelier_hub.engine import docker_host
 from atelier_hub.install.paths import cache_dir
-from k8s_cluster import ControlPlane, _openssl, free_port, tail, write_kubeconfig
+from k8s_cluster import ControlPlane, Processes, _openssl, free_port, write_kubeconfig
 
 NODE_NAME = "127.0.0.1"  # --hostname-override: the node's InternalIP then is 127.0.0.1
 POOL = "real"
@@ -145,36 +145,18 @@ class RealNode:
         self.socket = workdir / "containerd.sock"
         self.cgroup_root = f"/atelier-test-node-{secrets.token_hex(3)}"
         self.holder: subprocess.Popen | None = None
-        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.processes = Processes(logdir, workdir)
         self._lock = None
 
     # -- processes -----------------------------------------------------------------------
 
     def _in_namespace(self, name: str, args: list[str], env: dict) -> subprocess.Popen:
         """Start ``args`` inside the node's mount namespace (nsenter execs it: the PID is its own)."""
-        self.logdir.mkdir(parents=True, exist_ok=True)
-        with open(self.logdir / f"{name}.log", "wb") as out:
-            proc = subprocess.Popen(["nsenter", f"--mount=/proc/{self.holder.pid}/ns/mnt", "--", *args],
-                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=self.dir, env=env, start_new_session=True)
-        self.procs.append((name, proc))
-        return proc
-
-    def _check_alive(self) -> None:
-        for name, proc in self.procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited ({proc.returncode}):\n{tail(self.logdir / f'{name}.log')}")
+        return self.processes.launch(name, ["nsenter", f"--mount=/proc/{self.holder.pid}/ns/mnt", "--", *args],
+                                     env=env)
 
     def _wait(self, what: str, check, timeout: float = 120):
-        deadline = time.monotonic() + timeout
-        while True:
-            self._check_alive()
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} not ready in {timeout:.0f} s; logs in {self.logdir}")
-            time.sleep(0.3)
+        return self.processes.wait(what, check, timeout, every=0.3)
 
     def _namespace(self) -> None:
         """A process that holds a private mount namespace with the overlays in place."""
@@ -318,7 +300,7 @@ class RealNode:
 
     def pids(self) -> list[int]:
         """kubelet's and containerd's PIDs."""
-        return [proc.pid for _name, proc in self.procs if proc.poll() is None]
+        return [proc.pid for proc in self.processes.running()]
 
     def caught_sysctls(self) -> dict[str, str]:
         """The values in the files over ``/proc/sys``: what kubelet set, host untouched."""
@@ -347,19 +329,10 @@ class RealNode:
         """Pods first, then kubelet, containerd and the namespace holder, each by PID;
         then the node object and the empty cgroups kubelet made."""
         try:
-            if any(n == "kubelet" and p.poll() is None for n, p in self.procs):
+            if self.processes.running("kubelet"):
                 self.delete_pods()
         finally:
-            for _name, proc in reversed(self.procs):
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for _name, proc in reversed(self.procs):
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-            self.procs.clear()
+            self.processes.stop(20)
             self._end_shims()
             if self.holder and self.holder.poll() is None:
                 self.holder.kill()
