@@ -8,6 +8,7 @@ real second hub user with their own hub token.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
@@ -106,6 +107,29 @@ def test_the_backend_refuses_requests_that_do_not_come_through_the_front(mstack,
                   ).status_code == 403
     assert a.call("POST", "users/create", json={"username": "mallory", "password": "x" * 24}).status_code == 403
     a.ok("GET", "experiments/search?max_results=1")  # and alice's own account still works
+
+
+def test_a_refused_request_with_a_body_leaves_the_connection_usable(mstack, alice):
+    """The front refuses some calls before reading their body (MLflow's own account calls):
+    the next request on that keep-alive connection must still be answered. Found by CI as a
+    503 "socket hang up" from the proxy after such a refusal: the front dropped the
+    connection without saying so. Talks to the front's own port, as the proxy does."""
+    port = json.loads((mstack.state / "atelier.json").read_text())["ports"]["mlflow"]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    auth = {"Authorization": f"token {alice['token']}", "Content-Type": "application/json"}
+    body = json.dumps({"username": "alice", "password": "x" * 24})
+    for _ in range(3):
+        conn.request("PATCH", "/services/mlflow/api/2.0/mlflow/users/update-password", body=body, headers=auth)
+        refused = conn.getresponse()
+        refused.read()
+        assert refused.status == 403
+        # Either the connection stays usable, or the answer said it closes (then the
+        # client opens a new one): never a silent drop.
+        conn.request("GET", "/services/mlflow/api/2.0/mlflow/experiments/search?max_results=1", headers=auth)
+        again = conn.getresponse()
+        assert again.status == 200, again.read()[:300]
+        again.read()
+    conn.close()
 
 
 def test_another_user_cannot_change_or_delete_what_a_user_made_and_the_owner_can(mstack, alice, bob, ada):

@@ -264,6 +264,7 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
         self._rule: str | None = None
         self._ident: tuple[str, bool] | None = None
         self._fetch_args: dict = {}
+        self._body_read = False
 
     def check_xsrf_cookie(self):
         """MLflow's UI sends no _xsrf token: accept cookie-authenticated writes that the
@@ -396,6 +397,7 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
                 raise web.HTTPError(502, f"MLflow server not reachable: {exc}") from None
 
     async def _forward(self, *_path):
+        self._body_read = True  # tornado calls the method once the whole body has arrived
         if self._finished:
             return
         if self._queue is not None:
@@ -420,6 +422,10 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
         exc = kwargs.get("exc_info", (None, None))[1]
         message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
         self.set_header("Content-Type", "application/json")
+        if self._has_body() and not self._body_read:
+            # Refused before its body was read: tornado drops the connection after this
+            # answer, so say so; a client (the hub's proxy) reusing it would get nothing.
+            self.set_header("Connection", "close")
         self.finish(json.dumps({"error_code": status_code, "message": message}))
 
     get = head = post = put = patch = delete = options = _forward
