@@ -319,13 +319,16 @@ def main(argv: list[str] | None = None) -> None:
     last = "no answer yet"
     while sup.check():
         proc = sup.proc
-        if proc is None or proc.poll() is not None:
-            if ready_pid is not None:
-                ready_file.unlink(missing_ok=True)
-                ready_pid = None
-                print(f"trino: the server stopped; last lines of {log_file}:\n{tail(log_file, 15)}\n"
-                      f"JVM output ({logs / 'launcher.log'}):\n{tail(logs / 'launcher.log', 10)}",
-                      file=sys.stderr, flush=True)
+        dead = proc is None or proc.poll() is not None
+        # The supervisor may have started the next JVM already (another pid): that is a
+        # stop too, and the new one is not ready until a query says so.
+        if ready_pid is not None and (dead or proc.pid != ready_pid):
+            ready_file.unlink(missing_ok=True)
+            ready_pid = None
+            print(f"trino: the server stopped; last lines of {log_file}:\n{tail(log_file, 15)}\n"
+                  f"JVM output ({logs / 'launcher.log'}):\n{tail(logs / 'launcher.log', 10)}",
+                  file=sys.stderr, flush=True)
+        if dead:
             time.sleep(0.5)
             continue
         if ready_pid == proc.pid:
