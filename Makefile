@@ -31,7 +31,7 @@ dev: install
 # k8s folder as one), slowest first (tests/conftest.py). TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 test: install-test
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: install
 	$(VENV)/bin/python bench/run.py

@@ -29,11 +29,11 @@ SLOW_FIRST = (
 )
 
 
-def _group(item: pytest.Item) -> str:
+def _group(path: str) -> str:
     """The unit of work one worker takes whole: a file (its module fixtures start once), or
-    the whole k8s folder (one control plane, one real node with its containerd)."""
-    rel = Path(str(item.fspath)).resolve().relative_to(HERE).as_posix()
-    return "k8s" if rel.startswith("k8s/") else rel
+    the whole k8s folder (one control plane, one real node with its containerd).
+    ``path`` is relative to this folder."""
+    return "k8s" if path.startswith("k8s/") else path
 
 
 def _rank(group: str) -> int:
@@ -43,12 +43,29 @@ def _rank(group: str) -> int:
     return len(SLOW_FIRST)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist's ``--dist loadgroup`` (the Makefile's ``make test``) each file is
-    one unit of work and the slowest start first; a plain ``pytest`` runs the same order."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
-    items.sort(key=lambda item: _rank(_group(item)))  # stable: file order kept within a rank
+    """The slowest files first (a plain ``pytest`` runs the same order)."""
+    def rank(item: pytest.Item) -> int:
+        return _rank(_group(Path(str(item.fspath)).resolve().relative_to(HERE).as_posix()))
+
+    items.sort(key=rank)  # stable: file order kept within a rank
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``make test``'s scheduler: pytest-xdist's by-scope one, a scope being :func:`_group`.
+    (xdist's own ``loadgroup`` marks do nothing under pytest 9: it renames ``_nodeid``,
+    which pytest 9 no longer reads.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return _group(path.removeprefix("tests/"))
+
+    return ByFile(config, log)
 
 
 @pytest.fixture(scope="session")
