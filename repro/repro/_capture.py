@@ -31,7 +31,6 @@ NOTEBOOK_LIMIT = 2 * 1024 * 1024
 EDITABLE_REPOS = 8
 #: Seconds an editable install's scan may run past the run's own scan.
 EDITABLE_GRACE = 0.25
-ARTIFACT_DIR = "repro"
 
 
 def cap_tag(value: str, limit: int = TAG_LIMIT) -> str:

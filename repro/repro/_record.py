@@ -21,7 +21,9 @@ from __future__ import annotations
 import base64
 import json
 
-#: The bundle's name under ``repro/``.
+#: The folder of a run's artifacts that repro writes.
+ARTIFACT_DIR = "repro"
+#: The bundle's name under :data:`ARTIFACT_DIR`.
 BUNDLE = "record.json"
 #: Files kept as artifacts of their own.
 SEPARATE = frozenset({"diff.patch", "notebook.ipynb"})

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 
 from ._errors import ReproError
 from ._packages import compare_packages, parse_packages
-from ._record import BUNDLE, SEPARATE
-from ._runs import ARTIFACT_DIR, RecordedRun
+from ._record import ARTIFACT_DIR, BUNDLE, SEPARATE
+from ._runs import RecordedRun
 
 _DIFF_LINES = 200
 

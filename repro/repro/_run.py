@@ -100,26 +100,46 @@ def distributed_rank(environ: Mapping[str, str] | None = None) -> int | None:
     (None, 3, 2)
     """
     env = os.environ if environ is None else environ
-    slurm = "SLURM_PROCID" in env
-    for name in RANK_VARIABLES:
-        if slurm and name in ("PMI_RANK", "PMIX_RANK") and "mpi4py" not in sys.modules:
-            continue
-        value = env.get(name, "").strip()
-        if value.lstrip("-").isdigit():
-            return int(value)
+    value = _launcher_value(env, RANK_VARIABLES, signed=True)
+    if value is not None:
+        return int(value)
     one_job = any(env.get(v) for v in _JOB_VARIABLES) or _torch_distributed()
     if one_job:
-        for name in ("SLURM_PROCID", "LOCAL_RANK"):
-            value = env.get(name, "").strip()
-            if value.isdigit():
-                return int(value)
-    if "ray.train" in sys.modules:
-        try:
-            rank = sys.modules["ray.train"].get_context().get_world_rank()
-        except Exception:  # not inside a Ray Train worker
-            return None
-        return int(rank) if rank is not None else None
+        value = _launcher_value(env, ("SLURM_PROCID", "LOCAL_RANK"))
+        if value is not None:
+            return int(value)
+    return _ray_train("get_world_rank")
+
+
+def _launcher_value(env: Mapping[str, str], names: tuple[str, ...], *,
+                    signed: bool = False) -> str | None:
+    """The first of ``names`` that holds a whole number. Under Slurm, PMI variables (which
+    srun's MPI plugin sets for any task) count only once the program imported ``mpi4py``.
+
+    >>> _launcher_value({"SLURM_PROCID": "1", "PMI_RANK": "1"}, ("PMI_RANK",))
+    >>> _launcher_value({"PMI_RANK": "1"}, ("PMI_RANK",))
+    '1'
+    """
+    slurm = "SLURM_PROCID" in env
+    for name in names:
+        if slurm and name.startswith("PMI") and "mpi4py" not in sys.modules:
+            continue
+        value = env.get(name, "").strip()
+        if (value.lstrip("-") if signed else value).isdigit():
+            return value
     return None
+
+
+def _ray_train(method: str) -> int | None:
+    """Ray Train's ``get_context().METHOD()`` when the program already imported
+    ``ray.train`` (never imports it) and runs in a Ray Train worker, else None."""
+    if "ray.train" not in sys.modules:
+        return None
+    try:
+        value = getattr(sys.modules["ray.train"].get_context(), method)()
+    except Exception:  # not inside a Ray Train worker
+        return None
+    return int(value) if value is not None else None
 
 
 def _torch_distributed() -> bool:
@@ -157,19 +177,11 @@ def _world_size(env: Mapping[str, str]) -> str | None:
     ...     "PMI_SIZE": "2"})
     ('4', None)
     """
-    slurm = "SLURM_PROCID" in env
-    for name in ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"):
-        if slurm and name == "PMI_SIZE" and "mpi4py" not in sys.modules:
-            continue
-        value = env.get(name, "").strip()
-        if value.isdigit():
-            return value
-    if "ray.train" in sys.modules:
-        try:
-            return str(int(sys.modules["ray.train"].get_context().get_world_size()))
-        except Exception:  # not inside a Ray Train worker
-            return None
-    return None
+    value = _launcher_value(env, ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"))
+    if value is not None:
+        return value
+    size = _ray_train("get_world_size")
+    return str(size) if size is not None else None
 
 
 class NoOpRun:
@@ -479,7 +491,7 @@ def _store_artifacts(run: ActiveRun, uri: str, files: dict[str, bytes],
         return None
     from urllib.parse import unquote, urlsplit
 
-    from . import _capture, _record
+    from . import _record
 
     files = _record.pack(files)  # two uploads at most: each one is a server request
 
@@ -487,7 +499,7 @@ def _store_artifacts(run: ActiveRun, uri: str, files: dict[str, bytes],
     parts = urlsplit(artifact_uri)
     if parts.scheme in ("", "file"):
         try:
-            folder = os.path.join(unquote(parts.path), _capture.ARTIFACT_DIR)
+            folder = os.path.join(unquote(parts.path), _record.ARTIFACT_DIR)
             os.makedirs(folder, exist_ok=True)
             for name, content in files.items():
                 with open(os.path.join(folder, name), "wb") as f:
@@ -515,7 +527,7 @@ def _upload(run_id: str, artifact_uri: str, uri: str, files: dict[str, bytes],
 
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-    from . import _capture, _tracking
+    from . import _record, _tracking
 
     try:
         repo = get_artifact_repository(artifact_uri, tracking_uri=uri)
@@ -527,7 +539,7 @@ def _upload(run_id: str, artifact_uri: str, uri: str, files: dict[str, bytes],
                     f.write(content)
                 paths.append(path)
             with ThreadPoolExecutor(max_workers=len(paths)) as pool:
-                for future in [pool.submit(repo.log_artifact, p, _capture.ARTIFACT_DIR)
+                for future in [pool.submit(repo.log_artifact, p, _record.ARTIFACT_DIR)
                                for p in paths]:
                     future.result()
     except Exception as exc:  # the run itself exists; do not fail the user's script

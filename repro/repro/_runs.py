@@ -18,8 +18,7 @@ from typing import Any
 
 from . import _record, _spool, _tracking
 from ._errors import ReproError
-
-ARTIFACT_DIR = "repro"
+from ._record import ARTIFACT_DIR
 
 _RUN_ID = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")
 
@@ -44,6 +43,8 @@ class RecordedRun:
     _artifacts: dict[str, bytes | None] = field(default_factory=dict, repr=False)
     _fetch: Any = field(default=None, repr=False)
     _listing: Any = field(default=None, repr=False)
+    #: ``repro/record.json``'s files, unpacked once (None: not fetched yet; False: none)
+    _bundled: Any = field(default=None, repr=False)
 
     def artifact(self, path: str) -> bytes | None:
         """Content of a recorded file (e.g. ``repro/packages.txt``), None if the run has
@@ -59,11 +60,10 @@ class RecordedRun:
         return self._artifacts[path]
 
     def _bundle(self) -> dict[str, bytes] | None:
-        key = f"{ARTIFACT_DIR}/{_record.BUNDLE}"
-        if key not in self._artifacts:
-            self._artifacts[key] = self._fetch(key) if self._fetch else None
-        raw = self._artifacts[key]
-        return _record.unpack(raw) if raw is not None else None
+        if self._bundled is None:
+            raw = self._fetch(f"{ARTIFACT_DIR}/{_record.BUNDLE}") if self._fetch else None
+            self._bundled = _record.unpack(raw) if raw is not None else False
+        return None if self._bundled is False else self._bundled
 
     def recorded_files(self) -> list[str]:
         """Names of the files repro recorded for this run (``packages.txt``, ...)."""
