@@ -1,5 +1,5 @@
 """Fixtures shared by every suite: the real embedded stack, started once per run (once per
-worker: `make test` runs two, see :func:`pytest_collection_modifyitems`)."""
+worker: `make test` runs two, see :func:`pytest_xdist_make_scheduler`)."""
 
 from __future__ import annotations
 

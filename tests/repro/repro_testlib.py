@@ -234,35 +234,39 @@ class Forwarder:
                     pass
 
 
-def recorded_files(client, run_id: str, dst: Path) -> dict[str, bytes]:
-    """The files repro recorded for a run (``repro/NAME`` -> content), read with MLflow's own
-    client: artifacts of their own as they are, ``repro/record.json``'s files unpacked."""
+def _files_of(local: Path, prefix: str) -> dict[str, bytes]:
+    """The files in a downloaded artifact folder (``prefix`` + relative path -> content),
+    with ``repro/record.json``'s files unpacked beside it as ``repro/NAME``."""
     from repro import _record
 
-    dst.mkdir(parents=True, exist_ok=True)
-    if not client.list_artifacts(run_id, "repro"):
-        return {}
-    local = Path(client.download_artifacts(run_id, "repro", str(dst)))
     out = {}
     for path in local.rglob("*"):
         if not path.is_file():
             continue
-        rel = "repro/" + path.relative_to(local).as_posix()
-        if rel == f"repro/{_record.BUNDLE}":
-            out.update({f"repro/{n}": c for n, c in _record.unpack(path.read_bytes()).items()})
-        else:
-            out[rel] = path.read_bytes()
+        rel = prefix + path.relative_to(local).as_posix()
+        out[rel] = path.read_bytes()
+        if rel == f"{_record.ARTIFACT_DIR}/{_record.BUNDLE}":
+            out.update({f"{_record.ARTIFACT_DIR}/{n}": c for n, c in _record.unpack(out[rel]).items()})
     return out
 
 
+def recorded_files(client, run_id: str, dst: Path) -> dict[str, bytes]:
+    """The files repro recorded for a run (``repro/NAME`` -> content), read with MLflow's own
+    client: artifacts of their own as they are, ``repro/record.json``'s files unpacked."""
+    dst.mkdir(parents=True, exist_ok=True)
+    if not client.list_artifacts(run_id, "repro"):
+        return {}
+    files = _files_of(Path(client.download_artifacts(run_id, "repro", str(dst))), "repro/")
+    files.pop("repro/record.json", None)
+    return files
+
+
 def all_text_of_run(client, run_id: str, dst: Path) -> str:
-    """Every tag, param and downloaded artifact of a run, as one string to search."""
+    """Every tag, param and downloaded artifact of a run (the files inside repro/record.json
+    too), as one string to search."""
     run = client.get_run(run_id)
     parts = [f"{k}={v}" for k, v in run.data.tags.items()]
     parts += [f"{k}={v}" for k, v in run.data.params.items()]
     local = Path(client.download_artifacts(run_id, "", str(dst)))
-    for path in local.rglob("*"):
-        if path.is_file():
-            parts.append(path.read_bytes().decode("utf-8", "replace"))
-    parts += [c.decode("utf-8", "replace") for c in recorded_files(client, run_id, dst / "r").values()]
+    parts += [c.decode("utf-8", "replace") for c in _files_of(local, "").values()]
     return "\n".join(parts)
