@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .embedded import ADMIN_USER, Embedded
 from .install.paths import tool_path
+from .services._process import PARENT_PID_VAR
 
 __all__ = ["configure"]
 
@@ -108,6 +109,11 @@ def update_services(c, stack: Embedded) -> None:
     _restart_exited_services_sooner()
     services = stack.deployment().services
     entries = [svc.hub_service(stack, stack.services_for(svc.name, services)) for svc in stack.running]
+    for entry in entries:
+        if entry is not None and "command" in entry:
+            # This hub's pid: each service process ends itself when it is gone, even
+            # when that happened before the process got going (_process.die_with_parent).
+            entry["environment"] = {**entry.get("environment", {}), PARENT_PID_VAR: str(os.getpid())}
     c.JupyterHub.services = [
         *(entry for entry in entries if entry is not None),
         {"name": "atelier-admin", "api_token": stack.admin_token(), "display": False},

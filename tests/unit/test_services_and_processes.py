@@ -184,6 +184,27 @@ def test_a_supervisor_whose_parent_dies_ends_its_child_and_itself(tmp_path):
         parent.kill()
 
 
+def test_a_service_whose_hub_died_while_it_was_still_starting_never_starts(tmp_path):
+    # The red fault test's cause: the hub stopped while a service process was still
+    # importing; the orphan then took init for its parent and ran on for good. The
+    # supervisor here starts only after its parent (the "hub") has died.
+    launcher = textwrap.dedent(f"""
+        import os, subprocess, sys
+        env = {{**os.environ, "ATELIER_PARENT_PID": str(os.getpid())}}
+        p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5); "
+                              "from atelier_hub.services import _process; _process.main()",
+                              "--name", "t", "--record", {str(tmp_path / 't.pgid')!r}, "--", "sleep", "300"],
+                             env=env, start_new_session=True)
+        open({str(tmp_path / 'sup.pid')!r}, "w").write(str(p.pid))
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", launcher], env=env, check=True, timeout=60)
+    sup_pid = int((tmp_path / "sup.pid").read_text())
+    # The "hub" is gone before the supervisor's first line: it must exit without a child.
+    _wait(lambda: _process.start_time(sup_pid) is None)
+    assert _process.pid_matches(tmp_path / "t.pgid") is None
+
+
 def test_a_child_that_keeps_failing_backs_off_instead_of_spinning(tmp_path):
     sup = _process.Supervisor(["false"], name="t", record_file=tmp_path / "t.pgid")
     sup.start()

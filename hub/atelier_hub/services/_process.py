@@ -36,7 +36,12 @@ from pathlib import Path
 __all__ = [
     "start_time", "group_alive", "end_group", "record", "end_recorded", "pid_matches",
     "port_free", "free_port", "http_status", "wait_for", "tail", "Supervisor", "main",
+    "PARENT_PID_VAR", "die_with_parent",
 ]
+
+# The hub names its own pid in every service's environment: a service process checks
+# it first thing (:func:`die_with_parent`), because by then it may already be an orphan.
+PARENT_PID_VAR = "ATELIER_PARENT_PID"
 
 # A child that dies sooner than this after its start counts as a failed start: the
 # next one waits twice as long (up to BACKOFF_MAX), so a broken service cannot spin.
@@ -126,6 +131,24 @@ def end_recorded(path: Path, *, grace: float = 10, what: str = "", hard: bool = 
         ended = True
     path.unlink(missing_ok=True)
     return ended
+
+
+def die_with_parent() -> None:
+    """The first step of every process the hub starts as a service: SIGTERM when the hub
+    dies (PR_SET_PDEATHSIG), and exit at once when it is already gone.
+
+    PDEATHSIG only covers a parent that dies after it is set. A hub stopped while a
+    service was still importing (a start cut short by ``atelier dev --timeout``) left it
+    reparented to init, and its Supervisor then took init for its parent and ran on
+    for good. So the hub's pid comes from the environment (``ATELIER_PARENT_PID``, set by
+    :func:`atelier_hub.config.update_services`) and is compared after PDEATHSIG is set:
+    no window is left. The variable is removed, so this process's own children do not
+    take the hub for their parent. Without it (run by hand) the parent now counts."""
+    parent = int(os.environ.pop(PARENT_PID_VAR, "0") or 0) or os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:
+        print(f"the process that started this one (pid {parent}) is gone: not starting", flush=True)
+        sys.exit(0)
 
 
 def _die_with_parent() -> None:
@@ -318,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hub-env", action="store_true",
                     help="pass the hub's JUPYTERHUB_* variables on (a child that calls the hub's API)")
     ap.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    die_with_parent()
     args = ap.parse_args(argv)
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:

@@ -44,7 +44,7 @@ from tornado import httpclient, httputil, web
 from tornado.httpserver import HTTPServer
 from tornado.log import access_log
 
-from ._process import Supervisor, free_port
+from ._process import Supervisor, die_with_parent, free_port
 from .mlflow import personal_experiment
 
 # Hop-by-hop headers and credentials that must not travel to MLflow.
@@ -593,6 +593,7 @@ def prepare_auth(folder: Path) -> tuple[Credentials, dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    die_with_parent()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--state", required=True, type=Path, help="folder for the backend store")
     ap.add_argument("--record", required=True, type=Path, help="file recording the server's process group")

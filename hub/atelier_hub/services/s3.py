@@ -46,7 +46,7 @@ from xml.etree import ElementTree
 from ..install.paths import tool_path
 from ..settings import S3Service
 from . import Service
-from ._process import Supervisor, http_status
+from ._process import Supervisor, die_with_parent, http_status
 
 __all__ = ["SHARED_BUCKET", "MLFLOW_BUCKET", "S3", "S3Accounts", "S3AdminError", "bucket_policies",
            "user_access_key", "service_access_key", "private_prefix", "remove_user_keys", "SERVICE"]
@@ -413,6 +413,7 @@ SERVICE = S3()
 
 
 def main(argv: list[str] | None = None) -> None:
+    die_with_parent()
     from ..embedded import Embedded
 
     ap = argparse.ArgumentParser(prog="python -m atelier_hub.services.s3", description=__doc__.splitlines()[0])

@@ -43,7 +43,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from ._process import Supervisor, free_port, port_free, tail
+from ._process import Supervisor, die_with_parent, free_port, port_free, tail
 from .trino_etc import render_etc, server_command
 from .trino_front import sign_jwt
 
@@ -237,6 +237,7 @@ def prepare_hive(url: str, token: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     from ..install.paths import trino_paths  # stdlib only
 
+    die_with_parent()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--state", required=True, help="folder for etc/, data/, logs/ and the node id")
     ap.add_argument("--record", type=Path, help="file recording the server's process group (default DIR/server.pgid)")
