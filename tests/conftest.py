@@ -8,7 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from atelier_hub.origins import resolve_localhost_names
 from stack import OUTPUT, Stack
+
+# Each user's server answers at NAME.localhost (its own web origin), which browsers and
+# curl resolve by themselves and glibc does not; the tests reach it as the CLI does.
+resolve_localhost_names()
 
 HERE = Path(__file__).parent
 _STARTED = time.time()

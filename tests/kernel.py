@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from urllib.parse import urljoin
 
 import requests
 from websockets.sync.client import connect
@@ -16,7 +17,8 @@ class KernelError(RuntimeError):
 
 def run_code(base_url: str, server_url: str, token: str, code: str, *, timeout: float = 180,
              notebook: str | None = None, kernel_id: str | None = None) -> str:
-    """Start a kernel on the server at ``server_url`` (e.g. ``/user/ada/``), run ``code``,
+    """Start a kernel on the server at ``server_url`` (its URL from the hub's API, or a
+    path such as ``/user/ada/`` on ``base_url``), run ``code``,
     return its stdout; raise :class:`KernelError` with the traceback if it fails.
 
     With ``notebook`` (a path under the server's root, e.g. ``analysis/train.ipynb``) the
@@ -25,7 +27,7 @@ def run_code(base_url: str, server_url: str, token: str, code: str, *, timeout: 
     left running (its variables live on).
     """
     headers = {"Authorization": f"token {token}"}
-    api = f"{base_url}{server_url}api"
+    api = f"{server_address(base_url, server_url)}api"
     session_id = None
     kept = kernel_id is not None
     if kept:
@@ -81,9 +83,16 @@ def run_code(base_url: str, server_url: str, token: str, code: str, *, timeout: 
     return "".join(out)
 
 
+def server_address(base_url: str, server_url: str) -> str:
+    """Where a server answers: ``server_url`` as the hub's API gives it, absolute on a hub
+    that gives each user an origin of their own (``http://ada.localhost:8000/user/ada/``),
+    else a path on ``base_url``."""
+    return urljoin(base_url + "/", server_url)
+
+
 def start_kernel(base_url: str, server_url: str, token: str) -> str:
     """A kernel that stays running on the server (for :func:`run_code`'s ``kernel_id``)."""
-    r = requests.post(f"{base_url}{server_url}api/kernels", json={"name": "python3"},
+    r = requests.post(f"{server_address(base_url, server_url)}api/kernels", json={"name": "python3"},
                       headers={"Authorization": f"token {token}"}, timeout=60)
     r.raise_for_status()
     return r.json()["id"]

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urljoin
 
 import requests
 
@@ -63,6 +64,11 @@ class HubClient:
         assert r.status_code == 302, f"login refused: {r.status_code}"
         return s
 
+    def user_url(self, user: str, server: str = "") -> str:
+        """Where a user's server answers, as the hub's API says (its own origin where the
+        hub gives each user one)."""
+        return urljoin(self.url + "/", self.api("GET", f"/users/{user}").json()["servers"][server]["url"])
+
     def request_spawn(self, user: str, profile: str | None, server: str = "") -> requests.Response:
         """Ask for a server through the REST API, as KubeSpawner takes it: {"profile": NAME}."""
         path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
@@ -107,7 +113,8 @@ class Stack(HubClient):
         self.args, self.env = tuple(args), dict(env or {})
         self.state = Path(state)
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # The hub's public address; each user's servers answer at NAME.localhost (user_url).
+        self.url = f"http://localhost:{self.port}"
         self.name = name
         self.proc: subprocess.Popen | None = None
         OUTPUT.mkdir(exist_ok=True)

@@ -63,6 +63,9 @@ def session_facts(env: Mapping[str, str], *, home: str, origin: str = "", vscode
     ['atelier login --hub http://127.0.0.1:8000', 'atelier vscode', 'code --remote ssh-remote+atelier-ada /home/jovyan']
     >>> f["vscode_url"], f["gpu"]
     ('http://127.0.0.1:8000/user/ada/vscode/', 'none')
+    >>> session_facts({**env, "JUPYTERHUB_PUBLIC_URL": "http://ada.localhost:8000/user/ada/",
+    ...                "JUPYTERHUB_PUBLIC_HUB_URL": "http://localhost:8000/hub/"}, home="/h", vscode=True)["vscode_url"]
+    'http://ada.localhost:8000/user/ada/vscode/'
     """
     user = env.get("ATELIER_USER") or env.get("JUPYTERHUB_USER") or ""
     server = env.get("JUPYTERHUB_SERVER_NAME", "")
@@ -87,7 +90,9 @@ def session_facts(env: Mapping[str, str], *, home: str, origin: str = "", vscode
         commands.append({"id": "kubeconfig",
                          "title": "Kubernetes extension attach: a kubeconfig for your own pods",
                          "command": f"atelier kubeconfig{named}"})
-    prefix = env.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+    # This server's own address: its own origin where the hub gives each user one
+    # (JUPYTERHUB_PUBLIC_URL, e.g. http://ada.localhost:8000/user/ada/), else a path on the hub.
+    server_url = env.get("JUPYTERHUB_PUBLIC_URL") or f"{hub}{env.get('JUPYTERHUB_SERVICE_PREFIX', '/')}"
     return {
         "user": user,
         "server": server,
@@ -100,6 +105,6 @@ def session_facts(env: Mapping[str, str], *, home: str, origin: str = "", vscode
         "cpu": env.get("ATELIER_CPU_LIMIT", ""),
         "memory": env.get("ATELIER_MEM_LIMIT_DISPLAY") or env.get("ATELIER_MEM_LIMIT", ""),
         "gpu": (f"{gpus} x {gpu_type}" if gpu_type else str(gpus)) if gpus else "none",
-        "vscode_url": f"{hub}{prefix}vscode/" if vscode else "",
+        "vscode_url": f"{server_url}vscode/" if vscode else "",
         "commands": commands,
     }

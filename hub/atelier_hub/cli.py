@@ -20,6 +20,7 @@ from pathlib import Path
 from . import services
 from .embedded import ADMIN_USER, HUB_RECORD, Embedded, end_leftovers
 from .install import paths as install
+from .origins import resolve_localhost_names
 from .profiles import ProfileError, format_memory, load_profiles
 from .services._process import http_status, record, tail
 from .users import INVITE_LIFETIME, UserError, UsersFile, invite_url, parse_duration
@@ -400,6 +401,8 @@ def _add_remote_parsers(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # A user's server answers at NAME.localhost on an embedded hub, as browsers resolve it.
+    resolve_localhost_names()
     ap = argparse.ArgumentParser(prog="atelier", description="Atelier: a managed development environment for ML engineers.")
     sub = ap.add_subparsers(dest="command", required=True)
 

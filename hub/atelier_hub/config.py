@@ -13,13 +13,15 @@ from pathlib import Path
 
 from .embedded import ADMIN_USER, Embedded
 from .install.paths import tool_path
+from .origins import subdomain_hook
 from .services._process import PARENT_PID_VAR
 
 __all__ = ["configure"]
 
 
 def update_hub(c, stack: Embedded) -> None:
-    """Where the hub and its proxy listen (127.0.0.1 only) and where its state lives."""
+    """Where the hub and its proxy listen (127.0.0.1 only), the hosts they answer at
+    (the hub's, and one per user), and where its state lives."""
     c.JupyterHub.ip = "127.0.0.1"
     c.JupyterHub.port = stack.port
     c.JupyterHub.hub_ip = "127.0.0.1"
@@ -30,6 +32,10 @@ def update_hub(c, stack: Embedded) -> None:
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = 5
     c.JupyterHub.default_url = "/hub/home"
+    # Each user's servers are their own web origin (NAME.localhost:PORT; origins.py), so
+    # nothing a user's server serves can act with another user's hub cookie.
+    c.JupyterHub.subdomain_host = stack.url
+    c.JupyterHub.subdomain_hook = subdomain_hook
     c.ConfigurableHTTPProxy.command = [str(tool_path("configurable-http-proxy"))]
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{stack.proxy_api_port}"
     c.ConfigurableHTTPProxy.auth_token = stack.proxy_token()

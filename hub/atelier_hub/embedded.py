@@ -109,7 +109,10 @@ class Embedded:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """The public URL: the hub and services at ``localhost``, each user's servers at
+        ``NAME.localhost`` on the same port (:mod:`atelier_hub.origins`). The proxy
+        listens on 127.0.0.1 only; ``localhost`` names it for every resolver."""
+        return f"http://localhost:{self.port}"
 
     @property
     def hub_port(self) -> int:

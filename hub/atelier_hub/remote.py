@@ -23,11 +23,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from .connect import SESSION_HOME, code_command, k8s_code_command, ssh_alias
+from .origins import is_localhost_name
 
-__all__ = ["Login", "host_block", "login_path", "server_path", "upsert_block", "upsert_known_host"]
+__all__ = ["Login", "host_block", "login_path", "upsert_block", "upsert_known_host"]
 
 KEY_NAME = "atelier_ed25519"
 KNOWN_HOSTS_NAME = "atelier_known_hosts"
@@ -90,7 +91,7 @@ class Login:
     def request(self, method: str, path: str, **kw):
         import requests
 
-        url = self.hub_url + path
+        url = path if urlsplit(path).scheme else self.hub_url + path
         try:
             r = requests.request(method, url, headers={"Authorization": f"token {self.token}"},
                                  timeout=kw.pop("timeout", 60), allow_redirects=False, **kw)
@@ -108,14 +109,17 @@ class Login:
             raise RemoteError(f"the hub answered {r.status_code} for /hub/api/user: {r.text[:200]}")
         return r.json()
 
+    def server_url(self, model: dict) -> str:
+        """Where a server (its model from the hub's API) answers: on a hub with per-user
+        origins the model's URL is absolute (``http://ada.localhost:8000/user/ada/``),
+        else a path on the hub.
 
-def server_path(user: str, server: str = "") -> str:
-    """The URL path of a user's server (pure).
-
-    >>> server_path("ada"), server_path("a b", "gpu")
-    ('/user/ada/', '/user/a%20b/gpu/')
-    """
-    return f"/user/{quote(user, safe='')}/" + (f"{quote(server, safe='')}/" if server else "")
+        >>> Login("http://localhost:8000", "t").server_url({"url": "http://ada.localhost:8000/user/ada/"})
+        'http://ada.localhost:8000/user/ada/'
+        >>> Login("https://hub.example.org", "t").server_url({"url": "/user/ada/gpu/"})
+        'https://hub.example.org/user/ada/gpu/'
+        """
+        return urljoin(self.hub_url + "/", model["url"])
 
 
 def ensure_server(login: Login, user: str, server: str, *, profile: str | None, timeout: float,
@@ -275,14 +279,14 @@ def cmd_vscode(args) -> None:
     login = Login.resolve(args.hub)
     me = login.user()
     user, server = me["name"], args.server or ""
-    ensure_server(login, user, server, profile=args.profile, timeout=args.timeout)
+    server_url = login.server_url(ensure_server(login, user, server, profile=args.profile, timeout=args.timeout))
 
     ssh_dir = Path.home() / ".ssh"
     key = ensure_key(Path(args.identity_file) if args.identity_file else ssh_dir / KEY_NAME)
-    r = login.request("POST", server_path(user, server) + "atelier/ssh",
+    r = login.request("POST", server_url + "atelier/ssh",
                       json={"public_key": key.with_suffix(".pub").read_text().strip()})
     if r.status_code != 200:
-        raise RemoteError(f"the session did not take the key ({r.status_code} at {server_path(user, server)}"
+        raise RemoteError(f"the session did not take the key ({r.status_code} at {server_url}"
                           f"atelier/ssh): {_message(r)}; is its image current (`make images`)?")
     session = r.json()
 
@@ -319,27 +323,25 @@ def cmd_ssh_proxy(args) -> None:
     from websockets.sync.client import connect
 
     login = Login.resolve(args.hub)
-    parts = urlsplit(login.hub_url)
-    scheme = "wss" if parts.scheme == "https" else "ws"
-    url = f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}{server_path(args.user, args.server or '')}sshd/"
-    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    me = login.user()  # a refused token ends here, with its own message
+    model = me.get("servers", {}).get(args.server or "") if me["name"] == args.user else None
+    if me["name"] != args.user:
+        # Only the owner's token opens a session's sshd; the hub would refuse it too.
+        sys.exit(f"atelier ssh-proxy: the token (of {me['name']}) does not give access to {args.user}'s server")
+    if not (model and model.get("ready")):
+        sys.exit("atelier ssh-proxy: the server is not running; start it with `atelier vscode`")
+    # The server's own origin (NAME.localhost on an embedded hub), as the hub's API gives it.
+    parts = urlsplit(login.server_url(model) + "sshd/")
+    url = parts._replace(scheme="wss" if parts.scheme == "https" else "ws").geturl()
+    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1") or is_localhost_name(parts.hostname)
     try:
         ws = connect(url, additional_headers={"Authorization": f"token {login.token}"},
                      compression=None, max_size=None, open_timeout=90, ping_interval=30, ping_timeout=60,
                      proxy=None if loopback else True)
     except InvalidStatus as exc:
-        code = exc.response.status_code
-        me = login.user()  # a refused token ends here, with its own message
-        model = me.get("servers", {}).get(args.server or "") if me["name"] == args.user else None
-        if me["name"] != args.user and code in (302, 403, 404):
-            why = f"the token (of {me['name']}) does not give access to {args.user}'s server"
-        elif me["name"] == args.user and not (model and model.get("ready")):
-            why = "the server is not running; start it with `atelier vscode`"
-        else:
-            why = f"the hub answered HTTP {code}"
-        sys.exit(f"atelier ssh-proxy: {why} ({url})")
+        sys.exit(f"atelier ssh-proxy: the hub answered HTTP {exc.response.status_code} ({url})")
     except OSError as exc:
-        sys.exit(f"atelier ssh-proxy: cannot reach {login.hub_url} ({exc})")
+        sys.exit(f"atelier ssh-proxy: cannot reach {url} ({exc})")
 
     def upstream() -> None:
         try:

@@ -53,7 +53,7 @@ def _t(text: str) -> datetime:
 def test_warning_extend_and_unsaved_notebook_saved_before_the_cull(lab_stack, page):
     s = lab_stack
     model = s.spawn(USER, "lab", server="w")
-    base = f"{s.url}{model['url']}"
+    base = model["url"]
     auth = {"Authorization": f"token {s.admin_token}"}
     nb = {"cells": [{"cell_type": "code", "source": "", "metadata": {}, "outputs": [], "execution_count": None}],
           "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},

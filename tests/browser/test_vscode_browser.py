@@ -69,7 +69,7 @@ def test_connect_panel_shows_this_sessions_commands_and_size(vstack, page):
     vstack.spawn(name, "cpu-small", server=server)
     try:
         login(page, vstack, name, password)
-        page.goto(f"{vstack.url}/user/{name}/{server}/lab")
+        page.goto(f"{vstack.user_url(name, server)}lab")
         page.wait_for_selector(".jp-Launcher", timeout=180_000)
         page.click('li[data-id="atelier-connect"]')
         page.wait_for_selector('pre[data-command="vscode"]', timeout=60_000)
@@ -95,14 +95,15 @@ def test_connect_panel_shows_this_sessions_commands_and_size(vstack, page):
         assert facts["gpu"] == "none" and facts["mode"] == "embedded"
         # code-server is in the image: the panel links to it.
         link = panel.locator("a.atelier-Connect-vscode").get_attribute("href")
-        assert link == f"{vstack.url}/user/{name}/{server}/vscode/"
+        # Its own origin (the README: NAME.localhost on an embedded hub).
+        assert link == f"http://{name}.localhost:{vstack.port}/user/{name}/{server}/vscode/"
     finally:
         vstack.stop_server(name, server)
 
 
 def test_code_server_from_the_launcher_answers_its_editor_to_the_owner(vstack, owner, page):
     login(page, vstack, owner["name"], owner["password"])
-    page.goto(f"{vstack.url}/user/{owner['name']}/lab")
+    page.goto(f"{vstack.user_url(owner['name'])}lab")
     page.wait_for_selector(".jp-Launcher", timeout=180_000)
     card = page.locator('.jp-LauncherCard:has-text("VS Code")')
     assert card.count() == 1, "no VS Code card in JupyterLab's launcher"
@@ -111,7 +112,7 @@ def test_code_server_from_the_launcher_answers_its_editor_to_the_owner(vstack, o
     editor = opened.value
     # code-server starts on first request (jupyter-server-proxy), then loads the workbench.
     editor.wait_for_selector(WORKBENCH, timeout=240_000)
-    assert editor.url.startswith(f"{vstack.url}/user/{owner['name']}/vscode/")
+    assert editor.url.startswith(f"http://{owner['name']}.localhost:{vstack.port}/user/{owner['name']}/vscode/")
     # The workbench paints its parts over several seconds after it appears (RECIPES.md).
     editor.wait_for_selector(".part.activitybar", timeout=120_000)
     time.sleep(20)
@@ -124,7 +125,7 @@ def _is_editor(r) -> bool:
 
 
 def test_code_server_is_refused_to_everyone_but_the_owner(vstack, owner, mallory):
-    url = f"{vstack.url}/user/{owner['name']}/vscode/"
+    url = f"{vstack.user_url(owner['name'])}vscode/"
     # The owner's token gets the editor: the refusals below are not a page that never works.
     own = vstack.http.get(url, headers={"Authorization": f"token {owner['token']}"}, timeout=120)
     assert _is_editor(own), (own.status_code, own.url, own.text[:300])
@@ -184,10 +185,10 @@ def _editors(output: str) -> list[int]:
 
 def test_no_editor_is_reachable_around_the_hub(vstack, owner, mallory):
     # The owner's editor is running (started through the hub, on its Unix socket).
-    r = vstack.http.get(f"{vstack.url}/user/{owner['name']}/vscode/",
+    r = vstack.http.get(f"{vstack.user_url(owner['name'])}vscode/",
                         headers={"Authorization": f"token {owner['token']}"}, timeout=120)
     assert _is_editor(r)
-    scan = run_code(vstack.url, f"/user/{mallory['name']}/", mallory["token"], SCAN, timeout=300)
+    scan = run_code(vstack.url, vstack.user_url(mallory["name"]), mallory["token"], SCAN, timeout=300)
     assert "LISTENING" in scan and _editors(scan) == [], scan
 
     # Control: a code-server on a TCP port, as the proxy would start it without the
@@ -195,12 +196,12 @@ def test_no_editor_is_reachable_around_the_hub(vstack, owner, mallory):
     from stack import free_port
 
     port = free_port()
-    started = run_code(vstack.url, f"/user/{owner['name']}/", owner["token"],
+    started = run_code(vstack.url, vstack.user_url(owner["name"]), owner["token"],
                        TCP_CODE_SERVER.replace("{port}", str(port)), timeout=300)
     pid = int(re.search(r"PID (\d+)", started).group(1))
     try:
-        scan = run_code(vstack.url, f"/user/{mallory['name']}/", mallory["token"], SCAN, timeout=300)
+        scan = run_code(vstack.url, vstack.user_url(mallory["name"]), mallory["token"], SCAN, timeout=300)
         assert _editors(scan) == [port], scan
     finally:
-        run_code(vstack.url, f"/user/{owner['name']}/", owner["token"],
+        run_code(vstack.url, vstack.user_url(owner["name"]), owner["token"],
                  f"import os, signal; os.killpg({pid}, signal.SIGTERM)")

@@ -77,7 +77,7 @@ def test_each_cpu_profile_runs_code_that_reaches_s3_and_mlflow(stack, alice, pro
     assert model["user_options"] == {"profile": profile}
 
     # JupyterLab itself answers through the proxy.
-    lab = requests.get(f"{stack.url}{model['url']}lab", headers={"Authorization": f"token {alice['token']}"},
+    lab = requests.get(f"{model['url']}lab", headers={"Authorization": f"token {alice['token']}"},
                        timeout=60)
     assert lab.status_code == 200 and "JupyterLab" in lab.text
     # No calls home from the session: JupyterLab's news feed and update check are off.

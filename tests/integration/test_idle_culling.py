@@ -74,7 +74,7 @@ def wait_stopped(stack: Stack, server: str, *, within: float, user: str = USER) 
 
 
 def contents(stack: Stack, model: dict, path: str, method: str = "GET", **kw):
-    r = stack.http.request(method, f"{stack.url}{model['url']}api/contents/{path}",
+    r = stack.http.request(method, f"{model['url']}api/contents/{path}",
                            headers={"Authorization": f"token {stack.admin_token}"}, timeout=60, **kw)
     r.raise_for_status()
     return r.json()
@@ -96,7 +96,7 @@ def start_busy_loop(stack: Stack, model: dict) -> None:
     """A kernel running a silent loop (no output, so Jupyter's own activity does not move),
     and then no client at all: the websocket is closed."""
     headers = {"Authorization": f"token {stack.admin_token}"}
-    api = f"{stack.url}{model['url']}api"
+    api = f"{model['url']}api"
     kernel = stack.http.post(f"{api}/kernels", json={"name": "python3"}, headers=headers, timeout=60).json()
     ws_url = f"{api}/kernels/{kernel['id']}/channels".replace("http://", "ws://", 1)
     msg_id = uuid.uuid4().hex

@@ -36,7 +36,7 @@ print(json.dumps([e.kind, e.target]))
 
 
 def _put(stack, token: str, model: dict, path: str, body: dict) -> None:
-    r = requests.put(f"{stack.url}{model['url']}api/contents/{path}", json=body,
+    r = requests.put(f"{model['url']}api/contents/{path}", json=body,
                      headers={"Authorization": f"token {token}"}, timeout=60)
     assert r.status_code in (200, 201), r.text
 

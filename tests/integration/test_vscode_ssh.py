@@ -180,11 +180,11 @@ def test_wrong_missing_and_other_users_tokens_are_refused(hub, laptop, session):
     assert r.returncode == 255 and "no login" in r.stderr, r.stderr
     # ... and the hub itself refuses the websocket without a token (not only our proxy).
     with pytest.raises(InvalidStatus) as exc:
-        connect(f"{hub.url.replace('http://', 'ws://')}/user/{USER}/sshd/", proxy=None, open_timeout=60).close()
+        connect(f"{hub.user_url(USER).replace('http://', 'ws://')}sshd/", proxy=None, open_timeout=60).close()
     assert exc.value.response.status_code in (302, 401, 403)
 
     # Another user cannot install a key in this session either.
-    r = requests.post(f"{hub.url}/user/{USER}/atelier/ssh", json={"public_key": "ssh-ed25519 AAAA x"},
+    r = requests.post(f"{hub.user_url(USER)}atelier/ssh", json={"public_key": "ssh-ed25519 AAAA x"},
                       headers={"Authorization": f"token {other['ATELIER_TOKEN']}"}, timeout=60,
                       allow_redirects=False)
     assert r.status_code == 403

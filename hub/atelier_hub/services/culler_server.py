@@ -94,7 +94,9 @@ class Culler:
             f.write(json.dumps(line) + "\n")
 
     def arbiter(self, *, inactive, inactive_limit, server, **_) -> bool:
-        prefix = server["url"]
+        # The hub's API gives a full URL where each user has an origin of their own
+        # (http://ada.localhost:8000/user/ada/); sessions report their path prefix.
+        prefix = urlparse(server["url"]).path
         self.servers[prefix] = server
         decision = self.decide(prefix, server, _now())
         self.record(prefix, server, decision)
