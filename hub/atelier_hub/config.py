@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .embedded import ADMIN_USER, Embedded
 from .install.paths import tool_path
-from .origins import subdomain_hook
+from .origins import update_origins
 from .services._process import PARENT_PID_VAR
 
 __all__ = ["configure"]
@@ -34,8 +34,7 @@ def update_hub(c, stack: Embedded) -> None:
     c.JupyterHub.default_url = "/hub/home"
     # Each user's servers are their own web origin (NAME.localhost:PORT; origins.py), so
     # nothing a user's server serves can act with another user's hub cookie.
-    c.JupyterHub.subdomain_host = stack.url
-    c.JupyterHub.subdomain_hook = subdomain_hook
+    update_origins(c, stack.url)
     c.ConfigurableHTTPProxy.command = [str(tool_path("configurable-http-proxy"))]
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{stack.proxy_api_port}"
     c.ConfigurableHTTPProxy.auth_token = stack.proxy_token()

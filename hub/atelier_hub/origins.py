@@ -1,7 +1,8 @@
 """Per-user web origins: each user's servers are a web origin of their own.
 
 Rule this module keeps: the hub and Atelier's own services answer at the hub's host
-(``localhost:8000`` in embedded mode); each user's servers answer at ``NAME.<hub host>``
+(``localhost:8000`` in embedded mode; the cluster settings' ``public_url`` on a
+cluster); each user's servers answer at ``NAME.<hub host>``
 (JupyterHub's ``subdomain_host``, with JupyterHub's own IDNA naming for the label). A
 page that one user's server serves (a file in their labextensions folder, an SVG, a
 notebook's HTML output) then runs in that user's origin: the hub's cookie is
@@ -24,7 +25,20 @@ from __future__ import annotations
 
 import socket
 
-__all__ = ["subdomain_hook", "resolve_localhost_names", "is_localhost_name"]
+__all__ = ["update_origins", "subdomain_hook", "resolve_localhost_names", "is_localhost_name"]
+
+
+def update_origins(c, public_url: str) -> None:
+    """The hub's configuration for this rule, in both modes: the hub at ``public_url``
+    (``scheme://host[:port]``), each user's servers at ``NAME.host``, services at ``host``.
+
+    >>> from traitlets.config import Config
+    >>> c = Config(); update_origins(c, "https://atelier.example.org")
+    >>> c.JupyterHub.subdomain_host, c.JupyterHub.subdomain_hook is subdomain_hook
+    ('https://atelier.example.org', True)
+    """
+    c.JupyterHub.subdomain_host = public_url
+    c.JupyterHub.subdomain_hook = subdomain_hook
 
 
 def subdomain_hook(name: str, domain: str, kind: str) -> str:

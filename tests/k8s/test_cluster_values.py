@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 from atelier_hub.cluster.kubespawner import configure_kubespawner, profile_list
-from atelier_hub.cluster.settings import ClusterSettings, load_cluster_settings
+from atelier_hub.cluster.settings import ClusterSettings, ClusterSettingsError, load_cluster_settings
 from atelier_hub.cluster.values import ETC, egress_rules, main_render, merge_values, render_values, schema_problems
 from atelier_hub.profiles import load_profiles
 from atelier_hub.settings import Deployment
@@ -30,7 +30,9 @@ DEPLOYMENT = Deployment.model_validate({"services": {
     "s3": {"endpoint_url": "http://minio.storage.svc.cluster.local:9000", "bucket": "atelier-shared"},
     "mlflow": {"tracking_uri": "http://10.20.30.40:5000", "auth": "none"},
 }})
+PUBLIC_URL = "https://atelier.example.org"
 SETTINGS = ClusterSettings.model_validate({
+    "public_url": PUBLIC_URL,
     "identity": {"service_account": "atelier-session", "role_arn": "arn:aws:iam::123456789012:role/atelier-session"},
     "storage": {"storage_class": "gp3", "capacity": "50Gi"},
     "gpu_servers_per_user": 2,
@@ -69,6 +71,9 @@ def test_schema_catches_a_bad_value(values):
 
 
 def test_values_blocks(values):
+    # Each user's servers a web origin of their own: the chart's own setting, which its
+    # hub applies as JupyterHub.subdomain_host and its proxy reads to route by host.
+    assert values["hub"]["config"] == {"JupyterHub": {"subdomain_host": "https://atelier.example.org"}}
     su = values["singleuser"]
     # Home: one dynamic PVC per user at the container home.
     assert su["storage"]["type"] == "dynamic"
@@ -121,16 +126,25 @@ def test_aws_s3_needs_no_rule():
     assert egress_rules(d, ClusterSettings()) == []
 
 
-def test_hub_code_in_values_configures_the_same_profiles(values, tmp_path):
-    """Run hub.extraConfig on hub.extraFiles the way the chart's hub does."""
-    root = tmp_path / "etc"
+def _chart_hub_config(values, root: Path) -> Config:
+    """The hub's config as the chart's jupyterhub_config.py makes it from these values:
+    hub.extraFiles written out, hub.config's sections applied, then hub.extraConfig run."""
     for entry in values["hub"]["extraFiles"].values():
         path = root / Path(entry["mountPath"]).relative_to(ETC)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(entry["stringData"])
-    code = values["hub"]["extraConfig"]["atelier.py"].replace(ETC, str(root))
     c = Config()
+    for section, cfg in values["hub"].get("config", {}).items():
+        c[section].update(cfg)
+    code = values["hub"]["extraConfig"]["atelier.py"].replace(ETC, str(root))
     exec(compile(code, "hub.extraConfig.atelier", "exec"), {"c": c})  # noqa: S102 (the chart does the same)
+    return c
+
+
+def test_hub_code_in_values_configures_the_same_profiles(values, tmp_path):
+    """Run hub.extraConfig on hub.extraFiles the way the chart's hub does."""
+    root = tmp_path / "etc"
+    c = _chart_hub_config(values, root)
 
     s = c.AtelierKubeSpawner
     assert c.JupyterHub.spawner_class == "atelier_hub.cluster.kubespawner.AtelierKubeSpawner"
@@ -151,6 +165,43 @@ def test_hub_code_in_values_configures_the_same_profiles(values, tmp_path):
     assert culler["command"][-4:] == ["--listen", "0.0.0.0:8082", "--prefix", "/services/culler"]
     assert any(r["services"] == ["culler"] and "delete:servers" in r["scopes"] for r in c.JupyterHub.load_roles)
     assert "access:services!service=culler" in s.server_token_scopes
+
+
+def test_each_users_servers_are_an_origin_of_their_own(values, tmp_path):
+    """JupyterHub itself, configured as the chart's hub is from these values, puts each
+    user's servers at a subdomain of the public URL and services on the hub's host."""
+    from atelier_hub.origins import subdomain_hook
+    from jupyterhub import orm
+    from jupyterhub.app import JupyterHub
+    from jupyterhub.user import User
+
+    c = _chart_hub_config(values, tmp_path / "etc")
+    assert c.JupyterHub.subdomain_host == "https://atelier.example.org"
+    assert c.JupyterHub.subdomain_hook is subdomain_hook
+    app = JupyterHub(config=c)
+    assert (app.subdomain_host, app.domain, app.public_url) == (
+        "https://atelier.example.org", "atelier.example.org", "https://atelier.example.org/")
+    # The settings the hub's handlers and User objects read (JupyterHub.init_tornado_settings).
+    settings = {"subdomain_host": app.subdomain_host, "subdomain_hook": app.subdomain_hook, "domain": app.domain,
+                "base_url": app.base_url}
+    db = orm.new_session_factory("sqlite://")()
+    ada, bo = (User(orm.User(name=name), settings=settings, db=db) for name in ("ada", "bo"))
+    assert ada.url == "https://ada.atelier.example.org/user/ada/"
+    assert bo.server_url("gpu") == "https://bo.atelier.example.org/user/bo/gpu/"
+    # The proxy's routes are per host (the chart runs it with --host-routing: hub.config above).
+    assert ada.proxy_spec == "ada.atelier.example.org/user/ada/"
+    # Services (the culler, the MLflow front) stay on the hub's own host.
+    assert app.subdomain_hook("culler", app.domain, "service") == "atelier.example.org"
+
+
+def test_values_without_a_public_url_are_refused():
+    """Not a deployment where every user's pages share the hub's origin: no values at all."""
+    unset = SETTINGS.model_copy(update={"public_url": None})
+    with pytest.raises(ClusterSettingsError) as exc:
+        render_values(load_profiles(PROFILES), DEPLOYMENT, unset)
+    message = str(exc.value)
+    assert message.startswith("public_url: not set; ")
+    assert "public_url: https://atelier.example.org" in message and "*.atelier.example.org" in message
 
 
 def test_storage_traits_match_the_charts_storage(values):
@@ -185,14 +236,17 @@ def test_profile_list_shows_each_user_only_their_profiles(tmp_path):
 
 
 def test_cli_writes_the_values_file(tmp_path, capsys):
-    out = tmp_path / "values.yaml"
-    main_render(["values", "--profiles", str(PROFILES), "--out", str(out), "--schema", str(_schema())])
+    out, cluster = tmp_path / "values.yaml", tmp_path / "cluster.yaml"
+    cluster.write_text("public_url: https://Atelier.Example.org/\n")
+    main_render(["values", "--profiles", str(PROFILES), "--cluster", str(cluster), "--out", str(out),
+                 "--schema", str(_schema())])
     text = out.read_text()
     assert text.startswith("# Zero to JupyterHub values rendered by `atelier render values`")
     written = yaml.safe_load(text)
-    # Without deployment or cluster settings: the defaults, spelled out.
+    # Without deployment settings, and only the public URL in the cluster settings: the defaults, spelled out.
     assert list(written) == ["hub", "proxy", "singleuser", "scheduling", "cull"]
     hub = written["hub"]
+    assert hub["config"] == {"JupyterHub": {"subdomain_host": "https://atelier.example.org"}}
     assert hub["image"] == {"name": "ghcr.io/atelier-dev/atelier-hub", "tag": "0.1.0"}
     assert (hub["nodeSelector"], hub["allowNamedServers"], hub["namedServerLimitPerUser"]) == (
         {"atelier.dev/pool": "core"}, True, 5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from atelier_hub.cluster.settings import ClusterSettings
 from atelier_hub.cluster.values import egress_rules, merge_values, render_values, schema_problems
 from atelier_hub.profiles import load_profiles
 from atelier_hub.settings import Deployment
-from tf_run import REPO, TERRAFORM, apply_root, hcl
+from tf_run import REPO, TERRAFORM, apply_root, hcl, run, tf_env
 
 VALUES_MODULE = TERRAFORM / "modules" / "atelier" / "values"
 SCHEMA = Path(__file__).resolve().parent / "z2jh" / "values.schema.yaml"
@@ -33,6 +34,7 @@ INPUTS = f"""
   atelier_command         = {hcl(ATELIER)}
   profiles_dir            = {hcl(REPO / 'profiles')}
   values_schema           = {hcl(SCHEMA)}
+  public_url              = "https://atelier.example.org"
   namespace               = "atelier"
   hub_image               = {{ name = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/atelier/atelier-hub", tag = "0.1.0" }}
   singleuser_image        = {{ name = "quay.io/jupyter/scipy-notebook", tag = "2026-11-30" }}
@@ -100,6 +102,9 @@ def test_values_carry_what_the_modules_made(values, outputs):
     assert values == render_values(load_profiles(REPO / "profiles"), deployment, settings)
     assert values["singleuser"]["serviceAccountName"] == "atelier-session"
     assert settings.identity.role_arn == ROLE
+    # Each user's servers a web origin of their own, at a subdomain of the public URL.
+    assert settings.public_url == "https://atelier.example.org"
+    assert values["hub"]["config"] == {"JupyterHub": {"subdomain_host": "https://atelier.example.org"}}
     assert values["hub"]["nodeSelector"] == values["proxy"]["chp"]["nodeSelector"] == {"atelier.dev/pool": "cpu"}
     assert values["hub"]["image"] == {"name": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/atelier/atelier-hub",
                                       "tag": "0.1.0"}
@@ -126,6 +131,36 @@ def test_a_bad_input_fails_with_the_clis_message(outputs, tmp_path):
     assert done.returncode == 1 and "gpu_servers_per_user" in done.stderr
     done = render({k: v for k, v in outputs["query"].items() if k != "schema"})
     assert done.returncode == 1 and "lacks schema" in done.stderr
+    # No values where every user's servers share the hub's origin: the field and the fix.
+    settings = yaml.safe_load(outputs["query"]["cluster_yaml"])
+    without = yaml.safe_dump({k: v for k, v in settings.items() if k != "public_url"})
+    done = render({**outputs["query"], "cluster_yaml": without})
+    assert done.returncode == 1 and done.stdout == ""
+    assert "public_url: not set; " in done.stderr and "*.atelier.example.org" in done.stderr, done.stderr
+    done = render({**outputs["query"], "cluster_yaml": yaml.safe_dump({**settings, "public_url": "atelier.example.org"})})
+    assert done.returncode == 1 and "public_url: Value error, must start with https://" in done.stderr, done.stderr
+
+
+def test_terraform_refuses_the_values_module_without_a_public_url(terraform_bin, tmp_path):
+    """The variable has no default: terraform stops before any rendering."""
+    inputs = "\n".join(line for line in INPUTS.splitlines() if "public_url" not in line)
+    (tmp_path / "main.tf").write_text(f'module "values" {{\n  source = {hcl(VALUES_MODULE)}\n{inputs}\n}}\n')
+    (tmp_path / "terraformrc").write_text("")
+    env = tf_env(tmp_path)
+    done = run([terraform_bin, "init", "-backend=false", "-no-color"], cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    done = run([terraform_bin, "validate", "-no-color"], cwd=tmp_path, env=env)
+    assert done.returncode == 1 and 'The argument "public_url" is required' in done.stderr, done.stderr
+
+
+def test_the_public_url_passes_from_the_example_root_to_the_values():
+    """The modules with providers cannot be initialised here: their wiring, from the source."""
+    for module in ("envs/example", "modules/atelier", "modules/atelier/values"):
+        assert re.search(r"\bpublic_url\s+= var\.public_url\n", (TERRAFORM / module / "main.tf").read_text()), module
+        variables = (TERRAFORM / module / "variables.tf").read_text()
+        block = variables[variables.index('variable "public_url"'):]
+        block = block[:block.index("\n}\n")]
+        assert re.search(r"type\s+= string", block) and "default" not in block, (module, block)
 
 
 def test_the_atelier_module_feeds_the_release_with_these_values():

@@ -202,6 +202,51 @@ def test_render_values_with_settings_that_are_not_yaml(tmp_path, atelier, option
     assert r.stderr.count("\n") == 1, r.stderr  # one line, not the parser's drawing of the spot
 
 
+@pytest.mark.parametrize(
+    "url, fix",
+    [
+        # What a browser sees: a scheme, a DNS name (its wildcard gets the users' servers), a port at most.
+        ("atelier.example.org", "must start with https://"),
+        ("ftp://atelier.example.org", "must start with https://"),
+        ("https://", "has no host"),
+        ("https://atelier.example.org/jupyter", "has a path or query ('/jupyter'): give the scheme and host only"),
+        ("https://atelier.example.org/?next=/hub", "has a path or query ('/?next=/hub')"),
+        ("https://ann:pw@atelier.example.org", "remove them"),
+        ("https://atelier.example.org:99999", "is not a URL"),
+        # A wildcard DNS record needs a name: no *.10.0.0.5.
+        ("https://10.0.0.5", "names an IP address (10.0.0.5)"),
+        ("https://atelier_hub.example.org", "is not a DNS name"),
+    ],
+)
+def test_render_values_refuses_a_malformed_public_url(tmp_path, atelier, url, fix):
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(f"public_url: {json.dumps(url)}\n")
+    out = tmp_path / "values.yaml"
+    line = refused(atelier("render", "values", "--cluster", str(cluster), "--out", str(out)))
+    # The file, the field, then what is wrong and the fix.
+    assert line.startswith(f"atelier: {cluster}: public_url: "), line
+    assert fix in line, line
+    assert not out.exists()
+
+
+def test_render_values_refuses_without_a_public_url(tmp_path, atelier):
+    """Never values where every user's server shares the hub's origin: the field is
+    named, with what the platform team must provide (wildcard DNS, a certificate)."""
+    out = tmp_path / "values.yaml"
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("gpu_servers_per_user: 2\n")
+    for args, where in ((["--cluster", str(cluster)], f"{cluster}: "), ([], "")):
+        line = refused(atelier("render", "values", *args, "--out", str(out)))
+        assert line.startswith(f"atelier: {where}public_url: not set; "), line
+        for fix in ("public_url: https://atelier.example.org", "*.atelier.example.org", "TLS certificate"):
+            assert fix in line, line
+        assert not out.exists()
+    cluster.write_text("public_url: https://atelier.example.org\n")
+    r = atelier("render", "values", "--cluster", str(cluster), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "subdomain_host: https://atelier.example.org\n" in out.read_text()
+
+
 # -- the real command ------------------------------------------------------------------------------
 
 

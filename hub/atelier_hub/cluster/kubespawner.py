@@ -40,6 +40,7 @@ from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Integer
 
+from .. import origins
 from ..profile_spawner import ProfileSpawnerMixin
 from ..profiles import Profile, load_profiles, to_kubespawner, visible_profiles
 from ..session import session_env, session_files
@@ -302,6 +303,16 @@ def update_culling(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
                                role]
 
 
+def update_origins(c, settings: ClusterSettings) -> None:
+    """Each user's servers at a subdomain of ``public_url`` (:mod:`atelier_hub.origins`).
+    The chart's values set ``hub.config.JupyterHub.subdomain_host`` to the same URL (the
+    chart's proxy routes by host only when that value is set). Without ``public_url``
+    every server shares the hub's origin: only a hub outside the chart (the cluster-mode
+    tests) runs so; ``atelier render values`` refuses to render values without it."""
+    if settings.public_url is not None:
+        origins.update_origins(c, settings.public_url)
+
+
 def configure_kubespawner(
     c,
     *,
@@ -315,6 +326,8 @@ def configure_kubespawner(
     The chart's ``hub.extraConfig`` calls it with ``storage=False`` (the chart's
     ``singleuser.storage``, rendered from the same settings, already sets the home);
     a hub outside the chart (the cluster-mode tests) lets it set the storage too.
+    Each user's servers get a web origin of their own where the cluster settings name
+    ``public_url`` (:func:`update_origins`).
 
     >>> from traitlets.config import Config
     >>> c = Config()
@@ -327,6 +340,7 @@ def configure_kubespawner(
     c.JupyterHub.spawner_class = "atelier_hub.cluster.kubespawner.AtelierKubeSpawner"
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = settings.named_servers_per_user
+    update_origins(c, settings)
     if settings.namespace:
         c.AtelierKubeSpawner.namespace = settings.namespace
     update_profiles(c, settings, profiles_dir=str(profiles_dir),

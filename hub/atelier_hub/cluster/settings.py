@@ -5,19 +5,28 @@ limits, node pools, how sessions get cloud credentials) is a field here with a d
 that works, read once from an optional YAML file; :mod:`.values` (the chart's values)
 and :mod:`.kubespawner` (the hub's spawner) both read it, so the two never disagree.
 Unset is ``None``, distinct from an empty value.
+
+One field has no working default: ``public_url``, the hub's public URL. Each user's
+servers answer at a subdomain of its host (:mod:`atelier_hub.origins`), which needs a
+wildcard DNS record and certificate only the platform team can make; the model leaves
+it ``None`` (a hub outside the chart, as in the tests, runs without it) and
+``atelier render values`` refuses to render values without it.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .. import __version__
 from ..schema import StrictModel
 from ..settings import load_settings_file
 
-__all__ = ["ClusterSettings", "ClusterSettingsError", "load_cluster_settings", "HOME_MOUNT_PATH"]
+__all__ = ["ClusterSettings", "ClusterSettingsError", "load_cluster_settings", "public_url_problem", "HOME_MOUNT_PATH"]
 
 # The container home: the Jupyter Docker Stacks' user is jovyan, and z2jh mounts the
 # home volume there by default. Embedded sessions use $HOME the same way, so code that
@@ -27,6 +36,50 @@ HOME_MOUNT_PATH = "/home/jovyan"
 
 class ClusterSettingsError(ValueError):
     """The cluster settings file is invalid; the message names the field and the fix."""
+
+
+# A DNS label as RFC 1123 allows it; JupyterHub's hook prepends users' labels to the host.
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def public_url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as the hub's public URL (``scheme://host[:port]``, a
+    DNS name whose subdomains the users' servers get), with the fix; None when usable (pure).
+
+    >>> public_url_problem("https://atelier.example.org/") is None
+    True
+    >>> public_url_problem("https://atelier.example.org/jupyter").split(":")[0]
+    "has a path or query ('/jupyter')"
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number in range)
+    except ValueError as exc:
+        return f"is not a URL ({exc}): write it as https://atelier.example.org"
+    if parts.scheme not in ("http", "https"):
+        got = f"not {parts.scheme}://" if parts.scheme else "it has no scheme"
+        return (f"must start with https:// (http:// only where browsers reach the hub without TLS, as in a "
+                f"local test), {got}: e.g. https://atelier.example.org")
+    host = parts.hostname
+    if not host:
+        return "has no host: write it as https://atelier.example.org"
+    if parts.username is not None or parts.password is not None:
+        return "carries a user name or password: remove them (give the scheme and host only)"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        extra = url.split(parts.netloc, 1)[1]
+        return (f"has a path or query ({extra!r}): give the scheme and host only, e.g. "
+                "https://atelier.example.org; users' servers answer at subdomains of that host, not under a path")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return (f"names an IP address ({host}): users' servers answer at subdomains of the hub's host, "
+                "so give a DNS name with a wildcard record (*.NAME) pointing at the proxy")
+    if not all(_DNS_LABEL.fullmatch(label) for label in host.rstrip(".").split(".")):
+        return (f"host {host!r} is not a DNS name (letters, digits and '-' per label; an international "
+                "name in its xn-- form)")
+    return None
 
 
 class Image(StrictModel):
@@ -88,6 +141,17 @@ class Attach(StrictModel):
 class ClusterSettings(StrictModel):
     """Everything a cluster deployment adds to ``profiles/`` and the services."""
 
+    public_url: str | None = Field(
+        None,
+        description="The hub's public URL, scheme and host only, e.g. `https://atelier.example.org`; "
+        "required by `atelier render values`. Each user's servers answer at `NAME.atelier.example.org` "
+        "(JupyterHub's `subdomain_host`), a web origin of their own, so a page one user's server serves "
+        "cannot act with another user's (or an admin's) hub login; the hub and Atelier's services stay at "
+        "`atelier.example.org`. The platform team provides a DNS record for `atelier.example.org` and a "
+        "wildcard record `*.atelier.example.org`, both pointing at the proxy (the `proxy-public` "
+        "Service's load balancer, or your ingress), and a TLS certificate covering both names: on the "
+        "chart's ingress (`ingress.hosts` and `ingress.tls` list both names) or on the load balancer "
+        "(`proxy.https`); the chart's Let's Encrypt option cannot issue a wildcard certificate.")
     namespace: str | None = Field(None, description="Namespace of the sessions; null: the hub's own (the Helm release's).")
     hub_image: Image = Field(Image(name="ghcr.io/atelier-dev/atelier-hub", tag=__version__),
                              description="The hub image: `images/hub` (JupyterHub, KubeSpawner, atelier-hub), "
@@ -107,6 +171,19 @@ class ClusterSettings(StrictModel):
                                      description="Where service hostnames outside the cluster resolve (the VPC): "
                                      "the chart blocks private IPs by default, so each service gets an egress "
                                      "rule to these CIDRs on its own port only.")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        problem = public_url_problem(url)
+        if problem:
+            raise ValueError(problem)
+        # One spelling (lower-case host, no trailing slash): JupyterHub's subdomain_host form.
+        parts = urlsplit(url)
+        host = parts.hostname.rstrip(".")
+        return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port is not None else "")
 
 
 def load_cluster_settings(path: str | Path | None) -> ClusterSettings:

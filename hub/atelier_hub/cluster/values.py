@@ -7,9 +7,11 @@ turns them into KubeSpawner's traits, so the values never restate a profile. The
 output validates against the chart's own ``values.schema.yaml`` (a test checks it).
 
 Blocks, each opened by a comment in the output: the hub image carrying ``atelier-hub``
-and its configuration, the per-user home (a dynamic PVC), the network policy's egress
-to the configured services (the chart blocks private IPs by default), culling, and
-node placement (profiles place sessions; the chart's own pods go to the core pool).
+and its configuration (each user's servers at a subdomain of ``public_url``, a web
+origin of their own: without ``public_url`` nothing is rendered), the per-user home (a
+dynamic PVC), the network policy's egress to the configured services (the chart blocks
+private IPs by default), culling, and node placement (profiles place sessions; the
+chart's own pods go to the core pool).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .settings import ClusterSettings, ClusterSettingsError, load_cluster_settin
 
 __all__ = [
     "render_values",
+    "require_public_url",
     "dump_values",
     "merge_values",
     "schema_problems",
@@ -141,8 +144,29 @@ def storage_values(settings: ClusterSettings) -> dict[str, Any]:
     }
 
 
+def require_public_url(settings: ClusterSettings) -> str:
+    """The hub's public URL; :class:`ClusterSettingsError` naming the field and the fix when unset.
+
+    Without it JupyterHub serves every user's servers on the hub's own origin, where a
+    page one user's server serves (a file in their home) acts with the visitor's hub
+    login, an admin's too: one link would take over an account. So there is no default.
+    """
+    if settings.public_url is None:
+        raise ClusterSettingsError(
+            "public_url: not set; the hub's public URL is required, e.g. `public_url: https://atelier.example.org` "
+            "in the cluster settings (--cluster FILE), with DNS records for atelier.example.org and "
+            "*.atelier.example.org pointing at the proxy and a TLS certificate covering both names: each user's "
+            "servers answer at NAME.atelier.example.org, a web origin of their own")
+    return settings.public_url
+
+
 def render_values(profiles: list[Profile], deployment: Deployment, settings: ClusterSettings) -> dict[str, Any]:
-    """The chart's values (a dict of blocks, in the order they are written)."""
+    """The chart's values (a dict of blocks, in the order they are written).
+
+    Raises :class:`ClusterSettingsError` when ``settings.public_url`` is unset
+    (:func:`require_public_url`).
+    """
+    public_url = require_public_url(settings)
     files: dict[str, Any] = {
         f"atelier-profile-{p.name}": {"mountPath": f"{ETC}/profiles/{p.name}.yaml", "stringData": _profile_file(p)}
         for p in profiles
@@ -186,13 +210,18 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
         "hub": {
             "image": {"name": settings.hub_image.name, "tag": settings.hub_image.tag},
             "nodeSelector": core,
+            # The chart's own setting, not only the hub's trait: the chart's proxy routes by
+            # host (--host-routing) only when it is set. The hook (services on the hub's host)
+            # comes from configure_kubespawner, which reads public_url from the same file.
+            "config": {"JupyterHub": {"subdomain_host": public_url}},
             "allowNamedServers": True,
             "namedServerLimitPerUser": settings.named_servers_per_user,
             "extraFiles": files,
             **_culler_hub_values(settings),
             "extraConfig": {
                 "atelier.py": (
-                    "# Atelier: KubeSpawner from profiles/ (files from hub.extraFiles).\n"
+                    "# Atelier: KubeSpawner from profiles/ (files from hub.extraFiles), and each\n"
+                    "# user's servers at a subdomain of public_url (cluster.yaml), an origin of their own.\n"
                     "from atelier_hub.cluster.kubespawner import configure_kubespawner\n\n"
                     "configure_kubespawner(\n"
                     f"    c,\n    profiles_dir={ETC + '/profiles'!r},\n"
@@ -216,7 +245,10 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
 
 _COMMENTS = {
     "hub": "The hub: an image carrying atelier-hub, which reads profiles/, the deployment's\n"
-           "services and the cluster settings (below, as files) and configures KubeSpawner.",
+           "services and the cluster settings (below, as files) and configures KubeSpawner.\n"
+           "Each user's servers answer at NAME.<host of subdomain_host>, a web origin of their own:\n"
+           "that needs a wildcard DNS record (*.<host>) pointing at the proxy and a TLS certificate\n"
+           "for both names (ingress.hosts and ingress.tls in your own values, or the load balancer).",
     "proxy": "The proxy stays on the core node pool.",
     "singleuser": "Sessions: one home PVC per user (every profile and server mounts it), and\n"
                   "network egress opened to the configured services only (private IPs stay blocked).",
@@ -266,7 +298,10 @@ def cmd_render_values(args: argparse.Namespace) -> None:
         settings = load_cluster_settings(args.cluster)
     except (ProfileError, SettingsError, ClusterSettingsError) as exc:
         _fail(str(exc))
-    values = render_values(profiles, deployment, settings)
+    try:
+        values = render_values(profiles, deployment, settings)
+    except ClusterSettingsError as exc:  # a setting the file lacks: name the file, as above
+        _fail(f"{args.cluster}: {exc}" if args.cluster else str(exc))
     if args.schema:
         problems = schema_problems(values, args.schema)
         if problems:

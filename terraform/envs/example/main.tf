@@ -107,6 +107,7 @@ module "atelier" {
   namespace       = local.namespace
   atelier_command = "${local.repo}/.venv/bin/atelier"
   profiles_dir    = local.profiles_dir
+  public_url      = var.public_url
   chart_version   = var.chart_version
   hub_image       = { name = aws_ecr_repository.this["atelier-hub"].repository_url, tag = var.hub_image_tag }
   extra_values    = [for f in var.extra_values_files : file(f)]

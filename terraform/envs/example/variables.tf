@@ -16,6 +16,11 @@ variable "admin_cidrs" {
   default     = []
 }
 
+variable "public_url" {
+  description = "The hub's public URL, scheme and host only (e.g. \"https://atelier.example.org\"); users' servers answer at NAME.atelier.example.org: DNS records for the host and *.host point at the proxy, and one TLS certificate covers both names (see the README)"
+  type        = string
+}
+
 variable "hub_image_tag" {
   description = "Tag of the hub image you pushed to the atelier-hub repository (the chart's k8s-hub plus atelier-hub, see the README)"
   type        = string
@@ -44,7 +49,7 @@ variable "chart_version" {
 }
 
 variable "extra_values_files" {
-  description = "Your own chart values files, applied after the rendered ones: authentication, ingress, TLS"
+  description = "Your own chart values files, applied after the rendered ones: authentication, ingress and TLS (for public_url's host and its wildcard)"
   type        = list(string)
   default     = []
 }

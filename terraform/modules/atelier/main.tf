@@ -64,6 +64,7 @@ module "values" {
   atelier_command         = var.atelier_command
   profiles_dir            = var.profiles_dir
   values_schema           = var.values_schema
+  public_url              = var.public_url
   namespace               = var.namespace
   hub_image               = var.hub_image
   singleuser_image        = var.singleuser_image

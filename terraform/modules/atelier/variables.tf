@@ -25,6 +25,11 @@ variable "values_schema" {
 # The hub (Zero to JupyterHub)
 ################################################################################
 
+variable "public_url" {
+  description = "The hub's public URL, scheme and host only (e.g. \"https://atelier.example.org\"); users' servers answer at NAME.atelier.example.org: point DNS records for the host and *.host at the proxy and cover both names with the TLS certificate (extra_values: ingress hosts/tls, or the load balancer)"
+  type        = string
+}
+
 variable "chart_version" {
   description = "Version of the jupyterhub chart (https://hub.jupyter.org/helm-chart/); validate with that release's values.schema.yaml (values_schema)"
   type        = string
@@ -51,7 +56,7 @@ variable "singleuser_image" {
 }
 
 variable "extra_values" {
-  description = "More chart values files (YAML text) applied after the rendered ones: authentication, ingress, TLS"
+  description = "More chart values files (YAML text) applied after the rendered ones: authentication, ingress and TLS (for public_url's host and its wildcard)"
   type        = list(string)
   default     = []
 }

@@ -8,6 +8,8 @@
 
 locals {
   cluster_settings = {
+    # No default: `atelier render values` refuses values where users share the hub's origin.
+    public_url       = var.public_url
     namespace        = var.namespace
     hub_image        = var.hub_image
     singleuser_image = var.singleuser_image

@@ -15,6 +15,11 @@ variable "values_schema" {
   default     = null
 }
 
+variable "public_url" {
+  description = "The hub's public URL, scheme and host only (e.g. \"https://atelier.example.org\"): each user's servers answer at NAME.atelier.example.org, an origin of their own, so DNS records for the host and *.host must point at the proxy and a TLS certificate cover both names"
+  type        = string
+}
+
 variable "namespace" {
   description = "Namespace of the Helm release, the sessions and MLflow"
   type        = string
