@@ -53,7 +53,8 @@ def main() -> int:
         code = next((c for c in ran if c != 0), 0) if ran else NO_TESTS
     print("\n=== make test: time ===")
     for name, secs, status in times:
-        print(f"{secs / 60:6.1f} min  {name}" + (f"  (exit {status}{': no test' if status == NO_TESTS else ''})" if status else ""))
+        note = "" if not status else f"  (exit {status}: no test)" if status == NO_TESTS else f"  (exit {status})"
+        print(f"{secs / 60:6.1f} min  {name}{note}")
     print(f"{sum(secs for _, secs, _ in times) / 60:6.1f} min  in all", flush=True)
     return code
 
