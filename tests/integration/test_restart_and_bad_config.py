@@ -35,7 +35,10 @@ def test_stop_and_start_keeps_users_homes_runs_and_objects(tmp_path):
         model = first.spawn("bob", "cpu-small")
         run_id = run_code(first.url, model["url"], token, WRITE).strip().splitlines()[-1]
     finally:
-        first.stop()
+        first.stop()  # Ctrl-C, as a user stops `make dev`
+    # The README: Ctrl-C stops everything; no process of this stack is left.
+    left = [p for p in Path("/proc").glob("[0-9]*") if _names(p, str(state))]
+    assert left == [], [(p / "cmdline").read_bytes()[:200] for p in left]
     if first.mode == "container":
         # Stopped cleanly: no container of this stack outlives the hub.
         assert _containers_of(state) == []
@@ -54,6 +57,13 @@ def test_stop_and_start_keeps_users_homes_runs_and_objects(tmp_path):
         assert out.strip() == "still here"
     finally:
         second.stop()
+
+
+def _names(proc: Path, text: str) -> bool:
+    try:
+        return text.encode() in (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _containers_of(state: Path) -> list[str]:
