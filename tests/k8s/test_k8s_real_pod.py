@@ -218,7 +218,8 @@ def test_base_image_runs_in_a_real_pod(node_hub, real_node, kube):
     assert (stack.path("s3") / bucket / f"{out['key']}.fsspec").read_text() == "through fsspec's own config"
     # MLflow: the run is recorded, read back through the hub with another identity, and
     # its artifact went to the S3 server's MLflow bucket.
-    assert out["tracking"] == f"{hub.url}/services/mlflow"
+    # The deployment settings' MLflow URL (the embedded stack's, at localhost on this hub's port).
+    assert out["tracking"] == f"http://localhost:{hub.port}/services/mlflow"
     r = hub.http.get(f"{hub.url}/services/mlflow/api/2.0/mlflow/runs/get", params={"run_id": out["run"]},
                      headers={"Authorization": f"token {hub.admin_token}"}, timeout=60)
     assert r.status_code == 200, r.text[:500]
