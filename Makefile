@@ -26,12 +26,14 @@ images-gpu:
 dev: install
 	$(VENV)/bin/atelier dev --port $(PORT)
 
-# pytest exits 5 when it collects no test, and make (so CI) fails on any non-zero exit.
-# Two workers: many tests wait on real timeouts and services; each takes a whole file (the
-# k8s folder as one), slowest first (tests/conftest.py). TEST_WORKERS=0 runs in one process.
+# tests/run.py: install-test, then the suite on two workers (many tests wait on real
+# timeouts and services; each worker takes a whole file, the k8s folder as one, slowest
+# first: tests/conftest.py), then the tests marked `alone` by themselves; it prints the
+# time of each phase at the end. TEST_WORKERS=0 runs in one process; PYTEST_ARGS="tests/unit -x"
+# narrows both pytest phases.
 TEST_WORKERS ?= 2
-test: install-test
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+test:
+	TEST_WORKERS=$(TEST_WORKERS) PYTEST_ARGS="$(PYTEST_ARGS)" $(PYTHON) tests/run.py
 
 bench: install
 	$(VENV)/bin/python bench/run.py

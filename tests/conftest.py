@@ -89,6 +89,31 @@ def alice(stack):
 
 
 def pytest_terminal_summary(terminalreporter):
+    """Where the time went, per file group; then the fault tests' figures."""
+    _time_per_group(terminalreporter)
+    _fault_figures(terminalreporter)
+
+
+def _time_per_group(terminalreporter) -> None:
+    """Seconds per file group (a worker takes a group whole: these are what decide when
+    the run ends), slowest first, from every test's setup, call and teardown."""
+    seconds: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            nodeid, duration = getattr(report, "nodeid", ""), getattr(report, "duration", None)
+            if nodeid and duration is not None and getattr(report, "when", None):
+                group = _group(nodeid.split("::", 1)[0].removeprefix("tests/"))
+                seconds[group] = seconds.get(group, 0.0) + duration
+    if not seconds:
+        return
+    terminalreporter.section("time per file group (setup + call + teardown)")
+    for group, secs in sorted(seconds.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"{secs / 60:6.1f} min  {group}")
+    wall = time.time() - _STARTED
+    terminalreporter.write_line(f"{sum(seconds.values()) / 60:6.1f} min  in all, over {wall / 60:.1f} min of wall clock")
+
+
+def _fault_figures(terminalreporter) -> None:
     """The fault tests' figures (tests/faults/conftest.py), whichever process recorded them."""
     figures: dict[str, dict] = {}
     for path in OUTPUT.glob("faults-*.json") if OUTPUT.exists() else ():

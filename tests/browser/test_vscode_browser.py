@@ -15,7 +15,6 @@ through the real hub (``atelier dev``), seen by headless Chromium.
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 from atelier_hub.profiles import format_memory, load_profiles
@@ -113,11 +112,12 @@ def test_code_server_from_the_launcher_answers_its_editor_to_the_owner(vstack, o
     # code-server starts on first request (jupyter-server-proxy), then loads the workbench.
     editor.wait_for_selector(WORKBENCH, timeout=240_000)
     assert editor.url.startswith(f"http://{owner['name']}.localhost:{vstack.port}/user/{owner['name']}/vscode/")
-    # The workbench paints its parts over several seconds after it appears (RECIPES.md).
-    editor.wait_for_selector(".part.activitybar", timeout=120_000)
-    time.sleep(20)
+    # The workbench paints its parts over several seconds after it appears (RECIPES.md):
+    # wait for each part the screenshot should show, visible, rather than a fixed time.
+    for part in (".part.activitybar", ".part.sidebar", ".part.editor", ".part.statusbar"):
+        editor.wait_for_selector(part, state="visible", timeout=120_000)
     editor.screenshot(path=str(SHOTS / "code-server.png"))
-    assert editor.locator(".part.editor").count() >= 1
+    assert editor.locator(".part.editor").count() == 1
 
 
 def _is_editor(r) -> bool:

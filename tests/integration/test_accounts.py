@@ -351,15 +351,31 @@ def test_failed_logins_for_one_name_back_off(hub, multi_user, alice):
     assert hub.try_login("alice", alice["password"])[1].status_code == 302
 
 
+def _login_from(hub: Stack, address: str, name: str, password: str) -> requests.Response:
+    """A login through the hub's own port, as the proxy makes it for a client at
+    ``address`` (the X-Forwarded-For entry the proxy appends)."""
+    port = json.loads((hub.state / "atelier.json").read_text())["ports"]["hub"]
+    base, headers = f"http://127.0.0.1:{port}", {"X-Forwarded-For": address}
+    s = requests.Session()
+    s.trust_env = False
+    page = s.get(f"{base}/hub/login", headers=headers, timeout=30)
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+    return s.post(f"{base}/hub/login?next=", data={"username": name, "password": password, "_xsrf": xsrf},
+                  headers=headers, timeout=120, allow_redirects=False)
+
+
 def test_failed_logins_from_one_address_back_off_whatever_the_names(hub, multi_user, alice):
     """bob sprays one guess at many names: after 20 failures from his address every
-    login from it waits, the right password of another user included."""
-    for i in range(21):
-        status = hub.try_login(f"spray-{i}", "guess")[1].status_code
-        if status == 429:
-            break
-        assert status == 403
-    else:
-        pytest.fail("21 failed logins from one address and no back-off")
-    _, r = hub.try_login("alice", alice["password"])
+    login from it waits, the right password of another user included. (From a fresh
+    address, so that the other tests' failures from 127.0.0.1 do not count.)"""
+    statuses: list[int] = []
+    while len(statuses) < 24 and 429 not in statuses:
+        statuses.append(_login_from(hub, "127.0.0.66", f"spray-{len(statuses)}", "guess").status_code)
+    # The README's threshold: 20 free failures, then a wait. The first wait (1 s) runs from
+    # the 20th attempt's start, and its password check alone can outlast it on a loaded
+    # machine, so the first refusal may come an attempt or two later (waits double).
+    assert statuses[:20] == [403] * 20 and statuses[-1] == 429, statuses
+    r = _login_from(hub, "127.0.0.66", "alice", alice["password"])
     assert r.status_code == 429 and "from this address" in r.text
+    # Another address is not held back by bob's (alice's own name had no failure here).
+    assert _login_from(hub, "127.0.0.67", "alice", alice["password"]).status_code == 302

@@ -95,3 +95,28 @@ def test_dev_without_trino_offers_to_start_without_it(tmp_path):
 def test_dev_without_a_service_it_cannot_leave_out(tmp_path, name, line):
     assert one_line(dev(tmp_path / "state", 0, "--without", name)) == line
     assert not (tmp_path / "state").exists()
+
+
+def test_make_lint_runs_ruff_and_checks_the_profiles(tmp_path):
+    """The README: `make lint` runs ruff and validates profiles/. Run the Makefile's own
+    recipe (install taken as done: `make -o install`), on this tree and on a broken profile."""
+    r = subprocess.run(["make", "--no-print-directory", "-o", "install", "lint"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ruff check" in r.stdout and "profiles in profiles are valid" in r.stdout, r.stdout
+    # The profile check it runs refuses a broken profile, naming the file and the field.
+    bad = tmp_path / "profiles"
+    bad.mkdir()
+    (bad / "tiny.yaml").write_text("name: tiny\ndisplay_name: Tiny\ncpu: {limit: -1}\nmemory: {limit: 1G}\n")
+    r = subprocess.run([str(VENV_BIN / "atelier"), "profiles", "--check", str(bad)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "tiny.yaml" in r.stderr and "cpu" in r.stderr, r.stderr
+
+
+def test_atelier_state_moves_the_state_folder(tmp_path):
+    """The README: `--state DIR` or ATELIER_STATE moves the state folder (here: users)."""
+    state = tmp_path / "elsewhere"
+    r = subprocess.run([str(VENV_BIN / "atelier"), "users", "add", "ada"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60, env={**os.environ, "ATELIER_STATE": str(state)})
+    assert r.returncode == 0, r.stderr
+    assert "ada" in (state / "users.json").read_text() and not (tmp_path / "state").exists()

@@ -181,14 +181,6 @@ def test_the_start_hook_writes_exactly_session_py_files_for_every_profile(contai
                        check=True, env={**os.environ, "DOCKER_HOST": engine().host}, timeout=120)
 
 
-def test_cluster_mode_mounts_the_same_files_at_the_same_place():
-    """Cluster mode's KubeSpawner mounts session_files() from a Secret where the hook writes them."""
-    from atelier_hub.cluster import kubespawner
-
-    assert kubespawner.SESSION_CONFIG_DIR == SESSION_CONFIG_DIR
-    assert kubespawner.session_files is session_files and kubespawner.session_env is session_env
-
-
 def test_single_user_mode_lets_only_the_admin_log_in(tmp_path):
     """Without containers, sessions are processes of the hub's OS user: one person only."""
     single = Stack(tmp_path / "state", name="single-user", args=("--no-trino",),

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import io
 import json
-import time
 
 import pyarrow.parquet as pq
 import pytest
-from kernel import KernelError, run_code
+from kernel import run_code
 
 pytestmark = pytest.mark.integration
 
@@ -122,19 +121,23 @@ def test_a_larger_profile_gets_larger_spark_and_ray(stack, alice):
         stack.stop_server("alice", "svc-large")
 
 
-@pytest.mark.parametrize("service, code, words", [
-    ("S3", "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:{port}').list_buckets()",
-     ["Could not connect to the endpoint URL", "127.0.0.1:{port}"]),
-    ("MLflow", "import mlflow; mlflow.set_tracking_uri('http://127.0.0.1:{port}'); mlflow.search_experiments()",
-     ["127.0.0.1", "{port}"]),
-])
-def test_a_service_that_is_down_fails_fast_naming_its_endpoint(stack, alice, small, service, code, words):
+def test_mlflow_at_an_address_where_nothing_answers_fails_in_seconds_naming_it(stack, alice, small):
+    """MLflow's client in a session retries a bounded number of times (the session's
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES): an address where nothing listens fails in seconds,
+    naming it. (A real S3 server taken down, for boto3 and s3a: the fault tests.)"""
     from stack import free_port
 
     port = free_port()  # nothing listens there
-    t0 = time.monotonic()
-    with pytest.raises(KernelError) as err:
-        run_code(stack.url, small["url"], alice["token"], code.format(port=port), timeout=120)
-    assert time.monotonic() - t0 < 90, f"{service} took too long to fail"
-    for w in words:
-        assert w.format(port=port) in str(err.value)
+    code = f"""
+import json, time, mlflow
+mlflow.set_tracking_uri("http://127.0.0.1:{port}")
+t = time.monotonic()
+try:
+    mlflow.search_experiments(); error = ""
+except Exception as exc:
+    error = str(exc)
+print(json.dumps({{"s": time.monotonic() - t, "error": error}}))
+"""
+    out = json.loads(run_code(stack.url, small["url"], alice["token"], code, timeout=120).strip().splitlines()[-1])
+    # MLflow's defaults (7 retries, back-off factor 2) take minutes; 3 retries take seconds.
+    assert out["error"] and f"127.0.0.1:{port}" in out["error"] and out["s"] < 20, out

@@ -140,6 +140,11 @@ configure_kubespawner(
 )
 c.AtelierKubeSpawner.http_timeout = 60
 c.AtelierKubeSpawner.start_timeout = 120
+# Test overlay: in a hub pod the culler listens on 0.0.0.0 (the Service reaches it); on
+# this test machine everything stays on 127.0.0.1, on a port of its own.
+for _svc in c.JupyterHub.services:
+    if _svc.get("name") == "culler":
+        _svc["command"][_svc["command"].index("--listen") + 1] = "127.0.0.1:{free_port()}"
 """)
         self.proc: subprocess.Popen | None = None
         self.log = LOGS / "jupyterhub.log"

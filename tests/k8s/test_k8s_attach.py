@@ -21,7 +21,6 @@ import time
 import pytest
 import requests
 import yaml
-from atelier_hub.cluster.attach import hub_attach_manifests
 from k8s_cluster import NAMESPACE
 from stack import VENV_BIN
 from test_k8s_spawn import server_pod
@@ -36,8 +35,14 @@ RBAC = "/apis/rbac.authorization.k8s.io/v1/namespaces/" + NAMESPACE
 def attach_role(kube):
     """What the platform adds to the chart's hub Role (`atelier render attach-rbac`, the
     README's step): the hub may make the per-user objects and grant what they hold."""
-    role, binding = hub_attach_manifests(namespace=NAMESPACE, subject={
-        "kind": "User", "name": "atelier-hub", "apiGroup": "rbac.authorization.k8s.io"})
+    out = subprocess.run([str(VENV_BIN / "atelier"), "render", "attach-rbac", "--namespace", NAMESPACE],
+                         capture_output=True, text=True, check=True).stdout
+    role, binding = yaml.safe_load_all(out)
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    # The chart's hub runs as the ServiceAccount `hub`; the tests' hub authenticates with a
+    # client certificate as the user atelier-hub, so the binding names that subject.
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": NAMESPACE}]
+    binding["subjects"] = [{"kind": "User", "name": "atelier-hub", "apiGroup": "rbac.authorization.k8s.io"}]
     kube.create(f"{RBAC}/roles", role)
     kube.create(f"{RBAC}/rolebindings", binding)
 

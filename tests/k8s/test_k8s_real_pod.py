@@ -151,9 +151,16 @@ with mlflow.start_run() as run:
     mlflow.log_param("where", "real-pod")
     mlflow.log_metric("limit", limit)
     mlflow.log_artifact("note.txt")
+# The session's config files (the README: /etc/atelier/session, from the pod's Secret):
+# fsspec finds the S3 server through its conf.json alone.
+import fsspec
+fs = fsspec.filesystem("s3")
+fs.pipe(f"{os.environ['ATELIER_SHARED_BUCKET']}/{key}.fsspec", b"through fsspec's own config")
 print(json.dumps({"limit": limit, "cpus": cpus, "key": key, "back": back, "run": run.info.run_id,
                   "uid": os.getuid(), "home": str(pathlib.Path.home()), "profile": os.environ["ATELIER_PROFILE"],
-                  "tracking": os.environ["MLFLOW_TRACKING_URI"]}))
+                  "tracking": os.environ["MLFLOW_TRACKING_URI"], "fsspec_dir": os.environ["FSSPEC_CONFIG_DIR"],
+                  "session_files": sorted(str(p.relative_to("/etc/atelier/session"))
+                                          for p in pathlib.Path("/etc/atelier/session").rglob("*") if p.is_file())}))
 """
 
 
@@ -206,9 +213,13 @@ def test_base_image_runs_in_a_real_pod(node_hub, real_node, kube):
     bucket = stack.deployment().services.s3.bucket
     assert out["back"] == "written in a real pod"
     assert (stack.path("s3") / bucket / out["key"]).read_text() == "written in a real pod"
+    # The session's config folder is where the README says, and fsspec used it.
+    assert out["fsspec_dir"] == "/etc/atelier/session/fsspec" and "fsspec/conf.json" in out["session_files"], out
+    assert (stack.path("s3") / bucket / f"{out['key']}.fsspec").read_text() == "through fsspec's own config"
     # MLflow: the run is recorded, read back through the hub with another identity, and
     # its artifact went to the S3 server's MLflow bucket.
-    assert out["tracking"] == f"{hub.url}/services/mlflow"
+    # The deployment settings' MLflow URL (the embedded stack's, at localhost on this hub's port).
+    assert out["tracking"] == f"http://localhost:{hub.port}/services/mlflow"
     r = hub.http.get(f"{hub.url}/services/mlflow/api/2.0/mlflow/runs/get", params={"run_id": out["run"]},
                      headers={"Authorization": f"token {hub.admin_token}"}, timeout=60)
     assert r.status_code == 200, r.text[:500]

@@ -13,8 +13,7 @@ import ipaddress
 import re
 
 import pytest
-from atelier_hub.cluster.kubespawner import SECRET_ENV, SESSION_CONFIG_DIR
-from k8s_cluster import GPU_GROUP, GPU_IMAGE, SESSION_ROLE_ARN, assert_loopback, quantity, secret_env
+from k8s_cluster import GPU_GROUP, GPU_IMAGE, assert_loopback, quantity, secret_env
 
 pytestmark = [pytest.mark.k8s, pytest.mark.integration]
 
@@ -104,26 +103,33 @@ def test_profile_pod_lands_on_its_pool(hub, kube, profile_name):
         assert env[name]["valueFrom"]["secretKeyRef"]["name"] == f"{pod['metadata']['name']}-env"
     assert hub.s3_secret not in str(pod), "the S3 secret key is in the pod spec"
     resolved = secret_env(kube, pod)
-    assert set(resolved) == set(SECRET_ENV)
+    # The credentials the session contract hands out (the README's table: the hub token
+    # twice, MLflow's token, the S3 keys, and %sql's URL, which carries the hub token),
+    # each only by reference to the server's Secret; and no other variable hides one.
+    assert set(resolved) == {"JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "MLFLOW_TRACKING_TOKEN",
+                             "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "DATABASE_URL"}
+    by_value = {name: e.get("value", "") for name, e in env.items() if "valueFrom" not in e}
+    assert not [n for n, v in by_value.items() if resolved["JUPYTERHUB_API_TOKEN"] in v or hub.s3_secret in v]
     assert resolved["AWS_SECRET_ACCESS_KEY"] == hub.s3_secret
     assert resolved["JUPYTERHUB_API_TOKEN"] not in str(pod)
     # The token in the Secret is the server's live hub token.
     who = hub.api("GET", "/user", token=resolved["JUPYTERHUB_API_TOKEN"])
     assert who.status_code == 200 and who.json()["name"] == "ada", who.text
     # The session's config files: from the same Secret, read-only, where the env points.
-    assert env["SPARK_CONF_DIR"]["value"] == f"{SESSION_CONFIG_DIR}/spark"
-    assert env["TRINO_CONFIG"]["value"] == f"{SESSION_CONFIG_DIR}/trino/config"
+    # The README's place for them: /etc/atelier/session.
+    assert env["SPARK_CONF_DIR"]["value"] == "/etc/atelier/session/spark"
+    assert env["TRINO_CONFIG"]["value"] == "/etc/atelier/session/trino/config"
     mount = next(m for m in container["volumeMounts"] if m["name"] == "atelier-session")
-    assert mount["mountPath"] == SESSION_CONFIG_DIR and mount["readOnly"] is True
+    assert mount["mountPath"] == "/etc/atelier/session" and mount["readOnly"] is True
     volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "atelier-session")
     files = {item["path"]: item["key"] for item in volume["secret"]["items"]}
     secret = kube.get(kube.ns("secrets", volume["secret"]["secretName"]))
     spark_conf = base64.b64decode(secret["data"][files["spark/spark-defaults.conf"]]).decode()
     assert f"spark.master local[{cpu_limit}]" in spark_conf
     assert "user=ada" in base64.b64decode(secret["data"][files["trino/config"]]).decode()
+    # IRSA: the service account the cluster settings name (its role annotation is the
+    # platform's, made by the fixture as Terraform makes it).
     assert pod["spec"]["serviceAccountName"] == "atelier-session"
-    sa = kube.get(kube.ns("serviceaccounts", "atelier-session"))
-    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == SESSION_ROLE_ARN
 
     hub.stop_server("ada", server)
     kube.wait("the pod to go", lambda: server_pod(kube, "ada", server) is None)

@@ -366,6 +366,9 @@ def test_plain_mlflow_start_run_gets_repro_tags(
     assert secret not in json.dumps(tags)
     assert "repro.git.dirty" not in tags and "repro.packages" not in tags  # cheap tags only
     assert client.list_artifacts(run_id) == []
+    # REPRO_CONTEXT=0 switches the provider off (repro/README.md): the same run, no repro tag.
+    off = run_id_of(assert_ok(run_py(["plain.py"], repo, {**env, "REPRO_CONTEXT": "0"})))
+    assert not [k for k in tags_of(client, off) if k.startswith("repro.")], tags_of(client, off)
 
 
 def test_show_and_diff(

@@ -203,7 +203,6 @@ def test_a_live_writer_on_another_host_is_not_taken_for_dead(
     import json
     import signal
     import subprocess
-    import time
 
     from repro_testlib import PYTHON, free_port, make_repo
 
@@ -230,8 +229,7 @@ def test_a_live_writer_on_another_host_is_not_taken_for_dead(
         assert not result.uploaded
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    time.sleep(0.2)
+        proc.wait(30)  # reaped: the writer is gone, which is what sync checks
     result = repro.sync(spool_dir=spool, tracking_uri=mlflow_server)
     assert result.ok and local in result.uploaded, result
     assert client.get_run(result.uploaded[local]).info.status == "KILLED"

@@ -15,7 +15,7 @@ from atelier_hub.auth import Backoff, UserError, UsersFile, check_password, hash
 from atelier_hub.embedded_spawner import render_profile_form
 from atelier_hub.gpus import GPUPool, GPUUnavailable
 from atelier_hub.profiles import Profile
-from atelier_hub.session import THREAD_VARS, session_env
+from atelier_hub.session import session_env
 from atelier_hub.settings import MLflowService, S3Service, Services, SettingsError, load_deployment
 from atelier_hub.users import InviteError
 
@@ -38,7 +38,10 @@ def test_session_env_configures_each_library_its_own_way():
     assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:8000/services/mlflow"
     assert env["MLFLOW_TRACKING_TOKEN"] == "tok"
     assert env["MLFLOW_EXPERIMENT_NAME"] == "users/ada"  # the user's own, made theirs by the front
-    assert all(env[v] == "2" for v in THREAD_VARS)
+    # The README's thread pools (OpenMP, MKL, OpenBLAS, numexpr, Accelerate, BLIS), each the CPU limit.
+    threads = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")
+    assert {v: env.get(v) for v in threads} == dict.fromkeys(threads, "2")
     assert (env["ATELIER_PROFILE"], env["ATELIER_CPU_LIMIT"], env["ATELIER_CPU_GUARANTEE"]) == ("cpu-small", "2", "0.5")
     assert (env["ATELIER_MEM_LIMIT"], env["ATELIER_MEM_GUARANTEE"]) == (str(4 * 10**9), str(10**9))
     assert env["CUDA_VISIBLE_DEVICES"] == "" and env["ATELIER_GPU_COUNT"] == "0"

@@ -1,0 +1,63 @@
+"""``make test``: install what is missing, run the whole suite, say where the time went.
+
+Rule this script keeps: it only sequences and times the phases; what each one does lives
+where it did (the Makefile's ``install-test``, pytest's options in ``pytest.ini``, the
+scheduler in ``tests/conftest.py``). Standard library only: it starts before the
+virtualenv exists.
+
+Phases, each timed, and the times printed together at the end:
+1. ``make install-test``: the project's own install steps (nothing is assumed installed);
+2. the suite on ``TEST_WORKERS`` pytest-xdist workers (default 2; 0 runs one process), each
+   taking a file group whole, slowest first, without the tests marked ``alone``;
+3. the tests marked ``alone``, by themselves: they load every core on purpose, which
+   would skew the timing-sensitive tests running on the other worker.
+
+``PYTEST_ARGS`` (e.g. ``make test PYTEST_ARGS="tests/unit -x"``) goes to both pytest phases.
+
+The exit code is the first failing phase's. pytest's 5 ("no test collected") fails the
+run only if no phase ran a test.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+NO_TESTS = 5
+
+
+def _phase(name: str, cmd: list[str], times: list[tuple[str, float, int]]) -> int:
+    print(f"\n=== make test: {name} ===", flush=True)
+    t0 = time.monotonic()
+    code = subprocess.call(cmd, cwd=REPO)
+    times.append((name, time.monotonic() - t0, code))
+    return code
+
+
+def main() -> int:
+    workers = os.environ.get("TEST_WORKERS", "2")
+    extra = shlex.split(os.environ.get("PYTEST_ARGS", ""))  # e.g. PYTEST_ARGS="tests/unit -x"
+    python = str(REPO / ".venv" / "bin" / "python")
+    times: list[tuple[str, float, int]] = []
+    code = _phase("install (make install-test)", [os.environ.get("MAKE", "make"), "install-test"], times)
+    if code == 0:
+        pytest = [python, "-m", "pytest", "-n", workers, "--dist", "loadfile"]
+        first = _phase(f"the suite on {workers} workers", [*pytest, "-m", "not alone", *extra], times)
+        second = _phase("the tests that load every core, alone", [python, "-m", "pytest", "-m", "alone", *extra], times)
+        ran = [c for c in (first, second) if c != NO_TESTS]
+        code = next((c for c in ran if c != 0), 0) if ran else NO_TESTS
+    print("\n=== make test: time ===")
+    for name, secs, status in times:
+        note = "" if not status else f"  (exit {status}: no test)" if status == NO_TESTS else f"  (exit {status})"
+        print(f"{secs / 60:6.1f} min  {name}{note}")
+    print(f"{sum(secs for _, secs, _ in times) / 60:6.1f} min  in all", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
