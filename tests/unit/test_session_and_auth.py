@@ -157,6 +157,14 @@ def test_backoff_doubles_after_the_free_attempts_and_forgets():
     assert huge.wait("k", now=0) == 300
 
 
+def test_the_hub_takes_only_user_names_the_users_file_takes(tmp_path):
+    from atelier_hub.auth import AtelierAuthenticator
+
+    auth = AtelierAuthenticator(users_file=str(tmp_path / "users.json"))
+    assert auth.validate_username("ada") and auth.validate_username("a" * 64)
+    assert not auth.validate_username("a" * 65) and not auth.validate_username("Ada Lovelace")
+
+
 def test_each_hub_request_gets_the_limit_of_the_handler_that_reads_it():
     from atelier_hub.input_limits import HUB_BODY_MAX, USER_OPTIONS_MAX, _rule_for
     from jupyterhub.apihandlers.users import UserAPIHandler, UserServerAPIHandler, UserTokenListAPIHandler
