@@ -18,16 +18,17 @@ resolve_localhost_names()
 HERE = Path(__file__).parent
 _STARTED = time.time()
 
-#: Files (or folders) that take longest, slowest first (warm figures, minutes): they start
-#: first, so that the two workers of `make test` finish together. Everything else follows
-#: in collection order.
+#: Files (or folders) that take longest, slowest first: they start first, so that the two
+#: workers of `make test` finish together. Everything else follows in collection order.
+#: Minutes, from the last two-worker CI run (a busy machine: upper bounds).
 SLOW_FIRST = (
-    "k8s",  # ~8: one control plane and one real node, so one worker (one group)
-    "integration/test_idle_culling.py",  # ~4: real idle timeouts
-    "faults/test_service_faults.py",  # ~5
+    "integration/test_idle_culling.py",  # ~8: real idle timeouts (the SSH-keeps-a-server test alone 127 s)
+    "faults/test_service_faults.py",  # ~7
+    "repro/test_repro_integration.py",  # ~6
+    "integration/test_session_services.py",  # ~4
+    "k8s",  # ~3.5: one control plane and one real node, so one worker (one group)
     "terraform",  # ~3: terraform, tflint, checkov
-    "repro/test_repro_integration.py",
-    "integration/test_session_services.py",
+    "integration/test_restart_and_bad_config.py",  # the restart-keeps-everything test alone 133 s
     "integration/test_vscode_ssh.py",
     "integration/test_s3_trino_identity.py",
     "integration/test_trino.py",
@@ -64,6 +65,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadScopeScheduling
+
+    # The work queue in collection order (slowest first, above). By default xdist 3.8
+    # re-sorts it by the number of tests in each scope (``--loadscope-reorder``, on unless
+    # ``--no-loadscope-reorder`` is given), which put a file of many quick tests before
+    # one of a few slow ones: the order above only broke ties. Set here rather than on
+    # the command line, so that any ``pytest -n N --dist loadfile`` keeps it (checked: a
+    # file of one test collected before one of five ran first only with this line).
+    # ref: xdist/scheduler/loadscope.py LoadScopeScheduling.schedule
+    config.option.loadscopereorder = False
 
     class ByFile(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:

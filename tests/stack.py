@@ -23,6 +23,23 @@ from atelier_hub.services._process import free_port, tail  # noqa: F401 (re-expo
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
 OUTPUT = REPO / "test-output"
+# The `atelier dev` logs this process has handed out (see _own_log).
+_LOGS: set[Path] = set()
+
+
+def _own_log(name: str) -> Path:
+    """A fresh file for one stack's `atelier dev` output. Its own even when both xdist
+    workers start a stack of the same name (each test run's "session" stack), or one
+    worker starts two (the "vscode" stacks of two files): the session mode is read from
+    it, and a test reading it must see only its own stack's lines."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    path, n = OUTPUT / f"{name}-{worker}-atelier-dev.log", 1
+    while path in _LOGS:
+        n += 1
+        path = OUTPUT / f"{name}-{worker}-{n}-atelier-dev.log"
+    _LOGS.add(path)
+    path.write_bytes(b"")  # a previous run's lines are not this stack's
+    return path
 
 
 class HubClient:
@@ -118,7 +135,7 @@ class Stack(HubClient):
         self.name = name
         self.proc: subprocess.Popen | None = None
         OUTPUT.mkdir(exist_ok=True)
-        self.out = OUTPUT / f"{name}-atelier-dev.log"
+        self.out = _own_log(name)  # appended to by each start of this stack
         self.log = self.state / "logs" / "hub.log"
 
     # -- life cycle ------------------------------------------------------------------------
@@ -126,6 +143,7 @@ class Stack(HubClient):
     def start(self, timeout: float = 420) -> Stack:
         ready = self.state.parent / f"{self.name}-ready.json"
         ready.unlink(missing_ok=True)
+        started_at = self.out.stat().st_size
         with open(self.out, "ab") as out:
             self.proc = subprocess.Popen(
                 [str(VENV_BIN / "atelier"), "dev", "--port", str(self.port), "--state", str(self.state),
@@ -141,8 +159,10 @@ class Stack(HubClient):
                 raise RuntimeError(f"atelier dev not ready in {timeout} s:\n{tail(self.out)}")
             time.sleep(0.5)
         self.admin_token = (self.state / "admin-token").read_text().strip()
-        # The mode `atelier dev` chose and printed (container sessions or single-user processes).
-        modes = re.findall(r"^Sessions: (\w+) mode", self.out.read_text(errors="replace"), re.M)
+        # The mode this start of `atelier dev` chose and printed (container sessions or
+        # single-user processes); an earlier start of this stack may have chosen another.
+        this_start = self.out.read_bytes()[started_at:].decode(errors="replace")
+        modes = re.findall(r"^Sessions: (\w+) mode", this_start, re.M)
         self.mode = modes[-1] if modes else "unknown"
         return self
 

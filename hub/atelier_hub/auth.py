@@ -207,13 +207,18 @@ class AtelierAuthenticator(Authenticator):
         name = self.normalize_username(data.get("username", ""))
         password = data.get("password", "")
         address = self.client_address(handler)
-        wait = max(self._by_name.wait(name), self._by_address.wait(address))
+        # Per-name failures are kept for names a user can have (check_username): any other
+        # name can never log in, and keying the table by whatever a client sends let it
+        # hold up to 100,000 names of up to a request body's size each.
+        by_name = self._valid_name(name)
+        wait = max(self._by_name.wait(name) if by_name else 0.0, self._by_address.wait(address))
         if wait:
             raise web.HTTPError(429, f"Too many failed logins for this name or from this address; "
                                      f"try again in {math.ceil(wait)} s.")
         # Counted as failed before the check and taken back on success, so that attempts
         # running at the same moment count against each other (no burst past the limit).
-        self._by_name.fail(name)
+        if by_name:
+            self._by_name.fail(name)
         self._by_address.fail(address)
         try:
             users = self._file.load()
@@ -231,6 +236,20 @@ class AtelierAuthenticator(Authenticator):
         self._by_name.forget(name)
         self._by_address.undo(address)
         return {"name": name, "admin": bool(entry.get("admin"))}
+
+    @staticmethod
+    def _valid_name(name: str) -> bool:
+        try:
+            check_username(name)
+        except UserError:
+            return False
+        return True
+
+    def validate_username(self, username):
+        """Only names the users file takes (:func:`check_username`: at most 64 characters
+        of a-z, 0-9, '.', '_', '-'): the admin page and the REST API add users through
+        here, and any name they were given went into users.json and the hub's database."""
+        return super().validate_username(username) and self._valid_name(username)
 
     def check_allowed(self, username, authentication=None):
         if self.only_user and username != self.only_user:
@@ -257,6 +276,11 @@ class AtelierAuthenticator(Authenticator):
                 self._removed(user.name)
                 raise ValueError(f"{user.name} is not in {self.users_file}")
         else:
+            # Checked before the file is written: JupyterHub's own check (in the base
+            # class's add_user, below) comes after, and POST /users/NAME has no other.
+            if not self.validate_username(user.name):
+                raise ValueError(f"invalid user name ({len(user.name)} characters): use lower-case letters, "
+                                 "digits, '.', '_' or '-', at most 64")
             with self._file.change() as users:
                 if user.name not in users:
                     # Added by an admin: an invite, made (and shown) on /hub/invites.

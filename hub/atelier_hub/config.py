@@ -8,15 +8,21 @@ code path; ``jupyterhub_config.d``-style overrides go after it in the calling fi
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from .embedded import ADMIN_USER, Embedded
+from .input_limits import bound_hub_requests, trim_saved_options
 from .install.paths import tool_path
 from .origins import update_origins
+from .profiles import ProfileError, load_profiles
 from .services._process import PARENT_PID_VAR
 
 __all__ = ["configure"]
+
+#: the hub's database, in the state folder
+HUB_DB = "jupyterhub.sqlite"
 
 
 def update_hub(c, stack: Embedded) -> None:
@@ -26,7 +32,7 @@ def update_hub(c, stack: Embedded) -> None:
     c.JupyterHub.port = stack.port
     c.JupyterHub.hub_ip = "127.0.0.1"
     c.JupyterHub.hub_port = stack.hub_port
-    c.JupyterHub.db_url = f"sqlite:///{stack.path('jupyterhub.sqlite')}"
+    c.JupyterHub.db_url = f"sqlite:///{stack.path(HUB_DB)}"
     c.JupyterHub.cookie_secret_file = str(stack.path("secrets/jupyterhub_cookie_secret"))
     c.JupyterHub.pid_file = str(stack.path("logs/jupyterhub.pid"))
     c.JupyterHub.allow_named_servers = True
@@ -137,6 +143,19 @@ def update_services(c, stack: Embedded) -> None:
     ]
 
 
+def _bound_input(stack: Embedded) -> None:
+    """Bounded input (:mod:`.input_limits`): the hub's HTTP server refuses bodies past
+    their limits, and spawn options an older hub stored past theirs are cut back before
+    the hub opens its database (the hub loads this file before its ``init_db``). Sets
+    nothing in ``c``: both act on this hub process and its state folder."""
+    bound_hub_requests()
+    try:
+        names = [p.name for p in load_profiles(stack.profiles_dir)]
+    except ProfileError:  # the spawner reports the profiles' errors; no name is kept meanwhile
+        names = []
+    trim_saved_options(stack.path(HUB_DB), profiles=names, log=logging.getLogger("JupyterHub"))
+
+
 def configure(c, state: str | Path | None = None) -> None:
     """Configure JupyterHub for the embedded stack whose state folder is ``state``
     (default: ``$ATELIER_STATE``, set by ``atelier dev``)."""
@@ -146,6 +165,7 @@ def configure(c, state: str | Path | None = None) -> None:
     stack = Embedded.load(state)
     for svc in stack.running:
         svc.prepare(stack)
+    _bound_input(stack)
     update_hub(c, stack)
     update_auth(c, stack)
     update_spawner(c, stack)

@@ -3,7 +3,9 @@
 Rule this module keeps: the profiles and the deployment settings are loaded once per
 hub process from the two configured files, and a spawn request is resolved against
 them server-side, whatever the form showed: 400 for an unknown profile, 403 for one
-outside the user's groups. A server remembers (in its state) the deployment settings
+outside the user's groups, 413 for options past their size limit (:mod:`.input_limits`;
+the hub's HTTP server refuses such a request before it is stored, this catches options
+stored by an older hub). A server remembers (in its state) the deployment settings
 it was started with; one re-adopted by a hub whose settings differ (a service moved
 while the hub was down) is stopped rather than left pointing at dead endpoints.
 """
@@ -18,6 +20,7 @@ from tornado import web
 from traitlets import Unicode
 from traitlets.config import Configurable
 
+from .input_limits import USER_OPTIONS_MAX, options_too_large, stored_size
 from .profiles import Profile, ProfileError, load_profiles, resolve_profile
 from .settings import Deployment, load_deployment
 from .usage import record
@@ -159,8 +162,13 @@ class ProfileSpawnerMixin(Configurable):
     def resolve_request(self, options: dict | None) -> Profile:
         """The profile a request names (the default when none), if this user may use it.
 
-        Raises :class:`tornado.web.HTTPError` 400 (unknown) or 403 (not in the user's groups).
+        Raises :class:`tornado.web.HTTPError` 400 (unknown), 403 (not in the user's groups)
+        or 413 (options past their size limit).
         """
+        size = stored_size(options or {})
+        if size > USER_OPTIONS_MAX:
+            msg = options_too_large(size)
+            raise web.HTTPError(413, msg, reason="Content Too Large")
         requested = (options or {}).get("profile")
         try:
             return resolve_profile(self.profiles, requested, groups=self.groups())

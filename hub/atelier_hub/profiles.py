@@ -310,6 +310,16 @@ def visible_profiles(profiles: list[Profile], groups: set[str] | frozenset[str])
     return [p for p in profiles if not p.groups or set(p.groups) & set(groups)]
 
 
+def _shown(value: Any, most: int = 80) -> str:
+    """``repr(value)``, cut to ``most`` characters: a request's value goes into messages and logs.
+
+    >>> _shown("x" * 100, most=10)
+    "'xxxxxxxx…"
+    """
+    text = repr(value)
+    return text if len(text) <= most else text[:most - 1] + "…"
+
+
 def resolve_profile(
     profiles: list[Profile], requested: Any, *, groups: set[str] | frozenset[str] = frozenset()
 ) -> Profile:
@@ -324,8 +334,11 @@ def resolve_profile(
             raise ProfileError("no profile is available to you; ask an admin to add you to a group")
         return default
     if not isinstance(requested, str):
-        raise ProfileError(f"profile must be a profile name such as 'cpu-small', not {requested!r}")
+        raise ProfileError(f"profile must be a profile name such as 'cpu-small', not {_shown(requested)}")
     names = ", ".join(p.name for p in allowed)
+    if len(requested) > 63:  # a DNS label: no profile has such a name; not echoed whole
+        raise ProfileError(f"unknown profile {_shown(requested)} ({len(requested)} characters; profile names "
+                           f"have at most 63); choose one of: {names}")
     for p in profiles:
         if p.name == requested:
             if p in allowed:

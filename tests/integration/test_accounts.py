@@ -3,7 +3,8 @@
 One real `atelier dev` (without Trino) and real users; bob, a second real user, is the
 attacker throughout: he logs in after being removed, replays his token and cookie,
 claims an account that has no password, reuses an invite link, guesses passwords and
-times the answers, and reads the state folder as another OS account (``nobody``).
+times the answers, and reads the state folder as another OS account (``nobody``). alice,
+another real user, sends the hub bodies of 60 MB (security item 7: the hub stored them).
 
 The tests share one stack and run in file order: the login back-off remembers failures
 per client address (all of them come from 127.0.0.1), so the throttling tests come
@@ -16,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -307,6 +309,104 @@ def test_a_user_added_on_the_admin_page_gets_an_invite_link_shown_once(hub, mult
     assert answer.status_code == 302
     assert hub.try_login("fay", "fay-chose-this")[1].status_code == 302
     assert not hub.api("GET", "/users/fay").json()["admin"]
+
+
+# -- bounded input ----------------------------------------------------------------------------------
+
+
+def _db_bytes(hub: Stack) -> int:
+    """The hub database's size on disk, with its journal while one is open."""
+    return sum(p.stat().st_size for p in hub.state.glob("jupyterhub.sqlite*"))
+
+
+def test_bodies_past_their_limit_get_413_and_nothing_is_stored(hub, multi_user, alice):
+    """alice sends spawn options of 60 MB through the REST API and the spawn form (the old
+    hub stored them: its database went from 143 KB to 126 MB), and bodies past the other
+    limits: each gets a 413 naming the limit, the database does not grow, the log names
+    the request but not its content."""
+    token = hub.user_token("alice")
+    before = _db_bytes(hub)
+    junk = "x" * (60 * 2**20)
+    r = hub.api("POST", "/users/alice/server", token=token, json={"profile": "cpu-small", "notes": junk})
+    assert r.status_code == 413, (r.status_code, r.text[:300])
+    message = r.json()["message"]
+    assert "spawn options are limited to 16 KiB" in message and '{"profile": "cpu-small"}' in message, message
+    r = hub.api("PATCH", "/users/alice/servers/big", token=token, json={"user_options": {"notes": junk[:2**20]}})
+    assert r.status_code == 413, (r.status_code, r.text[:300])
+    # Under 16 KiB as sent, not as the database keeps it (each "é" is stored as \u00e9),
+    # on the route that makes a named server without starting it.
+    utf8 = json.dumps({"user_options": {"profile": "cpu-small", "notes": "é" * 6000}}, ensure_ascii=False)
+    r = hub.api("PUT", "/users/alice/servers/big", token=token, data=utf8.encode())  # 12 KB sent, 36 KB stored
+    assert r.status_code == 413 and "as the hub would store them" in r.json()["message"], r.text[:300]
+    # The spawn form, as a browser posts it.
+    browser = hub.login("alice", alice["password"])
+    r = browser.post(f"{hub.url}/hub/spawn/alice", data={"_xsrf": browser.cookies.get("_xsrf", ""), "profile": junk},
+                     timeout=120, allow_redirects=False)
+    assert r.status_code == 413 and "spawn forms are limited to 16 KiB" in r.text, (r.status_code, r.text[:300])
+    # A new token's note is stored too; any other body to the hub stops at 1 MiB.
+    r = hub.api("POST", "/users/alice/tokens", token=token, json={"note": junk[:2**20]})
+    assert r.status_code == 413 and "keep the note to a few words" in r.json()["message"], r.text[:300]
+    r = hub.api("POST", "/users/alice/activity", token=token, json={"servers": {}, "notes": junk[:2 * 2**20]})
+    assert r.status_code == 413 and "limited to 1 MiB" in r.json()["message"], r.text[:300]
+
+    assert hub.api("GET", "/users/alice/servers/big", token=token).status_code == 404
+    servers = hub.api("GET", "/users/alice?include_stopped_servers", token=token).json()["servers"]
+    assert all(len(json.dumps(s["user_options"])) < 1024 for s in servers.values()), "options were stored"
+    grew = _db_bytes(hub) - before
+    assert grew < 64 * 1024, f"the hub database grew by {grew} bytes"
+    log = hub.log.read_text(errors="replace")
+    assert "413 POST /hub/api/users/alice/server: a body of" in log, hub.hub_log()
+    assert "x" * 64 not in log and "é" * 16 not in log, "a refused body reached the hub's log"
+    # The hub goes on answering (the bodies were read to their end, not left on the line).
+    assert hub.api("GET", "/users/alice", token=token).status_code == 200
+
+
+def test_the_hub_adds_only_user_names_the_users_file_takes(hub):
+    """The admin page and the REST API took any name (one of 5,000 characters went into
+    users.json and the database); now the rule of `atelier users add` holds there too."""
+    r = hub.api("POST", f"/users/{'a' * 5000}")
+    assert r.status_code == 400, (r.status_code, r.text[:300])
+    r = hub.api("POST", "/users", json={"usernames": ["fine-name", "b" * 65]})
+    assert r.status_code == 400, (r.status_code, r.text[:300])
+    users = json.loads((hub.state / "users.json").read_text())["users"]
+    assert not [name for name in users if len(name) > 64]
+
+
+def test_spawn_options_stored_past_the_limit_are_cut_back_at_start(hub, multi_user, alice):
+    """What the old hub stored for two 20 MB spawn requests, planted in the database while
+    the hub is down: the next start cuts both back (keeping a known profile name), logs
+    each without its content and compacts the file."""
+    token = hub.user_token("alice")
+    for server, profile in (("kept", "cpu-large"), ("unknown", "cpu-small")):
+        r = hub.api("PUT", f"/users/alice/servers/{server}", token=token, json={"user_options": {"profile": profile}})
+        assert r.status_code == 201, (r.status_code, r.text[:300])
+    hub.stop()
+    db = hub.state / "jupyterhub.sqlite"
+    junk = "x" * (20 * 2**20)
+    con = sqlite3.connect(db)
+    try:
+        for server, options in (("kept", {"profile": "cpu-large", "notes": junk}),
+                                ("unknown", {"profile": "no-such-profile", "notes": junk})):
+            changed = con.execute("UPDATE spawners SET user_options = ? WHERE name = ? AND user_id = "
+                                  "(SELECT id FROM users WHERE name = 'alice')", (json.dumps(options), server))
+            assert changed.rowcount == 1
+        con.commit()
+    finally:
+        con.close()
+    planted = db.stat().st_size
+    assert planted > 40 * 2**20
+    hub.start()
+
+    assert db.stat().st_size < 8 * 2**20, f"not compacted: {db.stat().st_size} bytes (planted: {planted})"
+    for server, kept in (("kept", {"profile": "cpu-large"}), ("unknown", {})):
+        r = hub.api("GET", f"/users/alice/servers/{server}", token=token)
+        assert r.status_code == 200 and r.json()["user_options"] == kept, (r.status_code, r.text[:300])
+    log = hub.log.read_text(errors="replace")
+    assert "Spawn options of alice/kept took" in log and "cut back to profile cpu-large" in log, hub.hub_log()
+    assert "Spawn options of alice/unknown took" in log
+    assert "x" * 64 not in log, "the stored content reached the hub's log"
+    for server in ("kept", "unknown"):
+        assert hub.api("DELETE", f"/users/alice/servers/{server}", json={"remove": True}).status_code in (202, 204)
 
 
 # -- throttling and timing (last: the per-address count includes every failure above) ---------------

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -156,6 +158,149 @@ def test_backoff_doubles_after_the_free_attempts_and_forgets():
     for _ in range(3000):  # no float overflow however many failures
         huge.fail("k", now=0)
     assert huge.wait("k", now=0) == 300
+
+
+def test_the_hub_takes_only_user_names_the_users_file_takes(tmp_path):
+    from atelier_hub.auth import AtelierAuthenticator
+
+    auth = AtelierAuthenticator(users_file=str(tmp_path / "users.json"))
+    assert auth.validate_username("ada") and auth.validate_username("a" * 64)
+    assert not auth.validate_username("a" * 65) and not auth.validate_username("Ada Lovelace")
+
+
+def test_each_hub_request_gets_the_limit_of_the_handler_that_reads_it():
+    from atelier_hub.input_limits import HUB_BODY_MAX, USER_OPTIONS_MAX, _rule_for
+    from jupyterhub.apihandlers.users import UserAPIHandler, UserServerAPIHandler, UserTokenListAPIHandler
+    from jupyterhub.handlers.pages import SpawnHandler
+
+    class Subclass(UserServerAPIHandler):  # a handler extending the hub's is held to its limit
+        pass
+
+    for cls in (UserServerAPIHandler, Subclass, SpawnHandler, UserTokenListAPIHandler):
+        assert _rule_for(cls).limit == USER_OPTIONS_MAX, cls
+    assert _rule_for(UserServerAPIHandler).stored and not _rule_for(SpawnHandler).stored
+    assert _rule_for(UserAPIHandler).limit == _rule_for(None).limit == HUB_BODY_MAX
+    assert "16 KiB" in _rule_for(UserServerAPIHandler).refusal(70_000)
+
+
+@pytest.fixture
+def hub_like_server():
+    """A real Tornado HTTP server built as JupyterHub 6.1.1 builds its own
+    (``HTTPServer(app, xheaders=True)``) after :func:`bound_hub_requests`, serving two of
+    the hub's handlers whose methods only count the body they got; and a plain
+    application on the same server class, which the limits leave alone."""
+    import asyncio
+    import threading
+
+    from atelier_hub.input_limits import bound_hub_requests
+    from atelier_hub.services._process import free_port
+    from jupyterhub.apihandlers.users import ActivityAPIHandler, UserServerAPIHandler
+    from jupyterhub.objects import Hub
+    from tornado import web
+    from tornado.httpserver import HTTPServer
+
+    got: list[int] = []
+
+    def counting(base):
+        class Counting(base):
+            async def prepare(self):  # no database, no login: only the body matters here
+                pass
+
+            def set_default_headers(self):
+                pass
+
+            finish = web.RequestHandler.finish
+
+            async def post(self, *args):
+                got.append(len(self.request.body))
+                self.write({"got": len(self.request.body)})
+
+            put = patch = post
+
+        return Counting
+
+    routes = [(r"/hub/api/users/([^/]+)/server", counting(UserServerAPIHandler)),
+              (r"/hub/api/users/([^/]+)/activity", counting(ActivityAPIHandler))]
+    before = HTTPServer.configured_class()
+    bound_hub_requests()
+    first = free_port()
+    ports, loop, ready = [first, free_port(avoid={first})], asyncio.new_event_loop(), threading.Event()
+
+    def serve():
+        asyncio.set_event_loop(loop)
+        HTTPServer(web.Application(routes, hub=Hub(base_url="/hub/")), xheaders=True).listen(ports[0], "127.0.0.1")
+        HTTPServer(web.Application(routes)).listen(ports[1], "127.0.0.1")
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ready.wait(10)
+    yield [f"http://127.0.0.1:{port}" for port in ports], got
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    HTTPServer.configure(before)
+
+
+def test_the_hub_server_answers_413_to_bodies_past_their_limit_before_any_handler(hub_like_server):
+    import requests
+
+    (hub, plain), got = hub_like_server
+    http = requests.Session()  # one connection throughout: a refusal leaves it usable
+    http.trust_env = False
+    spawn, activity = f"{hub}/hub/api/users/ada/server", f"{hub}/hub/api/users/ada/activity"
+
+    r = http.post(spawn, json={"profile": "cpu-small", "notes": "x" * (2 * 2**20)}, timeout=60)
+    assert r.status_code == 413 and "spawn options are limited to 16 KiB" in r.json()["message"]
+    utf8 = json.dumps({"user_options": {"notes": "é" * 6000}}, ensure_ascii=False).encode()  # 12 KB sent
+    r = http.put(spawn, data=utf8, timeout=60)  # 36 KB as stored (each "é" kept as \u00e9)
+    assert r.status_code == 413 and "as the hub would store them" in r.json()["message"]
+    r = http.post(activity, data=iter([b"x" * 2**16] * 20), timeout=60)  # chunked: no length announced
+    assert r.status_code == 413 and "limited to 1 MiB" in r.json()["message"]
+    r = http.post(activity, data=b"x" * (2 * 2**20), timeout=60)
+    assert r.status_code == 413 and "1 MiB" in r.json()["message"]
+    assert got == []  # no handler saw any of them
+
+    assert http.post(spawn, json={"profile": "cpu-small", "notes": "x" * 8000}, timeout=60).status_code == 200
+    assert http.post(activity, data=b"x" * 2**19, timeout=60).json() == {"got": 2**19}
+    assert requests.post(f"{plain}/hub/api/users/ada/server", data=b"x" * (2 * 2**20), timeout=60).status_code == 200
+
+
+def _hub_db(path: Path, rows: dict[str, str]) -> sqlite3.Connection:
+    """The two tables of JupyterHub's database the trim reads (user_options: JSON text)."""
+    con = sqlite3.connect(path)
+    con.executescript("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);"
+                      "CREATE TABLE spawners (id INTEGER PRIMARY KEY, user_id INTEGER, name TEXT, user_options TEXT);"
+                      "INSERT INTO users VALUES (1, 'ada');")
+    con.executemany("INSERT INTO spawners (user_id, name, user_options) VALUES (1, ?, ?)", rows.items())
+    con.commit()
+    return con
+
+
+def test_stored_spawn_options_past_the_limit_are_cut_back_and_the_file_shrinks(tmp_path, caplog):
+    from atelier_hub.input_limits import trim_saved_options
+
+    big = "y" * 200_000
+    db = tmp_path / "jupyterhub.sqlite"
+    con = _hub_db(db, {
+        "": json.dumps({"profile": "cpu-small"}),  # within the limit: left as it is
+        "big": json.dumps({"profile": "cpu-large", "notes": big}),
+        "odd": json.dumps({"profile": "no-such-profile", "notes": big}),
+        "cut": '{"profile": "cpu-large", "notes": "' + big,  # not JSON at all
+    })
+    planted = db.stat().st_size
+    log = logging.getLogger("test-trim")
+    with caplog.at_level(logging.INFO, logger="test-trim"):
+        assert trim_saved_options(db, profiles=["cpu-small", "cpu-large"], log=log) == 3
+    assert dict(con.execute("SELECT name, user_options FROM spawners")) == {
+        "": '{"profile": "cpu-small"}', "big": '{"profile": "cpu-large"}', "odd": "{}", "cut": "{}"}
+    assert db.stat().st_size < planted / 10  # VACUUMed
+    assert "ada/big took" in caplog.text and "ada/(default server)" not in caplog.text
+    assert "yyyy" not in caplog.text  # sizes and names only
+    assert trim_saved_options(db, profiles=["cpu-small"], log=log) == 0  # nothing left to cut
+    assert trim_saved_options(tmp_path / "none.sqlite", profiles=[], log=log) == 0  # a first start
+    sqlite3.connect(tmp_path / "empty.sqlite").close()
+    assert trim_saved_options(tmp_path / "empty.sqlite", profiles=[], log=log) == 0  # no tables yet
 
 
 _WRITER = """

@@ -337,6 +337,11 @@ def configure_kubespawner(
     """
     settings = load_cluster_settings(cluster_file)
     load_profiles(profiles_dir)  # a bad profile folder stops the hub at start, not at a spawn
+    # The same body limits as the embedded hub (input_limits); the chart's database is
+    # not trimmed here (its URL is the chart's).
+    from ..input_limits import bound_hub_requests
+
+    bound_hub_requests()
     c.JupyterHub.spawner_class = "atelier_hub.cluster.kubespawner.AtelierKubeSpawner"
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = settings.named_servers_per_user
