@@ -232,26 +232,33 @@ def hub_admin(stack):
     return {"name": "admin", "token": stack.user_token("admin")}
 
 
-@pytest.fixture
-def alice_query(stack, alice, trino_private_port):
-    """A query of alice's, running (dispatched) when the test starts; cancelled after."""
-    status, text = _trino(stack, "POST", "/v1/statement", alice["token"], ALICE_SQL)
+def _start_query(stack, token: str, sql: str) -> dict:
+    """A query started through the front and followed until it is dispatched (running);
+    then left alone. Its id and its next statement URI."""
+    status, text = _trino(stack, "POST", "/v1/statement", token, sql)
     assert status == 200, text[:300]
     doc = json.loads(text)
     deadline = time.monotonic() + 120
     while "/executing/" not in doc.get("nextUri", "/executing/"):
-        assert time.monotonic() < deadline, f"alice's query not dispatched: {doc}"
+        assert time.monotonic() < deadline, f"query not dispatched: {doc}"
         time.sleep(0.2)
-        status, text = _trino(stack, "GET", urlparse(doc["nextUri"]).path, alice["token"])
+        status, text = _trino(stack, "GET", urlparse(doc["nextUri"]).path, token)
         assert status == 200, text[:300]
         doc = json.loads(text)
     assert "error" not in doc, doc["error"]
-    yield {"id": doc["id"], "next": urlparse(doc["nextUri"]).path}
-    _trino(stack, "DELETE", f"/v1/query/{doc['id']}", alice["token"])
+    return {"id": doc["id"], "next": urlparse(doc["nextUri"]).path}
 
 
-def _state(stack, alice, query_id: str) -> str:
-    status, text = _trino(stack, "GET", f"/v1/query/{query_id}", alice["token"])
+@pytest.fixture
+def alice_query(stack, alice, trino_private_port):
+    """A query of alice's, running (dispatched) when the test starts; cancelled after."""
+    started = _start_query(stack, alice["token"], ALICE_SQL)
+    yield started
+    _trino(stack, "DELETE", f"/v1/query/{started['id']}", alice["token"])
+
+
+def _state(stack, viewer, query_id: str) -> str:
+    status, text = _trino(stack, "GET", f"/v1/query/{query_id}", viewer["token"])
     assert status == 200, text[:300]
     return json.loads(text)["state"]
 
@@ -304,7 +311,7 @@ def test_no_spelling_of_a_trino_path_reaches_alices_query(stack, alice, ben, ali
     assert _state(stack, alice, qid) not in ("FAILED", "FINISHED")
 
 
-def test_a_removed_users_keys_and_token_stop_working(stack, attack, ben):
+def test_a_removed_users_keys_and_token_stop_working(stack, attack, ben, hub_admin):
     env = attack["env"]  # the keys ben's session held
     ben_s3 = _client({"access_key_id": env["AWS_ACCESS_KEY_ID"],
                       "secret_access_key": env["AWS_SECRET_ACCESS_KEY"]})
@@ -312,6 +319,8 @@ def test_a_removed_users_keys_and_token_stop_working(stack, attack, ben):
     # His token works at each front and service just before (so each has it cached).
     uses = _uses_of_a_token(stack, ben["token"])
     assert {name: use() for name, use in uses.items()} == dict.fromkeys(uses, True)
+    # ... and a query of his is running.
+    running = _start_query(stack, ben["token"], ALICE_SQL.replace(MARKER, "ben-running"))
     out = subprocess.run([str(VENV_BIN / "atelier"), "users", "--state", str(stack.state), "remove", "ben"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -327,6 +336,13 @@ def test_a_removed_users_keys_and_token_stop_working(stack, attack, ben):
     took = round(time.monotonic() - removed, 1)
     assert not working, f"ben's token still works at {sorted(working)} {took} s after his removal"
     assert took <= 10, f"ben's token stopped everywhere only after {took} s"
+    # His running query was cancelled with him (within the same 10 s): whoever polls its
+    # statement URI (no token needed there) learns that it failed.
+    while (state := _state(stack, hub_admin, running["id"])) != "FAILED":
+        assert time.monotonic() - removed < 10, f"ben's query still {state} after his removal"
+        time.sleep(0.5)
+    status, text = _trino(stack, "GET", running["next"])
+    assert status == 410 or (status == 200 and json.loads(text)["stats"]["state"] == "FAILED"), (status, text[:300])
     assert "removed from the running hub too" in out.stdout, out.stdout + out.stderr
     assert not (stack.state / "secrets" / "s3-accounts" / "users" / "ben.json").exists()
     # Alice is unaffected, and ben's objects stay.

@@ -40,6 +40,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -48,8 +49,8 @@ from ._process import Supervisor, die_with_parent, free_port, port_free, tail
 from .trino_etc import render_etc, server_command
 from .trino_front import SERVICE_USER, sign_jwt
 
-__all__ = ["TrinoError", "query", "read_ready", "local_token", "default_java_home", "java_major_version", "main",
-           "MIN_JAVA", "READY_SQL", "SERVICE_USER"]
+__all__ = ["TrinoError", "query", "cancel_queries_of", "read_ready", "local_token", "default_java_home",
+           "java_major_version", "main", "MIN_JAVA", "READY_SQL", "SERVICE_USER"]
 
 MIN_JAVA = 22  # "Trino requires Java 22+" (Trino 476)
 READY_SQL = "SELECT count(*) FROM tpch.tiny.nation"
@@ -142,6 +143,28 @@ def query(url: str, sql: str, *, user: str = "atelier", timeout: float = 30, cat
         if url.startswith("http://") and next_uri.startswith("https://"):
             next_uri = "http://" + next_uri.removeprefix("https://")
         request = urllib.request.Request(next_uri, headers=headers)
+
+
+def cancel_queries_of(url: str, user: str, *, token: str, timeout: float = 5) -> list[str]:
+    """Cancel every unfinished query of ``user`` on the Trino at ``url`` and return their
+    ids. ``token``: a JWT of :data:`SERVICE_USER`, whom Trino's rules let see and
+    cancel every query (:func:`.trino_etc.access_rules`). For a removed user: their
+    token stops at the front, and this stops what they had already started.
+
+    Raises OSError when Trino does not answer.
+    """
+    headers = {"X-Trino-User": SERVICE_USER, "Authorization": f"Bearer {token}", "X-Forwarded-Proto": "https"}
+    with urllib.request.urlopen(urllib.request.Request(f"{url.rstrip('/')}/v1/query", headers=headers),
+                                timeout=timeout) as r:
+        queries = json.loads(r.read())
+    ids = [q["queryId"] for q in queries
+           if (q.get("session") or {}).get("user") == user and q.get("state") not in ("FINISHED", "FAILED")]
+    for query_id in ids:
+        request = urllib.request.Request(f"{url.rstrip('/')}/v1/query/{urllib.parse.quote(query_id, safe='')}",
+                                         headers=headers, method="DELETE")
+        with urllib.request.urlopen(request, timeout=timeout):
+            pass
+    return ids
 
 
 # -- the server ----------------------------------------------------------------------------
