@@ -294,7 +294,8 @@ def make_app(state: FrontState, hub_auth):
 
         def write_error(self, status_code, **kwargs):
             exc = kwargs.get("exc_info", (None, None))[1]
-            message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
+            # Tornado keeps log_message as a %-format (a message given alone has each '%' doubled).
+            message = exc.log_message % exc.args if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
             self.set_header("Content-Type", "application/json")
             self.finish(json.dumps({"error": status_code, "message": message}))
 
