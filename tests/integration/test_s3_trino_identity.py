@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 import boto3
 import pytest
-from atelier_hub.services.trino_server import query
+from atelier_hub.services.trino_server import TrinoError, query
 from botocore.exceptions import ClientError
 from kernel import run_code
 from stack import VENV_BIN
@@ -273,6 +273,12 @@ def test_ben_neither_sees_nor_cancels_alices_trino_query_and_an_admin_does_both(
     assert status in (403, 404) and MARKER not in text and text.strip(), (status, text[:300])
     status, text = _trino(stack, "DELETE", f"/v1/query/{qid}", ben["token"])
     assert status in (403, 404), (status, text[:300])
+    # Nor through SQL: Trino's own tables and procedure keep the same rules.
+    rows = query(_front(stack), "SELECT query_id, query FROM system.runtime.queries", token=ben["token"], timeout=120)
+    assert qid not in json.dumps(rows) and MARKER not in json.dumps(rows)
+    with pytest.raises(TrinoError, match="Access Denied"):
+        query(_front(stack), f"CALL system.runtime.kill_query(query_id => '{qid}', message => 'ben')",
+              token=ben["token"], timeout=120)
     assert _state(stack, alice, qid) not in ("FAILED", "FINISHED")
     # Alice sees her own.
     status, text = _trino(stack, "GET", "/v1/query", alice["token"])
