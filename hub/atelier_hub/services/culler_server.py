@@ -11,8 +11,9 @@ line to the audit file.
 
 Sessions (``atelier_lab._activity``) POST reports to ``PREFIX/api/report`` with their hub
 token (the hub says whose it is, asked again after a few seconds: a removed user's
-token stops here within :data:`._front.HUB_AUTH_CACHE_S`); the answer is the server's plan (when it stops, whether
-to warn). ``PREFIX/api/extend`` postpones the stop by a whole idle timeout.
+token stops here within :data:`._front.HUB_AUTH_CACHE_S`); the answer is the server's
+plan (when it stops, whether to warn). ``PREFIX/api/extend`` postpones the stop by a
+whole idle timeout.
 
 ref: jupyterhub-idle-culler 2.0.0 ``__init__.py`` (``cull_idle``, ``cull_arbiter``,
 ``handle_server``): the arbiter's result decides alone once ``max_age`` is 0.
