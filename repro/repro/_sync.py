@@ -347,7 +347,9 @@ def _upload(client: MlflowClient, run: _spool.SpooledRun, id_map: dict[str, str]
         metrics = missing
 
     param_list = [Param(k, v) for k, v in params.items()]
-    tag_list = [RunTag(k, v) for k, v in tags.items()]
+    # mlflow.user says who made the run: it went with create_run, and a tracking server
+    # may refuse to have it set again (Atelier's front does).
+    tag_list = [RunTag(k, v) for k, v in tags.items() if k != "mlflow.user"]
     metric_list = [Metric(k, v, ts, step) for k, v, ts, step in metrics]
     while param_list or tag_list or metric_list:
         p, param_list = param_list[:_MAX_PARAMS_TAGS], param_list[_MAX_PARAMS_TAGS:]

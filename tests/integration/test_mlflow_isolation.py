@@ -216,3 +216,106 @@ def test_a_run_from_a_session_records_the_hub_user_with_no_set_up(mstack, alice,
     # The session's default experiment is the user's own: another user cannot touch the run.
     r = Api(mstack, bob["token"]).call("POST", "runs/delete", json={"run_id": out["run_id"]})
     assert r.status_code == 403, r.text[:200]
+
+
+# -- the front decides on the path MLflow will see (security items 3 and 6) -------------------
+
+# The spellings of one call that a server may decode or resolve to it: encoded slashes
+# (either case, or encoded twice), dot segments and doubled slashes. "{}" is the call,
+# e.g. "runs/create".
+PATH_VARIANTS = (
+    lambda call: call.replace("/", "%2F"),
+    lambda call: call.replace("/", "%2f"),
+    lambda call: call.replace("/", "%252F"),
+    lambda call: call.replace("/", "/./"),
+    lambda call: f"x/../{call}",
+    lambda call: call.replace("/", "//"),
+    lambda call: f"/{call}",  # .../mlflow//runs/create
+    lambda call: call.replace("s/", "%73/", 1),  # an encoded letter: the same call
+)
+
+
+def _raw(stack: Stack, method: str, path: str, token: str, body) -> tuple[int, str]:
+    """One request with its path exactly as written (requests would resolve dot segments
+    itself), through the hub's proxy, as a browser or script reaches the front."""
+    host, port = stack.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=120)
+    try:
+        conn.request(method, f"/services/mlflow/api/2.0/mlflow/{path}",
+                     body=body if isinstance(body, (bytes, str)) else json.dumps(body),
+                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        r = conn.getresponse()
+        return r.status, r.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def eve(mstack):
+    """A user who has not used MLflow yet: her default experiment users/eve does not exist."""
+    return _user(mstack, "eve")
+
+
+def test_no_spelling_of_a_path_or_body_lets_one_user_record_a_run_as_another(mstack, alice, bob):
+    b = Api(mstack, bob["token"])
+    exp = b.ok("POST", "experiments/create", json={"name": "bob-spellings"})["experiment_id"]
+    forged = {"experiment_id": exp, "user_id": "alice", "tags": [{"key": "mlflow.user", "value": "alice"}]}
+    attempts = [(variant("runs/create"), forged) for variant in PATH_VARIANTS]
+    # The same call by the other spellings MLflow reads: the field's JSON name, and a
+    # body that is a JSON string of JSON (older clients').
+    attempts += [("runs/create", {"experiment_id": exp, "userId": "alice"}),
+                 ("runs/create", json.dumps(json.dumps(forged)))]
+    for path, body in attempts:
+        status, text = _raw(mstack, "POST", path, bob["token"], body)
+        assert status in (200, 400, 403, 404), f"{path}: {status} {text[:200]}"
+        if status == 200:  # taken as the plain call: then it records bob, whatever was sent
+            run = json.loads(text)["run"]
+            tags = {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+            assert (run["info"]["user_id"], tags.get("mlflow.user")) == ("bob", "bob"), (path, run["info"])
+        elif status == 400:  # refused, saying why, with the path as sent
+            assert path in json.loads(text)["message"], (path, text[:300])
+    runs = b.ok("POST", "runs/search", json={"experiment_ids": [exp], "max_results": 100})
+    assert {r["info"]["user_id"] for r in runs.get("runs", [])} <= {"bob"}
+
+
+def test_no_spelling_of_a_path_or_body_lets_a_user_take_anothers_default_experiment(mstack, bob, eve):
+    b = Api(mstack, bob["token"])
+    attempts = [(variant("experiments/create"), {"name": "users/eve"}) for variant in PATH_VARIANTS]
+    attempts.append(("experiments/create", json.dumps(json.dumps({"name": "users/eve"}))))
+    mine = b.ok("POST", "experiments/create", json={"name": "bob-renamed"})["experiment_id"]
+    attempts += [(variant("experiments/update"), {"experiment_id": mine, "new_name": "users/eve"})
+                 for variant in PATH_VARIANTS]
+    attempts.append(("experiments/update", {"experiment_id": mine, "newName": "users/eve"}))
+    for path, body in attempts:
+        status, text = _raw(mstack, "POST", path, bob["token"], body)
+        assert status in (400, 403, 404), f"bob's {path} with {body!r}: {status} {text[:200]}"
+    # Eve's first call makes her default experiment, hers: she logs a run in it.
+    e = Api(mstack, eve["token"])
+    own = e.ok("GET", "experiments/get-by-name?experiment_name=users/eve")["experiment"]["experiment_id"]
+    run = e.ok("POST", "runs/create", json={"experiment_id": own})["run"]
+    assert run["info"]["user_id"] == "eve"
+
+
+def test_mlflow_user_is_never_changed_after_a_run_is_made(mstack, bob, ada):
+    b, admin = Api(mstack, bob["token"]), Api(mstack, ada["token"])
+    exp = b.ok("POST", "experiments/create", json={"name": "bob-user-tag"})["experiment_id"]
+    run = b.ok("POST", "runs/create", json={"experiment_id": exp})["run"]["info"]["run_id"]
+    tag = {"key": "mlflow.user", "value": "alice"}
+    attempts = [("runs/set-tag", {"run_id": run, **tag}),
+                ("runs/delete-tag", {"run_id": run, "key": "mlflow.user"}),
+                ("runs/log-batch", {"run_id": run, "tags": [tag]}),
+                ("runs/set-tag", json.dumps(json.dumps({"run_id": run, **tag})))]
+    attempts += [(variant("runs/set-tag"), {"run_id": run, **tag}) for variant in PATH_VARIANTS]
+    for api, who in ((bob, "bob"), (ada, "admin")):
+        for path, body in attempts:
+            status, text = _raw(mstack, "POST", path, api["token"], body)
+            assert status in (400, 403, 404), f"{who}'s {path}: {status} {text[:200]}"
+            if path in ("runs/set-tag", "runs/delete-tag", "runs/log-batch") and not isinstance(body, str):
+                assert status == 403 and "mlflow.user" in json.loads(text)["message"], text[:300]
+    got = b.ok("GET", f"runs/get?run_id={run}")["run"]
+    assert got["info"]["user_id"] == "bob"
+    assert {t["key"]: t["value"] for t in got["data"]["tags"]}["mlflow.user"] == "bob"
+    # Other tags are the owner's to set, in one call or a batch, as before.
+    b.ok("POST", "runs/set-tag", json={"run_id": run, "key": "note", "value": "mine"})
+    b.ok("POST", "runs/log-batch", json={"run_id": run, "tags": [{"key": "note2", "value": "x"}]})
+    admin.ok("POST", "runs/set-tag", json={"run_id": run, "key": "reviewed", "value": "yes"})

@@ -6,17 +6,23 @@ own session of the real stack, and the assertions are the attacks failing.
   private prefix ``users/alice/``; once removed (``atelier users remove``) his keys stop
   working; the store's access log names who wrote what.
 - Trino: ben is ben through the Python client and the CLI, even when he says he is
-  alice, and Trino's own (private) port refuses him whatever he sends.
+  alice, and Trino's own (private) port refuses him whatever he sends; he neither sees
+  nor cancels alice's queries, by any spelling of the path (a hub admin does both).
+- Removal: once ben is removed, his token stops at MLflow, Trino and the culler
+  within 10 s, as his S3 keys stop at once.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import time
+from urllib.parse import urlparse
 
 import boto3
 import pytest
+from atelier_hub.services.trino_server import TrinoError, query
 from botocore.exceptions import ClientError
 from kernel import run_code
 from stack import VENV_BIN
@@ -193,19 +199,187 @@ def test_trino_itself_refuses_a_connection_that_bypasses_the_front(stack, attack
     assert attack["direct_forged"] == 401  # a JWT not signed with the per-start key
 
 
-def test_a_removed_users_keys_stop_working(stack, attack):
+# -- whose queries one sees and cancels (security item 4) ----------------------------------------
+
+MARKER = "alice-secret-7"
+# Blocks on its full output buffer once running (nobody reads it): it stays RUNNING,
+# using no CPU, until it is cancelled (or abandoned after Trino's client timeout).
+ALICE_SQL = f"SELECT '{MARKER}' AS marker, l.* FROM tpch.sf1.lineitem l"
+
+
+def _front(stack) -> str:
+    return json.loads((stack.state / "deployment.json").read_text())["services"]["trino"]["url"]
+
+
+def _trino(stack, method: str, path: str, token: str | None = None, body: str | None = None) -> tuple[int, str]:
+    """One request to the Trino front with its path exactly as written."""
+    url = urlparse(_front(stack))
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
+    headers = {"X-Trino-User": "alice", **({"Authorization": f"Bearer {token}"} if token else {})}
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        r = conn.getresponse()
+        return r.status, r.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def hub_admin(stack):
+    """The hub admin `atelier dev` made ("admin"), logged in once so the hub knows it is admin."""
+    password = (stack.state / "initial-admin-password").read_text().strip()
+    stack.login("admin", password)
+    return {"name": "admin", "token": stack.user_token("admin")}
+
+
+def _start_query(stack, token: str, sql: str) -> dict:
+    """A query started through the front and followed until it is dispatched (running);
+    then left alone. Its id and its next statement URI."""
+    status, text = _trino(stack, "POST", "/v1/statement", token, sql)
+    assert status == 200, text[:300]
+    doc = json.loads(text)
+    deadline = time.monotonic() + 120
+    while "/executing/" not in doc.get("nextUri", "/executing/"):
+        assert time.monotonic() < deadline, f"query not dispatched: {doc}"
+        time.sleep(0.2)
+        status, text = _trino(stack, "GET", urlparse(doc["nextUri"]).path, token)
+        assert status == 200, text[:300]
+        doc = json.loads(text)
+    assert "error" not in doc, doc["error"]
+    return {"id": doc["id"], "next": urlparse(doc["nextUri"]).path}
+
+
+@pytest.fixture
+def alice_query(stack, alice, trino_private_port):
+    """A query of alice's, running (dispatched) when the test starts; cancelled after."""
+    started = _start_query(stack, alice["token"], ALICE_SQL)
+    yield started
+    _trino(stack, "DELETE", f"/v1/query/{started['id']}", alice["token"])
+
+
+def _state(stack, viewer, query_id: str) -> str:
+    status, text = _trino(stack, "GET", f"/v1/query/{query_id}", viewer["token"])
+    assert status == 200, text[:300]
+    return json.loads(text)["state"]
+
+
+def test_ben_neither_sees_nor_cancels_alices_trino_query_and_an_admin_does_both(stack, alice, ben, hub_admin,
+                                                                                 alice_query):
+    qid = alice_query["id"]
+    status, text = _trino(stack, "GET", "/v1/query", ben["token"])
+    assert status == 200, text[:300]
+    assert MARKER not in text and qid not in text
+    status, text = _trino(stack, "GET", f"/v1/query/{qid}", ben["token"])
+    assert status in (403, 404) and MARKER not in text and text.strip(), (status, text[:300])
+    status, text = _trino(stack, "DELETE", f"/v1/query/{qid}", ben["token"])
+    assert status in (403, 404), (status, text[:300])
+    # Nor through SQL: Trino's own tables and procedure keep the same rules.
+    rows = query(_front(stack), "SELECT query_id, query FROM system.runtime.queries", token=ben["token"], timeout=120)
+    assert qid not in json.dumps(rows) and MARKER not in json.dumps(rows)
+    with pytest.raises(TrinoError, match="Access Denied"):
+        query(_front(stack), f"CALL system.runtime.kill_query(query_id => '{qid}', message => 'ben')",
+              token=ben["token"], timeout=120)
+    assert _state(stack, alice, qid) not in ("FAILED", "FINISHED")
+    # Alice sees her own.
+    status, text = _trino(stack, "GET", "/v1/query", alice["token"])
+    assert status == 200 and qid in text and MARKER in text
+    # A hub admin sees everyone's and cancels them.
+    status, text = _trino(stack, "GET", "/v1/query", hub_admin["token"])
+    assert status == 200 and qid in text and MARKER in text, (status, text[:300])
+    status, text = _trino(stack, "DELETE", f"/v1/query/{qid}", hub_admin["token"])
+    assert status in (200, 204), (status, text[:300])
+    deadline = time.monotonic() + 60
+    while (state := _state(stack, alice, qid)) != "FAILED":
+        assert time.monotonic() < deadline, f"alice's query still {state} after the admin's cancel"
+        time.sleep(0.5)
+
+
+def test_no_spelling_of_a_trino_path_reaches_alices_query(stack, alice, ben, alice_query):
+    qid, stmt = alice_query["id"], alice_query["next"]
+    # ben's token, the query-management paths spelled as a server may decode or resolve them.
+    lists = ["/v1%2Fquery", "/v1%2fquery", "/v1%252Fquery", "/v1/./query", "/v1/x/../query", "/v1//query",
+             "//v1/query", "/v1/query/", "/v1/query;x", f"/v1/query/{qid}/..", "/v1/info/../query"]
+    for path in lists:
+        status, text = _trino(stack, "GET", path, ben["token"])
+        assert status != 500 and MARKER not in text, (path, status, text[:300])
+    cancels = [f"/v1%2Fquery%2F{qid}", f"/v1/query%2f{qid}", f"/v1/./query/{qid}", f"/v1//query/{qid}",
+               f"/v1/query/x/../{qid}", f"/v1/query/{qid};x", f"/v1/query%252F{qid}"]
+    for path in cancels:
+        status, text = _trino(stack, "DELETE", path, ben["token"])
+        assert status in (400, 401, 403, 404), (path, status, text[:300])
+    # No token at all: a statement URI of hers (known by its id) walked to another endpoint.
+    ups = "/.." * (stmt.count("/") - 1)  # back to /v1
+    for method, path in (("GET", f"{stmt}{ups}/query"), ("DELETE", f"{stmt}{ups}/query/{qid}"),
+                         ("GET", f"{stmt}/%2E%2E/%2E%2E/%2E%2E/%2E%2E/%2E%2E/query"),
+                         ("DELETE", f"{stmt}%2F..%2F..%2F..%2F..%2F..%2Fquery%2F{qid}")):
+        status, text = _trino(stack, method, path)
+        assert status in (400, 401, 403, 404) and MARKER not in text, (method, path, status, text[:300])
+    assert _state(stack, alice, qid) not in ("FAILED", "FINISHED")
+
+
+def test_a_removed_users_keys_and_token_stop_working(stack, attack, ben, hub_admin):
     env = attack["env"]  # the keys ben's session held
-    ben = _client({"access_key_id": env["AWS_ACCESS_KEY_ID"], "secret_access_key": env["AWS_SECRET_ACCESS_KEY"]})
-    ben.put_object(Bucket=SHARED, Key="from-ben/before-removal", Body=b"1")
+    ben_s3 = _client({"access_key_id": env["AWS_ACCESS_KEY_ID"],
+                      "secret_access_key": env["AWS_SECRET_ACCESS_KEY"]})
+    ben_s3.put_object(Bucket=SHARED, Key="from-ben/before-removal", Body=b"1")
+    # His token works at each front and service just before (so each has it cached).
+    uses = _uses_of_a_token(stack, ben["token"])
+    assert {name: use() for name, use in uses.items()} == dict.fromkeys(uses, True)
+    # ... and a query of his is running.
+    running = _start_query(stack, ben["token"], ALICE_SQL.replace(MARKER, "ben-running"))
     out = subprocess.run([str(VENV_BIN / "atelier"), "users", "--state", str(stack.state), "remove", "ben"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+    removed = time.monotonic()
     with pytest.raises(ClientError) as err:
-        ben.put_object(Bucket=SHARED, Key="from-ben/after-removal", Body=b"1")
+        ben_s3.put_object(Bucket=SHARED, Key="from-ben/after-removal", Body=b"1")
     assert err.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+    # Within 10 s his token is refused by MLflow's front, Trino's front and the culler.
+    working = dict(uses)
+    while working and time.monotonic() - removed < 15:
+        working = {name: use for name, use in working.items() if use()}
+        time.sleep(0.5)
+    took = round(time.monotonic() - removed, 1)
+    assert not working, f"ben's token still works at {sorted(working)} {took} s after his removal"
+    assert took <= 10, f"ben's token stopped everywhere only after {took} s"
+    # His running query was cancelled with him (within the same 10 s): whoever polls its
+    # statement URI (no token needed there) learns that it failed.
+    while (state := _state(stack, hub_admin, running["id"])) != "FAILED":
+        assert time.monotonic() - removed < 10, f"ben's query still {state} after his removal"
+        time.sleep(0.5)
+    status, text = _trino(stack, "GET", running["next"])
+    assert status == 410 or (status == 200 and json.loads(text)["stats"]["state"] == "FAILED"), (status, text[:300])
     assert "removed from the running hub too" in out.stdout, out.stdout + out.stderr
     assert not (stack.state / "secrets" / "s3-accounts" / "users" / "ben.json").exists()
     # Alice is unaffected, and ben's objects stay.
     alice = _client(_keys(stack, "users", "alice"))
     alice.put_object(Bucket=SHARED, Key="from-alice/after-ben", Body=b"1")
     assert alice.get_object(Bucket=SHARED, Key="from-ben/before-removal")["Body"].read() == b"1"
+
+
+def _uses_of_a_token(stack, token: str) -> dict:
+    """One call per front and service a session's token is used at; each says whether
+    the token was taken (True) or refused (False: 401/403), and fails on anything else."""
+    client = stack.http
+    auth = {"Authorization": f"token {token}"}
+
+    def mlflow() -> bool:
+        r = client.get(f"{stack.url}/services/mlflow/api/2.0/mlflow/experiments/search?max_results=1",
+                       headers=auth, timeout=60)
+        assert r.status_code in (200, 401, 403), (r.status_code, r.text[:300])
+        return r.status_code == 200
+
+    def trino() -> bool:
+        try:
+            return query(_front(stack), "SELECT 1", token=token, timeout=60) == [[1]]
+        except Exception as exc:  # noqa: BLE001 - the front's refusal is an HTTP error
+            assert "HTTP 401" in str(exc) or "HTTP 403" in str(exc), exc
+            return False
+
+    def culler() -> bool:
+        r = client.post(f"{stack.url}/services/culler/api/report", json={"prefix": "/user/ben/"},
+                        headers=auth, timeout=60)
+        assert r.status_code in (200, 401, 403), (r.status_code, r.text[:300])
+        return r.status_code == 200
+
+    return {"mlflow": mlflow, "trino": trino, "culler": culler}

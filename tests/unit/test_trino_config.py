@@ -4,6 +4,7 @@ installer's layout, and the session side (atelier_lab's settings and `trino` com
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import subprocess
@@ -54,7 +55,25 @@ def test_single_node_on_loopback_only():
         "catalog.config-dir": "/st/etc/catalog",
         "shutdown.grace-period": "2s",
         "http-server.log.enabled": "false",
+        "access-control.config-files": "/st/etc/access-control.properties",
     }
+
+
+def test_each_user_sees_and_cancels_only_their_own_queries_and_the_service_all():
+    files = etc.render_etc(**ETC)
+    assert props(files["access-control.properties"]) == {
+        "access-control.name": "file", "security.config-file": "/st/etc/rules.json"}
+    rules = json.loads(files["rules.json"])
+    # First match wins: the service's user (a name no hub user can have) sees and cancels
+    # all; everyone else runs queries (and, as Trino always allows, sees and cancels their own).
+    assert rules["queries"] == [{"user": "service/trino", "allow": ["execute", "kill", "view"]},
+                                {"allow": ["execute"]}]
+    assert server.SERVICE_USER == "service/trino"
+    # Catalogs, schemas and tables stay open (no section: all granted); functions and
+    # procedures as well (a file without those sections would allow system.builtin only).
+    assert not {"catalogs", "schemas", "tables"} & set(rules)
+    assert rules["functions"] == [{"privileges": ["EXECUTE", "GRANT_EXECUTE", "OWNERSHIP"]}]
+    assert rules["procedures"] == [{"privileges": ["EXECUTE", "GRANT_EXECUTE"]}]
 
 
 # Both spellings count in powers of 1024: the JVM's -Xmx1G and Trino's DataSize 512MB.

@@ -10,8 +10,10 @@ profile. Each decision is logged (the hub log) and, when it changes, written as 
 line to the audit file.
 
 Sessions (``atelier_lab._activity``) POST reports to ``PREFIX/api/report`` with their hub
-token (the hub says whose it is); the answer is the server's plan (when it stops, whether
-to warn). ``PREFIX/api/extend`` postpones the stop by a whole idle timeout.
+token (the hub says whose it is, asked again after a few seconds: a removed user's
+token stops here within :data:`._front.HUB_AUTH_CACHE_S`); the answer is the server's
+plan (when it stops, whether to warn). ``PREFIX/api/extend`` postpones the stop by a
+whole idle timeout.
 
 ref: jupyterhub-idle-culler 2.0.0 ``__init__.py`` (``cull_idle``, ``cull_arbiter``,
 ``handle_server``): the arbiter's result decides alone once ``max_age`` is 0.
@@ -31,12 +33,13 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
-from jupyterhub.services.auth import HubAuthenticated
+from jupyterhub.services.auth import HubAuth, HubAuthenticated
 from jupyterhub_idle_culler import cull_idle, parse_date
 from tornado import web
 
 from ..culling import Decision, Policy, Report, decide
 from ..profiles import Profile, load_profiles
+from ._front import HUB_AUTH_CACHE_S
 
 log = logging.getLogger("atelier.culler")
 
@@ -198,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/")
     listen = urlparse(f"http://{args.listen}" if args.listen else os.environ["JUPYTERHUB_SERVICE_URL"])
     kw = {"culler": culler, "hub_prefix": hub_prefix}
+    # The handlers' one hub_auth (a singleton), asking the hub again after a few seconds
+    # (JupyterHub's default trusts an answer for 5 minutes).
+    HubAuth.instance(cache_max_age=HUB_AUTH_CACHE_S)
     app = web.Application([
         (rf"{prefix}/api/report", ReportHandler, kw),
         (rf"{prefix}/api/extend", ExtendHandler, kw),

@@ -8,9 +8,14 @@ server --app-name basic-auth`` runs): the front makes an MLflow account for each
 identity (:class:`Accounts`; passwords generated here, kept 0600 in the state folder)
 and calls MLflow as that account, so MLflow's permission model decides who may change
 what, and a request that does not come through the front has no password (401). The
-front also stamps the hub user on each new run (:func:`rewrite_body`) and streams
+front also stamps the hub user on each new run, keeps ``mlflow.user`` as stamped and
+``users/NAME`` experiment names for their user (:func:`rewrite_body`), and streams
 request and response bodies both ways, with back-pressure, so a multi-GB artifact
-passes in bounded memory (:class:`ProxyHandler`, :func:`backend_path`).
+passes in bounded memory (:class:`ProxyHandler`, :func:`backend_path`). Every rule is
+matched against the decided path (:func:`._front.decided_path`: decoded, dot segments
+and doubled slashes resolved, encoded slashes refused), and that path is what MLflow
+gets; the hub is asked about a token again after a few seconds, so a removed user
+stops here at once.
 
 The front listens at once, so the hub (which waits for each managed service's URL
 before it routes the login page) is never held up by MLflow's start; until MLflow
@@ -39,13 +44,16 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import httpclient, httputil, web
 from tornado.httpserver import HTTPServer
 from tornado.log import access_log
 
+from ._front import HUB_AUTH_CACHE_S, RefusedPath, decided_path, forward_path, identity
 from ._process import Supervisor, die_with_parent, free_port
 from .mlflow import personal_experiment
+
+__all__ = ["identity", "rewrite_rule", "rewrite_body", "hub_managed", "backend_path", "Refused", "main"]
 
 # Hop-by-hop headers and credentials that must not travel to MLflow.
 _DROP_REQUEST = {"host", "authorization", "cookie", "connection", "origin", "referer",
@@ -58,17 +66,31 @@ SMALL_BODY_MAX = 1024**2
 # which no hub user can have.
 FRONT_USER = "service/mlflow"
 _API = r"/(?:ajax-)?api/2\.0/mlflow/"
-_RULES = ("runs/create", "experiments/create", "experiments/update")
+# The calls whose body the front reads (and, for runs/create, rewrites) before MLflow does.
+_RULES = ("runs/create", "experiments/create", "experiments/update", "runs/set-tag", "runs/delete-tag",
+          "runs/log-batch")
+# Written by the front when a run is created; no call changes it after (MLflow would).
+USER_TAG = "mlflow.user"
+
+
+class Refused(ValueError):
+    """A call the front will not pass on: ``status`` (400, 403) and a message that says why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
 
 
 def rewrite_rule(path: str, *, prefix: str, method: str) -> str | None:
-    """Which of the calls the front rewrites ``path`` is, if any (see :func:`rewrite_body`).
+    """Which of the calls the front reads the body of ``path`` is, if any (see
+    :func:`rewrite_body`). ``path`` is the decided one (:func:`._front.decided_path`);
+    a trailing slash does not hide a call.
 
-    >>> rewrite_rule("/services/mlflow/ajax-api/2.0/mlflow/runs/create", prefix="/services/mlflow", method="POST")
+    >>> rewrite_rule("/services/mlflow/ajax-api/2.0/mlflow/runs/create/", prefix="/services/mlflow", method="POST")
     'runs/create'
     >>> rewrite_rule("/services/mlflow/api/2.0/mlflow/runs/update", prefix="/services/mlflow", method="POST")
     """
-    m = re.fullmatch(re.escape(prefix) + _API + "(.+)", path) if method == "POST" else None
+    m = re.fullmatch(re.escape(prefix) + _API + "(.+?)/?", path) if method == "POST" else None
     return m.group(1) if m and m.group(1) in _RULES else None
 
 
@@ -86,39 +108,68 @@ def hub_managed(path: str, *, prefix: str) -> bool:
                         r"update-admin|delete))/?", path) is not None
 
 
+def _spellings(data: dict, field: str) -> list:
+    """Every value ``data`` gives ``field``: MLflow takes a field by its proto name
+    (``new_name``) or its JSON name (``newName``), so a check must see both.
+    ref: mlflow/server/handlers.py (_get_request_message, _reject_conflicting_field_aliases)"""
+    head, *rest = field.split("_")
+    camel = head + "".join(w.title() for w in rest)
+    return [data[k] for k in dict.fromkeys((field, camel)) if k in data]
+
+
 def rewrite_body(rule: str, body: bytes, *, user: str, admin: bool) -> bytes:
-    """The body MLflow gets for a call of ``rule`` by the MLflow account ``user`` (pure).
+    """The body MLflow gets for a call of ``rule`` by the MLflow account ``user`` (pure);
+    :class:`Refused` for a call the front does not pass on.
 
-    A new run records the hub user, whatever the client sent: MLflow's client fills
-    ``user_id`` and the ``mlflow.user`` tag from the OS account, and MLflow's server
-    stores what it is sent. Experiment names under ``users/`` are their user's (each
-    session's default experiment is ``users/NAME``): nobody else may take one first.
-    A body that is not a JSON object passes unchanged, for MLflow to answer.
+    The body is read as MLflow reads it (JSON, or a JSON string of JSON from older
+    clients, fields by either spelling) and passed on re-written, so MLflow acts on
+    what was checked. A new run records the hub user, whatever the client sent:
+    MLflow's client fills ``user_id`` and the ``mlflow.user`` tag from the OS account,
+    and MLflow's server stores what it is sent. ``mlflow.user`` is not changed after
+    (set, deleted or logged in a batch), by anyone: it says who made the run.
+    Experiment names under ``users/`` are their user's (each session's default
+    experiment is ``users/NAME``): nobody else may take one first.
 
-    >>> json.loads(rewrite_body("runs/create", b'{"experiment_id": "1", "user_id": "root",'
+    >>> json.loads(rewrite_body("runs/create", b'{"experiment_id": "1", "userId": "root",'
     ...     b' "tags": [{"key": "mlflow.user", "value": "root"}]}', user="ada", admin=False))
-    {'experiment_id': '1', 'user_id': 'ada', 'tags': [{'key': 'mlflow.user', 'value': 'ada'}]}
+    {'experiment_id': '1', 'tags': [{'key': 'mlflow.user', 'value': 'ada'}], 'user_id': 'ada'}
     >>> rewrite_body("experiments/create", b'{"name": "users/bob"}', user="ada", admin=False)
     Traceback (most recent call last):
-    ValueError: experiment name 'users/bob': names under users/ belong to their user; ada may use users/ada or users/ada/...
+    atelier_hub.services.mlflow_front.Refused: experiment name 'users/bob': ...; ada may use users/ada or users/ada/...
+    >>> rewrite_body("runs/set-tag", b'{"run_id": "r", "key": "mlflow.user", "value": "bob"}', user="a", admin=True)
+    Traceback (most recent call last):
+    atelier_hub.services.mlflow_front.Refused: tag 'mlflow.user' is set by the MLflow front when a run is created ...
     """
     try:
-        data = json.loads(body)
+        data = json.loads(body) if body.strip() else {}
+        if isinstance(data, str):
+            data = json.loads(data)
     except ValueError:
-        return body
+        data = None
     if not isinstance(data, dict):
-        return body
+        raise Refused(400, f"the body of {rule} must be a JSON object")
     if rule == "runs/create":
-        tags = [t for t in data.get("tags") or [] if not (isinstance(t, dict) and t.get("key") == "mlflow.user")]
+        tags = [t for t in data.get("tags") or [] if not (isinstance(t, dict) and t.get("key") == USER_TAG)]
+        data.pop("userId", None)
         data["user_id"] = user
-        data["tags"] = [*tags, {"key": "mlflow.user", "value": user}]
+        data["tags"] = [*tags, {"key": USER_TAG, "value": user}]
+    elif rule in ("runs/set-tag", "runs/delete-tag", "runs/log-batch"):
+        if rule == "runs/log-batch":
+            tags = [t for value in _spellings(data, "tags") for t in (value if isinstance(value, list) else [value])]
+            keys = [t.get("key") for t in tags if isinstance(t, dict)]
+        else:
+            keys = _spellings(data, "key")
+        if USER_TAG in keys:
+            raise Refused(403, f"tag {USER_TAG!r} is set by the MLflow front when a run is created (the hub user "
+                               "who made it) and is never changed after; leave it out of set_tag, delete_tag "
+                               "and log_batch")
     else:
-        name = data.get("name" if rule == "experiments/create" else "new_name")
         own = personal_experiment(user)
-        if isinstance(name, str) and name.startswith("users/") and not admin and not (
-                name == own or name.startswith(own + "/")):
-            raise ValueError(f"experiment name {name!r}: names under users/ belong to their user; "
-                             f"{user} may use {own} or {own}/...")
+        for name in _spellings(data, "name" if rule == "experiments/create" else "new_name"):
+            if isinstance(name, str) and name.startswith("users/") and not admin and not (
+                    name == own or name.startswith(own + "/")):
+                raise Refused(403, f"experiment name {name!r}: names under users/ belong to their user; "
+                                   f"{user} may use {own} or {own}/...")
     return json.dumps(data).encode()
 
 
@@ -229,21 +280,6 @@ class Accounts:
 
 
 
-def identity(model: dict) -> tuple[str, bool]:
-    """The MLflow account of a hub identity (the model the hub's token check returns) and
-    whether it administers MLflow: hub admins do, and so does a service that may
-    administer the hub's users (the CLI's admin token). Services get a ``service/``
-    prefix, which no hub user name can carry (it would break the hub's own URLs).
-
-    >>> identity({"kind": "user", "name": "ada", "admin": False, "scopes": ["self"]})
-    ('ada', False)
-    >>> identity({"kind": "service", "name": "atelier-admin", "admin": False, "scopes": ["admin:users"]})
-    ('service/atelier-admin', True)
-    """
-    name = model["name"] if model.get("kind", "user") == "user" else f"service/{model['name']}"
-    return name, bool(model.get("admin")) or "admin:users" in model.get("scopes", ())
-
-
 @web.stream_request_body
 class ProxyHandler(HubOAuthenticated, web.RequestHandler):
     """Forwards every request under the service prefix to the private MLflow server,
@@ -265,6 +301,7 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
         self._ident: tuple[str, bool] | None = None
         self._fetch_args: dict = {}
         self._body_read = False
+        self._path = ""
 
     def check_xsrf_cookie(self):
         """MLflow's UI sends no _xsrf token: accept cookie-authenticated writes that the
@@ -278,7 +315,7 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
         raise web.HTTPError(403, "cross-site request refused")
 
     def _user_or_login(self) -> bool:
-        if self.request.path in self.open_paths or self.current_user:
+        if self._path in self.open_paths or self.current_user:
             return True
         browser_page = "text/html" in self.request.headers.get("Accept", "")
         if self.request.method in ("GET", "HEAD") and browser_page and "Authorization" not in self.request.headers:
@@ -296,16 +333,25 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
     async def prepare(self):
         """Runs before the body arrives: the login, MLflow's readiness and the upstream
         request are settled first, so the body goes straight through (or, for the few
-        small calls the front rewrites, is collected up to a bound)."""
+        small calls the front rewrites, is collected up to a bound). Every decision is
+        made on the decided path (:func:`._front.decided_path`), and that path is the one
+        forwarded: MLflow decodes what it gets, so a raw path would be read twice."""
+        try:
+            self._path = decided_path(self.request.path)
+        except RefusedPath as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        if self._path != self.prefix and not self._path.startswith(self.prefix + "/"):
+            raise web.HTTPError(400, f"path {self.request.path!r} leads outside {self.prefix}/; "
+                                     "send the path without '..'")
         if not self._user_or_login():
             return
-        if hub_managed(self.request.path, prefix=self.prefix):
+        if hub_managed(self._path, prefix=self.prefix):
             raise web.HTTPError(403, "MLflow's accounts here follow the hub's users: manage them with "
                                      "`atelier users` or the hub's admin page")
         if not self.backend.ready:
             # /health tells the truth at once (quietly: it is polled); a real request
             # waits for MLflow a while.
-            if self.request.path == self.health:
+            if self._path == self.health:
                 self.set_status(503)
                 self.finish({"error_code": 503, "message": self.backend.starting_message()})
                 return
@@ -320,12 +366,13 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
         if self.current_user:
             self._ident = identity(self.current_user)
             headers["Authorization"] = await self.accounts.authorization(*self._ident)
-        self._fetch_args = {"url": self.backend.url + backend_path(self.request.uri, prefix=self.prefix,
-                                                                   method=self.request.method),
+        query = f"?{self.request.query}" if self.request.query else ""
+        self._fetch_args = {"url": self.backend.url + backend_path(forward_path(self._path) + query,
+                                                                   prefix=self.prefix, method=self.request.method),
                             "headers": headers}
         if not self._has_body():
             return
-        self._rule = rewrite_rule(self.request.path, prefix=self.prefix, method=self.request.method)
+        self._rule = rewrite_rule(self._path, prefix=self.prefix, method=self.request.method)
         if self._rule and self._ident:
             self._small = bytearray()
             return
@@ -407,8 +454,11 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
             name, admin = self._ident
             try:
                 body = rewrite_body(self._rule, bytes(self._small), user=name, admin=admin)
-            except ValueError as exc:
-                raise web.HTTPError(403, str(exc)) from None
+            except Refused as exc:
+                raise web.HTTPError(exc.status, str(exc)) from None
+            # The body changed length: MLflow reads the new one's.
+            self._fetch_args["headers"].pop("Content-Length", None)
+            self._fetch_args["headers"]["Content-Type"] = "application/json"
             await self._fetch(body=body)
         else:
             await self._fetch(body=b"" if self.request.method in ("POST", "PUT", "PATCH") else None)
@@ -420,7 +470,8 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
 
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None))[1]
-        message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
+        # Tornado keeps log_message as a %-format (a message given alone has each '%' doubled).
+        message = exc.log_message % exc.args if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
         self.set_header("Content-Type", "application/json")
         if self._has_body() and not self._body_read:
             # Refused before its body was read: tornado drops the connection after this
@@ -629,6 +680,10 @@ def main(argv: list[str] | None = None) -> None:
         sup.env = {**env, **server_env}
 
     sup.before_start = before_start
+
+    # Every handler's hub_auth is this one instance (a singleton): the hub is asked again
+    # about a token after HUB_AUTH_CACHE_S, so a removed user is refused within seconds.
+    HubOAuth.instance(cache_max_age=HUB_AUTH_CACHE_S)
 
     async def run() -> None:
         # Long uploads and downloads must not queue the UI's calls behind them; a

@@ -7,7 +7,8 @@ token came with them, and Trino itself, on a private port, accepts only the fron
 server is handed the S3 store's endpoint and bucket from the deployment settings, with
 the keys of Trino's own S3 account (through its environment only). It has no ``url``
 in the hub: it is not routed through the hub's proxy (Trino's clients need their own
-address), and the hub does not wait for it.
+address), and the hub does not wait for it. A removed user's unfinished queries are
+cancelled at their removal (:meth:`Trino.remove_user`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,26 @@ class Trino(Service):
                 env = {"AWS_ACCESS_KEY_ID": s3.access_key_id, "AWS_SECRET_ACCESS_KEY": s3.secret_access_key or "",
                        "AWS_REGION": s3.region}
         return {"name": self.name, "display": False, "environment": env, "command": cmd}
+
+    def remove_user(self, stack, name: str) -> None:
+        """Cancel the removed user's unfinished queries: the front refuses their token
+        within seconds, but a query already running would go on (and answer whoever
+        polls its statement URI) until it ends."""
+        from .trino_server import cancel_queries_of, local_token, read_ready
+
+        state = stack.path("trino")
+        info = read_ready(state)
+        if info is None:
+            return  # not running: no query of theirs runs either
+        try:
+            ids = cancel_queries_of(info["url"], name, token=local_token(state))
+        except (OSError, ValueError) as exc:
+            print(f"trino: the running queries of the removed user {name} could not be cancelled ({exc}); "
+                  "Trino ends them when their client stops polling", file=sys.stderr, flush=True)
+            return
+        if ids:
+            print(f"trino: cancelled {len(ids)} running quer{'y' if len(ids) == 1 else 'ies'} of the removed user "
+                  f"{name}", flush=True)
 
     def ready(self, stack) -> bool:
         # Written by the server's supervisor once a real query has succeeded.

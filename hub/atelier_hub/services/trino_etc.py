@@ -3,12 +3,18 @@
 Rule this module keeps: everything Trino reads is rendered here, holds no secret (the
 S3 keys are named as ``${ENV:...}``, which Trino resolves from its environment), and
 a catalog is written whole or not at all: one bad catalog file stops the whole server.
+Trino's own access control (:func:`access_rules`) lets each user see and cancel only
+their own queries; the service's user sees and cancels all.
 ref: ../shared/RECIPES.md (S3, Trino, Spark)
 """
 
 from __future__ import annotations
 
-__all__ = ["HEAP", "QUERY_MAX_MEMORY", "render_etc", "render_properties", "jvm_options", "server_command"]
+import json
+import re
+
+__all__ = ["HEAP", "QUERY_MAX_MEMORY", "render_etc", "render_properties", "jvm_options", "server_command",
+           "access_rules"]
 
 # Heap for the whole server; a query may use half of it (the rest is Trino's headroom
 # and its own structures). ref: ../shared/RECIPES.md (-Xmx1G with 512MB per node ran)
@@ -60,6 +66,31 @@ def jvm_options(jvm_config: str) -> list[str]:
     return [line.strip() for line in jvm_config.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
+def access_rules(*, service_user: str) -> dict:
+    """Trino's file-based system access control rules (pure): everyone runs queries
+    and sees and cancels their own (Trino always allows that), ``service_user`` sees
+    and cancels every query; the rest stays as open as Trino's default access control
+    (it is written out because a file of rules denies what it does not name).
+    ref: https://trino.io/docs/current/security/file-system-access-control.html
+
+    >>> rules = access_rules(service_user="service/trino")
+    >>> rules["queries"]
+    [{'user': 'service/trino', 'allow': ['execute', 'kill', 'view']}, {'allow': ['execute']}]
+    """
+    return {
+        # No catalogs, schemas or tables section: with none, the file grants all, as before.
+        "queries": [
+            {"user": re.escape(service_user), "allow": ["execute", "kill", "view"]},
+            {"allow": ["execute"]},
+        ],
+        # Read: system.runtime tables, /v1/node; write (graceful shutdown) for nobody.
+        "system_information": [{"allow": ["read"]}],
+        # Without these sections only system.builtin functions and procedures would run.
+        "functions": [{"privileges": ["EXECUTE", "GRANT_EXECUTE", "OWNERSHIP"]}],
+        "procedures": [{"privileges": ["EXECUTE", "GRANT_EXECUTE"]}],
+    }
+
+
 def render_etc(
     *,
     port: int,
@@ -72,6 +103,7 @@ def render_etc(
     region: str = "us-east-1",
     s3_keys_in_env: bool = True,
     jwt_key_file: str | None = None,
+    service_user: str = "service/trino",
 ) -> dict[str, str]:
     """Every file of Trino's ``etc/`` folder, by path relative to it (pure, no I/O).
 
@@ -80,12 +112,13 @@ def render_etc(
     With ``s3_keys_in_env`` the catalog reads the keys from Trino's environment;
     without, the AWS SDK's default chain finds them (instance or IRSA credentials).
     With ``jwt_key_file`` (the HMAC key of :mod:`.trino_front`, base64 in a 0600 file)
-    every client must send a JWT signed with it: only the front can.
+    every client must send a JWT signed with it: only the front can. The access rules
+    (:func:`access_rules`) are always written.
 
     >>> files = render_etc(port=8080, node_id="n1", data_dir="/s/data", etc_dir="/s/etc",
     ...                    trino_home="/t", s3_endpoint="http://127.0.0.1:9000", bucket="b")
     >>> sorted(files)
-    ['catalog/hive.properties', 'catalog/tpch.properties', 'config.properties', 'jvm.config', 'log.properties', 'node.properties']
+    ['access-control.properties', 'catalog/hive.properties', 'catalog/tpch.properties', 'config.properties', ...]
     >>> "s3.aws-secret-key=${ENV:AWS_SECRET_ACCESS_KEY}" in files["catalog/hive.properties"]
     True
     """
@@ -112,6 +145,8 @@ def render_etc(
         "shutdown.grace-period": "2s",
         # The HTTP request log would grow with every query; the server log is kept.
         "http-server.log.enabled": "false",
+        # Absolute: Trino's default (etc/access-control.properties) is relative to its working folder.
+        "access-control.config-files": f"{etc_dir}/access-control.properties",
     }
     if jwt_key_file:
         config.update({
@@ -141,6 +176,11 @@ def render_etc(
         "jvm.config": "\n".join(_JVM) + "\n",
         "log.properties": render_properties(log_levels),
         "catalog/tpch.properties": render_properties({"connector.name": "tpch"}),
+        "access-control.properties": render_properties({
+            "access-control.name": "file",
+            "security.config-file": f"{etc_dir}/rules.json",
+        }),
+        "rules.json": json.dumps(access_rules(service_user=service_user), indent=1) + "\n",
     }
     if s3_endpoint and bucket:
         hive = {

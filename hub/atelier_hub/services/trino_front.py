@@ -16,9 +16,22 @@ short-lived JWT for that user signed by a key made at each start (:func:`sign_jw
 Trino itself requires that JWT (``http-server.authentication.type=JWT``), so a local
 process that finds Trino's private port is refused. The token never reaches Trino.
 Follow-up requests of a query (its ``nextUri``) carry the same credentials; a client
-that drops them is answered for the user who started that query, known from its id.
+that drops them is answered for the user who started that query, known from its id
+(on a statement URI exactly, which holds the query's secret slug).
+
+Paths are decided before anything else (:func:`._front.decided_path`): decoded, dot
+segments and doubled slashes resolved, encoded slashes and path parameters (``;``,
+which Jetty strips) refused with 400; every rule here is matched against that path
+and Trino gets that path. The hub is asked about a token again after a few seconds
+(:data:`._front.HUB_AUTH_CACHE_S`), so a removed user stops here at once.
+
+Each user sees and cancels only their own queries: Trino's own access control says so
+(``queries`` rules, :mod:`.trino_etc`). A hub admin's calls to the query-management
+endpoints (``/v1/query...``: list, details, cancel) go as :data:`SERVICE_USER`, whom
+those rules let see and cancel every query; the front logs each such call.
 ref: https://trino.io/docs/current/develop/client-protocol.html
 ref: https://trino.io/docs/current/security/jwt.html
+ref: https://trino.io/docs/current/security/file-system-access-control.html (query rules)
 """
 
 from __future__ import annotations
@@ -32,9 +45,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-__all__ = ["sign_jwt", "hub_token", "strip_hub_credential", "FrontState", "make_app", "CREDENTIAL"]
+from ._front import RefusedPath, decided_path, forward_path, identity
+
+__all__ = ["sign_jwt", "hub_token", "strip_hub_credential", "FrontState", "make_app", "CREDENTIAL",
+           "SERVICE_USER", "management_call"]
 
 CREDENTIAL = "hub_token"
+#: Trino's user for this service's own work (readiness, admins' query management): a
+#: ``service/`` name, which no hub user can have, as the MLflow front's accounts.
+SERVICE_USER = "service/trino"
 #: seconds a minted JWT is valid (it is minted again well before)
 JWT_LIFETIME = 600
 # Hop-by-hop headers, and identities only the front decides.
@@ -44,7 +63,10 @@ _DROP_REQUEST = {"host", "authorization", "cookie", "connection", "content-lengt
                  "x-trino-extra-credential", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
                  "x-forwarded-port", "forwarded"}
 _DROP_RESPONSE = {"connection", "transfer-encoding", "content-length", "keep-alive", "server"}
-_STATEMENT = re.compile(r"^/v1/statement/(?:queued|executing)/([^/]+)/")
+# A statement URI as Trino hands it out: /v1/statement/{queued|executing}/ID/SLUG/TOKEN.
+_STATEMENT = re.compile(r"/v1/statement/(?:queued|executing)/([^/]+)/[^/]+/[0-9]+")
+# Trino's query-management endpoints (list, details, cancel, kill, preempt).
+_MANAGEMENT = re.compile(r"/v1/query(?:/.*)?")
 # The URIs of Trino's statement answers (QueryResults). ref: client-protocol.html
 _URI_FIELDS = ("nextUri", "infoUri", "partialCancelUri")
 # What anyone may ask without a token: whether Trino is up (the clients' own check).
@@ -145,36 +167,70 @@ class FrontState:
             self._queries.popitem(last=False)
 
     def user_of_query(self, path: str) -> str | None:
-        m = _STATEMENT.match(path)
+        """Who started the query of the statement URI ``path`` (a decided path), if the
+        front saw it start.
+
+        >>> state = FrontState(key=b"k", backend=str)
+        >>> state.started("q1", "ada")
+        >>> state.user_of_query("/v1/statement/executing/q1/y0/2"), state.user_of_query("/v1/statement/executing/q1/x")
+        ('ada', None)
+        """
+        m = _STATEMENT.fullmatch(path)
         return self._queries.get(m.group(1)) if m else None
+
+
+def management_call(path: str) -> bool:
+    """Whether ``path`` (a decided path) is one of Trino's query-management endpoints.
+
+    >>> management_call("/v1/query"), management_call("/v1/query/q1"), management_call("/v1/queryx")
+    (True, True, False)
+    """
+    return _MANAGEMENT.fullmatch(path) is not None
 
 
 def make_app(state: FrontState, hub_auth):
     """The Tornado application of the front (``hub_auth``: a JupyterHub ``HubAuth``)."""
     from tornado import httpclient, httputil, web
+    from tornado.log import app_log
 
     class Forward(web.RequestHandler):
         SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
 
-        async def _user(self) -> str | None:
+        async def _user(self) -> tuple[str, bool] | None:
             token = hub_token(self.request.headers)
             if token is None:
                 return None
-            model = await hub_auth.user_for_token(token, sync=False)
+            try:
+                model = await hub_auth.user_for_token(token, sync=False)
+            except web.HTTPError as exc:  # the hub itself failed to answer
+                raise web.HTTPError(503, "the hub did not answer who this token belongs to "
+                                         f"({exc.status_code}); try again in a few seconds") from None
             if not model or not hub_auth.check_scopes(hub_auth.access_scopes, model):
-                raise web.HTTPError(403, "this hub token may not use Trino (it lacks the scope "
-                                         f"{', '.join(sorted(hub_auth.access_scopes))})")
-            return model["name"]
+                raise web.HTTPError(403, "this hub token may not use Trino (it is unknown, revoked, or lacks "
+                                         f"the scope {', '.join(sorted(hub_auth.access_scopes))})")
+            return identity(model)
 
         async def _forward(self, *_):
-            path = self.request.path
-            user = await self._user()
+            try:
+                path = decided_path(self.request.path)
+            except RefusedPath as exc:
+                raise web.HTTPError(400, str(exc)) from None
+            if ";" in path:
+                raise web.HTTPError(400, f"path {self.request.path!r}: ';' starts a path parameter, which Trino "
+                                         "drops and this front does not; leave it out")
+            ident = await self._user()
+            user = ident[0] if ident else None
             if user is None and path not in _OPEN:
-                user = self.state_user(path)
+                user = state.user_of_query(path)
             if user is None and path not in _OPEN:
                 raise web.HTTPError(401, "Trino here needs your hub API token: connect_trino(), %sql and "
                                          "the trino CLI send JUPYTERHUB_API_TOKEN; others may send it as "
                                          f"Authorization: Bearer TOKEN or the extra credential {CREDENTIAL}=TOKEN")
+            as_user = user
+            if ident and ident[1] and management_call(path):
+                # Trino's rules let the service see and cancel every query; admins act through it.
+                as_user = SERVICE_USER
+                app_log.info("Trino front: admin %s: %s %s (as %s)", user, self.request.method, path, SERVICE_USER)
             headers = httputil.HTTPHeaders()
             for name, value in self.request.headers.get_all():
                 if name.lower() not in _DROP_REQUEST:
@@ -182,22 +238,23 @@ def make_app(state: FrontState, hub_auth):
             extra = strip_hub_credential(self.request.headers.get_list("X-Trino-Extra-Credential"))
             if extra:
                 headers["X-Trino-Extra-Credential"] = extra
-            if user is not None:
-                headers["X-Trino-User"] = user
-                headers["Authorization"] = f"Bearer {state.jwt(user)}"
+            if as_user is not None:
+                headers["X-Trino-User"] = as_user
+                headers["Authorization"] = f"Bearer {state.jwt(as_user)}"
             # Trino builds nextUri from these (http-server.process-forwarded): back to the
             # front. "https": Trino checks JWTs only on requests it counts as secure; the
             # scheme is put back in the answer (the hop to Trino is loopback).
             headers["X-Forwarded-Host"] = self.request.host
             headers["X-Forwarded-Proto"] = "https"
             body = self.request.body if self.request.method in ("POST", "PUT") else None
+            query = f"?{self.request.query}" if self.request.query else ""
             request = httpclient.HTTPRequest(
-                state.backend() + self.request.uri, method=self.request.method, headers=headers, body=body,
-                allow_nonstandard_methods=True, follow_redirects=False, decompress_response=False,
+                state.backend() + forward_path(path) + query, method=self.request.method, headers=headers,
+                body=body, allow_nonstandard_methods=True, follow_redirects=False, decompress_response=False,
                 request_timeout=600)
             try:
                 response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
-            except OSError:
+            except (OSError, httpclient.HTTPClientError):  # refused, reset, timed out
                 response = None
             if response is None or response.code == 599:
                 self.set_status(503)
@@ -210,8 +267,11 @@ def make_app(state: FrontState, hub_auth):
                     value = plain + value.removeprefix(secure)
                 if name.lower() not in _DROP_RESPONSE:
                     self.add_header(name, value)
+            if response.code in (204, 304) or self.request.method == "HEAD":
+                self.finish()  # no body may follow (tornado refuses to write one)
+                return
             body = response.body or b""
-            if path.startswith("/v1/statement") and response.code == 200 and body:
+            if (path == "/v1/statement" or path.startswith("/v1/statement/")) and response.code == 200 and body:
                 body = self._answer(body, user, secure=secure, plain=plain)
             self.finish(body)
 
@@ -232,12 +292,10 @@ def make_app(state: FrontState, hub_auth):
                 state.started(doc["id"], user)
             return json.dumps(doc).encode()
 
-        def state_user(self, path: str) -> str | None:
-            return state.user_of_query(path)
-
         def write_error(self, status_code, **kwargs):
             exc = kwargs.get("exc_info", (None, None))[1]
-            message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
+            # Tornado keeps log_message as a %-format (a message given alone has each '%' doubled).
+            message = exc.log_message % exc.args if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
             self.set_header("Content-Type", "application/json")
             self.finish(json.dumps({"error": status_code, "message": message}))
 

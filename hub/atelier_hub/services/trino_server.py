@@ -17,8 +17,9 @@ finds the private port but holds no key is refused (HTTP 401).
 Layout of ``--state DIR``::
 
     DIR/node-id          this node's id, kept across restarts
-    DIR/etc/             node.properties, config.properties, jvm.config,
-                         log.properties, catalog/*.properties (rewritten each start)
+    DIR/etc/             node.properties, config.properties, jvm.config, log.properties,
+                         access-control.properties, rules.json (who sees and cancels
+                         which queries), catalog/*.properties (rewritten each start)
     DIR/data/            Trino's node.data-dir (and working folder)
     DIR/logs/server.log  Trino's own log (rotated by Trino); launcher.log: the JVM's output
     DIR/secret/jwt-hmac  the per-start key Trino checks JWTs with (0600)
@@ -39,21 +40,21 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
 
 from ._process import Supervisor, die_with_parent, free_port, port_free, tail
 from .trino_etc import render_etc, server_command
-from .trino_front import sign_jwt
+from .trino_front import SERVICE_USER, sign_jwt
 
-__all__ = ["TrinoError", "query", "read_ready", "local_token", "default_java_home", "java_major_version", "main",
-           "MIN_JAVA", "READY_SQL", "SERVICE_USER"]
+__all__ = ["TrinoError", "query", "cancel_queries_of", "read_ready", "local_token", "default_java_home",
+           "java_major_version", "main", "MIN_JAVA", "READY_SQL", "SERVICE_USER"]
 
 MIN_JAVA = 22  # "Trino requires Java 22+" (Trino 476)
 READY_SQL = "SELECT count(*) FROM tpch.tiny.nation"
-#: whom this supervisor's own queries (readiness, Hive's default schema) run as
-SERVICE_USER = "atelier-service"
+# This supervisor's own queries (readiness, Hive's default schema) run as SERVICE_USER.
 KEY_FILE = "secret/jwt-hmac"
 
 
@@ -144,6 +145,28 @@ def query(url: str, sql: str, *, user: str = "atelier", timeout: float = 30, cat
         request = urllib.request.Request(next_uri, headers=headers)
 
 
+def cancel_queries_of(url: str, user: str, *, token: str, timeout: float = 5) -> list[str]:
+    """Cancel every unfinished query of ``user`` on the Trino at ``url`` and return their
+    ids. ``token``: a JWT of :data:`SERVICE_USER`, whom Trino's rules let see and
+    cancel every query (:func:`.trino_etc.access_rules`). For a removed user: their
+    token stops at the front, and this stops what they had already started.
+
+    Raises OSError when Trino does not answer.
+    """
+    headers = {"X-Trino-User": SERVICE_USER, "Authorization": f"Bearer {token}", "X-Forwarded-Proto": "https"}
+    with urllib.request.urlopen(urllib.request.Request(f"{url.rstrip('/')}/v1/query", headers=headers),
+                                timeout=timeout) as r:
+        queries = json.loads(r.read())
+    ids = [q["queryId"] for q in queries
+           if (q.get("session") or {}).get("user") == user and q.get("state") not in ("FINISHED", "FAILED")]
+    for query_id in ids:
+        request = urllib.request.Request(f"{url.rstrip('/')}/v1/query/{urllib.parse.quote(query_id, safe='')}",
+                                         headers=headers, method="DELETE")
+        with urllib.request.urlopen(request, timeout=timeout):
+            pass
+    return ids
+
+
 # -- the server ----------------------------------------------------------------------------
 
 
@@ -205,14 +228,15 @@ def start_front(port: int, *, key: bytes, backend: str) -> None:
     from tornado.httpserver import HTTPServer
     from tornado.netutil import bind_sockets
 
+    from ._front import HUB_AUTH_CACHE_S
     from .trino_front import FrontState, make_app
 
     sockets = bind_sockets(port, "127.0.0.1")
 
     def serve() -> None:
         async def run() -> None:
-            # A token revoked on the hub stops working here within a minute.
-            hub_auth = HubAuth(cache_max_age=60)
+            # A token revoked on the hub (or its user removed) stops here within seconds.
+            hub_auth = HubAuth(cache_max_age=HUB_AUTH_CACHE_S)
             HTTPServer(make_app(FrontState(key=key, backend=lambda: backend), hub_auth),
                        xheaders=False).add_sockets(sockets)
             await asyncio.Event().wait()
@@ -280,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     files = render_etc(
         port=port, node_id=_node_id(state / "node-id"), data_dir=str(data), etc_dir=str(etc),
         trino_home=str(trino_home), s3_endpoint=args.s3_endpoint, bucket=args.bucket, region=args.region,
-        s3_keys_in_env=keys_in_env, jwt_key_file=str(state / KEY_FILE),
+        s3_keys_in_env=keys_in_env, jwt_key_file=str(state / KEY_FILE), service_user=SERVICE_USER,
     )
     main_class = dict(
         line.split("=", 1) for line in main_class_file.read_text().splitlines() if "=" in line

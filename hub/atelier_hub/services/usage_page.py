@@ -16,10 +16,11 @@ import signal
 from pathlib import Path
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import web
 
 from ..usage import FIELDS, parse_when, read_events, summarize
+from ._front import HUB_AUTH_CACHE_S
 
 _LABELS = {"servers": "servers", "hours": "hours", "cpu_hours": "CPU-hours",
            "memory_gb_hours": "memory GB-hours", "gpu_hours": "GPU-hours"}
@@ -105,6 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"].rstrip("/")
     listen = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     kw = {"usage_file": args.usage_file}
+    # The handlers' one hub_auth (a singleton), asking the hub again after a few seconds:
+    # a removed user's login stops here as at the other services.
+    HubOAuth.instance(cache_max_age=HUB_AUTH_CACHE_S)
     app = web.Application([
         (rf"{prefix}/oauth_callback", HubOAuthCallbackHandler),
         (rf"{prefix}/api/usage", ApiHandler, kw),
