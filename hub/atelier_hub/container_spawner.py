@@ -63,6 +63,8 @@ IMAGE_JARS = "/opt/atelier/spark-jars"
 IMAGE_JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
 # The same folder as cluster mode's (atelier_hub.cluster.kubespawner.SESSION_CONFIG_DIR).
 SESSION_CONFIG_DIR = "/etc/atelier/session"
+# Every session's host name (its own: each has its own network namespace and /etc/hosts).
+SESSION_HOSTNAME = "atelier"
 # Seconds a relay may take to bind its listeners (a Python start on a busy machine).
 RELAY_START_TIMEOUT = 60
 
@@ -280,6 +282,9 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
             "security_opt": ["no-new-privileges"],
             # Spark and Ray use /dev/shm; Docker's default is 64 MB.
             "shm_size": min(limit // 4, 2 * 2**30),
+            # The session's own name resolves to its loopback: with no network Docker
+            # writes none for it, and Java (Spark, Hadoop) fails on getLocalHost().
+            "extra_hosts": {SESSION_HOSTNAME: "127.0.0.1"},
         }
         if self.gpu_ids:
             import docker
@@ -387,6 +392,7 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
         self.extra_host_config = self._host_config()
         self.extra_create_kwargs = {
             "user": f"{self.session_uid}:{self.session_gid}",
+            "hostname": SESSION_HOSTNAME,
             "working_dir": IMAGE_HOME,
             "labels": {"dev.atelier.stack": self.prefix.removeprefix("atelier-"),
                        "dev.atelier.user": self.user.name, "dev.atelier.server": self.name or "",
