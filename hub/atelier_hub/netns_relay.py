@@ -177,6 +177,7 @@ class Relay:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             self.connections.add(task)
+            peer = None
             try:
                 try:
                     peer = await asyncio.wait_for(connect(endpoint), timeout=30)
@@ -184,6 +185,12 @@ class Relay:
                     _reset(writer)  # nothing listens at the other end (a service that is down)
                     return
                 await _splice((reader, writer), peer)
+            except asyncio.CancelledError:
+                # The relay is stopping (run's end): its connections end with it. Not
+                # raised on: asyncio's stream server would log each as an error.
+                for w in (writer, peer[1] if peer else None):
+                    if w is not None:
+                        w.transport.abort()
             finally:
                 self.connections.discard(task)
 
@@ -233,6 +240,7 @@ class Relay:
             server.close()
         for task in list(self.connections):
             task.cancel()
+        await asyncio.gather(*self.connections, return_exceptions=True)
         self.inside.shutdown(wait=False)
         return why[0]
 
