@@ -261,6 +261,11 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:
         sys.exit(f"{args.name}: the container's network namespace (/proc/{args.pid}/ns/net) cannot be "
                  f"opened: {exc.strerror}; is the container running, and the hub root?")
+    if os.fstat(netns).st_ino == os.stat("/proc/self/ns/net").st_ino:
+        # A container on the host's network (or a pid reused by a host process): there
+        # is nothing to join, and listening "inside" would listen on the host.
+        sys.exit(f"{args.name}: process {args.pid} is on the host's own network, not in a namespace of its "
+                 "own; run the container with --network none")
 
     def ready() -> None:
         print(READY, flush=True)

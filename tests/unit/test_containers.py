@@ -67,6 +67,14 @@ def test_the_relay_refuses_any_address_off_loopback(text):
         netns_relay.parse_endpoint(text)
 
 
+def test_the_relay_refuses_a_process_on_the_host_s_own_network():
+    """Joining the host's namespace would listen "inside" on the host: refused, saying why."""
+    env = {**os.environ, PARENT_PID_VAR: str(os.getpid()), "PYTHONPATH": str(REPO / "hub")}
+    r = subprocess.run([sys.executable, "-m", "atelier_hub.netns_relay", "--pid", str(os.getpid()),
+                        "--outward", f"127.0.0.1:{free_port()}"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "on the host's own network" in r.stderr and "--network none" in r.stderr, r.stderr
+
+
 class _Hello(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's name)
         body = f"{self.server.word} {self.path}".encode()
