@@ -2,7 +2,8 @@
 
 Four hubs run side by side on this machine with the same JupyterHub, proxy and
 JupyterLab: Atelier with container sessions, a plain JupyterHub with plain
-DockerSpawner on the same image (host networking, as Atelier's), Atelier's
+DockerSpawner on the same image (host networking; Atelier's sessions have a network
+namespace each and start a relay beside it, which the ratio includes), Atelier's
 single-user process mode, and a plain JupyterHub with SimpleLocalProcessSpawner.
 Spawns rotate between them so load drifts hit all alike. Prints the median of N spawns
 each and the ratio of each Atelier mode to its plain counterpart. Where no Docker

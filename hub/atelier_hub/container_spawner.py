@@ -3,9 +3,20 @@
 Rule this module keeps: a session sees its own home and nothing else of the machine's
 files. Each server is one container from ``images/base`` (``images/gpu`` for GPU
 profiles) that runs as a non-root uid, with the profile's memory and CPU as its cgroup
-limits, no capabilities, host networking on 127.0.0.1 (never a Docker bridge), and
-only ``STATE/homes/USER`` mounted, at one fixed path. The hub's state folder, its
-secrets and other users' homes and processes are never mounted or shared.
+limits, no capabilities, a network of its own (below), and only ``STATE/homes/USER``
+mounted, at one fixed path. The hub's state folder, its secrets and other users'
+homes and processes are never mounted or shared.
+
+Each container runs with Docker's ``--network none``: its own network namespace with
+only ``lo``, as a pod has on a cluster, so no port a session opens is reachable from
+another session. Its one way out and in is a relay (:mod:`atelier_hub.netns_relay`)
+the spawner starts beside it, on 127.0.0.0/8 only (never a Docker bridge): the
+loopback endpoints of the session contract (:func:`forwarded_endpoints`: the hub's
+API, its proxy, S3, Trino's front, ...) answer at the same addresses inside, and the
+session's server answers the hub and its proxy at 127.0.0.1:PORT of the host. The
+relay is recorded in ``STATE/run/relays/`` (``end_leftovers`` ends what a hub killed
+hard left), dies with the hub, and is started again when a hub re-adopts the session
+(``poll``).
 
 The session's environment and config files come from :mod:`atelier_hub.session`
 alone, as in cluster mode: the files travel as JSON in ``ATELIER_SESSION_FILES`` and the
@@ -19,24 +30,32 @@ its running containers again through the state it saved (DockerSpawner's ``poll`
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import ipaddress
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dockerspawner import DockerSpawner
 from jupyterhub.utils import random_port
 from traitlets import Int, Unicode, default
 
+from .embedded import RELAYS_DIR
 from .embedded_spawner import EmbeddedSpawnerMixin
 from .gpus import GPUUnavailable
 from .install.paths import image_ref
+from .netns_relay import READY
 from .profiles import Profile, to_embedded
+from .services._process import PARENT_PID_VAR, end_group, end_recorded, record, tail
 from .session import session_env, session_files
 from .settings import Services
 
 __all__ = ["AtelierDockerSpawner", "SESSION_CONFIG_DIR", "IMAGE_HOME", "IMAGE_JARS", "IMAGE_JAVA_HOME",
-           "container_services", "stack_id", "update_container_spawner"]
+           "container_services", "forwarded_endpoints", "stack_id", "update_container_spawner"]
 
 # Fixed paths inside images/base (its Dockerfile creates them).
 IMAGE_HOME = "/home/jovyan"
@@ -44,6 +63,10 @@ IMAGE_JARS = "/opt/atelier/spark-jars"
 IMAGE_JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
 # The same folder as cluster mode's (atelier_hub.cluster.kubespawner.SESSION_CONFIG_DIR).
 SESSION_CONFIG_DIR = "/etc/atelier/session"
+# Every session's host name (its own: each has its own network namespace and /etc/hosts).
+SESSION_HOSTNAME = "atelier"
+# Seconds a relay may take to bind its listeners (a Python start on a busy machine).
+RELAY_START_TIMEOUT = 60
 
 
 def stack_id(state: str | Path) -> str:
@@ -69,6 +92,58 @@ def container_services(services: Services) -> Services:
     jars = [f"{IMAGE_JARS}/{Path(j).name}" for j in services.spark.jars]
     return services.model_copy(update={"spark": services.spark.model_copy(
         update={"jars": jars, "java_home": IMAGE_JAVA_HOME})})
+
+
+def _loopback(value: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a URL (or ``host:port``) on 127.0.0.0/8, else None. The name
+    ``localhost`` (the hub's public URL: :mod:`atelier_hub.origins`) is 127.0.0.1, as the
+    container's resolver and the proxy's listening address make it.
+
+    >>> _loopback("http://localhost:8000/services/mlflow"), _loopback("http://127.0.0.2:9"), _loopback("x.org:1")
+    (('127.0.0.1', 8000), ('127.0.0.2', 9), None)
+    """
+    try:
+        parts = urlsplit(value if "://" in value else f"//{value}")
+        host, port = parts.hostname, parts.port
+        host = "127.0.0.1" if host == "localhost" else host
+        loopback = host is not None and ipaddress.ip_address(host) in ipaddress.ip_network("127.0.0.0/8")
+    except ValueError:  # not a URL, no IP address, or a bad port
+        return None
+    return (host, port) if loopback and port else None
+
+
+def forwarded_endpoints(services: Services, *, urls: list[str] = ()) -> list[tuple[str, int]]:
+    """The loopback endpoints a container session reaches through its relay: each
+    ``host:port`` on 127.0.0.0/8 named by the session contract's services, plus
+    ``urls`` (the hub's API and public URLs); sorted, once each (pure).
+
+    Any field of any service counts, so a service added later is reached with no change
+    here. An endpoint off loopback is not forwarded: a container session has no other
+    network.
+
+    >>> from atelier_hub.settings import S3Service, MLflowService
+    >>> s = Services(s3=S3Service(endpoint_url="http://127.0.0.1:9000", bucket="b"),
+    ...              mlflow=MLflowService(tracking_uri="http://127.0.0.1:8000/services/mlflow"))
+    >>> forwarded_endpoints(s, urls=["http://127.0.0.1:8081/hub/api", "", "https://example.org/"])
+    [('127.0.0.1', 8000), ('127.0.0.1', 8081), ('127.0.0.1', 9000)]
+    """
+    found: set[tuple[str, int]] = set()
+
+    def walk(value) -> None:
+        if isinstance(value, str):
+            endpoint = _loopback(value)
+            if endpoint:
+                found.add(endpoint)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+
+    walk(services.model_dump(mode="json"))
+    walk(list(urls))
+    return sorted(found)
 
 
 class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
@@ -108,17 +183,24 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
 
     @default("ip")
     def _ip_default(self):
-        # Host networking: the server binds loopback of the machine itself.
+        # The server binds loopback inside its own namespace; the relay brings the hub there.
         return "127.0.0.1"
 
     @default("network_name")
     def _network_default(self):
-        return "host"
+        # A network namespace of its own with only lo: nothing it opens is reachable
+        # from another session. ("host" shared 127.0.0.1 with every session.)
+        return "none"
 
     @default("use_internal_ip")
     def _internal_ip_default(self):
-        # Nothing is published: with host networking Docker refuses port bindings.
+        # Nothing is published: Docker has no network to publish on (no bridge).
         return True
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._relay: subprocess.Popen | None = None
+        self._relay_lock = asyncio.Lock()
 
     @default("remove")
     def _remove_default(self):
@@ -207,6 +289,9 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
             "security_opt": ["no-new-privileges"],
             # Spark and Ray use /dev/shm; Docker's default is 64 MB.
             "shm_size": min(limit // 4, 2 * 2**30),
+            # The session's own name resolves to its loopback: with no network Docker
+            # writes none for it, and Java (Spark, Hadoop) fails on getLocalHost().
+            "extra_hosts": {SESSION_HOSTNAME: "127.0.0.1"},
         }
         if self.gpu_ids:
             import docker
@@ -214,6 +299,89 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
             config["device_requests"] = [docker.types.DeviceRequest(
                 device_ids=[str(i) for i in self.gpu_ids], capabilities=[["gpu"]])]
         return config
+
+    # -- the relay: this session's only way to the hub and the services, and back ---------
+
+    def _relay_record(self) -> Path | None:
+        if not self.state_dir:
+            return None
+        return Path(self.state_dir) / RELAYS_DIR / f"{self.object_name}.pid"
+
+    def _relay_log(self) -> Path | None:
+        return Path(self.state_dir) / "logs" / "session-relays.log" if self.state_dir else None
+
+    def _inward(self) -> list[tuple[str, int]]:
+        api = self.hub.api_url
+        if self.hub_connect_url is not None:
+            api = self.hub_connect_url
+        urls = [api, self.public_url or "", self.public_hub_url or ""]
+        return forwarded_endpoints(container_services(self.session_services()), urls=urls)
+
+    def _relay_alive(self) -> bool:
+        return self._relay is not None and self._relay.poll() is None
+
+    async def _end_relay(self) -> None:
+        """End this session's relay, and a predecessor's still recorded (a relay of a
+        previous hub ends with it; the record is checked anyway)."""
+        relay, self._relay = self._relay, None
+        loop = asyncio.get_running_loop()
+        if relay is not None and relay.poll() is None:
+            await loop.run_in_executor(None, lambda: end_group(relay.pid, grace=5, leader=relay))
+            relay.poll()
+        rec = self._relay_record()
+        if rec is not None:
+            await loop.run_in_executor(None, lambda: end_recorded(rec, grace=5, what="session relay"))
+
+    async def _ensure_relay(self, *, fresh: bool = False) -> None:
+        """Start the relay unless it runs (``fresh``: start a new one in any case)."""
+        async with self._relay_lock:
+            if self._relay_alive() and not fresh:
+                return
+            await self._end_relay()
+            info = await self.docker("inspect_container", self.object_name)
+            if info["HostConfig"].get("NetworkMode") != "none":
+                return  # a session started by an older Atelier, on the host's network
+            pid = info["State"].get("Pid")
+            if not info["State"].get("Running") or not pid:
+                raise RuntimeError(f"the container {self.object_name} is not running: no network to relay to")
+            cmd = [sys.executable, "-m", "atelier_hub.netns_relay", "--pid", str(pid), "--name", self.object_name,
+                   "--outward", f"127.0.0.1:{self.port}"]
+            inward = self._inward()
+            cmd += [f"--inward={host}:{port}" for host, port in inward]
+            # The hub's pid: the relay ends itself when the hub is gone (PDEATHSIG, checked
+            # against this, as the services do); no other variable of the hub's is passed.
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), PARENT_PID_VAR: str(os.getpid())}
+            if os.environ.get("PYTHONPATH"):
+                env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+            log, rec = self._relay_log(), self._relay_record()
+            if log is not None:
+                log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            err = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 (kept by the child)
+            try:
+                # Started from the hub's main thread (the event loop's): PDEATHSIG follows
+                # the thread that forks, and this one lives as long as the hub.
+                relay = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=err, start_new_session=True)
+            finally:
+                if log is not None:
+                    err.close()
+            self._relay = relay
+            if rec is not None:
+                rec.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                record(rec, relay.pid)
+            loop = asyncio.get_running_loop()
+            try:
+                line = await asyncio.wait_for(loop.run_in_executor(None, relay.stdout.readline),
+                                              RELAY_START_TIMEOUT)
+            except asyncio.TimeoutError:
+                line = b""
+            relay.stdout.close()
+            if line.decode(errors="replace").strip() != READY:
+                await self._end_relay()
+                raise RuntimeError(f"the network relay of {self.object_name} did not start; last lines of "
+                                   f"{log}:\n{tail(log, 5) if log else '(no log)'}")
+            self.log.info("Relay for %s: %d endpoint(s) inside, its server at 127.0.0.1:%d (pid %d)",
+                          self._key, len(inward), self.port, relay.pid)
 
     async def start(self):
         if self.profile is None:  # started without the pre-spawn hook (never by the hub)
@@ -223,13 +391,15 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
             self.image = self.gpu_image
         self.mem_limit = p.memory.limit
         self.cpu_limit = float(p.cpu.limit)
-        # Host networking: every session shares 127.0.0.1, so each needs its own port.
+        # Free on the host, where the relay listens for the hub; inside, the server's own
+        # namespace has it free too.
         self.port = random_port()
         self._prepare_home()
         self.volumes = {str(self._home()): {"bind": IMAGE_HOME, "mode": "rw"}}
         self.extra_host_config = self._host_config()
         self.extra_create_kwargs = {
             "user": f"{self.session_uid}:{self.session_gid}",
+            "hostname": SESSION_HOSTNAME,
             "working_dir": IMAGE_HOME,
             "labels": {"dev.atelier.stack": self.prefix.removeprefix("atelier-"),
                        "dev.atelier.user": self.user.name, "dev.atelier.server": self.name or "",
@@ -237,11 +407,41 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
         }
         self.log.info("Starting %s in a container from %s with profile %s (GPUs: %s)",
                       self._key, self.image, p.name, self.gpu_ids or "none")
-        return await super().start()
+        ip_port = await super().start()
+        # The server is still importing: the relay (stdlib only) is up well before it
+        # first calls the hub, and the hub waits for it through the relay.
+        await self._ensure_relay(fresh=True)
+        return ip_port
 
     async def get_ip_and_port(self):
-        # Host networking: nothing is published; the server listens where we told it.
+        # Nothing is published: the relay listens on the host at the port the server
+        # listens on inside.
         return self.ip, self.port
+
+    async def poll(self):
+        status = await super().poll()
+        if status is None:
+            # A hub that restarted re-adopts a running session: its predecessor's relay
+            # died with it, so the session is unreachable until a new one runs.
+            await self._ensure_relay()
+        else:  # the container is gone or stopped: so is what relayed to it
+            await self._end_relay()
+        return status
+
+    async def stop(self, now=False):
+        await self._end_relay()
+        await super().stop(now=now)
+
+    def get_state(self):
+        state = super().get_state()
+        if self.object_id:
+            state["port"] = self.port  # the relay's, on the host and inside, for a hub that restarts
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        if state.get("port"):
+            self.port = int(state["port"])
 
 
 def update_container_spawner(c, *, state: str | Path, profiles_dir: str, deployment_file: str,

@@ -25,6 +25,7 @@ Layout::
     STATE/secrets/s3-accounts/  each user's and service's S3 keys (services/s3.py)
     STATE/mlflow/            MLflow's backend store (artifacts go to S3)
     STATE/run/               process records (hub, services) for a clean restart
+    STATE/run/relays/        one record per container session's network relay
     STATE/logs/              service logs
 """
 
@@ -42,13 +43,15 @@ from .services._process import end_group, end_recorded, free_port
 from .settings import Deployment, Services
 from .users import UsersFile
 
-__all__ = ["Embedded", "ADMIN_USER", "write_secret", "end_leftovers", "tighten"]
+__all__ = ["Embedded", "ADMIN_USER", "RELAYS_DIR", "write_secret", "end_leftovers", "tighten"]
 
 ADMIN_USER = "admin"
 # Ports of the hub itself, beside each service's own (keys of Embedded.ports).
 HUB_PORTS = ("hub", "proxy_api")
 # Where `atelier dev` records the hub's process, for the next start's clean-up.
 HUB_RECORD = "run/hub.pid"
+# Where the container spawner records each session's network relay (netns_relay.py).
+RELAYS_DIR = "run/relays"
 
 
 def write_secret(path: Path, value: str) -> None:
@@ -239,9 +242,10 @@ class Embedded:
 
 def end_leftovers(state: str | Path) -> list[str]:
     """End what a hub that died hard (``kill -9``) left running in ``state``: the hub
-    itself if still there, its proxy, and every service's recorded process group.
-    Sessions are left alone: the next hub re-adopts them (or stops those whose
-    deployment settings changed). Returns what was ended, for the log.
+    itself if still there, its proxy, every service's recorded process group and every
+    container session's network relay. Sessions are left alone: the next hub re-adopts
+    them and starts their relays again (or stops those whose deployment settings
+    changed). Returns what was ended, for the log.
 
     Only processes recorded by this stack are touched, and only while they are still
     the recorded process (same start time) or, for the proxy, still the proxy.
@@ -265,4 +269,9 @@ def end_leftovers(state: str | Path) -> list[str]:
     for svc in SERVICES:
         if end_recorded(svc.record_file(root), what=f"{svc.name} process"):
             ended.append(svc.name)
+    # Relays end with their hub by themselves (PDEATHSIG); a record left is checked anyway.
+    relays = sum(end_recorded(rec, grace=5, what="session relay")
+                 for rec in sorted((root / RELAYS_DIR).glob("*.pid")))
+    if relays:
+        ended.append(f"{relays} session relay(s)")
     return ended

@@ -3,8 +3,9 @@
 Rule this module keeps: the engine never puts anything on a network other than
 loopback, and never changes the shared host's settings. It is started with no bridge
 (``--bridge=none``), no iptables rules, no IP forwarding and no masquerading, its data
-and exec roots in the cache (outside any clone) and its socket there too; containers
-then run with ``--network host`` on 127.0.0.1 only. Standard library only: the CLI
+and exec roots in the cache (outside any clone) and its socket there too; image builds
+run with ``--network host``, sessions with ``--network none`` (a namespace of their own,
+joined to 127.0.0.1 by :mod:`atelier_hub.netns_relay`). Standard library only: the CLI
 calls it before the hub (or the virtualenv's packages) are imported.
 
 Which session mode runs is decided here, once, with the reason: ``container`` where

@@ -7,9 +7,10 @@ through the real hub (``atelier dev``), seen by headless Chromium.
   hub at /user/NAME/vscode/ for the owner (screenshot of the loaded workbench), and
   another real user (cookie or token) or nobody never gets it: 403 or the login page.
 - No session's editor is reachable around the hub: another user's kernel scans every
-  TCP port listening on the machine's loopback (sessions share it: host networking)
-  for a code-server, and finds none; as a control, the same scan does find one that
-  the owner starts on a TCP port, which is what a proxy without a Unix socket would do.
+  TCP port listening where it runs for a code-server, and finds none; as a control,
+  the owner's own kernel does find one that the owner starts on a TCP port (what a
+  proxy without a Unix socket would do), and the other user's still does not: each
+  session has its own network namespace.
 """
 
 from __future__ import annotations
@@ -192,7 +193,8 @@ def test_no_editor_is_reachable_around_the_hub(vstack, owner, mallory):
     assert "LISTENING" in scan and _editors(scan) == [], scan
 
     # Control: a code-server on a TCP port, as the proxy would start it without the
-    # socket, IS found by the same scan from the other user's session.
+    # socket, IS found by the same scan from its owner's session, and still not from the
+    # other user's: every session has its own network (test_container_sessions.py).
     from stack import free_port
 
     port = free_port()
@@ -200,8 +202,10 @@ def test_no_editor_is_reachable_around_the_hub(vstack, owner, mallory):
                        TCP_CODE_SERVER.replace("{port}", str(port)), timeout=300)
     pid = int(re.search(r"PID (\d+)", started).group(1))
     try:
+        own = run_code(vstack.url, vstack.user_url(owner["name"]), owner["token"], SCAN, timeout=300)
+        assert _editors(own) == [port], own
         scan = run_code(vstack.url, vstack.user_url(mallory["name"]), mallory["token"], SCAN, timeout=300)
-        assert _editors(scan) == [port], scan
+        assert _editors(scan) == [], scan
     finally:
         run_code(vstack.url, vstack.user_url(owner["name"]), owner["token"],
                  f"import os, signal; os.killpg({pid}, signal.SIGTERM)")

@@ -6,8 +6,9 @@ group): the next `atelier dev` on the same state must end that hub without letti
 stop the session. A killed hub is noticed by its `atelier dev`, which ends what the hub
 left and exits. Either way the next `atelier dev` re-adopts the session: the same
 container (same ID, never restarted), the same kernel with its variables, the home's
-file, the server reachable through the new hub's proxy. Nothing of the stack's is
-left running after it stops.
+file, the server reachable through the new hub's proxy (so through a new network
+relay: the session's own died with the hub that started it). Nothing of the stack's,
+relays included, is left running after it stops.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import signal
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from atelier_hub.container_spawner import stack_id
@@ -44,6 +46,21 @@ def _containers(state) -> list[dict]:
             for c in json.loads(out)]
 
 
+def _relays(state) -> list[int]:
+    """Pids of this stack's running session relays (their --name is the container's)."""
+    mark = f"atelier-{stack_id(state)}-".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            zombie = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            continue
+        if b"atelier_hub.netns_relay" in cmdline and mark in cmdline and not zombie:
+            found.append(int(proc.name))
+    return found
+
+
 @pytest.fixture
 def container_stack(tmp_path):
     s = Stack(tmp_path / "state", name="container-restart", args=("--without", "trino"))
@@ -58,6 +75,7 @@ def container_stack(tmp_path):
         # Stopping the stack stops its sessions: no container of it is left.
         left = [c for c in _containers(s.state) if c["running"]]
         assert not left, f"containers left running after the stack stopped: {left}"
+        assert not _relays(s.state), "session relays left running after the stack stopped"
 
 
 @pytest.mark.parametrize("victim", ["atelier dev", "hub"])
@@ -72,6 +90,8 @@ def test_kill_9_then_atelier_dev_again_readopts_the_container_session(container_
              f"pathlib.Path.home().joinpath('before-restart.txt').write_text(x)", kernel_id=kernel)
     before = _containers(s.state)
     assert len(before) == 1 and before[0]["running"], before
+    old_relays = _relays(s.state)
+    assert len(old_relays) == 1, old_relays
 
     stack = Embedded.load(s.state)
     old_hub = pid_matches(stack.path(HUB_RECORD))
@@ -96,6 +116,9 @@ def test_kill_9_then_atelier_dev_again_readopts_the_container_session(container_
     assert start_time(old_hub) != old_started, "the previous hub still runs"
 
     after = _containers(s.state)
+    # The old relay ended with its hub; the new hub started one for the session it re-adopted.
+    new_relays = _relays(s.state)
+    assert len(new_relays) == 1 and new_relays != old_relays, (old_relays, new_relays)
     model = s.api("GET", f"/users/{USER}").json()["servers"].get("")
     figures(f"kill -9 {victim}, container session", restart_to_ready_s=back_s,
             readopted=bool(model and model["ready"]), same_container=after == before)
@@ -110,3 +133,4 @@ def test_kill_9_then_atelier_dev_again_readopts_the_container_session(container_
 
     s.stop_server(USER)
     assert not [c for c in _containers(s.state) if c["running"]], "the stopped session's container still runs"
+    assert not _relays(s.state), "the stopped session's relay still runs"

@@ -1,10 +1,14 @@
-"""Container sessions: a kernel sees its own home and nothing else of the machine.
+"""Container sessions: a kernel sees its own home and nothing else of the machine, and
+reaches no port of another session.
 
 Two real users (alice, and bob made here) each spawn a real container session through
 the real hub; alice's kernel then looks for everything the issue found readable from
 a process session (another user's home, the state folder, the hub's secrets, other
-sessions' environments) and for root. The session contract test runs the image's
-start hook for every profile and compares what it wrote with session.py's output.
+sessions' environments) and for root. Then alice is the attacker on the network: she
+connect-scans every TCP port of 127.0.0.1 from her kernel and subscribes to the iopub
+port of bob's kernel while bob prints a secret (with host networking she read it). The
+session contract test runs the image's start hook for every profile and compares what
+it wrote with session.py's output.
 """
 
 from __future__ import annotations
@@ -12,16 +16,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 from atelier_hub.container_spawner import SESSION_CONFIG_DIR, container_services
 from atelier_hub.engine import engine
 from atelier_hub.install.paths import image_ref
 from atelier_hub.profiles import load_profiles, to_embedded
+from atelier_hub.services._process import wait_for
 from atelier_hub.session import session_env, session_files
 from atelier_hub.settings import load_deployment
-from kernel import run_code
+from kernel import run_code, start_kernel
 from stack import REPO, Stack
 
 pytestmark = pytest.mark.integration
@@ -133,7 +140,8 @@ def test_each_profile_gets_its_own_memory_limit_and_cpu_quota(containers, two_se
         hc = info["HostConfig"]
         assert hc["Memory"] == p.memory.limit and hc["MemorySwap"] == p.memory.limit
         assert hc["CpuQuota"] == int(p.cpu.limit * hc["CpuPeriod"])
-        assert hc["NetworkMode"] == "host" and hc["CapDrop"] == ["ALL"]
+        # A network namespace of its own (only lo): see the network tests below.
+        assert hc["NetworkMode"] == "none" and hc["CapDrop"] == ["ALL"]
         assert [m["Destination"] for m in info["Mounts"]] == ["/home/jovyan"]
         assert info["Mounts"][0]["Source"] == str(containers.state / "homes" / labels["dev.atelier.user"])
         assert info["Config"]["User"] == "1000:100"
@@ -142,6 +150,219 @@ def test_each_profile_gets_its_own_memory_limit_and_cpu_quota(containers, two_se
     # Names carry the stack, the user and the server: no two can collide.
     names = sorted(n for n, _ in seen.values())
     assert len(set(names)) == 2 and all(n.startswith("/atelier-") and n.endswith("--iso") for n in names)
+
+
+# -- the network: alice attacks bob's session from her kernel ------------------------------
+
+# The ports of the listening sockets that belong to processes this session can see: its
+# own (the relay's listeners for the hub and the services belong to no process of it).
+OWN_LISTENING = r"""
+import glob, os, re
+def own_listening():
+    inodes = set()
+    for fd in glob.glob("/proc/[0-9]*/fd/*"):
+        try:
+            m = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(fd))
+        except OSError:
+            continue
+        if m:
+            inodes.add(m.group(1))
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # LISTEN, owned by a process of this session
+                ports.add(int(f[1].rsplit(":", 1)[1], 16))
+    return ports
+"""
+
+# Every port of 127.0.0.1 that accepts a TCP connection from where this runs (non-blocking
+# connects, 512 at a time: a closed loopback port answers at once).
+SCAN = OWN_LISTENING + r"""
+import errno, itertools, json, selectors, socket, time
+def scan(ports=range(1, 65536), batch=512):
+    found, it = [], iter(ports)
+    while chunk := list(itertools.islice(it, batch)):
+        sel = selectors.DefaultSelector()
+        for port in chunk:
+            s = socket.socket(); s.setblocking(False)
+            err = s.connect_ex(("127.0.0.1", port))
+            if err == errno.EINPROGRESS:
+                sel.register(s, selectors.EVENT_WRITE, port); continue
+            if err == 0:
+                found.append(port)
+            s.close()
+        deadline = time.monotonic() + 3
+        while sel.get_map() and time.monotonic() < deadline:
+            for key, _ in sel.select(0.2):
+                if key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    found.append(key.data)
+                sel.unregister(key.fileobj); key.fileobj.close()
+        for key in list(sel.get_map().values()):
+            sel.unregister(key.fileobj); key.fileobj.close()
+    return sorted(found)
+def contract_ports():
+    # Every 127.0.0.1 port the session's environment and config files name, but its own server's.
+    own = int(re.search(r":(\d+)/", os.environ["JUPYTERHUB_SERVICE_URL"]).group(1))
+    texts = list(os.environ.values())
+    texts += [open(p).read() for p in glob.glob(os.environ["ATELIER_SESSION_DIR"] + "/**", recursive=True)
+              if os.path.isfile(p)]
+    return {int(p) for t in texts for p in re.findall(r"127\.0\.0\.1:(\d+)", t)} - {own}
+t0 = time.monotonic()
+before = own_listening()
+found = scan()
+after = own_listening()
+print(json.dumps({"open": found, "own": sorted(before | after), "contract": sorted(contract_ports()),
+                  "seconds": round(time.monotonic() - t0, 1)}))
+"""
+
+# A ZMQ subscriber to every message on a kernel's iopub port (what alice did to bob's):
+# it collects in a thread for ``seconds``; the second snippet reports what it got.
+SNIFF_START = OWN_LISTENING.replace("{", "{{").replace("}", "}}") + r"""
+import socket, threading, time, zmq
+_port = {port}
+_own = _port in own_listening()  # the same number by chance, on a socket of this session
+_probe = socket.socket(); _probe.settimeout(3)
+_connected = _probe.connect_ex(("127.0.0.1", _port)) == 0
+_probe.close()
+_got = []
+def _sniff():
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.connect(f"tcp://127.0.0.1:{{_port}}")
+    end = time.monotonic() + {seconds}
+    while time.monotonic() < end:
+        if sub.poll(200):
+            _got.append(b"".join(sub.recv_multipart()))
+    sub.close()
+_sniffer = threading.Thread(target=_sniff)
+_sniffer.start()
+print("sniffing", _connected)
+"""
+SNIFF_REPORT = r"""
+import json
+_sniffer.join()
+_all = b"\n".join(_got)
+print(json.dumps({"connected": _connected, "messages": len(_got), "secret": b"BEN-SECRET-42" in _all,
+                  "own_port": _own}))
+"""
+
+BOB_SECRET = 'secret = "BEN-SECRET-42"; print(secret)'
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not: it holds no socket)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def bob_ports(containers, bob, two_sessions):
+    """Bob's kernel (kept running), and every port his session listens on: the kernel's
+    five, his server's, and a server he started himself (as a Spark UI or sshd would)."""
+    _, b = two_sessions
+    kernel = start_kernel(containers.url, b["url"], bob["token"])
+    code = r"""
+import json, os, re, socket, subprocess, sys, time
+from ipykernel.connect import get_connection_info
+info = get_connection_info(unpack=True)
+s = socket.socket(); s.bind(("127.0.0.1", 0)); mine = s.getsockname()[1]; s.close()
+server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "0.0.0.0", str(mine)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+for _ in range(100):
+    if socket.socket().connect_ex(("127.0.0.1", mine)) == 0:
+        break
+    time.sleep(0.1)
+print(json.dumps({"kernel": {k: info[k] for k in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")},
+                  "server": int(re.search(r":(\d+)/", os.environ["JUPYTERHUB_SERVICE_URL"]).group(1)),
+                  "started": mine, "started_pid": server.pid}))
+"""
+    ports = _last_json(run_code(containers.url, b["url"], bob["token"], code, kernel_id=kernel))
+    yield {"kernel_id": kernel, **ports}
+    run_code(containers.url, b["url"], bob["token"], f"import os, signal; os.killpg({ports['started_pid']}, 15)",
+             kernel_id=kernel)
+
+
+def test_a_scan_of_every_port_from_a_session_finds_no_port_of_another_session(containers, alice, two_sessions,
+                                                                             bob_ports):
+    a, _ = two_sessions
+    out = _last_json(run_code(containers.url, a["url"], alice["token"], SCAN, timeout=300))
+    opened, own, contract = set(out["open"]), set(out["own"]), set(out["contract"])
+    bobs = {**bob_ports["kernel"], "server": bob_ports["server"], "started by bob": bob_ports["started"]}
+    # Whatever alice's scan opens is hers, or an endpoint of her session contract (the
+    # hub, its proxy, S3, Trino's front ...: the relay's listeners): nothing else of the
+    # machine, and none of bob's ports.
+    reached = {name: port for name, port in bobs.items() if port in opened - own - contract}
+    assert not reached, f"alice's session reaches bob's ports {reached} (scan took {out['seconds']} s)"
+    assert opened - own == contract, (
+        f"ports reachable from alice's session beyond her own and her contract's: {sorted(opened - own - contract)}; "
+        f"contract ports that do not answer: {sorted(contract - opened)}")
+    assert out["seconds"] < 240
+
+
+def test_another_session_hears_nothing_of_a_kernel_s_iopub(containers, alice, bob, two_sessions, bob_ports):
+    a, b = two_sessions
+    port = bob_ports["kernel"]["iopub_port"]
+    spy = start_kernel(containers.url, a["url"], alice["token"])
+    # Control: the same sniffer in bob's own session hears his kernel (the code works).
+    control = start_kernel(containers.url, b["url"], bob["token"])
+    sniff = SNIFF_START.format(port=port, seconds=20)
+    assert run_code(containers.url, a["url"], alice["token"], sniff, kernel_id=spy).startswith("sniffing")
+    assert run_code(containers.url, b["url"], bob["token"], sniff, kernel_id=control).startswith("sniffing")
+    time.sleep(3)  # ZMQ's subscription reaches a publisher a moment after the connect
+    for _ in range(5):
+        assert "BEN-SECRET-42" in run_code(containers.url, b["url"], bob["token"], BOB_SECRET,
+                                           kernel_id=bob_ports["kernel_id"])
+        time.sleep(1)
+    heard = _last_json(run_code(containers.url, a["url"], alice["token"], SNIFF_REPORT, kernel_id=spy, timeout=60))
+    own = _last_json(run_code(containers.url, b["url"], bob["token"], SNIFF_REPORT, kernel_id=control, timeout=60))
+    assert own["secret"] and own["messages"] > 0, f"the sniffer heard nothing even in bob's session: {own}"
+    assert not heard["secret"], "alice's session read bob's code and output from his kernel's iopub"
+    if not heard["own_port"]:  # else alice has a port of that number herself (her own kernel's)
+        assert heard == {"connected": False, "messages": 0, "secret": False, "own_port": False}, heard
+    for name, who, kernel in (("alice", alice, spy), ("bob", bob, control)):
+        url = a["url"] if name == "alice" else b["url"]
+        containers.http.delete(f"{containers.url}{url}api/kernels/{kernel}",
+                               headers={"Authorization": f"token {who['token']}"}, timeout=60)
+
+
+REACH = r"""
+import json, os, urllib.request, boto3, mlflow
+req = urllib.request.Request(os.environ["JUPYTERHUB_API_URL"] + "/user",
+                             headers={"Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"]})
+hub = json.load(urllib.request.urlopen(req, timeout=30))["name"]
+s3, bucket = boto3.client("s3"), os.environ["ATELIER_SHARED_BUCKET"]
+s3.put_object(Bucket=bucket, Key="net/alice.txt", Body=b"through the relay")
+back = s3.get_object(Bucket=bucket, Key="net/alice.txt")["Body"].read()
+experiments = mlflow.search_experiments()
+print(json.dumps({"hub": hub, "s3": back == b"through the relay", "mlflow": len(experiments) > 0}))
+"""
+
+
+def test_a_session_on_its_own_network_still_reaches_the_hub_s3_and_mlflow(containers, alice, two_sessions):
+    a, _ = two_sessions
+    out = _last_json(run_code(containers.url, a["url"], alice["token"], REACH, timeout=180))
+    assert out == {"hub": "alice", "s3": True, "mlflow": True}, out
+
+
+def test_a_stopped_session_leaves_no_relay(containers, alice):
+    """The relay of a session ends with it (its record too)."""
+    containers.spawn("alice", "cpu-small", server="relay")
+    relays = containers.state / "run" / "relays"
+    records = sorted(relays.glob("*--relay.pid"))
+    assert len(records) == 1, sorted(relays.iterdir())
+    pid = int(records[0].read_text().split()[0])
+    assert b"atelier_hub.netns_relay" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    containers.stop_server("alice", "relay")
+    wait_for(lambda: not _alive(pid), timeout=30, what="the relay's end after its session stopped")
+    assert not list(relays.glob("*--relay.pid"))
 
 
 def _run_hook(env: dict[str, str]) -> dict:
