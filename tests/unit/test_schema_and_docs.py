@@ -48,8 +48,16 @@ def test_the_reference_is_generated_from_the_models_and_current():
         "`.venv/bin/python -m atelier_hub.schema > docs/reference.md`")
 
 
-def test_the_readme_links_the_reference():
-    assert "docs/reference.md" in (REPO / "README.md").read_text()
+def test_the_readmes_links_lead_somewhere_the_reference_among_them():
+    """Every relative link of README.md names a file or folder of the repository (a
+    reader following it lands somewhere), and one of them is the settings reference."""
+    import re
+
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (REPO / "README.md").read_text())
+    local = [link for link in links if "://" not in link and not link.startswith("mailto:")]
+    assert "docs/reference.md" in local
+    missing = [link for link in local if not (REPO / link).exists()]
+    assert missing == [], missing
 
 
 def test_doctests_of_every_hub_module_pass():
