@@ -112,6 +112,23 @@ def _loopback(value: str) -> tuple[str, int] | None:
     return (host, port) if loopback and port else None
 
 
+#: the egress proxy's port inside a session (the relay's HTTP proxy to public addresses)
+EGRESS_PORT = 3128
+
+
+def proxy_env(port: int) -> dict[str, str]:
+    """A session's proxy variables, in both spellings (curl, pip, uv, git, requests and
+    gRPC read one or the other): the internet through the relay's egress proxy, the
+    hub and the services (on loopback) directly (pure).
+
+    >>> proxy_env(3128)["HTTPS_PROXY"], proxy_env(3128)["no_proxy"]
+    ('http://127.0.0.1:3128', 'localhost,127.0.0.1,::1,.localhost')
+    """
+    proxy, direct = f"http://127.0.0.1:{port}", "localhost,127.0.0.1,::1,.localhost"
+    return {name: value for upper, value in (("HTTP_PROXY", proxy), ("HTTPS_PROXY", proxy), ("NO_PROXY", direct))
+            for name in (upper, upper.lower())}
+
+
 def forwarded_endpoints(services: Services, *, urls: list[str] = ()) -> list[tuple[str, int]]:
     """The loopback endpoints a container session reaches through its relay: each
     ``host:port`` on 127.0.0.0/8 named by the session contract's services, plus
@@ -261,6 +278,7 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
             ))
             env["ATELIER_SESSION_FILES"] = json.dumps(files)
             env["ATELIER_SESSION_DIR"] = SESSION_CONFIG_DIR
+        env.update(proxy_env(self._egress_port()))
         return env
 
     def _home(self) -> Path:
@@ -317,6 +335,12 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
         urls = [api, self.public_url or "", self.public_hub_url or ""]
         return forwarded_endpoints(container_services(self.session_services()), urls=urls)
 
+    def _egress_port(self) -> int:
+        """The egress proxy's port inside the session: EGRESS_PORT unless the session
+        already uses that port for something the relay forwards."""
+        taken = {port for _, port in self._inward()} | {self.port}
+        return next(p for p in range(EGRESS_PORT, EGRESS_PORT + 100) if p not in taken)
+
     def _relay_alive(self) -> bool:
         return self._relay is not None and self._relay.poll() is None
 
@@ -348,6 +372,7 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
                    "--outward", f"127.0.0.1:{self.port}"]
             inward = self._inward()
             cmd += [f"--inward={host}:{port}" for host, port in inward]
+            cmd += [f"--egress=127.0.0.1:{self._egress_port()}"]
             # The hub's pid: the relay ends itself when the hub is gone (PDEATHSIG, checked
             # against this, as the services do); no other variable of the hub's is passed.
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), PARENT_PID_VAR: str(os.getpid())}

@@ -11,7 +11,12 @@ host, is the only way in or out, and it opens exactly:
   *inside* the session's namespace, forwarding each connection to the same address
   and port of the host, so the session's environment names the same URLs as before;
 - outward, the session's server: a listener on the host's 127.0.0.1:PORT forwarding
-  to 127.0.0.1:PORT inside the namespace, for the hub and its proxy.
+  to 127.0.0.1:PORT inside the namespace, for the hub and its proxy;
+- egress, where asked (``--egress``): an HTTP proxy inside the namespace (the session's
+  ``HTTPS_PROXY``) that opens connections to public addresses only, as a pod's network
+  policy lets a session reach the internet but no private address. An address on
+  loopback (another session's server, the hub's own ports), a private, link-local or
+  reserved one (:data:`BLOCKED`) is refused (403) before any connection is tried.
 
 Nothing else crosses, and only 127.0.0.0/8 is used on either side: no bridge, no
 veth, no other address. A socket belongs for good to the network namespace of the
@@ -25,7 +30,8 @@ services' groups in :mod:`.services._process`) so that ``end_leftovers`` can end
 after a hub killed hard. Standard library only.
 ref: man 2 setns (CLONE_NEWNET moves the calling thread), man 7 network_namespaces
 
-    python -m atelier_hub.netns_relay --pid PID --inward 127.0.0.1:8081 ... --outward 40123
+    python -m atelier_hub.netns_relay --pid PID --inward 127.0.0.1:8081 ... --outward 127.0.0.1:40123 \
+        --egress 127.0.0.1:3128
 """
 
 from __future__ import annotations
@@ -115,6 +121,15 @@ def _socket() -> socket.socket:
     return s
 
 
+def _refuse(writer: asyncio.StreamWriter, status: int, why: str) -> None:
+    """Answer a proxy request that is not served, saying why, and close."""
+    reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
+    body = (why + "\n").encode()
+    writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+                 "Connection: close\r\n\r\n".encode() + body)
+    writer.close()
+
+
 def _reset(writer: asyncio.StreamWriter) -> None:
     """Close with RST, so the client sees its peer refuse, as when nothing listens."""
     sock = writer.get_extra_info("socket")
@@ -146,11 +161,86 @@ async def _splice(a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
         w.close()
 
 
+#: the most a proxy request's head may take (its request line and headers)
+HEAD_MAX = 16 * 1024
+
+
+#: what the egress proxy never connects to: this machine (loopback: the hub's ports and
+#: every other session's), private and shared networks (the LAN, a cloud's VPC),
+#: link-local (a cloud's metadata service), multicast and reserved ranges. As a pod's
+#: network policy has it (the chart's privateIPs and cloudMetadataServer rules).
+BLOCKED = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+    "::/128", "::1/128", "fc00::/7", "fe80::/10", "ff00::/8"))
+
+
+def reachable(ip: str) -> bool:
+    """Whether the egress proxy may connect to ``ip`` (IPv4-mapped IPv6 as its IPv4).
+
+    >>> [reachable(a) for a in ("127.0.0.1", "10.1.2.3", "169.254.169.254", "::ffff:192.168.1.1", "9.9.9.9")]
+    [False, False, False, False, True]
+    """
+    address = ipaddress.ip_address(ip)
+    if getattr(address, "ipv4_mapped", None) is not None:
+        address = address.ipv4_mapped
+    return not any(address in net for net in BLOCKED if net.version == address.version)
+
+
+def public_address(host: str, port: int) -> str | None:
+    """An address of ``host`` the egress proxy may connect to (:func:`reachable`), else
+    None. Names are resolved here, on the host, and the address checked is the one
+    connected to: a name cannot point the proxy at loopback.
+
+    >>> public_address("127.0.0.1", 80), public_address("10.1.2.3", 80), public_address("9.9.9.9", 443)
+    (None, None, '9.9.9.9')
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return None
+    return next((addr[0] for *_, addr in infos if reachable(addr[0])), None)
+
+
+def parse_proxy_request(head: bytes) -> tuple[str, str, int, bytes] | None:
+    r"""``(method, host, port, head to send upstream)`` of a proxy request, None if it is
+    not one. CONNECT sends nothing upstream; a plain ``http://`` request is passed on in
+    origin form (its path only).
+
+    >>> parse_proxy_request(b"CONNECT pypi.org:443 HTTP/1.1\r\nHost: pypi.org:443\r\n\r\n")[:3]
+    ('CONNECT', 'pypi.org', 443)
+    >>> m, h, p, up = parse_proxy_request(b"GET http://example.org/a?b HTTP/1.1\r\nHost: example.org\r\n\r\n")
+    >>> (m, h, p, up.split(b"\r\n")[0])
+    ('GET', 'example.org', 80, b'GET /a?b HTTP/1.1')
+    >>> parse_proxy_request(b"GET /relative HTTP/1.1\r\n\r\n") is None
+    True
+    """
+    line, _, rest = head.partition(b"\r\n")
+    try:
+        method, target, version = line.decode("ascii").split(" ")
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if method == "CONNECT":
+        host, _, port = target.rpartition(":")
+        if not host or not port.isdigit():
+            return None
+        return method, host.strip("[]"), int(port), b""
+    if not target.startswith("http://"):
+        return None
+    authority, _, path = target[len("http://"):].partition("/")
+    host, colon, port = authority.rpartition(":") if ":" in authority else (authority, "", "80")
+    if not host or not port.isdigit():
+        return None
+    upstream = f"{method} /{path} {version}".encode("ascii")
+    return method, host.strip("[]"), int(port), upstream + b"\r\n" + rest
+
+
 class Relay:
     """The listeners of one session, both ways; :meth:`run` serves until stopped."""
 
-    def __init__(self, *, netns: int, inward: list[Endpoint], outward: list[Endpoint]):
-        self.inward, self.outward = inward, outward
+    def __init__(self, *, netns: int, inward: list[Endpoint], outward: list[Endpoint],
+                 egress: list[Endpoint] = ()):
+        self.inward, self.outward, self.egress = inward, outward, list(egress)
         # The one thread that lives in the session's namespace: every inside socket is
         # made there. A failed setns breaks the pool, and each use then raises.
         self.inside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session-netns",
@@ -196,6 +286,42 @@ class Relay:
 
         return handle
 
+    async def _proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection to the egress proxy: to a public address, or a 4xx and nothing."""
+        task = asyncio.current_task()
+        self.connections.add(task)
+        peer = None
+        try:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, OSError):
+                writer.close()
+                return
+            request = parse_proxy_request(head)
+            if request is None:
+                return _refuse(writer, 400, "a proxy request: CONNECT HOST:PORT, or a request for an http:// URL")
+            method, host, port, upstream = request
+            loop = asyncio.get_running_loop()
+            address = await loop.run_in_executor(None, public_address, host, port)
+            if address is None:
+                return _refuse(writer, 403, f"{host}:{port} is not a public address: a session reaches the "
+                                            "hub and the services at their own URLs, nothing private")
+            try:
+                peer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout=30)
+            except (OSError, asyncio.TimeoutError) as exc:
+                return _refuse(writer, 502, f"{host}:{port} did not answer ({type(exc).__name__})")
+            if method == "CONNECT":
+                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:
+                peer[1].write(upstream)
+            await _splice((reader, writer), peer)
+        except asyncio.CancelledError:
+            for w in (writer, peer[1] if peer else None):
+                if w is not None:
+                    w.transport.abort()
+        finally:
+            self.connections.discard(task)
+
     async def start(self) -> list[asyncio.Server]:
         """Bind every listener (inside ones from the namespace's thread); an address
         that cannot be bound stops the start with an error naming it and its side."""
@@ -213,6 +339,13 @@ class Relay:
                 raise OSError(f"on the host, {endpoint[0]}:{endpoint[1]} cannot be bound (choose another "
                               f"port for the session): {exc}") from None
             servers.append(await asyncio.start_server(self._handler(self._connect_inside, endpoint), sock=sock))
+        for endpoint in self.egress:
+            try:
+                sock = await self._inside(_listener, endpoint)
+            except OSError as exc:
+                raise OSError(f"inside the session, the proxy's {endpoint[0]}:{endpoint[1]} cannot be bound: "
+                              f"{exc}") from None
+            servers.append(await asyncio.start_server(self._proxy, sock=sock, limit=HEAD_MAX))
         return servers
 
     async def run(self, *, container_pid: int, ready=lambda: None, interval: float = 1.0) -> str:
@@ -254,6 +387,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="HOST:PORT listened on inside the session, forwarded to the host's (repeat)")
     ap.add_argument("--outward", type=_endpoint_arg, action="append", default=[],
                     help="HOST:PORT listened on on the host, forwarded to the session's (repeat)")
+    ap.add_argument("--egress", type=_endpoint_arg, action="append", default=[],
+                    help="HOST:PORT inside the session for an HTTP proxy to public addresses only")
     die_with_parent()
     args = ap.parse_args(argv)
     try:
@@ -274,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(devnull, 1)
         os.close(devnull)
 
-    relay = Relay(netns=netns, inward=args.inward, outward=args.outward)
+    relay = Relay(netns=netns, inward=args.inward, outward=args.outward, egress=args.egress)
     try:
         why = asyncio.run(relay.run(container_pid=args.pid, ready=ready))
     except OSError as exc:

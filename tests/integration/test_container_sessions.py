@@ -207,7 +207,7 @@ def contract_ports():
     texts = list(os.environ.values())
     texts += [open(p).read() for p in glob.glob(os.environ["ATELIER_SESSION_DIR"] + "/**", recursive=True)
               if os.path.isfile(p)]
-    return {int(p) for t in texts for p in re.findall(r"127\.0\.0\.1:(\d+)", t)} - {own}
+    return {int(p) for t in texts for p in re.findall(r"(?:127\.0\.0\.1|localhost):(\d+)", t)} - {own}
 t0 = time.monotonic()
 before = own_listening()
 found = scan()
@@ -350,6 +350,38 @@ def test_a_session_on_its_own_network_still_reaches_the_hub_s3_and_mlflow(contai
     a, _ = two_sessions
     out = _last_json(run_code(containers.url, a["url"], alice["token"], REACH, timeout=180))
     assert out == {"hub": "alice", "s3": True, "mlflow": True}, out
+
+
+EGRESS = r"""
+import json, os, socket
+proxy = os.environ["HTTPS_PROXY"].rsplit("/", 1)[-1]
+host, port = proxy.split(":")
+def connect(target):
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        return s.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
+hub = int(os.environ["JUPYTERHUB_API_URL"].split(":")[2].split("/")[0])
+print(json.dumps({"proxy": os.environ["HTTPS_PROXY"], "no_proxy": os.environ["NO_PROXY"],
+                  "hub": connect(f"127.0.0.1:{hub}"), "bob": connect("127.0.0.1:{bob}"),
+                  "named_loopback": connect(f"localhost:{hub}"), "private": connect("10.1.2.3:80"),
+                  "metadata": connect("169.254.169.254:80"), "registry": connect("pypi.org:443")}))
+"""
+
+
+def test_a_session_reaches_the_internet_through_its_proxy_but_nothing_private(containers, alice, two_sessions,
+                                                                               bob_ports):
+    """The session's HTTPS_PROXY (the relay's egress proxy) connects to public addresses,
+    as a pod's network policy allows: here the package registry pip and uv use, a first
+    step only (CONNECT answered, no request sent). Loopback (the hub's own ports, bob's
+    server), a private address and a cloud's metadata address are refused before any
+    connection is tried: no packet goes to them."""
+    a, _ = two_sessions
+    out = _last_json(run_code(containers.url, a["url"], alice["token"],
+                              EGRESS.replace("{bob}", str(bob_ports["server"])), timeout=180))
+    assert out["proxy"].startswith("http://127.0.0.1:") and "127.0.0.1" in out["no_proxy"].split(","), out
+    for name in ("hub", "bob", "named_loopback", "private", "metadata"):
+        assert out[name].startswith("HTTP/1.1 403"), (name, out)
+    assert out["registry"] == "HTTP/1.1 200 Connection established", out
 
 
 def test_a_stopped_session_leaves_no_relay(containers, alice):
