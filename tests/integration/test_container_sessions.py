@@ -329,7 +329,7 @@ def test_another_session_hears_nothing_of_a_kernel_s_iopub(containers, alice, bo
         assert heard == {"connected": False, "messages": 0, "secret": False, "own_port": False}, heard
     for name, who, kernel in (("alice", alice, spy), ("bob", bob, control)):
         url = a["url"] if name == "alice" else b["url"]
-        containers.http.delete(f"{containers.url}{url}api/kernels/{kernel}",
+        containers.http.delete(f"{url}api/kernels/{kernel}",
                                headers={"Authorization": f"token {who['token']}"}, timeout=60)
 
 
