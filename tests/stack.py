@@ -6,6 +6,7 @@ server are the real programs, on 127.0.0.1 ports chosen free at start.
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
 import re
@@ -42,6 +43,33 @@ def _own_log(name: str) -> Path:
     return path
 
 
+class _BrowserCookies(http.cookiejar.DefaultCookiePolicy):
+    """A cookie set with ``Domain=localhost`` kept, for the host that set it. With
+    per-user origins the hub sets its session-id cookie on its domain, ``localhost``, and
+    binds its XSRF tokens to it; ``http.cookiejar`` wants a dot inside a cookie's domain
+    and drops it (so every form a logged-in test posts would fail its XSRF check).
+    Kept as a host-only cookie of the host that set it, it goes back to the hub, which
+    is all a test needs (requests copies cookies into a jar of the default policy
+    before sending, so the cookie itself has to carry the fix)."""
+
+    def set_ok_domain(self, cookie, request):
+        if cookie.domain.lstrip(".") == "localhost":
+            host = http.cookiejar.eff_request_host(request)[1]
+            if host.split(".")[0] == "localhost":  # the hub's own host set it
+                cookie.domain, cookie.domain_specified, cookie.domain_initial_dot = host, False, False
+                return True
+        return super().set_ok_domain(cookie, request)
+
+
+def browser_session() -> requests.Session:
+    """A requests session that keeps cookies as a browser would, never through a proxy or
+    a CA bundle from the environment (loopback only)."""
+    s = requests.Session()
+    s.trust_env = False
+    s.cookies.set_policy(_BrowserCookies())
+    return s
+
+
 class HubClient:
     """What a test does with a running hub: its REST API, its login form, spawns.
 
@@ -54,8 +82,7 @@ class HubClient:
 
     def __init__(self) -> None:
         # Loopback only: never through a proxy or CA bundle from the environment.
-        self.http = requests.Session()
-        self.http.trust_env = False
+        self.http = browser_session()
 
     def hub_log(self, n: int = 60) -> str:
         return tail(self.log, n)
@@ -67,8 +94,7 @@ class HubClient:
     def try_login(self, name: str, password: str) -> tuple[requests.Session, requests.Response]:
         """One attempt through the hub's own login form, as a browser makes it: the
         browser-like session and the form's answer (302 when logged in)."""
-        s = requests.Session()
-        s.trust_env = False
+        s = browser_session()
         page = s.get(f"{self.url}/hub/login", timeout=30)
         xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
         r = s.post(f"{self.url}/hub/login?next=", data={"username": name, "password": password, "_xsrf": xsrf},

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import requests
 from atelier_hub.services.s3 import SHARED_BUCKET
-from stack import REPO, VENV_BIN, Stack
+from stack import REPO, VENV_BIN, Stack, browser_session
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +61,7 @@ def form_xsrf(session: requests.Session, url: str) -> tuple[requests.Response, s
 
 def use_invite(stack: Stack, link: str, password: str) -> tuple[requests.Session, requests.Response]:
     """Open an invite link in a fresh browser and choose ``password`` with it."""
-    s = requests.Session()
-    s.trust_env = False
+    s = browser_session()
     page, xsrf = form_xsrf(s, link)
     if xsrf is None:  # a refused link shows no form: a browser's XSRF token from the login page
         xsrf = form_xsrf(s, f"{stack.url}/hub/login")[1]
@@ -456,8 +455,7 @@ def _login_from(hub: Stack, address: str, name: str, password: str) -> requests.
     ``address`` (the X-Forwarded-For entry the proxy appends)."""
     port = json.loads((hub.state / "atelier.json").read_text())["ports"]["hub"]
     base, headers = f"http://127.0.0.1:{port}", {"X-Forwarded-For": address}
-    s = requests.Session()
-    s.trust_env = False
+    s = browser_session()
     page = s.get(f"{base}/hub/login", headers=headers, timeout=30)
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
     return s.post(f"{base}/hub/login?next=", data={"username": name, "password": password, "_xsrf": xsrf},
