@@ -263,35 +263,38 @@ class Relay:
             raise
         return await asyncio.open_connection(sock=sock)
 
+    @contextlib.asynccontextmanager
+    async def _connection(self, writer: asyncio.StreamWriter):
+        """One connection, tracked; its ends (the writers: the caller adds its peer's)
+        are aborted when the relay stops (run's end cancels it), and that is not raised
+        on: asyncio's stream server would log each as an error."""
+        task = asyncio.current_task()
+        self.connections.add(task)
+        ends = [writer]
+        try:
+            yield ends
+        except asyncio.CancelledError:
+            for end in ends:
+                end.transport.abort()
+        finally:
+            self.connections.discard(task)
+
     def _handler(self, connect, endpoint: Endpoint):
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.current_task()
-            self.connections.add(task)
-            peer = None
-            try:
+            async with self._connection(writer) as ends:
                 try:
                     peer = await asyncio.wait_for(connect(endpoint), timeout=30)
                 except (OSError, asyncio.TimeoutError):
                     _reset(writer)  # nothing listens at the other end (a service that is down)
                     return
+                ends.append(peer[1])
                 await _splice((reader, writer), peer)
-            except asyncio.CancelledError:
-                # The relay is stopping (run's end): its connections end with it. Not
-                # raised on: asyncio's stream server would log each as an error.
-                for w in (writer, peer[1] if peer else None):
-                    if w is not None:
-                        w.transport.abort()
-            finally:
-                self.connections.discard(task)
 
         return handle
 
     async def _proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One connection to the egress proxy: to a public address, or a 4xx and nothing."""
-        task = asyncio.current_task()
-        self.connections.add(task)
-        peer = None
-        try:
+        async with self._connection(writer) as ends:
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, OSError):
@@ -310,17 +313,12 @@ class Relay:
                 peer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout=30)
             except (OSError, asyncio.TimeoutError) as exc:
                 return _refuse(writer, 502, f"{host}:{port} did not answer ({type(exc).__name__})")
+            ends.append(peer[1])
             if method == "CONNECT":
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             else:
                 peer[1].write(upstream)
             await _splice((reader, writer), peer)
-        except asyncio.CancelledError:
-            for w in (writer, peer[1] if peer else None):
-                if w is not None:
-                    w.transport.abort()
-        finally:
-            self.connections.discard(task)
 
     async def start(self) -> list[asyncio.Server]:
         """Bind every listener (inside ones from the namespace's thread); an address

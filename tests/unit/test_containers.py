@@ -98,13 +98,19 @@ GET = ("import sys, urllib.request\n"
        "except OSError as e:\n    print('refused', e)\n")
 
 
+CONNECT = ("import socket\n"
+           "s = socket.create_connection(('127.0.0.1', {port}), timeout=10)\n"
+           "s.sendall(b'CONNECT {target} HTTP/1.1\\r\\nHost: {target}\\r\\n\\r\\n')\n"
+           "print(s.recv(4096).decode())\n")
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not all(map(shutil.which, ("unshare", "nsenter", "ip"))),
                     reason="needs root, unshare, nsenter and ip (a network namespace of its own with lo up, "
                            "as Docker's --network none makes)")
 def test_the_relay_joins_a_namespace_to_the_host_loopback_both_ways_and_nothing_else(tmp_path):
     """A real namespace with only lo (what ``--network none`` gives a container): the relay
     lets it reach one host port, lets the host reach one port inside, and nothing else."""
-    host_port, other_port, inside_port = free_port(), free_port(), free_port()
+    host_port, other_port, inside_port, egress_port = free_port(), free_port(), free_port(), free_port()
     servers = []
     for port, word in ((host_port, "host-service"), (other_port, "not-forwarded")):
         server = ThreadingHTTPServer(("127.0.0.1", port), _Hello)
@@ -122,7 +128,8 @@ def test_the_relay_joins_a_namespace_to_the_host_loopback_both_ways_and_nothing_
         env = {**os.environ, PARENT_PID_VAR: str(os.getpid()), "PYTHONPATH": str(REPO / "hub")}
         relay = subprocess.Popen(
             [sys.executable, "-m", "atelier_hub.netns_relay", "--pid", str(inside.pid), "--name", "unit",
-             "--inward", f"127.0.0.1:{host_port}", "--outward", f"127.0.0.1:{inside_port}"],
+             "--inward", f"127.0.0.1:{host_port}", "--outward", f"127.0.0.1:{inside_port}",
+             "--egress", f"127.0.0.1:{egress_port}"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert relay.stdout.readline().strip() == netns_relay.READY, relay.stderr.read()
         # Inside -> host: the forwarded port answers at the same address; another does not.
@@ -135,6 +142,11 @@ def test_the_relay_joins_a_namespace_to_the_host_loopback_both_ways_and_nothing_
             while chunk := s.recv(65536):
                 reply += chunk
         assert reply.endswith(b"inside-server"), reply
+        # The egress proxy inside refuses this machine (a port the relay does not forward
+        # included) and a private address, before connecting, saying why.
+        for target in (f"127.0.0.1:{other_port}", f"localhost:{host_port}", "10.1.2.3:80", "[::1]:22"):
+            answer = _in_netns(inside.pid, CONNECT.format(port=egress_port, target=target))
+            assert answer.startswith("HTTP/1.1 403") and "not a public address" in answer, (target, answer)
         # The container's first process gone: the relay ends by itself.
         inside.kill()
         inside.wait()
