@@ -180,6 +180,13 @@ def own_listening():
 # connects, 512 at a time: a closed loopback port answers at once).
 SCAN = OWN_LISTENING + r"""
 import errno, itertools, json, selectors, socket, time
+def self_connected(s, port):
+    # A connect to a free port of the ephemeral range may be given that very port as its
+    # own source port, and then "connects" to itself (TCP simultaneous open): no listener.
+    try:
+        return s.getsockname()[1] == port
+    except OSError:
+        return False
 def scan(ports=range(1, 65536), batch=512):
     found, it = [], iter(ports)
     while chunk := list(itertools.islice(it, batch)):
@@ -189,13 +196,14 @@ def scan(ports=range(1, 65536), batch=512):
             err = s.connect_ex(("127.0.0.1", port))
             if err == errno.EINPROGRESS:
                 sel.register(s, selectors.EVENT_WRITE, port); continue
-            if err == 0:
+            if err == 0 and not self_connected(s, port):
                 found.append(port)
             s.close()
         deadline = time.monotonic() + 3
         while sel.get_map() and time.monotonic() < deadline:
             for key, _ in sel.select(0.2):
-                if key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                sock = key.fileobj
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 and not self_connected(sock, key.data):
                     found.append(key.data)
                 sel.unregister(key.fileobj); key.fileobj.close()
         for key in list(sel.get_map().values()):
