@@ -4,6 +4,7 @@ worker: `make test` runs two, see :func:`pytest_xdist_make_scheduler`)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -99,9 +100,17 @@ def alice(stack):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Where the time went, per file group; then the fault tests' figures."""
+    """Where the time went, per file group; then the fault tests' figures; and the counts
+    for `make test`'s closing line (tests/run.py names the file)."""
     _time_per_group(terminalreporter)
     _fault_figures(terminalreporter)
+    counts_file = os.environ.get("ATELIER_TEST_COUNTS")
+    if counts_file:
+        stats = terminalreporter.stats
+        # As pytest's own summary line counts them (a report may opt out of it).
+        counts = {kind: len([r for r in stats.get(kind, []) if getattr(r, "count_towards_summary", True)])
+                  for kind in ("passed", "failed", "skipped", "error")}
+        Path(counts_file).write_text(json.dumps(counts))
 
 
 def _time_per_group(terminalreporter) -> None:

@@ -14,12 +14,14 @@ Phases, each timed, and the times printed together at the end:
 
 ``PYTEST_ARGS`` (e.g. ``make test PYTEST_ARGS="tests/unit -x"``) goes to both pytest phases.
 
-The exit code is the first failing phase's. pytest's 5 ("no test collected") fails the
+The last line adds up both pytest phases, in pytest's words (``tests: N passed, N failed,
+N skipped``). The exit code is the first failing phase's. pytest's 5 ("no test collected") fails the
 run only if no phase ran a test.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -31,12 +33,23 @@ REPO = Path(__file__).resolve().parents[1]
 NO_TESTS = 5
 
 
-def _phase(name: str, cmd: list[str], times: list[tuple[str, float, int]]) -> int:
+def _phase(name: str, cmd: list[str], times: list[tuple[str, float, int]], *, counts: Path | None = None) -> int:
     print(f"\n=== make test: {name} ===", flush=True)
     t0 = time.monotonic()
-    code = subprocess.call(cmd, cwd=REPO)
+    env = {**os.environ, "ATELIER_TEST_COUNTS": str(counts)} if counts else None
+    code = subprocess.call(cmd, cwd=REPO, env=env)
     times.append((name, time.monotonic() - t0, code))
     return code
+
+
+def _totals(files: list[Path]) -> dict[str, int]:
+    """The pytest phases' counts added up (tests/conftest.py writes each phase's)."""
+    total = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}
+    for path in files:
+        if path.exists():
+            for kind, n in json.loads(path.read_text()).items():
+                total[kind] = total.get(kind, 0) + n
+    return total
 
 
 def main() -> int:
@@ -45,17 +58,28 @@ def main() -> int:
     python = str(REPO / ".venv" / "bin" / "python")
     times: list[tuple[str, float, int]] = []
     code = _phase("install (make install-test)", [os.environ.get("MAKE", "make"), "install-test"], times)
+    out = REPO / "test-output"
+    out.mkdir(exist_ok=True)
+    counts = [out / "counts-suite.json", out / "counts-alone.json"]
+    for path in counts:
+        path.unlink(missing_ok=True)
     if code == 0:
         pytest = [python, "-m", "pytest", "-n", workers, "--dist", "loadfile"]
-        first = _phase(f"the suite on {workers} workers", [*pytest, "-m", "not alone", *extra], times)
-        second = _phase("the tests that load every core, alone", [python, "-m", "pytest", "-m", "alone", *extra], times)
+        first = _phase(f"the suite on {workers} workers", [*pytest, "-m", "not alone", *extra], times,
+                       counts=counts[0])
+        second = _phase("the tests that load every core, alone", [python, "-m", "pytest", "-m", "alone", *extra],
+                        times, counts=counts[1])
         ran = [c for c in (first, second) if c != NO_TESTS]
         code = next((c for c in ran if c != 0), 0) if ran else NO_TESTS
     print("\n=== make test: time ===")
     for name, secs, status in times:
         note = "" if not status else f"  (exit {status}: no test)" if status == NO_TESTS else f"  (exit {status})"
         print(f"{secs / 60:6.1f} min  {name}{note}")
-    print(f"{sum(secs for _, secs, _ in times) / 60:6.1f} min  in all", flush=True)
+    print(f"{sum(secs for _, secs, _ in times) / 60:6.1f} min  in all")
+    total = _totals(counts)
+    # One closing line for both phases, pytest's words (errors count as failures).
+    print(f"tests: {total['passed']} passed, {total['failed'] + total['error']} failed, {total['skipped']} skipped",
+          flush=True)
     return code
 
 
