@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 from chromium import SHOTS, login
@@ -95,11 +95,17 @@ def test_warning_extend_and_unsaved_notebook_saved_before_the_cull(lab_stack, pa
     home = s.state / "homes" / USER / "work.ipynb"
     assert marker not in home.read_text(), "saved before the stop came near: not the warning's save"
 
-    # Past the first planned stop, the server still runs (Extend postponed it).
-    wait = (_t(before["cull_at"]) - _t(before["now"])).total_seconds() + 30
-    time.sleep(max(0, wait))
+    # Past the first planned stop, the server still runs (Extend postponed it): checked
+    # halfway between the two stops. (A fixed 30 s past the first one could fall after
+    # the new stop: they are only TIMEOUT - WARN = 25 s apart when Extend is clicked at once.)
+    first, extended = _t(before["cull_at"]), _t(after["cull_at"])
+    halfway = first + (extended - first) / 2
+    time.sleep(max(0.0, (halfway - datetime.now(timezone.utc)).total_seconds()))
     alive = s.api("GET", f"/users/{USER}").json()["servers"].get("w")
     assert alive and alive["ready"], f"Extend did not postpone the stop:\n{s.hub_log(60)}"
+    # ... and the culler still plans the extended stop, not the first one.
+    plan = s.http.get(f"{base}api/atelier/culling", headers=auth, timeout=60).json()
+    assert _t(plan["cull_at"]) == extended and datetime.now(timezone.utc) > first, (before, after, plan)
 
     # Nobody comes back: the warning again, the unsaved text saved, then the stop.
     deadline = time.monotonic() + TIMEOUT + 120
