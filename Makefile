@@ -9,11 +9,12 @@ PORT ?= 8000
 install:
 	PYTHONPATH=hub $(PYTHON) -m atelier_hub.install
 
-# The Kubernetes control plane and the Terraform checks' tools (terraform, tflint,
+# The Kubernetes control plane, Helm (the chart tests) and the Terraform checks' tools (terraform, tflint,
 # checkov) are the test suite's own (tests/k8s/control_plane.py, tests/terraform/terraform_tools.py).
 install-test:
 	PYTHONPATH=hub $(PYTHON) -m atelier_hub.install --test
 	$(PYTHON) tests/k8s/control_plane.py
+	$(PYTHON) tests/k8s/helm_tool.py
 	$(PYTHON) tests/terraform/terraform_tools.py
 
 # The container images (also built by `make install`); gpu adds ~3 GB of torch, so only on request.
