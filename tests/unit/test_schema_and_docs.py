@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Modules without a single `>>>` example: runtime glue (tornado handlers, traitlets
 # spawners, process supervisors) whose behaviour the integration tests exercise instead.
 NO_EXAMPLES = {
-    "atelier_hub", "atelier_hub.cgroups", "atelier_hub.cli", "atelier_hub.config",
+    "atelier_hub", "atelier_hub._version", "atelier_hub.cgroups", "atelier_hub.cli", "atelier_hub.config",
     "atelier_hub.embedded", "atelier_hub.engine", "atelier_hub.gpus", "atelier_hub.install.docker",
     "atelier_hub.profile_spawner", "atelier_hub.spawner",
     "atelier_hub.cluster",

@@ -241,7 +241,7 @@ def test_the_mlflow_worker_gets_the_variables_the_installed_mlflow_reads():
     import inspect
 
     import mlflow.server as server
-    from atelier_hub.services.mlflow_front import MLFLOW_SERVER_ENV
+    from atelier_hub.services.mlflow_server import MLFLOW_SERVER_ENV
     from mlflow.server import constants, handlers
 
     assert MLFLOW_SERVER_ENV["backend"] == constants.BACKEND_STORE_URI_ENV_VAR
@@ -261,7 +261,7 @@ def test_the_mlflow_worker_runs_the_installed_mlflows_auth_app_by_its_own_names(
     """The worker is MLflow's auth app (what `mlflow server --app-name basic-auth` runs),
     configured by MLflow's own variables and configuration keys."""
     import mlflow.environment_variables as ev
-    from atelier_hub.services.mlflow_front import AUTH_APP, MLFLOW_AUTH_ENV, auth_config
+    from atelier_hub.services.mlflow_server import AUTH_APP, MLFLOW_AUTH_ENV, auth_config
     from mlflow.server import _find_app, _is_factory
     from mlflow.server.auth.config import AuthConfig
 

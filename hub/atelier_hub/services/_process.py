@@ -277,6 +277,11 @@ class Supervisor:
     def parent_gone(self) -> bool:
         return os.getppid() != self._parent
 
+    @property
+    def stopping(self) -> bool:
+        """Whether it was told to stop (a signal, :meth:`stop`, or its parent gone)."""
+        return self._stopping
+
     def check(self) -> bool:
         """One supervision step: restart a dead child when its back-off has passed.
         False once the supervisor should exit (stopping, or its parent is gone)."""
