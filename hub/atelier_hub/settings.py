@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -52,6 +52,9 @@ class SessionContext:
 class ServiceSettings(StrictModel):
     """One service's part of the deployment settings. Each service module subclasses it
     and says, as pure functions of its fields, what a session gets from it."""
+
+    #: what the deployment settings say of its field in ``Services``
+    about: ClassVar[str] = ""
 
     def session_env(self, ctx: SessionContext) -> dict[str, str]:
         """Environment variables of a session configured for this service."""

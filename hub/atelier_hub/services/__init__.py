@@ -60,7 +60,7 @@ def _load_services(modules: list[str]) -> list[Service]:
 def services_model(services: list[Service]) -> tuple[type[BaseModel], type[BaseModel]]:
     """The ``Services`` and ``Deployment`` models of these descriptors: one optional
     field per service with settings, named after it, in list order."""
-    fields = {svc.name: (svc.settings | None, Field(None, description=svc.settings_about))
+    fields = {svc.name: (svc.settings | None, Field(None, description=svc.settings.about))
               for svc in services if svc.settings is not None}
     services_cls = create_model("Services", __base__=StrictModel, __doc__=(
         "The services of a deployment; a null one is absent (sessions get no settings for it)."), **fields)

@@ -67,8 +67,6 @@ class Service:
     #: its part of the deployment settings (a field of ``Services`` named :attr:`name`),
     #: None: it gives sessions nothing
     settings: ClassVar[type[ServiceSettings] | None] = None
-    #: what the deployment settings' reference says of that field
-    settings_about: ClassVar[str] = ""
     #: installable parts it needs (``atelier dev`` refuses to start without them)
     needs: ClassVar[tuple[str, ...]] = ()
     #: may be switched off with ``atelier dev --without NAME``

@@ -11,6 +11,7 @@ the profiles (a quarter of it, 5 to 300 s), so a short test timeout is honoured 
 from __future__ import annotations
 
 import sys
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -50,6 +51,8 @@ def activity_interval(profile: Profile) -> int:
 class CullerService(ServiceSettings):
     """The idle culler: sessions report their activity to it and learn when they stop."""
 
+    about: ClassVar[str] = "The idle culler; null: sessions are never stopped for idleness."
+
     url: str = Field(description="Its base URL as sessions reach it (`ATELIER_CULLER_URL`), e.g. "
                      "`http://127.0.0.1:8000/services/culler`; the session's hub token authenticates.")
     gpu_busy_percent: int = Field(10, ge=1, le=100, description="GPU utilisation (nvidia-smi, in percent) "
@@ -77,7 +80,6 @@ class Culler(Service):
     name = "culler"
     title = "Idle culler"
     settings = CullerService
-    settings_about = "The idle culler; null: sessions are never stopped for idleness."
     prefix = PREFIX
     optional = True
     # Sessions report their activity (and the Extend button) with their hub token.

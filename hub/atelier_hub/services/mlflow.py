@@ -11,7 +11,7 @@ deployment settings the front is handed (one place for them).
 from __future__ import annotations
 
 import sys
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -35,6 +35,8 @@ def personal_experiment(user: str) -> str:
 
 class MLflowService(ServiceSettings):
     """The MLflow tracking server."""
+
+    about: ClassVar[str] = "The MLflow tracking server."
 
     tracking_uri: str = Field(description="What sessions get as `MLFLOW_TRACKING_URI`.")
     auth: Literal["hub", "none"] = Field(
@@ -63,7 +65,6 @@ class MLflow(Service):
     name = "mlflow"
     title = "MLflow"
     settings = MLflowService
-    settings_about = "The MLflow tracking server."
     prefix = PREFIX
     # The session's hub token is its MLflow token (MLFLOW_TRACKING_TOKEN).
     session_scopes = ("access:services!service=mlflow",)

@@ -46,18 +46,8 @@ from tornado import httpclient, httputil, web
 from tornado.httpserver import HTTPServer
 from tornado.log import access_log
 
-from ._front import (
-    DROP_REQUEST,
-    DROP_RESPONSE,
-    HUB_AUTH_CACHE_S,
-    RefusedPath,
-    answer_starting,
-    copy_headers,
-    decided_path,
-    finish_json_error,
-    forward_path,
-    identity,
-)
+from . import _front
+from ._front import HUB_AUTH_CACHE_S, RefusedPath, decided_path, forward_path, identity
 from ._process import ReadyWatch, Supervisor, die_with_parent, free_port
 from .base import local_url
 from .mlflow import personal_experiment
@@ -67,7 +57,7 @@ from .mlflow_server import FRONT_USER, Backend, server_command
 __all__ = ["identity", "rewrite_rule", "rewrite_body", "hub_managed", "backend_path", "Refused", "ProxyHandler", "main"]
 
 # Hop-by-hop headers and credentials that must not travel to MLflow.
-_DROP_REQUEST = DROP_REQUEST | {"origin", "referer"}
+_DROP_REQUEST = _front.DROP_REQUEST | {"origin", "referer"}
 
 # The front collects at most this much of the few calls it rewrites (JSON of a few keys).
 SMALL_BODY_MAX = 1024**2
@@ -272,11 +262,11 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
             # /health tells the truth at once (quietly: it is polled); a real request
             # waits for MLflow a while.
             if self._path == self.health:
-                answer_starting(self, self.backend.starting_message(), code_key="error_code")
+                _front.answer_starting(self, self.backend.starting_message(), code_key="error_code")
                 return
             if not await self.backend.wait_ready():
                 raise web.HTTPError(503, self.backend.starting_message())
-        headers = copy_headers(self.request.headers.get_all(), _DROP_REQUEST)
+        headers = _front.copy_headers(self.request.headers.get_all(), _DROP_REQUEST)
         headers["X-Forwarded-Host"] = self.request.host
         headers["X-Forwarded-Proto"] = self.request.protocol
         if self.current_user:
@@ -331,7 +321,7 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
                 self._headers = httputil.HTTPHeaders()
             elif line:
                 name, _, value = line.partition(":")
-                if name.lower() not in DROP_RESPONSE:
+                if name.lower() not in _front.DROP_RESPONSE:
                     self.add_header(name.strip(), value.strip())
             started = True
 
@@ -389,7 +379,7 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
             # Refused before its body was read: tornado drops the connection after this
             # answer, so say so; a client (the hub's proxy) reusing it would get nothing.
             self.set_header("Connection", "close")
-        finish_json_error(self, status_code, kwargs, code_key="error_code")
+        _front.finish_json_error(self, status_code, kwargs, code_key="error_code")
 
     get = head = post = put = patch = delete = options = _forward
 

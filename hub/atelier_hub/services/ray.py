@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -18,6 +19,8 @@ from .base import Service, Site
 
 class RayService(ServiceSettings):
     """Ray: join a cluster at ``address``, or (None) start a local one sized to the profile."""
+
+    about: ClassVar[str] = "How sessions start or join Ray."
 
     address: str | None = Field(None, description="`RAY_ADDRESS` of a Ray cluster; null: a local `ray.init()` "
                                 "sized to the profile.")
@@ -45,7 +48,6 @@ class Ray(Service):
     name = "ray"
     title = "Ray"
     settings = RayService
-    settings_about = "How sessions start or join Ray."
     has_port = False
 
     def endpoints(self, site: Site) -> dict:

@@ -26,6 +26,7 @@ import json
 import secrets
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -52,6 +53,8 @@ READY_FILE = "run/s3.ready"
 
 class S3Service(ServiceSettings):
     """An S3-compatible store and the shared bucket every session may read and write."""
+
+    about: ClassVar[str] = "The object store and the shared bucket."
 
     endpoint_url: str | None = Field(
         None, description="Endpoint of the store; null on AWS itself, `http://127.0.0.1:PORT` in embedded mode. "
@@ -112,7 +115,6 @@ class S3(Service):
     name = "s3"
     title = "S3"
     settings = S3Service
-    settings_about = "The object store and the shared bucket."
     needs = ("versitygw",)
 
     def url(self, site: Site) -> str:

@@ -9,6 +9,7 @@ the installer's paths; the rest of the session's Spark config comes from the pro
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -20,6 +21,8 @@ from .base import Service, Site
 
 class SparkService(ServiceSettings):
     """How ``SparkSession.builder.getOrCreate()`` starts in a session."""
+
+    about: ClassVar[str] = "How sessions start Spark."
 
     master: str | None = Field(
         None, description="null: a local master sized to the profile (`local[CPU limit]`); else e.g. `k8s://...`, "
@@ -98,7 +101,6 @@ class Spark(Service):
     name = "spark"
     title = "Spark"
     settings = SparkService
-    settings_about = "How sessions start Spark."
     needs = ("spark",)
     has_port = False
 

@@ -14,6 +14,7 @@ cancelled at their removal (:meth:`Trino.remove_user`).
 from __future__ import annotations
 
 import sys
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -24,6 +25,8 @@ from .base import Service, Site
 
 class TrinoService(ServiceSettings):
     """A Trino (Presto) coordinator sessions query."""
+
+    about: ClassVar[str] = "The Trino coordinator."
 
     url: str = Field(description="`http://HOST:PORT` of the coordinator, as `ATELIER_TRINO_URL`.")
     catalog: str = Field("tpch", description="Default catalog of `%sql`, the `trino` CLI and `connect_trino()`.")
@@ -53,12 +56,11 @@ class TrinoService(ServiceSettings):
 class Trino(Service):
     name = "trino"
     title = "Trino"
-    settings = TrinoService
-    settings_about = "The Trino coordinator."
     needs = ("trino",)
     optional = True
     # The session's hub token is its Trino credential (the front checks it).
     session_scopes = ("access:services!service=trino",)
+    settings = TrinoService
 
     def url(self, site: Site) -> str:
         return self.local_url(site)

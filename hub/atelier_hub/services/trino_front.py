@@ -45,17 +45,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from ._front import (
-    DROP_REQUEST,
-    DROP_RESPONSE,
-    RefusedPath,
-    answer_starting,
-    copy_headers,
-    decided_path,
-    finish_json_error,
-    forward_path,
-    identity,
-)
+from . import _front
+from ._front import RefusedPath, decided_path, forward_path, identity
 
 __all__ = ["sign_jwt", "hub_token", "strip_hub_credential", "FrontState", "make_app", "CREDENTIAL",
            "SERVICE_USER", "management_call"]
@@ -67,7 +58,7 @@ SERVICE_USER = "service/trino"
 #: seconds a minted JWT is valid (it is minted again well before)
 JWT_LIFETIME = 600
 # Beside the fronts' own (hop-by-hop, credentials): identities only the front decides.
-_DROP_REQUEST = DROP_REQUEST | {
+_DROP_REQUEST = _front.DROP_REQUEST | {
     "accept-encoding",  # answers come back plain, so their URIs can be put back
     "x-trino-user", "x-trino-original-user", "x-trino-original-roles", "x-trino-extra-credential",
     "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "forwarded"}
@@ -239,7 +230,7 @@ def make_app(state: FrontState, hub_auth):
                 # Trino's rules let the service see and cancel every query; admins act through it.
                 as_user = SERVICE_USER
                 app_log.info("Trino front: admin %s: %s %s (as %s)", user, self.request.method, path, SERVICE_USER)
-            headers = copy_headers(self.request.headers.get_all(), _DROP_REQUEST)
+            headers = _front.copy_headers(self.request.headers.get_all(), _DROP_REQUEST)
             extra = strip_hub_credential(self.request.headers.get_list("X-Trino-Extra-Credential"))
             if extra:
                 headers["X-Trino-Extra-Credential"] = extra
@@ -262,14 +253,14 @@ def make_app(state: FrontState, hub_auth):
             except (OSError, httpclient.HTTPClientError):  # refused, reset, timed out
                 response = None
             if response is None or response.code == 599:
-                answer_starting(self, "Trino is starting (or restarting); try again in a few seconds")
+                _front.answer_starting(self, "Trino is starting (or restarting); try again in a few seconds")
                 return
             self.set_status(response.code, response.reason)
             secure, plain = f"https://{self.request.host}/", f"{self.request.protocol}://{self.request.host}/"
             for name, value in response.headers.get_all():
                 if name.lower() == "location" and value.startswith(secure):
                     value = plain + value.removeprefix(secure)
-                if name.lower() not in DROP_RESPONSE:
+                if name.lower() not in _front.DROP_RESPONSE:
                     self.add_header(name, value)
             if response.code in (204, 304) or self.request.method == "HEAD":
                 self.finish()  # no body may follow (tornado refuses to write one)
@@ -297,7 +288,7 @@ def make_app(state: FrontState, hub_auth):
             return json.dumps(doc).encode()
 
         def write_error(self, status_code, **kwargs):
-            finish_json_error(self, status_code, kwargs, code_key="error")
+            _front.finish_json_error(self, status_code, kwargs, code_key="error")
 
         get = head = post = put = delete = _forward
 
