@@ -245,7 +245,7 @@ def start_front(port: int, *, key: bytes, backend: str) -> None:
         asyncio.run(run())
 
     threading.Thread(target=serve, name="trino-front", daemon=True).start()
-    print(f"Trino front listening on http://127.0.0.1:{port} (hub login; Trino itself on {backend})", flush=True)
+    print(f"Trino front listening on {local_url(port)} (hub login; Trino itself on {backend})", flush=True)
 
 
 def prepare_hive(url: str, token: str) -> None:
