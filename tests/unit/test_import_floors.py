@@ -133,3 +133,20 @@ def test_a_service_base_lives_apart_from_the_list():
     for name, targets in graph.items():
         if name.startswith("atelier_hub.services."):
             assert "atelier_hub.services" not in targets, f"{name} imports the list of services"
+
+
+def test_the_cluster_spawner_loads_no_embedded_code():
+    """KubeSpawner's module reads the services' descriptors (mode-free), never the
+    embedded stack or a service's process code."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys, atelier_hub.cluster.kubespawner; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('atelier_hub'))))")
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                       check=True).stdout)
+    embedded = [m for m in loaded if m in ("atelier_hub.embedded", "atelier_hub.stack", "atelier_hub.users")
+                or m.endswith(("_server", "_front", "_page", "_spawner")) and "profile_spawner" not in m]
+    assert "atelier_hub.services.s3" in loaded  # the descriptors are read
+    assert embedded == []

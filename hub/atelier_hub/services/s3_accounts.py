@@ -28,8 +28,6 @@ import urllib.request
 from pathlib import Path
 from xml.etree import ElementTree
 
-from ..embedded import write_secret
-
 __all__ = ["SHARED_BUCKET", "MLFLOW_BUCKET", "SERVICE_ACCOUNTS", "S3Accounts", "S3AdminError", "bucket_policies",
            "user_access_key", "service_access_key", "private_prefix"]
 
@@ -150,6 +148,10 @@ class S3Accounts:
         return self.keys_dir / kind / f"{name}.json"
 
     def _keys(self, kind: str, name: str, access: str) -> dict[str, str]:
+        # Here, not at the top: the descriptor (imported in either mode) reads this
+        # module's names, and only the embedded store writes keys.
+        from ..embedded import write_secret
+
         path = self._path(kind, name)
         if not path.exists():
             write_secret(path, json.dumps({"access_key_id": access, "secret_access_key": secrets.token_urlsafe(30)}))
