@@ -224,7 +224,11 @@ def test_the_chart_runs_the_hub_and_proxy_pods_from_our_images(chart, control_pl
     log = chart.hub_log(400)
     # ... whose hub.extraConfig ran the rendered Atelier block and the overlay's, in that order.
     assert re.search(r"Loading extra config: atelier\.py.*Loading extra config: zz-test-node\.py", log, re.S), log
-    # Hub, proxy and culler listen on 127.0.0.1 only, each on this run's port.
+    # Hub, proxy and culler listen on 127.0.0.1 only, each on this run's port. The hub
+    # routes its login page before its managed services answer: the culler may still be
+    # starting.
+    kube.wait("the culler in the hub pod to listen", lambda: listening(port=chart.ports["CULLER_PORT"]),
+              timeout=120)
     for key in ("PROXY_PORT", "PROXY_API_PORT", "HUB_PORT", "CULLER_PORT"):
         port = chart.ports[key]
         assert listening(port=port) == {f"127.0.0.1:{port}"}, (key, listening(port=port))
