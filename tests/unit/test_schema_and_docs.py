@@ -10,7 +10,8 @@ from pathlib import Path
 
 import atelier_hub
 import pytest
-from atelier_hub.schema import StrictModel, reference, sections, undocumented
+from atelier_hub.reference import reference, sections
+from atelier_hub.schema import StrictModel, undocumented
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,7 +46,7 @@ def test_the_reference_is_generated_from_the_models_and_current():
     committed = (REPO / "docs" / "reference.md").read_text()
     assert committed == reference(sections()), (
         "docs/reference.md is out of date: regenerate it with "
-        "`.venv/bin/python -m atelier_hub.schema > docs/reference.md`")
+        "`.venv/bin/python -m atelier_hub.reference > docs/reference.md`")
 
 
 def test_the_readmes_links_lead_somewhere_the_reference_among_them():
