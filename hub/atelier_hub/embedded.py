@@ -38,12 +38,13 @@ import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .private_files import write_private
 from .services import SERVICES, Service, enabled
 from .services._process import end_group, end_recorded, free_port
 from .settings import Deployment, Services
 from .users import UsersFile
 
-__all__ = ["Embedded", "ADMIN_USER", "RELAYS_DIR", "write_secret", "end_leftovers", "tighten"]
+__all__ = ["Embedded", "ADMIN_USER", "RELAYS_DIR", "end_leftovers", "tighten"]
 
 ADMIN_USER = "admin"
 # Ports of the hub itself, beside each service's own (keys of Embedded.ports).
@@ -52,13 +53,6 @@ HUB_PORTS = ("hub", "proxy_api")
 HUB_RECORD = "run/hub.pid"
 # Where the container spawner records each session's network relay (netns_relay.py).
 RELAYS_DIR = "run/relays"
-
-
-def write_secret(path: Path, value: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value)
 
 
 def tighten(root: Path) -> None:
@@ -88,7 +82,7 @@ def _strip(path: Path, mode: int | None = None) -> None:
 
 def _secret(path: Path, make=lambda: secrets.token_hex(32)) -> str:
     if not path.exists():
-        write_secret(path, make())
+        write_private(path, make())
     return path.read_text().strip()
 
 
@@ -147,7 +141,7 @@ class Embedded:
         if not path.exists():
             # versitygw's root user: the store's and the hub's alone (users and
             # services get accounts of their own, services/s3.py).
-            write_secret(path, json.dumps({
+            write_private(path, json.dumps({
                 "access_key_id": "atelier" + secrets.token_hex(6),
                 "secret_access_key": secrets.token_urlsafe(30),
             }))
@@ -230,13 +224,13 @@ class Embedded:
         (root / "secrets").mkdir(mode=0o700, exist_ok=True)
         for svc in stack.running:
             svc.prepare(stack)
-        write_secret(root / "atelier.json", json.dumps(asdict(stack), indent=2))
-        write_secret(root / "deployment.json", stack.deployment().model_dump_json(indent=2))
+        write_private(root / "atelier.json", json.dumps(asdict(stack), indent=2))
+        write_private(root / "deployment.json", stack.deployment().model_dump_json(indent=2))
         stack.admin_token()
         password = None
         if not stack.users.path.exists():  # first start only: removing every user brings no admin back
             password = stack.users.add(ADMIN_USER, admin=True)
-            write_secret(root / "initial-admin-password", password + "\n")
+            write_private(root / "initial-admin-password", password + "\n")
         return stack, password
 
 

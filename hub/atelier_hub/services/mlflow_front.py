@@ -49,6 +49,7 @@ from tornado import httpclient, httputil, web
 from tornado.httpserver import HTTPServer
 from tornado.log import access_log
 
+from ..private_files import write_private
 from ._front import HUB_AUTH_CACHE_S, RefusedPath, decided_path, forward_path, identity
 from ._process import Supervisor, die_with_parent, free_port
 from .mlflow import personal_experiment
@@ -194,18 +195,6 @@ def backend_path(uri: str, *, prefix: str, method: str) -> str:
     return uri
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by this OS account only, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class Credentials:
     """The MLflow password of each account the front made, in one 0600 file of the state
     folder (generated here, never logged, sent only to MLflow's private server)."""
@@ -219,7 +208,7 @@ class Credentials:
 
     def new(self, name: str) -> str:
         self._data[name] = secrets.token_urlsafe(32)
-        write_private(self.file, json.dumps(self._data, indent=1))
+        write_private(self.file, json.dumps(self._data, indent=1), durable=True)
         return self._data[name]
 
     def header(self, name: str) -> str:
@@ -632,7 +621,7 @@ def prepare_auth(folder: Path) -> tuple[Credentials, dict[str, str]]:
             print(f"MLflow front: no credentials for {database}; set it aside as {aside.name}", flush=True)
         credentials.new(FRONT_USER)
     config = folder / "basic_auth.ini"
-    write_private(config, auth_config(database=database.resolve()))
+    write_private(config, auth_config(database=database.resolve()), durable=True)
     return credentials, {
         MLFLOW_AUTH_ENV["config"]: str(config),
         MLFLOW_AUTH_ENV["admin_username"]: FRONT_USER,
