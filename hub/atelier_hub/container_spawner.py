@@ -47,6 +47,10 @@ from traitlets import Int, Unicode, default
 from .embedded import RELAYS_DIR
 from .embedded_spawner import EmbeddedSpawnerMixin
 from .gpus import GPUUnavailable
+from .image_paths import HOME as IMAGE_HOME
+from .image_paths import JAVA_HOME as IMAGE_JAVA_HOME
+from .image_paths import SESSION_CONFIG_DIR
+from .image_paths import SPARK_JARS as IMAGE_JARS
 from .install.paths import image_ref
 from .netns_relay import READY
 from .profiles import Profile, to_embedded
@@ -54,15 +58,9 @@ from .services._process import PARENT_PID_VAR, end_group, end_recorded, record, 
 from .session import session_env, session_files
 from .settings import Services
 
-__all__ = ["AtelierDockerSpawner", "SESSION_CONFIG_DIR", "IMAGE_HOME", "IMAGE_JARS", "IMAGE_JAVA_HOME",
-           "container_services", "forwarded_endpoints", "stack_id", "update_container_spawner"]
+__all__ = ["AtelierDockerSpawner", "SESSION_CONFIG_DIR", "container_services", "forwarded_endpoints", "stack_id",
+           "update_container_spawner"]
 
-# Fixed paths inside images/base (its Dockerfile creates them).
-IMAGE_HOME = "/home/jovyan"
-IMAGE_JARS = "/opt/atelier/spark-jars"
-IMAGE_JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
-# The same folder as cluster mode's (atelier_hub.cluster.kubespawner.SESSION_CONFIG_DIR).
-SESSION_CONFIG_DIR = "/etc/atelier/session"
 # Every session's host name (its own: each has its own network namespace and /etc/hosts).
 SESSION_HOSTNAME = "atelier"
 # Seconds a relay may take to bind its listeners (a Python start on a busy machine).

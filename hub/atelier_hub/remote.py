@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urljoin, urlsplit
 
-from .connect import SESSION_HOME, code_command, k8s_code_command, ssh_alias
+from .connect import code_command, k8s_code_command, ssh_alias
+from .image_paths import HOME as SESSION_HOME
 from .origins import is_localhost_name
 from .private_files import write_private
 

@@ -16,10 +16,12 @@ from atelier_hub.schema import StrictModel, undocumented
 REPO = Path(__file__).resolve().parents[2]
 
 # Modules without a single `>>>` example: runtime glue (tornado handlers, traitlets
-# spawners, process supervisors) whose behaviour the integration tests exercise instead.
+# spawners, process supervisors) whose behaviour the integration tests exercise instead,
+# and the image's paths (constants only).
 NO_EXAMPLES = {
     "atelier_hub", "atelier_hub.cgroups", "atelier_hub.cli", "atelier_hub.config",
-    "atelier_hub.embedded", "atelier_hub.engine", "atelier_hub.gpus", "atelier_hub.install.docker",
+    "atelier_hub.embedded", "atelier_hub.engine", "atelier_hub.gpus", "atelier_hub.image_paths",
+    "atelier_hub.install.docker",
     "atelier_hub.profile_spawner", "atelier_hub.spawner",
     "atelier_hub.cluster",
     "atelier_hub.install", "atelier_hub.install.__main__", "atelier_hub.install._steps",

@@ -41,17 +41,13 @@ from tornado import web
 from traitlets import Integer
 
 from .. import origins
+from ..image_paths import SESSION_CONFIG_DIR
 from ..profile_spawner import ProfileSpawnerMixin
 from ..profiles import Profile, load_profiles, to_kubespawner, visible_profiles
 from ..session import session_env, session_files
 from .settings import ClusterSettings, load_cluster_settings
 
-__all__ = ["AtelierKubeSpawner", "configure_kubespawner", "profile_list", "SECRET_ENV", "SESSION_CONFIG_DIR"]
-
-# Where the session's config files (spark-defaults.conf, fsspec, the Trino CLI's) are
-# mounted, read-only, from the server's Secret (the chart's hub Role may create Secrets,
-# not ConfigMaps); the session's env vars point each library there.
-SESSION_CONFIG_DIR = "/etc/atelier/session"
+__all__ = ["AtelierKubeSpawner", "configure_kubespawner", "profile_list", "SECRET_ENV"]
 
 # Variables whose values are credentials: they reach the pod through a Secret only.
 SECRET_ENV = (
@@ -197,6 +193,8 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             pod.spec.volumes = [*(pod.spec.volumes or []), volume]
             container = pod.spec.containers[0]
             container.volume_mounts = [*(container.volume_mounts or []), V1VolumeMount(
+                # Read-only, from the server's Secret (the chart's hub Role may create
+                # Secrets, not ConfigMaps); the session's env vars point each library there.
                 name="atelier-session", mount_path=SESSION_CONFIG_DIR, read_only=True)]
         # Created before the pod, so the container never starts without it; replaced
         # whole, since a new start has a new API token.
