@@ -9,9 +9,10 @@ and a server's GPUs are held from its pre-spawn hook until it stops or fails to 
 
 from __future__ import annotations
 
-import html
+import functools
 from typing import ClassVar
 
+import jinja2
 from tornado import web
 from traitlets import Unicode, default
 
@@ -32,48 +33,27 @@ def _gpu_note(profile: Profile, free: int, total: int) -> str:
 
 
 def render_profile_form(profiles: list[Profile], *, free_gpus: int, total_gpus: int) -> str:
-    """HTML of the profile picker: one card per profile with its sizes (pure).
+    """HTML of the profile picker (``templates/profile_form.html``): one card per profile
+    with its sizes (pure).
 
     >>> from atelier_hub.profiles import Profile
     >>> p = Profile(name="cpu-small", display_name="Small", cpu={"limit": 2}, memory={"limit": "4G"})
-    >>> 'value="cpu-small"' in render_profile_form([p], free_gpus=0, total_gpus=0)
+    >>> 'value="cpu-small" checked' in render_profile_form([p], free_gpus=0, total_gpus=0)
     True
     """
-    cards = []
     default = next((p.name for p in profiles if p.default), profiles[0].name if profiles else "")
-    for p in profiles:
-        gpu = f"{p.gpu_count} × {html.escape(p.gpu.type or 'GPU')}" if p.gpu else "none"
-        note = _gpu_note(p, free_gpus, total_gpus)
-        cards.append(
-            f"""
-  <label class="atelier-profile card" data-profile="{html.escape(p.name)}">
-    <input type="radio" name="profile" value="{html.escape(p.name)}"{' checked' if p.name == default else ''}>
-    <div class="card-body">
-      <h3 class="card-title">{html.escape(p.display_name)} <code>{html.escape(p.name)}</code></h3>
-      <p class="card-text">{html.escape(p.description)}</p>
-      <dl>
-        <dt>CPU</dt><dd>{p.cpu.limit:g} cores</dd>
-        <dt>Memory</dt><dd>{format_memory(p.memory.limit)}</dd>
-        <dt>GPU</dt><dd>{gpu}</dd>
-      </dl>
-      {f'<p class="atelier-gpu-note">{html.escape(note)}</p>' if note else ''}
-    </div>
-  </label>"""
-        )
-    return f"""
-<style>
-  .atelier-profiles {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(15rem, 1fr)); gap: 1rem; margin: 1rem 0; }}
-  .atelier-profile {{ cursor: pointer; padding: .25rem; }}
-  .atelier-profile:has(input:checked) {{ outline: 3px solid #f37726; }}
-  .atelier-profile input {{ margin: .5rem; }}
-  .atelier-profile dl {{ display: grid; grid-template-columns: auto 1fr; gap: 0 .75rem; margin: 0; }}
-  .atelier-profile dt {{ font-weight: 600; }}
-  .atelier-gpu-note {{ color: #a94442; margin: .5rem 0 0; }}
-</style>
-<p>Choose a profile. Your home folder is the same whichever you pick.</p>
-<div class="atelier-profiles">{''.join(cards)}
-</div>
-"""
+    cards = [{"name": p.name, "display_name": p.display_name, "description": p.description,
+              "cpu": f"{p.cpu.limit:g}", "memory": format_memory(p.memory.limit),
+              "gpu": f"{p.gpu_count} × {p.gpu.type or 'GPU'}" if p.gpu else "none",
+              "note": _gpu_note(p, free_gpus, total_gpus)} for p in profiles]
+    return _form_template().render(cards=cards, default=default)
+
+
+@functools.cache
+def _form_template() -> jinja2.Template:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("atelier_hub", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    return env.get_template("profile_form.html")
 
 
 class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
