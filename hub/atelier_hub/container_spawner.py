@@ -45,8 +45,7 @@ from jupyterhub.utils import random_port
 from traitlets import Int, Unicode, default
 
 from .embedded import RELAYS_DIR
-from .embedded_spawner import EmbeddedSpawnerMixin
-from .gpus import GPUUnavailable
+from .embedded_spawner import EmbeddedSpawnerMixin, gpu_refusal
 from .image_paths import HOME as IMAGE_HOME
 from .image_paths import JAVA_HOME as IMAGE_JAVA_HOME
 from .image_paths import SESSION_CONFIG_DIR
@@ -243,16 +242,22 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
             return False
         return True
 
-    def _check_gpu_session(self, profile: Profile) -> None:
+    def check_request(self, options: dict | None) -> Profile:
+        """EmbeddedSpawnerMixin's check, then what a GPU profile needs here beyond free
+        GPUs: the GPU image and the engine's NVIDIA runtime (409 without them)."""
+        profile = super().check_request(options)
+        if not profile.gpu_count:
+            return profile
         if not self._image_exists(self.gpu_image):
-            raise GPUUnavailable(
+            raise gpu_refusal(
                 f"Profile {profile.name!r} runs the image {self.gpu_image}, which is not built here: "
                 "run `make images-gpu` (about 3 GB), or choose a CPU profile.")
         if not self._nvidia_runtime():
-            raise GPUUnavailable(
+            raise gpu_refusal(
                 f"Profile {profile.name!r} needs {profile.gpu_count} GPU(s), but the Docker engine has no "
                 "NVIDIA runtime: install the NVIDIA container toolkit (nvidia-ctk runtime configure) "
                 "or choose a CPU profile.")
+        return profile
 
     # -- the container -----------------------------------------------------------------
 

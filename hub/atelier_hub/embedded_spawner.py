@@ -1,10 +1,11 @@
 """What both embedded spawners (a local process, a container) share: the profile picker,
 the GPU pool, and the checks a spawn request passes before anything starts.
 
-Rule this module keeps: a request is checked once, the same way, whether it came from
-the form (the refusal shows above the form) or the REST API (the status and message:
-400/403 from :class:`ProfileSpawnerMixin`, 409 for GPUs that are not there or not free),
-and a server's GPUs are held from its pre-spawn hook until it stops or fails to start.
+Rule this module keeps: a request is checked by one method, the same way, whether it
+came from the form (the refusal shows above the form) or the REST API (the status and
+message: 400/403/413 from :class:`ProfileSpawnerMixin`, 409 for GPUs that are not there
+or not free), and a server's GPUs are held from its pre-spawn hook until it stops or
+fails to start.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from .profile_spawner import ProfileSpawnerMixin
 from .profiles import Profile, format_memory, visible_profiles
 from .settings import Services
 
-__all__ = ["EmbeddedSpawnerMixin", "render_profile_form"]
+__all__ = ["EmbeddedSpawnerMixin", "gpu_refusal", "render_profile_form"]
+
+
+def gpu_refusal(message: str) -> web.HTTPError:
+    """409: the GPUs a profile needs are not there, not free, or not usable here."""
+    return web.HTTPError(409, message, reason=message)
 
 
 def _gpu_note(profile: Profile, free: int, total: int) -> str:
@@ -111,40 +117,38 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
         # Checked here too, so the form page shows the refusal at once; the hub shows
         # str(error) above the form, hence a plain error with just the message.
         try:
-            self._check(options)
+            self.check_request(options)
         except web.HTTPError as exc:
             raise ValueError(exc.log_message) from None
-        except GPUUnavailable as exc:
-            raise ValueError(str(exc)) from None
         return options
 
-    def _check(self, options: dict) -> Profile:
+    def check_request(self, options: dict | None) -> Profile:
         """The requested profile, if this user may use it and its GPUs are free now.
 
-        Raises HTTPError (400/403, see ProfileSpawnerMixin) or GPUUnavailable."""
-        profile = self.resolve_request(options)
+        Raises HTTPError: 400/403/413 (see ProfileSpawnerMixin), 409 for GPUs that are
+        not there or not free."""
+        profile = super().check_request(options)
         if profile.gpu_count:
             pool = self.gpu_pool
             if self._key not in pool.held:
                 probe = f"check:{self._key}"
-                pool.acquire(probe, profile.gpu_count, profile=profile.name)  # raises: no/too few GPUs
+                try:
+                    pool.acquire(probe, profile.gpu_count, profile=profile.name)  # raises: no/too few GPUs
+                except GPUUnavailable as exc:
+                    raise gpu_refusal(str(exc)) from None
                 pool.release(probe)
-            self._check_gpu_session(profile)
         return profile
 
-    def _check_gpu_session(self, profile: Profile) -> None:
-        """What else a GPU profile needs in this spawner (raise GPUUnavailable); nothing here."""
-
     def run_pre_spawn_hook(self):
-        # Before anything starts: a bad request is refused here (the REST API answers
-        # with the status and message) and the hub stays healthy.
+        # The request is checked first (ProfileSpawnerMixin: self.profile), then this
+        # server's GPUs are held and its S3 keys made, before anything starts.
+        result = super().run_pre_spawn_hook()
         try:
-            self.profile = self._check(self.user_options)
             self.gpu_ids = self.gpu_pool.acquire(self._key, self.profile.gpu_count, profile=self.profile.name)
-        except GPUUnavailable as exc:
-            raise web.HTTPError(409, str(exc), reason=str(exc)) from None
+        except GPUUnavailable as exc:  # taken since the check
+            raise gpu_refusal(str(exc)) from None
         self.s3_keys = self._user_s3_keys()
-        return super().run_pre_spawn_hook()
+        return result
 
     def _user_s3_keys(self) -> dict[str, str] | None:
         if not self.state_dir or self.deployment.services.s3 is None:
@@ -184,15 +188,12 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
 
     def get_state(self):
         state = super().get_state()
-        if self.profile is not None:
-            state["profile"] = self.profile.name
         if self.gpu_ids:
             state["gpu_ids"] = self.gpu_ids
         return state
 
     def load_state(self, state):
         super().load_state(state)
-        self.profile = self.profile_named(state.get("profile"))
         self.gpu_ids = list(state.get("gpu_ids", []))
         self.gpu_pool.restore(self._key, self.gpu_ids)
 

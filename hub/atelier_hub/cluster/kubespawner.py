@@ -97,10 +97,10 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
     def check_request(self, options: dict | None) -> Profile:
         """The profile ``options`` names, if this user may start it now.
 
-        Raises :class:`tornado.web.HTTPError`: 403 for a profile outside the user's
-        groups, 400 for an unknown one, 409 past the per-user GPU server limit.
+        Raises :class:`tornado.web.HTTPError`: 400/403/413 (see ProfileSpawnerMixin),
+        409 past the per-user GPU server limit.
         """
-        profile = self.resolve_request(options)
+        profile = super().check_request(options)
         if profile.gpu_count:
             others = sorted(
                 name or "(default server)"
@@ -123,12 +123,6 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         # Checked here too, so the form page shows the refusal at once.
         self.check_request(options)
         return options
-
-    def run_pre_spawn_hook(self):
-        # Before anything is created: a refused request leaves no object behind and the
-        # REST API answers with the status and message above.
-        self.profile = self.check_request(self.user_options)
-        return super().run_pre_spawn_hook()
 
     async def load_user_options(self):
         # KubeSpawner applies the profile's kubespawner_override here; the user's own
@@ -219,23 +213,6 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             f"Could not delete secret {self.env_secret_name}",
             timeout=self.k8s_api_request_retry_timeout,
         )
-
-    # -- state kept across hub restarts ------------------------------------------------------
-
-    def get_state(self):
-        state = super().get_state()
-        if self.profile is not None:
-            state["profile"] = self.profile.name
-        return state
-
-    def load_state(self, state):
-        super().load_state(state)
-        name = state.get("profile")
-        self.profile = self.profile_named(name)
-
-    def clear_state(self):
-        super().clear_state()
-        self.profile = None
 
 
 # -- configuration: one update_<section> each; only sets, never appends ---------------------
