@@ -52,7 +52,7 @@ from .image_paths import SESSION_CONFIG_DIR
 from .image_paths import SPARK_JARS as IMAGE_JARS
 from .install.paths import image_ref
 from .netns_relay import READY
-from .profiles import Profile, to_embedded
+from .profiles import Profile
 from .services._process import PARENT_PID_VAR, end_group, end_recorded, record, tail
 from .session import session_env, session_files
 from .settings import Services
@@ -263,7 +263,7 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
 
     def _session_files(self) -> dict[str, str]:
         return session_files(self.profile, username=self.user.name,
-                             services=container_services(self.session_services()))
+                             services=container_services(self.session_services()), cpus=self.cpus)
 
     def get_env(self):
         env = super().get_env()
@@ -273,7 +273,7 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
                 self.profile,
                 username=self.user.name,
                 services=container_services(self.session_services()),
-                threads=to_embedded(self.profile, host_cpus=os.cpu_count() or 1).threads,
+                cpus=self.cpus,
                 api_token=self.api_token,
                 # The NVIDIA runtime shows the container only its own GPUs, as 0..n-1.
                 gpu_ids=list(range(len(self.gpu_ids))),

@@ -11,6 +11,7 @@ fails to start.
 from __future__ import annotations
 
 import functools
+import os
 from typing import ClassVar
 
 import jinja2
@@ -96,6 +97,10 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
         if cls._gpu_pool is None:
             cls._gpu_pool = GPUPool(detect_gpus())
         return cls._gpu_pool
+
+    def usable_cpus(self) -> int:
+        # Every session runs on this machine: more threads than its cores only contend.
+        return os.cpu_count() or 1
 
     @property
     def _key(self) -> str:

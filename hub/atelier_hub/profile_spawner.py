@@ -25,7 +25,7 @@ from traitlets import Unicode
 from traitlets.config import Configurable
 
 from .input_limits import USER_OPTIONS_MAX, options_too_large, stored_size
-from .profiles import Profile, ProfileError, load_profiles, resolve_profile
+from .profiles import Profile, ProfileError, load_profiles, resolve_profile, session_cpus
 from .settings import Deployment, load_deployment
 from .usage import record
 
@@ -96,6 +96,17 @@ class ProfileSpawnerMixin(Configurable):
             data = Path(self.deployment_file).read_bytes() if self.deployment_file else b""
             cls._deployment_digest = hashlib.sha256(data).hexdigest()[:16]
         return cls._deployment_digest
+
+    def usable_cpus(self) -> int | None:
+        """The CPUs a session of this spawner can really use, where it knows them; None
+        here: a pod gets its CPU limit on a node the scheduler picks with room for it."""
+        return None
+
+    @property
+    def cpus(self) -> int:
+        """This server's one CPU count (:func:`atelier_hub.profiles.session_cpus`): its
+        thread pools, Spark and Ray."""
+        return session_cpus(self.profile, usable=self.usable_cpus())
 
     def stale(self) -> bool:
         return bool(self.started_digest) and self.started_digest != self.deployment_digest

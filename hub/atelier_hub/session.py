@@ -9,7 +9,6 @@ process or KubeSpawner) only add what they alone know (the API token, GPU ids).
 from __future__ import annotations
 
 import json
-import math
 
 from .profiles import Profile, format_memory
 from .services.mlflow import personal_experiment
@@ -44,19 +43,21 @@ def session_env(
     *,
     username: str,
     services: Services,
-    threads: int,
+    cpus: int,
     api_token: str | None = None,
     gpu_ids: list[int] | None = None,
     config_dir: str | None = None,
 ) -> dict[str, str]:
     """Environment variables for one session.
 
-    ``config_dir`` is where the files of :func:`session_files` are written for this
-    session; the variables that point libraries at them are set only when it is given.
+    ``cpus`` is the session's CPU count (:func:`atelier_hub.profiles.session_cpus`): its
+    thread pools and Ray's CPUs. ``config_dir`` is where the files of
+    :func:`session_files` are written for this session; the variables that point
+    libraries at them are set only when it is given.
 
     >>> from atelier_hub.profiles import Profile
     >>> p = Profile(name="cpu-small", display_name="S", cpu={"limit": 2}, memory={"limit": "4G"})
-    >>> env = session_env(p, username="ada", services=Services(), threads=2)
+    >>> env = session_env(p, username="ada", services=Services(), cpus=2)
     >>> env["ATELIER_PROFILE"], env["OMP_NUM_THREADS"], env["CUDA_VISIBLE_DEVICES"]
     ('cpu-small', '2', '')
     """
@@ -80,7 +81,7 @@ def session_env(
     if profile.gpu and profile.gpu.type:
         env["ATELIER_GPU_TYPE"] = profile.gpu.type
     for var in THREAD_VARS:
-        env[var] = str(threads)
+        env[var] = str(cpus)
     # An empty CUDA_VISIBLE_DEVICES hides every GPU: a CPU session must not grab one.
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids or [])
 
@@ -151,8 +152,7 @@ def session_env(
         if services.ray.address:
             env["RAY_ADDRESS"] = services.ray.address
         else:
-            env["RAY_OVERRIDE_RESOURCES"] = json.dumps(
-                {"CPU": math.floor(profile.cpu.limit) or 1, "GPU": profile.gpu_count})
+            env["RAY_OVERRIDE_RESOURCES"] = json.dumps({"CPU": cpus, "GPU": profile.gpu_count})
             # Ray's single-machine mode: every Ray process binds 127.0.0.1 instead of the
             # machine's network address. ref: ray/_private/services.py get_node_ip_address
             env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -165,31 +165,31 @@ def session_env(
     return env
 
 
-def spark_defaults(profile: Profile, *, services: Services) -> dict[str, str]:
-    """``spark-defaults.conf`` entries for a session: sized to the profile, s3a on the
-    deployment's store. Credentials are not written: s3a's default provider chain reads
-    the session's AWS_* variables (or IRSA on a cluster).
+def spark_defaults(profile: Profile, *, services: Services, cpus: int) -> dict[str, str]:
+    """``spark-defaults.conf`` entries for a session: ``cpus`` cores (the session's CPU
+    count, as its thread pools) and the profile's memory, s3a on the deployment's store.
+    Credentials are not written: s3a's default provider chain reads the session's AWS_*
+    variables (or IRSA on a cluster).
 
     >>> from atelier_hub.profiles import Profile
     >>> p = Profile(name="cpu-large", display_name="L", cpu={"limit": 8}, memory={"limit": "16G"})
     >>> from atelier_hub.settings import SparkService
-    >>> spark_defaults(p, services=Services(spark=SparkService()))["spark.master"]
+    >>> spark_defaults(p, services=Services(spark=SparkService()), cpus=8)["spark.master"]
     'local[8]'
     """
     sp = services.spark
     if sp is None:
         return {}
-    cores = max(1, math.floor(profile.cpu.limit))
     mib = profile.memory.limit // 2**20
     conf: dict[str, str] = {}
     if sp.master is None:
         # Local mode: the whole job runs in the driver JVM, which gets half the session's
         # memory (the Python kernel and the OS keep the rest).
-        conf["spark.master"] = f"local[{cores}]"
+        conf["spark.master"] = f"local[{cpus}]"
         conf["spark.driver.memory"] = f"{max(512, mib // 2)}m"
     else:
         conf["spark.master"] = sp.master
-        conf["spark.executor.cores"] = str(cores)
+        conf["spark.executor.cores"] = str(cpus)
         conf["spark.executor.memory"] = f"{max(512, mib * 3 // 4)}m"
     if sp.local_ip:
         conf["spark.driver.bindAddress"] = conf["spark.driver.host"] = sp.local_ip
@@ -210,17 +210,17 @@ def spark_defaults(profile: Profile, *, services: Services) -> dict[str, str]:
     return conf
 
 
-def session_files(profile: Profile, *, username: str, services: Services) -> dict[str, str]:
+def session_files(profile: Profile, *, username: str, services: Services, cpus: int) -> dict[str, str]:
     """Config files each library reads, by path relative to the session's config folder.
 
     >>> from atelier_hub.profiles import Profile
     >>> p = Profile(name="cpu-small", display_name="S", cpu={"limit": 2}, memory={"limit": "4G"})
-    >>> sorted(session_files(p, username="ada", services=Services()))
+    >>> sorted(session_files(p, username="ada", services=Services(), cpus=2))
     []
     """
     files: dict[str, str] = {}
     if services.spark is not None:
-        conf = spark_defaults(profile, services=services)
+        conf = spark_defaults(profile, services=services, cpus=cpus)
         files["spark/spark-defaults.conf"] = "".join(f"{k} {v}\n" for k, v in conf.items())
     if services.s3 is not None and services.s3.endpoint_url:
         # fsspec/s3fs (pandas, pyarrow datasets with s3:// paths) take their defaults from here.

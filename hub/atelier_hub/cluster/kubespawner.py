@@ -144,7 +144,7 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
                     self.profile,
                     username=self.user.name,
                     services=self.deployment.services,
-                    threads=max(1, int(self.profile.cpu.limit)),
+                    cpus=self.cpus,
                     api_token=self.api_token,
                     # The device plugin shows the container only its own GPUs, as 0..n-1.
                     gpu_ids=list(range(self.profile.gpu_count)),
@@ -159,7 +159,8 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
     def _session_files(self) -> dict[str, str]:
         if self.profile is None:
             return {}
-        return session_files(self.profile, username=self.user.name, services=self.deployment.services)
+        return session_files(self.profile, username=self.user.name, services=self.deployment.services,
+                             cpus=self.cpus)
 
     def get_env_secret_manifest(self) -> V1Secret:
         labels = self._build_common_labels(self._expand_all(self.extra_labels))
