@@ -116,7 +116,7 @@ def test_thread_pools_spark_and_ray_get_one_cpu_count_from_the_profile(name):
     limit, *expected = PROFILE_CPUS[name]
     assert profile.cpu.limit == limit
     services = Services(spark=SparkService(), ray=RayService())
-    for usable, want in zip((2, 16, None), expected):
+    for usable, want in zip((2, 16, None), expected, strict=True):
         cpus = session_cpus(profile, usable=usable)
         env = session_env(profile, username="ada", services=services, cpus=cpus)
         spark = session_files(profile, username="ada", services=services, cpus=cpus)["spark/spark-defaults.conf"]
