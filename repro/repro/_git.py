@@ -40,6 +40,10 @@ _GIT_CONFIG = (
     "-c", "diff.relative=false",
     "-c", "core.fsmonitor=false",
     "-c", "status.relativePaths=false",
+    # `git diff` rewrites the index (taking index.lock) when a file's stat changed but its
+    # content did not, and GIT_OPTIONAL_LOCKS=0 does not stop it (git 2.39): that would
+    # break the promise above and, by changing the index, end the scan reuse (``_watch``).
+    "-c", "diff.autoRefreshIndex=false",
 )
 # --no-renames: one file per chunk, so the chunks of changed files can be replaced.
 _DIFF_ARGS = ("--binary", "--no-color", "--no-ext-diff", "--no-textconv", "--src-prefix=a/",
