@@ -12,13 +12,13 @@ import logging
 import os
 from pathlib import Path
 
-from .embedded import ADMIN_USER
+from .embedded.stack import EmbeddedStack
+from .embedded.state_folder import ADMIN_USER
 from .input_limits import bound_hub_requests, trim_saved_options
 from .install.paths import tool_path
 from .origins import update_origins
 from .profiles import ProfileError, load_profiles
 from .services._process import PARENT_PID_VAR
-from .stack import EmbeddedStack
 
 __all__ = ["configure"]
 
@@ -52,19 +52,19 @@ def update_auth(c, stack: EmbeddedStack) -> None:
     """The users file decides who exists: at start-up the hub deletes from its database
     anyone removed from the file while it was down (AtelierAuthenticator.add_user
     refuses them), and every removal runs the stack's one clean-up hook."""
-    c.JupyterHub.authenticator_class = "atelier_hub.auth.AtelierAuthenticator"
+    c.JupyterHub.authenticator_class = "atelier_hub.embedded.auth.AtelierAuthenticator"
     c.AtelierAuthenticator.users_file = str(stack.path("users.json"))
     c.AtelierAuthenticator.delete_invalid_users = True
     c.AtelierAuthenticator.on_user_removed = stack.remove_user
     c.AtelierAuthenticator.public_url = stack.url
-    # The admin page says where invite links are made (templates/admin.html).
-    c.JupyterHub.template_paths = [str(Path(__file__).with_name("templates"))]
+    # The admin page says where invite links are made (embedded/templates/admin.html).
+    c.JupyterHub.template_paths = [str(Path(__file__).with_name("embedded") / "templates")]
 
 
 def update_spawner(c, stack: EmbeddedStack) -> None:
     """Containers where a Docker engine and the base image are there, else local
-    processes (single-user mode); :func:`atelier_hub.engine.session_mode` decides."""
-    from .engine import docker_host, session_mode
+    processes (single-user mode); :func:`atelier_hub.embedded.engine.session_mode` decides."""
+    from .embedded.engine import docker_host, session_mode
 
     # The session's hub token also reaches the services that sit behind hub auth
     # (MLflow: it is the session's MLflow token).
@@ -72,7 +72,7 @@ def update_spawner(c, stack: EmbeddedStack) -> None:
     # Every spawner records its servers' starts and stops (``atelier usage``).
     c.ProfileSpawnerMixin.usage_file = str(stack.path("usage.jsonl"))
     if session_mode().name == "container":
-        from .container_spawner import update_container_spawner
+        from .embedded.container_spawner import update_container_spawner
 
         update_container_spawner(c, state=stack.root, profiles_dir=stack.profiles_dir,
                                  deployment_file=str(stack.path("deployment.json")),
@@ -82,7 +82,7 @@ def update_spawner(c, stack: EmbeddedStack) -> None:
     # Single-user mode: sessions are processes of the hub's OS user, able to read each
     # other and the hub's state, so only the person running `atelier dev` may log in.
     c.AtelierAuthenticator.only_user = ADMIN_USER
-    c.JupyterHub.spawner_class = "atelier_hub.spawner.AtelierLocalSpawner"
+    c.JupyterHub.spawner_class = "atelier_hub.embedded.process_spawner.AtelierLocalSpawner"
     c.AtelierLocalSpawner.profiles_dir = stack.profiles_dir
     c.AtelierLocalSpawner.deployment_file = str(stack.path("deployment.json"))
     c.AtelierLocalSpawner.state_dir = str(stack.root)

@@ -21,8 +21,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from atelier_hub.container_spawner import SESSION_CONFIG_DIR, container_services
-from atelier_hub.engine import engine
+from atelier_hub.embedded.container_spawner import SESSION_CONFIG_DIR, container_services
+from atelier_hub.embedded.engine import engine
 from atelier_hub.install.paths import image_ref
 from atelier_hub.profiles import load_profiles, to_embedded
 from atelier_hub.services import load_deployment
@@ -399,7 +399,7 @@ def test_a_stopped_session_leaves_no_relay(containers, alice):
     records = sorted(relays.glob("*--relay.pid"))
     assert len(records) == 1, sorted(relays.iterdir())
     pid = int(records[0].read_text().split()[0])
-    assert b"atelier_hub.netns_relay" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert b"atelier_hub.embedded.netns_relay" in Path(f"/proc/{pid}/cmdline").read_bytes()
     containers.stop_server("alice", "relay")
     wait_for(lambda: not _alive(pid), timeout=30, what="the relay's end after its session stopped")
     assert not list(relays.glob("*--relay.pid"))

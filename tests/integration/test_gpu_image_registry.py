@@ -14,8 +14,8 @@ import os
 import subprocess
 
 import pytest
-from atelier_hub.container_spawner import SESSION_CONFIG_DIR, container_services
-from atelier_hub.engine import engine
+from atelier_hub.embedded.container_spawner import SESSION_CONFIG_DIR, container_services
+from atelier_hub.embedded.engine import engine
 from atelier_hub.install.paths import image_ref
 from atelier_hub.profiles import load_profiles
 from atelier_hub.services import load_deployment

@@ -39,7 +39,7 @@ from traitlets.config import Config
 from atelier_hub.config import update_services
 from atelier_hub.profiles import Profile
 from atelier_hub.session import session_env
-from atelier_hub.stack import EmbeddedStack
+from atelier_hub.embedded.stack import EmbeddedStack
 
 stack, _ = EmbeddedStack.prepare(state, port=port, profiles_dir="profiles", without=("trino",))
 c = Config()

@@ -22,13 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGES = {"atelier_hub": REPO / "hub" / "atelier_hub", "repro": REPO / "repro" / "repro"}
 
 CORE = {f"atelier_hub.{name}" for name in ("profiles", "settings", "schema", "session", "profile_spawner")}
-# The embedded mode's modules (ARCHITECTURE.md's `embedded/` floor: the state folder, auth
+# The embedded mode (ARCHITECTURE.md's `embedded/` floor: the state folder, the stack, auth
 # and its users, the container and process spawners, cgroups, GPUs, the engine and the
-# session's network relay), until they move into that folder.
-EMBEDDED = {f"atelier_hub.{name}" for name in (
-    "embedded", "stack", "auth", "users", "spawner", "container_spawner", "embedded_spawner", "cgroups", "gpus",
-    "engine", "netns_relay")}
-ABOVE_THE_CORE = ("atelier_hub.services", "atelier_hub.cluster", "atelier_hub.embedded.")
+# session's network relay): anything under atelier_hub.embedded.
+EMBEDDED_PACKAGE = "atelier_hub.embedded"
+ABOVE_THE_CORE = ("atelier_hub.services", "atelier_hub.cluster", EMBEDDED_PACKAGE)
 
 
 def modules() -> dict[str, Path]:
@@ -137,8 +135,12 @@ def reach(start: str, edges: dict[str, set[str]], *, stop=lambda name: False) ->
     return paths
 
 
+def is_embedded(name: str) -> bool:
+    return name == EMBEDDED_PACKAGE or name.startswith(EMBEDDED_PACKAGE + ".")
+
+
 def above_the_core(name: str) -> bool:
-    return name in EMBEDDED or name.startswith(ABOVE_THE_CORE)
+    return name.startswith(ABOVE_THE_CORE)
 
 
 # -- the reader itself, on made-up packages: it must see what the rules are about ------------
@@ -170,7 +172,15 @@ def test_the_reader_finds_every_module_of_both_packages():
     for expected in ("atelier_hub", "atelier_hub.session", "atelier_hub.services", "atelier_hub.services.s3",
                      "atelier_hub.cluster.kubespawner", "repro", "repro._run"):
         assert expected in names
-    assert CORE <= set(names) and EMBEDDED <= set(names)
+    assert CORE <= set(names)
+    # The embedded mode lives in its own folder; none of its modules sits flat beside the core.
+    assert {name for name in names if is_embedded(name)} == {EMBEDDED_PACKAGE} | {
+        f"{EMBEDDED_PACKAGE}.{name}" for name in (
+            "state_folder", "stack", "auth", "users", "spawner_base", "process_spawner", "container_spawner",
+            "cgroups", "gpus", "engine", "netns_relay")}
+    flat = ("stack", "auth", "users", "spawner", "embedded_spawner", "container_spawner", "cgroups",
+            "gpus", "engine", "netns_relay")
+    assert not {f"atelier_hub.{name}" for name in flat} & set(names)
 
 
 # -- the rules ----------------------------------------------------------------------------
@@ -213,7 +223,7 @@ def test_the_cluster_spawner_loads_no_embedded_code():
             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('atelier_hub'))))")
     loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                        check=True).stdout)
-    embedded = [m for m in loaded if m in EMBEDDED
+    embedded = [m for m in loaded if is_embedded(m)
                 or m.endswith(("_server", "_front", "_page", "_spawner")) and "profile_spawner" not in m]
     assert "atelier_hub.services.s3" in loaded  # the descriptors are read
     assert embedded == []

@@ -19,10 +19,11 @@ REPO = Path(__file__).resolve().parents[2]
 # spawners, process supervisors) whose behaviour the integration tests exercise instead,
 # and the image's paths (constants only).
 NO_EXAMPLES = {
-    "atelier_hub", "atelier_hub._version", "atelier_hub.cgroups", "atelier_hub.cli", "atelier_hub.config",
-    "atelier_hub.embedded", "atelier_hub.engine", "atelier_hub.gpus", "atelier_hub.image_paths",
+    "atelier_hub", "atelier_hub._version", "atelier_hub.cli", "atelier_hub.config", "atelier_hub.image_paths",
+    "atelier_hub.embedded", "atelier_hub.embedded.cgroups", "atelier_hub.embedded.state_folder",
+    "atelier_hub.embedded.engine", "atelier_hub.embedded.gpus", "atelier_hub.embedded.process_spawner",
     "atelier_hub.install.docker",
-    "atelier_hub.profile_spawner", "atelier_hub.spawner",
+    "atelier_hub.profile_spawner",
     "atelier_hub.cluster",
     "atelier_hub.install", "atelier_hub.install.__main__", "atelier_hub.install._steps",
     "atelier_hub.install.trino", "atelier_hub.services.ray",

@@ -13,15 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
-from atelier_hub.auth import Backoff, UserError, UsersFile, check_password, hash_password
-from atelier_hub.embedded_spawner import render_profile_form
-from atelier_hub.gpus import GPUPool, GPUUnavailable
+from atelier_hub.embedded.auth import Backoff, UserError, UsersFile, check_password, hash_password
+from atelier_hub.embedded.gpus import GPUPool, GPUUnavailable
+from atelier_hub.embedded.spawner_base import render_profile_form
+from atelier_hub.embedded.users import InviteError
 from atelier_hub.profiles import Profile
 from atelier_hub.services import Services, SettingsError, load_deployment
 from atelier_hub.services.mlflow import MLflowService
 from atelier_hub.services.s3 import S3Service
 from atelier_hub.session import session_env
-from atelier_hub.users import InviteError
 
 SMALL = Profile(name="cpu-small", display_name="Small", cpu={"limit": 2, "guarantee": 0.5},
                 memory={"limit": "4G", "guarantee": "1G"})
@@ -163,7 +163,7 @@ def test_backoff_doubles_after_the_free_attempts_and_forgets():
 
 
 def test_the_hub_takes_only_user_names_the_users_file_takes(tmp_path):
-    from atelier_hub.auth import AtelierAuthenticator
+    from atelier_hub.embedded.auth import AtelierAuthenticator
 
     auth = AtelierAuthenticator(users_file=str(tmp_path / "users.json"))
     assert auth.validate_username("ada") and auth.validate_username("a" * 64)
@@ -307,7 +307,7 @@ def test_stored_spawn_options_past_the_limit_are_cut_back_and_the_file_shrinks(t
 
 _WRITER = """
 import sys
-from atelier_hub.users import UsersFile
+from atelier_hub.embedded.users import UsersFile
 users = UsersFile(sys.argv[1])
 for i in range(int(sys.argv[3])):
     name = f"{sys.argv[2]}{i}"
@@ -336,9 +336,9 @@ def test_two_processes_writing_the_users_file_never_corrupt_it(tmp_path):
 
 
 def test_the_state_folder_is_made_private_and_no_admin_comes_back(tmp_path):
-    from atelier_hub.embedded import ADMIN_USER
+    from atelier_hub.embedded.stack import EmbeddedStack
+    from atelier_hub.embedded.state_folder import ADMIN_USER
     from atelier_hub.services._process import free_port
-    from atelier_hub.stack import EmbeddedStack
 
     profiles = Path(__file__).resolve().parents[2] / "profiles"
     state = tmp_path / "state"

@@ -43,7 +43,7 @@ IMAGE_PARENT = {"gpu": "base"}
 
 
 def _docker(*args: str, **kw) -> subprocess.CompletedProcess:
-    from ..engine import docker_host
+    from ..embedded.engine import docker_host
 
     return subprocess.run(["docker", *args], env={**os.environ, "DOCKER_HOST": docker_host()}, **kw)
 
@@ -68,7 +68,7 @@ def ensure_engine() -> None:
                 policy.unlink(missing_ok=True)
     if shutil.which("docker") is None:
         sys.exit("[atelier install] the docker CLI is missing; apt-get install docker-cli (or docker.io)")
-    from ..engine import engine
+    from ..embedded.engine import engine
 
     try:
         _steps.say(engine().start())
@@ -266,7 +266,7 @@ def ensure_default_images() -> None:
     """What `make install` builds for container sessions, where this machine allows it:
     as root with apt (or an engine already there); elsewhere sessions run in the
     single-user process mode, and the installer says so."""
-    from ..engine import engine
+    from ..embedded.engine import engine
 
     if os.environ.get("ATELIER_SESSIONS") == "process":
         _steps.say("container images skipped (ATELIER_SESSIONS=process: single-user process sessions)")

@@ -16,9 +16,9 @@ from pathlib import Path
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from traitlets import Unicode, default
 
+from ..session import session_env, session_files
 from .cgroups import SessionCgroup
-from .embedded_spawner import EmbeddedSpawnerMixin
-from .session import session_env, session_files
+from .spawner_base import EmbeddedSpawnerMixin
 
 __all__ = ["AtelierLocalSpawner"]
 
@@ -52,7 +52,7 @@ class AtelierLocalSpawner(EmbeddedSpawnerMixin, SimpleLocalProcessSpawner):
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
         # Session-wide Jupyter settings (no calls home for news or updates); a user's
         # own ~/.jupyter still takes precedence.
-        env["JUPYTER_CONFIG_PATH"] = str(Path(__file__).with_name("session_config"))
+        env["JUPYTER_CONFIG_PATH"] = str(Path(__file__).parents[1] / "session_config")
         # PySpark's workers and Ray's use the session's Python, not whatever is first on PATH.
         env["PYSPARK_PYTHON"] = env["PYSPARK_DRIVER_PYTHON"] = sys.executable
         if self.profile is not None:

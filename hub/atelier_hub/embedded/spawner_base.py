@@ -18,10 +18,10 @@ import jinja2
 from tornado import web
 from traitlets import Unicode, default
 
+from ..profile_spawner import ProfileSpawnerMixin
+from ..profiles import Profile, format_memory, visible_profiles
+from ..services import Deployment
 from .gpus import GPUPool, GPUUnavailable, detect_gpus
-from .profile_spawner import ProfileSpawnerMixin
-from .profiles import Profile, format_memory, visible_profiles
-from .services import Deployment
 
 __all__ = ["EmbeddedSpawnerMixin", "gpu_refusal", "render_profile_form"]
 
@@ -58,7 +58,7 @@ def render_profile_form(profiles: list[Profile], *, free_gpus: int, total_gpus: 
 
 @functools.cache
 def _form_template() -> jinja2.Template:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("atelier_hub", "templates"), autoescape=True,
+    env = jinja2.Environment(loader=jinja2.PackageLoader("atelier_hub.embedded.state_folder", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined)
     return env.get_template("profile_form.html")
 
@@ -159,9 +159,9 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
     def _user_s3_keys(self) -> dict[str, str] | None:
         if not self.state_dir or self.deployment.services.s3 is None:
             return None
-        from .embedded import StateFolder
-        from .services.s3 import SERVICE as S3
-        from .services.s3 import S3AdminError
+        from ..services.s3 import SERVICE as S3
+        from ..services.s3 import S3AdminError
+        from .state_folder import StateFolder
 
         try:
             return S3.accounts(StateFolder.load(self.state_dir)).for_user(self.user.name)
@@ -172,7 +172,7 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
     def session_services(self):
         """The deployment's services as this user's sessions see them: the S3 entry
         carries this user's own keys (never another user's or the store's root keys)."""
-        from .services.s3 import with_keys
+        from ..services.s3 import with_keys
 
         services = self.deployment.services
         if not self.state_dir:

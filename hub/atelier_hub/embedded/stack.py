@@ -6,7 +6,7 @@ starts where free), their folders (:meth:`Service.prepare`), the deployment sett
 every session reads (each running service's endpoints), what each managed service is
 handed (:meth:`EmbeddedStack.services_for`), the clean-up of a removed user, and the end of
 what a hub that died hard left running. The state folder itself
-(:class:`atelier_hub.embedded.StateFolder`) knows no service; the descriptors know no
+(:class:`atelier_hub.embedded.state_folder.StateFolder`) knows no service; the descriptors know no
 stack, only the :class:`~atelier_hub.services.base.Site` the folder is.
 """
 
@@ -17,10 +17,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from .embedded import ADMIN_USER, HUB_PORTS, HUB_RECORD, RELAYS_DIR, StateFolder, tighten
-from .private_files import write_private
-from .services import SERVICES, Deployment, Service, Services, enabled
-from .services._process import end_group, end_recorded, free_port
+from ..private_files import write_private
+from ..services import SERVICES, Deployment, Service, Services, enabled
+from ..services._process import end_group, end_recorded, free_port
+from .state_folder import ADMIN_USER, HUB_PORTS, HUB_RECORD, RELAYS_DIR, StateFolder, tighten
 
 __all__ = ["EmbeddedStack", "end_leftovers"]
 

@@ -10,7 +10,7 @@ looser; ``atelier dev`` runs the hub and its services with umask 077), each home
 0700. The admin user is made once, when there is no users file yet; a stack whose
 users were all removed stays without one. This module names and imports no service:
 the stack's life cycle (which ports, which services, their folders and endpoints) is
-:mod:`atelier_hub.stack`'s, above the services; the state folder is what a service
+:mod:`atelier_hub.embedded.stack`'s, above the services; the state folder is what a service
 descriptor is given (:class:`atelier_hub.services.base.Site`). Layout::
 
     STATE/atelier.json       ports and paths of this stack (rewritten at each start, 0600)
@@ -39,7 +39,7 @@ import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .private_files import write_private
+from ..private_files import write_private
 from .users import UsersFile
 
 __all__ = ["StateFolder", "ADMIN_USER", "HUB_PORTS", "HUB_RECORD", "RELAYS_DIR", "tighten"]

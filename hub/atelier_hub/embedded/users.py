@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from .private_files import open_private, write_private
+from ..private_files import open_private, write_private
 
 __all__ = ["UsersFile", "hash_password", "check_password", "check_username", "UserError",
            "InviteError", "INVITE_LIFETIME", "parse_duration", "invite_url"]

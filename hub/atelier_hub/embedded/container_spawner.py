@@ -9,7 +9,7 @@ homes and processes are never mounted or shared.
 
 Each container runs with Docker's ``--network none``: its own network namespace with
 only ``lo``, as a pod has on a cluster, so no port a session opens is reachable from
-another session. Its one way out and in is a relay (:mod:`atelier_hub.netns_relay`)
+another session. Its one way out and in is a relay (:mod:`atelier_hub.embedded.netns_relay`)
 the spawner starts beside it, on 127.0.0.0/8 only (never a Docker bridge): the
 loopback endpoints of the session contract (:func:`forwarded_endpoints`: the hub's
 API, its proxy, S3, Trino's front, ...) answer at the same addresses inside, and the
@@ -44,18 +44,18 @@ from dockerspawner import DockerSpawner
 from jupyterhub.utils import random_port
 from traitlets import Int, Unicode, default
 
-from .embedded import RELAYS_DIR
-from .embedded_spawner import EmbeddedSpawnerMixin, gpu_refusal
-from .image_paths import HOME as IMAGE_HOME
-from .image_paths import JAVA_HOME as IMAGE_JAVA_HOME
-from .image_paths import SESSION_CONFIG_DIR
-from .image_paths import SPARK_JARS as IMAGE_JARS
-from .install.paths import image_ref
+from ..image_paths import HOME as IMAGE_HOME
+from ..image_paths import JAVA_HOME as IMAGE_JAVA_HOME
+from ..image_paths import SESSION_CONFIG_DIR
+from ..image_paths import SPARK_JARS as IMAGE_JARS
+from ..install.paths import image_ref
+from ..profiles import Profile
+from ..services import Services
+from ..services._process import PARENT_PID_VAR, end_group, end_recorded, record, tail
+from ..session import session_env, session_files
 from .netns_relay import READY
-from .profiles import Profile
-from .services import Services
-from .services._process import PARENT_PID_VAR, end_group, end_recorded, record, tail
-from .session import session_env, session_files
+from .spawner_base import EmbeddedSpawnerMixin, gpu_refusal
+from .state_folder import RELAYS_DIR
 
 __all__ = ["AtelierDockerSpawner", "SESSION_CONFIG_DIR", "container_services", "forwarded_endpoints", "stack_id",
            "update_container_spawner"]
@@ -372,7 +372,7 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
             pid = info["State"].get("Pid")
             if not info["State"].get("Running") or not pid:
                 raise RuntimeError(f"the container {self.object_name} is not running: no network to relay to")
-            cmd = [sys.executable, "-m", "atelier_hub.netns_relay", "--pid", str(pid), "--name", self.object_name,
+            cmd = [sys.executable, "-m", "atelier_hub.embedded.netns_relay", "--pid", str(pid), "--name", self.object_name,
                    "--outward", f"127.0.0.1:{self.port}"]
             inward = self._inward()
             cmd += [f"--inward={host}:{port}" for host, port in inward]
@@ -476,7 +476,7 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
 def update_container_spawner(c, *, state: str | Path, profiles_dir: str, deployment_file: str,
                              homes_dir: str, docker_host: str, token_scopes: list[str]) -> None:
     """``c.AtelierDockerSpawner`` for one embedded stack (only sets, never appends)."""
-    c.JupyterHub.spawner_class = "atelier_hub.container_spawner.AtelierDockerSpawner"
+    c.JupyterHub.spawner_class = "atelier_hub.embedded.container_spawner.AtelierDockerSpawner"
     s = c.AtelierDockerSpawner
     s.profiles_dir = profiles_dir
     s.deployment_file = deployment_file
