@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 # spawners, process supervisors) whose behaviour the integration tests exercise instead,
 # and the image's paths (constants only).
 NO_EXAMPLES = {
-    "atelier_hub", "atelier_hub._version", "atelier_hub.cli", "atelier_hub.config", "atelier_hub.image_paths",
+    "atelier_hub", "atelier_hub._version", "atelier_hub.cli", "atelier_hub.image_paths",
     "atelier_hub.embedded", "atelier_hub.embedded.cgroups", "atelier_hub.embedded.state_folder",
     "atelier_hub.embedded.engine", "atelier_hub.embedded.gpus", "atelier_hub.embedded.process_spawner",
     "atelier_hub.install.docker",
