@@ -1,10 +1,14 @@
-"""``python3 -m atelier_hub.install [--test]``: install what is missing, reuse the rest.
+"""``python3 -m atelier_hub.install [--test] [--images NAMES]``: install what is missing,
+reuse the rest.
 
 Rule this module keeps: it only names the parts, in order; each step lives in its own
 module and skips itself when its result is present. ``--test`` adds what the test
-suite alone needs from Debian (Chromium, openssl, OpenSSH's client); the Kubernetes control plane for
-the cluster tests is built by the suite's own helper (``tests/k8s/control_plane.py``),
-which ``make install-test`` runs after this.
+suite alone needs from Debian (Chromium, openssl, OpenSSH's client); ``--images`` names
+the container images to build (``make install-test`` asks only for those a test runs).
+The test suite's own Go tools (the Kubernetes control plane, helm, terraform, tflint)
+are built by its helpers (``tests/k8s/control_plane.py``,
+``tests/terraform/terraform_tools.py``), which ``make install-test`` (``tests/install.py``)
+runs beside this.
 """
 
 from __future__ import annotations
@@ -13,14 +17,21 @@ import argparse
 import time
 
 from . import _steps, docker, labext, trino
-from .paths import VENV, cache_dir
+from .paths import IMAGE_NAMES, VENV, cache_dir
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python3 -m atelier_hub.install",
                                  description="Install what Atelier needs and is missing.")
     ap.add_argument("--test", action="store_true", help="also what the tests need from Debian (Chromium, openssl, ssh)")
+    ap.add_argument("--images", default="base,hub", metavar="NAMES",
+                    help="the container images to build, comma-separated, of: base, hub, gpu "
+                         "(default base,hub; `make install-test` builds only those a test runs)")
     args = ap.parse_args(argv)
+    images = tuple(n for n in args.images.split(",") if n)
+    unknown = [n for n in images if n not in IMAGE_NAMES]
+    if unknown:
+        ap.error(f"--images: unknown image {', '.join(unknown)}; choose among {', '.join(IMAGE_NAMES)}")
     t0 = time.monotonic()
     _steps.say(f"cache: {cache_dir()}")
     _steps.ensure_venv(_steps.ensure_uv())

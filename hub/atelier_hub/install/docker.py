@@ -262,7 +262,7 @@ def ensure_images(names: tuple[str, ...] = ("base", "hub")) -> None:
         ensure_image(name)
 
 
-def ensure_default_images() -> None:
+def ensure_default_images(names: tuple[str, ...] = ("base", "hub")) -> None:
     """What `make install` builds for container sessions, where this machine allows it:
     as root with apt (or an engine already there); elsewhere sessions run in the
     single-user process mode, and the installer says so."""
@@ -275,7 +275,7 @@ def ensure_default_images() -> None:
         _steps.say("container images skipped: the Docker engine needs root and Debian's apt here; "
                    "sessions will run in the single-user process mode")
         return
-    ensure_images(("base", "hub"))
+    ensure_images(names)
 
 
 def main(argv: list[str] | None = None) -> None:
