@@ -100,11 +100,15 @@ def main() -> int:
     fetching = gobuild.prefetch(groups)
     go_lane = Lane("go", [[py, "tests/k8s/control_plane.py"], [py, "tests/terraform/terraform_tools.py", "--go-only"]])
     go_lane.start()
-    runtime = subprocess.call([py, "-m", "atelier_hub.install", "--test", "--images", TEST_IMAGES], cwd=REPO,
-                              env={**os.environ, "PYTHONPATH": str(REPO / "hub"), "ATELIER_INSTALL_LANE": "runtime"})
+    runtime = 1
+    try:
+        runtime = subprocess.call([py, "-m", "atelier_hub.install", "--test", "--images", TEST_IMAGES], cwd=REPO,
+                                  env={**os.environ, "PYTHONPATH": str(REPO / "hub"),
+                                       "ATELIER_INSTALL_LANE": "runtime"})
+    finally:
+        if runtime != 0:  # a failed step, or Ctrl-C: the go lane (its own session) stops too
+            go_lane.stop()
     runtime_s = time.monotonic() - t0
-    if runtime != 0:
-        go_lane.stop()
     go_lane.join()
     gobuild.report_prefetch(fetching)
     code = 0

@@ -151,7 +151,10 @@ def _hash_tree(h, path: Path) -> None:
         return
     for p in sorted(path.rglob("*")):
         # Caches, the staged jars (named in the hash instead) and READMEs never reach an image.
-        skip = {"__pycache__", ".jars", ".trino", ".node", "node_modules"} & set(p.parts) or p.suffix == ".pyc"
+        # Tool caches (ruff, pytest) in a developer's checkout are not inputs either: a fresh
+        # clone has none, and the same sources must give the same image.
+        skip = ({"__pycache__", ".jars", ".trino", ".node", "node_modules", ".ruff_cache", ".pytest_cache"}
+                & set(p.parts) or p.suffix == ".pyc")
         if p.is_file() and not skip and p.name != "README.md":
             h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes())
 

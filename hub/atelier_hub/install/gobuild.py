@@ -126,10 +126,14 @@ def module_copy(group: GoGroup) -> Path:
     src = group.out.parent / f".{group.out.name}-src"
     src.mkdir(parents=True, exist_ok=True)
     for name in ("go.mod", "go.sum", "tools.go"):
-        if (group.gomod / name).exists():
-            shutil.copyfile(group.gomod / name, src / name)
-        else:
-            (src / name).unlink(missing_ok=True)
+        want, have = group.gomod / name, src / name
+        if not want.exists():
+            have.unlink(missing_ok=True)
+        elif not have.exists() or have.read_bytes() != want.read_bytes():
+            # Written aside, then renamed: a background fetch reading the copy never sees half a file.
+            part = have.with_name(f".{name}.part")
+            shutil.copyfile(want, part)
+            part.replace(have)
     return src
 
 
