@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     trino.ensure_trino()
     trino.link_cli(VENV)
     # Container sessions: Debian's Docker engine (loopback only), a debootstrapped bookworm
-    # base and images/base + images/hub, each rebuilt only when its inputs change.
-    docker.ensure_default_images()
+    # base and the images of images/ asked for (base and hub by default), each rebuilt
+    # only when its inputs change.
+    docker.ensure_default_images(images)
     if args.test:
         # Debian's Chromium drives the browser tests through Playwright (no browser download).
         _steps.ensure_apt({"chromium": "/usr/bin/chromium", "openssl": "/usr/bin/openssl"},
