@@ -82,3 +82,13 @@ def test_the_install_breakdown_lists_the_slowest_step_first(tmp_path, monkeypatc
     lines = install.breakdown(times)
     assert lines[0] == "  10.0 min  [go] a slow step"
     assert lines[1].endswith("[go] a quick step")
+
+
+def test_an_unknown_image_is_refused_by_name():
+    """`python3 -m atelier_hub.install --images` names the field and the choices."""
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-m", "atelier_hub.install", "--images", "base,hubb"], cwd=REPO,
+                       env={"PYTHONPATH": str(REPO / "hub"), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "--images: unknown image hubb; choose among base, hub, gpu" in r.stderr
