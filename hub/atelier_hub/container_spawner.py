@@ -50,9 +50,9 @@ from .gpus import GPUUnavailable
 from .install.paths import image_ref
 from .netns_relay import READY
 from .profiles import Profile, to_embedded
+from .services import Services
 from .services._process import PARENT_PID_VAR, end_group, end_recorded, record, tail
 from .session import session_env, session_files
-from .settings import Services
 
 __all__ = ["AtelierDockerSpawner", "SESSION_CONFIG_DIR", "IMAGE_HOME", "IMAGE_JARS", "IMAGE_JAVA_HOME",
            "container_services", "forwarded_endpoints", "stack_id", "update_container_spawner"]
@@ -82,7 +82,7 @@ def container_services(services: Services) -> Services:
     """The deployment's services as seen from inside an image: Spark's jars and Java
     live at the image's paths, not the hub machine's (pure).
 
-    >>> from atelier_hub.settings import SparkService
+    >>> from atelier_hub.services.spark import SparkService
     >>> s = container_services(Services(spark=SparkService(jars=["/cache/m2/x/hadoop-aws-3.5.0.jar"])))
     >>> s.spark.jars, s.spark.java_home
     (['/opt/atelier/spark-jars/hadoop-aws-3.5.0.jar'], '/usr/lib/jvm/java-17-openjdk-amd64')
@@ -138,7 +138,8 @@ def forwarded_endpoints(services: Services, *, urls: list[str] = ()) -> list[tup
     here. An endpoint off loopback is not forwarded: a container session has no other
     network.
 
-    >>> from atelier_hub.settings import S3Service, MLflowService
+    >>> from atelier_hub.services.mlflow import MLflowService
+    >>> from atelier_hub.services.s3 import S3Service
     >>> s = Services(s3=S3Service(endpoint_url="http://127.0.0.1:9000", bucket="b"),
     ...              mlflow=MLflowService(tracking_uri="http://127.0.0.1:8000/services/mlflow"))
     >>> forwarded_endpoints(s, urls=["http://127.0.0.1:8081/hub/api", "", "https://example.org/"])

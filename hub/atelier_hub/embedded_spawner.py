@@ -18,7 +18,7 @@ from traitlets import Unicode, default
 from .gpus import GPUPool, GPUUnavailable, detect_gpus
 from .profile_spawner import ProfileSpawnerMixin
 from .profiles import Profile, format_memory, visible_profiles
-from .settings import Services
+from .services import Deployment
 
 __all__ = ["EmbeddedSpawnerMixin", "render_profile_form"]
 
@@ -84,7 +84,7 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
         config=True,
         help="""
         The embedded stack's state folder: its S3 store makes each user an account of
-        their own at their first spawn (:class:`atelier_hub.services.s3.S3Accounts`), and
+        their own at their first spawn (:class:`atelier_hub.services.s3_accounts.S3Accounts`), and
         their sessions get that account's keys. Empty: sessions get the deployment
         settings' keys, if any.
 
@@ -93,6 +93,7 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
     )
 
     _gpu_pool: ClassVar[GPUPool | None] = None
+    deployment_model = Deployment
 
     gpu_ids: list[int]
     #: this user's own S3 keys, from the pre-spawn hook
@@ -169,23 +170,25 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
     def _user_s3_keys(self) -> dict[str, str] | None:
         if not self.state_dir or self.deployment.services.s3 is None:
             return None
-        from .services.s3 import S3Accounts, S3AdminError
+        from .embedded import StateFolder
+        from .services.s3 import SERVICE as S3
+        from .services.s3 import S3AdminError
 
         try:
-            return S3Accounts.from_state(self.state_dir).for_user(self.user.name)
+            return S3.accounts(StateFolder.load(self.state_dir)).for_user(self.user.name)
         except S3AdminError as exc:
             msg = f"Your S3 account could not be made: {exc}"
             raise web.HTTPError(503, msg, reason=msg) from None
 
-    def session_services(self) -> Services:
+    def session_services(self):
         """The deployment's services as this user's sessions see them: the S3 entry
         carries this user's own keys (never another user's or the store's root keys)."""
+        from .services.s3 import with_keys
+
         services = self.deployment.services
-        if services.s3 is None or not self.state_dir:
+        if not self.state_dir:
             return services
-        keys = self.s3_keys or {}
-        return services.model_copy(update={"s3": services.s3.model_copy(update={
-            "access_key_id": keys.get("access_key_id"), "secret_access_key": keys.get("secret_access_key")})})
+        return with_keys(services, self.s3_keys)
 
     # -- GPUs held while the server lives ------------------------------------------------
 

@@ -16,13 +16,14 @@ import hashlib
 from pathlib import Path
 from typing import ClassVar
 
+from pydantic import BaseModel
 from tornado import web
 from traitlets import Unicode
 from traitlets.config import Configurable
 
 from .input_limits import USER_OPTIONS_MAX, options_too_large, stored_size
 from .profiles import Profile, ProfileError, load_profiles, resolve_profile
-from .settings import Deployment, load_deployment
+from .settings import load_deployment
 from .usage import record
 
 __all__ = ["ProfileSpawnerMixin"]
@@ -60,7 +61,10 @@ class ProfileSpawnerMixin(Configurable):
 
     # Per concrete spawner class: each reads its own configured files once.
     _profiles: ClassVar[list[Profile] | None] = None
-    _deployment: ClassVar[Deployment | None] = None
+    _deployment: ClassVar[BaseModel | None] = None
+    #: the model of the deployment settings (``atelier_hub.services.Deployment``), named
+    #: by each concrete spawner: the mode-free core knows no service
+    deployment_model: ClassVar[type[BaseModel] | None] = None
 
     _deployment_digest: ClassVar[str | None] = None
 
@@ -76,10 +80,14 @@ class ProfileSpawnerMixin(Configurable):
         return cls._profiles
 
     @property
-    def deployment(self) -> Deployment:
+    def deployment(self) -> BaseModel:
         cls = type(self)
         if cls._deployment is None:
-            cls._deployment = load_deployment(self.deployment_file) if self.deployment_file else Deployment()
+            model = cls.deployment_model
+            if model is None:
+                raise TypeError(f"{cls.__name__}.deployment_model is not set; a spawner class names the "
+                                "deployment settings' model (atelier_hub.services.Deployment)")
+            cls._deployment = load_deployment(self.deployment_file, model) if self.deployment_file else model()
         return cls._deployment
 
     @property

@@ -130,7 +130,7 @@ def reference(sections: list[tuple[str, str, type[BaseModel]]]) -> str:
 def sections() -> list[tuple[str, str, type[BaseModel]]]:
     from .cluster.settings import ClusterSettings
     from .profiles import Profile
-    from .settings import Deployment
+    from .services import Deployment
 
     return [
         ("Profiles", "One YAML file per profile in `profiles/` (`atelier profiles --check DIR` validates a folder).",

@@ -25,9 +25,9 @@ from atelier_hub.container_spawner import SESSION_CONFIG_DIR, container_services
 from atelier_hub.engine import engine
 from atelier_hub.install.paths import image_ref
 from atelier_hub.profiles import load_profiles, to_embedded
+from atelier_hub.services import load_deployment
 from atelier_hub.services._process import wait_for
 from atelier_hub.session import session_env, session_files
-from atelier_hub.settings import load_deployment
 from kernel import run_code, start_kernel
 from stack import REPO, Stack
 

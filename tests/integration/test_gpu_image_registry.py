@@ -18,8 +18,8 @@ from atelier_hub.container_spawner import SESSION_CONFIG_DIR, container_services
 from atelier_hub.engine import engine
 from atelier_hub.install.paths import image_ref
 from atelier_hub.profiles import load_profiles
+from atelier_hub.services import load_deployment
 from atelier_hub.session import session_env, session_files
-from atelier_hub.settings import load_deployment
 from stack import REPO
 
 pytestmark = [

@@ -17,13 +17,13 @@ REPO = Path(__file__).resolve().parents[2]
 # Modules without a single `>>>` example: runtime glue (tornado handlers, traitlets
 # spawners, process supervisors) whose behaviour the integration tests exercise instead.
 NO_EXAMPLES = {
-    "atelier_hub", "atelier_hub.cgroups", "atelier_hub.cli", "atelier_hub.config",
+    "atelier_hub", "atelier_hub._version", "atelier_hub.cgroups", "atelier_hub.cli", "atelier_hub.config",
     "atelier_hub.embedded", "atelier_hub.engine", "atelier_hub.gpus", "atelier_hub.install.docker",
     "atelier_hub.profile_spawner", "atelier_hub.spawner",
     "atelier_hub.cluster",
     "atelier_hub.install", "atelier_hub.install.__main__", "atelier_hub.install._steps",
     "atelier_hub.install.trino", "atelier_hub.services.ray",
-    "atelier_hub.services.spark", "atelier_hub.services.trino",
+    "atelier_hub.services.trino",
     "atelier_hub.services.usage",
 }
 

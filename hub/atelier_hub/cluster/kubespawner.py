@@ -43,6 +43,7 @@ from traitlets import Integer
 from .. import origins
 from ..profile_spawner import ProfileSpawnerMixin
 from ..profiles import Profile, load_profiles, to_kubespawner, visible_profiles
+from ..services import Deployment
 from ..session import session_env, session_files
 from .settings import ClusterSettings, load_cluster_settings
 
@@ -71,6 +72,8 @@ def profile_list(spawner: AtelierKubeSpawner) -> list[dict[str, Any]]:
 
 class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
     """KubeSpawner sized by ``profiles/``, with Atelier's server-side checks."""
+
+    deployment_model = Deployment
 
     gpu_servers_per_user = Integer(
         1,

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from .. import __version__
+from .._version import __version__
 from ..schema import StrictModel
 from ..settings import load_settings_file
 
