@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO / "hub"))
 
 import control_plane  # noqa: E402 (stdlib only)
 import terraform_tools  # noqa: E402
-from atelier_hub.install import _steps, gobuild  # noqa: E402
+from atelier_hub.install import _steps, gobuild, versitygw  # noqa: E402
 
 # The images a test runs: the session image. images/hub is for cluster mode; the chart
 # tests (which run it) set ATELIER_TEST_IMAGES=base,hub, or add it here when they land.
@@ -96,7 +96,7 @@ def main() -> int:
     TIMES.write_text("")
     os.environ["ATELIER_INSTALL_TIMES"] = str(TIMES)
     py = sys.executable
-    groups = [_steps.versitygw_group(), control_plane.go_group(), *terraform_tools.go_groups().values()]
+    groups = [versitygw.go_group(), control_plane.go_group(), *terraform_tools.go_groups().values()]
     fetching = gobuild.prefetch(groups)
     go_lane = Lane("go", [[py, "tests/k8s/control_plane.py"], [py, "tests/terraform/terraform_tools.py", "--go-only"]])
     go_lane.start()

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from atelier_hub.install import _steps, gobuild
+from atelier_hub.install import _steps, gobuild, versitygw
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "k8s"))
@@ -18,7 +18,7 @@ import terraform_tools  # noqa: E402
 
 
 def all_groups() -> list[gobuild.GoGroup]:
-    return [_steps.versitygw_group(), control_plane.go_group(), *terraform_tools.go_groups().values()]
+    return [versitygw.go_group(), control_plane.go_group(), *terraform_tools.go_groups().values()]
 
 
 def test_every_go_module_of_the_repository_is_built_by_a_group():

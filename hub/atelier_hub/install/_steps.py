@@ -28,7 +28,6 @@ from .paths import (
     SPARK_S3A_JARS,
     UV_VERSION,
     VENV,
-    VERSITYGW_VERSION,
     cache_dir,
     maven_jar,
     maven_repo,
@@ -136,22 +135,6 @@ def ensure_node24() -> Path:
     shutil.rmtree(dl)
     (prefix / ".complete").write_text(NODE_VERSION)
     return prefix
-
-
-def versitygw_group():
-    """versitygw as a Go tool group (:mod:`.gobuild`): the module in ``gomod/versitygw``."""
-    from .gobuild import GoGroup
-
-    return GoGroup(name=f"versitygw-{VERSITYGW_VERSION}", gomod=Path(__file__).with_name("gomod") / "versitygw",
-                   binaries={"versitygw": "github.com/versity/versitygw/cmd/versitygw"},
-                   out=tool_path("versitygw").parent, xflags=(f"main.Version={VERSITYGW_VERSION}",),
-                   expect="5 min cold, once per machine", retry="make install")
-
-
-def ensure_versitygw() -> None:
-    from . import gobuild
-
-    gobuild.build(versitygw_group())
 
 
 MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
