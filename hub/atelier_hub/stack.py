@@ -17,7 +17,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from .embedded import ADMIN_USER, HUB_PORTS, HUB_RECORD, RELAYS_DIR, StateFolder, tighten, write_secret
+from .embedded import ADMIN_USER, HUB_PORTS, HUB_RECORD, RELAYS_DIR, StateFolder, tighten
+from .private_files import write_private
 from .services import SERVICES, Deployment, Service, Services, enabled
 from .services._process import end_group, end_recorded, free_port
 
@@ -101,12 +102,12 @@ class EmbeddedStack(StateFolder):
         for svc in stack.running:
             svc.prepare(stack)
         stack.save()
-        write_secret(root / "deployment.json", stack.deployment().model_dump_json(indent=2))
+        write_private(root / "deployment.json", stack.deployment().model_dump_json(indent=2))
         stack.admin_token()
         password = None
         if not stack.users.path.exists():  # first start only: removing every user brings no admin back
             password = stack.users.add(ADMIN_USER, admin=True)
-            write_secret(root / "initial-admin-password", password + "\n")
+            write_private(root / "initial-admin-password", password + "\n")
         return stack, password
 
 

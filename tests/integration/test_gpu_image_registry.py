@@ -51,8 +51,8 @@ def _session(stack, token: str, code: str) -> dict:
     """One session of the gpu image, with the gpu-1 profile's contract, run directly."""
     profile = next(p for p in load_profiles(REPO / "profiles") if p.name == "gpu-1")
     services = container_services(load_deployment(stack.state / "deployment.json").services)
-    files = session_files(profile, username="alice", services=services)
-    env = session_env(profile, username="alice", services=services, threads=2, api_token=token,
+    files = session_files(profile, username="alice", services=services, cpus=2)
+    env = session_env(profile, username="alice", services=services, cpus=2, api_token=token,
                       config_dir=SESSION_CONFIG_DIR)
     env["ATELIER_SESSION_FILES"] = json.dumps(files)
     cmd = ["docker", "run", "--rm", "--network", "host", "--user", "1000:100", "--memory", "4g"]

@@ -46,7 +46,7 @@ c = Config()
 update_services(c, stack)
 deployment = services.load_deployment(Path(state) / "deployment.json")
 profile = Profile(name="cpu-small", display_name="S", cpu={"limit": 2}, memory={"limit": "4G"})
-env = session_env(profile, username="ada", services=deployment.services, threads=2)
+env = session_env(profile, username="ada", services=deployment.services, cpus=2)
 print(json.dumps({
     "port": EmbeddedStack.load(state).ports.get("feast"),
     "hub_services": {s["name"]: s for s in c.JupyterHub.services},

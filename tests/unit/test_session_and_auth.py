@@ -34,7 +34,7 @@ SERVICES = Services(
 
 
 def test_session_env_configures_each_library_its_own_way():
-    env = session_env(SMALL, username="ada", services=SERVICES, threads=2, api_token="tok")
+    env = session_env(SMALL, username="ada", services=SERVICES, cpus=2, api_token="tok")
     assert env["AWS_ENDPOINT_URL"] == env["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:9000"
     assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == ("AK", "SK")
     assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "us-east-1"
@@ -52,11 +52,11 @@ def test_session_env_configures_each_library_its_own_way():
 
 
 def test_session_env_gpu_and_absent_services():
-    env = session_env(GPU, username="ada", services=Services(), threads=8, gpu_ids=[2])
+    env = session_env(GPU, username="ada", services=Services(), cpus=8, gpu_ids=[2])
     assert env["CUDA_VISIBLE_DEVICES"] == "2" and env["ATELIER_GPU_TYPE"] == "a100"
     assert not any(k.startswith(("AWS_", "MLFLOW_")) for k in env)
     # An open MLflow server gets no token.
-    env = session_env(SMALL, username="a", threads=1, api_token="tok",
+    env = session_env(SMALL, username="a", cpus=1, api_token="tok",
                       services=Services(mlflow=MLflowService(tracking_uri="http://x", auth="none")))
     assert "MLFLOW_TRACKING_TOKEN" not in env and "MLFLOW_EXPERIMENT_NAME" not in env
 
