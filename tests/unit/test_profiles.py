@@ -109,10 +109,10 @@ PROFILE_CPUS = {
 def test_thread_pools_spark_and_ray_get_one_cpu_count_from_the_profile(name):
     import json
 
-    from atelier_hub.session import session_env, session_files
     from atelier_hub.services import Services
     from atelier_hub.services.ray import RayService
     from atelier_hub.services.spark import SparkService
+    from atelier_hub.session import session_env, session_files
 
     profile = next(p for p in load_profiles(REPO / "profiles") if p.name == name)
     limit, *expected = PROFILE_CPUS[name]
