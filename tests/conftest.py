@@ -1,5 +1,6 @@
 """Fixtures shared by every suite: the real embedded stack, started once per run (once per
-worker: `make test` runs two, see :func:`pytest_xdist_make_scheduler`)."""
+worker: `make test` runs two, see :func:`pytest_xdist_make_scheduler`), with Trino only
+where a test queries it (:data:`TRINO_GROUP`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ resolve_localhost_names()
 
 HERE = Path(__file__).parent
 _STARTED = time.time()
+TRINO_GROUP = "trino"  # the files that query the shared stack's Trino, as one group (TRINO_FILES)
 
 #: Files (or folders) that take longest, slowest first: they start first, so that the two
 #: workers of `make test` finish together. Everything else follows in collection order.
@@ -31,16 +33,29 @@ SLOW_FIRST = (
     "terraform",  # ~3: terraform, tflint, checkov
     "integration/test_restart_and_bad_config.py",  # the restart-keeps-everything test alone 133 s
     "integration/test_vscode_ssh.py",
+    TRINO_GROUP,
+)
+
+
+#: The files whose tests query the shared stack's Trino (or, for test_container_sessions.py's
+#: start-hook test, write a session's Trino config from the stack's deployment): one group,
+#: so that one worker starts the one shared stack with Trino (a JVM, 60-90 s on busy cores).
+#: Every other file's `stack` runs `--without trino`.
+TRINO_FILES = (
+    "integration/test_container_sessions.py",
     "integration/test_s3_trino_identity.py",
     "integration/test_trino.py",
 )
 
 
 def _group(path: str) -> str:
-    """The unit of work one worker takes whole: a file (its module fixtures start once), or
-    the whole k8s folder (one control plane, one real node with its containerd).
+    """The unit of work one worker takes whole: a file (its module fixtures start once),
+    the whole k8s folder (one control plane, one real node with its containerd), or the
+    files that query the shared stack's Trino (:data:`TRINO_GROUP`).
     ``path`` is relative to this folder."""
-    return "k8s" if path.startswith("k8s/") else path
+    if path.startswith("k8s/"):
+        return "k8s"
+    return TRINO_GROUP if path in TRINO_FILES else path
 
 
 def _rank(group: str) -> int:
@@ -85,18 +100,45 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory):
-    """The embedded stack (`atelier dev`) on a free port with a fresh state folder."""
-    s = Stack(tmp_path_factory.mktemp("atelier") / "state", name="session").start()
-    yield s
-    s.stop()
+def _shared_stacks():
+    """The shared stacks this process started, by kind: "trino" (with Trino) and "plain"
+    (``--without trino``); each with the users made on it. Stopped at the end of the run."""
+    started: dict[str, tuple[Stack, dict]] = {}
+    yield started
+    for s, _ in started.values():
+        s.stop()
 
 
-@pytest.fixture(scope="session")
-def alice(stack):
-    """A user created the way an admin does it, with their password and an API token."""
-    password = stack.add_user("alice")
-    return {"name": "alice", "password": password, "token": stack.user_token("alice")}
+def _shared(request: pytest.FixtureRequest) -> tuple[Stack, dict]:
+    """The shared stack for the requesting module, started on first use: the one with
+    Trino for the files of :data:`TRINO_GROUP`; for any other file the one without, unless
+    this process already runs the one with Trino (a superset: no second stack then)."""
+    started = request.getfixturevalue("_shared_stacks")
+    queries_trino = _group(request.path.resolve().relative_to(HERE).as_posix()) == TRINO_GROUP
+    kind = "trino" if queries_trino or "trino" in started else "plain"
+    if kind not in started:
+        args = () if kind == "trino" else ("--without", "trino")
+        root = request.getfixturevalue("tmp_path_factory").mktemp(f"atelier-{kind}")
+        started[kind] = (Stack(root / "state", name=f"session-{kind}", args=args).start(), {})
+    return started[kind]
+
+
+@pytest.fixture(scope="module")
+def stack(request):
+    """The embedded stack (`atelier dev`) on a free port with a fresh state folder, shared
+    by the files of this process (:func:`_shared`)."""
+    return _shared(request)[0]
+
+
+@pytest.fixture(scope="module")
+def alice(request, stack):
+    """A user created the way an admin does it, with their password and an API token
+    (once per shared stack)."""
+    users = _shared(request)[1]
+    if "alice" not in users:
+        password = stack.add_user("alice")
+        users["alice"] = {"name": "alice", "password": password, "token": stack.user_token("alice")}
+    return users["alice"]
 
 
 def pytest_terminal_summary(terminalreporter):

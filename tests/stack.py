@@ -31,7 +31,7 @@ _LOGS: set[Path] = set()
 
 def _own_log(name: str) -> Path:
     """A fresh file for one stack's `atelier dev` output. Its own even when both xdist
-    workers start a stack of the same name (each test run's "session" stack), or one
+    workers start a stack of the same name (each test run's "session-plain" stack), or one
     worker starts two (the "vscode" stacks of two files): the session mode is read from
     it, and a test reading it must see only its own stack's lines."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
