@@ -20,12 +20,17 @@ resolve_localhost_names()
 HERE = Path(__file__).parent
 _STARTED = time.time()
 TRINO_GROUP = "trino"  # the files that query the shared stack's Trino, as one group (TRINO_FILES)
+#: The files that wait for the culler: one group, one stack, their servers started together
+#: so that their waits overlap (tests/culling.py). The browser's first: it runs in the
+#: foreground while the idle-culling scenarios run in the background.
+CULL_GROUP = "culling"
+CULL_FILES = ("browser/test_cull_warning.py", "integration/test_idle_culling.py")
 
 #: Files (or folders) that take longest, slowest first: they start first, so that the two
 #: workers of `make test` finish together. Everything else follows in collection order.
 #: Minutes, from the last two-worker CI run (a busy machine: upper bounds).
 SLOW_FIRST = (
-    "integration/test_idle_culling.py",  # ~8: real idle timeouts (the SSH-keeps-a-server test alone 127 s)
+    CULL_GROUP,  # real idle timeouts, overlapping (tests/culling.py)
     "faults/test_service_faults.py",  # ~7
     "repro/test_repro_integration.py",  # ~6
     "integration/test_session_services.py",  # ~4
@@ -50,12 +55,13 @@ TRINO_FILES = (
 
 def _group(path: str) -> str:
     """The unit of work one worker takes whole: a file (its module fixtures start once),
-    the whole k8s folder (one control plane, one real node with its containerd), or the
-    files that query the shared stack's Trino (:data:`TRINO_GROUP`).
+    the whole k8s folder (one control plane, one real node with its containerd), the
+    files that query the shared stack's Trino (:data:`TRINO_GROUP`), or those that wait
+    for the culler (:data:`CULL_GROUP`).
     ``path`` is relative to this folder."""
     if path.startswith("k8s/"):
         return "k8s"
-    return TRINO_GROUP if path in TRINO_FILES else path
+    return TRINO_GROUP if path in TRINO_FILES else CULL_GROUP if path in CULL_FILES else path
 
 
 def _rank(group: str) -> int:
@@ -128,6 +134,19 @@ def stack(request):
     """The embedded stack (`atelier dev`) on a free port with a fresh state folder, shared
     by the files of this process (:func:`_shared`)."""
     return _shared(request)[0]
+
+
+@pytest.fixture(scope="session")
+def cull_window(tmp_path_factory):
+    """The culling window (tests/culling.py): its stack, and the idle-culling scenarios
+    started on it at once."""
+    from culling import Window
+
+    window = Window(tmp_path_factory.mktemp("culling"))
+    try:
+        yield window.start()
+    finally:
+        window.close()
 
 
 @pytest.fixture(scope="module")
