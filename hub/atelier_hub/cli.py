@@ -294,7 +294,7 @@ def cmd_dev(args) -> None:
 
     # 1. The hub and its login page: usable as soon as the hub and the proxy are up.
     # The hub's own port first (its health check is not logged), then the public page
-    # (routed once the hub has started the services, each of which answers at once).
+    # (routed as soon as the hub listens: services come up behind their routes; config.py).
     health, login = f"http://127.0.0.1:{stack.hub_port}/hub/health", f"{stack.url}/hub/login"
     while (http_status(health) != 200 or http_status(login) != 200):
         if stopping:

@@ -114,10 +114,44 @@ def _restart_exited_services_sooner(seconds: int = 5) -> None:
         "__doc__": base.__doc__})
 
 
+def _route_the_hub_before_services_answer() -> None:
+    """The login page must not wait for the services. JupyterHub starts its managed
+    services one by one and, for each one with a URL (MLflow's front, the culler, the
+    usage page), waits until it answers HTTP before the next one, and adds the proxy's
+    route to itself only after the last (8 s of a start on a quiet machine, 20 s on a
+    busy one, while the proxy answers 404 for /hub/login). Here such a service's start
+    and wait go on in the background: the hub routes itself and its services at once,
+    and each service answers behind its route when it is up (the proxy says 503 until
+    then, and `atelier dev` announces each service when it is ready). A service that
+    exits or never answers is logged as JupyterHub logs it, and restarted by the hub's
+    poll (:func:`_restart_exited_services_sooner`), instead of taking the hub down.
+    ref: jupyterhub/app.py (JupyterHub.start: ``for service ... await start_service``)
+    """
+    import asyncio
+
+    from jupyterhub.app import JupyterHub
+
+    original = JupyterHub.start_service
+    if getattr(original, "_atelier", False):
+        return
+
+    async def start_service(self, service_name, service, ssl_context=None):
+        if not (service.managed and service.url):
+            return await original(self, service_name, service, ssl_context)
+        task = asyncio.ensure_future(original(self, service_name, service, ssl_context))
+        self._atelier_service_starts = {**getattr(self, "_atelier_service_starts", {}), service_name: task}
+        return True
+
+    start_service._atelier = True
+    start_service.__doc__ = original.__doc__
+    JupyterHub.start_service = start_service
+
+
 def update_services(c, stack: Embedded) -> None:
     """Every running service's hub-managed entry (from its descriptor), and the CLI's
     admin identity. The endpoints come from the deployment settings, computed once."""
     _restart_exited_services_sooner()
+    _route_the_hub_before_services_answer()
     services = stack.deployment().services
     entries = [svc.hub_service(stack, stack.services_for(svc.name, services)) for svc in stack.running]
     for entry in entries:

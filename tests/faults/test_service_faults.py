@@ -121,6 +121,25 @@ def _lost(stack: Stack, records: dict) -> int:
     return lost
 
 
+def test_the_login_page_is_routed_before_the_services_with_a_url_answer(faulty):
+    """README: "the login page is usable as soon as the hub is; slower services come up
+    behind it". The regression this catches: the hub waiting for MLflow's front, the
+    culler and the usage page to answer before it adds the proxy's route to itself (8 s
+    of a quiet start, the login page a 404 meanwhile). Read from the first start's hub
+    log: the hub's route is added before either the culler or MLflow's front says it
+    listens (each a process that first has to import its code)."""
+    lines = faulty.log.read_text(errors="replace").splitlines()
+
+    def first(marker: str) -> int:
+        found = [i for i, line in enumerate(lines) if marker in line]
+        assert found, f"no line with {marker!r} in {faulty.log}"
+        return found[0]
+
+    routed = first("Adding route for Hub")
+    assert routed < first("culler listening at"), tail(faulty.log)
+    assert routed < first("MLflow front listening at"), tail(faulty.log)
+
+
 @pytest.mark.parametrize("target", ["child", "supervisor"])
 def test_kill_9_of_every_service_heals_within_a_minute(faulty, records, figures, target):
     stack = Embedded.load(faulty.state)
