@@ -26,19 +26,24 @@ TRINO_GROUP = "trino"  # the files that query the shared stack's Trino, as one g
 CULL_GROUP = "culling"
 CULL_FILES = ("browser/test_cull_warning.py", "integration/test_idle_culling.py")
 
-#: Files (or folders) that take longest, slowest first: they start first, so that the two
+#: Files (or groups) that take longest, slowest first: they start first, so that the
 #: workers of `make test` finish together. Everything else follows in collection order.
-#: Minutes, from the last two-worker CI run (a busy machine: upper bounds).
+#: Minutes of each group's setup + call + teardown, from the last full two-worker run
+#: (CI5, a busy machine), regrouped as below where marked.
 SLOW_FIRST = (
-    CULL_GROUP,  # real idle timeouts, overlapping (tests/culling.py)
-    "faults/test_service_faults.py",  # ~7
-    "repro/test_repro_integration.py",  # ~6
-    "integration/test_session_services.py",  # ~4
-    "k8s",  # ~3.5: one control plane and one real node, so one worker (one group)
-    "terraform",  # ~3: terraform, tflint, checkov
-    "integration/test_restart_and_bad_config.py",  # the restart-keeps-everything test alone 133 s
-    "integration/test_vscode_ssh.py",
-    TRINO_GROUP,
+    CULL_GROUP,  # ~5: real idle timeouts, overlapping (tests/culling.py); were 4.9 + 2.7 apart
+    "faults/test_service_faults.py",  # 3.9
+    TRINO_GROUP,  # ~4: 1.8 + 1.2 + 0.4, and the Spark-to-Trino test; the shared stack with Trino
+    "integration/test_session_services.py",  # 2.5 with the Spark-to-Trino test, now in test_trino.py
+    "browser/test_vscode_browser.py",  # 1.5
+    "integration/test_accounts.py",  # 1.4
+    "repro/test_repro_integration.py",  # 1.3
+    "faults/test_container_hub_restart.py",  # 1.3
+    "k8s",  # 1.2: one control plane and one real node, so one worker (one group)
+    "repro/test_repro_distributed.py",  # 1.1
+    "integration/test_embedded_stack.py",  # 0.9
+    "integration/test_restart_and_bad_config.py",  # 0.8
+    "integration/test_vscode_ssh.py",  # 0.7
 )
 
 
