@@ -161,7 +161,8 @@ def test_kubeconfig_reaches_only_the_users_own_pod(kube, ada):
     pod = server_pod(kube, "ada", SERVER)
     node = kube.get(f"/api/v1/nodes/{pod['spec']['nodeName']}")
     address = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
-    port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+    # A Node that gives no port (kwok's: 0) is reached on the kubelet's default one, 10250.
+    port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] or 10250
     log = api.request("GET", api.pods(mine, "log"))
     assert log.status_code == 500, log.text
     assert f'"https://{address}:{port}/containerLogs/{NAMESPACE}/{mine}/notebook"' in log.json()["message"], log.text
