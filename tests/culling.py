@@ -145,6 +145,12 @@ def _idle(s: Stack) -> dict:
         t = time.monotonic()
         runs[server] = {"profile": profile, "requested": t, "model": s.spawn(USER, profile, server=server)}
         runs[server]["ready"] = time.monotonic()
+        # The session's own view (Jupyter Server's /api/status, which is no activity itself):
+        # its last activity, from which the culler counts, not from the hub's ready sighting.
+        r = s.http.get(f"{runs[server]['model']['url']}api/status", timeout=60,
+                       headers={"Authorization": f"token {s.admin_token}"})
+        r.raise_for_status()
+        runs[server]["status"] = r.json()
     marker = f"written before the cull {uuid.uuid4().hex}"
     contents(s, runs["idle"]["model"], "before-cull.txt", "PUT",
              json={"type": "file", "format": "text", "content": marker})

@@ -47,7 +47,6 @@ def test_idle_servers_stop_after_their_profiles_timeouts_and_homes_survive(cull_
     idle_after = runs["idle"]["stopped"] - written
     print(f"gpu-like stopped {gpu_after:.0f} s after ready (timeout {GPU_LIKE}); "
           f"quick stopped {idle_after:.0f} s after its last activity (timeout {QUICK})")
-    assert GPU_LIKE <= gpu_after, "stopped before its timeout"
     assert QUICK - 5 <= idle_after, "stopped before its timeout"  # the write's hub round trip
     assert runs["gpu"]["stopped"] < runs["idle"]["stopped"]
 
@@ -64,6 +63,13 @@ def test_idle_servers_stop_after_their_profiles_timeouts_and_homes_survive(cull_
         late = (datetime.fromisoformat(line["time"].replace("Z", "+00:00"))
                 - datetime.fromisoformat(line["cull_at"].replace("Z", "+00:00"))).total_seconds()
         assert 0 <= late <= 15, (name, late, line)
+    # Not before its timeout: gpu-like was never used, so the cull was decided at least
+    # GPU_LIKE s after the session's own last activity (read from the session, before the
+    # cull). Counted from the test's sighting of "ready" instead, a loaded machine fails it
+    # falsely: the hub saw the server ready 2-3 s after it started answering (measured).
+    decided = datetime.fromisoformat(gpu_line["time"].replace("Z", "+00:00"))
+    active = datetime.fromisoformat(runs["gpu"]["status"]["last_activity"].replace("Z", "+00:00"))
+    assert GPU_LIKE <= (decided - active).total_seconds(), ("stopped before its timeout", gpu_line, runs["gpu"])
     # (the whole log: the window's other servers add lines after it)
     assert "Stopping admin/idle (profile quick): idle for" in s.log.read_text(errors="replace")
 
