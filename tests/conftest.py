@@ -78,9 +78,12 @@ def _rank(group: str) -> int:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The slowest files first (a plain ``pytest`` runs the same order)."""
-    def rank(item: pytest.Item) -> int:
-        return _rank(_group(Path(str(item.fspath)).resolve().relative_to(HERE).as_posix()))
+    """The slowest files first (a plain ``pytest`` runs the same order); in the culling
+    group, the browser's file first, whatever order the command line named them in (its
+    test runs while the idle-culling scenarios wait: tests/culling.py)."""
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        path = Path(str(item.fspath)).resolve().relative_to(HERE).as_posix()
+        return _rank(_group(path)), CULL_FILES.index(path) if path in CULL_FILES else 0
 
     items.sort(key=rank)  # stable: file order kept within a rank
 
