@@ -4,8 +4,9 @@ Imports stay lazy: the installer (``python3 -m atelier_hub.install``) runs from 
 (and so pydantic or JupyterHub) exists.
 """
 
-__all__ = ["configure"]
-__version__ = "0.1.0"
+from ._version import __version__
+
+__all__ = ["configure", "__version__"]
 
 
 def configure(c, state=None):

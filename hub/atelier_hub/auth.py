@@ -13,7 +13,7 @@ Rules this module keeps:
 - a login attempt costs one scrypt hash whether the name exists or not (unknown names
   are checked against a dummy hash), hashed off the event loop on a small pool, and
   failures back off exponentially per name and per client address;
-- removal runs one hook, :meth:`atelier_hub.embedded.Embedded.remove_user`, where each
+- removal runs one hook, :meth:`atelier_hub.stack.EmbeddedStack.remove_user`, where each
   service forgets what it keeps for the user.
 """
 
@@ -158,7 +158,7 @@ class AtelierAuthenticator(Authenticator):
         None, allow_none=True, config=True,
         help="""Called with a user's name once they are removed (from the hub or, while the
         hub was down, from the users file), so each service forgets what it keeps for
-        them. The embedded mode sets it to ``Embedded.remove_user``.""",
+        them. The embedded mode sets it to ``EmbeddedStack.remove_user``.""",
     )
 
     def __init__(self, **kwargs):

@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 
 from . import services
-from .embedded import ADMIN_USER, HUB_RECORD, Embedded, end_leftovers
+from .embedded import ADMIN_USER, HUB_RECORD
 from .install import paths as install
 from .origins import resolve_localhost_names
 from .profiles import ProfileError, format_memory, load_profiles
 from .services._process import http_status, record, tail
+from .stack import EmbeddedStack, end_leftovers
 from .users import INVITE_LIFETIME, UserError, UsersFile, invite_url, parse_duration
 
 REPO = install.REPO
@@ -87,7 +88,7 @@ def cmd_usage(args) -> None:
 
 def _invite_line(state: Path, name: str, code: str, expires_in: int) -> str:
     try:
-        base = Embedded.load(state).url
+        base = EmbeddedStack.load(state).url
     except (FileNotFoundError, ValueError):
         base = "http://HUB"  # never started: the link's path is all that is known
     hours = expires_in / 3600
@@ -102,7 +103,7 @@ def _remove_from_hub(state: Path, name: str) -> str:
     import urllib.request
 
     try:
-        stack = Embedded.load(state)
+        stack = EmbeddedStack.load(state)
         token = stack.admin_token() if stack.path("admin-token").exists() else ""
     except (FileNotFoundError, ValueError):
         return "the hub has never run here"
@@ -218,7 +219,7 @@ def _check_services(args) -> tuple[str, ...]:
     return without
 
 
-def _login_line(stack: Embedded, password: str | None) -> str:
+def _login_line(stack: EmbeddedStack, password: str | None) -> str:
     secret_file = stack.path("initial-admin-password")
     if password and sys.stdout.isatty():
         return (f"user {ADMIN_USER}, password {password}  (shown once, also in {secret_file}; "
@@ -253,7 +254,7 @@ def cmd_dev(args) -> None:
         if ended:
             print(f"Cleaned up after a hub that stopped without cleaning up: ended {', '.join(ended)}")
     try:
-        stack, password = Embedded.prepare(args.state, port=args.port, profiles_dir=args.profiles, without=without)
+        stack, password = EmbeddedStack.prepare(args.state, port=args.port, profiles_dir=args.profiles, without=without)
     except OSError as exc:
         fail(str(exc))
     mode = _session_mode()

@@ -12,12 +12,13 @@ import logging
 import os
 from pathlib import Path
 
-from .embedded import ADMIN_USER, Embedded
+from .embedded import ADMIN_USER
 from .input_limits import bound_hub_requests, trim_saved_options
 from .install.paths import tool_path
 from .origins import update_origins
 from .profiles import ProfileError, load_profiles
 from .services._process import PARENT_PID_VAR
+from .stack import EmbeddedStack
 
 __all__ = ["configure"]
 
@@ -25,7 +26,7 @@ __all__ = ["configure"]
 HUB_DB = "jupyterhub.sqlite"
 
 
-def update_hub(c, stack: Embedded) -> None:
+def update_hub(c, stack: EmbeddedStack) -> None:
     """Where the hub and its proxy listen (127.0.0.1 only), the hosts they answer at
     (the hub's, and one per user), and where its state lives."""
     c.JupyterHub.ip = "127.0.0.1"
@@ -47,7 +48,7 @@ def update_hub(c, stack: Embedded) -> None:
     c.ConfigurableHTTPProxy.pid_file = str(stack.path("logs/proxy.pid"))
 
 
-def update_auth(c, stack: Embedded) -> None:
+def update_auth(c, stack: EmbeddedStack) -> None:
     """The users file decides who exists: at start-up the hub deletes from its database
     anyone removed from the file while it was down (AtelierAuthenticator.add_user
     refuses them), and every removal runs the stack's one clean-up hook."""
@@ -60,7 +61,7 @@ def update_auth(c, stack: Embedded) -> None:
     c.JupyterHub.template_paths = [str(Path(__file__).with_name("templates"))]
 
 
-def update_spawner(c, stack: Embedded) -> None:
+def update_spawner(c, stack: EmbeddedStack) -> None:
     """Containers where a Docker engine and the base image are there, else local
     processes (single-user mode); :func:`atelier_hub.engine.session_mode` decides."""
     from .engine import docker_host, session_mode
@@ -147,7 +148,7 @@ def _route_the_hub_before_services_answer() -> None:
     JupyterHub.start_service = start_service
 
 
-def update_services(c, stack: Embedded) -> None:
+def update_services(c, stack: EmbeddedStack) -> None:
     """Every running service's hub-managed entry (from its descriptor), and the CLI's
     admin identity. The endpoints come from the deployment settings, computed once."""
     _restart_exited_services_sooner()
@@ -177,7 +178,7 @@ def update_services(c, stack: Embedded) -> None:
     ]
 
 
-def _bound_input(stack: Embedded) -> None:
+def _bound_input(stack: EmbeddedStack) -> None:
     """Bounded input (:mod:`.input_limits`): the hub's HTTP server refuses bodies past
     their limits, and spawn options an older hub stored past theirs are cut back before
     the hub opens its database (the hub loads this file before its ``init_db``). Sets
@@ -196,7 +197,7 @@ def configure(c, state: str | Path | None = None) -> None:
     state = state or os.environ.get("ATELIER_STATE")
     if not state:
         raise SystemExit("ATELIER_STATE is not set: start the hub with `atelier dev` (or `make dev`)")
-    stack = Embedded.load(state)
+    stack = EmbeddedStack.load(state)
     for svc in stack.running:
         svc.prepare(stack)
     _bound_input(stack)

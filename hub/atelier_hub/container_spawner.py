@@ -45,24 +45,21 @@ from jupyterhub.utils import random_port
 from traitlets import Int, Unicode, default
 
 from .embedded import RELAYS_DIR
-from .embedded_spawner import EmbeddedSpawnerMixin
-from .gpus import GPUUnavailable
+from .embedded_spawner import EmbeddedSpawnerMixin, gpu_refusal
+from .image_paths import HOME as IMAGE_HOME
+from .image_paths import JAVA_HOME as IMAGE_JAVA_HOME
+from .image_paths import SESSION_CONFIG_DIR
+from .image_paths import SPARK_JARS as IMAGE_JARS
 from .install.paths import image_ref
 from .netns_relay import READY
-from .profiles import Profile, to_embedded
+from .profiles import Profile
+from .services import Services
 from .services._process import PARENT_PID_VAR, end_group, end_recorded, record, tail
 from .session import session_env, session_files
-from .settings import Services
 
-__all__ = ["AtelierDockerSpawner", "SESSION_CONFIG_DIR", "IMAGE_HOME", "IMAGE_JARS", "IMAGE_JAVA_HOME",
-           "container_services", "forwarded_endpoints", "stack_id", "update_container_spawner"]
+__all__ = ["AtelierDockerSpawner", "SESSION_CONFIG_DIR", "container_services", "forwarded_endpoints", "stack_id",
+           "update_container_spawner"]
 
-# Fixed paths inside images/base (its Dockerfile creates them).
-IMAGE_HOME = "/home/jovyan"
-IMAGE_JARS = "/opt/atelier/spark-jars"
-IMAGE_JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
-# The same folder as cluster mode's (atelier_hub.cluster.kubespawner.SESSION_CONFIG_DIR).
-SESSION_CONFIG_DIR = "/etc/atelier/session"
 # Every session's host name (its own: each has its own network namespace and /etc/hosts).
 SESSION_HOSTNAME = "atelier"
 # Seconds a relay may take to bind its listeners (a Python start on a busy machine).
@@ -82,7 +79,7 @@ def container_services(services: Services) -> Services:
     """The deployment's services as seen from inside an image: Spark's jars and Java
     live at the image's paths, not the hub machine's (pure).
 
-    >>> from atelier_hub.settings import SparkService
+    >>> from atelier_hub.services.spark import SparkService
     >>> s = container_services(Services(spark=SparkService(jars=["/cache/m2/x/hadoop-aws-3.5.0.jar"])))
     >>> s.spark.jars, s.spark.java_home
     (['/opt/atelier/spark-jars/hadoop-aws-3.5.0.jar'], '/usr/lib/jvm/java-17-openjdk-amd64')
@@ -138,7 +135,8 @@ def forwarded_endpoints(services: Services, *, urls: list[str] = ()) -> list[tup
     here. An endpoint off loopback is not forwarded: a container session has no other
     network.
 
-    >>> from atelier_hub.settings import S3Service, MLflowService
+    >>> from atelier_hub.services.mlflow import MLflowService
+    >>> from atelier_hub.services.s3 import S3Service
     >>> s = Services(s3=S3Service(endpoint_url="http://127.0.0.1:9000", bucket="b"),
     ...              mlflow=MLflowService(tracking_uri="http://127.0.0.1:8000/services/mlflow"))
     >>> forwarded_endpoints(s, urls=["http://127.0.0.1:8081/hub/api", "", "https://example.org/"])
@@ -245,22 +243,28 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
             return False
         return True
 
-    def _check_gpu_session(self, profile: Profile) -> None:
+    def check_request(self, options: dict | None) -> Profile:
+        """EmbeddedSpawnerMixin's check, then what a GPU profile needs here beyond free
+        GPUs: the GPU image and the engine's NVIDIA runtime (409 without them)."""
+        profile = super().check_request(options)
+        if not profile.gpu_count:
+            return profile
         if not self._image_exists(self.gpu_image):
-            raise GPUUnavailable(
+            raise gpu_refusal(
                 f"Profile {profile.name!r} runs the image {self.gpu_image}, which is not built here: "
                 "run `make images-gpu` (about 3 GB), or choose a CPU profile.")
         if not self._nvidia_runtime():
-            raise GPUUnavailable(
+            raise gpu_refusal(
                 f"Profile {profile.name!r} needs {profile.gpu_count} GPU(s), but the Docker engine has no "
                 "NVIDIA runtime: install the NVIDIA container toolkit (nvidia-ctk runtime configure) "
                 "or choose a CPU profile.")
+        return profile
 
     # -- the container -----------------------------------------------------------------
 
     def _session_files(self) -> dict[str, str]:
         return session_files(self.profile, username=self.user.name,
-                             services=container_services(self.session_services()))
+                             services=container_services(self.session_services()), cpus=self.cpus)
 
     def get_env(self):
         env = super().get_env()
@@ -270,7 +274,7 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
                 self.profile,
                 username=self.user.name,
                 services=container_services(self.session_services()),
-                threads=to_embedded(self.profile, host_cpus=os.cpu_count() or 1).threads,
+                cpus=self.cpus,
                 api_token=self.api_token,
                 # The NVIDIA runtime shows the container only its own GPUs, as 0..n-1.
                 gpu_ids=list(range(len(self.gpu_ids))),

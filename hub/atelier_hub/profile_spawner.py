@@ -1,13 +1,17 @@
 """What every Atelier spawner shares, local process or KubeSpawner alike.
 
 Rule this module keeps: the profiles and the deployment settings are loaded once per
-hub process from the two configured files, and a spawn request is resolved against
-them server-side, whatever the form showed: 400 for an unknown profile, 403 for one
-outside the user's groups, 413 for options past their size limit (:mod:`.input_limits`;
-the hub's HTTP server refuses such a request before it is stored, this catches options
-stored by an older hub). A server remembers (in its state) the deployment settings
-it was started with; one re-adopted by a hub whose settings differ (a service moved
-while the hub was down) is stopped rather than left pointing at dead endpoints.
+hub process from the two configured files, and a spawn request is checked against
+them server-side by one method, :meth:`ProfileSpawnerMixin.check_request`, whatever the
+form showed: 400 for an unknown profile, 403 for one outside the user's groups, 413 for
+options past their size limit (:mod:`.input_limits`; the hub's HTTP server refuses such
+a request before it is stored, this catches options stored by an older hub). A mode's
+spawner extends that same method with what only it knows (free GPUs, a per-user GPU
+limit: 409). The request is checked before anything starts (the pre-spawn hook), and the
+profile it resolved is kept in the server's state, here and nowhere else. A server also
+remembers the deployment settings it was started with; one re-adopted by a hub whose
+settings differ (a service moved while the hub was down) is stopped rather than left
+pointing at dead endpoints.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ import hashlib
 from pathlib import Path
 from typing import ClassVar
 
+from pydantic import BaseModel
 from tornado import web
 from traitlets import Unicode
 from traitlets.config import Configurable
 
 from .input_limits import USER_OPTIONS_MAX, options_too_large, stored_size
-from .profiles import Profile, ProfileError, load_profiles, resolve_profile
-from .settings import Deployment, load_deployment
+from .profiles import Profile, ProfileError, load_profiles, resolve_profile, session_cpus
+from .settings import load_deployment
 from .usage import record
 
 __all__ = ["ProfileSpawnerMixin"]
@@ -60,7 +65,10 @@ class ProfileSpawnerMixin(Configurable):
 
     # Per concrete spawner class: each reads its own configured files once.
     _profiles: ClassVar[list[Profile] | None] = None
-    _deployment: ClassVar[Deployment | None] = None
+    _deployment: ClassVar[BaseModel | None] = None
+    #: the model of the deployment settings (``atelier_hub.services.Deployment``), named
+    #: by each concrete spawner: the mode-free core knows no service
+    deployment_model: ClassVar[type[BaseModel] | None] = None
 
     _deployment_digest: ClassVar[str | None] = None
 
@@ -76,10 +84,14 @@ class ProfileSpawnerMixin(Configurable):
         return cls._profiles
 
     @property
-    def deployment(self) -> Deployment:
+    def deployment(self) -> BaseModel:
         cls = type(self)
         if cls._deployment is None:
-            cls._deployment = load_deployment(self.deployment_file) if self.deployment_file else Deployment()
+            model = cls.deployment_model
+            if model is None:
+                raise TypeError(f"{cls.__name__}.deployment_model is not set; a spawner class names the "
+                                "deployment settings' model (atelier_hub.services.Deployment)")
+            cls._deployment = load_deployment(self.deployment_file, model) if self.deployment_file else model()
         return cls._deployment
 
     @property
@@ -92,6 +104,17 @@ class ProfileSpawnerMixin(Configurable):
             data = Path(self.deployment_file).read_bytes() if self.deployment_file else b""
             cls._deployment_digest = hashlib.sha256(data).hexdigest()[:16]
         return cls._deployment_digest
+
+    def usable_cpus(self) -> int | None:
+        """The CPUs a session of this spawner can really use, where it knows them; None
+        here: a pod gets its CPU limit on a node the scheduler picks with room for it."""
+        return None
+
+    @property
+    def cpus(self) -> int:
+        """This server's one CPU count (:func:`atelier_hub.profiles.session_cpus`): its
+        thread pools, Spark and Ray."""
+        return session_cpus(self.profile, usable=self.usable_cpus())
 
     def stale(self) -> bool:
         return bool(self.started_digest) and self.started_digest != self.deployment_digest
@@ -136,8 +159,20 @@ class ProfileSpawnerMixin(Configurable):
             return 0
         return status
 
+    # -- the request, checked before anything starts ---------------------------------------
+
+    def run_pre_spawn_hook(self):
+        # A refused request leaves nothing behind, and the REST API answers with the
+        # status and message of check_request.
+        self.profile = self.check_request(self.user_options)
+        return super().run_pre_spawn_hook()
+
+    # -- state kept across hub restarts -------------------------------------------------
+
     def get_state(self):
         state = super().get_state()
+        if self.profile is not None:
+            state["profile"] = self.profile.name
         if self.started_digest:
             state["deployment"] = self.started_digest
         if getattr(self, "_usage_running", False):
@@ -146,11 +181,13 @@ class ProfileSpawnerMixin(Configurable):
 
     def load_state(self, state):
         super().load_state(state)
+        self.profile = self.profile_named(state.get("profile"))
         self.started_digest = state.get("deployment")
         self._usage_running = bool(state.get("usage_running"))
 
     def clear_state(self):
         super().clear_state()
+        self.profile = None
         self.started_digest = None
 
     def groups(self) -> set[str]:
@@ -159,11 +196,12 @@ class ProfileSpawnerMixin(Configurable):
     def profile_named(self, name: str | None) -> Profile | None:
         return next((p for p in self.profiles if p.name == name), None) if name else None
 
-    def resolve_request(self, options: dict | None) -> Profile:
-        """The profile a request names (the default when none), if this user may use it.
+    def check_request(self, options: dict | None) -> Profile:
+        """The profile a request names (the default when none), if this user may start it now.
 
         Raises :class:`tornado.web.HTTPError` 400 (unknown), 403 (not in the user's groups)
-        or 413 (options past their size limit).
+        or 413 (options past their size limit); a mode's spawner extends this method with
+        its own refusals (409), calling it first.
         """
         size = stored_size(options or {})
         if size > USER_OPTIONS_MAX:

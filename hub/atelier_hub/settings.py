@@ -1,26 +1,29 @@
-"""Deployment settings: the one place that names the services every session uses.
+"""Deployment settings: what they are made of, and how a file of them is read.
 
-Rule this module keeps: endpoints are read here once and handed on; nothing else in
-the hub reads a service address from the environment or hard-codes one. Changing an
-endpoint here changes every new session. Unset is ``None`` (the service is absent),
-which is distinct from an empty value.
+Rule this module keeps: endpoints are read from the deployment settings once and
+handed on; nothing else in the hub reads a service address from the environment or
+hard-codes one. Changing an endpoint there changes every new session. Unset is
+``None`` (the service is absent), which is distinct from an empty value. This module
+names no service: each service's module defines its part (a :class:`ServiceSettings`)
+and what a session gets from it, and :mod:`atelier_hub.services` composes the parts
+into ``Services`` and ``Deployment``.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
+from .profiles import Profile
 from .schema import StrictModel, parse_problem
 
-__all__ = [
-    "Deployment", "S3Service", "MLflowService", "TrinoService", "SparkService", "RayService", "Services",
-    "SettingsError", "load_deployment", "load_settings_file",
-]
+__all__ = ["ServiceSettings", "SessionContext", "SettingsError", "service_parts", "load_deployment",
+           "load_settings_file"]
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -30,90 +33,50 @@ class SettingsError(ValueError):
     """The deployment settings file is invalid; the message names the field and the fix."""
 
 
-class S3Service(StrictModel):
-    """An S3-compatible store and the shared bucket every session may read and write."""
+@dataclass(frozen=True)
+class SessionContext:
+    """What a service's settings may read when they configure one session (see
+    :meth:`ServiceSettings.session_env`): the profile, the user, the hub token, the
+    session's config folder, and the deployment's other services (Spark's s3a settings
+    follow the store's)."""
 
-    endpoint_url: str | None = Field(
-        None, description="Endpoint of the store; null on AWS itself, `http://127.0.0.1:PORT` in embedded mode. "
-        "Sessions get it as `AWS_ENDPOINT_URL` (boto3, the AWS CLI) and `MLFLOW_S3_ENDPOINT_URL`.")
-    region: str = Field("us-east-1", description="Region, as `AWS_REGION` and `AWS_DEFAULT_REGION`.")
-    bucket: str = Field(description="The shared bucket, exported as `ATELIER_SHARED_BUCKET`.")
-    access_key_id: str | None = Field(
-        None, description="Static key for every session; null in embedded mode (each user's sessions get "
-        "their own S3 account's keys) and on a cluster with IRSA.")
-    secret_access_key: str | None = Field(None, description="The static key's secret (embedded mode only).")
-
-
-class MLflowService(StrictModel):
-    """The MLflow tracking server."""
-
-    tracking_uri: str = Field(description="What sessions get as `MLFLOW_TRACKING_URI`.")
-    auth: Literal["hub", "none"] = Field(
-        "hub", description="`hub`: the server sits behind JupyterHub auth, so the session's own hub API token "
-        "is its MLflow token (`MLFLOW_TRACKING_TOKEN`); `none`: an open server.")
+    profile: Profile
+    username: str
+    #: the deployment's services (a ``Services`` model, :mod:`atelier_hub.services`)
+    services: BaseModel
+    #: the session's one CPU count (:func:`atelier_hub.profiles.session_cpus`): its thread
+    #: pools, Spark's local[N] and Ray's CPUs all take it
+    cpus: int = 1
+    api_token: str | None = None
+    #: where :meth:`ServiceSettings.session_files` are written; None: nowhere
+    config_dir: str | None = None
 
 
-class TrinoService(StrictModel):
-    """A Trino (Presto) coordinator sessions query."""
+class ServiceSettings(StrictModel):
+    """One service's part of the deployment settings. Each service module subclasses it
+    and says, as pure functions of its fields, what a session gets from it."""
 
-    url: str = Field(description="`http://HOST:PORT` of the coordinator, as `ATELIER_TRINO_URL`.")
-    catalog: str = Field("tpch", description="Default catalog of `%sql`, the `trino` CLI and `connect_trino()`.")
-    default_schema: str | None = Field("tiny", description="Default schema in that catalog; null for none.")
+    #: what the deployment settings say of its field in ``Services``
+    about: ClassVar[str] = ""
 
+    def session_env(self, ctx: SessionContext) -> dict[str, str]:
+        """Environment variables of a session configured for this service."""
+        return {}
 
-class SparkService(StrictModel):
-    """How ``SparkSession.builder.getOrCreate()`` starts in a session."""
-
-    master: str | None = Field(
-        None, description="null: a local master sized to the profile (`local[CPU limit]`); else e.g. `k8s://...`, "
-        "with `spark.executor.*` from the profile.")
-    jars: list[str] = Field(default_factory=list,
-                            description="The s3a connector (hadoop-aws and the AWS SDK bundle), as paths where "
-                            "sessions run.")
-    java_home: str | None = Field(None, description="The Java Spark runs on (`JAVA_HOME`); Spark 4.3 needs 17+.")
-    local_ip: str | None = Field(
-        None, description="Where the driver binds (`SPARK_LOCAL_IP`): `127.0.0.1` in embedded mode (Spark "
-        "otherwise binds the machine's external interface); null on a cluster (the pod's address).")
-    conf: dict[str, str] = Field(default_factory=dict,
-                                 description="Extra `spark-defaults.conf` entries, applied last.")
+    def session_files(self, ctx: SessionContext) -> dict[str, str]:
+        """Config files of such a session, by path relative to its config folder."""
+        return {}
 
 
-class RayService(StrictModel):
-    """Ray: join a cluster at ``address``, or (None) start a local one sized to the profile."""
+def service_parts(services: BaseModel) -> list[ServiceSettings]:
+    """The services a deployment names (fields of a ``Services`` model that are set), in
+    the model's field order.
 
-    address: str | None = Field(None, description="`RAY_ADDRESS` of a Ray cluster; null: a local `ray.init()` "
-                                "sized to the profile.")
-
-
-class CullerService(StrictModel):
-    """The idle culler: sessions report their activity to it and learn when they stop."""
-
-    url: str = Field(description="Its base URL as sessions reach it (`ATELIER_CULLER_URL`), e.g. "
-                     "`http://127.0.0.1:8000/services/culler`; the session's hub token authenticates.")
-    gpu_busy_percent: int = Field(10, ge=1, le=100, description="GPU utilisation (nvidia-smi, in percent) "
-                                  "from which a session counts as active.")
-
-
-class Services(StrictModel):
-    """The services of a deployment; a null one is absent (sessions get no settings for it)."""
-
-    s3: S3Service | None = Field(None, description="The object store and the shared bucket.")
-    mlflow: MLflowService | None = Field(None, description="The MLflow tracking server.")
-    trino: TrinoService | None = Field(None, description="The Trino coordinator.")
-    spark: SparkService | None = Field(None, description="How sessions start Spark.")
-    ray: RayService | None = Field(None, description="How sessions start or join Ray.")
-    culler: CullerService | None = Field(None, description="The idle culler; null: sessions are never "
-                                         "stopped for idleness.")
-
-
-class Deployment(StrictModel):
-    """Everything about a deployment that a session's environment depends on.
-
-    >>> Deployment().services.s3 is None  # a service left out gives sessions no settings
-    True
+    >>> service_parts(StrictModel())
+    []
     """
-
-    services: Services = Field(default_factory=Services, description="The services sessions are configured for.")
+    parts = (getattr(services, name) for name in type(services).model_fields)
+    return [part for part in parts if part is not None]
 
 
 def load_settings_file(path: str | Path, model: type[M], *, what: str, error: type[ValueError]) -> M:
@@ -139,10 +102,7 @@ def load_settings_file(path: str | Path, model: type[M], *, what: str, error: ty
         raise error("\n".join(lines)) from None
 
 
-def load_deployment(path: str | Path) -> Deployment:
-    """Read a deployment settings file (JSON or YAML).
-
-    >>> load_deployment("deployment.yaml").services.s3.bucket  # doctest: +SKIP
-    'atelier-shared'
-    """
-    return load_settings_file(path, Deployment, what="deployment settings", error=SettingsError)
+def load_deployment(path: str | Path, model: type[M]) -> M:
+    """Read a deployment settings file (JSON or YAML) into ``model`` (the ``Deployment``
+    that :mod:`atelier_hub.services` composes from the services' own settings)."""
+    return load_settings_file(path, model, what="deployment settings", error=SettingsError)

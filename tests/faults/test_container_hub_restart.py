@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 from atelier_hub.container_spawner import stack_id
-from atelier_hub.embedded import HUB_RECORD, Embedded
+from atelier_hub.embedded import HUB_RECORD
 from atelier_hub.engine import docker_host
 from atelier_hub.services._process import pid_matches, start_time
+from atelier_hub.stack import EmbeddedStack
 from kernel import run_code, start_kernel
 from stack import Stack
 
@@ -93,7 +94,7 @@ def test_kill_9_then_atelier_dev_again_readopts_the_container_session(container_
     old_relays = _relays(s.state)
     assert len(old_relays) == 1, old_relays
 
-    stack = Embedded.load(s.state)
+    stack = EmbeddedStack.load(s.state)
     old_hub = pid_matches(stack.path(HUB_RECORD))
     assert old_hub, "no hub recorded"
     old_started = start_time(old_hub)
@@ -111,7 +112,7 @@ def test_kill_9_then_atelier_dev_again_readopts_the_container_session(container_
     t0 = time.monotonic()
     s.start()
     back_s = round(time.monotonic() - t0, 1)
-    new_hub = pid_matches(Embedded.load(s.state).path(HUB_RECORD))
+    new_hub = pid_matches(EmbeddedStack.load(s.state).path(HUB_RECORD))
     assert new_hub and new_hub != old_hub
     assert start_time(old_hub) != old_started, "the previous hub still runs"
 

@@ -20,9 +20,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from atelier_hub.embedded import HUB_RECORD, Embedded
+from atelier_hub.embedded import HUB_RECORD
 from atelier_hub.services import SERVICES
 from atelier_hub.services._process import group_alive, pid_matches, port_free, start_time
+from atelier_hub.stack import EmbeddedStack
 from kernel import run_code
 from stack import Stack, free_port, tail
 
@@ -51,7 +52,7 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _supervisor_of(stack: Embedded, name: str) -> int:
+def _supervisor_of(stack: EmbeddedStack, name: str) -> int:
     """The hub's child that runs ``name`` (the supervisor: parent of the recorded group)."""
     leader = pid_matches(stack.path(f"run/{name}.pgid"))
     assert leader, f"no live process recorded for {name}"
@@ -142,7 +143,7 @@ def test_the_login_page_is_routed_before_the_services_with_a_url_answer(faulty):
 
 @pytest.mark.parametrize("target", ["child", "supervisor"])
 def test_kill_9_of_every_service_heals_within_a_minute(faulty, records, figures, target):
-    stack = Embedded.load(faulty.state)
+    stack = EmbeddedStack.load(faulty.state)
     since = faulty.log.stat().st_size
     killed = {}
     for svc in MANAGED:
@@ -227,7 +228,7 @@ def test_a_service_that_is_down_fails_in_seconds_naming_its_endpoint(faulty, rec
     message (boto3 and s3a retry a bounded number of times). The real S3 server is taken
     down (its supervisor paused so that it does not heal, the server killed), and the
     session's own clients, configured as always, meet it."""
-    stack = Embedded.load(faulty.state)
+    stack = EmbeddedStack.load(faulty.state)
     leader = pid_matches(stack.path("run/s3.pgid"))
     supervisor = _supervisor_of(stack, "s3")
     os.kill(supervisor, signal.SIGSTOP)
@@ -260,7 +261,7 @@ def _s3_answers(stack: Stack) -> bool:
 
 
 def test_kill_9_of_the_hub_then_make_dev_again_cleans_up_and_readopts(faulty, records, figures):
-    stack = Embedded.load(faulty.state)
+    stack = EmbeddedStack.load(faulty.state)
     hub = pid_matches(stack.path(HUB_RECORD))
     groups = {svc.name: pid_matches(stack.path(f"run/{svc.name}.pgid")) for svc in MANAGED}
     seen = faulty.out.stat().st_size
@@ -306,7 +307,7 @@ def test_after_a_hub_killed_hard_a_session_whose_services_moved_is_stopped(fault
     still running points at a dead endpoint, and is stopped instead of re-adopted."""
     import socket
 
-    stack = Embedded.load(faulty.state)
+    stack = EmbeddedStack.load(faulty.state)
     assert _session_pids("fay"), "fay's session is not running before the test"
     os.kill(pid_matches(stack.path(HUB_RECORD)), signal.SIGKILL)
     assert faulty.proc.wait(120) == 2
@@ -317,7 +318,7 @@ def test_after_a_hub_killed_hard_a_session_whose_services_moved_is_stopped(fault
         squatter.bind(("127.0.0.1", stack.ports["s3"]))
         squatter.listen()
         faulty.start()
-        moved = Embedded.load(faulty.state).ports["s3"] != stack.ports["s3"]
+        moved = EmbeddedStack.load(faulty.state).ports["s3"] != stack.ports["s3"]
         _wait(lambda: not _session_pids("fay"), 120, "the stale session's processes ending")
     servers = faulty.api("GET", "/users/fay").json()["servers"]
     figures("kill -9 hub, services moved", s3_moved=moved, stale_session_stopped="" not in servers)

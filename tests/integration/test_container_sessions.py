@@ -25,9 +25,9 @@ from atelier_hub.container_spawner import SESSION_CONFIG_DIR, container_services
 from atelier_hub.engine import engine
 from atelier_hub.install.paths import image_ref
 from atelier_hub.profiles import load_profiles, to_embedded
+from atelier_hub.services import load_deployment
 from atelier_hub.services._process import wait_for
 from atelier_hub.session import session_env, session_files
-from atelier_hub.settings import load_deployment
 from kernel import run_code, start_kernel
 from stack import REPO, Stack
 
@@ -423,9 +423,9 @@ def _run_hook(env: dict[str, str]) -> dict:
 def test_the_start_hook_writes_exactly_session_py_files_for_every_profile(containers):
     services = container_services(load_deployment(containers.state / "deployment.json").services)
     for profile in load_profiles(REPO / "profiles"):
-        files = session_files(profile, username="ada", services=services)
-        env = session_env(profile, username="ada", services=services,
-                          threads=to_embedded(profile, host_cpus=os.cpu_count() or 1).threads,
+        cpus = to_embedded(profile, host_cpus=os.cpu_count() or 1).threads
+        files = session_files(profile, username="ada", services=services, cpus=cpus)
+        env = session_env(profile, username="ada", services=services, cpus=cpus,
                           config_dir=SESSION_CONFIG_DIR if files else None)
         got = _run_hook({**env, "ATELIER_SESSION_FILES": json.dumps(files), "ATELIER_SESSION_DIR": SESSION_CONFIG_DIR})
         assert got["files"] == files, profile.name

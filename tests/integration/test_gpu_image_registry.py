@@ -19,8 +19,8 @@ from atelier_hub.container_spawner import SESSION_CONFIG_DIR, container_services
 from atelier_hub.engine import engine
 from atelier_hub.install.paths import image_ref
 from atelier_hub.profiles import load_profiles
+from atelier_hub.services import load_deployment
 from atelier_hub.session import session_env, session_files
-from atelier_hub.settings import load_deployment
 from stack import REPO
 
 pytestmark = [
@@ -53,8 +53,8 @@ def _session(stack, token: str, code: str) -> dict:
     """One session of the gpu image, with the gpu-1 profile's contract, run directly."""
     profile = next(p for p in load_profiles(REPO / "profiles") if p.name == "gpu-1")
     services = container_services(load_deployment(stack.state / "deployment.json").services)
-    files = session_files(profile, username="alice", services=services)
-    env = session_env(profile, username="alice", services=services, threads=2, api_token=token,
+    files = session_files(profile, username="alice", services=services, cpus=2)
+    env = session_env(profile, username="alice", services=services, cpus=2, api_token=token,
                       config_dir=SESSION_CONFIG_DIR)
     env["ATELIER_SESSION_FILES"] = json.dumps(files)
     cmd = ["docker", "run", "--rm", "--network", "host", "--user", "1000:100", "--memory", "4g"]

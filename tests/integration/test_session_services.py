@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import pyarrow.parquet as pq
 import pytest
@@ -39,6 +40,11 @@ print(int(back.x.sum()), table.num_rows)
     assert pq.read_table(io.BytesIO(body)).column("x").to_pylist() == [1, 2, 3]
 
 
+# The one CPU count of a session (thread pools, Spark, Ray): the profile file's CPU limit,
+# capped by this machine's cores (profiles/cpu-small.yaml: 2, profiles/cpu-large.yaml: 8).
+SMALL_CPUS = min(2, os.cpu_count() or 1)
+LARGE_CPUS = min(8, os.cpu_count() or 1)
+
 SPARK = """
 import json, os
 from pyspark.sql import SparkSession
@@ -55,7 +61,8 @@ spark.stop()
 
 def test_spark_starts_sized_to_the_profile_and_writes_parquet_to_s3(stack, alice, small):
     out = json.loads(run_code(stack.url, small["url"], alice["token"], SPARK, timeout=400).strip().splitlines()[-1])
-    assert out == {"master": "local[2]", "parallelism": 2, "count": 10, "driver_host": "127.0.0.1"}
+    assert out == {"master": f"local[{SMALL_CPUS}]", "parallelism": SMALL_CPUS, "count": 10,
+                   "driver_host": "127.0.0.1"}
     # Spark's parquet files, read back from outside with pyarrow.
     s3 = stack.s3()
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="atelier-shared", Prefix="spark/cpu-small/")["Contents"]]
@@ -81,7 +88,7 @@ ray.shutdown()
 
 def test_ray_init_runs_tasks_sized_to_the_profile(stack, alice, small):
     out = json.loads(run_code(stack.url, small["url"], alice["token"], RAY, timeout=400).strip().splitlines()[-1])
-    assert out["result"] == 285 and out["cpus"] == 2 and out["gpus"] == 0
+    assert out["result"] == 285 and out["cpus"] == SMALL_CPUS and out["gpus"] == 0
     assert out["node"].startswith("127.")
 
 
@@ -92,9 +99,9 @@ def test_a_larger_profile_gets_larger_spark_and_ray(stack, alice):
                 "print(json.dumps({'master': s.sparkContext.master, 'memory': s.conf.get('spark.driver.memory')})); "
                 "s.stop()")
         out = json.loads(run_code(stack.url, model["url"], alice["token"], code, timeout=400).strip().splitlines()[-1])
-        assert out == {"master": "local[8]", "memory": f"{16 * 10**9 // 2**20 // 2}m"}
+        assert out == {"master": f"local[{LARGE_CPUS}]", "memory": f"{16 * 10**9 // 2**20 // 2}m"}
         ray = json.loads(run_code(stack.url, model["url"], alice["token"], RAY, timeout=400).strip().splitlines()[-1])
-        assert ray["cpus"] == 8
+        assert ray["cpus"] == LARGE_CPUS
     finally:
         stack.stop_server("alice", "svc-large")
 

@@ -19,7 +19,7 @@ from atelier_hub.cluster.kubespawner import configure_kubespawner, profile_list
 from atelier_hub.cluster.settings import ClusterSettings, ClusterSettingsError, load_cluster_settings
 from atelier_hub.cluster.values import ETC, egress_rules, main_render, merge_values, render_values, schema_problems
 from atelier_hub.profiles import load_profiles
-from atelier_hub.settings import Deployment
+from atelier_hub.services import Deployment
 from traitlets.config import Config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from atelier_hub.embedded import Embedded
 from atelier_hub.install.paths import image_ref
 from atelier_hub.services import SERVICES
+from atelier_hub.services.s3 import SERVICE as S3
+from atelier_hub.stack import EmbeddedStack
 from conftest import LOGS, Hub
 from control_plane import control_plane_paths, missing_node_packages
 from k8s_cluster import NAMESPACE, STORAGE_CLASS, assert_loopback, free_port
@@ -82,13 +83,13 @@ class NodeHub(Hub):
         super().__init__(workdir, cp.server, cp.pki)
         self.session_port = free_port()
         without = tuple(s.name for s in SERVICES if s.name not in ("s3", "mlflow"))
-        self.stack, _ = Embedded.prepare(workdir / "state", port=self.port, profiles_dir=self.profiles,
+        self.stack, _ = EmbeddedStack.prepare(workdir / "state", port=self.port, profiles_dir=self.profiles,
                                          without=without)
         # No IRSA ServiceAccount here: the session's S3 keys come from the Secret, as a
         # platform's deployment settings would give them (the embedded stack's own file
         # holds none: there each user's keys come from the embedded spawners).
         deployment = json.loads(self.stack.path("deployment.json").read_text())
-        deployment["services"]["s3"].update(self.stack.s3_keys())
+        deployment["services"]["s3"].update(S3.root_keys(self.stack))
         self.deployment_file = workdir / "cluster-deployment.json"
         self.deployment_file.write_text(json.dumps(deployment))
         self.deployment_file.chmod(0o600)
@@ -100,9 +101,9 @@ class NodeHub(Hub):
             f.write(f"""
 # -- the real node: the base image, hostNetwork on 127.0.0.1, real S3 and MLflow --------
 from atelier_hub.config import update_services
-from atelier_hub.embedded import Embedded
+from atelier_hub.stack import EmbeddedStack
 
-_stack = Embedded.load({str(self.stack.root)!r})
+_stack = EmbeddedStack.load({str(self.stack.root)!r})
 update_services(c, _stack)
 c.JupyterHub.services = [*c.JupyterHub.services, {{"name": "tests", "api_token": os.environ["TEST_ADMIN_TOKEN"]}}]
 c.JupyterHub.load_roles = [*c.JupyterHub.load_roles, {{
@@ -176,7 +177,7 @@ def test_base_image_runs_in_a_real_pod(node_hub, real_node, kube):
     container = pod["spec"]["containers"][0]
     assert container["image"] == real_node.image and container["imagePullPolicy"] == "Never"
     # The S3 key reaches the pod only through its Secret.
-    assert hub.stack.s3_keys()["secret_access_key"] not in json.dumps(pod)
+    assert S3.root_keys(hub.stack)["secret_access_key"] not in json.dumps(pod)
     status = pod["status"]["containerStatuses"][0]
     assert status["containerID"].startswith("containerd://") and "running" in status["state"], status
 

@@ -21,7 +21,7 @@ import yaml
 from atelier_hub.cluster.settings import ClusterSettings
 from atelier_hub.cluster.values import egress_rules, merge_values, render_values, schema_problems
 from atelier_hub.profiles import load_profiles
-from atelier_hub.settings import Deployment
+from atelier_hub.services import Deployment
 from tf_run import REPO, TERRAFORM, apply_root, hcl, run, tf_env
 
 VALUES_MODULE = TERRAFORM / "modules" / "atelier" / "values"

@@ -20,8 +20,13 @@ import pytest
 from atelier_hub import container_spawner, engine, netns_relay
 from atelier_hub.container_spawner import container_services, forwarded_endpoints, stack_id
 from atelier_hub.install import docker as install_docker
+from atelier_hub.services import Services
 from atelier_hub.services._process import PARENT_PID_VAR, free_port, wait_for
-from atelier_hub.settings import CullerService, MLflowService, S3Service, Services, SparkService, TrinoService
+from atelier_hub.services.culler import CullerService
+from atelier_hub.services.mlflow import MLflowService
+from atelier_hub.services.s3 import S3Service
+from atelier_hub.services.spark import SparkService
+from atelier_hub.services.trino import TrinoService
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 from atelier_hub import services
-from atelier_hub.embedded import Embedded
 from atelier_hub.install import paths
 from atelier_hub.services import _process
+from atelier_hub.services.s3 import SERVICE as S3
+from atelier_hub.stack import EmbeddedStack
 
 # -- the descriptors -------------------------------------------------------------------------
 
@@ -28,7 +29,7 @@ def test_descriptors_have_unique_names_and_need_only_installable_parts():
 
 
 def test_the_state_folder_gets_ports_and_endpoints_from_the_descriptors(tmp_path):
-    stack, password = Embedded.prepare(tmp_path / "state", port=_process.free_port(), profiles_dir="profiles")
+    stack, password = EmbeddedStack.prepare(tmp_path / "state", port=_process.free_port(), profiles_dir="profiles")
     assert password and (tmp_path / "state" / "initial-admin-password").read_text().strip() == password
     assert oct((tmp_path / "state" / "initial-admin-password").stat().st_mode & 0o777) == "0o600"
     with_port = {s.name for s in services.SERVICES if s.has_port}
@@ -41,10 +42,10 @@ def test_the_state_folder_gets_ports_and_endpoints_from_the_descriptors(tmp_path
     assert deployment.trino.url == f"http://127.0.0.1:{stack.ports['trino']}"
     assert deployment.spark is not None and deployment.ray is not None
     # A second start reuses the ports (running sessions keep their settings) ...
-    again, password = Embedded.prepare(tmp_path / "state", port=stack.port, profiles_dir="profiles")
+    again, password = EmbeddedStack.prepare(tmp_path / "state", port=stack.port, profiles_dir="profiles")
     assert again.ports == stack.ports and password is None
     # ... and an optional service left out gives sessions no settings for it.
-    without, _ = Embedded.prepare(tmp_path / "state", port=stack.port, profiles_dir="profiles",
+    without, _ = EmbeddedStack.prepare(tmp_path / "state", port=stack.port, profiles_dir="profiles",
                                   without=("trino",))
     assert "trino" not in without.ports and without.deployment().services.trino is None
 
@@ -53,12 +54,12 @@ def test_the_hub_config_runs_each_descriptor_through_a_supervisor(tmp_path):
     from atelier_hub.config import configure
     from traitlets.config import Config
 
-    stack, _ = Embedded.prepare(tmp_path / "state", port=_process.free_port(), profiles_dir="profiles")
+    stack, _ = EmbeddedStack.prepare(tmp_path / "state", port=_process.free_port(), profiles_dir="profiles")
     c = Config()
     configure(c, stack.root)
     entries = {e["name"]: e for e in c.JupyterHub.services}
     assert set(entries) == {"s3", "mlflow", "trino", "culler", "usage", "atelier-admin"}
-    secret = stack.s3_keys()["secret_access_key"]
+    secret = S3.root_keys(stack)["secret_access_key"]
     for name in ("s3", "mlflow", "trino", "culler", "usage"):
         cmd = entries[name]["command"]
         assert "--record" in cmd and cmd[cmd.index("--record") + 1] == str(stack.root / "run" / f"{name}.pgid")
@@ -240,7 +241,7 @@ def test_the_mlflow_worker_gets_the_variables_the_installed_mlflow_reads():
     import inspect
 
     import mlflow.server as server
-    from atelier_hub.services.mlflow_front import MLFLOW_SERVER_ENV
+    from atelier_hub.services.mlflow_server import MLFLOW_SERVER_ENV
     from mlflow.server import constants, handlers
 
     assert MLFLOW_SERVER_ENV["backend"] == constants.BACKEND_STORE_URI_ENV_VAR
@@ -260,7 +261,7 @@ def test_the_mlflow_worker_runs_the_installed_mlflows_auth_app_by_its_own_names(
     """The worker is MLflow's auth app (what `mlflow server --app-name basic-auth` runs),
     configured by MLflow's own variables and configuration keys."""
     import mlflow.environment_variables as ev
-    from atelier_hub.services.mlflow_front import AUTH_APP, MLFLOW_AUTH_ENV, auth_config
+    from atelier_hub.services.mlflow_server import AUTH_APP, MLFLOW_AUTH_ENV, auth_config
     from mlflow.server import _find_app, _is_factory
     from mlflow.server.auth.config import AuthConfig
 

@@ -17,8 +17,10 @@ from atelier_hub.auth import Backoff, UserError, UsersFile, check_password, hash
 from atelier_hub.embedded_spawner import render_profile_form
 from atelier_hub.gpus import GPUPool, GPUUnavailable
 from atelier_hub.profiles import Profile
+from atelier_hub.services import Services, SettingsError, load_deployment
+from atelier_hub.services.mlflow import MLflowService
+from atelier_hub.services.s3 import S3Service
 from atelier_hub.session import session_env
-from atelier_hub.settings import MLflowService, S3Service, Services, SettingsError, load_deployment
 from atelier_hub.users import InviteError
 
 SMALL = Profile(name="cpu-small", display_name="Small", cpu={"limit": 2, "guarantee": 0.5},
@@ -32,7 +34,7 @@ SERVICES = Services(
 
 
 def test_session_env_configures_each_library_its_own_way():
-    env = session_env(SMALL, username="ada", services=SERVICES, threads=2, api_token="tok")
+    env = session_env(SMALL, username="ada", services=SERVICES, cpus=2, api_token="tok")
     assert env["AWS_ENDPOINT_URL"] == env["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:9000"
     assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == ("AK", "SK")
     assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "us-east-1"
@@ -50,11 +52,11 @@ def test_session_env_configures_each_library_its_own_way():
 
 
 def test_session_env_gpu_and_absent_services():
-    env = session_env(GPU, username="ada", services=Services(), threads=8, gpu_ids=[2])
+    env = session_env(GPU, username="ada", services=Services(), cpus=8, gpu_ids=[2])
     assert env["CUDA_VISIBLE_DEVICES"] == "2" and env["ATELIER_GPU_TYPE"] == "a100"
     assert not any(k.startswith(("AWS_", "MLFLOW_")) for k in env)
     # An open MLflow server gets no token.
-    env = session_env(SMALL, username="a", threads=1, api_token="tok",
+    env = session_env(SMALL, username="a", cpus=1, api_token="tok",
                       services=Services(mlflow=MLflowService(tracking_uri="http://x", auth="none")))
     assert "MLFLOW_TRACKING_TOKEN" not in env and "MLFLOW_EXPERIMENT_NAME" not in env
 
@@ -334,8 +336,9 @@ def test_two_processes_writing_the_users_file_never_corrupt_it(tmp_path):
 
 
 def test_the_state_folder_is_made_private_and_no_admin_comes_back(tmp_path):
-    from atelier_hub.embedded import ADMIN_USER, Embedded
+    from atelier_hub.embedded import ADMIN_USER
     from atelier_hub.services._process import free_port
+    from atelier_hub.stack import EmbeddedStack
 
     profiles = Path(__file__).resolve().parents[2] / "profiles"
     state = tmp_path / "state"
@@ -343,7 +346,7 @@ def test_the_state_folder_is_made_private_and_no_admin_comes_back(tmp_path):
     (state / "logs" / "hub.log").write_text("old log")
     for path, mode in ((state, 0o755), (state / "logs", 0o755), (state / "logs" / "hub.log", 0o644)):
         path.chmod(mode)
-    stack, password = Embedded.prepare(state, port=free_port(), profiles_dir=profiles, without=("trino",))
+    stack, password = EmbeddedStack.prepare(state, port=free_port(), profiles_dir=profiles, without=("trino",))
     assert password and set(stack.users.load()) == {ADMIN_USER}  # the first start makes the admin
     for path in (state, state / "logs", state / "homes", state / "secrets"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
@@ -351,5 +354,5 @@ def test_the_state_folder_is_made_private_and_no_admin_comes_back(tmp_path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     # Every user removed: a later start brings no admin back.
     stack.users.remove(ADMIN_USER)
-    stack, password = Embedded.prepare(state, port=free_port(), profiles_dir=profiles, without=("trino",))
+    stack, password = EmbeddedStack.prepare(state, port=free_port(), profiles_dir=profiles, without=("trino",))
     assert password is None and stack.users.load() == {}

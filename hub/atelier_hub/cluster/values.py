@@ -27,8 +27,9 @@ from urllib.parse import urlsplit
 import yaml
 
 from ..profiles import Profile, ProfileError, format_memory, load_profiles
+from ..services import Deployment, SettingsError, load_deployment
 from ..services.culler import PREFIX as CULLER_PREFIX
-from ..settings import CullerService, Deployment, SettingsError, load_deployment
+from ..services.culler import CullerService
 from .settings import ClusterSettings, ClusterSettingsError, load_cluster_settings
 
 __all__ = [
@@ -89,7 +90,7 @@ def egress_rules(deployment: Deployment, settings: ClusterSettings) -> list[dict
     one in namespace ``ns``; any other hostname may resolve inside the VPC, so it is
     opened to ``private_cidrs`` (public addresses are open already).
 
-    >>> from atelier_hub.settings import Deployment
+    >>> from atelier_hub.services import Deployment
     >>> d = Deployment.model_validate({"services": {"mlflow": {"tracking_uri": "http://10.1.2.3:5000"}}})
     >>> egress_rules(d, ClusterSettings())[0]["to"]
     [{'ipBlock': {'cidr': '10.1.2.3/32'}}]

@@ -1,117 +1,90 @@
 """The managed services, one descriptor each: the list everything else iterates over.
 
-Rule this package keeps: a service is one module here exposing one :class:`Service`
-instance, and one line in :data:`SERVICES`. The descriptor alone says
+Rule this package keeps: a service is one module here exposing one
+:class:`~.base.Service` instance as ``SERVICE``, and one line in :data:`MODULES`. The
+descriptor alone says
 
 - which installable parts it needs (:mod:`atelier_hub.install.paths` names them),
-- the endpoints it gives sessions (its part of the deployment settings),
+- its part of the deployment settings (a :class:`~atelier_hub.settings.ServiceSettings`
+  model, which also says, as pure functions of its fields, what a session's
+  environment and config files get from it),
+- the endpoints it gives sessions, from what the deployment gives it (:class:`~.base.Site`),
 - how the hub starts it (a hub-managed service entry, run through a supervisor of
   :mod:`._process` so that its processes die with it),
 - how to tell it is ready, and the banner line ``atelier dev`` prints then.
 
-The hub config, the state folder (ports, deployment settings), ``atelier dev``'s
-readiness and banner all loop over :data:`SERVICES`; none of them names a service.
-Endpoints are computed once, by :meth:`Service.endpoints`, and handed to the
-service entries (:meth:`Service.hub_service`) as well as to the sessions.
+The hub config, the stack's life cycle (:mod:`atelier_hub.stack`: ports, deployment
+settings), the session contract, ``atelier dev``'s readiness and banner all loop over
+:data:`SERVICES` (or over the :data:`Services` model composed from it); none of them
+names a service. Endpoints are computed once, by :meth:`~.base.Service.endpoints`,
+and handed to the service entries (:meth:`~.base.Service.hub_service`) as well as to
+the sessions.
 
 Adding a service (a feature store, say) is ``services/feast.py`` with
-``SERVICE = Feast()`` and one line below; see the README ("Adding a service").
+``SERVICE = Feast()`` and one line in :data:`MODULES`; see the README ("Adding a service").
 """
 
 from __future__ import annotations
 
-import sys
+import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
 
-if TYPE_CHECKING:  # the state folder imports this package, not the other way round
-    from ..embedded import Embedded
-    from ..settings import Services
+from pydantic import BaseModel, Field, create_model
 
-__all__ = ["Service", "SERVICES", "by_name", "enabled"]
+from ..schema import StrictModel
+from ..settings import SettingsError
+from ..settings import load_deployment as _load
+from .base import Service, Site
 
+__all__ = ["Service", "Site", "MODULES", "SERVICES", "Services", "Deployment", "by_name", "enabled",
+           "load_deployment", "services_model"]
 
-class Service:
-    """What every managed service says about itself. Subclasses override what applies."""
-
-    #: short name: the hub service's name, the key of its port in ``atelier.json`` and
-    #: of its endpoints in the deployment settings
-    name: ClassVar[str]
-    #: what the banner calls it
-    title: ClassVar[str]
-    #: installable parts it needs (``atelier dev`` refuses to start without them)
-    needs: ClassVar[tuple[str, ...]] = ()
-    #: may be switched off with ``atelier dev --without NAME``
-    optional: ClassVar[bool] = False
-    #: it listens on a port of its own, chosen at the first start and kept after
-    has_port: ClassVar[bool] = True
-    #: hub scopes a session's token gets for it (e.g. access to a hub-authenticated front)
-    session_scopes: ClassVar[tuple[str, ...]] = ()
-    #: hub scopes the service's own token gets (a role named after it), e.g. to stop servers
-    hub_scopes: ClassVar[tuple[str, ...]] = ()
-
-    def prepare(self, stack: Embedded) -> None:
-        """Create what must exist before anything starts (folders, buckets); never
-        overwrites what is there."""
-
-    def endpoints(self, stack: Embedded) -> dict:
-        """Its part of the deployment settings: ``{field of Services: model}``."""
-        return {}
-
-    def view_for(self, stack: Embedded, services: Services, name: str) -> Services:
-        """``services`` as the managed service ``name`` is handed them; by default unchanged."""
-        return services
-
-    def hub_service(self, stack: Embedded, services: Services) -> dict | None:
-        """The JupyterHub service entry that runs it, or None (nothing to run)."""
-        return None
-
-    def remove_user(self, stack: Embedded, name: str) -> None:
-        """Forget what it keeps for user ``name`` (their keys, say), who was removed.
-        Called in the hub's process by :meth:`Embedded.remove_user`, possibly while it is
-        not running (at the hub's start-up)."""
-
-    def ready(self, stack: Embedded) -> bool:
-        """Whether it answers as users need it to (no side effect, quick)."""
-        return True
-
-    def banner(self, stack: Embedded) -> str:
-        """The banner's line for it, once ready."""
-        return ""
-
-    def log_path(self, stack: Embedded) -> Path:
-        """Where to look when it does not become ready."""
-        return stack.path("logs/hub.log")
-
-    def supervised(self, stack: Embedded, command: list[str]) -> list[str]:
-        """``command`` run under a :class:`~._process.Supervisor` that records its group in
-        :meth:`record_file`, restarts it when it dies and ends it when the hub dies (a hub
-        killed hard leaves no orphan), with the hub's variables passed on."""
-        return [sys.executable, "-m", "atelier_hub.services._process", "--name", self.name,
-                "--record", str(self.record_file(stack.root)), "--hub-env", "--", *command]
-
-    def record_file(self, state: str | Path) -> Path:
-        """Where its supervisor records its process group, in the state folder ``state``."""
-        return Path(state) / "run" / f"{self.name}.pgid"
+#: the service modules, in start order: the hub starts managed services one after
+#: another, so the store that the others use comes first. A module path without a dot
+#: is one of this package's.
+MODULES = [
+    "s3",
+    "mlflow",
+    "trino",
+    "spark",
+    "ray",
+    "culler",
+    "usage",
+]
 
 
-def _all() -> list[Service]:
-    from . import culler, mlflow, ray, s3, spark, trino, usage
-
-    # Start order: the hub starts managed services one after another, so the store
-    # that the others use comes first.
-    return [
-        s3.SERVICE,
-        mlflow.SERVICE,
-        trino.SERVICE,
-        spark.SERVICE,
-        ray.SERVICE,
-        culler.SERVICE,
-        usage.SERVICE,
-    ]
+def _load_services(modules: list[str]) -> list[Service]:
+    return [importlib.import_module(m if "." in m else f"{__name__}.{m}").SERVICE for m in modules]
 
 
-SERVICES: list[Service] = _all()
+def services_model(services: list[Service]) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The ``Services`` and ``Deployment`` models of these descriptors: one optional
+    field per service with settings, named after it, in list order."""
+    fields = {svc.name: (svc.settings | None, Field(None, description=svc.settings.about))
+              for svc in services if svc.settings is not None}
+    services_cls = create_model("Services", __base__=StrictModel, __doc__=(
+        "The services of a deployment; a null one is absent (sessions get no settings for it)."), **fields)
+    deployment_cls = create_model("Deployment", __base__=StrictModel, __doc__=(
+        "Everything about a deployment that a session's environment depends on."),
+        services=(services_cls, Field(default_factory=services_cls,
+                                      description="The services sessions are configured for.")))
+    return services_cls, deployment_cls
+
+
+SERVICES: list[Service] = _load_services(MODULES)
+Services, Deployment = services_model(SERVICES)
+
+
+def load_deployment(path: str | Path) -> BaseModel:
+    """Read a deployment settings file (JSON or YAML); :class:`SettingsError` names the
+    field and the fix.
+
+    >>> load_deployment("deployment.yaml").services.s3.bucket  # doctest: +SKIP
+    'atelier-shared'
+    >>> Deployment().services.s3 is None  # a service left out gives sessions no settings
+    True
+    """
+    return _load(path, Deployment)
 
 
 def by_name(name: str) -> Service:
@@ -131,3 +104,6 @@ def by_name(name: str) -> Service:
 def enabled(names: list[str] | tuple[str, ...]) -> list[Service]:
     """The descriptors of ``names``, in :data:`SERVICES` order."""
     return [svc for svc in SERVICES if svc.name in names]
+
+
+__all__ += ["SettingsError"]

@@ -2,6 +2,12 @@
 
 Rules this module keeps:
 
+- A front forwards neither hop-by-hop headers nor the client's own credentials
+  (:data:`DROP_REQUEST`, :data:`DROP_RESPONSE`, :func:`copy_headers`); each front adds
+  the identities only it decides. Its errors are JSON with the status and a message
+  that says what to do (:func:`finish_json_error`), and a backend still starting is a
+  503 saying so (:func:`answer_starting`), never a hung request or an HTML page.
+
 - A front decides on one path and forwards that same path. :func:`decided_path` turns
   the raw request path into the path the backend will see (percent-decoded once, dot
   segments resolved, doubled slashes merged) and refuses what a backend could read
@@ -18,10 +24,20 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterable
 from urllib.parse import quote, unquote_to_bytes
 
-__all__ = ["HUB_AUTH_CACHE_S", "RefusedPath", "decided_path", "forward_path", "identity"]
+__all__ = ["HUB_AUTH_CACHE_S", "DROP_REQUEST", "DROP_RESPONSE", "RefusedPath", "decided_path", "forward_path",
+           "identity", "copy_headers", "error_message", "finish_json_error", "answer_starting"]
+
+#: request headers no front passes on: hop-by-hop ones, and the client's credentials
+#: (the front sends the backend its own)
+DROP_REQUEST = frozenset({"host", "authorization", "cookie", "connection", "content-length", "transfer-encoding",
+                          "keep-alive", "upgrade"})
+#: response headers no front passes back (hop-by-hop; the server's own name)
+DROP_RESPONSE = frozenset({"connection", "transfer-encoding", "content-length", "keep-alive", "server"})
 
 #: seconds a front (or the culler) trusts the hub's answer about a token; a removed
 #: user's token stops everywhere within this plus one request's time.
@@ -114,3 +130,42 @@ def identity(model: dict) -> tuple[str, bool]:
     """
     name = model["name"] if model.get("kind", "user") == "user" else f"service/{model['name']}"
     return name, bool(model.get("admin")) or "admin:users" in model.get("scopes", ())
+
+
+def copy_headers(pairs: Iterable[tuple[str, str]], drop: Iterable[str]):
+    """The headers of ``pairs`` (name, value) less those named in ``drop`` (lower case),
+    as a Tornado ``HTTPHeaders``.
+
+    >>> dict(copy_headers([("Host", "h"), ("Accept", "*/*"), ("Cookie", "c")], DROP_REQUEST))
+    {'Accept': '*/*'}
+    """
+    from tornado import httputil
+
+    headers = httputil.HTTPHeaders()
+    for name, value in pairs:
+        if name.lower() not in drop:
+            headers.add(name, value)
+    return headers
+
+
+def error_message(handler, kwargs: dict) -> str:
+    """The message of the error a Tornado handler's ``write_error`` is called for."""
+    from tornado import web
+
+    exc = kwargs.get("exc_info", (None, None))[1]
+    # Tornado keeps log_message as a %-format (a message given alone has each '%' doubled).
+    return exc.log_message % exc.args if isinstance(exc, web.HTTPError) and exc.log_message else handler._reason
+
+
+def finish_json_error(handler, status_code: int, kwargs: dict, *, code_key: str) -> None:
+    """Answer an error as JSON: ``{code_key: status, "message": ...}`` (each front keeps
+    the key its clients read: MLflow's ``error_code``, Trino's ``error``)."""
+    handler.set_header("Content-Type", "application/json")
+    handler.finish(json.dumps({code_key: status_code, "message": error_message(handler, kwargs)}))
+
+
+def answer_starting(handler, message: str, *, code_key: str | None = None) -> None:
+    """503 while the backend is starting, with ``message`` (and the status under
+    ``code_key``, for clients that read it there)."""
+    handler.set_status(503)
+    handler.finish({**({code_key: 503} if code_key else {}), "message": message})

@@ -36,7 +36,7 @@ from pathlib import Path
 __all__ = [
     "start_time", "group_alive", "end_group", "record", "end_recorded", "pid_matches",
     "port_free", "free_port", "http_status", "wait_for", "tail", "Supervisor", "main",
-    "PARENT_PID_VAR", "die_with_parent",
+    "PARENT_PID_VAR", "die_with_parent", "ReadyWatch", "supervise_until_ready",
 ]
 
 # The hub names its own pid in every service's environment: a service process checks
@@ -277,6 +277,11 @@ class Supervisor:
     def parent_gone(self) -> bool:
         return os.getppid() != self._parent
 
+    @property
+    def stopping(self) -> bool:
+        """Whether it was told to stop (a signal, :meth:`stop`, or its parent gone)."""
+        return self._stopping
+
     def check(self) -> bool:
         """One supervision step: restart a dead child when its back-off has passed.
         False once the supervisor should exit (stopping, or its parent is gone)."""
@@ -332,6 +337,66 @@ class Supervisor:
         self.stop()
         return 0
 
+
+
+class ReadyWatch:
+    """"Supervise until ready", written once: a :class:`Supervisor` stepped by its
+    caller's loop (a plain one, :func:`supervise_until_ready`, or an event loop), which
+    tells it when the running child still has to be probed and hears when it answered.
+
+    After each :meth:`step`, :attr:`probing` is the child to probe (running, not ready
+    yet) or None. :meth:`ready` marks it ready (``on_ready(pid)``); a ready child that
+    dies or is replaced by a restart is lost (``on_lost()``), and the next one is probed
+    again. :meth:`close` ends the child and reports a ready one lost.
+    """
+
+    def __init__(self, sup: Supervisor, *, on_ready: Callable[[int], None] = lambda pid: None,
+                 on_lost: Callable[[], None] = lambda: None):
+        self.sup, self.on_ready, self.on_lost = sup, on_ready, on_lost
+        self.ready_pid: int | None = None
+        self.probing: subprocess.Popen | None = None
+
+    def step(self) -> bool:
+        """One supervision step; False once the supervisor should exit."""
+        self.probing = None
+        if not self.sup.check():
+            return False
+        proc = self.sup.proc
+        alive = proc is not None and proc.poll() is None
+        if self.ready_pid is not None and (not alive or proc.pid != self.ready_pid):
+            self.ready_pid = None
+            self.on_lost()
+        if alive and proc.pid != self.ready_pid:
+            self.probing = proc
+        return True
+
+    def ready(self) -> None:
+        if self.probing is not None:
+            self.ready_pid = self.probing.pid
+            self.probing = None
+            self.on_ready(self.ready_pid)
+
+    def close(self) -> None:
+        if self.ready_pid is not None:
+            self.ready_pid = None
+            self.on_lost()
+        self.sup.stop()
+
+
+def supervise_until_ready(sup: Supervisor, *, probe: Callable[[subprocess.Popen], bool],
+                          on_ready: Callable[[int], None] = lambda pid: None,
+                          on_lost: Callable[[], None] = lambda: None, interval: float = 0.3) -> None:
+    """Start ``sup``'s child and keep it running until the supervisor stops (a signal,
+    :meth:`Supervisor.handle_signals`, or its parent gone); each child that runs is
+    probed (``probe(proc)``) until it answers, see :class:`ReadyWatch`."""
+    watch = ReadyWatch(sup, on_ready=on_ready, on_lost=on_lost)
+    sup.handle_signals()
+    sup.start()
+    while watch.step():
+        if watch.probing is not None and probe(watch.probing):
+            watch.ready()
+        time.sleep(interval)
+    watch.close()
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m atelier_hub.services._process",

@@ -11,11 +11,14 @@ the profiles (a quarter of it, 5 to 300 s), so a short test timeout is honoured 
 from __future__ import annotations
 
 import sys
+from typing import ClassVar
 
-from ..profiles import load_profiles
-from ..settings import CullerService
-from . import Service
+from pydantic import Field
+
+from ..profiles import Profile, load_profiles
+from ..settings import ServiceSettings, SessionContext
 from ._process import http_status
+from .base import Service, Site
 
 PREFIX = "/services/culler"
 #: what the culler's own token may do: list servers with their profile (server state),
@@ -35,6 +38,36 @@ def check_every(profiles) -> int:
     return max(5, min(300, min(p.idle_timeout for p in profiles) // 4))
 
 
+def activity_interval(profile: Profile) -> int:
+    """Seconds between a session's activity reports: six per idle timeout, 5 to 60.
+
+    >>> from atelier_hub.profiles import Profile
+    >>> activity_interval(Profile(name="s", display_name="S", cpu={"limit": 2}, memory={"limit": "4G"}))
+    60
+    """
+    return max(5, min(60, profile.idle_timeout // 6))
+
+
+class CullerService(ServiceSettings):
+    """The idle culler: sessions report their activity to it and learn when they stop."""
+
+    about: ClassVar[str] = "The idle culler; null: sessions are never stopped for idleness."
+
+    url: str = Field(description="Its base URL as sessions reach it (`ATELIER_CULLER_URL`), e.g. "
+                     "`http://127.0.0.1:8000/services/culler`; the session's hub token authenticates.")
+    gpu_busy_percent: int = Field(10, ge=1, le=100, description="GPU utilisation (nvidia-smi, in percent) "
+                                  "from which a session counts as active.")
+
+    def session_env(self, ctx: SessionContext) -> dict[str, str]:
+        # Read by atelier_lab's server extension: it reports busy kernels, terminals, SSH
+        # and GPU use several times per timeout, so the culler sees a job before it idles.
+        return {
+            "ATELIER_CULLER_URL": self.url,
+            "ATELIER_ACTIVITY_INTERVAL": str(activity_interval(ctx.profile)),
+            "ATELIER_GPU_BUSY_PERCENT": str(self.gpu_busy_percent),
+        }
+
+
 def culler_command(*, profiles_dir: str, audit: str) -> list[str]:
     """The service's command line; the cluster configuration runs the same."""
     profiles = load_profiles(profiles_dir)
@@ -46,27 +79,29 @@ def culler_command(*, profiles_dir: str, audit: str) -> list[str]:
 class Culler(Service):
     name = "culler"
     title = "Idle culler"
+    settings = CullerService
+    prefix = PREFIX
     optional = True
     # Sessions report their activity (and the Extend button) with their hub token.
     session_scopes = (f"access:services!service={name}",)
     hub_scopes = HUB_SCOPES
 
-    def endpoints(self, stack) -> dict:
-        return {"culler": CullerService(url=f"{stack.url}{PREFIX}")}
+    def endpoints(self, site: Site) -> dict:
+        return {"culler": CullerService(url=self.public_url(site))}
 
-    def hub_service(self, stack, services) -> dict:
+    def hub_service(self, site: Site, services) -> dict:
         return {
             "name": self.name,
             "display": False,
-            "url": f"http://127.0.0.1:{stack.ports[self.name]}",
-            "command": self.supervised(stack, culler_command(
-                profiles_dir=stack.profiles_dir, audit=str(stack.path("logs/culler-audit.jsonl")))),
+            "url": self.local_url(site),
+            "command": self.supervised(site, culler_command(
+                profiles_dir=site.profiles_dir, audit=str(site.path("logs/culler-audit.jsonl")))),
         }
 
-    def ready(self, stack) -> bool:
-        return http_status(f"http://127.0.0.1:{stack.ports[self.name]}{PREFIX}/health") == 200
+    def ready(self, site: Site) -> bool:
+        return http_status(f"{self.local_url(site)}{PREFIX}/health") == 200
 
-    def banner(self, stack) -> str:
+    def banner(self, site: Site) -> str:
         return "idle servers stop per profile (decisions in STATE/logs/culler-audit.jsonl)"
 
 

@@ -5,7 +5,7 @@ each request as that identity. Browsers log in through the hub (OAuth cookie); s
 and scripts send their hub API token (``MLFLOW_TRACKING_TOKEN``, sent by MLflow as
 ``Authorization: Bearer``). Behind the front runs MLflow's own auth app (what ``mlflow
 server --app-name basic-auth`` runs): the front makes an MLflow account for each hub
-identity (:class:`Accounts`; passwords generated here, kept 0600 in the state folder)
+identity (:class:`.mlflow_accounts.Accounts`; passwords kept 0600 in the state folder)
 and calls MLflow as that account, so MLflow's permission model decides who may change
 what, and a request that does not come through the front has no password (401). The
 front also stamps the hub user on each new run, keeps ``mlflow.user`` as stamped and
@@ -21,9 +21,10 @@ The front listens at once, so the hub (which waits for each managed service's UR
 before it routes the login page) is never held up by MLflow's start; until MLflow
 answers, ``/health`` says 503 and every other request waits a bounded time
 (``--request-wait``) and then fails with a message naming the endpoint. The real
-server listens on a private 127.0.0.1 port, supervised by :class:`._process.Supervisor`:
-its own process group, restarted if it dies, ended with this process.
-ref: ../shared/RECIPES.md (MLflow orphans its uvicorn child on SIGKILL)
+server (:mod:`.mlflow_server`) listens on a private 127.0.0.1 port, supervised until
+ready by :class:`._process.ReadyWatch`: its own process group, restarted if it dies,
+ended with this process. What the two fronts share (header filters, JSON errors, the
+503 while starting) is :mod:`._front`'s.
 
 Run by the hub as ``python -m atelier_hub.services.mlflow_front --state DIR --record F ...``.
 """
@@ -32,14 +33,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import importlib.util
 import json
 import os
 import re
-import secrets
 import signal
-import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -49,22 +46,21 @@ from tornado import httpclient, httputil, web
 from tornado.httpserver import HTTPServer
 from tornado.log import access_log
 
+from . import _front
 from ._front import HUB_AUTH_CACHE_S, RefusedPath, decided_path, forward_path, identity
-from ._process import Supervisor, die_with_parent, free_port
+from ._process import ReadyWatch, Supervisor, die_with_parent, free_port
+from .base import local_url
 from .mlflow import personal_experiment
+from .mlflow_accounts import Accounts, prepare_auth
+from .mlflow_server import FRONT_USER, Backend, server_command
 
-__all__ = ["identity", "rewrite_rule", "rewrite_body", "hub_managed", "backend_path", "Refused", "main"]
+__all__ = ["identity", "rewrite_rule", "rewrite_body", "hub_managed", "backend_path", "Refused", "ProxyHandler", "main"]
 
 # Hop-by-hop headers and credentials that must not travel to MLflow.
-_DROP_REQUEST = {"host", "authorization", "cookie", "connection", "origin", "referer",
-                 "content-length", "transfer-encoding", "keep-alive", "upgrade"}
-_DROP_RESPONSE = {"connection", "transfer-encoding", "content-length", "keep-alive", "server"}
+_DROP_REQUEST = _front.DROP_REQUEST | {"origin", "referer"}
 
 # The front collects at most this much of the few calls it rewrites (JSON of a few keys).
 SMALL_BODY_MAX = 1024**2
-# The front's own MLflow admin account: it makes everyone else's. A ``service/`` name,
-# which no hub user can have.
-FRONT_USER = "service/mlflow"
 _API = r"/(?:ajax-)?api/2\.0/mlflow/"
 # The calls whose body the front reads (and, for runs/create, rewrites) before MLflow does.
 _RULES = ("runs/create", "experiments/create", "experiments/update", "runs/set-tag", "runs/delete-tag",
@@ -194,92 +190,6 @@ def backend_path(uri: str, *, prefix: str, method: str) -> str:
     return uri
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by this OS account only, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-class Credentials:
-    """The MLflow password of each account the front made, in one 0600 file of the state
-    folder (generated here, never logged, sent only to MLflow's private server)."""
-
-    def __init__(self, file: Path):
-        self.file = file
-        self._data: dict[str, str] = json.loads(file.read_text()) if file.exists() else {}
-
-    def get(self, name: str) -> str | None:
-        return self._data.get(name)
-
-    def new(self, name: str) -> str:
-        self._data[name] = secrets.token_urlsafe(32)
-        write_private(self.file, json.dumps(self._data, indent=1))
-        return self._data[name]
-
-    def header(self, name: str) -> str:
-        return "Basic " + base64.b64encode(f"{name}:{self._data[name]}".encode()).decode()
-
-
-class Accounts:
-    """Each hub identity's own account in MLflow's auth app, made from the hub on its
-    first request after a start (MLflow's own user store and permission model decide
-    the rest): its password, whether it is an MLflow admin (as on the hub), and its
-    default experiment ``users/NAME``, created as that user so that it is theirs."""
-
-    def __init__(self, *, credentials: Credentials, backend: Backend, prefix: str):
-        self.credentials, self.backend, self.prefix = credentials, backend, prefix
-        self.known: dict[str, bool] = {FRONT_USER: True}
-        self._lock = asyncio.Lock()
-
-    async def authorization(self, name: str, admin: bool) -> str:
-        """The Authorization header that makes MLflow see this identity."""
-        if self.known.get(name) != admin:
-            async with self._lock:
-                if self.known.get(name) != admin:
-                    await self._provision(name, admin)
-        return self.credentials.header(name)
-
-    async def call(self, method: str, path: str, body: dict, *, as_user: str = FRONT_USER) -> tuple[int, dict]:
-        r = await httpclient.AsyncHTTPClient().fetch(
-            self.backend.url + self.prefix + path, method=method, body=json.dumps(body), raise_error=False,
-            headers={"Authorization": self.credentials.header(as_user), "Content-Type": "application/json"},
-            request_timeout=60)
-        try:
-            answer = json.loads(r.body or b"{}")
-        except ValueError:
-            answer = {"message": (r.body or b"")[:200].decode(errors="replace")}
-        return r.code, answer if isinstance(answer, dict) else {}
-
-    @staticmethod
-    def _expect(what: str, code: int, answer: dict, *, also: str = "") -> None:
-        if code != 200 and answer.get("error_code") != also:
-            raise web.HTTPError(502, f"MLflow refused to {what}: {code} {answer.get('message', '')}")
-
-    async def _provision(self, name: str, admin: bool) -> None:
-        password = self.credentials.get(name) or self.credentials.new(name)
-        code, answer = await self.call("POST", "/api/2.0/mlflow/users/create",
-                                       {"username": name, "password": password})
-        if code != 200:
-            self._expect(f"create the account {name}", code, answer, also="RESOURCE_ALREADY_EXISTS")
-            # Made before (or its password file was lost): the password here is the one.
-            self._expect(f"set {name}'s password", *await self.call(
-                "PATCH", "/api/2.0/mlflow/users/update-password", {"username": name, "password": password}))
-        self._expect(f"set {name}'s admin flag", *await self.call(
-            "PATCH", "/api/2.0/mlflow/users/update-admin", {"username": name, "is_admin": admin}))
-        if not name.startswith("service/"):
-            self._expect(f"create {name}'s experiment", *await self.call(
-                "POST", "/api/2.0/mlflow/experiments/create", {"name": personal_experiment(name)}, as_user=name),
-                also="RESOURCE_ALREADY_EXISTS")
-        self.known[name] = admin
-
-
-
 @web.stream_request_body
 class ProxyHandler(HubOAuthenticated, web.RequestHandler):
     """Forwards every request under the service prefix to the private MLflow server,
@@ -352,15 +262,11 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
             # /health tells the truth at once (quietly: it is polled); a real request
             # waits for MLflow a while.
             if self._path == self.health:
-                self.set_status(503)
-                self.finish({"error_code": 503, "message": self.backend.starting_message()})
+                _front.answer_starting(self, self.backend.starting_message(), code_key="error_code")
                 return
             if not await self.backend.wait_ready():
                 raise web.HTTPError(503, self.backend.starting_message())
-        headers = httputil.HTTPHeaders()
-        for name, value in self.request.headers.get_all():
-            if name.lower() not in _DROP_REQUEST:
-                headers.add(name, value)
+        headers = _front.copy_headers(self.request.headers.get_all(), _DROP_REQUEST)
         headers["X-Forwarded-Host"] = self.request.host
         headers["X-Forwarded-Proto"] = self.request.protocol
         if self.current_user:
@@ -415,7 +321,7 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
                 self._headers = httputil.HTTPHeaders()
             elif line:
                 name, _, value = line.partition(":")
-                if name.lower() not in _DROP_RESPONSE:
+                if name.lower() not in _front.DROP_RESPONSE:
                     self.add_header(name.strip(), value.strip())
             started = True
 
@@ -469,54 +375,13 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
             self._upstream.cancel()
 
     def write_error(self, status_code, **kwargs):
-        exc = kwargs.get("exc_info", (None, None))[1]
-        # Tornado keeps log_message as a %-format (a message given alone has each '%' doubled).
-        message = exc.log_message % exc.args if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
-        self.set_header("Content-Type", "application/json")
         if self._has_body() and not self._body_read:
             # Refused before its body was read: tornado drops the connection after this
             # answer, so say so; a client (the hub's proxy) reusing it would get nothing.
             self.set_header("Connection", "close")
-        self.finish(json.dumps({"error_code": status_code, "message": message}))
+        _front.finish_json_error(self, status_code, kwargs, code_key="error_code")
 
     get = head = post = put = patch = delete = options = _forward
-
-
-class Backend:
-    """The private ``mlflow server`` and whether it answers yet."""
-
-    def __init__(self, *, public: str, wait: float):
-        self.url = ""
-        self.ready = False
-        self.public = public
-        self.wait = wait
-        self.since = time.monotonic()
-
-    def starting_message(self) -> str:
-        return (f"MLflow at {self.public} is still starting ({time.monotonic() - self.since:.0f} s so far); "
-                "try again in a moment")
-
-    async def wait_ready(self) -> bool:
-        deadline = time.monotonic() + self.wait
-        while not self.ready and time.monotonic() < deadline:
-            await asyncio.sleep(0.25)
-        return self.ready
-
-    async def probe(self, prefix: str, authorization: str) -> bool:
-        """Ready once /health answers and the tracking store answers a real call (the
-        store's tables are created on the first start, which takes seconds)."""
-        client = httpclient.AsyncHTTPClient()
-        for path in (f"{prefix}/health", f"{prefix}/ajax-api/2.0/mlflow/experiments/search?max_results=1"):
-            try:
-                r = await client.fetch(self.url + path, raise_error=False, request_timeout=30,
-                                       headers={"Authorization": authorization})
-            except (OSError, httpclient.HTTPClientError):
-                # A timeout (599) raises even with raise_error=False: not ready yet,
-                # never a reason for the front itself to stop.
-                return False
-            if r.code != 200:
-                return False
-        return True
 
 
 def _log_request(handler: web.RequestHandler) -> None:
@@ -526,122 +391,6 @@ def _log_request(handler: web.RequestHandler) -> None:
     status = handler.get_status()
     log = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
     log("%d %s %.2fms", status, handler._request_summary(), 1000.0 * handler.request.request_time())
-
-
-# What `mlflow server` hands its uvicorn workers, by MLflow's own variable names. The
-# front starts uvicorn itself: `mlflow server` imports all of MLflow once in the CLI and
-# again in the worker, so starting the worker directly halves MLflow's start (measured
-# here: 3.7-5.4 s of CPU instead of 8.7-9.5 s). A test checks these names against the
-# installed MLflow's, so an upgrade that renames one fails loudly.
-# ref: mlflow/server/__init__.py (_run_server's env_map), mlflow/server/constants.py
-MLFLOW_SERVER_ENV = {
-    "backend": "_MLFLOW_SERVER_FILE_STORE",
-    "registry": "_MLFLOW_SERVER_REGISTRY_STORE",
-    "artifact_root": "_MLFLOW_SERVER_ARTIFACT_ROOT",
-    "serve_artifacts": "_MLFLOW_SERVER_SERVE_ARTIFACTS",
-    "artifacts_destination": "_MLFLOW_SERVER_ARTIFACT_DESTINATION",
-    "static_prefix": "_MLFLOW_STATIC_PREFIX",
-    "boot_id": "_MLFLOW_SERVER_BOOT_ID",
-    "in_job_executor": "_MLFLOW_IN_JOB_EXECUTOR",
-    "sgi_name": "_MLFLOW_SGI_NAME",
-}
-# What MLflow's auth app (`mlflow server --app-name basic-auth`) reads; checked the same way.
-# ref: mlflow/environment_variables.py, mlflow/server/auth/config.py
-MLFLOW_AUTH_ENV = {
-    "config": "MLFLOW_AUTH_CONFIG_PATH",
-    "admin_username": "MLFLOW_AUTH_ADMIN_USERNAME",
-    "admin_password": "MLFLOW_AUTH_ADMIN_PASSWORD",
-    "secret_key": "MLFLOW_FLASK_SERVER_SECRET_KEY",
-}
-# The auth app's entry point (its `basic-auth` entry point), a factory under uvicorn.
-AUTH_APP = "mlflow.server.auth:create_app"
-
-
-def auth_config(*, database: Path) -> str:
-    """MLflow's auth configuration (basic_auth.ini) for the front's accounts (pure).
-
-    Everyone reads everything (``default_permission = READ``); MLflow gives whoever
-    creates an experiment or registered model MANAGE on it, and a run is governed by
-    its experiment. Credential checks are cached for a while: each one is a deliberately
-    slow password hash, and every request through the front carries one.
-
-    >>> "default_permission = READ" in auth_config(database=Path("/s/auth.db"))
-    True
-    """
-    return (
-        "[mlflow]\n"
-        "default_permission = READ\n"
-        f"database_uri = sqlite:///{database}\n"
-        f"admin_username = {FRONT_USER}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-        "auth_cache_ttl_seconds = 300\n"
-    )
-
-
-def server_command(*, port: int, prefix: str, state: Path, artifacts_destination: str,
-                   auth: dict[str, str]) -> tuple[list[str], dict]:
-    """The command and environment of MLflow's tracking server worker (pure, apart from
-    a fresh boot id): what ``mlflow server --app-name basic-auth --workers 1
-    --static-prefix PREFIX --backend-store-uri sqlite:///STATE/mlflow.db
-    --artifacts-destination DEST`` runs. ``auth`` holds the auth app's variables (see
-    :data:`MLFLOW_AUTH_ENV`).
-
-    >>> cmd, env = server_command(port=5000, prefix="/services/mlflow", state=Path("/s"),
-    ...                           artifacts_destination="s3://b/", auth={})
-    >>> cmd[1:3], cmd[-2:], env["_MLFLOW_STATIC_PREFIX"], env["_MLFLOW_SERVER_SERVE_ARTIFACTS"]
-    (['-m', 'uvicorn'], ['--factory', 'mlflow.server.auth:create_app'], '/services/mlflow', 'true')
-    """
-    import uuid
-
-    store = f"sqlite:///{(state / 'mlflow.db').resolve()}"
-    env = {
-        MLFLOW_SERVER_ENV["backend"]: store,
-        MLFLOW_SERVER_ENV["registry"]: store,
-        # Clients log artifacts through this server (mlflow-artifacts:/), which writes them
-        # to the destination: sessions need no key for the artifact bucket.
-        MLFLOW_SERVER_ENV["artifact_root"]: "mlflow-artifacts:/",
-        MLFLOW_SERVER_ENV["serve_artifacts"]: "true",
-        MLFLOW_SERVER_ENV["artifacts_destination"]: artifacts_destination,
-        MLFLOW_SERVER_ENV["static_prefix"]: prefix,
-        MLFLOW_SERVER_ENV["boot_id"]: uuid.uuid4().hex,
-        MLFLOW_SERVER_ENV["in_job_executor"]: "false",
-        MLFLOW_SERVER_ENV["sgi_name"]: "uvicorn",
-        **auth,
-    }
-    # MLflow's own log format for uvicorn; found without importing MLflow here.
-    spec = importlib.util.find_spec("mlflow")
-    log_config = Path(spec.submodule_search_locations[0]) / "server" / "uvicorn_log_config.yaml" if spec else None
-    cmd = [sys.executable, "-m", "uvicorn",
-           *(["--log-config", str(log_config)] if log_config and log_config.exists() else []),
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--factory", AUTH_APP]
-    return cmd, env
-
-
-def prepare_auth(folder: Path) -> tuple[Credentials, dict[str, str]]:
-    """The auth app's folder (0700) with its configuration, database and the front's
-    credentials; and the variables its worker needs. A database whose admin password
-    was lost is set aside (its permissions with it) rather than locking the front out."""
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
-    credentials = Credentials(folder / "credentials.json")
-    database = folder / "basic_auth.db"
-    if credentials.get(FRONT_USER) is None:
-        if database.exists():
-            aside = database.with_name(f"basic_auth.db.lost-{int(time.time())}")
-            database.rename(aside)
-            print(f"MLflow front: no credentials for {database}; set it aside as {aside.name}", flush=True)
-        credentials.new(FRONT_USER)
-    config = folder / "basic_auth.ini"
-    write_private(config, auth_config(database=database.resolve()))
-    return credentials, {
-        MLFLOW_AUTH_ENV["config"]: str(config),
-        MLFLOW_AUTH_ENV["admin_username"]: FRONT_USER,
-        MLFLOW_AUTH_ENV["admin_password"]: credentials.get(FRONT_USER),
-        # Signs the auth app's own sign-up form (CSRF), which nobody reaches here:
-        # a fresh one per start will do.
-        MLFLOW_AUTH_ENV["secret_key"]: secrets.token_hex(32),
-    }
-
 
 def main(argv: list[str] | None = None) -> None:
     die_with_parent()
@@ -674,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
     def before_start() -> None:
         # A new private port at each start: a predecessor's port may still linger.
         port = free_port()
-        backend.url, backend.ready, backend.since = f"http://127.0.0.1:{port}", False, time.monotonic()
+        backend.url, backend.ready, backend.since = local_url(port), False, time.monotonic()
         sup.cmd, server_env = server_command(port=port, prefix=prefix, state=args.state,
                                              artifacts_destination=args.artifacts_destination, auth=auth_env)
         sup.env = {**env, **server_env}
@@ -708,22 +457,24 @@ def main(argv: list[str] | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
+        def ready(_pid: int) -> None:
+            backend.ready = True
+            print(f"MLflow ready behind hub login at {prefix}/ "
+                  f"({time.monotonic() - backend.since:.0f} s)", flush=True)
+
+        def lost() -> None:
+            backend.ready = False
+
+        watch = ReadyWatch(sup, on_ready=ready, on_lost=lost)
         sup.start()
-        while not stopping.is_set():
-            if not sup.check():
-                break
-            alive = sup.proc is not None and sup.proc.poll() is None
-            if not alive:
-                backend.ready = False
-            elif not backend.ready and await backend.probe(prefix, credentials.header(FRONT_USER)):
-                backend.ready = True
-                print(f"MLflow ready behind hub login at {prefix}/ "
-                      f"({time.monotonic() - backend.since:.0f} s)", flush=True)
+        while not stopping.is_set() and watch.step():
+            if watch.probing is not None and await backend.probe(prefix, credentials.header(FRONT_USER)):
+                watch.ready()
             try:
                 await asyncio.wait_for(stopping.wait(), 0.5)
             except asyncio.TimeoutError:
                 pass
-        sup.stop()
+        watch.close()
 
     asyncio.run(run())
 

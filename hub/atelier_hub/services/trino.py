@@ -14,10 +14,43 @@ cancelled at their removal (:meth:`Trino.remove_user`).
 from __future__ import annotations
 
 import sys
+from typing import ClassVar
+
+from pydantic import Field
 
 from ..install.paths import trino_paths
-from ..settings import TrinoService
-from . import Service
+from ..settings import ServiceSettings, SessionContext
+from .base import Service, Site
+
+
+class TrinoService(ServiceSettings):
+    """A Trino (Presto) coordinator sessions query."""
+
+    about: ClassVar[str] = "The Trino coordinator."
+
+    url: str = Field(description="`http://HOST:PORT` of the coordinator, as `ATELIER_TRINO_URL`.")
+    catalog: str = Field("tpch", description="Default catalog of `%sql`, the `trino` CLI and `connect_trino()`.")
+    default_schema: str | None = Field("tiny", description="Default schema in that catalog; null for none.")
+
+    def session_env(self, ctx: SessionContext) -> dict[str, str]:
+        env = {"ATELIER_TRINO_URL": self.url}
+        # jupysql's %sql connects to DATABASE_URL when no connection is named. The hub
+        # token is the password (Trino's front checks it; jupysql masks passwords when it
+        # shows the URL); plain HTTP on loopback needs the client's allow_insecure_auth.
+        host = self.url.split("://", 1)[-1].rstrip("/")
+        login = f"{ctx.username}:{ctx.api_token}" if ctx.api_token else ctx.username
+        env["DATABASE_URL"] = f"trino://{login}@{host}/{self.catalog}" + (
+            f"/{self.default_schema}" if self.default_schema else "") + (
+            "?allow_insecure_auth=true" if ctx.api_token else "")
+        if ctx.config_dir:
+            env["TRINO_CONFIG"] = f"{ctx.config_dir}/trino/config"
+        return env
+
+    def session_files(self, ctx: SessionContext) -> dict[str, str]:
+        lines = [f"server={self.url}", f"user={ctx.username}", f"catalog={self.catalog}"]
+        if self.default_schema:
+            lines.append(f"schema={self.default_schema}")
+        return {"trino/config": "\n".join(lines) + "\n"}
 
 
 class Trino(Service):
@@ -27,22 +60,23 @@ class Trino(Service):
     optional = True
     # The session's hub token is its Trino credential (the front checks it).
     session_scopes = ("access:services!service=trino",)
+    settings = TrinoService
 
-    def url(self, stack) -> str:
-        return f"http://127.0.0.1:{stack.ports[self.name]}"
+    def url(self, site: Site) -> str:
+        return self.local_url(site)
 
-    def endpoints(self, stack) -> dict:
-        return {"trino": TrinoService(url=self.url(stack))}
+    def endpoints(self, site: Site) -> dict:
+        return {"trino": TrinoService(url=self.url(site))}
 
-    def hub_service(self, stack, services) -> dict:
+    def hub_service(self, site: Site, services) -> dict:
         from .trino_server import default_java_home
 
         s3 = services.s3
         cmd = [
             sys.executable, "-m", "atelier_hub.services.trino_server",
-            "--state", str(stack.path("trino")),
-            "--record", str(self.record_file(stack.root)),
-            "--front-port", str(stack.ports[self.name]),
+            "--state", str(site.path("trino")),
+            "--record", str(self.record_file(site.root)),
+            "--front-port", str(self.port(site)),
             "--trino-home", str(trino_paths().home),
         ]
         java = default_java_home()
@@ -57,13 +91,13 @@ class Trino(Service):
                        "AWS_REGION": s3.region}
         return {"name": self.name, "display": False, "environment": env, "command": cmd}
 
-    def remove_user(self, stack, name: str) -> None:
+    def remove_user(self, site: Site, name: str) -> None:
         """Cancel the removed user's unfinished queries: the front refuses their token
         within seconds, but a query already running would go on (and answer whoever
         polls its statement URI) until it ends."""
         from .trino_server import cancel_queries_of, local_token, read_ready
 
-        state = stack.path("trino")
+        state = site.path("trino")
         info = read_ready(state)
         if info is None:
             return  # not running: no query of theirs runs either
@@ -77,17 +111,17 @@ class Trino(Service):
             print(f"trino: cancelled {len(ids)} running quer{'y' if len(ids) == 1 else 'ies'} of the removed user "
                   f"{name}", flush=True)
 
-    def ready(self, stack) -> bool:
+    def ready(self, site: Site) -> bool:
         # Written by the server's supervisor once a real query has succeeded.
         from .trino_server import read_ready
 
-        return read_ready(stack.path("trino")) is not None
+        return read_ready(site.path("trino")) is not None
 
-    def log_path(self, stack):
-        return stack.path("trino/logs/server.log")
+    def log_path(self, site: Site):
+        return site.path("trino/logs/server.log")
 
-    def banner(self, stack) -> str:
-        return f"{self.url(stack)}  (sessions: atelier_lab.connect_trino(), %sql, trino)"
+    def banner(self, site: Site) -> str:
+        return f"{self.url(site)}  (sessions: atelier_lab.connect_trino(), %sql, trino)"
 
 
 SERVICE = Trino()

@@ -45,6 +45,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from . import _front
 from ._front import RefusedPath, decided_path, forward_path, identity
 
 __all__ = ["sign_jwt", "hub_token", "strip_hub_credential", "FrontState", "make_app", "CREDENTIAL",
@@ -56,13 +57,11 @@ CREDENTIAL = "hub_token"
 SERVICE_USER = "service/trino"
 #: seconds a minted JWT is valid (it is minted again well before)
 JWT_LIFETIME = 600
-# Hop-by-hop headers, and identities only the front decides.
-_DROP_REQUEST = {"host", "authorization", "cookie", "connection", "content-length", "transfer-encoding",
-                 "accept-encoding",  # answers come back plain, so their URIs can be put back
-                 "keep-alive", "upgrade", "x-trino-user", "x-trino-original-user", "x-trino-original-roles",
-                 "x-trino-extra-credential", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
-                 "x-forwarded-port", "forwarded"}
-_DROP_RESPONSE = {"connection", "transfer-encoding", "content-length", "keep-alive", "server"}
+# Beside the fronts' own (hop-by-hop, credentials): identities only the front decides.
+_DROP_REQUEST = _front.DROP_REQUEST | {
+    "accept-encoding",  # answers come back plain, so their URIs can be put back
+    "x-trino-user", "x-trino-original-user", "x-trino-original-roles", "x-trino-extra-credential",
+    "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "forwarded"}
 # A statement URI as Trino hands it out: /v1/statement/{queued|executing}/ID/SLUG/TOKEN.
 _STATEMENT = re.compile(r"/v1/statement/(?:queued|executing)/([^/]+)/[^/]+/[0-9]+")
 # Trino's query-management endpoints (list, details, cancel, kill, preempt).
@@ -190,7 +189,7 @@ def management_call(path: str) -> bool:
 
 def make_app(state: FrontState, hub_auth):
     """The Tornado application of the front (``hub_auth``: a JupyterHub ``HubAuth``)."""
-    from tornado import httpclient, httputil, web
+    from tornado import httpclient, web
     from tornado.log import app_log
 
     class Forward(web.RequestHandler):
@@ -231,10 +230,7 @@ def make_app(state: FrontState, hub_auth):
                 # Trino's rules let the service see and cancel every query; admins act through it.
                 as_user = SERVICE_USER
                 app_log.info("Trino front: admin %s: %s %s (as %s)", user, self.request.method, path, SERVICE_USER)
-            headers = httputil.HTTPHeaders()
-            for name, value in self.request.headers.get_all():
-                if name.lower() not in _DROP_REQUEST:
-                    headers.add(name, value)
+            headers = _front.copy_headers(self.request.headers.get_all(), _DROP_REQUEST)
             extra = strip_hub_credential(self.request.headers.get_list("X-Trino-Extra-Credential"))
             if extra:
                 headers["X-Trino-Extra-Credential"] = extra
@@ -257,15 +253,14 @@ def make_app(state: FrontState, hub_auth):
             except (OSError, httpclient.HTTPClientError):  # refused, reset, timed out
                 response = None
             if response is None or response.code == 599:
-                self.set_status(503)
-                self.finish({"message": "Trino is starting (or restarting); try again in a few seconds"})
+                _front.answer_starting(self, "Trino is starting (or restarting); try again in a few seconds")
                 return
             self.set_status(response.code, response.reason)
             secure, plain = f"https://{self.request.host}/", f"{self.request.protocol}://{self.request.host}/"
             for name, value in response.headers.get_all():
                 if name.lower() == "location" and value.startswith(secure):
                     value = plain + value.removeprefix(secure)
-                if name.lower() not in _DROP_RESPONSE:
+                if name.lower() not in _front.DROP_RESPONSE:
                     self.add_header(name, value)
             if response.code in (204, 304) or self.request.method == "HEAD":
                 self.finish()  # no body may follow (tornado refuses to write one)
@@ -293,11 +288,7 @@ def make_app(state: FrontState, hub_auth):
             return json.dumps(doc).encode()
 
         def write_error(self, status_code, **kwargs):
-            exc = kwargs.get("exc_info", (None, None))[1]
-            # Tornado keeps log_message as a %-format (a message given alone has each '%' doubled).
-            message = exc.log_message % exc.args if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"error": status_code, "message": message}))
+            _front.finish_json_error(self, status_code, kwargs, code_key="error")
 
         get = head = post = put = delete = _forward
 

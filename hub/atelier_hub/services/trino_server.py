@@ -45,7 +45,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from ._process import Supervisor, die_with_parent, free_port, port_free, tail
+from ..private_files import write_private
+from ._process import Supervisor, die_with_parent, free_port, port_free, supervise_until_ready, tail
+from .base import local_url
 from .trino_etc import render_etc, server_command
 from .trino_front import SERVICE_USER, sign_jwt
 
@@ -211,11 +213,7 @@ def local_token(state: str | Path, user: str = SERVICE_USER) -> str:
 
 def _write_key(path: Path) -> bytes:
     key = secrets.token_bytes(32)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(base64.b64encode(key).decode())
+    write_private(path, base64.b64encode(key).decode())
     return key
 
 
@@ -244,7 +242,7 @@ def start_front(port: int, *, key: bytes, backend: str) -> None:
         asyncio.run(run())
 
     threading.Thread(target=serve, name="trino-front", daemon=True).start()
-    print(f"Trino front listening on http://127.0.0.1:{port} (hub login; Trino itself on {backend})", flush=True)
+    print(f"Trino front listening on {local_url(port)} (hub login; Trino itself on {backend})", flush=True)
 
 
 def prepare_hive(url: str, token: str) -> None:
@@ -315,9 +313,9 @@ def main(argv: list[str] | None = None) -> None:
     env["JAVA_HOME"] = java_home
     env["TRINO_INTERNAL_SECRET"] = secrets.token_urlsafe(32)
     catalogs = sorted(Path(rel).stem for rel in files if rel.startswith("catalog/"))
-    url = f"http://127.0.0.1:{port}"
+    url = local_url(port)
     token = sign_jwt(key, subject=SERVICE_USER, lifetime=10 * 365 * 86400)
-    front = f"http://127.0.0.1:{args.front_port}" if args.front_port else None
+    front = local_url(args.front_port) if args.front_port else None
     if args.front_port:
         start_front(args.front_port, key=key, backend=url)
 
@@ -336,29 +334,12 @@ def main(argv: list[str] | None = None) -> None:
 
     sup = Supervisor(cmd, name="trino", record_file=record_file, env=env, cwd=data,
                      log_file=logs / "launcher.log", grace=20, before_start=before_start)
-    sup.handle_signals()
-    sup.start()
-    # Readiness: /v1/info says "starting": false a little before queries stop failing
-    # with NO_NODES_AVAILABLE, so only a real query counts.
-    ready_pid: int | None = None
     last = "no answer yet"
-    while sup.check():
-        proc = sup.proc
-        dead = proc is None or proc.poll() is not None
-        # The supervisor may have started the next JVM already (another pid): that is a
-        # stop too, and the new one is not ready until a query says so.
-        if ready_pid is not None and (dead or proc.pid != ready_pid):
-            ready_file.unlink(missing_ok=True)
-            ready_pid = None
-            print(f"trino: the server stopped; last lines of {log_file}:\n{tail(log_file, 15)}\n"
-                  f"JVM output ({logs / 'launcher.log'}):\n{tail(logs / 'launcher.log', 10)}",
-                  file=sys.stderr, flush=True)
-        if dead:
-            time.sleep(0.5)
-            continue
-        if ready_pid == proc.pid:
-            time.sleep(0.5)
-            continue
+
+    def answers(_proc) -> bool:
+        # Readiness: /v1/info says "starting": false a little before queries stop failing
+        # with NO_NODES_AVAILABLE, so only a real query counts.
+        nonlocal last
         if time.monotonic() - sup.started_at > args.ready_timeout:
             print(f"trino: no query succeeded in {args.ready_timeout:.0f} s (last: {last}); "
                   f"last lines of {log_file}:\n{tail(log_file, 25)}", file=sys.stderr, flush=True)
@@ -369,16 +350,29 @@ def main(argv: list[str] | None = None) -> None:
         except (OSError, TrinoError) as exc:
             ok, last = False, str(exc)
         if not ok:
-            time.sleep(1)
-            continue
+            time.sleep(0.5)
+            return False
         if "hive" in catalogs:
             prepare_hive(url, token)
-        ready_pid = proc.pid
-        ready_file.write_text(json.dumps({"url": url, "front": front, "pid": proc.pid, "catalogs": catalogs,
+        return True
+
+    def ready(pid: int) -> None:
+        ready_file.write_text(json.dumps({"url": url, "front": front, "pid": pid, "catalogs": catalogs,
                                           "ready_s": round(time.monotonic() - sup.started_at, 1)}))
         print(f"Trino ready on {url} in {time.monotonic() - sup.started_at:.0f} s", flush=True)
+
+    def lost() -> None:
+        # The supervisor may have started the next JVM already (another pid): that is a
+        # stop too, and the new one is not ready until a query says so.
+        ready_file.unlink(missing_ok=True)
+        if sup.stopping:
+            return
+        print(f"trino: the server stopped; last lines of {log_file}:\n{tail(log_file, 15)}\n"
+              f"JVM output ({logs / 'launcher.log'}):\n{tail(logs / 'launcher.log', 10)}",
+              file=sys.stderr, flush=True)
+
+    supervise_until_ready(sup, probe=answers, on_ready=ready, on_lost=lost, interval=0.5)
     ready_file.unlink(missing_ok=True)
-    sup.stop()
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from . import Service
 from ._process import http_status
+from .base import Service, Site
 
 PREFIX = "/services/usage"
 
@@ -19,23 +19,24 @@ PREFIX = "/services/usage"
 class Usage(Service):
     name = "usage"
     title = "Usage"
+    prefix = PREFIX
     optional = True
 
-    def hub_service(self, stack, services) -> dict:
+    def hub_service(self, site: Site, services) -> dict:
         return {
             "name": self.name,
             "display": True,
-            "url": f"http://127.0.0.1:{stack.ports[self.name]}",
+            "url": self.local_url(site),
             "oauth_no_confirm": True,
-            "command": self.supervised(stack, [sys.executable, "-m", "atelier_hub.services.usage_page",
-                                               "--usage-file", str(stack.path("usage.jsonl"))]),
+            "command": self.supervised(site, [sys.executable, "-m", "atelier_hub.services.usage_page",
+                                              "--usage-file", str(site.path("usage.jsonl"))]),
         }
 
-    def ready(self, stack) -> bool:
-        return http_status(f"http://127.0.0.1:{stack.ports[self.name]}{PREFIX}/health") == 200
+    def ready(self, site: Site) -> bool:
+        return http_status(f"{self.local_url(site)}{PREFIX}/health") == 200
 
-    def banner(self, stack) -> str:
-        return f"{stack.url}{PREFIX}/  (admins: usage per user and profile; `atelier usage` prints the same)"
+    def banner(self, site: Site) -> str:
+        return f"{self.public_url(site)}/  (admins: usage per user and profile; `atelier usage` prints the same)"
 
 
 SERVICE = Usage()

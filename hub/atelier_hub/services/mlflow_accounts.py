@@ -1,0 +1,133 @@
+"""The MLflow front's accounts: each hub identity's own account in MLflow's auth app, and
+their passwords.
+
+Rule this module keeps: passwords are generated here, kept in one 0600 file of the
+state folder, never logged, and sent only to MLflow's private server. An account
+follows its hub identity (admin as on the hub) and owns its default experiment
+``users/NAME``, made as that user. A database whose admin password was lost is set
+aside (its permissions with it) rather than locking the front out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+
+from tornado import httpclient, web
+
+from ..private_files import write_private
+from .mlflow import personal_experiment
+from .mlflow_server import FRONT_USER, MLFLOW_AUTH_ENV, Backend, auth_config
+
+__all__ = ["Credentials", "Accounts", "prepare_auth"]
+
+
+class Credentials:
+    """The MLflow password of each account the front made, in one 0600 file of the state
+    folder (generated here, never logged, sent only to MLflow's private server).
+
+    >>> import tempfile
+    >>> credentials = Credentials(Path(tempfile.mkdtemp()) / "credentials.json")
+    >>> password = credentials.new("ada")
+    >>> Credentials(credentials.file).get("ada") == password, credentials.header("ada").startswith("Basic ")
+    (True, True)
+    """
+
+    def __init__(self, file: Path):
+        self.file = file
+        self._data: dict[str, str] = json.loads(file.read_text()) if file.exists() else {}
+
+    def get(self, name: str) -> str | None:
+        return self._data.get(name)
+
+    def new(self, name: str) -> str:
+        self._data[name] = secrets.token_urlsafe(32)
+        write_private(self.file, json.dumps(self._data, indent=1), durable=True)
+        return self._data[name]
+
+    def header(self, name: str) -> str:
+        return "Basic " + base64.b64encode(f"{name}:{self._data[name]}".encode()).decode()
+
+
+class Accounts:
+    """Each hub identity's own account in MLflow's auth app, made from the hub on its
+    first request after a start (MLflow's own user store and permission model decide
+    the rest): its password, whether it is an MLflow admin (as on the hub), and its
+    default experiment ``users/NAME``, created as that user so that it is theirs."""
+
+    def __init__(self, *, credentials: Credentials, backend: Backend, prefix: str):
+        self.credentials, self.backend, self.prefix = credentials, backend, prefix
+        self.known: dict[str, bool] = {FRONT_USER: True}
+        self._lock = asyncio.Lock()
+
+    async def authorization(self, name: str, admin: bool) -> str:
+        """The Authorization header that makes MLflow see this identity."""
+        if self.known.get(name) != admin:
+            async with self._lock:
+                if self.known.get(name) != admin:
+                    await self._provision(name, admin)
+        return self.credentials.header(name)
+
+    async def call(self, method: str, path: str, body: dict, *, as_user: str = FRONT_USER) -> tuple[int, dict]:
+        r = await httpclient.AsyncHTTPClient().fetch(
+            self.backend.url + self.prefix + path, method=method, body=json.dumps(body), raise_error=False,
+            headers={"Authorization": self.credentials.header(as_user), "Content-Type": "application/json"},
+            request_timeout=60)
+        try:
+            answer = json.loads(r.body or b"{}")
+        except ValueError:
+            answer = {"message": (r.body or b"")[:200].decode(errors="replace")}
+        return r.code, answer if isinstance(answer, dict) else {}
+
+    @staticmethod
+    def _expect(what: str, code: int, answer: dict, *, also: str = "") -> None:
+        if code != 200 and answer.get("error_code") != also:
+            raise web.HTTPError(502, f"MLflow refused to {what}: {code} {answer.get('message', '')}")
+
+    async def _provision(self, name: str, admin: bool) -> None:
+        password = self.credentials.get(name) or self.credentials.new(name)
+        code, answer = await self.call("POST", "/api/2.0/mlflow/users/create",
+                                       {"username": name, "password": password})
+        if code != 200:
+            self._expect(f"create the account {name}", code, answer, also="RESOURCE_ALREADY_EXISTS")
+            # Made before (or its password file was lost): the password here is the one.
+            self._expect(f"set {name}'s password", *await self.call(
+                "PATCH", "/api/2.0/mlflow/users/update-password", {"username": name, "password": password}))
+        self._expect(f"set {name}'s admin flag", *await self.call(
+            "PATCH", "/api/2.0/mlflow/users/update-admin", {"username": name, "is_admin": admin}))
+        if not name.startswith("service/"):
+            self._expect(f"create {name}'s experiment", *await self.call(
+                "POST", "/api/2.0/mlflow/experiments/create", {"name": personal_experiment(name)}, as_user=name),
+                also="RESOURCE_ALREADY_EXISTS")
+        self.known[name] = admin
+
+
+def prepare_auth(folder: Path) -> tuple[Credentials, dict[str, str]]:
+    """The auth app's folder (0700) with its configuration, database and the front's
+    credentials; and the variables its worker needs. A database whose admin password
+    was lost is set aside (its permissions with it) rather than locking the front out."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    credentials = Credentials(folder / "credentials.json")
+    database = folder / "basic_auth.db"
+    if credentials.get(FRONT_USER) is None:
+        if database.exists():
+            aside = database.with_name(f"basic_auth.db.lost-{int(time.time())}")
+            database.rename(aside)
+            print(f"MLflow front: no credentials for {database}; set it aside as {aside.name}", flush=True)
+        credentials.new(FRONT_USER)
+    config = folder / "basic_auth.ini"
+    write_private(config, auth_config(database=database.resolve()), durable=True)
+    return credentials, {
+        MLFLOW_AUTH_ENV["config"]: str(config),
+        MLFLOW_AUTH_ENV["admin_username"]: FRONT_USER,
+        MLFLOW_AUTH_ENV["admin_password"]: credentials.get(FRONT_USER),
+        # Signs the auth app's own sign-up form (CSRF), which nobody reaches here:
+        # a fresh one per start will do.
+        MLFLOW_AUTH_ENV["secret_key"]: secrets.token_hex(32),
+    }
