@@ -9,6 +9,9 @@ Phases, each timed, and the times printed together at the end:
 1. ``make install-test``: the project's own install steps (nothing is assumed installed);
 2. the suite on ``TEST_WORKERS`` pytest-xdist workers (default 2; 0 runs one process), each
    taking a file group whole, slowest first, without the tests marked ``alone``;
+   (a third worker was measured and does not help on this 2-core machine: ten of the
+   slowest files, the culling and Trino groups among them, took 6.9 min on 2 workers and
+   6.8 min on 3, every group ~40% slower beside the third);
 3. the tests marked ``alone``, by themselves: they load every core on purpose, which
    would skew the timing-sensitive tests running on the other worker.
 
