@@ -3,8 +3,9 @@
 
 One session logs and registers a small torch model; a second, separate session loads
 ``models:/my_model/1`` and must give the same outputs; the artifacts are in the S3
-server. Needs the gpu image (`make images-gpu`, ~3 GB): reported as skipped where it is
-not built.
+server. Needs the gpu image (`make images-gpu`, ~3 GB of torch and CUDA wheels, an 8.7 GB
+image), which `make test` does not build (PyPI has no CPU-only torch; README, "Not built
+yet"): reported as skipped, with that reason, where it is not built.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from stack import REPO
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not engine().has_image(image_ref("gpu")),
-                       reason=f"{image_ref('gpu')} is not built (make images-gpu, ~3 GB of torch)"),
+                       reason=f"{image_ref('gpu')} is not built: `make test` does not build it (PyPI has no CPU-only "
+                              "torch; the CUDA build is an 8.7 GB image); `make images-gpu` does"),
 ]
 
 LOG = """

@@ -1,5 +1,6 @@
 """Every session is preconfigured: S3 (boto3, pandas, pyarrow), Spark on s3a and Ray work
 with no set-up, sized to the profile; a service that is down fails fast, naming it.
+(A Spark table queried from Trino is in test_trino.py, whose stack runs Trino.)
 
 Each snippet runs in a real kernel of a session spawned through the real hub; results
 are checked from outside the session (objects in the S3 server, parquet read back).
@@ -70,29 +71,6 @@ def test_spark_starts_sized_to_the_profile_and_writes_parquet_to_s3(stack, alice
     rows = sum(pq.read_table(io.BytesIO(s3.get_object(Bucket="atelier-shared", Key=k)["Body"].read())).num_rows
                for k in parts)
     assert rows == 10
-
-
-def test_a_table_written_by_spark_is_queryable_from_trino(stack, alice, small):
-    code = """
-import os
-from pyspark.sql import SparkSession
-import atelier_lab
-bucket = os.environ["ATELIER_SHARED_BUCKET"]
-spark = SparkSession.builder.getOrCreate()
-spark.createDataFrame([(i, i % 3) for i in range(12)], ["id", "grp"]).write.mode("overwrite").parquet(
-    f"s3a://{bucket}/tables/from_spark")
-spark.stop()
-cur = atelier_lab.connect_trino().cursor()
-cur.execute("DROP TABLE IF EXISTS hive.default.from_spark")
-cur.fetchall()
-cur.execute(f"CREATE TABLE hive.default.from_spark (id bigint, grp bigint) "
-            f"WITH (external_location = 's3://{bucket}/tables/from_spark', format = 'PARQUET')")
-cur.fetchall()
-cur.execute("SELECT count(*), sum(id) FROM hive.default.from_spark WHERE grp = 0")
-print(cur.fetchall())
-"""
-    out = run_code(stack.url, small["url"], alice["token"], code, timeout=500)
-    assert out.strip().splitlines()[-1] == "[[4, 18]]"
 
 
 RAY = """

@@ -151,7 +151,10 @@ def _hash_tree(h, path: Path) -> None:
         return
     for p in sorted(path.rglob("*")):
         # Caches, the staged jars (named in the hash instead) and READMEs never reach an image.
-        skip = {"__pycache__", ".jars", ".trino", ".node", "node_modules"} & set(p.parts) or p.suffix == ".pyc"
+        # Tool caches (ruff, pytest) in a developer's checkout are not inputs either: a fresh
+        # clone has none, and the same sources must give the same image.
+        skip = ({"__pycache__", ".jars", ".trino", ".node", "node_modules", ".ruff_cache", ".pytest_cache"}
+                & set(p.parts) or p.suffix == ".pyc")
         if p.is_file() and not skip and p.name != "README.md":
             h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes())
 
@@ -262,7 +265,7 @@ def ensure_images(names: tuple[str, ...] = ("base", "hub")) -> None:
         ensure_image(name)
 
 
-def ensure_default_images() -> None:
+def ensure_default_images(names: tuple[str, ...] = ("base", "hub")) -> None:
     """What `make install` builds for container sessions, where this machine allows it:
     as root with apt (or an engine already there); elsewhere sessions run in the
     single-user process mode, and the installer says so."""
@@ -275,7 +278,7 @@ def ensure_default_images() -> None:
         _steps.say("container images skipped: the Docker engine needs root and Debian's apt here; "
                    "sessions will run in the single-user process mode")
         return
-    ensure_images(("base", "hub"))
+    ensure_images(names)
 
 
 def main(argv: list[str] | None = None) -> None:
