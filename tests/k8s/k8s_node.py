@@ -279,14 +279,19 @@ class RealNode:
         image_id = _docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.decode().strip()
         stamps_file = self.root.parent / "imported.json"
         stamps = json.loads(stamps_file.read_text()) if stamps_file.exists() else {}
-        listed = self.ctr("images", "ls", "-q").stdout.decode().split()
+        # ref -> manifest digest, from `ctr images ls` (REF TYPE DIGEST ...).
+        digests = dict(line.split()[::2][:2] for line in self.ctr("images", "ls").stdout.decode().splitlines()[1:])
+        listed = list(digests)
         name = name or (ref if "/" in ref else f"docker.io/library/{ref}")
         if stamps.get(name) == image_id and name in listed:
             return 0.0
-        if name in listed:
-            # An earlier build of the image: its layers go first (--sync: containerd's
-            # garbage collection done), so the kept root holds one copy, not one per build.
-            self.ctr("images", "rm", "--sync", name)
+        # An earlier build of the image: its layers go first (--sync: containerd's garbage
+        # collection done), so the kept root holds one copy, not one per build. The CRI
+        # plugin keeps a second reference to it by image ID (``sha256:...``): every
+        # reference to the old manifest goes, or its layers stay (4 GB for base).
+        stale = [ref for ref, digest in digests.items() if name in digests and digest == digests[name]]
+        if stale:
+            self.ctr("images", "rm", "--sync", *stale)
         env = {**os.environ, "DOCKER_HOST": docker_host()}
         save = subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE, env=env)
         r = subprocess.run(["ctr", "--address", str(self.socket), "-n", CTR_NAMESPACE, "images", "import",
