@@ -9,17 +9,16 @@ PORT ?= 8000
 install:
 	PYTHONPATH=hub $(PYTHON) -m atelier_hub.install
 
-# The Kubernetes control plane, Helm (the chart tests) and the Terraform checks' tools (terraform, tflint,
-# checkov) are the test suite's own (tests/k8s/control_plane.py, tests/terraform/terraform_tools.py).
+# tests/install.py: `python3 -m atelier_hub.install --test` (only the images a test runs:
+# ATELIER_TEST_IMAGES, default base) while the test suite's own Go tools build beside it
+# (tests/k8s/control_plane.py: Kubernetes, etcd, kwok, helm; tests/terraform/terraform_tools.py:
+# terraform, tflint, then checkov); it lists the steps that ran, slowest first, at its end.
 install-test:
-	PYTHONPATH=hub $(PYTHON) -m atelier_hub.install --test
-	$(PYTHON) tests/k8s/control_plane.py
-	$(PYTHON) tests/k8s/helm_tool.py
-	$(PYTHON) tests/terraform/terraform_tools.py
+	$(PYTHON) tests/install.py
 
 # The container images (also built by `make install`); gpu adds ~3 GB of torch, so only on request.
 images:
-	PYTHONPATH=hub $(PYTHON) -m atelier_hub.install.docker base hub proxy
+	PYTHONPATH=hub $(PYTHON) -m atelier_hub.install.docker base hub
 
 images-gpu:
 	PYTHONPATH=hub $(PYTHON) -m atelier_hub.install.docker gpu

@@ -26,7 +26,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "hub"))
-from atelier_hub.engine import engine, session_mode  # noqa: E402
+from atelier_hub.embedded.engine import engine, session_mode  # noqa: E402
 from atelier_hub.install.paths import image_ref, tool_path  # noqa: E402
 from stack import VENV_BIN, HubClient, Stack, free_port  # noqa: E402
 

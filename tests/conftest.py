@@ -1,5 +1,6 @@
 """Fixtures shared by every suite: the real embedded stack, started once per run (once per
-worker: `make test` runs two, see :func:`pytest_xdist_make_scheduler`)."""
+worker: `make test` runs two, see :func:`pytest_xdist_make_scheduler`), with Trino only
+where a test queries it (:data:`TRINO_GROUP`)."""
 
 from __future__ import annotations
 
@@ -18,29 +19,54 @@ resolve_localhost_names()
 
 HERE = Path(__file__).parent
 _STARTED = time.time()
+TRINO_GROUP = "trino"  # the files that query the shared stack's Trino, as one group (TRINO_FILES)
+#: The files that wait for the culler: one group, one stack, their servers started together
+#: so that their waits overlap (tests/culling.py). The browser's first: it runs in the
+#: foreground while the idle-culling scenarios run in the background.
+CULL_GROUP = "culling"
+CULL_FILES = ("browser/test_cull_warning.py", "integration/test_idle_culling.py")
 
-#: Files (or folders) that take longest, slowest first: they start first, so that the two
+#: Files (or groups) that take longest, slowest first: they start first, so that the
 #: workers of `make test` finish together. Everything else follows in collection order.
-#: Minutes, from the last two-worker CI run (a busy machine: upper bounds).
+#: Minutes of each group's setup + call + teardown, from the last full two-worker run
+#: (CI5, a busy machine), regrouped as below where marked.
 SLOW_FIRST = (
-    "integration/test_idle_culling.py",  # ~8: real idle timeouts (the SSH-keeps-a-server test alone 127 s)
-    "faults/test_service_faults.py",  # ~7
-    "repro/test_repro_integration.py",  # ~6
-    "integration/test_session_services.py",  # ~4
-    "k8s",  # ~3.5: one control plane and one real node, so one worker (one group)
-    "terraform",  # ~3: terraform, tflint, checkov
-    "integration/test_restart_and_bad_config.py",  # the restart-keeps-everything test alone 133 s
-    "integration/test_vscode_ssh.py",
+    CULL_GROUP,  # ~5: real idle timeouts, overlapping (tests/culling.py); were 4.9 + 2.7 apart
+    "faults/test_service_faults.py",  # 3.9
+    TRINO_GROUP,  # ~4: 1.8 + 1.2 + 0.4, and the Spark-to-Trino test; the shared stack with Trino
+    "integration/test_session_services.py",  # 2.5 with the Spark-to-Trino test, now in test_trino.py
+    "browser/test_vscode_browser.py",  # 1.5
+    "integration/test_accounts.py",  # 1.4
+    "repro/test_repro_integration.py",  # 1.3
+    "faults/test_container_hub_restart.py",  # 1.3
+    "k8s",  # 1.2: one control plane and one real node, so one worker (one group)
+    "repro/test_repro_distributed.py",  # 1.1
+    "integration/test_embedded_stack.py",  # 0.9
+    "integration/test_restart_and_bad_config.py",  # 0.8
+    "integration/test_vscode_ssh.py",  # 0.7
+)
+
+
+#: The files whose tests query the shared stack's Trino (or, for test_container_sessions.py's
+#: start-hook test, write a session's Trino config from the stack's deployment): one group,
+#: so that one worker starts the one shared stack with Trino (a JVM, 60-90 s on busy cores).
+#: Every other file's `stack` runs `--without trino`.
+TRINO_FILES = (
+    "integration/test_container_sessions.py",
     "integration/test_s3_trino_identity.py",
     "integration/test_trino.py",
 )
 
 
 def _group(path: str) -> str:
-    """The unit of work one worker takes whole: a file (its module fixtures start once), or
-    the whole k8s folder (one control plane, one real node with its containerd).
+    """The unit of work one worker takes whole: a file (its module fixtures start once),
+    the whole k8s folder (one control plane, one real node with its containerd), the
+    files that query the shared stack's Trino (:data:`TRINO_GROUP`), or those that wait
+    for the culler (:data:`CULL_GROUP`).
     ``path`` is relative to this folder."""
-    return "k8s" if path.startswith("k8s/") else path
+    if path.startswith("k8s/"):
+        return "k8s"
+    return TRINO_GROUP if path in TRINO_FILES else CULL_GROUP if path in CULL_FILES else path
 
 
 def _rank(group: str) -> int:
@@ -52,9 +78,12 @@ def _rank(group: str) -> int:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The slowest files first (a plain ``pytest`` runs the same order)."""
-    def rank(item: pytest.Item) -> int:
-        return _rank(_group(Path(str(item.fspath)).resolve().relative_to(HERE).as_posix()))
+    """The slowest files first (a plain ``pytest`` runs the same order); in the culling
+    group, the browser's file first, whatever order the command line named them in (its
+    test runs while the idle-culling scenarios wait: tests/culling.py)."""
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        path = Path(str(item.fspath)).resolve().relative_to(HERE).as_posix()
+        return _rank(_group(path)), CULL_FILES.index(path) if path in CULL_FILES else 0
 
     items.sort(key=rank)  # stable: file order kept within a rank
 
@@ -85,18 +114,58 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory):
-    """The embedded stack (`atelier dev`) on a free port with a fresh state folder."""
-    s = Stack(tmp_path_factory.mktemp("atelier") / "state", name="session").start()
-    yield s
-    s.stop()
+def _shared_stacks():
+    """The shared stacks this process started, by kind: "trino" (with Trino) and "plain"
+    (``--without trino``); each with the users made on it. Stopped at the end of the run."""
+    started: dict[str, tuple[Stack, dict]] = {}
+    yield started
+    for s, _ in started.values():
+        s.stop()
+
+
+def _shared(request: pytest.FixtureRequest) -> tuple[Stack, dict]:
+    """The shared stack for the requesting module, started on first use: the one with
+    Trino for the files of :data:`TRINO_GROUP`; for any other file the one without, unless
+    this process already runs the one with Trino (a superset: no second stack then)."""
+    started = request.getfixturevalue("_shared_stacks")
+    queries_trino = _group(request.path.resolve().relative_to(HERE).as_posix()) == TRINO_GROUP
+    kind = "trino" if queries_trino or "trino" in started else "plain"
+    if kind not in started:
+        args = () if kind == "trino" else ("--without", "trino")
+        root = request.getfixturevalue("tmp_path_factory").mktemp(f"atelier-{kind}")
+        started[kind] = (Stack(root / "state", name=f"session-{kind}", args=args).start(), {})
+    return started[kind]
+
+
+@pytest.fixture(scope="module")
+def stack(request):
+    """The embedded stack (`atelier dev`) on a free port with a fresh state folder, shared
+    by the files of this process (:func:`_shared`)."""
+    return _shared(request)[0]
 
 
 @pytest.fixture(scope="session")
-def alice(stack):
-    """A user created the way an admin does it, with their password and an API token."""
-    password = stack.add_user("alice")
-    return {"name": "alice", "password": password, "token": stack.user_token("alice")}
+def cull_window(tmp_path_factory):
+    """The culling window (tests/culling.py): its stack, and the idle-culling scenarios
+    started on it at once."""
+    from culling import Window
+
+    window = Window(tmp_path_factory.mktemp("culling"))
+    try:
+        yield window.start()
+    finally:
+        window.close()
+
+
+@pytest.fixture(scope="module")
+def alice(request, stack):
+    """A user created the way an admin does it, with their password and an API token
+    (once per shared stack)."""
+    users = _shared(request)[1]
+    if "alice" not in users:
+        password = stack.add_user("alice")
+        users["alice"] = {"name": "alice", "password": password, "token": stack.user_token("alice")}
+    return users["alice"]
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -9,6 +9,9 @@ Phases, each timed, and the times printed together at the end:
 1. ``make install-test``: the project's own install steps (nothing is assumed installed);
 2. the suite on ``TEST_WORKERS`` pytest-xdist workers (default 2; 0 runs one process), each
    taking a file group whole, slowest first, without the tests marked ``alone``;
+   (a third worker was measured and does not help on this 2-core machine: ten of the
+   slowest files, the culling and Trino groups among them, took 6.9 min on 2 workers and
+   6.8 min on 3, every group ~40% slower beside the third);
 3. the tests marked ``alone``, by themselves: they load every core on purpose, which
    would skew the timing-sensitive tests running on the other worker.
 
@@ -52,6 +55,16 @@ def _totals(files: list[Path]) -> dict[str, int]:
     return total
 
 
+def _install_steps(limit: int = 15) -> list[str]:
+    """tests/install.py's record of the install steps that ran, slowest first."""
+    path = REPO / "test-output" / "install-times.jsonl"
+    if not path.exists():
+        return []
+    steps = sorted((json.loads(line) for line in path.read_text().splitlines() if line.strip()),
+                   key=lambda s: -s["seconds"])
+    return [f"{s['seconds'] / 60:6.1f} min  [{s.get('lane') or 'install'}] {s['step']}" for s in steps[:limit]]
+
+
 def main() -> int:
     workers = os.environ.get("TEST_WORKERS", "2")
     extra = shlex.split(os.environ.get("PYTEST_ARGS", ""))  # e.g. PYTEST_ARGS="tests/unit -x"
@@ -75,6 +88,10 @@ def main() -> int:
     for name, secs, status in times:
         note = "" if not status else f"  (exit {status}: no test)" if status == NO_TESTS else f"  (exit {status})"
         print(f"{secs / 60:6.1f} min  {name}{note}")
+        if name.startswith("install"):
+            # The install steps that ran (a cold run's breakdown), from their own timings.
+            for line in _install_steps():
+                print(f"    {line}")
     print(f"{sum(secs for _, secs, _ in times) / 60:6.1f} min  in all")
     total = _totals(counts)
     # One closing line for both phases, pytest's words (errors count as failures).

@@ -6,6 +6,7 @@ server are the real programs, on 127.0.0.1 ports chosen free at start.
 
 from __future__ import annotations
 
+import http.client
 import http.cookiejar
 import json
 import os
@@ -14,7 +15,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -30,7 +31,7 @@ _LOGS: set[Path] = set()
 
 def _own_log(name: str) -> Path:
     """A fresh file for one stack's `atelier dev` output. Its own even when both xdist
-    workers start a stack of the same name (each test run's "session" stack), or one
+    workers start a stack of the same name (each test run's "session-plain" stack), or one
     worker starts two (the "vscode" stacks of two files): the session mode is read from
     it, and a test reading it must see only its own stack's lines."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -41,6 +42,22 @@ def _own_log(name: str) -> Path:
     _LOGS.add(path)
     path.write_bytes(b"")  # a previous run's lines are not this stack's
     return path
+
+
+def raw_request(url: str, method: str, path: str, *, headers: dict[str, str], body: bytes | str | None = None,
+                timeout: float = 120) -> tuple[int, str]:
+    """One request to the server at ``url`` (``http://HOST:PORT``; any path of it is
+    ignored) with ``path`` sent exactly as written: requests and urllib would resolve its
+    dot segments and re-quote it, which is what the path-spelling attacks must get past.
+    Its status and body."""
+    server = urlsplit(url)
+    conn = http.client.HTTPConnection(server.hostname, server.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        r = conn.getresponse()
+        return r.status, r.read().decode(errors="replace")
+    finally:
+        conn.close()
 
 
 class _BrowserCookies(http.cookiejar.DefaultCookiePolicy):

@@ -56,8 +56,12 @@ async def terminals_open(app) -> str | None:
 
 
 def _ssh_sessions(proc: Path = Path("/proc")) -> int:
-    """Established SSH connections: sshd's per-connection processes ("sshd: USER@pts/0")."""
-    n = 0
+    """Established SSH connections: sshd's per-connection processes ("sshd: USER@pts/0").
+
+    A process with that title whose parent has one too is the same connection: sshd
+    forks for the command it runs, and the child keeps the title until it execs. It is
+    counted once, so an open session is "1 SSH connection(s)" at every look."""
+    titled: dict[str, str] = {}  # pid -> parent pid
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -66,8 +70,11 @@ def _ssh_sessions(proc: Path = Path("/proc")) -> int:
         except OSError:
             continue
         if (cmd.startswith("sshd: ") or cmd.startswith("sshd-session: ")) and "@" in cmd:
-            n += 1
-    return n
+            try:  # "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses
+                titled[entry.name] = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            except (OSError, IndexError):
+                titled[entry.name] = ""
+    return sum(1 for parent in titled.values() if parent not in titled)
 
 
 async def ssh_connections(app) -> str | None:

@@ -9,8 +9,9 @@ from ._version import __version__
 __all__ = ["configure", "__version__"]
 
 
-def configure(c, state=None):
-    """Configure JupyterHub for Atelier; see :func:`atelier_hub.config.configure`."""
+def configure(c, state=None, *, cluster=None):
+    """Configure JupyterHub for Atelier, embedded or on a cluster as its settings say;
+    see :func:`atelier_hub.config.configure`."""
     from .config import configure as _configure
 
-    return _configure(c, state)
+    return _configure(c, state, cluster=cluster)

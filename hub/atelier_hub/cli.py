@@ -18,13 +18,13 @@ import time
 from pathlib import Path
 
 from . import services
-from .embedded import ADMIN_USER, HUB_RECORD
+from .embedded.stack import EmbeddedStack, end_leftovers
+from .embedded.state_folder import ADMIN_USER, HUB_RECORD
+from .embedded.users import INVITE_LIFETIME, UserError, UsersFile, invite_url, parse_duration
 from .install import paths as install
 from .origins import resolve_localhost_names
 from .profiles import ProfileError, format_memory, load_profiles
 from .services._process import http_status, record, tail
-from .stack import EmbeddedStack, end_leftovers
-from .users import INVITE_LIFETIME, UserError, UsersFile, invite_url, parse_duration
 
 REPO = install.REPO
 
@@ -233,7 +233,7 @@ def _login_line(stack: EmbeddedStack, password: str | None) -> str:
 def _session_mode():
     """Containers where a Docker engine runs (started here when none does) and the base
     image is built; else the single-user process mode. The hub gets the same answer."""
-    from .engine import session_mode
+    from .embedded.engine import session_mode
 
     mode = session_mode(start=True)
     print(f"Sessions: {mode.name} mode" + (f" ({mode.reason})" if mode.reason else ""), flush=True)

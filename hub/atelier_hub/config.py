@@ -3,7 +3,9 @@
 Rule this module keeps: config should never append or mutate, only set (as The
 Littlest JupyterHub's configurer does). ``hub/jupyterhub_config.py`` and the Zero to
 JupyterHub chart's ``hub.extraConfig`` both call :func:`configure`, so there is one
-code path; ``jupyterhub_config.d``-style overrides go after it in the calling file.
+code path; it picks the mode from the settings it finds (:func:`settings_mode`), and
+loads only that mode's code. ``jupyterhub_config.d``-style overrides go after it in
+the calling file.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .embedded import ADMIN_USER
+from .cluster import CHART_DIR, CLUSTER_FILE, DEPLOYMENT_FILE, PROFILES_DIR
 from .input_limits import bound_hub_requests, trim_saved_options
 from .install.paths import tool_path
 from .origins import update_origins
 from .profiles import ProfileError, load_profiles
 from .services._process import PARENT_PID_VAR
-from .stack import EmbeddedStack
+
+if TYPE_CHECKING:
+    from .embedded.stack import EmbeddedStack
 
 __all__ = ["configure"]
 
@@ -52,19 +57,19 @@ def update_auth(c, stack: EmbeddedStack) -> None:
     """The users file decides who exists: at start-up the hub deletes from its database
     anyone removed from the file while it was down (AtelierAuthenticator.add_user
     refuses them), and every removal runs the stack's one clean-up hook."""
-    c.JupyterHub.authenticator_class = "atelier_hub.auth.AtelierAuthenticator"
+    c.JupyterHub.authenticator_class = "atelier_hub.embedded.auth.AtelierAuthenticator"
     c.AtelierAuthenticator.users_file = str(stack.path("users.json"))
     c.AtelierAuthenticator.delete_invalid_users = True
     c.AtelierAuthenticator.on_user_removed = stack.remove_user
     c.AtelierAuthenticator.public_url = stack.url
-    # The admin page says where invite links are made (templates/admin.html).
-    c.JupyterHub.template_paths = [str(Path(__file__).with_name("templates"))]
+    # The admin page says where invite links are made (embedded/templates/admin.html).
+    c.JupyterHub.template_paths = [str(Path(__file__).with_name("embedded") / "templates")]
 
 
 def update_spawner(c, stack: EmbeddedStack) -> None:
     """Containers where a Docker engine and the base image are there, else local
-    processes (single-user mode); :func:`atelier_hub.engine.session_mode` decides."""
-    from .engine import docker_host, session_mode
+    processes (single-user mode); :func:`atelier_hub.embedded.engine.session_mode` decides."""
+    from .embedded.engine import docker_host, session_mode
 
     # The session's hub token also reaches the services that sit behind hub auth
     # (MLflow: it is the session's MLflow token).
@@ -72,7 +77,7 @@ def update_spawner(c, stack: EmbeddedStack) -> None:
     # Every spawner records its servers' starts and stops (``atelier usage``).
     c.ProfileSpawnerMixin.usage_file = str(stack.path("usage.jsonl"))
     if session_mode().name == "container":
-        from .container_spawner import update_container_spawner
+        from .embedded.container_spawner import update_container_spawner
 
         update_container_spawner(c, state=stack.root, profiles_dir=stack.profiles_dir,
                                  deployment_file=str(stack.path("deployment.json")),
@@ -81,8 +86,10 @@ def update_spawner(c, stack: EmbeddedStack) -> None:
         return
     # Single-user mode: sessions are processes of the hub's OS user, able to read each
     # other and the hub's state, so only the person running `atelier dev` may log in.
+    from .embedded.state_folder import ADMIN_USER
+
     c.AtelierAuthenticator.only_user = ADMIN_USER
-    c.JupyterHub.spawner_class = "atelier_hub.spawner.AtelierLocalSpawner"
+    c.JupyterHub.spawner_class = "atelier_hub.embedded.process_spawner.AtelierLocalSpawner"
     c.AtelierLocalSpawner.profiles_dir = stack.profiles_dir
     c.AtelierLocalSpawner.deployment_file = str(stack.path("deployment.json"))
     c.AtelierLocalSpawner.state_dir = str(stack.root)
@@ -191,12 +198,68 @@ def _bound_input(stack: EmbeddedStack) -> None:
     trim_saved_options(stack.path(HUB_DB), profiles=names, log=logging.getLogger("JupyterHub"))
 
 
-def configure(c, state: str | Path | None = None) -> None:
-    """Configure JupyterHub for the embedded stack whose state folder is ``state``
-    (default: ``$ATELIER_STATE``, set by ``atelier dev``)."""
-    state = state or os.environ.get("ATELIER_STATE")
-    if not state:
-        raise SystemExit("ATELIER_STATE is not set: start the hub with `atelier dev` (or `make dev`)")
+#: set by ``atelier dev``: the embedded stack's state folder
+STATE_VAR = "ATELIER_STATE"
+#: a folder with the cluster's settings (``cluster.yaml``, ``deployment.json``, ``profiles/``);
+#: default the chart's (:data:`atelier_hub.cluster.CHART_DIR`, where its ``hub.extraFiles`` put them)
+CLUSTER_VAR = "ATELIER_CLUSTER_DIR"
+
+
+def settings_mode(state: str | Path | None = None, cluster: str | Path | None = None) -> tuple[str, Path]:
+    """Which mode the settings this hub is given ask for: ``("embedded", state folder)``
+    or ``("cluster", settings folder)``, with the fix when it is neither or both.
+
+    Embedded where a state folder is named (``state``, else ``$ATELIER_STATE``); cluster
+    where a cluster settings folder is (``cluster``, else ``$ATELIER_CLUSTER_DIR``, else
+    :data:`CHART_DIR` when the chart's files are there: ``cluster.yaml``).
+
+    >>> settings_mode("/tmp/state", None)
+    ('embedded', PosixPath('/tmp/state'))
+    """
+    state = state or os.environ.get(STATE_VAR)
+    cluster = cluster or os.environ.get(CLUSTER_VAR)
+    if not cluster and (Path(CHART_DIR) / CLUSTER_FILE).is_file():
+        cluster = CHART_DIR
+    if state and cluster:
+        raise SystemExit(
+            f"{STATE_VAR}={state} and the cluster settings in {cluster} both name a mode: unset {STATE_VAR} "
+            f"for a hub on a cluster, or {CLUSTER_VAR} for the embedded stack (`atelier dev`)")
+    if state:
+        return "embedded", Path(state)
+    if cluster:
+        if not (Path(cluster) / CLUSTER_FILE).is_file():
+            raise SystemExit(f"{CLUSTER_VAR}={cluster} has no {CLUSTER_FILE}: point it at the folder with the "
+                             f"cluster settings, the deployment settings and profiles/ "
+                             f"(`atelier render values` puts them in the chart's {CHART_DIR})")
+        return "cluster", Path(cluster)
+    raise SystemExit(
+        f"no mode to configure: {STATE_VAR} is not set (start the embedded hub with `atelier dev` or "
+        f"`make dev`) and no cluster settings were found ({CLUSTER_VAR}, or {CHART_DIR}/{CLUSTER_FILE} as the "
+        f"chart's values from `atelier render values` put it)")
+
+
+def configure_cluster(c, folder: Path) -> None:
+    """KubeSpawner from the cluster settings in ``folder`` (the chart's ``hub.extraFiles``
+    layout). The home is the chart's where its ``singleuser.storage`` has already set
+    KubeSpawner's volumes (the chart's config runs before ``hub.extraConfig`` and
+    always sets them); a hub outside the chart (the cluster tests) gets it here."""
+    from .cluster.kubespawner import configure_kubespawner
+
+    deployment = folder / DEPLOYMENT_FILE
+    configure_kubespawner(
+        c,
+        profiles_dir=folder / PROFILES_DIR,
+        deployment_file=deployment if deployment.is_file() else None,
+        cluster_file=folder / CLUSTER_FILE,
+        storage=not ("KubeSpawner" in c and "volumes" in c.KubeSpawner),
+    )
+
+
+def configure_embedded(c, state: Path) -> None:
+    """The embedded stack whose state folder is ``state``: the hub, its login, the
+    spawner and the managed services."""
+    from .embedded.stack import EmbeddedStack
+
     stack = EmbeddedStack.load(state)
     for svc in stack.running:
         svc.prepare(stack)
@@ -205,3 +268,16 @@ def configure(c, state: str | Path | None = None) -> None:
     update_auth(c, stack)
     update_spawner(c, stack)
     update_services(c, stack)
+
+
+def configure(c, state: str | Path | None = None, *, cluster: str | Path | None = None) -> None:
+    """Configure JupyterHub for Atelier, in the mode its settings name
+    (:func:`settings_mode`): the embedded stack of ``state`` (default
+    ``$ATELIER_STATE``, set by ``atelier dev``), or a hub on a cluster from the
+    settings folder ``cluster`` (default ``$ATELIER_CLUSTER_DIR``, else the chart's
+    files)."""
+    mode, folder = settings_mode(state, cluster)
+    if mode == "cluster":
+        configure_cluster(c, folder)
+    else:
+        configure_embedded(c, folder)

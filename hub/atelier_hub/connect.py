@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 import shlex
 
-__all__ = ["SESSION_HOME", "code_command", "k8s_code_command", "kubeconfig_command", "ssh_alias", "vscode_command"]
+from .image_paths import HOME as SESSION_HOME
 
-# The session's home inside the image (images/base; the same path in both modes).
-SESSION_HOME = "/home/jovyan"
+__all__ = ["code_command", "k8s_code_command", "kubeconfig_command", "ssh_alias", "vscode_command"]
+
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 

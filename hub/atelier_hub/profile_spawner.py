@@ -1,13 +1,17 @@
 """What every Atelier spawner shares, local process or KubeSpawner alike.
 
 Rule this module keeps: the profiles and the deployment settings are loaded once per
-hub process from the two configured files, and a spawn request is resolved against
-them server-side, whatever the form showed: 400 for an unknown profile, 403 for one
-outside the user's groups, 413 for options past their size limit (:mod:`.input_limits`;
-the hub's HTTP server refuses such a request before it is stored, this catches options
-stored by an older hub). A server remembers (in its state) the deployment settings
-it was started with; one re-adopted by a hub whose settings differ (a service moved
-while the hub was down) is stopped rather than left pointing at dead endpoints.
+hub process from the two configured files, and a spawn request is checked against
+them server-side by one method, :meth:`ProfileSpawnerMixin.check_request`, whatever the
+form showed: 400 for an unknown profile, 403 for one outside the user's groups, 413 for
+options past their size limit (:mod:`.input_limits`; the hub's HTTP server refuses such
+a request before it is stored, this catches options stored by an older hub). A mode's
+spawner extends that same method with what only it knows (free GPUs, a per-user GPU
+limit: 409). The request is checked before anything starts (the pre-spawn hook), and the
+profile it resolved is kept in the server's state, here and nowhere else. A server also
+remembers the deployment settings it was started with; one re-adopted by a hub whose
+settings differ (a service moved while the hub was down) is stopped rather than left
+pointing at dead endpoints.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from traitlets import Unicode
 from traitlets.config import Configurable
 
 from .input_limits import USER_OPTIONS_MAX, options_too_large, stored_size
-from .profiles import Profile, ProfileError, load_profiles, resolve_profile
+from .profiles import Profile, ProfileError, load_profiles, resolve_profile, session_cpus
 from .settings import load_deployment
 from .usage import record
 
@@ -101,6 +105,17 @@ class ProfileSpawnerMixin(Configurable):
             cls._deployment_digest = hashlib.sha256(data).hexdigest()[:16]
         return cls._deployment_digest
 
+    def usable_cpus(self) -> int | None:
+        """The CPUs a session of this spawner can really use, where it knows them; None
+        here: a pod gets its CPU limit on a node the scheduler picks with room for it."""
+        return None
+
+    @property
+    def cpus(self) -> int:
+        """This server's one CPU count (:func:`atelier_hub.profiles.session_cpus`): its
+        thread pools, Spark and Ray."""
+        return session_cpus(self.profile, usable=self.usable_cpus())
+
     def stale(self) -> bool:
         return bool(self.started_digest) and self.started_digest != self.deployment_digest
 
@@ -144,8 +159,20 @@ class ProfileSpawnerMixin(Configurable):
             return 0
         return status
 
+    # -- the request, checked before anything starts ---------------------------------------
+
+    def run_pre_spawn_hook(self):
+        # A refused request leaves nothing behind, and the REST API answers with the
+        # status and message of check_request.
+        self.profile = self.check_request(self.user_options)
+        return super().run_pre_spawn_hook()
+
+    # -- state kept across hub restarts -------------------------------------------------
+
     def get_state(self):
         state = super().get_state()
+        if self.profile is not None:
+            state["profile"] = self.profile.name
         if self.started_digest:
             state["deployment"] = self.started_digest
         if getattr(self, "_usage_running", False):
@@ -154,11 +181,13 @@ class ProfileSpawnerMixin(Configurable):
 
     def load_state(self, state):
         super().load_state(state)
+        self.profile = self.profile_named(state.get("profile"))
         self.started_digest = state.get("deployment")
         self._usage_running = bool(state.get("usage_running"))
 
     def clear_state(self):
         super().clear_state()
+        self.profile = None
         self.started_digest = None
 
     def groups(self) -> set[str]:
@@ -167,11 +196,12 @@ class ProfileSpawnerMixin(Configurable):
     def profile_named(self, name: str | None) -> Profile | None:
         return next((p for p in self.profiles if p.name == name), None) if name else None
 
-    def resolve_request(self, options: dict | None) -> Profile:
-        """The profile a request names (the default when none), if this user may use it.
+    def check_request(self, options: dict | None) -> Profile:
+        """The profile a request names (the default when none), if this user may start it now.
 
         Raises :class:`tornado.web.HTTPError` 400 (unknown), 403 (not in the user's groups)
-        or 413 (options past their size limit).
+        or 413 (options past their size limit); a mode's spawner extends this method with
+        its own refusals (409), calling it first.
         """
         size = stored_size(options or {})
         if size > USER_OPTIONS_MAX:

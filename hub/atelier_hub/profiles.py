@@ -7,6 +7,7 @@ what a spawner needs. Every error names the file, the field and the fix.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +87,9 @@ class CPU(StrictModel):
 
     guarantee: float | None = Field(None, gt=0, description="Cores reserved for the session (a cluster's CPU "
                                     "request); null: none reserved.")
-    limit: float = Field(gt=0, description="Cores the session may use at most; also its thread count "
-                         "(`OMP_NUM_THREADS` and friends) and Spark's `local[N]`.")
+    limit: float = Field(gt=0, description="Cores the session may use at most; also, in whole cores and capped "
+                         "by the machine's cores in embedded mode, its thread count (`OMP_NUM_THREADS` and "
+                         "friends), Spark's `local[N]` and Ray's CPUs.")
 
     @model_validator(mode="after")
     def _limit_above_guarantee(self) -> CPU:
@@ -390,12 +392,33 @@ class EmbeddedResources:
     gpu_count: int
 
 
+def session_cpus(profile: Profile, *, usable: int | None) -> int:
+    """The one CPU count of a session: its thread pools (``OMP_NUM_THREADS`` and
+    friends), Spark's ``local[N]`` (or executor cores) and Ray's CPUs all use it.
+
+    The profile's CPU limit in whole cores (at least 1), capped by the CPUs the session
+    can really use where the spawner knows them (``usable``): on one machine, its cores,
+    so a ``cpu-large`` session on a 2-core laptop runs 2 threads, ``local[2]`` and 2 Ray
+    CPUs, not 8 that would fight over 2 cores. ``None``: a pod, whose node the
+    scheduler picks with room for its limit.
+
+    >>> p = Profile(name="cpu-large", display_name="L", cpu={"limit": 8}, memory={"limit": "16G"})
+    >>> session_cpus(p, usable=2), session_cpus(p, usable=16), session_cpus(p, usable=None)
+    (2, 8, 8)
+    >>> session_cpus(Profile(name="t", display_name="T", cpu={"limit": 0.5}, memory={"limit": "1G"}), usable=None)
+    1
+    """
+    cpus = max(1, math.floor(profile.cpu.limit))
+    return min(cpus, usable) if usable is not None else cpus
+
+
 def to_embedded(profile: Profile, *, host_cpus: int) -> EmbeddedResources:
-    """Local-process sizing: thread pools at the CPU limit, capped by the host's cores.
+    """Local-process sizing: thread pools at the CPU limit, capped by the host's cores
+    (:func:`session_cpus`).
 
     >>> p = Profile(name="cpu-large", display_name="L", cpu={"limit": 8}, memory={"limit": "16G"})
     >>> to_embedded(p, host_cpus=2)
     EmbeddedResources(threads=2, mem_limit=16000000000, gpu_count=0)
     """
-    threads = max(1, min(int(profile.cpu.limit), host_cpus))
+    threads = session_cpus(profile, usable=max(1, host_cpus))
     return EmbeddedResources(threads=threads, mem_limit=profile.memory.limit, gpu_count=profile.gpu_count)

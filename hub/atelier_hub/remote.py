@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urljoin, urlsplit
 
-from .connect import SESSION_HOME, code_command, k8s_code_command, ssh_alias
+from .connect import code_command, k8s_code_command, ssh_alias
+from .image_paths import HOME as SESSION_HOME
 from .origins import is_localhost_name
+from .private_files import write_private
 
 __all__ = ["Login", "host_block", "login_path", "upsert_block", "upsert_known_host"]
 
@@ -76,14 +78,8 @@ class Login:
 
     def save(self) -> Path:
         path = login_path()
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_suffix(".tmp")
         # Created 0600 before any byte of the token is written.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"hub_url": self.hub_url, "token": self.token}, f)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        write_private(path, json.dumps({"hub_url": self.hub_url, "token": self.token}))
         return path
 
     # -- the hub's REST API and the server's routes --
@@ -222,15 +218,6 @@ def upsert_known_host(text: str, *, alias: str, host_key: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".atelier-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def ensure_key(path: Path) -> Path:
     """An ed25519 key pair at ``path`` (made with the machine's ssh-keygen when missing)."""
     if path.exists() and path.with_suffix(".pub").exists():
@@ -292,7 +279,7 @@ def cmd_vscode(args) -> None:
 
     alias = ssh_alias(user=user, server=server)
     known = ssh_dir / KNOWN_HOSTS_NAME
-    _write_private(known, upsert_known_host(known.read_text() if known.exists() else "",
+    write_private(known, upsert_known_host(known.read_text() if known.exists() else "",
                                             alias=alias, host_key=session["host_key"]))
     words = [_atelier_executable(), "ssh-proxy", "--hub", login.hub_url, "--user", user]
     if server:
@@ -300,7 +287,7 @@ def cmd_vscode(args) -> None:
     config = Path(args.ssh_config) if args.ssh_config else ssh_dir / "config"
     block = host_block(alias=alias, proxy_command=shlex.join(words), identity_file=key.absolute(),
                        known_hosts=known.absolute(), user=session.get("user", "jovyan"))
-    _write_private(config, upsert_block(config.read_text() if config.exists() else "", alias=alias, block=block))
+    write_private(config, upsert_block(config.read_text() if config.exists() else "", alias=alias, block=block))
     home = session.get("home", SESSION_HOME)
     code = code_command(alias=alias, home=home)
     print(f"SSH host {alias} written to {config} (key {key}, host key pinned in {known}).")
@@ -382,7 +369,7 @@ def cmd_kubeconfig(args) -> None:
     config = got["kubeconfig"]
     out = Path(args.output) if args.output else (
         Path.home() / ".kube" / f"{ssh_alias(user=user, server=server)}.yaml")
-    _write_private(out, yaml.safe_dump(config, sort_keys=False))
+    write_private(out, yaml.safe_dump(config, sort_keys=False))
     context, pod, ns = config["current-context"], got["pod"], got["namespace"]
     print(f"""Kubeconfig for pod {pod} (namespace {ns}) written to {out}
   It reaches only your own pods: get/watch, exec, port-forward, logs. Token valid until {got['expires']}

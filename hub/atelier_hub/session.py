@@ -45,7 +45,7 @@ def session_env(
     *,
     username: str,
     services: BaseModel,
-    threads: int,
+    cpus: int,
     api_token: str | None = None,
     gpu_ids: list[int] | None = None,
     config_dir: str | None = None,
@@ -58,7 +58,7 @@ def session_env(
     >>> from atelier_hub.profiles import Profile
     >>> p = Profile(name="cpu-small", display_name="S", cpu={"limit": 2}, memory={"limit": "4G"})
     >>> from atelier_hub.services import Services
-    >>> env = session_env(p, username="ada", services=Services(), threads=2)
+    >>> env = session_env(p, username="ada", services=Services(), cpus=2)
     >>> env["ATELIER_PROFILE"], env["OMP_NUM_THREADS"], env["CUDA_VISIBLE_DEVICES"]
     ('cpu-small', '2', '')
     """
@@ -82,28 +82,28 @@ def session_env(
     if profile.gpu and profile.gpu.type:
         env["ATELIER_GPU_TYPE"] = profile.gpu.type
     for var in THREAD_VARS:
-        env[var] = str(threads)
+        env[var] = str(cpus)
     # An empty CUDA_VISIBLE_DEVICES hides every GPU: a CPU session must not grab one.
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids or [])
 
-    ctx = SessionContext(profile=profile, username=username, services=services, api_token=api_token,
-                         config_dir=config_dir)
+    ctx = SessionContext(profile=profile, username=username, services=services, cpus=cpus,
+                         api_token=api_token, config_dir=config_dir)
     for part in service_parts(services):
         env.update(part.session_env(ctx))
     return env
 
 
-def session_files(profile: Profile, *, username: str, services: BaseModel) -> dict[str, str]:
+def session_files(profile: Profile, *, username: str, services: BaseModel, cpus: int) -> dict[str, str]:
     """Config files each library reads, by path relative to the session's config folder.
 
     >>> from atelier_hub.profiles import Profile
     >>> p = Profile(name="cpu-small", display_name="S", cpu={"limit": 2}, memory={"limit": "4G"})
     >>> from atelier_hub.services import Services
-    >>> sorted(session_files(p, username="ada", services=Services()))
+    >>> sorted(session_files(p, username="ada", services=Services(), cpus=2))
     []
     """
     files: dict[str, str] = {}
-    ctx = SessionContext(profile=profile, username=username, services=services)
+    ctx = SessionContext(profile=profile, username=username, services=services, cpus=cpus)
     for part in service_parts(services):
         files.update(part.session_files(ctx))
     return files

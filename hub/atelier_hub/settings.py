@@ -44,6 +44,9 @@ class SessionContext:
     username: str
     #: the deployment's services (a ``Services`` model, :mod:`atelier_hub.services`)
     services: BaseModel
+    #: the session's one CPU count (:func:`atelier_hub.profiles.session_cpus`): its thread
+    #: pools, Spark's local[N] and Ray's CPUs all take it
+    cpus: int = 1
     api_token: str | None = None
     #: where :meth:`ServiceSettings.session_files` are written; None: nowhere
     config_dir: str | None = None

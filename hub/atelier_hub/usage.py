@@ -15,9 +15,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
+
+from .private_files import append_private
 
 __all__ = ["record", "read_events", "summarize", "render", "parse_when"]
 
@@ -52,11 +53,7 @@ def record(path: str | Path, event: str, *, user: str, server: str, profile=None
     if profile is not None:
         line.update(profile=profile.name, cpu=profile.cpu.limit, memory=profile.memory.limit,
                     gpus=profile.gpu_count)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a") as f:
-        f.write(json.dumps(line) + "\n")
+    append_private(path, json.dumps(line) + "\n")
 
 
 def read_events(path: str | Path) -> list[dict]:

@@ -13,8 +13,10 @@ Importing repro is cheap: MLflow is imported when a run starts.
 ['NoOpRun', 'ReproError']
 """
 
+from . import _launch  # noqa: F401 - first: it notes the directory the program started in
+from ._distributed import NoOpRun
 from ._errors import ReproError
-from ._run import NoOpRun, start_run
+from ._run import start_run
 from ._sync import sync
 from ._version import __version__
 

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _entry, _env, _git, _packages
+from . import _entry, _env, _git_dotgit, _git_record, _git_scan, _packages
 from ._redact import REDACTED, scan_content, scan_diff
 from ._version import __version__
 
@@ -51,7 +51,7 @@ class Editable:
     names: list[str]
     #: distribution name -> its source folder
     sources: dict[str, str]
-    git: _git.GitInfo
+    git: _git_record.GitInfo
 
 
 def diff_digest(diff: bytes) -> str:
@@ -87,7 +87,7 @@ class Capture:
     #: artifact file name (under ``repro/``) -> content
     artifacts: dict[str, bytes]
     environment: dict[str, Any]
-    git: _git.GitInfo
+    git: _git_record.GitInfo
     entry: _entry.EntryPoint
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -101,12 +101,12 @@ class Pending:
         self.entry = _entry.detect()
         self.cwd = os.getcwd()
         directory = self.entry.directory or self.cwd
-        self.quick = _git.quick(directory)
-        self.scan = _git.scan(directory, self.quick) if full else None
+        self.quick = _git_dotgit.quick(directory)
+        self.scan = _git_scan.scan(directory, self.quick) if full else None
         self.gpu = _env.GpuProbe() if full else None
         #: {repository root: (distribution names, scan)} of editable installs outside
         #: the run's own repository, scanned side by side with it.
-        self.editables: dict[str, tuple[list[str], dict[str, str], _git.Scan]] = {}
+        self.editables: dict[str, tuple[list[str], dict[str, str], _git_scan.Scan]] = {}
         if full and os.environ.get("REPRO_EDITABLES", "1") != "0":
             try:
                 self._scan_editables()
@@ -114,16 +114,16 @@ class Pending:
                 self.editables = {}
 
     def _scan_editables(self) -> None:
-        roots: dict[str, tuple[list[str], dict[str, str], _git.GitInfo]] = {}
+        roots: dict[str, tuple[list[str], dict[str, str], _git_record.GitInfo]] = {}
         for name, source in sorted(_packages.editable_installs().items()):
-            quick = _git.quick(source)
+            quick = _git_dotgit.quick(source)
             if quick.root is None or quick.root == self.quick.root:
                 continue  # no repository, or the run's own (its diff covers it)
             names, sources, _ = roots.setdefault(quick.root, ([], {}, quick))
             names.append(name)
             sources[name] = source
         for root, (names, sources, quick) in list(roots.items())[:EDITABLE_REPOS]:
-            self.editables[root] = (names, sources, _git.scan(root, quick))
+            self.editables[root] = (names, sources, _git_scan.scan(root, quick))
 
     def early_tags(self) -> dict[str, str]:
         """Tags known without waiting (no dirty flag, diff or package list yet)."""
@@ -164,7 +164,7 @@ class Pending:
         prefix = _packages.conda_prefix() if self.full else None
         conda = (prefix, _packages.conda_packages(prefix)) if prefix else None
         notebook = read_notebook(self.entry) if self.full else None
-        untracked = (_git.read_untracked(git.root, git.untracked)
+        untracked = (_git_scan.read_untracked(git.root, git.untracked)
                      if self.full and git.root and git.untracked else None)
         capture = build(entry=self.entry, cwd=self.cwd, git=git, packages=packages, gpu=gpu,
                         editables=editables, conda=conda, untracked=untracked,
@@ -278,7 +278,7 @@ def read_notebook(entry: _entry.EntryPoint) -> tuple[bytes, str] | None:
     return content, history
 
 
-def git_tags(git: _git.GitInfo) -> dict[str, str]:
+def git_tags(git: _git_record.GitInfo) -> dict[str, str]:
     """The ``repro.git.*`` (and MLflow ``mlflow.source.git.*``) tags of a git state."""
     tags = {"repro.git": git.state}
     if git.commit:
@@ -312,7 +312,7 @@ def git_tags(git: _git.GitInfo) -> dict[str, str]:
     return tags
 
 
-def build(*, entry: _entry.EntryPoint, cwd: str, git: _git.GitInfo,
+def build(*, entry: _entry.EntryPoint, cwd: str, git: _git_record.GitInfo,
           packages: list[tuple[str, str]] | None, gpu: dict[str, str],
           editables: list[Editable] | None = None,
           conda: tuple[str, list[dict[str, str]]] | None = None,
@@ -415,7 +415,8 @@ def build(*, entry: _entry.EntryPoint, cwd: str, git: _git.GitInfo,
             for path, sub_diff in git.submodule_diffs.items():
                 scanned[path], n = scan_diff(sub_diff)
                 found["submodules"] += n
-            artifacts["submodules.patch"] = _git.format_submodule_diffs(git.submodules, scanned)
+            artifacts["submodules.patch"] = _git_record.format_submodule_diffs(
+                git.submodules, scanned)
         if notebook is not None:
             content, history = notebook
             if content:
@@ -451,7 +452,7 @@ def build(*, entry: _entry.EntryPoint, cwd: str, git: _git.GitInfo,
                     patches[e.git.root or ""], n = scan_diff(e.git.diff)
                     found["editables"] += n
             if patches:
-                artifacts["editables.patch"] = _git.format_submodule_diffs(
+                artifacts["editables.patch"] = _git_record.format_submodule_diffs(
                     [(root, next(r["commit"] or "" for r in records if r["root"] == root),
                       " ") for root in patches], patches)
             doc["editables"] = records

@@ -11,6 +11,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from . import _launch
 from ._redact import redact_argv
 
 
@@ -84,9 +85,7 @@ def _launch_cwd(argv0: str, script: str | None, cwd: str) -> str:
             for _ in parts:
                 base = os.path.dirname(base)
             return base
-    from . import _run
-
-    return _run.LAUNCH_CWD or cwd
+    return _launch.LAUNCH_CWD or cwd
 
 
 def detect() -> EntryPoint:

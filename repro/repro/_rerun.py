@@ -23,8 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import _git as _gitscan
-from . import _overrides, _packages
+from . import _git_dotgit, _git_record, _git_scan, _overrides, _packages
 from ._errors import ReproError
 from ._redact import REDACTED
 from ._runs import RecordedRun
@@ -226,7 +225,8 @@ def rerun(
             f"the recorded code is incomplete ({scan_note}); the code cannot be rebuilt "
             "exactly. Pass --allow-partial-diff to re-run anyway"
         )
-    heads, sub_diffs = _gitscan.parse_submodule_diffs(run.artifact("repro/submodules.patch") or b"")
+    heads, sub_diffs = _git_record.parse_submodule_diffs(
+        run.artifact("repro/submodules.patch") or b"")
 
     echo(f"run        {run.run_id} ({run.where})")
     echo(f"commit     {commit} in {root}")
@@ -418,7 +418,7 @@ def compare_editables(run: RecordedRun) -> list[tuple[str, str, str]]:
     except ValueError:
         return []
     here = _packages.editable_installs()
-    scans: dict[str, _gitscan.GitInfo] = {}
+    scans: dict[str, _git_record.GitInfo] = {}
     out = []
     for r in records:
         name = r.get("name", "?")
@@ -430,10 +430,10 @@ def compare_editables(run: RecordedRun) -> list[tuple[str, str, str]]:
         if source is None:
             out.append((f"{name} (editable)", was, "not an editable install here"))
             continue
-        quick = _gitscan.quick(source)
+        quick = _git_dotgit.quick(source)
         root = quick.root or source
         if root not in scans:
-            scans[root] = _gitscan.scan(root, quick).result()
+            scans[root] = _git_scan.scan(root, quick).result()
         info = scans[root]
         now = _code_state(info.commit, info.dirty, diff_digest(info.diff))
         if now != was:

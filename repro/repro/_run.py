@@ -7,9 +7,10 @@ cost them as little time as possible.
   while MLflow is imported and the server probed, and a process that starts run after
   run reuses its last scan while inotify vouches nothing changed (``_watch``). The
   ``repro/`` artifacts are written at once to a local artifact store; for a remote one
-  they are uploaded by a thread while the user's code runs, and leaving the ``with``
-  block ends the run, then waits for it (after a plain ``mlflow.end_run()`` the
-  interpreter waits for it at exit: it is not a daemon thread).
+  they are uploaded by a thread while the user's code runs (``_upload``), and leaving
+  the ``with`` block ends the run, then waits for it.
+- Only rank 0 of a distributed job records a run; other ranks get a stand-in
+  (``_distributed``).
 - When the tracking server is unreachable or failing, the run goes to the local spool
   (one warning line) and the script goes on; MLflow in this process then keeps using the
   spool (so ``mlflow.end_run()`` and later MLflow calls do not wait minutes on a dead
@@ -22,12 +23,11 @@ cost them as little time as possible.
 from __future__ import annotations
 
 import contextvars
-import os
 import sys
 from collections.abc import Mapping
-from types import SimpleNamespace
 
-from ._errors import ReproError
+from ._distributed import NoOpRun, distributed_rank, distributed_tags
+from ._errors import ReproError, warn
 
 TYPE_CHECKING = False  # typing itself costs more to import than all of this module
 if TYPE_CHECKING:
@@ -42,30 +42,6 @@ if TYPE_CHECKING:
 # Only the standard library's lightest modules at import time: `import repro` must stay
 # cheap, so MLflow and the capture machinery load when a run starts.
 _INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar("repro_inside", default=False)
-
-# Where the program was started, as far as importing repro can tell: a framework may
-# change directory before the run starts (Hydra's `chdir=True`), and `repro rerun` must
-# start the command where the user did. MLflow imports repro's run context provider when
-# it is imported itself, so this is usually taken at the top of the script.
-try:
-    LAUNCH_CWD: str | None = os.getcwd()
-except OSError:  # started in a deleted directory
-    LAUNCH_CWD = None
-
-#: Variables naming this process's rank in one distributed job, first found wins: torchrun,
-#: Accelerate, DeepSpeed and Lightning set RANK; OpenMPI's mpirun sets
-#: OMPI_COMM_WORLD_RANK; PMI/PMIx launchers set PMI_RANK/PMIX_RANK.
-RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
-#: Set when processes meet to form one job (torch's rendezvous): with these, Slurm's task
-#: number is a rank; without them, ``srun -n N`` tasks are N independent runs.
-_JOB_VARIABLES = ("MASTER_ADDR", "WORLD_SIZE")
-
-
-def _warn(message: str, *args: object) -> None:
-    """One warning line on the "repro" logger (stderr when logging is not configured)."""
-    import logging
-
-    logging.getLogger("repro").warning(message, *args)
 
 
 def inside_start_run() -> bool:
@@ -82,139 +58,6 @@ class _inside:
 
     def __exit__(self, *exc: object) -> None:
         _INSIDE.reset(self.token)
-
-
-def distributed_rank(environ: Mapping[str, str] | None = None) -> int | None:
-    """This process's global rank in a distributed job, or None when not distributed.
-
-    ``RANK`` (torchrun, Accelerate, DeepSpeed), then the MPI variables, then Slurm's
-    ``SLURM_PROCID`` and ``LOCAL_RANK`` *only* when the processes form one job
-    (``MASTER_ADDR`` or ``WORLD_SIZE`` set, or ``torch.distributed`` initialised): the
-    tasks of a plain ``srun -n 4 python train.py`` are independent runs and each records
-    its own. Under Slurm, PMI variables (which srun's MPI plugin sets for any task) count
-    only once the program imported ``mpi4py``. Then Ray Train's context when the program
-    already imported ``ray.train`` (never imports it).
-
-    >>> distributed_rank({"SLURM_PROCID": "3"}), distributed_rank({"SLURM_PROCID": "3",
-    ...     "MASTER_ADDR": "node1"}), distributed_rank({"RANK": "2"})
-    (None, 3, 2)
-    """
-    env = os.environ if environ is None else environ
-    value = _launcher_value(env, RANK_VARIABLES, signed=True)
-    if value is not None:
-        return int(value)
-    one_job = any(env.get(v) for v in _JOB_VARIABLES) or _torch_distributed()
-    if one_job:
-        value = _launcher_value(env, ("SLURM_PROCID", "LOCAL_RANK"))
-        if value is not None:
-            return int(value)
-    return _ray_train("get_world_rank")
-
-
-def _launcher_value(env: Mapping[str, str], names: tuple[str, ...], *,
-                    signed: bool = False) -> str | None:
-    """The first of ``names`` that holds a whole number. Under Slurm, PMI variables (which
-    srun's MPI plugin sets for any task) count only once the program imported ``mpi4py``.
-
-    >>> _launcher_value({"SLURM_PROCID": "1", "PMI_RANK": "1"}, ("PMI_RANK",))
-    >>> _launcher_value({"PMI_RANK": "1"}, ("PMI_RANK",))
-    '1'
-    """
-    slurm = "SLURM_PROCID" in env
-    for name in names:
-        if slurm and name.startswith("PMI") and "mpi4py" not in sys.modules:
-            continue
-        value = env.get(name, "").strip()
-        if (value.lstrip("-") if signed else value).isdigit():
-            return value
-    return None
-
-
-def _ray_train(method: str) -> int | None:
-    """Ray Train's ``get_context().METHOD()`` when the program already imported
-    ``ray.train`` (never imports it) and runs in a Ray Train worker, else None."""
-    if "ray.train" not in sys.modules:
-        return None
-    try:
-        value = getattr(sys.modules["ray.train"].get_context(), method)()
-    except Exception:  # not inside a Ray Train worker
-        return None
-    return int(value) if value is not None else None
-
-
-def _torch_distributed() -> bool:
-    """Whether the program already initialised ``torch.distributed`` (never imports it)."""
-    dist = sys.modules.get("torch.distributed")
-    try:
-        return bool(dist is not None and dist.is_available() and dist.is_initialized())
-    except Exception:
-        return False
-
-
-def distributed_tags(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """What rank 0 (or an independent Slurm task) records about the job it belongs to.
-
-    >>> distributed_tags({"SLURM_JOB_ID": "77", "SLURM_PROCID": "2", "SLURM_NTASKS": "4"})
-    {'repro.slurm.job': '77', 'repro.slurm.task': '2 of 4'}
-    """
-    env = os.environ if environ is None else environ
-    tags = {}
-    size = _world_size(env)
-    if size:
-        tags["repro.distributed.world_size"] = size
-    if env.get("SLURM_JOB_ID"):
-        tags["repro.slurm.job"] = env["SLURM_JOB_ID"]
-        if env.get("SLURM_PROCID"):
-            total = env.get("SLURM_NTASKS")
-            tags["repro.slurm.task"] = env["SLURM_PROCID"] + (f" of {total}" if total else "")
-    return tags
-
-
-def _world_size(env: Mapping[str, str]) -> str | None:
-    """How many processes the job has, as its launcher says (the rank's counterpart).
-
-    >>> _world_size({"OMPI_COMM_WORLD_SIZE": "4"}), _world_size({"SLURM_PROCID": "0",
-    ...     "PMI_SIZE": "2"})
-    ('4', None)
-    """
-    value = _launcher_value(env, ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"))
-    if value is not None:
-        return value
-    size = _ray_train("get_world_size")
-    return str(size) if size is not None else None
-
-
-class NoOpRun:
-    """What :func:`start_run` returns on a distributed rank other than 0.
-
-    Only rank 0 records a run. The stand-in works as a context manager (``with`` gives
-    the stand-in itself back and ends nothing), is falsy, and has ``info.run_id`` None
-    and empty ``data``, so code can test ``if run:`` before logging. It starts no MLflow
-    run: an ``mlflow.log_metric`` call on such a rank starts a run of MLflow's own, as
-    it would without repro, so guard logging with the rank.
-
-    >>> with NoOpRun(rank=1) as run:
-    ...     print(run.info.run_id, bool(run), run.rank)
-    None False 1
-    """
-
-    def __init__(self, rank: int) -> None:
-        self.rank = rank
-        self.info = SimpleNamespace(run_id=None, run_name=None, experiment_id=None,
-                                    status="SKIPPED", artifact_uri=None)
-        self.data = SimpleNamespace(metrics={}, params={}, tags={})
-
-    def __enter__(self) -> NoOpRun:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __repr__(self) -> str:
-        return f"NoOpRun(rank={self.rank})"
 
 
 _RUN_CLASS: list[type] = []
@@ -326,7 +169,7 @@ def start_run(
     except Exception as exc:  # a capture bug must not cost the user their run
         import mlflow
 
-        _warn("repro: could not capture this run's context (%s); starting a plain MLflow run",
+        warn("repro: could not capture this run's context (%s); starting a plain MLflow run",
               exc)
         if experiment is not None and "experiment_id" not in mlflow_kwargs:
             # The run still goes to the experiment asked for, not to "Default".
@@ -364,7 +207,7 @@ def _start(
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from . import _capture, _spool, _tracking
+    from . import _capture, _spool, _tracking, _upload
 
     if mlflow.active_run() is not None and not kwargs.get("nested") and not kwargs.get("run_id"):
         pending.abort()
@@ -388,7 +231,7 @@ def _start(
         capture = pending.finish()
     except Exception as exc:  # a capture bug must not cost the user their run
         pending.abort()
-        _warn("repro: could not capture all of this run's context (%s); recording the rest",
+        warn("repro: could not capture all of this run's context (%s); recording the rest",
               exc)
         capture = pending.partial()
     if params:
@@ -413,8 +256,8 @@ def _start(
     if run is None:
         run = _start_spooled(target, reason or "unavailable", experiment, experiment_id,
                              run_name, all_tags, kwargs)
-    uploader = _store_artifacts(run, mlflow.get_tracking_uri(), capture.artifacts,
-                                params or {})
+    uploader = _upload.store_artifacts(run, mlflow.get_tracking_uri(), capture.artifacts,
+                                       params or {})
     return _run_class()(run, uploader)
 
 
@@ -434,6 +277,7 @@ def _start_spooled(
     from mlflow.tracking import MlflowClient
 
     from . import _spool
+    from ._spool_store import SpoolStore
 
     current = mlflow.get_tracking_uri()
     if _spool.is_spool_uri(current):
@@ -446,102 +290,16 @@ def _start_spooled(
         exp_id = experiment_id
         if kwargs.get("run_id"):
             # Resuming a run of the server: the spool holds what is logged to it now.
-            _spool.build_store(uri).adopt_run(str(kwargs["run_id"]), {})
+            SpoolStore(uri).adopt_run(str(kwargs["run_id"]), {})
         elif experiment is not None:
             exp_id = _experiment_id(MlflowClient(uri), experiment)
         tags = {**tags, "repro.spooled": "true", "repro.spool.reason": reason[:500]}
         run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags, **kwargs)
     if reason == "the parent run is spooled":
         return run
-    _warn(
+    warn(
         "repro: MLflow tracking server %s is unreachable (%s); run %s is recorded in the "
         "local spool %s instead: upload it later with `repro sync`",
         target, reason, run.info.run_id, root,
     )
     return run
-
-
-def _log_params(run_id: str, uri: str, params: dict[str, str]) -> None:
-    """Log the program's parsed arguments (``args.*``, ``config.*``) as parameters."""
-    if not params:
-        return
-    from mlflow.entities import Param
-    from mlflow.tracking import MlflowClient
-
-    from . import _tracking
-
-    client = MlflowClient(uri)
-    items = [Param(k, v) for k, v in params.items()]
-    try:
-        for i in range(0, len(items), 100):
-            client.log_batch(run_id, params=items[i:i + 100])
-    except Exception as exc:  # the run itself exists; do not fail the user's script
-        _warn("repro: could not log the arguments of run %s as parameters (%s)", run_id,
-              _tracking.describe(exc))
-
-
-def _store_artifacts(run: ActiveRun, uri: str, files: dict[str, bytes],
-                     params: dict[str, str] | None = None) -> threading.Thread | None:
-    """Store the ``repro/`` artifacts and log the argument parameters. A local store
-    gets them at once; a remote one gets them uploaded (in parallel) by a thread that
-    returns at once and that leaving ``with`` waits for. A failure is a warning, not an
-    error."""
-    params = params or {}
-    if not files and not params:
-        return None
-    from urllib.parse import unquote, urlsplit
-
-    from . import _record
-
-    files = _record.pack(files)  # two uploads at most: each one is a server request
-
-    run_id, artifact_uri = run.info.run_id, run.info.artifact_uri
-    parts = urlsplit(artifact_uri)
-    if parts.scheme in ("", "file"):
-        try:
-            folder = os.path.join(unquote(parts.path), _record.ARTIFACT_DIR)
-            os.makedirs(folder, exist_ok=True)
-            for name, content in files.items():
-                with open(os.path.join(folder, name), "wb") as f:
-                    f.write(content)
-        except OSError as exc:
-            _warn("repro: could not write the repro/ artifacts of run %s (%s)", run_id, exc)
-        if params:
-            _log_params(run_id, uri, params)
-        return None
-    import threading
-
-    thread = threading.Thread(target=_upload, args=(run_id, artifact_uri, uri, files, params),
-                              name=f"repro-upload-{run_id[:8]}", daemon=False)
-    thread.start()
-    return thread
-
-
-def _upload(run_id: str, artifact_uri: str, uri: str, files: dict[str, bytes],
-            params: dict[str, str] | None = None) -> None:
-    _log_params(run_id, uri, params or {})
-    if not files:
-        return
-    import tempfile
-    from concurrent.futures import ThreadPoolExecutor
-
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-    from . import _record, _tracking
-
-    try:
-        repo = get_artifact_repository(artifact_uri, tracking_uri=uri)
-        with tempfile.TemporaryDirectory(prefix="repro-") as tmp:
-            paths = []
-            for name, content in files.items():
-                path = os.path.join(tmp, name)
-                with open(path, "wb") as f:
-                    f.write(content)
-                paths.append(path)
-            with ThreadPoolExecutor(max_workers=len(paths)) as pool:
-                for future in [pool.submit(repo.log_artifact, p, _record.ARTIFACT_DIR)
-                               for p in paths]:
-                    future.result()
-    except Exception as exc:  # the run itself exists; do not fail the user's script
-        _warn("repro: could not upload the repro/ artifacts of run %s (%s); its tags are "
-              "recorded", run_id, _tracking.describe(exc))

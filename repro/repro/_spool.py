@@ -13,8 +13,9 @@ is a folder ``<spool>/runs/<run_id>/`` holding
 MLflow talks to the spool through a tracking store registered for the ``repro-spool``
 URI scheme (entry point group ``mlflow.tracking_store``), so ``mlflow.log_metric``,
 ``mlflow.log_artifact`` and the rest work unchanged while a run is spooled. This module
-only holds the file format and paths (standard library only: it is imported whenever
-MLflow loads its store plugins); the store itself lives in ``_spool_store``.
+only holds the file format and paths (standard library only, as light as ``import repro``
+must be); the store itself lives in ``_spool_store``, and the entry point MLflow loads
+in ``_spool_plugin``.
 """
 
 from __future__ import annotations
@@ -62,13 +63,6 @@ def parse_uri(uri: str) -> tuple[Path, str]:
 
 def is_spool_uri(uri: str | None) -> bool:
     return bool(uri) and str(uri).startswith(SCHEME + ":")
-
-
-def build_store(store_uri: str, artifact_uri: str | None = None) -> Any:
-    """Store builder named by the ``mlflow.tracking_store`` entry point (imports lazily)."""
-    from ._spool_store import SpoolStore
-
-    return SpoolStore(store_uri, artifact_uri)
 
 
 def now_ms() -> int:

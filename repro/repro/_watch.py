@@ -7,8 +7,8 @@ edit-and-run loop) would pay every time. After a first scan, this module asks Li
 ``inotify`` to watch every directory that holds tracked files (and the untracked ones
 git listed). A later scan's result is kept only if it started after the watches
 existed; then :func:`lookup` drains the events that arrived since and says which files
-they name, so the next scan asks git about those files only (``_git`` merges the answer
-into the kept result), or about none when no event arrived. Anything the file names do
+they name, so the next scan asks git about those files only (``_scan_reuse`` merges the
+answer into the kept result), or about none when no event arrived. Anything the file names do
 not capture loses the trust: an event about a directory (a new one is not watched), an
 overflowing queue, a removed watch, ``.gitignore``/``.gitattributes``/``.gitmodules``,
 too many files, a fork, another HEAD, index or exclude file. Then the watch is dropped,

@@ -8,6 +8,9 @@ reaches the server), autosave is off, and nobody saves. After the cull the file 
 home holds the typed text: the warning's plugin saved it. A change written through the
 server's contents API is on disk already, so there it is the browser's copy that can
 be lost, and that is what is tested.
+
+It runs in the culling window (tests/culling.py): the idle-culling scenarios' servers
+start beside it on the same stack, so that its waits and theirs overlap.
 """
 
 from __future__ import annotations
@@ -19,31 +22,17 @@ from datetime import datetime, timezone
 
 import pytest
 from chromium import SHOTS, login
-from stack import Stack
+from culling import LAB_TIMEOUT, LAB_WARN, USER
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-TIMEOUT, WARN = 75, 50
-PROFILE = f"""name: lab
-display_name: Lab (short timeout)
-default: true
-cpu: {{limit: 1}}
-memory: {{limit: 2G}}
-culling: {{idle_timeout: {TIMEOUT}, warn_before: {WARN}}}
-"""
-USER = "admin"
+TIMEOUT, WARN = LAB_TIMEOUT, LAB_WARN  # the `lab` profile's (tests/culling.py)
 
 
 @pytest.fixture(scope="module")
-def lab_stack(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cullwarn")
-    (root / "profiles").mkdir()
-    (root / "profiles" / "lab.yaml").write_text(PROFILE)
-    s = Stack(root / "state", name="cullwarn", args=("--without", "trino", "--profiles", str(root / "profiles")))
-    s.start()
-    assert s.api("POST", f"/users/{USER}").status_code in (201, 409)
-    yield s
-    s.stop()
+def lab_stack(cull_window):
+    """The culling window's stack: the idle-culling scenarios run beside this test."""
+    return cull_window.stack
 
 
 def _t(text: str) -> datetime:

@@ -4,7 +4,7 @@ profile picker. Screenshots land in test-output/screenshots/ (git-ignored)."""
 from __future__ import annotations
 
 import pytest
-from atelier_hub.gpus import detect_gpus
+from atelier_hub.embedded.gpus import detect_gpus
 from chromium import SHOTS, login
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -44,7 +44,7 @@ def test_login_pick_a_cpu_profile_and_land_in_jupyterlab(stack, page):
     if stack.mode == "container":
         # The JupyterLab on the page is served from erin's own container.
         import docker
-        from atelier_hub.engine import engine
+        from atelier_hub.embedded.engine import engine
 
         client = docker.APIClient(base_url=engine().host)
         mine = [c for c in client.containers(filters={"label": "dev.atelier.user=erin"})

@@ -22,11 +22,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from atelier_hub.container_spawner import stack_id
-from atelier_hub.embedded import HUB_RECORD
-from atelier_hub.engine import docker_host
+from atelier_hub.embedded.container_spawner import stack_id
+from atelier_hub.embedded.engine import docker_host
+from atelier_hub.embedded.stack import EmbeddedStack
+from atelier_hub.embedded.state_folder import HUB_RECORD
 from atelier_hub.services._process import pid_matches, start_time
-from atelier_hub.stack import EmbeddedStack
 from kernel import run_code, start_kernel
 from stack import Stack
 
@@ -57,7 +57,7 @@ def _relays(state) -> list[int]:
             zombie = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
         except OSError:
             continue
-        if b"atelier_hub.netns_relay" in cmdline and mark in cmdline and not zombie:
+        if b"atelier_hub.embedded.netns_relay" in cmdline and mark in cmdline and not zombie:
             found.append(int(proc.name))
     return found
 

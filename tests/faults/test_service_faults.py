@@ -20,10 +20,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from atelier_hub.embedded import HUB_RECORD
+from atelier_hub.embedded.stack import EmbeddedStack
+from atelier_hub.embedded.state_folder import HUB_RECORD
 from atelier_hub.services import SERVICES
 from atelier_hub.services._process import group_alive, pid_matches, port_free, start_time
-from atelier_hub.stack import EmbeddedStack
 from kernel import run_code
 from stack import Stack, free_port, tail
 

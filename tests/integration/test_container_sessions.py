@@ -21,8 +21,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from atelier_hub.container_spawner import SESSION_CONFIG_DIR, container_services
-from atelier_hub.engine import engine
+from atelier_hub.embedded.container_spawner import SESSION_CONFIG_DIR, container_services
+from atelier_hub.embedded.engine import engine
 from atelier_hub.install.paths import image_ref
 from atelier_hub.profiles import load_profiles, to_embedded
 from atelier_hub.services import load_deployment
@@ -399,7 +399,7 @@ def test_a_stopped_session_leaves_no_relay(containers, alice):
     records = sorted(relays.glob("*--relay.pid"))
     assert len(records) == 1, sorted(relays.iterdir())
     pid = int(records[0].read_text().split()[0])
-    assert b"atelier_hub.netns_relay" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert b"atelier_hub.embedded.netns_relay" in Path(f"/proc/{pid}/cmdline").read_bytes()
     containers.stop_server("alice", "relay")
     wait_for(lambda: not _alive(pid), timeout=30, what="the relay's end after its session stopped")
     assert not list(relays.glob("*--relay.pid"))
@@ -423,9 +423,9 @@ def _run_hook(env: dict[str, str]) -> dict:
 def test_the_start_hook_writes_exactly_session_py_files_for_every_profile(containers):
     services = container_services(load_deployment(containers.state / "deployment.json").services)
     for profile in load_profiles(REPO / "profiles"):
-        files = session_files(profile, username="ada", services=services)
-        env = session_env(profile, username="ada", services=services,
-                          threads=to_embedded(profile, host_cpus=os.cpu_count() or 1).threads,
+        cpus = to_embedded(profile, host_cpus=os.cpu_count() or 1).threads
+        files = session_files(profile, username="ada", services=services, cpus=cpus)
+        env = session_env(profile, username="ada", services=services, cpus=cpus,
                           config_dir=SESSION_CONFIG_DIR if files else None)
         got = _run_hook({**env, "ATELIER_SESSION_FILES": json.dumps(files), "ATELIER_SESSION_DIR": SESSION_CONFIG_DIR})
         assert got["files"] == files, profile.name

@@ -14,7 +14,7 @@ import stat
 
 import pytest
 import requests
-from atelier_hub.gpus import detect_gpus
+from atelier_hub.embedded.gpus import detect_gpus
 from kernel import run_code
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,7 @@
 """A GPU profile's session sees exactly its GPUs: torch in the session's kernel counts as
 many devices as the profile asks for, no GPU goes to two sessions, and a request beyond
 the free GPUs is refused. Runs only where the suite's GPU detection
-(:func:`atelier_hub.gpus.detect_gpus`) finds one; skipped with the reason elsewhere.
+(:func:`atelier_hub.embedded.gpus.detect_gpus`) finds one; skipped with the reason elsewhere.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import subprocess
 
 import pytest
-from atelier_hub.gpus import detect_gpus
+from atelier_hub.embedded.gpus import detect_gpus
 from kernel import run_code
 
 pytestmark = [

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from kernel import run_code
-from stack import Stack
+from stack import Stack, raw_request
 
 pytestmark = pytest.mark.integration
 
@@ -236,18 +236,11 @@ PATH_VARIANTS = (
 
 
 def _raw(stack: Stack, method: str, path: str, token: str, body) -> tuple[int, str]:
-    """One request with its path exactly as written (requests would resolve dot segments
-    itself), through the hub's proxy, as a browser or script reaches the front."""
-    host, port = stack.url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=120)
-    try:
-        conn.request(method, f"/services/mlflow/api/2.0/mlflow/{path}",
-                     body=body if isinstance(body, (bytes, str)) else json.dumps(body),
-                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        r = conn.getresponse()
-        return r.status, r.read().decode(errors="replace")
-    finally:
-        conn.close()
+    """One request with its path exactly as written, through the hub's proxy, as a
+    browser or script reaches the front."""
+    return raw_request(stack.url, method, f"/services/mlflow/api/2.0/mlflow/{path}",
+                       body=body if isinstance(body, (bytes, str)) else json.dumps(body),
+                       headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
 
 
 @pytest.fixture(scope="module")

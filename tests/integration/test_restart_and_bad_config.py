@@ -68,8 +68,8 @@ def _names(proc: Path, text: str) -> bool:
 
 def _containers_of(state: Path) -> list[str]:
     import docker
-    from atelier_hub.container_spawner import stack_id
-    from atelier_hub.engine import engine
+    from atelier_hub.embedded.container_spawner import stack_id
+    from atelier_hub.embedded.engine import engine
 
     client = docker.APIClient(base_url=engine().host)
     return [c["Names"][0] for c in client.containers(all=True, filters={"label": f"dev.atelier.stack={stack_id(state)}"})]

@@ -14,7 +14,6 @@ own session of the real stack, and the assertions are the attacks failing.
 
 from __future__ import annotations
 
-import http.client
 import json
 import subprocess
 import time
@@ -27,7 +26,7 @@ import pytest
 from atelier_hub.services.trino_server import TrinoError, query
 from botocore.exceptions import ClientError
 from kernel import run_code
-from stack import VENV_BIN
+from stack import VENV_BIN, raw_request
 
 pytestmark = pytest.mark.integration
 
@@ -235,15 +234,8 @@ def _front(stack) -> str:
 
 def _trino(stack, method: str, path: str, token: str | None = None, body: str | None = None) -> tuple[int, str]:
     """One request to the Trino front with its path exactly as written."""
-    url = urlparse(_front(stack))
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
     headers = {"X-Trino-User": "alice", **({"Authorization": f"Bearer {token}"} if token else {})}
-    try:
-        conn.request(method, path, body=body, headers=headers)
-        r = conn.getresponse()
-        return r.status, r.read().decode(errors="replace")
-    finally:
-        conn.close()
+    return raw_request(_front(stack), method, path, headers=headers, body=body)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ on the shared bucket read and written through the hive catalog, loopback only, n
 secret on disk, the CLI, a crash (the launcher exits non-zero), a restart that keeps
 the tables, and a clean stop. Part two runs in a session of the real stack: the
 Python client through ``atelier_lab.connect_trino()``, ``%sql`` (jupysql) and the
-``trino`` CLI all reach the hub's Trino with no set-up.
+``trino`` CLI all reach the hub's Trino with no set-up, and a table Spark wrote to S3 is
+queried there.
 
 Every wait is bounded; timings and memory go to ``test-output/trino-metrics.json``.
 """
@@ -358,15 +359,19 @@ def stack_trino(stack):
                 f"{stack.hub_log()}")
 
 
-def test_a_session_reaches_trino_through_the_client_sql_magic_and_cli(stack, alice, stack_trino):
+@pytest.fixture(scope="module")
+def session(stack, alice, stack_trino):
+    """alice's server on the default profile, for the tests that query Trino from a session."""
     model = stack.spawn("alice", None, server="trino")
-    try:
-        t0 = time.monotonic()
-        raw = run_code(stack.url, model["url"], alice["token"], SESSION, timeout=400)
-        record(session_trino_snippet_s=round(time.monotonic() - t0, 1))
-        out = json.loads(raw.strip().splitlines()[-1])
-    finally:
-        stack.stop_server("alice", "trino")
+    yield model
+    stack.stop_server("alice", "trino")
+
+
+def test_a_session_reaches_trino_through_the_client_sql_magic_and_cli(stack, alice, stack_trino, session):
+    t0 = time.monotonic()
+    raw = run_code(stack.url, session["url"], alice["token"], SESSION, timeout=400)
+    record(session_trino_snippet_s=round(time.monotonic() - t0, 1))
+    out = json.loads(raw.strip().splitlines()[-1])
     port = stack_trino["url"].rsplit(":", 1)[1]
     assert out["url"] == stack_trino["url"]
     assert out["database_url"].startswith(f"trino://alice:***@127.0.0.1:{port}/")
@@ -374,6 +379,29 @@ def test_a_session_reaches_trino_through_the_client_sql_magic_and_cli(stack, ali
     assert (out["sql"], out["sql_cell"]) == (25, 5)
     assert out["cli"] == '"25"', out["cli_err"]
     assert out["hive"] == 55
+
+
+def test_a_table_written_by_spark_is_queryable_from_trino(stack, alice, stack_trino, session):
+    code = """
+import os
+from pyspark.sql import SparkSession
+import atelier_lab
+bucket = os.environ["ATELIER_SHARED_BUCKET"]
+spark = SparkSession.builder.getOrCreate()
+spark.createDataFrame([(i, i % 3) for i in range(12)], ["id", "grp"]).write.mode("overwrite").parquet(
+    f"s3a://{bucket}/tables/from_spark")
+spark.stop()
+cur = atelier_lab.connect_trino().cursor()
+cur.execute("DROP TABLE IF EXISTS hive.default.from_spark")
+cur.fetchall()
+cur.execute(f"CREATE TABLE hive.default.from_spark (id bigint, grp bigint) "
+            f"WITH (external_location = 's3://{bucket}/tables/from_spark', format = 'PARQUET')")
+cur.fetchall()
+cur.execute("SELECT count(*), sum(id) FROM hive.default.from_spark WHERE grp = 0")
+print(cur.fetchall())
+"""
+    out = run_code(stack.url, session["url"], alice["token"], code, timeout=500)
+    assert out.strip().splitlines()[-1] == "[[4, 18]]"
 
 
 def test_the_trino_cli_reads_the_trino_config_file_and_runs_as_the_tokens_user(stack, alice, stack_trino,

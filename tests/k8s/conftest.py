@@ -53,7 +53,7 @@ def control_plane(tmp_path_factory):
         pytest.fail(
             f"the control plane is not built ({', '.join(missing)} missing under "
             f"{control_plane_paths()['kube-apiserver'].parent.parent.parent}); run `make install-test` or "
-            "`python3 tests/k8s/control_plane.py` (about 18 min once per machine)",
+            "`python3 tests/k8s/control_plane.py` (about 15-20 min once per machine)",
             pytrace=False,
         )
     if shutil.which("openssl") is None:

@@ -29,7 +29,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from atelier_hub.engine import docker_host
+from atelier_hub.embedded.engine import docker_host
 from atelier_hub.install.paths import cache_dir
 from k8s_cluster import ControlPlane, Processes, _openssl, free_port, write_kubeconfig
 

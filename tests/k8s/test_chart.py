@@ -28,7 +28,7 @@ import requests
 import yaml
 from atelier_hub.install.paths import image_ref
 from conftest import LOGS, REPO, VENV_BIN, _test_profiles
-from helm_tool import ensure_helm
+from control_plane import helm_path
 from k8s_cluster import GPU_GROUP, STORAGE_CLASS, assert_loopback, free_port, tail
 from k8s_node import NODE_NAME, POOL, listening
 from stack import HubClient
@@ -79,7 +79,7 @@ class ChartHub(HubClient):
 
 class Helm:
     def __init__(self, workdir: Path, kubeconfig: Path):
-        self.bin = ensure_helm()
+        self.bin = helm_path()
         # Helm's own folders are this run's (nothing in ~/.config or ~/.cache); its plugins
         # folder holds the post-renderer only.
         self.env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HELM_PLUGINS": str(HERE / "helm-plugins"),

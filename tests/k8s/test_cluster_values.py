@@ -126,9 +126,12 @@ def test_aws_s3_needs_no_rule():
     assert egress_rules(d, ClusterSettings()) == []
 
 
-def _chart_hub_config(values, root: Path) -> Config:
+def _chart_hub_config(values, root: Path, monkeypatch) -> Config:
     """The hub's config as the chart's jupyterhub_config.py makes it from these values:
-    hub.extraFiles written out, hub.config's sections applied, then hub.extraConfig run."""
+    hub.extraFiles written out, hub.config's sections applied, singleuser.storage's home
+    set on KubeSpawner (as the chart does, always before hub.extraConfig), then
+    hub.extraConfig run. The files land in ``root`` instead of the chart's folder, so
+    the hub is told where they are ($ATELIER_CLUSTER_DIR)."""
     for entry in values["hub"]["extraFiles"].values():
         path = root / Path(entry["mountPath"]).relative_to(ETC)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,22 +139,32 @@ def _chart_hub_config(values, root: Path) -> Config:
     c = Config()
     for section, cfg in values["hub"].get("config", {}).items():
         c[section].update(cfg)
-    code = values["hub"]["extraConfig"]["atelier.py"].replace(ETC, str(root))
+    storage = values["singleuser"]["storage"]
+    c.KubeSpawner.pvc_name_template = storage["dynamic"]["pvcNameTemplate"]
+    c.KubeSpawner.volumes = {storage["dynamic"]["volumeNameTemplate"]: {
+        "name": storage["dynamic"]["volumeNameTemplate"], "persistentVolumeClaim": {"claimName": "{pvc_name}"}}}
+    monkeypatch.delenv("ATELIER_STATE", raising=False)
+    monkeypatch.setenv("ATELIER_CLUSTER_DIR", str(root))
+    code = values["hub"]["extraConfig"]["atelier.py"]
     exec(compile(code, "hub.extraConfig.atelier", "exec"), {"c": c})  # noqa: S102 (the chart does the same)
     return c
 
 
-def test_hub_code_in_values_configures_the_same_profiles(values, tmp_path):
-    """Run hub.extraConfig on hub.extraFiles the way the chart's hub does."""
+def test_hub_code_in_values_configures_the_same_profiles(values, tmp_path, monkeypatch):
+    """Run hub.extraConfig on hub.extraFiles the way the chart's hub does: the one entry,
+    atelier_hub.configure(c), finds the cluster settings and configures KubeSpawner."""
+    assert values["hub"]["extraConfig"]["atelier.py"].endswith("import atelier_hub\n\natelier_hub.configure(c)\n")
     root = tmp_path / "etc"
-    c = _chart_hub_config(values, root)
+    c = _chart_hub_config(values, root, monkeypatch)
 
     s = c.AtelierKubeSpawner
     assert c.JupyterHub.spawner_class == "atelier_hub.cluster.kubespawner.AtelierKubeSpawner"
     assert s.profile_list is profile_list
     assert s.gpu_servers_per_user == 2
     assert s.service_account == "atelier-session"
-    assert "volumes" not in s, "storage=False: the chart's singleuser.storage sets the home"
+    assert "volumes" not in s, "the chart's singleuser.storage sets the home"
+    assert "storage_class" not in s and "pvc_name_template" not in s
+    assert (s.profiles_dir, s.deployment_file) == (str(root / "profiles"), str(root / "deployment.json"))
     shipped = {p.name: p for p in load_profiles(root / "profiles")}
     assert shipped == {p.name: p.model_copy(update={"source": shipped[p.name].source})
                        for p in load_profiles(PROFILES)}
@@ -167,7 +180,7 @@ def test_hub_code_in_values_configures_the_same_profiles(values, tmp_path):
     assert "access:services!service=culler" in s.server_token_scopes
 
 
-def test_each_users_servers_are_an_origin_of_their_own(values, tmp_path):
+def test_each_users_servers_are_an_origin_of_their_own(values, tmp_path, monkeypatch):
     """JupyterHub itself, configured as the chart's hub is from these values, puts each
     user's servers at a subdomain of the public URL and services on the hub's host."""
     from atelier_hub.origins import subdomain_hook
@@ -175,7 +188,7 @@ def test_each_users_servers_are_an_origin_of_their_own(values, tmp_path):
     from jupyterhub.app import JupyterHub
     from jupyterhub.user import User
 
-    c = _chart_hub_config(values, tmp_path / "etc")
+    c = _chart_hub_config(values, tmp_path / "etc", monkeypatch)
     assert c.JupyterHub.subdomain_host == "https://atelier.example.org"
     assert c.JupyterHub.subdomain_hook is subdomain_hook
     app = JupyterHub(config=c)
@@ -263,7 +276,7 @@ def test_cli_writes_the_values_file(tmp_path, capsys):
     # Sessions report their activity to the culler in the hub pod.
     assert json.loads(hub["extraFiles"]["atelier-deployment"]["stringData"]) == {
         "services": {"culler": {"url": "http://hub:8082/services/culler", "gpu_busy_percent": 10}}}
-    assert "configure_kubespawner(" in hub["extraConfig"]["atelier.py"]
+    assert "\natelier_hub.configure(c)\n" in hub["extraConfig"]["atelier.py"]
     assert written["proxy"] == {"chp": {"nodeSelector": {"atelier.dev/pool": "core"}}}
     assert written["singleuser"] == {
         "image": {"name": "ghcr.io/atelier-dev/atelier-base", "tag": "0.1.0"},  # images/base

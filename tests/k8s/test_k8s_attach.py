@@ -142,13 +142,30 @@ def test_kubeconfig_reaches_only_the_users_own_pod(kube, ada):
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "intruder"},
            "spec": {"containers": [{"name": "x", "image": "busybox"}]}}
     assert api.request("POST", api.pods(), json=pod).status_code == 403
-    # exec: refused by authorization for bo's pod; for ada's it gets past authorization
-    # (kwok's pods have no kubelet to exec in, so the answer is an error, never 403).
+    # exec and port-forward (README: allowed on her pods, and no other's): refused by
+    # authorization for bo's pod. For ada's, authorization lets the request through to the
+    # streaming handler, which answers what it answers any caller who may stream but did
+    # not upgrade the connection (kubectl does): 400 "Upgrade request required".
+    # A kubeconfig refused exec would get 403 here; one without a valid token, 401.
     params = {"command": "true", "container": "notebook", "stdout": "true"}
     assert api.request("POST", api.pods(theirs, "exec"), params=params).status_code == 403
-    own = api.request("POST", api.pods(mine, "exec"), params=params)
-    assert own.status_code not in (401, 403), own.text
-    assert api.request("GET", api.pods(mine, "log")).status_code not in (401, 403)
+    assert api.request("POST", api.pods(theirs, "portforward"), params={"ports": "8888"}).status_code == 403
+    for sub, query in (("exec", params), ("portforward", {"ports": "8888"})):
+        own = api.request("POST", api.pods(mine, sub), params=query)
+        assert (own.status_code, own.json()["message"]) == (400, "Upgrade request required"), (sub, own.text)
+    # logs (README: allowed): refused for bo's pod; for ada's, the API server goes on to
+    # fetch them from the pod's node's kubelet. Her pod runs on a kwok node, which has no
+    # kubelet at the address and port its Node object gives, so that fetch fails: a 500
+    # that names that very kubelet URL for her pod's container, never a 401 or 403.
+    assert api.request("GET", api.pods(theirs, "log")).status_code == 403
+    pod = server_pod(kube, "ada", SERVER)
+    node = kube.get(f"/api/v1/nodes/{pod['spec']['nodeName']}")
+    address = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+    # A Node that gives no port (kwok's: 0) is reached on the kubelet's default one, 10250.
+    port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] or 10250
+    log = api.request("GET", api.pods(mine, "log"))
+    assert log.status_code == 500, log.text
+    assert f'"https://{address}:{port}/containerLogs/{NAMESPACE}/{mine}/notebook"' in log.json()["message"], log.text
 
 
 def test_kubeconfig_prints_the_attach_steps_and_the_code_command(kube, ada):

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from atelier_hub.services import SERVICES
 from atelier_hub.services.s3 import SERVICE as S3
-from atelier_hub.stack import EmbeddedStack
+from atelier_hub.embedded.stack import EmbeddedStack
 from conftest import LOGS, Hub, host_state
 from k8s_cluster import NAMESPACE, STORAGE_CLASS, assert_loopback, free_port
 from k8s_node import KUBELET_SYSCTLS, NODE_NAME, POOL, TOLERATION, listening
@@ -60,7 +60,7 @@ class NodeHub(Hub):
             f.write(f"""
 # -- the real node: the base image, hostNetwork on 127.0.0.1, real S3 and MLflow --------
 from atelier_hub.config import update_services
-from atelier_hub.stack import EmbeddedStack
+from atelier_hub.embedded.stack import EmbeddedStack
 
 _stack = EmbeddedStack.load({str(self.stack.root)!r})
 update_services(c, _stack)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from repro._cli import main
-from repro._run import distributed_rank
+from repro._distributed import distributed_rank
 from repro_testlib import make_repo, run_id_of, run_py
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from repro import _capture, _entry, _git
+from repro import _capture, _entry, _git_record
 
 
 def test_a_script_is_relative_to_the_repository(tmp_path: Path) -> None:
@@ -33,7 +33,7 @@ def test_notebook_path_from_jupyter_server(tmp_path: Path, monkeypatch: pytest.M
     entry = _entry.detect()
     assert (entry.kind, entry.target) == ("notebook", str(notebook))
     assert entry.command == ["jupyter", "execute", str(notebook)]
-    capture = _capture.build(entry=entry, cwd=str(tmp_path), git=_git.GitInfo(
+    capture = _capture.build(entry=entry, cwd=str(tmp_path), git=_git_record.GitInfo(
         state="repository", root=str(tmp_path), commit="a" * 40, branch="main", dirty=False),
         packages=[], gpu={})
     assert capture.tags["repro.entry_point"] == "analysis/train.ipynb"

@@ -11,7 +11,7 @@ import types
 from pathlib import Path
 
 import pytest
-from atelier_hub.gpus import detect_gpus
+from atelier_hub.embedded.gpus import detect_gpus
 
 from repro import _env
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from repro_testlib import child_env, git, make_repo
 
-from repro import _capture, _git
+from repro import _capture, _git_dotgit, _git_record, _git_scan
 
 
-def _scan(path: Path) -> _git.GitInfo:
-    return _git.scan(str(path), _git.quick(str(path))).result()
+def _scan(path: Path) -> _git_record.GitInfo:
+    return _git_scan.scan(str(path), _git_dotgit.quick(str(path))).result()
 
 
 def _dirty(repo: Path) -> None:
@@ -32,7 +32,7 @@ def test_git_dir_set_still_finds_commit_and_diff(tmp_path: Path,
     monkeypatch.setenv("GIT_DIR", str(repo / ".git"))
     monkeypatch.setenv("GIT_WORK_TREE", str(repo))
     monkeypatch.setenv("REPRO_GIT_CACHE", "0")
-    info = _git.scan(str(elsewhere), _git.quick(str(elsewhere))).result()
+    info = _git_scan.scan(str(elsewhere), _git_dotgit.quick(str(elsewhere))).result()
     assert info.state == "repository"
     assert info.commit == git(repo, "rev-parse", "HEAD")
     assert info.branch == "main" and info.root == str(repo)
@@ -60,7 +60,7 @@ def _reftable_repo(path: Path) -> Path:
 
 def test_reftable_repository_still_finds_commit_and_diff(tmp_path: Path) -> None:
     repo = _reftable_repo(tmp_path / "r")
-    quick = _git.quick(str(repo))
+    quick = _git_dotgit.quick(str(repo))
     assert quick.commit is None  # .git alone cannot say
     _dirty(repo)
     info = _scan(repo)
@@ -131,5 +131,5 @@ def test_dirty_and_moved_submodules_are_recorded(tmp_path: Path) -> None:
     moved = git(sub, "rev-parse", "HEAD")
     info = _scan(repo)
     assert info.dirty is True and info.submodules == [("libs/lib", moved, "+")]
-    patch = _git.format_submodule_diffs(info.submodules, info.submodule_diffs)
-    assert _git.parse_submodule_diffs(patch)[0] == {"libs/lib": moved}
+    patch = _git_record.format_submodule_diffs(info.submodules, info.submodule_diffs)
+    assert _git_record.parse_submodule_diffs(patch)[0] == {"libs/lib": moved}

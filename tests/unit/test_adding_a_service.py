@@ -39,14 +39,14 @@ from traitlets.config import Config
 from atelier_hub.config import update_services
 from atelier_hub.profiles import Profile
 from atelier_hub.session import session_env
-from atelier_hub.stack import EmbeddedStack
+from atelier_hub.embedded.stack import EmbeddedStack
 
 stack, _ = EmbeddedStack.prepare(state, port=port, profiles_dir="profiles", without=("trino",))
 c = Config()
 update_services(c, stack)
 deployment = services.load_deployment(Path(state) / "deployment.json")
 profile = Profile(name="cpu-small", display_name="S", cpu={"limit": 2}, memory={"limit": "4G"})
-env = session_env(profile, username="ada", services=deployment.services, threads=2)
+env = session_env(profile, username="ada", services=deployment.services, cpus=2)
 print(json.dumps({
     "port": EmbeddedStack.load(state).ports.get("feast"),
     "hub_services": {s["name"]: s for s in c.JupyterHub.services},

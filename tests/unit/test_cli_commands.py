@@ -18,8 +18,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from atelier_hub.auth import check_password
 from atelier_hub.cli import main
+from atelier_hub.embedded.auth import check_password
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from atelier_hub import container_spawner, engine, netns_relay
-from atelier_hub.container_spawner import container_services, forwarded_endpoints, stack_id
+from atelier_hub.embedded import container_spawner, engine, netns_relay
+from atelier_hub.embedded.container_spawner import container_services, forwarded_endpoints, stack_id
 from atelier_hub.install import docker as install_docker
 from atelier_hub.services import Services
 from atelier_hub.services._process import PARENT_PID_VAR, free_port, wait_for
@@ -75,7 +75,7 @@ def test_the_relay_refuses_any_address_off_loopback(text):
 def test_the_relay_refuses_a_process_on_the_host_s_own_network():
     """Joining the host's namespace would listen "inside" on the host: refused, saying why."""
     env = {**os.environ, PARENT_PID_VAR: str(os.getpid()), "PYTHONPATH": str(REPO / "hub")}
-    r = subprocess.run([sys.executable, "-m", "atelier_hub.netns_relay", "--pid", str(os.getpid()),
+    r = subprocess.run([sys.executable, "-m", "atelier_hub.embedded.netns_relay", "--pid", str(os.getpid()),
                         "--outward", f"127.0.0.1:{free_port()}"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "on the host's own network" in r.stderr and "--network none" in r.stderr, r.stderr
 
@@ -132,7 +132,7 @@ def test_the_relay_joins_a_namespace_to_the_host_loopback_both_ways_and_nothing_
                  timeout=30, what="the server inside the namespace")
         env = {**os.environ, PARENT_PID_VAR: str(os.getpid()), "PYTHONPATH": str(REPO / "hub")}
         relay = subprocess.Popen(
-            [sys.executable, "-m", "atelier_hub.netns_relay", "--pid", str(inside.pid), "--name", "unit",
+            [sys.executable, "-m", "atelier_hub.embedded.netns_relay", "--pid", str(inside.pid), "--name", "unit",
              "--inward", f"127.0.0.1:{host_port}", "--outward", f"127.0.0.1:{inside_port}",
              "--egress", f"127.0.0.1:{egress_port}"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -130,6 +130,17 @@ def test_ssh_connections_are_sshds_per_connection_processes(tmp_path):
         (tmp_path / str(pid) / "cmdline").write_bytes(cmd)
     (tmp_path / "self").mkdir()  # not a process folder
     assert _ssh_sessions(tmp_path) == 2  # the listener, a privileged parent and others do not count
+    # sshd forks to run the command; until the child execs it has its parent's title: one connection
+    (tmp_path / "11" / "stat").write_text("11 (sshd) S 9 11 11 0")
+    (tmp_path / "15").mkdir()
+    (tmp_path / "15" / "cmdline").write_bytes(b"sshd: jovyan@pts/0")
+    (tmp_path / "15" / "stat").write_text("15 (sshd: (x) y) R 11 11 11 0")
+    assert _ssh_sessions(tmp_path) == 2
+    # a third connection, from the listener
+    (tmp_path / "16").mkdir()
+    (tmp_path / "16" / "cmdline").write_bytes(b"sshd: jovyan@pts/1")
+    (tmp_path / "16" / "stat").write_text("16 (sshd) S 10 16 16 0")
+    assert _ssh_sessions(tmp_path) == 3
 
 
 def test_gpu_signal_is_skipped_without_a_gpu_for_the_session(monkeypatch):

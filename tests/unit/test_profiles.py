@@ -10,6 +10,7 @@ from atelier_hub.profiles import (
     load_profiles,
     parse_memory,
     resolve_profile,
+    session_cpus,
     to_embedded,
     to_kubespawner,
     visible_profiles,
@@ -90,6 +91,42 @@ def test_to_embedded_caps_threads_at_host_cores():
     assert to_embedded(_p(cpu={"limit": 8}), host_cpus=2).threads == 2
     assert to_embedded(_p(cpu={"limit": 0.5}), host_cpus=16).threads == 1
     assert to_embedded(_p(cpu={"limit": 4}), host_cpus=16).threads == 4
+
+
+# The CPU limit each file of profiles/ writes (cpu.limit), and the one count a session
+# gets from it on a 2-core machine, a 16-core one, and as a pod.
+PROFILE_CPUS = {
+    #            limit  2 cores  16 cores  pod
+    "cpu-small": (2,    2,       2,        2),
+    "highmem":   (4,    2,       4,        4),
+    "cpu-large": (8,    2,       8,        8),
+    "gpu-1":     (8,    2,       8,        8),
+    "gpu-4":     (32,   2,       16,       32),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROFILE_CPUS))
+def test_thread_pools_spark_and_ray_get_one_cpu_count_from_the_profile(name):
+    import json
+
+    from atelier_hub.services import Services
+    from atelier_hub.services.ray import RayService
+    from atelier_hub.services.spark import SparkService
+    from atelier_hub.session import session_env, session_files
+
+    profile = next(p for p in load_profiles(REPO / "profiles") if p.name == name)
+    limit, *expected = PROFILE_CPUS[name]
+    assert profile.cpu.limit == limit
+    services = Services(spark=SparkService(), ray=RayService())
+    for usable, want in zip((2, 16, None), expected, strict=True):
+        cpus = session_cpus(profile, usable=usable)
+        env = session_env(profile, username="ada", services=services, cpus=cpus)
+        spark = session_files(profile, username="ada", services=services, cpus=cpus)["spark/spark-defaults.conf"]
+        assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == str(want), (name, usable)
+        assert f"spark.master local[{want}]\n" in spark, (name, usable)
+        assert json.loads(env["RAY_OVERRIDE_RESOURCES"])["CPU"] == want, (name, usable)
+        if usable is not None:  # the embedded renderer says the same
+            assert to_embedded(profile, host_cpus=usable).threads == want
 
 
 def test_groups_restrict_what_a_user_sees_and_may_request():

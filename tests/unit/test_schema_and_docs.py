@@ -10,16 +10,20 @@ from pathlib import Path
 
 import atelier_hub
 import pytest
-from atelier_hub.schema import StrictModel, reference, sections, undocumented
+from atelier_hub.reference import reference, sections
+from atelier_hub.schema import StrictModel, undocumented
 
 REPO = Path(__file__).resolve().parents[2]
 
 # Modules without a single `>>>` example: runtime glue (tornado handlers, traitlets
-# spawners, process supervisors) whose behaviour the integration tests exercise instead.
+# spawners, process supervisors) whose behaviour the integration tests exercise instead,
+# and the image's paths (constants only).
 NO_EXAMPLES = {
-    "atelier_hub", "atelier_hub._version", "atelier_hub.cgroups", "atelier_hub.cli", "atelier_hub.config",
-    "atelier_hub.embedded", "atelier_hub.engine", "atelier_hub.gpus", "atelier_hub.install.docker",
-    "atelier_hub.profile_spawner", "atelier_hub.spawner",
+    "atelier_hub", "atelier_hub._version", "atelier_hub.cli", "atelier_hub.image_paths",
+    "atelier_hub.embedded", "atelier_hub.embedded.cgroups", "atelier_hub.embedded.state_folder",
+    "atelier_hub.embedded.engine", "atelier_hub.embedded.gpus", "atelier_hub.embedded.process_spawner",
+    "atelier_hub.install.docker",
+    "atelier_hub.profile_spawner",
     "atelier_hub.cluster",
     "atelier_hub.install", "atelier_hub.install.__main__", "atelier_hub.install._steps",
     "atelier_hub.install.trino", "atelier_hub.services.ray",
@@ -45,7 +49,7 @@ def test_the_reference_is_generated_from_the_models_and_current():
     committed = (REPO / "docs" / "reference.md").read_text()
     assert committed == reference(sections()), (
         "docs/reference.md is out of date: regenerate it with "
-        "`.venv/bin/python -m atelier_hub.schema > docs/reference.md`")
+        "`.venv/bin/python -m atelier_hub.reference > docs/reference.md`")
 
 
 def test_the_readmes_links_lead_somewhere_the_reference_among_them():

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 from atelier_hub import services
+from atelier_hub.embedded.stack import EmbeddedStack
 from atelier_hub.install import paths
 from atelier_hub.services import _process
 from atelier_hub.services.s3 import SERVICE as S3
-from atelier_hub.stack import EmbeddedStack
 
 # -- the descriptors -------------------------------------------------------------------------
 

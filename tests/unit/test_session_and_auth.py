@@ -13,15 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
-from atelier_hub.auth import Backoff, UserError, UsersFile, check_password, hash_password
-from atelier_hub.embedded_spawner import render_profile_form
-from atelier_hub.gpus import GPUPool, GPUUnavailable
+from atelier_hub.embedded.auth import Backoff, UserError, UsersFile, check_password, hash_password
+from atelier_hub.embedded.gpus import GPUPool, GPUUnavailable
+from atelier_hub.embedded.spawner_base import render_profile_form
+from atelier_hub.embedded.users import InviteError
 from atelier_hub.profiles import Profile
 from atelier_hub.services import Services, SettingsError, load_deployment
 from atelier_hub.services.mlflow import MLflowService
 from atelier_hub.services.s3 import S3Service
 from atelier_hub.session import session_env
-from atelier_hub.users import InviteError
 
 SMALL = Profile(name="cpu-small", display_name="Small", cpu={"limit": 2, "guarantee": 0.5},
                 memory={"limit": "4G", "guarantee": "1G"})
@@ -34,7 +34,7 @@ SERVICES = Services(
 
 
 def test_session_env_configures_each_library_its_own_way():
-    env = session_env(SMALL, username="ada", services=SERVICES, threads=2, api_token="tok")
+    env = session_env(SMALL, username="ada", services=SERVICES, cpus=2, api_token="tok")
     assert env["AWS_ENDPOINT_URL"] == env["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:9000"
     assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == ("AK", "SK")
     assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "us-east-1"
@@ -52,11 +52,11 @@ def test_session_env_configures_each_library_its_own_way():
 
 
 def test_session_env_gpu_and_absent_services():
-    env = session_env(GPU, username="ada", services=Services(), threads=8, gpu_ids=[2])
+    env = session_env(GPU, username="ada", services=Services(), cpus=8, gpu_ids=[2])
     assert env["CUDA_VISIBLE_DEVICES"] == "2" and env["ATELIER_GPU_TYPE"] == "a100"
     assert not any(k.startswith(("AWS_", "MLFLOW_")) for k in env)
     # An open MLflow server gets no token.
-    env = session_env(SMALL, username="a", threads=1, api_token="tok",
+    env = session_env(SMALL, username="a", cpus=1, api_token="tok",
                       services=Services(mlflow=MLflowService(tracking_uri="http://x", auth="none")))
     assert "MLFLOW_TRACKING_TOKEN" not in env and "MLFLOW_EXPERIMENT_NAME" not in env
 
@@ -163,7 +163,7 @@ def test_backoff_doubles_after_the_free_attempts_and_forgets():
 
 
 def test_the_hub_takes_only_user_names_the_users_file_takes(tmp_path):
-    from atelier_hub.auth import AtelierAuthenticator
+    from atelier_hub.embedded.auth import AtelierAuthenticator
 
     auth = AtelierAuthenticator(users_file=str(tmp_path / "users.json"))
     assert auth.validate_username("ada") and auth.validate_username("a" * 64)
@@ -307,7 +307,7 @@ def test_stored_spawn_options_past_the_limit_are_cut_back_and_the_file_shrinks(t
 
 _WRITER = """
 import sys
-from atelier_hub.users import UsersFile
+from atelier_hub.embedded.users import UsersFile
 users = UsersFile(sys.argv[1])
 for i in range(int(sys.argv[3])):
     name = f"{sys.argv[2]}{i}"
@@ -336,9 +336,9 @@ def test_two_processes_writing_the_users_file_never_corrupt_it(tmp_path):
 
 
 def test_the_state_folder_is_made_private_and_no_admin_comes_back(tmp_path):
-    from atelier_hub.embedded import ADMIN_USER
+    from atelier_hub.embedded.stack import EmbeddedStack
+    from atelier_hub.embedded.state_folder import ADMIN_USER
     from atelier_hub.services._process import free_port
-    from atelier_hub.stack import EmbeddedStack
 
     profiles = Path(__file__).resolve().parents[2] / "profiles"
     state = tmp_path / "state"

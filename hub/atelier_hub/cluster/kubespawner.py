@@ -41,18 +41,14 @@ from tornado import web
 from traitlets import Integer
 
 from .. import origins
+from ..image_paths import SESSION_CONFIG_DIR
 from ..profile_spawner import ProfileSpawnerMixin
 from ..profiles import Profile, load_profiles, to_kubespawner, visible_profiles
 from ..services import Deployment
 from ..session import session_env, session_files
 from .settings import ClusterSettings, load_cluster_settings
 
-__all__ = ["AtelierKubeSpawner", "configure_kubespawner", "profile_list", "SECRET_ENV", "SESSION_CONFIG_DIR"]
-
-# Where the session's config files (spark-defaults.conf, fsspec, the Trino CLI's) are
-# mounted, read-only, from the server's Secret (the chart's hub Role may create Secrets,
-# not ConfigMaps); the session's env vars point each library there.
-SESSION_CONFIG_DIR = "/etc/atelier/session"
+__all__ = ["AtelierKubeSpawner", "configure_kubespawner", "profile_list", "SECRET_ENV"]
 
 # Variables whose values are credentials: they reach the pod through a Secret only.
 SECRET_ENV = (
@@ -104,10 +100,10 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
     def check_request(self, options: dict | None) -> Profile:
         """The profile ``options`` names, if this user may start it now.
 
-        Raises :class:`tornado.web.HTTPError`: 403 for a profile outside the user's
-        groups, 400 for an unknown one, 409 past the per-user GPU server limit.
+        Raises :class:`tornado.web.HTTPError`: 400/403/413 (see ProfileSpawnerMixin),
+        409 past the per-user GPU server limit.
         """
-        profile = self.resolve_request(options)
+        profile = super().check_request(options)
         if profile.gpu_count:
             others = sorted(
                 name or "(default server)"
@@ -131,12 +127,6 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         self.check_request(options)
         return options
 
-    def run_pre_spawn_hook(self):
-        # Before anything is created: a refused request leaves no object behind and the
-        # REST API answers with the status and message above.
-        self.profile = self.check_request(self.user_options)
-        return super().run_pre_spawn_hook()
-
     async def load_user_options(self):
         # KubeSpawner applies the profile's kubespawner_override here; the user's own
         # profile_list only holds what they may use, so this is a second check.
@@ -157,7 +147,7 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
                     self.profile,
                     username=self.user.name,
                     services=self.deployment.services,
-                    threads=max(1, int(self.profile.cpu.limit)),
+                    cpus=self.cpus,
                     api_token=self.api_token,
                     # The device plugin shows the container only its own GPUs, as 0..n-1.
                     gpu_ids=list(range(self.profile.gpu_count)),
@@ -172,7 +162,8 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
     def _session_files(self) -> dict[str, str]:
         if self.profile is None:
             return {}
-        return session_files(self.profile, username=self.user.name, services=self.deployment.services)
+        return session_files(self.profile, username=self.user.name, services=self.deployment.services,
+                             cpus=self.cpus)
 
     def get_env_secret_manifest(self) -> V1Secret:
         labels = self._build_common_labels(self._expand_all(self.extra_labels))
@@ -200,6 +191,8 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             pod.spec.volumes = [*(pod.spec.volumes or []), volume]
             container = pod.spec.containers[0]
             container.volume_mounts = [*(container.volume_mounts or []), V1VolumeMount(
+                # Read-only, from the server's Secret (the chart's hub Role may create
+                # Secrets, not ConfigMaps); the session's env vars point each library there.
                 name="atelier-session", mount_path=SESSION_CONFIG_DIR, read_only=True)]
         # Created before the pod, so the container never starts without it; replaced
         # whole, since a new start has a new API token.
@@ -224,23 +217,6 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             f"Could not delete secret {self.env_secret_name}",
             timeout=self.k8s_api_request_retry_timeout,
         )
-
-    # -- state kept across hub restarts ------------------------------------------------------
-
-    def get_state(self):
-        state = super().get_state()
-        if self.profile is not None:
-            state["profile"] = self.profile.name
-        return state
-
-    def load_state(self, state):
-        super().load_state(state)
-        name = state.get("profile")
-        self.profile = self.profile_named(name)
-
-    def clear_state(self):
-        super().clear_state()
-        self.profile = None
 
 
 # -- configuration: one update_<section> each; only sets, never appends ---------------------

@@ -22,16 +22,13 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
+from .. import image_paths
 from .._version import __version__
 from ..schema import StrictModel
 from ..settings import load_settings_file
 
-__all__ = ["ClusterSettings", "ClusterSettingsError", "load_cluster_settings", "public_url_problem", "HOME_MOUNT_PATH"]
+__all__ = ["ClusterSettings", "ClusterSettingsError", "load_cluster_settings", "public_url_problem"]
 
-# The container home: the Jupyter Docker Stacks' user is jovyan, and z2jh mounts the
-# home volume there by default. Embedded sessions use $HOME the same way, so code that
-# writes under ~ behaves alike in both modes.
-HOME_MOUNT_PATH = "/home/jovyan"
 
 
 class ClusterSettingsError(ValueError):
@@ -95,7 +92,7 @@ class Storage(StrictModel):
     capacity: str = Field("20Gi", description="Size of each user's home volume.")
     storage_class: str | None = Field(None, description="StorageClass of the home volumes; null: the cluster's "
                                       "default (gp3 on EKS with the EBS CSI driver).")
-    home_mount_path: str = Field(HOME_MOUNT_PATH, description="Where the home is mounted in every session.")
+    home_mount_path: str = Field(image_paths.HOME, description="Where the home is mounted in every session.")
     pvc_name_template: str = Field("claim-{username}", description="Name of a user's home PVC; no "
                                    "`{servername}`, so all of a user's servers and profiles share one home.")
 

@@ -2,9 +2,11 @@
 
 Rule this module keeps: the values are a pure function of (profiles, deployment
 settings, cluster settings); the hub in the chart reads those same three inputs (they
-travel as ``hub.extraFiles``) and :func:`atelier_hub.cluster.kubespawner.configure_kubespawner`
-turns them into KubeSpawner's traits, so the values never restate a profile. The
-output validates against the chart's own ``values.schema.yaml`` (a test checks it).
+travel as ``hub.extraFiles``) and ``hub.extraConfig`` calls :func:`atelier_hub.configure`,
+the one entry of both modes, whose cluster mode
+(:func:`atelier_hub.cluster.kubespawner.configure_kubespawner`) turns them into
+KubeSpawner's traits, so the values never restate a profile. The output validates
+against the chart's own ``values.schema.yaml`` (a test checks it).
 
 Blocks, each opened by a comment in the output: the hub image carrying ``atelier-hub``
 and its configuration (each user's servers at a subdomain of ``public_url``, a web
@@ -30,6 +32,7 @@ from ..profiles import Profile, ProfileError, format_memory, load_profiles
 from ..services import Deployment, SettingsError, load_deployment
 from ..services.culler import PREFIX as CULLER_PREFIX
 from ..services.culler import CullerService
+from . import CHART_DIR, CLUSTER_FILE, DEPLOYMENT_FILE, PROFILES_DIR
 from .settings import ClusterSettings, ClusterSettingsError, load_cluster_settings
 
 __all__ = [
@@ -45,7 +48,7 @@ __all__ = [
 ]
 
 # Where the hub pod finds Atelier's inputs (mounted from hub.extraFiles, a Secret).
-ETC = "/usr/local/etc/atelier"
+ETC = CHART_DIR
 _DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "postgres": 5432, "ray": 10001, "trino": 8080}
 
 
@@ -169,7 +172,7 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
     """
     public_url = require_public_url(settings)
     files: dict[str, Any] = {
-        f"atelier-profile-{p.name}": {"mountPath": f"{ETC}/profiles/{p.name}.yaml", "stringData": _profile_file(p)}
+        f"atelier-profile-{p.name}": {"mountPath": f"{ETC}/{PROFILES_DIR}/{p.name}.yaml", "stringData": _profile_file(p)}
         for p in profiles
     }
     culling = settings.culling
@@ -180,11 +183,11 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
             url=f"http://hub:{culling.port}{CULLER_PREFIX}")})
         deployment = deployment.model_copy(update={"services": services})
     files["atelier-deployment"] = {
-        "mountPath": f"{ETC}/deployment.json",
+        "mountPath": f"{ETC}/{DEPLOYMENT_FILE}",
         "stringData": json.dumps(deployment.model_dump(mode="json", exclude_none=True), indent=2) + "\n",
     }
     files["atelier-cluster"] = {
-        "mountPath": f"{ETC}/cluster.yaml",
+        "mountPath": f"{ETC}/{CLUSTER_FILE}",
         "stringData": yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False),
     }
     core = dict(settings.node_pools.core)
@@ -213,7 +216,7 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
             "nodeSelector": core,
             # The chart's own setting, not only the hub's trait: the chart's proxy routes by
             # host (--host-routing) only when it is set. The hook (services on the hub's host)
-            # comes from configure_kubespawner, which reads public_url from the same file.
+            # comes from atelier_hub.configure, which reads public_url from the same file.
             "config": {"JupyterHub": {"subdomain_host": public_url}},
             "allowNamedServers": True,
             "namedServerLimitPerUser": settings.named_servers_per_user,
@@ -221,14 +224,12 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
             **_culler_hub_values(settings),
             "extraConfig": {
                 "atelier.py": (
-                    "# Atelier: KubeSpawner from profiles/ (files from hub.extraFiles), and each\n"
-                    "# user's servers at a subdomain of public_url (cluster.yaml), an origin of their own.\n"
-                    "from atelier_hub.cluster.kubespawner import configure_kubespawner\n\n"
-                    "configure_kubespawner(\n"
-                    f"    c,\n    profiles_dir={ETC + '/profiles'!r},\n"
-                    f"    deployment_file={ETC + '/deployment.json'!r},\n"
-                    f"    cluster_file={ETC + '/cluster.yaml'!r},\n"
-                    "    storage=False,  # singleuser.storage below sets the home\n)\n"
+                    "# Atelier: the same entry as every hub (hub/jupyterhub_config.py). It finds the\n"
+                    f"# cluster settings in {ETC} (hub.extraFiles) and configures KubeSpawner from\n"
+                    "# profiles/, each user's servers at a subdomain of public_url (cluster.yaml), an\n"
+                    "# origin of their own; singleuser.storage below sets the home.\n"
+                    "import atelier_hub\n\n"
+                    "atelier_hub.configure(c)\n"
                 ),
             },
         },

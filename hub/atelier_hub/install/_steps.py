@@ -9,7 +9,9 @@ ends the install with a non-zero exit.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -26,7 +28,7 @@ from .paths import (
     SPARK_S3A_JARS,
     UV_VERSION,
     VENV,
-    VERSITYGW_VERSION,
+    cache_dir,
     maven_jar,
     maven_repo,
     tool_path,
@@ -42,17 +44,32 @@ def say(msg: str) -> None:
     print(f"[atelier install] {msg}", flush=True)
 
 
-def run(cmd: list[str], *, what: str, expect: str = "", env: dict | None = None, **kw) -> None:
-    """Run a step, showing what it is and how long it took; fail with the step's name."""
+def record(step: str, seconds: float) -> None:
+    """Append a step's time to ``$ATELIER_INSTALL_TIMES`` (a JSON-lines file) when set:
+    ``make install-test`` prints the steps' breakdown from it at its end, and
+    ``make test`` in its final summary."""
+    path = os.environ.get("ATELIER_INSTALL_TIMES")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"step": step, "seconds": round(seconds, 1),
+                                "lane": os.environ.get("ATELIER_INSTALL_LANE", "")}) + "\n")
+
+
+def run(cmd: list[str], *, what: str, expect: str = "", env: dict | None = None, retry: str = "", **kw) -> None:
+    """Run a step, showing what it is and how long it took; fail with the step's name
+    (and, when given, the command that retries it)."""
     say(f"{what}{f' (about {expect})' if expect else ''} ...")
     t0 = time.monotonic()
+    again = f" Rerun `{retry}` to retry: finished parts are kept." if retry else ""
     try:
         subprocess.run(cmd, check=True, env={**os.environ, **(env or {})}, **kw)
     except FileNotFoundError:
         sys.exit(f"[atelier install] {what} failed: {cmd[0]} is not installed")
     except subprocess.CalledProcessError as exc:
-        sys.exit(f"[atelier install] {what} failed (exit {exc.returncode}); see the output above")
-    say(f"{what}: done in {time.monotonic() - t0:.0f} s")
+        sys.exit(f"[atelier install] {what} failed (exit {exc.returncode}); see the output above.{again}")
+    secs = time.monotonic() - t0
+    record(what, secs)
+    say(f"{what}: done in {secs:.0f} s")
 
 
 def ensure_uv() -> Path:
@@ -120,17 +137,6 @@ def ensure_node24() -> Path:
     return prefix
 
 
-def ensure_versitygw() -> None:
-    gw = tool_path("versitygw")
-    if not gw.exists():
-        if shutil.which("go") is None:
-            sys.exit("[atelier install] Go is needed to build the S3 server (versitygw): "
-                     "install it with `apt-get install golang` or from your distribution")
-        run(["go", "install", f"github.com/versity/versitygw/cmd/versitygw@{VERSITYGW_VERSION}"],
-            what=f"building the S3 server versitygw {VERSITYGW_VERSION} with Go",
-            expect="5 min cold, once per machine", env={"GOBIN": str(gw.parent), "CGO_ENABLED": "0"})
-
-
 MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 
 
@@ -161,7 +167,14 @@ def ensure_apt(packages: dict[str, str], *, why: str) -> None:
     if shutil.which("apt-get") is None or os.geteuid() != 0:
         sys.exit(f"[atelier install] {why} needs the Debian packages {' '.join(missing)}; "
                  f"install them as root: apt-get install {' '.join(missing)}")
-    run(["apt-get", "update", "-q"], what="refreshing Debian's package lists", stdout=subprocess.DEVNULL)
-    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-        what=f"installing {' '.join(missing)} for {why}", expect="2 min",
-        env={"DEBIAN_FRONTEND": "noninteractive"}, stdout=subprocess.DEVNULL)
+    # make install-test installs in two lanes at once: their apt steps take turns.
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(cache_dir() / ".apt.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        missing = [pkg for pkg, marker in packages.items() if not Path(marker).exists()]
+        if not missing:
+            return
+        run(["apt-get", "update", "-q"], what="refreshing Debian's package lists", stdout=subprocess.DEVNULL)
+        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+            what=f"installing {' '.join(missing)} for {why}", expect="2 min",
+            env={"DEBIAN_FRONTEND": "noninteractive"}, stdout=subprocess.DEVNULL)

@@ -13,7 +13,7 @@ descriptor alone says
   :mod:`._process` so that its processes die with it),
 - how to tell it is ready, and the banner line ``atelier dev`` prints then.
 
-The hub config, the stack's life cycle (:mod:`atelier_hub.stack`: ports, deployment
+The hub config, the stack's life cycle (:mod:`atelier_hub.embedded.stack`: ports, deployment
 settings), the session contract, ``atelier dev``'s readiness and banner all loop over
 :data:`SERVICES` (or over the :data:`Services` model composed from it); none of them
 names a service. Endpoints are computed once, by :meth:`~.base.Service.endpoints`,

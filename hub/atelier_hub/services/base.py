@@ -113,7 +113,7 @@ class Service:
 
     def remove_user(self, site: Site, name: str) -> None:
         """Forget what it keeps for user ``name`` (their keys, say), who was removed.
-        Called in the hub's process by :meth:`atelier_hub.stack.EmbeddedStack.remove_user`,
+        Called in the hub's process by :meth:`atelier_hub.embedded.stack.EmbeddedStack.remove_user`,
         possibly while it is not running (at the hub's start-up)."""
 
     def ready(self, site: Site) -> bool:

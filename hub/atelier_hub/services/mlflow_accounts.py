@@ -20,22 +20,11 @@ from pathlib import Path
 
 from tornado import httpclient, web
 
+from ..private_files import write_private
 from .mlflow import personal_experiment
 from .mlflow_server import FRONT_USER, MLFLOW_AUTH_ENV, Backend, auth_config
 
-__all__ = ["Credentials", "Accounts", "prepare_auth", "write_private"]
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by this OS account only, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+__all__ = ["Credentials", "Accounts", "prepare_auth"]
 
 
 class Credentials:
@@ -58,7 +47,7 @@ class Credentials:
 
     def new(self, name: str) -> str:
         self._data[name] = secrets.token_urlsafe(32)
-        write_private(self.file, json.dumps(self._data, indent=1))
+        write_private(self.file, json.dumps(self._data, indent=1), durable=True)
         return self._data[name]
 
     def header(self, name: str) -> str:
@@ -133,7 +122,7 @@ def prepare_auth(folder: Path) -> tuple[Credentials, dict[str, str]]:
             print(f"MLflow front: no credentials for {database}; set it aside as {aside.name}", flush=True)
         credentials.new(FRONT_USER)
     config = folder / "basic_auth.ini"
-    write_private(config, auth_config(database=database.resolve()))
+    write_private(config, auth_config(database=database.resolve()), durable=True)
     return credentials, {
         MLFLOW_AUTH_ENV["config"]: str(config),
         MLFLOW_AUTH_ENV["admin_username"]: FRONT_USER,

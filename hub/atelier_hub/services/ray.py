@@ -8,7 +8,6 @@ local Ray); the sizing is the session contract's job.
 from __future__ import annotations
 
 import json
-import math
 from typing import ClassVar
 
 from pydantic import Field
@@ -33,8 +32,8 @@ class RayService(ServiceSettings):
         if self.address:
             env["RAY_ADDRESS"] = self.address
             return env
-        profile = ctx.profile
-        env["RAY_OVERRIDE_RESOURCES"] = json.dumps({"CPU": math.floor(profile.cpu.limit) or 1, "GPU": profile.gpu_count})
+        # The session's one CPU count, as its thread pools and Spark get (profiles.session_cpus).
+        env["RAY_OVERRIDE_RESOURCES"] = json.dumps({"CPU": ctx.cpus, "GPU": ctx.profile.gpu_count})
         # Ray's single-machine mode: every Ray process binds 127.0.0.1 instead of the
         # machine's network address. ref: ray/_private/services.py get_node_ip_address
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"

@@ -150,11 +150,11 @@ class S3Accounts:
     def _keys(self, kind: str, name: str, access: str) -> dict[str, str]:
         # Here, not at the top: the descriptor (imported in either mode) reads this
         # module's names, and only the embedded store writes keys.
-        from ..embedded import write_secret
+        from ..private_files import write_private
 
         path = self._path(kind, name)
         if not path.exists():
-            write_secret(path, json.dumps({"access_key_id": access, "secret_access_key": secrets.token_urlsafe(30)}))
+            write_private(path, json.dumps({"access_key_id": access, "secret_access_key": secrets.token_urlsafe(30)}))
         return json.loads(path.read_text())
 
     def service_keys(self, name: str) -> dict[str, str]:

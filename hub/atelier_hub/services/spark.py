@@ -8,7 +8,6 @@ the installer's paths; the rest of the session's Spark config comes from the pro
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 from pydantic import Field
@@ -48,25 +47,26 @@ class SparkService(ServiceSettings):
         return env
 
     def session_files(self, ctx: SessionContext) -> dict[str, str]:
-        conf = spark_defaults(ctx.profile, services=ctx.services)
+        conf = spark_defaults(ctx.profile, services=ctx.services, cpus=ctx.cpus)
         return {"spark/spark-defaults.conf": "".join(f"{k} {v}\n" for k, v in conf.items())}
 
 
-def spark_defaults(profile: Profile, *, services) -> dict[str, str]:
-    """``spark-defaults.conf`` entries for a session: sized to the profile, s3a on the
-    deployment's store. Credentials are not written: s3a's default provider chain reads
-    the session's AWS_* variables (or IRSA on a cluster).
+def spark_defaults(profile: Profile, *, services, cpus: int) -> dict[str, str]:
+    """``spark-defaults.conf`` entries for a session: ``cpus`` cores (the session's CPU
+    count, as its thread pools) and the profile's memory, s3a on the deployment's store.
+    Credentials are not written: s3a's default provider chain reads the session's AWS_*
+    variables (or IRSA on a cluster).
 
     >>> from atelier_hub.profiles import Profile
     >>> from atelier_hub.services import Services
     >>> p = Profile(name="cpu-large", display_name="L", cpu={"limit": 8}, memory={"limit": "16G"})
-    >>> spark_defaults(p, services=Services(spark=SparkService()))["spark.master"]
+    >>> spark_defaults(p, services=Services(spark=SparkService()), cpus=8)["spark.master"]
     'local[8]'
     """
     sp = services.spark
     if sp is None:
         return {}
-    cores = max(1, math.floor(profile.cpu.limit))
+    cores = cpus
     mib = profile.memory.limit // 2**20
     conf: dict[str, str] = {}
     if sp.master is None:

@@ -45,6 +45,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from ..private_files import write_private
 from ._process import Supervisor, die_with_parent, free_port, port_free, supervise_until_ready, tail
 from .base import local_url
 from .trino_etc import render_etc, server_command
@@ -212,11 +213,7 @@ def local_token(state: str | Path, user: str = SERVICE_USER) -> str:
 
 def _write_key(path: Path) -> bytes:
     key = secrets.token_bytes(32)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(base64.b64encode(key).decode())
+    write_private(path, base64.b64encode(key).decode())
     return key
 
 

@@ -16,10 +16,9 @@ from pathlib import Path
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from traitlets import Unicode, default
 
+from ..session import session_env, session_files
 from .cgroups import SessionCgroup
-from .embedded_spawner import EmbeddedSpawnerMixin
-from .profiles import to_embedded
-from .session import session_env, session_files
+from .spawner_base import EmbeddedSpawnerMixin
 
 __all__ = ["AtelierLocalSpawner"]
 
@@ -53,17 +52,16 @@ class AtelierLocalSpawner(EmbeddedSpawnerMixin, SimpleLocalProcessSpawner):
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
         # Session-wide Jupyter settings (no calls home for news or updates); a user's
         # own ~/.jupyter still takes precedence.
-        env["JUPYTER_CONFIG_PATH"] = str(Path(__file__).with_name("session_config"))
+        env["JUPYTER_CONFIG_PATH"] = str(Path(__file__).parents[1] / "session_config")
         # PySpark's workers and Ray's use the session's Python, not whatever is first on PATH.
         env["PYSPARK_PYTHON"] = env["PYSPARK_DRIVER_PYTHON"] = sys.executable
         if self.profile is not None:
-            res = to_embedded(self.profile, host_cpus=os.cpu_count() or 1)
             env.update(
                 session_env(
                     self.profile,
                     username=self.user.name,
                     services=self.session_services(),
-                    threads=res.threads,
+                    cpus=self.cpus,
                     api_token=self.api_token,
                     gpu_ids=self.gpu_ids,
                     config_dir=str(self.config_dir) if self.sessions_dir else None,
@@ -79,7 +77,8 @@ class AtelierLocalSpawner(EmbeddedSpawnerMixin, SimpleLocalProcessSpawner):
         """The libraries' own config files for this server (secrets stay in the env)."""
         if not self.sessions_dir or self.profile is None:
             return
-        files = session_files(self.profile, username=self.user.name, services=self.session_services())
+        files = session_files(self.profile, username=self.user.name, services=self.session_services(),
+                              cpus=self.cpus)
         for rel, text in files.items():
             path = self.config_dir / rel
             path.parent.mkdir(parents=True, exist_ok=True)

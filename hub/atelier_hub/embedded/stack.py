@@ -6,7 +6,7 @@ starts where free), their folders (:meth:`Service.prepare`), the deployment sett
 every session reads (each running service's endpoints), what each managed service is
 handed (:meth:`EmbeddedStack.services_for`), the clean-up of a removed user, and the end of
 what a hub that died hard left running. The state folder itself
-(:class:`atelier_hub.embedded.StateFolder`) knows no service; the descriptors know no
+(:class:`atelier_hub.embedded.state_folder.StateFolder`) knows no service; the descriptors know no
 stack, only the :class:`~atelier_hub.services.base.Site` the folder is.
 """
 
@@ -17,9 +17,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from .embedded import ADMIN_USER, HUB_PORTS, HUB_RECORD, RELAYS_DIR, StateFolder, tighten, write_secret
-from .services import SERVICES, Deployment, Service, Services, enabled
-from .services._process import end_group, end_recorded, free_port
+from ..private_files import write_private
+from ..services import SERVICES, Deployment, Service, Services, enabled
+from ..services._process import end_group, end_recorded, free_port
+from .state_folder import ADMIN_USER, HUB_PORTS, HUB_RECORD, RELAYS_DIR, StateFolder, tighten
 
 __all__ = ["EmbeddedStack", "end_leftovers"]
 
@@ -101,12 +102,12 @@ class EmbeddedStack(StateFolder):
         for svc in stack.running:
             svc.prepare(stack)
         stack.save()
-        write_secret(root / "deployment.json", stack.deployment().model_dump_json(indent=2))
+        write_private(root / "deployment.json", stack.deployment().model_dump_json(indent=2))
         stack.admin_token()
         password = None
         if not stack.users.path.exists():  # first start only: removing every user brings no admin back
             password = stack.users.add(ADMIN_USER, admin=True)
-            write_secret(root / "initial-admin-password", password + "\n")
+            write_private(root / "initial-admin-password", password + "\n")
         return stack, password
 
 

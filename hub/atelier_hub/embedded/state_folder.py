@@ -10,7 +10,7 @@ looser; ``atelier dev`` runs the hub and its services with umask 077), each home
 0700. The admin user is made once, when there is no users file yet; a stack whose
 users were all removed stays without one. This module names and imports no service:
 the stack's life cycle (which ports, which services, their folders and endpoints) is
-:mod:`atelier_hub.stack`'s, above the services; the state folder is what a service
+:mod:`atelier_hub.embedded.stack`'s, above the services; the state folder is what a service
 descriptor is given (:class:`atelier_hub.services.base.Site`). Layout::
 
     STATE/atelier.json       ports and paths of this stack (rewritten at each start, 0600)
@@ -39,9 +39,10 @@ import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..private_files import write_private
 from .users import UsersFile
 
-__all__ = ["StateFolder", "ADMIN_USER", "HUB_PORTS", "HUB_RECORD", "RELAYS_DIR", "write_secret", "tighten"]
+__all__ = ["StateFolder", "ADMIN_USER", "HUB_PORTS", "HUB_RECORD", "RELAYS_DIR", "tighten"]
 
 ADMIN_USER = "admin"
 # Ports of the hub itself, beside each service's own (keys of StateFolder.ports).
@@ -50,13 +51,6 @@ HUB_PORTS = ("hub", "proxy_api")
 HUB_RECORD = "run/hub.pid"
 # Where the container spawner records each session's network relay (netns_relay.py).
 RELAYS_DIR = "run/relays"
-
-
-def write_secret(path: Path, value: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value)
 
 
 def tighten(root: Path) -> None:
@@ -86,7 +80,7 @@ def _strip(path: Path, mode: int | None = None) -> None:
 
 def _secret(path: Path, make=lambda: secrets.token_hex(32)) -> str:
     if not path.exists():
-        write_secret(path, make())
+        write_private(path, make())
     return path.read_text().strip()
 
 
@@ -141,7 +135,7 @@ class StateFolder:
 
     def save(self) -> None:
         """Write ``atelier.json`` (0600)."""
-        write_secret(self.path("atelier.json"), json.dumps(asdict(self), indent=2))
+        write_private(self.path("atelier.json"), json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, state: str | Path):

@@ -13,7 +13,7 @@ Rules this module keeps:
 - a login attempt costs one scrypt hash whether the name exists or not (unknown names
   are checked against a dummy hash), hashed off the event loop on a small pool, and
   failures back off exponentially per name and per client address;
-- removal runs one hook, :meth:`atelier_hub.stack.EmbeddedStack.remove_user`, where each
+- removal runs one hook, :meth:`atelier_hub.embedded.stack.EmbeddedStack.remove_user`, where each
   service forgets what it keeps for the user.
 """
 

@@ -27,11 +27,12 @@ import json
 import os
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
+
+from ..private_files import open_private, write_private
 
 __all__ = ["UsersFile", "hash_password", "check_password", "check_username", "UserError",
            "InviteError", "INVITE_LIFETIME", "parse_duration", "invite_url"]
@@ -134,30 +135,13 @@ class UsersFile:
 
     def _write(self, users: dict[str, dict]) -> None:
         """Atomic replace: unique temp file beside it, fsync, rename, fsync the folder."""
-        folder = self.path.parent
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")  # 0600
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"users": users}, f, indent=2, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)  # the rename itself survives a power cut
-        finally:
-            os.close(dfd)
+        write_private(self.path, json.dumps({"users": users}, indent=2, sort_keys=True), durable=True)
 
     @contextlib.contextmanager
     def change(self) -> Iterator[dict[str, dict]]:
         """``with users.change() as u: ...``: the users, read under the lock and written
         back when the block ends without an exception (nothing is written otherwise)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        lock = open_private(self.path.with_name(self.path.name + ".lock"))
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             users = self.load()

@@ -5,7 +5,7 @@ loopback, and never changes the shared host's settings. It is started with no br
 (``--bridge=none``), no iptables rules, no IP forwarding and no masquerading, its data
 and exec roots in the cache (outside any clone) and its socket there too; image builds
 run with ``--network host``, sessions with ``--network none`` (a namespace of their own,
-joined to 127.0.0.1 by :mod:`atelier_hub.netns_relay`). Standard library only: the CLI
+joined to 127.0.0.1 by :mod:`atelier_hub.embedded.netns_relay`). Standard library only: the CLI
 calls it before the hub (or the virtualenv's packages) are imported.
 
 Which session mode runs is decided here, once, with the reason: ``container`` where
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .install.paths import docker_socket, image_ref
+from ..install.paths import docker_socket, image_ref
 
 __all__ = ["Engine", "SessionMode", "engine", "session_mode", "docker_host"]
 
@@ -170,7 +170,7 @@ def session_mode(*, start: bool = False) -> SessionMode:
 
 
 def main() -> None:
-    """``python -m atelier_hub.engine``: start the engine if needed and say so."""
+    """``python -m atelier_hub.embedded.engine``: start the engine if needed and say so."""
     try:
         print(engine().start())
     except RuntimeError as exc:

@@ -9,7 +9,7 @@ homes and processes are never mounted or shared.
 
 Each container runs with Docker's ``--network none``: its own network namespace with
 only ``lo``, as a pod has on a cluster, so no port a session opens is reachable from
-another session. Its one way out and in is a relay (:mod:`atelier_hub.netns_relay`)
+another session. Its one way out and in is a relay (:mod:`atelier_hub.embedded.netns_relay`)
 the spawner starts beside it, on 127.0.0.0/8 only (never a Docker bridge): the
 loopback endpoints of the session contract (:func:`forwarded_endpoints`: the hub's
 API, its proxy, S3, Trino's front, ...) answer at the same addresses inside, and the
@@ -44,25 +44,22 @@ from dockerspawner import DockerSpawner
 from jupyterhub.utils import random_port
 from traitlets import Int, Unicode, default
 
-from .embedded import RELAYS_DIR
-from .embedded_spawner import EmbeddedSpawnerMixin
-from .gpus import GPUUnavailable
-from .install.paths import image_ref
+from ..image_paths import HOME as IMAGE_HOME
+from ..image_paths import JAVA_HOME as IMAGE_JAVA_HOME
+from ..image_paths import SESSION_CONFIG_DIR
+from ..image_paths import SPARK_JARS as IMAGE_JARS
+from ..install.paths import image_ref
+from ..profiles import Profile
+from ..services import Services
+from ..services._process import PARENT_PID_VAR, end_group, end_recorded, record, tail
+from ..session import session_env, session_files
 from .netns_relay import READY
-from .profiles import Profile, to_embedded
-from .services import Services
-from .services._process import PARENT_PID_VAR, end_group, end_recorded, record, tail
-from .session import session_env, session_files
+from .spawner_base import EmbeddedSpawnerMixin, gpu_refusal
+from .state_folder import RELAYS_DIR
 
-__all__ = ["AtelierDockerSpawner", "SESSION_CONFIG_DIR", "IMAGE_HOME", "IMAGE_JARS", "IMAGE_JAVA_HOME",
-           "container_services", "forwarded_endpoints", "stack_id", "update_container_spawner"]
+__all__ = ["AtelierDockerSpawner", "SESSION_CONFIG_DIR", "container_services", "forwarded_endpoints", "stack_id",
+           "update_container_spawner"]
 
-# Fixed paths inside images/base (its Dockerfile creates them).
-IMAGE_HOME = "/home/jovyan"
-IMAGE_JARS = "/opt/atelier/spark-jars"
-IMAGE_JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
-# The same folder as cluster mode's (atelier_hub.cluster.kubespawner.SESSION_CONFIG_DIR).
-SESSION_CONFIG_DIR = "/etc/atelier/session"
 # Every session's host name (its own: each has its own network namespace and /etc/hosts).
 SESSION_HOSTNAME = "atelier"
 # Seconds a relay may take to bind its listeners (a Python start on a busy machine).
@@ -246,22 +243,28 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
             return False
         return True
 
-    def _check_gpu_session(self, profile: Profile) -> None:
+    def check_request(self, options: dict | None) -> Profile:
+        """EmbeddedSpawnerMixin's check, then what a GPU profile needs here beyond free
+        GPUs: the GPU image and the engine's NVIDIA runtime (409 without them)."""
+        profile = super().check_request(options)
+        if not profile.gpu_count:
+            return profile
         if not self._image_exists(self.gpu_image):
-            raise GPUUnavailable(
+            raise gpu_refusal(
                 f"Profile {profile.name!r} runs the image {self.gpu_image}, which is not built here: "
                 "run `make images-gpu` (about 3 GB), or choose a CPU profile.")
         if not self._nvidia_runtime():
-            raise GPUUnavailable(
+            raise gpu_refusal(
                 f"Profile {profile.name!r} needs {profile.gpu_count} GPU(s), but the Docker engine has no "
                 "NVIDIA runtime: install the NVIDIA container toolkit (nvidia-ctk runtime configure) "
                 "or choose a CPU profile.")
+        return profile
 
     # -- the container -----------------------------------------------------------------
 
     def _session_files(self) -> dict[str, str]:
         return session_files(self.profile, username=self.user.name,
-                             services=container_services(self.session_services()))
+                             services=container_services(self.session_services()), cpus=self.cpus)
 
     def get_env(self):
         env = super().get_env()
@@ -271,7 +274,7 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
                 self.profile,
                 username=self.user.name,
                 services=container_services(self.session_services()),
-                threads=to_embedded(self.profile, host_cpus=os.cpu_count() or 1).threads,
+                cpus=self.cpus,
                 api_token=self.api_token,
                 # The NVIDIA runtime shows the container only its own GPUs, as 0..n-1.
                 gpu_ids=list(range(len(self.gpu_ids))),
@@ -369,7 +372,7 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
             pid = info["State"].get("Pid")
             if not info["State"].get("Running") or not pid:
                 raise RuntimeError(f"the container {self.object_name} is not running: no network to relay to")
-            cmd = [sys.executable, "-m", "atelier_hub.netns_relay", "--pid", str(pid), "--name", self.object_name,
+            cmd = [sys.executable, "-m", "atelier_hub.embedded.netns_relay", "--pid", str(pid), "--name", self.object_name,
                    "--outward", f"127.0.0.1:{self.port}"]
             inward = self._inward()
             cmd += [f"--inward={host}:{port}" for host, port in inward]
@@ -473,7 +476,7 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
 def update_container_spawner(c, *, state: str | Path, profiles_dir: str, deployment_file: str,
                              homes_dir: str, docker_host: str, token_scopes: list[str]) -> None:
     """``c.AtelierDockerSpawner`` for one embedded stack (only sets, never appends)."""
-    c.JupyterHub.spawner_class = "atelier_hub.container_spawner.AtelierDockerSpawner"
+    c.JupyterHub.spawner_class = "atelier_hub.embedded.container_spawner.AtelierDockerSpawner"
     s = c.AtelierDockerSpawner
     s.profiles_dir = profiles_dir
     s.deployment_file = deployment_file

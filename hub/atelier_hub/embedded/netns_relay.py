@@ -30,7 +30,7 @@ services' groups in :mod:`.services._process`) so that ``end_leftovers`` can end
 after a hub killed hard. Standard library only.
 ref: man 2 setns (CLONE_NEWNET moves the calling thread), man 7 network_namespaces
 
-    python -m atelier_hub.netns_relay --pid PID --inward 127.0.0.1:8081 ... --outward 127.0.0.1:40123 \
+    python -m atelier_hub.embedded.netns_relay --pid PID --inward 127.0.0.1:8081 ... --outward 127.0.0.1:40123 \
         --egress 127.0.0.1:3128
 """
 
@@ -48,7 +48,7 @@ import struct
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from .services._process import die_with_parent, start_time
+from ..services._process import die_with_parent, start_time
 
 __all__ = ["Endpoint", "parse_endpoint", "Relay", "main", "READY"]
 
@@ -377,7 +377,7 @@ class Relay:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m atelier_hub.netns_relay",
+    ap = argparse.ArgumentParser(prog="python -m atelier_hub.embedded.netns_relay",
                                  description="Join one session's network namespace to the host's loopback.")
     ap.add_argument("--pid", type=int, required=True, help="the container's first process (its namespace)")
     ap.add_argument("--name", default="session", help="the session, for messages")
