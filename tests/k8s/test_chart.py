@@ -31,6 +31,7 @@ from conftest import LOGS, REPO, VENV_BIN, _test_profiles
 from control_plane import helm_path
 from k8s_cluster import GPU_GROUP, STORAGE_CLASS, assert_loopback, free_port, tail
 from k8s_node import NODE_NAME, POOL, listening
+from kernel import run_code
 from stack import HubClient
 
 pytestmark = [pytest.mark.k8s, pytest.mark.integration]
@@ -41,6 +42,9 @@ RELEASE = "atelier"
 CHART_NS = "atelier-chart"  # the release's own namespace: uninstall is checked against it alone
 HUB_DB_CLASS = "atelier-test-hub-db"  # chart-overlay.yaml's hub.db.pvc.storageClassName
 USERS = ("fay", "gil")  # chart-overlay.yaml's allowed_users; gil is in the GPU group
+QUICK, QUICK_TIMEOUT = "quick", 60  # the chart test's own profile (_inputs)
+MARKER = "written in fay's cpu-small pod"
+PAGE = os.sysconf("SC_PAGE_SIZE")  # the kernel keeps a memory limit in whole pages
 
 
 def figure(name: str, seconds: float) -> None:
@@ -62,6 +66,10 @@ class ChartHub(HubClient):
         self.admin_token = token
         self.password = password
         self.log = LOGS / "chart-hub.log"
+
+    def login(self, name: str, password: str | None = None) -> requests.Session:
+        """Logged in through the chart's proxy, with the overlay's password for the test users."""
+        return super().login(name, self.password if password is None else password)
 
     def hub_log(self, n: int = 60) -> str:
         self.save_logs()
@@ -99,6 +107,13 @@ def _inputs(workdir: Path, *, public_url: str, culler_port: int) -> list[str]:
     """What a platform team writes (profiles, deployment and cluster settings), as
     `atelier render values` arguments."""
     profiles = _test_profiles(workdir / "profiles")  # GPU profiles for the GPU group only
+    # A second profile that fits the real node (2 CPUs; cpu-large asks 4) and is culled in
+    # a minute, so the home's move between profiles and the hub pod's culler are seen in
+    # one test run. The culler checks a quarter of the shortest timeout apart (15 s).
+    (profiles / f"{QUICK}.yaml").write_text(yaml.safe_dump({
+        "name": QUICK, "display_name": "Quick", "description": "Culled after a minute idle (the chart test).",
+        "cpu": {"guarantee": 0.1, "limit": 1}, "memory": {"guarantee": "256M", "limit": "1G"},
+        "culling": {"idle_timeout": QUICK_TIMEOUT, "warn_before": 10}}, sort_keys=False))
     (workdir / "deployment.json").write_text(json.dumps({"services": {}}))
     (workdir / "cluster.yaml").write_text(yaml.safe_dump({
         "public_url": public_url,
@@ -247,13 +262,13 @@ def test_login_and_the_spawn_form_shows_the_profiles_of_ones_groups(chart):
     assert refused.status_code != 302
     # profiles/*.yaml: cpu-small, cpu-large and highmem for everyone; gpu-1 and gpu-4
     # only for the GPU group (the test profiles restrict them so).
-    everyone = {"cpu-small", "cpu-large", "highmem"}
+    everyone = {"cpu-small", "cpu-large", "highmem", QUICK}
     gpu = {"gpu-1", "gpu-4"}
     for user, expected in (("fay", everyone), ("gil", everyone | gpu)):
         s = chart.login(user)
         form = s.get(f"{chart.url}/hub/spawn/{user}", timeout=60)
         assert form.status_code == 200 and 'id="spawn_form"' in form.text, form.text[:500]
-        shown = set(re.findall(r'value="((?:cpu|gpu|highmem)[\w-]*)"', form.text))
+        shown = set(re.findall(r'value="((?:cpu|gpu|highmem|quick)[\w-]*)"', form.text))
         assert shown == expected, (user, shown)
 
 
@@ -263,7 +278,7 @@ def test_cpu_small_runs_in_a_real_pod_and_jupyterlab_answers_through_the_chart_p
     user = "fay"
     s = chart.login(user)
     form = s.get(f"{chart.url}/hub/spawn/{user}", timeout=60)
-    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', form.text).group(1)
+    xsrf = re.search(r'xsrf_token: "([^"]+)"', form.text).group(1)  # as the page's script sends it
     token = chart.api("POST", f"/users/{user}/tokens", json={"note": "chart test", "expires_in": 900}).json()["token"]
     t0 = time.monotonic()
     r = s.post(f"{chart.url}/hub/spawn/{user}", data={"profile": "cpu-small", "_xsrf": xsrf}, timeout=120,
@@ -298,6 +313,94 @@ def test_cpu_small_runs_in_a_real_pod_and_jupyterlab_answers_through_the_chart_p
     # The session listens on 127.0.0.1, on the overlay's session port.
     port = chart.ports["SESSION_PORT"]
     assert listening(port=port) == {f"127.0.0.1:{port}"}
+    # A kernel in the pod: its cgroup (v1 on this machine, as the node runs it) holds the
+    # profile's limits (4G, rounded down to whole pages by the kernel; 2 CPUs = a CFS quota
+    # of 200 ms per 100 ms period), it runs as the image's user,
+    # and it writes to its home, the PVC.
+    out = run_code(chart.url, model["url"], token, (
+        "import os, pathlib\n"
+        "print(open('/sys/fs/cgroup/memory/memory.limit_in_bytes').read().strip())\n"
+        "print(open('/sys/fs/cgroup/cpu/cpu.cfs_quota_us').read().strip(),"
+        " open('/sys/fs/cgroup/cpu/cpu.cfs_period_us').read().strip())\n"
+        "print(os.getuid(), pathlib.Path.home())\n"
+        f"pathlib.Path.home().joinpath('from-cpu-small.txt').write_text({MARKER!r})\n"))
+    memory_max, cpu_max, who = out.strip().splitlines()
+    assert int(memory_max) == 4_000_000_000 // PAGE * PAGE, out
+    assert cpu_max == "200000 100000", out
+    # ... and on the host, in the cgroup kubelet made for the pod's container.
+    limits = {int((d / "memory.limit_in_bytes").read_text()) for d in real_node.pod_cgroup(pod["metadata"]["uid"])}
+    assert 4_000_000_000 // PAGE * PAGE in limits, limits
+    assert who == "1000 /home/jovyan", out
+    chart.fay_pod_uid = pod["metadata"]["uid"]
+    chart.fay_token = token
+
+
+def test_a_deleted_hub_pod_comes_back_and_readopts_the_running_session(chart, control_plane):
+    """Kubernetes starts a new hub pod (the chart's Deployment); it finds fay's running pod
+    in its database (the hub's PVC) and keeps it: same pod, JupyterLab still answers, no
+    second pod."""
+    kube = control_plane.admin
+    old = _pods(kube, "component=hub")
+    assert len(old) == 1, old
+    t0 = time.monotonic()
+    kube.request("DELETE", kube.ns("pods", old[0]["metadata"]["name"], namespace=CHART_NS)).raise_for_status()
+
+    def back():
+        pods = [p for p in _pods(kube, "component=hub") if p["metadata"]["uid"] != old[0]["metadata"]["uid"]]
+        if not pods or pods[0]["status"].get("phase") != "Running":
+            return False
+        try:
+            r = chart.api("GET", "/users/fay")
+        except requests.RequestException:
+            return False
+        return r.status_code == 200 and (r.json()["servers"].get("") or {}).get("ready")
+
+    kube.wait("a new hub pod, answering through the proxy with fay's server ready", back, timeout=300)
+    figure("hub pod deleted to hub ready again", time.monotonic() - t0)
+    sessions = _pods(kube, "component=singleuser-server")
+    assert [p["metadata"]["uid"] for p in sessions] == [chart.fay_pod_uid], sessions
+    model = chart.api("GET", "/users/fay").json()["servers"][""]
+    out = run_code(chart.url, model["url"], chart.fay_token, "print(open('from-cpu-small.txt').read())")
+    assert out.strip() == MARKER
+
+
+def test_the_home_moves_to_another_profile_and_the_hub_pods_culler_stops_it_idle(chart, control_plane):
+    """fay stops cpu-small and starts the quick profile: a new pod, the same PVC, the file
+    still there. Left idle, the culler in the hub pod stops it after the profile's
+    timeout; the claim stays."""
+    kube = control_plane.admin
+    user = "fay"
+    r = chart.api("DELETE", f"/users/{user}/server")
+    assert r.status_code in (202, 204), r.text
+    kube.wait("fay's cpu-small pod to go", lambda: not _pods(kube, f"hub.jupyter.org/username={user}"),
+              timeout=120)
+    s = chart.login(user)
+    form = s.get(f"{chart.url}/hub/spawn/{user}", timeout=60)
+    xsrf = re.search(r'xsrf_token: "([^"]+)"', form.text).group(1)  # as the page's script sends it
+    r = s.post(f"{chart.url}/hub/spawn/{user}", data={"profile": QUICK, "_xsrf": xsrf}, timeout=120,
+               allow_redirects=False)
+    assert r.status_code == 302, (r.status_code, r.text[:500])
+    kube.wait("fay's quick server to be ready",
+              lambda: (chart.api("GET", f"/users/{user}").json()["servers"].get("") or {}).get("ready"), timeout=300)
+    model = chart.api("GET", f"/users/{user}").json()["servers"][""]
+    pod = _pods(kube, f"hub.jupyter.org/username={user}")[0]
+    assert pod["metadata"]["uid"] != chart.fay_pod_uid
+    assert pod["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "1", "memory": "1G"}
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [f"claim-{user}"], pod["spec"]["volumes"]
+    out = run_code(chart.url, model["url"], chart.fay_token, (
+        "import pathlib\nprint(pathlib.Path.home().joinpath('from-cpu-small.txt').read_text())\n"))
+    assert out.strip() == MARKER
+    # Idle from here: no request, no kernel (run_code shut its kernel down).
+    idle_from = time.monotonic()
+    kube.wait("the culler in the hub pod to stop fay's idle quick server",
+              lambda: not chart.api("GET", f"/users/{user}").json()["servers"], timeout=QUICK_TIMEOUT + 180)
+    stopped_after = time.monotonic() - idle_from
+    assert stopped_after >= QUICK_TIMEOUT - 15, stopped_after  # not before the profile's timeout (reports are 10 s apart)
+    assert re.search(rf"Stopping {user} \(profile {QUICK}\): ", chart.hub_log(400)), chart.hub_log(80)
+    kube.wait("the culled pod to go", lambda: not _pods(kube, f"hub.jupyter.org/username={user}"), timeout=120)
+    claim = kube.get(kube.ns("persistentvolumeclaims", f"claim-{user}", namespace=CHART_NS))
+    assert claim["status"]["phase"] == "Bound"
 
 
 def test_helm_uninstall_leaves_only_the_homes(chart, control_plane):
