@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from atelier_hub.embedded.stack import EmbeddedStack
 from atelier_hub.services import SERVICES
 from atelier_hub.services.s3 import SERVICE as S3
-from atelier_hub.embedded.stack import EmbeddedStack
 from conftest import LOGS, Hub, host_state
 from k8s_cluster import NAMESPACE, STORAGE_CLASS, assert_loopback, free_port
 from k8s_node import KUBELET_SYSCTLS, NODE_NAME, POOL, TOLERATION, listening
