@@ -103,7 +103,7 @@ class Helm:
         return r.stdout
 
 
-def _inputs(workdir: Path, *, public_url: str, culler_port: int) -> list[str]:
+def _inputs(workdir: Path, *, public_url: str, culler_port: int, usage_port: int) -> list[str]:
     """What a platform team writes (profiles, deployment and cluster settings), as
     `atelier render values` arguments."""
     profiles = _test_profiles(workdir / "profiles")  # GPU profiles for the GPU group only
@@ -122,6 +122,7 @@ def _inputs(workdir: Path, *, public_url: str, culler_port: int) -> list[str]:
         "singleuser_image": {"name": "atelier-base", "tag": "latest"},
         "storage": {"storage_class": STORAGE_CLASS, "capacity": "10Gi"},
         "culling": {"enabled": True, "port": culler_port},
+        "usage": {"enabled": True, "port": usage_port},
         # The core pool (the chart's own pods) is the test cluster's real node.
         "node_pools": {"core": {"atelier.dev/pool": POOL}},
     }))
@@ -162,13 +163,15 @@ def chart(real_node, control_plane, tmp_path_factory):
         ensure_image(name)
     imports = {name: real_node.import_image(image_ref(name)) for name in ("hub", "proxy")}
     helm = Helm(workdir / "helm", control_plane.admin_kubeconfig)
-    ports = {k: free_port() for k in ("PROXY_PORT", "PROXY_API_PORT", "HUB_PORT", "SESSION_PORT", "CULLER_PORT")}
+    ports = {k: free_port() for k in ("PROXY_PORT", "PROXY_API_PORT", "HUB_PORT", "SESSION_PORT", "CULLER_PORT",
+                                       "USAGE_PORT")}
     public_url = f"http://localhost:{ports['PROXY_PORT']}"
     password, token = secrets.token_urlsafe(16), secrets.token_hex(32)
 
     rendered = workdir / "values.yaml"
     r = subprocess.run([str(VENV_BIN / "atelier"), "render", "values", *_inputs(
-        workdir, public_url=public_url, culler_port=ports["CULLER_PORT"]), "--out", str(rendered)],
+        workdir, public_url=public_url, culler_port=ports["CULLER_PORT"], usage_port=ports["USAGE_PORT"]),
+        "--out", str(rendered)],
         capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     overlay = workdir / "overlay.yaml"
@@ -244,7 +247,9 @@ def test_the_chart_runs_the_hub_and_proxy_pods_from_our_images(chart, control_pl
     # starting.
     kube.wait("the culler in the hub pod to listen", lambda: listening(port=chart.ports["CULLER_PORT"]),
               timeout=120)
-    for key in ("PROXY_PORT", "PROXY_API_PORT", "HUB_PORT", "CULLER_PORT"):
+    kube.wait("the usage page in the hub pod to listen", lambda: listening(port=chart.ports["USAGE_PORT"]),
+              timeout=120)
+    for key in ("PROXY_PORT", "PROXY_API_PORT", "HUB_PORT", "CULLER_PORT", "USAGE_PORT"):
         port = chart.ports[key]
         assert listening(port=port) == {f"127.0.0.1:{port}"}, (key, listening(port=port))
     # The hub's API answers through the chart's proxy with the overlay's service token.
@@ -401,6 +406,26 @@ def test_the_home_moves_to_another_profile_and_the_hub_pods_culler_stops_it_idle
     kube.wait("the culled pod to go", lambda: not _pods(kube, f"hub.jupyter.org/username={user}"), timeout=120)
     claim = kube.get(kube.ns("persistentvolumeclaims", f"claim-{user}", namespace=CHART_NS))
     assert claim["status"]["phase"] == "Bound"
+
+
+def test_an_admin_reads_the_usage_page_in_the_hub_pod_and_a_user_is_refused(chart):
+    """The usage page runs in the hub pod over the usage record on the hub's volume: fay's
+    cpu-small server, stopped after the hub pod was replaced, and her quick one are there.
+    ada (the overlay's admin) reads it through the chart's proxy; fay gets 403."""
+    assert chart.api("POST", "/users/ada").status_code in (201, 409)
+    admin = chart.login("ada")
+    page = admin.get(f"{chart.url}/services/usage/", timeout=60)
+    assert page.status_code == 200 and 'data-user="fay"' in page.text and "CPU-hours per user" in page.text, \
+        (page.status_code, page.text[:500])
+    usage = admin.get(f"{chart.url}/services/usage/api/usage", timeout=60).json()
+    # Both of fay's servers, each under its profile (the record outlived the first hub pod).
+    assert {"cpu-small", QUICK} <= set(usage["by_profile"]), usage
+    assert usage["by_profile"][QUICK]["servers"] == 1 and usage["by_profile"]["cpu-small"]["servers"] == 1, usage
+    refused = chart.http.get(f"{chart.url}/services/usage/api/usage",
+                             headers={"Authorization": f"token {chart.fay_token}"}, timeout=60)
+    assert refused.status_code == 403, refused.text[:300]
+    page = chart.login("fay").get(f"{chart.url}/services/usage/", timeout=60)
+    assert page.status_code == 403 and 'data-user="fay"' not in page.text, page.text[:300]
 
 
 def test_helm_uninstall_leaves_only_the_homes(chart, control_plane):
