@@ -15,15 +15,13 @@ from pydantic import BaseModel
 
 from .image_paths import HOME
 from .profiles import Profile, format_memory
-from .settings import SessionContext, service_parts
+from .settings import GitSettings, SessionContext, service_parts
 
-__all__ = ["session_env", "session_files", "git_config", "THREAD_VARS", "GIT_CONFIG", "GIT_EMAIL_DOMAIN"]
+__all__ = ["session_env", "session_files", "git_config", "THREAD_VARS", "GIT_CONFIG"]
 
 #: the session's git settings, under its config folder: git reads them as its system
 #: file (GIT_CONFIG_SYSTEM), so the user's own ~/.gitconfig and a repository's config win
 GIT_CONFIG = "git/config"
-#: the domain of a session's git email when the deployment names none
-GIT_EMAIL_DOMAIN = "users.noreply.atelier"
 
 # Thread pools that size themselves to the machine's cores unless told otherwise;
 # torch reads OMP_NUM_THREADS. ref: https://github.com/joblib/threadpoolctl
@@ -102,8 +100,10 @@ def session_env(
     return env
 
 
-def session_files(profile: Profile, *, username: str, services: BaseModel, cpus: int) -> dict[str, str]:
-    """Config files each library reads, by path relative to the session's config folder.
+def session_files(profile: Profile, *, username: str, services: BaseModel, cpus: int,
+                  git: GitSettings | None = None) -> dict[str, str]:
+    """Config files each library reads, by path relative to the session's config folder;
+    ``git``: the deployment's git settings (its ``git`` part; default: GitSettings()).
 
     >>> from atelier_hub.profiles import Profile
     >>> p = Profile(name="cpu-small", display_name="S", cpu={"limit": 2}, memory={"limit": "4G"})
@@ -111,18 +111,18 @@ def session_files(profile: Profile, *, username: str, services: BaseModel, cpus:
     >>> sorted(session_files(p, username="ada", services=Services(), cpus=2))
     ['git/config']
     """
-    files: dict[str, str] = {GIT_CONFIG: git_config(username)}
+    files: dict[str, str] = {GIT_CONFIG: git_config(username, git or GitSettings())}
     ctx = SessionContext(profile=profile, username=username, services=services, cpus=cpus)
     for part in service_parts(services):
         files.update(part.session_files(ctx))
     return files
 
 
-def git_config(username: str, *, email_domain: str = GIT_EMAIL_DOMAIN) -> str:
+def git_config(username: str, git: GitSettings) -> str:
     """The session's git settings: who commits (the hub user) and the home as a safe
     directory (a home first used by another uid is still the user's).
 
-    >>> print(git_config("ada"), end="")
+    >>> print(git_config("ada", GitSettings()), end="")
     [user]
         name = ada
         email = ada@users.noreply.atelier
@@ -131,5 +131,5 @@ def git_config(username: str, *, email_domain: str = GIT_EMAIL_DOMAIN) -> str:
     """
     # git config values: a name with a quote or backslash is escaped, a newline cannot be one.
     name = username.replace("\\", "\\\\").replace('"', '\\"')
-    return (f'[user]\n    name = {name}\n    email = {username}@{email_domain}\n'
+    return (f'[user]\n    name = {name}\n    email = {username}@{git.email_domain}\n'
             f'[safe]\n    directory = {HOME}\n')

@@ -82,3 +82,24 @@ def test_git_reads_the_session_s_identity_and_the_user_s_own_gitconfig_wins(tmp_
     assert ident() == "ada <ada@users.noreply.atelier>"
     (home / ".gitconfig").write_text("[user]\n    name = Ada Lovelace\n    email = ada@example.org\n")
     assert ident() == "Ada Lovelace <ada@example.org>"
+
+
+def test_the_deployment_names_the_git_email_domain_and_a_bad_one_names_the_field_and_fix(tmp_path):
+    from atelier_hub.profiles import Profile
+    from atelier_hub.services import load_deployment
+    from atelier_hub.settings import SettingsError
+
+    good = tmp_path / "deployment.yaml"
+    good.write_text("git:\n  email_domain: users.noreply.example.org\n")
+    p = Profile(name="cpu-small", display_name="S", cpu={"limit": 2}, memory={"limit": "4G"})
+    files = session_files(p, username="ada", services=Services(), cpus=2, git=load_deployment(good).git)
+    assert "email = ada@users.noreply.example.org\n" in files["git/config"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("git:\n  email_domain: not a domain\n")
+    try:
+        load_deployment(bad)
+    except SettingsError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("a bad email_domain was taken")
+    assert "git.email_domain" in message and "users.noreply.example.org" in message, message
