@@ -6,7 +6,8 @@ install`` and ``uv pip install`` of small pure-Python packages the image lacks g
 the user layer on the home (README, "Your own packages": ``~/.atelier/layers/base-py3.11``)
 and are still importable after a restart on another profile. A package the image has, at
 another version, is refused by plain pip (never shadowed by accident), installed with
-``-I`` on purpose, and then reported once in the next session's log. ``atelier-env reset``
+``-I`` on purpose, and then reported once in the next session's log; a repro run there
+records the layer's packages marked as the user's. ``atelier-env reset``
 moves the layer aside, kept, and the next kernel has the image's packages only. ``git
 commit`` in a fresh session commits as the hub user; a second user as themselves; a
 user's own ``~/.gitconfig`` wins.
@@ -102,6 +103,15 @@ def test_the_packages_are_there_after_a_restart_on_another_profile_and_shadowing
                 "print(json.dumps({'mods': mods, 'idna': idna.__version__, 'profile': os.environ['ATELIER_PROFILE'],"
                 " 'pandas': pandas.__file__}))")
         out = _json(run_code(containers.url, s["url"], alice["token"], code, timeout=300))
+        # repro records the run's packages, those of the user's layer marked as such.
+        recorded = _json(run_code(containers.url, s["url"], alice["token"],
+                                  "import json, repro, subprocess\n"
+                                  "with repro.start_run(run_name='layer') as run:\n    pass\n"
+                                  "r = subprocess.run(['repro', 'show', run.info.run_id, '--file', 'packages.txt'],"
+                                  " capture_output=True, text=True)\n"
+                                  "print(json.dumps({'rc': r.returncode, 'text': r.stdout + r.stderr, "
+                                  "'tag': run.data.tags.get('repro.packages_user') if run.data else None}))",
+                                  timeout=300))
         log = _container_log(containers, "alice", "layer2")
     finally:
         containers.stop_server("alice", "layer2")
@@ -110,6 +120,12 @@ def test_the_packages_are_there_after_a_restart_on_another_profile_and_shadowing
         assert path.startswith(f"/home/jovyan/{SITE}/"), (name, path)
     assert out["idna"] == "3.6", out
     assert out["pandas"].startswith("/opt/atelier/venv/"), out  # the image's own, untouched
+    packages = dict(line.split("==", 1) for line in recorded["text"].splitlines() if "==" in line)
+    assert recorded["rc"] == 0, recorded
+    for name in BY.values():
+        assert packages[name].endswith("  # user layer"), (name, recorded["text"][:2000])
+    assert packages["idna"] == "3.6  # user layer"
+    assert not packages["pandas"].endswith("# user layer") and not packages["mlflow-skinny"].endswith("# user layer")
     lines = [line for line in log.splitlines() if "replaces the image's" in line]
     assert len(lines) == 1, log[-3000:]
     assert f"idna 3.6 replaces the image's idna {IMAGE_IDNA}" in lines[0], lines
