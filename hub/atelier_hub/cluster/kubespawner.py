@@ -163,7 +163,7 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         if self.profile is None:
             return {}
         return session_files(self.profile, username=self.user.name, services=self.deployment.services,
-                             cpus=self.cpus)
+                             cpus=self.cpus, git=self.deployment.git)
 
     def get_env_secret_manifest(self) -> V1Secret:
         labels = self._build_common_labels(self._expand_all(self.extra_labels))
