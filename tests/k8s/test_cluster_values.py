@@ -286,9 +286,11 @@ def test_cli_writes_the_values_file(tmp_path, capsys):
     for name in ("cpu-small", "highmem", "gpu-4"):
         assert yaml.safe_load(hub["extraFiles"][f"atelier-profile-{name}"]["stringData"]) == yaml.safe_load(
             (PROFILES / f"{name}.yaml").read_text())
-    # Sessions report their activity to the culler in the hub pod.
+    # Sessions report their activity to the culler in the hub pod; their git identity
+    # takes the default email domain (docs/reference.md: git.email_domain).
     assert json.loads(hub["extraFiles"]["atelier-deployment"]["stringData"]) == {
-        "services": {"culler": {"url": "http://hub:8082/services/culler", "gpu_busy_percent": 10}}}
+        "services": {"culler": {"url": "http://hub:8082/services/culler", "gpu_busy_percent": 10}},
+        "git": {"email_domain": "users.noreply.atelier"}}
     assert "\natelier_hub.configure(c)\n" in hub["extraConfig"]["atelier.py"]
     assert written["proxy"] == {"chp": {"nodeSelector": {"atelier.dev/pool": "core"}}}
     assert written["singleuser"] == {
