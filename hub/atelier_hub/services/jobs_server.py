@@ -53,7 +53,7 @@ def _iso(t: float | None) -> str | None:
     >>> _iso(0), _iso(None)
     ('1970-01-01T00:00:00Z', None)
     """
-    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z") if t else None
+    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z") if t is not None else None
 
 
 class Hub:
