@@ -1,0 +1,172 @@
+"""Jobs end to end: ``atelier run`` from a "laptop" (ATELIER_HUB_URL + ATELIER_TOKEN) runs a
+command in a real container sized by its profile, through the real hub and the jobs
+service, and the job's output and exit code stay after it ends, across a hub restart.
+
+The user is alice; jobrival is a second real user who must neither see, read nor
+cancel her jobs. Expected values come from the profile file (profiles/cpu-small.yaml:
+4G of memory) and from what the test's own commands print, never from the code under
+test.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import docker
+import pytest
+from atelier_hub.embedded.engine import engine
+from atelier_hub.profiles import load_profiles
+from stack import REPO, VENV_BIN
+
+pytestmark = pytest.mark.integration
+
+SMALL_MEMORY = next(p for p in load_profiles(REPO / "profiles") if p.name == "cpu-small").memory.limit
+
+
+@pytest.fixture(scope="module")
+def containers(stack):
+    if stack.mode != "container":
+        pytest.fail(f"the stack runs {stack.mode} sessions: `make install` builds the images and "
+                    "`atelier dev` starts the Docker engine; see the atelier dev log")
+    return stack
+
+
+@pytest.fixture(scope="module")
+def rival(containers):
+    containers.add_user("jobrival")
+    return {"name": "jobrival", "token": containers.user_token("jobrival")}
+
+
+def atelier(stack, token: str, *args: str, timeout: float = 300, home=None) -> subprocess.CompletedProcess:
+    """The real `atelier` command, as on a laptop after `atelier login` (no saved login)."""
+    env = {**os.environ, "ATELIER_HUB_URL": stack.url, "ATELIER_TOKEN": token,
+           "XDG_CONFIG_HOME": str(home or stack.state.parent / "laptop-config")}
+    return subprocess.run([str(VENV_BIN / "atelier"), *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=REPO)
+
+
+def jobs_table(stack, token: str, *extra: str) -> dict[str, list[str]]:
+    r = atelier(stack, token, "jobs", *extra)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "PROFILE", "STATE", "STARTED", "(UTC)", "DURATION", "EXIT"], r.stdout
+    return {cols[0]: cols for cols in (line.split() for line in lines[1:])}
+
+
+def wait_state(stack, token: str, name: str, state: str, timeout: float = 240) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        row = jobs_table(stack, token).get(name)
+        if row and row[2] == state:
+            return row
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {name} is {row} after {timeout} s, not {state}:\n{stack.hub_log()}")
+        time.sleep(1)
+
+
+PROBE = """
+import os, pathlib, sys
+print("hello from", os.environ["ATELIER_PROFILE"], "as uid", os.getuid())
+print("memory.max", open("/sys/fs/cgroup/memory.max").read().strip())
+print("s3", os.environ.get("AWS_ENDPOINT_URL", "none"))
+print("mlflow", os.environ.get("MLFLOW_TRACKING_URI", "none"))
+pathlib.Path("written-by-the-job.txt").write_text("from the job")
+sys.stderr.write("to stderr\\n")
+sys.exit(3)
+"""
+
+
+@pytest.fixture(scope="module")
+def first(containers, alice):
+    """Alice's first job, followed to its end: `atelier run` and what it printed."""
+    (containers.state / "homes" / "alice" / "work").mkdir(parents=True, exist_ok=True)
+    os.chown(containers.state / "homes" / "alice" / "work", 1000, 100)
+    r = atelier(containers, alice["token"], "run", "--profile", "cpu-small", "--name", "first", "--cwd", "work",
+                "--", "python", "-c", PROBE)
+    return r
+
+
+def test_run_streams_the_output_and_exits_with_the_job_s_code(containers, first):
+    assert first.returncode == 3, (first.stdout, first.stderr, containers.hub_log())
+    lines = first.stdout.splitlines()
+    assert lines[0] == "hello from cpu-small as uid 1000", first.stdout
+    # The profile's memory is the container's cgroup limit (rounded down to whole pages).
+    assert lines[1] == f"memory.max {SMALL_MEMORY // 4096 * 4096}"
+    # The session contract reached it: S3 and MLflow settings, as in a session.
+    assert lines[2].startswith("s3 http://127.0.0.1:") and lines[3].startswith("mlflow http")
+    assert "to stderr" in lines
+    assert "job first submitted (profile cpu-small)" in first.stderr
+    assert "Job first failed (exit code 3)" in first.stderr
+    # It ran in the user's home, in the folder asked for.
+    assert (containers.state / "homes" / "alice" / "work" / "written-by-the-job.txt").read_text() == "from the job"
+
+
+def test_jobs_lists_it_and_logs_replays_its_output(containers, alice, first):
+    row = jobs_table(containers, alice["token"])["first"]
+    assert row[1:3] == ["cpu-small", "failed"] and row[-1] == "3", row
+    r = atelier(containers, alice["token"], "logs", "first")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == first.stdout
+    # Its server is gone from the hub once it ended: no container is left running.
+    deadline = time.monotonic() + 60
+    client = docker.APIClient(base_url=engine().host)
+    while client.containers(filters={"label": "dev.atelier.job=first"}):
+        assert time.monotonic() < deadline, "the job's container is still there a minute after it ended"
+        time.sleep(1)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("--profile", "gpu-huge", "--", "true"), ["profile", "'gpu-huge'", "cpu-small"]),
+    (("--profile", "cpu-small"), ["no command", "--", "python train.py"]),
+    (("--profile", "cpu-small", "--"), ["no command", "--"]),
+    (("--name", "first", "--", "true"), ["name", "already", "'first'", "--name"]),
+    (("--name", "Bad Name!", "--", "true"), ["name", "--name", "lowercase"]),
+    (("--cwd", "../bob", "--", "true"), ["cwd", "--cwd", "relative"]),
+])
+def test_bad_input_names_the_field_and_the_fix(containers, alice, first, args, says):
+    r = atelier(containers, alice["token"], "run", *args, timeout=120)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    for word in says:
+        assert word in r.stderr, r.stderr
+
+
+def test_a_second_user_cannot_see_read_or_cancel_a_job_and_its_owner_can(containers, alice, rival):
+    r = atelier(containers, alice["token"], "run", "--detach", "--profile", "cpu-small", "--name", "long", "--",
+                "sh", "-c", "echo started; sleep 600")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "long"
+    wait_state(containers, alice["token"], "long", "running")
+
+    assert "long" not in jobs_table(containers, rival["token"])
+    for cmd in (("logs", "long"), ("cancel", "long")):
+        r = atelier(containers, rival["token"], *cmd, timeout=120)
+        assert r.returncode == 2 and "no job named 'long'" in r.stderr, (cmd, r.stdout, r.stderr)
+    # Nor by asking the service for alice's jobs by name.
+    h = {"Authorization": f"token {rival['token']}"}
+    for path in ("/services/jobs/api/jobs?user=alice&all=1", "/services/jobs/api/jobs/long/log?user=alice"):
+        resp = containers.http.get(f"{containers.url}{path}", headers=h, timeout=60)
+        assert "started" not in resp.text and '"long"' not in resp.text, (path, resp.status_code, resp.text)
+    assert wait_state(containers, alice["token"], "long", "running")
+
+    r = atelier(containers, alice["token"], "logs", "long")
+    assert r.stdout == "started\n"
+    r = atelier(containers, alice["token"], "cancel", "long", timeout=180)
+    assert r.returncode == 0 and "Cancelled job long" in r.stdout, r.stderr
+    assert jobs_table(containers, alice["token"])["long"][2] == "cancelled"
+    client = docker.APIClient(base_url=engine().host)
+    deadline = time.monotonic() + 60
+    while client.containers(filters={"label": "dev.atelier.job=long"}):
+        assert time.monotonic() < deadline, "the cancelled job's container is still running"
+        time.sleep(1)
+
+
+def test_the_output_and_exit_code_survive_a_hub_restart(containers, alice, first):
+    containers.stop()
+    containers.start()
+    row = jobs_table(containers, alice["token"])["first"]
+    assert row[1:3] == ["cpu-small", "failed"] and row[-1] == "3", row
+    r = atelier(containers, alice["token"], "logs", "first")
+    assert r.stdout == first.stdout
