@@ -69,7 +69,8 @@ def wait_state(stack, token: str, name: str, state: str, timeout: float = 240) -
 PROBE = """
 import os, pathlib, sys
 print("hello from", os.environ["ATELIER_PROFILE"], "as uid", os.getuid())
-print("memory.max", open("/sys/fs/cgroup/memory.max").read().strip())
+v1 = "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+print("memory", open(v1 if os.path.exists(v1) else "/sys/fs/cgroup/memory.max").read().strip())
 print("s3", os.environ.get("AWS_ENDPOINT_URL", "none"))
 print("mlflow", os.environ.get("MLFLOW_TRACKING_URI", "none"))
 pathlib.Path("written-by-the-job.txt").write_text("from the job")
@@ -93,7 +94,7 @@ def test_run_streams_the_output_and_exits_with_the_job_s_code(containers, first)
     lines = first.stdout.splitlines()
     assert lines[0] == "hello from cpu-small as uid 1000", first.stdout
     # The profile's memory is the container's cgroup limit (rounded down to whole pages).
-    assert lines[1] == f"memory.max {SMALL_MEMORY // 4096 * 4096}"
+    assert lines[1] == f"memory {SMALL_MEMORY // 4096 * 4096}"
     # The session contract reached it: S3 and MLflow settings, as in a session.
     assert lines[2].startswith("s3 http://127.0.0.1:") and lines[3].startswith("mlflow http")
     assert "to stderr" in lines
