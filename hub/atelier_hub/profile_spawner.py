@@ -71,6 +71,9 @@ class ProfileSpawnerMixin(Configurable):
     deployment_model: ClassVar[type[BaseModel] | None] = None
 
     _deployment_digest: ClassVar[str | None] = None
+    #: whether this spawner runs a job's command (spawn options with ``job``:
+    #: :mod:`atelier_hub.jobs`); one that does not refuses them rather than start a server
+    runs_jobs: ClassVar[bool] = False
 
     profile: Profile | None = None
     #: digest of the deployment settings this server was started with (kept in its state)
@@ -207,6 +210,10 @@ class ProfileSpawnerMixin(Configurable):
         if size > USER_OPTIONS_MAX:
             msg = options_too_large(size)
             raise web.HTTPError(413, msg, reason="Content Too Large")
+        if "job" in (options or {}) and not self.runs_jobs:
+            msg = ("job: this hub's sessions cannot run jobs (they need container sessions: start `atelier dev` "
+                   "where a Docker engine runs); run the command in a session instead")
+            raise web.HTTPError(400, msg, reason=msg)
         requested = (options or {}).get("profile")
         try:
             return resolve_profile(self.profiles, requested, groups=self.groups())

@@ -59,3 +59,16 @@ def test_a_log_that_is_a_symlink_is_not_followed(tmp_path):
     # ... nor a folder on the way that is a link elsewhere.
     (home / ".atelier" / "jobs" / "b").symlink_to(tmp_path)
     assert read_home_file(home, ".atelier/jobs/b/secret") is None
+
+
+def test_a_spawner_that_runs_no_job_refuses_one_rather_than_start_a_server():
+    from atelier_hub.embedded.container_spawner import AtelierDockerSpawner
+    from atelier_hub.embedded.process_spawner import AtelierLocalSpawner
+    from tornado import web
+
+    assert AtelierDockerSpawner.runs_jobs is True
+    spawner = AtelierLocalSpawner(profiles_dir=str(REPO / "profiles"))
+    with pytest.raises(web.HTTPError) as err:
+        spawner.check_request({"profile": "cpu-small", "job": {"name": "a", "command": ["true"]}})
+    assert err.value.status_code == 400 and "container sessions" in err.value.log_message
+    assert spawner.check_request({"profile": "cpu-small"}).name == "cpu-small"

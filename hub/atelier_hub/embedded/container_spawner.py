@@ -167,6 +167,8 @@ def forwarded_endpoints(services: Services, *, urls: list[str] = ()) -> list[tup
 class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
     """One container per server, sized by its profile (embedded mode)."""
 
+    runs_jobs = True
+
     homes_dir = Unicode(
         config=True,
         help="""
