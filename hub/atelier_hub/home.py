@@ -188,6 +188,8 @@ class Home:
         for spawner in user.all_spawners(include_default=True):
             server = _facts(user, spawner)
             name = server["name"]
+            if not name and not server["ready"] and not server["pending"]:
+                continue  # the hub keeps a row for every user's default server; "Start my server" stands for it
             profile = profiles.get(server["user_options"].get("profile"), default)
             run = current_run(events, user=user.name, server=name, now=now) if self.usage_file else None
             row = server_row(user=user.name, server=server, profile=profile, culler=self.plan_file is not None,
