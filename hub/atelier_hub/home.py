@@ -112,7 +112,8 @@ def server_row(*, user: str, server: dict, profile: Profile | None, decision: di
         decided = decision is not None and started is not None and _utc(decision.get("started")) == started
         if decided and decision.get("action") == "keep":
             at = _utc(decision["cull_at"])
-            row["cull"] = {"at": _iso(at), "in": span((at - now).total_seconds()), "reason": decision["reason"],
+            row["cull"] = {"at": _iso(at), "at_text": at.astimezone(timezone.utc).strftime("%H:%M UTC"),
+                           "in": span((at - now).total_seconds()), "reason": decision["reason"],
                            "timeout": span(profile.idle_timeout)}
         else:  # not checked by the culler yet: what its profile promises
             row["cull"] = {"at": None, "in": None, "reason": None, "timeout": span(profile.idle_timeout)}

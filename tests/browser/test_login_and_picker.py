@@ -38,6 +38,13 @@ def test_login_pick_a_cpu_profile_and_land_in_jupyterlab(stack, page):
     page.wait_for_url(f"http://erin.localhost:{stack.port}/user/erin/lab**", timeout=180_000)
     page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
     page.wait_for_selector(".jp-Launcher", timeout=60_000)
+    # No "Would you like to get notified about official Jupyter news?" on the first load:
+    # JupyterLab's own setting says never (its stock default, "none", asks).
+    lab = f"http://erin.localhost:{stack.port}/user/erin/lab"
+    notification = page.request.get(f"{lab}/api/settings/@jupyterlab/apputils-extension:notification").json()
+    assert notification["composite"]["fetchNews"] == "false", notification["composite"]
+    assert notification["composite"]["checkForUpdates"] is False, notification["composite"]
+    assert page.get_by_text("official Jupyter news").count() == 0
     page.screenshot(path=str(SHOTS / "jupyterlab.png"))
     server = stack.api("GET", "/users/erin").json()["servers"][""]
     assert server["ready"] and server["user_options"] == {"profile": "cpu-small"}
