@@ -18,7 +18,7 @@ install-test:
 
 # The container images (also built by `make install`); gpu adds ~3 GB of torch, so only on request.
 images:
-	PYTHONPATH=hub $(PYTHON) -m atelier_hub.install.docker base hub
+	PYTHONPATH=hub $(PYTHON) -m atelier_hub.install.docker base hub proxy
 
 images-gpu:
 	PYTHONPATH=hub $(PYTHON) -m atelier_hub.install.docker gpu

@@ -22,7 +22,7 @@ says how to retry; finished parts are kept). At the end the steps that ran are l
 by time, from their own timings (``ATELIER_INSTALL_TIMES``, which ``make test``
 prints again in its final summary).
 
-``ATELIER_TEST_IMAGES`` (default ``base``) names the images of ``images/`` the tests
+``ATELIER_TEST_IMAGES`` (default ``base,hub,proxy``) names the images of ``images/`` the tests
 run: the hub image is built only where a test runs it (the chart tests add ``hub``).
 """
 
@@ -47,9 +47,9 @@ import control_plane  # noqa: E402 (stdlib only)
 import terraform_tools  # noqa: E402
 from atelier_hub.install import _steps, gobuild, versitygw  # noqa: E402
 
-# The images a test runs: the session image. images/hub is for cluster mode; the chart
-# tests (which run it) set ATELIER_TEST_IMAGES=base,hub, or add it here when they land.
-TEST_IMAGES = os.environ.get("ATELIER_TEST_IMAGES", "base")
+# The images a test runs: the session image, and the hub and proxy images the chart
+# tests (tests/k8s/test_chart.py) install on the real node.
+TEST_IMAGES = os.environ.get("ATELIER_TEST_IMAGES", "base,hub,proxy")
 
 
 class Lane(threading.Thread):

@@ -13,10 +13,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from .image_paths import HOME
 from .profiles import Profile, format_memory
-from .settings import SessionContext, service_parts
+from .settings import GitSettings, SessionContext, service_parts
 
-__all__ = ["session_env", "session_files", "THREAD_VARS"]
+__all__ = ["session_env", "session_files", "git_config", "THREAD_VARS", "GIT_CONFIG"]
+
+#: the session's git settings, under its config folder: git reads them as its system
+#: file (GIT_CONFIG_SYSTEM), so the user's own ~/.gitconfig and a repository's config win
+GIT_CONFIG = "git/config"
 
 # Thread pools that size themselves to the machine's cores unless told otherwise;
 # torch reads OMP_NUM_THREADS. ref: https://github.com/joblib/threadpoolctl
@@ -86,6 +91,8 @@ def session_env(
     # An empty CUDA_VISIBLE_DEVICES hides every GPU: a CPU session must not grab one.
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids or [])
 
+    if config_dir:
+        env["GIT_CONFIG_SYSTEM"] = f"{config_dir}/{GIT_CONFIG}"
     ctx = SessionContext(profile=profile, username=username, services=services, cpus=cpus,
                          api_token=api_token, config_dir=config_dir)
     for part in service_parts(services):
@@ -93,17 +100,36 @@ def session_env(
     return env
 
 
-def session_files(profile: Profile, *, username: str, services: BaseModel, cpus: int) -> dict[str, str]:
-    """Config files each library reads, by path relative to the session's config folder.
+def session_files(profile: Profile, *, username: str, services: BaseModel, cpus: int,
+                  git: GitSettings | None = None) -> dict[str, str]:
+    """Config files each library reads, by path relative to the session's config folder;
+    ``git``: the deployment's git settings (its ``git`` part; default: GitSettings()).
 
     >>> from atelier_hub.profiles import Profile
     >>> p = Profile(name="cpu-small", display_name="S", cpu={"limit": 2}, memory={"limit": "4G"})
     >>> from atelier_hub.services import Services
     >>> sorted(session_files(p, username="ada", services=Services(), cpus=2))
-    []
+    ['git/config']
     """
-    files: dict[str, str] = {}
+    files: dict[str, str] = {GIT_CONFIG: git_config(username, git or GitSettings())}
     ctx = SessionContext(profile=profile, username=username, services=services, cpus=cpus)
     for part in service_parts(services):
         files.update(part.session_files(ctx))
     return files
+
+
+def git_config(username: str, git: GitSettings) -> str:
+    """The session's git settings: who commits (the hub user) and the home as a safe
+    directory (a home first used by another uid is still the user's).
+
+    >>> print(git_config("ada", GitSettings()), end="")
+    [user]
+        name = ada
+        email = ada@users.noreply.atelier
+    [safe]
+        directory = /home/jovyan
+    """
+    # git config values: a name with a quote or backslash is escaped, a newline cannot be one.
+    name = username.replace("\\", "\\\\").replace('"', '\\"')
+    return (f'[user]\n    name = {name}\n    email = {username}@{git.email_domain}\n'
+            f'[safe]\n    directory = {HOME}\n')

@@ -12,17 +12,18 @@ into ``Services`` and ``Deployment``.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .profiles import Profile
 from .schema import StrictModel, parse_problem
 
-__all__ = ["ServiceSettings", "SessionContext", "SettingsError", "service_parts", "load_deployment",
+__all__ = ["GitSettings", "ServiceSettings", "SessionContext", "SettingsError", "service_parts", "load_deployment",
            "load_settings_file"]
 
 
@@ -31,6 +32,26 @@ M = TypeVar("M", bound=BaseModel)
 
 class SettingsError(ValueError):
     """The deployment settings file is invalid; the message names the field and the fix."""
+
+
+#: a DNS name of two labels or more (letters, digits, inner hyphens)
+_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
+
+
+class GitSettings(StrictModel):
+    """Who a session's git commits as, when the user has not said so in their ~/.gitconfig."""
+
+    email_domain: str = Field(
+        "users.noreply.atelier",
+        description="Domain of each session's git email: USER@email_domain, USER the hub user name "
+                    "(e.g. `users.noreply.example.org`).")
+
+    @field_validator("email_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if not _DOMAIN.fullmatch(value):
+            raise ValueError(f"{value!r} is not a domain name: write one such as users.noreply.example.org")
+        return value
 
 
 @dataclass(frozen=True)

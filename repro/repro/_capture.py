@@ -403,7 +403,10 @@ def build(*, entry: _entry.EntryPoint, cwd: str, git: _git_record.GitInfo,
     if packages is not None:
         tags["repro.packages"] = str(len(packages))
         doc["packages_count"] = len(packages)
-        artifacts["packages.txt"] = _packages.format_packages(packages).encode()
+        user = _packages.user_layer_names(packages)
+        if user:
+            tags["repro.packages_user"] = str(len(user))
+        artifacts["packages.txt"] = _packages.format_packages(packages, user).encode()
         # Nothing leaves the process unscanned: a key pasted into a config file would
         # otherwise reach the shared tracking server with the diff.
         found: dict[str, int] = {}

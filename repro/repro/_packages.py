@@ -169,19 +169,63 @@ def _scan(entries: tuple[str, ...]) -> list[tuple[str, str]]:
     return [seen[k] for k in sorted(seen)]
 
 
-def format_packages(packages: Iterable[tuple[str, str]]) -> str:
-    """One ``name==version`` line per distribution.
+#: the mark of a distribution from the user's own layer in ``packages.txt`` (an inline
+#: comment: ``pip install -r`` reads the line as ``name==version``)
+USER_MARK = "# user layer"
+
+
+def user_site() -> str | None:
+    """The user site-packages folder when the interpreter reads it (Atelier's user layer
+    on the home: ``$PYTHONUSERBASE``), else None."""
+    import site
+
+    if not site.ENABLE_USER_SITE:
+        return None
+    path = site.getusersitepackages()
+    return path if path in sys.path else None
+
+
+def user_layer_names(packages: Iterable[tuple[str, str]], folder: str | None = None) -> set[str]:
+    """Normalised names of ``packages`` that come from the user site ``folder`` (default
+    :func:`user_site`): found there at the version that wins on ``sys.path``.
+
+    >>> user_layer_names([("numpy", "2.1.0")], folder="/nonexistent")
+    set()
+    """
+    folder = folder if folder is not None else user_site()
+    if not folder:
+        return set()
+    there = {normalize_name(n): v for n, v in installed_packages([folder])}
+    return {normalize_name(n) for n, v in packages if there.get(normalize_name(n)) == v}
+
+
+def format_packages(packages: Iterable[tuple[str, str]], user: set[str] = frozenset()) -> str:
+    """One ``name==version`` line per distribution; those of ``user`` (normalised names:
+    from the user's layer) marked with :data:`USER_MARK`.
 
     >>> format_packages([("numpy", "2.1.0"), ("torch", "2.5.1")])
     'numpy==2.1.0\\ntorch==2.5.1\\n'
+    >>> format_packages([("tabulate", "0.9.0")], user={"tabulate"})
+    'tabulate==0.9.0  # user layer\\n'
     """
-    return "".join(f"{name}=={version}\n" for name, version in packages)
+    return "".join(f"{name}=={version}{'  ' + USER_MARK if normalize_name(name) in user else ''}\n"
+                   for name, version in packages)
+
+
+def user_marked(text: str) -> set[str]:
+    """Normalised names of the lines marked as from the user's layer.
+
+    >>> sorted(user_marked("a==1\\nTab_ulate==0.9  # user layer\\n"))
+    ['tab-ulate']
+    """
+    return {normalize_name(line.partition("==")[0].strip()) for line in text.splitlines()
+            if line.rstrip().endswith(USER_MARK) and "==" in line}
 
 
 def parse_packages(text: str) -> dict[str, str]:
     """``{normalised name: version}`` from ``name==version`` lines (comments ignored).
 
-    >>> parse_packages("NumPy==2.1.0\\n# note\\ntorch==2.5.1\\n")
+    >>> parse_packages("NumPy==2.1.0\\n# note\\ntorch==2.5.1  # user layer\\n")
     {'numpy': '2.1.0', 'torch': '2.5.1'}
     """
     out: dict[str, str] = {}
@@ -191,7 +235,7 @@ def parse_packages(text: str) -> dict[str, str]:
             continue
         name, sep, version = line.partition("==")
         if sep:
-            out[normalize_name(name)] = version.strip()
+            out[normalize_name(name)] = version.partition("#")[0].strip()
     return out
 
 

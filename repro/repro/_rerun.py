@@ -250,10 +250,13 @@ def rerun(
         echo(f"untracked  {untracked - len(saved)} untracked entries were listed by name only "
              "(repro/untracked.txt); copy any the run needs")
 
-    recorded = _packages.parse_packages(
-        (run.artifact("repro/packages.txt") or b"").decode("utf-8", "replace")
-    )
+    packages_text = (run.artifact("repro/packages.txt") or b"").decode("utf-8", "replace")
+    recorded = _packages.parse_packages(packages_text)
     if recorded:
+        user = sorted(_packages.user_marked(packages_text))
+        if user:
+            echo(f"packages   {len(user)} from the user's layer: {', '.join(user)}; "
+                 f"{len(recorded) - len(user)} from the image")
         current = dict(
             (_packages.normalize_name(n), v) for n, v in _packages.installed_packages()
         )
@@ -266,7 +269,7 @@ def rerun(
         else:
             echo(f"packages   {len(changes)} differ from the recorded run (recorded → here):")
             for name, was, now in changes:
-                echo(f"  {name}: {was} → {now}")
+                echo(f"  {name}: {was} → {now}" + (" (user's layer)" if name in user else ""))
     else:
         echo("packages   not recorded; nothing to compare")
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from atelier_hub.install.paths import tool_path
-from control_plane import control_plane_paths, missing_binaries
+from atelier_hub.install.paths import image_ref, tool_path
+from control_plane import control_plane_paths, missing_binaries, missing_node_packages
 from k8s_cluster import (
     GPU_GROUP,
     GPU_IMAGE,
@@ -36,6 +36,7 @@ from k8s_cluster import (
     tail,
     write_kubeconfig,
 )
+from k8s_node import RealNode
 from stack import HubClient
 
 REPO = Path(__file__).resolve().parents[2]
@@ -222,3 +223,46 @@ def hub(control_plane, tmp_path_factory):
     finally:
         h.stop()
         ports.stop()
+
+
+HOST_SYSCTLS = ("vm.overcommit_memory", "vm.panic_on_oom", "kernel.panic", "kernel.panic_on_oops")
+
+
+def host_state() -> dict:
+    """What kubelet would change on the shared host if it were let."""
+    sysctl = subprocess.run(["sysctl", *HOST_SYSCTLS], capture_output=True, text=True, check=True).stdout
+    iptables = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
+    return {"sysctl": sysctl, "iptables": iptables}
+
+
+@pytest.fixture(scope="session")
+def real_node(control_plane, tmp_path_factory):
+    """The real node (kubelet + containerd) with the base image imported; one per test run,
+    shared by the real-pod and chart modules (the host's kernel settings and iptables are
+    checked unchanged when it stops)."""
+    if missing_node_packages():
+        pytest.fail(f"the real node needs the Debian packages {' '.join(missing_node_packages())}: run "
+                    "`make install-test` or `python3 tests/k8s/control_plane.py`", pytrace=False)
+    before = host_state()
+    image = image_ref("base")
+    node = RealNode(control_plane, control_plane_paths(), tmp_path_factory.mktemp("node"), LOGS / "node")
+    try:
+        node.start()
+        # The homes' hostPath volumes are really mounted here: the image's user owns them.
+        for pv in control_plane.admin.get("/api/v1/persistentvolumes")["items"]:
+            path = Path(pv["spec"]["hostPath"]["path"])
+            path.mkdir(parents=True, exist_ok=True)
+            os.chown(path, 1000, 100)
+        try:
+            node.import_s = node.import_image(image)
+        except RuntimeError as exc:
+            pytest.fail(f"{exc}\nbuild the image first: python -m atelier_hub.install.docker base", pytrace=False)
+        node.image = image
+        node.host_before = before
+        (LOGS / "real-node.json").write_text(json.dumps(
+            {"node_ready_s": round(node.ready_s, 1), "image_import_s": round(node.import_s, 1)}))
+        yield node
+    finally:
+        node.stop()
+    after = host_state()
+    assert after == before, f"the host changed while the node ran:\nbefore {before}\nafter {after}"

@@ -95,7 +95,13 @@ def test_values_blocks(values):
     assert su["serviceAccountName"] == "atelier-session"
     # The chart's one-timeout culler is off; Atelier's per-profile culler is a hub service.
     assert values["cull"] == {"enabled": False}
-    assert values["hub"]["service"]["extraPorts"] == [{"name": "culler", "port": 8082, "targetPort": 8082}]
+    # The hub pod's services, the culler (for sessions) and the usage page (for the proxy),
+    # on the settings' default ports (docs/reference.md).
+    assert values["hub"]["service"]["extraPorts"] == [{"name": "culler", "port": 8082, "targetPort": 8082},
+                                                      {"name": "usage", "port": 8083, "targetPort": 8083}]
+    assert values["hub"]["networkPolicy"]["ingress"] == [{
+        "from": [{"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}],
+        "ports": [{"port": 8082, "protocol": "TCP"}, {"port": 8083, "protocol": "TCP"}]}]
     assert values["hub"]["image"]["name"].endswith("atelier-hub")
     assert values["hub"]["nodeSelector"] == {"atelier.dev/pool": "core"}
     files = values["hub"]["extraFiles"]
@@ -178,6 +184,13 @@ def test_hub_code_in_values_configures_the_same_profiles(values, tmp_path, monke
     assert culler["command"][-4:] == ["--listen", "0.0.0.0:8082", "--prefix", "/services/culler"]
     assert any(r["services"] == ["culler"] and "delete:servers" in r["scopes"] for r in c.JupyterHub.load_roles)
     assert "access:services!service=culler" in s.server_token_scopes
+    # So does the usage page, over the usage record on the hub's volume; the proxy reaches
+    # it through the hub's Service.
+    (usage,) = [svc for svc in c.JupyterHub.services if svc["name"] == "usage"]
+    assert usage["url"] == "http://hub:8083" and usage["display"] is True
+    assert usage["command"][1:] == ["-m", "atelier_hub.services.usage_page", "--usage-file",
+                                    "/srv/jupyterhub/usage.jsonl", "--listen", "0.0.0.0:8083"]
+    assert c.ProfileSpawnerMixin.usage_file == "/srv/jupyterhub/usage.jsonl"
 
 
 def test_each_users_servers_are_an_origin_of_their_own(values, tmp_path, monkeypatch):
@@ -273,9 +286,11 @@ def test_cli_writes_the_values_file(tmp_path, capsys):
     for name in ("cpu-small", "highmem", "gpu-4"):
         assert yaml.safe_load(hub["extraFiles"][f"atelier-profile-{name}"]["stringData"]) == yaml.safe_load(
             (PROFILES / f"{name}.yaml").read_text())
-    # Sessions report their activity to the culler in the hub pod.
+    # Sessions report their activity to the culler in the hub pod; their git identity
+    # takes the default email domain (docs/reference.md: git.email_domain).
     assert json.loads(hub["extraFiles"]["atelier-deployment"]["stringData"]) == {
-        "services": {"culler": {"url": "http://hub:8082/services/culler", "gpu_busy_percent": 10}}}
+        "services": {"culler": {"url": "http://hub:8082/services/culler", "gpu_busy_percent": 10}},
+        "git": {"email_domain": "users.noreply.atelier"}}
     assert "\natelier_hub.configure(c)\n" in hub["extraConfig"]["atelier.py"]
     assert written["proxy"] == {"chp": {"nodeSelector": {"atelier.dev/pool": "core"}}}
     assert written["singleuser"] == {
@@ -294,7 +309,9 @@ def test_cli_writes_the_values_file(tmp_path, capsys):
     assert written["scheduling"] == {"userScheduler": {"nodeSelector": {"atelier.dev/pool": "core"}},
                                      "userPods": {"nodeAffinity": {"matchNodePurpose": "ignore"}}}
     assert written["cull"] == {"enabled": False}
-    assert hub["networkPolicy"]["ingress"][0]["ports"] == [{"port": 8082, "protocol": "TCP"}]
+    # the culler's port (sessions) and the usage page's (the proxy) in the hub pod
+    assert hub["networkPolicy"]["ingress"][0]["ports"] == [{"port": 8082, "protocol": "TCP"},
+                                                           {"port": 8083, "protocol": "TCP"}]
     assert "Wrote" in capsys.readouterr().err
 
 

@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 from atelier_hub.embedded.stack import EmbeddedStack
-from atelier_hub.install.paths import image_ref
 from atelier_hub.services import SERVICES
 from atelier_hub.services.s3 import SERVICE as S3
-from conftest import LOGS, Hub
-from control_plane import control_plane_paths, missing_node_packages
+from conftest import LOGS, Hub, host_state
 from k8s_cluster import NAMESPACE, STORAGE_CLASS, assert_loopback, free_port
-from k8s_node import KUBELET_SYSCTLS, NODE_NAME, POOL, TOLERATION, RealNode, listening
+from k8s_node import KUBELET_SYSCTLS, NODE_NAME, POOL, TOLERATION, listening
 from kernel import run_code
 
 pytestmark = [pytest.mark.k8s, pytest.mark.integration]
@@ -35,44 +32,6 @@ USER = "dee"
 # profiles/cpu-small.yaml, written out: memory limit 4G (bytes), CPU limit 2.
 MEM_LIMIT, CPU_LIMIT = 4_000_000_000, 2
 PAGE = os.sysconf("SC_PAGE_SIZE")  # the kernel keeps a memory limit in whole pages
-HOST_SYSCTLS = ("vm.overcommit_memory", "vm.panic_on_oom", "kernel.panic", "kernel.panic_on_oops")
-
-
-def host_state() -> dict:
-    """What kubelet would change on the shared host if it were let."""
-    sysctl = subprocess.run(["sysctl", *HOST_SYSCTLS], capture_output=True, text=True, check=True).stdout
-    iptables = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
-    return {"sysctl": sysctl, "iptables": iptables}
-
-
-@pytest.fixture(scope="module")
-def real_node(control_plane, tmp_path_factory):
-    if missing_node_packages():
-        pytest.fail(f"the real node needs the Debian packages {' '.join(missing_node_packages())}: run "
-                    "`make install-test` or `python3 tests/k8s/control_plane.py`", pytrace=False)
-    before = host_state()
-    image = image_ref("base")
-    node = RealNode(control_plane, control_plane_paths(), tmp_path_factory.mktemp("node"), LOGS / "node")
-    try:
-        node.start()
-        # The homes' hostPath volumes are really mounted here: the image's user owns them.
-        for pv in control_plane.admin.get("/api/v1/persistentvolumes")["items"]:
-            path = Path(pv["spec"]["hostPath"]["path"])
-            path.mkdir(parents=True, exist_ok=True)
-            os.chown(path, 1000, 100)
-        try:
-            node.import_s = node.import_image(image)
-        except RuntimeError as exc:
-            pytest.fail(f"{exc}\nbuild the image first: python -m atelier_hub.install.docker base", pytrace=False)
-        node.image = image
-        node.host_before = before
-        (LOGS / "real-node.json").write_text(json.dumps(
-            {"node_ready_s": round(node.ready_s, 1), "image_import_s": round(node.import_s, 1)}))
-        yield node
-    finally:
-        node.stop()
-    after = host_state()
-    assert after == before, f"the host changed while the node ran:\nbefore {before}\nafter {after}"
 
 
 class NodeHub(Hub):

@@ -127,6 +127,10 @@ def test_profile_pod_lands_on_its_pool(hub, kube, profile_name):
     spark_conf = base64.b64decode(secret["data"][files["spark/spark-defaults.conf"]]).decode()
     assert f"spark.master local[{cpu_limit}]" in spark_conf
     assert "user=ada" in base64.b64decode(secret["data"][files["trino/config"]]).decode()
+    # git commits as the hub user (README, "Your own packages, and git"), from the same folder.
+    assert env["GIT_CONFIG_SYSTEM"]["value"] == "/etc/atelier/session/git/config"
+    git = base64.b64decode(secret["data"][files["git/config"]]).decode()
+    assert "name = ada\n" in git and "email = ada@users.noreply.atelier\n" in git, git
     # IRSA: the service account the cluster settings name (its role annotation is the
     # platform's, made by the fixture as Terraform makes it).
     assert pod["spec"]["serviceAccountName"] == "atelier-session"

@@ -83,3 +83,23 @@ def test_format_parse_compare_roundtrip() -> None:
     assert _packages.compare_packages({"numpy": "2.1.0"}, {"numpy": "2.2.0"}) == [
         ("numpy", "2.1.0", "2.2.0")
     ]
+
+
+def test_packages_from_the_user_site_are_marked_and_still_read_as_name_version(tmp_path: Path) -> None:
+    """Atelier's user layer (a user site-packages before the image's): a distribution
+    found there at the winning version is marked; one the image's copy shadows is not."""
+    user, image = tmp_path / "user", tmp_path / "image"
+    _dist(user, "tabulate", "0.9.0")
+    _dist(user, "idna", "3.6")
+    _dist(image, "idna", "3.20")
+    _dist(image, "pandas", "2.3.3")
+    found = _packages.installed_packages([str(user), str(image)])
+    marked = _packages.user_layer_names(found, folder=str(user))
+    assert marked == {"tabulate", "idna"}
+    text = _packages.format_packages(found, marked)
+    assert "tabulate==0.9.0  # user layer\n" in text and "pandas==2.3.3\n" in text
+    assert _packages.parse_packages(text) == {"idna": "3.6", "pandas": "2.3.3", "tabulate": "0.9.0"}
+    assert _packages.user_marked(text) == {"idna", "tabulate"}
+    # the image's copy first on the path: the user's is not what runs
+    assert _packages.user_layer_names(_packages.installed_packages([str(image), str(user)]),
+                                      folder=str(user)) == {"tabulate"}

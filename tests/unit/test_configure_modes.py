@@ -63,8 +63,8 @@ def test_cluster_settings_give_the_kubespawner_config_of_those_settings(cluster_
     assert (s.storage_class, s.storage_capacity, s.pvc_name_template) == ("gp3", "50Gi", "claim-{username}")
     assert s.volume_mounts == {"home": {"name": "home", "mountPath": "/home/jovyan"}}
     assert s.delete_pvc is False
-    # The culler joins the services, as configure_kubespawner did for the chart.
-    assert [svc["name"] for svc in c.JupyterHub.services] == ["culler"]
+    # The culler and the usage page join the services, as configure_kubespawner did for the chart.
+    assert [svc["name"] for svc in c.JupyterHub.services] == ["culler", "usage"]
     # And the whole config is what the cluster mode's configurer gives these files (the
     # kubeconfig handler's class is made per call: compared by name).
     expected = Config()

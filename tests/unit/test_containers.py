@@ -228,3 +228,12 @@ def test_image_inputs_hash_changes_with_an_input_and_with_the_base(tmp_path, mon
         assert install_docker.image_inputs_hash("hub", base="sha256:one") != h
     finally:
         lock.write_bytes(original)
+
+
+def test_the_proxy_image_is_rebuilt_for_another_chp_version(monkeypatch):
+    """images/proxy installs configurable-http-proxy at the embedded mode's pinned version
+    (a build argument): a new pin is a new image."""
+    h = install_docker.image_inputs_hash("proxy", base="sha256:one")
+    assert install_docker.IMAGE_BUILD_ARGS["proxy"] == {"CHP_VERSION": "5.3.0"}
+    monkeypatch.setitem(install_docker.IMAGE_BUILD_ARGS, "proxy", {"CHP_VERSION": "5.3.1"})
+    assert install_docker.image_inputs_hash("proxy", base="sha256:one") != h

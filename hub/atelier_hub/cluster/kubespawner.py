@@ -163,7 +163,7 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         if self.profile is None:
             return {}
         return session_files(self.profile, username=self.user.name, services=self.deployment.services,
-                             cpus=self.cpus)
+                             cpus=self.cpus, git=self.deployment.git)
 
     def get_env_secret_manifest(self) -> V1Secret:
         labels = self._build_common_labels(self._expand_all(self.extra_labels))
@@ -282,6 +282,21 @@ def update_culling(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
                                role]
 
 
+def update_usage(c, settings: ClusterSettings) -> None:
+    """Atelier's usage page as a hub service in the hub pod, with the same command as the
+    embedded mode's, over the usage record on the hub's volume. The chart's proxy routes
+    `/services/usage/` to it through the hub's Service (the rendered values open its port
+    to the proxy); the hub's admins hold `access:services` and get in, no one else."""
+    from ..services.usage import usage_command
+
+    if not settings.usage.enabled:
+        return
+    port = settings.usage.port
+    usage = {"name": "usage", "display": True, "oauth_no_confirm": True, "url": f"http://hub:{port}",
+             "command": [*usage_command(USAGE_FILE), "--listen", f"0.0.0.0:{port}"]}
+    c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != "usage"), usage]
+
+
 def update_origins(c, settings: ClusterSettings) -> None:
     """Each user's servers at a subdomain of ``public_url`` (:mod:`atelier_hub.origins`).
     The chart's values set ``hub.config.JupyterHub.subdomain_host`` to the same URL (the
@@ -337,4 +352,5 @@ def configure_kubespawner(
 
     update_attach(c, api_server_url=settings.attach.api_server_url, max_seconds=settings.attach.max_token_seconds)
     update_culling(c, settings, profiles_dir=str(profiles_dir))
+    update_usage(c, settings)
     return settings

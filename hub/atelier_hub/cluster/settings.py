@@ -107,6 +107,16 @@ class Culling(StrictModel):
                       "report their activity to it at `http://hub:PORT/services/culler`.")
 
 
+class UsagePage(StrictModel):
+    """The usage page (`/services/usage/`), a hub service in the hub pod beside the culler:
+    admins see each user's and profile's server hours. It reads the usage record on the
+    hub's volume, which outlives the hub pod."""
+
+    enabled: bool = Field(True, description="Whether the usage page runs.")
+    port: int = Field(8083, gt=1024, lt=65536, description="Port of the usage page in the hub pod; the chart's "
+                      "proxy reaches it through the hub's Service (`http://hub:PORT`).")
+
+
 class SessionIdentity(StrictModel):
     """How sessions reach cloud services without keys in the pod spec.
 
@@ -159,6 +169,7 @@ class ClusterSettings(StrictModel):
                                     "names `images/gpu`'s).")
     storage: Storage = Field(Storage(), description="Home volumes.")
     culling: Culling = Field(Culling(), description="Stopping idle servers.")
+    usage: UsagePage = Field(UsagePage(), description="The usage page of the hub's admins.")
     gpu_servers_per_user: int = Field(1, ge=0, description="Concurrent GPU servers per user; 0: none.")
     named_servers_per_user: int = Field(5, ge=0, description="Named servers a user may have besides the default.")
     node_pools: NodePools = Field(NodePools(), description="Where the chart's own pods run.")

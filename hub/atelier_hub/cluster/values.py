@@ -120,16 +120,19 @@ def egress_rules(deployment: Deployment, settings: ClusterSettings) -> list[dict
     return rules
 
 
-def _culler_hub_values(settings: ClusterSettings) -> dict[str, Any]:
-    """The hub's Service and network policy open the culler's port to sessions."""
-    if not settings.culling.enabled:
+def _service_ports_hub_values(settings: ClusterSettings) -> dict[str, Any]:
+    """The hub's Service and network policy open the ports of the hub pod's own services:
+    the culler's to sessions (activity reports), the usage page's to the proxy. Both are
+    pods the chart labels as allowed to reach the hub."""
+    ports = {name: port for name, port, on in (("culler", settings.culling.port, settings.culling.enabled),
+                                               ("usage", settings.usage.port, settings.usage.enabled)) if on}
+    if not ports:
         return {}
-    port = settings.culling.port
     return {
-        "service": {"extraPorts": [{"name": "culler", "port": port, "targetPort": port}]},
+        "service": {"extraPorts": [{"name": name, "port": port, "targetPort": port} for name, port in ports.items()]},
         "networkPolicy": {"ingress": [{
             "from": [{"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}],
-            "ports": [{"port": port, "protocol": "TCP"}]}]},
+            "ports": [{"port": port, "protocol": "TCP"} for port in ports.values()]}]},
     }
 
 
@@ -221,7 +224,7 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
             "allowNamedServers": True,
             "namedServerLimitPerUser": settings.named_servers_per_user,
             "extraFiles": files,
-            **_culler_hub_values(settings),
+            **_service_ports_hub_values(settings),
             "extraConfig": {
                 "atelier.py": (
                     "# Atelier: the same entry as every hub (hub/jupyterhub_config.py). It finds the\n"

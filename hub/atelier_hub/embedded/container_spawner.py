@@ -264,7 +264,8 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
 
     def _session_files(self) -> dict[str, str]:
         return session_files(self.profile, username=self.user.name,
-                             services=container_services(self.session_services()), cpus=self.cpus)
+                             services=container_services(self.session_services()), cpus=self.cpus,
+                             git=self.deployment.git)
 
     def get_env(self):
         env = super().get_env()

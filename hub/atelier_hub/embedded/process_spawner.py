@@ -78,7 +78,7 @@ class AtelierLocalSpawner(EmbeddedSpawnerMixin, SimpleLocalProcessSpawner):
         if not self.sessions_dir or self.profile is None:
             return
         files = session_files(self.profile, username=self.user.name, services=self.session_services(),
-                              cpus=self.cpus)
+                              cpus=self.cpus, git=self.deployment.git)
         for rel, text in files.items():
             path = self.config_dir / rel
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from . import _steps, labext
-from .paths import IMAGES, NODE_VERSION, REPO, cache_dir, docker_dir, image_ref, spark_jars, trino_paths
+from .paths import CHP_VERSION, IMAGES, NODE_VERSION, REPO, cache_dir, docker_dir, image_ref, spark_jars, trino_paths
 
 __all__ = ["ensure_engine", "ensure_base_rootfs", "ensure_image", "ensure_images", "image_inputs_hash"]
 
@@ -38,8 +38,11 @@ IMAGE_SOURCES = {
     "base": ("images/base", "repro", "extensions", "hub/atelier_hub/session_config"),  # + the staged jars
     "gpu": ("images/gpu",),
     "hub": ("images/hub", "hub"),
+    "proxy": ("images/proxy",),  # + the staged Node
 }
 IMAGE_PARENT = {"gpu": "base"}
+# Build arguments besides BASE_IMAGE, each a pinned version from paths.py (hashed too).
+IMAGE_BUILD_ARGS = {"proxy": {"CHP_VERSION": CHP_VERSION}}
 
 
 def _docker(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -167,7 +170,10 @@ def image_inputs_hash(name: str, *, base: str) -> str:
     if name == "base":
         for jar in [*spark_jars(), trino_paths().cli_jar]:
             h.update(jar.name.encode() + str(jar.stat().st_size if jar.exists() else 0).encode())
+    if name in ("base", "proxy"):
         h.update(f"node-{NODE_VERSION}".encode())
+    for arg, value in IMAGE_BUILD_ARGS.get(name, {}).items():
+        h.update(f"{arg}={value}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -237,12 +243,17 @@ def ensure_image(name: str) -> str:
         return tagged
     if name == "base":
         _stage_jars()
+    if name == "proxy":
+        _stage_node(IMAGES / "proxy" / ".node")
+    build_args = [a for arg, value in IMAGE_BUILD_ARGS.get(name, {}).items()
+                  for a in ("--build-arg", f"{arg}={value}")]
     expect = {"base": "5-10 min cold (pyspark builds from source), seconds when cached",
-              "gpu": "5-15 min: ~3 GB of torch and CUDA wheels", "hub": "1-2 min"}[name]
+              "gpu": "5-15 min: ~3 GB of torch and CUDA wheels", "hub": "1-2 min",
+              "proxy": "30 s: configurable-http-proxy from npm"}[name]
     # The context is the repository (filtered by .dockerignore): the images install
     # atelier-hub, atelier-lab and atelier-repro from this checkout.
     _steps.run(["docker", "build", "--force-rm", "--network", "host", "-f", str(IMAGES / name / "Dockerfile"),
-                "--build-arg", f"{base_arg[0]}={base_arg[1]}", "--label", f"dev.atelier.inputs={inputs}",
+                "--build-arg", f"{base_arg[0]}={base_arg[1]}", *build_args, "--label", f"dev.atelier.inputs={inputs}",
                 "-t", tagged, "-t", image_ref(name), str(REPO)],
                what=f"building the {name} image ({tagged})", expect=expect,
                env={"DOCKER_HOST": f"unix://{docker_dir() / 'docker.sock'}", "DOCKER_BUILDKIT": "0"})
@@ -286,7 +297,8 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(prog="python3 -m atelier_hub.install.docker",
                                  description="Start the engine and build images/ where their inputs changed.")
-    ap.add_argument("names", nargs="*", default=["base", "hub"], help="images to build (default: base hub)")
+    ap.add_argument("names", nargs="*", default=["base", "hub", "proxy"],
+                    help="images to build (default: base hub proxy)")
     args = ap.parse_args(argv)
     ensure_images(tuple(args.names))
 

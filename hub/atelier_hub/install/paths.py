@@ -151,7 +151,7 @@ def missing(parts: list[str] | tuple[str, ...]) -> list[str]:
 IMAGES = REPO / "images"
 # The images `make` builds, in build order; gpu is built only when asked (`make images-gpu`):
 # PyPI's torch brings ~3 GB of CUDA wheels.
-IMAGE_NAMES = ("base", "hub", "gpu")
+IMAGE_NAMES = ("base", "hub", "gpu", "proxy")
 
 
 def docker_dir() -> Path:

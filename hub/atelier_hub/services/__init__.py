@@ -32,7 +32,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, create_model
 
 from ..schema import StrictModel
-from ..settings import SettingsError
+from ..settings import GitSettings, SettingsError
 from ..settings import load_deployment as _load
 from .base import Service, Site
 
@@ -67,7 +67,9 @@ def services_model(services: list[Service]) -> tuple[type[BaseModel], type[BaseM
     deployment_cls = create_model("Deployment", __base__=StrictModel, __doc__=(
         "Everything about a deployment that a session's environment depends on."),
         services=(services_cls, Field(default_factory=services_cls,
-                                      description="The services sessions are configured for.")))
+                                      description="The services sessions are configured for.")),
+        git=(GitSettings, Field(default_factory=GitSettings,
+                                description="Each session's git identity (README, \"Your own packages, and git\").")))
     return services_cls, deployment_cls
 
 

@@ -18,6 +18,11 @@ from .base import Service, Site
 PREFIX = "/services/usage"
 
 
+def usage_command(usage_file: str) -> list[str]:
+    """The page's command line; the cluster configuration runs the same."""
+    return [sys.executable, "-m", "atelier_hub.services.usage_page", "--usage-file", usage_file]
+
+
 class Usage(Service):
     name = "usage"
     title = "Usage"
@@ -32,8 +37,7 @@ class Usage(Service):
             "display": True,
             "url": self.local_url(site),
             "oauth_no_confirm": True,
-            "command": self.supervised(site, [sys.executable, "-m", "atelier_hub.services.usage_page",
-                                              "--usage-file", str(site.path("usage.jsonl"))]),
+            "command": self.supervised(site, usage_command(str(site.path("usage.jsonl")))),
         }
 
     def ready(self, site: Site) -> bool:

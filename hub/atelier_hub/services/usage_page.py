@@ -122,9 +122,11 @@ class HealthHandler(web.RequestHandler):
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--usage-file", required=True, type=Path)
+    ap.add_argument("--listen", metavar="HOST:PORT", help="where to listen (default: the host and port of the "
+                    "service's URL; in a hub pod the URL names the hub's Service, the page listens on 0.0.0.0)")
     args = ap.parse_args(argv)
     prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"].rstrip("/")
-    listen = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
+    listen = urlparse(f"http://{args.listen}" if args.listen else os.environ["JUPYTERHUB_SERVICE_URL"])
     kw = {"usage_file": args.usage_file}
     # The handlers' one hub_auth (a singleton), asking the hub again after a few seconds:
     # a removed user's login stops here as at the other services.

@@ -1,0 +1,449 @@
+"""The Zero to JupyterHub chart, installed with Helm on the test cluster's real node.
+
+What a platform team does, for real: ``atelier render values`` renders the chart's
+values from the profiles, the deployment settings and the cluster settings; ``helm
+install`` puts the vendored chart (../shared/vendor/z2jh/chart, used as it is) on the
+test cluster with those values plus the test overlay (chart-overlay.yaml: host
+networking, ports on 127.0.0.1, the tests' authenticator; each change says why) and
+one post-renderer (helm-plugins/atelier-test-node: the proxy's listen flags). The hub
+pod runs images/hub with the chart's own jupyterhub_config.py, whose hub.extraConfig
+calls Atelier's configuration; the proxy pod runs images/proxy; sessions run
+images/base. All three are imported into the real node's containerd (cached by image
+ID). Every request goes through the chart's proxy on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import string
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from atelier_hub.install.paths import image_ref
+from conftest import LOGS, REPO, VENV_BIN, _test_profiles
+from control_plane import helm_path
+from k8s_cluster import GPU_GROUP, STORAGE_CLASS, assert_loopback, free_port, tail
+from k8s_node import NODE_NAME, POOL, listening
+from kernel import run_code
+from stack import HubClient
+
+pytestmark = [pytest.mark.k8s, pytest.mark.integration]
+
+HERE = Path(__file__).resolve().parent
+CHART = Path(os.environ.get("ATELIER_Z2JH_CHART") or REPO.parent / "shared" / "vendor" / "z2jh" / "chart")
+RELEASE = "atelier"
+CHART_NS = "atelier-chart"  # the release's own namespace: uninstall is checked against it alone
+HUB_DB_CLASS = "atelier-test-hub-db"  # chart-overlay.yaml's hub.db.pvc.storageClassName
+USERS = ("fay", "gil")  # chart-overlay.yaml's allowed_users; gil is in the GPU group
+QUICK, QUICK_TIMEOUT = "quick", 60  # the chart test's own profile (_inputs)
+MARKER = "written in fay's cpu-small pod"
+PAGE = os.sysconf("SC_PAGE_SIZE")  # the kernel keeps a memory limit in whole pages
+
+
+def figure(name: str, seconds: float) -> None:
+    """A figure of the chart's path, printed and kept beside the other k8s figures."""
+    print(f"\n[figure] {name}: {seconds:.1f} s", flush=True)
+    path = LOGS / "chart-figures.json"
+    figures = json.loads(path.read_text()) if path.exists() else {}
+    figures[name] = round(seconds, 1)
+    path.write_text(json.dumps(figures, indent=1))
+
+
+class ChartHub(HubClient):
+    """The chart's hub, reached as users reach it: through the chart's proxy."""
+
+    def __init__(self, kube, url: str, token: str, password: str):
+        super().__init__()
+        self.kube = kube
+        self.url = url
+        self.admin_token = token
+        self.password = password
+        self.log = LOGS / "chart-hub.log"
+
+    def login(self, name: str, password: str | None = None) -> requests.Session:
+        """Logged in through the chart's proxy, with the overlay's password for the test users."""
+        return super().login(name, self.password if password is None else password)
+
+    def hub_log(self, n: int = 60) -> str:
+        self.save_logs()
+        return tail(self.log, n)
+
+    def save_logs(self) -> None:
+        """The hub's and the proxy's container logs, through the API server and kubelet."""
+        for component in ("hub", "proxy"):
+            for pod in self.kube.get(self.kube.ns("pods", namespace=CHART_NS),
+                                     params={"labelSelector": f"component={component}"})["items"]:
+                r = self.kube.request("GET", self.kube.ns("pods", pod["metadata"]["name"], namespace=CHART_NS) + "/log")
+                if r.ok:
+                    (LOGS / f"chart-{component}.log").write_text(r.text)
+
+
+class Helm:
+    def __init__(self, workdir: Path, kubeconfig: Path):
+        self.bin = helm_path()
+        # Helm's own folders are this run's (nothing in ~/.config or ~/.cache); its plugins
+        # folder holds the post-renderer only.
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HELM_PLUGINS": str(HERE / "helm-plugins"),
+                    "HELM_CONFIG_HOME": str(workdir / "config"), "HELM_CACHE_HOME": str(workdir / "cache"),
+                    "HELM_DATA_HOME": str(workdir / "data"),
+                    # The post-renderer's Python (PyYAML) is the test venv's.
+                    "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+
+    def __call__(self, *args: str, timeout: float = 180) -> str:
+        r = subprocess.run([str(self.bin), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        if r.returncode:
+            raise RuntimeError(f"helm {' '.join(args[:2])} failed ({r.returncode}):\n{r.stderr[-3000:]}")
+        return r.stdout
+
+
+def _inputs(workdir: Path, *, public_url: str, culler_port: int, usage_port: int) -> list[str]:
+    """What a platform team writes (profiles, deployment and cluster settings), as
+    `atelier render values` arguments."""
+    profiles = _test_profiles(workdir / "profiles")  # GPU profiles for the GPU group only
+    # A second profile that fits the real node (2 CPUs; cpu-large asks 4) and is culled in
+    # a minute, so the home's move between profiles and the hub pod's culler are seen in
+    # one test run. The culler checks a quarter of the shortest timeout apart (15 s).
+    (profiles / f"{QUICK}.yaml").write_text(yaml.safe_dump({
+        "name": QUICK, "display_name": "Quick", "description": "Culled after a minute idle (the chart test).",
+        "cpu": {"guarantee": 0.1, "limit": 1}, "memory": {"guarantee": "256M", "limit": "1G"},
+        "culling": {"idle_timeout": QUICK_TIMEOUT, "warn_before": 10}}, sort_keys=False))
+    (workdir / "deployment.json").write_text(json.dumps({"services": {}}))
+    (workdir / "cluster.yaml").write_text(yaml.safe_dump({
+        "public_url": public_url,
+        # The images of this checkout, as the node's containerd holds them.
+        "hub_image": {"name": "atelier-hub", "tag": "latest"},
+        "singleuser_image": {"name": "atelier-base", "tag": "latest"},
+        "storage": {"storage_class": STORAGE_CLASS, "capacity": "10Gi"},
+        "culling": {"enabled": True, "port": culler_port},
+        "usage": {"enabled": True, "port": usage_port},
+        # The core pool (the chart's own pods) is the test cluster's real node.
+        "node_pools": {"core": {"atelier.dev/pool": POOL}},
+    }))
+    return ["--profiles", str(profiles), "--deployment", str(workdir / "deployment.json"),
+            "--cluster", str(workdir / "cluster.yaml")]
+
+
+def _hub_db_volume(kube, path: Path) -> None:
+    """A static PV for the hub's database PVC (no provisioner here), owned by the hub's uid."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, 1000, 1000)
+    kube.create("/api/v1/persistentvolumes", {
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": "chart-hub-db", "labels": {"atelier.dev/test": "hub-db"}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": HUB_DB_CLASS,
+                 "hostPath": {"path": str(path), "type": "Directory"}},
+    })
+
+
+def _pods(kube, selector: str = "") -> list[dict]:
+    return kube.get(kube.ns("pods", namespace=CHART_NS), params={"labelSelector": selector})["items"]
+
+
+@pytest.fixture(scope="module")
+def chart(real_node, control_plane, tmp_path_factory):
+    """`helm install` of the chart; the hub's login page answering through its proxy."""
+    if not (CHART / "Chart.yaml").is_file():
+        pytest.fail(f"the Zero to JupyterHub chart is not at {CHART}: it is vendored beside the repository "
+                    "(../shared/vendor/z2jh/chart), or set ATELIER_Z2JH_CHART", pytrace=False)
+    from atelier_hub.install.docker import ensure_image
+
+    kube = control_plane.admin
+    workdir = tmp_path_factory.mktemp("chart")
+    # The images of this checkout (rebuilt only when their inputs changed), imported into
+    # the node's containerd unless it holds the same image ID already.
+    for name in ("hub", "proxy"):
+        ensure_image(name)
+    imports = {name: real_node.import_image(image_ref(name)) for name in ("hub", "proxy")}
+    helm = Helm(workdir / "helm", control_plane.admin_kubeconfig)
+    ports = {k: free_port() for k in ("PROXY_PORT", "PROXY_API_PORT", "HUB_PORT", "SESSION_PORT", "CULLER_PORT",
+                                       "USAGE_PORT")}
+    public_url = f"http://localhost:{ports['PROXY_PORT']}"
+    password, token = secrets.token_urlsafe(16), secrets.token_hex(32)
+
+    rendered = workdir / "values.yaml"
+    r = subprocess.run([str(VENV_BIN / "atelier"), "render", "values", *_inputs(
+        workdir, public_url=public_url, culler_port=ports["CULLER_PORT"], usage_port=ports["USAGE_PORT"]),
+        "--out", str(rendered)],
+        capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    overlay = workdir / "overlay.yaml"
+    overlay.write_text(string.Template((HERE / "chart-overlay.yaml").read_text()).substitute(
+        {k: str(v) for k, v in ports.items()}, API_PORT=str(control_plane.port), PASSWORD=password,
+        TEST_TOKEN=token))
+    overlay.chmod(0o600)
+    _hub_db_volume(kube, workdir / "hub-db")
+
+    t0 = time.monotonic()
+    helm("install", RELEASE, str(CHART), "--namespace", CHART_NS, "--create-namespace",
+         "-f", str(rendered), "-f", str(overlay),
+         "--post-renderer", "atelier-test-node",
+         "--post-renderer-args", f"--proxy-port={ports['PROXY_PORT']}",
+         "--post-renderer-args", f"--proxy-api-port={ports['PROXY_API_PORT']}")
+    hub = ChartHub(kube, public_url, token, password)
+    hub.ports = ports
+    hub.helm = helm
+    hub.imports = imports
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                page = hub.http.get(f"{public_url}/hub/login", timeout=10)
+                if page.status_code == 200 and "username_input" in page.text:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pods = {p["metadata"]["name"]: p["status"] for p in _pods(kube)}
+                raise RuntimeError(f"the chart's hub not ready through its proxy in 300 s; pods: "
+                                   f"{json.dumps(pods)[:3000]}\n{hub.hub_log()}")
+            time.sleep(1)
+        hub.ready_s = time.monotonic() - t0
+        figure("helm install to hub ready", hub.ready_s)
+        yield hub
+    finally:
+        hub.save_logs()
+        for user in USERS:  # servers first (KubeSpawner's pods are not the chart's)
+            try:
+                hub.api("DELETE", f"/users/{user}/server")
+            except requests.RequestException:
+                pass
+        try:
+            helm("uninstall", RELEASE, "--namespace", CHART_NS, "--wait", timeout=240)
+        except RuntimeError:
+            pass  # uninstalled by the test already
+        real_node.delete_pods()
+        kube.request("DELETE", "/api/v1/persistentvolumes/chart-hub-db")
+
+
+def test_the_chart_runs_the_hub_and_proxy_pods_from_our_images(chart, control_plane, real_node):
+    kube = control_plane.admin
+    for component, image in (("hub", image_ref("hub")), ("proxy", image_ref("proxy"))):
+        pods = _pods(kube, f"component={component}")
+        assert len(pods) == 1, pods
+        pod = pods[0]
+        assert pod["status"]["phase"] == "Running", pod["status"]
+        assert pod["spec"]["nodeName"] == NODE_NAME and pod["spec"]["hostNetwork"] is True
+        assert assert_loopback(pod["status"]["podIP"]) == "127.0.0.1"
+        container = pod["spec"]["containers"][0]
+        assert container["image"] == image and container["imagePullPolicy"] == "Never", container
+    # The hub runs the chart's own configuration file (the chart's Secret mounts it; the
+    # hub image names no other).
+    hub_pod = _pods(kube, "component=hub")[0]
+    assert hub_pod["spec"]["containers"][0]["args"][:3] == [
+        "jupyterhub", "--config", "/usr/local/etc/jupyterhub/jupyterhub_config.py"]
+    log = chart.hub_log(400)
+    # ... whose hub.extraConfig ran the rendered Atelier block and the overlay's, in that order.
+    assert re.search(r"Loading extra config: atelier\.py.*Loading extra config: zz-test-node\.py", log, re.S), log
+    # Hub, proxy and culler listen on 127.0.0.1 only, each on this run's port. The hub
+    # routes its login page before its managed services answer: the culler may still be
+    # starting.
+    kube.wait("the culler in the hub pod to listen", lambda: listening(port=chart.ports["CULLER_PORT"]),
+              timeout=120)
+    kube.wait("the usage page in the hub pod to listen", lambda: listening(port=chart.ports["USAGE_PORT"]),
+              timeout=120)
+    for key in ("PROXY_PORT", "PROXY_API_PORT", "HUB_PORT", "CULLER_PORT", "USAGE_PORT"):
+        port = chart.ports[key]
+        assert listening(port=port) == {f"127.0.0.1:{port}"}, (key, listening(port=port))
+    # The hub's API answers through the chart's proxy with the overlay's service token.
+    assert chart.api("GET", "/").status_code == 200
+
+
+def test_login_and_the_spawn_form_shows_the_profiles_of_ones_groups(chart):
+    for user in USERS:
+        r = chart.api("POST", f"/users/{user}")
+        assert r.status_code in (201, 409), r.text
+    assert chart.api("POST", f"/groups/{GPU_GROUP}").status_code in (201, 409)
+    assert chart.api("POST", f"/groups/{GPU_GROUP}/users", json={"users": ["gil"]}).status_code == 200
+    # A wrong password is refused by the overlay's authenticator.
+    _, refused = chart.try_login("fay", "not-" + chart.password)
+    assert refused.status_code != 302
+    # profiles/*.yaml: cpu-small, cpu-large and highmem for everyone; gpu-1 and gpu-4
+    # only for the GPU group (the test profiles restrict them so).
+    everyone = {"cpu-small", "cpu-large", "highmem", QUICK}
+    gpu = {"gpu-1", "gpu-4"}
+    for user, expected in (("fay", everyone), ("gil", everyone | gpu)):
+        s = chart.login(user)
+        form = s.get(f"{chart.url}/hub/spawn/{user}", timeout=60)
+        assert form.status_code == 200 and 'id="spawn_form"' in form.text, form.text[:500]
+        shown = set(re.findall(r'value="((?:cpu|gpu|highmem|quick)[\w-]*)"', form.text))
+        assert shown == expected, (user, shown)
+
+
+def test_cpu_small_runs_in_a_real_pod_and_jupyterlab_answers_through_the_chart_proxy(chart, control_plane,
+                                                                                       real_node):
+    kube = control_plane.admin
+    user = "fay"
+    s = chart.login(user)
+    form = s.get(f"{chart.url}/hub/spawn/{user}", timeout=60)
+    xsrf = re.search(r'xsrf_token: "([^"]+)"', form.text).group(1)  # as the page's script sends it
+    token = chart.api("POST", f"/users/{user}/tokens", json={"note": "chart test", "expires_in": 900}).json()["token"]
+    t0 = time.monotonic()
+    r = s.post(f"{chart.url}/hub/spawn/{user}", data={"profile": "cpu-small", "_xsrf": xsrf}, timeout=120,
+               allow_redirects=False)
+    assert r.status_code == 302, (r.status_code, r.text[:500])
+    lab_url = f"http://{user}.localhost:{chart.ports['PROXY_PORT']}/user/{user}/lab"
+    deadline = time.monotonic() + 420
+    while True:
+        model = chart.api("GET", f"/users/{user}").json()["servers"].get("")
+        if model and model["ready"]:
+            lab = chart.http.get(lab_url, headers={"Authorization": f"token {token}"}, timeout=60)
+            if lab.status_code == 200 and "JupyterLab" in lab.text:
+                break
+        elif not model or not model["pending"]:
+            raise AssertionError(f"the spawn failed: {model}\n{chart.hub_log()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"JupyterLab not ready in 420 s: {model}\n{chart.hub_log()}")
+        time.sleep(0.5)
+    figure("spawn request to JupyterLab ready", time.monotonic() - t0)
+
+    pods = _pods(kube, f"hub.jupyter.org/username={user}")
+    assert len(pods) == 1, pods
+    pod = pods[0]
+    assert pod["spec"]["nodeName"] == NODE_NAME and pod["status"]["phase"] == "Running"
+    container = pod["spec"]["containers"][0]
+    # images/base, never pulled; the profile's limits (profiles/cpu-small.yaml: 2 CPUs, 4G).
+    assert container["image"] == image_ref("base") and container["imagePullPolicy"] == "Never"
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": "4G"}, container["resources"]
+    # The home is the user's PVC on the test storage class.
+    claim = kube.get(kube.ns("persistentvolumeclaims", f"claim-{user}", namespace=CHART_NS))
+    assert claim["spec"]["storageClassName"] == STORAGE_CLASS and claim["status"]["phase"] == "Bound"
+    # The session listens on 127.0.0.1, on the overlay's session port.
+    port = chart.ports["SESSION_PORT"]
+    assert listening(port=port) == {f"127.0.0.1:{port}"}
+    # A kernel in the pod: its cgroup (v1 on this machine, as the node runs it) holds the
+    # profile's limits (4G, rounded down to whole pages by the kernel; 2 CPUs = a CFS quota
+    # of 200 ms per 100 ms period), it runs as the image's user,
+    # and it writes to its home, the PVC.
+    out = run_code(chart.url, model["url"], token, (
+        "import os, pathlib\n"
+        "print(open('/sys/fs/cgroup/memory/memory.limit_in_bytes').read().strip())\n"
+        "print(open('/sys/fs/cgroup/cpu/cpu.cfs_quota_us').read().strip(),"
+        " open('/sys/fs/cgroup/cpu/cpu.cfs_period_us').read().strip())\n"
+        "print(os.getuid(), pathlib.Path.home())\n"
+        f"pathlib.Path.home().joinpath('from-cpu-small.txt').write_text({MARKER!r})\n"))
+    memory_max, cpu_max, who = out.strip().splitlines()
+    assert int(memory_max) == 4_000_000_000 // PAGE * PAGE, out
+    assert cpu_max == "200000 100000", out
+    # ... and on the host, in the cgroup kubelet made for the pod's container.
+    limits = {int((d / "memory.limit_in_bytes").read_text()) for d in real_node.pod_cgroup(pod["metadata"]["uid"])}
+    assert 4_000_000_000 // PAGE * PAGE in limits, limits
+    assert who == "1000 /home/jovyan", out
+    chart.fay_pod_uid = pod["metadata"]["uid"]
+    chart.fay_token = token
+
+
+def test_a_deleted_hub_pod_comes_back_and_readopts_the_running_session(chart, control_plane):
+    """Kubernetes starts a new hub pod (the chart's Deployment); it finds fay's running pod
+    in its database (the hub's PVC) and keeps it: same pod, JupyterLab still answers, no
+    second pod."""
+    kube = control_plane.admin
+    old = _pods(kube, "component=hub")
+    assert len(old) == 1, old
+    t0 = time.monotonic()
+    kube.request("DELETE", kube.ns("pods", old[0]["metadata"]["name"], namespace=CHART_NS)).raise_for_status()
+
+    def back():
+        pods = [p for p in _pods(kube, "component=hub") if p["metadata"]["uid"] != old[0]["metadata"]["uid"]]
+        if not pods or pods[0]["status"].get("phase") != "Running":
+            return False
+        try:
+            r = chart.api("GET", "/users/fay")
+        except requests.RequestException:
+            return False
+        return r.status_code == 200 and (r.json()["servers"].get("") or {}).get("ready")
+
+    kube.wait("a new hub pod, answering through the proxy with fay's server ready", back, timeout=300)
+    figure("hub pod deleted to hub ready again", time.monotonic() - t0)
+    sessions = _pods(kube, "component=singleuser-server")
+    assert [p["metadata"]["uid"] for p in sessions] == [chart.fay_pod_uid], sessions
+    model = chart.api("GET", "/users/fay").json()["servers"][""]
+    out = run_code(chart.url, model["url"], chart.fay_token, "print(open('from-cpu-small.txt').read())")
+    assert out.strip() == MARKER
+
+
+def test_the_home_moves_to_another_profile_and_the_hub_pods_culler_stops_it_idle(chart, control_plane):
+    """fay stops cpu-small and starts the quick profile: a new pod, the same PVC, the file
+    still there. Left idle, the culler in the hub pod stops it after the profile's
+    timeout; the claim stays."""
+    kube = control_plane.admin
+    user = "fay"
+    r = chart.api("DELETE", f"/users/{user}/server")
+    assert r.status_code in (202, 204), r.text
+    kube.wait("fay's cpu-small pod to go", lambda: not _pods(kube, f"hub.jupyter.org/username={user}"),
+              timeout=120)
+    s = chart.login(user)
+    form = s.get(f"{chart.url}/hub/spawn/{user}", timeout=60)
+    xsrf = re.search(r'xsrf_token: "([^"]+)"', form.text).group(1)  # as the page's script sends it
+    r = s.post(f"{chart.url}/hub/spawn/{user}", data={"profile": QUICK, "_xsrf": xsrf}, timeout=120,
+               allow_redirects=False)
+    assert r.status_code == 302, (r.status_code, r.text[:500])
+    kube.wait("fay's quick server to be ready",
+              lambda: (chart.api("GET", f"/users/{user}").json()["servers"].get("") or {}).get("ready"), timeout=300)
+    model = chart.api("GET", f"/users/{user}").json()["servers"][""]
+    pod = _pods(kube, f"hub.jupyter.org/username={user}")[0]
+    assert pod["metadata"]["uid"] != chart.fay_pod_uid
+    assert pod["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "1", "memory": "1G"}
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [f"claim-{user}"], pod["spec"]["volumes"]
+    out = run_code(chart.url, model["url"], chart.fay_token, (
+        "import pathlib\nprint(pathlib.Path.home().joinpath('from-cpu-small.txt').read_text())\n"))
+    assert out.strip() == MARKER
+    # Idle from here: no request, no kernel (run_code shut its kernel down).
+    idle_from = time.monotonic()
+    kube.wait("the culler in the hub pod to stop fay's idle quick server",
+              lambda: not chart.api("GET", f"/users/{user}").json()["servers"], timeout=QUICK_TIMEOUT + 180)
+    stopped_after = time.monotonic() - idle_from
+    assert stopped_after >= QUICK_TIMEOUT - 15, stopped_after  # not before the profile's timeout (reports are 10 s apart)
+    assert re.search(rf"Stopping {user} \(profile {QUICK}\): ", chart.hub_log(400)), chart.hub_log(80)
+    kube.wait("the culled pod to go", lambda: not _pods(kube, f"hub.jupyter.org/username={user}"), timeout=120)
+    claim = kube.get(kube.ns("persistentvolumeclaims", f"claim-{user}", namespace=CHART_NS))
+    assert claim["status"]["phase"] == "Bound"
+
+
+def test_an_admin_reads_the_usage_page_in_the_hub_pod_and_a_user_is_refused(chart):
+    """The usage page runs in the hub pod over the usage record on the hub's volume: fay's
+    cpu-small server, stopped after the hub pod was replaced, and her quick one are there.
+    ada (the overlay's admin) reads it through the chart's proxy; fay gets 403."""
+    assert chart.api("POST", "/users/ada").status_code in (201, 409)
+    admin = chart.login("ada")
+    page = admin.get(f"{chart.url}/services/usage/", timeout=60)
+    assert page.status_code == 200 and 'data-user="fay"' in page.text and "CPU-hours per user" in page.text, \
+        (page.status_code, page.text[:500])
+    usage = admin.get(f"{chart.url}/services/usage/api/usage", timeout=60).json()
+    # Both of fay's servers, each under its profile (the record outlived the first hub pod).
+    assert {"cpu-small", QUICK} <= set(usage["by_profile"]), usage
+    assert usage["by_profile"][QUICK]["servers"] == 1 and usage["by_profile"]["cpu-small"]["servers"] == 1, usage
+    refused = chart.http.get(f"{chart.url}/services/usage/api/usage",
+                             headers={"Authorization": f"token {chart.fay_token}"}, timeout=60)
+    assert refused.status_code == 403, refused.text[:300]
+    page = chart.login("fay").get(f"{chart.url}/services/usage/", timeout=60)
+    assert page.status_code == 403 and 'data-user="fay"' not in page.text, page.text[:300]
+
+
+def test_helm_uninstall_leaves_only_the_homes(chart, control_plane):
+    kube = control_plane.admin
+    for user in USERS:
+        r = chart.api("DELETE", f"/users/{user}/server")
+        assert r.status_code in (202, 204, 404), r.text
+    kube.wait("the sessions to go", lambda: not _pods(kube, "component=singleuser-server"), timeout=120)
+    chart.helm("uninstall", RELEASE, "--namespace", CHART_NS, "--wait", timeout=240)
+    kube.wait("the chart's pods to go", lambda: not _pods(kube), timeout=120)
+    left = {}
+    for kind, path in (("roles", "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles"),
+                       ("rolebindings", "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"),
+                       ("services", "/api/v1/namespaces/{ns}/services"),
+                       ("deployments", "/apis/apps/v1/namespaces/{ns}/deployments"),
+                       ("persistentvolumeclaims", "/api/v1/namespaces/{ns}/persistentvolumeclaims")):
+        names = sorted(i["metadata"]["name"] for i in kube.get(path.format(ns=CHART_NS))["items"])
+        if names:
+            left[kind] = names
+    # The homes stay (claim-NAME, Atelier's pvc_name_template); nothing else of the release.
+    assert left == {"persistentvolumeclaims": ["claim-fay"]}, left
