@@ -11,13 +11,17 @@ test.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 
 import docker
 import pytest
 from atelier_hub.embedded.engine import engine
+from atelier_hub.embedded.stack import EmbeddedStack
+from atelier_hub.embedded.state_folder import HUB_RECORD
 from atelier_hub.profiles import load_profiles
+from atelier_hub.services._process import pid_matches
 from stack import REPO, VENV_BIN
 
 pytestmark = pytest.mark.integration
@@ -162,6 +166,34 @@ def test_a_second_user_cannot_see_read_or_cancel_a_job_and_its_owner_can(contain
     while client.containers(filters={"label": "dev.atelier.job=long"}):
         assert time.monotonic() < deadline, "the cancelled job's container is still running"
         time.sleep(1)
+
+
+def test_a_running_job_survives_its_hub_killed_hard_and_its_output_is_whole(containers, alice):
+    go_on = containers.state / "homes" / "alice" / "go-on"
+    r = atelier(containers, alice["token"], "run", "--detach", "--profile", "cpu-small", "--name", "survivor", "--",
+                "sh", "-c", 'echo before; while [ ! -f "$HOME/go-on" ]; do sleep 1; done; echo after; exit 5')
+    assert r.returncode == 0, r.stderr
+    wait_state(containers, alice["token"], "survivor", "running")
+    client = docker.APIClient(base_url=engine().host)
+    before = [c["Id"] for c in client.containers(filters={"label": "dev.atelier.job=survivor"})]
+    assert len(before) == 1, before
+
+    hub = pid_matches(EmbeddedStack.load(containers.state).path(HUB_RECORD))
+    assert hub, "no hub recorded"
+    os.kill(hub, signal.SIGKILL)
+    assert containers.proc.wait(120) == 2  # `atelier dev` saw its hub die and ended what it left
+    containers.proc = None
+    containers.start()
+
+    # The same container, never restarted, still running the job for the new hub.
+    assert [c["Id"] for c in client.containers(filters={"label": "dev.atelier.job=survivor"})] == before
+    wait_state(containers, alice["token"], "survivor", "running")
+    go_on.write_text("")
+    r = atelier(containers, alice["token"], "logs", "survivor", "-f", timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "before\nafter\n"
+    row = jobs_table(containers, alice["token"])["survivor"]
+    assert row[2] == "failed" and row[-1] == "5", row
 
 
 def test_the_output_and_exit_code_survive_a_hub_restart(containers, alice, first):
