@@ -138,6 +138,33 @@ def test_bad_input_names_the_field_and_the_fix(containers, alice, first, args, s
         assert word in r.stderr, r.stderr
 
 
+TRACKED = """
+import os, sys
+import boto3, repro
+boto3.client("s3").put_object(Bucket=os.environ["ATELIER_SHARED_BUCKET"], Key="from-job/tracked.txt",
+                              Body=b"written by a job")
+with repro.start_run(run_name="from-a-job") as run:
+    repro_run_id = run.info.run_id
+print("run", repro_run_id)
+sys.exit(3)
+"""
+
+
+def test_a_script_job_writes_to_s3_logs_a_repro_run_with_the_job_s_tags_and_exits_3(containers, alice):
+    (containers.state / "homes" / "alice" / "train.py").write_text(TRACKED)
+    r = atelier(containers, alice["token"], "run", "--profile", "cpu-small", "--name", "tracked", "--",
+                "python", "train.py")
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    run_id = next(line.split()[1] for line in r.stdout.splitlines() if line.startswith("run "))
+    obj = containers.s3().get_object(Bucket="atelier-shared", Key="from-job/tracked.txt")
+    assert obj["Body"].read() == b"written by a job"
+    run = containers.mlflow().get_run(run_id)
+    assert run.info.user_id == "alice"
+    assert run.data.tags["repro.env.ATELIER_JOB"] == "tracked"
+    assert run.data.tags["repro.env.ATELIER_PROFILE"] == "cpu-small"
+    assert "train.py" in run.data.tags["repro.command"]
+
+
 def test_a_second_user_cannot_see_read_or_cancel_a_job_and_its_owner_can(containers, alice, rival):
     r = atelier(containers, alice["token"], "run", "--detach", "--profile", "cpu-small", "--name", "long", "--",
                 "sh", "-c", "echo started; sleep 600")
