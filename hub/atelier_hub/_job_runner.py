@@ -2,7 +2,8 @@
 
 Run by the image's Python after its start hook (so the session files and the user's
 package layer are there, as in a session) with one argument, JSON:
-``{"name": ..., "command": [...], "cwd": ...}``. It runs the command in the home's
+``{"name": ..., "command": [...], "cwd": ...}`` (a notebook job: ``"notebook"`` and
+``"parameters"`` too). It runs the command in the home's
 ``cwd`` with its output (stdout and stderr, in order) in
 ``~/.atelier/jobs/NAME/output.log``, and writes its exit code to ``exit-code`` there,
 so both outlive the container. Meanwhile it answers HTTP at the server's address
@@ -21,6 +22,39 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
+
+# A notebook job's command: executes the notebook with the image's python3 kernel, the
+# parameters in a cell after the one tagged "parameters" (first, where none is), and
+# saves it with its outputs, even when a cell fails (its traceback is in the log too).
+NOTEBOOK = """
+import json, os, sys
+import nbformat
+from nbclient import NotebookClient
+src, out, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+nb = nbformat.read(src, as_version=4)
+if params:
+    cell = nbformat.v4.new_code_cell("# Parameters (atelier run -p)\\n" + "".join(
+        f"{k} = {v!r}\\n" for k, v in params.items()))
+    cell.metadata["tags"] = ["injected-parameters"]
+    at = next((i + 1 for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])), 0)
+    nb.cells.insert(at, cell)
+print(f"executing {src} -> {out}", flush=True)
+client = NotebookClient(nb, kernel_name="python3", resources={"metadata": {"path": os.path.dirname(src) or "."}})
+try:
+    client.execute()
+finally:
+    nbformat.write(nb, out)
+    print(f"saved {out}", flush=True)
+"""
+
+
+def command_of(spec: dict) -> list[str]:
+    """What the job runs: its command, or the notebook's execution."""
+    if spec.get("notebook"):
+        nb = spec["notebook"]
+        out = str(Path(nb).with_name(f"{spec['name']}.out.ipynb"))
+        return [sys.executable, "-c", NOTEBOOK, nb, out, json.dumps(spec.get("parameters") or {})]
+    return spec["command"]
 
 
 def main(spec: dict) -> int:
@@ -58,7 +92,7 @@ def main(spec: dict) -> int:
             code = 2
         else:
             try:
-                child = subprocess.Popen(spec["command"], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                child = subprocess.Popen(command_of(spec), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT)
             except OSError as exc:
                 log.write(f"atelier: cannot run {spec['command'][0]!r}: {exc.strerror}\n".encode())

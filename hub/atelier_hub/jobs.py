@@ -91,6 +91,21 @@ def check_submission(body, *, profile_names: list[str], taken: set[str]) -> dict
     """
     if not isinstance(body, dict):
         raise JobError("body", 'send a JSON object, e.g. {"profile": "cpu-small", "command": ["python", "t.py"]}')
+    notebook, parameters = body.get("notebook"), body.get("parameters") or {}
+    if notebook is not None:
+        if not isinstance(notebook, str) or not notebook.endswith(".ipynb") or notebook.startswith("/") \
+                or ".." in Path(notebook).parts or "\0" in notebook:
+            raise JobError("notebook", f"{str(notebook)[:80]!r} is not a notebook of your home: give its path "
+                           "relative to --cwd, ending in .ipynb (atelier run analysis.ipynb)")
+        if not isinstance(parameters, dict) or not all(
+                isinstance(k, str) and k.isidentifier() and isinstance(v, (str, int, float, bool)) or v is None
+                for k, v in parameters.items()):
+            raise JobError("parameters", "parameters are NAME=VALUE with NAME a Python identifier "
+                           "(atelier run nb.ipynb -p lr=0.1 -p note=text)")
+        body = {**body, "command": ["notebook", notebook,
+                                    *(f"-p{k}={json.dumps(v)}" for k, v in parameters.items())]}
+    elif parameters:
+        raise JobError("parameters", "-p goes with a notebook: atelier run analysis.ipynb -p lr=0.1")
     command = body.get("command")
     if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command) \
             or not command[0]:
@@ -101,7 +116,7 @@ def check_submission(body, *, profile_names: list[str], taken: set[str]) -> dict
     if profile not in (None, "") and profile not in profile_names:
         raise JobError("profile", f"unknown profile {str(profile)[:63]!r}; choose one of: {', '.join(profile_names)} "
                        "(atelier run --profile NAME)")
-    name = body.get("name") or default_name(command)
+    name = body.get("name") or default_name([Path(notebook).stem] if notebook else command)
     if not isinstance(name, str) or not _NAME.match(name):
         raise JobError("name", f"{str(name)[:60]!r} is not a job name: use 1 to 40 lowercase letters, digits and "
                        "dashes, starting and ending with a letter or digit (atelier run --name train-1)")
@@ -113,6 +128,8 @@ def check_submission(body, *, profile_names: list[str], taken: set[str]) -> dict
         raise JobError("cwd", f"{str(cwd)[:80]!r} is not a folder of your home: give a relative path such as "
                        "--cwd projects/train")
     job = {"name": name, "profile": profile or None, "command": command, "cwd": cwd}
+    if notebook is not None:
+        job.update(notebook=notebook, parameters=parameters)
     size = stored_size({"profile": profile, "job": job})
     if size > USER_OPTIONS_MAX:
         raise JobError("command", f"the command takes {size} bytes; jobs take up to {USER_OPTIONS_MAX} bytes of "

@@ -11,6 +11,7 @@ job's own exit code.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from datetime import datetime, timezone
@@ -64,14 +65,43 @@ def _say(line: str) -> None:
     print(f"atelier: {line}", file=sys.stderr, flush=True)
 
 
+def parse_parameters(args: list[str]) -> dict:
+    """A notebook job's ``-p NAME=VALUE`` (or ``-pNAME=VALUE``): VALUE as JSON where it is
+    (numbers, true, null), else the text.
+
+    >>> parse_parameters(["-p", "lr=0.1", "-pnote=first try", "-p", "on=true"])
+    {'lr': 0.1, 'note': 'first try', 'on': True}
+    """
+    found, rest = {}, list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "-p" and rest:
+            arg = rest.pop(0)
+        elif arg.startswith("-p"):
+            arg = arg[2:]
+        else:
+            raise RemoteError(f"{arg!r}: after a notebook, give parameters as -p NAME=VALUE "
+                              "(atelier run nb.ipynb -p lr=0.1)")
+        name, eq, value = arg.partition("=")
+        if not eq:
+            raise RemoteError(f"-p {arg}: give NAME=VALUE, e.g. -p lr=0.1")
+        try:
+            found[name] = json.loads(value)
+        except ValueError:
+            found[name] = value
+    return found
+
+
 def cmd_run(args) -> None:
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
     if not command:
         raise RemoteError("no command: give it after --, e.g. atelier run --profile cpu-small -- python train.py")
-    login = _login(args)
     body = {"command": command, "profile": args.profile, "name": args.name, "cwd": args.cwd}
+    if command[0].endswith(".ipynb") and args.command[:1] != ["--"]:
+        body.update(command=None, notebook=command[0], parameters=parse_parameters(command[1:]))
+    login = _login(args)
     job = _answer(login.request("POST", API, json={k: v for k, v in body.items() if v}), "the submission")
     name = job["name"]
     _say(f"job {name} submitted (profile {job['profile']})" + ("" if args.detach else
@@ -147,13 +177,15 @@ def add_parsers(sub, wrap) -> None:
     """The four commands, each run through ``wrap`` (which turns a RemoteError into one line)."""
     hub_help = "the hub's URL (default: $ATELIER_HUB_URL, else the saved login)"
     run = sub.add_parser("run", help="run a command as a job in a container sized by a profile",
-                         usage="atelier run [--profile P] [--name NAME] [--cwd DIR] [--detach] -- CMD [ARGS ...]")
+                         usage="atelier run [--profile P] [--name NAME] [--cwd DIR] [--detach] -- CMD [ARGS ...]\n"
+                               "       atelier run [options] NOTEBOOK.ipynb [-p NAME=VALUE ...]")
     run.add_argument("--profile", help="the profile that sizes it (default: your default profile)")
     run.add_argument("--name", help="the job's name (default: the program's name and the time)")
     run.add_argument("--cwd", help="the folder of your home it runs in (default: the home)")
     run.add_argument("--detach", action="store_true", help="print the job's name and return at once")
     run.add_argument("--hub", help=hub_help)
-    run.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    run.add_argument("command", nargs=argparse.REMAINDER,
+                     help="the command, after --; or a notebook and its -p NAME=VALUE parameters")
     run.set_defaults(func=wrap(cmd_run))
 
     jobs = sub.add_parser("jobs", help="your jobs: name, profile, state, started, duration, exit code")

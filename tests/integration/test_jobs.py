@@ -151,6 +151,7 @@ sys.exit(3)
 
 
 def test_a_script_job_writes_to_s3_logs_a_repro_run_with_the_job_s_tags_and_exits_3(containers, alice):
+    (containers.state / "homes" / "alice").mkdir(parents=True, exist_ok=True)
     (containers.state / "homes" / "alice" / "train.py").write_text(TRACKED)
     r = atelier(containers, alice["token"], "run", "--profile", "cpu-small", "--name", "tracked", "--",
                 "python", "train.py")
@@ -230,3 +231,26 @@ def test_the_output_and_exit_code_survive_a_hub_restart(containers, alice, first
     assert row[1:3] == ["cpu-small", "failed"] and row[-1] == "3", row
     r = atelier(containers, alice["token"], "logs", "first")
     assert r.stdout == first.stdout
+
+
+def test_a_notebook_job_with_a_parameter_saves_the_executed_notebook_with_its_outputs(containers, alice):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("lr = 1.0")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell('print("lr is", lr)\nlr * 2')]
+    folder = containers.state / "homes" / "alice" / "nbs"
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chown(folder, 1000, 100)
+    nbformat.write(nb, folder / "analysis.ipynb")
+    r = atelier(containers, alice["token"], "run", "--profile", "cpu-small", "--name", "nbjob", "--cwd", "nbs",
+                "analysis.ipynb", "-p", "lr=0.25")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    out = nbformat.read(folder / "nbjob.out.ipynb", as_version=4)
+    assert [c.source for c in out.cells][0] == "lr = 1.0"
+    assert "lr = 0.25" in out.cells[1].source  # the parameter, after the cell tagged "parameters"
+    outputs = out.cells[2].outputs
+    assert [o.get("text") for o in outputs if o.output_type == "stream"] == ["lr is 0.25\n"]
+    assert [o.data["text/plain"] for o in outputs if o.output_type == "execute_result"] == ["0.5"]
+    assert jobs_table(containers, alice["token"])["nbjob"][2] == "succeeded"

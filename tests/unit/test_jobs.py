@@ -39,6 +39,10 @@ def test_the_culler_keeps_a_job_that_has_been_quiet_for_hours_and_culls_a_sessio
     ({"command": ["python"], "cwd": "/etc"}, "cwd", ["relative", "--cwd"]),
     ({"command": ["python"], "cwd": "a/../../x"}, "cwd", ["relative", "--cwd"]),
     ({"command": ["python", "x" * 20000]}, "command", ["script"]),
+    ({"notebook": "../nb.ipynb"}, "notebook", [".ipynb", "relative"]),
+    ({"notebook": "nb.py"}, "notebook", [".ipynb"]),
+    ({"notebook": "nb.ipynb", "parameters": {"not a name": 1}}, "parameters", ["-p lr=0.1"]),
+    ({"command": ["python"], "parameters": {"lr": 1}}, "parameters", ["notebook"]),
 ])
 def test_each_bad_field_is_named_with_its_fix(body, field, words):
     with pytest.raises(JobError) as err:

@@ -462,7 +462,7 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
         if job:
             # The image's entrypoint (its start hook) still runs first: the same session.
             self.cmd = [IMAGE_PYTHON, "-c", RUNNER.read_text(),
-                        json.dumps({k: job[k] for k in ("name", "command", "cwd") if k in job})]
+                        json.dumps({k: job[k] for k in ("name", "command", "cwd", "notebook", "parameters") if k in job})]
         self.extra_create_kwargs = {
             "user": f"{self.session_uid}:{self.session_gid}",
             "hostname": SESSION_HOSTNAME,
