@@ -24,7 +24,7 @@ TRINO_GROUP = "trino"  # the files that query the shared stack's Trino, as one g
 #: so that their waits overlap (tests/culling.py). The browser's first: it runs in the
 #: foreground while the idle-culling scenarios run in the background.
 CULL_GROUP = "culling"
-CULL_FILES = ("browser/test_cull_warning.py", "integration/test_idle_culling.py")
+CULL_FILES = ("browser/test_cull_warning.py", "browser/test_home_page.py", "integration/test_idle_culling.py")
 
 #: Files (or groups) that take longest, slowest first: they start first, so that the
 #: workers of `make test` finish together. Everything else follows in collection order.

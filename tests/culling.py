@@ -14,8 +14,9 @@ from outside; the culler, the sessions' activity reports and the hub are the rea
 
 Profiles (a test profiles folder): `quick` (a CPU profile, 30 s), `gpu-like` (a CPU
 profile with a GPU profile's shorter timeout, 15 s: this machine may have no GPU),
-`remote` (quick's, for the SSH scenario's server) and `lab` (75 s, warned 50 s before,
-for the browser's warning). The sessions sample their
+`remote` (quick's, for the SSH scenario's server), `lab` (75 s, warned 50 s before,
+for the browser's warning), and for the home page's test (tests/browser/test_home_page.py)
+`home-priced` (10 min, with a price) and `home-plain` (15 min, none). The sessions sample their
 activity every 5 s and the culler checks every 5 s (both follow the shortest timeout), as
 they would every minute for real ones.
 """
@@ -65,6 +66,22 @@ display_name: Lab (short timeout)
 cpu: {{limit: 1}}
 memory: {{limit: 2G}}
 culling: {{idle_timeout: {LAB_TIMEOUT}, warn_before: {LAB_WARN}}}
+""",
+    # The home page's two servers (tests/browser/test_home_page.py): long timeouts, so that
+    # the culler's plan for them stays "keep" while the page is read; 60 an hour in all
+    # for home-priced (1 CPU at 30, 1 GB at 30): a minute costs 1.00.
+    "home-priced": """name: home-priced
+display_name: Home priced
+cpu: {limit: 1}
+memory: {limit: 1G}
+culling: {idle_timeout: 600}
+price: {cpu_hour: 30, memory_gb_hour: 30}
+""",
+    "home-plain": """name: home-plain
+display_name: Home plain
+cpu: {limit: 2}
+memory: {limit: 2G}
+culling: {idle_timeout: 900}
 """,
 }
 # The one user of the single-user mode; container mode takes it too. Its named servers

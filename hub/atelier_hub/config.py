@@ -62,8 +62,24 @@ def update_auth(c, stack: EmbeddedStack) -> None:
     c.AtelierAuthenticator.delete_invalid_users = True
     c.AtelierAuthenticator.on_user_removed = stack.remove_user
     c.AtelierAuthenticator.public_url = stack.url
-    # The admin page says where invite links are made (embedded/templates/admin.html).
+    # The admin page says where invite links are made (embedded/templates/admin.html); the
+    # home page is Atelier's (embedded/templates/home.html, update_home).
     c.JupyterHub.template_paths = [str(Path(__file__).with_name("embedded") / "templates")]
+
+
+def update_home(c, stack: EmbeddedStack) -> None:
+    """The home page (embedded/templates/home.html, beside the admin page's): each server's
+    profile, state, uptime, planned idle stop, cost so far and ways in (:mod:`.home`). The
+    planned stop appears where the culler runs, VS Code in the browser where sessions are
+    containers of the base image (which carries code-server)."""
+    from .embedded.engine import session_mode
+    from .home import Home
+    from .services.culler import PLAN_FILE
+
+    culler = any(svc.name == "culler" for svc in stack.running)
+    c.JupyterHub.template_vars = {"atelier_home": Home(
+        profiles_dir=stack.profiles_dir, hub_url=stack.url, usage_file=stack.path("usage.jsonl"),
+        plan_file=stack.path(PLAN_FILE) if culler else None, vscode=session_mode().name == "container")}
 
 
 def update_spawner(c, stack: EmbeddedStack) -> None:
@@ -267,6 +283,7 @@ def configure_embedded(c, state: Path) -> None:
     update_hub(c, stack)
     update_auth(c, stack)
     update_spawner(c, stack)
+    update_home(c, stack)
     update_services(c, stack)
 
 

@@ -20,6 +20,7 @@ from .schema import StrictModel, parse_problem
 
 __all__ = [
     "Culling",
+    "Price",
     "Profile",
     "ProfileError",
     "load_profiles",
@@ -170,6 +171,24 @@ class Culling(StrictModel):
         return value
 
 
+class Price(StrictModel):
+    """What an hour of a session of this profile costs, in the deployment's currency, for
+    the home page and the usage page (``atelier usage``). Each figure is multiplied by the
+    profile's limit: ``cpu.limit`` cores, ``memory.limit`` in GB (10^9 bytes), ``gpu.count``."""
+
+    cpu_hour: float = Field(0, ge=0, description="Per core and hour, e.g. `0.04`.")
+    memory_gb_hour: float = Field(0, ge=0, description="Per GB of memory and hour, e.g. `0.005`.")
+    gpu_hour: float = Field(0, ge=0, description="Per GPU and hour, e.g. `1.20` for an A10G.")
+
+    def per_hour(self, *, cpu: float, memory: float, gpus: int) -> float:
+        """What an hour costs for these sizes (``memory`` in bytes).
+
+        >>> Price(cpu_hour=0.04, memory_gb_hour=0.005, gpu_hour=1.2).per_hour(cpu=2, memory=4e9, gpus=1)
+        1.3
+        """
+        return round(cpu * self.cpu_hour + memory / 1e9 * self.memory_gb_hour + gpus * self.gpu_hour, 10)
+
+
 class Toleration(StrictModel):
     """A Kubernetes toleration, so sessions may run on tainted nodes (GPU, high-memory pools)."""
 
@@ -202,6 +221,9 @@ class Profile(StrictModel):
                               description="Hub groups whose members may use it; empty: everyone.")
     culling: Culling = Field(Culling(), description="Idle culling: `{idle_timeout, max_age, warn_before}` "
                              "in seconds.")
+    price: Price | None = Field(None, description="What an hour costs: `{cpu_hour, memory_gb_hour, gpu_hour}` "
+                                "(each 0 when left out), in the deployment's currency; null (the default): "
+                                "no price, so the home page and the usage page show hours used and no cost.")
     source: str = Field("", exclude=True, description="file the profile came from")
 
     @field_validator("name")

@@ -7,7 +7,8 @@ profile changed later does not rewrite history; nothing else writes it. Totals a
 pure function (:func:`summarize`) of those lines and a time window: a server still
 running counts until ``now``, and only the part of each run inside the window counts.
 CPU-hours use the profile's CPU limit, memory-GB-hours its memory limit (10^9 bytes),
-GPU-hours its GPU count.
+GPU-hours its GPU count. Cost is the profile's price (:class:`atelier_hub.profiles.Price`)
+at the start, times those hours; a run whose profile had no price costs 0.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from pathlib import Path
 
 from .private_files import append_private
 
-__all__ = ["record", "read_events", "summarize", "render", "parse_when"]
+__all__ = ["record", "read_events", "summarize", "render", "parse_when", "only_user", "current_run"]
 
-FIELDS = ("servers", "hours", "cpu_hours", "memory_gb_hours", "gpu_hours")
+FIELDS = ("servers", "hours", "cpu_hours", "memory_gb_hours", "gpu_hours", "cost")
 
 
 def _iso(t: datetime) -> str:
@@ -53,6 +54,9 @@ def record(path: str | Path, event: str, *, user: str, server: str, profile=None
     if profile is not None:
         line.update(profile=profile.name, cpu=profile.cpu.limit, memory=profile.memory.limit,
                     gpus=profile.gpu_count)
+        if profile.price is not None:
+            line["price_per_hour"] = profile.price.per_hour(cpu=profile.cpu.limit, memory=profile.memory.limit,
+                                                            gpus=profile.gpu_count)
     append_private(path, json.dumps(line) + "\n")
 
 
@@ -87,6 +91,37 @@ def _runs(events: list[dict], now: datetime) -> list[dict]:
     return runs
 
 
+def only_user(events: list[dict], user: str) -> list[dict]:
+    """The lines of one user: what a user who is not an admin is shown."""
+    return [e for e in events if e.get("user") == user]
+
+
+def _amounts(run: dict, hours: float) -> dict:
+    return {"servers": 1, "hours": hours, "cpu_hours": hours * float(run.get("cpu", 0)),
+            "memory_gb_hours": hours * float(run.get("memory", 0)) / 1e9,
+            "gpu_hours": hours * float(run.get("gpus", 0)),
+            "cost": hours * float(run.get("price_per_hour", 0))}
+
+
+def current_run(events: list[dict], *, user: str, server: str, now: datetime | None = None) -> dict | None:
+    """What the running server ``server`` of ``user`` has used since it started (its open
+    run), with ``priced`` saying whether its profile had a price; None if it is not running.
+
+    >>> ev = [{"event": "start", "time": "2026-01-01T10:00:00Z", "user": "ada", "server": "gpu",
+    ...        "profile": "gpu-1", "cpu": 8, "memory": 32e9, "gpus": 1, "price_per_hour": 1.5}]
+    >>> run = current_run(ev, user="ada", server="gpu", now=parse_when("2026-01-01T12:00"))
+    >>> run["hours"], run["gpu_hours"], run["cost"], run["priced"]
+    (2.0, 2.0, 3.0, True)
+    """
+    now = now or datetime.now(timezone.utc)
+    for run in _runs(only_user(events, user), now):
+        if run.get("server", "") == server and run["stop"] is now:
+            hours = max(0.0, (now - run["start"]).total_seconds() / 3600)
+            return {**{k: round(v, 4) for k, v in _amounts(run, hours).items()}, "profile": run.get("profile"),
+                    "start": _iso(run["start"]), "priced": "price_per_hour" in run}
+    return None
+
+
 def summarize(events: list[dict], *, since: datetime | None = None, until: datetime | None = None,
               now: datetime | None = None) -> dict:
     """Totals per user, per profile and overall for the runs inside [since, until].
@@ -95,7 +130,7 @@ def summarize(events: list[dict], *, since: datetime | None = None, until: datet
     ...        "profile": "cpu-small", "cpu": 2, "memory": 4e9, "gpus": 0},
     ...       {"event": "stop", "time": "2026-01-01T11:30:00Z", "user": "ada", "server": ""}]
     >>> summarize(ev)["by_user"]["ada"]
-    {'servers': 1, 'hours': 1.5, 'cpu_hours': 3.0, 'memory_gb_hours': 6.0, 'gpu_hours': 0.0}
+    {'servers': 1, 'hours': 1.5, 'cpu_hours': 3.0, 'memory_gb_hours': 6.0, 'gpu_hours': 0.0, 'cost': 0.0}
     """
     now = now or datetime.now(timezone.utc)
     end = min(until, now) if until else now
@@ -107,9 +142,7 @@ def summarize(events: list[dict], *, since: datetime | None = None, until: datet
         start = max(run["start"], since) if since else run["start"]
         stop = min(run["stop"], end)
         hours = max(0.0, (stop - start).total_seconds() / 3600)
-        add = {"servers": 1, "hours": hours, "cpu_hours": hours * float(run.get("cpu", 0)),
-               "memory_gb_hours": hours * float(run.get("memory", 0)) / 1e9,
-               "gpu_hours": hours * float(run.get("gpus", 0))}
+        add = _amounts(run, hours)
         for table, key in (("by_user", run["user"]), ("by_profile", run.get("profile", "?"))):
             row = out[table].setdefault(key, dict.fromkeys(FIELDS, 0))
             for f in FIELDS:
@@ -137,8 +170,8 @@ def render(summary: dict, fmt: str) -> str:
             w.writerow([group, name, *(v[f] for f in FIELDS)])
         return buf.getvalue()
     lines = [f"Usage from {summary['since'] or 'the first record'} to {summary['until']}",
-             f"{'':8} {'NAME':<16} {'SERVERS':>7} {'HOURS':>9} {'CPU-H':>9} {'MEM-GB-H':>10} {'GPU-H':>8}"]
+             f"{'':8} {'NAME':<16} {'SERVERS':>7} {'HOURS':>9} {'CPU-H':>9} {'MEM-GB-H':>10} {'GPU-H':>8} {'COST':>9}"]
     for group, name, v in rows:
         lines.append(f"{group:8} {name:<16} {v['servers']:>7} {v['hours']:>9.2f} {v['cpu_hours']:>9.2f} "
-                     f"{v['memory_gb_hours']:>10.2f} {v['gpu_hours']:>8.2f}")
+                     f"{v['memory_gb_hours']:>10.2f} {v['gpu_hours']:>8.2f} {v['cost']:>9.2f}")
     return "\n".join(lines) + "\n"

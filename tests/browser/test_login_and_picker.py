@@ -38,6 +38,18 @@ def test_login_pick_a_cpu_profile_and_land_in_jupyterlab(stack, page):
     page.wait_for_url(f"http://erin.localhost:{stack.port}/user/erin/lab**", timeout=180_000)
     page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
     page.wait_for_selector(".jp-Launcher", timeout=60_000)
+    # No "Would you like to get notified about official Jupyter news?" on the first load:
+    # JupyterLab's own setting says never (its stock default, "none", asks).
+    # (read by the page itself: erin.localhost resolves in the browser, not in Playwright's client)
+    # A cookie-authenticated API call sends the _xsrf cookie back as a header, as JupyterLab does.
+    notification = page.evaluate("""fetch('/user/erin/lab/api/settings/@jupyterlab/apputils-extension:notification',
+        {headers: {'X-XSRFToken': document.cookie.match(/_xsrf=([^;]+)/)[1]}}).then(r => r.json())""")
+    # The server applies the overrides as the schema's defaults; erin has set nothing.
+    assert "schema" in notification, notification
+    defaults = {k: v.get("default") for k, v in notification["schema"]["properties"].items()}
+    assert defaults["fetchNews"] == "false" and defaults["checkForUpdates"] is False, defaults
+    assert "fetchNews" not in (notification.get("settings") or {}), notification.get("settings")
+    assert page.get_by_text("official Jupyter news").count() == 0
     page.screenshot(path=str(SHOTS / "jupyterlab.png"))
     server = stack.api("GET", "/users/erin").json()["servers"][""]
     assert server["ready"] and server["user_options"] == {"profile": "cpu-small"}

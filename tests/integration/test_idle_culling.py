@@ -100,12 +100,18 @@ def test_idle_servers_stop_after_their_profiles_timeouts_and_homes_survive(cull_
     html = s.http.get(f"{s.url}/services/usage/", headers={"Authorization": f"token {s.admin_token}"},
                       timeout=60).text
     assert f'data-user="{USER}"' in html and "CPU-hours per user" in html
-    # A user who is not an admin is refused (a real second hub user, with their own token).
+    # A user who is not an admin sees their own lines only, never another's (a real second
+    # hub user, with their own token, who has run nothing): none of the admin's servers.
     assert s.api("POST", "/users/mallory").status_code in (201, 409)
     theirs = s.api("POST", "/users/mallory/tokens", json={"expires_in": 600}).json()["token"]
-    refused = s.http.get(f"{s.url}/services/usage/api/usage", headers={"Authorization": f"token {theirs}"},
-                         timeout=60)
-    assert refused.status_code == 403, refused.text
+    own = s.http.get(f"{s.url}/services/usage/api/usage", headers={"Authorization": f"token {theirs}"},
+                     timeout=60)
+    assert own.status_code == 200, own.text
+    assert own.json()["by_user"] == {} and own.json()["by_profile"] == {}, own.json()
+    assert own.json()["total"]["servers"] == 0, own.json()
+    their_page = s.http.get(f"{s.url}/services/usage/", headers={"Authorization": f"token {theirs}"},
+                            timeout=60).text
+    assert "Your usage (mallory)" in their_page and f'data-user="{USER}"' not in their_page
 
     # gpu-like: 2 CPUs, 2 GB (each figure is rounded to 4 decimals on its own)
     assert usage["by_profile"]["gpu-like"]["cpu_hours"] == pytest.approx(

@@ -21,6 +21,8 @@ from ._process import http_status
 from .base import Service, Site
 
 PREFIX = "/services/culler"
+#: each server's latest decision, in the state folder (read by the hub's home page)
+PLAN_FILE = "logs/culler-plan.json"
 #: what the culler's own token may do: list servers with their profile (server state),
 #: see their activity, stop them
 HUB_SCOPES = ("list:users", "read:users:name", "read:users:activity", "read:servers", "admin:server_state",
@@ -68,12 +70,13 @@ class CullerService(ServiceSettings):
         }
 
 
-def culler_command(*, profiles_dir: str, audit: str) -> list[str]:
+def culler_command(*, profiles_dir: str, audit: str, plan: str | None = None) -> list[str]:
     """The service's command line; the cluster configuration runs the same."""
     profiles = load_profiles(profiles_dir)
     every = check_every(profiles)
     return [sys.executable, "-m", "atelier_hub.services.culler_server", "--profiles", str(profiles_dir),
-            "--audit", audit, "--every", str(every), "--stale-after", str(max(60, 3 * min(60, every * 2)))]
+            "--audit", audit, *(["--plan", plan] if plan else []), "--every", str(every),
+            "--stale-after", str(max(60, 3 * min(60, every * 2)))]
 
 
 class Culler(Service):
@@ -95,7 +98,8 @@ class Culler(Service):
             "display": False,
             "url": self.local_url(site),
             "command": self.supervised(site, culler_command(
-                profiles_dir=site.profiles_dir, audit=str(site.path("logs/culler-audit.jsonl")))),
+                profiles_dir=site.profiles_dir, audit=str(site.path("logs/culler-audit.jsonl")),
+                plan=str(site.path(PLAN_FILE)))),
         }
 
     def ready(self, site: Site) -> bool:

@@ -4,10 +4,11 @@ Rule this module keeps: the upstream culler (``jupyterhub_idle_culler.cull_idle`
 lists the ready servers and stops them through the hub's API; every decision is ours,
 made by :func:`atelier_hub.culling.decide` from the server's profile (its spawner state,
 else its ``user_options``, else the default profile), the hub's last activity and the
-session's own activity reports. Upstream's single ``--timeout`` and ``--max-age`` are
-not used: its ``cull_arbiter`` hook gets each server's model, so one culler serves every
-profile. Each decision is logged (the hub log) and, when it changes, written as one JSON
-line to the audit file.
+session's own activity reports. The latest decision for each server is also kept whole in
+the plan file (``--plan``, replaced at once), which the hub's home page reads. Upstream's
+single ``--timeout`` and ``--max-age`` are not used: its ``cull_arbiter`` hook gets each
+server's model, so one culler serves every profile. Each decision is logged (the hub log)
+and, when it changes, written as one JSON line to the audit file.
 
 Sessions (``atelier_lab._activity``) POST reports to ``PREFIX/api/report`` with their hub
 token (the hub says whose it is, asked again after a few seconds: a removed user's
@@ -55,16 +56,18 @@ def _iso(t: datetime | None) -> str | None:
 class Culler:
     """What the culler knows between cycles, keyed by server URL prefix (``/user/ada/``)."""
 
-    def __init__(self, *, profiles: list[Profile], audit: Path, stale_after: float):
+    def __init__(self, *, profiles: list[Profile], audit: Path, stale_after: float, plan: Path | None = None):
         self.profiles = {p.name: p for p in profiles}
         self.default = next((p for p in profiles if p.default), profiles[0])
         self.audit = audit
+        self.plan_file = plan
         self.stale_after = stale_after
         self.reports: dict[str, Report] = {}
         self.extended: dict[str, datetime] = {}
         self.servers: dict[str, dict] = {}
         self.decisions: dict[str, Decision] = {}
         self._audited: dict[str, tuple] = {}
+        self._plan: dict[str, dict] = {}
 
     def profile_of(self, server: dict) -> Profile:
         name = (server.get("state") or {}).get("profile") or (server.get("user_options") or {}).get("profile")
@@ -85,6 +88,7 @@ class Culler:
         profile = self.profile_of(server).name
         log.info("%s %s (profile %s): %s", "Stopping" if decision.action == "cull" else "Keeping", name,
                  profile, decision.reason)
+        self.write_plan(name, server, profile, decision)
         key = (decision.action, decision.signal, decision.warn, decision.reason.split(" ")[0])
         if self._audited.get(prefix) == key:
             return
@@ -95,6 +99,20 @@ class Culler:
         self.audit.parent.mkdir(parents=True, exist_ok=True)
         with self.audit.open("a") as f:
             f.write(json.dumps(line) + "\n")
+
+    def write_plan(self, name: str, server: dict, profile: str, decision: Decision) -> None:
+        """The latest decision per server (``user/server``), the whole file replaced at once
+        (a reader never sees half of it); ``started`` tells a later run of the same server
+        name from the one decided on."""
+        if self.plan_file is None:
+            return
+        self._plan[name] = {"time": _iso(_now()), "started": server.get("started"), "profile": profile,
+                            "action": decision.action, "signal": decision.signal,
+                            "cull_at": _iso(decision.cull_at), "reason": decision.reason}
+        self.plan_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.plan_file.with_name(self.plan_file.name + ".tmp")
+        tmp.write_text(json.dumps(self._plan, indent=1))
+        os.replace(tmp, self.plan_file)
 
     def arbiter(self, *, inactive, inactive_limit, server, **_) -> bool:
         # The hub's API gives a full URL where each user has an origin of their own
@@ -186,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profiles", required=True, help="the profiles folder (each profile's culling settings)")
     ap.add_argument("--audit", required=True, type=Path, help="JSON-lines file of decisions")
+    ap.add_argument("--plan", type=Path, help="JSON file of each server's latest decision (the home page's)")
     ap.add_argument("--every", type=float, default=60, help="seconds between checks")
     ap.add_argument("--stale-after", type=float, default=180,
                     help="seconds after which a session's last report no longer counts")
@@ -195,7 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname).1s %(asctime)s %(name)s] %(message)s")
 
-    culler = Culler(profiles=load_profiles(args.profiles), audit=args.audit, stale_after=args.stale_after)
+    culler = Culler(profiles=load_profiles(args.profiles), audit=args.audit, stale_after=args.stale_after,
+                    plan=args.plan)
     api_url = os.environ["JUPYTERHUB_API_URL"].rstrip("/")
     prefix = (args.prefix or os.environ["JUPYTERHUB_SERVICE_PREFIX"]).rstrip("/")
     hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/")

@@ -1,9 +1,11 @@
-"""The usage page: its descriptor. Admins see what each user and profile ran.
+"""The usage page: its descriptor. Admins see what each user and profile ran; every
+other user sees their own.
 
 Rule this module keeps: the page reads the same usage file and the same totals
 (:func:`atelier_hub.usage.summarize`) as ``atelier usage``, so the two never disagree;
-it sits behind the hub's login, and only accounts holding ``access:services`` for it
-(the hub's admins) get in. It is linked from the hub's Services menu.
+it sits behind the hub's login. Every user (and their sessions' tokens) may reach it;
+it shows a user who is not an admin their own lines only (:mod:`.usage_page`). It is
+linked from the hub's Services menu.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class Usage(Service):
     title = "Usage"
     prefix = PREFIX
     optional = True
+    # Users see their own usage and cost (the page filters by who asks).
+    session_scopes = (f"access:services!service={name}",)
 
     def hub_service(self, site: Site, services) -> dict:
         return {
@@ -40,7 +44,7 @@ class Usage(Service):
         return http_status(f"{self.local_url(site)}{PREFIX}/health") == 200
 
     def banner(self, site: Site) -> str:
-        return f"{self.public_url(site)}/  (admins: usage per user and profile; `atelier usage` prints the same)"
+        return f"{self.public_url(site)}/  (your usage and cost; admins: per user and profile; `atelier usage` prints the same)"
 
 
 SERVICE = Usage()

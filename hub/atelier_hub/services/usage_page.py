@@ -4,6 +4,10 @@ Rule this module keeps: it renders :func:`atelier_hub.usage.summarize` of the us
 and nothing else (``?since=DATE&until=DATE`` as ``atelier usage`` takes them); the HTML
 is a pure function (:func:`render_page`) with no script and no external asset, and every
 value in it is escaped. ``PREFIX/api/usage`` answers the same as JSON.
+
+Who sees what (:func:`sees_everyone`): the hub's admins (and tokens holding
+``admin:users``, such as the CLI's admin service) see every user's lines; any other user
+sees their own lines only, never another's: the summary is made from their lines alone.
 """
 
 from __future__ import annotations
@@ -19,19 +23,30 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import web
 
-from ..usage import FIELDS, parse_when, read_events, summarize
+from ..usage import FIELDS, only_user, parse_when, read_events, summarize
 from ._front import HUB_AUTH_CACHE_S
 
 _LABELS = {"servers": "servers", "hours": "hours", "cpu_hours": "CPU-hours",
-           "memory_gb_hours": "memory GB-hours", "gpu_hours": "GPU-hours"}
+           "memory_gb_hours": "memory GB-hours", "gpu_hours": "GPU-hours", "cost": "cost"}
 
 
-def render_page(summary: dict) -> str:
+def sees_everyone(model: dict) -> bool:
+    """Whether the hub's model of the caller (``/hub/api/user``) is an admin's.
+
+    >>> sees_everyone({"kind": "user", "name": "ada", "admin": False, "scopes": ["access:services"]})
+    False
+    >>> sees_everyone({"kind": "service", "name": "atelier-admin", "scopes": ["admin:users", "tokens"]})
+    True
+    """
+    return bool(model.get("admin")) or "admin:users" in (model.get("scopes") or [])
+
+
+def render_page(summary: dict, *, viewer: str | None = None) -> str:
     """The page for ``summary``: CPU-hours per user as bars, then both tables.
 
     >>> s = {"since": None, "until": "2026-01-01T00:00:00Z", "total": dict.fromkeys(FIELDS, 0),
     ...      "by_user": {"ada": {"servers": 1, "hours": 1.0, "cpu_hours": 2.0, "memory_gb_hours": 4.0,
-    ...                          "gpu_hours": 0.0}}, "by_profile": {}}
+    ...                          "gpu_hours": 0.0, "cost": 0.0}}, "by_profile": {}}
     >>> 'data-user="ada"' in render_page(s)
     True
     """
@@ -55,13 +70,14 @@ def render_page(summary: dict) -> str:
                 f'<tr class="total" data-total=""><td>total</td>{total}</tr></table>')
 
     since = html.escape(summary["since"] or "the first record")
+    whose = f"Your usage ({html.escape(viewer)})" if viewer else "Usage"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Atelier usage</title><style>
 body {{ font-family: sans-serif; margin: 2rem; }} table {{ border-collapse: collapse; margin-bottom: 2rem; }}
 td, th {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: right; }}
 td:first-child, th:first-child {{ text-align: left; }}
 .bar {{ display: flex; align-items: center; gap: .5rem; margin: .2rem 0; }}
 .bar .name {{ width: 10rem; }} .bar .fill {{ background: #f37726; height: 1rem; display: inline-block; }}
-</style></head><body><h1>Usage</h1>
+</style></head><body><h1>{whose}</h1>
 <p>From {since} to {html.escape(summary["until"])}, from each profile's limits and the time each server ran
 (the same as <code>atelier usage</code>).</p>
 <h2>CPU-hours per user</h2><div class="chart">{bars or "<p>No server has run yet.</p>"}</div>
@@ -79,13 +95,17 @@ class _Usage(HubOAuthenticated, web.RequestHandler):
                             for k in ("since", "until"))
         except ValueError as exc:
             raise web.HTTPError(400, str(exc)) from None
-        return summarize(read_events(self.usage_file), since=since, until=until)
+        events = read_events(self.usage_file)
+        if not sees_everyone(self.current_user):
+            events = only_user(events, self.current_user["name"])
+        return summarize(events, since=since, until=until)
 
 
 class PageHandler(_Usage):
     @web.authenticated
     def get(self):
-        self.finish(render_page(self.summary()))
+        viewer = None if sees_everyone(self.current_user) else self.current_user["name"]
+        self.finish(render_page(self.summary(), viewer=viewer))
 
 
 class ApiHandler(_Usage):

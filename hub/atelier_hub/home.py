@@ -1,0 +1,201 @@
+"""The hub's home page (``/hub/home``): each of a user's servers with its profile, state,
+uptime, planned idle stop, cost so far and the ways in.
+
+Rule this module keeps: the page is JupyterHub's own ``home.html`` extended by
+``embedded/templates/home.html``; its facts come from one callable in the hub's
+``template_vars`` (:class:`Home`), evaluated only when the home page asks (other pages
+get a view that reads nothing). Each row is a pure function (:func:`server_row`) of
+what the hub knows of the server, its profile, the culler's latest decision (the plan
+file the culler writes, :data:`atelier_hub.services.culler.PLAN_FILE`) and the usage
+file's open run for it (:func:`atelier_hub.usage.current_run`). A part whose source is
+absent (no culler, no usage file, no code-server in the sessions) is left out, not
+guessed. Jobs and the queue do not exist yet: the page shows none.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .connect import vscode_command
+from .profiles import Profile, ProfileError, format_memory, load_profiles
+from .usage import current_run, parse_when, read_events
+
+__all__ = ["Home", "server_row", "span", "sizes"]
+
+
+def span(seconds: float) -> str:
+    """A duration as people read it on a dashboard.
+
+    >>> span(42), span(600), span(3 * 3600 + 5 * 60), span(2 * 86400 + 3600)
+    ('42 s', '10 min', '3 h 5 min', '2 d 1 h')
+    """
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def sizes(profile: Profile) -> str:
+    """The profile's sizes in one line, as its card in the picker gives them.
+
+    >>> sizes(Profile(name="g", display_name="G", cpu={"limit": 8}, memory={"limit": "32G"},
+    ...               gpu={"count": 1, "type": "NVIDIA A10G"}))
+    '8 CPU · 32G · 1 GPU (NVIDIA A10G)'
+    """
+    out = f"{profile.cpu.limit:g} CPU · {format_memory(profile.memory.limit)}"
+    if profile.gpu_count:
+        out += f" · {profile.gpu_count} GPU" + (f" ({profile.gpu.type})" if profile.gpu.type else "")
+    return out
+
+
+def _utc(t: datetime | str | None) -> datetime | None:
+    if t is None or t == "":
+        return None
+    if isinstance(t, str):
+        return parse_when(t)
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)  # the hub's database keeps naive UTC
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def server_row(*, user: str, server: dict, profile: Profile | None, decision: dict | None, culler: bool,
+               run: dict | None, now: datetime, hub_url: str, vscode: bool) -> dict:
+    """One server's row. ``server``: ``name``, ``ready``, ``pending`` (``spawn``, ``stop``
+    or None), ``started``, ``url`` (the hub's facts); ``decision``: the culler's latest for
+    it, or None; ``culler``: whether a culler runs at all; ``run``: its open usage run.
+
+    >>> from datetime import timedelta
+    >>> t0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+    >>> p = Profile(name="cpu-small", display_name="Small CPU", cpu={"limit": 2}, memory={"limit": "4G"},
+    ...             price={"cpu_hour": 0.5})
+    >>> row = server_row(user="ada", server={"name": "", "ready": True, "pending": None, "started": t0,
+    ...                  "url": "/user/ada/"}, profile=p, culler=True, run={"cost": 2.0, "priced": True,
+    ...                  "cpu_hours": 4.0, "gpu_hours": 0.0},
+    ...                  decision={"started": "2026-01-01T12:00:00.000000Z", "action": "keep",
+    ...                  "cull_at": "2026-01-01T14:30:00Z", "reason": "active 1 min ago"},
+    ...                  now=t0 + timedelta(hours=2), hub_url="http://127.0.0.1:8000", vscode=True)
+    >>> row["state"], row["uptime"], row["cull"]["in"], row["cost"], row["ssh"]
+    ('running', '2 h 0 min', '30 min', '2.00', 'atelier vscode --hub http://127.0.0.1:8000')
+    """
+    name = server["name"]
+    started = _utc(server.get("started"))
+    pending = server.get("pending")
+    state = {"spawn": "starting", "stop": "stopping"}.get(pending) or ("running" if server.get("ready") else
+                                                                       "stopped")
+    row = {"name": name, "label": name or "default", "state": state, "url": server["url"],
+           "profile": profile.name if profile else None,
+           "profile_title": profile.display_name if profile else None,
+           "sizes": sizes(profile) if profile else None,
+           "uptime": None, "started": None, "cull": None, "cost": None, "usage": None,
+           "lab_url": None, "vscode_url": None,
+           "ssh": vscode_command(server=name, hub_url=hub_url),
+           "spawn_url": None}
+    if state == "stopped":
+        return row
+    if started is not None:
+        row["started"] = _iso(started)
+        row["uptime"] = span((now - started).total_seconds())
+    if state == "running":
+        row["lab_url"] = f"{server['url']}lab"
+        if vscode:
+            row["vscode_url"] = f"{server['url']}vscode/"
+    if culler and state == "running" and profile is not None:
+        decided = decision is not None and started is not None and _utc(decision.get("started")) == started
+        if decided and decision.get("action") == "keep":
+            at = _utc(decision["cull_at"])
+            row["cull"] = {"at": _iso(at), "at_text": at.astimezone(timezone.utc).strftime("%H:%M UTC"),
+                           "in": span((at - now).total_seconds()), "reason": decision["reason"],
+                           "timeout": span(profile.idle_timeout)}
+        else:  # not checked by the culler yet: what its profile promises
+            row["cull"] = {"at": None, "in": None, "reason": None, "timeout": span(profile.idle_timeout)}
+    if run is not None:
+        row["usage"] = f"{run['cpu_hours']:.2f} CPU-h" + (f" · {run['gpu_hours']:.2f} GPU-h"
+                                                           if run["gpu_hours"] else "")
+        if run["priced"]:
+            row["cost"] = f"{run['cost']:.2f}"
+    return row
+
+
+def _facts(user, spawner) -> dict:
+    """What the hub knows of one server: ``spawner`` is a Spawner (active) or the
+    database's row (``orm.Spawner``) of one that is not, as ``User.all_spawners`` gives."""
+    orm = getattr(spawner, "orm_spawner", spawner)
+    active = orm is not spawner
+    return {"name": orm.name, "started": orm.started, "user_options": orm.user_options or {},
+            "ready": bool(active and spawner.ready), "pending": spawner.pending if active else None,
+            "url": user.server_url(orm.name)}
+
+
+@dataclass
+class _View:
+    home: Home
+    user: object
+
+    def servers(self) -> list[dict]:
+        return self.home.rows(self.user)
+
+    @property
+    def culler(self) -> bool:
+        return self.home.plan_file is not None
+
+    @property
+    def usage(self) -> bool:
+        return self.home.usage_file is not None
+
+
+class Home:
+    """The ``template_vars`` entry of the home page: called with the current user on every
+    page, it returns a view whose :meth:`_View.servers` reads the files only when asked."""
+
+    def __init__(self, *, profiles_dir: str | Path, hub_url: str, usage_file: str | Path | None = None,
+                 plan_file: str | Path | None = None, vscode: bool = False):
+        self.profiles_dir = Path(profiles_dir)
+        self.hub_url = hub_url
+        self.usage_file = Path(usage_file) if usage_file else None
+        self.plan_file = Path(plan_file) if plan_file else None
+        self.vscode = vscode
+
+    def __call__(self, user):
+        return _View(self, user) if user is not None else None
+
+    def _profiles(self) -> tuple[dict[str, Profile], Profile | None]:
+        try:
+            profiles = load_profiles(self.profiles_dir)
+        except ProfileError:  # the spawn form says what is wrong with them
+            return {}, None
+        return {p.name: p for p in profiles}, next((p for p in profiles if p.default), profiles[0])
+
+    def _plan(self) -> dict:
+        try:
+            return json.loads(self.plan_file.read_text()) if self.plan_file else {}
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def rows(self, user) -> list[dict]:
+        now = datetime.now(timezone.utc)
+        profiles, default = self._profiles()
+        plan = self._plan()
+        events = read_events(self.usage_file) if self.usage_file else []
+        rows = []
+        for spawner in user.all_spawners(include_default=True):
+            server = _facts(user, spawner)
+            name = server["name"]
+            if not name and not server["ready"] and not server["pending"]:
+                continue  # the hub keeps a row for every user's default server; "Start my server" stands for it
+            profile = profiles.get(server["user_options"].get("profile"), default)
+            run = current_run(events, user=user.name, server=name, now=now) if self.usage_file else None
+            row = server_row(user=user.name, server=server, profile=profile, culler=self.plan_file is not None,
+                             decision=plan.get(f"{user.name}/{name}" if name else user.name), run=run,
+                             now=now, hub_url=self.hub_url, vscode=self.vscode)
+            row["spawn_url"] = f"spawn/{user.escaped_name}" + (f"/{name}" if name else "")
+            rows.append(row)
+        return rows

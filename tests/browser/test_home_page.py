@@ -1,0 +1,160 @@
+"""The hub's home page in headless Chromium: a user's two servers on two profiles, each
+with its profile and sizes, state, uptime, the culler's planned stop, cost so far and the
+ways in; Stop on the page stops one; a second user sees none of it, on the page or in
+the usage page's API.
+
+It runs in the culling window (tests/culling.py): that stack's culler checks every 5 s,
+so its decision on both servers is there within seconds; its profiles `home-priced` and
+`home-plain` are this test's. Screenshots at 1400x900 and 390x844 (a phone) go to
+test-output/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+
+import pytest
+from chromium import SHOTS, login
+from culling import USER
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+NAME = "homer"
+
+
+def _t(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _wait_ready(s, user: str, servers: tuple[str, ...], within: float = 300) -> dict:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        models = s.api("GET", f"/users/{user}").json()["servers"]
+        if all(models.get(n, {}).get("ready") for n in servers):
+            return models
+        time.sleep(1)
+    raise AssertionError(f"{servers} not ready in {within:.0f} s:\n{s.hub_log(80)}")
+
+
+def _plan(s, user: str, models: dict, within: float = 60) -> dict:
+    """The culler's latest decision for each of ``models`` (the run the hub reports)."""
+    path = s.state / "logs" / "culler-plan.json"
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        plan = json.loads(path.read_text()) if path.exists() else {}
+        mine = {n: plan.get(f"{user}/{n}") for n in models}
+        if all(d and _t(d["started"]) == _t(models[n]["started"]) for n, d in mine.items()):
+            return mine
+        time.sleep(1)
+    raise AssertionError(f"the culler decided nothing on {list(models)} in {within:.0f} s: {plan}")
+
+
+def test_home_page_shows_each_server_and_stops_one(cull_window, page):
+    s = cull_window.stack
+    if s.mode != "container":
+        pytest.fail(f"the stack runs {s.mode} sessions: only its admin may log in there; a second user "
+                    "needs container sessions (`make install` builds the images)")
+    password = s.add_user(NAME)
+    for server, profile in (("a", "home-priced"), ("b", "home-plain")):
+        r = s.request_spawn(NAME, profile, server)
+        assert r.status_code in (201, 202), r.text
+    models = _wait_ready(s, NAME, ("a", "b"))
+    decisions = _plan(s, NAME, {n: models[n] for n in ("a", "b")})
+
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.set_viewport_size({"width": 1400, "height": 900})
+    login(page, s, NAME, password)
+    page.goto(f"{s.url}/hub/home")
+    rows = page.locator("tr.atelier-server")
+    assert rows.count() == 2, page.inner_text("#atelier-home")
+    seen_at = datetime.now(timezone.utc)
+    page.screenshot(path=str(SHOTS / "home.png"), full_page=True)
+
+    a, b = page.locator('tr.atelier-server[data-server="a"]'), page.locator('tr.atelier-server[data-server="b"]')
+    # Profile and sizes, as the profile files say them (tests/culling.py).
+    assert a.get_attribute("data-profile") == "home-priced" == models["a"]["user_options"]["profile"]
+    assert b.get_attribute("data-profile") == "home-plain" == models["b"]["user_options"]["profile"]
+    assert a.locator('[data-field="profile"]').inner_text().split("\n")[0].strip() == "Home priced"
+    assert a.locator('[data-field="sizes"]').inner_text() == "1 CPU · 1G"
+    assert b.locator('[data-field="sizes"]').inner_text() == "2 CPU · 2G"
+    assert a.get_attribute("data-state") == b.get_attribute("data-state") == "running"
+    # Uptime: from the hub's own start time, in minutes or seconds (both started just now).
+    up = (seen_at - _t(models["a"]["started"])).total_seconds()
+    number, unit = a.locator('[data-field="uptime"]').inner_text().split()
+    assert (unit == "s" and abs(int(number) - up) <= 10) or (unit == "min" and int(number) in (
+        int(up) // 60, int(up) // 60 - 1)), (number, unit, up)
+
+    # The planned stop is the culler's decision, and within the profile's idle timeout.
+    for row, name, timeout in ((a, "a", 600), (b, "b", 900)):
+        cell = row.locator('[data-field="cull"]')
+        assert decisions[name]["action"] == "keep", decisions[name]
+        at = cell.get_attribute("data-cull-at")
+        assert _t(at) == _t(decisions[name]["cull_at"]).replace(microsecond=0), (at, decisions[name])
+        assert 0 < (_t(at) - seen_at).total_seconds() <= timeout, (at, seen_at)
+        assert f"after {timeout // 60} min idle" in cell.inner_text()
+
+    # Cost so far: home-priced costs 60 an hour, counted from the start the hub recorded;
+    # home-plain has no price, so hours only (2 CPUs: CPU-hours twice its hours).
+    events = [json.loads(x) for x in (s.state / "usage.jsonl").read_text().splitlines()]
+    start = max(_t(e["time"]) for e in events if e["user"] == NAME and e["server"] == "a")
+    money = float(a.locator('[data-field="money"]').inner_text())
+    hours = (seen_at - start).total_seconds() / 3600
+    assert abs(money - 60 * hours) <= 0.05, (money, hours)
+    assert not b.locator('[data-field="money"]').count()
+    assert "CPU-h" in b.locator('[data-field="hours"]').inner_text()
+
+    # The ways in: JupyterLab and VS Code on the server's own origin; the ssh line to copy.
+    a_url = s.user_url(NAME, "a")
+    assert a.locator("a.atelier-lab").get_attribute("href") == f"{a_url}lab"
+    assert a.locator("a.atelier-vscode").get_attribute("href") == f"{a_url}vscode/"
+    assert a.locator("code.atelier-ssh").inner_text() == f"atelier vscode a --hub {s.url}"
+    a.locator("button.atelier-copy").click()
+    page.wait_for_selector('tr[data-server="a"] button.atelier-copy:text("Copied")')
+    assert page.evaluate("navigator.clipboard.readText()") == f"atelier vscode a --hub {s.url}"
+
+    # A phone's view of the same page.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(SHOTS / "home-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 900})
+
+    # Stop from the page: the hub stops it, and the row says so without a reload.
+    page.evaluate("window.__atelier_same_page = true")
+    said = []  # what the page said and asked, quoted if the stop does not happen
+    page.on("console", lambda m: said.append(f"console {m.type}: {m.text}"))
+    page.on("response", lambda r: said.append(f"{r.status} {r.request.method} {r.url}"))
+    b.locator("button.atelier-stop").click()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        m = s.api("GET", f"/users/{NAME}").json()["servers"].get("b")
+        if m is None or (not m["ready"] and not m["pending"]):
+            break
+        page.wait_for_timeout(1000)  # (the browser's events reach `said` while Playwright waits)
+    else:
+        asked = [line for line in s.log.read_text(errors="replace").splitlines() if f"/users/{NAME}/servers/b" in line]
+        raise AssertionError(f"b was not stopped; the page: {said}; the hub: {asked}")
+    page.wait_for_selector('tr.atelier-server[data-server="b"][data-state="stopped"]', timeout=60_000)
+    assert page.evaluate("window.__atelier_same_page") is True  # not reloaded
+    assert s.api("GET", f"/users/{NAME}").json()["servers"]["a"]["ready"]
+    page.screenshot(path=str(SHOTS / "home-after-stop.png"), full_page=True)
+
+    # The usage page's API: this user's own lines only; the admin (the window's other user,
+    # with servers of their own) sees both.
+    mine = s.http.get(f"{s.url}/services/usage/api/usage", timeout=60,
+                      headers={"Authorization": f"token {s.user_token(NAME)}"})
+    assert mine.status_code == 200, mine.text
+    assert set(mine.json()["by_user"]) == {NAME}, mine.json()
+    assert set(mine.json()["by_profile"]) == {"home-priced", "home-plain"}, mine.json()
+    everyone = s.http.get(f"{s.url}/services/usage/api/usage", timeout=60,
+                          headers={"Authorization": f"token {s.admin_token}"}).json()
+    assert {NAME, USER} <= set(everyone["by_user"]), everyone
+    # ... and the home page of the admin is not reachable as theirs: /hub/home is the
+    # caller's own, and the admin's servers through the hub's API are refused.
+    page.goto(f"{s.url}/hub/home")
+    assert set(page.locator("tr.atelier-server").evaluate_all("rs => rs.map(r => r.dataset.server)")) == {"a", "b"}
+    refused = s.http.get(f"{s.url}/hub/api/users/{USER}", timeout=60,
+                         headers={"Authorization": f"token {s.user_token(NAME)}"})
+    assert refused.status_code in (403, 404), refused.text
+    s.stop_server(NAME, "a")
+    s.stop_server(NAME, "b")
