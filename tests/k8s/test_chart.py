@@ -465,7 +465,7 @@ def test_remote_ssh_reaches_the_real_pod_through_the_chart_proxy(chart, tmp_path
     assert r.returncode == 0, f"{r.stdout}\n{r.stderr}\n{chart.hub_log()}"
     alias = ssh_alias(user="fay")
     ssh = ["ssh", "-F", str(config), "-o", "BatchMode=yes", alias]
-    r = subprocess.run([*ssh, "id -u; cat from-cpu-small.txt; cat /proc/1/cgroup | grep -c kubepods"],
+    r = subprocess.run([*ssh, "id -u; cat from-cpu-small.txt; echo; grep -c kubepods /proc/1/cgroup"],
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     uid, text, in_pod = r.stdout.split("\n")[:3]
