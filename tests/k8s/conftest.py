@@ -106,6 +106,9 @@ class Hub(HubClient):
             "storage": {"storage_class": STORAGE_CLASS, "capacity": "10Gi"},
             "identity": {"service_account": "atelier-session", "role_arn": SESSION_ROLE_ARN},
             "gpu_servers_per_user": 1,
+            # The usage page's URL names the hub's Service (`hub`), which only the chart
+            # makes; this hub runs outside the chart. test_chart.py runs the page.
+            "usage": {"enabled": False},
         }))
         self.kubeconfig = write_kubeconfig(workdir / "hub.kubeconfig", server=kube_server, pki=pki, who="hub",
                                            namespace=NAMESPACE)

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from atelier_hub.connect import ssh_alias
 from atelier_hub.install.paths import image_ref
 from conftest import LOGS, REPO, VENV_BIN, _test_profiles
 from control_plane import helm_path
@@ -103,7 +104,81 @@ class Helm:
         return r.stdout
 
 
-def _inputs(workdir: Path, *, public_url: str, culler_port: int, usage_port: int) -> list[str]:
+class PlatformServices:
+    """The S3 store and the MLflow server a platform team would run beside the chart
+    (its own object store, its own tracking server), here as processes on 127.0.0.1:
+    versitygw with one static key pair and a shared bucket, and a plain `mlflow server`
+    (auth "none": MLflow behind the hub's front on a cluster is the cluster-identity
+    issue). Sessions reach them with the deployment settings `atelier render values`
+    puts in the chart's values."""
+
+    def __init__(self, workdir: Path):
+        self.dir = workdir
+        self.bucket = "shared"
+        self.keys = {"access_key_id": "chart" + secrets.token_hex(6), "secret_access_key": secrets.token_urlsafe(24)}
+        self.s3_port, self.mlflow_port = free_port(), free_port()
+        self.endpoint = f"http://127.0.0.1:{self.s3_port}"
+        self.tracking_uri = f"http://127.0.0.1:{self.mlflow_port}"
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> PlatformServices:
+        from atelier_hub.install.paths import tool_path
+
+        (self.dir / "s3").mkdir(parents=True)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ROOT_ACCESS_KEY_ID": self.keys["access_key_id"],
+               "ROOT_SECRET_ACCESS_KEY": self.keys["secret_access_key"]}
+        self._spawn("s3", [str(tool_path("versitygw")), "--port", f"127.0.0.1:{self.s3_port}", "--quiet",
+                           "posix", str(self.dir / "s3")], env)
+        self._wait(self.s3_port)
+        self.s3().create_bucket(Bucket=self.bucket)
+        # Artifacts go from the session to S3 itself (MLFLOW_S3_ENDPOINT_URL, the session's keys).
+        self._spawn("mlflow", [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port",
+                               str(self.mlflow_port), "--workers", "1",
+                               "--backend-store-uri", f"sqlite:///{self.dir / 'mlflow.db'}",
+                               "--default-artifact-root", f"s3://{self.bucket}/mlflow", "--no-serve-artifacts"],
+                    {**os.environ, "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+                     "AWS_ACCESS_KEY_ID": self.keys["access_key_id"],
+                     "AWS_SECRET_ACCESS_KEY": self.keys["secret_access_key"]})
+        self._wait(self.mlflow_port, timeout=180)
+        return self
+
+    def _spawn(self, name: str, cmd: list[str], env: dict) -> None:
+        log = open(LOGS / f"chart-platform-{name}.log", "wb")  # noqa: SIM115 (kept open for the process)
+        self.procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True))
+
+    def _wait(self, port: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not listening(port=port):
+            if any(p.poll() is not None for p in self.procs) or time.monotonic() > deadline:
+                raise RuntimeError(f"the platform's service on port {port} did not start; see "
+                                   f"{LOGS}/chart-platform-*.log")
+            time.sleep(0.5)
+
+    def s3(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=self.keys["access_key_id"],
+                            aws_secret_access_key=self.keys["secret_access_key"])
+
+    def deployment(self) -> dict:
+        return {"services": {
+            "s3": {"endpoint_url": self.endpoint, "bucket": self.bucket, **self.keys},
+            "mlflow": {"tracking_uri": self.tracking_uri, "auth": "none"}}}
+
+    def stop(self) -> None:
+        for p in self.procs:
+            try:
+                os.killpg(p.pid, 15)
+            except ProcessLookupError:
+                pass
+        for p in self.procs:
+            p.wait(30)
+
+
+def _inputs(workdir: Path, *, public_url: str, culler_port: int, usage_port: int,
+            deployment: dict) -> list[str]:
     """What a platform team writes (profiles, deployment and cluster settings), as
     `atelier render values` arguments."""
     profiles = _test_profiles(workdir / "profiles")  # GPU profiles for the GPU group only
@@ -114,7 +189,8 @@ def _inputs(workdir: Path, *, public_url: str, culler_port: int, usage_port: int
         "name": QUICK, "display_name": "Quick", "description": "Culled after a minute idle (the chart test).",
         "cpu": {"guarantee": 0.1, "limit": 1}, "memory": {"guarantee": "256M", "limit": "1G"},
         "culling": {"idle_timeout": QUICK_TIMEOUT, "warn_before": 10}}, sort_keys=False))
-    (workdir / "deployment.json").write_text(json.dumps({"services": {}}))
+    (workdir / "deployment.json").write_text(json.dumps(deployment))
+    (workdir / "deployment.json").chmod(0o600)
     (workdir / "cluster.yaml").write_text(yaml.safe_dump({
         "public_url": public_url,
         # The images of this checkout, as the node's containerd holds them.
@@ -148,7 +224,16 @@ def _pods(kube, selector: str = "") -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def chart(real_node, control_plane, tmp_path_factory):
+def platform(tmp_path_factory):
+    services = PlatformServices(tmp_path_factory.mktemp("platform"))
+    try:
+        yield services.start()
+    finally:
+        services.stop()
+
+
+@pytest.fixture(scope="module")
+def chart(real_node, control_plane, platform, tmp_path_factory):
     """`helm install` of the chart; the hub's login page answering through its proxy."""
     if not (CHART / "Chart.yaml").is_file():
         pytest.fail(f"the Zero to JupyterHub chart is not at {CHART}: it is vendored beside the repository "
@@ -170,7 +255,8 @@ def chart(real_node, control_plane, tmp_path_factory):
 
     rendered = workdir / "values.yaml"
     r = subprocess.run([str(VENV_BIN / "atelier"), "render", "values", *_inputs(
-        workdir, public_url=public_url, culler_port=ports["CULLER_PORT"], usage_port=ports["USAGE_PORT"]),
+        workdir, public_url=public_url, culler_port=ports["CULLER_PORT"], usage_port=ports["USAGE_PORT"],
+        deployment=platform.deployment()),
         "--out", str(rendered)],
         capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -340,6 +426,58 @@ def test_cpu_small_runs_in_a_real_pod_and_jupyterlab_answers_through_the_chart_p
     chart.fay_token = token
 
 
+def test_a_kernel_in_the_chart_pod_writes_to_s3_and_logs_an_mlflow_run(chart, platform):
+    """The platform's S3 and MLflow (PlatformServices), configured through the rendered
+    values only: boto3 and MLflow in fay's pod find them by their own settings."""
+    model = chart.api("GET", "/users/fay").json()["servers"][""]
+    key = f"from-chart-pod/{secrets.token_hex(4)}.txt"
+    out = run_code(chart.url, model["url"], chart.fay_token, (
+        "import os, boto3, mlflow, pathlib\n"
+        f"boto3.client('s3').put_object(Bucket=os.environ['ATELIER_SHARED_BUCKET'], Key={key!r}, Body=b'from a chart pod')\n"
+        "pathlib.Path('note.txt').write_text('an artifact')\n"
+        "with mlflow.start_run() as run:\n"
+        "    mlflow.log_param('where', 'chart-pod')\n"
+        "    mlflow.log_artifact('note.txt')\n"
+        "print(run.info.run_id)\n"), timeout=300)
+    run_id = out.strip().splitlines()[-1]
+    # The object is in the store, written with the deployment's key ...
+    assert platform.s3().get_object(Bucket=platform.bucket, Key=key)["Body"].read() == b"from a chart pod"
+    # ... and the run is on the tracking server, its artifact in the bucket.
+    run = requests.get(f"{platform.tracking_uri}/api/2.0/mlflow/runs/get", params={"run_id": run_id},
+                       timeout=60).json()["run"]
+    assert {p["key"]: p["value"] for p in run["data"]["params"]} == {"where": "chart-pod"}
+    artifact = run["info"]["artifact_uri"].removeprefix(f"s3://{platform.bucket}/") + "/note.txt"
+    assert platform.s3().get_object(Bucket=platform.bucket, Key=artifact)["Body"].read() == b"an artifact"
+
+
+def test_remote_ssh_reaches_the_real_pod_through_the_chart_proxy(chart, tmp_path):
+    """VS Code's Remote-SSH way on the chart: `atelier vscode` (from a laptop, with fay's
+    token) writes the Host block; the real OpenSSH client goes through `atelier ssh-proxy`,
+    the chart's proxy and the hub to the sshd in fay's pod, as fay, with the host key
+    pinned; another user's token gets no shell."""
+    env = {**os.environ, "HOME": str(tmp_path), "ATELIER_HUB_URL": chart.url, "ATELIER_TOKEN": chart.fay_token,
+           "XDG_CONFIG_HOME": str(tmp_path / ".config")}
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        env.pop(var, None)
+    config = tmp_path / "ssh_config"
+    r = subprocess.run([str(VENV_BIN / "atelier"), "vscode", "--ssh-config", str(config), "--no-open"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}\n{chart.hub_log()}"
+    alias = ssh_alias(user="fay")
+    ssh = ["ssh", "-F", str(config), "-o", "BatchMode=yes", alias]
+    r = subprocess.run([*ssh, "id -u; cat from-cpu-small.txt; echo; grep -c kubepods /proc/1/cgroup"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    uid, text, in_pod = r.stdout.split("\n")[:3]
+    # The pod's user, the home written by the kernel, and a process of a kubelet pod.
+    assert (uid, text) == ("1000", MARKER) and int(in_pod) >= 1, r.stdout
+    # gil's token (a real second user) through the same config: no shell in fay's pod.
+    gil = chart.api("POST", "/users/gil/tokens", json={"note": "chart ssh", "expires_in": 600}).json()["token"]
+    r = subprocess.run([*ssh, "id -u"], env={**env, "ATELIER_TOKEN": gil}, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and "1000" not in r.stdout, (r.stdout, r.stderr)
+
+
 def test_a_deleted_hub_pod_comes_back_and_readopts_the_running_session(chart, control_plane):
     """Kubernetes starts a new hub pod (the chart's Deployment); it finds fay's running pod
     in its database (the hub's PVC) and keeps it: same pod, JupyterLab still answers, no
@@ -408,10 +546,11 @@ def test_the_home_moves_to_another_profile_and_the_hub_pods_culler_stops_it_idle
     assert claim["status"]["phase"] == "Bound"
 
 
-def test_an_admin_reads_the_usage_page_in_the_hub_pod_and_a_user_is_refused(chart):
+def test_the_usage_page_in_the_hub_pod_shows_admins_everyone_and_users_their_own(chart):
     """The usage page runs in the hub pod over the usage record on the hub's volume: fay's
     cpu-small server, stopped after the hub pod was replaced, and her quick one are there.
-    ada (the overlay's admin) reads it through the chart's proxy; fay gets 403."""
+    ada (the overlay's admin) reads it through the chart's proxy; fay sees her own lines,
+    gil (a real second user) nothing of fay's."""
     assert chart.api("POST", "/users/ada").status_code in (201, 409)
     admin = chart.login("ada")
     page = admin.get(f"{chart.url}/services/usage/", timeout=60)
@@ -421,11 +560,12 @@ def test_an_admin_reads_the_usage_page_in_the_hub_pod_and_a_user_is_refused(char
     # Both of fay's servers, each under its profile (the record outlived the first hub pod).
     assert {"cpu-small", QUICK} <= set(usage["by_profile"]), usage
     assert usage["by_profile"][QUICK]["servers"] == 1 and usage["by_profile"]["cpu-small"]["servers"] == 1, usage
-    refused = chart.http.get(f"{chart.url}/services/usage/api/usage",
-                             headers={"Authorization": f"token {chart.fay_token}"}, timeout=60)
-    assert refused.status_code == 403, refused.text[:300]
     page = chart.login("fay").get(f"{chart.url}/services/usage/", timeout=60)
-    assert page.status_code == 403 and 'data-user="fay"' not in page.text, page.text[:300]
+    assert page.status_code == 200 and 'data-user="fay"' in page.text, (page.status_code, page.text[:300])
+    page = chart.login("gil").get(f"{chart.url}/services/usage/", timeout=60)
+    assert page.status_code == 200 and "fay" not in page.text, (page.status_code, page.text[:300])
+    theirs = chart.login("gil").get(f"{chart.url}/services/usage/api/usage", timeout=60).json()
+    assert "fay" not in theirs["by_user"] and not theirs["by_profile"], theirs
 
 
 def test_helm_uninstall_leaves_only_the_homes(chart, control_plane):

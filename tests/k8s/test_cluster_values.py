@@ -191,6 +191,8 @@ def test_hub_code_in_values_configures_the_same_profiles(values, tmp_path, monke
     assert usage["command"][1:] == ["-m", "atelier_hub.services.usage_page", "--usage-file",
                                     "/srv/jupyterhub/usage.jsonl", "--listen", "0.0.0.0:8083"]
     assert c.ProfileSpawnerMixin.usage_file == "/srv/jupyterhub/usage.jsonl"
+    # Every user may reach it (the page shows a non-admin their own lines only).
+    assert {"name": "user", "scopes": ["self", "access:services!service=usage"]} in c.JupyterHub.load_roles
 
 
 def test_each_users_servers_are_an_origin_of_their_own(values, tmp_path, monkeypatch):

@@ -286,8 +286,9 @@ def update_usage(c, settings: ClusterSettings) -> None:
     """Atelier's usage page as a hub service in the hub pod, with the same command as the
     embedded mode's, over the usage record on the hub's volume. The chart's proxy routes
     `/services/usage/` to it through the hub's Service (the rendered values open its port
-    to the proxy); the hub's admins hold `access:services` and get in, no one else."""
-    from ..services.usage import usage_command
+    to the proxy). Every user's role may reach it, as in the embedded mode: the page gives
+    the hub's admins every user's lines and anyone else their own only."""
+    from ..services.usage import SERVICE, usage_command
 
     if not settings.usage.enabled:
         return
@@ -295,6 +296,13 @@ def update_usage(c, settings: ClusterSettings) -> None:
     usage = {"name": "usage", "display": True, "oauth_no_confirm": True, "url": f"http://hub:{port}",
              "command": [*usage_command(USAGE_FILE), "--listen", f"0.0.0.0:{port}"]}
     c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != "usage"), usage]
+    # The chart may have set a `user` role (hub.loadRoles): the scope joins it.
+    roles = [dict(r) for r in c.JupyterHub.get("load_roles", [])]
+    user = next((r for r in roles if r.get("name") == "user"), None)
+    if user is None:
+        roles.append(user := {"name": "user", "scopes": ["self"]})
+    user["scopes"] = [*user.get("scopes", []), *(s for s in SERVICE.session_scopes if s not in user.get("scopes", []))]
+    c.JupyterHub.load_roles = roles
 
 
 def update_origins(c, settings: ClusterSettings) -> None:

@@ -8,9 +8,13 @@ does not work: configurable-http-proxy parses a repeated port as NaN and falls b
 8000. So this rewrites those four arguments of the proxy Deployment only: 127.0.0.1, on
 the ports the test passes (``--post-renderer-args --proxy-port=P --proxy-api-port=A``).
 Everything else the overlay (chart-overlay.yaml) sets through the chart's own values.
-Reads the manifests on stdin, writes them on stdout.
+Reads the manifests on stdin, writes them on stdout, as JSON documents (JSON is YAML):
+PyYAML's own output follows YAML 1.1, where a string such as the chart's
+``checksum/auth-token: "0190"`` (four hex digits of a random token's hash) needs no
+quotes, and helm, reading YAML 1.2, would take it for the number 190 and fail the install.
 """
 
+import json
 import sys
 
 import yaml
@@ -35,7 +39,7 @@ def main() -> None:
                 done = True
     if not done:
         sys.exit("atelier-test-node: no proxy Deployment with a chp container in the chart's output")
-    yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
+    sys.stdout.write("".join(f"---\n{json.dumps(doc)}\n" for doc in docs))
 
 
 if __name__ == "__main__":
