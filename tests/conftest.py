@@ -144,6 +144,15 @@ def stack(request):
     return _shared(request)[0]
 
 
+@pytest.fixture(scope="module")
+def containers(stack):
+    """The shared stack, where its sessions are containers (the files that need them say so)."""
+    if stack.mode != "container":
+        pytest.fail(f"the stack runs {stack.mode} sessions: `make install` builds the images and "
+                    "`atelier dev` starts the Docker engine; see the atelier dev log")
+    return stack
+
+
 @pytest.fixture(scope="session")
 def cull_window(tmp_path_factory):
     """The culling window (tests/culling.py): its stack, and the idle-culling scenarios

@@ -35,14 +35,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def containers(stack):
-    if stack.mode != "container":
-        pytest.fail(f"the stack runs {stack.mode} sessions: `make install` builds the images and "
-                    "`atelier dev` starts the Docker engine; see the atelier dev log")
-    return stack
-
-
-@pytest.fixture(scope="module")
 def bob(containers):
     password = containers.add_user("bob")
     return {"name": "bob", "password": password, "token": containers.user_token("bob")}

@@ -56,14 +56,6 @@ def _container_log(stack, user: str, server: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def containers(stack):
-    if stack.mode != "container":
-        pytest.fail(f"the stack runs {stack.mode} sessions: `make install` builds the images and "
-                    "`atelier dev` starts the Docker engine; see the atelier dev log")
-    return stack
-
-
-@pytest.fixture(scope="module")
 def installed(containers, alice):
     """alice installs one package each way in a cpu-small session, then stops it."""
     s = containers.spawn("alice", "cpu-small", server="layer")

@@ -72,6 +72,18 @@ class ChartHub(HubClient):
         """Logged in through the chart's proxy, with the overlay's password for the test users."""
         return super().login(name, self.password if password is None else password)
 
+    def pick_profile(self, user: str, profile: str) -> float:
+        """``user`` logs in and picks ``profile`` on the spawn form, as in a browser; the
+        moment the form was posted (monotonic), which the hub answered with a redirect."""
+        s = self.login(user)
+        form = s.get(f"{self.url}/hub/spawn/{user}", timeout=60)
+        xsrf = re.search(r'xsrf_token: "([^"]+)"', form.text).group(1)  # as the page's script sends it
+        posted = time.monotonic()
+        r = s.post(f"{self.url}/hub/spawn/{user}", data={"profile": profile, "_xsrf": xsrf}, timeout=120,
+                   allow_redirects=False)
+        assert r.status_code == 302, (r.status_code, r.text[:500])
+        return posted
+
     def hub_log(self, n: int = 60) -> str:
         self.save_logs()
         return tail(self.log, n)
@@ -367,14 +379,8 @@ def test_cpu_small_runs_in_a_real_pod_and_jupyterlab_answers_through_the_chart_p
                                                                                        real_node):
     kube = control_plane.admin
     user = "fay"
-    s = chart.login(user)
-    form = s.get(f"{chart.url}/hub/spawn/{user}", timeout=60)
-    xsrf = re.search(r'xsrf_token: "([^"]+)"', form.text).group(1)  # as the page's script sends it
     token = chart.api("POST", f"/users/{user}/tokens", json={"note": "chart test", "expires_in": 900}).json()["token"]
-    t0 = time.monotonic()
-    r = s.post(f"{chart.url}/hub/spawn/{user}", data={"profile": "cpu-small", "_xsrf": xsrf}, timeout=120,
-               allow_redirects=False)
-    assert r.status_code == 302, (r.status_code, r.text[:500])
+    t0 = chart.pick_profile(user, "cpu-small")
     lab_url = f"http://{user}.localhost:{chart.ports['PROXY_PORT']}/user/{user}/lab"
     deadline = time.monotonic() + 420
     while True:
@@ -517,12 +523,7 @@ def test_the_home_moves_to_another_profile_and_the_hub_pods_culler_stops_it_idle
     assert r.status_code in (202, 204), r.text
     kube.wait("fay's cpu-small pod to go", lambda: not _pods(kube, f"hub.jupyter.org/username={user}"),
               timeout=120)
-    s = chart.login(user)
-    form = s.get(f"{chart.url}/hub/spawn/{user}", timeout=60)
-    xsrf = re.search(r'xsrf_token: "([^"]+)"', form.text).group(1)  # as the page's script sends it
-    r = s.post(f"{chart.url}/hub/spawn/{user}", data={"profile": QUICK, "_xsrf": xsrf}, timeout=120,
-               allow_redirects=False)
-    assert r.status_code == 302, (r.status_code, r.text[:500])
+    chart.pick_profile(user, QUICK)
     kube.wait("fay's quick server to be ready",
               lambda: (chart.api("GET", f"/users/{user}").json()["servers"].get("") or {}).get("ready"), timeout=300)
     model = chart.api("GET", f"/users/{user}").json()["servers"][""]
