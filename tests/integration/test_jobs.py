@@ -151,10 +151,14 @@ sys.exit(3)
 
 
 def test_a_script_job_writes_to_s3_logs_a_repro_run_with_the_job_s_tags_and_exits_3(containers, alice):
-    (containers.state / "homes" / "alice").mkdir(parents=True, exist_ok=True)
-    (containers.state / "homes" / "alice" / "train.py").write_text(TRACKED)
+    home = containers.state / "homes" / "alice"
+    home.mkdir(parents=True, exist_ok=True)
+    # Written here as root: owned by the session's user, as a file the user made would be
+    # (the shared stack's other tests write their own files in this home).
+    (home / "tracked_job.py").write_text(TRACKED)
+    os.chown(home / "tracked_job.py", 1000, 100)
     r = atelier(containers, alice["token"], "run", "--profile", "cpu-small", "--name", "tracked", "--",
-                "python", "train.py")
+                "python", "tracked_job.py")
     assert r.returncode == 3, (r.stdout, r.stderr)
     run_id = next(line.split()[1] for line in r.stdout.splitlines() if line.startswith("run "))
     obj = containers.s3().get_object(Bucket="atelier-shared", Key="from-job/tracked.txt")
@@ -163,7 +167,7 @@ def test_a_script_job_writes_to_s3_logs_a_repro_run_with_the_job_s_tags_and_exit
     assert run.info.user_id == "alice"
     assert run.data.tags["repro.env.ATELIER_JOB"] == "tracked"
     assert run.data.tags["repro.env.ATELIER_PROFILE"] == "cpu-small"
-    assert "train.py" in run.data.tags["repro.command"]
+    assert "tracked_job.py" in run.data.tags["repro.command"]
 
 
 def test_a_second_user_cannot_see_read_or_cancel_a_job_and_its_owner_can(containers, alice, rival):
@@ -244,6 +248,7 @@ def test_a_notebook_job_with_a_parameter_saves_the_executed_notebook_with_its_ou
     folder.mkdir(parents=True, exist_ok=True)
     os.chown(folder, 1000, 100)
     nbformat.write(nb, folder / "analysis.ipynb")
+    os.chown(folder / "analysis.ipynb", 1000, 100)
     r = atelier(containers, alice["token"], "run", "--profile", "cpu-small", "--name", "nbjob", "--cwd", "nbs",
                 "analysis.ipynb", "-p", "lr=0.25")
     assert r.returncode == 0, (r.stdout, r.stderr)
