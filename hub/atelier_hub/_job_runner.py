@@ -3,7 +3,8 @@
 Run by the image's Python after its start hook (so the session files and the user's
 package layer are there, as in a session) with one argument, JSON:
 ``{"name": ..., "command": [...], "cwd": ...}`` (a notebook job: ``"notebook"`` and
-``"parameters"`` too). It runs the command in the home's
+``"parameters"`` too; ``"timeout"``, seconds, where the user gave one: the command
+is then ended with a line in its log, exit code 124). It runs the command in the home's
 ``cwd`` with its output (stdout and stderr, in order) in
 ``~/.atelier/jobs/NAME/output.log``, and writes its exit code to ``exit-code`` there,
 so both outlive the container. Meanwhile it answers HTTP at the server's address
@@ -57,6 +58,50 @@ def command_of(spec: dict) -> list[str]:
     return spec["command"]
 
 
+#: a job ended by its --timeout exits with this code (as coreutils' timeout does)
+TIMED_OUT = 124
+#: seconds between SIGTERM and SIGKILL when a job is ended
+GRACE = 10
+
+
+def _end(child: subprocess.Popen, *, grace: float) -> None:
+    """SIGTERM to the command's group, SIGKILL after ``grace`` seconds if it is still there."""
+    def kill(sig):
+        try:
+            os.killpg(child.pid, sig)
+        except OSError:
+            pass
+    kill(signal.SIGTERM)
+    timer = threading.Timer(grace, lambda: child.poll() is None and kill(signal.SIGKILL))
+    timer.daemon = True
+    timer.start()
+
+
+def _watch(child: subprocess.Popen, timeout, log) -> threading.Event:
+    """Ends ``child`` after ``timeout`` seconds (none: never), with a line in the log;
+    the event says whether it did."""
+    fired = threading.Event()
+    if timeout:
+        def expire():
+            if child.poll() is None:
+                fired.set()
+                log.write(f"\natelier: the job ran past its --timeout of {_human(timeout)} and was ended "
+                          f"(exit code {TIMED_OUT})\n".encode())
+                _end(child, grace=GRACE)
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
+        timer.start()
+    return fired
+
+
+def _human(seconds: int) -> str:
+    """``90`` -> ``90 s``, ``7200`` -> ``2 h``: the largest unit that divides it."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
 def main(spec: dict) -> int:
     home = Path.home()
     folder = home / ".atelier" / "jobs" / spec["name"]
@@ -92,17 +137,20 @@ def main(spec: dict) -> int:
             code = 2
         else:
             try:
+                # Its own process group, so that a timeout ends the command and what it
+                # started, and not this runner.
                 child = subprocess.Popen(command_of(spec), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT)
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as exc:
                 log.write(f"atelier: cannot run {spec['command'][0]!r}: {exc.strerror}\n".encode())
                 code = 127
             else:
-                # tini (the image's init, -g) hands a stop's SIGTERM to the whole group,
-                # the command included: wait for it to end, then record its code.
-                signal.signal(signal.SIGTERM, lambda *_: None)
+                # A stop (cancel, max_age, the hub's shutdown) sends SIGTERM: hand it to the
+                # command's group, wait for it to end, then record its code.
+                signal.signal(signal.SIGTERM, lambda *_: _end(child, grace=GRACE))
+                timed_out = _watch(child, spec.get("timeout"), log)
                 code = child.wait()
-                code = 128 - code if code < 0 else code
+                code = TIMED_OUT if timed_out.is_set() else (128 - code if code < 0 else code)
     tmp = folder / "exit-code.tmp"
     tmp.write_text(f"{code}\n")
     tmp.replace(folder / "exit-code")

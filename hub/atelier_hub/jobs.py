@@ -34,6 +34,9 @@ JOB_DIR = ".atelier/jobs"
 #: the runner's source, run by the image's Python (stdlib only: the image has no atelier_hub)
 RUNNER = Path(__file__).with_name("_job_runner.py")
 
+#: the longest --timeout a job may ask for (a profile's max_age still ends it sooner)
+TIMEOUT_MAX = 30 * 86400
+
 # A DNS label less the prefix: it is also part of the container's and the server's name.
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 
@@ -78,7 +81,8 @@ def default_name(command: list[str], *, now: float | None = None) -> str:
 
 
 def check_submission(body, *, profile_names: list[str], taken: set[str]) -> dict:
-    """The job a POST asks for, as ``{"name", "profile", "command", "cwd"}``: each field
+    """The job a POST asks for, as ``{"name", "profile", "command", "cwd"}`` (and
+    ``"timeout"``, seconds, where one is asked for): each field
     checked, with a :class:`JobError` naming the field and the fix. The profile is
     checked against the user's groups by the spawner (this knows only the names).
 
@@ -127,7 +131,14 @@ def check_submission(body, *, profile_names: list[str], taken: set[str]) -> dict
     if not isinstance(cwd, str) or cwd.startswith("/") or ".." in Path(cwd).parts or "\0" in cwd:
         raise JobError("cwd", f"{str(cwd)[:80]!r} is not a folder of your home: give a relative path such as "
                        "--cwd projects/train")
+    timeout = body.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)
+                                or not 0 < timeout <= TIMEOUT_MAX):
+        raise JobError("timeout", f"{str(timeout)[:40]!r} is not a timeout: give whole seconds from 1 to "
+                       f"{TIMEOUT_MAX} (atelier run --timeout 2h)")
     job = {"name": name, "profile": profile or None, "command": command, "cwd": cwd}
+    if timeout is not None:
+        job["timeout"] = timeout
     if notebook is not None:
         job.update(notebook=notebook, parameters=parameters)
     size = stored_size({"profile": profile, "job": job})

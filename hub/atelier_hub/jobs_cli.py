@@ -17,6 +17,7 @@ import time
 from datetime import datetime, timezone
 from urllib.parse import quote
 
+from .embedded.users import UserError, parse_duration
 from .remote import Login, RemoteError
 
 API = "/services/jobs/api/jobs"
@@ -98,7 +99,11 @@ def cmd_run(args) -> None:
         command = command[1:]
     if not command:
         raise RemoteError("no command: give it after --, e.g. atelier run --profile cpu-small -- python train.py")
-    body = {"command": command, "profile": args.profile, "name": args.name, "cwd": args.cwd}
+    try:
+        timeout = parse_duration(args.timeout, option="--timeout", example="2h") if args.timeout else None
+    except UserError as exc:
+        raise RemoteError(str(exc)) from None
+    body = {"command": command, "profile": args.profile, "name": args.name, "cwd": args.cwd, "timeout": timeout}
     if command[0].endswith(".ipynb") and args.command[:1] != ["--"]:
         body.update(command=None, notebook=command[0], parameters=parse_parameters(command[1:]))
     login = _login(args)
@@ -177,12 +182,14 @@ def add_parsers(sub, wrap) -> None:
     """The four commands, each run through ``wrap`` (which turns a RemoteError into one line)."""
     hub_help = "the hub's URL (default: $ATELIER_HUB_URL, else the saved login)"
     run = sub.add_parser("run", help="run a command as a job in a container sized by a profile",
-                         usage="atelier run [--profile P] [--name NAME] [--cwd DIR] [--detach] -- CMD [ARGS ...]\n"
+                         usage="atelier run [--profile P] [--name NAME] [--cwd DIR] [--timeout D] [--detach] -- CMD [ARGS ...]\n"
                                "       atelier run [options] NOTEBOOK.ipynb [-p NAME=VALUE ...]")
     run.add_argument("--profile", help="the profile that sizes it (default: your default profile)")
     run.add_argument("--name", help="the job's name (default: the program's name and the time)")
     run.add_argument("--cwd", help="the folder of your home it runs in (default: the home)")
     run.add_argument("--detach", action="store_true", help="print the job's name and return at once")
+    run.add_argument("--timeout", metavar="DURATION",
+                     help="end the job after this long, e.g. 90s, 30m, 12h, 2d (its log says so; exit code 124)")
     run.add_argument("--hub", help=hub_help)
     run.add_argument("command", nargs=argparse.REMAINDER,
                      help="the command, after --; or a notebook and its -p NAME=VALUE parameters")

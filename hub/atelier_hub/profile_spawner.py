@@ -144,7 +144,8 @@ class ProfileSpawnerMixin(Configurable):
             return  # a stop of a server that never started (or was already recorded as stopped)
         try:
             record(self.usage_file, event, user=self.user.name, server=self.name or "",
-                   profile=self.profile if event == "start" else None)
+                   profile=self.profile if event == "start" else None,
+                   kind=("job" if is_job(self.name, self.user_options) else "server") if event == "start" else None)
         except OSError as exc:  # a full disk must not fail a spawn; the log says what is missing
             self.log.error("usage not recorded for %s/%s (%s): %s", self.user.name, self.name, event, exc)
         self._usage_running = event == "start"

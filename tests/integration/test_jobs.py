@@ -10,6 +10,7 @@ test.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -108,6 +109,19 @@ def test_run_streams_the_output_and_exits_with_the_job_s_code(containers, first)
     assert (containers.state / "homes" / "alice" / "work" / "written-by-the-job.txt").read_text() == "from the job"
 
 
+def test_usage_counts_a_job_s_hours_as_kind_job(containers, first):
+    out = subprocess.run([str(VENV_BIN / "atelier"), "usage", "--state", str(containers.state), "--format", "json"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    jobs = json.loads(out)["by_kind"]["job"]
+    small = {p.name: p for p in load_profiles(REPO / "profiles")}["cpu-small"]
+    # Every job of this file runs on cpu-small: its CPU-hours are its hours times the profile's limit.
+    assert jobs["servers"] >= 1 and jobs["hours"] > 0, jobs
+    assert jobs["cpu_hours"] == pytest.approx(jobs["hours"] * small.cpu.limit, rel=1e-3), jobs
+    starts = [json.loads(line) for line in (containers.state / "usage.jsonl").read_text().splitlines()]
+    first_start = [e for e in starts if e["event"] == "start" and e["server"] == "job-first"]
+    assert [(e["user"], e["kind"], e["profile"]) for e in first_start] == [("alice", "job", "cpu-small")], first_start
+
+
 def test_jobs_lists_it_and_logs_replays_its_output(containers, alice, first):
     row = jobs_table(containers, alice["token"])["first"]
     assert row[1:3] == ["cpu-small", "failed"] and row[-1] == "3", row
@@ -129,6 +143,7 @@ def test_jobs_lists_it_and_logs_replays_its_output(containers, alice, first):
     (("--name", "first", "--", "true"), ["name", "already", "'first'", "--name"]),
     (("--name", "Bad Name!", "--", "true"), ["name", "--name", "lowercase"]),
     (("--cwd", "../bob", "--", "true"), ["cwd", "--cwd", "relative"]),
+    (("--timeout", "soon", "--", "true"), ["--timeout", "'soon'", "2h"]),
 ])
 def test_bad_input_names_the_field_and_the_fix(containers, alice, first, args, says):
     r = atelier(containers, alice["token"], "run", *args, timeout=120)
@@ -168,6 +183,16 @@ def test_a_script_job_writes_to_s3_logs_a_repro_run_with_the_job_s_tags_and_exit
     assert run.data.tags["repro.env.ATELIER_JOB"] == "tracked"
     assert run.data.tags["repro.env.ATELIER_PROFILE"] == "cpu-small"
     assert "tracked_job.py" in run.data.tags["repro.command"]
+
+
+def test_a_job_past_its_timeout_is_ended_and_its_log_says_so(containers, alice):
+    r = atelier(containers, alice["token"], "run", "--profile", "cpu-small", "--name", "slow", "--timeout", "5s",
+                "--", "sh", "-c", "echo started; sleep 600; echo never")
+    assert r.returncode == 124, (r.stdout, r.stderr)
+    assert r.stdout == "started\n\natelier: the job ran past its --timeout of 5 s and was ended (exit code 124)\n"
+    row = jobs_table(containers, alice["token"])["slow"]
+    assert row[2] == "failed" and row[-1] == "124", row
+    assert atelier(containers, alice["token"], "logs", "slow").stdout == r.stdout
 
 
 def test_a_second_user_cannot_see_read_or_cancel_a_job_and_its_owner_can(containers, alice, rival):

@@ -3,12 +3,15 @@ field is checked with its fix, and a job's log cannot lead the hub out of the ho
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from atelier_hub.jobs import JobError, check_submission, read_home_file
+from atelier_hub.jobs import RUNNER, JobError, check_submission, read_home_file
 from atelier_hub.profiles import load_profiles
 from atelier_hub.services.culler_server import Culler
 
@@ -43,6 +46,10 @@ def test_the_culler_keeps_a_job_that_has_been_quiet_for_hours_and_culls_a_sessio
     ({"notebook": "nb.py"}, "notebook", [".ipynb"]),
     ({"notebook": "nb.ipynb", "parameters": {"not a name": 1}}, "parameters", ["-p lr=0.1"]),
     ({"command": ["python"], "parameters": {"lr": 1}}, "parameters", ["notebook"]),
+    ({"command": ["python"], "timeout": 0}, "timeout", ["'0'", "--timeout 2h"]),
+    ({"command": ["python"], "timeout": "1h"}, "timeout", ["'1h'", "whole seconds"]),
+    ({"command": ["python"], "timeout": True}, "timeout", ["--timeout 2h"]),
+    ({"command": ["python"], "timeout": 31 * 86400}, "timeout", ["2592000"]),
 ])
 def test_each_bad_field_is_named_with_its_fix(body, field, words):
     with pytest.raises(JobError) as err:
@@ -76,3 +83,26 @@ def test_a_spawner_that_runs_no_job_refuses_one_rather_than_start_a_server():
         spawner.check_request({"profile": "cpu-small", "job": {"name": "a", "command": ["true"]}})
     assert err.value.status_code == 400 and "container sessions" in err.value.log_message
     assert spawner.check_request({"profile": "cpu-small"}).name == "cpu-small"
+
+
+def test_a_timeout_is_kept_in_seconds():
+    job = check_submission({"command": ["python"], "timeout": 7200}, profile_names=["cpu-small"], taken=set())
+    assert job["timeout"] == 7200
+    assert "timeout" not in check_submission({"command": ["python"]}, profile_names=["cpu-small"], taken=set())
+
+
+def test_the_runner_ends_a_command_past_its_timeout_and_says_so_in_the_log(tmp_path):
+    """The real runner, as a process here (stdlib only, as in the image): the command and
+    what it started are ended, the log says why, the exit code is 124."""
+    marker = f"atelier-timeout-{os.getpid()}"
+    spec = {"name": "slow", "cwd": "", "timeout": 1,
+            "command": ["sh", "-c", f"echo started; {sys.executable} -c 'import time; time.sleep(300)' {marker}"]}
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, str(RUNNER), json.dumps(spec)], env=env, timeout=60)
+    assert done.returncode == 124
+    folder = tmp_path / ".atelier" / "jobs" / "slow"
+    assert (folder / "output.log").read_text() == (
+        "started\n\natelier: the job ran past its --timeout of 1 s and was ended (exit code 124)\n")
+    assert (folder / "exit-code").read_text() == "124\n"
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+    assert left.stdout == "", f"the command outlived its timeout: {left.stdout}"

@@ -314,6 +314,8 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
             ))
             env["ATELIER_SESSION_FILES"] = json.dumps(files)
             env["ATELIER_SESSION_DIR"] = SESSION_CONFIG_DIR
+            # This spawner runs jobs: the Connect panel shows the `atelier run` line.
+            env["ATELIER_JOBS"] = "1"
         env.update(proxy_env(self._egress_port()))
         return env
 
@@ -462,7 +464,8 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
         if job:
             # The image's entrypoint (its start hook) still runs first: the same session.
             self.cmd = [IMAGE_PYTHON, "-c", RUNNER.read_text(),
-                        json.dumps({k: job[k] for k in ("name", "command", "cwd", "notebook", "parameters") if k in job})]
+                        json.dumps({k: job[k] for k in ("name", "command", "cwd", "notebook", "parameters", "timeout")
+                                   if k in job})]
         self.extra_create_kwargs = {
             "user": f"{self.session_uid}:{self.session_gid}",
             "hostname": SESSION_HOSTNAME,
