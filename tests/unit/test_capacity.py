@@ -4,7 +4,11 @@ the per-user limit and the ETA."""
 
 from __future__ import annotations
 
+import doctest
+
 import pytest
+from atelier_hub import capacity
+from atelier_hub.embedded import gpus, spawner_base
 from atelier_hub.capacity import (
     CapacityError,
     CapacitySettings,
@@ -123,3 +127,9 @@ def test_good_capacity_settings_load(tmp_path):
     s = load_capacity(path)
     assert (s.gpu_devices, s.gpus_per_user, s.groups["team-a"].weight, s.default_group) == ([0, 1, 2, 3], 2, 2.0,
                                                                                            "everyone")
+
+
+@pytest.mark.parametrize("module", [capacity, gpus, spawner_base])
+def test_doctests(module):
+    # capacity_note's lines: "3 of 8 GPUs free · fits now", "full: you would be 2nd in line, about 25 min"
+    assert doctest.testmod(module).failed == 0
