@@ -8,7 +8,6 @@ import doctest
 
 import pytest
 from atelier_hub import capacity
-from atelier_hub.embedded import gpus, spawner_base
 from atelier_hub.capacity import (
     CapacityError,
     CapacitySettings,
@@ -20,6 +19,7 @@ from atelier_hub.capacity import (
     over_limit,
     queue_order,
 )
+from atelier_hub.embedded import gpus, spawner_base
 
 DEFAULT = CapacitySettings()
 
