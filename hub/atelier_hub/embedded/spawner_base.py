@@ -269,7 +269,12 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
                 self.start_timeout = self.start_timeout + self.capacity.max_wait
                 self.log.info("%s waits for %d GPU(s): %s", self._key, self.profile.gpu_count,
                               self._queue_message())
-        self.s3_keys = self._user_s3_keys()
+        try:
+            self.s3_keys = self._user_s3_keys()
+        except BaseException:  # nothing starts: the GPUs or the place in line go too
+            self.gpu_pool.leave(self._key)
+            self.gpu_pool.release(self._key)
+            raise
         return result
 
     def _queue_message(self) -> str:
@@ -333,11 +338,24 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
 
     # -- GPUs held while the server lives ------------------------------------------------
 
+    async def wait_for_gpus(self) -> None:
+        """Wait for this server's GPUs where it is queued (at once otherwise). A spawner
+        calls it before it builds anything from ``gpu_ids`` (the container's device
+        requests); the mixin's ``start`` calls it in any case. A cancel or ``max_wait``
+        takes the request out of the queue."""
+        if self._grant is None:
+            return
+        await self._wait_for_gpus()
+        self.log.info("%s got GPU(s) %s from the queue", self._key, self.gpu_ids)
+        self._handed_over = True
+
+    _handed_over: bool = False
+
     async def start(self):
         try:
-            if self._grant is not None:
-                await self._wait_for_gpus()
-                self.log.info("%s got GPU(s) %s from the queue", self._key, self.gpu_ids)
+            await self.wait_for_gpus()
+            if self._handed_over:
+                self._handed_over = False
                 # The configured start_timeout again, from the hand-over.
                 return await asyncio.wait_for(super().start(), self.start_timeout)
             return await super().start()
