@@ -126,6 +126,13 @@ class SessionIdentity(StrictModel):
 
     service_account: str | None = Field(None, description="ServiceAccount of session pods; null: none made.")
     role_arn: str | None = Field(None, description="IAM role for IRSA, e.g. arn:aws:iam::123456789012:role/atelier-session")
+    s3_admin_secret: str | None = Field(
+        None, description="One S3 account per hub user on an S3-compatible store with versitygw's admin API "
+        "(the deployment's `s3.endpoint_url`, without static keys): the name of a Secret in the hub's "
+        "namespace holding the store's root keys as `access_key_id` and `secret_access_key`. The hub makes "
+        "each user's account at their first spawn (`users/NAME/` in the shared bucket is theirs alone, as "
+        "in embedded mode) and gives their pods its keys only, through a Secret of their own "
+        "(`atelier-s3-NAME`); removing the user deletes both. Null: no per-user accounts.")
 
 
 class NodePools(StrictModel):
