@@ -357,3 +357,22 @@ def test_per_user_s3_accounts_refuse_a_store_without_them(s3, field, fix):
     with pytest.raises(ClusterSettingsError) as exc:
         render_values(load_profiles(PROFILES), Deployment.model_validate({"services": {"s3": s3}}), settings)
     assert str(exc.value).startswith(field + ":") and fix in str(exc.value), exc.value
+
+
+def test_per_user_aws_identity_names_no_shared_service_account(tmp_path):
+    """identity.per_user_role_arn (EKS Pod Identity): no ServiceAccount shared by every
+    session in the values; the hub code sets the role and cluster on the spawner, which
+    gives each user their own ServiceAccount. Without the cluster's name, a message
+    naming the field."""
+    role = "arn:aws:iam::123456789012:role/atelier-session"
+    identity = {"per_user_role_arn": role, "eks_cluster_name": "atelier"}
+    settings = ClusterSettings.model_validate({"public_url": PUBLIC_URL, "identity": identity})
+    values = render_values(load_profiles(PROFILES), DEPLOYMENT, settings)
+    assert "serviceAccountName" not in values["singleuser"]
+    c = Config()
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump({"identity": identity}))
+    configure_kubespawner(c, profiles_dir=PROFILES, cluster_file=tmp_path / "cluster.yaml")
+    assert (c.AtelierKubeSpawner.per_user_role_arn, c.AtelierKubeSpawner.eks_cluster_name) == (role, "atelier")
+    with pytest.raises(ClusterSettingsError, match=r"^identity\.eks_cluster_name: not set"):
+        render_values(load_profiles(PROFILES), DEPLOYMENT, ClusterSettings.model_validate(
+            {"public_url": PUBLIC_URL, "identity": {"per_user_role_arn": role}}))

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -163,11 +164,72 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         )
         return True
 
+    # -- AWS: one ServiceAccount per user, associated with the session role (Pod Identity) ----
+
+    per_user_role_arn = Unicode(
+        "",
+        config=True,
+        help="""
+        IAM role of every user's own ServiceAccount (EKS Pod Identity); empty: none.
+        Each user's pods run as a ServiceAccount named after the user, made by the hub with
+        its association at the first spawn; the role's policy grants ``users/NAME/`` by
+        the session tag ``kubernetes-service-account``.
+
+            c.AtelierKubeSpawner.per_user_role_arn = "arn:aws:iam::123456789012:role/atelier-session"
+        """,
+    )
+    eks_cluster_name = Unicode("", config=True, help="The EKS cluster of ``per_user_role_arn``'s associations.")
+
+    def user_service_account(self) -> str:
+        """The user's own ServiceAccount: their name, which must be a Kubernetes name
+        (the role's policy reads it back as the user's prefix, so no escaping)."""
+        name = self.user.name
+        if not _SA_NAME.fullmatch(name) or len(name) > 253 or name == "default":
+            msg = (f"user name {name!r} cannot name a Kubernetes ServiceAccount (lower-case letters, digits, "
+                   "'-' and '.', not 'default'), which this deployment's per-user S3 identity needs: rename the "
+                   "user, or set identity.per_user_role_arn to null in the cluster settings")
+            raise web.HTTPError(400, msg, reason=msg)
+        return name
+
+    async def ensure_user_service_account(self) -> None:
+        """The user's ServiceAccount and its Pod Identity association, before the pod. A
+        ServiceAccount of that name that the hub did not make (the chart's `hub`) is refused."""
+        from kubernetes_asyncio.client.exceptions import ApiException
+        from kubernetes_asyncio.client.models import V1ServiceAccount
+
+        name = self.user_service_account()
+        try:
+            sa = await self.api.read_namespaced_service_account(name, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            labels = {**_SA_LABELS, **({"hub.jupyter.org/username": name} if len(name) <= 63 else {})}
+            await self.api.create_namespaced_service_account(self.namespace, V1ServiceAccount(
+                metadata=V1ObjectMeta(name=name, labels=labels), automount_service_account_token=False))
+        else:
+            if (sa.metadata.labels or {}).get("app.kubernetes.io/managed-by") != _SA_LABELS["app.kubernetes.io/managed-by"]:
+                msg = (f"ServiceAccount {name!r} in namespace {self.namespace} is not one the hub made for a user: "
+                       "the user cannot run as it; rename the user or set the sessions' namespace "
+                       "(cluster settings' namespace) to one of their own")
+                raise web.HTTPError(409, msg, reason=msg)
+        await asyncio.to_thread(ensure_pod_identity, cluster=self.eks_cluster_name, namespace=self.namespace,
+                                service_account=name, role_arn=self.per_user_role_arn)
+        self.service_account = name
+
     async def delete_forever(self):
         """The user is deleted (called on their default server's spawner; a named
-        server's deletion keeps the account): their S3 account and Secret go, their PVC
-        stays (``delete_pvc`` is False)."""
+        server's deletion keeps the account): their S3 account and Secret go (or their
+        ServiceAccount and its association, on AWS), their PVC stays (``delete_pvc`` is False)."""
         await super().delete_forever()
+        if not self.name and self.per_user_role_arn:
+            name = self.user_service_account()
+            await asyncio.to_thread(remove_pod_identity, cluster=self.eks_cluster_name, namespace=self.namespace,
+                                    service_account=name)
+            await exponential_backoff(
+                partial(self._ensure_not_exists, "service_account", name),
+                f"Could not delete service account {name}",
+                timeout=self.k8s_api_request_retry_timeout,
+            )
         accounts = None if self.name else self.s3_accounts()
         if accounts is None:
             return
@@ -285,8 +347,10 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         return {f"file-{i}": text for i, (_, text) in enumerate(sorted(self._session_files().items()))}
 
     async def get_pod_manifest(self):
-        # The user's S3 Secret exists before the pod names it.
+        # The user's S3 Secret (or ServiceAccount) exists before the pod names it.
         self._s3_own_keys = await self.ensure_s3_secret()
+        if self.per_user_role_arn:
+            await self.ensure_user_service_account()
         pod = await super().get_pod_manifest()  # calls get_env, which fills _secret_env
         files = sorted(self._session_files())
         if files:
@@ -322,6 +386,38 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             f"Could not delete secret {self.env_secret_name}",
             timeout=self.k8s_api_request_retry_timeout,
         )
+
+
+_SA_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
+_SA_LABELS = {"app.kubernetes.io/managed-by": "atelier-hub", "app.kubernetes.io/component": "atelier-user-identity"}
+
+
+def _eks():
+    import boto3  # the hub's own role (Pod Identity of the hub's ServiceAccount)
+
+    return boto3.client("eks")
+
+
+def ensure_pod_identity(*, cluster: str, namespace: str, service_account: str, role_arn: str) -> None:
+    """The association of ``service_account`` with ``role_arn`` (made if missing; one with
+    another role is replaced). ref: https://docs.aws.amazon.com/eks/latest/userguide/pod-id-association.html"""
+    eks = _eks()
+    for found in eks.list_pod_identity_associations(clusterName=cluster, namespace=namespace,
+                                                    serviceAccount=service_account)["associations"]:
+        current = eks.describe_pod_identity_association(clusterName=cluster, associationId=found["associationId"])
+        if current["association"]["roleArn"] == role_arn:
+            return
+        eks.delete_pod_identity_association(clusterName=cluster, associationId=found["associationId"])
+    eks.create_pod_identity_association(clusterName=cluster, namespace=namespace, serviceAccount=service_account,
+                                        roleArn=role_arn)
+
+
+def remove_pod_identity(*, cluster: str, namespace: str, service_account: str) -> None:
+    """Delete ``service_account``'s associations (a removed user's)."""
+    eks = _eks()
+    for found in eks.list_pod_identity_associations(clusterName=cluster, namespace=namespace,
+                                                    serviceAccount=service_account)["associations"]:
+        eks.delete_pod_identity_association(clusterName=cluster, associationId=found["associationId"])
 
 
 # -- configuration: one update_<section> each; only sets, never appends ---------------------
@@ -360,6 +456,9 @@ S3_ACCOUNTS_DIR = "/srv/jupyterhub/s3-accounts"
 
 
 def update_identity(c, settings: ClusterSettings) -> None:
+    if settings.identity.per_user_role_arn:
+        c.AtelierKubeSpawner.per_user_role_arn = settings.identity.per_user_role_arn
+        c.AtelierKubeSpawner.eks_cluster_name = settings.identity.eks_cluster_name or ""
     if settings.identity.s3_admin_secret:
         c.AtelierKubeSpawner.s3_accounts_dir = S3_ACCOUNTS_DIR
     if settings.identity.service_account:

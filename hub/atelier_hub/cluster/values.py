@@ -249,7 +249,14 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
         # Profiles come from hub.extraConfig (a callable that filters by group).
         "profileList": [],
     }
-    if settings.identity.service_account:
+    if settings.identity.per_user_role_arn:
+        if not settings.identity.eks_cluster_name:
+            raise ClusterSettingsError(
+                "identity.eks_cluster_name: not set; identity.per_user_role_arn needs the EKS cluster's name "
+                "for each user's Pod Identity association, e.g. `eks_cluster_name: atelier` (terraform's "
+                "cluster module output `cluster_name`)")
+        # Each user's pods name their own ServiceAccount (the hub's spawner): none shared.
+    elif settings.identity.service_account:
         singleuser["serviceAccountName"] = settings.identity.service_account
     return {
         "hub": {
