@@ -753,11 +753,14 @@ def test_helm_uninstall_leaves_only_the_homes(chart, control_plane):
     for kind, path in (("roles", "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles"),
                        ("rolebindings", "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"),
                        ("services", "/api/v1/namespaces/{ns}/services"),
+                       ("secrets", "/api/v1/namespaces/{ns}/secrets"),
                        ("deployments", "/apis/apps/v1/namespaces/{ns}/deployments"),
                        ("persistentvolumeclaims", "/api/v1/namespaces/{ns}/persistentvolumeclaims")):
         names = sorted(i["metadata"]["name"] for i in kube.get(path.format(ns=CHART_NS))["items"])
         if names:
             left[kind] = names
-    # The homes stay (claim-NAME, Atelier's pvc_name_template, bob's after his removal too);
-    # nothing else of the release.
-    assert left == {"persistentvolumeclaims": ["claim-alice", "claim-bob", "claim-fay"]}, left
+    # The homes stay (claim-NAME, Atelier's pvc_name_template, bob's after his removal too),
+    # and so do the S3 keys of the users still on the hub (their accounts stay on the
+    # store, as homes do) beside the platform's own Secret; nothing else of the release.
+    assert left == {"persistentvolumeclaims": ["claim-alice", "claim-bob", "claim-fay"],
+                    "secrets": ["atelier-s3-alice", "atelier-s3-fay", S3_ADMIN_SECRET]}, left
