@@ -340,8 +340,11 @@ def test_per_user_s3_accounts_read_the_root_keys_from_the_platforms_secret(tmp_p
     assert schema_problems(values, _schema()) == []
     c = Config()
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump({"identity": {"s3_admin_secret": "platform-s3-root"}}))
-    configure_kubespawner(c, profiles_dir=PROFILES, cluster_file=tmp_path / "cluster.yaml")
+    configure_kubespawner(c, profiles_dir=PROFILES, cluster_file=tmp_path / "cluster.yaml", storage=False)
     assert c.AtelierKubeSpawner.s3_accounts_dir == "/srv/jupyterhub/s3-accounts"
+    # As the chart's hub.extraConfig calls it (the chart sets the storage): a removed
+    # user's home is still kept (KubeSpawner's default would delete it).
+    assert c.AtelierKubeSpawner.delete_pvc is False
 
 
 @pytest.mark.parametrize(("s3", "field", "fix"), [

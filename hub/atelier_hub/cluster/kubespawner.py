@@ -215,6 +215,8 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         await asyncio.to_thread(ensure_pod_identity, cluster=self.eks_cluster_name, namespace=self.namespace,
                                 service_account=name, role_arn=self.per_user_role_arn)
         self.service_account = name
+        # Pod Identity mounts a token of its own; the Kubernetes API needs none of the user's.
+        self.automount_service_account_token = False
 
     async def delete_forever(self):
         """The user is deleted (called on their default server's spawner; a named
@@ -448,7 +450,6 @@ def update_storage(c, settings: ClusterSettings) -> None:
         s.storage_class = st.storage_class
     s.volumes = {"home": {"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}}
     s.volume_mounts = {"home": {"name": "home", "mountPath": st.home_mount_path}}
-    s.delete_pvc = False
 
 
 #: where the hub in the chart keeps its users' S3 keys: its own volume (hub.db.pvc), 0600
@@ -564,6 +565,10 @@ def configure_kubespawner(
                     deployment_file=str(deployment_file) if deployment_file else None)
     if storage:
         update_storage(c, settings)
+    # Homes outlive even a user's removal (`DELETE /hub/api/users/NAME` calls
+    # delete_forever) until an admin deletes them; with the chart too, whose values set
+    # the storage but not this (KubeSpawner's default deletes the PVC).
+    c.AtelierKubeSpawner.delete_pvc = False
     update_identity(c, settings)
     # `atelier kubeconfig`: a per-user identity reaching only the user's own pods.
     from .attach import update_attach
