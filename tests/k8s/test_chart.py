@@ -43,6 +43,8 @@ RELEASE = "atelier"
 CHART_NS = "atelier-chart"  # the release's own namespace: uninstall is checked against it alone
 HUB_DB_CLASS = "atelier-test-hub-db"  # chart-overlay.yaml's hub.db.pvc.storageClassName
 USERS = ("fay", "gil")  # chart-overlay.yaml's allowed_users; gil is in the GPU group
+S3_USERS = ("alice", "bob")  # the S3 identity test's target and attacker (allowed_users too)
+S3_ADMIN_SECRET = "platform-s3-root"  # the platform's Secret of the store's root keys (cluster.yaml)
 QUICK, QUICK_TIMEOUT = "quick", 60  # the chart test's own profile (_inputs)
 MARKER = "written in fay's cpu-small pod"
 PAGE = os.sysconf("SC_PAGE_SIZE")  # the kernel keeps a memory limit in whole pages
@@ -119,7 +121,9 @@ class Helm:
 class PlatformServices:
     """The S3 store and the MLflow server a platform team would run beside the chart
     (its own object store, its own tracking server), here as processes on 127.0.0.1:
-    versitygw with one static key pair and a shared bucket, and a plain `mlflow server`
+    versitygw with its internal IAM (the hub makes one account per user with the root
+    keys, which the platform gives it in a Secret: :meth:`s3_admin_secret`) and a shared
+    bucket, and a plain `mlflow server`
     (auth "none": MLflow behind the hub's front on a cluster is the cluster-identity
     issue). Sessions reach them with the deployment settings `atelier render values`
     puts in the chart's values."""
@@ -140,7 +144,7 @@ class PlatformServices:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ROOT_ACCESS_KEY_ID": self.keys["access_key_id"],
                "ROOT_SECRET_ACCESS_KEY": self.keys["secret_access_key"]}
         self._spawn("s3", [str(tool_path("versitygw")), "--port", f"127.0.0.1:{self.s3_port}", "--quiet",
-                           "posix", str(self.dir / "s3")], env)
+                           *self.s3_iam_args(), "posix", str(self.dir / "s3")], env)
         self._wait(self.s3_port)
         self.s3().create_bucket(Bucket=self.bucket)
         # Artifacts go from the session to S3 itself (MLFLOW_S3_ENDPOINT_URL, the session's keys).
@@ -174,9 +178,38 @@ class PlatformServices:
                             aws_access_key_id=self.keys["access_key_id"],
                             aws_secret_access_key=self.keys["secret_access_key"])
 
+    # -- per-user S3 accounts (identity.s3_admin_secret) ------------------------------
+
+    def s3_iam_args(self) -> list[str]:
+        """versitygw's internal IAM, read at each request (a deleted account stops at once),
+        as the embedded store runs it (atelier_hub.services.s3_server)."""
+        (self.dir / "s3-iam").mkdir(exist_ok=True)
+        return ["--iam-dir", str(self.dir / "s3-iam"), "--iam-cache-disable"]
+
+    def s3_admin_secret(self, kube, namespace: str) -> None:
+        """The platform's Secret of the store's root keys, in the hub's namespace before
+        the chart is installed (cluster settings' identity.s3_admin_secret names it)."""
+        if kube.request("GET", f"/api/v1/namespaces/{namespace}").status_code == 404:
+            kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                               "metadata": {"name": namespace}})
+        kube.request("DELETE", kube.ns("secrets", S3_ADMIN_SECRET, namespace=namespace))
+        kube.create(kube.ns("secrets", namespace=namespace), {
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": S3_ADMIN_SECRET}, "type": "Opaque",
+            "stringData": dict(self.keys)})
+
+    def s3_as(self, keys: dict[str, str]):
+        """A client of the store with ``keys`` (a user's), failing at once."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=keys["access_key_id"], aws_secret_access_key=keys["secret_access_key"],
+                            config=Config(retries={"max_attempts": 1}))
+
     def deployment(self) -> dict:
+        # No S3 keys: each user's sessions get their own account's (identity.s3_admin_secret).
         return {"services": {
-            "s3": {"endpoint_url": self.endpoint, "bucket": self.bucket, **self.keys},
+            "s3": {"endpoint_url": self.endpoint, "bucket": self.bucket},
             "mlflow": {"tracking_uri": self.tracking_uri, "auth": "none"}}}
 
     def stop(self) -> None:
@@ -213,6 +246,8 @@ def _inputs(workdir: Path, *, public_url: str, culler_port: int, usage_port: int
         "usage": {"enabled": True, "port": usage_port},
         # The core pool (the chart's own pods) is the test cluster's real node.
         "node_pools": {"core": {"atelier.dev/pool": POOL}},
+        # One S3 account per user on the platform's versitygw (PlatformServices).
+        "identity": {"s3_admin_secret": S3_ADMIN_SECRET},
     }))
     return ["--profiles", str(profiles), "--deployment", str(workdir / "deployment.json"),
             "--cluster", str(workdir / "cluster.yaml")]
@@ -278,6 +313,7 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
         TEST_TOKEN=token))
     overlay.chmod(0o600)
     _hub_db_volume(kube, workdir / "hub-db")
+    platform.s3_admin_secret(kube, CHART_NS)
 
     t0 = time.monotonic()
     helm("install", RELEASE, str(CHART), "--namespace", CHART_NS, "--create-namespace",
@@ -308,7 +344,7 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
         yield hub
     finally:
         hub.save_logs()
-        for user in USERS:  # servers first (KubeSpawner's pods are not the chart's)
+        for user in (*USERS, *S3_USERS):  # servers first (KubeSpawner's pods are not the chart's)
             try:
                 hub.api("DELETE", f"/users/{user}/server")
             except requests.RequestException:
@@ -446,7 +482,7 @@ def test_a_kernel_in_the_chart_pod_writes_to_s3_and_logs_an_mlflow_run(chart, pl
         "    mlflow.log_artifact('note.txt')\n"
         "print(run.info.run_id)\n"), timeout=300)
     run_id = out.strip().splitlines()[-1]
-    # The object is in the store, written with the deployment's key ...
+    # The object is in the store, written with fay's own account ...
     assert platform.s3().get_object(Bucket=platform.bucket, Key=key)["Body"].read() == b"from a chart pod"
     # ... and the run is on the tracking server, its artifact in the bucket.
     run = requests.get(f"{platform.tracking_uri}/api/2.0/mlflow/runs/get", params={"run_id": run_id},
@@ -569,9 +605,145 @@ def test_the_usage_page_in_the_hub_pod_shows_admins_everyone_and_users_their_own
     assert "fay" not in theirs["by_user"] and not theirs["by_profile"], theirs
 
 
+# -- S3: one account per user, each pod with its own user's keys only -----------------------
+
+# What bob's kernel tries with the pod's own environment (boto3 finds the keys and the
+# endpoint there): each operation's outcome, "ok" or the store's error code.
+S3_PROBE = """
+import json, os, boto3, botocore
+c, b = boto3.client('s3'), os.environ['ATELIER_SHARED_BUCKET']
+def outcome(call):
+    try:
+        call()
+        return 'ok'
+    except botocore.exceptions.ClientError as e:
+        return e.response['Error']['Code']
+print(json.dumps({
+    'get alice': outcome(lambda: c.get_object(Bucket=b, Key='users/alice/private.txt')['Body'].read()),
+    'put alice': outcome(lambda: c.put_object(Bucket=b, Key='users/alice/from-bob.txt', Body=b'bob was here')),
+    'list alice': outcome(lambda: c.list_objects_v2(Bucket=b, Prefix='users/alice/')),
+    'put own': outcome(lambda: c.put_object(Bucket=b, Key='users/bob/own.txt', Body=b'bob only')),
+    'get own': outcome(lambda: c.get_object(Bucket=b, Key='users/bob/own.txt')['Body'].read()),
+    'put shared': outcome(lambda: c.put_object(Bucket=b, Key='shared-by-bob.txt', Body=b'for everyone')),
+    'get shared': outcome(lambda: c.get_object(Bucket=b, Key='shared-by-alice.txt')['Body'].read()),
+    'key id': os.environ['AWS_ACCESS_KEY_ID'],
+}))
+"""
+
+
+def _start_server(chart, kube, user: str, profile: str = "cpu-small") -> tuple[dict, str]:
+    """``user``'s server started from the spawn form and ready; its model and a token of ``user``'s."""
+    token = chart.api("POST", f"/users/{user}/tokens", json={"note": "chart s3", "expires_in": 900}).json()["token"]
+    chart.pick_profile(user, profile)
+    kube.wait(f"{user}'s server to be ready",
+              lambda: (chart.api("GET", f"/users/{user}").json()["servers"].get("") or {}).get("ready"), timeout=300)
+    return chart.api("GET", f"/users/{user}").json()["servers"][""], token
+
+
+def _s3_secret(kube, user: str) -> dict[str, str] | None:
+    """The user's own S3 Secret (atelier-s3-NAME), decoded; None where there is none."""
+    import base64
+
+    secret = kube.maybe(kube.ns("secrets", f"atelier-s3-{user}", namespace=CHART_NS))
+    if secret is None:
+        return None
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def test_bobs_pod_cannot_read_or_write_users_alice_and_holds_only_bobs_keys(chart, control_plane, platform):
+    """One S3 account per user on the platform's versitygw, as in embedded mode: alice's
+    pod writes under users/alice/; from bob's real pod, boto3 with the pod's own
+    environment is refused there (AccessDenied) and may use users/bob/ and the shared
+    area. bob's pod spec and Secret hold bob's keys only, by reference; the hub log neither."""
+    kube = control_plane.admin
+    for user in S3_USERS:
+        assert chart.api("POST", f"/users/{user}").status_code in (201, 409)
+    # One session at a time on the real node (each listens on the overlay's session port).
+    kube.wait("no session on the node", lambda: not _pods(kube, "component=singleuser-server"), timeout=180)
+    model, token = _start_server(chart, kube, "alice")
+    out = run_code(chart.url, model["url"], token, (
+        "import os, boto3\n"
+        "c, b = boto3.client('s3'), os.environ['ATELIER_SHARED_BUCKET']\n"
+        "c.put_object(Bucket=b, Key='users/alice/private.txt', Body=b'alice only')\n"
+        "c.put_object(Bucket=b, Key='shared-by-alice.txt', Body=b'for everyone')\n"
+        "print(os.environ['AWS_ACCESS_KEY_ID'])\n"))
+    assert out.strip() == "user-alice", out
+    assert chart.api("DELETE", "/users/alice/server").status_code in (202, 204)
+    kube.wait("alice's pod to go", lambda: not _pods(kube, "hub.jupyter.org/username=alice"), timeout=120)
+
+    model, token = _start_server(chart, kube, "bob")
+    outcome = json.loads(run_code(chart.url, model["url"], token, S3_PROBE).strip().splitlines()[-1])
+    assert outcome == {"get alice": "AccessDenied", "put alice": "AccessDenied", "list alice": "AccessDenied",
+                       "put own": "ok", "get own": "ok", "put shared": "ok", "get shared": "ok",
+                       "key id": "user-bob"}, outcome
+    # Nothing of bob's reached alice's prefix; her object is intact.
+    root = platform.s3()
+    assert [o["Key"] for o in root.list_objects_v2(Bucket=platform.bucket, Prefix="users/alice/")["Contents"]] \
+        == ["users/alice/private.txt"]
+    assert root.get_object(Bucket=platform.bucket, Key="users/bob/own.txt")["Body"].read() == b"bob only"
+
+    # Each user's Secret holds their own account's keys; they work as that user on the store.
+    alice, bob = _s3_secret(kube, "alice"), _s3_secret(kube, "bob")
+    assert set(bob) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} and bob["AWS_ACCESS_KEY_ID"] == "user-bob"
+    assert alice["AWS_ACCESS_KEY_ID"] == "user-alice" and alice["AWS_SECRET_ACCESS_KEY"] != bob["AWS_SECRET_ACCESS_KEY"]
+    as_alice = platform.s3_as({"access_key_id": "user-alice", "secret_access_key": alice["AWS_SECRET_ACCESS_KEY"]})
+    assert as_alice.get_object(Bucket=platform.bucket, Key="users/alice/private.txt")["Body"].read() == b"alice only"
+    # bob's pod spec names bob's Secret for both keys and holds no key itself.
+    pod = _pods(kube, "hub.jupyter.org/username=bob")[0]
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key] == {"name": key, "valueFrom": {"secretKeyRef": {"name": "atelier-s3-bob", "key": key}}}, \
+            env[key]
+    spec = json.dumps(pod)
+    # bob's other Secret (his server's token and files) holds no S3 key either.
+    server_env = json.dumps(kube.get(kube.ns("secrets", f"{pod['metadata']['name']}-env", namespace=CHART_NS)))
+    log = chart.hub_log(2000)
+    for secret in (alice["AWS_SECRET_ACCESS_KEY"], bob["AWS_SECRET_ACCESS_KEY"], platform.keys["secret_access_key"]):
+        assert secret not in spec and secret not in log
+        assert base64_of(secret) not in server_env
+    chart.bob_keys = {"access_key_id": "user-bob", "secret_access_key": bob["AWS_SECRET_ACCESS_KEY"]}
+    chart.alice_secret = alice["AWS_SECRET_ACCESS_KEY"]
+
+
+def base64_of(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_removing_bob_through_the_hub_api_deletes_his_s3_account_and_secret_and_keeps_his_home(
+        chart, control_plane, platform):
+    """`DELETE /hub/api/users/bob` on the chart's hub (his server running): his keys fail
+    on the store within 10 s, his Secret is gone, his PVC and his objects stay; alice's
+    account is untouched."""
+    kube = control_plane.admin
+    as_bob = platform.s3_as(chart.bob_keys)
+    assert as_bob.get_object(Bucket=platform.bucket, Key="users/bob/own.txt")["Body"].read() == b"bob only"
+    r = chart.api("DELETE", "/users/bob")
+    assert r.status_code == 204, r.text
+    deleted = time.monotonic()
+
+    def refused() -> str | None:
+        try:
+            as_bob.list_objects_v2(Bucket=platform.bucket, Prefix="users/bob/")
+        except as_bob.exceptions.ClientError as exc:
+            return exc.response["Error"]["Code"]
+        return None
+
+    code = kube.wait("bob's keys to be refused by the store", refused, timeout=10)
+    assert code == "InvalidAccessKeyId" and time.monotonic() - deleted <= 10, code
+    assert _s3_secret(kube, "bob") is None
+    claim = kube.get(kube.ns("persistentvolumeclaims", "claim-bob", namespace=CHART_NS))
+    assert claim["status"]["phase"] == "Bound"
+    assert platform.s3().get_object(Bucket=platform.bucket, Key="users/bob/own.txt")["Body"].read() == b"bob only"
+    as_alice = platform.s3_as({"access_key_id": "user-alice", "secret_access_key": chart.alice_secret})
+    assert as_alice.get_object(Bucket=platform.bucket, Key="users/alice/private.txt")["Body"].read() == b"alice only"
+    assert _s3_secret(kube, "alice")["AWS_ACCESS_KEY_ID"] == "user-alice"
+
+
 def test_helm_uninstall_leaves_only_the_homes(chart, control_plane):
     kube = control_plane.admin
-    for user in USERS:
+    for user in (*USERS, *S3_USERS):
         r = chart.api("DELETE", f"/users/{user}/server")
         assert r.status_code in (202, 204, 404), r.text
     kube.wait("the sessions to go", lambda: not _pods(kube, "component=singleuser-server"), timeout=120)
@@ -581,10 +753,14 @@ def test_helm_uninstall_leaves_only_the_homes(chart, control_plane):
     for kind, path in (("roles", "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles"),
                        ("rolebindings", "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"),
                        ("services", "/api/v1/namespaces/{ns}/services"),
+                       ("secrets", "/api/v1/namespaces/{ns}/secrets"),
                        ("deployments", "/apis/apps/v1/namespaces/{ns}/deployments"),
                        ("persistentvolumeclaims", "/api/v1/namespaces/{ns}/persistentvolumeclaims")):
         names = sorted(i["metadata"]["name"] for i in kube.get(path.format(ns=CHART_NS))["items"])
         if names:
             left[kind] = names
-    # The homes stay (claim-NAME, Atelier's pvc_name_template); nothing else of the release.
-    assert left == {"persistentvolumeclaims": ["claim-fay"]}, left
+    # The homes stay (claim-NAME, Atelier's pvc_name_template, bob's after his removal too),
+    # and so do the S3 keys of the users still on the hub (their accounts stay on the
+    # store, as homes do) beside the platform's own Secret; nothing else of the release.
+    assert left == {"persistentvolumeclaims": ["claim-alice", "claim-bob", "claim-fay"],
+                    "secrets": ["atelier-s3-alice", "atelier-s3-fay", S3_ADMIN_SECRET]}, left

@@ -322,3 +322,60 @@ def test_cli_names_a_bad_profile_folder(tmp_path, capsys):
         main_render(["values", "--profiles", str(tmp_path / "missing")])
     assert exc.value.code == 2
     assert "profiles folder not found" in capsys.readouterr().err
+
+
+def test_per_user_s3_accounts_read_the_root_keys_from_the_platforms_secret(tmp_path, monkeypatch):
+    """identity.s3_admin_secret: the hub's environment names the Secret (never a key in the
+    values), the values still match the chart's schema, and the hub code they carry sets the
+    spawner's keys folder on the hub's volume."""
+    settings = SETTINGS.model_copy(update={"identity": SETTINGS.identity.model_copy(
+        update={"s3_admin_secret": "platform-s3-root"})})
+    values = render_values(load_profiles(PROFILES), DEPLOYMENT, settings)
+    assert values["hub"]["extraEnv"] == {
+        "ATELIER_S3_ROOT_ACCESS_KEY_ID": {"valueFrom": {"secretKeyRef": {"name": "platform-s3-root",
+                                                                           "key": "access_key_id"}}},
+        "ATELIER_S3_ROOT_SECRET_ACCESS_KEY": {"valueFrom": {"secretKeyRef": {"name": "platform-s3-root",
+                                                                               "key": "secret_access_key"}}},
+    }
+    assert schema_problems(values, _schema()) == []
+    c = Config()
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump({"identity": {"s3_admin_secret": "platform-s3-root"}}))
+    configure_kubespawner(c, profiles_dir=PROFILES, cluster_file=tmp_path / "cluster.yaml", storage=False)
+    assert c.AtelierKubeSpawner.s3_accounts_dir == "/srv/jupyterhub/s3-accounts"
+    # As the chart's hub.extraConfig calls it (the chart sets the storage): a removed
+    # user's home is still kept (KubeSpawner's default would delete it).
+    assert c.AtelierKubeSpawner.delete_pvc is False
+
+
+@pytest.mark.parametrize(("s3", "field", "fix"), [
+    # AWS S3 itself has no admin API: per-user roles instead.
+    ({"bucket": "b"}, "identity.s3_admin_secret", "services.s3.endpoint_url"),
+    # Static keys would reach every session.
+    ({"endpoint_url": "http://s3:7070", "bucket": "b", "access_key_id": "k", "secret_access_key": "s"},
+     "services.s3.access_key_id", "remove access_key_id and secret_access_key"),
+])
+def test_per_user_s3_accounts_refuse_a_store_without_them(s3, field, fix):
+    settings = SETTINGS.model_copy(update={"identity": SETTINGS.identity.model_copy(
+        update={"s3_admin_secret": "platform-s3-root"})})
+    with pytest.raises(ClusterSettingsError) as exc:
+        render_values(load_profiles(PROFILES), Deployment.model_validate({"services": {"s3": s3}}), settings)
+    assert str(exc.value).startswith(field + ":") and fix in str(exc.value), exc.value
+
+
+def test_per_user_aws_identity_names_no_shared_service_account(tmp_path):
+    """identity.per_user_role_arn (EKS Pod Identity): no ServiceAccount shared by every
+    session in the values; the hub code sets the role and cluster on the spawner, which
+    gives each user their own ServiceAccount. Without the cluster's name, a message
+    naming the field."""
+    role = "arn:aws:iam::123456789012:role/atelier-session"
+    identity = {"per_user_role_arn": role, "eks_cluster_name": "atelier"}
+    settings = ClusterSettings.model_validate({"public_url": PUBLIC_URL, "identity": identity})
+    values = render_values(load_profiles(PROFILES), DEPLOYMENT, settings)
+    assert "serviceAccountName" not in values["singleuser"]
+    c = Config()
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump({"identity": identity}))
+    configure_kubespawner(c, profiles_dir=PROFILES, cluster_file=tmp_path / "cluster.yaml")
+    assert (c.AtelierKubeSpawner.per_user_role_arn, c.AtelierKubeSpawner.eks_cluster_name) == (role, "atelier")
+    with pytest.raises(ClusterSettingsError, match=r"^identity\.eks_cluster_name: not set"):
+        render_values(load_profiles(PROFILES), DEPLOYMENT, ClusterSettings.model_validate(
+            {"public_url": PUBLIC_URL, "identity": {"per_user_role_arn": role}}))

@@ -38,7 +38,7 @@ INPUTS = f"""
   namespace               = "atelier"
   hub_image               = {{ name = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/atelier/atelier-hub", tag = "0.1.0" }}
   singleuser_image        = {{ name = "quay.io/jupyter/scipy-notebook", tag = "2026-11-30" }}
-  session_service_account = "atelier-session"
+  cluster_name            = "atelier"
   session_role_arn        = "{ROLE}"
   shared_bucket           = "atelier-shared-123456789012"
   region                  = "eu-west-1"
@@ -100,8 +100,10 @@ def test_values_carry_what_the_modules_made(values, outputs):
     deployment = Deployment.model_validate(json.loads(outputs["query"]["deployment_json"]))
     # Exactly the CLI's rendering of those settings: nothing restated by Terraform.
     assert values == render_values(load_profiles(REPO / "profiles"), deployment, settings)
-    assert values["singleuser"]["serviceAccountName"] == "atelier-session"
-    assert settings.identity.role_arn == ROLE
+    # No ServiceAccount shared by every session: each user's own, associated with the
+    # session role by EKS Pod Identity (the hub's spawner makes it).
+    assert "serviceAccountName" not in values["singleuser"]
+    assert (settings.identity.per_user_role_arn, settings.identity.eks_cluster_name) == (ROLE, "atelier")
     # Each user's servers a web origin of their own, at a subdomain of the public URL.
     assert settings.public_url == "https://atelier.example.org"
     assert values["hub"]["config"] == {"JupyterHub": {"subdomain_host": "https://atelier.example.org"}}

@@ -126,6 +126,22 @@ class SessionIdentity(StrictModel):
 
     service_account: str | None = Field(None, description="ServiceAccount of session pods; null: none made.")
     role_arn: str | None = Field(None, description="IAM role for IRSA, e.g. arn:aws:iam::123456789012:role/atelier-session")
+    per_user_role_arn: str | None = Field(
+        None, description="AWS S3 with one identity per user (EKS Pod Identity): the IAM role every user's "
+        "ServiceAccount is associated with, e.g. arn:aws:iam::123456789012:role/atelier-session (terraform's "
+        "identity module). Each user's pods run as a ServiceAccount named after the user (the hub makes it and "
+        "its Pod Identity association at the first spawn); the role's policy reads the ServiceAccount's name "
+        "from the session tag `kubernetes-service-account`, so `users/NAME/` is NAME's alone. Needs "
+        "`eks_cluster_name`. Null: every session shares `service_account` (or none).")
+    eks_cluster_name: str | None = Field(None, description="The EKS cluster's name, for `per_user_role_arn`'s "
+                                         "Pod Identity associations.")
+    s3_admin_secret: str | None = Field(
+        None, description="One S3 account per hub user on an S3-compatible store with versitygw's admin API "
+        "(the deployment's `s3.endpoint_url`, without static keys): the name of a Secret in the hub's "
+        "namespace holding the store's root keys as `access_key_id` and `secret_access_key`. The hub makes "
+        "each user's account at their first spawn (`users/NAME/` in the shared bucket is theirs alone, as "
+        "in embedded mode) and gives their pods its keys only, through a Secret of their own "
+        "(`atelier-s3-NAME`); removing the user deletes both. Null: no per-user accounts.")
 
 
 class NodePools(StrictModel):

@@ -45,6 +45,8 @@ __all__ = [
     "cmd_render_values",
     "main_render",
     "add_render_parser",
+    "s3_accounts_hub_values",
+    "S3_ROOT_ENV",
 ]
 
 # Where the hub pod finds Atelier's inputs (mounted from hub.extraFiles, a Secret).
@@ -136,6 +138,42 @@ def _service_ports_hub_values(settings: ClusterSettings) -> dict[str, Any]:
     }
 
 
+#: the hub's environment variables holding the store's root keys (from the platform's Secret)
+S3_ROOT_ENV = {"access_key_id": "ATELIER_S3_ROOT_ACCESS_KEY_ID", "secret_access_key": "ATELIER_S3_ROOT_SECRET_ACCESS_KEY"}
+
+
+def s3_accounts_hub_values(deployment: Deployment, settings: ClusterSettings) -> dict[str, Any]:
+    """Per-user S3 accounts (``identity.s3_admin_secret``): the hub reads the store's root
+    keys from the platform's Secret (``hub.extraEnv`` with ``secretKeyRef``: the keys are
+    never in the values). The chart's hub Role already creates, reads and deletes Secrets,
+    which is all the hub does with each user's ``atelier-s3-NAME``.
+
+    Raises :class:`ClusterSettingsError` where the deployment's S3 cannot have accounts.
+
+    >>> from atelier_hub.services import Deployment
+    >>> d = Deployment.model_validate({"services": {"s3": {"endpoint_url": "http://s3:7070", "bucket": "b"}}})
+    >>> st = ClusterSettings.model_validate({"identity": {"s3_admin_secret": "s3-root"}})
+    >>> s3_accounts_hub_values(d, st)["extraEnv"]["ATELIER_S3_ROOT_ACCESS_KEY_ID"]
+    {'valueFrom': {'secretKeyRef': {'name': 's3-root', 'key': 'access_key_id'}}}
+    """
+    secret = settings.identity.s3_admin_secret
+    if not secret:
+        return {}
+    s3 = deployment.services.s3
+    if s3 is None or not s3.endpoint_url:
+        raise ClusterSettingsError(
+            "identity.s3_admin_secret: per-user S3 accounts need an S3-compatible store with versitygw's admin "
+            "API; set services.s3.endpoint_url (and bucket) in the deployment settings, or remove "
+            "identity.s3_admin_secret (on AWS S3 itself, use identity.per_user_role_arn)")
+    if s3.access_key_id or s3.secret_access_key:
+        raise ClusterSettingsError(
+            "services.s3.access_key_id: static keys would reach every session, but identity.s3_admin_secret "
+            "gives each user their own account; remove access_key_id and secret_access_key from the "
+            "deployment settings (the root keys belong in the Secret identity.s3_admin_secret names)")
+    return {"extraEnv": {env: {"valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+                         for key, env in S3_ROOT_ENV.items()}}
+
+
 def storage_values(settings: ClusterSettings) -> dict[str, Any]:
     st = settings.storage
     return {
@@ -211,7 +249,14 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
         # Profiles come from hub.extraConfig (a callable that filters by group).
         "profileList": [],
     }
-    if settings.identity.service_account:
+    if settings.identity.per_user_role_arn:
+        if not settings.identity.eks_cluster_name:
+            raise ClusterSettingsError(
+                "identity.eks_cluster_name: not set; identity.per_user_role_arn needs the EKS cluster's name "
+                "for each user's Pod Identity association, e.g. `eks_cluster_name: atelier` (terraform's "
+                "cluster module output `cluster_name`)")
+        # Each user's pods name their own ServiceAccount (the hub's spawner): none shared.
+    elif settings.identity.service_account:
         singleuser["serviceAccountName"] = settings.identity.service_account
     return {
         "hub": {
@@ -225,6 +270,7 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
             "namedServerLimitPerUser": settings.named_servers_per_user,
             "extraFiles": files,
             **_service_ports_hub_values(settings),
+            **s3_accounts_hub_values(deployment, settings),
             "extraConfig": {
                 "atelier.py": (
                     "# Atelier: the same entry as every hub (hub/jupyterhub_config.py). It finds the\n"

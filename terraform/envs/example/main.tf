@@ -89,6 +89,7 @@ module "identity" {
 
   name               = var.name
   namespace          = local.namespace
+  cluster_name       = module.cluster.cluster_name
   oidc_provider_arn  = module.cluster.oidc_provider_arn
   oidc_provider      = module.cluster.oidc_provider
   shared_bucket_arn  = module.storage.shared_bucket_arn
@@ -119,9 +120,9 @@ module "atelier" {
   private_cidrs     = [module.network.vpc_cidr_block]
   region            = var.region
 
-  shared_bucket           = module.storage.shared_bucket
-  session_service_account = module.identity.session_service_account
-  session_role_arn        = module.identity.session_role_arn
+  shared_bucket    = module.storage.shared_bucket
+  cluster_name     = module.cluster.cluster_name
+  session_role_arn = module.identity.session_role_arn
 
   mlflow_image           = "${aws_ecr_repository.this["atelier-mlflow"].repository_url}:${var.mlflow_image_tag}"
   mlflow_service_account = module.identity.mlflow_service_account

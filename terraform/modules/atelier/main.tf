@@ -12,8 +12,7 @@ locals {
   mlflow_labels = { "app.kubernetes.io/name" = "mlflow", "app.kubernetes.io/part-of" = "atelier" }
   mlflow_url    = "http://mlflow.${var.namespace}.svc.cluster.local:5000"
   service_accounts = {
-    (var.session_service_account) = var.session_role_arn
-    (var.mlflow_service_account)  = var.mlflow_role_arn
+    (var.mlflow_service_account) = var.mlflow_role_arn
   }
 }
 
@@ -54,6 +53,37 @@ resource "kubernetes_service_account_v1" "irsa" {
   automount_service_account_token = false
 }
 
+# The hub makes each user's ServiceAccount (their identity in AWS, by EKS Pod
+# Identity) and deletes it with the user; the chart's hub Role has no ServiceAccounts.
+resource "kubernetes_role_v1" "hub_user_identities" {
+  metadata {
+    name      = "atelier-hub-user-identities"
+    namespace = kubernetes_namespace_v1.atelier.metadata[0].name
+  }
+  rule {
+    api_groups = [""]
+    resources  = ["serviceaccounts"]
+    verbs      = ["get", "create", "delete"]
+  }
+}
+
+resource "kubernetes_role_binding_v1" "hub_user_identities" {
+  metadata {
+    name      = "atelier-hub-user-identities"
+    namespace = kubernetes_namespace_v1.atelier.metadata[0].name
+  }
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "Role"
+    name      = kubernetes_role_v1.hub_user_identities.metadata[0].name
+  }
+  subject {
+    kind      = "ServiceAccount"
+    name      = "hub"
+    namespace = kubernetes_namespace_v1.atelier.metadata[0].name
+  }
+}
+
 ################################################################################
 # The hub: Zero to JupyterHub with rendered values
 ################################################################################
@@ -61,24 +91,24 @@ resource "kubernetes_service_account_v1" "irsa" {
 module "values" {
   source = "./values"
 
-  atelier_command         = var.atelier_command
-  profiles_dir            = var.profiles_dir
-  values_schema           = var.values_schema
-  public_url              = var.public_url
-  namespace               = var.namespace
-  hub_image               = var.hub_image
-  singleuser_image        = var.singleuser_image
-  session_service_account = var.session_service_account
-  session_role_arn        = var.session_role_arn
-  shared_bucket           = var.shared_bucket
-  region                  = var.region
-  mlflow_tracking_uri     = local.mlflow_url
-  core_node_selector      = var.core_node_selector
-  private_cidrs           = var.private_cidrs
-  storage_class           = var.storage_class
-  home_capacity           = var.home_capacity
-  gpu_servers_per_user    = var.gpu_servers_per_user
-  extra_services          = var.extra_services
+  atelier_command      = var.atelier_command
+  profiles_dir         = var.profiles_dir
+  values_schema        = var.values_schema
+  public_url           = var.public_url
+  namespace            = var.namespace
+  hub_image            = var.hub_image
+  singleuser_image     = var.singleuser_image
+  cluster_name         = var.cluster_name
+  session_role_arn     = var.session_role_arn
+  shared_bucket        = var.shared_bucket
+  region               = var.region
+  mlflow_tracking_uri  = local.mlflow_url
+  core_node_selector   = var.core_node_selector
+  private_cidrs        = var.private_cidrs
+  storage_class        = var.storage_class
+  home_capacity        = var.home_capacity
+  gpu_servers_per_user = var.gpu_servers_per_user
+  extra_services       = var.extra_services
 }
 
 # Runs `atelier render values` on every plan, so a changed profile or output shows
@@ -103,6 +133,7 @@ resource "helm_release" "this" {
   depends_on = [
     kubernetes_service_account_v1.irsa,
     kubernetes_storage_class_v1.gp3,
+    kubernetes_role_binding_v1.hub_user_identities,
   ]
 }
 

@@ -121,14 +121,13 @@ variable "shared_bucket" {
   type        = string
 }
 
-variable "session_service_account" {
-  description = "ServiceAccount of the sessions (identity module's `session_service_account`)"
+variable "cluster_name" {
+  description = "Name of the EKS cluster (cluster module's `cluster_name`): each user's Pod Identity association"
   type        = string
-  default     = "atelier-session"
 }
 
 variable "session_role_arn" {
-  description = "IAM role of the sessions (identity module's `session_role_arn`)"
+  description = "IAM role of every user's ServiceAccount, by EKS Pod Identity (identity module's `session_role_arn`)"
   type        = string
 }
 

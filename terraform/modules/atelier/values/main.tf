@@ -24,16 +24,18 @@ locals {
     node_pools = {
       core = var.core_node_selector
     }
+    # Each user's pods run as their own ServiceAccount, associated with the session
+    # role (EKS Pod Identity): the role's policy grants users/NAME/ to NAME only.
     identity = {
-      service_account = var.session_service_account
-      role_arn        = var.session_role_arn
+      per_user_role_arn = var.session_role_arn
+      eks_cluster_name  = var.cluster_name
     }
     private_cidrs = var.private_cidrs
   }
 
   deployment = {
     services = merge({
-      # No endpoint_url, no keys: AWS's own S3, reached with the session role (IRSA).
+      # No endpoint_url, no keys: AWS's own S3, reached with the session role (Pod Identity).
       s3 = {
         bucket = var.shared_bucket
         region = var.region
