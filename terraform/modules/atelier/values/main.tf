@@ -28,6 +28,13 @@ locals {
       service_account = var.session_service_account
       role_arn        = var.session_role_arn
     }
+    # MLflow behind the hub's login: the MLflow front in the hub pod before MLflow's
+    # own server (its auth app), with the admin password from the Secret the hub pod
+    # alone mounts. Sessions get the front's URL and their hub token, never the server's.
+    mlflow = {
+      server_url   = var.mlflow_server_url
+      admin_secret = var.mlflow_admin_secret
+    }
     private_cidrs = var.private_cidrs
   }
 
@@ -38,11 +45,7 @@ locals {
         bucket = var.shared_bucket
         region = var.region
       }
-      # Inside the cluster, behind the network policy: sessions reach it directly.
-      mlflow = {
-        tracking_uri = var.mlflow_tracking_uri
-        auth         = "none"
-      }
+      # MLflow is the cluster settings' (above): `atelier render values` adds the front's.
     }, var.extra_services)
   }
 }
