@@ -714,6 +714,18 @@ def test_bob_cannot_change_alices_mlflow_work_through_the_front_nor_around_it(ch
     r = chart.api("DELETE", "/users/bob/server")
     assert r.status_code in (202, 204), r.text
     kube.wait("bob's pod to go", lambda: not _pods(kube, "hub.jupyter.org/username=bob"), timeout=120)
+    # bob removed through the hub API: his token gets nothing more from MLflow within
+    # 10 s (the front asks the hub again about a token after a few seconds), and his
+    # MLflow password was never his to know (derived by the front). His home stays.
+    search = f"{chart.url}/services/mlflow/api/2.0/mlflow/experiments/search"
+    assert chart.http.get(search, params={"max_results": 1}, headers={"Authorization": f"Bearer {bob}"},
+                          timeout=60).status_code == 200
+    assert chart.api("DELETE", "/users/bob").status_code == 204
+    kube.wait("bob's token to be refused at the MLflow front", lambda: chart.http.get(
+        search, params={"max_results": 1}, headers={"Authorization": f"Bearer {bob}"}, timeout=30).status_code == 403,
+        timeout=10)
+    claim = kube.get(kube.ns("persistentvolumeclaims", "claim-bob", namespace=CHART_NS))
+    assert claim["status"]["phase"] == "Bound"
 
 
 def test_helm_uninstall_leaves_only_the_homes(chart, control_plane):
