@@ -169,6 +169,7 @@ def test_hub_code_in_values_configures_the_same_profiles(values, tmp_path, monke
     assert s.gpu_servers_per_user == 2
     assert s.service_account == "atelier-session"
     assert "volumes" not in s, "the chart's singleuser.storage sets the home"
+    assert s.delete_pvc is False, "a removed user's home stays (KubeSpawner's default deletes it)"
     assert "storage_class" not in s and "pvc_name_template" not in s
     assert (s.profiles_dir, s.deployment_file) == (str(root / "profiles"), str(root / "deployment.json"))
     shipped = {p.name: p for p in load_profiles(root / "profiles")}

@@ -247,7 +247,6 @@ def update_storage(c, settings: ClusterSettings) -> None:
         s.storage_class = st.storage_class
     s.volumes = {"home": {"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}}
     s.volume_mounts = {"home": {"name": "home", "mountPath": st.home_mount_path}}
-    s.delete_pvc = False
 
 
 def update_identity(c, settings: ClusterSettings) -> None:
@@ -391,6 +390,9 @@ def configure_kubespawner(
                     deployment_file=str(deployment_file) if deployment_file else None)
     if storage:
         update_storage(c, settings)
+    # Homes outlive an account's removal (KubeSpawner deletes the PVC with the user by
+    # default), in the chart too, whose singleuser.storage sets the rest of the home.
+    c.AtelierKubeSpawner.delete_pvc = False
     update_identity(c, settings)
     # `atelier kubeconfig`: a per-user identity reaching only the user's own pods.
     from .attach import update_attach
