@@ -169,6 +169,7 @@ def test_hub_code_in_values_configures_the_same_profiles(values, tmp_path, monke
     assert s.gpu_servers_per_user == 2
     assert s.service_account == "atelier-session"
     assert "volumes" not in s, "the chart's singleuser.storage sets the home"
+    assert s.delete_pvc is False, "a removed user's home stays (KubeSpawner's default deletes it)"
     assert "storage_class" not in s and "pvc_name_template" not in s
     assert (s.profiles_dir, s.deployment_file) == (str(root / "profiles"), str(root / "deployment.json"))
     shipped = {p.name: p for p in load_profiles(root / "profiles")}
@@ -379,3 +380,53 @@ def test_per_user_aws_identity_names_no_shared_service_account(tmp_path):
     with pytest.raises(ClusterSettingsError, match=r"^identity\.eks_cluster_name: not set"):
         render_values(load_profiles(PROFILES), DEPLOYMENT, ClusterSettings.model_validate(
             {"public_url": PUBLIC_URL, "identity": {"per_user_role_arn": role}}))
+
+
+# -- MLflow behind the hub's front (cluster settings' `mlflow`) ------------------------------
+
+MLFLOW_SERVER = "http://mlflow.atelier.svc.cluster.local:5000"
+FRONT_SETTINGS = SETTINGS.model_copy(update={"mlflow": ClusterSettings.model_validate(
+    {"mlflow": {"server_url": MLFLOW_SERVER}}).mlflow})
+NO_MLFLOW = Deployment.model_validate({"services": {"s3": DEPLOYMENT.services.s3.model_dump()}})
+
+
+def test_with_the_mlflow_front_sessions_reach_mlflow_through_the_hub_pod_only(tmp_path, monkeypatch):
+    values = render_values(load_profiles(PROFILES), NO_MLFLOW, FRONT_SETTINGS)
+    assert schema_problems(values, _schema()) == []
+    hub, su = values["hub"], values["singleuser"]
+    # Sessions get the front in the hub pod (its Service, port 8084), with auth `hub`: their
+    # hub token is their MLflow token, as in embedded mode; never the server's own URL.
+    shipped = json.loads(hub["extraFiles"]["atelier-deployment"]["stringData"])
+    assert shipped["services"]["mlflow"] == {"tracking_uri": "http://hub:8084/services/mlflow", "auth": "hub"}
+    assert "mlflow.atelier" not in json.dumps(su) and "5000" not in json.dumps(su["networkPolicy"])
+    assert {"to": [{"podSelector": {}}], "ports": [{"port": 8084, "protocol": "TCP"}]} in su["networkPolicy"]["egress"]
+    # The hub pod alone reaches the server's port, and mounts the admin Secret (read-only).
+    assert hub["networkPolicy"]["egress"] == [{
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "atelier"}}}],
+        "ports": [{"port": 5000, "protocol": "TCP"}]}]
+    assert {"port": 8084, "protocol": "TCP"} in hub["networkPolicy"]["ingress"][0]["ports"]
+    assert {"name": "mlflow", "port": 8084, "targetPort": 8084} in hub["service"]["extraPorts"]
+    (volume,) = hub["extraVolumes"]
+    assert volume["secret"]["secretName"] == "atelier-mlflow-admin"
+    assert volume["secret"]["items"] == [{"key": "admin-password", "path": "admin-password"}]
+    assert hub["extraVolumeMounts"] == [{"name": volume["name"], "mountPath": "/usr/local/etc/atelier-mlflow",
+                                         "readOnly": True}]
+    assert "extraVolumes" not in su and "atelier-mlflow-admin" not in json.dumps(su)
+    # The hub runs the embedded mode's front, in cluster mode, with the file's path only.
+    c = _chart_hub_config(values, tmp_path / "etc", monkeypatch)
+    (front,) = [svc for svc in c.JupyterHub.services if svc["name"] == "mlflow"]
+    assert front["url"] == "http://hub:8084" and front["oauth_no_confirm"] is True
+    assert front["command"][1:] == [
+        "-m", "atelier_hub.services.mlflow_front", "--server-url", MLFLOW_SERVER,
+        "--admin-password-file", "/usr/local/etc/atelier-mlflow/admin-password", "--listen", "0.0.0.0:8084",
+        "--public-url", "https://atelier.example.org/services/mlflow"]
+    assert "access:services!service=mlflow" in c.AtelierKubeSpawner.server_token_scopes
+    assert any(r["name"] == "user" and "access:services!service=mlflow" in r["scopes"]
+               for r in c.JupyterHub.load_roles)
+
+
+def test_the_mlflow_front_and_a_deployment_mlflow_are_refused_together():
+    with pytest.raises(ClusterSettingsError, match="remove services.mlflow from the deployment settings"):
+        render_values(load_profiles(PROFILES), DEPLOYMENT, FRONT_SETTINGS)
+    with pytest.raises(ValueError, match="mlflow.server_url|server's base URL"):
+        ClusterSettings.model_validate({"mlflow": {"server_url": "http://mlflow:5000/services/mlflow"}})

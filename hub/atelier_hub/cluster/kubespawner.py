@@ -507,13 +507,50 @@ def update_usage(c, settings: ClusterSettings) -> None:
     usage = {"name": "usage", "display": True, "oauth_no_confirm": True, "url": f"http://hub:{port}",
              "command": [*usage_command(USAGE_FILE), "--listen", f"0.0.0.0:{port}"]}
     c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != "usage"), usage]
-    # The chart may have set a `user` role (hub.loadRoles): the scope joins it.
+    _user_role_scopes(c, SERVICE.session_scopes)
+
+
+def _user_role_scopes(c, scopes) -> None:
+    """``scopes`` join the `user` role; the chart may have set one (hub.loadRoles)."""
     roles = [dict(r) for r in c.JupyterHub.get("load_roles", [])]
     user = next((r for r in roles if r.get("name") == "user"), None)
     if user is None:
         roles.append(user := {"name": "user", "scopes": ["self"]})
-    user["scopes"] = [*user.get("scopes", []), *(s for s in SERVICE.session_scopes if s not in user.get("scopes", []))]
+    user["scopes"] = [*user.get("scopes", []), *(s for s in scopes if s not in user.get("scopes", []))]
     c.JupyterHub.load_roles = roles
+
+
+def update_mlflow(c, settings: ClusterSettings) -> None:
+    """The MLflow front (:mod:`atelier_hub.services.mlflow_front`, the embedded mode's
+    code) as a hub service in the hub pod, before the deployment's MLflow server
+    (``--server-url``), with the admin password from the Secret the chart mounts in this
+    pod alone (:func:`atelier_hub.cluster.values.mlflow_front_values`). Sessions get
+    ``http://hub:PORT/services/mlflow`` and their hub token (the rendered deployment
+    settings, :func:`atelier_hub.cluster.values.mlflow_front_deployment`); their token
+    and every user may reach the service, as in embedded mode."""
+    import sys
+
+    from ..services.mlflow import PREFIX, SERVICE
+    from .values import MLFLOW_SECRET_DIR
+
+    front = settings.mlflow
+    if not front.server_url:
+        return
+    public = f"{settings.public_url}{PREFIX}" if settings.public_url else PREFIX
+    mlflow = {"name": SERVICE.name, "display": True, "oauth_no_confirm": True, "url": f"http://hub:{front.port}",
+              "command": [sys.executable, "-m", "atelier_hub.services.mlflow_front",
+                          "--server-url", front.server_url,
+                          "--admin-password-file", f"{MLFLOW_SECRET_DIR}/admin-password",
+                          "--listen", f"0.0.0.0:{front.port}", "--public-url", public]}
+    c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != SERVICE.name),
+                             mlflow]
+    _user_role_scopes(c, SERVICE.session_scopes)
+    s = c.AtelierKubeSpawner
+    # The session's own token reaches the front (update_culling may have set the list;
+    # else JupyterHub's `server` role: these two).
+    base = list(s.server_token_scopes) if "server_token_scopes" in s else ["users:activity!user",
+                                                                           "access:servers!server"]
+    s.server_token_scopes = [*base, *(x for x in SERVICE.session_scopes if x not in base)]
 
 
 def update_origins(c, settings: ClusterSettings) -> None:
@@ -576,4 +613,5 @@ def configure_kubespawner(
     update_attach(c, api_server_url=settings.attach.api_server_url, max_seconds=settings.attach.max_token_seconds)
     update_culling(c, settings, profiles_dir=str(profiles_dir))
     update_usage(c, settings)
+    update_mlflow(c, settings)
     return settings

@@ -117,6 +117,38 @@ class UsagePage(StrictModel):
                       "proxy reaches it through the hub's Service (`http://hub:PORT`).")
 
 
+class MLflowFront(StrictModel):
+    """MLflow behind the hub's login, as in embedded mode: the MLflow front (the same
+    code) runs in the hub pod as a hub service before the deployment's own tracking
+    server, which runs MLflow's auth app. The front makes one MLflow account per hub
+    user (passwords derived from the admin password: nothing stored); sessions get
+    `http://hub:PORT/services/mlflow` and their hub token; only the hub pod may reach
+    the server (the network policy)."""
+
+    server_url: str | None = Field(None, description="The deployment's MLflow tracking server, e.g. "
+                                   "`http://mlflow.atelier.svc.cluster.local:5000`, run as `mlflow server "
+                                   "--app-name basic-auth --static-prefix /services/mlflow` with admin user "
+                                   "`service/mlflow`; null: no front (the deployment settings' `mlflow`, if any, "
+                                   "is used as it is).")
+    port: int = Field(8084, gt=1024, lt=65536, description="Port of the MLflow front in the hub pod; sessions "
+                      "reach it at `http://hub:PORT/services/mlflow`, browsers through the proxy.")
+    admin_secret: str = Field("atelier-mlflow-admin", description="Kubernetes Secret in the hub's namespace "
+                              "whose key `admin-password` holds the server's admin password; mounted in the hub "
+                              "pod only (terraform/modules/atelier makes it from Secrets Manager).")
+
+    @field_validator("server_url")
+    @classmethod
+    def _server_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+            raise ValueError(f"{url!r} is not the server's base URL: write it as "
+                             "http://mlflow.NAMESPACE.svc.cluster.local:5000 (scheme, host, port; the front adds "
+                             "/services/mlflow, the server's --static-prefix)")
+        return url.rstrip("/")
+
+
 class SessionIdentity(StrictModel):
     """How sessions reach cloud services without keys in the pod spec.
 
@@ -186,6 +218,8 @@ class ClusterSettings(StrictModel):
     storage: Storage = Field(Storage(), description="Home volumes.")
     culling: Culling = Field(Culling(), description="Stopping idle servers.")
     usage: UsagePage = Field(UsagePage(), description="The usage page of the hub's admins.")
+    mlflow: MLflowFront = Field(MLflowFront(), description="MLflow behind the hub's login (the MLflow front in "
+                                "the hub pod).")
     gpu_servers_per_user: int = Field(1, ge=0, description="Concurrent GPU servers per user; 0: none.")
     named_servers_per_user: int = Field(5, ge=0, description="Named servers a user may have besides the default.")
     node_pools: NodePools = Field(NodePools(), description="Where the chart's own pods run.")

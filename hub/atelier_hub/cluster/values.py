@@ -102,32 +102,39 @@ def egress_rules(deployment: Deployment, settings: ClusterSettings) -> list[dict
     """
     rules: list[dict[str, Any]] = []
     for _service, url in _endpoints(deployment):
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 80)
-        try:
-            ip = ipaddress.ip_address(host)
-            to = [{"ipBlock": {"cidr": f"{ip}/{ip.max_prefixlen}"}}]
-        except ValueError:
-            labels = host.split(".")
-            if len(labels) == 1:
-                to = [{"podSelector": {}}]
-            elif len(labels) == 2 or labels[2:] in (["svc"], ["svc", "cluster", "local"]):
-                to = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": labels[1]}}}]
-            else:
-                to = [{"ipBlock": {"cidr": cidr}} for cidr in settings.private_cidrs]
-        rule = {"to": to, "ports": [{"port": port, "protocol": "TCP"}]}
-        if rule not in rules:
-            rules.append(rule)
+        for rule in _egress_to(url, settings):
+            if rule not in rules:
+                rules.append(rule)
     return rules
+
+
+def _egress_to(url: str, settings: ClusterSettings) -> list[dict[str, Any]]:
+    """The egress rule opening ``url``'s host on its port only (see :func:`egress_rules`)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 80)
+    try:
+        ip = ipaddress.ip_address(host)
+        to = [{"ipBlock": {"cidr": f"{ip}/{ip.max_prefixlen}"}}]
+    except ValueError:
+        labels = host.split(".")
+        if len(labels) == 1:
+            to = [{"podSelector": {}}]
+        elif len(labels) == 2 or labels[2:] in (["svc"], ["svc", "cluster", "local"]):
+            to = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": labels[1]}}}]
+        else:
+            to = [{"ipBlock": {"cidr": cidr}} for cidr in settings.private_cidrs]
+    return [{"to": to, "ports": [{"port": port, "protocol": "TCP"}]}]
 
 
 def _service_ports_hub_values(settings: ClusterSettings) -> dict[str, Any]:
     """The hub's Service and network policy open the ports of the hub pod's own services:
-    the culler's to sessions (activity reports), the usage page's to the proxy. Both are
-    pods the chart labels as allowed to reach the hub."""
+    the culler's to sessions (activity reports), the usage page's to the proxy, the
+    MLflow front's to both. All are pods the chart labels as allowed to reach the hub."""
     ports = {name: port for name, port, on in (("culler", settings.culling.port, settings.culling.enabled),
-                                               ("usage", settings.usage.port, settings.usage.enabled)) if on}
+                                               ("usage", settings.usage.port, settings.usage.enabled),
+                                               ("mlflow", settings.mlflow.port, bool(settings.mlflow.server_url)))
+             if on}
     if not ports:
         return {}
     return {
@@ -172,6 +179,46 @@ def s3_accounts_hub_values(deployment: Deployment, settings: ClusterSettings) ->
             "deployment settings (the root keys belong in the Secret identity.s3_admin_secret names)")
     return {"extraEnv": {env: {"valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
                          for key, env in S3_ROOT_ENV.items()}}
+
+
+# Where the hub pod mounts the MLflow admin Secret (cluster settings' mlflow.admin_secret).
+MLFLOW_SECRET_DIR = "/usr/local/etc/atelier-mlflow"
+
+
+def mlflow_front_values(settings: ClusterSettings) -> dict[str, Any]:
+    """The hub pod's part of the MLflow front (:class:`.settings.MLflowFront`): the admin
+    Secret mounted read-only in the hub pod alone, and the hub's egress to the server on
+    its own port. Sessions get no rule to the server: their egress (``privateIPs:
+    false``) reaches the front only, in the hub pod."""
+    front = settings.mlflow
+    if not front.server_url:
+        return {}
+    return {
+        "extraVolumes": [{"name": "atelier-mlflow-admin",
+                          "secret": {"secretName": front.admin_secret, "defaultMode": 0o440,
+                                     "items": [{"key": "admin-password", "path": "admin-password"}]}}],
+        "extraVolumeMounts": [{"name": "atelier-mlflow-admin", "mountPath": MLFLOW_SECRET_DIR, "readOnly": True}],
+        "networkPolicy": {"egress": _egress_to(front.server_url, settings)},
+    }
+
+
+def mlflow_front_deployment(deployment: Deployment, settings: ClusterSettings) -> Deployment:
+    """The deployment settings the hub and the sessions get when the MLflow front runs:
+    MLflow is the front's URL in the hub pod, behind the hub's login (``auth: hub``, the
+    session's hub token), exactly as in embedded mode; the server's own URL is the
+    front's only (cluster settings)."""
+    from ..services.mlflow import PREFIX, MLflowService
+
+    if not settings.mlflow.server_url:
+        return deployment
+    if deployment.services.mlflow is not None:
+        raise ClusterSettingsError(
+            "mlflow.server_url (cluster settings) and services.mlflow (deployment settings) are both set: "
+            "with the MLflow front, sessions reach MLflow through the hub; remove services.mlflow from the "
+            "deployment settings")
+    services = deployment.services.model_copy(update={"mlflow": MLflowService(
+        tracking_uri=f"http://hub:{settings.mlflow.port}{PREFIX}", auth="hub")})
+    return deployment.model_copy(update={"services": services})
 
 
 def storage_values(settings: ClusterSettings) -> dict[str, Any]:
@@ -223,6 +270,7 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
         services = deployment.services.model_copy(update={"culler": CullerService(
             url=f"http://hub:{culling.port}{CULLER_PREFIX}")})
         deployment = deployment.model_copy(update={"services": services})
+    deployment = mlflow_front_deployment(deployment, settings)
     files["atelier-deployment"] = {
         "mountPath": f"{ETC}/{DEPLOYMENT_FILE}",
         "stringData": json.dumps(deployment.model_dump(mode="json", exclude_none=True), indent=2) + "\n",
@@ -269,8 +317,8 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
             "allowNamedServers": True,
             "namedServerLimitPerUser": settings.named_servers_per_user,
             "extraFiles": files,
-            **_service_ports_hub_values(settings),
-            **s3_accounts_hub_values(deployment, settings),
+            **merge_values(merge_values(_service_ports_hub_values(settings), mlflow_front_values(settings)),
+                           s3_accounts_hub_values(deployment, settings)),
             "extraConfig": {
                 "atelier.py": (
                     "# Atelier: the same entry as every hub (hub/jupyterhub_config.py). It finds the\n"

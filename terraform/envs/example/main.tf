@@ -87,19 +87,20 @@ module "storage" {
 module "identity" {
   source = "../../modules/identity"
 
-  name               = var.name
-  namespace          = local.namespace
-  cluster_name       = module.cluster.cluster_name
-  oidc_provider_arn  = module.cluster.oidc_provider_arn
-  oidc_provider      = module.cluster.oidc_provider
-  shared_bucket_arn  = module.storage.shared_bucket_arn
-  shared_kms_key_arn = module.storage.shared_kms_key_arn
-  mlflow_bucket_arn  = module.storage.mlflow_bucket_arn
-  mlflow_kms_key_arn = module.storage.mlflow_kms_key_arn
-  db_secret_arn      = module.storage.db_secret_arn
-  db_resource_id     = module.storage.db_resource_id
-  db_username        = module.storage.db_username
-  tags               = var.tags
+  name                    = var.name
+  namespace               = local.namespace
+  cluster_name            = module.cluster.cluster_name
+  oidc_provider_arn       = module.cluster.oidc_provider_arn
+  oidc_provider           = module.cluster.oidc_provider
+  shared_bucket_arn       = module.storage.shared_bucket_arn
+  shared_kms_key_arn      = module.storage.shared_kms_key_arn
+  mlflow_bucket_arn       = module.storage.mlflow_bucket_arn
+  mlflow_kms_key_arn      = module.storage.mlflow_kms_key_arn
+  db_secret_arn           = module.storage.db_secret_arn
+  db_resource_id          = module.storage.db_resource_id
+  mlflow_admin_secret_arn = module.storage.mlflow_admin_secret_arn
+  db_username             = module.storage.db_username
+  tags                    = var.tags
 }
 
 module "atelier" {
@@ -132,6 +133,9 @@ module "atelier" {
   db_port                = module.storage.db_port
   db_name                = module.storage.db_name
   db_secret_arn          = module.storage.db_secret_arn
+
+  mlflow_admin_secret_arn       = module.storage.mlflow_admin_secret_arn
+  mlflow_admin_password_version = module.storage.mlflow_admin_password_version
 
   # The chart's pods land on nodes: wait for the node groups (and the EBS driver).
   depends_on = [module.cluster]

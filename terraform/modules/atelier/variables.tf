@@ -178,6 +178,17 @@ variable "db_secret_arn" {
   type        = string
 }
 
+variable "mlflow_admin_secret_arn" {
+  description = "Secret holding MLflow's admin password (storage module's `mlflow_admin_secret_arn`)"
+  type        = string
+}
+
+variable "mlflow_admin_password_version" {
+  description = "Version of that password (storage module's `mlflow_admin_password_version`): a new one is copied into the hub's Secret"
+  type        = number
+  default     = 1
+}
+
 variable "mlflow_replicas" {
   description = "Replicas of the tracking server (stateless: runs live in PostgreSQL, artifacts in S3)"
   type        = number

@@ -204,6 +204,12 @@ data "aws_iam_policy_document" "mlflow" {
     resources = [var.db_secret_arn]
   }
   statement {
+    # MLflow's auth app reads its admin password at start (the hub's front logs in with it).
+    sid       = "ReadAdminPassword"
+    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+    resources = [var.mlflow_admin_secret_arn]
+  }
+  statement {
     # IAM database authentication, for tools that log in with a token instead.
     sid       = "ConnectToDatabase"
     actions   = ["rds-db:connect"]

@@ -78,6 +78,12 @@ variable "db_secret_arn" {
   default     = null
 }
 
+variable "mlflow_admin_secret_arn" {
+  description = "Secret holding MLflow's admin password (storage module's `mlflow_admin_secret_arn`)"
+  type        = string
+  default     = null
+}
+
 variable "db_resource_id" {
   description = "RDS resource ID of MLflow's database, for IAM authentication (storage module's `db_resource_id`)"
   type        = string

@@ -70,9 +70,15 @@ variable "region" {
   type        = string
 }
 
-variable "mlflow_tracking_uri" {
-  description = "URL sessions reach MLflow's tracking server at"
+variable "mlflow_server_url" {
+  description = "MLflow's tracking server (its auth app, static prefix /services/mlflow); only the hub's MLflow front reaches it"
   type        = string
+}
+
+variable "mlflow_admin_secret" {
+  description = "Kubernetes Secret (key `admin-password`) with MLflow's admin password, mounted in the hub pod only"
+  type        = string
+  default     = "atelier-mlflow-admin"
 }
 
 variable "core_node_selector" {
