@@ -253,7 +253,7 @@ def test_ben_reads_alices_table_but_neither_changes_nor_drops_it_nor_a_shared_ta
             "Access Denied: Cannot add a column to table hive.users_alice.mine",
         "CREATE TABLE hive.users_alice.planted AS SELECT 1 AS id":
             "Access Denied: Cannot create table hive.users_alice.planted",
-        "DROP SCHEMA hive.users_alice CASCADE": "Access Denied: Cannot drop schema hive.users_alice",
+        "CREATE SCHEMA hive.elsewhere": "Access Denied: Cannot create schema hive.elsewhere",
         "DROP TABLE hive.default.common": "Access Denied: Cannot drop table hive.default.common",
         "INSERT INTO hive.default.common VALUES 8": "Access Denied: Cannot insert into table hive.default.common",
         "CREATE TABLE hive.default.planted (id bigint)": "Access Denied: Cannot create table hive.default.planted",
