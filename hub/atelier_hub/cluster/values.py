@@ -32,7 +32,7 @@ from ..profiles import Profile, ProfileError, format_memory, load_profiles
 from ..services import Deployment, SettingsError, load_deployment
 from ..services.culler import PREFIX as CULLER_PREFIX
 from ..services.culler import CullerService
-from . import CHART_DIR, CLUSTER_FILE, DEPLOYMENT_FILE, PROFILES_DIR
+from . import CHART_DIR, CLUSTER_FILE, DEPLOYMENT_FILE, PROFILES_DIR, TRINO_JWT_DIR
 from .settings import ClusterSettings, ClusterSettingsError, load_cluster_settings
 
 __all__ = [
@@ -120,20 +120,45 @@ def egress_rules(deployment: Deployment, settings: ClusterSettings) -> list[dict
     return rules
 
 
-def _service_ports_hub_values(settings: ClusterSettings) -> dict[str, Any]:
+def _as_sessions_see_it(deployment: Deployment, settings: ClusterSettings) -> Deployment:
+    """The deployment with Trino at its front in the hub pod (``http://hub:PORT``), as
+    sessions get it: their egress goes there, never to the coordinator itself."""
+    trino = deployment.services.trino
+    if trino is None:
+        return deployment
+    services = deployment.services.model_copy(update={"trino": trino.model_copy(
+        update={"url": f"http://hub:{settings.trino.port}"})})
+    return deployment.model_copy(update={"services": services})
+
+
+def _service_ports_hub_values(settings: ClusterSettings, deployment: Deployment | None = None) -> dict[str, Any]:
     """The hub's Service and network policy open the ports of the hub pod's own services:
-    the culler's to sessions (activity reports), the usage page's to the proxy. Both are
-    pods the chart labels as allowed to reach the hub."""
+    the culler's to sessions (activity reports), the usage page's to the proxy, and,
+    where the deployment names a Trino, Trino's front to sessions and its rules port to
+    the coordinator (``trino.rules_from``). The hub pod mounts the front's JWT key."""
     ports = {name: port for name, port, on in (("culler", settings.culling.port, settings.culling.enabled),
                                                ("usage", settings.usage.port, settings.usage.enabled)) if on}
+    trino = deployment is not None and deployment.services.trino is not None
+    if trino:
+        ports["trino"] = settings.trino.port
     if not ports:
         return {}
-    return {
+    values: dict[str, Any] = {
         "service": {"extraPorts": [{"name": name, "port": port, "targetPort": port} for name, port in ports.items()]},
         "networkPolicy": {"ingress": [{
             "from": [{"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}],
             "ports": [{"port": port, "protocol": "TCP"} for port in ports.values()]}]},
     }
+    if trino:
+        front = settings.trino
+        values["service"]["extraPorts"].append(
+            {"name": "trino-rules", "port": front.rules_port, "targetPort": front.rules_port})
+        values["networkPolicy"]["ingress"].append(
+            {"from": list(front.rules_from), "ports": [{"port": front.rules_port, "protocol": "TCP"}]})
+        values["extraVolumes"] = [{"name": "atelier-trino-jwt", "secret": {
+            "secretName": front.jwt_secret, "defaultMode": 0o400, "items": [{"key": "jwt-hmac", "path": "jwt-hmac"}]}}]
+        values["extraVolumeMounts"] = [{"name": "atelier-trino-jwt", "mountPath": TRINO_JWT_DIR, "readOnly": True}]
+    return values
 
 
 def storage_values(settings: ClusterSettings) -> dict[str, Any]:
@@ -206,7 +231,7 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
                 "dnsPortsPrivateIPs": True,
                 "cloudMetadataServer": False,
             },
-            "egress": egress_rules(deployment, settings),
+            "egress": egress_rules(_as_sessions_see_it(deployment, settings), settings),
         },
         # Profiles come from hub.extraConfig (a callable that filters by group).
         "profileList": [],
@@ -224,7 +249,7 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
             "allowNamedServers": True,
             "namedServerLimitPerUser": settings.named_servers_per_user,
             "extraFiles": files,
-            **_service_ports_hub_values(settings),
+            **_service_ports_hub_values(settings, deployment),
             "extraConfig": {
                 "atelier.py": (
                     "# Atelier: the same entry as every hub (hub/jupyterhub_config.py). It finds the\n"

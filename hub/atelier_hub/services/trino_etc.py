@@ -16,7 +16,7 @@ import json
 import re
 
 __all__ = ["HEAP", "QUERY_MAX_MEMORY", "RULES_REFRESH_S", "USER_SCHEMA_PREFIX", "render_etc", "render_properties",
-           "jvm_options", "server_command", "access_rules", "render_rules", "user_schema"]
+           "jvm_options", "server_command", "access_rules", "render_rules", "user_schema", "front_only_properties"]
 
 # Heap for the whole server; a query may use half of it (the rest is Trino's headroom
 # and its own structures). ref: ../shared/RECIPES.md (-Xmx1G with 512MB per node ran)
@@ -173,6 +173,45 @@ def access_rules(*, service_user: str, users=(), admins=(), shared_schemas=()) -
     }
 
 
+def front_only_properties(*, jwt_key_file: str, rules_location: str) -> dict[str, dict[str, str]]:
+    """What a coordinator sets so that it accepts only the front (pure): every client
+    sends a JWT signed with the front's HMAC key (``jwt_key_file``, base64; only the
+    front holds it), checked on the requests the front marks ``X-Forwarded-Proto:
+    https``, with no user-name-only login over plain HTTP; and the table and query
+    rules the front serves (``rules_location``: a file, or the front's ``/rules.json``
+    URL on a cluster), read again every :data:`RULES_REFRESH_S` seconds. By file name:
+    ``config.properties`` and ``access-control.properties``. The embedded Trino is
+    rendered with these (:func:`render_etc`); on a cluster the platform sets them
+    (README, "Trino on a cluster").
+
+    >>> props = front_only_properties(jwt_key_file="/k", rules_location="http://hub:8085/rules.json")
+    >>> props["access-control.properties"]["security.config-file"]
+    'http://hub:8085/rules.json'
+    """
+    return {
+        "config.properties": {
+            # Trino checks JWTs only on requests it counts as secure: those the front marks
+            # X-Forwarded-Proto: https (no TLS to terminate on the hop from the front).
+            # Plain HTTP gets no "insecure" user-name-only login at all.
+            # ref: trino io/trino/server/security/AuthenticationFilter.java
+            # ref: https://trino.io/docs/current/security/jwt.html
+            "http-server.authentication.type": "JWT",
+            "http-server.authentication.jwt.key-file": jwt_key_file,
+            "http-server.authentication.allow-insecure-over-http": "false",
+            "http-server.process-forwarded": "true",
+            # Required once authentication is on; resolved from Trino's environment.
+            "internal-communication.shared-secret": "${ENV:TRINO_INTERNAL_SECRET}",
+        },
+        "access-control.properties": {
+            "access-control.name": "file",
+            "security.config-file": rules_location,
+            # The hub's users come and go: Trino reads the rules again (the front rewrites
+            # them whole) at most this long after they changed.
+            "security.refresh-period": f"{RULES_REFRESH_S}s",
+        },
+    }
+
+
 def render_rules(**kwargs) -> str:
     """``rules.json``'s text: :func:`access_rules` as JSON, keys in a stable order."""
     return json.dumps(access_rules(**kwargs), indent=1) + "\n"
@@ -239,20 +278,9 @@ def render_etc(
         # Absolute: Trino's default (etc/access-control.properties) is relative to its working folder.
         "access-control.config-files": f"{etc_dir}/access-control.properties",
     }
+    front_only = front_only_properties(jwt_key_file=jwt_key_file or "", rules_location=f"{etc_dir}/rules.json")
     if jwt_key_file:
-        config.update({
-            # Trino checks JWTs only on requests it counts as secure: here those the
-            # front marks X-Forwarded-Proto: https (loopback, no TLS to terminate).
-            # Plain HTTP gets no "insecure" user-name-only login at all.
-            # ref: trino io/trino/server/security/AuthenticationFilter.java
-            # ref: https://trino.io/docs/current/security/jwt.html
-            "http-server.authentication.type": "JWT",
-            "http-server.authentication.jwt.key-file": jwt_key_file,
-            "http-server.authentication.allow-insecure-over-http": "false",
-            "http-server.process-forwarded": "true",
-            # Required once authentication is on; resolved from Trino's environment.
-            "internal-communication.shared-secret": "${ENV:TRINO_INTERNAL_SECRET}",
-        })
+        config.update(front_only["config.properties"])
     log_levels = {
         "io.trino": "INFO",
         # Plugin loading and the bootstrap's property table are hundreds of lines a start.
@@ -267,13 +295,7 @@ def render_etc(
         "jvm.config": "\n".join(_JVM) + "\n",
         "log.properties": render_properties(log_levels),
         "catalog/tpch.properties": render_properties({"connector.name": "tpch"}),
-        "access-control.properties": render_properties({
-            "access-control.name": "file",
-            "security.config-file": f"{etc_dir}/rules.json",
-            # The hub's users come and go: Trino reads the file again (the supervisor
-            # rewrites it whole, by rename) at most this long after it changed.
-            "security.refresh-period": f"{RULES_REFRESH_S}s",
-        }),
+        "access-control.properties": render_properties(front_only["access-control.properties"]),
         "rules.json": render_rules(service_user=service_user, users=users, admins=admins,
                                    shared_schemas=shared_schemas),
     }

@@ -277,16 +277,17 @@ class Rules:
         if time.monotonic() - self._asked >= 1 and self.refresh():
             time.sleep(RULES_REFRESH_S + 0.2)
 
-    def make_schemas(self, url: str, token: str) -> None:
-        """Each user's schema and each shared schema in ``hive``, made once per start
+    def make_schemas(self, url: str, token: str, catalog: str = "hive") -> None:
+        """Each user's schema and each shared schema in ``catalog``, made once per start
         (``IF NOT EXISTS``: kept from earlier starts, with their tables)."""
         for schema in [*self.shared, *(user_schema(n) for n in sorted(self.users))]:
             if schema in self._made:
                 continue
             try:
-                query(url, f"CREATE SCHEMA IF NOT EXISTS hive.{schema}", timeout=20, user=SERVICE_USER, token=token)
+                query(url, f"CREATE SCHEMA IF NOT EXISTS {catalog}.{schema}", timeout=20, user=SERVICE_USER,
+                      token=token)
             except (OSError, TrinoError) as exc:
-                print(f"trino: schema hive.{schema} not made yet ({exc}); trying again in {USERS_EVERY_S} s",
+                print(f"trino: schema {catalog}.{schema} not made yet ({exc}); trying again in {USERS_EVERY_S} s",
                       file=sys.stderr, flush=True)
                 return
             self._made.add(schema)
@@ -351,9 +352,12 @@ def _write_key(path: Path) -> bytes:
     return key
 
 
-def start_front(port: int, *, key: bytes, backend: str, rules: Rules | None = None) -> None:
-    """The hub-authenticated front on 127.0.0.1:``port``, in a thread of its own (its
-    own event loop): the port is bound here, so a port in use fails the start at once."""
+def start_front(port: int, *, key: bytes, backend: str, rules: Rules | None = None, host: str = "127.0.0.1",
+                rules_port: int | None = None) -> None:
+    """The hub-authenticated front on ``host``:``port``, in a thread of its own (its
+    own event loop): the port is bound here, so a port in use fails the start at once.
+    With ``rules_port``, Trino's rules are served at ``/rules.json`` on that port too
+    (a cluster's coordinator reads them there)."""
     import asyncio
 
     from jupyterhub.services.auth import HubAuth
@@ -363,7 +367,8 @@ def start_front(port: int, *, key: bytes, backend: str, rules: Rules | None = No
     from ._front import HUB_AUTH_CACHE_S
     from .trino_front import FrontState, make_app
 
-    sockets = bind_sockets(port, "127.0.0.1")
+    sockets = bind_sockets(port, host)
+    rules_sockets = bind_sockets(rules_port, host) if rules_port and rules is not None else None
 
     def serve() -> None:
         async def run() -> None:
@@ -372,12 +377,52 @@ def start_front(port: int, *, key: bytes, backend: str, rules: Rules | None = No
             HTTPServer(make_app(FrontState(key=key, backend=lambda: backend,
                                            rules=rules), hub_auth),
                        xheaders=False).add_sockets(sockets)
+            if rules_sockets:
+                HTTPServer(rules_app(rules)).add_sockets(rules_sockets)
             await asyncio.Event().wait()
 
         asyncio.run(run())
 
     threading.Thread(target=serve, name="trino-front", daemon=True).start()
-    print(f"Trino front listening on {local_url(port)} (hub login; Trino itself on {backend})", flush=True)
+    print(f"Trino front listening on {host}:{port} (hub login; Trino itself on {backend})"
+          + (f"; Trino's rules at http://{host}:{rules_port}/rules.json" if rules_sockets else ""), flush=True)
+
+
+def rules_app(rules: Rules):
+    """Trino's rules as the coordinator reads them (``security.config-file`` an HTTP URL):
+    ``GET /rules.json``, the text :class:`Rules` keeps; nothing else."""
+    from tornado import web
+
+    class RulesHandler(web.RequestHandler):
+        def get(self):
+            self.set_header("Content-Type", "application/json")
+            self.set_header("Cache-Control", "no-store")
+            self.finish(rules.text())
+
+    return web.Application([(r"/rules\.json", RulesHandler)])
+
+
+def front_only(args) -> None:
+    """Cluster mode: the front alone, in the hub pod, before a coordinator the platform
+    runs (``--backend``) with the settings of :func:`.trino_etc.front_only_properties`:
+    it accepts JWTs signed with the key in ``--jwt-key-file`` (a Secret the hub pod and
+    the coordinator mount) and reads its rules from ``--rules-port``. With
+    ``--schemas-in CATALOG`` each user's schema is made there."""
+    key = base64.b64decode(Path(args.jwt_key_file).read_text())
+    state = Path(args.state)
+    state.mkdir(parents=True, exist_ok=True)
+    rules = Rules(state / "rules.json", service_user=SERVICE_USER, shared=args.shared_schema,
+                  api_url=os.environ.get("JUPYTERHUB_API_URL"), token=os.environ.get("JUPYTERHUB_API_TOKEN"))
+    rules.refresh()
+    rules.write()
+    start_front(args.front_port, key=key, backend=args.backend.rstrip("/"), rules=rules, host=args.listen_host,
+                rules_port=args.rules_port)
+    token = sign_jwt(key, subject=SERVICE_USER, lifetime=10 * 365 * 86400)
+    while True:
+        time.sleep(USERS_EVERY_S)
+        rules.refresh()
+        if args.schemas_in:
+            rules.make_schemas(args.backend, token, catalog=args.schemas_in)
 
 
 def prepare_hive(url: str, token: str) -> None:
@@ -409,7 +454,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ready-timeout", type=float, default=300, help="seconds to wait for a first query")
     ap.add_argument("--shared-schema", action="append", default=[], metavar="NAME",
                     help="a schema where every user may change every table (repeat for more)")
+    cluster = ap.add_argument_group("the front alone, before a coordinator run elsewhere (cluster mode)")
+    cluster.add_argument("--backend", help="the coordinator's URL; with it no server is started here")
+    cluster.add_argument("--jwt-key-file", help="the HMAC key (base64) the coordinator checks JWTs with")
+    cluster.add_argument("--listen-host", default="127.0.0.1", help="where the front listens (default 127.0.0.1)")
+    cluster.add_argument("--rules-port", type=int, help="serve Trino's rules at /rules.json on this port")
+    cluster.add_argument("--schemas-in", metavar="CATALOG", help="make each user's schema in this catalog")
     args = ap.parse_args(argv)
+    if args.backend:
+        if not (args.jwt_key_file and args.front_port):
+            ap.error("--backend needs --jwt-key-file and --front-port")
+        front_only(args)
+        return
 
     state = Path(args.state).resolve()
     etc, data, logs = state / "etc", state / "data", state / "logs"
