@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -257,6 +258,37 @@ def test_a_schema_not_shared_is_read_only_to_a_user_it_is_not_the_own_of(standal
     sql(standalone.url, "CREATE TABLE hive.other.t AS SELECT 1 AS id", user=SERVICE_USER)
     assert sql(standalone.url, "SELECT id FROM hive.other.t") == [[1]]
     assert ["other"] in sql(standalone.url, "SHOW SCHEMAS FROM hive")
+
+
+def test_the_front_alone_before_a_coordinator_serves_its_rules_and_asks_for_a_hub_token(standalone, tmp_path):
+    # Cluster mode's process (the hub pod's), here before the standalone coordinator,
+    # with no hub: no user yet, and every query is refused for want of a hub token.
+    front, rules_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "AWS_"))}
+    cmd = [sys.executable, "-m", "atelier_hub.services.trino_server", "--state", str(tmp_path / "front"),
+           "--backend", standalone.url, "--jwt-key-file", str(standalone.state / "secret" / "jwt-hmac"),
+           "--front-port", str(front), "--rules-port", str(rules_port), "--shared-schema", "team"]
+    with open(tmp_path / "front.log", "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{rules_port}/rules.json", timeout=5) as r:
+                    rules = json.loads(r.read())
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "front.log").read_text()
+                time.sleep(0.5)
+        assert rules["schemas"] == [{"user": "(service/trino)", "owner": True}, {"owner": False}]
+        assert rules["tables"][-2:] == [{"schema": "(team)", "privileges": [
+            "SELECT", "INSERT", "DELETE", "UPDATE", "OWNERSHIP", "GRANT_SELECT"]},
+            {"privileges": ["SELECT", "GRANT_SELECT"]}]
+        with pytest.raises(TrinoError, match="HTTP 401"):
+            query(f"http://127.0.0.1:{front}", "SELECT 1", user="ada", timeout=30)
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def put_parquet(s3, prefix: str, table: pa.Table) -> None:
