@@ -382,7 +382,7 @@ def test_hub_code_runs_the_trino_front_and_sessions_get_its_address(trino_values
         "--backend", "http://trino.data.svc.cluster.local:8080", "--jwt-key-file", "/etc/atelier/trino-jwt/jwt-hmac",
         "--listen-host", "0.0.0.0", "--front-port", "8084", "--rules-port", "8085", "--schemas-in", "hive",
         "--shared-schema", "team"]
-    assert {"name": "trino-service", "scopes": ["list:users", "read:users:name", "read:users:groups"],
+    assert {"name": "trino-service", "scopes": ["list:users", "read:users:name"],
             "services": ["trino"]} in c.JupyterHub.load_roles
     (user,) = [r for r in c.JupyterHub.load_roles if r["name"] == "user"]
     assert "access:services!service=trino" in user["scopes"]

@@ -183,7 +183,7 @@ def test_the_server_command_passes_the_shared_schemas_and_the_service_may_list_t
     assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--shared-schema"] == ["team", "lab"]
     assert "--shared-schema" not in TRINO.hub_service(Site(), Services())["command"]
     # The supervisor reads the hub's users (and who is admin) for Trino's rules.
-    assert TRINO.hub_scopes == ("list:users", "read:users:name", "read:users:groups")
+    assert TRINO.hub_scopes == ("list:users", "read:users:name")
 
 
 # Both spellings count in powers of 1024: the JVM's -Xmx1G and Trino's DataSize 512MB.

@@ -26,9 +26,10 @@ from .base import Service, Site
 from .trino_etc import USER_SCHEMA_PREFIX
 
 _SCHEMA = re.compile(r"[a-z][a-z0-9_]{0,63}")
-#: what the server's supervisor reads of the hub (:mod:`.trino_server`): the users, who
-#: is admin, their groups, to write Trino's table rules
-HUB_SCOPES = ("list:users", "read:users:name", "read:users:groups")
+#: what the server's supervisor reads of the hub (:mod:`.trino_server`) to write Trino's
+#: table rules: the users' names and who is admin (``read:users:name`` holds both); no
+#: more (groups name no rule yet)
+HUB_SCOPES = ("list:users", "read:users:name")
 
 
 class TrinoService(ServiceSettings):
