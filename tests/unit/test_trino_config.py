@@ -166,6 +166,24 @@ def test_the_shared_schemas_an_admin_wrote_in_the_state_folder_are_kept(tmp_path
         TRINO.kept_shared_schemas(Site())
 
 
+def test_atelier_dev_names_a_bad_shared_schema_in_the_state_folder_and_the_fix(tmp_path, capsys, monkeypatch):
+    from atelier_hub import cli
+
+    def start(*args, **kwargs):
+        raise AssertionError(f"atelier dev started {args[0][:2]} despite the bad setting")
+
+    monkeypatch.setattr(cli.subprocess, "Popen", start)  # it must stop before the hub starts
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "deployment.json").write_text(json.dumps({"services": {"trino": {"shared_schemas": ["Team"]}}}))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["dev", "--state", str(state), "--port", str(_process.free_port())])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().endswith("deployment.json: services.trino.shared_schemas: 'Team' is not a schema name: use "
+                                "lower-case letters, digits and '_', starting with a letter (e.g. team_data)"), err
+
+
 def test_the_server_command_passes_the_shared_schemas_and_the_service_may_list_the_hubs_users(tmp_path):
     from atelier_hub.services import Services
     from atelier_hub.services.trino import SERVICE as TRINO
