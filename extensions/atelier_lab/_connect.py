@@ -5,7 +5,8 @@ Rule this module keeps: every fact comes from the session contract the spawner s
 commands are written in exactly the forms the ``atelier`` CLI takes (issue 15):
 ``atelier login --hub URL``, ``atelier vscode [SERVER]``, the ssh alias
 ``atelier-USER`` (``atelier-USER-SERVER`` for a named server), ``code --remote
-ssh-remote+ALIAS HOME`` and, in cluster mode, ``atelier kubeconfig [SERVER]``.
+ssh-remote+ALIAS HOME``, ``atelier run --profile P -- ...`` where the hub runs jobs
+(``ATELIER_JOBS=1``) and, in cluster mode, ``atelier kubeconfig [SERVER]``.
 :func:`session_facts` is pure; the server extension only feeds it the environment.
 """
 
@@ -86,6 +87,12 @@ def session_facts(env: Mapping[str, str], *, home: str, origin: str = "", vscode
         {"id": "ssh", "title": "A shell, ssh -L, sftp or scp (PyCharm, Cursor: the same alias)",
          "command": f"ssh {alias}"},
     ]
+    profile = env.get("ATELIER_PROFILE", "")
+    if env.get("ATELIER_JOBS") == "1" and profile:
+        # Where this hub runs jobs (container sessions): the same profile, without a browser.
+        commands.append({"id": "run", "title": "Run a script as a job on this profile (the laptop may close; "
+                         "atelier jobs, atelier logs NAME -f)",
+                         "command": f"atelier run --profile {profile} -- python train.py"})
     if cluster:
         commands.append({"id": "kubeconfig",
                          "title": "Kubernetes extension attach: a kubeconfig for your own pods",
@@ -100,7 +107,7 @@ def session_facts(env: Mapping[str, str], *, home: str, origin: str = "", vscode
         "alias": alias,
         "home": home,
         "mode": "cluster" if cluster else "embedded",
-        "profile": env.get("ATELIER_PROFILE", ""),
+        "profile": profile,
         "profile_display_name": env.get("ATELIER_PROFILE_DISPLAY_NAME", ""),
         "cpu": env.get("ATELIER_CPU_LIMIT", ""),
         "memory": env.get("ATELIER_MEM_LIMIT_DISPLAY") or env.get("ATELIER_MEM_LIMIT", ""),

@@ -1,5 +1,6 @@
 """The ``atelier`` command: ``dev``, ``profiles``, ``users``, ``usage``, ``install``; on a user's own
-machine ``login``, ``vscode``, ``ssh-proxy``, ``kubeconfig`` (atelier_hub.remote).
+machine ``login``, ``vscode``, ``ssh-proxy``, ``kubeconfig`` (atelier_hub.remote) and ``run``,
+``jobs``, ``logs``, ``cancel`` (atelier_hub.jobs_cli).
 
 Rule this module keeps: bad input ends with one clear line on stderr naming the thing
 and the fix, and exit status 2; no traceback for a user's mistake. Secrets are shown
@@ -367,6 +368,18 @@ def _remote(name: str):
     return run
 
 
+def _wrap_remote(func):
+    """A command of atelier_hub.jobs_cli, its RemoteError ending as one clear line."""
+    def run(args) -> None:
+        from .remote import RemoteError
+
+        try:
+            func(args)
+        except RemoteError as exc:
+            fail(str(exc))
+    return run
+
+
 def _add_remote_parsers(sub) -> None:
     hub_help = "the hub's URL (default: $ATELIER_HUB_URL, else the saved login)"
     login = sub.add_parser("login", help="save a hub URL and token (0600) for the commands below")
@@ -456,6 +469,10 @@ def main(argv: list[str] | None = None) -> None:
     add_render_parser(sub, profiles_default=_default_profiles())
 
     _add_remote_parsers(sub)
+
+    from .jobs_cli import add_parsers as add_job_parsers
+
+    add_job_parsers(sub, _wrap_remote)
 
     inst = sub.add_parser("install", help="install what is missing (what `make install` runs)")
     inst.add_argument("--test", action="store_true", help="also what the tests need")

@@ -6,7 +6,7 @@ takes it from here. A change to the Dockerfile changes this module and nothing e
 No imports: any floor may use it.
 """
 
-__all__ = ["HOME", "SESSION_CONFIG_DIR", "SPARK_JARS", "JAVA_HOME"]
+__all__ = ["HOME", "SESSION_CONFIG_DIR", "SPARK_JARS", "JAVA_HOME", "PYTHON"]
 
 # The session's home: the Jupyter Docker Stacks' user is jovyan, and z2jh mounts the home
 # volume there by default; embedded containers mount STATE/homes/USER at the same path,
@@ -19,3 +19,5 @@ SESSION_CONFIG_DIR = "/etc/atelier/session"
 SPARK_JARS = "/opt/atelier/spark-jars"
 # The image's Java, for Spark.
 JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
+# The image's Python (its venv), which runs a job's runner (atelier_hub._job_runner).
+PYTHON = "/opt/atelier/venv/bin/python"

@@ -26,6 +26,7 @@ from traitlets import Unicode
 from traitlets.config import Configurable
 
 from .input_limits import USER_OPTIONS_MAX, options_too_large, stored_size
+from .jobs import is_job
 from .profiles import Profile, ProfileError, load_profiles, resolve_profile, session_cpus
 from .settings import load_deployment
 from .usage import record
@@ -71,6 +72,9 @@ class ProfileSpawnerMixin(Configurable):
     deployment_model: ClassVar[type[BaseModel] | None] = None
 
     _deployment_digest: ClassVar[str | None] = None
+    #: whether this spawner runs a job's command (spawn options with ``job``:
+    #: :mod:`atelier_hub.jobs`); one that does not refuses them rather than start a server
+    runs_jobs: ClassVar[bool] = False
 
     profile: Profile | None = None
     #: digest of the deployment settings this server was started with (kept in its state)
@@ -140,14 +144,22 @@ class ProfileSpawnerMixin(Configurable):
             return  # a stop of a server that never started (or was already recorded as stopped)
         try:
             record(self.usage_file, event, user=self.user.name, server=self.name or "",
-                   profile=self.profile if event == "start" else None)
+                   profile=self.profile if event == "start" else None,
+                   kind=("job" if is_job(self.name, self.user_options) else "server") if event == "start" else None)
         except OSError as exc:  # a full disk must not fail a spawn; the log says what is missing
             self.log.error("usage not recorded for %s/%s (%s): %s", self.user.name, self.name, event, exc)
         self._usage_running = event == "start"
 
     async def poll(self):
         status = await super().poll()
-        if status is None and self.stale() and not self._stopping_stale:
+        if status is None and self.stale() and is_job(self.name, self.user_options):
+            # A job runs to its end: hours of work are not thrown away because a service
+            # moved (a Trino whose port was still taken when the hub came back, say).
+            if not getattr(self, "_stale_job_noted", False):
+                self.log.warning("Keeping job %s/%s, started with other service endpoints than this hub's: "
+                                 "a job runs to its end", self.user.name, self.name)
+                self._stale_job_noted = True
+        elif status is None and self.stale() and not self._stopping_stale:
             # stop() polls too: the flag keeps that poll from stopping again.
             self.log.warning("Stopping %s/%s: it was started with other service endpoints than this hub's",
                              self.user.name, self.name or "default")
@@ -207,6 +219,10 @@ class ProfileSpawnerMixin(Configurable):
         if size > USER_OPTIONS_MAX:
             msg = options_too_large(size)
             raise web.HTTPError(413, msg, reason="Content Too Large")
+        if "job" in (options or {}) and not self.runs_jobs:
+            msg = ("job: this hub's sessions cannot run jobs (they need container sessions: start `atelier dev` "
+                   "where a Docker engine runs); run the command in a session instead")
+            raise web.HTTPError(400, msg, reason=msg)
         requested = (options or {}).get("profile")
         try:
             return resolve_profile(self.profiles, requested, groups=self.groups())

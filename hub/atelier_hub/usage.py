@@ -48,9 +48,12 @@ def parse_when(text: str) -> datetime:
 
 
 def record(path: str | Path, event: str, *, user: str, server: str, profile=None,
-           when: datetime | None = None) -> None:
-    """Append one start or stop line (``O_APPEND``: lines from concurrent stops never mix)."""
+           when: datetime | None = None, kind: str | None = None) -> None:
+    """Append one start or stop line (``O_APPEND``: lines from concurrent stops never mix).
+    ``kind``: ``server`` (a session) or ``job`` (:mod:`atelier_hub.jobs`), on a start."""
     line = {"event": event, "time": _iso(when or datetime.now(timezone.utc)), "user": user, "server": server}
+    if kind is not None:
+        line["kind"] = kind
     if profile is not None:
         line.update(profile=profile.name, cpu=profile.cpu.limit, memory=profile.memory.limit,
                     gpus=profile.gpu_count)
@@ -124,18 +127,22 @@ def current_run(events: list[dict], *, user: str, server: str, now: datetime | N
 
 def summarize(events: list[dict], *, since: datetime | None = None, until: datetime | None = None,
               now: datetime | None = None) -> dict:
-    """Totals per user, per profile and overall for the runs inside [since, until].
+    """Totals per user, per profile, per kind (``server``, ``job``) and overall for the
+    runs inside [since, until]. A start line without a kind (written before jobs existed)
+    is a server's.
 
     >>> ev = [{"event": "start", "time": "2026-01-01T10:00:00Z", "user": "ada", "server": "",
     ...        "profile": "cpu-small", "cpu": 2, "memory": 4e9, "gpus": 0},
     ...       {"event": "stop", "time": "2026-01-01T11:30:00Z", "user": "ada", "server": ""}]
     >>> summarize(ev)["by_user"]["ada"]
     {'servers': 1, 'hours': 1.5, 'cpu_hours': 3.0, 'memory_gb_hours': 6.0, 'gpu_hours': 0.0, 'cost': 0.0}
+    >>> list(summarize(ev)["by_kind"])
+    ['server']
     """
     now = now or datetime.now(timezone.utc)
     end = min(until, now) if until else now
     out: dict = {"since": _iso(since) if since else None, "until": _iso(end), "by_user": {}, "by_profile": {},
-                 "total": dict.fromkeys(FIELDS, 0)}
+                 "by_kind": {}, "total": dict.fromkeys(FIELDS, 0)}
     for run in _runs(events, now):
         if (since and run["stop"] < since) or run["start"] > end:
             continue  # entirely outside the window
@@ -143,13 +150,14 @@ def summarize(events: list[dict], *, since: datetime | None = None, until: datet
         stop = min(run["stop"], end)
         hours = max(0.0, (stop - start).total_seconds() / 3600)
         add = _amounts(run, hours)
-        for table, key in (("by_user", run["user"]), ("by_profile", run.get("profile", "?"))):
+        for table, key in (("by_user", run["user"]), ("by_profile", run.get("profile", "?")),
+                           ("by_kind", run.get("kind") or "server")):
             row = out[table].setdefault(key, dict.fromkeys(FIELDS, 0))
             for f in FIELDS:
                 row[f] += add[f]
         for f in FIELDS:
             out["total"][f] += add[f]
-    for row in (*out["by_user"].values(), *out["by_profile"].values(), out["total"]):
+    for row in (*out["by_user"].values(), *out["by_profile"].values(), *out["by_kind"].values(), out["total"]):
         for f in FIELDS[1:]:
             row[f] = round(float(row[f]), 4)
     return out
@@ -161,6 +169,7 @@ def render(summary: dict, fmt: str) -> str:
         return json.dumps(summary, indent=2) + "\n"
     rows = [("user", k, v) for k, v in sorted(summary["by_user"].items())]
     rows += [("profile", k, v) for k, v in sorted(summary["by_profile"].items())]
+    rows += [("kind", k, v) for k, v in sorted(summary.get("by_kind", {}).items())]
     rows.append(("total", "", summary["total"]))
     if fmt == "csv":
         buf = io.StringIO()

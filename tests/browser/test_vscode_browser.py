@@ -86,7 +86,8 @@ def test_connect_panel_shows_this_sessions_commands_and_size(vstack, page):
             "vscode": f"atelier vscode {server}",
             "code": f"code --remote ssh-remote+{alias} /home/jovyan",
             "ssh": f"ssh {alias}",
-        }, commands  # embedded mode: no kubeconfig command
+            "run": "atelier run --profile cpu-small -- python train.py",
+        }, commands  # embedded mode: no kubeconfig command; container sessions run jobs
         profile = {p.name: p for p in load_profiles(REPO / "profiles")}["cpu-small"]
         assert facts["user"] == name and facts["server"] == server
         assert facts["profile"].startswith("cpu-small")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import doctest
+import shlex
 
 import atelier_lab._connect as connect
 import pytest
@@ -51,3 +52,21 @@ def test_the_panel_and_the_cli_agree(user, server):
     if " " not in server:  # the CLI quotes a server name with spaces; hub server names have none
         assert commands["vscode"] == cli.vscode_command(server=server)
         assert commands["kubeconfig"] == cli.kubeconfig_command(server=server)
+
+
+def test_the_run_line_where_the_hub_runs_jobs_is_one_the_cli_takes():
+    env = {"JUPYTERHUB_USER": "ada", "ATELIER_PROFILE": "cpu-large", "ATELIER_JOBS": "1"}
+    commands = {c["id"]: c["command"] for c in session_facts(env, home="/home/jovyan")["commands"]}
+    assert commands["run"] == "atelier run --profile cpu-large -- python train.py"
+    # The CLI's own parser reads it as a job on that profile running `python train.py`.
+    import argparse
+
+    from atelier_hub import jobs_cli
+
+    parser = argparse.ArgumentParser(prog="atelier")
+    jobs_cli.add_parsers(parser.add_subparsers(dest="command"), lambda func: func)
+    args = parser.parse_args(shlex.split(commands["run"])[1:])
+    assert (args.profile, args.command) == ("cpu-large", ["--", "python", "train.py"])
+    # A hub whose sessions run no jobs (process sessions, the cluster for now): no such line.
+    without = session_facts({**env, "ATELIER_JOBS": ""}, home="/home/jovyan")["commands"]
+    assert "run" not in {c["id"] for c in without}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from atelier_hub.cli import main
@@ -153,3 +154,26 @@ def test_gpu_signal_is_skipped_without_a_gpu_for_the_session(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi at all
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert asyncio.run(gpu_busy(None)) is None
+
+
+def test_a_job_counts_as_kind_job_beside_the_servers(tmp_path):
+    from atelier_hub.usage import read_events, record, render, summarize
+
+    small = {p.name: p for p in load_profiles(Path(__file__).resolve().parents[2] / "profiles")}["cpu-small"]
+    f = tmp_path / "usage.jsonl"
+    t0 = datetime(2026, 3, 1, 10, tzinfo=timezone.utc)
+    record(f, "start", user="ada", server="", profile=small, when=t0, kind="server")
+    record(f, "stop", user="ada", server="", when=t0 + timedelta(hours=1))
+    record(f, "start", user="ada", server="job-train", profile=small, when=t0, kind="job")
+    record(f, "stop", user="ada", server="job-train", when=t0 + timedelta(hours=2))
+    # A line written before jobs existed has no kind: a server's.
+    f.write_text(f.read_text() + json.dumps({"event": "start", "time": "2026-03-01T10:00:00Z", "user": "bo",
+                                             "server": "", "profile": "cpu-small", "cpu": 1, "memory": 1e9,
+                                             "gpus": 0}) + "\n" + json.dumps(
+        {"event": "stop", "time": "2026-03-01T13:00:00Z", "user": "bo", "server": ""}) + "\n")
+    s = summarize(read_events(f), now=t0 + timedelta(days=1))
+    assert {k: (v["servers"], v["hours"]) for k, v in s["by_kind"].items()} == {"server": (2, 4.0), "job": (1, 2.0)}
+    assert s["by_kind"]["job"]["cpu_hours"] == 2.0 * small.cpu.limit
+    table = render(s, "table")
+    assert [line.split()[:4] for line in table.splitlines() if line.startswith("kind")] == [
+        ["kind", "job", "1", "2.00"], ["kind", "server", "2", "4.00"]]

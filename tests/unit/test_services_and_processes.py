@@ -58,9 +58,9 @@ def test_the_hub_config_runs_each_descriptor_through_a_supervisor(tmp_path):
     c = Config()
     configure(c, stack.root)
     entries = {e["name"]: e for e in c.JupyterHub.services}
-    assert set(entries) == {"s3", "mlflow", "trino", "culler", "usage", "atelier-admin"}
+    assert set(entries) == {"s3", "mlflow", "trino", "culler", "jobs", "usage", "atelier-admin"}
     secret = S3.root_keys(stack)["secret_access_key"]
-    for name in ("s3", "mlflow", "trino", "culler", "usage"):
+    for name in ("s3", "mlflow", "trino", "culler", "jobs", "usage"):
         cmd = entries[name]["command"]
         assert "--record" in cmd and cmd[cmd.index("--record") + 1] == str(stack.root / "run" / f"{name}.pgid")
         assert secret not in " ".join(cmd)  # keys travel in the environment only

@@ -42,13 +42,16 @@ from urllib.parse import urlsplit
 
 from dockerspawner import DockerSpawner
 from jupyterhub.utils import random_port
+from tornado import web
 from traitlets import Int, Unicode, default
 
 from ..image_paths import HOME as IMAGE_HOME
 from ..image_paths import JAVA_HOME as IMAGE_JAVA_HOME
+from ..image_paths import PYTHON as IMAGE_PYTHON
 from ..image_paths import SESSION_CONFIG_DIR
 from ..image_paths import SPARK_JARS as IMAGE_JARS
 from ..install.paths import image_ref
+from ..jobs import RUNNER, JobError, check_submission, job_server
 from ..profiles import Profile
 from ..services import Services
 from ..services._process import PARENT_PID_VAR, end_group, end_recorded, record, tail
@@ -164,6 +167,8 @@ def forwarded_endpoints(services: Services, *, urls: list[str] = ()) -> list[tup
 class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
     """One container per server, sized by its profile (embedded mode)."""
 
+    runs_jobs = True
+
     homes_dir = Unicode(
         config=True,
         help="""
@@ -247,6 +252,7 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
         """EmbeddedSpawnerMixin's check, then what a GPU profile needs here beyond free
         GPUs: the GPU image and the engine's NVIDIA runtime (409 without them)."""
         profile = super().check_request(options)
+        self._check_job(options, profile)
         if not profile.gpu_count:
             return profile
         if not self._image_exists(self.gpu_image):
@@ -259,6 +265,31 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
                 "NVIDIA runtime: install the NVIDIA container toolkit (nvidia-ctk runtime configure) "
                 "or choose a CPU profile.")
         return profile
+
+    # -- a job: the same container, its command in place of the server -------------------
+
+    @property
+    def job(self) -> dict | None:
+        """The job this server runs (its spawn options' ``job``), or None: a session."""
+        job = (self.user_options or {}).get("job")
+        return job if isinstance(job, dict) else None
+
+    def _check_job(self, options: dict | None, profile: Profile) -> None:
+        job = (options or {}).get("job")
+        if job is None:
+            return
+        try:
+            checked = check_submission({**job, "profile": profile.name} if isinstance(job, dict) else job,
+                                       profile_names=[profile.name], taken=set())
+        except JobError as exc:
+            raise web.HTTPError(exc.status, f"job {exc.field}: {exc}", reason=str(exc)) from None
+        if self.name != job_server(checked["name"]):
+            msg = f"a job named {checked['name']!r} runs as the server {job_server(checked['name'])!r}, not {self.name!r}"
+            raise web.HTTPError(400, msg, reason=msg)
+
+    def get_args(self):
+        # A job's runner takes its one argument (the job); a server's arguments are not its.
+        return [] if self.job else super().get_args()
 
     # -- the container -----------------------------------------------------------------
 
@@ -283,6 +314,8 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
             ))
             env["ATELIER_SESSION_FILES"] = json.dumps(files)
             env["ATELIER_SESSION_DIR"] = SESSION_CONFIG_DIR
+            # This spawner runs jobs: the Connect panel shows the `atelier run` line.
+            env["ATELIER_JOBS"] = "1"
         env.update(proxy_env(self._egress_port()))
         return env
 
@@ -427,13 +460,19 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
         self._prepare_home()
         self.volumes = {str(self._home()): {"bind": IMAGE_HOME, "mode": "rw"}}
         self.extra_host_config = self._host_config()
+        job = self.job
+        if job:
+            # The image's entrypoint (its start hook) still runs first: the same session.
+            self.cmd = [IMAGE_PYTHON, "-c", RUNNER.read_text(),
+                        json.dumps({k: job[k] for k in ("name", "command", "cwd", "notebook", "parameters", "timeout")
+                                   if k in job})]
         self.extra_create_kwargs = {
             "user": f"{self.session_uid}:{self.session_gid}",
             "hostname": SESSION_HOSTNAME,
             "working_dir": IMAGE_HOME,
             "labels": {"dev.atelier.stack": self.prefix.removeprefix("atelier-"),
                        "dev.atelier.user": self.user.name, "dev.atelier.server": self.name or "",
-                       "dev.atelier.profile": p.name},
+                       "dev.atelier.profile": p.name, "dev.atelier.job": (job or {}).get("name", "")},
         }
         self.log.info("Starting %s in a container from %s with profile %s (GPUs: %s)",
                       self._key, self.image, p.name, self.gpu_ids or "none")

@@ -86,16 +86,16 @@ def check_username(name: str) -> str:
     return name
 
 
-def parse_duration(text: str) -> int:
-    """Seconds in ``90``, ``90s``, ``30m``, ``12h`` or ``7d``.
+def parse_duration(text: str, *, option: str = "--expires-in", example: str = "7d") -> int:
+    """Seconds in ``90``, ``90s``, ``30m``, ``12h`` or ``7d``; a refusal names ``option``.
 
     >>> parse_duration("2h"), parse_duration("45")
     (7200, 45)
     """
     m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text or "")
     if not m or int(m.group(1)) <= 0:
-        raise UserError(f"--expires-in {text!r} is not a duration: give a positive number with s, m, h or d "
-                        "(e.g. 7d)")
+        raise UserError(f"{option} {text!r} is not a duration: give a positive number with s, m, h or d "
+                        f"(e.g. {example})")
     return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 

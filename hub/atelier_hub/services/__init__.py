@@ -49,6 +49,7 @@ MODULES = [
     "spark",
     "ray",
     "culler",
+    "jobs",
     "usage",
 ]
 

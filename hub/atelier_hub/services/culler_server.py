@@ -39,10 +39,14 @@ from jupyterhub_idle_culler import cull_idle, parse_date
 from tornado import web
 
 from ..culling import Decision, Policy, Report, decide
+from ..jobs import is_job
 from ..profiles import Profile, load_profiles
 from ._front import HUB_AUTH_CACHE_S
 
 log = logging.getLogger("atelier.culler")
+
+#: a job's idle timeout: never, in practice (a hundred years)
+JOB_IDLE_TIMEOUT = 100 * 365 * 24 * 3600
 
 
 def _now() -> datetime:
@@ -76,6 +80,10 @@ class Culler:
     def decide(self, prefix: str, server: dict, now: datetime) -> Decision:
         p = self.profile_of(server)
         policy = Policy(idle_timeout=p.idle_timeout, max_age=p.culling.max_age, warn_before=p.warn_before)
+        if is_job(server.get("name"), server.get("user_options")):
+            # A job is work until its command ends (it sends no activity reports: no
+            # Jupyter server runs in it); only its profile's max_age ends it.
+            policy = Policy(idle_timeout=JOB_IDLE_TIMEOUT, max_age=p.culling.max_age)
         last = server.get("last_activity")
         return decide(now=now, policy=policy, started=parse_date(server["started"]),
                       hub_last_activity=parse_date(last) if last else None, report=self.reports.get(prefix),

@@ -81,7 +81,8 @@ td:first-child, th:first-child {{ text-align: left; }}
 <p>From {since} to {html.escape(summary["until"])}, from each profile's limits and the time each server ran
 (the same as <code>atelier usage</code>).</p>
 <h2>CPU-hours per user</h2><div class="chart">{bars or "<p>No server has run yet.</p>"}</div>
-{table("Per user", users, "user")}{table("Per profile", summary["by_profile"], "profile")}
+{table("Per user", users, "user")}{table("Per profile", summary["by_profile"], "profile")}{
+table("Sessions and jobs", summary.get("by_kind", {}), "kind")}
 </body></html>"""
 
 

@@ -1,0 +1,164 @@
+"""A job's runner, in the job's container in place of jupyterhub-singleuser (stdlib only).
+
+Run by the image's Python after its start hook (so the session files and the user's
+package layer are there, as in a session) with one argument, JSON:
+``{"name": ..., "command": [...], "cwd": ...}`` (a notebook job: ``"notebook"`` and
+``"parameters"`` too; ``"timeout"``, seconds, where the user gave one: the command
+is then ended with a line in its log, exit code 124). It runs the command in the home's
+``cwd`` with its output (stdout and stderr, in order) in
+``~/.atelier/jobs/NAME/output.log``, and writes its exit code to ``exit-code`` there,
+so both outlive the container. Meanwhile it answers HTTP at the server's address
+(``JUPYTERHUB_SERVICE_URL``) with the job's state: the hub waits for a server to answer
+before it counts it as started, and a job's container runs no Jupyter server. It ends
+with the command's exit code once the hub has seen it answer (or after a minute).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+# A notebook job's command: executes the notebook with the image's python3 kernel, the
+# parameters in a cell after the one tagged "parameters" (first, where none is), and
+# saves it with its outputs, even when a cell fails (its traceback is in the log too).
+NOTEBOOK = """
+import json, os, sys
+import nbformat
+from nbclient import NotebookClient
+src, out, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+nb = nbformat.read(src, as_version=4)
+if params:
+    cell = nbformat.v4.new_code_cell("# Parameters (atelier run -p)\\n" + "".join(
+        f"{k} = {v!r}\\n" for k, v in params.items()))
+    cell.metadata["tags"] = ["injected-parameters"]
+    at = next((i + 1 for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])), 0)
+    nb.cells.insert(at, cell)
+print(f"executing {src} -> {out}", flush=True)
+client = NotebookClient(nb, kernel_name="python3", resources={"metadata": {"path": os.path.dirname(src) or "."}})
+try:
+    client.execute()
+finally:
+    nbformat.write(nb, out)
+    print(f"saved {out}", flush=True)
+"""
+
+
+def command_of(spec: dict) -> list[str]:
+    """What the job runs: its command, or the notebook's execution."""
+    if spec.get("notebook"):
+        nb = spec["notebook"]
+        out = str(Path(nb).with_name(f"{spec['name']}.out.ipynb"))
+        return [sys.executable, "-c", NOTEBOOK, nb, out, json.dumps(spec.get("parameters") or {})]
+    return spec["command"]
+
+
+#: a job ended by its --timeout exits with this code (as coreutils' timeout does)
+TIMED_OUT = 124
+#: seconds between SIGTERM and SIGKILL when a job is ended
+GRACE = 10
+
+
+def _end(child: subprocess.Popen, *, grace: float) -> None:
+    """SIGTERM to the command's group, SIGKILL after ``grace`` seconds if it is still there."""
+    def kill(sig):
+        try:
+            os.killpg(child.pid, sig)
+        except OSError:
+            pass
+    kill(signal.SIGTERM)
+    timer = threading.Timer(grace, lambda: child.poll() is None and kill(signal.SIGKILL))
+    timer.daemon = True
+    timer.start()
+
+
+def _watch(child: subprocess.Popen, timeout, log) -> threading.Event:
+    """Ends ``child`` after ``timeout`` seconds (none: never), with a line in the log;
+    the event says whether it did."""
+    fired = threading.Event()
+    if timeout:
+        def expire():
+            if child.poll() is None:
+                fired.set()
+                log.write(f"\natelier: the job ran past its --timeout of {_human(timeout)} and was ended "
+                          f"(exit code {TIMED_OUT})\n".encode())
+                _end(child, grace=GRACE)
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
+        timer.start()
+    return fired
+
+
+def _human(seconds: int) -> str:
+    """``90`` -> ``90 s``, ``7200`` -> ``2 h``: the largest unit that divides it."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def main(spec: dict) -> int:
+    home = Path.home()
+    folder = home / ".atelier" / "jobs" / spec["name"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "exit-code").unlink(missing_ok=True)
+    seen = threading.Event()
+    state = {"job": spec["name"], "running": True, "exit_code": None}
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            body = json.dumps(state).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            seen.set()
+
+        def log_message(self, *args):
+            pass
+
+    url = urlsplit(os.environ.get("JUPYTERHUB_SERVICE_URL", ""))
+    if url.port:
+        server = ThreadingHTTPServer((url.hostname or "127.0.0.1", url.port), Answer)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    else:
+        seen.set()
+    cwd = home / spec.get("cwd", "")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "ATELIER_JOB": spec["name"]}
+    with open(folder / "output.log", "wb", buffering=0) as log:
+        if not cwd.is_dir():
+            log.write(f"atelier: the job's folder {cwd} does not exist on your home (--cwd)\n".encode())
+            code = 2
+        else:
+            try:
+                # Its own process group, so that a timeout ends the command and what it
+                # started, and not this runner.
+                child = subprocess.Popen(command_of(spec), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as exc:
+                log.write(f"atelier: cannot run {spec['command'][0]!r}: {exc.strerror}\n".encode())
+                code = 127
+            else:
+                # A stop (cancel, max_age, the hub's shutdown) sends SIGTERM: hand it to the
+                # command's group, wait for it to end, then record its code.
+                signal.signal(signal.SIGTERM, lambda *_: _end(child, grace=GRACE))
+                timed_out = _watch(child, spec.get("timeout"), log)
+                code = child.wait()
+                code = TIMED_OUT if timed_out.is_set() else (128 - code if code < 0 else code)
+    tmp = folder / "exit-code.tmp"
+    tmp.write_text(f"{code}\n")
+    tmp.replace(folder / "exit-code")
+    state.update(running=False, exit_code=code)
+    seen.wait(60)
+    time.sleep(0.2)  # the answer's last bytes
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(json.loads(sys.argv[1])))

@@ -1,0 +1,59 @@
+"""The jobs service: its descriptor. ``atelier run`` submits here; jobs run as named servers.
+
+Rule this module keeps: the service runs no job itself. It asks the hub to start the
+user's named server ``job-NAME`` with the job in its spawn options, so the spawner
+builds the job's container as it builds a session's (:mod:`atelier_hub.jobs`); it keeps
+each submission's record under ``STATE/jobs`` and reads the output and exit code the
+job leaves on the home. Users reach it with their own hub token (``atelier login``,
+or a session's), and see only their own jobs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ._process import http_status
+from .base import Service, Site
+
+PREFIX = "/services/jobs"
+#: the hub scopes the service's token holds: start, stop and remove users' servers
+HUB_SCOPES = ("list:users", "read:users:name", "read:servers", "servers", "delete:servers")
+
+
+def jobs_command(*, jobs_dir: str, homes_dir: str, profiles_dir: str) -> list[str]:
+    """The service's command line.
+
+    >>> jobs_command(jobs_dir="/s/jobs", homes_dir="/s/homes", profiles_dir="/p")[2:]
+    ['atelier_hub.services.jobs_server', '--jobs', '/s/jobs', '--homes', '/s/homes', '--profiles', '/p']
+    """
+    return [sys.executable, "-m", "atelier_hub.services.jobs_server", "--jobs", jobs_dir, "--homes", homes_dir,
+            "--profiles", profiles_dir]
+
+
+class Jobs(Service):
+    name = "jobs"
+    title = "Jobs"
+    prefix = PREFIX
+    optional = True
+    # `atelier run` from a session or a laptop: the user's own token reaches the service.
+    session_scopes = (f"access:services!service={name}",)
+    hub_scopes = HUB_SCOPES
+
+    def hub_service(self, site: Site, services) -> dict:
+        return {
+            "name": self.name,
+            "display": False,
+            "url": self.local_url(site),
+            "command": self.supervised(site, jobs_command(
+                jobs_dir=str(site.path("jobs")), homes_dir=str(site.path("homes")),
+                profiles_dir=site.profiles_dir)),
+        }
+
+    def ready(self, site: Site) -> bool:
+        return http_status(f"{self.local_url(site)}{PREFIX}/health") == 200
+
+    def banner(self, site: Site) -> str:
+        return f"{self.public_url(site)}/api/jobs  (`atelier run --profile P -- CMD`; `atelier jobs`)"
+
+
+SERVICE = Jobs()

@@ -1,0 +1,331 @@
+"""The jobs service's process: submit, list, follow and cancel jobs (:mod:`atelier_hub.jobs`).
+
+Rule this module keeps: a job starts, runs and stops as its user's named server
+``job-NAME`` through the hub's REST API (so the hub's spawner builds it exactly as it
+builds a session, and the hub's own checks refuse what a user may not start); this
+service adds only the record of each submission (``JOBS/USER/NAME.json``) and reads the
+output and exit code the job's runner leaves on the home. Every request is
+authenticated with the caller's hub token and sees only the caller's jobs (an admin
+may ask for everyone's with ``?all=1``, or one user's with ``?user=NAME``); another
+user's job answers 404, as one that does not exist.
+
+    GET    PREFIX/api/jobs[?all=1]            {"jobs": [...]}
+    POST   PREFIX/api/jobs                    {"name", "profile", "command": [...], "cwd"} -> 201 the job
+    GET    PREFIX/api/jobs/NAME               the job
+    GET    PREFIX/api/jobs/NAME/log?offset=N  bytes N.. of its output; X-Atelier-Job-* headers: state,
+                                              exit code, next offset
+    DELETE PREFIX/api/jobs/NAME               cancel it (its server is stopped and removed)
+
+A finished job's server is stopped and removed from the hub (its record stays), so
+finished jobs do not count against the named-server limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+from jupyterhub.services.auth import HubAuth, HubAuthenticated
+from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from ..jobs import JOB_DIR, JobError, JobRecord, check_submission, job_server, read_home_file
+from ..profiles import ProfileError, load_profiles, resolve_profile
+from ._front import HUB_AUTH_CACHE_S
+
+log = logging.getLogger("atelier.jobs")
+
+#: bytes of output one log request returns at most
+LOG_CHUNK = 1 << 20
+
+
+def _iso(t: float | None) -> str | None:
+    """A time as the API gives it (UTC, ISO 8601).
+
+    >>> _iso(0), _iso(None)
+    ('1970-01-01T00:00:00Z', None)
+    """
+    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z") if t is not None else None
+
+
+class Hub:
+    """The hub's REST API, with this service's token."""
+
+    def __init__(self, api_url: str, token: str):
+        self.api = api_url.rstrip("/")
+        self.token = token
+        self.http = AsyncHTTPClient()
+
+    async def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        req = HTTPRequest(f"{self.api}{path}", method=method, headers={"Authorization": f"token {self.token}"},
+                          body=json.dumps(body) if body is not None else None, allow_nonstandard_methods=True,
+                          request_timeout=120)
+        try:
+            r = await self.http.fetch(req)
+        except HTTPClientError as exc:
+            r = exc.response
+            if r is None:
+                raise
+        try:
+            return r.code, json.loads(r.body or b"{}")
+        except ValueError:
+            return r.code, {}
+
+    async def servers(self, user: str) -> dict[str, dict]:
+        code, model = await self.call("GET", f"/users/{quote(user, safe='')}")
+        if code == 404:
+            return {}
+        if code != 200:  # a hub that is restarting: nothing is known, and nothing is settled
+            raise web.HTTPError(503, f"the hub answered {code} for {user}'s servers; try again in a moment")
+        return model.get("servers", {})
+
+    def server_path(self, user: str, name: str) -> str:
+        return f"/users/{quote(user, safe='')}/servers/{quote(job_server(name), safe='')}"
+
+
+class Jobs:
+    def __init__(self, *, folder: Path, homes: Path, profiles_dir: str, hub: Hub):
+        self.folder, self.homes, self.profiles_dir, self.hub = folder, homes, profiles_dir, hub
+
+    def home_file(self, rec: JobRecord, what: str, offset: int = 0, limit: int = LOG_CHUNK) -> bytes | None:
+        return read_home_file(self.homes / rec.user, f"{JOB_DIR}/{rec.name}/{what}", offset=offset, limit=limit)
+
+    def exit_code(self, rec: JobRecord) -> tuple[int, float] | None:
+        raw = self.home_file(rec, "exit-code", limit=32)
+        try:
+            code = int(raw.decode().strip()) if raw else None
+        except ValueError:
+            code = None
+        if code is None:
+            return None
+        try:
+            st = os.stat(self.homes / rec.user / JOB_DIR / rec.name / "exit-code", follow_symlinks=False)
+            when = st.st_mtime
+        except OSError:
+            when = time.time()
+        return code, when
+
+    async def settle(self, rec: JobRecord, servers: dict[str, dict]) -> None:
+        """Record the end of a job whose runner wrote its exit code, or whose server is
+        gone without one; then stop and remove its server from the hub."""
+        if not rec.over:
+            ended = self.exit_code(rec)
+            server = servers.get(job_server(rec.name))
+            if ended is not None:
+                rec.exit_code, rec.ended = ended
+            elif server is None:
+                rec.ended = time.time()
+                rec.error = "its container ended without an exit code (stopped by the hub, or out of memory)"
+            else:
+                return
+            rec.save(self.folder)
+            log.info("job %s/%s ended: %s", rec.user, rec.name, rec.exit_code if rec.error == "" else rec.error)
+        if job_server(rec.name) in servers:
+            code, body = await self.hub.call("DELETE", self.hub.server_path(rec.user, rec.name), {"remove": True})
+            if code not in (202, 204, 404):
+                log.warning("could not remove the server of job %s/%s (%s): %s", rec.user, rec.name, code, body)
+
+    async def settle_all(self) -> None:
+        by_user: dict[str, list[JobRecord]] = {}
+        for rec in JobRecord.all(self.folder):
+            by_user.setdefault(rec.user, []).append(rec)
+        for user, recs in by_user.items():
+            servers = await self.hub.servers(user)
+            for rec in recs:
+                if not rec.over or job_server(rec.name) in servers:
+                    await self.settle(rec, servers)
+
+    def model(self, rec: JobRecord, servers: dict[str, dict]) -> dict:
+        state = rec.state(server=servers.get(job_server(rec.name)))
+        if not rec.over and state == "failed":  # gone, not yet settled
+            state = "running"
+        end = rec.ended or time.time()
+        return {"name": rec.name, "user": rec.user, "profile": rec.profile, "command": rec.command, "cwd": rec.cwd,
+                "state": state, "started": _iso(rec.submitted), "ended": _iso(rec.ended),
+                "duration": round(end - rec.submitted, 1), "exit_code": rec.exit_code, "error": rec.error}
+
+
+class _Api(HubAuthenticated, web.RequestHandler):
+    def initialize(self, jobs: Jobs):
+        self.jobs = jobs
+
+    def check_xsrf_cookie(self):
+        pass  # token-authenticated API: no cookie is accepted (HubAuthenticated without OAuth)
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
+        body = {"status": status_code, "message": message}
+        if isinstance(exc, web.HTTPError) and getattr(exc, "field", None):
+            body["field"] = exc.field
+        self.finish(body)
+
+    def caller(self) -> dict:
+        user = self.current_user
+        if not user:
+            raise web.HTTPError(403, "send your hub token: Authorization: token TOKEN (atelier login)")
+        return user
+
+    def owner(self) -> str:
+        """Whose jobs this request is about: the caller's; an admin may name another user."""
+        user = self.caller()
+        other = self.get_argument("user", None)
+        if other and other != user["name"]:
+            if not user.get("admin"):
+                raise web.HTTPError(404, "no such job of yours: see `atelier jobs`")
+            return other
+        return user["name"]
+
+    def record(self, name: str) -> JobRecord:
+        user = self.owner()
+        path = JobRecord.path(self.jobs.folder, user, name)
+        if "/" in name or not path.is_file():
+            raise web.HTTPError(404, f"you have no job named {name!r}: see `atelier jobs`")
+        return JobRecord.load(path)
+
+
+def _refusal(status: int, message: str, field: str) -> web.HTTPError:
+    err = web.HTTPError(status, message)
+    err.field = field
+    return err
+
+
+class ListHandler(_Api):
+    async def get(self):
+        user = self.caller()
+        everyone = self.get_argument("all", "") not in ("", "0") and user.get("admin")
+        recs = JobRecord.all(self.jobs.folder, None if everyone else self.owner())
+        servers = {u: await self.jobs.hub.servers(u) for u in {r.user for r in recs}}
+        self.finish({"jobs": [self.jobs.model(r, servers[r.user]) for r in recs]})
+
+    async def post(self):
+        user = self.caller()
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise _refusal(400, "the body is not JSON", "body") from None
+        profiles = load_profiles(self.jobs.profiles_dir)
+        taken = {r.name for r in JobRecord.all(self.jobs.folder, user["name"])}
+        try:
+            job = check_submission(body, profile_names=[p.name for p in profiles], taken=taken)
+            profile = resolve_profile(profiles, job["profile"], groups=set(user.get("groups") or []))
+        except JobError as exc:
+            raise _refusal(exc.status, f"{exc.field}: {exc}", exc.field) from None
+        except ProfileError as exc:
+            # 400, not 403: a 403 from here would read as a refused token
+            raise _refusal(400, f"profile: {exc}", "profile") from None
+        job["profile"] = profile.name
+        rec = JobRecord(name=job["name"], user=user["name"], profile=profile.name, command=job["command"],
+                        cwd=job["cwd"])
+        code, answer = await self.jobs.hub.call("POST", self.jobs.hub.server_path(rec.user, rec.name),
+                                                {"profile": profile.name, "job": job})
+        if code not in (201, 202):
+            # The hub's refusal (GPUs not free, too many servers) says what to do.
+            raise _refusal(400 if code == 403 else code if 400 <= code < 500 else 503,
+                           f"the hub did not start the job: {answer.get('message') or code}", "profile")
+        rec.save(self.jobs.folder)
+        log.info("job %s/%s submitted on %s: %d argument(s)", rec.user, rec.name, rec.profile, len(rec.command))
+        self.set_status(201)
+        self.finish(self.jobs.model(rec, await self.jobs.hub.servers(rec.user)))
+
+
+class JobHandler(_Api):
+    async def get(self, name):
+        rec = self.record(name)
+        servers = await self.jobs.hub.servers(rec.user)
+        await self.jobs.settle(rec, servers)
+        self.finish(self.jobs.model(rec, servers))
+
+    async def delete(self, name):
+        rec = self.record(name)
+        servers = await self.jobs.hub.servers(rec.user)
+        await self.jobs.settle(rec, servers)
+        if rec.over:
+            state = self.jobs.model(rec, servers)["state"]
+            raise _refusal(409, f"job {name!r} has already ended ({state}); nothing to cancel", "name")
+        rec.cancelled, rec.ended = True, time.time()
+        rec.save(self.jobs.folder)
+        code, body = await self.jobs.hub.call("DELETE", self.jobs.hub.server_path(rec.user, rec.name),
+                                              {"remove": True})
+        log.info("job %s/%s cancelled (hub: %s)", rec.user, rec.name, code)
+        self.finish(self.jobs.model(rec, await self.jobs.hub.servers(rec.user)))
+
+
+class LogHandler(_Api):
+    async def get(self, name):
+        rec = self.record(name)
+        try:
+            offset = max(0, int(self.get_argument("offset", "0")))
+        except ValueError:
+            raise _refusal(400, "offset: give a byte offset, e.g. ?offset=0", "offset") from None
+        servers = await self.jobs.hub.servers(rec.user)
+        await self.jobs.settle(rec, servers)  # first: no byte written before the exit code is missed
+        data = self.jobs.home_file(rec, "output.log", offset=offset) or b""
+        model = self.jobs.model(rec, servers)
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("X-Atelier-Job-State", model["state"])
+        self.set_header("X-Atelier-Job-Exit-Code", "" if rec.exit_code is None else str(rec.exit_code))
+        self.set_header("X-Atelier-Job-Offset", str(offset + len(data)))
+        self.finish(data)
+
+
+class HealthHandler(web.RequestHandler):
+    def get(self):
+        self.finish({"ok": True})
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", required=True, type=Path, help="the folder of job records (JOBS/USER/NAME.json)")
+    ap.add_argument("--homes", required=True, type=Path, help="the folder of homes (HOMES/USER), where "
+                    "each job's runner leaves its output and exit code")
+    ap.add_argument("--profiles", required=True, help="the profiles folder")
+    ap.add_argument("--every", type=float, default=3, help="seconds between checks for ended jobs")
+    ap.add_argument("--listen", help="HOST:PORT to listen on; default: the hub's JUPYTERHUB_SERVICE_URL")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(levelname).1s %(asctime)s %(name)s] %(message)s")
+    prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"].rstrip("/")
+    listen = urlparse(f"http://{args.listen}" if args.listen else os.environ["JUPYTERHUB_SERVICE_URL"])
+    args.jobs.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # A removed user's token stops here within a few seconds, as at the other services.
+    HubAuth.instance(cache_max_age=HUB_AUTH_CACHE_S)
+
+    async def run() -> None:
+        hub = Hub(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
+        jobs = Jobs(folder=args.jobs, homes=args.homes, profiles_dir=args.profiles, hub=hub)
+        kw = {"jobs": jobs}
+        app = web.Application([
+            (rf"{prefix}/api/jobs/?", ListHandler, kw),
+            (rf"{prefix}/api/jobs/([^/]+)/log", LogHandler, kw),
+            (rf"{prefix}/api/jobs/([^/]+)", JobHandler, kw),
+            (rf"{prefix}/health", HealthHandler),
+        ])
+        app.listen(listen.port, listen.hostname)
+        log.info("jobs service listening at %s/", prefix)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        while not stopping.is_set():
+            try:
+                await jobs.settle_all()
+            except Exception:  # the hub restarting, say: try again next cycle
+                log.exception("checking the jobs failed")
+            try:
+                await asyncio.wait_for(stopping.wait(), args.every)
+            except asyncio.TimeoutError:
+                pass
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

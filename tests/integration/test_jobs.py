@@ -1,0 +1,286 @@
+"""Jobs end to end: ``atelier run`` from a "laptop" (ATELIER_HUB_URL + ATELIER_TOKEN) runs a
+command in a real container sized by its profile, through the real hub and the jobs
+service, and the job's output and exit code stay after it ends, across a hub restart.
+
+The user is alice; jobrival is a second real user who must neither see, read nor
+cancel her jobs. Expected values come from the profile file (profiles/cpu-small.yaml:
+4G of memory) and from what the test's own commands print, never from the code under
+test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import docker
+import pytest
+from atelier_hub.embedded.engine import engine
+from atelier_hub.embedded.stack import EmbeddedStack
+from atelier_hub.embedded.state_folder import HUB_RECORD
+from atelier_hub.profiles import load_profiles
+from atelier_hub.services._process import pid_matches
+from stack import REPO, VENV_BIN
+
+pytestmark = pytest.mark.integration
+
+SMALL_MEMORY = next(p for p in load_profiles(REPO / "profiles") if p.name == "cpu-small").memory.limit
+
+
+@pytest.fixture(scope="module")
+def containers(stack):
+    if stack.mode != "container":
+        pytest.fail(f"the stack runs {stack.mode} sessions: `make install` builds the images and "
+                    "`atelier dev` starts the Docker engine; see the atelier dev log")
+    return stack
+
+
+@pytest.fixture(scope="module")
+def rival(containers):
+    containers.add_user("jobrival")
+    return {"name": "jobrival", "token": containers.user_token("jobrival")}
+
+
+def atelier(stack, token: str, *args: str, timeout: float = 300, home=None) -> subprocess.CompletedProcess:
+    """The real `atelier` command, as on a laptop after `atelier login` (no saved login)."""
+    env = {**os.environ, "ATELIER_HUB_URL": stack.url, "ATELIER_TOKEN": token,
+           "XDG_CONFIG_HOME": str(home or stack.state.parent / "laptop-config")}
+    return subprocess.run([str(VENV_BIN / "atelier"), *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=REPO)
+
+
+def jobs_table(stack, token: str, *extra: str) -> dict[str, list[str]]:
+    r = atelier(stack, token, "jobs", *extra)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "PROFILE", "STATE", "STARTED", "(UTC)", "DURATION", "EXIT"], r.stdout
+    return {cols[0]: cols for cols in (line.split() for line in lines[1:])}
+
+
+def wait_state(stack, token: str, name: str, state: str, timeout: float = 240) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        row = jobs_table(stack, token).get(name)
+        if row and row[2] == state:
+            return row
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {name} is {row} after {timeout} s, not {state}:\n{stack.hub_log()}")
+        time.sleep(1)
+
+
+PROBE = """
+import os, pathlib, sys
+print("hello from", os.environ["ATELIER_PROFILE"], "as uid", os.getuid())
+v1 = "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+print("memory", open(v1 if os.path.exists(v1) else "/sys/fs/cgroup/memory.max").read().strip())
+print("s3", os.environ.get("AWS_ENDPOINT_URL", "none"))
+print("mlflow", os.environ.get("MLFLOW_TRACKING_URI", "none"))
+pathlib.Path("written-by-the-job.txt").write_text("from the job")
+sys.stderr.write("to stderr\\n")
+sys.exit(3)
+"""
+
+
+@pytest.fixture(scope="module")
+def first(containers, alice):
+    """Alice's first job, followed to its end: `atelier run` and what it printed."""
+    (containers.state / "homes" / "alice" / "work").mkdir(parents=True, exist_ok=True)
+    os.chown(containers.state / "homes" / "alice" / "work", 1000, 100)
+    r = atelier(containers, alice["token"], "run", "--profile", "cpu-small", "--name", "first", "--cwd", "work",
+                "--", "python", "-c", PROBE)
+    return r
+
+
+def test_run_streams_the_output_and_exits_with_the_job_s_code(containers, first):
+    assert first.returncode == 3, (first.stdout, first.stderr, containers.hub_log())
+    lines = first.stdout.splitlines()
+    assert lines[0] == "hello from cpu-small as uid 1000", first.stdout
+    # The profile's memory is the container's cgroup limit (rounded down to whole pages).
+    assert lines[1] == f"memory {SMALL_MEMORY // 4096 * 4096}"
+    # The session contract reached it: S3 and MLflow settings, as in a session.
+    assert lines[2].startswith("s3 http://127.0.0.1:") and lines[3].startswith("mlflow http")
+    assert "to stderr" in lines
+    assert "job first submitted (profile cpu-small)" in first.stderr
+    assert "Job first failed (exit code 3)" in first.stderr
+    # It ran in the user's home, in the folder asked for.
+    assert (containers.state / "homes" / "alice" / "work" / "written-by-the-job.txt").read_text() == "from the job"
+
+
+def test_usage_counts_a_job_s_hours_as_kind_job(containers, first):
+    out = subprocess.run([str(VENV_BIN / "atelier"), "usage", "--state", str(containers.state), "--format", "json"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    jobs = json.loads(out)["by_kind"]["job"]
+    small = {p.name: p for p in load_profiles(REPO / "profiles")}["cpu-small"]
+    # Every job of this file runs on cpu-small: its CPU-hours are its hours times the profile's limit.
+    assert jobs["servers"] >= 1 and jobs["hours"] > 0, jobs
+    assert jobs["cpu_hours"] == pytest.approx(jobs["hours"] * small.cpu.limit, rel=1e-3), jobs
+    starts = [json.loads(line) for line in (containers.state / "usage.jsonl").read_text().splitlines()]
+    first_start = [e for e in starts if e["event"] == "start" and e["server"] == "job-first"]
+    assert [(e["user"], e["kind"], e["profile"]) for e in first_start] == [("alice", "job", "cpu-small")], first_start
+
+
+def test_jobs_lists_it_and_logs_replays_its_output(containers, alice, first):
+    row = jobs_table(containers, alice["token"])["first"]
+    assert row[1:3] == ["cpu-small", "failed"] and row[-1] == "3", row
+    r = atelier(containers, alice["token"], "logs", "first")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == first.stdout
+    # Its server is gone from the hub once it ended: no container is left running.
+    deadline = time.monotonic() + 60
+    client = docker.APIClient(base_url=engine().host)
+    while client.containers(filters={"label": "dev.atelier.job=first"}):
+        assert time.monotonic() < deadline, "the job's container is still there a minute after it ended"
+        time.sleep(1)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("--profile", "gpu-huge", "--", "true"), ["profile", "'gpu-huge'", "cpu-small"]),
+    (("--profile", "cpu-small"), ["no command", "--", "python train.py"]),
+    (("--profile", "cpu-small", "--"), ["no command", "--"]),
+    (("--name", "first", "--", "true"), ["name", "already", "'first'", "--name"]),
+    (("--name", "Bad Name!", "--", "true"), ["name", "--name", "lowercase"]),
+    (("--cwd", "../bob", "--", "true"), ["cwd", "--cwd", "relative"]),
+    (("--timeout", "soon", "--", "true"), ["--timeout", "'soon'", "2h"]),
+])
+def test_bad_input_names_the_field_and_the_fix(containers, alice, first, args, says):
+    r = atelier(containers, alice["token"], "run", *args, timeout=120)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    for word in says:
+        assert word in r.stderr, r.stderr
+
+
+TRACKED = """
+import os, sys
+import boto3, repro
+boto3.client("s3").put_object(Bucket=os.environ["ATELIER_SHARED_BUCKET"], Key="from-job/tracked.txt",
+                              Body=b"written by a job")
+with repro.start_run(run_name="from-a-job") as run:
+    repro_run_id = run.info.run_id
+print("run", repro_run_id)
+sys.exit(3)
+"""
+
+
+def test_a_script_job_writes_to_s3_logs_a_repro_run_with_the_job_s_tags_and_exits_3(containers, alice):
+    home = containers.state / "homes" / "alice"
+    home.mkdir(parents=True, exist_ok=True)
+    # Written here as root: owned by the session's user, as a file the user made would be
+    # (the shared stack's other tests write their own files in this home).
+    (home / "tracked_job.py").write_text(TRACKED)
+    os.chown(home / "tracked_job.py", 1000, 100)
+    r = atelier(containers, alice["token"], "run", "--profile", "cpu-small", "--name", "tracked", "--",
+                "python", "tracked_job.py")
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    run_id = next(line.split()[1] for line in r.stdout.splitlines() if line.startswith("run "))
+    obj = containers.s3().get_object(Bucket="atelier-shared", Key="from-job/tracked.txt")
+    assert obj["Body"].read() == b"written by a job"
+    run = containers.mlflow().get_run(run_id)
+    assert run.info.user_id == "alice"
+    assert run.data.tags["repro.env.ATELIER_JOB"] == "tracked"
+    assert run.data.tags["repro.env.ATELIER_PROFILE"] == "cpu-small"
+    assert "tracked_job.py" in run.data.tags["repro.command"]
+
+
+def test_a_job_past_its_timeout_is_ended_and_its_log_says_so(containers, alice):
+    r = atelier(containers, alice["token"], "run", "--profile", "cpu-small", "--name", "slow", "--timeout", "5s",
+                "--", "sh", "-c", "echo started; sleep 600; echo never")
+    assert r.returncode == 124, (r.stdout, r.stderr)
+    assert r.stdout == "started\n\natelier: the job ran past its --timeout of 5 s and was ended (exit code 124)\n"
+    row = jobs_table(containers, alice["token"])["slow"]
+    assert row[2] == "failed" and row[-1] == "124", row
+    assert atelier(containers, alice["token"], "logs", "slow").stdout == r.stdout
+
+
+def test_a_second_user_cannot_see_read_or_cancel_a_job_and_its_owner_can(containers, alice, rival):
+    r = atelier(containers, alice["token"], "run", "--detach", "--profile", "cpu-small", "--name", "long", "--",
+                "sh", "-c", "echo started; sleep 600")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "long"
+    wait_state(containers, alice["token"], "long", "running")
+
+    assert "long" not in jobs_table(containers, rival["token"])
+    for cmd in (("logs", "long"), ("cancel", "long")):
+        r = atelier(containers, rival["token"], *cmd, timeout=120)
+        assert r.returncode == 2 and "no job named 'long'" in r.stderr, (cmd, r.stdout, r.stderr)
+    # Nor by asking the service for alice's jobs by name.
+    h = {"Authorization": f"token {rival['token']}"}
+    for path in ("/services/jobs/api/jobs?user=alice&all=1", "/services/jobs/api/jobs/long/log?user=alice"):
+        resp = containers.http.get(f"{containers.url}{path}", headers=h, timeout=60)
+        assert "started" not in resp.text and '"long"' not in resp.text, (path, resp.status_code, resp.text)
+    assert wait_state(containers, alice["token"], "long", "running")
+
+    r = atelier(containers, alice["token"], "logs", "long")
+    assert r.stdout == "started\n"
+    r = atelier(containers, alice["token"], "cancel", "long", timeout=180)
+    assert r.returncode == 0 and "Cancelled job long" in r.stdout, r.stderr
+    assert jobs_table(containers, alice["token"])["long"][2] == "cancelled"
+    client = docker.APIClient(base_url=engine().host)
+    deadline = time.monotonic() + 60
+    while client.containers(filters={"label": "dev.atelier.job=long"}):
+        assert time.monotonic() < deadline, "the cancelled job's container is still running"
+        time.sleep(1)
+
+
+def test_a_running_job_survives_its_hub_killed_hard_and_its_output_is_whole(containers, alice):
+    go_on = containers.state / "homes" / "alice" / "go-on"
+    r = atelier(containers, alice["token"], "run", "--detach", "--profile", "cpu-small", "--name", "survivor", "--",
+                "sh", "-c", 'echo before; while [ ! -f "$HOME/go-on" ]; do sleep 1; done; echo after; exit 5')
+    assert r.returncode == 0, r.stderr
+    wait_state(containers, alice["token"], "survivor", "running")
+    client = docker.APIClient(base_url=engine().host)
+    before = [c["Id"] for c in client.containers(filters={"label": "dev.atelier.job=survivor"})]
+    assert len(before) == 1, before
+
+    hub = pid_matches(EmbeddedStack.load(containers.state).path(HUB_RECORD))
+    assert hub, "no hub recorded"
+    os.kill(hub, signal.SIGKILL)
+    assert containers.proc.wait(120) == 2  # `atelier dev` saw its hub die and ended what it left
+    containers.proc = None
+    containers.start()
+
+    # The same container, never restarted, still running the job for the new hub.
+    assert [c["Id"] for c in client.containers(filters={"label": "dev.atelier.job=survivor"})] == before
+    wait_state(containers, alice["token"], "survivor", "running")
+    go_on.write_text("")
+    r = atelier(containers, alice["token"], "logs", "survivor", "-f", timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "before\nafter\n"
+    row = jobs_table(containers, alice["token"])["survivor"]
+    assert row[2] == "failed" and row[-1] == "5", row
+
+
+def test_the_output_and_exit_code_survive_a_hub_restart(containers, alice, first):
+    containers.stop()
+    containers.start()
+    row = jobs_table(containers, alice["token"])["first"]
+    assert row[1:3] == ["cpu-small", "failed"] and row[-1] == "3", row
+    r = atelier(containers, alice["token"], "logs", "first")
+    assert r.stdout == first.stdout
+
+
+def test_a_notebook_job_with_a_parameter_saves_the_executed_notebook_with_its_outputs(containers, alice):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("lr = 1.0")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell('print("lr is", lr)\nlr * 2')]
+    folder = containers.state / "homes" / "alice" / "nbs"
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chown(folder, 1000, 100)
+    nbformat.write(nb, folder / "analysis.ipynb")
+    os.chown(folder / "analysis.ipynb", 1000, 100)
+    r = atelier(containers, alice["token"], "run", "--profile", "cpu-small", "--name", "nbjob", "--cwd", "nbs",
+                "analysis.ipynb", "-p", "lr=0.25")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    out = nbformat.read(folder / "nbjob.out.ipynb", as_version=4)
+    assert [c.source for c in out.cells][0] == "lr = 1.0"
+    assert "lr = 0.25" in out.cells[1].source  # the parameter, after the cell tagged "parameters"
+    outputs = out.cells[2].outputs
+    assert [o.get("text") for o in outputs if o.output_type == "stream"] == ["lr is 0.25\n"]
+    assert [o.data["text/plain"] for o in outputs if o.output_type == "execute_result"] == ["0.5"]
+    assert jobs_table(containers, alice["token"])["nbjob"][2] == "succeeded"

@@ -1,0 +1,108 @@
+"""Jobs, the pure parts: the culler leaves a running job alone, a submission's every
+field is checked with its fix, and a job's log cannot lead the hub out of the home."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from atelier_hub.jobs import RUNNER, JobError, check_submission, read_home_file
+from atelier_hub.profiles import load_profiles
+from atelier_hub.services.culler_server import Culler
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _server(name: str, options: dict, started: datetime) -> dict:
+    return {"name": name, "url": f"/user/ada/{name}/", "started": started.isoformat(),
+            "last_activity": started.isoformat(), "user_options": options, "state": {}}
+
+
+def test_the_culler_keeps_a_job_that_has_been_quiet_for_hours_and_culls_a_session(tmp_path):
+    culler = Culler(profiles=load_profiles(REPO / "profiles"), audit=tmp_path / "audit.jsonl", stale_after=180)
+    started = datetime.now(timezone.utc) - timedelta(hours=5)  # cpu-small: idle_timeout 3600 (its file)
+    job = _server("job-train", {"profile": "cpu-small", "job": {"name": "train", "command": ["python", "t.py"]}},
+                  started)
+    lab = _server("lab", {"profile": "cpu-small"}, started)
+    assert culler.arbiter(inactive=None, inactive_limit=0, server=job) is False
+    assert culler.arbiter(inactive=None, inactive_limit=0, server=lab) is True
+
+
+@pytest.mark.parametrize(("body", "field", "words"), [
+    ({"profile": "cpu-small"}, "command", ["after --"]),
+    ({"command": "python t.py"}, "command", ["after --"]),
+    ({"command": ["python"], "profile": "nope"}, "profile", ["'nope'", "cpu-small", "--profile"]),
+    ({"command": ["python"], "name": "Has Space"}, "name", ["--name", "lowercase"]),
+    ({"command": ["python"], "name": "train"}, "name", ["already", "another --name"]),
+    ({"command": ["python"], "cwd": "/etc"}, "cwd", ["relative", "--cwd"]),
+    ({"command": ["python"], "cwd": "a/../../x"}, "cwd", ["relative", "--cwd"]),
+    ({"command": ["python", "x" * 20000]}, "command", ["script"]),
+    ({"notebook": "../nb.ipynb"}, "notebook", [".ipynb", "relative"]),
+    ({"notebook": "nb.py"}, "notebook", [".ipynb"]),
+    ({"notebook": "nb.ipynb", "parameters": {"not a name": 1}}, "parameters", ["-p lr=0.1"]),
+    ({"command": ["python"], "parameters": {"lr": 1}}, "parameters", ["notebook"]),
+    ({"command": ["python"], "timeout": 0}, "timeout", ["'0'", "--timeout 2h"]),
+    ({"command": ["python"], "timeout": "1h"}, "timeout", ["'1h'", "whole seconds"]),
+    ({"command": ["python"], "timeout": True}, "timeout", ["--timeout 2h"]),
+    ({"command": ["python"], "timeout": 31 * 86400}, "timeout", ["2592000"]),
+])
+def test_each_bad_field_is_named_with_its_fix(body, field, words):
+    with pytest.raises(JobError) as err:
+        check_submission(body, profile_names=["cpu-small", "gpu-1"], taken={"train"})
+    assert err.value.field == field
+    for word in words:
+        assert word in str(err.value), str(err.value)
+
+
+def test_a_log_that_is_a_symlink_is_not_followed(tmp_path):
+    home, other = tmp_path / "homes" / "ada", tmp_path / "secret"
+    (home / ".atelier" / "jobs" / "a").mkdir(parents=True)
+    other.write_text("root's secret")
+    (home / ".atelier" / "jobs" / "a" / "output.log").write_text("line 1\nline 2\n")
+    assert read_home_file(home, ".atelier/jobs/a/output.log", offset=7) == b"line 2\n"
+    os.symlink(other, home / ".atelier" / "jobs" / "a" / "exit-code")
+    assert read_home_file(home, ".atelier/jobs/a/exit-code") is None
+    # ... nor a folder on the way that is a link elsewhere.
+    (home / ".atelier" / "jobs" / "b").symlink_to(tmp_path)
+    assert read_home_file(home, ".atelier/jobs/b/secret") is None
+
+
+def test_a_spawner_that_runs_no_job_refuses_one_rather_than_start_a_server():
+    from atelier_hub.embedded.container_spawner import AtelierDockerSpawner
+    from atelier_hub.embedded.process_spawner import AtelierLocalSpawner
+    from tornado import web
+
+    assert AtelierDockerSpawner.runs_jobs is True
+    spawner = AtelierLocalSpawner(profiles_dir=str(REPO / "profiles"))
+    with pytest.raises(web.HTTPError) as err:
+        spawner.check_request({"profile": "cpu-small", "job": {"name": "a", "command": ["true"]}})
+    assert err.value.status_code == 400 and "container sessions" in err.value.log_message
+    assert spawner.check_request({"profile": "cpu-small"}).name == "cpu-small"
+
+
+def test_a_timeout_is_kept_in_seconds():
+    job = check_submission({"command": ["python"], "timeout": 7200}, profile_names=["cpu-small"], taken=set())
+    assert job["timeout"] == 7200
+    assert "timeout" not in check_submission({"command": ["python"]}, profile_names=["cpu-small"], taken=set())
+
+
+def test_the_runner_ends_a_command_past_its_timeout_and_says_so_in_the_log(tmp_path):
+    """The real runner, as a process here (stdlib only, as in the image): the command and
+    what it started are ended, the log says why, the exit code is 124."""
+    marker = f"atelier-timeout-{os.getpid()}"
+    spec = {"name": "slow", "cwd": "", "timeout": 1,
+            "command": ["sh", "-c", f"echo started; {sys.executable} -c 'import time; time.sleep(300)' {marker}"]}
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, str(RUNNER), json.dumps(spec)], env=env, timeout=60)
+    assert done.returncode == 124
+    folder = tmp_path / ".atelier" / "jobs" / "slow"
+    assert (folder / "output.log").read_text() == (
+        "started\n\natelier: the job ran past its --timeout of 1 s and was ended (exit code 124)\n")
+    assert (folder / "exit-code").read_text() == "124\n"
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+    assert left.stdout == "", f"the command outlived its timeout: {left.stdout}"
