@@ -224,6 +224,8 @@ class Rules:
         self.lock = threading.Lock()
         self._asked = 0.0
         self._made: set[str] = set()
+        #: where users' schemas are made (url, token, catalog), once Trino answers
+        self.maker: tuple[str, str, str] | None = None
 
     def text(self) -> str:
         admins = [n for n, admin in [*self.users.items(), *self.services.items()] if admin]
@@ -275,6 +277,8 @@ class Rules:
             time.sleep(RULES_REFRESH_S + 0.2)
             return
         if time.monotonic() - self._asked >= 1 and self.refresh():
+            if self.maker is not None:  # their schema, before their first query
+                self.make_schemas(*self.maker)
             time.sleep(RULES_REFRESH_S + 0.2)
 
     def make_schemas(self, url: str, token: str, catalog: str = "hive") -> None:
@@ -298,7 +302,8 @@ class Rules:
             while True:
                 self.refresh()
                 if hive and ready():
-                    self.make_schemas(url, token)
+                    self.maker = (url, token, "hive")
+                    self.make_schemas(*self.maker)
                 time.sleep(USERS_EVERY_S)
 
         threading.Thread(target=loop, name="trino-rules", daemon=True).start()
@@ -418,11 +423,13 @@ def front_only(args) -> None:
     start_front(args.front_port, key=key, backend=args.backend.rstrip("/"), rules=rules, host=args.listen_host,
                 rules_port=args.rules_port)
     token = sign_jwt(key, subject=SERVICE_USER, lifetime=10 * 365 * 86400)
+    if args.schemas_in:
+        rules.maker = (args.backend, token, args.schemas_in)
     while True:
         time.sleep(USERS_EVERY_S)
         rules.refresh()
-        if args.schemas_in:
-            rules.make_schemas(args.backend, token, catalog=args.schemas_in)
+        if rules.maker is not None:
+            rules.make_schemas(*rules.maker)
 
 
 def prepare_hive(url: str, token: str) -> None:
