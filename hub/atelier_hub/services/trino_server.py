@@ -276,7 +276,12 @@ class Rules:
                 self.write()
             time.sleep(RULES_REFRESH_S + 0.2)
             return
-        if time.monotonic() - self._asked >= 1 and self.refresh():
+        # At most one reading a second: one just made (by the loop) may predate this user,
+        # or their admin flag, so wait for the next rather than let the query go on unknown.
+        time.sleep(max(0.0, 1 - (time.monotonic() - self._asked)))
+        if self.knows(user, admin):
+            return
+        if self.refresh():
             if self.maker is not None:  # their schema, before their first query
                 self.make_schemas(*self.maker)
             time.sleep(RULES_REFRESH_S + 0.2)
