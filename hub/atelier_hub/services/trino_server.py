@@ -222,7 +222,7 @@ class Rules:
         # Hub services the front has seen (``service/NAME``: not hub users), admin or not.
         self.services: dict[str, bool] = {}
         self.lock = threading.Lock()
-        self._asked = 0.0
+        self._asked = self._written = 0.0
         self._made: set[str] = set()
         #: where users' schemas are made (url, token, catalog), once Trino answers
         self.maker: tuple[str, str, str] | None = None
@@ -234,6 +234,7 @@ class Rules:
 
     def write(self) -> None:
         write_private(self.path, self.text())
+        self._written = time.monotonic()
 
     def refresh(self) -> bool:
         """Read the hub's users; rewrite the file if they changed (True then)."""
@@ -279,12 +280,12 @@ class Rules:
         # At most one reading a second: one just made (by the loop) may predate this user,
         # or their admin flag, so wait for the next rather than let the query go on unknown.
         time.sleep(max(0.0, 1 - (time.monotonic() - self._asked)))
-        if self.knows(user, admin):
-            return
-        if self.refresh():
-            if self.maker is not None:  # their schema, before their first query
-                self.make_schemas(*self.maker)
-            time.sleep(RULES_REFRESH_S + 0.2)
+        if not self.knows(user, admin):
+            self.refresh()
+        if self.maker is not None and user in self.users and user_schema(user) not in self._made:
+            self.make_schemas(*self.maker)  # their schema, before their first query
+        # Trino reads the file again at most RULES_REFRESH_S after it was written.
+        time.sleep(max(0.0, self._written + RULES_REFRESH_S + 0.2 - time.monotonic()))
 
     def make_schemas(self, url: str, token: str, catalog: str = "hive") -> None:
         """Each user's schema and each shared schema in ``catalog``, made once per start
