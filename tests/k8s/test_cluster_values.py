@@ -430,3 +430,87 @@ def test_the_mlflow_front_and_a_deployment_mlflow_are_refused_together():
         render_values(load_profiles(PROFILES), DEPLOYMENT, FRONT_SETTINGS)
     with pytest.raises(ValueError, match="mlflow.server_url|server's base URL"):
         ClusterSettings.model_validate({"mlflow": {"server_url": "http://mlflow:5000/services/mlflow"}})
+
+
+# -- Trino's front in the hub pod, where the deployment names a Trino ----------------------------
+
+TRINO_DEPLOYMENT = Deployment.model_validate({"services": {
+    "s3": {"endpoint_url": "http://minio.storage.svc.cluster.local:9000", "bucket": "atelier-shared"},
+    "trino": {"url": "http://trino.data.svc.cluster.local:8080", "catalog": "hive", "default_schema": "default",
+              "shared_schemas": ["team"]},
+}})
+TRINO_SETTINGS = SETTINGS.model_copy(update={"trino": SETTINGS.trino.model_copy(update={
+    "schemas_in": "hive",
+    "rules_from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "data"}}}]})})
+
+
+@pytest.fixture(scope="module")
+def trino_values():
+    return render_values(load_profiles(PROFILES), TRINO_DEPLOYMENT, TRINO_SETTINGS)
+
+
+def test_trino_values_open_the_front_to_sessions_and_the_rules_to_the_coordinator_only(trino_values):
+    assert schema_problems(trino_values, _schema()) == []
+    hub = trino_values["hub"]
+    assert hub["service"]["extraPorts"] == [{"name": "culler", "port": 8082, "targetPort": 8082},
+                                            {"name": "usage", "port": 8083, "targetPort": 8083},
+                                            {"name": "trino", "port": 8085, "targetPort": 8085},
+                                            {"name": "trino-rules", "port": 8086, "targetPort": 8086}]
+    assert hub["networkPolicy"]["ingress"] == [
+        {"from": [{"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}],
+         "ports": [{"port": 8082, "protocol": "TCP"}, {"port": 8083, "protocol": "TCP"},
+                   {"port": 8085, "protocol": "TCP"}]},
+        {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "data"}}}],
+         "ports": [{"port": 8086, "protocol": "TCP"}]}]
+    # The JWT key: a Secret the platform makes (never rendered), mounted read-only.
+    assert hub["extraVolumes"] == [{"name": "atelier-trino-jwt", "secret": {
+        "secretName": "atelier-trino-jwt", "defaultMode": 0o400, "items": [{"key": "jwt-hmac", "path": "jwt-hmac"}]}}]
+    assert hub["extraVolumeMounts"] == [{"name": "atelier-trino-jwt", "mountPath": "/etc/atelier/trino-jwt",
+                                         "readOnly": True}]
+    # Sessions reach the front in the hub pod, never the coordinator's port.
+    egress = trino_values["singleuser"]["networkPolicy"]["egress"]
+    assert {"to": [{"podSelector": {}}], "ports": [{"port": 8085, "protocol": "TCP"}]} in egress
+    assert not any(p["port"] == 8080 for rule in egress for p in rule["ports"])
+
+
+def test_values_without_trino_have_no_front(values):
+    hub = values["hub"]
+    assert [p["name"] for p in hub["service"]["extraPorts"]] == ["culler", "usage"]
+    assert "extraVolumes" not in hub and "extraVolumeMounts" not in hub
+
+
+def test_hub_code_runs_the_trino_front_and_sessions_get_its_address(trino_values, tmp_path, monkeypatch):
+    import sys
+
+    c = _chart_hub_config(trino_values, tmp_path / "etc", monkeypatch)
+    (front,) = [svc for svc in c.JupyterHub.services if svc["name"] == "trino"]
+    assert "url" not in front and front["display"] is False  # not behind the proxy: sessions reach hub:8085
+    assert front["command"] == [
+        sys.executable, "-m", "atelier_hub.services.trino_server", "--state", "/srv/jupyterhub/trino",
+        "--backend", "http://trino.data.svc.cluster.local:8080", "--jwt-key-file", "/etc/atelier/trino-jwt/jwt-hmac",
+        "--listen-host", "0.0.0.0", "--front-port", "8085", "--rules-port", "8086", "--schemas-in", "hive",
+        "--shared-schema", "team"]
+    assert {"name": "trino-service", "scopes": ["list:users", "read:users:name"],
+            "services": ["trino"]} in c.JupyterHub.load_roles
+    (user,) = [r for r in c.JupyterHub.load_roles if r["name"] == "user"]
+    assert "access:services!service=trino" in user["scopes"]
+    assert c.AtelierKubeSpawner.server_token_scopes == [
+        "users:activity!user", "access:servers!server", "access:services!service=culler",
+        "access:services!service=trino"]
+    assert c.AtelierKubeSpawner.trino_front_url == "http://hub:8085"
+
+
+def test_a_sessions_trino_settings_name_the_front_with_its_token(trino_values, tmp_path, monkeypatch):
+    from atelier_hub.cluster.kubespawner import AtelierKubeSpawner
+
+    root = tmp_path / "etc"
+    c = _chart_hub_config(trino_values, root, monkeypatch)
+    monkeypatch.setattr(AtelierKubeSpawner, "_deployment", None)  # read once per class
+    spawner = AtelierKubeSpawner.__new__(AtelierKubeSpawner)
+    spawner.deployment_file = c.AtelierKubeSpawner.deployment_file
+    spawner.trino_front_url = c.AtelierKubeSpawner.trino_front_url
+    trino = spawner.deployment.services.trino
+    assert (trino.url, trino.shared_schemas) == ("http://hub:8085", ["team"])
+    env = trino.session_env(SimpleNamespace(username="ben", api_token="TOKEN", config_dir=None))
+    assert env["ATELIER_TRINO_URL"] == "http://hub:8085"
+    assert env["DATABASE_URL"] == "trino://ben:TOKEN@hub:8085/hive/default?allow_insecure_auth=true"

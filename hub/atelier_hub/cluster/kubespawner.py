@@ -36,6 +36,7 @@ import asyncio
 import base64
 import os
 import re
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ from ..profiles import Profile, load_profiles, to_kubespawner, visible_profiles
 from ..services import Deployment
 from ..services.s3_accounts import S3Accounts, S3AdminError
 from ..session import session_env, session_files
+from . import TRINO_JWT_DIR
 from .settings import ClusterSettings, load_cluster_settings
 
 __all__ = ["AtelierKubeSpawner", "configure_kubespawner", "profile_list", "SECRET_ENV"]
@@ -245,6 +247,24 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             f"Could not delete secret {self.s3_secret_name}",
             timeout=self.k8s_api_request_retry_timeout,
         )
+
+
+    trino_front_url = Unicode(
+        "",
+        config=True,
+        help="""Where sessions reach Trino's front in the hub pod (:func:`update_trino`), in
+        place of the coordinator the deployment names; empty: the deployment's URL.""",
+    )
+
+    @property
+    def deployment(self):
+        deployment = super().deployment
+        trino = deployment.services.trino
+        if not self.trino_front_url or trino is None:
+            return deployment
+        services = deployment.services.model_copy(update={"trino": trino.model_copy(
+            update={"url": self.trino_front_url})})
+        return deployment.model_copy(update={"services": services})
 
     @property
     def env_secret_name(self) -> str:
@@ -553,6 +573,52 @@ def update_mlflow(c, settings: ClusterSettings) -> None:
     s.server_token_scopes = [*base, *(x for x in SERVICE.session_scopes if x not in base)]
 
 
+#: the front's folder on the hub's volume (its rules file, for the record)
+TRINO_STATE = "/srv/jupyterhub/trino"
+
+
+def trino_front_command(settings: ClusterSettings, trino) -> list[str]:
+    """The Trino front's command line in the hub pod (``trino``: the deployment's
+    ``TrinoService``, whose ``url`` is the coordinator)."""
+    front = settings.trino
+    cmd = [sys.executable, "-m", "atelier_hub.services.trino_server", "--state", TRINO_STATE,
+           "--backend", trino.url, "--jwt-key-file", f"{TRINO_JWT_DIR}/jwt-hmac",
+           "--listen-host", "0.0.0.0", "--front-port", str(front.port), "--rules-port", str(front.rules_port)]
+    if front.schemas_in:
+        cmd += ["--schemas-in", front.schemas_in]
+    for schema in trino.shared_schemas or []:
+        cmd += ["--shared-schema", schema]
+    return cmd
+
+
+def update_trino(c, settings: ClusterSettings, deployment: Deployment) -> None:
+    """Trino's front as a hub service in the hub pod, where the deployment names a
+    Trino: the same code as the embedded mode's front, before the platform's coordinator.
+    Sessions get its address (``http://hub:PORT``) and a token that may use it; it reads
+    the hub's users for the coordinator's rules. The values mount the JWT key's Secret
+    and open the two ports (:func:`atelier_hub.cluster.values.render_values`)."""
+    from ..services.trino import HUB_SCOPES
+    from ..services.trino import SERVICE as TRINO
+
+    trino = deployment.services.trino
+    if trino is None:
+        return
+    front = {"name": "trino", "display": False, "command": trino_front_command(settings, trino)}
+    c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != "trino"), front]
+    roles = [dict(r) for r in c.JupyterHub.get("load_roles", []) if r.get("name") != "trino-service"]
+    roles.append({"name": "trino-service", "scopes": list(HUB_SCOPES), "services": ["trino"]})
+    # Every user's role, and each server's token, may use the front (as in the embedded mode).
+    user = next((r for r in roles if r.get("name") == "user"), None)
+    if user is None:
+        roles.append(user := {"name": "user", "scopes": ["self"]})
+    user["scopes"] = [*user.get("scopes", []), *(s for s in TRINO.session_scopes if s not in user.get("scopes", []))]
+    c.JupyterHub.load_roles = roles
+    scopes = list(c.AtelierKubeSpawner.get("server_token_scopes", None)
+                  or ["users:activity!user", "access:servers!server"])
+    c.AtelierKubeSpawner.server_token_scopes = [*scopes, *(s for s in TRINO.session_scopes if s not in scopes)]
+    c.AtelierKubeSpawner.trino_front_url = f"http://hub:{settings.trino.port}"
+
+
 def update_origins(c, settings: ClusterSettings) -> None:
     """Each user's servers at a subdomain of ``public_url`` (:mod:`atelier_hub.origins`).
     The chart's values set ``hub.config.JupyterHub.subdomain_host`` to the same URL (the
@@ -614,4 +680,8 @@ def configure_kubespawner(
     update_culling(c, settings, profiles_dir=str(profiles_dir))
     update_usage(c, settings)
     update_mlflow(c, settings)
+    if deployment_file:
+        from ..services import load_deployment
+
+        update_trino(c, settings, load_deployment(deployment_file))
     return settings

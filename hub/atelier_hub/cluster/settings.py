@@ -149,6 +149,32 @@ class MLflowFront(StrictModel):
         return url.rstrip("/")
 
 
+class TrinoFront(StrictModel):
+    """Trino's front, a hub service in the hub pod, where the deployment names a Trino
+    (``services.trino.url``: the platform's coordinator). Sessions get the front's
+    address (`http://hub:PORT`) and their hub token; the front runs each query as the
+    token's user with a JWT signed with the key in ``jwt_secret``, which the coordinator
+    alone checks, and serves the coordinator its table rules (README, "Trino on a cluster")."""
+
+    port: int = Field(8085, gt=1024, lt=65536, description="Port of the front in the hub pod; sessions reach it "
+                      "at `http://hub:PORT`.")
+    rules_port: int = Field(8086, gt=1024, lt=65536, description="Port where the front serves the coordinator its "
+                            "rules (`http://hub.NAMESPACE.svc:PORT/rules.json`, the coordinator's "
+                            "`security.config-file`).")
+    jwt_secret: str = Field("atelier-trino-jwt", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                            description="Kubernetes Secret in the hub's namespace holding `jwt-hmac`: the base64 "
+                            "HMAC key the front signs with and the coordinator checks (its "
+                            "`http-server.authentication.jwt.key-file`); made by the platform, never rendered.")
+    rules_from: list[dict] = Field(default_factory=lambda: [{"namespaceSelector": {}}],
+                                   description="NetworkPolicy peers allowed to read the rules (the coordinator's "
+                                   "pods), e.g. `[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: "
+                                   "trino}}}]`; default: any pod of the cluster (the rules hold user names only).")
+    schemas_in: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*$",
+                                   description="Catalog where the front makes each user's schema `users_NAME` "
+                                   "(e.g. `hive`); null: users make their own (`CREATE SCHEMA CATALOG.users_NAME`, "
+                                   "which the rules let them).")
+
+
 class SessionIdentity(StrictModel):
     """How sessions reach cloud services without keys in the pod spec.
 
@@ -220,6 +246,8 @@ class ClusterSettings(StrictModel):
     usage: UsagePage = Field(UsagePage(), description="The usage page of the hub's admins.")
     mlflow: MLflowFront = Field(MLflowFront(), description="MLflow behind the hub's login (the MLflow front in "
                                 "the hub pod).")
+    trino: TrinoFront = Field(TrinoFront(), description="Trino's front in the hub pod, where the deployment "
+                              "names a Trino.")
     gpu_servers_per_user: int = Field(1, ge=0, description="Concurrent GPU servers per user; 0: none.")
     named_servers_per_user: int = Field(5, ge=0, description="Named servers a user may have besides the default.")
     node_pools: NodePools = Field(NodePools(), description="Where the chart's own pods run.")

@@ -32,7 +32,7 @@ from ..profiles import Profile, ProfileError, format_memory, load_profiles
 from ..services import Deployment, SettingsError, load_deployment
 from ..services.culler import PREFIX as CULLER_PREFIX
 from ..services.culler import CullerService
-from . import CHART_DIR, CLUSTER_FILE, DEPLOYMENT_FILE, PROFILES_DIR
+from . import CHART_DIR, CLUSTER_FILE, DEPLOYMENT_FILE, PROFILES_DIR, TRINO_JWT_DIR
 from .settings import ClusterSettings, ClusterSettingsError, load_cluster_settings
 
 __all__ = [
@@ -127,22 +127,63 @@ def _egress_to(url: str, settings: ClusterSettings) -> list[dict[str, Any]]:
     return [{"to": to, "ports": [{"port": port, "protocol": "TCP"}]}]
 
 
-def _service_ports_hub_values(settings: ClusterSettings) -> dict[str, Any]:
+def _as_sessions_see_it(deployment: Deployment, settings: ClusterSettings) -> Deployment:
+    """The deployment with Trino at its front in the hub pod (``http://hub:PORT``), as
+    sessions get it: their egress goes there, never to the coordinator itself."""
+    trino = deployment.services.trino
+    if trino is None:
+        return deployment
+    services = deployment.services.model_copy(update={"trino": trino.model_copy(
+        update={"url": f"http://hub:{settings.trino.port}"})})
+    return deployment.model_copy(update={"services": services})
+
+
+def _service_ports_hub_values(settings: ClusterSettings, deployment: Deployment | None = None) -> dict[str, Any]:
     """The hub's Service and network policy open the ports of the hub pod's own services:
     the culler's to sessions (activity reports), the usage page's to the proxy, the
-    MLflow front's to both. All are pods the chart labels as allowed to reach the hub."""
+    MLflow front's to both, and, where the deployment names a Trino, Trino's front to
+    sessions and its rules port to the coordinator (``trino.rules_from``). All but the
+    last are pods the chart labels as allowed to reach the hub. The hub pod mounts the
+    Trino front's JWT key."""
     ports = {name: port for name, port, on in (("culler", settings.culling.port, settings.culling.enabled),
                                                ("usage", settings.usage.port, settings.usage.enabled),
                                                ("mlflow", settings.mlflow.port, bool(settings.mlflow.server_url)))
              if on}
+    trino = deployment is not None and deployment.services.trino is not None
+    if trino:
+        ports["trino"] = settings.trino.port
     if not ports:
         return {}
-    return {
+    values: dict[str, Any] = {
         "service": {"extraPorts": [{"name": name, "port": port, "targetPort": port} for name, port in ports.items()]},
         "networkPolicy": {"ingress": [{
             "from": [{"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}],
             "ports": [{"port": port, "protocol": "TCP"} for port in ports.values()]}]},
     }
+    if trino:
+        front = settings.trino
+        values["service"]["extraPorts"].append(
+            {"name": "trino-rules", "port": front.rules_port, "targetPort": front.rules_port})
+        values["networkPolicy"]["ingress"].append(
+            {"from": list(front.rules_from), "ports": [{"port": front.rules_port, "protocol": "TCP"}]})
+        values["extraVolumes"] = [{"name": "atelier-trino-jwt", "secret": {
+            "secretName": front.jwt_secret, "defaultMode": 0o400, "items": [{"key": "jwt-hmac", "path": "jwt-hmac"}]}}]
+        values["extraVolumeMounts"] = [{"name": "atelier-trino-jwt", "mountPath": TRINO_JWT_DIR, "readOnly": True}]
+    return values
+
+
+def _hub_pod_values(settings: ClusterSettings, deployment: Deployment) -> dict[str, Any]:
+    """What the hub pod's own services add to ``hub``: ports and policies, the MLflow
+    front's Secret and egress, the Trino front's key, the S3 root keys' environment.
+    Maps merge as Helm merges them; the volume lists are joined (Helm would replace one
+    list with the other)."""
+    parts = [_service_ports_hub_values(settings, deployment), mlflow_front_values(settings),
+             s3_accounts_hub_values(deployment, settings)]
+    merged: dict[str, Any] = {}
+    for part in parts:
+        lists = {k: merged.get(k, []) + part[k] for k in ("extraVolumes", "extraVolumeMounts") if k in part}
+        merged = {**merge_values(merged, part), **lists}
+    return merged
 
 
 #: the hub's environment variables holding the store's root keys (from the platform's Secret)
@@ -292,7 +333,7 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
                 "dnsPortsPrivateIPs": True,
                 "cloudMetadataServer": False,
             },
-            "egress": egress_rules(deployment, settings),
+            "egress": egress_rules(_as_sessions_see_it(deployment, settings), settings),
         },
         # Profiles come from hub.extraConfig (a callable that filters by group).
         "profileList": [],
@@ -317,8 +358,7 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
             "allowNamedServers": True,
             "namedServerLimitPerUser": settings.named_servers_per_user,
             "extraFiles": files,
-            **merge_values(merge_values(_service_ports_hub_values(settings), mlflow_front_values(settings)),
-                           s3_accounts_hub_values(deployment, settings)),
+            **_hub_pod_values(settings, deployment),
             "extraConfig": {
                 "atelier.py": (
                     "# Atelier: the same entry as every hub (hub/jupyterhub_config.py). It finds the\n"
