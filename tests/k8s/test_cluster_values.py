@@ -514,3 +514,17 @@ def test_a_sessions_trino_settings_name_the_front_with_its_token(trino_values, t
     env = trino.session_env(SimpleNamespace(username="ben", api_token="TOKEN", config_dir=None))
     assert env["ATELIER_TRINO_URL"] == "http://hub:8085"
     assert env["DATABASE_URL"] == "trino://ben:TOKEN@hub:8085/hive/default?allow_insecure_auth=true"
+
+
+def test_both_fronts_in_one_hub_pod_keep_both_secrets_and_distinct_ports():
+    """MLflow's and Trino's fronts together: each Secret mounted (Helm would let one list
+    of volumes replace the other), and no port of the hub pod given twice."""
+    settings = TRINO_SETTINGS.model_copy(update={"mlflow": FRONT_SETTINGS.mlflow})
+    values = render_values(load_profiles(PROFILES), TRINO_DEPLOYMENT, settings)
+    assert schema_problems(values, _schema()) == []
+    hub = values["hub"]
+    assert [v["name"] for v in hub["extraVolumes"]] == ["atelier-trino-jwt", "atelier-mlflow-admin"]
+    assert [m["mountPath"] for m in hub["extraVolumeMounts"]] == ["/etc/atelier/trino-jwt",
+                                                                  "/usr/local/etc/atelier-mlflow"]
+    assert [(p["name"], p["port"]) for p in hub["service"]["extraPorts"]] == [
+        ("culler", 8082), ("usage", 8083), ("mlflow", 8084), ("trino", 8085), ("trino-rules", 8086)]
