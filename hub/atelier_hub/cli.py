@@ -306,7 +306,7 @@ def cmd_dev(args) -> None:
             print(f"Cleaned up after a hub that stopped without cleaning up: ended {', '.join(ended)}")
     try:
         stack, password = EmbeddedStack.prepare(args.state, port=args.port, profiles_dir=args.profiles, without=without)
-    except OSError as exc:
+    except (OSError, services.SettingsError) as exc:  # a port in use; a setting an admin wrote (Trino's shared schemas)
         fail(str(exc))
     from .config import CAPACITY_FILE
 

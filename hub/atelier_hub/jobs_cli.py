@@ -117,8 +117,12 @@ def cmd_run(args) -> None:
     try:
         code = follow(login, name, say=_say)
     except KeyboardInterrupt:
-        _say(f"detached; job {name} keeps running. Follow it: atelier logs {name} -f; "
-             f"cancel it: atelier cancel {name}")
+        if args.cancel_on_interrupt:
+            _answer(login.request("DELETE", f"{API}/{quote(name, safe='')}"), f"cancelling {name}")
+            _say(f"cancelled job {name} (--cancel-on-interrupt)")
+        else:
+            _say(f"detached; job {name} keeps running. Follow it: atelier logs {name} -f; "
+                 f"cancel it: atelier cancel {name}")
         raise SystemExit(130) from None
     raise SystemExit(1 if code is None else code)
 
@@ -182,12 +186,15 @@ def add_parsers(sub, wrap) -> None:
     """The four commands, each run through ``wrap`` (which turns a RemoteError into one line)."""
     hub_help = "the hub's URL (default: $ATELIER_HUB_URL, else the saved login)"
     run = sub.add_parser("run", help="run a command as a job in a container sized by a profile",
-                         usage="atelier run [--profile P] [--name NAME] [--cwd DIR] [--timeout D] [--detach] -- CMD [ARGS ...]\n"
+                         usage="atelier run [--profile P] [--name NAME] [--cwd DIR] [--timeout D]\n"
+                               "                   [--detach | --cancel-on-interrupt] -- CMD [ARGS ...]\n"
                                "       atelier run [options] NOTEBOOK.ipynb [-p NAME=VALUE ...]")
     run.add_argument("--profile", help="the profile that sizes it (default: your default profile)")
     run.add_argument("--name", help="the job's name (default: the program's name and the time)")
     run.add_argument("--cwd", help="the folder of your home it runs in (default: the home)")
     run.add_argument("--detach", action="store_true", help="print the job's name and return at once")
+    run.add_argument("--cancel-on-interrupt", action="store_true",
+                     help="Ctrl-C cancels the job (default: Ctrl-C detaches, the job goes on)")
     run.add_argument("--timeout", metavar="DURATION",
                      help="end the job after this long, e.g. 90s, 30m, 12h, 2d (its log says so; exit code 124)")
     run.add_argument("--hub", help=hub_help)

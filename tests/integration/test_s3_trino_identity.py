@@ -220,6 +220,69 @@ def _direct(port: int, headers: dict) -> int:
         return exc.code
 
 
+# -- whose tables one changes: Trino's own rules ------------------------------------------------
+
+
+def _as(stack, who: dict, sql: str) -> list:
+    """``sql`` through the front with ``who``'s hub token (the client claims alice)."""
+    return query(_front(stack), sql, user="alice", token=who["token"], timeout=120)
+
+
+@pytest.fixture(scope="module")
+def tables(stack, alice, hub_admin, trino_private_port):
+    """alice's table in her own schema, and a shared table (made by the hub admin in
+    hive.default, which the stack names no shared schema for)."""
+    _as(stack, alice, "CREATE TABLE hive.users_alice.mine AS SELECT 1 AS id")
+    _as(stack, hub_admin, "CREATE TABLE hive.default.common AS SELECT 7 AS id")
+    yield
+    _as(stack, hub_admin, "DROP TABLE IF EXISTS hive.users_alice.mine")
+    _as(stack, hub_admin, "DROP TABLE IF EXISTS hive.default.common")
+
+
+def test_ben_reads_alices_table_but_neither_changes_nor_drops_it_nor_a_shared_table(stack, ben, tables):
+    assert _as(stack, ben, "SELECT id FROM hive.users_alice.mine") == [[1]]
+    assert ["mine"] in _as(stack, ben, "SHOW TABLES FROM hive.users_alice")
+    assert _as(stack, ben, "SELECT id FROM hive.default.common") == [[7]]
+    denied = {
+        "DROP TABLE hive.users_alice.mine": "Access Denied: Cannot drop table hive.users_alice.mine",
+        "INSERT INTO hive.users_alice.mine VALUES 2": "Access Denied: Cannot insert into table hive.users_alice.mine",
+        "DELETE FROM hive.users_alice.mine": "Access Denied: Cannot delete from table hive.users_alice.mine",
+        "ALTER TABLE hive.users_alice.mine RENAME TO hive.users_alice.gone":
+            "Access Denied: Cannot rename table from hive.users_alice.mine to hive.users_alice.gone",
+        "ALTER TABLE hive.users_alice.mine ADD COLUMN x bigint":
+            "Access Denied: Cannot add a column to table hive.users_alice.mine",
+        "CREATE TABLE hive.users_alice.planted AS SELECT 1 AS id":
+            "Access Denied: Cannot create table hive.users_alice.planted",
+        "CREATE SCHEMA hive.elsewhere": "Access Denied: Cannot create schema hive.elsewhere",
+        "DROP TABLE hive.default.common": "Access Denied: Cannot drop table hive.default.common",
+        "INSERT INTO hive.default.common VALUES 8": "Access Denied: Cannot insert into table hive.default.common",
+        "CREATE TABLE hive.default.planted (id bigint)": "Access Denied: Cannot create table hive.default.planted",
+    }
+    for sql, says in denied.items():
+        with pytest.raises(TrinoError) as err:
+            _as(stack, ben, sql)
+        assert str(err.value).startswith(says), (sql, str(err.value))
+    # Nothing changed.
+    assert _as(stack, ben, "SELECT id FROM hive.users_alice.mine") == [[1]]
+    assert _as(stack, ben, "SELECT id FROM hive.default.common") == [[7]]
+    assert ["planted"] not in _as(stack, ben, "SHOW TABLES FROM hive.default")
+
+
+def test_ben_has_his_own_schema_made_for_him_and_changes_his_tables_there(stack, alice, ben, hub_admin, tables):
+    # Made by the service when ben was added, before any query of his.
+    assert ["users_ben"] in _as(stack, ben, "SHOW SCHEMAS FROM hive")
+    _as(stack, ben, "CREATE TABLE hive.users_ben.his AS SELECT 1 AS id")
+    _as(stack, ben, "INSERT INTO hive.users_ben.his VALUES 2")
+    assert _as(stack, ben, "SELECT sum(id) FROM hive.users_ben.his") == [[3]]
+    _as(stack, ben, "DROP TABLE hive.users_ben.his")
+    # ... and alice may not change his (the same rules, the other way round).
+    _as(stack, ben, "CREATE TABLE hive.users_ben.kept AS SELECT 5 AS id")
+    with pytest.raises(TrinoError, match="Access Denied: Cannot drop table hive.users_ben.kept"):
+        _as(stack, alice, "DROP TABLE hive.users_ben.kept")
+    # The hub admin may (admins keep every right).
+    _as(stack, hub_admin, "DROP TABLE hive.users_ben.kept")
+
+
 # -- whose queries one sees and cancels (security item 4) ----------------------------------------
 
 MARKER = "alice-secret-7"

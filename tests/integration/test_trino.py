@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -30,7 +31,7 @@ import pyarrow.parquet as pq
 import pytest
 from atelier_hub.install.paths import tool_path, trino_installed
 from atelier_hub.services.trino_front import sign_jwt
-from atelier_hub.services.trino_server import TrinoError, local_token, query, read_ready
+from atelier_hub.services.trino_server import SERVICE_USER, TrinoError, local_token, query, read_ready
 from kernel import run_code
 from stack import OUTPUT, REPO, VENV_BIN, free_port, tail
 
@@ -118,7 +119,9 @@ class Standalone:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "JUPYTERHUB_"))}
         env.update(self.keys, AWS_REGION="us-east-1")
         cmd = [sys.executable, "-m", "atelier_hub.services.trino_server", "--state", str(self.state),
-               "--port", str(self.port), "--s3-endpoint", self.s3_endpoint, "--bucket", BUCKET]
+               "--port", str(self.port), "--s3-endpoint", self.s3_endpoint, "--bucket", BUCKET,
+               # No hub here, so no user has a schema of their own: hive.default is shared.
+               "--shared-schema", "default"]
         t0 = time.monotonic()
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
@@ -245,6 +248,49 @@ def test_hive_reads_and_writes_a_parquet_table_on_the_shared_bucket(standalone):
                for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="hive-metastore/")["Contents"])
 
 
+def test_a_schema_not_shared_is_read_only_to_a_user_it_is_not_the_own_of(standalone):
+    # No hub: ada has no schema of her own; she reads everything, changes only hive.default.
+    with pytest.raises(TrinoError, match="Access Denied: Cannot create schema hive.other"):
+        sql(standalone.url, "CREATE SCHEMA hive.other")
+    sql(standalone.url, "CREATE SCHEMA hive.other", user=SERVICE_USER)
+    with pytest.raises(TrinoError, match="Access Denied: Cannot create table hive.other.t"):
+        sql(standalone.url, "CREATE TABLE hive.other.t (id bigint)")
+    sql(standalone.url, "CREATE TABLE hive.other.t AS SELECT 1 AS id", user=SERVICE_USER)
+    assert sql(standalone.url, "SELECT id FROM hive.other.t") == [[1]]
+    assert ["other"] in sql(standalone.url, "SHOW SCHEMAS FROM hive")
+
+
+def test_the_front_alone_before_a_coordinator_serves_its_rules_and_asks_for_a_hub_token(standalone, tmp_path):
+    # Cluster mode's process (the hub pod's), here before the standalone coordinator,
+    # with no hub: no user yet, and every query is refused for want of a hub token.
+    front, rules_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "AWS_"))}
+    cmd = [sys.executable, "-m", "atelier_hub.services.trino_server", "--state", str(tmp_path / "front"),
+           "--backend", standalone.url, "--jwt-key-file", str(standalone.state / "secret" / "jwt-hmac"),
+           "--front-port", str(front), "--rules-port", str(rules_port), "--shared-schema", "team"]
+    with open(tmp_path / "front.log", "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{rules_port}/rules.json", timeout=5) as r:
+                    rules = json.loads(r.read())
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "front.log").read_text()
+                time.sleep(0.5)
+        assert rules["schemas"] == [{"user": "(service/trino)", "owner": True}, {"owner": False}]
+        assert rules["tables"][-2:] == [{"schema": "(team)", "privileges": [
+            "SELECT", "INSERT", "DELETE", "UPDATE", "OWNERSHIP", "GRANT_SELECT"]},
+            {"privileges": ["SELECT", "GRANT_SELECT"]}]
+        with pytest.raises(TrinoError, match="HTTP 401"):
+            query(f"http://127.0.0.1:{front}", "SELECT 1", user="ada", timeout=30)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def put_parquet(s3, prefix: str, table: pa.Table) -> None:
     buf = io.BytesIO()
     pq.write_table(table, buf)
@@ -327,10 +373,10 @@ buf = pa.BufferOutputStream()
 pq.write_table(pa.table({"id": pa.array(range(1, 11), pa.int64())}), buf)
 boto3.client("s3").put_object(Bucket=bucket, Key="trino-test/from-session/part-0.parquet",
                               Body=buf.getvalue().to_pybytes())
-cur.execute("CREATE TABLE IF NOT EXISTS hive.default.from_session (id bigint) "
+cur.execute("CREATE TABLE IF NOT EXISTS hive.users_alice.from_session (id bigint) "
             f"WITH (external_location = 's3://{bucket}/trino-test/from-session', format = 'PARQUET')")
 cur.fetchall()
-cur.execute("SELECT sum(id) FROM hive.default.from_session")
+cur.execute("SELECT sum(id) FROM hive.users_alice.from_session")
 out["hive"] = cur.fetchall()[0][0]
 print(json.dumps(out))
 """
@@ -392,12 +438,12 @@ spark.createDataFrame([(i, i % 3) for i in range(12)], ["id", "grp"]).write.mode
     f"s3a://{bucket}/tables/from_spark")
 spark.stop()
 cur = atelier_lab.connect_trino().cursor()
-cur.execute("DROP TABLE IF EXISTS hive.default.from_spark")
+cur.execute("DROP TABLE IF EXISTS hive.users_alice.from_spark")
 cur.fetchall()
-cur.execute(f"CREATE TABLE hive.default.from_spark (id bigint, grp bigint) "
+cur.execute(f"CREATE TABLE hive.users_alice.from_spark (id bigint, grp bigint) "
             f"WITH (external_location = 's3://{bucket}/tables/from_spark', format = 'PARQUET')")
 cur.fetchall()
-cur.execute("SELECT count(*), sum(id) FROM hive.default.from_spark WHERE grp = 0")
+cur.execute("SELECT count(*), sum(id) FROM hive.users_alice.from_spark WHERE grp = 0")
 print(cur.fetchall())
 """
     out = run_code(stack.url, session["url"], alice["token"], code, timeout=500)

@@ -43,6 +43,9 @@ RELEASE = "atelier"
 CHART_NS = "atelier-chart"  # the release's own namespace: uninstall is checked against it alone
 HUB_DB_CLASS = "atelier-test-hub-db"  # chart-overlay.yaml's hub.db.pvc.storageClassName
 USERS = ("fay", "gil")  # chart-overlay.yaml's allowed_users; gil is in the GPU group
+S3_USERS = ("alice", "bob")  # the S3 identity test's target and attacker (allowed_users too)
+S3_ADMIN_SECRET = "platform-s3-root"  # the platform's Secret of the store's root keys (cluster.yaml)
+MLFLOW_USERS = S3_USERS  # ... and the MLflow test's target and attacker
 QUICK, QUICK_TIMEOUT = "quick", 60  # the chart test's own profile (_inputs)
 MARKER = "written in fay's cpu-small pod"
 PAGE = os.sysconf("SC_PAGE_SIZE")  # the kernel keeps a memory limit in whole pages
@@ -119,10 +122,12 @@ class Helm:
 class PlatformServices:
     """The S3 store and the MLflow server a platform team would run beside the chart
     (its own object store, its own tracking server), here as processes on 127.0.0.1:
-    versitygw with one static key pair and a shared bucket, and a plain `mlflow server`
-    (auth "none": MLflow behind the hub's front on a cluster is the cluster-identity
-    issue). Sessions reach them with the deployment settings `atelier render values`
-    puts in the chart's values."""
+    versitygw with its internal IAM (the hub makes one account per user with the root
+    keys, which the platform gives it in a Secret: :meth:`s3_admin_secret`) and a shared
+    bucket, and `mlflow server` with MLflow's auth app (admin `service/mlflow`, its
+    password in the chart's Secret, as the cluster settings' `mlflow` block asks:
+    :meth:`mlflow_server_args`). Sessions reach S3 with the deployment settings `atelier
+    render values` puts in the chart's values, and MLflow through the hub's front only."""
 
     def __init__(self, workdir: Path):
         self.dir = workdir
@@ -132,6 +137,7 @@ class PlatformServices:
         self.endpoint = f"http://127.0.0.1:{self.s3_port}"
         self.tracking_uri = f"http://127.0.0.1:{self.mlflow_port}"
         self.procs: list[subprocess.Popen] = []
+        self.mlflow_admin_password = secrets.token_urlsafe(24)
 
     def start(self) -> PlatformServices:
         from atelier_hub.install.paths import tool_path
@@ -140,17 +146,19 @@ class PlatformServices:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ROOT_ACCESS_KEY_ID": self.keys["access_key_id"],
                "ROOT_SECRET_ACCESS_KEY": self.keys["secret_access_key"]}
         self._spawn("s3", [str(tool_path("versitygw")), "--port", f"127.0.0.1:{self.s3_port}", "--quiet",
-                           "posix", str(self.dir / "s3")], env)
+                           *self.s3_iam_args(), "posix", str(self.dir / "s3")], env)
         self._wait(self.s3_port)
         self.s3().create_bucket(Bucket=self.bucket)
         # Artifacts go from the session to S3 itself (MLFLOW_S3_ENDPOINT_URL, the session's keys).
+        auth_args, auth_env = self.mlflow_server_args()
         self._spawn("mlflow", [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port",
                                str(self.mlflow_port), "--workers", "1",
                                "--backend-store-uri", f"sqlite:///{self.dir / 'mlflow.db'}",
-                               "--default-artifact-root", f"s3://{self.bucket}/mlflow", "--no-serve-artifacts"],
+                               "--default-artifact-root", f"s3://{self.bucket}/mlflow", "--no-serve-artifacts",
+                               *auth_args],
                     {**os.environ, "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
                      "AWS_ACCESS_KEY_ID": self.keys["access_key_id"],
-                     "AWS_SECRET_ACCESS_KEY": self.keys["secret_access_key"]})
+                     "AWS_SECRET_ACCESS_KEY": self.keys["secret_access_key"], **auth_env})
         self._wait(self.mlflow_port, timeout=180)
         return self
 
@@ -174,10 +182,76 @@ class PlatformServices:
                             aws_access_key_id=self.keys["access_key_id"],
                             aws_secret_access_key=self.keys["secret_access_key"])
 
+    # -- per-user S3 accounts (identity.s3_admin_secret) ------------------------------
+
+    def s3_iam_args(self) -> list[str]:
+        """versitygw's internal IAM, read at each request (a deleted account stops at once),
+        as the embedded store runs it (atelier_hub.services.s3_server)."""
+        (self.dir / "s3-iam").mkdir(exist_ok=True)
+        return ["--iam-dir", str(self.dir / "s3-iam"), "--iam-cache-disable"]
+
+    def s3_admin_secret(self, kube, namespace: str) -> None:
+        """The platform's Secret of the store's root keys, in the hub's namespace before
+        the chart is installed (cluster settings' identity.s3_admin_secret names it)."""
+        if kube.request("GET", f"/api/v1/namespaces/{namespace}").status_code == 404:
+            kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                               "metadata": {"name": namespace}})
+        kube.request("DELETE", kube.ns("secrets", S3_ADMIN_SECRET, namespace=namespace))
+        kube.create(kube.ns("secrets", namespace=namespace), {
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": S3_ADMIN_SECRET}, "type": "Opaque",
+            "stringData": dict(self.keys)})
+
+    def s3_as(self, keys: dict[str, str]):
+        """A client of the store with ``keys`` (a user's), failing at once."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=keys["access_key_id"], aws_secret_access_key=keys["secret_access_key"],
+                            config=Config(retries={"max_attempts": 1}))
+
     def deployment(self) -> dict:
-        return {"services": {
-            "s3": {"endpoint_url": self.endpoint, "bucket": self.bucket, **self.keys},
-            "mlflow": {"tracking_uri": self.tracking_uri, "auth": "none"}}}
+        # MLflow is not a deployment service here: the cluster settings' `mlflow` block
+        # (mlflow_cluster_settings) puts the hub's front before it.
+        # No S3 keys either: each user's sessions get their own account's (identity.s3_admin_secret).
+        return {"services": {"s3": {"endpoint_url": self.endpoint, "bucket": self.bucket}}}
+
+    # -- MLflow with its auth app, behind the hub's front ----------------------------------
+
+    MLFLOW_ADMIN = "service/mlflow"  # the admin the cluster settings' mlflow.server_url names
+    MLFLOW_PREFIX = "/services/mlflow"  # ... and its --static-prefix
+    MLFLOW_SECRET = "atelier-mlflow-admin"  # mlflow.admin_secret (the default, written out)
+
+    def mlflow_server_args(self) -> tuple[list[str], dict]:
+        """`mlflow server --app-name basic-auth` as a platform runs it for the front: its
+        own account database, every account reading everything (MLflow's READ default),
+        the admin account and its password (in the environment, never on a command line)."""
+        ini = self.dir / "basic_auth.ini"
+        ini.write_text("[mlflow]\ndefault_permission = READ\n"
+                       f"database_uri = sqlite:///{self.dir / 'basic_auth.db'}\n"
+                       f"admin_username = {self.MLFLOW_ADMIN}\n"
+                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+        return (["--app-name", "basic-auth", "--static-prefix", self.MLFLOW_PREFIX],
+                {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": self.mlflow_admin_password,
+                 "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)})
+
+    def mlflow_cluster_settings(self, front_port: int) -> dict:
+        return {"mlflow": {"server_url": self.tracking_uri, "port": front_port, "admin_secret": self.MLFLOW_SECRET}}
+
+    def mlflow_admin_secret(self, kube) -> None:
+        """The Secret the hub pod mounts (what terraform/modules/atelier makes from Secrets
+        Manager), in the release's namespace, made before `helm install`."""
+        kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CHART_NS}})
+        kube.create(kube.ns("secrets", namespace=CHART_NS), {
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": self.MLFLOW_SECRET},
+            "stringData": {"admin-password": self.mlflow_admin_password}})
+
+    def mlflow_api(self, path: str) -> str:
+        """The server's own REST API (direct, around the front)."""
+        return f"{self.tracking_uri}{self.MLFLOW_PREFIX}/api/2.0/mlflow/{path}"
+
+    def mlflow_admin(self) -> tuple[str, str]:
+        return (self.MLFLOW_ADMIN, self.mlflow_admin_password)
 
     def stop(self) -> None:
         for p in self.procs:
@@ -190,7 +264,7 @@ class PlatformServices:
 
 
 def _inputs(workdir: Path, *, public_url: str, culler_port: int, usage_port: int,
-            deployment: dict) -> list[str]:
+            deployment: dict, cluster_extra: dict | None = None) -> list[str]:
     """What a platform team writes (profiles, deployment and cluster settings), as
     `atelier render values` arguments."""
     profiles = _test_profiles(workdir / "profiles")  # GPU profiles for the GPU group only
@@ -213,6 +287,9 @@ def _inputs(workdir: Path, *, public_url: str, culler_port: int, usage_port: int
         "usage": {"enabled": True, "port": usage_port},
         # The core pool (the chart's own pods) is the test cluster's real node.
         "node_pools": {"core": {"atelier.dev/pool": POOL}},
+        # One S3 account per user on the platform's versitygw (PlatformServices).
+        "identity": {"s3_admin_secret": S3_ADMIN_SECRET},
+        **(cluster_extra or {}),
     }))
     return ["--profiles", str(profiles), "--deployment", str(workdir / "deployment.json"),
             "--cluster", str(workdir / "cluster.yaml")]
@@ -261,14 +338,14 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
     imports = {name: real_node.import_image(image_ref(name)) for name in ("hub", "proxy")}
     helm = Helm(workdir / "helm", control_plane.admin_kubeconfig)
     ports = {k: free_port() for k in ("PROXY_PORT", "PROXY_API_PORT", "HUB_PORT", "SESSION_PORT", "CULLER_PORT",
-                                       "USAGE_PORT")}
+                                       "USAGE_PORT", "MLFLOW_PORT")}
     public_url = f"http://localhost:{ports['PROXY_PORT']}"
     password, token = secrets.token_urlsafe(16), secrets.token_hex(32)
 
     rendered = workdir / "values.yaml"
     r = subprocess.run([str(VENV_BIN / "atelier"), "render", "values", *_inputs(
         workdir, public_url=public_url, culler_port=ports["CULLER_PORT"], usage_port=ports["USAGE_PORT"],
-        deployment=platform.deployment()),
+        deployment=platform.deployment(), cluster_extra=platform.mlflow_cluster_settings(ports["MLFLOW_PORT"])),
         "--out", str(rendered)],
         capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -278,6 +355,8 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
         TEST_TOKEN=token))
     overlay.chmod(0o600)
     _hub_db_volume(kube, workdir / "hub-db")
+    platform.s3_admin_secret(kube, CHART_NS)
+    platform.mlflow_admin_secret(kube)
 
     t0 = time.monotonic()
     helm("install", RELEASE, str(CHART), "--namespace", CHART_NS, "--create-namespace",
@@ -308,7 +387,7 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
         yield hub
     finally:
         hub.save_logs()
-        for user in USERS:  # servers first (KubeSpawner's pods are not the chart's)
+        for user in (*USERS, *S3_USERS):  # servers first (KubeSpawner's pods are not the chart's)
             try:
                 hub.api("DELETE", f"/users/{user}/server")
             except requests.RequestException:
@@ -319,6 +398,7 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
             pass  # uninstalled by the test already
         real_node.delete_pods()
         kube.request("DELETE", "/api/v1/persistentvolumes/chart-hub-db")
+        kube.request("DELETE", kube.ns("secrets", platform.MLFLOW_SECRET, namespace=CHART_NS))
 
 
 def test_the_chart_runs_the_hub_and_proxy_pods_from_our_images(chart, control_plane, real_node):
@@ -347,7 +427,9 @@ def test_the_chart_runs_the_hub_and_proxy_pods_from_our_images(chart, control_pl
               timeout=120)
     kube.wait("the usage page in the hub pod to listen", lambda: listening(port=chart.ports["USAGE_PORT"]),
               timeout=120)
-    for key in ("PROXY_PORT", "PROXY_API_PORT", "HUB_PORT", "CULLER_PORT", "USAGE_PORT"):
+    kube.wait("the MLflow front in the hub pod to listen", lambda: listening(port=chart.ports["MLFLOW_PORT"]),
+              timeout=120)
+    for key in ("PROXY_PORT", "PROXY_API_PORT", "HUB_PORT", "CULLER_PORT", "USAGE_PORT", "MLFLOW_PORT"):
         port = chart.ports[key]
         assert listening(port=port) == {f"127.0.0.1:{port}"}, (key, listening(port=port))
     # The hub's API answers through the chart's proxy with the overlay's service token.
@@ -446,12 +528,17 @@ def test_a_kernel_in_the_chart_pod_writes_to_s3_and_logs_an_mlflow_run(chart, pl
         "    mlflow.log_artifact('note.txt')\n"
         "print(run.info.run_id)\n"), timeout=300)
     run_id = out.strip().splitlines()[-1]
-    # The object is in the store, written with the deployment's key ...
+    # The object is in the store, written with fay's own account ...
     assert platform.s3().get_object(Bucket=platform.bucket, Key=key)["Body"].read() == b"from a chart pod"
-    # ... and the run is on the tracking server, its artifact in the bucket.
-    run = requests.get(f"{platform.tracking_uri}/api/2.0/mlflow/runs/get", params={"run_id": run_id},
+    # ... and the run is on the tracking server (read as its admin: it answers no one
+    # else), made through the hub's front as fay, in her own experiment; its artifact in the bucket.
+    run = requests.get(platform.mlflow_api("runs/get"), params={"run_id": run_id}, auth=platform.mlflow_admin(),
                        timeout=60).json()["run"]
     assert {p["key"]: p["value"] for p in run["data"]["params"]} == {"where": "chart-pod"}
+    assert run["info"]["user_id"] == "fay", run["info"]
+    experiment = requests.get(platform.mlflow_api("experiments/get"), params={
+        "experiment_id": run["info"]["experiment_id"]}, auth=platform.mlflow_admin(), timeout=60).json()
+    assert experiment["experiment"]["name"] == "users/fay", experiment
     artifact = run["info"]["artifact_uri"].removeprefix(f"s3://{platform.bucket}/") + "/note.txt"
     assert platform.s3().get_object(Bucket=platform.bucket, Key=artifact)["Body"].read() == b"an artifact"
 
@@ -569,9 +656,251 @@ def test_the_usage_page_in_the_hub_pod_shows_admins_everyone_and_users_their_own
     assert "fay" not in theirs["by_user"] and not theirs["by_profile"], theirs
 
 
+# -- S3: one account per user, each pod with its own user's keys only -----------------------
+
+# What bob's kernel tries with the pod's own environment (boto3 finds the keys and the
+# endpoint there): each operation's outcome, "ok" or the store's error code.
+S3_PROBE = """
+import json, os, boto3, botocore
+c, b = boto3.client('s3'), os.environ['ATELIER_SHARED_BUCKET']
+def outcome(call):
+    try:
+        call()
+        return 'ok'
+    except botocore.exceptions.ClientError as e:
+        return e.response['Error']['Code']
+print(json.dumps({
+    'get alice': outcome(lambda: c.get_object(Bucket=b, Key='users/alice/private.txt')['Body'].read()),
+    'put alice': outcome(lambda: c.put_object(Bucket=b, Key='users/alice/from-bob.txt', Body=b'bob was here')),
+    'list alice': outcome(lambda: c.list_objects_v2(Bucket=b, Prefix='users/alice/')),
+    'put own': outcome(lambda: c.put_object(Bucket=b, Key='users/bob/own.txt', Body=b'bob only')),
+    'get own': outcome(lambda: c.get_object(Bucket=b, Key='users/bob/own.txt')['Body'].read()),
+    'put shared': outcome(lambda: c.put_object(Bucket=b, Key='shared-by-bob.txt', Body=b'for everyone')),
+    'get shared': outcome(lambda: c.get_object(Bucket=b, Key='shared-by-alice.txt')['Body'].read()),
+    'key id': os.environ['AWS_ACCESS_KEY_ID'],
+}))
+"""
+
+
+def _start_server(chart, kube, user: str, profile: str = "cpu-small") -> tuple[dict, str]:
+    """``user``'s server started from the spawn form and ready; its model and a token of ``user``'s."""
+    token = chart.api("POST", f"/users/{user}/tokens", json={"note": "chart s3", "expires_in": 900}).json()["token"]
+    chart.pick_profile(user, profile)
+    kube.wait(f"{user}'s server to be ready",
+              lambda: (chart.api("GET", f"/users/{user}").json()["servers"].get("") or {}).get("ready"), timeout=300)
+    return chart.api("GET", f"/users/{user}").json()["servers"][""], token
+
+
+def _s3_secret(kube, user: str) -> dict[str, str] | None:
+    """The user's own S3 Secret (atelier-s3-NAME), decoded; None where there is none."""
+    import base64
+
+    secret = kube.maybe(kube.ns("secrets", f"atelier-s3-{user}", namespace=CHART_NS))
+    if secret is None:
+        return None
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def test_bobs_pod_cannot_read_or_write_users_alice_and_holds_only_bobs_keys(chart, control_plane, platform):
+    """One S3 account per user on the platform's versitygw, as in embedded mode: alice's
+    pod writes under users/alice/; from bob's real pod, boto3 with the pod's own
+    environment is refused there (AccessDenied) and may use users/bob/ and the shared
+    area. bob's pod spec and Secret hold bob's keys only, by reference; the hub log neither."""
+    kube = control_plane.admin
+    for user in S3_USERS:
+        assert chart.api("POST", f"/users/{user}").status_code in (201, 409)
+    # One session at a time on the real node (each listens on the overlay's session port).
+    kube.wait("no session on the node", lambda: not _pods(kube, "component=singleuser-server"), timeout=180)
+    model, token = _start_server(chart, kube, "alice")
+    out = run_code(chart.url, model["url"], token, (
+        "import os, boto3\n"
+        "c, b = boto3.client('s3'), os.environ['ATELIER_SHARED_BUCKET']\n"
+        "c.put_object(Bucket=b, Key='users/alice/private.txt', Body=b'alice only')\n"
+        "c.put_object(Bucket=b, Key='shared-by-alice.txt', Body=b'for everyone')\n"
+        "print(os.environ['AWS_ACCESS_KEY_ID'])\n"))
+    assert out.strip() == "user-alice", out
+    assert chart.api("DELETE", "/users/alice/server").status_code in (202, 204)
+    kube.wait("alice's pod to go", lambda: not _pods(kube, "hub.jupyter.org/username=alice"), timeout=120)
+
+    model, token = _start_server(chart, kube, "bob")
+    outcome = json.loads(run_code(chart.url, model["url"], token, S3_PROBE).strip().splitlines()[-1])
+    assert outcome == {"get alice": "AccessDenied", "put alice": "AccessDenied", "list alice": "AccessDenied",
+                       "put own": "ok", "get own": "ok", "put shared": "ok", "get shared": "ok",
+                       "key id": "user-bob"}, outcome
+    # Nothing of bob's reached alice's prefix; her object is intact.
+    root = platform.s3()
+    assert [o["Key"] for o in root.list_objects_v2(Bucket=platform.bucket, Prefix="users/alice/")["Contents"]] \
+        == ["users/alice/private.txt"]
+    assert root.get_object(Bucket=platform.bucket, Key="users/bob/own.txt")["Body"].read() == b"bob only"
+
+    # Each user's Secret holds their own account's keys; they work as that user on the store.
+    alice, bob = _s3_secret(kube, "alice"), _s3_secret(kube, "bob")
+    assert set(bob) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} and bob["AWS_ACCESS_KEY_ID"] == "user-bob"
+    assert alice["AWS_ACCESS_KEY_ID"] == "user-alice" and alice["AWS_SECRET_ACCESS_KEY"] != bob["AWS_SECRET_ACCESS_KEY"]
+    as_alice = platform.s3_as({"access_key_id": "user-alice", "secret_access_key": alice["AWS_SECRET_ACCESS_KEY"]})
+    assert as_alice.get_object(Bucket=platform.bucket, Key="users/alice/private.txt")["Body"].read() == b"alice only"
+    # bob's pod spec names bob's Secret for both keys and holds no key itself.
+    pod = _pods(kube, "hub.jupyter.org/username=bob")[0]
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key] == {"name": key, "valueFrom": {"secretKeyRef": {"name": "atelier-s3-bob", "key": key}}}, \
+            env[key]
+    spec = json.dumps(pod)
+    # bob's other Secret (his server's token and files) holds no S3 key either.
+    server_env = json.dumps(kube.get(kube.ns("secrets", f"{pod['metadata']['name']}-env", namespace=CHART_NS)))
+    log = chart.hub_log(2000)
+    for secret in (alice["AWS_SECRET_ACCESS_KEY"], bob["AWS_SECRET_ACCESS_KEY"], platform.keys["secret_access_key"]):
+        assert secret not in spec and secret not in log
+        assert base64_of(secret) not in server_env
+    chart.bob_keys = {"access_key_id": "user-bob", "secret_access_key": bob["AWS_SECRET_ACCESS_KEY"]}
+    chart.alice_secret = alice["AWS_SECRET_ACCESS_KEY"]
+
+
+def base64_of(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_removing_bob_through_the_hub_api_deletes_his_s3_account_and_secret_and_keeps_his_home(
+        chart, control_plane, platform):
+    """`DELETE /hub/api/users/bob` on the chart's hub (his server running): his keys fail
+    on the store within 10 s, his Secret is gone, his PVC and his objects stay; alice's
+    account is untouched."""
+    kube = control_plane.admin
+    as_bob = platform.s3_as(chart.bob_keys)
+    assert as_bob.get_object(Bucket=platform.bucket, Key="users/bob/own.txt")["Body"].read() == b"bob only"
+    r = chart.api("DELETE", "/users/bob")
+    assert r.status_code == 204, r.text
+    deleted = time.monotonic()
+
+    def refused() -> str | None:
+        try:
+            as_bob.list_objects_v2(Bucket=platform.bucket, Prefix="users/bob/")
+        except as_bob.exceptions.ClientError as exc:
+            return exc.response["Error"]["Code"]
+        return None
+
+    code = kube.wait("bob's keys to be refused by the store", refused, timeout=10)
+    assert code == "InvalidAccessKeyId" and time.monotonic() - deleted <= 10, code
+    assert _s3_secret(kube, "bob") is None
+    claim = kube.get(kube.ns("persistentvolumeclaims", "claim-bob", namespace=CHART_NS))
+    assert claim["status"]["phase"] == "Bound"
+    assert platform.s3().get_object(Bucket=platform.bucket, Key="users/bob/own.txt")["Body"].read() == b"bob only"
+    as_alice = platform.s3_as({"access_key_id": "user-alice", "secret_access_key": chart.alice_secret})
+    assert as_alice.get_object(Bucket=platform.bucket, Key="users/alice/private.txt")["Body"].read() == b"alice only"
+    assert _s3_secret(kube, "alice")["AWS_ACCESS_KEY_ID"] == "user-alice"
+
+
+def test_bob_cannot_change_alices_mlflow_work_through_the_front_nor_around_it(chart, platform, control_plane):
+    """MLflow on the cluster: the deployment's server (PlatformServices, MLflow's auth app)
+    behind the hub's front in the hub pod (the cluster settings' `mlflow` block). alice
+    makes an experiment, a run and a registered model through the front with her hub
+    token; from his own session pod, bob (a real second hub user) changes none of them.
+    Through the front (his session's MLFLOW_TRACKING_URI and hub token) he reads them
+    (200) and every change is refused by MLflow's permissions (403), as in embedded mode.
+    Around it, straight to MLflow's port from his pod, with no credentials, with his hub
+    token, or with his name and his hub token as a password, MLflow's auth answers 401.
+    The test cluster enforces no network policy (no CNI but loopback: every pod shares
+    the node's network), so here it is MLflow's auth that refuses the direct connection;
+    the rendered policy (the sessions' egress has no rule to the server, only the hub's
+    has: test_cluster_values) holds where a CNI enforces it."""
+    kube = control_plane.admin
+    for user in MLFLOW_USERS:
+        assert chart.api("POST", f"/users/{user}").status_code in (201, 409)
+    alice = chart.api("POST", "/users/alice/tokens", json={"note": "mlflow test", "expires_in": 900}).json()["token"]
+
+    def as_alice(method: str, path: str, body: dict) -> dict:
+        r = chart.http.request(method, f"{chart.url}/services/mlflow/api/2.0/mlflow/{path}", timeout=120,
+                               headers={"Authorization": f"Bearer {alice}"},
+                               **({"params": body} if method == "GET" else {"json": body}))
+        assert r.status_code == 200, (path, r.status_code, r.text[:500], chart.hub_log())
+        return r.json()
+
+    tag = secrets.token_hex(3)
+    exp = as_alice("POST", "experiments/create", {"name": f"alice-exp-{tag}"})["experiment_id"]
+    run = as_alice("POST", "runs/create", {"experiment_id": exp, "run_name": "alices-run"})["run"]["info"]["run_id"]
+    model = f"alice-model-{tag}"
+    as_alice("POST", "registered-models/create", {"name": model})
+
+    bob = chart.api("POST", "/users/bob/tokens", json={"note": "mlflow test", "expires_in": 900}).json()["token"]
+    chart.pick_profile("bob", "cpu-small")
+    kube.wait("bob's cpu-small server to be ready",
+              lambda: (chart.api("GET", "/users/bob").json()["servers"].get("") or {}).get("ready"), timeout=420)
+    server = chart.api("GET", "/users/bob").json()["servers"][""]
+    read = ("GET", "runs/get", {"run_id": run})
+    attacks = [
+        ("POST", "runs/delete", {"run_id": run}),
+        ("POST", "runs/update", {"run_id": run, "run_name": "bobs-now"}),
+        ("POST", "runs/log-parameter", {"run_id": run, "key": "by", "value": "bob"}),
+        ("POST", "runs/create", {"experiment_id": exp}),
+        ("POST", "experiments/update", {"experiment_id": exp, "new_name": f"bobs-exp-{tag}"}),
+        ("POST", "experiments/delete", {"experiment_id": exp}),
+        ("POST", "registered-models/rename", {"name": model, "new_name": f"bobs-model-{tag}"}),
+        ("DELETE", "registered-models/delete", {"name": model}),
+        ("POST", "model-versions/create", {"name": model, "source": f"s3://{platform.bucket}/mlflow/bob"}),
+    ]
+    # In bob's pod, with what his session has (and the server's address, which an
+    # attacker may know): each call through the front, then straight to MLflow.
+    out = run_code(chart.url, server["url"], bob, (
+        "import base64, json, os, requests\n"
+        "token = os.environ['MLFLOW_TRACKING_TOKEN']\n"
+        "front = os.environ['MLFLOW_TRACKING_URI'].rstrip('/') + '/api/2.0/mlflow/'\n"
+        f"direct = {platform.mlflow_api('')!r}\n"
+        "basic = 'Basic ' + base64.b64encode(('bob:' + token).encode()).decode()\n"
+        "ways = {'front': (front, {'Authorization': 'Bearer ' + token}), 'direct, none': (direct, {}),\n"
+        "        'direct, hub token': (direct, {'Authorization': 'Bearer ' + token}),\n"
+        "        'direct, as bob': (direct, {'Authorization': basic})}\n"
+        f"calls = {[read, *attacks]!r}\n"
+        "got = {}\n"
+        "for way, (base, headers) in ways.items():\n"
+        "    for method, path, body in calls:\n"
+        "        kw = {'params': body} if method == 'GET' else {'json': body}\n"
+        "        r = requests.request(method, base + path, headers=headers, timeout=60, **kw)\n"
+        "        got[f'{way}: {method} {path}'] = r.status_code\n"
+        "print(json.dumps({'uri': os.environ['MLFLOW_TRACKING_URI'], 'got': got}))\n"), timeout=300)
+    seen = json.loads(out.strip().splitlines()[-1])
+    # The session's MLflow is the front in the hub pod (cluster settings: http://hub:PORT/services/mlflow).
+    assert seen["uri"] == f"http://hub:{chart.ports['MLFLOW_PORT']}/services/mlflow", seen["uri"]
+    expected = {"front: GET runs/get": 200}
+    expected |= {f"front: {m} {p}": 403 for m, p, _ in attacks}
+    for way in ("direct, none", "direct, hub token", "direct, as bob"):
+        expected |= {f"{way}: {m} {p}": 401 for m, p, _ in [read, *attacks]}
+    assert seen["got"] == expected, {k: v for k, v in seen["got"].items() if expected.get(k) != v}
+    # alice's work is as she left it (read as the server's admin).
+    admin = platform.mlflow_admin()
+    got = requests.get(platform.mlflow_api("runs/get"), params={"run_id": run}, auth=admin, timeout=60).json()["run"]
+    assert got["info"]["lifecycle_stage"] == "active" and got["info"]["run_name"] == "alices-run", got["info"]
+    assert got["info"]["user_id"] == "alice" and not got["data"].get("params"), got
+    runs = requests.post(platform.mlflow_api("runs/search"), json={"experiment_ids": [exp]}, auth=admin,
+                         timeout=60).json()["runs"]
+    assert [r["info"]["run_id"] for r in runs] == [run], runs
+    experiment = requests.get(platform.mlflow_api("experiments/get"), params={"experiment_id": exp}, auth=admin,
+                              timeout=60).json()["experiment"]
+    assert (experiment["name"], experiment["lifecycle_stage"]) == (f"alice-exp-{tag}", "active"), experiment
+    registered = requests.get(platform.mlflow_api("registered-models/get"), params={"name": model}, auth=admin,
+                              timeout=60).json()["registered_model"]
+    assert registered["name"] == model and not registered.get("latest_versions"), registered
+    r = chart.api("DELETE", "/users/bob/server")
+    assert r.status_code in (202, 204), r.text
+    kube.wait("bob's pod to go", lambda: not _pods(kube, "hub.jupyter.org/username=bob"), timeout=120)
+    # bob removed through the hub API: his token gets nothing more from MLflow within
+    # 10 s (the front asks the hub again about a token after a few seconds), and his
+    # MLflow password was never his to know (derived by the front). His home stays.
+    search = f"{chart.url}/services/mlflow/api/2.0/mlflow/experiments/search"
+    assert chart.http.get(search, params={"max_results": 1}, headers={"Authorization": f"Bearer {bob}"},
+                          timeout=60).status_code == 200
+    assert chart.api("DELETE", "/users/bob").status_code == 204
+    kube.wait("bob's token to be refused at the MLflow front", lambda: chart.http.get(
+        search, params={"max_results": 1}, headers={"Authorization": f"Bearer {bob}"}, timeout=30).status_code == 403,
+        timeout=10)
+    claim = kube.get(kube.ns("persistentvolumeclaims", "claim-bob", namespace=CHART_NS))
+    assert claim["status"]["phase"] == "Bound"
+
+
 def test_helm_uninstall_leaves_only_the_homes(chart, control_plane):
     kube = control_plane.admin
-    for user in USERS:
+    for user in (*USERS, *S3_USERS):
         r = chart.api("DELETE", f"/users/{user}/server")
         assert r.status_code in (202, 204, 404), r.text
     kube.wait("the sessions to go", lambda: not _pods(kube, "component=singleuser-server"), timeout=120)
@@ -581,10 +910,15 @@ def test_helm_uninstall_leaves_only_the_homes(chart, control_plane):
     for kind, path in (("roles", "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles"),
                        ("rolebindings", "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"),
                        ("services", "/api/v1/namespaces/{ns}/services"),
+                       ("secrets", "/api/v1/namespaces/{ns}/secrets"),
                        ("deployments", "/apis/apps/v1/namespaces/{ns}/deployments"),
                        ("persistentvolumeclaims", "/api/v1/namespaces/{ns}/persistentvolumeclaims")):
         names = sorted(i["metadata"]["name"] for i in kube.get(path.format(ns=CHART_NS))["items"])
         if names:
             left[kind] = names
-    # The homes stay (claim-NAME, Atelier's pvc_name_template); nothing else of the release.
-    assert left == {"persistentvolumeclaims": ["claim-fay"]}, left
+    # The homes stay (claim-NAME, Atelier's pvc_name_template, bob's after his removal too),
+    # and so do the S3 keys of the users still on the hub (their accounts stay on the
+    # store, as homes do) beside the platform's own Secrets (the store's root keys,
+    # MLflow's admin password); nothing else of the release.
+    assert left == {"persistentvolumeclaims": ["claim-alice", "claim-bob", "claim-fay"],
+                    "secrets": ["atelier-mlflow-admin", "atelier-s3-alice", "atelier-s3-fay", S3_ADMIN_SECRET]}, left

@@ -169,6 +169,7 @@ def test_hub_code_in_values_configures_the_same_profiles(values, tmp_path, monke
     assert s.gpu_servers_per_user == 2
     assert s.service_account == "atelier-session"
     assert "volumes" not in s, "the chart's singleuser.storage sets the home"
+    assert s.delete_pvc is False, "a removed user's home stays (KubeSpawner's default deletes it)"
     assert "storage_class" not in s and "pvc_name_template" not in s
     assert (s.profiles_dir, s.deployment_file) == (str(root / "profiles"), str(root / "deployment.json"))
     shipped = {p.name: p for p in load_profiles(root / "profiles")}
@@ -322,3 +323,208 @@ def test_cli_names_a_bad_profile_folder(tmp_path, capsys):
         main_render(["values", "--profiles", str(tmp_path / "missing")])
     assert exc.value.code == 2
     assert "profiles folder not found" in capsys.readouterr().err
+
+
+def test_per_user_s3_accounts_read_the_root_keys_from_the_platforms_secret(tmp_path, monkeypatch):
+    """identity.s3_admin_secret: the hub's environment names the Secret (never a key in the
+    values), the values still match the chart's schema, and the hub code they carry sets the
+    spawner's keys folder on the hub's volume."""
+    settings = SETTINGS.model_copy(update={"identity": SETTINGS.identity.model_copy(
+        update={"s3_admin_secret": "platform-s3-root"})})
+    values = render_values(load_profiles(PROFILES), DEPLOYMENT, settings)
+    assert values["hub"]["extraEnv"] == {
+        "ATELIER_S3_ROOT_ACCESS_KEY_ID": {"valueFrom": {"secretKeyRef": {"name": "platform-s3-root",
+                                                                           "key": "access_key_id"}}},
+        "ATELIER_S3_ROOT_SECRET_ACCESS_KEY": {"valueFrom": {"secretKeyRef": {"name": "platform-s3-root",
+                                                                               "key": "secret_access_key"}}},
+    }
+    assert schema_problems(values, _schema()) == []
+    c = Config()
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump({"identity": {"s3_admin_secret": "platform-s3-root"}}))
+    configure_kubespawner(c, profiles_dir=PROFILES, cluster_file=tmp_path / "cluster.yaml", storage=False)
+    assert c.AtelierKubeSpawner.s3_accounts_dir == "/srv/jupyterhub/s3-accounts"
+    # As the chart's hub.extraConfig calls it (the chart sets the storage): a removed
+    # user's home is still kept (KubeSpawner's default would delete it).
+    assert c.AtelierKubeSpawner.delete_pvc is False
+
+
+@pytest.mark.parametrize(("s3", "field", "fix"), [
+    # AWS S3 itself has no admin API: per-user roles instead.
+    ({"bucket": "b"}, "identity.s3_admin_secret", "services.s3.endpoint_url"),
+    # Static keys would reach every session.
+    ({"endpoint_url": "http://s3:7070", "bucket": "b", "access_key_id": "k", "secret_access_key": "s"},
+     "services.s3.access_key_id", "remove access_key_id and secret_access_key"),
+])
+def test_per_user_s3_accounts_refuse_a_store_without_them(s3, field, fix):
+    settings = SETTINGS.model_copy(update={"identity": SETTINGS.identity.model_copy(
+        update={"s3_admin_secret": "platform-s3-root"})})
+    with pytest.raises(ClusterSettingsError) as exc:
+        render_values(load_profiles(PROFILES), Deployment.model_validate({"services": {"s3": s3}}), settings)
+    assert str(exc.value).startswith(field + ":") and fix in str(exc.value), exc.value
+
+
+def test_per_user_aws_identity_names_no_shared_service_account(tmp_path):
+    """identity.per_user_role_arn (EKS Pod Identity): no ServiceAccount shared by every
+    session in the values; the hub code sets the role and cluster on the spawner, which
+    gives each user their own ServiceAccount. Without the cluster's name, a message
+    naming the field."""
+    role = "arn:aws:iam::123456789012:role/atelier-session"
+    identity = {"per_user_role_arn": role, "eks_cluster_name": "atelier"}
+    settings = ClusterSettings.model_validate({"public_url": PUBLIC_URL, "identity": identity})
+    values = render_values(load_profiles(PROFILES), DEPLOYMENT, settings)
+    assert "serviceAccountName" not in values["singleuser"]
+    c = Config()
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump({"identity": identity}))
+    configure_kubespawner(c, profiles_dir=PROFILES, cluster_file=tmp_path / "cluster.yaml")
+    assert (c.AtelierKubeSpawner.per_user_role_arn, c.AtelierKubeSpawner.eks_cluster_name) == (role, "atelier")
+    with pytest.raises(ClusterSettingsError, match=r"^identity\.eks_cluster_name: not set"):
+        render_values(load_profiles(PROFILES), DEPLOYMENT, ClusterSettings.model_validate(
+            {"public_url": PUBLIC_URL, "identity": {"per_user_role_arn": role}}))
+
+
+# -- MLflow behind the hub's front (cluster settings' `mlflow`) ------------------------------
+
+MLFLOW_SERVER = "http://mlflow.atelier.svc.cluster.local:5000"
+FRONT_SETTINGS = SETTINGS.model_copy(update={"mlflow": ClusterSettings.model_validate(
+    {"mlflow": {"server_url": MLFLOW_SERVER}}).mlflow})
+NO_MLFLOW = Deployment.model_validate({"services": {"s3": DEPLOYMENT.services.s3.model_dump()}})
+
+
+def test_with_the_mlflow_front_sessions_reach_mlflow_through_the_hub_pod_only(tmp_path, monkeypatch):
+    values = render_values(load_profiles(PROFILES), NO_MLFLOW, FRONT_SETTINGS)
+    assert schema_problems(values, _schema()) == []
+    hub, su = values["hub"], values["singleuser"]
+    # Sessions get the front in the hub pod (its Service, port 8084), with auth `hub`: their
+    # hub token is their MLflow token, as in embedded mode; never the server's own URL.
+    shipped = json.loads(hub["extraFiles"]["atelier-deployment"]["stringData"])
+    assert shipped["services"]["mlflow"] == {"tracking_uri": "http://hub:8084/services/mlflow", "auth": "hub"}
+    assert "mlflow.atelier" not in json.dumps(su) and "5000" not in json.dumps(su["networkPolicy"])
+    assert {"to": [{"podSelector": {}}], "ports": [{"port": 8084, "protocol": "TCP"}]} in su["networkPolicy"]["egress"]
+    # The hub pod alone reaches the server's port, and mounts the admin Secret (read-only).
+    assert hub["networkPolicy"]["egress"] == [{
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "atelier"}}}],
+        "ports": [{"port": 5000, "protocol": "TCP"}]}]
+    assert {"port": 8084, "protocol": "TCP"} in hub["networkPolicy"]["ingress"][0]["ports"]
+    assert {"name": "mlflow", "port": 8084, "targetPort": 8084} in hub["service"]["extraPorts"]
+    (volume,) = hub["extraVolumes"]
+    assert volume["secret"]["secretName"] == "atelier-mlflow-admin"
+    assert volume["secret"]["items"] == [{"key": "admin-password", "path": "admin-password"}]
+    assert hub["extraVolumeMounts"] == [{"name": volume["name"], "mountPath": "/usr/local/etc/atelier-mlflow",
+                                         "readOnly": True}]
+    assert "extraVolumes" not in su and "atelier-mlflow-admin" not in json.dumps(su)
+    # The hub runs the embedded mode's front, in cluster mode, with the file's path only.
+    c = _chart_hub_config(values, tmp_path / "etc", monkeypatch)
+    (front,) = [svc for svc in c.JupyterHub.services if svc["name"] == "mlflow"]
+    assert front["url"] == "http://hub:8084" and front["oauth_no_confirm"] is True
+    assert front["command"][1:] == [
+        "-m", "atelier_hub.services.mlflow_front", "--server-url", MLFLOW_SERVER,
+        "--admin-password-file", "/usr/local/etc/atelier-mlflow/admin-password", "--listen", "0.0.0.0:8084",
+        "--public-url", "https://atelier.example.org/services/mlflow"]
+    assert "access:services!service=mlflow" in c.AtelierKubeSpawner.server_token_scopes
+    assert any(r["name"] == "user" and "access:services!service=mlflow" in r["scopes"]
+               for r in c.JupyterHub.load_roles)
+
+
+def test_the_mlflow_front_and_a_deployment_mlflow_are_refused_together():
+    with pytest.raises(ClusterSettingsError, match="remove services.mlflow from the deployment settings"):
+        render_values(load_profiles(PROFILES), DEPLOYMENT, FRONT_SETTINGS)
+    with pytest.raises(ValueError, match="mlflow.server_url|server's base URL"):
+        ClusterSettings.model_validate({"mlflow": {"server_url": "http://mlflow:5000/services/mlflow"}})
+
+
+# -- Trino's front in the hub pod, where the deployment names a Trino ----------------------------
+
+TRINO_DEPLOYMENT = Deployment.model_validate({"services": {
+    "s3": {"endpoint_url": "http://minio.storage.svc.cluster.local:9000", "bucket": "atelier-shared"},
+    "trino": {"url": "http://trino.data.svc.cluster.local:8080", "catalog": "hive", "default_schema": "default",
+              "shared_schemas": ["team"]},
+}})
+TRINO_SETTINGS = SETTINGS.model_copy(update={"trino": SETTINGS.trino.model_copy(update={
+    "schemas_in": "hive",
+    "rules_from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "data"}}}]})})
+
+
+@pytest.fixture(scope="module")
+def trino_values():
+    return render_values(load_profiles(PROFILES), TRINO_DEPLOYMENT, TRINO_SETTINGS)
+
+
+def test_trino_values_open_the_front_to_sessions_and_the_rules_to_the_coordinator_only(trino_values):
+    assert schema_problems(trino_values, _schema()) == []
+    hub = trino_values["hub"]
+    assert hub["service"]["extraPorts"] == [{"name": "culler", "port": 8082, "targetPort": 8082},
+                                            {"name": "usage", "port": 8083, "targetPort": 8083},
+                                            {"name": "trino", "port": 8085, "targetPort": 8085},
+                                            {"name": "trino-rules", "port": 8086, "targetPort": 8086}]
+    assert hub["networkPolicy"]["ingress"] == [
+        {"from": [{"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}],
+         "ports": [{"port": 8082, "protocol": "TCP"}, {"port": 8083, "protocol": "TCP"},
+                   {"port": 8085, "protocol": "TCP"}]},
+        {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "data"}}}],
+         "ports": [{"port": 8086, "protocol": "TCP"}]}]
+    # The JWT key: a Secret the platform makes (never rendered), mounted read-only.
+    assert hub["extraVolumes"] == [{"name": "atelier-trino-jwt", "secret": {
+        "secretName": "atelier-trino-jwt", "defaultMode": 0o400, "items": [{"key": "jwt-hmac", "path": "jwt-hmac"}]}}]
+    assert hub["extraVolumeMounts"] == [{"name": "atelier-trino-jwt", "mountPath": "/etc/atelier/trino-jwt",
+                                         "readOnly": True}]
+    # Sessions reach the front in the hub pod, never the coordinator's port.
+    egress = trino_values["singleuser"]["networkPolicy"]["egress"]
+    assert {"to": [{"podSelector": {}}], "ports": [{"port": 8085, "protocol": "TCP"}]} in egress
+    assert not any(p["port"] == 8080 for rule in egress for p in rule["ports"])
+
+
+def test_values_without_trino_have_no_front(values):
+    hub = values["hub"]
+    assert [p["name"] for p in hub["service"]["extraPorts"]] == ["culler", "usage"]
+    assert "extraVolumes" not in hub and "extraVolumeMounts" not in hub
+
+
+def test_hub_code_runs_the_trino_front_and_sessions_get_its_address(trino_values, tmp_path, monkeypatch):
+    import sys
+
+    c = _chart_hub_config(trino_values, tmp_path / "etc", monkeypatch)
+    (front,) = [svc for svc in c.JupyterHub.services if svc["name"] == "trino"]
+    assert "url" not in front and front["display"] is False  # not behind the proxy: sessions reach hub:8085
+    assert front["command"] == [
+        sys.executable, "-m", "atelier_hub.services.trino_server", "--state", "/srv/jupyterhub/trino",
+        "--backend", "http://trino.data.svc.cluster.local:8080", "--jwt-key-file", "/etc/atelier/trino-jwt/jwt-hmac",
+        "--listen-host", "0.0.0.0", "--front-port", "8085", "--rules-port", "8086", "--schemas-in", "hive",
+        "--shared-schema", "team"]
+    assert {"name": "trino-service", "scopes": ["list:users", "read:users:name"],
+            "services": ["trino"]} in c.JupyterHub.load_roles
+    (user,) = [r for r in c.JupyterHub.load_roles if r["name"] == "user"]
+    assert "access:services!service=trino" in user["scopes"]
+    assert c.AtelierKubeSpawner.server_token_scopes == [
+        "users:activity!user", "access:servers!server", "access:services!service=culler",
+        "access:services!service=trino"]
+    assert c.AtelierKubeSpawner.trino_front_url == "http://hub:8085"
+
+
+def test_a_sessions_trino_settings_name_the_front_with_its_token(trino_values, tmp_path, monkeypatch):
+    from atelier_hub.cluster.kubespawner import AtelierKubeSpawner
+
+    root = tmp_path / "etc"
+    c = _chart_hub_config(trino_values, root, monkeypatch)
+    monkeypatch.setattr(AtelierKubeSpawner, "_deployment", None)  # read once per class
+    spawner = AtelierKubeSpawner.__new__(AtelierKubeSpawner)
+    spawner.deployment_file = c.AtelierKubeSpawner.deployment_file
+    spawner.trino_front_url = c.AtelierKubeSpawner.trino_front_url
+    trino = spawner.deployment.services.trino
+    assert (trino.url, trino.shared_schemas) == ("http://hub:8085", ["team"])
+    env = trino.session_env(SimpleNamespace(username="ben", api_token="TOKEN", config_dir=None))
+    assert env["ATELIER_TRINO_URL"] == "http://hub:8085"
+    assert env["DATABASE_URL"] == "trino://ben:TOKEN@hub:8085/hive/default?allow_insecure_auth=true"
+
+
+def test_both_fronts_in_one_hub_pod_keep_both_secrets_and_distinct_ports():
+    """MLflow's and Trino's fronts together: each Secret mounted (Helm would let one list
+    of volumes replace the other), and no port of the hub pod given twice."""
+    settings = TRINO_SETTINGS.model_copy(update={"mlflow": FRONT_SETTINGS.mlflow})
+    values = render_values(load_profiles(PROFILES), TRINO_DEPLOYMENT, settings)
+    assert schema_problems(values, _schema()) == []
+    hub = values["hub"]
+    assert [v["name"] for v in hub["extraVolumes"]] == ["atelier-trino-jwt", "atelier-mlflow-admin"]
+    assert [m["mountPath"] for m in hub["extraVolumeMounts"]] == ["/etc/atelier/trino-jwt",
+                                                                  "/usr/local/etc/atelier-mlflow"]
+    assert [(p["name"], p["port"]) for p in hub["service"]["extraPorts"]] == [
+        ("culler", 8082), ("usage", 8083), ("mlflow", 8084), ("trino", 8085), ("trino-rules", 8086)]

@@ -38,11 +38,11 @@ INPUTS = f"""
   namespace               = "atelier"
   hub_image               = {{ name = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/atelier/atelier-hub", tag = "0.1.0" }}
   singleuser_image        = {{ name = "quay.io/jupyter/scipy-notebook", tag = "2026-11-30" }}
-  session_service_account = "atelier-session"
+  cluster_name            = "atelier"
   session_role_arn        = "{ROLE}"
   shared_bucket           = "atelier-shared-123456789012"
   region                  = "eu-west-1"
-  mlflow_tracking_uri     = "http://mlflow.atelier.svc.cluster.local:5000"
+  mlflow_server_url       = "http://mlflow.atelier.svc.cluster.local:5000"
   core_node_selector      = {{ "atelier.dev/pool" = "cpu" }}
   private_cidrs           = ["10.0.0.0/16"]
 """
@@ -100,8 +100,10 @@ def test_values_carry_what_the_modules_made(values, outputs):
     deployment = Deployment.model_validate(json.loads(outputs["query"]["deployment_json"]))
     # Exactly the CLI's rendering of those settings: nothing restated by Terraform.
     assert values == render_values(load_profiles(REPO / "profiles"), deployment, settings)
-    assert values["singleuser"]["serviceAccountName"] == "atelier-session"
-    assert settings.identity.role_arn == ROLE
+    # No ServiceAccount shared by every session: each user's own, associated with the
+    # session role by EKS Pod Identity (the hub's spawner makes it).
+    assert "serviceAccountName" not in values["singleuser"]
+    assert (settings.identity.per_user_role_arn, settings.identity.eks_cluster_name) == (ROLE, "atelier")
     # Each user's servers a web origin of their own, at a subdomain of the public URL.
     assert settings.public_url == "https://atelier.example.org"
     assert values["hub"]["config"] == {"JupyterHub": {"subdomain_host": "https://atelier.example.org"}}
@@ -113,13 +115,20 @@ def test_values_carry_what_the_modules_made(values, outputs):
     # IRSA, not keys: no S3 secret anywhere in the values.
     assert deployment.services.s3.bucket == "atelier-shared-123456789012"
     assert deployment.services.s3.secret_access_key is None and "secret_access_key" not in json.dumps(values)
-    # MLflow in the atelier namespace, reached on its own port only.
-    # (and the culler in the hub pod, which the values add: sessions report activity to it)
-    mlflow = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "atelier"}}}],
-              "ports": [{"port": 5000, "protocol": "TCP"}]}
-    assert egress_rules(deployment, settings) == [mlflow]
+    # MLflow in the atelier namespace behind the hub's front: only the hub pod reaches
+    # the server's port; sessions reach the front (8084) and the culler (8082) in the hub
+    # pod, with their hub token (auth `hub`), as in embedded mode.
+    assert settings.mlflow.server_url == "http://mlflow.atelier.svc.cluster.local:5000"
+    assert settings.mlflow.admin_secret == "atelier-mlflow-admin"
+    assert deployment.services.mlflow is None and egress_rules(deployment, settings) == []
+    assert values["hub"]["networkPolicy"]["egress"] == [
+        {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "atelier"}}}],
+         "ports": [{"port": 5000, "protocol": "TCP"}]}]
     assert values["singleuser"]["networkPolicy"]["egress"] == [
-        mlflow, {"to": [{"podSelector": {}}], "ports": [{"port": 8082, "protocol": "TCP"}]}]
+        {"to": [{"podSelector": {}}], "ports": [{"port": 8084, "protocol": "TCP"}]},
+        {"to": [{"podSelector": {}}], "ports": [{"port": 8082, "protocol": "TCP"}]}]
+    shipped = json.loads(values["hub"]["extraFiles"]["atelier-deployment"]["stringData"])
+    assert shipped["services"]["mlflow"] == {"tracking_uri": "http://hub:8084/services/mlflow", "auth": "hub"}
 
 
 def test_a_bad_input_fails_with_the_clis_message(outputs, tmp_path):

@@ -273,3 +273,25 @@ def test_the_mlflow_worker_runs_the_installed_mlflows_auth_app_by_its_own_names(
     keys = configparser.ConfigParser()
     keys.read_string(auth_config(database=Path("/s/auth.db")))
     assert set(keys["mlflow"]) <= set(AuthConfig._fields) | {"authorization_function"}
+
+
+def test_the_mlflow_front_in_cluster_mode_names_what_it_lacks(tmp_path):
+    """`--server-url` (the hub pod's front before the deployment's server) needs the admin
+    password's file; a missing or empty file is named, with the Secret's key to fill."""
+    env = {**os.environ, "JUPYTERHUB_SERVICE_PREFIX": "/services/mlflow/",
+           "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:1"}
+
+    def front(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "atelier_hub.services.mlflow_front", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    done = front("--server-url", "http://127.0.0.1:1")
+    assert done.returncode == 2 and "--server-url needs --admin-password-file" in done.stderr, done.stderr
+    done = front("--server-url", "http://127.0.0.1:1", "--admin-password-file", str(tmp_path / "none"))
+    assert done.returncode == 1 and f"cannot read the MLflow admin password from {tmp_path / 'none'}" in done.stderr
+    assert "mlflow.admin_secret" in done.stderr and "admin-password" in done.stderr
+    (tmp_path / "empty").write_text("\n")
+    done = front("--server-url", "http://127.0.0.1:1", "--admin-password-file", str(tmp_path / "empty"))
+    assert done.returncode == 1 and "is empty" in done.stderr, done.stderr
+    done = front()
+    assert done.returncode == 2 and "without --server-url, --state, --record and --artifacts-destination" in done.stderr

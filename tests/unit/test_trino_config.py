@@ -62,18 +62,146 @@ def test_single_node_on_loopback_only():
 def test_each_user_sees_and_cancels_only_their_own_queries_and_the_service_all():
     files = etc.render_etc(**ETC)
     assert props(files["access-control.properties"]) == {
-        "access-control.name": "file", "security.config-file": "/st/etc/rules.json"}
+        "access-control.name": "file", "security.config-file": "/st/etc/rules.json",
+        "security.refresh-period": "1s"}
     rules = json.loads(files["rules.json"])
     # First match wins: the service's user (a name no hub user can have) sees and cancels
     # all; everyone else runs queries (and, as Trino always allows, sees and cancels their own).
     assert rules["queries"] == [{"user": "service/trino", "allow": ["execute", "kill", "view"]},
                                 {"allow": ["execute"]}]
     assert server.SERVICE_USER == "service/trino"
-    # Catalogs, schemas and tables stay open (no section: all granted); functions and
-    # procedures as well (a file without those sections would allow system.builtin only).
-    assert not {"catalogs", "schemas", "tables"} & set(rules)
-    assert rules["functions"] == [{"privileges": ["EXECUTE", "GRANT_EXECUTE", "OWNERSHIP"]}]
-    assert rules["procedures"] == [{"privileges": ["EXECUTE", "GRANT_EXECUTE"]}]
+    assert rules["system_information"] == [{"allow": ["read"]}]
+
+
+ALL = ["SELECT", "INSERT", "DELETE", "UPDATE", "OWNERSHIP", "GRANT_SELECT"]
+
+
+def test_users_change_tables_only_in_their_own_schema_and_the_shared_ones_admins_everywhere():
+    rules = etc.access_rules(service_user="service/trino", users=["bob", "alice", "root", "j.doe"],
+                             admins=["root"], shared_schemas=["team", "lab"])
+    assert "catalogs" not in rules  # every catalog, as far as the rules below allow
+    assert rules["schemas"] == [
+        {"user": "(service/trino|root)", "owner": True},
+        {"user": "alice", "schema": "users_alice", "owner": True},
+        {"user": "bob", "schema": "users_bob", "owner": True},
+        {"user": "j\\.doe", "schema": "users_j_ddoe", "owner": True},
+        {"user": "root", "schema": "users_root", "owner": True},
+        {"owner": False},
+    ]
+    assert rules["tables"] == [
+        {"user": "(service/trino|root)", "privileges": ALL},
+        {"user": "alice", "schema": "users_alice", "privileges": ALL},
+        {"user": "bob", "schema": "users_bob", "privileges": ALL},
+        {"user": "j\\.doe", "schema": "users_j_ddoe", "privileges": ALL},
+        {"user": "root", "schema": "users_root", "privileges": ALL},
+        {"schema": "(lab|team)", "privileges": ALL},
+        {"privileges": ["SELECT", "GRANT_SELECT"]},  # everyone reads everything
+    ]
+    assert rules["functions"] == [
+        {"user": "(service/trino|root)", "privileges": ["EXECUTE", "GRANT_EXECUTE", "OWNERSHIP"]},
+        {"user": "alice", "schema": "users_alice", "privileges": ["EXECUTE", "GRANT_EXECUTE", "OWNERSHIP"]},
+        {"user": "bob", "schema": "users_bob", "privileges": ["EXECUTE", "GRANT_EXECUTE", "OWNERSHIP"]},
+        {"user": "j\\.doe", "schema": "users_j_ddoe", "privileges": ["EXECUTE", "GRANT_EXECUTE", "OWNERSHIP"]},
+        {"user": "root", "schema": "users_root", "privileges": ["EXECUTE", "GRANT_EXECUTE", "OWNERSHIP"]},
+        {"schema": "(lab|team)", "privileges": ["EXECUTE", "GRANT_EXECUTE", "OWNERSHIP"]},
+        {"privileges": ["EXECUTE", "GRANT_EXECUTE"]},
+    ]
+    # Hive's procedures change any table: admins only; kill_query stays everyone's (the
+    # query rules decide whose queries).
+    assert rules["procedures"] == [{"user": "(service/trino|root)", "privileges": ["EXECUTE", "GRANT_EXECUTE"]},
+                                   {"catalog": "system", "privileges": ["EXECUTE"]}]
+
+
+def test_no_user_no_shared_schema_everyone_reads_and_only_the_service_changes():
+    rules = etc.access_rules(service_user="service/trino")
+    assert rules["schemas"] == [{"user": "(service/trino)", "owner": True}, {"owner": False}]
+    assert rules["tables"] == [{"user": "(service/trino)", "privileges": ALL},
+                               {"privileges": ["SELECT", "GRANT_SELECT"]}]
+
+
+@pytest.mark.parametrize(("name", "schema"), [
+    ("alice", "users_alice"), ("a_b", "users_a__b"), ("a.b", "users_a_db"), ("a-b", "users_a_hb"),
+    ("a_db", "users_a__db"), ("Bo", "users__u000042o"), ("é", "users__u0000e9"), ("ab2", "users_ab2")])
+def test_a_users_schema_name(name, schema):
+    assert etc.user_schema(name) == schema
+
+
+def test_two_users_never_share_a_schema():
+    # Names that a "replace what is not a letter by _" would fold together.
+    names = ["a_b", "a.b", "a-b", "a__b", "a_db", "a.db", "a_hb", "a_u00002eb", "a", "a_", "a__", "a_d", "a."]
+    assert len({etc.user_schema(n) for n in names}) == len(names)
+    rules = etc.access_rules(service_user="s", users=names)
+    assert len(rules["schemas"]) == len(names) + 2
+
+
+def test_the_shared_schemas_setting_is_checked_naming_the_field_and_the_fix():
+    from atelier_hub.services.trino import TrinoService
+    from pydantic import ValidationError
+
+    assert TrinoService(url="http://h:1").shared_schemas is None
+    assert TrinoService(url="http://h:1", shared_schemas=["team", "lab_2"]).shared_schemas == ["team", "lab_2"]
+    for bad, says in (("Team", "lower-case letters"), ("a.b", "lower-case letters"), ("1x", "starting with a letter"),
+                      ("users_bob", "each user's own schema"), ("information_schema", "choose another name")):
+        with pytest.raises(ValidationError) as err:
+            TrinoService(url="http://h:1", shared_schemas=[bad])
+        assert "shared_schemas" in str(err.value) and says in str(err.value), str(err.value)
+
+
+def test_the_shared_schemas_an_admin_wrote_in_the_state_folder_are_kept(tmp_path):
+    from atelier_hub.services.trino import SERVICE as TRINO
+    from atelier_hub.settings import SettingsError
+
+    class Site:
+        root = tmp_path
+
+        def path(self, name):
+            return tmp_path / name
+
+    assert TRINO.kept_shared_schemas(Site()) is None  # no file yet
+    (tmp_path / "deployment.json").write_text(json.dumps({"services": {"trino": {"url": "u", "shared_schemas": ["team"]}}}))
+    assert TRINO.kept_shared_schemas(Site()) == ["team"]
+    (tmp_path / "deployment.json").write_text(json.dumps({"services": {"trino": {"shared_schemas": ["users_x"]}}}))
+    with pytest.raises(SettingsError, match=r"deployment.json: services.trino.shared_schemas: 'users_x' cannot be "
+                                            r"shared: users_NAME is each user's own schema"):
+        TRINO.kept_shared_schemas(Site())
+
+
+def test_atelier_dev_names_a_bad_shared_schema_in_the_state_folder_and_the_fix(tmp_path, capsys, monkeypatch):
+    from atelier_hub import cli
+
+    def start(*args, **kwargs):
+        raise AssertionError(f"atelier dev started {args[0][:2]} despite the bad setting")
+
+    monkeypatch.setattr(cli.subprocess, "Popen", start)  # it must stop before the hub starts
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "deployment.json").write_text(json.dumps({"services": {"trino": {"shared_schemas": ["Team"]}}}))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["dev", "--state", str(state), "--port", str(_process.free_port())])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().endswith("deployment.json: services.trino.shared_schemas: 'Team' is not a schema name: use "
+                                "lower-case letters, digits and '_', starting with a letter (e.g. team_data)"), err
+
+
+def test_the_server_command_passes_the_shared_schemas_and_the_service_may_list_the_hubs_users(tmp_path):
+    from atelier_hub.services import Services
+    from atelier_hub.services.trino import SERVICE as TRINO
+    from atelier_hub.services.trino import TrinoService
+
+    class Site:
+        root = tmp_path
+        ports = {"trino": 18081}
+
+        def path(self, name):
+            return tmp_path / name
+
+    services = Services(trino=TrinoService(url="http://127.0.0.1:18081", shared_schemas=["team", "lab"]))
+    cmd = TRINO.hub_service(Site(), services)["command"]
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--shared-schema"] == ["team", "lab"]
+    assert "--shared-schema" not in TRINO.hub_service(Site(), Services())["command"]
+    # The supervisor reads the hub's users (and who is admin) for Trino's rules.
+    assert TRINO.hub_scopes == ("list:users", "read:users:name")
 
 
 # Both spellings count in powers of 1024: the JVM's -Xmx1G and Trino's DataSize 512MB.

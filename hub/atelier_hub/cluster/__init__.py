@@ -16,3 +16,5 @@ CHART_DIR = "/usr/local/etc/atelier"
 CLUSTER_FILE = "cluster.yaml"
 DEPLOYMENT_FILE = "deployment.json"
 PROFILES_DIR = "profiles"
+#: where the hub pod mounts the Secret of the Trino front's JWT key (cluster settings ``trino.jwt_secret``)
+TRINO_JWT_DIR = "/etc/atelier/trino-jwt"

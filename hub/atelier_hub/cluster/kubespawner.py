@@ -8,6 +8,16 @@ hub API token (and S3 keys, where a deployment has static ones) go into a per-se
 Secret that the pod reads with ``valueFrom.secretKeyRef``; on EKS sessions get S3
 through IRSA (a ServiceAccount annotated with an IAM role) and no key at all.
 
+Per-user S3 accounts (cluster settings ``identity.s3_admin_secret``: an S3-compatible
+store with versitygw's admin API, as in the test cluster): the hub makes each user's
+account with the embedded mode's code (:class:`atelier_hub.services.s3_accounts.S3Accounts`,
+the same policies: ``users/NAME/`` is NAME's alone), keeps the keys on its own volume,
+and puts them in the user's own Secret ``atelier-s3-NAME``, made before the pod; the
+pod's ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` name that Secret
+(``secretKeyRef``), never another user's. Deleting the user (``DELETE
+/hub/api/users/NAME``, which calls :meth:`AtelierKubeSpawner.delete_forever`) deletes
+the account and the Secret; the home PVC stays.
+
 Override order, as in KubeSpawner: spawner config -> profile (``kubespawner_override``
 from :func:`atelier_hub.profiles.to_kubespawner`) -> request (only the profile name).
 
@@ -22,7 +32,11 @@ False`` so homes outlive even an account's removal until an admin deletes them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
+import re
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,14 +52,16 @@ from kubernetes_asyncio.client.models import (
 )
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Integer
+from traitlets import Integer, Unicode
 
 from .. import origins
 from ..image_paths import SESSION_CONFIG_DIR
 from ..profile_spawner import ProfileSpawnerMixin
 from ..profiles import Profile, load_profiles, to_kubespawner, visible_profiles
 from ..services import Deployment
+from ..services.s3_accounts import S3Accounts, S3AdminError
 from ..session import session_env, session_files
+from . import TRINO_JWT_DIR
 from .settings import ClusterSettings, load_cluster_settings
 
 __all__ = ["AtelierKubeSpawner", "configure_kubespawner", "profile_list", "SECRET_ENV"]
@@ -82,6 +98,173 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             c.AtelierKubeSpawner.gpu_servers_per_user = 2
         """,
     )
+
+    s3_accounts_dir = Unicode(
+        "",
+        config=True,
+        help="""
+        Where the hub keeps its users' S3 account keys (on its own volume, 0600) when the
+        deployment's store gets one account per user (cluster settings
+        ``identity.s3_admin_secret``); empty: no per-user accounts (static keys, IRSA or none).
+        The store's root keys come from the hub's environment (``hub.extraEnv``).
+
+            c.AtelierKubeSpawner.s3_accounts_dir = "/srv/jupyterhub/s3-accounts"
+        """,
+    )
+
+    @property
+    def s3_secret_name(self) -> str:
+        """The user's own Secret holding their S3 account's keys (every server of theirs reads it)."""
+        return self._expand_user_properties("atelier-s3-{username}")
+
+    def s3_accounts(self) -> S3Accounts | None:
+        """The store's accounts, where the deployment gives each user one; else None."""
+        s3 = self.deployment.services.s3
+        if not self.s3_accounts_dir or s3 is None or not s3.endpoint_url:
+            return None
+        from .values import S3_ROOT_ENV
+
+        missing = [env for env in S3_ROOT_ENV.values() if not os.environ.get(env)]
+        if missing:
+            msg = (f"S3 accounts: the hub has no {', '.join(missing)}; the Secret that cluster settings' "
+                   "identity.s3_admin_secret names must hold access_key_id and secret_access_key")
+            raise web.HTTPError(500, msg, reason=msg)
+        return S3Accounts(keys_dir=self.s3_accounts_dir, endpoint=s3.endpoint_url, region=s3.region,
+                          root={key: os.environ[env] for key, env in S3_ROOT_ENV.items()},
+                          shared_bucket=s3.bucket, mlflow_bucket=None, service_accounts=())
+
+    async def ensure_s3_secret(self) -> bool:
+        """Make the user's account (first spawn) and their Secret ``atelier-s3-NAME`` holding
+        its keys; False where the deployment has no per-user accounts."""
+        accounts = self.s3_accounts()
+        if accounts is None:
+            return False
+        try:
+            keys = await asyncio.to_thread(accounts.for_user, self.user.name)
+        except S3AdminError as exc:
+            msg = f"your S3 account could not be made: {exc}"
+            raise web.HTTPError(503, msg, reason=msg) from None
+        labels = self._build_common_labels(self._expand_all(self.extra_labels))
+        labels["app.kubernetes.io/component"] = "atelier-s3-keys"
+        manifest = V1Secret(
+            api_version="v1", kind="Secret", type="Opaque",
+            metadata=V1ObjectMeta(name=self.s3_secret_name, labels=labels),
+            data={env: base64.b64encode(keys[key].encode()).decode()
+                  for env, key in (("AWS_ACCESS_KEY_ID", "access_key_id"),
+                                   ("AWS_SECRET_ACCESS_KEY", "secret_access_key"))},
+        )
+        # Replaced whole: the chart's hub Role may create and delete Secrets, not update them.
+        await exponential_backoff(
+            partial(self._ensure_not_exists, "secret", manifest.metadata.name),
+            f"Could not delete the old secret {manifest.metadata.name}",
+            timeout=self.k8s_api_request_retry_timeout,
+        )
+        await exponential_backoff(
+            partial(self._make_create_resource_request, "secret", manifest),
+            f"Could not create secret {manifest.metadata.name}",
+            timeout=self.k8s_api_request_retry_timeout,
+        )
+        return True
+
+    # -- AWS: one ServiceAccount per user, associated with the session role (Pod Identity) ----
+
+    per_user_role_arn = Unicode(
+        "",
+        config=True,
+        help="""
+        IAM role of every user's own ServiceAccount (EKS Pod Identity); empty: none.
+        Each user's pods run as a ServiceAccount named after the user, made by the hub with
+        its association at the first spawn; the role's policy grants ``users/NAME/`` by
+        the session tag ``kubernetes-service-account``.
+
+            c.AtelierKubeSpawner.per_user_role_arn = "arn:aws:iam::123456789012:role/atelier-session"
+        """,
+    )
+    eks_cluster_name = Unicode("", config=True, help="The EKS cluster of ``per_user_role_arn``'s associations.")
+
+    def user_service_account(self) -> str:
+        """The user's own ServiceAccount: their name, which must be a Kubernetes name
+        (the role's policy reads it back as the user's prefix, so no escaping)."""
+        name = self.user.name
+        if not _SA_NAME.fullmatch(name) or len(name) > 253 or name == "default":
+            msg = (f"user name {name!r} cannot name a Kubernetes ServiceAccount (lower-case letters, digits, "
+                   "'-' and '.', not 'default'), which this deployment's per-user S3 identity needs: rename the "
+                   "user, or set identity.per_user_role_arn to null in the cluster settings")
+            raise web.HTTPError(400, msg, reason=msg)
+        return name
+
+    async def ensure_user_service_account(self) -> None:
+        """The user's ServiceAccount and its Pod Identity association, before the pod. A
+        ServiceAccount of that name that the hub did not make (the chart's `hub`) is refused."""
+        from kubernetes_asyncio.client.exceptions import ApiException
+        from kubernetes_asyncio.client.models import V1ServiceAccount
+
+        name = self.user_service_account()
+        try:
+            sa = await self.api.read_namespaced_service_account(name, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            labels = {**_SA_LABELS, **({"hub.jupyter.org/username": name} if len(name) <= 63 else {})}
+            await self.api.create_namespaced_service_account(self.namespace, V1ServiceAccount(
+                metadata=V1ObjectMeta(name=name, labels=labels), automount_service_account_token=False))
+        else:
+            if (sa.metadata.labels or {}).get("app.kubernetes.io/managed-by") != _SA_LABELS["app.kubernetes.io/managed-by"]:
+                msg = (f"ServiceAccount {name!r} in namespace {self.namespace} is not one the hub made for a user: "
+                       "the user cannot run as it; rename the user or set the sessions' namespace "
+                       "(cluster settings' namespace) to one of their own")
+                raise web.HTTPError(409, msg, reason=msg)
+        await asyncio.to_thread(ensure_pod_identity, cluster=self.eks_cluster_name, namespace=self.namespace,
+                                service_account=name, role_arn=self.per_user_role_arn)
+        self.service_account = name
+        # Pod Identity mounts a token of its own; the Kubernetes API needs none of the user's.
+        self.automount_service_account_token = False
+
+    async def delete_forever(self):
+        """The user is deleted (called on their default server's spawner; a named
+        server's deletion keeps the account): their S3 account and Secret go (or their
+        ServiceAccount and its association, on AWS), their PVC stays (``delete_pvc`` is False)."""
+        await super().delete_forever()
+        if not self.name and self.per_user_role_arn:
+            name = self.user_service_account()
+            await asyncio.to_thread(remove_pod_identity, cluster=self.eks_cluster_name, namespace=self.namespace,
+                                    service_account=name)
+            await exponential_backoff(
+                partial(self._ensure_not_exists, "service_account", name),
+                f"Could not delete service account {name}",
+                timeout=self.k8s_api_request_retry_timeout,
+            )
+        accounts = None if self.name else self.s3_accounts()
+        if accounts is None:
+            return
+        try:
+            await asyncio.to_thread(accounts.remove_user, self.user.name)
+        except S3AdminError as exc:
+            # The key file is in removed/: the account goes at this user's next creation.
+            self.log.warning("S3: %s's account is deleted once the store answers (%s)", self.user.name, exc)
+        await exponential_backoff(
+            partial(self._ensure_not_exists, "secret", self.s3_secret_name),
+            f"Could not delete secret {self.s3_secret_name}",
+            timeout=self.k8s_api_request_retry_timeout,
+        )
+
+
+    trino_front_url = Unicode(
+        "",
+        config=True,
+        help="""Where sessions reach Trino's front in the hub pod (:func:`update_trino`), in
+        place of the coordinator the deployment names; empty: the deployment's URL.""",
+    )
+
+    @property
+    def deployment(self):
+        deployment = super().deployment
+        trino = deployment.services.trino
+        if not self.trino_front_url or trino is None:
+            return deployment
+        services = deployment.services.model_copy(update={"trino": trino.model_copy(
+            update={"url": self.trino_front_url})})
+        return deployment.model_copy(update={"services": services})
 
     @property
     def env_secret_name(self) -> str:
@@ -157,6 +340,10 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         self._secret_env = {k: env[k] for k in SECRET_ENV if isinstance(env.get(k), str) and env[k]}
         for key in self._secret_env:
             env[key] = {"valueFrom": {"secretKeyRef": {"name": self.env_secret_name, "key": key}}}
+        if getattr(self, "_s3_own_keys", False):
+            # The user's own account (ensure_s3_secret): their Secret, no other.
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                env[key] = {"valueFrom": {"secretKeyRef": {"name": self.s3_secret_name, "key": key}}}
         return env
 
     def _session_files(self) -> dict[str, str]:
@@ -182,6 +369,10 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         return {f"file-{i}": text for i, (_, text) in enumerate(sorted(self._session_files().items()))}
 
     async def get_pod_manifest(self):
+        # The user's S3 Secret (or ServiceAccount) exists before the pod names it.
+        self._s3_own_keys = await self.ensure_s3_secret()
+        if self.per_user_role_arn:
+            await self.ensure_user_service_account()
         pod = await super().get_pod_manifest()  # calls get_env, which fills _secret_env
         files = sorted(self._session_files())
         if files:
@@ -219,6 +410,38 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         )
 
 
+_SA_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
+_SA_LABELS = {"app.kubernetes.io/managed-by": "atelier-hub", "app.kubernetes.io/component": "atelier-user-identity"}
+
+
+def _eks():
+    import boto3  # the hub's own role (Pod Identity of the hub's ServiceAccount)
+
+    return boto3.client("eks")
+
+
+def ensure_pod_identity(*, cluster: str, namespace: str, service_account: str, role_arn: str) -> None:
+    """The association of ``service_account`` with ``role_arn`` (made if missing; one with
+    another role is replaced). ref: https://docs.aws.amazon.com/eks/latest/userguide/pod-id-association.html"""
+    eks = _eks()
+    for found in eks.list_pod_identity_associations(clusterName=cluster, namespace=namespace,
+                                                    serviceAccount=service_account)["associations"]:
+        current = eks.describe_pod_identity_association(clusterName=cluster, associationId=found["associationId"])
+        if current["association"]["roleArn"] == role_arn:
+            return
+        eks.delete_pod_identity_association(clusterName=cluster, associationId=found["associationId"])
+    eks.create_pod_identity_association(clusterName=cluster, namespace=namespace, serviceAccount=service_account,
+                                        roleArn=role_arn)
+
+
+def remove_pod_identity(*, cluster: str, namespace: str, service_account: str) -> None:
+    """Delete ``service_account``'s associations (a removed user's)."""
+    eks = _eks()
+    for found in eks.list_pod_identity_associations(clusterName=cluster, namespace=namespace,
+                                                    serviceAccount=service_account)["associations"]:
+        eks.delete_pod_identity_association(clusterName=cluster, associationId=found["associationId"])
+
+
 # -- configuration: one update_<section> each; only sets, never appends ---------------------
 
 
@@ -247,10 +470,18 @@ def update_storage(c, settings: ClusterSettings) -> None:
         s.storage_class = st.storage_class
     s.volumes = {"home": {"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}}
     s.volume_mounts = {"home": {"name": "home", "mountPath": st.home_mount_path}}
-    s.delete_pvc = False
+
+
+#: where the hub in the chart keeps its users' S3 keys: its own volume (hub.db.pvc), 0600
+S3_ACCOUNTS_DIR = "/srv/jupyterhub/s3-accounts"
 
 
 def update_identity(c, settings: ClusterSettings) -> None:
+    if settings.identity.per_user_role_arn:
+        c.AtelierKubeSpawner.per_user_role_arn = settings.identity.per_user_role_arn
+        c.AtelierKubeSpawner.eks_cluster_name = settings.identity.eks_cluster_name or ""
+    if settings.identity.s3_admin_secret:
+        c.AtelierKubeSpawner.s3_accounts_dir = S3_ACCOUNTS_DIR
     if settings.identity.service_account:
         c.AtelierKubeSpawner.service_account = settings.identity.service_account
         # IRSA's web-identity token is a projected volume that needs the SA token mount.
@@ -296,13 +527,96 @@ def update_usage(c, settings: ClusterSettings) -> None:
     usage = {"name": "usage", "display": True, "oauth_no_confirm": True, "url": f"http://hub:{port}",
              "command": [*usage_command(USAGE_FILE), "--listen", f"0.0.0.0:{port}"]}
     c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != "usage"), usage]
-    # The chart may have set a `user` role (hub.loadRoles): the scope joins it.
+    _user_role_scopes(c, SERVICE.session_scopes)
+
+
+def _user_role_scopes(c, scopes) -> None:
+    """``scopes`` join the `user` role; the chart may have set one (hub.loadRoles)."""
     roles = [dict(r) for r in c.JupyterHub.get("load_roles", [])]
     user = next((r for r in roles if r.get("name") == "user"), None)
     if user is None:
         roles.append(user := {"name": "user", "scopes": ["self"]})
-    user["scopes"] = [*user.get("scopes", []), *(s for s in SERVICE.session_scopes if s not in user.get("scopes", []))]
+    user["scopes"] = [*user.get("scopes", []), *(s for s in scopes if s not in user.get("scopes", []))]
     c.JupyterHub.load_roles = roles
+
+
+def update_mlflow(c, settings: ClusterSettings) -> None:
+    """The MLflow front (:mod:`atelier_hub.services.mlflow_front`, the embedded mode's
+    code) as a hub service in the hub pod, before the deployment's MLflow server
+    (``--server-url``), with the admin password from the Secret the chart mounts in this
+    pod alone (:func:`atelier_hub.cluster.values.mlflow_front_values`). Sessions get
+    ``http://hub:PORT/services/mlflow`` and their hub token (the rendered deployment
+    settings, :func:`atelier_hub.cluster.values.mlflow_front_deployment`); their token
+    and every user may reach the service, as in embedded mode."""
+    import sys
+
+    from ..services.mlflow import PREFIX, SERVICE
+    from .values import MLFLOW_SECRET_DIR
+
+    front = settings.mlflow
+    if not front.server_url:
+        return
+    public = f"{settings.public_url}{PREFIX}" if settings.public_url else PREFIX
+    mlflow = {"name": SERVICE.name, "display": True, "oauth_no_confirm": True, "url": f"http://hub:{front.port}",
+              "command": [sys.executable, "-m", "atelier_hub.services.mlflow_front",
+                          "--server-url", front.server_url,
+                          "--admin-password-file", f"{MLFLOW_SECRET_DIR}/admin-password",
+                          "--listen", f"0.0.0.0:{front.port}", "--public-url", public]}
+    c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != SERVICE.name),
+                             mlflow]
+    _user_role_scopes(c, SERVICE.session_scopes)
+    s = c.AtelierKubeSpawner
+    # The session's own token reaches the front (update_culling may have set the list;
+    # else JupyterHub's `server` role: these two).
+    base = list(s.server_token_scopes) if "server_token_scopes" in s else ["users:activity!user",
+                                                                           "access:servers!server"]
+    s.server_token_scopes = [*base, *(x for x in SERVICE.session_scopes if x not in base)]
+
+
+#: the front's folder on the hub's volume (its rules file, for the record)
+TRINO_STATE = "/srv/jupyterhub/trino"
+
+
+def trino_front_command(settings: ClusterSettings, trino) -> list[str]:
+    """The Trino front's command line in the hub pod (``trino``: the deployment's
+    ``TrinoService``, whose ``url`` is the coordinator)."""
+    front = settings.trino
+    cmd = [sys.executable, "-m", "atelier_hub.services.trino_server", "--state", TRINO_STATE,
+           "--backend", trino.url, "--jwt-key-file", f"{TRINO_JWT_DIR}/jwt-hmac",
+           "--listen-host", "0.0.0.0", "--front-port", str(front.port), "--rules-port", str(front.rules_port)]
+    if front.schemas_in:
+        cmd += ["--schemas-in", front.schemas_in]
+    for schema in trino.shared_schemas or []:
+        cmd += ["--shared-schema", schema]
+    return cmd
+
+
+def update_trino(c, settings: ClusterSettings, deployment: Deployment) -> None:
+    """Trino's front as a hub service in the hub pod, where the deployment names a
+    Trino: the same code as the embedded mode's front, before the platform's coordinator.
+    Sessions get its address (``http://hub:PORT``) and a token that may use it; it reads
+    the hub's users for the coordinator's rules. The values mount the JWT key's Secret
+    and open the two ports (:func:`atelier_hub.cluster.values.render_values`)."""
+    from ..services.trino import HUB_SCOPES
+    from ..services.trino import SERVICE as TRINO
+
+    trino = deployment.services.trino
+    if trino is None:
+        return
+    front = {"name": "trino", "display": False, "command": trino_front_command(settings, trino)}
+    c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != "trino"), front]
+    roles = [dict(r) for r in c.JupyterHub.get("load_roles", []) if r.get("name") != "trino-service"]
+    roles.append({"name": "trino-service", "scopes": list(HUB_SCOPES), "services": ["trino"]})
+    # Every user's role, and each server's token, may use the front (as in the embedded mode).
+    user = next((r for r in roles if r.get("name") == "user"), None)
+    if user is None:
+        roles.append(user := {"name": "user", "scopes": ["self"]})
+    user["scopes"] = [*user.get("scopes", []), *(s for s in TRINO.session_scopes if s not in user.get("scopes", []))]
+    c.JupyterHub.load_roles = roles
+    scopes = list(c.AtelierKubeSpawner.get("server_token_scopes", None)
+                  or ["users:activity!user", "access:servers!server"])
+    c.AtelierKubeSpawner.server_token_scopes = [*scopes, *(s for s in TRINO.session_scopes if s not in scopes)]
+    c.AtelierKubeSpawner.trino_front_url = f"http://hub:{settings.trino.port}"
 
 
 def update_origins(c, settings: ClusterSettings) -> None:
@@ -354,6 +668,10 @@ def configure_kubespawner(
                     deployment_file=str(deployment_file) if deployment_file else None)
     if storage:
         update_storage(c, settings)
+    # Homes outlive even a user's removal (`DELETE /hub/api/users/NAME` calls
+    # delete_forever) until an admin deletes them; with the chart too, whose values set
+    # the storage but not this (KubeSpawner's default deletes the PVC).
+    c.AtelierKubeSpawner.delete_pvc = False
     update_identity(c, settings)
     # `atelier kubeconfig`: a per-user identity reaching only the user's own pods.
     from .attach import update_attach
@@ -361,4 +679,9 @@ def configure_kubespawner(
     update_attach(c, api_server_url=settings.attach.api_server_url, max_seconds=settings.attach.max_token_seconds)
     update_culling(c, settings, profiles_dir=str(profiles_dir))
     update_usage(c, settings)
+    update_mlflow(c, settings)
+    if deployment_file:
+        from ..services import load_deployment
+
+        update_trino(c, settings, load_deployment(deployment_file))
     return settings

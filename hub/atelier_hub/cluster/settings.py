@@ -117,6 +117,64 @@ class UsagePage(StrictModel):
                       "proxy reaches it through the hub's Service (`http://hub:PORT`).")
 
 
+class MLflowFront(StrictModel):
+    """MLflow behind the hub's login, as in embedded mode: the MLflow front (the same
+    code) runs in the hub pod as a hub service before the deployment's own tracking
+    server, which runs MLflow's auth app. The front makes one MLflow account per hub
+    user (passwords derived from the admin password: nothing stored); sessions get
+    `http://hub:PORT/services/mlflow` and their hub token; only the hub pod may reach
+    the server (the network policy)."""
+
+    server_url: str | None = Field(None, description="The deployment's MLflow tracking server, e.g. "
+                                   "`http://mlflow.atelier.svc.cluster.local:5000`, run as `mlflow server "
+                                   "--app-name basic-auth --static-prefix /services/mlflow` with admin user "
+                                   "`service/mlflow`; null: no front (the deployment settings' `mlflow`, if any, "
+                                   "is used as it is).")
+    port: int = Field(8084, gt=1024, lt=65536, description="Port of the MLflow front in the hub pod; sessions "
+                      "reach it at `http://hub:PORT/services/mlflow`, browsers through the proxy.")
+    admin_secret: str = Field("atelier-mlflow-admin", description="Kubernetes Secret in the hub's namespace "
+                              "whose key `admin-password` holds the server's admin password; mounted in the hub "
+                              "pod only (terraform/modules/atelier makes it from Secrets Manager).")
+
+    @field_validator("server_url")
+    @classmethod
+    def _server_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+            raise ValueError(f"{url!r} is not the server's base URL: write it as "
+                             "http://mlflow.NAMESPACE.svc.cluster.local:5000 (scheme, host, port; the front adds "
+                             "/services/mlflow, the server's --static-prefix)")
+        return url.rstrip("/")
+
+
+class TrinoFront(StrictModel):
+    """Trino's front, a hub service in the hub pod, where the deployment names a Trino
+    (``services.trino.url``: the platform's coordinator). Sessions get the front's
+    address (`http://hub:PORT`) and their hub token; the front runs each query as the
+    token's user with a JWT signed with the key in ``jwt_secret``, which the coordinator
+    alone checks, and serves the coordinator its table rules (README, "Trino on a cluster")."""
+
+    port: int = Field(8085, gt=1024, lt=65536, description="Port of the front in the hub pod; sessions reach it "
+                      "at `http://hub:PORT`.")
+    rules_port: int = Field(8086, gt=1024, lt=65536, description="Port where the front serves the coordinator its "
+                            "rules (`http://hub.NAMESPACE.svc:PORT/rules.json`, the coordinator's "
+                            "`security.config-file`).")
+    jwt_secret: str = Field("atelier-trino-jwt", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                            description="Kubernetes Secret in the hub's namespace holding `jwt-hmac`: the base64 "
+                            "HMAC key the front signs with and the coordinator checks (its "
+                            "`http-server.authentication.jwt.key-file`); made by the platform, never rendered.")
+    rules_from: list[dict] = Field(default_factory=lambda: [{"namespaceSelector": {}}],
+                                   description="NetworkPolicy peers allowed to read the rules (the coordinator's "
+                                   "pods), e.g. `[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: "
+                                   "trino}}}]`; default: any pod of the cluster (the rules hold user names only).")
+    schemas_in: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*$",
+                                   description="Catalog where the front makes each user's schema `users_NAME` "
+                                   "(e.g. `hive`); null: users make their own (`CREATE SCHEMA CATALOG.users_NAME`, "
+                                   "which the rules let them).")
+
+
 class SessionIdentity(StrictModel):
     """How sessions reach cloud services without keys in the pod spec.
 
@@ -126,6 +184,22 @@ class SessionIdentity(StrictModel):
 
     service_account: str | None = Field(None, description="ServiceAccount of session pods; null: none made.")
     role_arn: str | None = Field(None, description="IAM role for IRSA, e.g. arn:aws:iam::123456789012:role/atelier-session")
+    per_user_role_arn: str | None = Field(
+        None, description="AWS S3 with one identity per user (EKS Pod Identity): the IAM role every user's "
+        "ServiceAccount is associated with, e.g. arn:aws:iam::123456789012:role/atelier-session (terraform's "
+        "identity module). Each user's pods run as a ServiceAccount named after the user (the hub makes it and "
+        "its Pod Identity association at the first spawn); the role's policy reads the ServiceAccount's name "
+        "from the session tag `kubernetes-service-account`, so `users/NAME/` is NAME's alone. Needs "
+        "`eks_cluster_name`. Null: every session shares `service_account` (or none).")
+    eks_cluster_name: str | None = Field(None, description="The EKS cluster's name, for `per_user_role_arn`'s "
+                                         "Pod Identity associations.")
+    s3_admin_secret: str | None = Field(
+        None, description="One S3 account per hub user on an S3-compatible store with versitygw's admin API "
+        "(the deployment's `s3.endpoint_url`, without static keys): the name of a Secret in the hub's "
+        "namespace holding the store's root keys as `access_key_id` and `secret_access_key`. The hub makes "
+        "each user's account at their first spawn (`users/NAME/` in the shared bucket is theirs alone, as "
+        "in embedded mode) and gives their pods its keys only, through a Secret of their own "
+        "(`atelier-s3-NAME`); removing the user deletes both. Null: no per-user accounts.")
 
 
 class NodePools(StrictModel):
@@ -170,6 +244,10 @@ class ClusterSettings(StrictModel):
     storage: Storage = Field(Storage(), description="Home volumes.")
     culling: Culling = Field(Culling(), description="Stopping idle servers.")
     usage: UsagePage = Field(UsagePage(), description="The usage page of the hub's admins.")
+    mlflow: MLflowFront = Field(MLflowFront(), description="MLflow behind the hub's login (the MLflow front in "
+                                "the hub pod).")
+    trino: TrinoFront = Field(TrinoFront(), description="Trino's front in the hub pod, where the deployment "
+                              "names a Trino.")
     gpu_servers_per_user: int = Field(1, ge=0, description="Concurrent GPU servers per user; 0: none.")
     named_servers_per_user: int = Field(5, ge=0, description="Named servers a user may have besides the default.")
     node_pools: NodePools = Field(NodePools(), description="Where the chart's own pods run.")

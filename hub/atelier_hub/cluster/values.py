@@ -32,7 +32,7 @@ from ..profiles import Profile, ProfileError, format_memory, load_profiles
 from ..services import Deployment, SettingsError, load_deployment
 from ..services.culler import PREFIX as CULLER_PREFIX
 from ..services.culler import CullerService
-from . import CHART_DIR, CLUSTER_FILE, DEPLOYMENT_FILE, PROFILES_DIR
+from . import CHART_DIR, CLUSTER_FILE, DEPLOYMENT_FILE, PROFILES_DIR, TRINO_JWT_DIR
 from .settings import ClusterSettings, ClusterSettingsError, load_cluster_settings
 
 __all__ = [
@@ -45,6 +45,8 @@ __all__ = [
     "cmd_render_values",
     "main_render",
     "add_render_parser",
+    "s3_accounts_hub_values",
+    "S3_ROOT_ENV",
 ]
 
 # Where the hub pod finds Atelier's inputs (mounted from hub.extraFiles, a Secret).
@@ -100,40 +102,164 @@ def egress_rules(deployment: Deployment, settings: ClusterSettings) -> list[dict
     """
     rules: list[dict[str, Any]] = []
     for _service, url in _endpoints(deployment):
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 80)
-        try:
-            ip = ipaddress.ip_address(host)
-            to = [{"ipBlock": {"cidr": f"{ip}/{ip.max_prefixlen}"}}]
-        except ValueError:
-            labels = host.split(".")
-            if len(labels) == 1:
-                to = [{"podSelector": {}}]
-            elif len(labels) == 2 or labels[2:] in (["svc"], ["svc", "cluster", "local"]):
-                to = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": labels[1]}}}]
-            else:
-                to = [{"ipBlock": {"cidr": cidr}} for cidr in settings.private_cidrs]
-        rule = {"to": to, "ports": [{"port": port, "protocol": "TCP"}]}
-        if rule not in rules:
-            rules.append(rule)
+        for rule in _egress_to(url, settings):
+            if rule not in rules:
+                rules.append(rule)
     return rules
 
 
-def _service_ports_hub_values(settings: ClusterSettings) -> dict[str, Any]:
+def _egress_to(url: str, settings: ClusterSettings) -> list[dict[str, Any]]:
+    """The egress rule opening ``url``'s host on its port only (see :func:`egress_rules`)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 80)
+    try:
+        ip = ipaddress.ip_address(host)
+        to = [{"ipBlock": {"cidr": f"{ip}/{ip.max_prefixlen}"}}]
+    except ValueError:
+        labels = host.split(".")
+        if len(labels) == 1:
+            to = [{"podSelector": {}}]
+        elif len(labels) == 2 or labels[2:] in (["svc"], ["svc", "cluster", "local"]):
+            to = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": labels[1]}}}]
+        else:
+            to = [{"ipBlock": {"cidr": cidr}} for cidr in settings.private_cidrs]
+    return [{"to": to, "ports": [{"port": port, "protocol": "TCP"}]}]
+
+
+def _as_sessions_see_it(deployment: Deployment, settings: ClusterSettings) -> Deployment:
+    """The deployment with Trino at its front in the hub pod (``http://hub:PORT``), as
+    sessions get it: their egress goes there, never to the coordinator itself."""
+    trino = deployment.services.trino
+    if trino is None:
+        return deployment
+    services = deployment.services.model_copy(update={"trino": trino.model_copy(
+        update={"url": f"http://hub:{settings.trino.port}"})})
+    return deployment.model_copy(update={"services": services})
+
+
+def _service_ports_hub_values(settings: ClusterSettings, deployment: Deployment | None = None) -> dict[str, Any]:
     """The hub's Service and network policy open the ports of the hub pod's own services:
-    the culler's to sessions (activity reports), the usage page's to the proxy. Both are
-    pods the chart labels as allowed to reach the hub."""
+    the culler's to sessions (activity reports), the usage page's to the proxy, the
+    MLflow front's to both, and, where the deployment names a Trino, Trino's front to
+    sessions and its rules port to the coordinator (``trino.rules_from``). All but the
+    last are pods the chart labels as allowed to reach the hub. The hub pod mounts the
+    Trino front's JWT key."""
     ports = {name: port for name, port, on in (("culler", settings.culling.port, settings.culling.enabled),
-                                               ("usage", settings.usage.port, settings.usage.enabled)) if on}
+                                               ("usage", settings.usage.port, settings.usage.enabled),
+                                               ("mlflow", settings.mlflow.port, bool(settings.mlflow.server_url)))
+             if on}
+    trino = deployment is not None and deployment.services.trino is not None
+    if trino:
+        ports["trino"] = settings.trino.port
     if not ports:
         return {}
-    return {
+    values: dict[str, Any] = {
         "service": {"extraPorts": [{"name": name, "port": port, "targetPort": port} for name, port in ports.items()]},
         "networkPolicy": {"ingress": [{
             "from": [{"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}],
             "ports": [{"port": port, "protocol": "TCP"} for port in ports.values()]}]},
     }
+    if trino:
+        front = settings.trino
+        values["service"]["extraPorts"].append(
+            {"name": "trino-rules", "port": front.rules_port, "targetPort": front.rules_port})
+        values["networkPolicy"]["ingress"].append(
+            {"from": list(front.rules_from), "ports": [{"port": front.rules_port, "protocol": "TCP"}]})
+        values["extraVolumes"] = [{"name": "atelier-trino-jwt", "secret": {
+            "secretName": front.jwt_secret, "defaultMode": 0o400, "items": [{"key": "jwt-hmac", "path": "jwt-hmac"}]}}]
+        values["extraVolumeMounts"] = [{"name": "atelier-trino-jwt", "mountPath": TRINO_JWT_DIR, "readOnly": True}]
+    return values
+
+
+def _hub_pod_values(settings: ClusterSettings, deployment: Deployment) -> dict[str, Any]:
+    """What the hub pod's own services add to ``hub``: ports and policies, the MLflow
+    front's Secret and egress, the Trino front's key, the S3 root keys' environment.
+    Maps merge as Helm merges them; the volume lists are joined (Helm would replace one
+    list with the other)."""
+    parts = [_service_ports_hub_values(settings, deployment), mlflow_front_values(settings),
+             s3_accounts_hub_values(deployment, settings)]
+    merged: dict[str, Any] = {}
+    for part in parts:
+        lists = {k: merged.get(k, []) + part[k] for k in ("extraVolumes", "extraVolumeMounts") if k in part}
+        merged = {**merge_values(merged, part), **lists}
+    return merged
+
+
+#: the hub's environment variables holding the store's root keys (from the platform's Secret)
+S3_ROOT_ENV = {"access_key_id": "ATELIER_S3_ROOT_ACCESS_KEY_ID", "secret_access_key": "ATELIER_S3_ROOT_SECRET_ACCESS_KEY"}
+
+
+def s3_accounts_hub_values(deployment: Deployment, settings: ClusterSettings) -> dict[str, Any]:
+    """Per-user S3 accounts (``identity.s3_admin_secret``): the hub reads the store's root
+    keys from the platform's Secret (``hub.extraEnv`` with ``secretKeyRef``: the keys are
+    never in the values). The chart's hub Role already creates, reads and deletes Secrets,
+    which is all the hub does with each user's ``atelier-s3-NAME``.
+
+    Raises :class:`ClusterSettingsError` where the deployment's S3 cannot have accounts.
+
+    >>> from atelier_hub.services import Deployment
+    >>> d = Deployment.model_validate({"services": {"s3": {"endpoint_url": "http://s3:7070", "bucket": "b"}}})
+    >>> st = ClusterSettings.model_validate({"identity": {"s3_admin_secret": "s3-root"}})
+    >>> s3_accounts_hub_values(d, st)["extraEnv"]["ATELIER_S3_ROOT_ACCESS_KEY_ID"]
+    {'valueFrom': {'secretKeyRef': {'name': 's3-root', 'key': 'access_key_id'}}}
+    """
+    secret = settings.identity.s3_admin_secret
+    if not secret:
+        return {}
+    s3 = deployment.services.s3
+    if s3 is None or not s3.endpoint_url:
+        raise ClusterSettingsError(
+            "identity.s3_admin_secret: per-user S3 accounts need an S3-compatible store with versitygw's admin "
+            "API; set services.s3.endpoint_url (and bucket) in the deployment settings, or remove "
+            "identity.s3_admin_secret (on AWS S3 itself, use identity.per_user_role_arn)")
+    if s3.access_key_id or s3.secret_access_key:
+        raise ClusterSettingsError(
+            "services.s3.access_key_id: static keys would reach every session, but identity.s3_admin_secret "
+            "gives each user their own account; remove access_key_id and secret_access_key from the "
+            "deployment settings (the root keys belong in the Secret identity.s3_admin_secret names)")
+    return {"extraEnv": {env: {"valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+                         for key, env in S3_ROOT_ENV.items()}}
+
+
+# Where the hub pod mounts the MLflow admin Secret (cluster settings' mlflow.admin_secret).
+MLFLOW_SECRET_DIR = "/usr/local/etc/atelier-mlflow"
+
+
+def mlflow_front_values(settings: ClusterSettings) -> dict[str, Any]:
+    """The hub pod's part of the MLflow front (:class:`.settings.MLflowFront`): the admin
+    Secret mounted read-only in the hub pod alone, and the hub's egress to the server on
+    its own port. Sessions get no rule to the server: their egress (``privateIPs:
+    false``) reaches the front only, in the hub pod."""
+    front = settings.mlflow
+    if not front.server_url:
+        return {}
+    return {
+        "extraVolumes": [{"name": "atelier-mlflow-admin",
+                          "secret": {"secretName": front.admin_secret, "defaultMode": 0o440,
+                                     "items": [{"key": "admin-password", "path": "admin-password"}]}}],
+        "extraVolumeMounts": [{"name": "atelier-mlflow-admin", "mountPath": MLFLOW_SECRET_DIR, "readOnly": True}],
+        "networkPolicy": {"egress": _egress_to(front.server_url, settings)},
+    }
+
+
+def mlflow_front_deployment(deployment: Deployment, settings: ClusterSettings) -> Deployment:
+    """The deployment settings the hub and the sessions get when the MLflow front runs:
+    MLflow is the front's URL in the hub pod, behind the hub's login (``auth: hub``, the
+    session's hub token), exactly as in embedded mode; the server's own URL is the
+    front's only (cluster settings)."""
+    from ..services.mlflow import PREFIX, MLflowService
+
+    if not settings.mlflow.server_url:
+        return deployment
+    if deployment.services.mlflow is not None:
+        raise ClusterSettingsError(
+            "mlflow.server_url (cluster settings) and services.mlflow (deployment settings) are both set: "
+            "with the MLflow front, sessions reach MLflow through the hub; remove services.mlflow from the "
+            "deployment settings")
+    services = deployment.services.model_copy(update={"mlflow": MLflowService(
+        tracking_uri=f"http://hub:{settings.mlflow.port}{PREFIX}", auth="hub")})
+    return deployment.model_copy(update={"services": services})
 
 
 def storage_values(settings: ClusterSettings) -> dict[str, Any]:
@@ -185,6 +311,7 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
         services = deployment.services.model_copy(update={"culler": CullerService(
             url=f"http://hub:{culling.port}{CULLER_PREFIX}")})
         deployment = deployment.model_copy(update={"services": services})
+    deployment = mlflow_front_deployment(deployment, settings)
     files["atelier-deployment"] = {
         "mountPath": f"{ETC}/{DEPLOYMENT_FILE}",
         "stringData": json.dumps(deployment.model_dump(mode="json", exclude_none=True), indent=2) + "\n",
@@ -206,12 +333,19 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
                 "dnsPortsPrivateIPs": True,
                 "cloudMetadataServer": False,
             },
-            "egress": egress_rules(deployment, settings),
+            "egress": egress_rules(_as_sessions_see_it(deployment, settings), settings),
         },
         # Profiles come from hub.extraConfig (a callable that filters by group).
         "profileList": [],
     }
-    if settings.identity.service_account:
+    if settings.identity.per_user_role_arn:
+        if not settings.identity.eks_cluster_name:
+            raise ClusterSettingsError(
+                "identity.eks_cluster_name: not set; identity.per_user_role_arn needs the EKS cluster's name "
+                "for each user's Pod Identity association, e.g. `eks_cluster_name: atelier` (terraform's "
+                "cluster module output `cluster_name`)")
+        # Each user's pods name their own ServiceAccount (the hub's spawner): none shared.
+    elif settings.identity.service_account:
         singleuser["serviceAccountName"] = settings.identity.service_account
     return {
         "hub": {
@@ -224,7 +358,7 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
             "allowNamedServers": True,
             "namedServerLimitPerUser": settings.named_servers_per_user,
             "extraFiles": files,
-            **_service_ports_hub_values(settings),
+            **_hub_pod_values(settings, deployment),
             "extraConfig": {
                 "atelier.py": (
                     "# Atelier: the same entry as every hub (hub/jupyterhub_config.py). It finds the\n"

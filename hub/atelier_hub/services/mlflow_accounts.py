@@ -2,7 +2,8 @@
 their passwords.
 
 Rule this module keeps: passwords are generated here, kept in one 0600 file of the
-state folder, never logged, and sent only to MLflow's private server. An account
+state folder (embedded mode) or derived from the admin password (cluster mode,
+:class:`DerivedCredentials`), never logged, and sent only to MLflow's server. An account
 follows its hub identity (admin as on the hub) and owns its default experiment
 ``users/NAME``, made as that user. A database whose admin password was lost is set
 aside (its permissions with it) rather than locking the front out.
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -24,7 +27,7 @@ from ..private_files import write_private
 from .mlflow import personal_experiment
 from .mlflow_server import FRONT_USER, MLFLOW_AUTH_ENV, Backend, auth_config
 
-__all__ = ["Credentials", "Accounts", "prepare_auth"]
+__all__ = ["Credentials", "DerivedCredentials", "Accounts", "prepare_auth"]
 
 
 class Credentials:
@@ -54,13 +57,45 @@ class Credentials:
         return "Basic " + base64.b64encode(f"{name}:{self._data[name]}".encode()).decode()
 
 
+class DerivedCredentials:
+    """Cluster mode: the front's admin password is the deployment's (a Secret mounted in
+    the hub pod), and each account's password is derived from it (HMAC-SHA256 of the
+    account's name), so nothing new is stored: a new hub pod, or a second one, gives
+    every account the same password again, and a changed admin password changes them
+    all (the front sets each again on its user's next request, :meth:`Accounts._provision`).
+    Same interface as :class:`Credentials`.
+
+    >>> c = DerivedCredentials("s3cret")
+    >>> c.get("ada") == DerivedCredentials("s3cret").get("ada") != c.get("bob"), c.get(FRONT_USER)
+    (True, 's3cret')
+    >>> DerivedCredentials("other").get("ada") == c.get("ada")
+    False
+    """
+
+    def __init__(self, admin_password: str):
+        if not admin_password:
+            raise ValueError("the MLflow admin password is empty")
+        self._admin = admin_password
+
+    def get(self, name: str) -> str:
+        if name == FRONT_USER:
+            return self._admin
+        digest = hmac.new(self._admin.encode(), f"atelier-mlflow-account:{name}".encode(), hashlib.sha256)
+        return base64.urlsafe_b64encode(digest.digest()).decode().rstrip("=")
+
+    new = get
+
+    def header(self, name: str) -> str:
+        return "Basic " + base64.b64encode(f"{name}:{self.get(name)}".encode()).decode()
+
+
 class Accounts:
     """Each hub identity's own account in MLflow's auth app, made from the hub on its
     first request after a start (MLflow's own user store and permission model decide
     the rest): its password, whether it is an MLflow admin (as on the hub), and its
     default experiment ``users/NAME``, created as that user so that it is theirs."""
 
-    def __init__(self, *, credentials: Credentials, backend: Backend, prefix: str):
+    def __init__(self, *, credentials: Credentials | DerivedCredentials, backend: Backend, prefix: str):
         self.credentials, self.backend, self.prefix = credentials, backend, prefix
         self.known: dict[str, bool] = {FRONT_USER: True}
         self._lock = asyncio.Lock()

@@ -26,7 +26,15 @@ ready by :class:`._process.ReadyWatch`: its own process group, restarted if it d
 ended with this process. What the two fronts share (header filters, JSON errors, the
 503 while starting) is :mod:`._front`'s.
 
-Run by the hub as ``python -m atelier_hub.services.mlflow_front --state DIR --record F ...``.
+In cluster mode (``--server-url``) the same front runs in the hub pod before the
+deployment's own MLflow server (a Deployment running MLflow's auth app, with the same
+static prefix), whose admin password is mounted in the hub pod; each account's
+password is derived from it (:class:`.mlflow_accounts.DerivedCredentials`), so
+nothing is stored in the hub pod. Only the hub pod may reach that server (the
+network policy), and without an account's password it answers 401 anyway.
+
+Run by the hub as ``python -m atelier_hub.services.mlflow_front --state DIR --record F ...``
+(embedded) or ``... --server-url URL --admin-password-file F --listen HOST:PORT`` (cluster).
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ from ._front import HUB_AUTH_CACHE_S, RefusedPath, decided_path, forward_path, i
 from ._process import ReadyWatch, Supervisor, die_with_parent, free_port
 from .base import local_url
 from .mlflow import personal_experiment
-from .mlflow_accounts import Accounts, prepare_auth
+from .mlflow_accounts import Accounts, DerivedCredentials, prepare_auth
 from .mlflow_server import FRONT_USER, Backend, server_command
 
 __all__ = ["identity", "rewrite_rule", "rewrite_body", "hub_managed", "backend_path", "Refused", "ProxyHandler", "main"]
@@ -392,43 +400,76 @@ def _log_request(handler: web.RequestHandler) -> None:
     log = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
     log("%d %s %.2fms", status, handler._request_summary(), 1000.0 * handler.request.request_time())
 
+def _admin_password(path: Path) -> str:
+    """The deployment's MLflow admin password, from the file the hub pod mounts (a
+    Secret); a message naming the file and the fix when it is missing or empty."""
+    try:
+        password = path.read_text().strip()
+    except OSError as exc:
+        raise SystemExit(f"MLflow front: cannot read the MLflow admin password from {path} ({exc.strerror}); "
+                         "the cluster settings' mlflow.admin_secret names the Secret (key `admin-password`) "
+                         "mounted there") from None
+    if not password:
+        raise SystemExit(f"MLflow front: {path} is empty; put the MLflow admin password (the server's "
+                         "MLFLOW_AUTH_ADMIN_PASSWORD) in the Secret's `admin-password` key")
+    return password
+
+
 def main(argv: list[str] | None = None) -> None:
     die_with_parent()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--state", required=True, type=Path, help="folder for the backend store")
-    ap.add_argument("--record", required=True, type=Path, help="file recording the server's process group")
-    ap.add_argument("--artifacts-destination", required=True)
+    ap.add_argument("--state", type=Path, help="folder for the backend store (embedded: a private server)")
+    ap.add_argument("--record", type=Path, help="file recording the server's process group (embedded)")
+    ap.add_argument("--artifacts-destination", help="where the private server writes artifacts (embedded)")
+    ap.add_argument("--server-url", help="cluster mode: the deployment's MLflow server (`mlflow server --app-name "
+                    "basic-auth --static-prefix PREFIX`), whose admin is " + FRONT_USER + "; no private server")
+    ap.add_argument("--admin-password-file", type=Path,
+                    help="cluster mode: the file holding that server's admin password (a mounted Secret)")
+    ap.add_argument("--listen", help="HOST:PORT to listen on (default: the hub's JUPYTERHUB_SERVICE_URL)")
     ap.add_argument("--public-url", default="", help="the URL users reach MLflow at, for messages")
     # Under the session's MLFLOW_HTTP_REQUEST_TIMEOUT (60 s), so the client sees the 503
     # and its own retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES) wait for the rest.
     ap.add_argument("--request-wait", type=float, default=50,
                     help="seconds a request waits for a starting MLflow before it gets 503")
     args = ap.parse_args(argv)
+    if args.server_url and not args.admin_password_file:
+        ap.error("--server-url needs --admin-password-file (the server's admin password)")
+    if not args.server_url and not (args.state and args.record and args.artifacts_destination):
+        ap.error("without --server-url, --state, --record and --artifacts-destination are needed")
 
     prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"].rstrip("/")
-    listen = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
+    if args.listen:
+        host, _, port = args.listen.rpartition(":")
+    else:
+        listen = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
+        host, port = listen.hostname, listen.port
     public = args.public_url or os.environ.get("JUPYTERHUB_PUBLIC_URL") or prefix
     # What MLflow writes (its tracking store, the auth store) is this account's alone.
     os.umask(0o077)
-    args.state.mkdir(parents=True, exist_ok=True)
-    args.record.parent.mkdir(parents=True, exist_ok=True)
-    credentials, auth_env = prepare_auth(args.state / "auth")
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # ten processes -> two
     backend = Backend(public=public, wait=args.request_wait)
+    if args.server_url:
+        # Cluster mode: the deployment's server; accounts' passwords derived, nothing stored.
+        credentials = DerivedCredentials(_admin_password(args.admin_password_file))
+        backend.url = args.server_url.rstrip("/")
+        sup = None
+    else:
+        args.state.mkdir(parents=True, exist_ok=True)
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        credentials, auth_env = prepare_auth(args.state / "auth")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # ten processes -> two
+        sup = Supervisor([], name="mlflow server", record_file=args.record, env=env, grace=10)
+
+        def before_start() -> None:
+            # A new private port at each start: a predecessor's port may still linger.
+            port = free_port()
+            backend.url, backend.ready, backend.since = local_url(port), False, time.monotonic()
+            sup.cmd, server_env = server_command(port=port, prefix=prefix, state=args.state,
+                                                 artifacts_destination=args.artifacts_destination, auth=auth_env)
+            sup.env = {**env, **server_env}
+
+        sup.before_start = before_start
     accounts = Accounts(credentials=credentials, backend=backend, prefix=prefix)
-    sup = Supervisor([], name="mlflow server", record_file=args.record, env=env, grace=10)
-
-    def before_start() -> None:
-        # A new private port at each start: a predecessor's port may still linger.
-        port = free_port()
-        backend.url, backend.ready, backend.since = local_url(port), False, time.monotonic()
-        sup.cmd, server_env = server_command(port=port, prefix=prefix, state=args.state,
-                                             artifacts_destination=args.artifacts_destination, auth=auth_env)
-        sup.env = {**env, **server_env}
-
-    sup.before_start = before_start
 
     # Every handler's hub_auth is this one instance (a singleton): the hub is asked again
     # about a token after HUB_AUTH_CACHE_S, so a removed user is refused within seconds.
@@ -449,10 +490,9 @@ def main(argv: list[str] | None = None) -> None:
             log_function=_log_request,
         )
         # Bodies stream through (ProxyHandler): the size limit is MLflow's and the store's.
-        HTTPServer(app, max_body_size=1 << 42).listen(
-            listen.port, listen.hostname
-        )
-        print(f"MLflow front listening at {prefix}/; starting mlflow server ...", flush=True)
+        HTTPServer(app, max_body_size=1 << 42).listen(int(port), host)
+        print(f"MLflow front listening at {prefix}/; "
+              f"{'waiting for ' + backend.url if sup is None else 'starting mlflow server'} ...", flush=True)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -465,6 +505,9 @@ def main(argv: list[str] | None = None) -> None:
         def lost() -> None:
             backend.ready = False
 
+        if sup is None:
+            await watch_server(backend, prefix, credentials.header(FRONT_USER), stopping, ready, lost)
+            return
         watch = ReadyWatch(sup, on_ready=ready, on_lost=lost)
         sup.start()
         while not stopping.is_set() and watch.step():
@@ -477,6 +520,23 @@ def main(argv: list[str] | None = None) -> None:
         watch.close()
 
     asyncio.run(run())
+
+
+async def watch_server(backend: Backend, prefix: str, authorization: str, stopping: asyncio.Event,
+                       ready, lost) -> None:
+    """Cluster mode: the deployment's server is another Deployment's; the front only
+    follows whether it answers (as its admin), every second while not, every 10 s after."""
+    while not stopping.is_set():
+        up = await backend.probe(prefix, authorization)
+        if up and not backend.ready:
+            ready(0)
+        elif not up and backend.ready:
+            print(f"MLflow at {backend.url} stopped answering", flush=True)
+            lost()
+        try:
+            await asyncio.wait_for(stopping.wait(), 10 if up else 1)
+        except asyncio.TimeoutError:
+            pass
 
 
 if __name__ == "__main__":

@@ -87,9 +87,11 @@ def _grant(sid: str, principals: list[str], bucket: str) -> list[dict]:
     ]
 
 
-def bucket_policies(*, users: list[str], services: list[str]) -> dict[str, dict | None]:
+def bucket_policies(*, users: list[str], services: list[str], shared_bucket: str = SHARED_BUCKET,
+                    mlflow_bucket: str | None = MLFLOW_BUCKET) -> dict[str, dict | None]:
     """Each bucket's policy for these hub users and services (pure); None: no policy
-    (nobody but root may use the bucket).
+    (nobody but root may use the bucket). A cluster's store names its own shared bucket
+    and has no MLflow bucket of Atelier's (``mlflow_bucket`` None: no entry for it).
 
     >>> p = bucket_policies(users=["ada", "bob"], services=["trino", "mlflow"])
     >>> p["atelier-shared"]["Statement"][0]["Principal"]["AWS"]
@@ -100,14 +102,18 @@ def bucket_policies(*, users: list[str], services: list[str]) -> dict[str, dict 
     ['svc-mlflow']
     >>> bucket_policies(users=[], services=[])["atelier-shared"] is None
     True
+    >>> sorted(bucket_policies(users=["ada"], services=[], shared_bucket="team", mlflow_bucket=None))
+    ['team']
     """
     shared_principals = [user_access_key(u) for u in users]
     if "trino" in services:
         # Trino queries for every user; it gets the shared area, not anybody's private prefix.
         shared_principals.append(service_access_key("trino"))
-    policies: dict[str, dict | None] = {SHARED_BUCKET: None, MLFLOW_BUCKET: None}
+    policies: dict[str, dict | None] = {shared_bucket: None}
+    if mlflow_bucket is not None:
+        policies[mlflow_bucket] = None
     if shared_principals:
-        statements = _grant("everyone", shared_principals, SHARED_BUCKET)
+        statements = _grant("everyone", shared_principals, shared_bucket)
         for user in sorted(users):
             others = sorted(p for p in shared_principals if p != user_access_key(user))
             if not others:
@@ -115,14 +121,14 @@ def bucket_policies(*, users: list[str], services: list[str]) -> dict[str, dict 
             prefix = private_prefix(user)
             # An explicit Deny wins over the Allow above. ref: versitygw auth/access-control.go
             statements.append({"Sid": f"private-{user}-objects", "Effect": "Deny", "Principal": {"AWS": others},
-                               "Action": ["s3:*"], "Resource": [_arn(SHARED_BUCKET, prefix + "*")]})
+                               "Action": ["s3:*"], "Resource": [_arn(shared_bucket, prefix + "*")]})
             statements.append({"Sid": f"private-{user}-listing", "Effect": "Deny", "Principal": {"AWS": others},
-                               "Action": ["s3:ListBucket"], "Resource": [_arn(SHARED_BUCKET)],
+                               "Action": ["s3:ListBucket"], "Resource": [_arn(shared_bucket)],
                                "Condition": {"StringLike": {"s3:prefix": [prefix + "*", prefix.rstrip("/")]}}})
-        policies[SHARED_BUCKET] = {"Version": "2012-10-17", "Statement": statements}
-    if "mlflow" in services:
-        policies[MLFLOW_BUCKET] = {"Version": "2012-10-17",
-                                   "Statement": _grant("mlflow", [service_access_key("mlflow")], MLFLOW_BUCKET)}
+        policies[shared_bucket] = {"Version": "2012-10-17", "Statement": statements}
+    if "mlflow" in services and mlflow_bucket is not None:
+        policies[mlflow_bucket] = {"Version": "2012-10-17",
+                                   "Statement": _grant("mlflow", [service_access_key("mlflow")], mlflow_bucket)}
     return policies
 
 
@@ -131,16 +137,24 @@ class S3AdminError(RuntimeError):
 
 
 class S3Accounts:
-    """The accounts of one embedded store: keys on disk, accounts on the server.
+    """The accounts of one store: keys on disk, accounts on the server.
 
     ``root`` is ``{"access_key_id", "secret_access_key"}`` of versitygw's root user.
+    The embedded store has both of Atelier's buckets and the services' accounts (the
+    defaults); a cluster's store (the hub in the chart, :mod:`atelier_hub.cluster.kubespawner`)
+    names its shared bucket, no MLflow bucket and no service account: users' accounts only.
     """
 
-    def __init__(self, *, keys_dir: str | Path, endpoint: str, root: dict[str, str], region: str = "us-east-1"):
+    def __init__(self, *, keys_dir: str | Path, endpoint: str, root: dict[str, str], region: str = "us-east-1",
+                 shared_bucket: str = SHARED_BUCKET, mlflow_bucket: str | None = MLFLOW_BUCKET,
+                 service_accounts: tuple[str, ...] = SERVICE_ACCOUNTS):
         self.keys_dir = Path(keys_dir)
         self.endpoint = endpoint.rstrip("/")
         self.root = root
         self.region = region
+        self.shared_bucket = shared_bucket
+        self.mlflow_bucket = mlflow_bucket
+        self.service_accounts = service_accounts
 
     # -- keys on disk ------------------------------------------------------------------
 
@@ -226,7 +240,8 @@ class S3Accounts:
 
     def apply_policies(self) -> None:
         client = self._client()
-        for bucket, policy in bucket_policies(users=self.users(), services=self.services()).items():
+        for bucket, policy in bucket_policies(users=self.users(), services=self.services(),
+                                              shared_bucket=self.shared_bucket, mlflow_bucket=self.mlflow_bucket).items():
             if policy is None:
                 with contextlib.suppress(client.exceptions.ClientError):
                     client.delete_bucket_policy(Bucket=bucket)
@@ -240,7 +255,7 @@ class S3Accounts:
         services', and users' after the store's IAM folder was lost), write the
         policies, and finish removals that found the store down."""
         with self._locked():
-            for name in SERVICE_ACCOUNTS:
+            for name in self.service_accounts:
                 self.service_keys(name)
             have = self.server_accounts()
             for kind, names in (("services", self.services()), ("users", self.users())):
@@ -248,7 +263,9 @@ class S3Accounts:
                     keys = json.loads(self._path(kind, name).read_text())
                     if keys["access_key_id"] not in have:
                         self._create(keys)
-            for bucket in (SHARED_BUCKET, MLFLOW_BUCKET):
+            for bucket in (self.shared_bucket, self.mlflow_bucket):
+                if bucket is None:
+                    continue
                 # A bucket made as a folder has no owner record, and CopyObject then
                 # fails with InternalError for every non-root account: the root owns it.
                 self._admin("change-bucket-owner/", query=f"bucket={bucket}&owner={self.root['access_key_id']}")
@@ -274,6 +291,11 @@ class S3Accounts:
                 have = self.server_accounts()
             if path.exists() and user_access_key(name) in have:
                 return json.loads(path.read_text())
+            if not path.exists() and user_access_key(name) in have:
+                # An account whose keys were lost (a hub volume made anew): its secret is
+                # unknown, so it is made again with new keys.
+                self._admin("delete-user", query=f"access={user_access_key(name)}")
+                have.discard(user_access_key(name))
             keys = self._keys("users", name, user_access_key(name))
             if keys["access_key_id"] not in have:
                 self._create(keys)

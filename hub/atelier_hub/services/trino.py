@@ -13,14 +13,23 @@ cancelled at their removal (:meth:`Trino.remove_user`).
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 
 from ..install.paths import trino_paths
 from ..settings import ServiceSettings, SessionContext
 from .base import Service, Site
+from .trino_etc import USER_SCHEMA_PREFIX
+
+_SCHEMA = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: what the server's supervisor reads of the hub (:mod:`.trino_server`) to write Trino's
+#: table rules: the users' names and who is admin (``read:users:name`` holds both); no
+#: more (groups name no rule yet)
+HUB_SCOPES = ("list:users", "read:users:name")
 
 
 class TrinoService(ServiceSettings):
@@ -31,6 +40,23 @@ class TrinoService(ServiceSettings):
     url: str = Field(description="`http://HOST:PORT` of the coordinator, as `ATELIER_TRINO_URL`.")
     catalog: str = Field("tpch", description="Default catalog of `%sql`, the `trino` CLI and `connect_trino()`.")
     default_schema: str | None = Field("tiny", description="Default schema in that catalog; null for none.")
+    shared_schemas: list[str] | None = Field(
+        None, description="Schemas (in every catalog) where every user may create, change and drop every table, "
+                          "e.g. `[team]` for `hive.team`; made in the `hive` catalog at Trino's start. null (the "
+                          "default): none; each user changes tables only in their own schema `users_NAME` (README, "
+                          "\"Trino\").")
+
+    @field_validator("shared_schemas")
+    @classmethod
+    def _shared(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not _SCHEMA.fullmatch(name):
+                raise ValueError(f"{name!r} is not a schema name: use lower-case letters, digits and '_', "
+                                 "starting with a letter (e.g. team_data)")
+            if name.startswith(USER_SCHEMA_PREFIX) or name == "information_schema":
+                raise ValueError(f"{name!r} cannot be shared: {USER_SCHEMA_PREFIX}NAME is each user's own schema "
+                                 "and information_schema Trino's; choose another name")
+        return value
 
     def session_env(self, ctx: SessionContext) -> dict[str, str]:
         env = {"ATELIER_TRINO_URL": self.url}
@@ -61,12 +87,32 @@ class Trino(Service):
     # The session's hub token is its Trino credential (the front checks it).
     session_scopes = ("access:services!service=trino",)
     settings = TrinoService
+    hub_scopes = HUB_SCOPES
 
     def url(self, site: Site) -> str:
         return self.local_url(site)
 
     def endpoints(self, site: Site) -> dict:
-        return {"trino": TrinoService(url=self.url(site))}
+        return {"trino": TrinoService(url=self.url(site), shared_schemas=self.kept_shared_schemas(site))}
+
+    def kept_shared_schemas(self, site: Site) -> list[str] | None:
+        """The shared schemas an admin named in ``STATE/deployment.json``
+        (``services.trino.shared_schemas``): kept when ``atelier dev`` writes the file again."""
+        from ..settings import SettingsError
+
+        path = site.path("deployment.json")
+        try:
+            old = (json.loads(path.read_text()).get("services") or {}).get("trino") or {}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"{path}: cannot read it ({exc}); fix it or delete it (atelier dev writes it "
+                                "again, without services.trino.shared_schemas)") from None
+        try:
+            return TrinoService(url="http://x", shared_schemas=old.get("shared_schemas")).shared_schemas
+        except ValidationError as exc:
+            problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise SettingsError(f"{path}: services.trino.shared_schemas: {problem}") from None
 
     def hub_service(self, site: Site, services) -> dict:
         from .trino_server import default_java_home
@@ -82,6 +128,9 @@ class Trino(Service):
         java = default_java_home()
         if java:
             cmd += ["--java-home", java]
+        trino = services.trino
+        for schema in (trino.shared_schemas if trino is not None else None) or []:
+            cmd += ["--shared-schema", schema]
         env = {}
         if s3 is not None:
             cmd += ["--s3-endpoint", s3.endpoint_url or "", "--bucket", s3.bucket, "--region", s3.region]

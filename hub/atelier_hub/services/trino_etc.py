@@ -3,8 +3,10 @@
 Rule this module keeps: everything Trino reads is rendered here, holds no secret (the
 S3 keys are named as ``${ENV:...}``, which Trino resolves from its environment), and
 a catalog is written whole or not at all: one bad catalog file stops the whole server.
-Trino's own access control (:func:`access_rules`) lets each user see and cancel only
-their own queries; the service's user sees and cancels all.
+Trino's own access control (:func:`access_rules`, generated from the hub's users) lets
+everyone read every table but change tables only in their own schema (``users_NAME``)
+and the shared schemas an admin named; each user sees and cancels only their own
+queries; the hub's admins and the service's user may do everything.
 ref: ../shared/RECIPES.md (S3, Trino, Spark)
 """
 
@@ -13,8 +15,8 @@ from __future__ import annotations
 import json
 import re
 
-__all__ = ["HEAP", "QUERY_MAX_MEMORY", "render_etc", "render_properties", "jvm_options", "server_command",
-           "access_rules"]
+__all__ = ["HEAP", "QUERY_MAX_MEMORY", "RULES_REFRESH_S", "USER_SCHEMA_PREFIX", "render_etc", "render_properties",
+           "jvm_options", "server_command", "access_rules", "render_rules", "user_schema", "front_only_properties"]
 
 # Heap for the whole server; a query may use half of it (the rest is Trino's headroom
 # and its own structures). ref: ../shared/RECIPES.md (-Xmx1G with 512MB per node ran)
@@ -66,29 +68,153 @@ def jvm_options(jvm_config: str) -> list[str]:
     return [line.strip() for line in jvm_config.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-def access_rules(*, service_user: str) -> dict:
-    """Trino's file-based system access control rules (pure): everyone runs queries
-    and sees and cancels their own (Trino always allows that), ``service_user`` sees
-    and cancels every query; the rest stays as open as Trino's default access control
-    (it is written out because a file of rules denies what it does not name).
+#: prefix of each hub user's own schema (:func:`user_schema`)
+USER_SCHEMA_PREFIX = "users_"
+#: seconds between Trino's checks of ``rules.json`` (``security.refresh-period``); the
+#: supervisor rewrites the file when the hub's users change (:mod:`.trino_server`)
+RULES_REFRESH_S = 1
+_TABLE_ALL = ["SELECT", "INSERT", "DELETE", "UPDATE", "OWNERSHIP", "GRANT_SELECT"]
+_FUNCTION_ALL = ["EXECUTE", "GRANT_EXECUTE", "OWNERSHIP"]
+_ESCAPES = {"_": "__", ".": "_d", "-": "_h"}
+
+
+def user_schema(name: str) -> str:
+    """Hub user ``name``'s own schema: ``users_`` and the name, with ``a-z`` and ``0-9``
+    kept, ``_`` written ``__``, ``.`` ``_d``, ``-`` ``_h`` and any other character
+    ``_u`` and its code point in 6 hex digits. Each escape starts with ``_`` and says by
+    its next character how long it is, so the name can be read back from the schema:
+    two users never share a schema (``ada_b`` and ``ada.b`` are ``users_ada__b`` and
+    ``users_ada_db``). Trino folds unquoted identifiers to lower case; these stay
+    lower case, so ``hive.users_ada`` needs no quotes.
+
+    >>> user_schema("ada"), user_schema("ada_b"), user_schema("ada.b"), user_schema("j-doe"), user_schema("Bo")
+    ('users_ada', 'users_ada__b', 'users_ada_db', 'users_j_hdoe', 'users__u000042o')
+    """
+    out = []
+    for ch in name:
+        if ("a" <= ch <= "z") or ("0" <= ch <= "9"):
+            out.append(ch)
+        else:
+            out.append(_ESCAPES.get(ch) or f"_u{ord(ch):06x}")
+    return USER_SCHEMA_PREFIX + "".join(out)
+
+
+def _any_of(names) -> str:
+    """A Java regex matching exactly one of ``names`` (Trino matches whole names).
+
+    >>> print(_any_of(["ada", "a.b"]))
+    (ada|a\\.b)
+    """
+    return "(" + "|".join(re.escape(n) for n in names) + ")"
+
+
+def access_rules(*, service_user: str, users=(), admins=(), shared_schemas=()) -> dict:
+    """Trino's file-based system access control rules (pure), generated from the hub's
+    users (``users``: every hub user's name; ``admins``: the hub admins among them) and
+    the shared schemas an admin named (``TrinoService.shared_schemas``).
+
+    - Everyone reads (SELECT, SHOW) every table of every catalog.
+    - A user creates, inserts into, deletes from, alters and drops tables and views only
+      in their own schema (:func:`user_schema`, in any catalog; they own it, so they
+      may create it) and in the shared schemas, where every user may change every table.
+    - Hub admins and ``service_user`` may do everything, everywhere.
+    - Catalog procedures (Hive's ``register_partition``, ``drop_stats``...) work on
+      any table: admins only; everyone runs ``system`` procedures (``kill_query``,
+      which the query rules still restrict to one's own queries).
+    - Queries: everyone runs them and sees and cancels their own (Trino always allows
+      that), ``service_user`` sees and cancels every query.
+
+    First match wins in each section; a user matching none is denied. A user missing
+    here (added to the hub since the file was written) reads but changes nothing.
     ref: https://trino.io/docs/current/security/file-system-access-control.html
 
-    >>> rules = access_rules(service_user="service/trino")
-    >>> rules["queries"]
-    [{'user': 'service/trino', 'allow': ['execute', 'kill', 'view']}, {'allow': ['execute']}]
+    >>> rules = access_rules(service_user="service/trino", users=["ada"], admins=["root"])
+    >>> rules["schemas"]
+    [{'user': '(service/trino|root)', 'owner': True}, {'user': 'ada', 'schema': 'users_ada', 'owner': True}, {'owner': False}]
     """
+    users, admins, shared = sorted(set(users)), sorted(set(admins)), sorted(set(shared_schemas))
+    schemas = {}
+    for name in users:
+        schema = user_schema(name)
+        if schema in schemas or schema in shared:  # cannot happen (user_schema is one-to-one): refuse anyway
+            raise ValueError(f"users {schemas.get(schema)!r} and {name!r} would share the schema {schema}")
+        schemas[schema] = name
+    everything = _any_of([service_user, *admins])
+    own = [(re.escape(name), re.escape(schema)) for schema, name in sorted(schemas.items(), key=lambda i: i[1])]
+    shared_re = _any_of(shared) if shared else None
+    schema_rules = [{"user": everything, "owner": True}]
+    schema_rules += [{"user": u, "schema": s, "owner": True} for u, s in own]
+    schema_rules.append({"owner": False})
+    table_rules = [{"user": everything, "privileges": _TABLE_ALL}]
+    table_rules += [{"user": u, "schema": s, "privileges": _TABLE_ALL} for u, s in own]
+    if shared_re:
+        table_rules.append({"schema": shared_re, "privileges": _TABLE_ALL})
+    table_rules.append({"privileges": ["SELECT", "GRANT_SELECT"]})
+    function_rules = [{"user": everything, "privileges": _FUNCTION_ALL}]
+    function_rules += [{"user": u, "schema": s, "privileges": _FUNCTION_ALL} for u, s in own]
+    if shared_re:
+        function_rules.append({"schema": shared_re, "privileges": _FUNCTION_ALL})
+    function_rules.append({"privileges": ["EXECUTE", "GRANT_EXECUTE"]})
     return {
-        # No catalogs, schemas or tables section: with none, the file grants all, as before.
+        # No catalogs section: every catalog is open to the schema and table rules below.
+        "schemas": schema_rules,
+        "tables": table_rules,
+        "functions": function_rules,
+        "procedures": [
+            {"user": everything, "privileges": ["EXECUTE", "GRANT_EXECUTE"]},
+            {"catalog": "system", "privileges": ["EXECUTE"]},
+        ],
         "queries": [
             {"user": re.escape(service_user), "allow": ["execute", "kill", "view"]},
             {"allow": ["execute"]},
         ],
         # Read: system.runtime tables, /v1/node; write (graceful shutdown) for nobody.
         "system_information": [{"allow": ["read"]}],
-        # Without these sections only system.builtin functions and procedures would run.
-        "functions": [{"privileges": ["EXECUTE", "GRANT_EXECUTE", "OWNERSHIP"]}],
-        "procedures": [{"privileges": ["EXECUTE", "GRANT_EXECUTE"]}],
     }
+
+
+def front_only_properties(*, jwt_key_file: str, rules_location: str) -> dict[str, dict[str, str]]:
+    """What a coordinator sets so that it accepts only the front (pure): every client
+    sends a JWT signed with the front's HMAC key (``jwt_key_file``, base64; only the
+    front holds it), checked on the requests the front marks ``X-Forwarded-Proto:
+    https``, with no user-name-only login over plain HTTP; and the table and query
+    rules the front serves (``rules_location``: a file, or the front's ``/rules.json``
+    URL on a cluster), read again every :data:`RULES_REFRESH_S` seconds. By file name:
+    ``config.properties`` and ``access-control.properties``. The embedded Trino is
+    rendered with these (:func:`render_etc`); on a cluster the platform sets them
+    (README, "Trino on a cluster").
+
+    >>> props = front_only_properties(jwt_key_file="/k", rules_location="http://hub:8085/rules.json")
+    >>> props["access-control.properties"]["security.config-file"]
+    'http://hub:8085/rules.json'
+    """
+    return {
+        "config.properties": {
+            # Trino checks JWTs only on requests it counts as secure: those the front marks
+            # X-Forwarded-Proto: https (no TLS to terminate on the hop from the front).
+            # Plain HTTP gets no "insecure" user-name-only login at all.
+            # ref: trino io/trino/server/security/AuthenticationFilter.java
+            # ref: https://trino.io/docs/current/security/jwt.html
+            "http-server.authentication.type": "JWT",
+            "http-server.authentication.jwt.key-file": jwt_key_file,
+            "http-server.authentication.allow-insecure-over-http": "false",
+            "http-server.process-forwarded": "true",
+            # Required once authentication is on; resolved from Trino's environment.
+            "internal-communication.shared-secret": "${ENV:TRINO_INTERNAL_SECRET}",
+        },
+        "access-control.properties": {
+            "access-control.name": "file",
+            "security.config-file": rules_location,
+            # The hub's users come and go: Trino reads the rules again (the front rewrites
+            # them whole) at most this long after they changed.
+            "security.refresh-period": f"{RULES_REFRESH_S}s",
+        },
+    }
+
+
+def render_rules(**kwargs) -> str:
+    """``rules.json``'s text: :func:`access_rules` as JSON, keys in a stable order."""
+    return json.dumps(access_rules(**kwargs), indent=1) + "\n"
 
 
 def render_etc(
@@ -104,6 +230,9 @@ def render_etc(
     s3_keys_in_env: bool = True,
     jwt_key_file: str | None = None,
     service_user: str = "service/trino",
+    users=(),
+    admins=(),
+    shared_schemas=(),
 ) -> dict[str, str]:
     """Every file of Trino's ``etc/`` folder, by path relative to it (pure, no I/O).
 
@@ -113,7 +242,8 @@ def render_etc(
     without, the AWS SDK's default chain finds them (instance or IRSA credentials).
     With ``jwt_key_file`` (the HMAC key of :mod:`.trino_front`, base64 in a 0600 file)
     every client must send a JWT signed with it: only the front can. The access rules
-    (:func:`access_rules`) are always written.
+    (:func:`access_rules`, for ``users``, ``admins`` and ``shared_schemas``) are always
+    written; Trino reads them again every :data:`RULES_REFRESH_S` seconds.
 
     >>> files = render_etc(port=8080, node_id="n1", data_dir="/s/data", etc_dir="/s/etc",
     ...                    trino_home="/t", s3_endpoint="http://127.0.0.1:9000", bucket="b")
@@ -148,20 +278,9 @@ def render_etc(
         # Absolute: Trino's default (etc/access-control.properties) is relative to its working folder.
         "access-control.config-files": f"{etc_dir}/access-control.properties",
     }
+    front_only = front_only_properties(jwt_key_file=jwt_key_file or "", rules_location=f"{etc_dir}/rules.json")
     if jwt_key_file:
-        config.update({
-            # Trino checks JWTs only on requests it counts as secure: here those the
-            # front marks X-Forwarded-Proto: https (loopback, no TLS to terminate).
-            # Plain HTTP gets no "insecure" user-name-only login at all.
-            # ref: trino io/trino/server/security/AuthenticationFilter.java
-            # ref: https://trino.io/docs/current/security/jwt.html
-            "http-server.authentication.type": "JWT",
-            "http-server.authentication.jwt.key-file": jwt_key_file,
-            "http-server.authentication.allow-insecure-over-http": "false",
-            "http-server.process-forwarded": "true",
-            # Required once authentication is on; resolved from Trino's environment.
-            "internal-communication.shared-secret": "${ENV:TRINO_INTERNAL_SECRET}",
-        })
+        config.update(front_only["config.properties"])
     log_levels = {
         "io.trino": "INFO",
         # Plugin loading and the bootstrap's property table are hundreds of lines a start.
@@ -176,11 +295,9 @@ def render_etc(
         "jvm.config": "\n".join(_JVM) + "\n",
         "log.properties": render_properties(log_levels),
         "catalog/tpch.properties": render_properties({"connector.name": "tpch"}),
-        "access-control.properties": render_properties({
-            "access-control.name": "file",
-            "security.config-file": f"{etc_dir}/rules.json",
-        }),
-        "rules.json": json.dumps(access_rules(service_user=service_user), indent=1) + "\n",
+        "access-control.properties": render_properties(front_only["access-control.properties"]),
+        "rules.json": render_rules(service_user=service_user, users=users, admins=admins,
+                                   shared_schemas=shared_schemas),
     }
     if s3_endpoint and bucket:
         hive = {

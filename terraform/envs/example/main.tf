@@ -87,18 +87,20 @@ module "storage" {
 module "identity" {
   source = "../../modules/identity"
 
-  name               = var.name
-  namespace          = local.namespace
-  oidc_provider_arn  = module.cluster.oidc_provider_arn
-  oidc_provider      = module.cluster.oidc_provider
-  shared_bucket_arn  = module.storage.shared_bucket_arn
-  shared_kms_key_arn = module.storage.shared_kms_key_arn
-  mlflow_bucket_arn  = module.storage.mlflow_bucket_arn
-  mlflow_kms_key_arn = module.storage.mlflow_kms_key_arn
-  db_secret_arn      = module.storage.db_secret_arn
-  db_resource_id     = module.storage.db_resource_id
-  db_username        = module.storage.db_username
-  tags               = var.tags
+  name                    = var.name
+  namespace               = local.namespace
+  cluster_name            = module.cluster.cluster_name
+  oidc_provider_arn       = module.cluster.oidc_provider_arn
+  oidc_provider           = module.cluster.oidc_provider
+  shared_bucket_arn       = module.storage.shared_bucket_arn
+  shared_kms_key_arn      = module.storage.shared_kms_key_arn
+  mlflow_bucket_arn       = module.storage.mlflow_bucket_arn
+  mlflow_kms_key_arn      = module.storage.mlflow_kms_key_arn
+  db_secret_arn           = module.storage.db_secret_arn
+  db_resource_id          = module.storage.db_resource_id
+  mlflow_admin_secret_arn = module.storage.mlflow_admin_secret_arn
+  db_username             = module.storage.db_username
+  tags                    = var.tags
 }
 
 module "atelier" {
@@ -119,9 +121,9 @@ module "atelier" {
   private_cidrs     = [module.network.vpc_cidr_block]
   region            = var.region
 
-  shared_bucket           = module.storage.shared_bucket
-  session_service_account = module.identity.session_service_account
-  session_role_arn        = module.identity.session_role_arn
+  shared_bucket    = module.storage.shared_bucket
+  cluster_name     = module.cluster.cluster_name
+  session_role_arn = module.identity.session_role_arn
 
   mlflow_image           = "${aws_ecr_repository.this["atelier-mlflow"].repository_url}:${var.mlflow_image_tag}"
   mlflow_service_account = module.identity.mlflow_service_account
@@ -131,6 +133,9 @@ module "atelier" {
   db_port                = module.storage.db_port
   db_name                = module.storage.db_name
   db_secret_arn          = module.storage.db_secret_arn
+
+  mlflow_admin_secret_arn       = module.storage.mlflow_admin_secret_arn
+  mlflow_admin_password_version = module.storage.mlflow_admin_password_version
 
   # The chart's pods land on nodes: wait for the node groups (and the EBS driver).
   depends_on = [module.cluster]

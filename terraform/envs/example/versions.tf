@@ -1,5 +1,6 @@
 terraform {
-  required_version = ">= 1.5.7"
+  # Ephemeral resources and write-only attributes (MLflow's admin password): 1.11.
+  required_version = ">= 1.11"
 
   required_providers {
     aws = {

@@ -5,15 +5,15 @@
 # from outputs. values/ turns the other modules' outputs into cluster and deployment
 # settings, the external data source runs the atelier CLI on them at every plan, and
 # the release gets exactly that text (then var.extra_values: authentication, ingress).
-# No password passes through Terraform: MLflow reads the database's secret with its
-# own role when it starts.
+# No password passes through Terraform's state: MLflow reads the database's secret and
+# its admin password with its own role when it starts; the hub's copy of the admin
+# password is written to its Secret write-only, from an ephemeral read.
 
 locals {
   mlflow_labels = { "app.kubernetes.io/name" = "mlflow", "app.kubernetes.io/part-of" = "atelier" }
   mlflow_url    = "http://mlflow.${var.namespace}.svc.cluster.local:5000"
   service_accounts = {
-    (var.session_service_account) = var.session_role_arn
-    (var.mlflow_service_account)  = var.mlflow_role_arn
+    (var.mlflow_service_account) = var.mlflow_role_arn
   }
 }
 
@@ -54,6 +54,37 @@ resource "kubernetes_service_account_v1" "irsa" {
   automount_service_account_token = false
 }
 
+# The hub makes each user's ServiceAccount (their identity in AWS, by EKS Pod
+# Identity) and deletes it with the user; the chart's hub Role has no ServiceAccounts.
+resource "kubernetes_role_v1" "hub_user_identities" {
+  metadata {
+    name      = "atelier-hub-user-identities"
+    namespace = kubernetes_namespace_v1.atelier.metadata[0].name
+  }
+  rule {
+    api_groups = [""]
+    resources  = ["serviceaccounts"]
+    verbs      = ["get", "create", "delete"]
+  }
+}
+
+resource "kubernetes_role_binding_v1" "hub_user_identities" {
+  metadata {
+    name      = "atelier-hub-user-identities"
+    namespace = kubernetes_namespace_v1.atelier.metadata[0].name
+  }
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "Role"
+    name      = kubernetes_role_v1.hub_user_identities.metadata[0].name
+  }
+  subject {
+    kind      = "ServiceAccount"
+    name      = "hub"
+    namespace = kubernetes_namespace_v1.atelier.metadata[0].name
+  }
+}
+
 ################################################################################
 # The hub: Zero to JupyterHub with rendered values
 ################################################################################
@@ -61,24 +92,25 @@ resource "kubernetes_service_account_v1" "irsa" {
 module "values" {
   source = "./values"
 
-  atelier_command         = var.atelier_command
-  profiles_dir            = var.profiles_dir
-  values_schema           = var.values_schema
-  public_url              = var.public_url
-  namespace               = var.namespace
-  hub_image               = var.hub_image
-  singleuser_image        = var.singleuser_image
-  session_service_account = var.session_service_account
-  session_role_arn        = var.session_role_arn
-  shared_bucket           = var.shared_bucket
-  region                  = var.region
-  mlflow_tracking_uri     = local.mlflow_url
-  core_node_selector      = var.core_node_selector
-  private_cidrs           = var.private_cidrs
-  storage_class           = var.storage_class
-  home_capacity           = var.home_capacity
-  gpu_servers_per_user    = var.gpu_servers_per_user
-  extra_services          = var.extra_services
+  atelier_command      = var.atelier_command
+  profiles_dir         = var.profiles_dir
+  values_schema        = var.values_schema
+  public_url           = var.public_url
+  namespace            = var.namespace
+  hub_image            = var.hub_image
+  singleuser_image     = var.singleuser_image
+  cluster_name         = var.cluster_name
+  session_role_arn     = var.session_role_arn
+  shared_bucket        = var.shared_bucket
+  region               = var.region
+  mlflow_server_url    = local.mlflow_url
+  mlflow_admin_secret  = kubernetes_secret_v1.mlflow_admin.metadata[0].name
+  core_node_selector   = var.core_node_selector
+  private_cidrs        = var.private_cidrs
+  storage_class        = var.storage_class
+  home_capacity        = var.home_capacity
+  gpu_servers_per_user = var.gpu_servers_per_user
+  extra_services       = var.extra_services
 }
 
 # Runs `atelier render values` on every plan, so a changed profile or output shows
@@ -103,7 +135,27 @@ resource "helm_release" "this" {
   depends_on = [
     kubernetes_service_account_v1.irsa,
     kubernetes_storage_class_v1.gp3,
+    kubernetes_role_binding_v1.hub_user_identities,
+    kubernetes_secret_v1.mlflow_admin,
   ]
+}
+
+# MLflow's admin password for the hub's MLflow front, in a Secret the chart mounts in
+# the hub pod alone (cluster settings' mlflow.admin_secret). Read from Secrets Manager
+# as an ephemeral value and written write-only: not in Terraform's state or plan.
+ephemeral "aws_secretsmanager_secret_version" "mlflow_admin" {
+  secret_id = var.mlflow_admin_secret_arn
+}
+
+resource "kubernetes_secret_v1" "mlflow_admin" {
+  metadata {
+    name      = "atelier-mlflow-admin"
+    namespace = kubernetes_namespace_v1.atelier.metadata[0].name
+    labels    = { "app.kubernetes.io/part-of" = "atelier" }
+  }
+  type             = "Opaque"
+  data_wo          = { "admin-password" = ephemeral.aws_secretsmanager_secret_version.mlflow_admin.secret_string }
+  data_wo_revision = var.mlflow_admin_password_version
 }
 
 # GPU nodes advertise nvidia.com/gpu only with the device plugin running on them.
@@ -184,6 +236,10 @@ resource "kubernetes_deployment_v1" "mlflow" {
             value = var.db_secret_arn
           }
           env {
+            name  = "ATELIER_ADMIN_SECRET_ARN"
+            value = var.mlflow_admin_secret_arn
+          }
+          env {
             name  = "ATELIER_DB_HOST"
             value = var.db_address
           }
@@ -219,9 +275,10 @@ resource "kubernetes_deployment_v1" "mlflow" {
             limits   = { cpu = "2", memory = "4Gi" }
           }
 
+          # Served under the hub front's prefix (--static-prefix), open without a login.
           liveness_probe {
             http_get {
-              path = "/health"
+              path = "/services/mlflow/health"
               port = "http"
             }
             initial_delay_seconds = 30
@@ -229,7 +286,7 @@ resource "kubernetes_deployment_v1" "mlflow" {
           }
           readiness_probe {
             http_get {
-              path = "/health"
+              path = "/services/mlflow/health"
               port = "http"
             }
             period_seconds = 10
@@ -284,6 +341,35 @@ resource "kubernetes_service_v1" "mlflow" {
       name        = "http"
       port        = 5000
       target_port = "http"
+    }
+  }
+}
+
+# Only the hub pod (the MLflow front) reaches MLflow's port; sessions' egress has no
+# rule to it either (the rendered values). MLflow's auth app refuses anyone without an
+# account's password anyway.
+resource "kubernetes_network_policy_v1" "mlflow" {
+  metadata {
+    name      = "mlflow"
+    namespace = kubernetes_namespace_v1.atelier.metadata[0].name
+    labels    = local.mlflow_labels
+  }
+  spec {
+    pod_selector {
+      match_labels = local.mlflow_labels
+    }
+    policy_types = ["Ingress"]
+    ingress {
+      from {
+        pod_selector {
+          # The chart's hub pod.
+          match_labels = { app = "jupyterhub", component = "hub" }
+        }
+      }
+      ports {
+        port     = "5000"
+        protocol = "TCP"
+      }
     }
   }
 }

@@ -9,7 +9,7 @@ output "namespace" {
 }
 
 output "mlflow_tracking_uri" {
-  description = "URL of MLflow's tracking server inside the cluster (what sessions get as MLFLOW_TRACKING_URI)"
+  description = "URL of MLflow's tracking server inside the cluster: only the hub pod's MLflow front reaches it (users and sessions reach MLflow at PUBLIC_URL/services/mlflow, behind the hub's login)"
   value       = local.mlflow_url
 }
 

@@ -121,14 +121,13 @@ variable "shared_bucket" {
   type        = string
 }
 
-variable "session_service_account" {
-  description = "ServiceAccount of the sessions (identity module's `session_service_account`)"
+variable "cluster_name" {
+  description = "Name of the EKS cluster (cluster module's `cluster_name`): each user's Pod Identity association"
   type        = string
-  default     = "atelier-session"
 }
 
 variable "session_role_arn" {
-  description = "IAM role of the sessions (identity module's `session_role_arn`)"
+  description = "IAM role of every user's ServiceAccount, by EKS Pod Identity (identity module's `session_role_arn`)"
   type        = string
 }
 
@@ -177,6 +176,17 @@ variable "db_name" {
 variable "db_secret_arn" {
   description = "Secret RDS keeps the database user and password in (storage module's `db_secret_arn`)"
   type        = string
+}
+
+variable "mlflow_admin_secret_arn" {
+  description = "Secret holding MLflow's admin password (storage module's `mlflow_admin_secret_arn`)"
+  type        = string
+}
+
+variable "mlflow_admin_password_version" {
+  description = "Version of that password (storage module's `mlflow_admin_password_version`): a new one is copied into the hub's Secret"
+  type        = number
+  default     = 1
 }
 
 variable "mlflow_replicas" {

@@ -1,7 +1,12 @@
 terraform {
-  required_version = ">= 1.5.7"
+  # Ephemeral resources and write-only attributes: MLflow's admin password never in state.
+  required_version = ">= 1.11"
 
   required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 6.0, < 7.0"
+    }
     external = {
       source  = "hashicorp/external"
       version = ">= 2.3, < 3.0"

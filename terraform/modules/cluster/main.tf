@@ -245,6 +245,17 @@ resource "aws_iam_role_policy_attachment" "ebs_csi" {
   policy_arn = "${local.iam_policy_arn}/service-role/AmazonEBSCSIDriverPolicy"
 }
 
+# EKS Pod Identity's agent: each user's ServiceAccount gets the session role's
+# credentials, tagged with its name (identity module).
+resource "aws_eks_addon" "pod_identity_agent" {
+  cluster_name = aws_eks_cluster.this.name
+  addon_name   = "eks-pod-identity-agent"
+
+  tags = var.tags
+
+  depends_on = [aws_eks_node_group.this]
+}
+
 resource "aws_eks_addon" "ebs_csi" {
   cluster_name             = aws_eks_cluster.this.name
   addon_name               = "aws-ebs-csi-driver"

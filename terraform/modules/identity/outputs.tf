@@ -1,11 +1,11 @@
 output "session_role_arn" {
-  description = "Role the sessions' ServiceAccount is annotated with (cluster settings' identity.role_arn)"
-  value       = aws_iam_role.this["session"].arn
+  description = "Role of every user's ServiceAccount, by EKS Pod Identity (cluster settings' identity.per_user_role_arn)"
+  value       = aws_iam_role.session.arn
 }
 
-output "session_service_account" {
-  description = "ServiceAccount the session role trusts"
-  value       = var.session_service_account
+output "hub_role_arn" {
+  description = "Role of the hub's ServiceAccount, by EKS Pod Identity (it associates users' ServiceAccounts)"
+  value       = aws_iam_role.hub.arn
 }
 
 output "mlflow_role_arn" {

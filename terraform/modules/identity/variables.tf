@@ -26,10 +26,16 @@ variable "namespace" {
 # Sessions
 ################################################################################
 
-variable "session_service_account" {
-  description = "ServiceAccount every session pod runs as (cluster settings' identity.service_account)"
+variable "cluster_name" {
+  description = "Name of the EKS cluster (cluster module's `cluster_name`): the Pod Identity associations' cluster"
   type        = string
-  default     = "atelier-session"
+  default     = null
+}
+
+variable "hub_service_account" {
+  description = "ServiceAccount of the hub (the chart's `hub`), which associates each user's ServiceAccount with the session role"
+  type        = string
+  default     = "hub"
 }
 
 variable "shared_bucket_arn" {
@@ -68,6 +74,12 @@ variable "mlflow_kms_key_arn" {
 
 variable "db_secret_arn" {
   description = "Secret holding the database password (storage module's `db_secret_arn`)"
+  type        = string
+  default     = null
+}
+
+variable "mlflow_admin_secret_arn" {
+  description = "Secret holding MLflow's admin password (storage module's `mlflow_admin_secret_arn`)"
   type        = string
   default     = null
 }

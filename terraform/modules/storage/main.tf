@@ -288,3 +288,31 @@ resource "aws_db_instance" "mlflow" {
 
   depends_on = [aws_iam_role_policy_attachment.monitoring]
 }
+
+################################################################################
+# MLflow's admin password (MLflow's auth app): the hub's MLflow front logs in with it
+# and makes each user's account. Generated at apply and written to Secrets Manager
+# only (an ephemeral value into a write-only attribute): never in Terraform's state
+# or plan. MLflow's role reads it when the server starts; the atelier module copies it
+# into the Secret the hub pod mounts, write-only as well.
+################################################################################
+
+ephemeral "random_password" "mlflow_admin" {
+  length  = 40
+  special = false
+}
+
+resource "aws_secretsmanager_secret" "mlflow_admin" {
+  # checkov:skip=CKV2_AWS_57: no rotation Lambda: rotate by raising mlflow_admin_password_version (a new password at the next apply); the hub's front sets every account's derived password again on its next request
+  name_prefix             = "${var.name}-mlflow-admin-"
+  description             = "${var.name}: MLflow's admin password (the hub's MLflow front)"
+  kms_key_id              = aws_kms_key.this["mlflow"].arn
+  recovery_window_in_days = 7
+  tags                    = var.tags
+}
+
+resource "aws_secretsmanager_secret_version" "mlflow_admin" {
+  secret_id                = aws_secretsmanager_secret.mlflow_admin.id
+  secret_string_wo         = ephemeral.random_password.mlflow_admin.result
+  secret_string_wo_version = var.mlflow_admin_password_version
+}

@@ -62,3 +62,13 @@ output "region" {
   description = "Region of the buckets and the database"
   value       = data.aws_region.current.region
 }
+
+output "mlflow_admin_secret_arn" {
+  description = "Secrets Manager secret holding MLflow's admin password (the hub's MLflow front logs in with it)"
+  value       = aws_secretsmanager_secret.mlflow_admin.arn
+}
+
+output "mlflow_admin_password_version" {
+  description = "Version of MLflow's admin password (the atelier module copies it into the hub's Secret when it changes)"
+  value       = var.mlflow_admin_password_version
+}

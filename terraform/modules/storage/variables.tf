@@ -101,3 +101,9 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "mlflow_admin_password_version" {
+  description = "Raise it to give MLflow's admin password a new random value at the next apply (restart MLflow and the hub after)"
+  type        = number
+  default     = 1
+}

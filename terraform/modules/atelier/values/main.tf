@@ -24,25 +24,30 @@ locals {
     node_pools = {
       core = var.core_node_selector
     }
+    # Each user's pods run as their own ServiceAccount, associated with the session
+    # role (EKS Pod Identity): the role's policy grants users/NAME/ to NAME only.
     identity = {
-      service_account = var.session_service_account
-      role_arn        = var.session_role_arn
+      per_user_role_arn = var.session_role_arn
+      eks_cluster_name  = var.cluster_name
+    }
+    # MLflow behind the hub's login: the MLflow front in the hub pod before MLflow's
+    # own server (its auth app), with the admin password from the Secret the hub pod
+    # alone mounts. Sessions get the front's URL and their hub token, never the server's.
+    mlflow = {
+      server_url   = var.mlflow_server_url
+      admin_secret = var.mlflow_admin_secret
     }
     private_cidrs = var.private_cidrs
   }
 
   deployment = {
     services = merge({
-      # No endpoint_url, no keys: AWS's own S3, reached with the session role (IRSA).
+      # No endpoint_url, no keys: AWS's own S3, reached with the session role (Pod Identity).
       s3 = {
         bucket = var.shared_bucket
         region = var.region
       }
-      # Inside the cluster, behind the network policy: sessions reach it directly.
-      mlflow = {
-        tracking_uri = var.mlflow_tracking_uri
-        auth         = "none"
-      }
+      # MLflow is the cluster settings' (above): `atelier render values` adds the front's.
     }, var.extra_services)
   }
 }

@@ -50,14 +50,13 @@ variable "singleuser_image" {
 # What the other modules made
 ################################################################################
 
-variable "session_service_account" {
-  description = "ServiceAccount of the session pods (identity module's `session_service_account`)"
+variable "cluster_name" {
+  description = "Name of the EKS cluster (cluster module's `cluster_name`): each user's Pod Identity association"
   type        = string
-  default     = "atelier-session"
 }
 
 variable "session_role_arn" {
-  description = "IAM role of the sessions (identity module's `session_role_arn`)"
+  description = "IAM role of every user's ServiceAccount, by EKS Pod Identity (identity module's `session_role_arn`)"
   type        = string
 }
 
@@ -71,9 +70,15 @@ variable "region" {
   type        = string
 }
 
-variable "mlflow_tracking_uri" {
-  description = "URL sessions reach MLflow's tracking server at"
+variable "mlflow_server_url" {
+  description = "MLflow's tracking server (its auth app, static prefix /services/mlflow); only the hub's MLflow front reaches it"
   type        = string
+}
+
+variable "mlflow_admin_secret" {
+  description = "Kubernetes Secret (key `admin-password`) with MLflow's admin password, mounted in the hub pod only"
+  type        = string
+  default     = "atelier-mlflow-admin"
 }
 
 variable "core_node_selector" {
