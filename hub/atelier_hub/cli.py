@@ -19,11 +19,13 @@ import time
 from pathlib import Path
 
 from . import services
+from .capacity import CapacityError, CapacitySettings, Request, load_capacity, wait_text
 from .embedded.stack import EmbeddedStack, end_leftovers
 from .embedded.state_folder import ADMIN_USER, HUB_RECORD
 from .embedded.users import INVITE_LIFETIME, UserError, UsersFile, invite_url, parse_duration
 from .install import paths as install
 from .origins import resolve_localhost_names
+from .private_files import write_private
 from .profiles import ProfileError, format_memory, load_profiles
 from .services._process import http_status, record, tail
 
@@ -56,12 +58,54 @@ def cmd_profiles(args) -> None:
     if args.check:
         print(f"{len(profiles)} profiles in {directory} are valid: {', '.join(p.name for p in profiles)}")
         return
+    if args.free:
+        notes = _free_notes(profiles, Path(args.state), group=args.group)
+        print(f"{'NAME':<12} {'CPU':>5} {'MEMORY':>8} {'GPU':>4}  NOW")
+        for p in profiles:
+            star = "*" if p.default else " "
+            print(f"{p.name + star:<12} {p.cpu.limit:>5g} {format_memory(p.memory.limit):>8} {p.gpu_count:>4}  "
+                  f"{notes[p.name]}")
+        print("(* the default)")
+        return
     print(f"{'NAME':<12} {'CPU':>5} {'MEMORY':>8} {'GPU':>4}  DESCRIPTION")
     for p in profiles:
         star = "*" if p.default else " "
         print(f"{p.name + star:<12} {p.cpu.limit:>5g} {format_memory(p.memory.limit):>8} "
               f"{p.gpu_count:>4}  {p.description}")
     print("(* the default)")
+
+
+def _free_notes(profiles, state: Path, *, group: str | None) -> dict[str, str]:
+    """Each profile's capacity line on the embedded stack of ``state``, from the queue as
+    its hub last saved it (``STATE/run/capacity.json``), the same lines as the spawn form's."""
+    from .config import CAPACITY_FILE
+    from .embedded.gpus import GPUPool
+    from .embedded.spawner_base import SNAPSHOT_FILE, capacity_note, free_memory
+    from .services.culler import PLAN_FILE
+
+    try:
+        settings = load_capacity(state / CAPACITY_FILE) if (state / CAPACITY_FILE).is_file() else CapacitySettings()
+    except CapacityError as exc:
+        fail(str(exc))
+    try:
+        snapshot = json.loads((state / SNAPSHOT_FILE).read_text())
+    except FileNotFoundError:
+        snapshot = None  # no GPU asked for since the hub started: nothing held, nothing waits
+    except (OSError, ValueError) as exc:
+        fail(f"{state / SNAPSHOT_FILE}: cannot read the queue ({exc}); is `atelier dev --state {state}` running?")
+    pool = GPUPool.from_snapshot(snapshot, settings, plan_file=state / PLAN_FILE)
+    now, memory, notes = time.time(), free_memory(), {}
+    for p in profiles:
+        place, eta = None, ""
+        if p.gpu_count and 0 < p.gpu_count <= len(pool.gpus):
+            probe = Request(key="\0cli/", user="\0cli", group=group or settings.default_group, gpus=p.gpu_count,
+                            since=now)
+            if not pool.would_start_now(probe):
+                where = pool.place(probe.key, now=now, extra=probe)
+                place, eta = where.position, wait_text(where.eta, now)
+        notes[p.name] = capacity_note(p, free=len(pool.free()), total=len(pool.gpus), place=place, eta=eta,
+                                      memory_free=memory)
+    return notes
 
 
 # -- atelier usage -------------------------------------------------------------------------
@@ -250,6 +294,12 @@ def cmd_dev(args) -> None:
     except ProfileError as exc:
         fail(f"the profiles in {args.profiles} are not valid:\n{exc}")
     without = _check_services(args)
+    capacity = None
+    if args.capacity:
+        try:
+            capacity = load_capacity(args.capacity)
+        except CapacityError as exc:
+            fail(f"the capacity settings are not valid:\n{exc}")
     if (Path(args.state) / "run").is_dir():
         ended = end_leftovers(args.state)
         if ended:
@@ -258,6 +308,12 @@ def cmd_dev(args) -> None:
         stack, password = EmbeddedStack.prepare(args.state, port=args.port, profiles_dir=args.profiles, without=without)
     except (OSError, services.SettingsError) as exc:  # a port in use; a setting an admin wrote (Trino's shared schemas)
         fail(str(exc))
+    from .config import CAPACITY_FILE
+
+    if capacity is not None:
+        write_private(stack.path(CAPACITY_FILE), capacity.model_dump_json(indent=2))
+    else:  # a start without --capacity is back to the defaults
+        stack.path(CAPACITY_FILE).unlink(missing_ok=True)
     mode = _session_mode()
     config = REPO / "hub" / "jupyterhub_config.py"
     if not config.exists():  # installed without the repository: write the same few lines
@@ -428,12 +484,20 @@ def main(argv: list[str] | None = None) -> None:
     dev.add_argument("--without", action="append", default=[], metavar="SERVICE",
                      help="leave an optional service out (repeatable; e.g. trino): sessions get no settings for it")
     dev.add_argument("--no-trino", action="store_true", help="the same as --without trino")
+    dev.add_argument("--capacity", metavar="FILE",
+                     help="capacity settings (YAML or JSON): the GPU pool, GPUs per user, teams' fair share "
+                          "(docs/reference.md, \"Capacity settings\")")
     dev.add_argument("--ready-file", help=argparse.SUPPRESS)
     dev.set_defaults(func=cmd_dev)
 
     prof = sub.add_parser("profiles", help="list the profiles, or validate a folder with --check DIR")
     prof.add_argument("--dir", default=_default_profiles(), help="profiles folder to list")
     prof.add_argument("--check", metavar="DIR", help="validate DIR; exit 1 on any error")
+    prof.add_argument("--free", action="store_true",
+                      help="also what is free now on the embedded stack of --state: fits now, or your place in line")
+    prof.add_argument("--state", default=_default_state(), help="state folder of the stack (with --free)")
+    prof.add_argument("--group", help="the hub group to reckon the place in line for (with --free; default: the "
+                                      "capacity settings' default group)")
     prof.set_defaults(func=cmd_profiles)
 
     users = sub.add_parser("users", help="manage embedded-mode logins")

@@ -29,6 +29,8 @@ __all__ = ["configure"]
 
 #: the hub's database, in the state folder
 HUB_DB = "jupyterhub.sqlite"
+#: the capacity settings `atelier dev --capacity FILE` was given, validated, in the state folder
+CAPACITY_FILE = "capacity.json"
 
 
 def update_hub(c, stack: EmbeddedStack) -> None:
@@ -92,6 +94,9 @@ def update_spawner(c, stack: EmbeddedStack) -> None:
     scopes = ["users:activity!user", "access:servers!server", *stack.session_scopes]
     # Every spawner records its servers' starts and stops (``atelier usage``).
     c.ProfileSpawnerMixin.usage_file = str(stack.path("usage.jsonl"))
+    # The GPU pool and its queue's fair share (`atelier dev --capacity FILE`); absent: the defaults.
+    if stack.path(CAPACITY_FILE).is_file():
+        c.EmbeddedSpawnerMixin.capacity_file = str(stack.path(CAPACITY_FILE))
     if session_mode().name == "container":
         from .embedded.container_spawner import update_container_spawner
 

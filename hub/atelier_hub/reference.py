@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from .capacity import CapacitySettings
 from .cluster.settings import ClusterSettings
 from .profiles import Profile
 from .schema import models_used
@@ -97,6 +98,8 @@ def sections() -> list[tuple[str, str, type[BaseModel]]]:
          "cluster.", Deployment),
         ("Cluster settings", "What a Kubernetes deployment adds (`atelier render values --cluster FILE`).",
          ClusterSettings),
+        ("Capacity settings", "The GPU pool of an embedded stack and its fair share between teams "
+         "(`atelier dev --capacity FILE`, YAML or JSON; README, \"Capacity and the queue\").", CapacitySettings),
     ]
 
 

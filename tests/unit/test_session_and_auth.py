@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -13,8 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from atelier_hub.capacity import Request
 from atelier_hub.embedded.auth import Backoff, UserError, UsersFile, check_password, hash_password
-from atelier_hub.embedded.gpus import GPUPool, GPUUnavailable
+from atelier_hub.embedded.gpus import GPUPool
 from atelier_hub.embedded.spawner_base import render_profile_form
 from atelier_hub.embedded.users import InviteError
 from atelier_hub.profiles import Profile
@@ -62,7 +64,7 @@ def test_session_env_gpu_and_absent_services():
 
 
 def test_profile_form_escapes_and_marks_the_default():
-    html = render_profile_form([SMALL, GPU], free_gpus=0, total_gpus=0)
+    html = render_profile_form([SMALL, GPU], notes={"gpu-1": "No GPU on this machine"})
     assert 'value="cpu-small" checked' in html and 'value="gpu-1">' in html
     assert "1 GPU &lt;b&gt;" in html and "<b>" not in html.split("<style>")[0]
     assert "No GPU on this machine" in html and "32G" in html
@@ -93,18 +95,28 @@ def test_users_file(tmp_path):
     assert set(users.load()) == {"ada"}
 
 
-def test_gpu_pool_hands_each_gpu_to_one_server():
-    pool = GPUPool([(0, "A100"), (1, "A100")])
-    assert pool.acquire("ada/", 1, profile="gpu-1") == [0]
-    assert pool.acquire("ada/", 1, profile="gpu-1") == [0]  # the same server asks again
-    assert pool.acquire("bob/", 1, profile="gpu-1") == [1]
-    with pytest.raises(GPUUnavailable, match="has 2 and 0 free"):
-        pool.acquire("cy/", 1, profile="gpu-1")
-    pool.release("ada/")
-    assert pool.acquire("cy/", 1, profile="gpu-1") == [0]
-    with pytest.raises(GPUUnavailable, match="no NVIDIA GPU"):
-        GPUPool([]).acquire("x/", 1, profile="gpu-1")
-    assert GPUPool([]).acquire("x/", 0, profile="cpu-small") == []
+def test_gpu_pool_hands_each_gpu_to_one_server_and_queues_the_rest():
+    async def scenario():
+        pool = GPUPool([(0, "A100"), (1, "A100")])
+
+        def ask(user: str, since: float, gpus: int = 1):
+            return pool.request(Request(key=f"{user}/", user=user, group="everyone", gpus=gpus, since=since))
+
+        assert ask("ada", 1) == [0]
+        assert ask("ada", 1) == [0]  # the same server asks again
+        assert ask("bob", 2) == [1]
+        cy, dan = ask("cy", 3), ask("dan", 4)  # both wait: positions 1 and 2
+        assert isinstance(cy, asyncio.Future) and not cy.done()
+        assert (pool.place("cy/").position, pool.place("dan/").position) == (1, 2)
+        pool.leave("cy/")  # cy's spawn was cancelled: dan moves up
+        assert cy.cancelled() and pool.place("dan/").position == 1
+        pool.release("ada/")
+        assert await asyncio.wait_for(dan, 5) == [0] and pool.held["dan/"] == [0]
+        assert pool.refusal(Request("x/", "x", "everyone", 3, 0), profile="gpu-4").startswith(
+            "Profile 'gpu-4' needs 3 GPU(s) and this machine has 2: it can never start here.")
+        assert "no NVIDIA GPU" in GPUPool([]).refusal(Request("x/", "x", "everyone", 1, 0), profile="gpu-1")
+
+    asyncio.run(scenario())
 
 
 def test_deployment_settings_errors_name_the_field(tmp_path):

@@ -450,6 +450,8 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
         if self.profile is None:  # started without the pre-spawn hook (never by the hub)
             self.run_pre_spawn_hook()
         p = self.profile
+        # A queued GPU server gets its devices first: the container is built with their ids.
+        await self.wait_for_gpus()
         if p.gpu_count:
             self.image = self.gpu_image
         self.mem_limit = p.memory.limit

@@ -1,58 +1,109 @@
 """What both embedded spawners (a local process, a container) share: the profile picker,
-the GPU pool, and the checks a spawn request passes before anything starts.
+the GPU pool and its queue, and the checks a spawn request passes before anything starts.
 
 Rule this module keeps: a request is checked by one method, the same way, whether it
 came from the form (the refusal shows above the form) or the REST API (the status and
-message: 400/403/413 from :class:`ProfileSpawnerMixin`, 409 for GPUs that are not there
-or not free), and a server's GPUs are held from its pre-spawn hook until it stops or
-fails to start.
+message: 400/403/413 from :class:`ProfileSpawnerMixin`, 409 for GPUs that are not there,
+never will be, or are past the user's own limit, naming what holds theirs). A GPU
+request the pool cannot meet *now* is not refused: the spawn waits in the pool's queue
+(:mod:`atelier_hub.capacity`'s order), its progress page showing its position and ETA,
+until its GPUs are handed over; stopping it leaves the queue. A server's GPUs are held
+from the moment they are handed over until it stops or fails to start.
+
+JupyterHub's ``start_timeout`` counts from the call of ``start()``, which includes the
+wait: a spawn that queues gets ``start_timeout + max_wait`` (the capacity settings) for
+that start only, and the configured ``start_timeout`` again from the moment its GPUs
+are handed over; a wait past ``max_wait`` ends with a message saying so, not a timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
+import time
+from pathlib import Path
 from typing import ClassVar
 
 import jinja2
 from tornado import web
 from traitlets import Unicode, default
 
+from ..capacity import CapacitySettings, Holder, Request, group_of, load_capacity, ordinal, wait_text
+from ..jobs import is_job
 from ..profile_spawner import ProfileSpawnerMixin
 from ..profiles import Profile, format_memory, visible_profiles
 from ..services import Deployment
-from .gpus import GPUPool, GPUUnavailable, detect_gpus
+from .gpus import GPUPool
 
-__all__ = ["EmbeddedSpawnerMixin", "gpu_refusal", "render_profile_form"]
+__all__ = ["EmbeddedSpawnerMixin", "SNAPSHOT_FILE", "capacity_note", "free_memory", "gpu_refusal",
+           "render_profile_form"]
+
+#: the queue as the hub last saw it, in the state folder (``atelier profiles --free`` reads it)
+SNAPSHOT_FILE = "run/capacity.json"
 
 
 def gpu_refusal(message: str) -> web.HTTPError:
-    """409: the GPUs a profile needs are not there, not free, or not usable here."""
+    """409: the GPUs a profile needs are not there, can never be free here, or are past the
+    user's own limit."""
     return web.HTTPError(409, message, reason=message)
 
 
-def _gpu_note(profile: Profile, free: int, total: int) -> str:
-    if not profile.gpu_count:
-        return ""
-    if total == 0:
-        return "No GPU on this machine"
-    return f"{free} of {total} GPUs free"
+def free_memory() -> int | None:
+    """Bytes of memory this machine can give a new session now (``MemAvailable``); None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
-def render_profile_form(profiles: list[Profile], *, free_gpus: int, total_gpus: int) -> str:
+def capacity_note(profile: Profile, *, free: int, total: int, place: int | None = None, eta: str = "",
+                  memory_free: int | None = None) -> str:
+    """A card's capacity line (pure): ``place`` is the position a request of this profile
+    would take in the queue (None: it fits now).
+
+    >>> from atelier_hub.profiles import Profile
+    >>> g = Profile(name="g", display_name="G", cpu={"limit": 8}, memory={"limit": "32G"}, gpu={"count": 1})
+    >>> capacity_note(g, free=3, total=8), capacity_note(g, free=0, total=4, place=2, eta="about 25 min")
+    ('3 of 8 GPUs free · fits now', '0 of 4 GPUs free · full: you would be 2nd in line, about 25 min')
+    >>> capacity_note(g, free=0, total=0)
+    'No GPU on this machine'
+    """
+    needs = profile.memory.guarantee
+    if profile.gpu_count:
+        if total == 0:
+            return "No GPU on this machine"
+        if profile.gpu_count > total:
+            return f"needs {profile.gpu_count} GPUs; this machine has {total}"
+        gpus = f"{free} of {total} GPUs free · "
+    else:
+        gpus = ""
+    if needs and memory_free is not None and memory_free < needs:
+        return (f"{gpus}not enough free memory now: {memory_free / 10**9:.1f}G free, "
+                f"{format_memory(needs)} guaranteed")
+    if place is not None:
+        return f"{gpus}full: you would be {ordinal(place)} in line, {eta}"
+    return f"{gpus}fits now"
+
+
+def render_profile_form(profiles: list[Profile], *, notes: dict[str, str] | None = None) -> str:
     """HTML of the profile picker (``templates/profile_form.html``): one card per profile
-    with its sizes (pure).
+    with its sizes and its capacity line from ``notes`` (pure).
 
     >>> from atelier_hub.profiles import Profile
     >>> p = Profile(name="cpu-small", display_name="Small", cpu={"limit": 2}, memory={"limit": "4G"})
-    >>> 'value="cpu-small" checked' in render_profile_form([p], free_gpus=0, total_gpus=0)
+    >>> 'value="cpu-small" checked' in render_profile_form([p], notes={"cpu-small": "fits now"})
     True
     """
+    notes = notes or {}
     default = next((p.name for p in profiles if p.default), profiles[0].name if profiles else "")
     cards = [{"name": p.name, "display_name": p.display_name, "description": p.description,
               "cpu": f"{p.cpu.limit:g}", "memory": format_memory(p.memory.limit),
               "gpu": f"{p.gpu_count} × {p.gpu.type or 'GPU'}" if p.gpu else "none",
-              "note": _gpu_note(p, free_gpus, total_gpus)} for p in profiles]
+              "note": notes.get(p.name, "")} for p in profiles]
     return _form_template().render(cards=cards, default=default)
 
 
@@ -79,7 +130,20 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
         """,
     )
 
+    capacity_file = Unicode(
+        "",
+        config=True,
+        help="""
+        Capacity settings (JSON or YAML, :class:`atelier_hub.capacity.CapacitySettings`): the
+        GPU pool's devices, the per-user GPU limit, the groups' fair share, the longest
+        wait in the queue. Empty: the defaults (the GPUs nvidia-smi lists, no limit).
+
+            c.AtelierDockerSpawner.capacity_file = "/srv/atelier/state/capacity.json"
+        """,
+    )
+
     _gpu_pool: ClassVar[GPUPool | None] = None
+    _capacity: ClassVar[CapacitySettings | None] = None
     deployment_model = Deployment
 
     gpu_ids: list[int]
@@ -96,8 +160,20 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
     def gpu_pool(self) -> GPUPool:
         cls = type(self)
         if cls._gpu_pool is None:
-            cls._gpu_pool = GPUPool(detect_gpus())
+            run = Path(self.state_dir) if self.state_dir else None
+            from ..services.culler import PLAN_FILE
+
+            cls._gpu_pool = GPUPool.from_settings(
+                self.capacity, plan_file=run / PLAN_FILE if run else None,
+                snapshot_file=run / SNAPSHOT_FILE if run else None)
         return cls._gpu_pool
+
+    @property
+    def capacity(self) -> CapacitySettings:
+        cls = type(self)
+        if cls._capacity is None:
+            cls._capacity = load_capacity(self.capacity_file) if self.capacity_file else CapacitySettings()
+        return cls._capacity
 
     def usable_cpus(self) -> int:
         # Every session runs on this machine: more threads than its cores only contend.
@@ -112,9 +188,8 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
     @default("options_form")
     def _options_form_default(self):
         def form(spawner: EmbeddedSpawnerMixin) -> str:
-            pool = spawner.gpu_pool
-            return render_profile_form(visible_profiles(spawner.profiles, spawner.groups()),
-                                       free_gpus=len(pool.free()), total_gpus=len(pool.gpus))
+            profiles = visible_profiles(spawner.profiles, spawner.groups())
+            return render_profile_form(profiles, notes=spawner.capacity_notes(profiles))
 
         return form
 
@@ -128,33 +203,115 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
             raise ValueError(exc.log_message) from None
         return options
 
+    def capacity_notes(self, profiles: list[Profile], *, now: float | None = None) -> dict[str, str]:
+        """Each profile's capacity line for this user, as the queue stands now."""
+        pool, now = self.gpu_pool, time.time() if now is None else now
+        memory, notes = free_memory(), {}
+        for p in profiles:
+            place, eta = None, ""
+            if p.gpu_count and 0 < p.gpu_count <= len(pool.gpus):
+                probe = self._gpu_request(p, key=f"{self.user.name}/\0form", since=now)
+                if not pool.would_start_now(probe):
+                    where = pool.place(probe.key, now=now, extra=probe)
+                    place, eta = where.position, wait_text(where.eta, now)
+            notes[p.name] = capacity_note(p, free=len(pool.free()), total=len(pool.gpus), place=place, eta=eta,
+                                          memory_free=memory)
+        return notes
+
+    def _gpu_request(self, profile: Profile, *, key: str | None = None, since: float | None = None,
+                     options: dict | None = None) -> Request:
+        """This server's request for ``profile``'s GPUs: its group, kind and how long it
+        is expected to hold them (a job: its ``--timeout``; a server: its profile's
+        ``max_age``, else its ``idle_timeout``, the soonest the culler stops an unused one)."""
+        options = self.user_options if options is None else options
+        job = (options or {}).get("job") if isinstance(options, dict) else None
+        if is_job(self.name, options):
+            runs_for = (job or {}).get("timeout") or profile.culling.max_age
+        else:
+            runs_for = profile.culling.max_age or profile.idle_timeout
+        return Request(key=key or self._key, user=self.user.name, group=group_of(self.groups(), self.capacity),
+                       gpus=profile.gpu_count, since=time.time() if since is None else since,
+                       kind="job" if is_job(self.name, options) else "server", runs_for=runs_for)
+
     def check_request(self, options: dict | None) -> Profile:
-        """The requested profile, if this user may use it and its GPUs are free now.
+        """The requested profile, if this user may use it and its GPUs can ever be met here.
 
         Raises HTTPError: 400/403/413 (see ProfileSpawnerMixin), 409 for GPUs that are
-        not there or not free."""
+        not there, more than the pool has, or past the user's own GPU limit (naming what
+        holds theirs). GPUs that are only busy now are not refused: the spawn waits."""
         profile = super().check_request(options)
         if profile.gpu_count:
             pool = self.gpu_pool
             if self._key not in pool.held:
-                probe = f"check:{self._key}"
-                try:
-                    pool.acquire(probe, profile.gpu_count, profile=profile.name)  # raises: no/too few GPUs
-                except GPUUnavailable as exc:
-                    raise gpu_refusal(str(exc)) from None
-                pool.release(probe)
+                why = pool.refusal(self._gpu_request(profile, options=options), profile=profile.name)
+                if why:
+                    raise gpu_refusal(why)
         return profile
+
+    #: the pending hand-over of this server's GPUs while it waits in the queue
+    _grant: asyncio.Future | None = None
+    _configured_start_timeout: int | None = None
 
     def run_pre_spawn_hook(self):
         # The request is checked first (ProfileSpawnerMixin: self.profile), then this
-        # server's GPUs are held and its S3 keys made, before anything starts.
+        # server's GPUs are asked for (held at once, or a place in the queue) and its S3
+        # keys made, before anything starts.
         result = super().run_pre_spawn_hook()
+        self._grant = None
+        if self.profile.gpu_count:
+            got = self.gpu_pool.request(self._gpu_request(self.profile))
+            if isinstance(got, list):
+                self.gpu_ids = got
+            else:
+                self._grant = got
+                # JupyterHub reads start_timeout after this hook: the wait is not a slow start.
+                self._configured_start_timeout = self.start_timeout
+                self.start_timeout = self.start_timeout + self.capacity.max_wait
+                self.log.info("%s waits for %d GPU(s): %s", self._key, self.profile.gpu_count,
+                              self._queue_message())
         try:
-            self.gpu_ids = self.gpu_pool.acquire(self._key, self.profile.gpu_count, profile=self.profile.name)
-        except GPUUnavailable as exc:  # taken since the check
-            raise gpu_refusal(str(exc)) from None
-        self.s3_keys = self._user_s3_keys()
+            self.s3_keys = self._user_s3_keys()
+        except BaseException:  # nothing starts: the GPUs or the place in line go too
+            self.gpu_pool.leave(self._key)
+            self.gpu_pool.release(self._key)
+            raise
         return result
+
+    def _queue_message(self) -> str:
+        place = self.gpu_pool.place(self._key)
+        if place is None:
+            return "your GPUs are being handed over"
+        n = self.profile.gpu_count
+        return (f"Waiting for {n} GPU{'s' if n != 1 else ''}: {ordinal(place.position)} in line "
+                f"({place.waiting} waiting, {place.total - place.free} of {place.total} GPUs in use), "
+                f"{wait_text(place.eta, time.time())}")
+
+    async def _wait_for_gpus(self) -> None:
+        grant, max_wait = self._grant, self.capacity.max_wait
+        try:
+            self.gpu_ids = await asyncio.wait_for(asyncio.shield(grant), max_wait)
+        except asyncio.TimeoutError:
+            msg = (f"Waited {max_wait // 60} min in the queue for {self.profile.gpu_count} GPU(s) and none came "
+                   "free: start it again later, or choose a smaller profile (the capacity settings' max_wait)")
+            raise web.HTTPError(503, msg, reason=msg) from None
+        finally:
+            self.gpu_pool.leave(self._key) if self._key not in self.gpu_pool.held else None
+            if self._configured_start_timeout is not None:
+                self.start_timeout = self._configured_start_timeout
+            self._grant = None
+
+    async def progress(self):
+        """The queue's position and ETA while this spawn waits (a line each time they
+        change), then the spawner's own progress."""
+        last = None
+        while self._grant is not None and not self._grant.done():
+            message = self._queue_message()
+            if message != last:
+                yield {"progress": 5, "message": message}
+                last = message
+            await asyncio.wait([self._grant], timeout=2)
+        async for event in super().progress():
+            yield event
 
     def _user_s3_keys(self) -> dict[str, str] | None:
         if not self.state_dir or self.deployment.services.s3 is None:
@@ -181,10 +338,29 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
 
     # -- GPUs held while the server lives ------------------------------------------------
 
+    async def wait_for_gpus(self) -> None:
+        """Wait for this server's GPUs where it is queued (at once otherwise). A spawner
+        calls it before it builds anything from ``gpu_ids`` (the container's device
+        requests); the mixin's ``start`` calls it in any case. A cancel or ``max_wait``
+        takes the request out of the queue."""
+        if self._grant is None:
+            return
+        await self._wait_for_gpus()
+        self.log.info("%s got GPU(s) %s from the queue", self._key, self.gpu_ids)
+        self._handed_over = True
+
+    _handed_over: bool = False
+
     async def start(self):
         try:
+            await self.wait_for_gpus()
+            if self._handed_over:
+                self._handed_over = False
+                # The configured start_timeout again, from the hand-over.
+                return await asyncio.wait_for(super().start(), self.start_timeout)
             return await super().start()
-        except Exception:
+        except BaseException:  # a failure, or a stop that cancelled the spawn: out of the queue too
+            self.gpu_pool.leave(self._key)
             self.gpu_pool.release(self._key)
             raise
 
@@ -203,7 +379,10 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
     def load_state(self, state):
         super().load_state(state)
         self.gpu_ids = list(state.get("gpu_ids", []))
-        self.gpu_pool.restore(self._key, self.gpu_ids)
+        if self.gpu_ids:
+            self.gpu_pool.restore(self._key, self.gpu_ids, holder=Holder(
+                key=self._key, user=self.user.name, group=group_of(self.groups(), self.capacity),
+                gpus=len(self.gpu_ids), kind="job" if is_job(self.name, self.user_options) else "server"))
 
     def clear_state(self):
         super().clear_state()
