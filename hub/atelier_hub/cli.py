@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from . import services
-from .capacity import CapacityError, CapacitySettings, Request, load_capacity, wait_text
+from .capacity import CapacityError, CapacitySettings, Request, load_capacity
 from .embedded.stack import EmbeddedStack, end_leftovers
 from .embedded.state_folder import ADMIN_USER, HUB_RECORD
 from .embedded.users import INVITE_LIFETIME, UserError, UsersFile, invite_url, parse_duration
@@ -80,7 +80,7 @@ def _free_notes(profiles, state: Path, *, group: str | None) -> dict[str, str]:
     its hub last saved it (``STATE/run/capacity.json``), the same lines as the spawn form's."""
     from .config import CAPACITY_FILE
     from .embedded.gpus import GPUPool
-    from .embedded.spawner_base import SNAPSHOT_FILE, capacity_note, free_memory
+    from .embedded.spawner_base import SNAPSHOT_FILE, capacity_notes
     from .services.culler import PLAN_FILE
 
     try:
@@ -94,18 +94,9 @@ def _free_notes(profiles, state: Path, *, group: str | None) -> dict[str, str]:
     except (OSError, ValueError) as exc:
         fail(f"{state / SNAPSHOT_FILE}: cannot read the queue ({exc}); is `atelier dev --state {state}` running?")
     pool = GPUPool.from_snapshot(snapshot, settings, plan_file=state / PLAN_FILE)
-    now, memory, notes = time.time(), free_memory(), {}
-    for p in profiles:
-        place, eta = None, ""
-        if p.gpu_count and 0 < p.gpu_count <= len(pool.gpus):
-            probe = Request(key="\0cli/", user="\0cli", group=group or settings.default_group, gpus=p.gpu_count,
-                            since=now)
-            if not pool.would_start_now(probe):
-                where = pool.place(probe.key, now=now, extra=probe)
-                place, eta = where.position, wait_text(where.eta, now)
-        notes[p.name] = capacity_note(p, free=len(pool.free()), total=len(pool.gpus), place=place, eta=eta,
-                                      memory_free=memory)
-    return notes
+    now = time.time()
+    return capacity_notes(pool, profiles, now=now, probe=lambda p: Request(
+        key="\0cli/", user="\0cli", group=group or settings.default_group, gpus=p.gpu_count, since=now))
 
 
 # -- atelier usage -------------------------------------------------------------------------

@@ -31,14 +31,6 @@ SMALL_MEMORY = next(p for p in load_profiles(REPO / "profiles") if p.name == "cp
 
 
 @pytest.fixture(scope="module")
-def containers(stack):
-    if stack.mode != "container":
-        pytest.fail(f"the stack runs {stack.mode} sessions: `make install` builds the images and "
-                    "`atelier dev` starts the Docker engine; see the atelier dev log")
-    return stack
-
-
-@pytest.fixture(scope="module")
 def rival(containers):
     containers.add_user("jobrival")
     return {"name": "jobrival", "token": containers.user_token("jobrival")}

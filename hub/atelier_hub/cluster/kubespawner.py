@@ -153,17 +153,7 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
                   for env, key in (("AWS_ACCESS_KEY_ID", "access_key_id"),
                                    ("AWS_SECRET_ACCESS_KEY", "secret_access_key"))},
         )
-        # Replaced whole: the chart's hub Role may create and delete Secrets, not update them.
-        await exponential_backoff(
-            partial(self._ensure_not_exists, "secret", manifest.metadata.name),
-            f"Could not delete the old secret {manifest.metadata.name}",
-            timeout=self.k8s_api_request_retry_timeout,
-        )
-        await exponential_backoff(
-            partial(self._make_create_resource_request, "secret", manifest),
-            f"Could not create secret {manifest.metadata.name}",
-            timeout=self.k8s_api_request_retry_timeout,
-        )
+        await self._replace_secret(manifest)
         return True
 
     # -- AWS: one ServiceAccount per user, associated with the session role (Pod Identity) ----
@@ -388,6 +378,12 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         # Created before the pod, so the container never starts without it; replaced
         # whole, since a new start has a new API token.
         manifest = self.get_env_secret_manifest()
+        await self._replace_secret(manifest)
+        return pod
+
+    async def _replace_secret(self, manifest: V1Secret) -> None:
+        """Delete the Secret of that name, if any, then create ``manifest``: the chart's hub
+        Role may create and delete Secrets, not update them."""
         await exponential_backoff(
             partial(self._ensure_not_exists, "secret", manifest.metadata.name),
             f"Could not delete the old secret {manifest.metadata.name}",
@@ -398,7 +394,6 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             f"Could not create secret {manifest.metadata.name}",
             timeout=self.k8s_api_request_retry_timeout,
         )
-        return pod
 
     async def stop(self, now=False):
         await super().stop(now=now)

@@ -49,6 +49,23 @@ def gpu_refusal(message: str) -> web.HTTPError:
     return web.HTTPError(409, message, reason=message)
 
 
+def capacity_notes(pool, profiles: list[Profile], *, probe, now: float) -> dict[str, str]:
+    """Each profile's capacity line (:func:`capacity_note`) as ``pool``'s queue stands at
+    ``now``, for the request ``probe(profile)`` (a GPU profile that would wait: its place
+    and wait); the spawn form's and ``atelier profiles --free``'s."""
+    memory, notes = free_memory(), {}
+    for p in profiles:
+        place, eta = None, ""
+        if p.gpu_count and 0 < p.gpu_count <= len(pool.gpus):
+            request = probe(p)
+            if not pool.would_start_now(request):
+                where = pool.place(request.key, now=now, extra=request)
+                place, eta = where.position, wait_text(where.eta, now)
+        notes[p.name] = capacity_note(p, free=len(pool.free()), total=len(pool.gpus), place=place, eta=eta,
+                                      memory_free=memory)
+    return notes
+
+
 def free_memory() -> int | None:
     """Bytes of memory this machine can give a new session now (``MemAvailable``); None where unknown."""
     try:
@@ -205,18 +222,9 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
 
     def capacity_notes(self, profiles: list[Profile], *, now: float | None = None) -> dict[str, str]:
         """Each profile's capacity line for this user, as the queue stands now."""
-        pool, now = self.gpu_pool, time.time() if now is None else now
-        memory, notes = free_memory(), {}
-        for p in profiles:
-            place, eta = None, ""
-            if p.gpu_count and 0 < p.gpu_count <= len(pool.gpus):
-                probe = self._gpu_request(p, key=f"{self.user.name}/\0form", since=now)
-                if not pool.would_start_now(probe):
-                    where = pool.place(probe.key, now=now, extra=probe)
-                    place, eta = where.position, wait_text(where.eta, now)
-            notes[p.name] = capacity_note(p, free=len(pool.free()), total=len(pool.gpus), place=place, eta=eta,
-                                          memory_free=memory)
-        return notes
+        now = time.time() if now is None else now
+        return capacity_notes(self.gpu_pool, profiles, now=now,
+                              probe=lambda p: self._gpu_request(p, key=f"{self.user.name}/\0form", since=now))
 
     def _gpu_request(self, profile: Profile, *, key: str | None = None, since: float | None = None,
                      options: dict | None = None) -> Request:
