@@ -58,20 +58,13 @@ def cmd_profiles(args) -> None:
     if args.check:
         print(f"{len(profiles)} profiles in {directory} are valid: {', '.join(p.name for p in profiles)}")
         return
-    if args.free:
-        notes = _free_notes(profiles, Path(args.state), group=args.group)
-        print(f"{'NAME':<12} {'CPU':>5} {'MEMORY':>8} {'GPU':>4}  NOW")
-        for p in profiles:
-            star = "*" if p.default else " "
-            print(f"{p.name + star:<12} {p.cpu.limit:>5g} {format_memory(p.memory.limit):>8} {p.gpu_count:>4}  "
-                  f"{notes[p.name]}")
-        print("(* the default)")
-        return
-    print(f"{'NAME':<12} {'CPU':>5} {'MEMORY':>8} {'GPU':>4}  DESCRIPTION")
+    # The last column: what is free now (--free), else each profile's description.
+    notes = _free_notes(profiles, Path(args.state), group=args.group) if args.free else None
+    print(f"{'NAME':<12} {'CPU':>5} {'MEMORY':>8} {'GPU':>4}  {'NOW' if notes is not None else 'DESCRIPTION'}")
     for p in profiles:
         star = "*" if p.default else " "
         print(f"{p.name + star:<12} {p.cpu.limit:>5g} {format_memory(p.memory.limit):>8} "
-              f"{p.gpu_count:>4}  {p.description}")
+              f"{p.gpu_count:>4}  {notes[p.name] if notes is not None else p.description}")
     print("(* the default)")
 
 
