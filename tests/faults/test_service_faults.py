@@ -29,10 +29,12 @@ from stack import Stack, free_port, tail
 
 pytestmark = pytest.mark.integration
 
-MANAGED = [s for s in SERVICES if s.has_port]  # a supervised process each: S3, MLflow, Trino, culler, jobs, usage
-# The six the README promises heal themselves: a service dropped from the list (or one
+# A supervised process each: S3, MLflow, Trino, culler, jobs, usage, and credentials (which
+# runs where the deployment names a git host: the faults stack names one).
+MANAGED = [s for s in SERVICES if s.has_port]
+# The seven the README promises heal themselves: a service dropped from the list (or one
 # that lost its port) would otherwise just go untested here.
-assert sorted(s.name for s in MANAGED) == ["culler", "jobs", "mlflow", "s3", "trino", "usage"], MANAGED
+assert sorted(s.name for s in MANAGED) == ["credentials", "culler", "jobs", "mlflow", "s3", "trino", "usage"], MANAGED
 HEAL_LIMIT = 60  # seconds: the promise in the README
 
 
@@ -82,7 +84,10 @@ def _first_ready(out: Path) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("faults") / "state", name="faults").start()
+    state = tmp_path_factory.mktemp("faults") / "state"
+    state.mkdir(mode=0o700)  # a deployment that names a git host: its credentials service runs too
+    (state / "deployment.json").write_text(json.dumps({"services": {"credentials": {"git_hosts": ["git.example.org"]}}}))
+    s = Stack(state, name="faults").start()
     s.first_ready_s = _first_ready(s.out)
     yield s
     s.stop()

@@ -38,10 +38,7 @@ def rival(containers):
 
 def atelier(stack, token: str, *args: str, timeout: float = 300, home=None) -> subprocess.CompletedProcess:
     """The real `atelier` command, as on a laptop after `atelier login` (no saved login)."""
-    env = {**os.environ, "ATELIER_HUB_URL": stack.url, "ATELIER_TOKEN": token,
-           "XDG_CONFIG_HOME": str(home or stack.state.parent / "laptop-config")}
-    return subprocess.run([str(VENV_BIN / "atelier"), *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=REPO)
+    return stack.atelier(token, *args, timeout=timeout, home=home)
 
 
 def jobs_table(stack, token: str, *extra: str) -> dict[str, list[str]]:

@@ -51,6 +51,7 @@ MODULES = [
     "culler",
     "jobs",
     "usage",
+    "credentials",
 ]
 
 
