@@ -158,8 +158,9 @@ class CredentialsService(ServiceSettings):
     about: ClassVar[str] = ("Per-user tokens for git hosts (README, \"Your own packages, and git\"); null: git "
                             "asks for credentials itself.")
 
-    url: str = Field(description="Its base URL as sessions reach it (`ATELIER_CREDENTIALS_URL`), e.g. "
-                     "`http://127.0.0.1:8000/services/credentials`; the session's hub token authenticates.")
+    url: str = Field("", description="Its base URL as sessions reach it (`ATELIER_CREDENTIALS_URL`), e.g. "
+                     "`http://127.0.0.1:8000/services/credentials`; the session's hub token authenticates. "
+                     "Written by `atelier dev` and `atelier render values` (the service in the hub pod).")
     git_hosts: list[str] = Field([], description="Git hosts whose HTTPS credentials each user may keep in the hub "
                                  "(`atelier credentials set-git HOST`), e.g. `[github.com, gitlab.example.org]`; "
                                  "a session's git gets the user's own token for them. Empty: none.")
@@ -170,10 +171,10 @@ class CredentialsService(ServiceSettings):
         return list(dict.fromkeys(check_host(h) for h in value))
 
     def session_env(self, ctx: SessionContext) -> dict[str, str]:
-        return {"ATELIER_CREDENTIALS_URL": self.url} if self.git_hosts else {}
+        return {"ATELIER_CREDENTIALS_URL": self.url} if self.git_hosts and self.url else {}
 
     def session_files(self, ctx: SessionContext) -> dict[str, str]:
-        if not self.git_hosts:
+        if not self.git_hosts or not self.url:
             return {}
         return {HOSTS_FILE: hosts_config(self.git_hosts), HELPER_FILE: HELPER}
 
