@@ -555,6 +555,7 @@ def test_git_hosts_run_the_credentials_service_in_the_hub_pod_and_sessions_reach
     (user,) = [r for r in c.JupyterHub.load_roles if r["name"] == "user"]
     assert "access:services!service=credentials" in user["scopes"]
     assert "access:services!service=credentials" in c.AtelierKubeSpawner.server_token_scopes
+    assert c.AtelierKubeSpawner.credentials_dir == "/srv/jupyterhub/credentials"  # a removed user's file goes
     rendered = json.loads((tmp_path / "etc" / "deployment.json").read_text())
     assert rendered["services"]["credentials"] == {"url": "http://hub:8087/services/credentials",
                                                    "git_hosts": ["github.com", "git.example.org"]}

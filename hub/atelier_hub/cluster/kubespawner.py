@@ -99,6 +99,13 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         """,
     )
 
+    credentials_dir = Unicode(
+        "",
+        config=True,
+        help="""Where the credentials service in the hub pod keeps each user's git tokens
+        (:func:`update_credentials`); a deleted user's file is removed with them.""",
+    )
+
     s3_accounts_dir = Unicode(
         "",
         config=True,
@@ -215,6 +222,10 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         server's deletion keeps the account): their S3 account and Secret go (or their
         ServiceAccount and its association, on AWS), their PVC stays (``delete_pvc`` is False)."""
         await super().delete_forever()
+        if not self.name and self.credentials_dir:
+            from ..services.credentials import Store
+
+            Store(self.credentials_dir).forget(self.user.name)  # their git tokens go with them
         if not self.name and self.per_user_role_arn:
             name = self.user_service_account()
             await asyncio.to_thread(remove_pod_identity, cluster=self.eks_cluster_name, namespace=self.namespace,
@@ -588,6 +599,7 @@ def update_credentials(c, settings: ClusterSettings, deployment: Deployment) -> 
                            "--listen", f"0.0.0.0:{port}"]}
     c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != SERVICE.name),
                              service]
+    c.AtelierKubeSpawner.credentials_dir = CREDENTIALS_DIR
     _user_role_scopes(c, SERVICE.session_scopes)
     scopes = list(c.AtelierKubeSpawner.get("server_token_scopes", None)
                   or ["users:activity!user", "access:servers!server"])
