@@ -2,7 +2,7 @@
 
 Rule this module keeps: it talks only to the jobs service (``/services/jobs/api/``)
 with the user's login (:class:`atelier_hub.remote.Login`: ``atelier login``, or
-``ATELIER_HUB_URL`` + ``ATELIER_TOKEN``, as a session has them); the service's refusals
+``ATELIER_HUB_URL`` + ``ATELIER_TOKEN``); the service's refusals
 are printed as they come (they name the field and the fix), with exit status 2. A
 followed job's output goes to stdout byte for byte, and ``atelier run`` exits with the
 job's own exit code.

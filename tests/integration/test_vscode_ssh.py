@@ -22,7 +22,7 @@ import pytest
 import requests
 from atelier_hub.connect import ssh_alias
 from kernel import run_code
-from stack import VENV_BIN, Stack, free_port
+from stack import VENV_BIN, free_port
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -45,22 +45,16 @@ print(json.dumps({
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("vscode") / "state", name="vscode", args=("--without", "trino")).start()
-    try:
-        if s.mode != "container":
-            pytest.fail(f"the stack runs {s.mode} sessions: `make install` builds the images and "
-                        "`atelier dev` starts the Docker engine; see the atelier dev log")
-        for name in (USER, OTHER):
-            s.add_user(name)
-        yield s
-    finally:
-        for name in (USER, OTHER):
-            try:
-                s.stop_server(name)
-            except Exception:  # noqa: BLE001 (best effort: the stack's stop ends them anyway)
-                pass
-        s.stop()
+def hub(containers):
+    """The shared stack (tests/conftest.py), in container mode, with this file's two users."""
+    for name in (USER, OTHER):
+        containers.add_user(name)
+    yield containers
+    for name in (USER, OTHER):
+        try:
+            containers.stop_server(name)
+        except Exception:  # noqa: BLE001 (best effort: the shared stack's stop ends them anyway)
+            pass
 
 
 @pytest.fixture(scope="module")

@@ -19,15 +19,15 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubAuth, HubAuthenticated
+from jupyterhub.services.auth import HubAuth
 from tornado import web
 
+from ._api import HealthHandler, UserApi, serve_until_signalled
 from ._front import HUB_AUTH_CACHE_S
 from .credentials import Store, check_host
 
@@ -58,34 +58,18 @@ def check_secret(body: dict, username_default: str) -> tuple[str, str]:
     return username, token.strip()
 
 
-class _Api(HubAuthenticated, web.RequestHandler):
+class _Api(UserApi):
+    other_user_refusal = (400, "user: only an admin sets or lists another user's tokens; leave --user out for "
+                               "your own")
+
     def initialize(self, store: Store, hosts: list[str]):
         self.store, self.hosts = store, hosts
 
-    def check_xsrf_cookie(self):
-        pass  # token-authenticated API: no cookie is accepted (HubAuthenticated without OAuth)
-
-    def write_error(self, status_code, **kwargs):
-        exc = kwargs.get("exc_info", (None, None))[1]
-        message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
-        self.finish({"status": status_code, "message": message})
-
     def caller(self) -> dict:
-        user = self.current_user
-        if not user or user.get("kind", "user") != "user":
-            raise web.HTTPError(403, "send your hub token: Authorization: token TOKEN (atelier login)")
+        user = super().caller()
+        if user.get("kind", "user") != "user":
+            raise web.HTTPError(403, "send a user's hub token: a service keeps no git tokens")
         return user
-
-    def owner(self) -> str:
-        """Whose tokens this request is about: the caller's; an admin may name another user."""
-        user = self.caller()
-        other = self.get_argument("user", None)
-        if other and other != user["name"]:
-            if not user.get("admin"):
-                raise web.HTTPError(400, "user: only an admin sets or lists another user's tokens; "
-                                         "leave --user out for your own")
-            return other
-        return user["name"]
 
     def host(self, raw: str) -> str:
         try:
@@ -156,11 +140,6 @@ class FillHandler(_Api):
         self.finish({"username": kept["username"], "password": kept["token"]})
 
 
-class HealthHandler(web.RequestHandler):
-    def get(self):
-        self.finish({"ok": True})
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folder", required=True, type=Path, help="where each user's tokens are kept (0700)")
@@ -182,16 +161,8 @@ def main(argv: list[str] | None = None) -> None:
         (rf"{prefix}/health", HealthHandler),
     ])
 
-    async def run() -> None:
-        app.listen(listen.port, listen.hostname)
-        log.info("credentials service listening at %s/ (git hosts: %s)", prefix, ", ".join(kw["hosts"]) or "none")
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
-        await stopping.wait()
-
-    asyncio.run(run())
+    log.info("credentials service listening at %s/ (git hosts: %s)", prefix, ", ".join(kw["hosts"]) or "none")
+    asyncio.run(serve_until_signalled(app, listen))
 
 
 if __name__ == "__main__":
