@@ -38,7 +38,7 @@ print(json.dumps({
     "path0": os.environ["PATH"].split(":")[0],
     "tracking_uri": mlflow.get_tracking_uri(),
     "env": {k: v for k, v in os.environ.items()
-            if k.startswith(("MLFLOW_", "AWS_", "ATELIER_PROFILE")) or k == "SPARK_CONF_DIR"},
+            if k.startswith(("MLFLOW_", "AWS_", "ATELIER_PROFILE")) or k in ("SPARK_CONF_DIR", "PYTHONUSERBASE")},
     "pid1": open("/proc/1/cmdline").read().replace("\\0", " "),
 }))
 """
@@ -116,9 +116,14 @@ def test_ssh_lands_in_the_session_with_its_contract(hub, laptop, session):
     kernel = json.loads(run_code(hub.url, session["url"], laptop["token"], ENV_PROBE).strip().splitlines()[-1])
     assert got["env"] == kernel["env"]
     assert {"SPARK_CONF_DIR", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "MLFLOW_TRACKING_TOKEN"} <= set(got["env"])
+    # The user's package layer (README, "Your own packages"): pip installs there from SSH too.
+    assert got["env"]["PYTHONUSERBASE"] == "/home/jovyan/.atelier/layers/base-py3.11"
     # A login shell (VS Code's terminal) too, after Debian's /etc/profile resets PATH.
-    login = ssh(laptop, ALIAS, "bash -lc 'command -v python; echo $ATELIER_PROFILE'")
-    assert login.stdout.split() == ["/opt/atelier/venv/bin/python", "cpu-small"], login.stderr
+    login = ssh(laptop, ALIAS, "bash -lc 'command -v python; echo $ATELIER_PROFILE; python -m site --user-site; "
+                               "pip --version | cut -d\" \" -f1'")
+    assert login.stdout.split() == ["/opt/atelier/venv/bin/python", "cpu-small",
+                                    "/home/jovyan/.atelier/layers/base-py3.11/lib/python3.11/site-packages",
+                                    "pip"], login.stdout + login.stderr
 
 
 def test_sftp_scp_and_local_forwarding(laptop, session, tmp_path):
