@@ -76,6 +76,7 @@ def update_home(c, stack: EmbeddedStack) -> None:
     containers of the base image (which carries code-server), the user's jobs where the
     jobs service runs."""
     from .embedded.engine import session_mode
+    from .embedded.spawner_base import SNAPSHOT_FILE
     from .home import Home
     from .services.culler import PLAN_FILE
 
@@ -83,7 +84,8 @@ def update_home(c, stack: EmbeddedStack) -> None:
     c.JupyterHub.template_vars = {"atelier_home": Home(
         profiles_dir=stack.profiles_dir, hub_url=stack.url, usage_file=stack.path("usage.jsonl"),
         plan_file=stack.path(PLAN_FILE) if "culler" in running else None, vscode=session_mode().name == "container",
-        jobs_dir=stack.path("jobs") if "jobs" in running else None)}
+        jobs_dir=stack.path("jobs") if "jobs" in running else None,
+        capacity_file=stack.path(CAPACITY_FILE), snapshot_file=stack.path(SNAPSHOT_FILE))}
 
 
 def update_spawner(c, stack: EmbeddedStack) -> None:

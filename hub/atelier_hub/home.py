@@ -11,7 +11,10 @@ file's open run for it (:func:`atelier_hub.usage.current_run`). A part whose sou
 absent (no culler, no usage file, no code-server in the sessions) is left out, not
 guessed. A job's server (``job-NAME``) is not a row of its own: the user's jobs are a
 table below, from the jobs service's records (``STATE/jobs/USER/NAME.json``,
-:func:`job_row`), where the jobs service runs. The queue is not shown yet.
+:func:`job_row`), where the jobs service runs. A server waiting for GPUs is ``queued``,
+with its place and wait as the spawn page gives them, and the user's GPUs held against
+their limit are shown, both from the GPU queue as the hub last saved it
+(``STATE/run/capacity.json``, the same view as ``atelier profiles --free``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .capacity import CapacityError, CapacitySettings, load_capacity, ordinal, wait_text
 from .connect import vscode_command
 from .jobs import JobRecord, is_job, job_server
 from .profiles import Profile, ProfileError, format_memory, load_profiles
@@ -187,6 +191,9 @@ class _View:
     def jobs(self) -> list[dict]:
         return self.home.job_rows(self.user)
 
+    def gpus(self) -> dict | None:
+        return self.home.gpu_quota(self.user)
+
 
 class Home:
     """The ``template_vars`` entry of the home page: called with the current user on every
@@ -194,9 +201,12 @@ class Home:
 
     def __init__(self, *, profiles_dir: str | Path, hub_url: str, usage_file: str | Path | None = None,
                  plan_file: str | Path | None = None, vscode: bool = False,
-                 jobs_dir: str | Path | None = None):
+                 jobs_dir: str | Path | None = None, capacity_file: str | Path | None = None,
+                 snapshot_file: str | Path | None = None):
         self.profiles_dir = Path(profiles_dir)
         self.jobs_dir = Path(jobs_dir) if jobs_dir else None
+        self.capacity_file = Path(capacity_file) if capacity_file else None
+        self.snapshot_file = Path(snapshot_file) if snapshot_file else None
         self.hub_url = hub_url
         self.usage_file = Path(usage_file) if usage_file else None
         self.plan_file = Path(plan_file) if plan_file else None
@@ -218,10 +228,35 @@ class Home:
         except (FileNotFoundError, ValueError):
             return {}
 
+    def _pool(self):
+        """The GPU queue as the hub last saved it; None where no GPU was asked for yet."""
+        from .embedded.gpus import GPUPool
+
+        if self.snapshot_file is None:
+            return None
+        try:
+            snapshot = json.loads(self.snapshot_file.read_text())
+            settings = (load_capacity(self.capacity_file) if self.capacity_file and self.capacity_file.is_file()
+                        else CapacitySettings())
+        except (OSError, ValueError, CapacityError):
+            return None
+        return GPUPool.from_snapshot(snapshot, settings, plan_file=self.plan_file)
+
+    def gpu_quota(self, user) -> dict | None:
+        """The user's GPUs held (and waited for) against their limit, where there is one."""
+        pool = self._pool()
+        if pool is None or pool.settings.gpus_per_user is None or not pool.gpus:
+            return None
+        held = sum(len(ids) for key, ids in pool.held.items() if key.split("/", 1)[0] == user.name)
+        waiting = sum(r.gpus for r in pool.waiting.values() if r.user == user.name)
+        return {"held": held, "waiting": waiting, "limit": pool.settings.gpus_per_user,
+                "free": len(pool.free()), "total": len(pool.gpus)}
+
     def rows(self, user) -> list[dict]:
         now = datetime.now(timezone.utc)
         profiles, default = self._profiles()
         plan = self._plan()
+        pool = self._pool()
         events = read_events(self.usage_file) if self.usage_file else []
         rows = []
         for spawner in user.all_spawners(include_default=True):
@@ -237,6 +272,10 @@ class Home:
                              decision=plan.get(f"{user.name}/{name}" if name else user.name), run=run,
                              now=now, hub_url=self.hub_url, vscode=self.vscode)
             row["spawn_url"] = f"spawn/{user.escaped_name}" + (f"/{name}" if name else "")
+            place = pool.place(f"{user.name}/{name}", now=now.timestamp()) if pool and server["pending"] else None
+            if place is not None:
+                row["state"] = "queued"
+                row["queue"] = f"{ordinal(place.position)} of {place.waiting} waiting, {wait_text(place.eta, now.timestamp())}"
             rows.append(row)
         return rows
 
