@@ -20,6 +20,7 @@ their limit are shown, both from the GPU queue as the hub last saved it
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +35,19 @@ __all__ = ["Home", "server_row", "job_row", "span", "sizes"]
 
 #: the jobs the home page lists: the running ones and the latest that ended
 JOBS_SHOWN = 10
+
+# JupyterHub's own logger: what goes wrong here is in the hub's log
+log = logging.getLogger("JupyterHub")
+
+
+def _or_none(what: str, compute, default):
+    """``compute()``, or ``default`` with the error in the hub's log: a part of the page
+    whose source cannot be read is left out, the page itself still shows."""
+    try:
+        return compute()
+    except Exception:
+        log.exception("home page: %s could not be read; left out", what)
+        return default
 
 
 def span(seconds: float) -> str:
@@ -189,10 +203,10 @@ class _View:
         return self.home.jobs_dir is not None
 
     def jobs(self) -> list[dict]:
-        return self.home.job_rows(self.user)
+        return _or_none("the jobs", lambda: self.home.job_rows(self.user), [])
 
     def gpus(self) -> dict | None:
-        return self.home.gpu_quota(self.user)
+        return _or_none("the GPU quota", lambda: self.home.gpu_quota(self.user), None)
 
 
 class Home:
@@ -256,7 +270,7 @@ class Home:
         now = datetime.now(timezone.utc)
         profiles, default = self._profiles()
         plan = self._plan()
-        pool = self._pool()
+        pool = _or_none("the GPU queue", self._pool, None)
         events = read_events(self.usage_file) if self.usage_file else []
         rows = []
         for spawner in user.all_spawners(include_default=True):
@@ -272,7 +286,9 @@ class Home:
                              decision=plan.get(f"{user.name}/{name}" if name else user.name), run=run,
                              now=now, hub_url=self.hub_url, vscode=self.vscode)
             row["spawn_url"] = f"spawn/{user.escaped_name}" + (f"/{name}" if name else "")
-            place = pool.place(f"{user.name}/{name}", now=now.timestamp()) if pool and server["pending"] else None
+            key = f"{user.name}/{name}"
+            place = (_or_none("a queued server's place", lambda key=key: pool.place(key, now=now.timestamp()), None)
+                     if pool is not None and server["pending"] else None)
             if place is not None:
                 row["state"] = "queued"
                 row["queue"] = f"{ordinal(place.position)} of {place.waiting} waiting, {wait_text(place.eta, now.timestamp())}"

@@ -237,9 +237,11 @@ def test_a_second_user_cannot_see_read_or_cancel_a_job_and_its_owner_can(contain
         assert "started" not in resp.text and '"long"' not in resp.text, (path, resp.status_code, resp.text)
     assert wait_state(containers, alice["token"], "long", "running")
     # Her home page lists it, running, with the line that follows it; not as a server. His lists none of hers.
-    page = containers.login("alice", alice["password"]).get(f"{containers.url}/hub/home", timeout=60).text
+    r = containers.login("alice", alice["password"]).get(f"{containers.url}/hub/home", timeout=60)
+    page = r.text
     job = re.search(r'<tr class="atelier-job" data-job="long" data-state="running">(.*?)</tr>', page, re.S)
-    assert job and "cpu-small" in job.group(1) and "atelier logs long -f" in job.group(1), page[-4000:]
+    assert r.status_code == 200 and job and "cpu-small" in job.group(1) and "atelier logs long -f" in job.group(1), \
+        (r.status_code, page[page.find('id="atelier-home"'):][:3000], containers.hub_log(120))
     assert 'data-server="job-long"' not in page
     theirs = containers.login("jobrival", rival["password"]).get(f"{containers.url}/hub/home", timeout=60).text
     assert 'id="atelier-jobs"' in theirs and 'data-job="long"' not in theirs and 'data-job="first"' not in theirs
