@@ -98,8 +98,8 @@ def check_request(body, *, profile_names: list[str], default_profile: str, worke
         fix = f"ask for at most {left}" if left else "none is left to you"
         raise RayClusterError("workers", f"{workers} more would make {workers + workers_in_use} Ray workers of "
                               f"yours, and this deployment allows {workers_max} per user "
-                              f"(services.ray_clusters.workers_max): {fix}, or stop another cluster "
-                              "(atelier ray down SERVER)", status=409)
+                              f"(ray_workers_per_user in the capacity settings, atelier dev --capacity FILE): {fix}, "
+                              "or stop another cluster (atelier ray down SERVER)", status=409)
     profile = body.get("profile") or default_profile
     if profile not in profile_names:
         raise RayClusterError("profile", f"unknown profile {str(profile)[:63]!r}; choose one of: "

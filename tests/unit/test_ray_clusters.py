@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from atelier_hub.capacity import CapacitySettings
 from atelier_hub.embedded.container_spawner import host_config
 from atelier_hub.profiles import load_profiles
 from atelier_hub.ray_clusters import (
@@ -58,7 +59,7 @@ def test_over_the_per_user_limit_is_refused_with_the_limit_and_the_setting_named
         ask({"workers": 3}, in_use=2, limit=4)
     msg = str(exc.value)
     assert exc.value.field == "workers" and exc.value.status == 409  # not 403: the CLI reads 403 as a bad token
-    assert "allows 4 per user" in msg and "services.ray_clusters.workers_max" in msg and "at most 2" in msg
+    assert "allows 4 per user" in msg and "ray_workers_per_user in the capacity settings" in msg and "at most 2" in msg
     with pytest.raises(RayClusterError, match="none is left to you"):
         ask({"workers": 1}, in_use=4, limit=4)
     assert ask({"workers": 2}, in_use=2, limit=4)["workers"] == 2
@@ -107,7 +108,7 @@ def test_the_service_settings_and_what_a_session_gets():
     assert svc.optional and svc.prefix == "/services/ray_clusters"
     assert "access:services!service=ray_clusters" in svc.session_scopes
     part = RayClustersService(url="http://127.0.0.1:8000/services/ray_clusters")
-    assert part.workers_max == 4
+    assert CapacitySettings().ray_workers_per_user == 4  # the default per-user limit
     small = next(p for p in load_profiles(REPO / "profiles") if p.name == "cpu-small")
     ctx = SessionContext(profile=small, username="alice", services=Services(ray_clusters=part))
     assert part.session_env(ctx) == {"ATELIER_RAY_CLUSTERS_URL": "http://127.0.0.1:8000/services/ray_clusters"}

@@ -21,8 +21,6 @@ from ._process import http_status
 from .base import Service, Site
 
 PREFIX = "/services/ray_clusters"
-#: the per-user limit on workers when the deployment names none
-WORKERS_MAX = 4
 
 
 class RayClustersService(ServiceSettings):
@@ -30,22 +28,21 @@ class RayClustersService(ServiceSettings):
 
     about: ClassVar[str] = "Personal Ray clusters started from a session (`ray_cluster()`, `atelier ray up`)."
 
-    url: str = Field(description="Where sessions ask for a cluster (`ATELIER_RAY_CLUSTERS_URL`).")
-    workers_max: int = Field(WORKERS_MAX, ge=0, description="Most Ray workers one user may run at once, "
-                             "over all their clusters; each is a container sized by the profile asked for.")
+    url: str = Field(description="Where sessions ask for a cluster (`ATELIER_RAY_CLUSTERS_URL`). The per-user "
+                     "limit on workers is the capacity settings' `ray_workers_per_user`.")
 
     def session_env(self, ctx: SessionContext) -> dict[str, str]:
         return {"ATELIER_RAY_CLUSTERS_URL": self.url}
 
 
-def ray_clusters_command(*, state: str, homes_dir: str, profiles_dir: str, workers_max: int) -> list[str]:
+def ray_clusters_command(*, state: str, profiles_dir: str) -> list[str]:
     """The service's command line.
 
-    >>> ray_clusters_command(state="/s", homes_dir="/s/homes", profiles_dir="/p", workers_max=4)[2:5]
-    ['atelier_hub.services.ray_clusters_server', '--state', '/s']
+    >>> ray_clusters_command(state="/s", profiles_dir="/p")[2:]
+    ['atelier_hub.services.ray_clusters_server', '--state', '/s', '--profiles', '/p']
     """
-    return [sys.executable, "-m", "atelier_hub.services.ray_clusters_server", "--state", state, "--homes", homes_dir,
-            "--profiles", profiles_dir, "--workers-max", str(workers_max)]
+    return [sys.executable, "-m", "atelier_hub.services.ray_clusters_server", "--state", state,
+            "--profiles", profiles_dir]
 
 
 class RayClusters(Service):
@@ -61,14 +58,12 @@ class RayClusters(Service):
         return {self.name: RayClustersService(url=self.public_url(site))}
 
     def hub_service(self, site: Site, services) -> dict:
-        part = getattr(services, self.name, None)
         return {
             "name": self.name,
             "display": False,
             "url": self.local_url(site),
-            "command": self.supervised(site, ray_clusters_command(
-                state=str(site.root), homes_dir=str(site.path("homes")), profiles_dir=site.profiles_dir,
-                workers_max=part.workers_max if part is not None else WORKERS_MAX)),
+            "command": self.supervised(site, ray_clusters_command(state=str(site.root),
+                                                                  profiles_dir=site.profiles_dir)),
         }
 
     def ready(self, site: Site) -> bool:

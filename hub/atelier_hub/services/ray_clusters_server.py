@@ -38,6 +38,8 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubAuth, HubAuthenticated
 from tornado import web
 
+from ..capacity import CapacitySettings, load_capacity
+from ..config import CAPACITY_FILE
 from ..embedded.container_spawner import host_config, stack_id
 from ..image_paths import HOME as IMAGE_HOME
 from ..profiles import ProfileError, load_profiles, resolve_profile, session_cpus
@@ -135,11 +137,17 @@ def _free_port(pid: int | None) -> int:
 
 
 class Clusters:
-    def __init__(self, *, state: Path, homes: Path, profiles_dir: str, workers_max: int, engine: Engine):
-        self.tokens = state / "ray_clusters"
-        self.homes, self.profiles_dir, self.workers_max, self.engine = homes, profiles_dir, workers_max, engine
+    def __init__(self, *, state: Path, profiles_dir: str, engine: Engine):
+        self.state, self.tokens = state, state / "ray_clusters"
+        self.profiles_dir, self.engine = profiles_dir, engine
         self.locks: dict[str, asyncio.Lock] = {}
         self.starting: set[str] = set()
+
+    def workers_max(self) -> int:
+        """The capacity settings' per-user limit (read at each request: `atelier dev
+        --capacity` may change it between two starts of the hub)."""
+        file = self.state / CAPACITY_FILE
+        return (load_capacity(file) if file.is_file() else CapacitySettings()).ray_workers_per_user
 
     async def call(self, fn, *args, **kw):
         return await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args, **kw))
@@ -247,7 +255,7 @@ class Clusters:
         profiles = load_profiles(self.profiles_dir)
         default = next((p.name for p in profiles if p.default), profiles[0].name if profiles else "")
         request = check_request(body, profile_names=[p.name for p in profiles], default_profile=default,
-                                workers_max=self.workers_max, workers_in_use=in_use)
+                                workers_max=self.workers_max(), workers_in_use=in_use)
         if session is None:
             shown = f"server {request['server']!r}" if request["server"] else "default server"
             raise RayClusterError("server", f"your {shown} is not running as a container session: start it first "
@@ -371,9 +379,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--state", required=True, type=Path, help="the stack's state folder (its containers' names, "
                     "the clusters' token files)")
-    ap.add_argument("--homes", required=True, type=Path, help="the folder of homes")
     ap.add_argument("--profiles", required=True, help="the profiles folder")
-    ap.add_argument("--workers-max", type=int, default=4, help="most Ray workers per user")
     ap.add_argument("--every", type=float, default=5, help="seconds between sweeps for clusters whose session is gone")
     ap.add_argument("--listen", help="HOST:PORT to listen on; default: the hub's JUPYTERHUB_SERVICE_URL")
     args = ap.parse_args(argv)
@@ -385,15 +391,15 @@ def main(argv: list[str] | None = None) -> None:
 
     async def run() -> None:
         engine = Engine(docker_host(), stack_id(args.state))
-        clusters = Clusters(state=args.state, homes=args.homes, profiles_dir=args.profiles,
-                            workers_max=args.workers_max, engine=engine)
+        clusters = Clusters(state=args.state, profiles_dir=args.profiles, engine=engine)
         kw = {"clusters": clusters}
         app = web.Application([
             (rf"{prefix}/api/clusters/?", ClustersHandler, kw),
             (rf"{prefix}/health", HealthHandler),
         ])
         app.listen(listen.port, listen.hostname)
-        log.info("ray clusters service listening at %s/ (at most %d workers per user)", prefix, args.workers_max)
+        log.info("ray clusters service listening at %s/ (at most %d workers per user)", prefix,
+                 clusters.workers_max())
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
