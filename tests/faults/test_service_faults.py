@@ -29,10 +29,11 @@ from stack import Stack, free_port, tail
 
 pytestmark = pytest.mark.integration
 
-MANAGED = [s for s in SERVICES if s.has_port]  # a supervised process each: S3, MLflow, Trino, culler, jobs, usage
-# The six the README promises heal themselves: a service dropped from the list (or one
+# a supervised process each: S3, MLflow, Trino, culler, jobs, Ray clusters, usage
+MANAGED = [s for s in SERVICES if s.has_port]
+# The seven the README promises heal themselves: a service dropped from the list (or one
 # that lost its port) would otherwise just go untested here.
-assert sorted(s.name for s in MANAGED) == ["culler", "jobs", "mlflow", "s3", "trino", "usage"], MANAGED
+assert sorted(s.name for s in MANAGED) == ["culler", "jobs", "mlflow", "ray_clusters", "s3", "trino", "usage"], MANAGED
 HEAL_LIMIT = 60  # seconds: the promise in the README
 
 

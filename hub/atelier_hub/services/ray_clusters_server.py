@@ -74,9 +74,25 @@ class Engine:
     def __init__(self, docker_host: str, stack: str):
         import docker
 
-        self.api = docker.APIClient(base_url=docker_host, version="auto", timeout=120)
-        self.stack = stack
+        self.docker_host, self.stack = docker_host, stack
         self.NotFound = docker.errors.NotFound
+        self._api = None
+
+    @property
+    def api(self):
+        """The engine's client, made at first use: a hub whose sessions are processes has
+        no engine, and this service then refuses requests instead of failing to start."""
+        if self._api is None:
+            import docker
+
+            try:
+                self._api = docker.APIClient(base_url=self.docker_host, version="auto", timeout=120)
+            except docker.errors.DockerException:
+                raise RayClusterError("server", "personal Ray clusters need container sessions, and no Docker "
+                                      f"engine answers at {self.docker_host}: an admin runs `make images` and "
+                                      "restarts the hub; meanwhile single-machine ray.init() works", status=409) \
+                    from None
+        return self._api
 
     def _list(self, labels: list[str], *, everything: bool = True) -> list[dict]:
         return self.api.containers(all=everything, filters={"label": [f"dev.atelier.stack={self.stack}", *labels]})
@@ -291,7 +307,10 @@ class Clusters:
     async def sweep(self) -> None:
         """Remove the nodes of sessions that are gone, and clusters whose head is gone;
         then the token folders of sessions that are gone."""
-        groups = self.by_session(await self.call(self.engine.nodes))
+        try:
+            groups = self.by_session(await self.call(self.engine.nodes))
+        except RayClusterError:  # no engine: no cluster either
+            return
         for sid, nodes in groups.items():
             if sid in self.starting:
                 continue
