@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from .image_paths import HOME as IMAGE_HOME
 
 __all__ = ["HEAD_IP", "RayClusterError", "TEMP_DIR", "TOKEN_PATH", "check_request", "cluster_env",
-           "head_command", "node_labels", "node_host_config", "worker_command", "worker_ip"]
+           "head_command", "node_labels", "node_host_config", "object_store_bytes", "worker_command", "worker_ip"]
 
 #: the head's address inside the session. Ray rewrites 127.0.0.1 into the machine's
 #: address but keeps any other loopback address (RECIPES.md, "Ray (measured here)"); this
@@ -107,25 +107,41 @@ def check_request(body, *, profile_names: list[str], default_profile: str, worke
     return {"server": server, "workers": workers, "profile": profile}
 
 
-def head_command(port: int) -> list[str]:
+def object_store_bytes(shm_size: int) -> int:
+    """A node's object store: most of its /dev/shm (Ray's default, 30% of the memory
+    limit, is more than a node's /dev/shm, and Ray then keeps objects in files on the
+    temporary folder, here the user's home).
+
+    >>> object_store_bytes(2**30)
+    858993459
+    """
+    return max(80 * 2**20, int(shm_size * 0.8))
+
+
+def head_command(port: int, *, object_store: int) -> list[str]:
     """The head's command: Ray's GCS on :data:`HEAD_IP`, no CPU for tasks (they run on
     the workers), no dashboard (the image's Ray is the minimal one).
 
-    >>> head_command(23456)[:4]
+    >>> head_command(23456, object_store=2**30)[:4]
     ['ray', 'start', '--head', '--block']
     """
     return ["ray", "start", "--head", "--block", f"--node-ip-address={HEAD_IP}", f"--port={port}", "--num-cpus=0",
-            "--include-dashboard=false", f"--temp-dir={TEMP_DIR}", "--disable-usage-stats"]
+            f"--object-store-memory={object_store}", "--include-dashboard=false", f"--temp-dir={TEMP_DIR}",
+            "--disable-usage-stats"]
 
 
-def worker_command(port: int, index: int, *, cpus: int, gpus: int = 0) -> list[str]:
-    """Worker ``index``'s command: join the head, with the profile's CPUs and GPUs.
+def worker_command(port: int, index: int, *, cpus: int, object_store: int, gpus: int = 0) -> list[str]:
+    """Worker ``index``'s command: join the head, with the profile's CPUs and GPUs. Its
+    sockets stay in its own /tmp: the session folder on the home is the head's, where
+    every node would otherwise bind the same socket paths (measured: the second raylet
+    aborts with "bind: Address already in use").
 
-    >>> worker_command(23456, 1, cpus=2)
-    ['ray', 'start', '--block', '--address=127.0.50.1:23456', '--node-ip-address=127.0.50.11', '--num-cpus=2', '--num-gpus=0']
+    >>> worker_command(23456, 1, cpus=2, object_store=2**30)[4:6]
+    ['--node-ip-address=127.0.50.11', '--num-cpus=2']
     """
     return ["ray", "start", "--block", f"--address={HEAD_IP}:{port}", f"--node-ip-address={worker_ip(index)}",
-            f"--num-cpus={cpus}", f"--num-gpus={gpus}"]
+            f"--num-cpus={cpus}", f"--num-gpus={gpus}", f"--object-store-memory={object_store}",
+            "--raylet-socket-name=/tmp/ray-raylet.sock", "--plasma-store-socket-name=/tmp/ray-plasma.sock"]
 
 
 def cluster_env(session_env: Iterable[str] | Mapping[str, str]) -> dict[str, str]:

@@ -54,6 +54,7 @@ from ..ray_clusters import (
     head_command,
     node_host_config,
     node_labels,
+    object_store_bytes,
     worker_command,
 )
 from ._front import HUB_AUTH_CACHE_S
@@ -225,8 +226,9 @@ class Clusters:
             cpus=float(profile.cpu.limit)))
         name = session["Name"].lstrip("/")
         cpus = session_cpus(profile, usable=os.cpu_count() or 1)
-        specs = [("head", f"{name}--ray-head", head_command(port))]
-        specs += [("worker", f"{name}--ray-worker-{i}", worker_command(port, i, cpus=cpus))
+        store = object_store_bytes(base["shm_size"])
+        specs = [("head", f"{name}--ray-head", head_command(port, object_store=store))]
+        specs += [("worker", f"{name}--ray-worker-{i}", worker_command(port, i, cpus=cpus, object_store=store))
                   for i in range(request["workers"])]
         started = []
         for role, cname, command in specs:
