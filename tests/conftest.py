@@ -19,6 +19,8 @@ resolve_localhost_names()
 
 HERE = Path(__file__).parent
 _STARTED = time.time()
+#: the git host the shared stacks name in services.credentials.git_hosts
+GIT_HOST = "git.example.org"
 TRINO_GROUP = "trino"  # the files that query the shared stack's Trino, as one group (TRINO_FILES)
 #: The files that wait for the culler: one group, one stack, their servers started together
 #: so that their waits overlap (tests/culling.py). The browser's first: it runs in the
@@ -133,6 +135,11 @@ def _shared(request: pytest.FixtureRequest) -> tuple[Stack, dict]:
     if kind not in started:
         args = () if kind == "trino" else ("--without", "trino")
         root = request.getfixturevalue("tmp_path_factory").mktemp(f"atelier-{kind}")
+        # As a deployment whose users keep tokens for a git host (README, "Your own
+        # packages, and git"): the admin names it in STATE/deployment.json.
+        (root / "state").mkdir(mode=0o700)
+        (root / "state" / "deployment.json").write_text(json.dumps(
+            {"services": {"credentials": {"git_hosts": [GIT_HOST]}}}))
         started[kind] = (Stack(root / "state", name=f"session-{kind}", args=args).start(), {})
     return started[kind]
 

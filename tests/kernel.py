@@ -16,7 +16,7 @@ class KernelError(RuntimeError):
 
 
 def run_code(base_url: str, server_url: str, token: str, code: str, *, timeout: float = 180,
-             notebook: str | None = None, kernel_id: str | None = None) -> str:
+             notebook: str | None = None, kernel_id: str | None = None, kernel: str = "python3") -> str:
     """Start a kernel on the server at ``server_url`` (its URL from the hub's API, or a
     path such as ``/user/ada/`` on ``base_url``), run ``code``,
     return its stdout; raise :class:`KernelError` with the traceback if it fails.
@@ -24,7 +24,7 @@ def run_code(base_url: str, server_url: str, token: str, code: str, *, timeout: 
     With ``notebook`` (a path under the server's root, e.g. ``analysis/train.ipynb``) the
     kernel is started the way JupyterLab opens a notebook: through a session for that path.
     With ``kernel_id`` (from :func:`start_kernel`) the code runs in that kernel, which is
-    left running (its variables live on).
+    left running (its variables live on). ``kernel``: the kernelspec's name.
     """
     headers = {"Authorization": f"token {token}"}
     api = f"{server_address(base_url, server_url)}api"
@@ -34,12 +34,12 @@ def run_code(base_url: str, server_url: str, token: str, code: str, *, timeout: 
         pass  # the caller's kernel
     elif notebook:
         r = requests.post(f"{api}/sessions", json={"path": notebook, "name": notebook.rsplit("/", 1)[-1],
-                                                   "type": "notebook", "kernel": {"name": "python3"}},
+                                                   "type": "notebook", "kernel": {"name": kernel}},
                           headers=headers, timeout=60)
         r.raise_for_status()
         session_id, kernel_id = r.json()["id"], r.json()["kernel"]["id"]
     else:
-        r = requests.post(f"{api}/kernels", json={"name": "python3"}, headers=headers, timeout=60)
+        r = requests.post(f"{api}/kernels", json={"name": kernel}, headers=headers, timeout=60)
         r.raise_for_status()
         kernel_id = r.json()["id"]
     ws_url = f"{api}/kernels/{kernel_id}/channels".replace("http://", "ws://", 1)

@@ -219,6 +219,15 @@ class Stack(HubClient):
                 raise
         self.proc = None
 
+    def atelier(self, token: str, *args: str, timeout: float = 300, home: Path | None = None,
+                input: str | None = None) -> subprocess.CompletedProcess:
+        """The real `atelier` command, as on a laptop after `atelier login` (no saved login):
+        ATELIER_HUB_URL and ATELIER_TOKEN name this hub and ``token``."""
+        env = {**os.environ, "ATELIER_HUB_URL": self.url, "ATELIER_TOKEN": token,
+               "XDG_CONFIG_HOME": str(home or self.state.parent / "laptop-config")}
+        return subprocess.run([str(VENV_BIN / "atelier"), *args], capture_output=True, text=True, timeout=timeout,
+                              env=env, cwd=REPO, input=input)
+
     # -- hub REST API ----------------------------------------------------------------------
 
     def add_user(self, name: str, *, admin: bool = False) -> str:

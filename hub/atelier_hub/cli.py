@@ -409,7 +409,7 @@ def _remote(name: str):
 
 
 def _wrap_remote(func):
-    """A command of atelier_hub.jobs_cli, its RemoteError ending as one clear line."""
+    """A command of atelier_hub.jobs_cli or .credentials_cli, its RemoteError ending as one clear line."""
     def run(args) -> None:
         from .remote import RemoteError
 
@@ -525,6 +525,10 @@ def main(argv: list[str] | None = None) -> None:
     from .ray_cli import add_parsers as add_ray_parsers
 
     add_ray_parsers(sub, _wrap_remote)
+
+    from .credentials_cli import add_parsers as add_credentials_parsers
+
+    add_credentials_parsers(sub, _wrap_remote)
 
     inst = sub.add_parser("install", help="install what is missing (what `make install` runs)")
     inst.add_argument("--test", action="store_true", help="also what the tests need")

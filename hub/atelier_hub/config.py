@@ -73,15 +73,19 @@ def update_home(c, stack: EmbeddedStack) -> None:
     """The home page (embedded/templates/home.html, beside the admin page's): each server's
     profile, state, uptime, planned idle stop, cost so far and ways in (:mod:`.home`). The
     planned stop appears where the culler runs, VS Code in the browser where sessions are
-    containers of the base image (which carries code-server)."""
+    containers of the base image (which carries code-server), the user's jobs where the
+    jobs service runs."""
     from .embedded.engine import session_mode
+    from .embedded.spawner_base import SNAPSHOT_FILE
     from .home import Home
     from .services.culler import PLAN_FILE
 
-    culler = any(svc.name == "culler" for svc in stack.running)
+    running = {svc.name for svc in stack.running}
     c.JupyterHub.template_vars = {"atelier_home": Home(
         profiles_dir=stack.profiles_dir, hub_url=stack.url, usage_file=stack.path("usage.jsonl"),
-        plan_file=stack.path(PLAN_FILE) if culler else None, vscode=session_mode().name == "container")}
+        plan_file=stack.path(PLAN_FILE) if "culler" in running else None, vscode=session_mode().name == "container",
+        jobs_dir=stack.path("jobs") if "jobs" in running else None,
+        capacity_file=stack.path(CAPACITY_FILE), snapshot_file=stack.path(SNAPSHOT_FILE))}
 
 
 def update_spawner(c, stack: EmbeddedStack) -> None:

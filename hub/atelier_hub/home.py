@@ -9,7 +9,12 @@ what the hub knows of the server, its profile, the culler's latest decision (the
 file the culler writes, :data:`atelier_hub.services.culler.PLAN_FILE`) and the usage
 file's open run for it (:func:`atelier_hub.usage.current_run`). A part whose source is
 absent (no culler, no usage file, no code-server in the sessions) is left out, not
-guessed. Jobs and the queue do not exist yet: the page shows none.
+guessed. A job's server (``job-NAME``) is not a row of its own: the user's jobs are a
+table below, from the jobs service's records (``STATE/jobs/USER/NAME.json``,
+:func:`job_row`), where the jobs service runs. A server waiting for GPUs is ``queued``,
+with its place and wait as the spawn page gives them, and the user's GPUs held against
+their limit are shown, both from the GPU queue as the hub last saved it
+(``STATE/run/capacity.json``, the same view as ``atelier profiles --free``).
 """
 
 from __future__ import annotations
@@ -19,11 +24,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .capacity import CapacityError, CapacitySettings, load_capacity, ordinal, wait_text
 from .connect import vscode_command
+from .jobs import JobRecord, is_job, job_server
 from .profiles import Profile, ProfileError, format_memory, load_profiles
 from .usage import current_run, parse_when, read_events
 
-__all__ = ["Home", "server_row", "span", "sizes"]
+__all__ = ["Home", "server_row", "job_row", "span", "sizes"]
+
+#: the jobs the home page lists: the running ones and the latest that ended
+JOBS_SHOWN = 10
 
 
 def span(seconds: float) -> str:
@@ -125,6 +135,29 @@ def server_row(*, user: str, server: dict, profile: Profile | None, decision: di
     return row
 
 
+def job_row(rec: JobRecord, *, server: dict | None, now: datetime) -> dict:
+    """One job's row: its name, profile, state, when it started, how long it ran, its exit
+    code, and the line that prints its output. ``server``: the hub's facts of its server
+    (``ready``, ``pending``), None when it has none.
+
+    >>> t0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+    >>> rec = JobRecord(name="train", user="ada", profile="cpu-large", command=["python", "t.py"],
+    ...                 submitted=t0.timestamp(), ended=t0.timestamp() + 90, exit_code=0)
+    >>> r = job_row(rec, server=None, now=t0)
+    >>> r["state"], r["started"], r["duration"], r["exit_code"], r["logs"]
+    ('succeeded', '2026-01-01T12:00:00Z', '1 min', '0', 'atelier logs train')
+    """
+    state = rec.state(server=server)
+    if not rec.over and state == "failed":  # its server is gone and the service has not settled it yet
+        state = "running"
+    end = rec.ended if rec.ended is not None else now.timestamp()
+    return {"name": rec.name, "profile": rec.profile, "state": state, "command": " ".join(rec.command),
+            "started": _iso(datetime.fromtimestamp(rec.submitted, timezone.utc)),
+            "duration": span(end - rec.submitted),
+            "exit_code": "" if rec.exit_code is None else str(rec.exit_code),
+            "logs": f"atelier logs {rec.name}" + ("" if rec.over else " -f")}
+
+
 def _facts(user, spawner) -> dict:
     """What the hub knows of one server: ``spawner`` is a Spawner (active) or the
     database's row (``orm.Spawner``) of one that is not, as ``User.all_spawners`` gives."""
@@ -151,14 +184,29 @@ class _View:
     def usage(self) -> bool:
         return self.home.usage_file is not None
 
+    @property
+    def has_jobs(self) -> bool:
+        return self.home.jobs_dir is not None
+
+    def jobs(self) -> list[dict]:
+        return self.home.job_rows(self.user)
+
+    def gpus(self) -> dict | None:
+        return self.home.gpu_quota(self.user)
+
 
 class Home:
     """The ``template_vars`` entry of the home page: called with the current user on every
     page, it returns a view whose :meth:`_View.servers` reads the files only when asked."""
 
     def __init__(self, *, profiles_dir: str | Path, hub_url: str, usage_file: str | Path | None = None,
-                 plan_file: str | Path | None = None, vscode: bool = False):
+                 plan_file: str | Path | None = None, vscode: bool = False,
+                 jobs_dir: str | Path | None = None, capacity_file: str | Path | None = None,
+                 snapshot_file: str | Path | None = None):
         self.profiles_dir = Path(profiles_dir)
+        self.jobs_dir = Path(jobs_dir) if jobs_dir else None
+        self.capacity_file = Path(capacity_file) if capacity_file else None
+        self.snapshot_file = Path(snapshot_file) if snapshot_file else None
         self.hub_url = hub_url
         self.usage_file = Path(usage_file) if usage_file else None
         self.plan_file = Path(plan_file) if plan_file else None
@@ -180,10 +228,35 @@ class Home:
         except (FileNotFoundError, ValueError):
             return {}
 
+    def _pool(self):
+        """The GPU queue as the hub last saved it; None where no GPU was asked for yet."""
+        from .embedded.gpus import GPUPool
+
+        if self.snapshot_file is None:
+            return None
+        try:
+            snapshot = json.loads(self.snapshot_file.read_text())
+            settings = (load_capacity(self.capacity_file) if self.capacity_file and self.capacity_file.is_file()
+                        else CapacitySettings())
+        except (OSError, ValueError, CapacityError):
+            return None
+        return GPUPool.from_snapshot(snapshot, settings, plan_file=self.plan_file)
+
+    def gpu_quota(self, user) -> dict | None:
+        """The user's GPUs held (and waited for) against their limit, where there is one."""
+        pool = self._pool()
+        if pool is None or pool.settings.gpus_per_user is None or not pool.gpus:
+            return None
+        held = sum(len(ids) for key, ids in pool.held.items() if key.split("/", 1)[0] == user.name)
+        waiting = sum(r.gpus for r in pool.waiting.values() if r.user == user.name)
+        return {"held": held, "waiting": waiting, "limit": pool.settings.gpus_per_user,
+                "free": len(pool.free()), "total": len(pool.gpus)}
+
     def rows(self, user) -> list[dict]:
         now = datetime.now(timezone.utc)
         profiles, default = self._profiles()
         plan = self._plan()
+        pool = self._pool()
         events = read_events(self.usage_file) if self.usage_file else []
         rows = []
         for spawner in user.all_spawners(include_default=True):
@@ -191,11 +264,30 @@ class Home:
             name = server["name"]
             if not name and not server["ready"] and not server["pending"]:
                 continue  # the hub keeps a row for every user's default server; "Start my server" stands for it
+            if is_job(name, server["user_options"]):
+                continue  # in the jobs' table
             profile = profiles.get(server["user_options"].get("profile"), default)
             run = current_run(events, user=user.name, server=name, now=now) if self.usage_file else None
             row = server_row(user=user.name, server=server, profile=profile, culler=self.plan_file is not None,
                              decision=plan.get(f"{user.name}/{name}" if name else user.name), run=run,
                              now=now, hub_url=self.hub_url, vscode=self.vscode)
             row["spawn_url"] = f"spawn/{user.escaped_name}" + (f"/{name}" if name else "")
+            place = pool.place(f"{user.name}/{name}", now=now.timestamp()) if pool and server["pending"] else None
+            if place is not None:
+                row["state"] = "queued"
+                row["queue"] = f"{ordinal(place.position)} of {place.waiting} waiting, {wait_text(place.eta, now.timestamp())}"
             rows.append(row)
         return rows
+
+    def job_rows(self, user) -> list[dict]:
+        """The user's running jobs and the latest that ended, newest first (at most
+        :data:`JOBS_SHOWN`)."""
+        if self.jobs_dir is None:
+            return []
+        now = datetime.now(timezone.utc)
+        servers = {}
+        for spawner in user.all_spawners(include_default=False):
+            facts = _facts(user, spawner)
+            servers[facts["name"]] = facts
+        recs = sorted(JobRecord.all(self.jobs_dir, user.name), key=lambda r: (r.over, -r.submitted))
+        return [job_row(r, server=servers.get(job_server(r.name)), now=now) for r in recs[:JOBS_SHOWN]]

@@ -2,7 +2,7 @@
 
 Rule this module keeps: it talks only to the jobs service (``/services/jobs/api/``)
 with the user's login (:class:`atelier_hub.remote.Login`: ``atelier login``, or
-``ATELIER_HUB_URL`` + ``ATELIER_TOKEN``, as a session has them); the service's refusals
+``ATELIER_HUB_URL`` + ``ATELIER_TOKEN``); the service's refusals
 are printed as they come (they name the field and the fix), with exit status 2. A
 followed job's output goes to stdout byte for byte, and ``atelier run`` exits with the
 job's own exit code.
@@ -155,7 +155,16 @@ def cmd_jobs(args) -> None:
     head = ("USER", ) if who else ()
     rows = [(*((j["user"],) if who else ()), j["name"], j["profile"], j["state"], _when(j["started"]),
              _duration(j["duration"]), "-" if j["exit_code"] is None else str(j["exit_code"])) for j in jobs]
-    table = [(*head, "NAME", "PROFILE", "STATE", "STARTED (UTC)", "DURATION", "EXIT"), *rows]
+    print_table([(*head, "NAME", "PROFILE", "STATE", "STARTED (UTC)", "DURATION", "EXIT"), *rows])
+
+
+def print_table(table: list[tuple[str, ...]]) -> None:
+    """Rows of text in columns as wide as their widest cell, two spaces apart.
+
+    >>> print_table([("NAME", "STATE"), ("train", "running")])
+    NAME   STATE
+    train  running
+    """
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

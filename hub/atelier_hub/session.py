@@ -11,17 +11,22 @@ it asks each one the deployment names, in the order ``Services`` lists them.
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 from pydantic import BaseModel
 
 from .image_paths import HOME
 from .profiles import Profile, format_memory
 from .settings import GitSettings, SessionContext, service_parts
 
-__all__ = ["session_env", "session_files", "git_config", "THREAD_VARS", "GIT_CONFIG"]
+__all__ = ["session_env", "session_files", "git_config", "THREAD_VARS", "GIT_CONFIG", "GIT_CREDENTIAL_HOSTS"]
 
 #: the session's git settings, under its config folder: git reads them as its system
 #: file (GIT_CONFIG_SYSTEM), so the user's own ~/.gitconfig and a repository's config win
 GIT_CONFIG = "git/config"
+#: beside it, what the credentials service adds: its helper for each git host (included
+#: by GIT_CONFIG; absent without that service)
+GIT_CREDENTIAL_HOSTS = "git/credential-hosts"
 
 # Thread pools that size themselves to the machine's cores unless told otherwise;
 # torch reads OMP_NUM_THREADS. ref: https://github.com/joblib/threadpoolctl
@@ -128,8 +133,13 @@ def git_config(username: str, git: GitSettings) -> str:
         email = ada@users.noreply.atelier
     [safe]
         directory = /home/jovyan
+    [include]
+        path = credential-hosts
     """
     # git config values: a name with a quote or backslash is escaped, a newline cannot be one.
     name = username.replace("\\", "\\\\").replace('"', '\\"')
+    # The credentials service's helper per git host, when the deployment has one
+    # (services.credentials): git ignores an include whose file is not there.
     return (f'[user]\n    name = {name}\n    email = {username}@{git.email_domain}\n'
-            f'[safe]\n    directory = {HOME}\n')
+            f'[safe]\n    directory = {HOME}\n'
+            f'[include]\n    path = {PurePosixPath(GIT_CREDENTIAL_HOSTS).name}\n')

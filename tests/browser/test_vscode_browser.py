@@ -21,7 +21,7 @@ import pytest
 from atelier_hub.profiles import format_memory, load_profiles
 from chromium import SHOTS, login
 from kernel import run_code
-from stack import REPO, Stack
+from stack import REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -30,17 +30,9 @@ WORKBENCH = ".monaco-workbench"
 
 
 @pytest.fixture(scope="module")
-def vstack(tmp_path_factory):
-    """A stack of its own (without Trino: not needed here), in container mode."""
-    s = Stack(tmp_path_factory.mktemp("vscode") / "state", name="vscode",
-              args=("--without", "trino")).start()
-    try:
-        if s.mode != "container":
-            pytest.fail(f"the stack runs {s.mode} sessions: `make install` builds the images and "
-                        "`atelier dev` starts the Docker engine; see the atelier dev log")
-        yield s
-    finally:
-        s.stop()
+def vstack(containers):
+    """The shared stack (tests/conftest.py), in container mode; this file's users are its own."""
+    return containers
 
 
 @pytest.fixture(scope="module")

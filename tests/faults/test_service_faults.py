@@ -29,11 +29,13 @@ from stack import Stack, free_port, tail
 
 pytestmark = pytest.mark.integration
 
-# a supervised process each: S3, MLflow, Trino, culler, jobs, Ray clusters, usage
+# A supervised process each: S3, MLflow, Trino, culler, jobs, Ray clusters, usage, and
+# credentials (which runs where the deployment names a git host: the faults stack names one).
 MANAGED = [s for s in SERVICES if s.has_port]
-# The seven the README promises heal themselves: a service dropped from the list (or one
+# The eight the README promises heal themselves: a service dropped from the list (or one
 # that lost its port) would otherwise just go untested here.
-assert sorted(s.name for s in MANAGED) == ["culler", "jobs", "mlflow", "ray_clusters", "s3", "trino", "usage"], MANAGED
+assert sorted(s.name for s in MANAGED) == ["credentials", "culler", "jobs", "mlflow", "ray_clusters", "s3", "trino",
+                                           "usage"], MANAGED
 HEAL_LIMIT = 60  # seconds: the promise in the README
 
 
@@ -83,7 +85,10 @@ def _first_ready(out: Path) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("faults") / "state", name="faults").start()
+    state = tmp_path_factory.mktemp("faults") / "state"
+    state.mkdir(mode=0o700)  # a deployment that names a git host: its credentials service runs too
+    (state / "deployment.json").write_text(json.dumps({"services": {"credentials": {"git_hosts": ["git.example.org"]}}}))
+    s = Stack(state, name="faults").start()
     s.first_ready_s = _first_ready(s.out)
     yield s
     s.stop()
@@ -356,11 +361,10 @@ def _first_line_seconds(path: Path, marker: str) -> float | None:
     return None
 
 
-@pytest.fixture
-def small_disk(tmp_path):
+@pytest.fixture(scope="module")
+def small_disk(tmp_path_factory):
     """A 96 MB tmpfs for the state folder (root only: mount)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
+    mnt = tmp_path_factory.mktemp("small")
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m,mode=0700", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     if r.returncode != 0:
@@ -369,13 +373,34 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_a_state_disk_that_fills_up_while_a_run_logs_artifacts_costs_no_earlier_data(small_disk, figures):
-    s = Stack(small_disk / "state", name="full-disk", args=("--without", "trino")).start()
+@pytest.fixture(scope="module")
+def timed_out(small_disk):
+    """A first `atelier dev` given 3 s (too short for anything but the hub's first lines),
+    in a new state folder on the small disk: its outcome, and what it left behind."""
+    state, port = small_disk / "state", free_port()
+    r = subprocess.run([str(Path(sys.executable).with_name("atelier")), "dev", "--port", str(port),
+                        "--state", str(state), "--timeout", "3"], capture_output=True, text=True, timeout=300)
+    left = [p for p in Path("/proc").glob("[0-9]*") if _mentions(p, str(state))]
+    return {"state": state, "port": port, "result": r, "left": left, "port_free": port_free(port)}
+
+
+@pytest.fixture(scope="module")
+def after_timeout(timed_out):
+    """The next start in the same state folder, on the same port: the stack of both tests
+    below (one start for the two). Trino is not what they check: it stays out, a JVM less."""
+    s = Stack(timed_out["state"], port=timed_out["port"], name="after-timeout", args=("--without", "trino"))
     try:
-        s.add_user("dee")
-        token = s.user_token("dee")
-        model = s.spawn("dee", "cpu-small")
-        code = r"""
+        yield s.start()
+    finally:
+        s.stop()
+
+
+def test_a_state_disk_that_fills_up_while_a_run_logs_artifacts_costs_no_earlier_data(after_timeout, figures):
+    s = after_timeout
+    s.add_user("dee")
+    token = s.user_token("dee")
+    model = s.spawn("dee", "cpu-small")
+    code = r"""
 import mlflow, os, pathlib, json, tempfile
 with mlflow.start_run(run_name="before") as run:
     mlflow.log_metric("m", 1)
@@ -395,44 +420,32 @@ with mlflow.start_run(run_name="too-big") as big:
 os.remove(big_file)
 print(json.dumps({"first": first, "big": big.info.run_id, "error": error}))
 """
-        out = json.loads(run_code(s.url, model["url"], token, code, timeout=600).strip().splitlines()[-1])
-        client = s.mlflow()
-        before = client.get_run(out["first"])
-        kept_artifacts = [a.path for a in client.list_artifacts(out["first"])]
-        lost = int(before.data.metrics.get("m") != 1) + int(kept_artifacts != ["small.txt"])
-        figures("state disk full", artifact_error=bool(out["error"]), lost_records=lost,
-                hub_healthy=s.api("GET", "/").status_code == 200)
-        assert out["error"], "a 150 MB artifact fitted on a 96 MB disk?"
-        assert lost == 0
-        assert client.get_run(out["big"]).data.metrics["m"] == 2  # the run itself was recorded
-        # With the space back, the same session logs again.
-        again = run_code(s.url, model["url"], token,
-                         "import mlflow\nwith mlflow.start_run() as r:\n    mlflow.log_metric('m', 3)\nprint(r.info.run_id)")
-        assert client.get_run(again.strip().splitlines()[-1]).data.metrics["m"] == 3
-    finally:
-        s.stop()
+    out = json.loads(run_code(s.url, model["url"], token, code, timeout=600).strip().splitlines()[-1])
+    client = s.mlflow()
+    before = client.get_run(out["first"])
+    kept_artifacts = [a.path for a in client.list_artifacts(out["first"])]
+    lost = int(before.data.metrics.get("m") != 1) + int(kept_artifacts != ["small.txt"])
+    figures("state disk full", artifact_error=bool(out["error"]), lost_records=lost,
+            hub_healthy=s.api("GET", "/").status_code == 200)
+    assert out["error"], "a 150 MB artifact fitted on a 96 MB disk?"
+    assert lost == 0
+    assert client.get_run(out["big"]).data.metrics["m"] == 2  # the run itself was recorded
+    # With the space back, the same session logs again.
+    again = run_code(s.url, model["url"], token,
+                     "import mlflow\nwith mlflow.start_run() as r:\n    mlflow.log_metric('m', 3)\nprint(r.info.run_id)")
+    assert client.get_run(again.strip().splitlines()[-1]).data.metrics["m"] == 3
 
 
-def test_a_start_that_times_out_leaves_nothing_running_and_keeps_the_password(tmp_path, figures):
-    state = tmp_path / "state"
-    port = free_port()
-    # 3 s is too short for anything but the hub's first lines.
-    r = subprocess.run([str(Path(sys.executable).with_name("atelier")), "dev", "--port", str(port),
-                        "--state", str(state), "--timeout", "3"], capture_output=True, text=True, timeout=300)
+def test_a_start_that_times_out_leaves_nothing_running_and_keeps_the_password(timed_out, after_timeout, figures):
+    r, state = timed_out["result"], timed_out["state"]
     assert r.returncode == 2, r.stdout + r.stderr
     assert "nothing is left running" in r.stderr
     password_file = state / "initial-admin-password"
     assert password_file.exists() and str(password_file) in r.stderr
-    left = [p for p in Path("/proc").glob("[0-9]*") if _mentions(p, str(state))]
-    figures("start timed out", processes_left=len(left), port_free=port_free(port))
-    assert left == [] and port_free(port)
-    # The next start works, with the same first password.
-    # Trino is not what this start checks (the password is): it stays out, a JVM less to wait for.
-    s = Stack(state, port=port, name="after-timeout", args=("--without", "trino")).start()
-    try:
-        assert s.login("admin", password_file.read_text().strip())
-    finally:
-        s.stop()
+    figures("start timed out", processes_left=len(timed_out["left"]), port_free=timed_out["port_free"])
+    assert timed_out["left"] == [] and timed_out["port_free"]
+    # The next start (after_timeout) works, with the same first password.
+    assert after_timeout.login("admin", password_file.read_text().strip())
 
 
 def _mentions(proc: Path, text: str) -> bool:

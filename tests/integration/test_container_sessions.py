@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -382,6 +383,30 @@ def test_a_session_reaches_the_internet_through_its_proxy_but_nothing_private(co
     for name in ("hub", "bob", "named_loopback", "private", "metadata"):
         assert out[name].startswith("HTTP/1.1 403"), (name, out)
     assert out["registry"] == "HTTP/1.1 200 Connection established", out
+
+
+def test_a_new_home_has_the_welcome_notebook_and_each_of_its_cells_runs(containers, bob, two_sessions):
+    """bob's first session (a new home) has ~/Welcome.ipynb; its cells, run in order in
+    one kernel as a user runs them, install a package to his layer and reach S3, MLflow,
+    Spark, Ray and Trino (this stack runs them all)."""
+    nb = json.loads((containers.state / "homes" / "bob" / "Welcome.ipynb").read_text())
+    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    url = two_sessions[1]["url"]
+    kernel = start_kernel(containers.url, url, bob["token"])
+    out = "\n".join(run_code(containers.url, url, bob["token"], code, kernel_id=kernel, timeout=300) for code in cells)
+    assert "user bob, profile cpu-large" in out, out
+    for name in ("S3", "MLflow", "Spark", "Ray", "Trino"):
+        assert f"{name:7} configured" in out, out
+    assert "/home/jovyan/.atelier/layers/base-py3.11/lib/python3.11/site-packages/tabulate" in out, out
+    bucket = load_deployment(containers.state / "deployment.json").services.s3.bucket
+    assert f"s3://{bucket}/users/bob/welcome.parquet -> 3 rows" in out, out
+    assert "Spark" in out and "counts 1000" in out, out
+    assert "Ray says 285" in out, out  # the sum of the squares of 0..9
+    assert "TPC-H nations: 25" in out, out
+    run_id = re.search(r"^run ([0-9a-f]{32}) in experiment users/bob$", out, re.M)
+    assert run_id, out
+    run = containers.mlflow().get_run(run_id.group(1))
+    assert run.data.params["lr"] == "0.1" and run.data.metrics["loss"] == 0.25
 
 
 def test_a_stopped_session_leaves_no_relay(containers, alice):

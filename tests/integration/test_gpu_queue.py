@@ -115,9 +115,10 @@ def free_lines(stack: Stack, group: str) -> dict[str, str]:
 def test_full_pool_queues_fairly_shows_place_and_eta_and_a_stop_leaves_the_queue(queue_stack):
     s = queue_stack
     users = {"team-a": ["a1", "a2", "a3", "a4", "a5"], "team-b": ["b1"]}
+    passwords = {}
     for group, names in users.items():
         for name in names:
-            s.add_user(name)
+            passwords[name] = s.add_user(name)
         r = s.api("POST", f"/groups/{group}", json={"users": names})
         assert r.status_code in (201, 409), r.text
         if r.status_code == 409:
@@ -144,6 +145,14 @@ def test_full_pool_queues_fairly_shows_place_and_eta_and_a_stop_leaves_the_queue
     b1 = progress_message(s, "b1", "gpu", r"in line")
     assert re.fullmatch(r"Waiting for 1 GPU: 1st in line \(2 waiting, 4 of 4 GPUs in use\), about \d+ min", b1), b1
     progress_message(s, "a5", "gpu", r"2nd in line \(2 waiting")
+    # a5's home page says the same: the server queued, 2nd of 2; a1's, her GPU against her limit of 1.
+    home = s.login("a5", passwords["a5"]).get(f"{s.url}/hub/home", timeout=60).text
+    row = re.search(r'<tr class="atelier-server"\s+data-server="gpu"\s+data-state="queued"(.*?)</tr>', home, re.S)
+    assert row and re.search(r"2nd of 2 waiting, about \d+ min", row.group(1)), home[-5000:]
+    assert 'data-held="0" data-limit="1"' in home and "1 waited for" in home, home[-3000:]
+    home = s.login("a1", passwords["a1"]).get(f"{s.url}/hub/home", timeout=60).text
+    assert re.search(r'id="atelier-gpu-quota" data-held="1" data-limit="1">\s*Your GPUs: 1 of 1 in use\s*'
+                     r'<span class="text-muted">\(0 of 4 free on this machine\)', home), home[-3000:]
     # What the CLI (and the form) tell one more of team-a: third in line.
     assert re.fullmatch(r"0 of 4 GPUs free · full: you would be 3rd in line, about \d+ min",
                         free_lines(s, "team-a")["gpu-test"]), free_lines(s, "team-a")

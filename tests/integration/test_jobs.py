@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -32,16 +33,13 @@ SMALL_MEMORY = next(p for p in load_profiles(REPO / "profiles") if p.name == "cp
 
 @pytest.fixture(scope="module")
 def rival(containers):
-    containers.add_user("jobrival")
-    return {"name": "jobrival", "token": containers.user_token("jobrival")}
+    password = containers.add_user("jobrival")
+    return {"name": "jobrival", "password": password, "token": containers.user_token("jobrival")}
 
 
 def atelier(stack, token: str, *args: str, timeout: float = 300, home=None) -> subprocess.CompletedProcess:
     """The real `atelier` command, as on a laptop after `atelier login` (no saved login)."""
-    env = {**os.environ, "ATELIER_HUB_URL": stack.url, "ATELIER_TOKEN": token,
-           "XDG_CONFIG_HOME": str(home or stack.state.parent / "laptop-config")}
-    return subprocess.run([str(VENV_BIN / "atelier"), *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=REPO)
+    return stack.atelier(token, *args, timeout=timeout, home=home)
 
 
 def jobs_table(stack, token: str, *extra: str) -> dict[str, list[str]]:
@@ -238,6 +236,13 @@ def test_a_second_user_cannot_see_read_or_cancel_a_job_and_its_owner_can(contain
         resp = containers.http.get(f"{containers.url}{path}", headers=h, timeout=60)
         assert "started" not in resp.text and '"long"' not in resp.text, (path, resp.status_code, resp.text)
     assert wait_state(containers, alice["token"], "long", "running")
+    # Her home page lists it, running, with the line that follows it; not as a server. His lists none of hers.
+    page = containers.login("alice", alice["password"]).get(f"{containers.url}/hub/home", timeout=60).text
+    job = re.search(r'<tr class="atelier-job" data-job="long" data-state="running">(.*?)</tr>', page, re.S)
+    assert job and "cpu-small" in job.group(1) and "atelier logs long -f" in job.group(1), page[-4000:]
+    assert 'data-server="job-long"' not in page
+    theirs = containers.login("jobrival", rival["password"]).get(f"{containers.url}/hub/home", timeout=60).text
+    assert 'id="atelier-jobs"' in theirs and 'data-job="long"' not in theirs and 'data-job="first"' not in theirs
 
     r = atelier(containers, alice["token"], "logs", "long")
     assert r.stdout == "started\n"

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 
 import pytest
+import requests
 from atelier_hub.embedded.container_spawner import stack_id
 from atelier_hub.embedded.engine import engine
-from kernel import run_code
+from kernel import run_code, server_address
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +71,9 @@ def installed(containers, alice):
             # the image's idna at another version: refused by default, installed on purpose
             "pip install -q idna==3.6",
             "pip install -q -I idna==3.6",
+            # a venv of her own, registered as a kernel the way its README says
+            "uv venv -q ~/envs/mine && uv pip install -q --python ~/envs/mine/bin/python ipykernel "
+            "&& ~/envs/mine/bin/python -m ipykernel install --user --name mine --display-name 'My env'",
         ), timeout=600))
     finally:
         containers.stop_server("alice", "layer")
@@ -105,8 +110,15 @@ def test_the_packages_are_there_after_a_restart_on_another_profile_and_shadowing
                                   "'tag': run.data.tags.get('repro.packages_user') if run.data else None}))",
                                   timeout=300))
         log = _container_log(containers, "alice", "layer2")
+        # Her own venv's kernel is in the launcher after the restart, and runs in that venv.
+        specs = requests.get(f"{server_address(containers.url, s['url'])}api/kernelspecs",
+                             headers={"Authorization": f"token {alice['token']}"}, timeout=60).json()
+        prefix = run_code(containers.url, s["url"], alice["token"], "import sys; print(sys.prefix)", kernel="mine",
+                          timeout=300).strip()
     finally:
         containers.stop_server("alice", "layer2")
+    assert specs["kernelspecs"]["mine"]["spec"]["display_name"] == "My env", sorted(specs["kernelspecs"])
+    assert prefix == "/home/jovyan/envs/mine"
     assert out["profile"] == "cpu-large"
     for name, path in out["mods"].items():
         assert path.startswith(f"/home/jovyan/{SITE}/"), (name, path)
@@ -121,6 +133,13 @@ def test_the_packages_are_there_after_a_restart_on_another_profile_and_shadowing
     lines = [line for line in log.splitlines() if "replaces the image's" in line]
     assert len(lines) == 1, log[-3000:]
     assert f"idna 3.6 replaces the image's idna {IMAGE_IDNA}" in lines[0], lines
+
+
+def test_a_job_imports_the_packages_of_the_layer(containers, alice, installed):
+    r = containers.atelier(alice["token"], "run", "--profile", "cpu-small", "--name", "layer-job", "--",
+                           "python", "-c", f"import {', '.join(BY.values())}; print('from', tabulate.__file__)")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"from /home/jovyan/{SITE}/tabulate" in r.stdout, r.stdout
 
 
 def test_atelier_env_reset_moves_the_layer_aside_and_keeps_it(containers, alice, installed):
@@ -148,22 +167,71 @@ GIT = ("cd ~ && rm -rf gitprobe && git init -q gitprobe && cd gitprobe && echo h
        "&& git commit -q -m first && git log -1 --format='%an <%ae>|%cn'")
 
 
-def test_git_commit_in_a_fresh_session_is_the_hub_user_s_and_their_own_gitconfig_wins(containers, alice):
+GIT_HOST = "git.example.org"  # what the shared stacks name in services.credentials.git_hosts (tests/conftest.py)
+# git asks its credential helpers for this URL's user name and password, as before a clone.
+FILL = f"printf 'protocol=https\\nhost={GIT_HOST}\\npath=team/repo.git\\n\\n' | GIT_TERMINAL_PROMPT=0 git credential fill"
+ALICE_TOKEN = "glpat-alice-only-0123456789"
+# A session's own request to the credentials service, naming alice as if it could choose.
+ASK_FOR_ALICES = f"""
+import json, os, urllib.error, urllib.request
+req = urllib.request.Request(os.environ["ATELIER_CREDENTIALS_URL"] + "/api/git/fill?user=alice", method="POST",
+                             data=json.dumps({{"protocol": "https", "host": "{GIT_HOST}"}}).encode(),
+                             headers={{"Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"]}})
+try:
+    print(urllib.request.urlopen(req, timeout=30).read().decode())
+except urllib.error.HTTPError as exc:
+    print(exc.code, exc.read().decode())
+"""
+
+
+def test_git_commit_is_the_hub_user_s_and_git_gets_each_user_s_own_token_from_the_hub(containers, alice):
+    """A fresh session commits as its hub user (their own ~/.gitconfig wins), and git gets
+    the token its user set in the hub for the deployment's git host; gitcarol, a second
+    real user, neither sets, lists nor receives alice's."""
     gc_password = containers.add_user("gitcarol")
     assert gc_password
     gc_token = containers.user_token("gitcarol")
+    # alice keeps her token in the hub, from her laptop (read from stdin, as when piped).
+    r = containers.atelier(alice["token"], "credentials", "set-git", GIT_HOST, "--username", "alice-on-git",
+                           input=ALICE_TOKEN + "\n")
+    assert r.returncode == 0 and f"token for {GIT_HOST} is kept by the hub" in r.stdout, r.stdout + r.stderr
+    assert ALICE_TOKEN not in r.stdout + r.stderr
+    # gitcarol can neither replace nor list alice's.
+    r = containers.atelier(gc_token, "credentials", "set-git", GIT_HOST, "--user", "alice", input="carols-token\n")
+    assert r.returncode == 2 and "user: only an admin" in r.stderr, r.stdout + r.stderr
+    r = containers.atelier(gc_token, "credentials", "--user", "alice")
+    assert r.returncode == 2 and "user: only an admin" in r.stderr, r.stdout + r.stderr
+    r = containers.atelier(alice["token"], "credentials")
+    assert r.returncode == 0 and GIT_HOST in r.stdout and "alice-on-git" in r.stdout, r.stdout + r.stderr
+    assert ALICE_TOKEN not in r.stdout
+    r = containers.atelier(gc_token, "credentials", "set-git", "github.com", input="x\n")
+    assert r.returncode == 2 and "host: github.com is not one of the deployment's git hosts" in r.stderr, r.stderr
+
     a = containers.spawn("alice", "cpu-small", server="git")
     c = containers.spawn("gitcarol", "cpu-small", server="git")
     try:
-        mine = _json(run_code(containers.url, a["url"], alice["token"], _sh(GIT), timeout=180))
-        theirs = _json(run_code(containers.url, c["url"], gc_token, _sh(GIT), timeout=180))
+        mine = _json(run_code(containers.url, a["url"], alice["token"], _sh(
+            GIT, FILL, "env; cat /etc/atelier/session/git/*; grep -rl --exclude-dir=.cache "
+            f"{ALICE_TOKEN} ~ /etc/atelier 2>/dev/null; true"), timeout=180))
+        theirs = _json(run_code(containers.url, c["url"], gc_token, _sh(
+            GIT, FILL,
+            # gitcarol's session asks the service itself for alice's, with its own token
+            "python -c " + shlex.quote(ASK_FOR_ALICES)), timeout=180))
         own = _json(run_code(containers.url, c["url"], gc_token, _sh(
             "git config --global user.name 'Carol Own' && git config --global user.email carol@example.org", GIT),
             timeout=180))
     finally:
         containers.stop_server("alice", "git")
         containers.stop_server("gitcarol", "git")
-    assert mine["rc"] == [0] and mine["out"][0].strip() == "alice <alice@users.noreply.atelier>|alice", mine
-    assert theirs["rc"] == [0] and theirs["out"][0].strip() == "gitcarol <gitcarol@users.noreply.atelier>|gitcarol", theirs
+    assert mine["rc"][:2] == [0, 0] and mine["out"][0].strip() == "alice <alice@users.noreply.atelier>|alice", mine
+    assert f"username=alice-on-git\npassword={ALICE_TOKEN}\n" in mine["out"][1], mine
+    # The token rests in the hub only: not in the session's environment, config files or home.
+    assert ALICE_TOKEN not in mine["out"][2], mine["out"][2][-2000:]
+    assert theirs["rc"][0] == 0 and theirs["out"][0].strip() == "gitcarol <gitcarol@users.noreply.atelier>|gitcarol", theirs
+    assert theirs["rc"][1] != 0 and f"you have no token for {GIT_HOST}" in theirs["out"][1], theirs
+    assert ALICE_TOKEN not in theirs["out"][1] + theirs["out"][2], theirs
+    assert "you have no token" in theirs["out"][2], theirs
     assert own["rc"] == [0, 0] and own["out"][1].strip() == "Carol Own <carol@example.org>|Carol Own", own
     assert (containers.state / "homes" / "gitcarol" / ".gitconfig").is_file()
+    kept = containers.state / "credentials" / "alice.json"
+    assert oct(kept.stat().st_mode & 0o777) == "0o600" and ALICE_TOKEN in kept.read_text()

@@ -22,7 +22,7 @@ import pytest
 import requests
 from atelier_hub.connect import ssh_alias
 from kernel import run_code
-from stack import VENV_BIN, Stack, free_port
+from stack import VENV_BIN, free_port
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -38,29 +38,23 @@ print(json.dumps({
     "path0": os.environ["PATH"].split(":")[0],
     "tracking_uri": mlflow.get_tracking_uri(),
     "env": {k: v for k, v in os.environ.items()
-            if k.startswith(("MLFLOW_", "AWS_", "ATELIER_PROFILE")) or k == "SPARK_CONF_DIR"},
+            if k.startswith(("MLFLOW_", "AWS_", "ATELIER_PROFILE")) or k in ("SPARK_CONF_DIR", "PYTHONUSERBASE")},
     "pid1": open("/proc/1/cmdline").read().replace("\\0", " "),
 }))
 """
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("vscode") / "state", name="vscode", args=("--without", "trino")).start()
-    try:
-        if s.mode != "container":
-            pytest.fail(f"the stack runs {s.mode} sessions: `make install` builds the images and "
-                        "`atelier dev` starts the Docker engine; see the atelier dev log")
-        for name in (USER, OTHER):
-            s.add_user(name)
-        yield s
-    finally:
-        for name in (USER, OTHER):
-            try:
-                s.stop_server(name)
-            except Exception:  # noqa: BLE001 (best effort: the stack's stop ends them anyway)
-                pass
-        s.stop()
+def hub(containers):
+    """The shared stack (tests/conftest.py), in container mode, with this file's two users."""
+    for name in (USER, OTHER):
+        containers.add_user(name)
+    yield containers
+    for name in (USER, OTHER):
+        try:
+            containers.stop_server(name)
+        except Exception:  # noqa: BLE001 (best effort: the shared stack's stop ends them anyway)
+            pass
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +116,14 @@ def test_ssh_lands_in_the_session_with_its_contract(hub, laptop, session):
     kernel = json.loads(run_code(hub.url, session["url"], laptop["token"], ENV_PROBE).strip().splitlines()[-1])
     assert got["env"] == kernel["env"]
     assert {"SPARK_CONF_DIR", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "MLFLOW_TRACKING_TOKEN"} <= set(got["env"])
+    # The user's package layer (README, "Your own packages"): pip installs there from SSH too.
+    assert got["env"]["PYTHONUSERBASE"] == "/home/jovyan/.atelier/layers/base-py3.11"
     # A login shell (VS Code's terminal) too, after Debian's /etc/profile resets PATH.
-    login = ssh(laptop, ALIAS, "bash -lc 'command -v python; echo $ATELIER_PROFILE'")
-    assert login.stdout.split() == ["/opt/atelier/venv/bin/python", "cpu-small"], login.stderr
+    login = ssh(laptop, ALIAS, "bash -lc 'command -v python; echo $ATELIER_PROFILE; python -m site --user-site; "
+                               "pip --version | cut -d\" \" -f1'")
+    assert login.stdout.split() == ["/opt/atelier/venv/bin/python", "cpu-small",
+                                    "/home/jovyan/.atelier/layers/base-py3.11/lib/python3.11/site-packages",
+                                    "pip"], login.stdout + login.stderr
 
 
 def test_sftp_scp_and_local_forwarding(laptop, session, tmp_path):

@@ -35,6 +35,8 @@ from k8s_node import NODE_NAME, POOL, listening
 from kernel import run_code
 from stack import HubClient
 
+GIT_HOST = "git.example.org"  # the deployment's git host (PlatformServices.deployment)
+
 pytestmark = [pytest.mark.k8s, pytest.mark.integration]
 
 HERE = Path(__file__).resolve().parent
@@ -214,7 +216,9 @@ class PlatformServices:
         # MLflow is not a deployment service here: the cluster settings' `mlflow` block
         # (mlflow_cluster_settings) puts the hub's front before it.
         # No S3 keys either: each user's sessions get their own account's (identity.s3_admin_secret).
-        return {"services": {"s3": {"endpoint_url": self.endpoint, "bucket": self.bucket}}}
+        # Users keep a token for one git host in the hub (its credentials service in the hub pod).
+        return {"services": {"s3": {"endpoint_url": self.endpoint, "bucket": self.bucket},
+                             "credentials": {"git_hosts": [GIT_HOST]}}}
 
     # -- MLflow with its auth app, behind the hub's front ----------------------------------
 
@@ -541,6 +545,24 @@ def test_a_kernel_in_the_chart_pod_writes_to_s3_and_logs_an_mlflow_run(chart, pl
     assert experiment["experiment"]["name"] == "users/fay", experiment
     artifact = run["info"]["artifact_uri"].removeprefix(f"s3://{platform.bucket}/") + "/note.txt"
     assert platform.s3().get_object(Bucket=platform.bucket, Key=artifact)["Body"].read() == b"an artifact"
+
+
+def test_git_in_the_chart_pod_gets_the_token_its_user_keeps_in_the_hub(chart, tmp_path):
+    """fay keeps a token for the deployment's git host with the real CLI through the
+    chart's proxy; git in her pod gets it from the credentials service in the hub pod."""
+    env = {**os.environ, "ATELIER_HUB_URL": chart.url, "ATELIER_TOKEN": chart.fay_token,
+           "XDG_CONFIG_HOME": str(tmp_path)}
+    r = subprocess.run([str(VENV_BIN / "atelier"), "credentials", "set-git", GIT_HOST, "--username", "fay-git"],
+                       input="fay-git-token-123\n", capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    model = chart.api("GET", "/users/fay").json()["servers"][""]
+    out = run_code(chart.url, model["url"], chart.fay_token, (
+        "import subprocess\n"
+        f"r = subprocess.run(['git', 'credential', 'fill'], input='protocol=https\\nhost={GIT_HOST}\\n\\n',"
+        " capture_output=True, text=True, env={**__import__('os').environ, 'GIT_TERMINAL_PROMPT': '0'})\n"
+        "print(r.returncode, r.stdout, r.stderr)\n"), timeout=120)
+    assert "username=fay-git\npassword=fay-git-token-123\n" in out, out
+    assert "fay-git-token-123" not in chart.hub_log(2000)
 
 
 def test_remote_ssh_reaches_the_real_pod_through_the_chart_proxy(chart, tmp_path):

@@ -528,3 +528,34 @@ def test_both_fronts_in_one_hub_pod_keep_both_secrets_and_distinct_ports():
                                                                   "/usr/local/etc/atelier-mlflow"]
     assert [(p["name"], p["port"]) for p in hub["service"]["extraPorts"]] == [
         ("culler", 8082), ("usage", 8083), ("mlflow", 8084), ("trino", 8085), ("trino-rules", 8086)]
+
+
+def test_git_hosts_run_the_credentials_service_in_the_hub_pod_and_sessions_reach_it(tmp_path, monkeypatch):
+    """A deployment that names git hosts: the hub pod runs the credentials service on its
+    port (open to sessions), every user and each server's token may reach it, and the
+    sessions' settings and egress name it in the hub pod."""
+    import sys
+
+    deployment = DEPLOYMENT.model_copy(update={"services": DEPLOYMENT.services.model_copy(update={
+        "credentials": Deployment.model_validate(
+            {"services": {"credentials": {"git_hosts": ["github.com", "git.example.org"]}}}).services.credentials})})
+    values = render_values(load_profiles(PROFILES), deployment, SETTINGS)
+    assert schema_problems(values, _schema()) == []
+    hub = values["hub"]
+    assert {"name": "credentials", "port": 8087, "targetPort": 8087} in hub["service"]["extraPorts"]
+    assert {"port": 8087, "protocol": "TCP"} in hub["networkPolicy"]["ingress"][0]["ports"]
+    egress = values["singleuser"]["networkPolicy"]["egress"]
+    assert {"to": [{"podSelector": {}}], "ports": [{"port": 8087, "protocol": "TCP"}]} in egress
+    c = _chart_hub_config(values, tmp_path / "etc", monkeypatch)
+    (service,) = [svc for svc in c.JupyterHub.services if svc["name"] == "credentials"]
+    assert service["url"] == "http://hub:8087"  # users reach it through the proxy (atelier credentials)
+    assert service["command"] == [
+        sys.executable, "-m", "atelier_hub.services.credentials_server", "--folder", "/srv/jupyterhub/credentials",
+        "--git-host", "github.com", "--git-host", "git.example.org", "--listen", "0.0.0.0:8087"]
+    (user,) = [r for r in c.JupyterHub.load_roles if r["name"] == "user"]
+    assert "access:services!service=credentials" in user["scopes"]
+    assert "access:services!service=credentials" in c.AtelierKubeSpawner.server_token_scopes
+    assert c.AtelierKubeSpawner.credentials_dir == "/srv/jupyterhub/credentials"  # a removed user's file goes
+    rendered = json.loads((tmp_path / "etc" / "deployment.json").read_text())
+    assert rendered["services"]["credentials"] == {"url": "http://hub:8087/services/credentials",
+                                                   "git_hosts": ["github.com", "git.example.org"]}

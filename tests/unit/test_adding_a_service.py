@@ -26,8 +26,8 @@ extra, state, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 package = Path(atelier_hub.__file__).parent / "services"
 source = (package / "__init__.py").read_text()
 # The one line a developer adds.
-assert source.count('    "usage",\n]\n') == 1
-source = source.replace('    "usage",\n]\n', '    "usage",\n    "feast",\n]\n')
+assert source.count('    "credentials",\n]\n') == 1
+source = source.replace('    "credentials",\n]\n', '    "credentials",\n    "feast",\n]\n')
 spec = importlib.util.spec_from_file_location("atelier_hub.services", package / "__init__.py",
                                               submodule_search_locations=[str(package), extra])
 services = importlib.util.module_from_spec(spec)
@@ -92,4 +92,5 @@ def test_the_readme_example_is_one_module_and_one_line(tmp_path):
     # a session's environment
     assert seen["env"]["FEAST_URL"] == url
     # the services that were there are still there, in their order, the new one last
-    assert seen["banner_titles"] == ["S3", "MLflow", "Spark", "Ray", "Idle culler", "Jobs", "Usage", "Feast"]
+    assert seen["banner_titles"] == ["S3", "MLflow", "Spark", "Ray", "Idle culler", "Jobs", "Usage", "Credentials",
+                                      "Feast"]

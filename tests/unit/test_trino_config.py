@@ -157,13 +157,13 @@ def test_the_shared_schemas_an_admin_wrote_in_the_state_folder_are_kept(tmp_path
         def path(self, name):
             return tmp_path / name
 
-    assert TRINO.kept_shared_schemas(Site()) is None  # no file yet
+    assert TRINO.kept_setting(Site(), "shared_schemas", url="http://x") is None  # no file yet
     (tmp_path / "deployment.json").write_text(json.dumps({"services": {"trino": {"url": "u", "shared_schemas": ["team"]}}}))
-    assert TRINO.kept_shared_schemas(Site()) == ["team"]
+    assert TRINO.kept_setting(Site(), "shared_schemas", url="http://x") == ["team"]
     (tmp_path / "deployment.json").write_text(json.dumps({"services": {"trino": {"shared_schemas": ["users_x"]}}}))
     with pytest.raises(SettingsError, match=r"deployment.json: services.trino.shared_schemas: 'users_x' cannot be "
                                             r"shared: users_NAME is each user's own schema"):
-        TRINO.kept_shared_schemas(Site())
+        TRINO.kept_setting(Site(), "shared_schemas", url="http://x")
 
 
 def test_atelier_dev_names_a_bad_shared_schema_in_the_state_folder_and_the_fix(tmp_path, capsys, monkeypatch):

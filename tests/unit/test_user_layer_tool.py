@@ -103,3 +103,21 @@ def test_the_deployment_names_the_git_email_domain_and_a_bad_one_names_the_field
     else:
         raise AssertionError("a bad email_domain was taken")
     assert "git.email_domain" in message and "users.noreply.example.org" in message, message
+
+
+def test_a_new_home_gets_the_welcome_notebook_once_and_a_file_of_the_user_s_stays(tmp_path):
+    import nbformat
+
+    hook = runpy.run_path(str(REPO / "images" / "base" / "atelier-session-start"))
+    source = REPO / "images" / "base" / "welcome" / "Welcome.ipynb"
+    nbformat.validate(nbformat.read(source, as_version=4))
+    home = tmp_path / "home"
+    home.mkdir()
+    assert hook["welcome"](home, source) is True
+    assert (home / "Welcome.ipynb").read_bytes() == source.read_bytes()
+    (home / "Welcome.ipynb").unlink()  # the user deletes it: it does not come back
+    assert hook["welcome"](home, source) is False and not (home / "Welcome.ipynb").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "Welcome.ipynb").write_text("mine")
+    assert hook["welcome"](other, source) is False and (other / "Welcome.ipynb").read_text() == "mine"

@@ -99,6 +99,13 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         """,
     )
 
+    credentials_dir = Unicode(
+        "",
+        config=True,
+        help="""Where the credentials service in the hub pod keeps each user's git tokens
+        (:func:`update_credentials`); a deleted user's file is removed with them.""",
+    )
+
     s3_accounts_dir = Unicode(
         "",
         config=True,
@@ -215,6 +222,10 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         server's deletion keeps the account): their S3 account and Secret go (or their
         ServiceAccount and its association, on AWS), their PVC stays (``delete_pvc`` is False)."""
         await super().delete_forever()
+        if not self.name and self.credentials_dir:
+            from ..services.credentials import Store
+
+            Store(self.credentials_dir).forget(self.user.name)  # their git tokens go with them
         if not self.name and self.per_user_role_arn:
             name = self.user_service_account()
             await asyncio.to_thread(remove_pod_identity, cluster=self.eks_cluster_name, namespace=self.namespace,
@@ -568,6 +579,33 @@ def update_mlflow(c, settings: ClusterSettings) -> None:
     s.server_token_scopes = [*base, *(x for x in SERVICE.session_scopes if x not in base)]
 
 
+#: the credentials service's folder on the hub's volume: each user's tokens, 0600
+CREDENTIALS_DIR = "/srv/jupyterhub/credentials"
+
+
+def update_credentials(c, settings: ClusterSettings, deployment: Deployment) -> None:
+    """The credentials service (:mod:`atelier_hub.services.credentials`, the embedded
+    mode's code) as a hub service in the hub pod, where the deployment names git hosts:
+    users keep their tokens through the proxy (``atelier credentials``), and each
+    session's git asks it at ``http://hub:PORT`` with the session's own token."""
+    from ..services.credentials import SERVICE, credentials_command
+
+    creds = deployment.services.credentials
+    if creds is None:
+        return
+    port = settings.credentials.port
+    service = {"name": SERVICE.name, "display": False, "url": f"http://hub:{port}",
+               "command": [*credentials_command(folder=CREDENTIALS_DIR, git_hosts=creds.git_hosts),
+                           "--listen", f"0.0.0.0:{port}"]}
+    c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != SERVICE.name),
+                             service]
+    c.AtelierKubeSpawner.credentials_dir = CREDENTIALS_DIR
+    _user_role_scopes(c, SERVICE.session_scopes)
+    scopes = list(c.AtelierKubeSpawner.get("server_token_scopes", None)
+                  or ["users:activity!user", "access:servers!server"])
+    c.AtelierKubeSpawner.server_token_scopes = [*scopes, *(s for s in SERVICE.session_scopes if s not in scopes)]
+
+
 #: the front's folder on the hub's volume (its rules file, for the record)
 TRINO_STATE = "/srv/jupyterhub/trino"
 
@@ -678,5 +716,7 @@ def configure_kubespawner(
     if deployment_file:
         from ..services import load_deployment
 
-        update_trino(c, settings, load_deployment(deployment_file))
+        deployment = load_deployment(deployment_file)
+        update_trino(c, settings, deployment)
+        update_credentials(c, settings, deployment)
     return settings

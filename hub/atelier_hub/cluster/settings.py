@@ -175,6 +175,16 @@ class TrinoFront(StrictModel):
                                    "which the rules let them).")
 
 
+class CredentialsFront(StrictModel):
+    """The credentials service, a hub service in the hub pod, where the deployment names
+    git hosts (``services.credentials.git_hosts``): each user's tokens for them, kept on
+    the hub's volume (`/srv/jupyterhub/credentials`, 0600) and handed to git in that
+    user's sessions only (README, "Your own packages, and git")."""
+
+    port: int = Field(8087, gt=1024, lt=65536, description="Port of the service in the hub pod; sessions reach it "
+                      "at `http://hub:PORT/services/credentials`.")
+
+
 class SessionIdentity(StrictModel):
     """How sessions reach cloud services without keys in the pod spec.
 
@@ -248,6 +258,8 @@ class ClusterSettings(StrictModel):
                                 "the hub pod).")
     trino: TrinoFront = Field(TrinoFront(), description="Trino's front in the hub pod, where the deployment "
                               "names a Trino.")
+    credentials: CredentialsFront = Field(CredentialsFront(), description="Users' tokens for git hosts, where the "
+                                          "deployment names some (`services.credentials.git_hosts`).")
     gpu_servers_per_user: int = Field(1, ge=0, description="Concurrent GPU servers per user; 0: none.")
     named_servers_per_user: int = Field(5, ge=0, description="Named servers a user may have besides the default.")
     node_pools: NodePools = Field(NodePools(), description="Where the chart's own pods run.")

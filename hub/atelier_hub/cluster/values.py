@@ -152,6 +152,8 @@ def _service_ports_hub_values(settings: ClusterSettings, deployment: Deployment 
     trino = deployment is not None and deployment.services.trino is not None
     if trino:
         ports["trino"] = settings.trino.port
+    if deployment is not None and deployment.services.credentials is not None:
+        ports["credentials"] = settings.credentials.port
     if not ports:
         return {}
     values: dict[str, Any] = {
@@ -262,6 +264,25 @@ def mlflow_front_deployment(deployment: Deployment, settings: ClusterSettings) -
     return deployment.model_copy(update={"services": services})
 
 
+def credentials_deployment(deployment: Deployment, settings: ClusterSettings) -> Deployment:
+    """Where the deployment names git hosts, sessions reach the credentials service in the
+    hub pod (``http://hub:PORT/services/credentials``, cluster settings ``credentials.port``).
+
+    >>> from atelier_hub.services import Deployment
+    >>> d = Deployment.model_validate({"services": {"credentials": {"git_hosts": ["github.com"]}}})
+    >>> credentials_deployment(d, ClusterSettings()).services.credentials.url
+    'http://hub:8087/services/credentials'
+    """
+    from ..services.credentials import PREFIX
+
+    creds = deployment.services.credentials
+    if creds is None:
+        return deployment
+    url = f"http://hub:{settings.credentials.port}{PREFIX}"
+    services = deployment.services.model_copy(update={"credentials": creds.model_copy(update={"url": url})})
+    return deployment.model_copy(update={"services": services})
+
+
 def storage_values(settings: ClusterSettings) -> dict[str, Any]:
     st = settings.storage
     return {
@@ -311,7 +332,7 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
         services = deployment.services.model_copy(update={"culler": CullerService(
             url=f"http://hub:{culling.port}{CULLER_PREFIX}")})
         deployment = deployment.model_copy(update={"services": services})
-    deployment = mlflow_front_deployment(deployment, settings)
+    deployment = credentials_deployment(mlflow_front_deployment(deployment, settings), settings)
     files["atelier-deployment"] = {
         "mountPath": f"{ETC}/{DEPLOYMENT_FILE}",
         "stringData": json.dumps(deployment.model_dump(mode="json", exclude_none=True), indent=2) + "\n",

@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ..private_files import write_private
 from ..services import SERVICES, Deployment, Service, Services, enabled
 from ..services._process import end_group, end_recorded, free_port
+from ..settings import GitSettings, SettingsError
 from .state_folder import ADMIN_USER, HUB_PORTS, HUB_RECORD, RELAYS_DIR, StateFolder, tighten
 
 __all__ = ["EmbeddedStack", "end_leftovers"]
@@ -65,7 +66,25 @@ class EmbeddedStack(StateFolder):
         parts: dict = {}
         for svc in self.running:
             parts.update(svc.endpoints(self))
-        return Deployment(services=Services(**parts))
+        return Deployment(services=Services(**parts), git=self.kept_git())
+
+    def kept_git(self) -> GitSettings:
+        """The ``git`` part an admin wrote in ``STATE/deployment.json`` (``email_domain``):
+        kept when ``atelier dev`` writes the file again; a bad one names the field and the fix."""
+        path = self.path("deployment.json")
+        try:
+            old = json.loads(path.read_text()).get("git") or {}
+        except FileNotFoundError:
+            return GitSettings()
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"{path}: cannot read it ({exc}); fix it or delete it (atelier dev writes it "
+                                "again, with the default git settings)") from None
+        try:
+            return GitSettings(**old)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            field = ".".join(str(p) for p in problem["loc"])
+            raise SettingsError(f"{path}: git.{field}: {problem['msg'].removeprefix('Value error, ')}") from None
 
     @classmethod
     def prepare(cls, state: str | Path, *, port: int, profiles_dir: str | Path,

@@ -52,6 +52,7 @@ MODULES = [
     "jobs",
     "ray_clusters",
     "usage",
+    "credentials",
 ]
 
 

@@ -11,12 +11,15 @@ imports no descriptor; :mod:`atelier_hub.services` lists them.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from ..settings import ServiceSettings
+from pydantic import ValidationError
+
+from ..settings import ServiceSettings, SettingsError
 
 __all__ = ["Service", "Site", "local_url"]
 
@@ -115,6 +118,27 @@ class Service:
         """Forget what it keeps for user ``name`` (their keys, say), who was removed.
         Called in the hub's process by :meth:`atelier_hub.embedded.stack.EmbeddedStack.remove_user`,
         possibly while it is not running (at the hub's start-up)."""
+
+    def kept_setting(self, site: Site, field: str, **required):
+        """The value an admin gave ``services.NAME.FIELD`` in ``STATE/deployment.json``
+        (None when absent), checked by this service's settings model (``required``: its
+        other required fields, any value): kept when ``atelier dev`` writes the file again.
+        A bad one raises :class:`SettingsError` naming the file, the field and the fix."""
+        path = site.path("deployment.json")
+        try:
+            old = (json.loads(path.read_text()).get("services") or {}).get(self.name) or {}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"{path}: cannot read it ({exc}); fix it or delete it (atelier dev writes it "
+                                f"again, without services.{self.name}.{field})") from None
+        if old.get(field) is None:
+            return None
+        try:
+            return getattr(self.settings(**required, **{field: old[field]}), field)
+        except ValidationError as exc:
+            problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise SettingsError(f"{path}: services.{self.name}.{field}: {problem}") from None
 
     def ready(self, site: Site) -> bool:
         """Whether it answers as users need it to (no side effect, quick)."""

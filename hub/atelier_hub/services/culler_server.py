@@ -41,6 +41,7 @@ from tornado import web
 from ..culling import Decision, Policy, Report, decide
 from ..jobs import is_job
 from ..profiles import Profile, load_profiles
+from ._api import HealthHandler
 from ._front import HUB_AUTH_CACHE_S
 
 log = logging.getLogger("atelier.culler")
@@ -201,11 +202,6 @@ class ExtendHandler(_SessionHandler):
         self.culler.extended[prefix] = _now()
         log.info("Extend for %s: the idle timer starts again", prefix)
         self.finish(self.culler.plan(prefix))
-
-
-class HealthHandler(web.RequestHandler):
-    def get(self):
-        self.finish({"ok": True})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,12 +33,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
-from jupyterhub.services.auth import HubAuth, HubAuthenticated
+from jupyterhub.services.auth import HubAuth
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from ..jobs import JOB_DIR, JobError, JobRecord, check_submission, job_server, read_home_file
 from ..profiles import ProfileError, load_profiles, resolve_profile
+from ._api import HealthHandler, UserApi, refusal
 from ._front import HUB_AUTH_CACHE_S
 
 log = logging.getLogger("atelier.jobs")
@@ -153,36 +154,11 @@ class Jobs:
                 "duration": round(end - rec.submitted, 1), "exit_code": rec.exit_code, "error": rec.error}
 
 
-class _Api(HubAuthenticated, web.RequestHandler):
+class _Api(UserApi):
+    other_user_refusal = (404, "no such job of yours: see `atelier jobs`")
+
     def initialize(self, jobs: Jobs):
         self.jobs = jobs
-
-    def check_xsrf_cookie(self):
-        pass  # token-authenticated API: no cookie is accepted (HubAuthenticated without OAuth)
-
-    def write_error(self, status_code, **kwargs):
-        exc = kwargs.get("exc_info", (None, None))[1]
-        message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
-        body = {"status": status_code, "message": message}
-        if isinstance(exc, web.HTTPError) and getattr(exc, "field", None):
-            body["field"] = exc.field
-        self.finish(body)
-
-    def caller(self) -> dict:
-        user = self.current_user
-        if not user:
-            raise web.HTTPError(403, "send your hub token: Authorization: token TOKEN (atelier login)")
-        return user
-
-    def owner(self) -> str:
-        """Whose jobs this request is about: the caller's; an admin may name another user."""
-        user = self.caller()
-        other = self.get_argument("user", None)
-        if other and other != user["name"]:
-            if not user.get("admin"):
-                raise web.HTTPError(404, "no such job of yours: see `atelier jobs`")
-            return other
-        return user["name"]
 
     def record(self, name: str) -> JobRecord:
         user = self.owner()
@@ -190,12 +166,6 @@ class _Api(HubAuthenticated, web.RequestHandler):
         if "/" in name or not path.is_file():
             raise web.HTTPError(404, f"you have no job named {name!r}: see `atelier jobs`")
         return JobRecord.load(path)
-
-
-def _refusal(status: int, message: str, field: str) -> web.HTTPError:
-    err = web.HTTPError(status, message)
-    err.field = field
-    return err
 
 
 class ListHandler(_Api):
@@ -211,17 +181,17 @@ class ListHandler(_Api):
         try:
             body = json.loads(self.request.body or b"{}")
         except ValueError:
-            raise _refusal(400, "the body is not JSON", "body") from None
+            raise refusal(400, "the body is not JSON", "body") from None
         profiles = load_profiles(self.jobs.profiles_dir)
         taken = {r.name for r in JobRecord.all(self.jobs.folder, user["name"])}
         try:
             job = check_submission(body, profile_names=[p.name for p in profiles], taken=taken)
             profile = resolve_profile(profiles, job["profile"], groups=set(user.get("groups") or []))
         except JobError as exc:
-            raise _refusal(exc.status, f"{exc.field}: {exc}", exc.field) from None
+            raise refusal(exc.status, f"{exc.field}: {exc}", exc.field) from None
         except ProfileError as exc:
             # 400, not 403: a 403 from here would read as a refused token
-            raise _refusal(400, f"profile: {exc}", "profile") from None
+            raise refusal(400, f"profile: {exc}", "profile") from None
         job["profile"] = profile.name
         rec = JobRecord(name=job["name"], user=user["name"], profile=profile.name, command=job["command"],
                         cwd=job["cwd"])
@@ -229,7 +199,7 @@ class ListHandler(_Api):
                                                 {"profile": profile.name, "job": job})
         if code not in (201, 202):
             # The hub's refusal (GPUs not free, too many servers) says what to do.
-            raise _refusal(400 if code == 403 else code if 400 <= code < 500 else 503,
+            raise refusal(400 if code == 403 else code if 400 <= code < 500 else 503,
                            f"the hub did not start the job: {answer.get('message') or code}", "profile")
         rec.save(self.jobs.folder)
         log.info("job %s/%s submitted on %s: %d argument(s)", rec.user, rec.name, rec.profile, len(rec.command))
@@ -250,7 +220,7 @@ class JobHandler(_Api):
         await self.jobs.settle(rec, servers)
         if rec.over:
             state = self.jobs.model(rec, servers)["state"]
-            raise _refusal(409, f"job {name!r} has already ended ({state}); nothing to cancel", "name")
+            raise refusal(409, f"job {name!r} has already ended ({state}); nothing to cancel", "name")
         rec.cancelled, rec.ended = True, time.time()
         rec.save(self.jobs.folder)
         code, body = await self.jobs.hub.call("DELETE", self.jobs.hub.server_path(rec.user, rec.name),
@@ -265,7 +235,7 @@ class LogHandler(_Api):
         try:
             offset = max(0, int(self.get_argument("offset", "0")))
         except ValueError:
-            raise _refusal(400, "offset: give a byte offset, e.g. ?offset=0", "offset") from None
+            raise refusal(400, "offset: give a byte offset, e.g. ?offset=0", "offset") from None
         servers = await self.jobs.hub.servers(rec.user)
         await self.jobs.settle(rec, servers)  # first: no byte written before the exit code is missed
         data = self.jobs.home_file(rec, "output.log", offset=offset) or b""
@@ -275,11 +245,6 @@ class LogHandler(_Api):
         self.set_header("X-Atelier-Job-Exit-Code", "" if rec.exit_code is None else str(rec.exit_code))
         self.set_header("X-Atelier-Job-Offset", str(offset + len(data)))
         self.finish(data)
-
-
-class HealthHandler(web.RequestHandler):
-    def get(self):
-        self.finish({"ok": True})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,7 +35,7 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubAuth, HubAuthenticated
+from jupyterhub.services.auth import HubAuth
 from tornado import web
 
 from ..capacity import CapacitySettings, load_capacity
@@ -57,6 +57,7 @@ from ..ray_clusters import (
     object_store_bytes,
     worker_command,
 )
+from ._api import HealthHandler, UserApi, refusal
 from ._front import HUB_AUTH_CACHE_S
 
 log = logging.getLogger("atelier.ray_clusters")
@@ -327,33 +328,16 @@ class Clusters:
                     await self.call(shutil.rmtree, folder, True)
 
 
-class _Api(HubAuthenticated, web.RequestHandler):
+class _Api(UserApi):
     def initialize(self, clusters: Clusters):
         self.clusters = clusters
 
-    def check_xsrf_cookie(self):
-        pass  # token-authenticated API: no cookie is accepted (HubAuthenticated without OAuth)
-
-    def write_error(self, status_code, **kwargs):
-        exc = kwargs.get("exc_info", (None, None))[1]
-        body = {"status": status_code, "message": self._reason}
-        if isinstance(exc, RayClusterError):
-            body.update(message=f"{exc.field}: {exc}", field=exc.field)
-        elif isinstance(exc, web.HTTPError) and exc.log_message:
-            body["message"] = exc.log_message
-        self.finish(body)
-
     def _handle_request_exception(self, e):
-        if isinstance(e, RayClusterError):
-            self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
+        if isinstance(e, RayClusterError):  # the pure checks' refusals, answered as the others
+            err = refusal(e.status, f"{e.field}: {e}", e.field)
+            self.send_error(err.status_code, exc_info=(type(err), err, None))
             return
         super()._handle_request_exception(e)
-
-    def caller(self) -> dict:
-        user = self.current_user
-        if not user:
-            raise web.HTTPError(403, "send your hub token: Authorization: token TOKEN (atelier login)")
-        return user
 
 
 class ClustersHandler(_Api):
@@ -389,11 +373,6 @@ class ClustersHandler(_Api):
                 removed += await self.clusters.remove_session(sid)
         log.info("ray cluster of %s (server %r) stopped: %d node(s) removed", user["name"], server, removed)
         self.finish({"server": server, "removed": removed})
-
-
-class HealthHandler(web.RequestHandler):
-    def get(self):
-        self.finish({"ok": True})
 
 
 def main(argv: list[str] | None = None) -> None:

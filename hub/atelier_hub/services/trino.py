@@ -13,12 +13,11 @@ cancelled at their removal (:meth:`Trino.remove_user`).
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from typing import ClassVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from ..install.paths import trino_paths
 from ..settings import ServiceSettings, SessionContext
@@ -93,26 +92,8 @@ class Trino(Service):
         return self.local_url(site)
 
     def endpoints(self, site: Site) -> dict:
-        return {"trino": TrinoService(url=self.url(site), shared_schemas=self.kept_shared_schemas(site))}
-
-    def kept_shared_schemas(self, site: Site) -> list[str] | None:
-        """The shared schemas an admin named in ``STATE/deployment.json``
-        (``services.trino.shared_schemas``): kept when ``atelier dev`` writes the file again."""
-        from ..settings import SettingsError
-
-        path = site.path("deployment.json")
-        try:
-            old = (json.loads(path.read_text()).get("services") or {}).get("trino") or {}
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise SettingsError(f"{path}: cannot read it ({exc}); fix it or delete it (atelier dev writes it "
-                                "again, without services.trino.shared_schemas)") from None
-        try:
-            return TrinoService(url="http://x", shared_schemas=old.get("shared_schemas")).shared_schemas
-        except ValidationError as exc:
-            problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
-            raise SettingsError(f"{path}: services.trino.shared_schemas: {problem}") from None
+        shared = self.kept_setting(site, "shared_schemas", url="http://x")
+        return {"trino": TrinoService(url=self.url(site), shared_schemas=shared)}
 
     def hub_service(self, site: Site, services) -> dict:
         from .trino_server import default_java_home

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import html
 import os
-import signal
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,6 +23,7 @@ from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuth
 from tornado import web
 
 from ..usage import FIELDS, only_user, parse_when, read_events, summarize
+from ._api import HealthHandler, serve_until_signalled
 from ._front import HUB_AUTH_CACHE_S
 
 _LABELS = {"servers": "servers", "hours": "hours", "cpu_hours": "CPU-hours",
@@ -115,11 +115,6 @@ class ApiHandler(_Usage):
         self.finish(self.summary())
 
 
-class HealthHandler(web.RequestHandler):
-    def get(self):
-        self.finish({"ok": True})
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--usage-file", required=True, type=Path)
@@ -139,15 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         (rf"{prefix}/?", PageHandler, kw),
     ], cookie_secret=os.urandom(32))
 
-    async def run() -> None:
-        app.listen(listen.port, listen.hostname)
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
-        await stopping.wait()
-
-    asyncio.run(run())
+    asyncio.run(serve_until_signalled(app, listen))
 
 
 if __name__ == "__main__":
