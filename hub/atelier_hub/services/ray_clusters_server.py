@@ -101,9 +101,12 @@ class Engine:
 
     def session(self, user: str, server: str) -> dict | None:
         """The user's running session container for ``server`` (not a job, not a Ray node)."""
-        for c in self._list([f"dev.atelier.user={user}", f"dev.atelier.server={server}"], everything=False):
+        # The server's label is compared here: an empty one (the default server) is not
+        # something every engine's label filter matches.
+        for c in self._list([f"dev.atelier.user={user}"], everything=False):
             labels = c.get("Labels") or {}
-            if LABEL not in labels and not labels.get("dev.atelier.job"):
+            if labels.get("dev.atelier.server", "") == server and LABEL not in labels \
+                    and not labels.get("dev.atelier.job"):
                 return self.api.inspect_container(c["Id"])
         return None
 
