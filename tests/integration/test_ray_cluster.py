@@ -101,7 +101,7 @@ def test_the_nodes_are_containers_of_the_session_sized_by_the_profile(containers
     for c in found:
         info = client.inspect_container(c["Id"])
         hc = info["HostConfig"]
-        assert info["Config"]["Image"] == client.inspect_container(session[0]["Id"])["Config"]["Image"]
+        assert info["Image"] == client.inspect_container(session[0]["Id"])["Image"]  # the same image id
         assert hc["NetworkMode"] == hc["PidMode"] == f"container:{session[0]['Id']}"
         assert hc["Memory"] == small.memory.limit and hc["NanoCpus"] == 2_000_000_000  # cpu-small: limit 2
         assert hc["CapDrop"] == ["ALL"] and info["Config"]["User"] == "1000:100"

@@ -236,8 +236,10 @@ class Clusters:
                   for i in range(request["workers"])]
         started = []
         for role, cname, command in specs:
+            # The session's image by its id, not its tag: a tag moved by a rebuild since
+            # the session started would give the nodes another Ray than the session's.
             c = self.engine.api.create_container(
-                session["Config"]["Image"], command=command, name=cname, environment=env, user=user_spec,
+                session["Image"], command=command, name=cname, environment=env, user=user_spec,
                 working_dir=IMAGE_HOME, host_config=hc,
                 labels=node_labels(session["Config"].get("Labels") or {}, role=role, session_id=sid, port=port,
                                    profile=profile.name))
@@ -294,11 +296,10 @@ class Clusters:
             self.starting.add(sid)
             try:
                 started = await self.call(self._start, name, set(user.get("groups") or []), request, session)
-                try:
-                    await self.wait_ready(started["ids"])
-                except Exception:
-                    await self.remove_session(sid)
-                    raise
+                await self.wait_ready(started["ids"])
+            except Exception:
+                await self.remove_session(sid)  # no half-started cluster is left behind
+                raise
             finally:
                 self.starting.discard(sid)
             return 201, {**self.model(await self.call(self.engine.nodes, session=sid)), "created": True}
