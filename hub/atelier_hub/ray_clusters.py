@@ -132,16 +132,16 @@ def head_command(port: int, *, object_store: int) -> list[str]:
 
 def worker_command(port: int, index: int, *, cpus: int, object_store: int, gpus: int = 0) -> list[str]:
     """Worker ``index``'s command: join the head, with the profile's CPUs and GPUs. Its
-    sockets stay in its own /tmp: the session folder on the home is the head's, where
-    every node would otherwise bind the same socket paths (measured: the second raylet
-    aborts with "bind: Address already in use").
+    temporary folder (sockets, logs) is its own /tmp: by default a worker takes the
+    head's, on the home, where nodes started together bind the same socket path
+    (measured: the later raylets abort with "bind: Address already in use").
 
     >>> worker_command(23456, 1, cpus=2, object_store=2**30)[4:6]
     ['--node-ip-address=127.0.50.11', '--num-cpus=2']
     """
     return ["ray", "start", "--block", f"--address={HEAD_IP}:{port}", f"--node-ip-address={worker_ip(index)}",
             f"--num-cpus={cpus}", f"--num-gpus={gpus}", f"--object-store-memory={object_store}",
-            "--raylet-socket-name=/tmp/ray-raylet.sock", "--plasma-store-socket-name=/tmp/ray-plasma.sock"]
+            "--temp-dir=/tmp/ray"]
 
 
 def cluster_env(session_env: Iterable[str] | Mapping[str, str]) -> dict[str, str]:
@@ -153,12 +153,15 @@ def cluster_env(session_env: Iterable[str] | Mapping[str, str]) -> dict[str, str
     ...                    "RAY_OVERRIDE_RESOURCES={}", "RAY_USAGE_STATS_ENABLED=0", "MLFLOW_TRACKING_URI=u"])
     >>> sorted(env)  # doctest: +NORMALIZE_WHITESPACE
     ['AWS_ACCESS_KEY_ID', 'JUPYTERHUB_API_TOKEN', 'MLFLOW_TRACKING_URI', 'RAY_AUTH_MODE', 'RAY_AUTH_TOKEN_PATH',
-     'RAY_USAGE_STATS_ENABLED']
+     'RAY_USAGE_STATS_ENABLED', 'TINI_SUBREAPER']
     """
     pairs = session_env.items() if isinstance(session_env, Mapping) else (
         item.split("=", 1) for item in session_env if "=" in item)
     env = {k: v for k, v in pairs if not _DROP.match(k)}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=TOKEN_PATH)
+    # The image's tini is not the first process of the session's process namespace it
+    # joins: as a subreaper it still reaps what Ray's processes leave.
+    env["TINI_SUBREAPER"] = "1"
     return env
 
 

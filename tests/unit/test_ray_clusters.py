@@ -72,8 +72,7 @@ def test_the_nodes_commands():
         "--disable-usage-stats"]
     assert worker_command(24000, 0, cpus=2, object_store=800_000_000) == [
         "ray", "start", "--block", "--address=127.0.50.1:24000", "--node-ip-address=127.0.50.10", "--num-cpus=2",
-        "--num-gpus=0", "--object-store-memory=800000000", "--raylet-socket-name=/tmp/ray-raylet.sock",
-        "--plasma-store-socket-name=/tmp/ray-plasma.sock"]
+        "--num-gpus=0", "--object-store-memory=800000000", "--temp-dir=/tmp/ray"]
 
 
 def test_a_node_gets_the_sessions_settings_and_credentials_but_not_its_server_or_local_ray():
@@ -88,7 +87,7 @@ def test_a_node_gets_the_sessions_settings_and_credentials_but_not_its_server_or
         "MLFLOW_TRACKING_URI": "http://127.0.0.1:8000/services/mlflow", "MLFLOW_TRACKING_TOKEN": "alice-hub-token",
         "JUPYTERHUB_API_TOKEN": "alice-hub-token", "JUPYTERHUB_USER": "alice", "RAY_USAGE_STATS_ENABLED": "0",
         "ATELIER_SESSION_FILES": "{}", "EMPTY": "",
-        "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": "/run/atelier/ray-token"}
+        "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": "/run/atelier/ray-token", "TINI_SUBREAPER": "1"}
 
 
 def test_a_node_is_sized_by_its_profile_inside_the_sessions_namespaces():
