@@ -57,6 +57,20 @@ def _request(method: str, path: str, *, env: Mapping[str, str], body: dict | Non
                                     "try again in a moment") from None
 
 
+def _reload_ray_auth() -> None:
+    """Ray reads ``RAY_AUTH_MODE`` once, when ``ray._raylet`` is imported. Where it already
+    is (``import ray`` came first, as in most notebooks), its configuration and token are
+    read again from the environment, as Ray's own tests do between two clusters
+    (``ray/_private/authentication_test_utils.py``, ``reset_auth_token_state``). Nothing
+    is touched while this process is connected to a Ray cluster."""
+    raylet = sys.modules.get("ray._raylet")
+    ray = sys.modules.get("ray")
+    if raylet is None or (ray is not None and ray.is_initialized()):
+        return
+    raylet.Config.initialize("")
+    raylet.AuthenticationTokenLoader.instance().reset_cache()
+
+
 class RayCluster:
     """A running personal cluster: ``address`` for ``ray.init``, its ``workers``,
     ``profile`` and ``server``. As a context manager it stops the cluster at the end of
@@ -76,6 +90,8 @@ class RayCluster:
         # ray.init(cluster.address) is authenticated.
         env["RAY_AUTH_MODE"] = "token"
         env["RAY_AUTH_TOKEN"] = self._token
+        if env is os.environ:
+            _reload_ray_auth()
 
     def __repr__(self) -> str:  # never show the token
         return f"RayCluster(address={self.address!r}, workers={self.workers}, profile={self.profile!r})"
@@ -94,6 +110,8 @@ class RayCluster:
                 self._env.pop(key, None)
             else:
                 self._env[key] = value
+        if self._env is os.environ:
+            _reload_ray_auth()
 
     def down(self) -> None:
         """Stop the cluster now (its containers are removed)."""

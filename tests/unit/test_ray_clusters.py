@@ -122,3 +122,21 @@ def test_the_client_sets_rays_token_variables_and_puts_them_back():
         assert env == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "t0k"}
         assert "t0k" not in repr(cluster) and cluster.address == "127.0.50.1:24000"
     assert env == {"RAY_AUTH_MODE": "disabled"}
+
+
+def test_rays_auth_mode_is_read_again_where_ray_was_imported_first():
+    """`import ray` before ray_cluster(): Ray read RAY_AUTH_MODE at import; the client has it read again."""
+    import os
+
+    import ray  # noqa: F401 (imported first, as in a notebook)
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    saved = {k: os.environ.pop(k, None) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    try:
+        assert not is_token_auth_enabled()
+        model = {"address": "127.0.50.1:24000", "workers": 1, "profile": "cpu-small", "token": "t" * 32}
+        with RayCluster(model, created=False):
+            assert is_token_auth_enabled()
+        assert not is_token_auth_enabled()
+    finally:
+        os.environ.update({k: v for k, v in saved.items() if v is not None})
