@@ -9,6 +9,7 @@ here prints a token.
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import sys
 from urllib.parse import quote
@@ -89,11 +90,12 @@ def add_parsers(sub, wrap) -> None:
     put = csub.add_parser("set-git", help="keep your token for HOST (read without echo, or from stdin)")
     put.add_argument("host", help="a git host the deployment lists, e.g. github.com")
     put.add_argument("--username", help="your user name on that host (default: your hub name)")
-    put.add_argument("--user", help="set another user's (admins)")
-    put.add_argument("--hub", help=hub_help)
+    # SUPPRESS: `atelier credentials --user NAME set-git HOST` keeps the --user given first
+    put.add_argument("--user", default=argparse.SUPPRESS, help="set another user's (admins)")
+    put.add_argument("--hub", default=argparse.SUPPRESS, help=hub_help)
     put.set_defaults(func=wrap(cmd_set))
     rm = csub.add_parser("remove-git", help="forget your token for HOST")
     rm.add_argument("host")
-    rm.add_argument("--user", help="another user's (admins)")
-    rm.add_argument("--hub", help=hub_help)
+    rm.add_argument("--user", default=argparse.SUPPRESS, help="another user's (admins)")
+    rm.add_argument("--hub", default=argparse.SUPPRESS, help=hub_help)
     rm.set_defaults(func=wrap(cmd_remove))

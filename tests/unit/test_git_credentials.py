@@ -144,3 +144,17 @@ def test_the_embedded_stack_keeps_the_admin_s_git_settings_and_names_a_bad_one(t
     (tmp_path / "deployment.json").write_text(json.dumps({"git": {"email_domain": "not a domain"}}))
     with pytest.raises(SettingsError, match=r"deployment.json: git.email_domain: 'not a domain' is not a domain"):
         stack.kept_git()
+
+
+def test_the_cli_takes_user_before_or_after_the_action():
+    import argparse
+
+    from atelier_hub.credentials_cli import add_parsers
+
+    ap = argparse.ArgumentParser()
+    add_parsers(ap.add_subparsers(dest="command"), lambda f: f)
+    for argv in (["credentials", "--user", "bob", "set-git", "github.com"],
+                 ["credentials", "set-git", "github.com", "--user", "bob"]):
+        args = ap.parse_args(argv)
+        assert (args.user, args.host, args.func.__name__) == ("bob", "github.com", "cmd_set"), argv
+    assert ap.parse_args(["credentials", "set-git", "github.com"]).user is None
