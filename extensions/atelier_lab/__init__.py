@@ -8,10 +8,12 @@ with its name and endpoint, never as a hang.
 >>> conn = atelier_lab.connect_trino()  # doctest: +SKIP
 """
 
+from ._ray import RayCluster, RayClusterUnavailable, ray_cluster
 from ._trino import TrinoSettings, TrinoUnavailable, connect_trino, trino_settings
 from ._version import __version__
 
-__all__ = ["TrinoSettings", "TrinoUnavailable", "__version__", "connect_trino", "trino_settings"]
+__all__ = ["RayCluster", "RayClusterUnavailable", "TrinoSettings", "TrinoUnavailable", "__version__", "connect_trino",
+           "ray_cluster", "trino_settings"]
 
 
 # -- JupyterLab: the labextension (built into labextension/) and its server extension ----

@@ -6,7 +6,8 @@ commands are written in exactly the forms the ``atelier`` CLI takes (issue 15):
 ``atelier login --hub URL``, ``atelier vscode [SERVER]``, the ssh alias
 ``atelier-USER`` (``atelier-USER-SERVER`` for a named server), ``code --remote
 ssh-remote+ALIAS HOME``, ``atelier run --profile P -- ...`` where the hub runs jobs
-(``ATELIER_JOBS=1``) and, in cluster mode, ``atelier kubeconfig [SERVER]``.
+(``ATELIER_JOBS=1``), a personal Ray cluster where the hub runs them
+(``ATELIER_RAY_CLUSTERS_URL``) and, in cluster mode, ``atelier kubeconfig [SERVER]``.
 :func:`session_facts` is pure; the server extension only feeds it the environment.
 """
 
@@ -93,6 +94,11 @@ def session_facts(env: Mapping[str, str], *, home: str, origin: str = "", vscode
         commands.append({"id": "run", "title": "Run a script as a job on this profile (the laptop may close; "
                          "atelier jobs, atelier logs NAME -f)",
                          "command": f"atelier run --profile {profile} -- python train.py"})
+    if env.get("ATELIER_RAY_CLUSTERS_URL"):
+        # The cluster lives inside this session and stops with it (atelier_lab._ray).
+        commands.append({"id": "ray", "title": "A personal Ray cluster inside this session, stopped with it "
+                         "(atelier ray status, atelier ray down)",
+                         "command": f"atelier ray up{named} --workers 2"})
     if cluster:
         commands.append({"id": "kubeconfig",
                          "title": "Kubernetes extension attach: a kubeconfig for your own pods",

@@ -75,6 +75,10 @@ class CapacitySettings(StrictModel):
         "A user in several is counted in the first listed here.")
     default_group: str = Field("everyone", description="The group of users in none of `groups` (weight 1, "
                                "nothing guaranteed unless listed in `groups`).")
+    ray_workers_per_user: int = Field(
+        4, ge=0, description="Ray workers one user may run at once in personal Ray clusters (`ray_cluster()`, "
+        "`atelier ray up`), over all their sessions; each is a container sized by the profile asked for. "
+        "0: no personal clusters.")
     max_wait: int = Field(86400, ge=60, description="Seconds a spawn may wait in the queue; after that it "
                           "leaves the queue with a message saying so (never a spawn timeout).")
 

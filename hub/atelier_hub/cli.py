@@ -1,6 +1,6 @@
 """The ``atelier`` command: ``dev``, ``profiles``, ``users``, ``usage``, ``install``; on a user's own
 machine ``login``, ``vscode``, ``ssh-proxy``, ``kubeconfig`` (atelier_hub.remote) and ``run``,
-``jobs``, ``logs``, ``cancel`` (atelier_hub.jobs_cli).
+``jobs``, ``logs``, ``cancel`` (atelier_hub.jobs_cli), ``ray up|status|down`` (atelier_hub.ray_cli).
 
 Rule this module keeps: bad input ends with one clear line on stderr naming the thing
 and the fix, and exit status 2; no traceback for a user's mistake. Secrets are shown
@@ -521,6 +521,10 @@ def main(argv: list[str] | None = None) -> None:
     from .jobs_cli import add_parsers as add_job_parsers
 
     add_job_parsers(sub, _wrap_remote)
+
+    from .ray_cli import add_parsers as add_ray_parsers
+
+    add_ray_parsers(sub, _wrap_remote)
 
     from .credentials_cli import add_parsers as add_credentials_parsers
 

@@ -13,7 +13,7 @@ import shlex
 
 from .image_paths import HOME as SESSION_HOME
 
-__all__ = ["code_command", "k8s_code_command", "kubeconfig_command", "ssh_alias", "vscode_command"]
+__all__ = ["code_command", "k8s_code_command", "kubeconfig_command", "ray_up_command", "ssh_alias", "vscode_command"]
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -64,6 +64,15 @@ def kubeconfig_command(*, server: str = "", hub_url: str | None = None) -> str:
     if hub_url:
         words += ["--hub", hub_url]
     return shlex.join(words)
+
+
+def ray_up_command(*, server: str = "", workers: int = 2) -> str:
+    """The command that starts a personal Ray cluster inside a session (``atelier ray up``).
+
+    >>> ray_up_command(server="big")
+    'atelier ray up big --workers 2'
+    """
+    return shlex.join(["atelier", "ray", "up"] + ([server] if server else []) + ["--workers", str(workers)])
 
 
 def k8s_code_command(*, context: str, namespace: str, pod: str, container: str = "notebook",

@@ -29,12 +29,13 @@ from stack import Stack, free_port, tail
 
 pytestmark = pytest.mark.integration
 
-# A supervised process each: S3, MLflow, Trino, culler, jobs, usage, and credentials (which
-# runs where the deployment names a git host: the faults stack names one).
+# A supervised process each: S3, MLflow, Trino, culler, jobs, Ray clusters, usage, and
+# credentials (which runs where the deployment names a git host: the faults stack names one).
 MANAGED = [s for s in SERVICES if s.has_port]
-# The seven the README promises heal themselves: a service dropped from the list (or one
+# The eight the README promises heal themselves: a service dropped from the list (or one
 # that lost its port) would otherwise just go untested here.
-assert sorted(s.name for s in MANAGED) == ["credentials", "culler", "jobs", "mlflow", "s3", "trino", "usage"], MANAGED
+assert sorted(s.name for s in MANAGED) == ["credentials", "culler", "jobs", "mlflow", "ray_clusters", "s3", "trino",
+                                           "usage"], MANAGED
 HEAL_LIMIT = 60  # seconds: the promise in the README
 
 

@@ -89,9 +89,10 @@ def test_dev_without_trino_offers_to_start_without_it(tmp_path):
 
 
 @pytest.mark.parametrize("name, line", [
-    ("s3", "atelier: --without s3: S3 cannot be left out (optional services: trino, culler, jobs, usage, credentials)"),
+    ("s3", "atelier: --without s3: S3 cannot be left out (optional services: trino, culler, jobs, ray_clusters, "
+           "usage, credentials)"),
     ("nosuch", "atelier: --without nosuch: no service 'nosuch'; known: s3, mlflow, trino, spark, ray, culler, jobs, "
-               "usage, credentials"),
+               "ray_clusters, usage, credentials"),
 ])
 def test_dev_without_a_service_it_cannot_leave_out(tmp_path, name, line):
     assert one_line(dev(tmp_path / "state", 0, "--without", name)) == line

@@ -92,5 +92,5 @@ def test_the_readme_example_is_one_module_and_one_line(tmp_path):
     # a session's environment
     assert seen["env"]["FEAST_URL"] == url
     # the services that were there are still there, in their order, the new one last
-    assert seen["banner_titles"] == ["S3", "MLflow", "Spark", "Ray", "Idle culler", "Jobs", "Usage", "Credentials",
-                                      "Feast"]
+    assert seen["banner_titles"] == ["S3", "MLflow", "Spark", "Ray", "Idle culler", "Jobs", "Ray clusters", "Usage",
+                                      "Credentials", "Feast"]

@@ -70,3 +70,21 @@ def test_the_run_line_where_the_hub_runs_jobs_is_one_the_cli_takes():
     # A hub whose sessions run no jobs (process sessions, the cluster for now): no such line.
     without = session_facts({**env, "ATELIER_JOBS": ""}, home="/home/jovyan")["commands"]
     assert "run" not in {c["id"] for c in without}
+
+
+def test_the_ray_line_where_the_hub_runs_clusters_is_one_the_cli_takes():
+    env = {"JUPYTERHUB_USER": "ada", "JUPYTERHUB_SERVER_NAME": "big",
+           "ATELIER_RAY_CLUSTERS_URL": "http://127.0.0.1:8000/services/ray_clusters"}
+    commands = {c["id"]: c["command"] for c in session_facts(env, home="/home/jovyan")["commands"]}
+    assert commands["ray"] == "atelier ray up big --workers 2" == cli.ray_up_command(server="big")
+    import argparse
+
+    from atelier_hub import ray_cli
+
+    parser = argparse.ArgumentParser(prog="atelier")
+    ray_cli.add_parsers(parser.add_subparsers(dest="command"), lambda func: func)
+    args = parser.parse_args(shlex.split(commands["ray"])[1:])
+    assert (args.action, args.server, args.workers, args.profile) == ("up", "big", 2, None)
+    # No service, no line (process sessions, cluster mode for now).
+    without = session_facts({"JUPYTERHUB_USER": "ada"}, home="/home/jovyan")["commands"]
+    assert "ray" not in {c["id"] for c in without}

@@ -58,9 +58,9 @@ def test_the_hub_config_runs_each_descriptor_through_a_supervisor(tmp_path):
     c = Config()
     configure(c, stack.root)
     entries = {e["name"]: e for e in c.JupyterHub.services}
-    assert set(entries) == {"s3", "mlflow", "trino", "culler", "jobs", "usage", "atelier-admin"}
+    assert set(entries) == {"s3", "mlflow", "trino", "culler", "jobs", "ray_clusters", "usage", "atelier-admin"}
     secret = S3.root_keys(stack)["secret_access_key"]
-    for name in ("s3", "mlflow", "trino", "culler", "jobs", "usage"):
+    for name in ("s3", "mlflow", "trino", "culler", "jobs", "ray_clusters", "usage"):
         cmd = entries[name]["command"]
         assert "--record" in cmd and cmd[cmd.index("--record") + 1] == str(stack.root / "run" / f"{name}.pgid")
         assert secret not in " ".join(cmd)  # keys travel in the environment only
@@ -70,13 +70,15 @@ def test_the_hub_config_runs_each_descriptor_through_a_supervisor(tmp_path):
     # The culler and the usage page run supervised too (a hub killed hard leaves no orphan
     # culler behind), with the hub's variables; the culler's token may stop servers and
     # read their state (the profile), sessions' tokens may report to it.
-    for name, module in (("culler", "atelier_hub.services.culler_server"), ("usage", "atelier_hub.services.usage_page")):
+    for name, module in (("culler", "atelier_hub.services.culler_server"), ("usage", "atelier_hub.services.usage_page"),
+                         ("ray_clusters", "atelier_hub.services.ray_clusters_server")):
         cmd = entries[name]["command"]
         assert cmd[1:3] == ["-m", "atelier_hub.services._process"] and "--hub-env" in cmd, cmd
         assert cmd[cmd.index("--") + 2:cmd.index("--") + 4] == ["-m", module], cmd
     role = next(r for r in c.JupyterHub.load_roles if r.get("services") == ["culler"])
     assert {"delete:servers", "admin:server_state"} <= set(role["scopes"])
     assert "access:services!service=culler" in c[spawner].server_token_scopes
+    assert "access:services!service=ray_clusters" in c[spawner].server_token_scopes  # ray_cluster() in a kernel
 
 
 # -- the process helper ------------------------------------------------------------------------

@@ -60,8 +60,8 @@ from .netns_relay import READY
 from .spawner_base import EmbeddedSpawnerMixin, gpu_refusal
 from .state_folder import RELAYS_DIR
 
-__all__ = ["AtelierDockerSpawner", "SESSION_CONFIG_DIR", "container_services", "forwarded_endpoints", "stack_id",
-           "update_container_spawner"]
+__all__ = ["AtelierDockerSpawner", "SESSION_CONFIG_DIR", "container_services", "forwarded_endpoints", "host_config",
+           "stack_id", "update_container_spawner"]
 
 # Every session's host name (its own: each has its own network namespace and /etc/hosts).
 SESSION_HOSTNAME = "atelier"
@@ -92,6 +92,46 @@ def container_services(services: Services) -> Services:
     jars = [f"{IMAGE_JARS}/{Path(j).name}" for j in services.spark.jars]
     return services.model_copy(update={"spark": services.spark.model_copy(
         update={"jars": jars, "java_home": IMAGE_JAVA_HOME})})
+
+
+def host_config(profile: Profile, *, pids_limit: int, gpu_ids: list[int] | tuple[int, ...] = (),
+                network: bool = True) -> dict:
+    """The Docker host settings of a container sized by ``profile``, beyond its memory and
+    CPU limits (DockerSpawner's ``mem_limit`` and ``cpu_limit``): a session's, a job's,
+    and each node of a personal Ray cluster (:mod:`atelier_hub.ray_clusters`), built here
+    for all of them (pure). ``network``:
+    the container has a network of its own to name itself in (False: it joins another
+    container's, where Docker refuses host entries).
+
+    >>> from atelier_hub.profiles import Profile
+    >>> p = Profile.model_validate({"name": "s", "display_name": "S", "cpu": {"limit": 2},
+    ...                             "memory": {"guarantee": "1G", "limit": "4G"}})
+    >>> c = host_config(p, pids_limit=8192)
+    >>> c["memswap_limit"] == p.memory.limit, c["cap_drop"], c["shm_size"] == p.memory.limit // 4
+    (True, ['ALL'], True)
+    >>> "extra_hosts" in host_config(p, pids_limit=1, network=False)
+    False
+    """
+    limit = profile.memory.limit
+    config = {
+        # Swap would let a session use more than its profile's memory.
+        "memswap_limit": limit,
+        "pids_limit": pids_limit,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        # Spark and Ray use /dev/shm; Docker's default is 64 MB.
+        "shm_size": min(limit // 4, 2 * 2**30),
+    }
+    if network:
+        # The session's own name resolves to its loopback: with no network Docker
+        # writes none for it, and Java (Spark, Hadoop) fails on getLocalHost().
+        config["extra_hosts"] = {SESSION_HOSTNAME: "127.0.0.1"}
+    if gpu_ids:
+        import docker
+
+        config["device_requests"] = [docker.types.DeviceRequest(
+            device_ids=[str(i) for i in gpu_ids], capabilities=[["gpu"]])]
+    return config
 
 
 def _loopback(value: str) -> tuple[str, int] | None:
@@ -336,25 +376,7 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
         home.chmod(0o700)
 
     def _host_config(self) -> dict:
-        limit = self.profile.memory.limit
-        config = {
-            # Swap would let a session use more than its profile's memory.
-            "memswap_limit": limit,
-            "pids_limit": self.pids_limit,
-            "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges"],
-            # Spark and Ray use /dev/shm; Docker's default is 64 MB.
-            "shm_size": min(limit // 4, 2 * 2**30),
-            # The session's own name resolves to its loopback: with no network Docker
-            # writes none for it, and Java (Spark, Hadoop) fails on getLocalHost().
-            "extra_hosts": {SESSION_HOSTNAME: "127.0.0.1"},
-        }
-        if self.gpu_ids:
-            import docker
-
-            config["device_requests"] = [docker.types.DeviceRequest(
-                device_ids=[str(i) for i in self.gpu_ids], capabilities=[["gpu"]])]
-        return config
+        return host_config(self.profile, pids_limit=self.pids_limit, gpu_ids=self.gpu_ids)
 
     # -- the relay: this session's only way to the hub and the services, and back ---------
 

@@ -50,6 +50,7 @@ MODULES = [
     "ray",
     "culler",
     "jobs",
+    "ray_clusters",
     "usage",
     "credentials",
 ]

@@ -1,0 +1,159 @@
+"""A personal Ray cluster from a kernel of a real container session (issue 30, embedded).
+
+One session of alice's on the shared stack: her kernel runs
+``ray_cluster(workers=2, profile="cpu-small")`` and Ray's own ``ray.init(cluster.address)``;
+``ray.nodes()`` shows the head and two workers alive and tasks run on the workers only
+(the head has no CPU). The real Docker engine shows the three containers with the
+profile's limits inside her session's namespaces; a client in her session with another
+token is refused by Ray; a second real user's token neither sees nor stops her cluster,
+nor starts one in her session; a request over the per-user limit is refused with the
+limit named, by the service and by `atelier ray up`. Stopping her session removes the
+containers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import docker
+import pytest
+import requests
+from atelier_hub.embedded.engine import engine
+from atelier_hub.profiles import load_profiles
+from kernel import run_code, start_kernel
+from stack import REPO, VENV_BIN
+
+pytestmark = pytest.mark.integration
+
+SERVER = "ray"
+API = "/services/ray_clusters/api/clusters"
+
+START = """
+import json, ray
+from atelier_lab import ray_cluster
+cluster = ray_cluster(workers=2, profile="cpu-small")
+ray.init(cluster.address)
+alive = [n for n in ray.nodes() if n["Alive"]]
+heads = [n["NodeID"] for n in alive if not n["Resources"].get("CPU")]
+
+@ray.remote(num_cpus=1)
+def where():
+    return ray.get_runtime_context().get_node_id()
+
+ran_on = sorted(set(ray.get([where.remote() for _ in range(8)])))
+print(json.dumps({"address": cluster.address, "alive": len(alive), "heads": heads, "ran_on": ran_on,
+                  "workers": sorted(n["NodeID"] for n in alive if n["NodeID"] not in heads)}))
+"""
+
+# Other clients in the same session: with the cluster's token (from the kernel's
+# environment, which ray_cluster() set) and with another one.
+TWO_CLIENTS = """
+import os, subprocess, sys
+code = "import ray; ray.init(%r); print(len(ray.nodes()))" % cluster.address
+for token in (os.environ["RAY_AUTH_TOKEN"], "not-the-clusters-token-0123456789"):
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=150)
+    print(r.returncode, "auth" in r.stderr.lower())
+"""
+
+
+def nodes(client, user: str) -> list[dict]:
+    return client.containers(all=True, filters={"label": ["dev.atelier.ray", f"dev.atelier.user={user}"]})
+
+
+@pytest.fixture(scope="module")
+def mallory(containers):
+    """A second real user, with a token of their own."""
+    containers.add_user("mallory")
+    return {"name": "mallory", "token": containers.user_token("mallory")}
+
+
+@pytest.fixture(scope="module")
+def cluster(containers, alice):
+    """Alice's session with a cluster started from its kernel; the session is stopped at the end."""
+    model = containers.spawn("alice", "cpu-small", server=SERVER)
+    kernel = start_kernel(containers.url, model["url"], alice["token"])
+    out = run_code(containers.url, model["url"], alice["token"], START, kernel_id=kernel, timeout=400)
+    yield {"model": model, "kernel": kernel, "facts": json.loads(out.strip().splitlines()[-1])}
+    if SERVER in containers.api("GET", "/users/alice").json()["servers"]:  # a test failed before stopping it
+        containers.stop_server("alice", SERVER)
+
+
+def test_a_kernel_s_cluster_runs_tasks_on_its_two_workers(cluster):
+    facts = cluster["facts"]
+    assert facts["alive"] == 3 and len(facts["heads"]) == 1 and len(facts["workers"]) == 2
+    assert facts["address"].startswith("127.0.50.1:")
+    assert set(facts["ran_on"]) <= set(facts["workers"]) and facts["ran_on"]
+
+
+def test_the_nodes_are_containers_of_the_session_sized_by_the_profile(containers, cluster):
+    client = docker.APIClient(base_url=engine().host)
+    found = nodes(client, "alice")
+    assert sorted(c["Labels"]["dev.atelier.ray"] for c in found) == ["head", "worker", "worker"]
+    session = [c for c in client.containers(filters={"label": ["dev.atelier.user=alice",
+                                                              f"dev.atelier.server={SERVER}"]})
+               if "dev.atelier.ray" not in c["Labels"]]
+    assert len(session) == 1
+    small = next(p for p in load_profiles(REPO / "profiles") if p.name == "cpu-small")
+    for c in found:
+        info = client.inspect_container(c["Id"])
+        hc = info["HostConfig"]
+        assert info["Image"] == client.inspect_container(session[0]["Id"])["Image"]  # the same image id
+        assert hc["NetworkMode"] == hc["PidMode"] == f"container:{session[0]['Id']}"
+        assert hc["Memory"] == small.memory.limit and hc["NanoCpus"] == 2_000_000_000  # cpu-small: limit 2
+        assert hc["CapDrop"] == ["ALL"] and info["Config"]["User"] == "1000:100"
+        assert not any(e.startswith("RAY_AUTH_TOKEN=") for e in info["Config"]["Env"])  # a file, not the spec
+
+
+def test_a_client_with_another_token_is_refused(containers, alice, cluster):
+    out = run_code(containers.url, cluster["model"]["url"], alice["token"], TWO_CLIENTS,
+                   kernel_id=cluster["kernel"], timeout=330)
+    right, wrong = (line.split() for line in out.strip().splitlines()[-2:])
+    assert right[0] == "0", out  # the same client with the cluster's token joins
+    assert wrong[0] != "0" and wrong[1] == "True", out  # Ray says the token is wrong
+
+
+def test_another_user_neither_sees_stops_nor_joins_it(containers, cluster, mallory):
+    h = {"Authorization": f"token {mallory['token']}"}
+    assert requests.get(f"{containers.url}{API}", headers=h, timeout=30).json() == {"clusters": []}
+    r = requests.delete(f"{containers.url}{API}", params={"server": SERVER}, headers=h, timeout=30)
+    assert r.status_code == 404 and r.json()["field"] == "server"
+    r = requests.post(f"{containers.url}{API}", json={"server": SERVER, "workers": 1}, headers=h, timeout=60)
+    assert r.status_code == 409 and "not running" in r.json()["message"], r.text
+
+
+def test_over_the_limit_and_bad_input_are_refused_with_the_field_named(containers, alice, cluster):
+    h = {"Authorization": f"token {alice['token']}"}
+    r = requests.post(f"{containers.url}{API}", json={"server": "other", "workers": 3}, headers=h, timeout=60)
+    # alice runs 2 workers; the default limit is 4 per user
+    assert r.status_code == 409 and r.json()["field"] == "workers", r.text
+    assert "allows 4 per user" in r.json()["message"] and "ray_workers_per_user" in r.json()["message"]
+    r = requests.post(f"{containers.url}{API}", json={"server": SERVER, "workers": 0}, headers=h, timeout=60)
+    assert r.status_code == 400 and r.json()["field"] == "workers"
+    r = requests.post(f"{containers.url}{API}", json={"server": SERVER, "profile": "nope"}, headers=h, timeout=60)
+    assert r.status_code == 400 and r.json()["field"] == "profile" and "cpu-small" in r.json()["message"]
+    env = {**os.environ, "ATELIER_HUB_URL": containers.url, "ATELIER_TOKEN": alice["token"]}
+    up = subprocess.run([str(VENV_BIN / "atelier"), "ray", "up", "other", "--workers", "3"], env=env,
+                        capture_output=True, text=True, timeout=120)
+    assert up.returncode != 0 and "allows 4 per user" in up.stderr, up.stderr
+    status = subprocess.run([str(VENV_BIN / "atelier"), "ray", "status"], env=env, capture_output=True, text=True,
+                            timeout=60, check=True).stdout
+    assert [line.split()[:3] for line in status.splitlines()[1:]] == [[SERVER, "cpu-small", "2"]], status
+
+
+def test_stopping_the_session_removes_the_cluster(containers, cluster):
+    client = docker.APIClient(base_url=engine().host)
+    assert len(nodes(client, "alice")) == 3
+    containers.stop_server("alice", SERVER)
+    deadline = time.monotonic() + 60
+    while nodes(client, "alice") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert nodes(client, "alice") == []
+    tokens = containers.state / "ray_clusters"
+    deadline = time.monotonic() + 30
+    while tokens.is_dir() and any(tokens.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not tokens.is_dir() or not any(tokens.iterdir())
