@@ -7,6 +7,13 @@ the file is removed whenever it is not running. The root keys arrive in this
 process's environment (``ROOT_ACCESS_KEY_ID``, ``ROOT_SECRET_ACCESS_KEY``: versitygw
 reads the same variables), never on a command line.
 
+The store's metadata (each bucket's policy, ACL and ownership; each object's content
+type, ETag and user metadata) is kept in files beside the objects (versitygw's sidecar,
+``STATE/meta-s3``), not in extended attributes: the shared bucket's policy names every
+user (:func:`.s3_accounts.bucket_policies`) and outgrows the ~4 KB a filesystem gives an
+inode's attributes (ext4 refused it, ENOSPC, at the 7th user). A state folder made
+before keeps its metadata: :func:`move_metadata_to_sidecar` copies it over once.
+
 Run by the hub as ``python -m atelier_hub.services.s3 --state STATE --record F --port P --ready F``.
 """
 
@@ -27,6 +34,56 @@ from .s3_accounts import S3Accounts, S3AdminError
 __all__ = ["server_command", "main"]
 
 
+#: where versitygw keeps the store's metadata, under the state folder
+SIDECAR = "meta-s3"  # not "s3-...": versitygw refuses a sidecar path that starts with the root's path
+_XATTR_PREFIX = "user."
+
+
+def move_metadata_to_sidecar(state: Path) -> int:
+    """Copy the metadata an older store kept in extended attributes (``user.NAME`` of each
+    bucket and object under ``STATE/s3``) into the sidecar layout versitygw reads
+    (``STATE/meta-s3/REL/meta/NAME``), once: nothing is done when the sidecar folder
+    exists. The attributes stay (an older Atelier still reads them). Returns how many
+    were copied.
+
+    >>> import tempfile
+    >>> st = Path(tempfile.mkdtemp()); (st / "s3" / "b").mkdir(parents=True)
+    >>> (st / "s3" / "b" / "k.txt").write_text("x")
+    1
+    >>> os.setxattr(st / "s3" / "b" / "k.txt", "user.content-type", b"text/plain")
+    >>> move_metadata_to_sidecar(st), (st / "meta-s3" / "b" / "k.txt" / "meta" / "content-type").read_text()
+    (1, 'text/plain')
+    >>> move_metadata_to_sidecar(st)
+    0
+    """
+    store, sidecar = state / "s3", state / SIDECAR
+    if sidecar.exists():
+        return 0
+    tmp = state / (SIDECAR + ".partial")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)  # a copy cut short: start it again
+    tmp.mkdir(mode=0o700)
+    copied = 0
+    if store.is_dir():
+        for root, dirs, files in os.walk(store):
+            for name in [*dirs, *files]:
+                path = Path(root) / name
+                rel = path.relative_to(store)
+                try:
+                    attrs = [a for a in os.listxattr(path, follow_symlinks=False) if a.startswith(_XATTR_PREFIX)]
+                except OSError:
+                    continue
+                for attr in attrs:
+                    meta = tmp / rel / "meta"
+                    meta.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    (meta / attr[len(_XATTR_PREFIX):]).write_bytes(os.getxattr(path, attr, follow_symlinks=False))
+                    copied += 1
+    os.replace(tmp, sidecar)
+    return copied
+
+
 def server_command(*, port: int, state: Path) -> list[str]:
     """versitygw's command line for the store of the state folder ``state``.
 
@@ -41,7 +98,9 @@ def server_command(*, port: int, state: Path) -> list[str]:
         "--iam-dir", str(state / "s3-iam"), "--iam-cache-disable",
         # Objects private to the hub's OS user (versitygw sets its own modes,
         # 0644/0755 by default, whatever the umask).
-        "posix", "--file-perms", "0600", "--dir-perms", "0700", str(state / "s3"),
+        "posix", "--file-perms", "0600", "--dir-perms", "0700",
+        # Metadata in files: a policy naming many users does not fit in extended attributes.
+        "--sidecar", str(state / SIDECAR), str(state / "s3"),
     ]
 
 
@@ -60,6 +119,9 @@ def main(argv: list[str] | None = None) -> None:
     accounts = S3Accounts(keys_dir=args.state / "secrets/s3-accounts", endpoint=local_url(args.port),
                           root={"access_key_id": env["ROOT_ACCESS_KEY_ID"],
                                 "secret_access_key": env["ROOT_SECRET_ACCESS_KEY"]})
+    moved = move_metadata_to_sidecar(args.state)
+    if moved:
+        print(f"s3: moved {moved} metadata entries of the store to {args.state / SIDECAR}", flush=True)
     sup = Supervisor(server_command(port=args.port, state=args.state), name="s3", record_file=args.record,
                      env=env)
 
