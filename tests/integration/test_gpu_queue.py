@@ -182,8 +182,9 @@ def test_the_home_page_shows_a_queued_server_and_the_users_gpus_against_the_limi
     """The admin's own home page (process sessions mean single-user mode: only admin logs
     in): queued behind four holders, then running once one stops."""
     s = queue_stack
-    # The first test's users where it ran (each new user adds to the shared bucket's policy,
-    # which the store keeps in an extended attribute of limited size: README, Not built yet).
+    # The first test's users where it ran: seven users spawn on this stack in all (more
+    # than an inode's extended attributes held of the shared bucket's policy, before the
+    # store kept its metadata in files: tests/unit/test_s3_sidecar.py).
     holders = ["a1", "a2", "a3", "a4"]
     for name in holders:
         if s.api("GET", f"/users/{name}").status_code == 404:
