@@ -64,7 +64,7 @@ def queue_stack(tmp_path_factory):
     (root / "capacity.yaml").write_text(CAPACITY)
     s = Stack(root / "state", name="gpu-queue",
               args=("--profiles", str(profiles), "--capacity", str(root / "capacity.yaml"),
-                    "--without", "trino", "--without", "jobs", "--without", "usage"),
+                    "--without", "trino", "--without", "jobs", "--without", "usage", "--without", "ray_clusters"),
               env={"ATELIER_SESSIONS": "process"})
     s.start()
     yield s
