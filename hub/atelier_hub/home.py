@@ -281,10 +281,20 @@ class Home:
             if is_job(name, server["user_options"]):
                 continue  # in the jobs' table
             profile = profiles.get(server["user_options"].get("profile"), default)
-            run = current_run(events, user=user.name, server=name, now=now) if self.usage_file else None
-            row = server_row(user=user.name, server=server, profile=profile, culler=self.plan_file is not None,
-                             decision=plan.get(f"{user.name}/{name}" if name else user.name), run=run,
-                             now=now, hub_url=self.hub_url, vscode=self.vscode)
+
+            def full_row(server=server, name=name, profile=profile):
+                run = current_run(events, user=user.name, server=name, now=now) if self.usage_file else None
+                return server_row(user=user.name, server=server, profile=profile, culler=self.plan_file is not None,
+                                  decision=plan.get(f"{user.name}/{name}" if name else user.name), run=run,
+                                  now=now, hub_url=self.hub_url, vscode=self.vscode)
+
+            # A row whose facts cannot be read shows its name, state and ways in, no more.
+            row = _or_none(f"server {name or 'default'!r}", full_row, None) or {
+                "name": name, "label": name or "default", "url": server["url"],
+                "state": "running" if server["ready"] else "starting" if server["pending"] else "stopped",
+                **dict.fromkeys(("profile", "profile_title", "sizes", "uptime", "started", "cull", "cost", "usage",
+                                 "lab_url", "vscode_url"), None),
+                "ssh": vscode_command(server=name, hub_url=self.hub_url)}
             row["spawn_url"] = f"spawn/{user.escaped_name}" + (f"/{name}" if name else "")
             key = f"{user.name}/{name}"
             place = (_or_none("a queued server's place", lambda key=key: pool.place(key, now=now.timestamp()), None)

@@ -79,6 +79,8 @@ def test_connect_panel_shows_this_sessions_commands_and_size(vstack, page):
             "code": f"code --remote ssh-remote+{alias} /home/jovyan",
             "ssh": f"ssh {alias}",
             "run": "atelier run --profile cpu-small -- python train.py",
+            # the shared stack runs the Ray clusters service: its line, for this server
+            "ray": f"atelier ray up {server} --workers 2",
         }, commands  # embedded mode: no kubeconfig command; container sessions run jobs
         profile = {p.name: p for p in load_profiles(REPO / "profiles")}["cpu-small"]
         assert facts["user"] == name and facts["server"] == server

@@ -67,8 +67,8 @@ def nodes(client, user: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def mallory(containers):
     """A second real user, with a token of their own."""
-    containers.add_user("mallory")
-    return {"name": "mallory", "token": containers.user_token("mallory")}
+    containers.add_user("raymallory")  # her own name: the shared stack has other files' users
+    return {"name": "raymallory", "token": containers.user_token("raymallory")}
 
 
 @pytest.fixture(scope="module")
