@@ -172,6 +172,19 @@ def job_row(rec: JobRecord, *, server: dict | None, now: datetime) -> dict:
             "logs": f"atelier logs {rec.name}" + ("" if rec.over else " -f")}
 
 
+def chosen_profile(user_options: dict) -> str | None:
+    """The profile a server was started with: the REST API gives a name, the spawn form
+    the field as it was posted (a list).
+
+    >>> chosen_profile({"profile": "cpu-small"}), chosen_profile({"profile": ["cpu-large"]}), chosen_profile({})
+    ('cpu-small', 'cpu-large', None)
+    """
+    chosen = user_options.get("profile")
+    if isinstance(chosen, list):
+        chosen = chosen[0] if chosen else None
+    return chosen if isinstance(chosen, str) else None
+
+
 def _facts(user, spawner) -> dict:
     """What the hub knows of one server: ``spawner`` is a Spawner (active) or the
     database's row (``orm.Spawner``) of one that is not, as ``User.all_spawners`` gives."""
@@ -280,7 +293,7 @@ class Home:
                 continue  # the hub keeps a row for every user's default server; "Start my server" stands for it
             if is_job(name, server["user_options"]):
                 continue  # in the jobs' table
-            profile = profiles.get(server["user_options"].get("profile"), default)
+            profile = profiles.get(chosen_profile(server["user_options"]), default)
 
             def full_row(server=server, name=name, profile=profile):
                 run = current_run(events, user=user.name, server=name, now=now) if self.usage_file else None
