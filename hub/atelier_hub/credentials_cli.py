@@ -15,21 +15,20 @@ import sys
 from urllib.parse import quote
 
 from .jobs_cli import print_table
-from .remote import Login, RemoteError
+from .remote import Login, RemoteError, service_answer
 
 API = "/services/credentials/api/git"
 
 
 def _answer(r, what: str) -> dict:
-    try:
-        body = r.json()
-    except ValueError:
-        body = {}
-    if r.status_code == 404 and not body.get("message"):
-        raise RemoteError("this hub keeps no credentials (its credentials service is off)")
-    if r.status_code >= 400:
-        raise RemoteError(str(body.get("message") or f"the credentials service answered {r.status_code} for {what}"))
-    return body
+    if r.status_code == 404:
+        try:
+            said = r.json().get("message")
+        except ValueError:
+            said = None
+        if not said:
+            raise RemoteError("this hub keeps no credentials (its credentials service is off)")
+    return service_answer(r, service="credentials service", what=what)
 
 
 def _params(args) -> dict:

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from urllib.parse import quote
 
 from .embedded.users import UserError, parse_duration
-from .remote import Login, RemoteError
+from .remote import Login, RemoteError, service_answer
 
 API = "/services/jobs/api/jobs"
 #: seconds between two reads of a followed job's output
@@ -27,13 +27,7 @@ OVER = ("succeeded", "failed", "cancelled")
 
 
 def _answer(r, what: str) -> dict:
-    try:
-        body = r.json()
-    except ValueError:
-        body = {}
-    if r.status_code >= 400:
-        raise RemoteError(str(body.get("message") or f"the jobs service answered {r.status_code} for {what}"))
-    return body
+    return service_answer(r, service="jobs service", what=what)
 
 
 def _login(args) -> Login:

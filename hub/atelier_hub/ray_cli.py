@@ -11,19 +11,13 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from .remote import Login, RemoteError
+from .remote import Login, service_answer
 
 API = "/services/ray_clusters/api/clusters"
 
 
 def _answer(r, what: str) -> dict:
-    try:
-        body = r.json()
-    except ValueError:
-        body = {}
-    if r.status_code >= 400:
-        raise RemoteError(str(body.get("message") or f"the Ray clusters service answered {r.status_code} for {what}"))
-    return body
+    return service_answer(r, service="Ray clusters service", what=what)
 
 
 def _where(server: str) -> str:

@@ -40,6 +40,19 @@ class RemoteError(Exception):
     """A problem the user can fix; the message says how."""
 
 
+def service_answer(r, *, service: str, what: str) -> dict:
+    """The JSON body of a hub service's answer ``r``; a refusal (4xx, 5xx) becomes a
+    RemoteError with the service's own message (which names the field and the fix), or
+    one naming ``service``, the status and ``what`` was asked for."""
+    try:
+        body = r.json()
+    except ValueError:
+        body = {}
+    if r.status_code >= 400:
+        raise RemoteError(str(body.get("message") or f"the {service} answered {r.status_code} for {what}"))
+    return body
+
+
 # -- the login -----------------------------------------------------------------------------
 
 
