@@ -402,6 +402,7 @@ def test_a_removed_users_keys_and_token_stop_working(stack, attack, ben, hub_adm
     # His token works at each front and service just before (so each has it cached).
     uses = _uses_of_a_token(stack, ben["token"])
     assert {name: use() for name, use in uses.items()} == dict.fromkeys(uses, True)
+    assert "ben" in (had := _mlflow_accounts(stack)), had
     # ... and a query of his is running.
     running = _start_query(stack, ben["token"], ALICE_SQL.replace(MARKER, "ben-running"))
     out = subprocess.run([str(VENV_BIN / "atelier"), "users", "--state", str(stack.state), "remove", "ben"],
@@ -419,6 +420,12 @@ def test_a_removed_users_keys_and_token_stop_working(stack, attack, ben, hub_adm
     took = round(time.monotonic() - removed, 1)
     assert not working, f"ben's token still works at {sorted(working)} {took} s after his removal"
     assert took <= 10, f"ben's token stopped everywhere only after {took} s"
+    # His MLflow account is deleted too (the front follows the hub's users), as MLflow's
+    # own account database says; everyone else's stays.
+    while "ben" in (accounts := _mlflow_accounts(stack)):
+        assert time.monotonic() - removed < 10, f"ben's MLflow account still there after his removal: {accounts}"
+        time.sleep(0.5)
+    assert had - {"ben"} <= accounts, (had, accounts)
     # His running query was cancelled with him (within the same 10 s): whoever polls its
     # statement URI (no token needed there) learns that it failed.
     while (state := _state(stack, hub_admin, running["id"])) != "FAILED":
@@ -432,6 +439,17 @@ def test_a_removed_users_keys_and_token_stop_working(stack, attack, ben, hub_adm
     alice = _client(_keys(stack, "users", "alice"))
     alice.put_object(Bucket=SHARED, Key="from-alice/after-ben", Body=b"1")
     assert alice.get_object(Bucket=SHARED, Key="from-ben/before-removal")["Body"].read() == b"1"
+
+
+def _mlflow_accounts(stack) -> set[str]:
+    """The accounts in MLflow's auth app, read from its own database (sqlite)."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{stack.state / 'mlflow' / 'auth' / 'basic_auth.db'}?mode=ro", uri=True)
+    try:
+        return {name for (name,) in db.execute("SELECT username FROM users")}
+    finally:
+        db.close()
 
 
 def _uses_of_a_token(stack, token: str) -> dict:

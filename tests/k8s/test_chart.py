@@ -912,10 +912,21 @@ def test_bob_cannot_change_alices_mlflow_work_through_the_front_nor_around_it(ch
     search = f"{chart.url}/services/mlflow/api/2.0/mlflow/experiments/search"
     assert chart.http.get(search, params={"max_results": 1}, headers={"Authorization": f"Bearer {bob}"},
                           timeout=60).status_code == 200
+    account = platform.mlflow_api("users/get")
+
+    def mlflow_account(user: str) -> int:
+        return requests.get(account, params={"username": user}, auth=admin, timeout=30).status_code
+
+    assert (mlflow_account("bob"), mlflow_account("alice")) == (200, 200)
     assert chart.api("DELETE", "/users/bob").status_code == 204
+    removed = time.monotonic()
     kube.wait("bob's token to be refused at the MLflow front", lambda: chart.http.get(
         search, params={"max_results": 1}, headers={"Authorization": f"Bearer {bob}"}, timeout=30).status_code == 403,
         timeout=10)
+    # ... and his MLflow account is deleted (the front follows the hub's users), alice's stays.
+    kube.wait("bob's MLflow account to be deleted", lambda: mlflow_account("bob") == 404,
+              timeout=max(1.0, 10 - (time.monotonic() - removed)))
+    assert mlflow_account("alice") == 200
     claim = kube.get(kube.ns("persistentvolumeclaims", "claim-bob", namespace=CHART_NS))
     assert claim["status"]["phase"] == "Bound"
 

@@ -418,8 +418,12 @@ def test_with_the_mlflow_front_sessions_reach_mlflow_through_the_hub_pod_only(tm
     assert front["url"] == "http://hub:8084" and front["oauth_no_confirm"] is True
     assert front["command"][1:] == [
         "-m", "atelier_hub.services.mlflow_front", "--server-url", MLFLOW_SERVER,
-        "--admin-password-file", "/usr/local/etc/atelier-mlflow/admin-password", "--listen", "0.0.0.0:8084",
+        "--admin-password-file", "/usr/local/etc/atelier-mlflow/admin-password",
+        "--state", "/srv/jupyterhub/mlflow-front", "--listen", "0.0.0.0:8084",
         "--public-url", "https://atelier.example.org/services/mlflow"]
+    # Its own token reads the hub's users (a removed user's MLflow account goes), no more.
+    assert {"name": "mlflow-service", "scopes": ["list:users", "read:users:name"],
+            "services": ["mlflow"]} in c.JupyterHub.load_roles
     assert "access:services!service=mlflow" in c.AtelierKubeSpawner.server_token_scopes
     assert any(r["name"] == "user" and "access:services!service=mlflow" in r["scopes"]
                for r in c.JupyterHub.load_roles)

@@ -514,9 +514,7 @@ def update_culling(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
     # The chart has already set its services and roles (hub.services, hub.loadRoles) when
     # hub.extraConfig runs: the culler joins them rather than replacing the operator's.
     c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != "culler"), culler]
-    role = {"name": "culler-service", "scopes": list(HUB_SCOPES), "services": ["culler"]}
-    c.JupyterHub.load_roles = [*(r for r in c.JupyterHub.get("load_roles", []) if r.get("name") != role["name"]),
-                               role]
+    _service_role(c, "culler", HUB_SCOPES)
 
 
 def update_usage(c, settings: ClusterSettings) -> None:
@@ -536,6 +534,22 @@ def update_usage(c, settings: ClusterSettings) -> None:
     _user_role_scopes(c, SERVICE.session_scopes)
 
 
+def _service_role(c, service: str, scopes) -> None:
+    """The role ``SERVICE-service`` of a hub service in the hub pod (its own token's
+    scopes), beside the roles the chart set (hub.loadRoles), replacing one of that name."""
+    role = {"name": f"{service}-service", "scopes": list(scopes), "services": [service]}
+    c.JupyterHub.load_roles = [*(r for r in c.JupyterHub.get("load_roles", []) if r.get("name") != role["name"]),
+                               role]
+
+
+def _server_token_scopes(c, scopes) -> None:
+    """``scopes`` join each server's own token's (update_culling may have set the list;
+    else JupyterHub's `server` role: its two scopes)."""
+    base = list(c.AtelierKubeSpawner.get("server_token_scopes", None)
+                or ["users:activity!user", "access:servers!server"])
+    c.AtelierKubeSpawner.server_token_scopes = [*base, *(x for x in scopes if x not in base)]
+
+
 def _user_role_scopes(c, scopes) -> None:
     """``scopes`` join the `user` role; the chart may have set one (hub.loadRoles)."""
     roles = [dict(r) for r in c.JupyterHub.get("load_roles", [])]
@@ -544,6 +558,10 @@ def _user_role_scopes(c, scopes) -> None:
         roles.append(user := {"name": "user", "scopes": ["self"]})
     user["scopes"] = [*user.get("scopes", []), *(s for s in scopes if s not in user.get("scopes", []))]
     c.JupyterHub.load_roles = roles
+
+
+#: the MLflow front's folder on the hub's volume (the names of the accounts it made)
+MLFLOW_STATE = "/srv/jupyterhub/mlflow-front"
 
 
 def update_mlflow(c, settings: ClusterSettings) -> None:
@@ -556,7 +574,7 @@ def update_mlflow(c, settings: ClusterSettings) -> None:
     and every user may reach the service, as in embedded mode."""
     import sys
 
-    from ..services.mlflow import PREFIX, SERVICE
+    from ..services.mlflow import HUB_SCOPES, PREFIX, SERVICE
     from .values import MLFLOW_SECRET_DIR
 
     front = settings.mlflow
@@ -567,16 +585,16 @@ def update_mlflow(c, settings: ClusterSettings) -> None:
               "command": [sys.executable, "-m", "atelier_hub.services.mlflow_front",
                           "--server-url", front.server_url,
                           "--admin-password-file", f"{MLFLOW_SECRET_DIR}/admin-password",
+                          # The names of the accounts it made, on the hub's volume.
+                          "--state", MLFLOW_STATE,
                           "--listen", f"0.0.0.0:{front.port}", "--public-url", public]}
     c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != SERVICE.name),
                              mlflow]
+    # It reads the hub's users: a removed user's MLflow account goes within seconds.
+    _service_role(c, SERVICE.name, HUB_SCOPES)
     _user_role_scopes(c, SERVICE.session_scopes)
-    s = c.AtelierKubeSpawner
-    # The session's own token reaches the front (update_culling may have set the list;
-    # else JupyterHub's `server` role: these two).
-    base = list(s.server_token_scopes) if "server_token_scopes" in s else ["users:activity!user",
-                                                                           "access:servers!server"]
-    s.server_token_scopes = [*base, *(x for x in SERVICE.session_scopes if x not in base)]
+    # The session's own token reaches the front too.
+    _server_token_scopes(c, SERVICE.session_scopes)
 
 
 #: the credentials service's folder on the hub's volume: each user's tokens, 0600
@@ -601,9 +619,7 @@ def update_credentials(c, settings: ClusterSettings, deployment: Deployment) -> 
                              service]
     c.AtelierKubeSpawner.credentials_dir = CREDENTIALS_DIR
     _user_role_scopes(c, SERVICE.session_scopes)
-    scopes = list(c.AtelierKubeSpawner.get("server_token_scopes", None)
-                  or ["users:activity!user", "access:servers!server"])
-    c.AtelierKubeSpawner.server_token_scopes = [*scopes, *(s for s in SERVICE.session_scopes if s not in scopes)]
+    _server_token_scopes(c, SERVICE.session_scopes)
 
 
 #: the front's folder on the hub's volume (its rules file, for the record)
@@ -638,17 +654,10 @@ def update_trino(c, settings: ClusterSettings, deployment: Deployment) -> None:
         return
     front = {"name": "trino", "display": False, "command": trino_front_command(settings, trino)}
     c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != "trino"), front]
-    roles = [dict(r) for r in c.JupyterHub.get("load_roles", []) if r.get("name") != "trino-service"]
-    roles.append({"name": "trino-service", "scopes": list(HUB_SCOPES), "services": ["trino"]})
+    _service_role(c, "trino", HUB_SCOPES)
     # Every user's role, and each server's token, may use the front (as in the embedded mode).
-    user = next((r for r in roles if r.get("name") == "user"), None)
-    if user is None:
-        roles.append(user := {"name": "user", "scopes": ["self"]})
-    user["scopes"] = [*user.get("scopes", []), *(s for s in TRINO.session_scopes if s not in user.get("scopes", []))]
-    c.JupyterHub.load_roles = roles
-    scopes = list(c.AtelierKubeSpawner.get("server_token_scopes", None)
-                  or ["users:activity!user", "access:servers!server"])
-    c.AtelierKubeSpawner.server_token_scopes = [*scopes, *(s for s in TRINO.session_scopes if s not in scopes)]
+    _user_role_scopes(c, TRINO.session_scopes)
+    _server_token_scopes(c, TRINO.session_scopes)
     c.AtelierKubeSpawner.trino_front_url = f"http://hub:{settings.trino.port}"
 
 

@@ -1,6 +1,7 @@
 """What the hub services with a token API of their own share (jobs, credentials, the
 usage page, the culler): the handler base that answers as the caller's hub token says,
-the health check, and serving until a signal.
+the health check, and serving until a signal; and the hub's users as a service with
+``list:users`` reads them (Trino's rules, MLflow's accounts).
 
 Rules this module keeps: an API request is authenticated by its ``Authorization: token``
 header only (HubAuthenticated without OAuth: no cookie, so no other site can make a
@@ -12,13 +13,15 @@ another user (``?user=NAME``).
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import urllib.request
 from urllib.parse import ParseResult
 
 from jupyterhub.services.auth import HubAuthenticated
 from tornado import web
 
-__all__ = ["UserApi", "HealthHandler", "refusal", "serve_until_signalled"]
+__all__ = ["UserApi", "HealthHandler", "refusal", "serve_until_signalled", "hub_users", "USERS_EVERY_S"]
 
 
 def refusal(status: int, message: str, field: str) -> web.HTTPError:
@@ -80,3 +83,31 @@ async def serve_until_signalled(app: web.Application, listen: ParseResult) -> No
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
+
+
+#: seconds between two readings of the hub's users by a service that follows them
+USERS_EVERY_S = 5
+
+
+def hub_users(api_url: str, token: str, *, timeout: float = 10) -> dict[str, bool]:
+    """Every hub user's name and whether they are admin, from the hub's REST API (the
+    service's token has ``list:users`` and ``read:users:name``), page by page.
+
+    Raises OSError (or ValueError) when the hub does not answer as expected.
+    ref: https://jupyterhub.readthedocs.io/en/stable/reference/rest-api.html (pagination)
+    """
+    users: dict[str, bool] = {}
+    offset = 0
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the hub is local
+    while True:
+        request = urllib.request.Request(
+            f"{api_url.rstrip('/')}/users?offset={offset}&limit=200",
+            headers={"Authorization": f"token {token}", "Accept": "application/jupyterhub-pagination+json"})
+        with opener.open(request, timeout=timeout) as r:
+            page = json.loads(r.read())
+        for user in page["items"]:
+            users[user["name"]] = bool(user.get("admin"))
+        following = (page.get("_pagination") or {}).get("next")
+        if not following or not page["items"]:
+            return users
+        offset = int(following["offset"])

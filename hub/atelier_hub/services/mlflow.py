@@ -21,6 +21,8 @@ from .base import Service, Site
 from .s3_accounts import MLFLOW_BUCKET
 
 PREFIX = "/services/mlflow"
+#: what the front's own hub token may do: read the hub's users (Accounts.remove_gone)
+HUB_SCOPES = ("list:users", "read:users:name")
 
 
 def personal_experiment(user: str) -> str:
@@ -68,6 +70,8 @@ class MLflow(Service):
     prefix = PREFIX
     # The session's hub token is its MLflow token (MLFLOW_TRACKING_TOKEN).
     session_scopes = ("access:services!service=mlflow",)
+    # The front reads the hub's users: a removed user's MLflow account goes.
+    hub_scopes = HUB_SCOPES
 
     def endpoints(self, site: Site) -> dict:
         return {"mlflow": MLflowService(tracking_uri=self.public_url(site), auth="hub")}

@@ -6,7 +6,10 @@ state folder (embedded mode) or derived from the admin password (cluster mode,
 :class:`DerivedCredentials`), never logged, and sent only to MLflow's server. An account
 follows its hub identity (admin as on the hub) and owns its default experiment
 ``users/NAME``, made as that user. A database whose admin password was lost is set
-aside (its permissions with it) rather than locking the front out.
+aside (its permissions with it) rather than locking the front out. An account goes when its
+hub user does (:meth:`Accounts.remove_gone`, both modes): the front reads the hub's users
+every few seconds and deletes the MLflow account of each name it made that the hub no
+longer has; their runs, experiments and models stay, as MLflow keeps them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import os
 import secrets
 import time
+import urllib.parse
 from pathlib import Path
 
 from tornado import httpclient, web
@@ -50,8 +54,19 @@ class Credentials:
 
     def new(self, name: str) -> str:
         self._data[name] = secrets.token_urlsafe(32)
-        write_private(self.file, json.dumps(self._data, indent=1), durable=True)
+        self._save()
         return self._data[name]
+
+    def names(self) -> list[str]:
+        """Every account made (the front's own among them)."""
+        return list(self._data)
+
+    def forget(self, name: str) -> None:
+        if self._data.pop(name, None) is not None:
+            self._save()
+
+    def _save(self) -> None:
+        write_private(self.file, json.dumps(self._data, indent=1), durable=True)
 
     def header(self, name: str) -> str:
         return "Basic " + base64.b64encode(f"{name}:{self._data[name]}".encode()).decode()
@@ -63,7 +78,9 @@ class DerivedCredentials:
     account's name), so nothing new is stored: a new hub pod, or a second one, gives
     every account the same password again, and a changed admin password changes them
     all (the front sets each again on its user's next request, :meth:`Accounts._provision`).
-    Same interface as :class:`Credentials`.
+    Same interface as :class:`Credentials`; the names of the accounts made (no password)
+    are kept in ``names_file`` where one is given (on the hub's volume), so that an
+    account whose user was removed while the front was down still goes.
 
     >>> c = DerivedCredentials("s3cret")
     >>> c.get("ada") == DerivedCredentials("s3cret").get("ada") != c.get("bob"), c.get(FRONT_USER)
@@ -72,18 +89,36 @@ class DerivedCredentials:
     False
     """
 
-    def __init__(self, admin_password: str):
+    def __init__(self, admin_password: str, names_file: Path | None = None):
         if not admin_password:
             raise ValueError("the MLflow admin password is empty")
         self._admin = admin_password
+        self._file = names_file
+        self._names: list[str] = json.loads(names_file.read_text()) if names_file and names_file.exists() else []
+
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def new(self, name: str) -> str:
+        if name not in self._names:
+            self._names.append(name)
+            self._save()
+        return self.get(name)
+
+    def forget(self, name: str) -> None:
+        if name in self._names:
+            self._names.remove(name)
+            self._save()
+
+    def _save(self) -> None:
+        if self._file is not None:
+            write_private(self._file, json.dumps(self._names, indent=1), durable=True)
 
     def get(self, name: str) -> str:
         if name == FRONT_USER:
             return self._admin
         digest = hmac.new(self._admin.encode(), f"atelier-mlflow-account:{name}".encode(), hashlib.sha256)
         return base64.urlsafe_b64encode(digest.digest()).decode().rstrip("=")
-
-    new = get
 
     def header(self, name: str) -> str:
         return "Basic " + base64.b64encode(f"{name}:{self.get(name)}".encode()).decode()
@@ -98,6 +133,9 @@ class Accounts:
     def __init__(self, *, credentials: Credentials | DerivedCredentials, backend: Backend, prefix: str):
         self.credentials, self.backend, self.prefix = credentials, backend, prefix
         self.known: dict[str, bool] = {FRONT_USER: True}
+        # When each account was made or set by this front (monotonic): one made after the
+        # hub's users were read is not judged by that reading.
+        self._set_at: dict[str, float] = {}
         self._lock = asyncio.Lock()
 
     async def authorization(self, name: str, admin: bool) -> str:
@@ -109,10 +147,13 @@ class Accounts:
         return self.credentials.header(name)
 
     async def call(self, method: str, path: str, body: dict, *, as_user: str = FRONT_USER) -> tuple[int, dict]:
-        r = await httpclient.AsyncHTTPClient().fetch(
-            self.backend.url + self.prefix + path, method=method, body=json.dumps(body), raise_error=False,
-            headers={"Authorization": self.credentials.header(as_user), "Content-Type": "application/json"},
-            request_timeout=60)
+        url, data = self.backend.url + self.prefix + path, json.dumps(body)
+        headers = {"Authorization": self.credentials.header(as_user), "Content-Type": "application/json"}
+        if method in ("GET", "DELETE"):  # no body: MLflow reads these from the query then
+            url, data = f"{url}?{urllib.parse.urlencode(body)}", None
+            del headers["Content-Type"]
+        r = await httpclient.AsyncHTTPClient().fetch(url, method=method, body=data, raise_error=False,
+                                                     headers=headers, request_timeout=60)
         try:
             answer = json.loads(r.body or b"{}")
         except ValueError:
@@ -124,8 +165,34 @@ class Accounts:
         if code != 200 and answer.get("error_code") != also:
             raise web.HTTPError(502, f"MLflow refused to {what}: {code} {answer.get('message', '')}")
 
+    async def remove_gone(self, hub_users: set[str], read_at: float) -> list[str]:
+        """Delete the MLflow account of each hub user the front made an account for and
+        the hub no longer has (``hub_users``: every name, read at ``read_at``, monotonic);
+        the names deleted. Service identities (``service/NAME``) are not hub users and
+        stay; an empty list is taken as a hub that answered wrong, not as nobody."""
+        if not hub_users:
+            return []
+        gone = []
+        async with self._lock:
+            for name in self.credentials.names():
+                if name == FRONT_USER or name.startswith("service/") or name in hub_users \
+                        or self._set_at.get(name, 0.0) >= read_at:
+                    continue
+                code, answer = await self.call("DELETE", "/api/2.0/mlflow/users/delete", {"username": name})
+                if code != 200 and answer.get("error_code") != "RESOURCE_DOES_NOT_EXIST":
+                    print(f"MLflow front: {name}'s account is deleted once MLflow answers "
+                          f"({code} {answer.get('message', '')[:200]})", flush=True)
+                    continue
+                self.credentials.forget(name)
+                self.known.pop(name, None)
+                gone.append(name)
+        if gone:
+            print(f"MLflow front: deleted the accounts of {', '.join(gone)} (no longer hub users)", flush=True)
+        return gone
+
     async def _provision(self, name: str, admin: bool) -> None:
-        password = self.credentials.get(name) or self.credentials.new(name)
+        self._set_at[name] = time.monotonic()
+        password = self.credentials.new(name) if name not in self.credentials.names() else self.credentials.get(name)
         code, answer = await self.call("POST", "/api/2.0/mlflow/users/create",
                                        {"username": name, "password": password})
         if code != 200:

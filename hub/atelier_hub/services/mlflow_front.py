@@ -30,8 +30,14 @@ In cluster mode (``--server-url``) the same front runs in the hub pod before the
 deployment's own MLflow server (a Deployment running MLflow's auth app, with the same
 static prefix), whose admin password is mounted in the hub pod; each account's
 password is derived from it (:class:`.mlflow_accounts.DerivedCredentials`), so
-nothing is stored in the hub pod. Only the hub pod may reach that server (the
-network policy), and without an account's password it answers 401 anyway.
+no password is stored in the hub pod (with ``--state``, the accounts' names are, on the
+hub's volume). Only the hub pod may reach that server (the network policy), and without
+an account's password it answers 401 anyway.
+
+In both modes the front reads the hub's users every few seconds (its token has
+``list:users``) and deletes the MLflow account of each user the hub no longer has
+(:meth:`.mlflow_accounts.Accounts.remove_gone`): a removed user's account goes within
+seconds of the removal, or at the front's next start.
 
 Run by the hub as ``python -m atelier_hub.services.mlflow_front --state DIR --record F ...``
 (embedded) or ``... --server-url URL --admin-password-file F --listen HOST:PORT`` (cluster).
@@ -55,6 +61,7 @@ from tornado.httpserver import HTTPServer
 from tornado.log import access_log
 
 from . import _front
+from ._api import USERS_EVERY_S, hub_users
 from ._front import HUB_AUTH_CACHE_S, RefusedPath, decided_path, forward_path, identity
 from ._process import ReadyWatch, Supervisor, die_with_parent, free_port
 from .base import local_url
@@ -418,7 +425,8 @@ def _admin_password(path: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     die_with_parent()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--state", type=Path, help="folder for the backend store (embedded: a private server)")
+    ap.add_argument("--state", type=Path, help="folder for the backend store (embedded: a private server); "
+                    "cluster mode: where the names of the accounts made are kept")
     ap.add_argument("--record", type=Path, help="file recording the server's process group (embedded)")
     ap.add_argument("--artifacts-destination", help="where the private server writes artifacts (embedded)")
     ap.add_argument("--server-url", help="cluster mode: the deployment's MLflow server (`mlflow server --app-name "
@@ -449,7 +457,11 @@ def main(argv: list[str] | None = None) -> None:
     backend = Backend(public=public, wait=args.request_wait)
     if args.server_url:
         # Cluster mode: the deployment's server; accounts' passwords derived, nothing stored.
-        credentials = DerivedCredentials(_admin_password(args.admin_password_file))
+        names = None
+        if args.state:
+            args.state.mkdir(parents=True, exist_ok=True)
+            names = args.state / "accounts.json"
+        credentials = DerivedCredentials(_admin_password(args.admin_password_file), names)
         backend.url = args.server_url.rstrip("/")
         sup = None
     else:
@@ -505,8 +517,10 @@ def main(argv: list[str] | None = None) -> None:
         def lost() -> None:
             backend.ready = False
 
+        follow = asyncio.create_task(follow_hub_users(accounts, backend, stopping))
         if sup is None:
             await watch_server(backend, prefix, credentials.header(FRONT_USER), stopping, ready, lost)
+            follow.cancel()
             return
         watch = ReadyWatch(sup, on_ready=ready, on_lost=lost)
         sup.start()
@@ -518,8 +532,31 @@ def main(argv: list[str] | None = None) -> None:
             except asyncio.TimeoutError:
                 pass
         watch.close()
+        follow.cancel()
 
     asyncio.run(run())
+
+
+async def follow_hub_users(accounts: Accounts, backend: Backend, stopping: asyncio.Event) -> None:
+    """Every :data:`USERS_EVERY_S` seconds, while MLflow answers: the accounts of users
+    the hub no longer has are deleted (:meth:`Accounts.remove_gone`). Without a hub
+    token (the front run by hand) there is nothing to follow."""
+    api_url, token = os.environ.get("JUPYTERHUB_API_URL"), os.environ.get("JUPYTERHUB_API_TOKEN")
+    if not (api_url and token):
+        return
+    while not stopping.is_set():
+        if backend.ready:
+            read_at = time.monotonic()
+            try:
+                users = await asyncio.to_thread(hub_users, api_url, token)
+            except (OSError, ValueError, KeyError) as exc:
+                print(f"MLflow front: the hub's users could not be read ({exc}); accounts stay", flush=True)
+            else:
+                await accounts.remove_gone(set(users), read_at)
+        try:
+            await asyncio.wait_for(stopping.wait(), USERS_EVERY_S)
+        except asyncio.TimeoutError:
+            pass
 
 
 async def watch_server(backend: Backend, prefix: str, authorization: str, stopping: asyncio.Event,

@@ -53,6 +53,7 @@ from pathlib import Path
 
 from ..private_files import write_private
 from ._process import Supervisor, die_with_parent, free_port, port_free, supervise_until_ready, tail
+from ._api import USERS_EVERY_S, hub_users
 from .base import local_url
 from .trino_etc import render_etc, render_rules, server_command, user_schema
 from .trino_front import SERVICE_USER, sign_jwt
@@ -177,33 +178,8 @@ def cancel_queries_of(url: str, user: str, *, token: str, timeout: float = 5) ->
 
 # -- Trino's rules, from the hub's users ---------------------------------------------------
 
-#: seconds between two readings of the hub's users (a new user is also read at once,
-#: at their first request to the front: :meth:`Rules.know`)
-USERS_EVERY_S = 5
-
-
-def hub_users(api_url: str, token: str, *, timeout: float = 10) -> dict[str, bool]:
-    """Every hub user's name and whether they are admin, from the hub's REST API (the
-    service's token has ``list:users`` and ``read:users:name``), page by page.
-
-    Raises OSError (or ValueError) when the hub does not answer as expected.
-    ref: https://jupyterhub.readthedocs.io/en/stable/reference/rest-api.html (pagination)
-    """
-    users: dict[str, bool] = {}
-    offset = 0
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the hub is local
-    while True:
-        request = urllib.request.Request(
-            f"{api_url.rstrip('/')}/users?offset={offset}&limit=200",
-            headers={"Authorization": f"token {token}", "Accept": "application/jupyterhub-pagination+json"})
-        with opener.open(request, timeout=timeout) as r:
-            page = json.loads(r.read())
-        for user in page["items"]:
-            users[user["name"]] = bool(user.get("admin"))
-        following = (page.get("_pagination") or {}).get("next")
-        if not following or not page["items"]:
-            return users
-        offset = int(following["offset"])
+# A new user is read at once, at their first request to the front (:meth:`Rules.know`);
+# the others every USERS_EVERY_S.
 
 
 class Rules:
