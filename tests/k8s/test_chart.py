@@ -14,6 +14,7 @@ ID). Every request goes through the chart's proxy on 127.0.0.1.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -140,6 +141,8 @@ class PlatformServices:
         self.tracking_uri = f"http://127.0.0.1:{self.mlflow_port}"
         self.procs: list[subprocess.Popen] = []
         self.mlflow_admin_password = secrets.token_urlsafe(24)
+        self.trino_port = free_port()
+        self.trino_key_b64 = base64.b64encode(os.urandom(32)).decode()
 
     def start(self) -> PlatformServices:
         from atelier_hub.install.paths import tool_path
@@ -218,7 +221,8 @@ class PlatformServices:
         # No S3 keys either: each user's sessions get their own account's (identity.s3_admin_secret).
         # Users keep a token for one git host in the hub (its credentials service in the hub pod).
         return {"services": {"s3": {"endpoint_url": self.endpoint, "bucket": self.bucket},
-                             "credentials": {"git_hosts": [GIT_HOST]}}}
+                             "credentials": {"git_hosts": [GIT_HOST]},
+                             "trino": self.trino_deployment()}}
 
     # -- MLflow with its auth app, behind the hub's front ----------------------------------
 
@@ -256,6 +260,92 @@ class PlatformServices:
 
     def mlflow_admin(self) -> tuple[str, str]:
         return (self.MLFLOW_ADMIN, self.mlflow_admin_password)
+
+    # -- Trino: the platform's coordinator, behind the hub's front -------------------------
+
+    TRINO_SECRET = "atelier-trino-jwt"  # trino.jwt_secret (the default, written out)
+    SHARED_SCHEMA = "team"  # the deployment's shared schema: everyone changes its tables
+
+    def trino_deployment(self) -> dict:
+        return {"url": f"http://127.0.0.1:{self.trino_port}", "catalog": "hive", "default_schema": "default",
+                "shared_schemas": [self.SHARED_SCHEMA]}
+
+    def trino_cluster_settings(self, front_port: int, rules_port: int) -> dict:
+        return {"trino": {"port": front_port, "rules_port": rules_port, "schemas_in": "hive"}}
+
+    def trino_jwt_secret(self, kube) -> None:
+        """The Secret of the front's HMAC key, made by the platform before `helm install`
+        (the hub pod mounts it; the coordinator reads the same key from a file)."""
+        kube.create(kube.ns("secrets", namespace=CHART_NS), {
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": self.TRINO_SECRET},
+            "stringData": {"jwt-hmac": self.trino_key_b64}})
+
+    def start_trino(self, rules_url: str) -> None:
+        """The coordinator, started now and waited for by :meth:`wait_trino`: one node on
+        127.0.0.1 with the hive catalog on the shared bucket (the store's root keys: Trino
+        reads S3 as itself), set as README "Trino on a cluster" tells a platform, line for
+        line: JWTs checked with the front's key, no login over plain HTTP, the rules read
+        from the hub pod's front every second."""
+        from atelier_hub.install.paths import trino_paths
+        from atelier_hub.services.trino_etc import render_etc, server_command
+        from atelier_hub.services.trino_server import default_java_home
+
+        home, java = trino_paths().home, default_java_home()
+        root = self.dir / "trino"
+        etc, data = root / "etc", root / "data"
+        (root / "jwt").mkdir(parents=True)
+        key_file = root / "jwt" / "jwt-hmac"
+        key_file.write_text(self.trino_key_b64)
+        key_file.chmod(0o600)
+        # The node, its JVM and catalogs as the embedded mode's; no authentication yet.
+        files = render_etc(port=self.trino_port, node_id="platform-coordinator", data_dir=str(data),
+                           etc_dir=str(etc), trino_home=str(home), s3_endpoint=self.endpoint, bucket=self.bucket)
+        files.pop("rules.json")
+        files["config.properties"] += (
+            "http-server.authentication.type=JWT\n"
+            f"http-server.authentication.jwt.key-file={key_file}\n"
+            "http-server.authentication.allow-insecure-over-http=false\n"
+            "http-server.process-forwarded=true\n"
+            "internal-communication.shared-secret=${ENV:TRINO_INTERNAL_SECRET}\n")
+        files["access-control.properties"] = (
+            "access-control.name=file\n"
+            f"security.config-file={rules_url}\n"
+            "security.refresh-period=1s\n")
+        for rel, text in files.items():
+            (etc / rel).parent.mkdir(parents=True, exist_ok=True)
+            (etc / rel).write_text(text)
+        data.mkdir()
+        launcher = dict(line.split("=", 1) for line in (home / "bin" / "launcher.properties").read_text().splitlines()
+                        if "=" in line)
+        cmd = server_command(java=f"{java}/bin/java", trino_home=str(home), etc_dir=str(etc), files=files,
+                             log_file=str(LOGS / "chart-platform-trino-server.log"), main_class=launcher["main-class"])
+        self._spawn("trino", cmd, {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "JAVA_HOME": java,
+                                   "TRINO_INTERNAL_SECRET": secrets.token_urlsafe(24),
+                                   "AWS_ACCESS_KEY_ID": self.keys["access_key_id"],
+                                   "AWS_SECRET_ACCESS_KEY": self.keys["secret_access_key"]})
+        self.trino_started = time.monotonic()
+
+    def wait_trino(self, timeout: float = 420) -> None:
+        """The coordinator answers a query (as the front's service user, with a JWT of the
+        front's key) once it has read the rules from the hub pod."""
+        from atelier_hub.services.trino_front import SERVICE_USER, sign_jwt
+        from atelier_hub.services.trino_server import READY_SQL, TrinoError, query
+
+        token = sign_jwt(base64.b64decode(self.trino_key_b64), subject=SERVICE_USER)
+        last = ""
+        while time.monotonic() - self.trino_started < timeout:
+            try:
+                if query(f"http://127.0.0.1:{self.trino_port}", READY_SQL, user=SERVICE_USER, token=token,
+                         timeout=10) == [[25]]:
+                    figure("platform Trino ready", time.monotonic() - self.trino_started)
+                    return
+            except (OSError, TrinoError) as exc:
+                last = str(exc)
+            assert all(p.poll() is None for p in self.procs), \
+                f"a platform service exited; {tail(LOGS / 'chart-platform-trino.log', 20)}"
+            time.sleep(1)
+        raise AssertionError(f"the platform's Trino answered no query in {timeout:.0f} s ({last}):\n"
+                             f"{tail(LOGS / 'chart-platform-trino-server.log', 30)}")
 
     def stop(self) -> None:
         for p in self.procs:
@@ -342,14 +432,16 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
     imports = {name: real_node.import_image(image_ref(name)) for name in ("hub", "proxy")}
     helm = Helm(workdir / "helm", control_plane.admin_kubeconfig)
     ports = {k: free_port() for k in ("PROXY_PORT", "PROXY_API_PORT", "HUB_PORT", "SESSION_PORT", "CULLER_PORT",
-                                       "USAGE_PORT", "MLFLOW_PORT")}
+                                       "USAGE_PORT", "MLFLOW_PORT", "TRINO_FRONT_PORT", "TRINO_RULES_PORT")}
     public_url = f"http://localhost:{ports['PROXY_PORT']}"
     password, token = secrets.token_urlsafe(16), secrets.token_hex(32)
 
     rendered = workdir / "values.yaml"
     r = subprocess.run([str(VENV_BIN / "atelier"), "render", "values", *_inputs(
         workdir, public_url=public_url, culler_port=ports["CULLER_PORT"], usage_port=ports["USAGE_PORT"],
-        deployment=platform.deployment(), cluster_extra=platform.mlflow_cluster_settings(ports["MLFLOW_PORT"])),
+        deployment=platform.deployment(), cluster_extra={
+            **platform.mlflow_cluster_settings(ports["MLFLOW_PORT"]),
+            **platform.trino_cluster_settings(ports["TRINO_FRONT_PORT"], ports["TRINO_RULES_PORT"])}),
         "--out", str(rendered)],
         capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -361,6 +453,7 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
     _hub_db_volume(kube, workdir / "hub-db")
     platform.s3_admin_secret(kube, CHART_NS)
     platform.mlflow_admin_secret(kube)
+    platform.trino_jwt_secret(kube)
 
     t0 = time.monotonic()
     helm("install", RELEASE, str(CHART), "--namespace", CHART_NS, "--create-namespace",
@@ -388,6 +481,9 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
             time.sleep(1)
         hub.ready_s = time.monotonic() - t0
         figure("helm install to hub ready", hub.ready_s)
+        # The platform's Trino reads its rules from the hub pod's front: started now, in
+        # the background, and waited for by the Trino test.
+        platform.start_trino(f"http://127.0.0.1:{ports['TRINO_RULES_PORT']}/rules.json")
         yield hub
     finally:
         hub.save_logs()
@@ -402,7 +498,8 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
             pass  # uninstalled by the test already
         real_node.delete_pods()
         kube.request("DELETE", "/api/v1/persistentvolumes/chart-hub-db")
-        kube.request("DELETE", kube.ns("secrets", platform.MLFLOW_SECRET, namespace=CHART_NS))
+        for secret in (platform.MLFLOW_SECRET, platform.TRINO_SECRET):
+            kube.request("DELETE", kube.ns("secrets", secret, namespace=CHART_NS))
 
 
 def test_the_chart_runs_the_hub_and_proxy_pods_from_our_images(chart, control_plane, real_node):
@@ -715,8 +812,6 @@ def _start_server(chart, kube, user: str, profile: str = "cpu-small") -> tuple[d
 
 def _s3_secret(kube, user: str) -> dict[str, str] | None:
     """The user's own S3 Secret (atelier-s3-NAME), decoded; None where there is none."""
-    import base64
-
     secret = kube.maybe(kube.ns("secrets", f"atelier-s3-{user}", namespace=CHART_NS))
     if secret is None:
         return None
@@ -779,15 +874,97 @@ def test_bobs_pod_cannot_read_or_write_users_alice_and_holds_only_bobs_keys(char
 
 
 def base64_of(text: str) -> str:
-    import base64
-
     return base64.b64encode(text.encode()).decode()
+
+
+TRINO_PROBE = r"""
+import json, os, urllib.error, urllib.request
+import atelier_lab
+cur = atelier_lab.connect_trino(user="alice").cursor()  # claims to be alice
+
+def run(sql):
+    try:
+        cur.execute(sql)
+        return cur.fetchall()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"[:400]
+
+def direct(headers):
+    req = urllib.request.Request(COORDINATOR + "/v1/statement", data=b"SELECT current_user", method="POST",
+                                 headers={"X-Trino-User": "alice", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+token = os.environ["JUPYTERHUB_API_TOKEN"]
+print(json.dumps({
+    "url": os.environ["ATELIER_TRINO_URL"],
+    "current_user": run("SELECT current_user"),
+    "read alice": run(f"SELECT x FROM hive.users_alice.{ALICE_TABLE}"),
+    "drop alice": run(f"DROP TABLE hive.users_alice.{ALICE_TABLE}"),
+    "insert alice": run(f"INSERT INTO hive.users_alice.{ALICE_TABLE} VALUES 5"),
+    "read default": run(f"SELECT x FROM hive.default.{DEFAULT_TABLE}"),
+    "drop default": run(f"DROP TABLE hive.default.{DEFAULT_TABLE}"),
+    "own": run(f"CREATE TABLE hive.users_bob.{ALICE_TABLE} AS SELECT 3 AS x"),
+    "own read": run(f"SELECT x FROM hive.users_bob.{ALICE_TABLE}"),
+    "shared": run(f"CREATE TABLE hive.team.{ALICE_TABLE} AS SELECT 4 AS x"),
+    "direct, as alice": direct({}),
+    "direct, hub token": direct({"X-Forwarded-Proto": "https", "Authorization": "Bearer " + token}),
+}))
+"""
+
+
+def test_bobs_trino_queries_run_as_bob_and_change_neither_alices_table_nor_a_shared_one(
+        chart, control_plane, platform):
+    """Trino on the cluster: the platform's coordinator (PlatformServices.start_trino, set
+    as README "Trino on a cluster" says) reads its table rules from the front in the hub
+    pod, and accepts only the front's JWTs. alice makes a table in her own schema
+    (`users_alice`, made for her: `trino.schemas_in`), the admin ada one in `hive.default`.
+    From bob's real pod, with his session's own settings while claiming to be alice, his
+    queries run as bob: he reads both tables but cannot drop or insert into either
+    ("Access Denied"), and changes tables in his own schema and the deployment's shared
+    one. Straight to the coordinator, without the front, he is refused (403 over plain
+    HTTP, 401 with his hub token as a JWT)."""
+    from atelier_hub.services.trino_server import query
+
+    kube = control_plane.admin
+    platform.wait_trino()
+    front = f"http://127.0.0.1:{chart.ports['TRINO_FRONT_PORT']}"  # the hub pod's front (host network)
+    tokens = {user: chart.api("POST", f"/users/{user}/tokens", json={"note": "chart trino", "expires_in": 900}
+                              ).json()["token"] for user in ("alice", "ada", "bob")}
+    tag = secrets.token_hex(3)
+    alice_table, default_table = f"alices_{tag}", f"everyones_{tag}"
+    assert query(front, "SELECT current_user", user="ada", token=tokens["alice"], timeout=120) == [["alice"]]
+    query(front, f"CREATE TABLE hive.users_alice.{alice_table} AS SELECT 1 AS x", token=tokens["alice"], timeout=180)
+    query(front, "CREATE SCHEMA IF NOT EXISTS hive.default", token=tokens["ada"], timeout=120)
+    query(front, f"CREATE TABLE hive.default.{default_table} AS SELECT 2 AS x", token=tokens["ada"], timeout=180)
+
+    # bob's server (started by the S3 test) runs on the real node.
+    server = chart.api("GET", "/users/bob").json()["servers"].get("")
+    if not (server or {}).get("ready"):
+        kube.wait("no session on the node", lambda: not _pods(kube, "component=singleuser-server"), timeout=180)
+        server, _ = _start_server(chart, kube, "bob")
+    probe = (f"COORDINATOR = 'http://127.0.0.1:{platform.trino_port}'\nALICE_TABLE = {alice_table!r}\n"
+             f"DEFAULT_TABLE = {default_table!r}\n" + TRINO_PROBE)
+    seen = json.loads(run_code(chart.url, server["url"], tokens["bob"], probe, timeout=300).strip().splitlines()[-1])
+    denied = {k: v for k, v in seen.items() if k in ("drop alice", "insert alice", "drop default")}
+    assert all("Access Denied" in str(v) for v in denied.values()), (denied, chart.hub_log())
+    assert {k: v for k, v in seen.items() if k not in denied} == {
+        "url": f"http://hub:{chart.ports['TRINO_FRONT_PORT']}", "current_user": [["bob"]],
+        "read alice": [[1]], "read default": [[2]], "own": [[1]], "own read": [[3]], "shared": [[1]],
+        "direct, as alice": 403, "direct, hub token": 401}, seen
+    # alice's table and the admin's are as they were.
+    assert query(front, f"SELECT x FROM hive.users_alice.{alice_table}", token=tokens["alice"]) == [[1]]
+    assert query(front, f"SELECT x FROM hive.default.{default_table}", token=tokens["alice"]) == [[2]]
+    chart.bob_trino_token = tokens["bob"]
 
 
 def test_removing_bob_through_the_hub_api_deletes_his_s3_account_and_secret_and_keeps_his_home(
         chart, control_plane, platform):
     """`DELETE /hub/api/users/bob` on the chart's hub (his server running): his keys fail
-    on the store within 10 s, his Secret is gone, his PVC and his objects stay; alice's
+    on the store and his hub token at Trino's front within 10 s, his Secret is gone, his PVC and his objects stay; alice's
     account is untouched."""
     kube = control_plane.admin
     as_bob = platform.s3_as(chart.bob_keys)
@@ -805,6 +982,19 @@ def test_removing_bob_through_the_hub_api_deletes_his_s3_account_and_secret_and_
 
     code = kube.wait("bob's keys to be refused by the store", refused, timeout=10)
     assert code == "InvalidAccessKeyId" and time.monotonic() - deleted <= 10, code
+
+    def trino_refuses() -> bool:
+        from atelier_hub.services.trino_server import TrinoError, query
+
+        try:
+            query(f"http://127.0.0.1:{chart.ports['TRINO_FRONT_PORT']}", "SELECT 1", token=chart.bob_trino_token,
+                  timeout=30)
+        except TrinoError as exc:
+            return "HTTP 403" in str(exc) or "HTTP 401" in str(exc)
+        return False
+
+    kube.wait("bob's token to be refused at the Trino front", trino_refuses,
+              timeout=max(1.0, 10 - (time.monotonic() - deleted)))
     assert _s3_secret(kube, "bob") is None
     claim = kube.get(kube.ns("persistentvolumeclaims", "claim-bob", namespace=CHART_NS))
     assert claim["status"]["phase"] == "Bound"
@@ -952,6 +1142,7 @@ def test_helm_uninstall_leaves_only_the_homes(chart, control_plane):
     # The homes stay (claim-NAME, Atelier's pvc_name_template, bob's after his removal too),
     # and so do the S3 keys of the users still on the hub (their accounts stay on the
     # store, as homes do) beside the platform's own Secrets (the store's root keys,
-    # MLflow's admin password); nothing else of the release.
+    # MLflow's admin password, Trino's JWT key); nothing else of the release.
     assert left == {"persistentvolumeclaims": ["claim-alice", "claim-bob", "claim-fay"],
-                    "secrets": ["atelier-mlflow-admin", "atelier-s3-alice", "atelier-s3-fay", S3_ADMIN_SECRET]}, left
+                    "secrets": ["atelier-mlflow-admin", "atelier-s3-alice", "atelier-s3-fay", "atelier-trino-jwt",
+                                S3_ADMIN_SECRET]}, left

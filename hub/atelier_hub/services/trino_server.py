@@ -52,8 +52,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..private_files import write_private
-from ._process import Supervisor, die_with_parent, free_port, port_free, supervise_until_ready, tail
 from ._api import USERS_EVERY_S, hub_users
+from ._process import Supervisor, die_with_parent, free_port, port_free, supervise_until_ready, tail
 from .base import local_url
 from .trino_etc import render_etc, render_rules, server_command, user_schema
 from .trino_front import SERVICE_USER, sign_jwt
