@@ -8,7 +8,9 @@ left and exits. Either way the next `atelier dev` re-adopts the session: the sam
 container (same ID, never restarted), the same kernel with its variables, the home's
 file, the server reachable through the new hub's proxy (so through a new network
 relay: the session's own died with the hub that started it). Nothing of the stack's,
-relays included, is left running after it stops.
+relays included, is left running after it stops. A user removed while no hub ran (the
+hub killed hard, then `atelier users remove`) has their container ended by that next
+`atelier dev`, their home kept.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from atelier_hub.embedded.stack import EmbeddedStack
 from atelier_hub.embedded.state_folder import HUB_RECORD
 from atelier_hub.services._process import pid_matches, start_time
 from kernel import run_code, start_kernel
-from stack import Stack
+from stack import VENV_BIN, Stack
 
 pytestmark = pytest.mark.integration
 
 USER = "gil"
+OTHER = "hal"  # removed while no hub runs: his container must not run on unrouted
 
 
 def _containers(state) -> list[dict]:
@@ -99,6 +102,11 @@ def test_kill_9_then_atelier_dev_again_readopts_the_container_session(container_
     assert len(before) == 1 and before[0]["running"], before
     old_relays = _relays(s.state)
     assert len(old_relays) == 1, old_relays
+    if victim == "hub":
+        s.add_user(OTHER)
+        s.spawn(OTHER, "cpu-small")
+        theirs = [c for c in _containers(s.state) if c not in before]
+        assert len(theirs) == 1 and theirs[0]["running"], theirs
 
     stack = EmbeddedStack.load(s.state)
     old_hub = pid_matches(stack.path(HUB_RECORD))
@@ -113,6 +121,10 @@ def test_kill_9_then_atelier_dev_again_readopts_the_container_session(container_
         # atelier dev sees its hub die, ends what it left and exits with an error.
         os.kill(old_hub, signal.SIGKILL)
         assert s.proc.wait(120) == 2
+        # While no hub runs, the admin removes hal (the users file only).
+        out = subprocess.run([str(VENV_BIN / "atelier"), "users", "--state", str(s.state), "remove", OTHER],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
     s.proc = None
 
     t0 = time.monotonic()
@@ -122,6 +134,7 @@ def test_kill_9_then_atelier_dev_again_readopts_the_container_session(container_
     assert new_hub and new_hub != old_hub
     assert start_time(old_hub) != old_started, "the previous hub still runs"
 
+    # The next start ends hal's container (and keeps his home); gil's session is re-adopted.
     after = _containers(s.state)
     # The old relay ended with its hub; the new hub started one for the session it re-adopted.
     new_relays = _relays(s.state)
@@ -130,8 +143,12 @@ def test_kill_9_then_atelier_dev_again_readopts_the_container_session(container_
     figures(f"kill -9 {victim}, container session", restart_to_ready_s=back_s,
             readopted=bool(model and model["ready"]), same_container=after == before)
     assert model and model["ready"], f"the session was not re-adopted: {model}\n{s.hub_log()}"
-    # The same container, never restarted, ...
+    # The same container, never restarted, and no other (hal's is gone), ...
     assert after == before, (before, after)
+    if victim == "hub":
+        assert (s.state / "homes" / OTHER).is_dir()
+        said = s.out.read_text()  # atelier dev's own output
+        assert f"its user {OTHER} was removed while no hub ran" in said, said[-2000:]
     # ... the same kernel with its state, the home's file, through the new hub's proxy.
     out = run_code(s.url, model["url"], token, "import pathlib\n"
                    "print(x, pathlib.Path.home().joinpath('before-restart.txt').read_text())", kernel_id=kernel)

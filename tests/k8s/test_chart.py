@@ -578,6 +578,16 @@ def test_cpu_small_runs_in_a_real_pod_and_jupyterlab_answers_through_the_chart_p
             raise AssertionError(f"JupyterLab not ready in 420 s: {model}\n{chart.hub_log()}")
         time.sleep(0.5)
     figure("spawn request to JupyterLab ready", time.monotonic() - t0)
+    # The chart's proxy pod routes by host: fay's server answers at fay.localhost only;
+    # the same path on the hub's host is the hub's (a redirect into /hub/), never hers.
+    assert model["url"] == f"http://{user}.localhost:{chart.ports['PROXY_PORT']}/user/{user}/", model["url"]
+    r = chart.http.get(f"{chart.url}/user/{user}/api/status", headers={"Authorization": f"token {token}"},
+                       timeout=60, allow_redirects=False)
+    assert r.status_code == 302 and r.headers["Location"].startswith(f"{chart.url}/hub/"), (
+        r.status_code, r.headers.get("Location"), r.text[:300])
+    r = chart.http.get(f"http://{user}.localhost:{chart.ports['PROXY_PORT']}/user/{user}/api/status",
+                       headers={"Authorization": f"token {token}"}, timeout=60, allow_redirects=False)
+    assert r.status_code == 200 and "started" in r.json(), (r.status_code, r.text[:300])
 
     pods = _pods(kube, f"hub.jupyter.org/username={user}")
     assert len(pods) == 1, pods

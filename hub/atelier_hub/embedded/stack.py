@@ -164,4 +164,43 @@ def end_leftovers(state: str | Path) -> list[str]:
                  for rec in sorted((root / RELAYS_DIR).glob("*.pid")))
     if relays:
         ended.append(f"{relays} session relay(s)")
+    removed = end_containers_of_removed_users(root)
+    if removed:
+        ended.append(f"{len(removed)} container(s) of removed users ({', '.join(removed)})")
     return ended
+
+
+def end_containers_of_removed_users(state: str | Path) -> list[str]:
+    """Stop and remove this stack's containers (sessions, jobs, Ray nodes) whose user is
+    no longer in ``users.json``: a user removed while no hub ran (`atelier users remove`
+    after a hub died hard). The next hub would not know their container, which would run
+    on, unrouted. Their home stays. Returns the users whose containers were ended.
+    Without a users file, or a Docker engine running, there is nothing to do."""
+    from .container_spawner import stack_id
+    from .engine import engine
+
+    root = Path(state)
+    users_file = root / "users.json"
+    eng = engine()
+    if not users_file.is_file() or not eng.running():
+        return []
+    try:
+        users = set(json.loads(users_file.read_text()).get("users") or {})
+    except (ValueError, AttributeError):
+        return []  # atelier dev names what is wrong with it
+    import docker
+
+    api = docker.APIClient(base_url=eng.host, version="auto", timeout=60)
+    ended = set()
+    for c in api.containers(all=True, filters={"label": f"dev.atelier.stack={stack_id(root)}"}):
+        user = (c.get("Labels") or {}).get("dev.atelier.user")
+        if not user or user in users:
+            continue
+        print(f"ending {c['Names'][0].lstrip('/')}: its user {user} was removed while no hub ran "
+              "(their home is kept)", flush=True)
+        try:
+            api.remove_container(c["Id"], force=True)
+        except docker.errors.NotFound:
+            pass
+        ended.add(user)
+    return sorted(ended)
