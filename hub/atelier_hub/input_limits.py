@@ -23,6 +23,11 @@ The limits, and why these numbers:
 - Up to 1 GiB of a refused body is read (and dropped) so that the client, which sends
   its whole body before it reads an answer, gets the 413; past that Tornado's own
   refusal stands (400, the connection closed).
+- **API tokens a user holds**: 100. Each is a database row (with a note of up to
+  16 KiB); the CLI, VS Code and scripts hold a few each. A user asking for one more
+  through the REST API gets 403 naming the limit and where to delete tokens
+  (``/hub/token``); the tokens the hub makes itself (each server's) count among those
+  held but are never refused, nor is an admin's or a service's request for another user.
 
 Where: JupyterHub 6.1.1 builds its HTTP server without a body limit (Tornado's default
 is 100 MB, each body held in memory until it is complete) and ``tornado_settings`` reach
@@ -46,7 +51,7 @@ from pathlib import Path
 from tornado import httputil
 from tornado.httpserver import HTTPServer
 
-__all__ = ["USER_OPTIONS_MAX", "HUB_BODY_MAX", "bound_hub_requests", "options_too_large", "stored_size",
+__all__ = ["USER_OPTIONS_MAX", "HUB_BODY_MAX", "TOKENS_MAX", "bound_hub_requests", "options_too_large", "stored_size",
            "trim_saved_options"]
 
 KiB, MiB = 1024, 1024 * 1024
@@ -56,6 +61,8 @@ USER_OPTIONS_MAX = 16 * KiB
 HUB_BODY_MAX = 1 * MiB
 #: how much of a refused body is read (and dropped) so that its client gets the 413
 DRAIN_MAX = 1024 * MiB
+#: API tokens one user may hold, asking for them themselves
+TOKENS_MAX = 100
 
 _SPAWN_FIX = 'send only the profile name, e.g. {"profile": "cpu-small"} (the profiles are listed on /hub/spawn)'
 
@@ -238,10 +245,37 @@ class _BoundedHTTPServer(HTTPServer):
 
 
 def bound_hub_requests() -> None:
-    """Make the HTTP server JupyterHub builds in this process keep the limits above
-    (idempotent; called from the hub's configuration, before the hub builds its server)."""
+    """Make the HTTP server JupyterHub builds in this process keep the limits above, and
+    its token API the count of tokens (idempotent; called from the hub's configuration,
+    before the hub builds its server)."""
     if HTTPServer.configured_class() is not _BoundedHTTPServer:
         HTTPServer.configure(_BoundedHTTPServer)
+    _bound_token_count()
+
+
+def _bound_token_count() -> None:
+    """``POST /hub/api/users/NAME/tokens`` by NAME themselves: refused (403) once they
+    hold :data:`TOKENS_MAX`. JupyterHub has no such setting; its handler is wrapped in
+    place (the hub's configuration runs before its handlers are made).
+    ref: jupyterhub/apihandlers/users.py UserTokenListAPIHandler.post"""
+    from jupyterhub.apihandlers.users import UserTokenListAPIHandler
+    from tornado import web
+
+    post = UserTokenListAPIHandler.post
+    if getattr(post, "atelier_bounded", False):
+        return
+
+    async def bounded_post(self, user_name):
+        requester = self.current_user
+        if requester is not None and getattr(requester, "name", None) == user_name \
+                and requester.kind == "user" and len(requester.api_tokens) >= TOKENS_MAX:
+            raise web.HTTPError(403, f"tokens: you hold {len(requester.api_tokens)} API tokens, the most one user "
+                                     f"may ({TOKENS_MAX}); delete those you no longer use on /hub/token, then ask "
+                                     "again")
+        return await post(self, user_name)
+
+    bounded_post.atelier_bounded = True
+    UserTokenListAPIHandler.post = bounded_post
 
 
 def trim_saved_options(db: str | Path, *, profiles: Iterable[str], log: logging.Logger) -> int:

@@ -360,6 +360,35 @@ def test_bodies_past_their_limit_get_413_and_nothing_is_stored(hub, multi_user, 
     assert hub.api("GET", "/users/alice", token=token).status_code == 200
 
 
+def test_a_user_holds_at_most_a_hundred_tokens_and_is_told_where_to_delete_them(hub, multi_user):
+    """The hub bounded each token's note, not how many: a user could fill the database
+    one token at a time. Now a user asking for a token past 100 is refused (403, naming
+    the limit and /hub/token); deleting one makes room; an admin may still make one for
+    them (the hub's own, such as a server's, are never refused)."""
+    from atelier_hub.input_limits import TOKENS_MAX
+
+    hub.add_user("tokenhog")
+    own = hub.user_token("tokenhog")  # made by the tests' admin token: one held
+    made = [own]
+    while True:
+        r = hub.api("POST", "/users/tokenhog/tokens", token=own, json={"note": f"n{len(made)}"})
+        if r.status_code != 201:
+            break
+        made.append(r.json()["token"])
+        assert len(made) <= TOKENS_MAX, "no limit on the tokens a user holds"
+    assert (r.status_code, len(made)) == (403, TOKENS_MAX), (r.status_code, len(made), r.text[:300])
+    message = r.json()["message"]
+    assert f"the most one user may ({TOKENS_MAX})" in message and "/hub/token" in message, message
+    tokens = hub.api("GET", "/users/tokenhog/tokens", token=own).json()["api_tokens"]
+    assert len(tokens) == TOKENS_MAX
+    # One deleted makes room for one more; an admin's request for the user is not refused.
+    last = next(t for t in tokens if t["note"] == f"n{TOKENS_MAX - 1}")
+    assert hub.api("DELETE", f"/users/tokenhog/tokens/{last['id']}", token=own).status_code == 204
+    assert hub.api("POST", "/users/tokenhog/tokens", token=own, json={"note": "again"}).status_code == 201
+    assert hub.api("POST", "/users/tokenhog/tokens", json={"note": "by the admin"}).status_code == 201
+    assert hub.api("POST", "/users/tokenhog/tokens", token=own, json={"note": "over"}).status_code == 403
+
+
 def test_the_hub_adds_only_user_names_the_users_file_takes(hub):
     """The admin page and the REST API took any name (one of 5,000 characters went into
     users.json and the database); now the rule of `atelier users add` holds there too."""
