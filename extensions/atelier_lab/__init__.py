@@ -8,12 +8,13 @@ with its name and endpoint, never as a hang.
 >>> conn = atelier_lab.connect_trino()  # doctest: +SKIP
 """
 
+from ._jobs import Job, JobUnavailable, run
 from ._ray import RayCluster, RayClusterUnavailable, ray_cluster
 from ._trino import TrinoSettings, TrinoUnavailable, connect_trino, trino_settings
 from ._version import __version__
 
-__all__ = ["RayCluster", "RayClusterUnavailable", "TrinoSettings", "TrinoUnavailable", "__version__", "connect_trino",
-           "ray_cluster", "trino_settings"]
+__all__ = ["Job", "JobUnavailable", "RayCluster", "RayClusterUnavailable", "TrinoSettings", "TrinoUnavailable",
+           "__version__", "connect_trino", "ray_cluster", "run", "trino_settings"]
 
 
 # -- JupyterLab: the labextension (built into labextension/) and its server extension ----

@@ -24,6 +24,7 @@ from atelier_hub.embedded.stack import EmbeddedStack
 from atelier_hub.embedded.state_folder import HUB_RECORD
 from atelier_hub.profiles import load_profiles
 from atelier_hub.services._process import pid_matches
+from kernel import run_code
 from stack import REPO, VENV_BIN
 
 pytestmark = pytest.mark.integration
@@ -317,3 +318,39 @@ def test_a_notebook_job_with_a_parameter_saves_the_executed_notebook_with_its_ou
     assert [o.get("text") for o in outputs if o.output_type == "stream"] == ["lr is 0.25\n"]
     assert [o.data["text/plain"] for o in outputs if o.output_type == "execute_result"] == ["0.5"]
     assert jobs_table(containers, alice["token"])["nbjob"][2] == "succeeded"
+
+
+KERNEL_RUN = r"""
+import json
+import atelier_lab
+job = atelier_lab.run(["python", "-c", "import os; print('in the job on', os.environ['ATELIER_PROFILE']); "
+                       "raise SystemExit(4)"], name="from-a-kernel")
+code = job.wait(timeout=240)
+try:
+    atelier_lab.run(["true"], profile="no-such-profile")
+    refused = None
+except atelier_lab.JobUnavailable as exc:
+    refused = str(exc)
+print(json.dumps({"code": code, "log": job.log(), "state": job.state, "profile": job.profile,
+                  "refused": refused, "url": __import__("os").environ.get("ATELIER_JOBS_URL")}))
+"""
+
+
+def test_a_notebook_runs_a_job_with_atelier_lab_run_on_its_sessions_profile(containers, alice):
+    """From a kernel of alice's session, with its own settings and token:
+    ``atelier_lab.run(...)`` submits to the jobs service, on the session's profile by
+    default; ``job.wait()`` gives the job's exit code and ``job.log()`` its output; a bad
+    profile is refused naming the field. It is the same job `atelier jobs` lists."""
+    model = containers.spawn("alice", "cpu-small", server="runner")
+    try:
+        out = run_code(containers.url, model["url"], alice["token"], KERNEL_RUN, timeout=360)
+    finally:
+        containers.stop_server("alice", "runner")
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen["url"].endswith("/services/jobs"), seen  # the session's ATELIER_JOBS_URL
+    assert (seen["code"], seen["state"], seen["profile"]) == (4, "failed", "cpu-small"), seen
+    assert "in the job on cpu-small" in seen["log"], seen["log"]
+    assert "profile: unknown profile 'no-such-profile'" in seen["refused"], seen["refused"]
+    row = jobs_table(containers, alice["token"])["from-a-kernel"]
+    assert (row[1], row[2], row[-1]) == ("cpu-small", "failed", "4"), row
+

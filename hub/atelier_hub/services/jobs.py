@@ -11,7 +11,11 @@ or a session's), and see only their own jobs.
 from __future__ import annotations
 
 import sys
+from typing import ClassVar
 
+from pydantic import Field
+
+from ..settings import ServiceSettings, SessionContext
 from ._process import http_status
 from .base import Service, Site
 
@@ -30,14 +34,31 @@ def jobs_command(*, jobs_dir: str, homes_dir: str, profiles_dir: str) -> list[st
             "--profiles", profiles_dir]
 
 
+class JobsService(ServiceSettings):
+    """The jobs service, as sessions reach it (``atelier_lab.run(...)``)."""
+
+    about: ClassVar[str] = "Jobs: commands and notebooks run once on a profile (`atelier run`, `atelier_lab.run()`)."
+
+    url: str = Field(description="Its base URL as sessions reach it (`ATELIER_JOBS_URL`), e.g. "
+                     "`http://localhost:8000/services/jobs`.")
+
+    def session_env(self, ctx: SessionContext) -> dict[str, str]:
+        return {"ATELIER_JOBS_URL": self.url}
+
+
 class Jobs(Service):
     name = "jobs"
     title = "Jobs"
     prefix = PREFIX
     optional = True
-    # `atelier run` from a session or a laptop: the user's own token reaches the service.
+    settings = JobsService
+    # `atelier run` from a session or a laptop, atelier_lab.run() in a kernel: the
+    # user's own token reaches the service.
     session_scopes = (f"access:services!service={name}",)
     hub_scopes = HUB_SCOPES
+
+    def endpoints(self, site: Site) -> dict:
+        return {self.name: JobsService(url=self.public_url(site))}
 
     def hub_service(self, site: Site, services) -> dict:
         return {
