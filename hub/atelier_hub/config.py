@@ -74,7 +74,7 @@ def update_home(c, stack: EmbeddedStack) -> None:
     profile, state, uptime, planned idle stop, cost so far and ways in (:mod:`.home`). The
     planned stop appears where the culler runs, VS Code in the browser where sessions are
     containers of the base image (which carries code-server), the user's jobs where the
-    jobs service runs."""
+    jobs service runs, their latest MLflow runs where MLflow runs."""
     from .embedded.engine import session_mode
     from .embedded.spawner_base import SNAPSHOT_FILE
     from .home import Home
@@ -85,7 +85,8 @@ def update_home(c, stack: EmbeddedStack) -> None:
         profiles_dir=stack.profiles_dir, hub_url=stack.url, usage_file=stack.path("usage.jsonl"),
         plan_file=stack.path(PLAN_FILE) if "culler" in running else None, vscode=session_mode().name == "container",
         jobs_dir=stack.path("jobs") if "jobs" in running else None,
-        capacity_file=stack.path(CAPACITY_FILE), snapshot_file=stack.path(SNAPSHOT_FILE))}
+        capacity_file=stack.path(CAPACITY_FILE), snapshot_file=stack.path(SNAPSHOT_FILE),
+        mlflow="mlflow" in running)}
 
 
 def update_spawner(c, stack: EmbeddedStack) -> None:

@@ -212,6 +212,12 @@ class _View:
         return self.home.usage_file is not None
 
     @property
+    def mlflow(self) -> bool:
+        """Whether the page lists the user's latest MLflow runs (read by the page itself
+        through the MLflow front, as the user: the hub holds no MLflow identity)."""
+        return self.home.mlflow
+
+    @property
     def has_jobs(self) -> bool:
         return self.home.jobs_dir is not None
 
@@ -229,7 +235,7 @@ class Home:
     def __init__(self, *, profiles_dir: str | Path, hub_url: str, usage_file: str | Path | None = None,
                  plan_file: str | Path | None = None, vscode: bool = False,
                  jobs_dir: str | Path | None = None, capacity_file: str | Path | None = None,
-                 snapshot_file: str | Path | None = None):
+                 snapshot_file: str | Path | None = None, mlflow: bool = False):
         self.profiles_dir = Path(profiles_dir)
         self.jobs_dir = Path(jobs_dir) if jobs_dir else None
         self.capacity_file = Path(capacity_file) if capacity_file else None
@@ -238,6 +244,7 @@ class Home:
         self.usage_file = Path(usage_file) if usage_file else None
         self.plan_file = Path(plan_file) if plan_file else None
         self.vscode = vscode
+        self.mlflow = mlflow
 
     def __call__(self, user):
         return _View(self, user) if user is not None else None

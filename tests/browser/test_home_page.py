@@ -1,7 +1,7 @@
 """The hub's home page in headless Chromium: a user's two servers on two profiles, each
 with its profile and sizes, state, uptime, the culler's planned stop, cost so far and the
-ways in; Stop on the page stops one; a second user sees none of it, on the page or in
-the usage page's API.
+ways in; their latest MLflow run (not another user's); Stop on the page stops one; a
+second user sees none of it, on the page or in the usage page's API.
 
 It runs in the culling window (tests/culling.py): that stack's culler checks every 5 s,
 so its decision on both servers is there within seconds; its profiles `home-priced` and
@@ -51,6 +51,19 @@ def _plan(s, user: str, models: dict, within: float = 60) -> dict:
     raise AssertionError(f"the culler decided nothing on {list(models)} in {within:.0f} s: {plan}")
 
 
+def _mlflow_run(s, user: str, name: str) -> dict:
+    """A run in ``user``'s own experiment, made through the MLflow front with their token."""
+    api = f"{s.url}/services/mlflow/api/2.0/mlflow"
+    auth = {"Authorization": f"Bearer {s.user_token(user)}"}
+    r = s.http.get(f"{api}/experiments/get-by-name", params={"experiment_name": f"users/{user}"}, headers=auth,
+                   timeout=120)
+    assert r.status_code == 200, r.text[:300]
+    exp = r.json()["experiment"]["experiment_id"]
+    r = s.http.post(f"{api}/runs/create", json={"experiment_id": exp, "run_name": name}, headers=auth, timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    return {"run_id": r.json()["run"]["info"]["run_id"], "experiment_id": exp}
+
+
 def test_home_page_shows_each_server_and_stops_one(cull_window, page):
     s = cull_window.stack
     if s.mode != "container":
@@ -62,6 +75,8 @@ def test_home_page_shows_each_server_and_stops_one(cull_window, page):
         assert r.status_code in (201, 202), r.text
     models = _wait_ready(s, NAME, ("a", "b"))
     decisions = _plan(s, NAME, {n: models[n] for n in ("a", "b")})
+    # A run of the user's and one of another user's, logged through the MLflow front.
+    runs = {who: _mlflow_run(s, who, f"{who}s-run") for who in (NAME, USER)}
 
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     page.set_viewport_size({"width": 1400, "height": 900})
@@ -69,6 +84,17 @@ def test_home_page_shows_each_server_and_stops_one(cull_window, page):
     page.goto(f"{s.url}/hub/home")
     rows = page.locator("tr.atelier-server")
     assert rows.count() == 2, page.inner_text("#atelier-home")
+    # The user's latest MLflow runs, read by the page through the front as the user: theirs
+    # only, each linking to the run in MLflow's UI.
+    page.wait_for_selector("#atelier-run-table tr.atelier-run, #atelier-runs-error", timeout=60_000)
+    listed = page.locator("#atelier-run-table tr.atelier-run")
+    assert listed.count() == 1, page.inner_text("#atelier-runs")
+    assert listed.get_attribute("data-run") == runs[NAME]["run_id"]
+    link = listed.locator("a")
+    assert link.inner_text() == f"{NAME}s-run"
+    assert link.get_attribute("href") == (f"/services/mlflow/#/experiments/{runs[NAME]['experiment_id']}"
+                                          f"/runs/{runs[NAME]['run_id']}")
+    assert f"users/{NAME}" in listed.inner_text()
     seen_at = datetime.now(timezone.utc)
     page.screenshot(path=str(SHOTS / "home.png"), full_page=True)
 
