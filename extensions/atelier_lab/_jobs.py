@@ -33,28 +33,14 @@ class JobUnavailable(RuntimeError):
 
 def _request(method: str, path: str, *, env: Mapping[str, str], body: dict | None = None,
              timeout: float = 60) -> tuple[bytes, dict[str, str]]:
-    import urllib.error
-    import urllib.request  # here, not above: `import atelier_lab` stays cheap
+    from ._service import base_url, call
 
-    base = env.get("ATELIER_JOBS_URL", "").rstrip("/")
-    token = env.get("JUPYTERHUB_API_TOKEN", "")
+    base, token = base_url(env, "ATELIER_JOBS_URL")
     if not base or not token:
         raise JobUnavailable("this session has no jobs service (ATELIER_JOBS_URL is not set): jobs need an "
                              "embedded hub with container sessions; from a laptop, `atelier run` after `atelier login`")
-    req = urllib.request.Request(f"{base}/api/jobs{path}", method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 (the deployment's own URL)
-            return r.read(), dict(r.headers.items())
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read() or b"{}").get("message")
-        except ValueError:
-            message = None
-        raise JobUnavailable(message or f"the jobs service answered {exc.code}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise JobUnavailable(f"the jobs service at {base} did not answer ({exc}); try again in a moment") from None
+    return call(method, f"{base}/api/jobs{path}", token=token, error=JobUnavailable, what="jobs service", body=body,
+                timeout=timeout)
 
 
 class Job:

@@ -32,29 +32,16 @@ class RayClusterUnavailable(RuntimeError):
 
 def _request(method: str, path: str, *, env: Mapping[str, str], body: dict | None = None,
              timeout: float = 60) -> dict:
-    import urllib.error
-    import urllib.request  # here, not above: `import atelier_lab` stays cheap
+    from ._service import base_url, call
 
-    base = env.get("ATELIER_RAY_CLUSTERS_URL", "").rstrip("/")
-    token = env.get("JUPYTERHUB_API_TOKEN", "")
+    base, token = base_url(env, "ATELIER_RAY_CLUSTERS_URL")
     if not base or not token:
         raise RayClusterUnavailable(
             "this session has no Ray clusters service (ATELIER_RAY_CLUSTERS_URL is not set): personal clusters "
             "need an embedded hub with container sessions; single-machine ray.init() works everywhere")
-    req = urllib.request.Request(f"{base}{path}", method=method, data=json.dumps(body).encode() if body else None,
-                                 headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 (the deployment's own URL)
-            return json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read() or b"{}").get("message")
-        except ValueError:
-            message = None
-        raise RayClusterUnavailable(message or f"the Ray clusters service answered {exc.code}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise RayClusterUnavailable(f"the Ray clusters service at {base} did not answer ({exc}); "
-                                    "try again in a moment") from None
+    data, _ = call(method, f"{base}{path}", token=token, error=RayClusterUnavailable, what="Ray clusters service",
+                   body=body, timeout=timeout)
+    return json.loads(data or b"{}")
 
 
 def _reload_ray_auth() -> None:
