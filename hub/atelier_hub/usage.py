@@ -50,7 +50,8 @@ def parse_when(text: str) -> datetime:
 def record(path: str | Path, event: str, *, user: str, server: str, profile=None,
            when: datetime | None = None, kind: str | None = None) -> None:
     """Append one start or stop line (``O_APPEND``: lines from concurrent stops never mix).
-    ``kind``: ``server`` (a session) or ``job`` (:mod:`atelier_hub.jobs`), on a start."""
+    ``kind``: ``server`` (a session), ``job`` (:mod:`atelier_hub.jobs`) or ``ray`` (a
+    node of a personal Ray cluster), on a start."""
     line = {"event": event, "time": _iso(when or datetime.now(timezone.utc)), "user": user, "server": server}
     if kind is not None:
         line["kind"] = kind

@@ -146,14 +146,35 @@ def test_over_the_limit_and_bad_input_are_refused_with_the_field_named(container
     assert [line.split()[:3] for line in status.splitlines()[1:]] == [[SERVER, "cpu-small", "2"]], status
 
 
-def test_stopping_the_session_removes_the_cluster(containers, cluster):
+def _ray_usage(containers) -> list[tuple]:
+    lines = [json.loads(x) for x in (containers.state / "usage.jsonl").read_text().splitlines()]
+    return sorted((e["event"], e["server"], e.get("kind"), e.get("profile")) for e in lines
+                  if e["user"] == "alice" and e["server"].startswith(f"{SERVER}/"))
+
+
+def test_stopping_the_session_removes_the_cluster_and_usage_counts_its_nodes(containers, cluster):
     client = docker.APIClient(base_url=engine().host)
     assert len(nodes(client, "alice")) == 3
+    # Each node counts in usage as kind "ray", sized by its profile, from its start ...
+    node_keys = [f"{SERVER}/ray-head", f"{SERVER}/ray-worker-0", f"{SERVER}/ray-worker-1"]
+    assert _ray_usage(containers) == [("start", k, "ray", "cpu-small") for k in node_keys]
+    out = subprocess.run([str(VENV_BIN / "atelier"), "usage", "--state", str(containers.state), "--format", "json"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    ray = json.loads(out)["by_kind"]["ray"]
+    small = next(p for p in load_profiles(REPO / "profiles") if p.name == "cpu-small")
+    assert ray["servers"] == 3 and ray["hours"] > 0, ray
+    assert ray["cpu_hours"] == pytest.approx(ray["hours"] * small.cpu.limit, abs=1e-4 * (small.cpu.limit + 1)), ray
     containers.stop_server("alice", SERVER)
     deadline = time.monotonic() + 60
     while nodes(client, "alice") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert nodes(client, "alice") == []
+    # ... to its removal with the session.
+    deadline = time.monotonic() + 30
+    while len(_ray_usage(containers)) < 6 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _ray_usage(containers) == sorted([("start", k, "ray", "cpu-small") for k in node_keys]
+                                            + [("stop", k, None, None) for k in node_keys])
     tokens = containers.state / "ray_clusters"
     deadline = time.monotonic() + 30
     while tokens.is_dir() and any(tokens.iterdir()) and time.monotonic() < deadline:

@@ -17,6 +17,11 @@ with it: they live in its process namespace) and the token files nothing uses an
 A cluster's model: ``server``, ``profile``, ``workers``, ``address`` (``HOST:PORT`` inside
 the session), ``token`` (Ray's auth token: ``RAY_AUTH_MODE=token``, ``RAY_AUTH_TOKEN``),
 ``nodes`` (each one's role and state); a POST's answer also says whether it ``created`` it.
+
+Each node is counted in the usage record (``STATE/usage.jsonl``) as kind ``ray``, with
+the profile's sizes, from the moment the cluster answers until its nodes are removed
+(``atelier usage`` and the usage page show a "ray" kind row). The key of a node's run is
+``SERVER/ray-head`` or ``SERVER/ray-worker-N`` (a server name holds no ``/``).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from ..ray_clusters import (
     object_store_bytes,
     worker_command,
 )
+from ..usage import record as record_usage
 from ._api import HealthHandler, UserApi, refusal
 from ._front import HUB_AUTH_CACHE_S
 
@@ -161,6 +167,7 @@ class Clusters:
     def __init__(self, *, state: Path, profiles_dir: str, engine: Engine):
         self.state, self.tokens = state, state / "ray_clusters"
         self.profiles_dir, self.engine = profiles_dir, engine
+        self.usage_file = state / "usage.jsonl"
         self.locks: dict[str, asyncio.Lock] = {}
         self.starting: set[str] = set()
 
@@ -247,7 +254,19 @@ class Clusters:
             self.engine.api.start(c["Id"])
         log.info("ray cluster of %s (server %r): head and %d %s worker(s) started at %s:%d", user,
                  request["server"], request["workers"], profile.name, HEAD_IP, port)
-        return {"ids": started}
+        return {"ids": started, "profile": profile}
+
+    def count(self, event: str, nodes: list[dict], profile=None) -> None:
+        """One usage line per node (``start`` with the profile's sizes, or ``stop``), kind ``ray``."""
+        for n in nodes:
+            labels = n["Labels"]
+            node = n["Names"][0].lstrip("/").rsplit("--", 1)[-1]  # ray-head, ray-worker-N
+            try:
+                record_usage(self.usage_file, event, user=labels.get("dev.atelier.user", ""),
+                             server=f"{labels.get('dev.atelier.server', '')}/{node}", profile=profile,
+                             kind="ray" if event == "start" else None)
+            except OSError as exc:
+                log.warning("the usage record could not be written (%s): %s %s", exc, event, node)
 
     async def wait_ready(self, ids: list[str]) -> None:
         """Until every node's `ray start` says it joined; a node that exits first fails it."""
@@ -298,17 +317,21 @@ class Clusters:
                 started = await self.call(self._start, name, set(user.get("groups") or []), request, session)
                 await self.wait_ready(started["ids"])
             except Exception:
-                await self.remove_session(sid)  # no half-started cluster is left behind
+                await self.remove_session(sid, counted=False)  # no half-started cluster is left behind
                 raise
             finally:
                 self.starting.discard(sid)
-            return 201, {**self.model(await self.call(self.engine.nodes, session=sid)), "created": True}
+            nodes = await self.call(self.engine.nodes, session=sid)
+            self.count("start", nodes, started["profile"])
+            return 201, {**self.model(nodes), "created": True}
 
-    async def remove_session(self, sid: str) -> int:
+    async def remove_session(self, sid: str, *, counted: bool = True) -> int:
         nodes = await self.call(self.engine.nodes, session=sid)
         # Workers first: a head removed first leaves them retrying to reach it.
         for n in sorted(nodes, key=lambda n: n["Labels"].get(LABEL) == "head"):
             await self.call(self.engine.remove, n["Id"])
+        if counted:
+            self.count("stop", nodes)
         return len(nodes)
 
     async def sweep(self) -> None:
