@@ -1,13 +1,14 @@
 """The session's side of idle culling: a Jupyter server extension reporting activity.
 
 Rule this module keeps: what counts as activity is the list :data:`SIGNALS`, one small
-function each (a busy kernel, an open terminal, an SSH connection, GPU use above a
-threshold); adding one is one function and one line. Every ``ATELIER_ACTIVITY_INTERVAL``
-seconds the extension samples them; while any is active it moves the server's own last
-activity (jupyter-server counts every ``*_last_activity`` setting) and it reports to the
-culler (``ATELIER_CULLER_URL``) which signals are active, so the hub log can say what
-kept a server alive. Jupyter's own last activity does not move while a kernel runs a
-silent loop (no message on iopub), which is why a busy kernel is a signal here.
+function each (a busy kernel, an open terminal, an SSH connection, a Ray task running
+in the session or its personal cluster, GPU use above a threshold); adding one is one
+function and one line. Every ``ATELIER_ACTIVITY_INTERVAL`` seconds the extension samples
+them; while any is active it moves the server's own last activity (jupyter-server counts
+every ``*_last_activity`` setting) and it reports to the culler (``ATELIER_CULLER_URL``)
+which signals are active, so the hub log can say what kept a server alive. Jupyter's own
+last activity does not move while a kernel runs a silent loop (no message on iopub),
+which is why a busy kernel is a signal here.
 
 What the session reports as its last activity is work, not API traffic: kernel
 messages, terminal I/O, saved files and active signals (an open JupyterLab tab polls
@@ -36,7 +37,7 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import httpclient, web
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-__all__ = ["SIGNALS", "kernels_busy", "terminals_open", "ssh_connections", "gpu_busy"]
+__all__ = ["SIGNALS", "kernels_busy", "terminals_open", "ssh_connections", "ray_busy", "gpu_busy"]
 
 
 def _utcnow() -> datetime:
@@ -55,6 +56,17 @@ async def terminals_open(app) -> str | None:
     return f"{n} terminal(s) open" if n else None
 
 
+def _titles(proc: Path):
+    """Each process's folder under ``proc`` and its title (command line, NULs as spaces)."""
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            yield entry, (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+
+
 def _ssh_sessions(proc: Path = Path("/proc")) -> int:
     """Established SSH connections: sshd's per-connection processes ("sshd: USER@pts/0").
 
@@ -62,13 +74,7 @@ def _ssh_sessions(proc: Path = Path("/proc")) -> int:
     forks for the command it runs, and the child keeps the title until it execs. It is
     counted once, so an open session is "1 SSH connection(s)" at every look."""
     titled: dict[str, str] = {}  # pid -> parent pid
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
+    for entry, cmd in _titles(proc):
         if (cmd.startswith("sshd: ") or cmd.startswith("sshd-session: ")) and "@" in cmd:
             try:  # "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses
                 titled[entry.name] = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
@@ -80,6 +86,20 @@ def _ssh_sessions(proc: Path = Path("/proc")) -> int:
 async def ssh_connections(app) -> str | None:
     n = _ssh_sessions()
     return f"{n} SSH connection(s)" if n else None
+
+
+def _ray_tasks(proc: Path = Path("/proc")) -> int:
+    """Ray workers running a task or an actor's method, in this session's processes (a
+    personal cluster's nodes share its process namespace). Ray titles a worker
+    ``ray::NAME()`` while it runs NAME, ``ray::IDLE`` when idle, and an idle actor
+    ``ray::CLASS``: only the first counts.
+    ref: ray/_raylet.pyx (setproctitle around each task's execution)"""
+    return sum(1 for _, cmd in _titles(proc) if cmd.startswith("ray::") and cmd.split(" ", 1)[0].endswith(")"))
+
+
+async def ray_busy(app) -> str | None:
+    n = _ray_tasks()
+    return f"{n} Ray task(s) running" if n else None
 
 
 async def gpu_busy(app) -> str | None:
@@ -110,6 +130,7 @@ SIGNALS = {
     "kernel-busy": kernels_busy,
     "terminal": terminals_open,
     "ssh": ssh_connections,
+    "ray": ray_busy,
     "gpu": gpu_busy,
 }
 
