@@ -432,7 +432,8 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
     imports = {name: real_node.import_image(image_ref(name)) for name in ("hub", "proxy")}
     helm = Helm(workdir / "helm", control_plane.admin_kubeconfig)
     ports = {k: free_port() for k in ("PROXY_PORT", "PROXY_API_PORT", "HUB_PORT", "SESSION_PORT", "CULLER_PORT",
-                                       "USAGE_PORT", "MLFLOW_PORT", "TRINO_FRONT_PORT", "TRINO_RULES_PORT")}
+                                       "USAGE_PORT", "MLFLOW_PORT", "TRINO_FRONT_PORT", "TRINO_RULES_PORT",
+                                       "CREDENTIALS_PORT")}
     public_url = f"http://localhost:{ports['PROXY_PORT']}"
     password, token = secrets.token_urlsafe(16), secrets.token_hex(32)
 
@@ -441,7 +442,9 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
         workdir, public_url=public_url, culler_port=ports["CULLER_PORT"], usage_port=ports["USAGE_PORT"],
         deployment=platform.deployment(), cluster_extra={
             **platform.mlflow_cluster_settings(ports["MLFLOW_PORT"]),
-            **platform.trino_cluster_settings(ports["TRINO_FRONT_PORT"], ports["TRINO_RULES_PORT"])}),
+            **platform.trino_cluster_settings(ports["TRINO_FRONT_PORT"], ports["TRINO_RULES_PORT"]),
+            # A port of this run's (the node's network is the machine's), as for the others.
+            "credentials": {"port": ports["CREDENTIALS_PORT"]}}),
         "--out", str(rendered)],
         capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
