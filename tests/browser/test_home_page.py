@@ -59,10 +59,11 @@ def _mlflow_run(s, user: str, name: str) -> dict:
                    timeout=120)
     assert r.status_code == 200, r.text[:300]
     exp = r.json()["experiment"]["experiment_id"]
-    r = s.http.post(f"{api}/runs/create", json={"experiment_id": exp, "run_name": name,
-                                                "start_time": int(time.time() * 1000)}, headers=auth, timeout=60)
+    started = int(time.time() * 1000)  # as MLflow's client sends it
+    r = s.http.post(f"{api}/runs/create", json={"experiment_id": exp, "run_name": name, "start_time": started},
+                    headers=auth, timeout=60)
     assert r.status_code == 200, r.text[:300]
-    return {"run_id": r.json()["run"]["info"]["run_id"], "experiment_id": exp}
+    return {"run_id": r.json()["run"]["info"]["run_id"], "experiment_id": exp, "started": started}
 
 
 def test_home_page_shows_each_server_and_stops_one(cull_window, page):
@@ -96,7 +97,8 @@ def test_home_page_shows_each_server_and_stops_one(cull_window, page):
     assert link.get_attribute("href") == (f"/services/mlflow/#/experiments/{runs[NAME]['experiment_id']}"
                                           f"/runs/{runs[NAME]['run_id']}")
     assert f"users/{NAME}" in listed.inner_text()
-    assert datetime.now(timezone.utc).strftime("%Y-%m-%d") in listed.inner_text()  # its start, in UTC
+    started = datetime.fromtimestamp(runs[NAME]["started"] / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    assert started in listed.inner_text(), listed.inner_text()  # its start, in UTC
     seen_at = datetime.now(timezone.utc)
     page.screenshot(path=str(SHOTS / "home.png"), full_page=True)
 
