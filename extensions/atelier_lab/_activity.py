@@ -89,12 +89,18 @@ async def ssh_connections(app) -> str | None:
 
 
 def _ray_tasks(proc: Path = Path("/proc")) -> int:
-    """Ray workers running a task or an actor's method, in this session's processes (a
-    personal cluster's nodes share its process namespace). Ray titles a worker
-    ``ray::NAME()`` while it runs NAME, ``ray::IDLE`` when idle, and an idle actor
-    ``ray::CLASS``: only the first counts.
+    """Ray workers at work, in this session's processes (a personal cluster's nodes share
+    its process namespace). Ray titles a worker ``ray::NAME`` while it runs the task NAME
+    (``ray::CLASS.METHOD`` for an actor's method, ``ray::CLASS`` for a live actor) and
+    ``ray::IDLE`` when idle; its own agents are ``ray::...Agent``. A live actor counts:
+    it holds the cluster's resources.
     ref: ray/_raylet.pyx (setproctitle around each task's execution)"""
-    return sum(1 for _, cmd in _titles(proc) if cmd.startswith("ray::") and cmd.split(" ", 1)[0].endswith(")"))
+    count = 0
+    for _, cmd in _titles(proc):
+        if cmd.startswith("ray::"):
+            name = cmd[5:].split(" ", 1)[0]
+            count += bool(name) and name != "IDLE" and not name.endswith("Agent")
+    return count
 
 
 async def ray_busy(app) -> str | None:

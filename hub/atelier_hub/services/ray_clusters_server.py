@@ -62,6 +62,7 @@ from ..ray_clusters import (
     object_store_bytes,
     worker_command,
 )
+from ..usage import read_events
 from ..usage import record as record_usage
 from ._api import HealthHandler, UserApi, refusal
 from ._front import HUB_AUTH_CACHE_S
@@ -168,6 +169,7 @@ class Clusters:
         self.state, self.tokens = state, state / "ray_clusters"
         self.profiles_dir, self.engine = profiles_dir, engine
         self.usage_file = state / "usage.jsonl"
+        self.open_runs: set[tuple[str, str]] | None = None  # loaded at the first count or sweep
         self.locks: dict[str, asyncio.Lock] = {}
         self.starting: set[str] = set()
 
@@ -256,17 +258,38 @@ class Clusters:
                  request["server"], request["workers"], profile.name, HEAD_IP, port)
         return {"ids": started, "profile": profile}
 
-    def count(self, event: str, nodes: list[dict], profile=None) -> None:
+    @staticmethod
+    def usage_key(node: dict) -> tuple[str, str]:
+        """(user, ``SERVER/ray-head`` or ``SERVER/ray-worker-N``): a node's run in the usage record."""
+        labels = node["Labels"]
+        suffix = node["Names"][0].lstrip("/").rsplit("--", 1)[-1]
+        return labels.get("dev.atelier.user", ""), f"{labels.get('dev.atelier.server', '')}/{suffix}"
+
+    def count(self, event: str, keys, profile=None) -> None:
         """One usage line per node (``start`` with the profile's sizes, or ``stop``), kind ``ray``."""
-        for n in nodes:
-            labels = n["Labels"]
-            node = n["Names"][0].lstrip("/").rsplit("--", 1)[-1]  # ray-head, ray-worker-N
+        if self.open_runs is None:
+            self.open_runs = self.open_ray_runs()
+        for user, server in keys:
+            if event == "stop" and (user, server) not in self.open_runs:
+                continue  # never counted (a start that failed), or stopped already
             try:
-                record_usage(self.usage_file, event, user=labels.get("dev.atelier.user", ""),
-                             server=f"{labels.get('dev.atelier.server', '')}/{node}", profile=profile,
+                record_usage(self.usage_file, event, user=user, server=server, profile=profile,
                              kind="ray" if event == "start" else None)
             except OSError as exc:
-                log.warning("the usage record could not be written (%s): %s %s", exc, event, node)
+                log.warning("the usage record could not be written (%s): %s %s/%s", exc, event, user, server)
+                continue
+            (self.open_runs.add if event == "start" else self.open_runs.discard)((user, server))
+
+    def open_ray_runs(self) -> set[tuple[str, str]]:
+        """The nodes' runs the usage record has a start of and no stop (read once, then kept)."""
+        runs: set[tuple[str, str]] = set()
+        for e in read_events(self.usage_file):
+            key = (e.get("user", ""), e.get("server", ""))
+            if e.get("event") == "start" and e.get("kind") == "ray":
+                runs.add(key)
+            elif e.get("event") == "stop":
+                runs.discard(key)
+        return runs
 
     async def wait_ready(self, ids: list[str]) -> None:
         """Until every node's `ray start` says it joined; a node that exits first fails it."""
@@ -322,7 +345,7 @@ class Clusters:
             finally:
                 self.starting.discard(sid)
             nodes = await self.call(self.engine.nodes, session=sid)
-            self.count("start", nodes, started["profile"])
+            self.count("start", [self.usage_key(n) for n in nodes], started["profile"])
             return 201, {**self.model(nodes), "created": True}
 
     async def remove_session(self, sid: str, *, counted: bool = True) -> int:
@@ -331,16 +354,24 @@ class Clusters:
         for n in sorted(nodes, key=lambda n: n["Labels"].get(LABEL) == "head"):
             await self.call(self.engine.remove, n["Id"])
         if counted:
-            self.count("stop", nodes)
+            self.count("stop", [self.usage_key(n) for n in nodes])
         return len(nodes)
 
     async def sweep(self) -> None:
         """Remove the nodes of sessions that are gone, and clusters whose head is gone;
         then the token folders of sessions that are gone."""
         try:
-            groups = self.by_session(await self.call(self.engine.nodes))
+            everything = await self.call(self.engine.nodes)
         except RayClusterError:  # no engine: no cluster either
             return
+        groups = self.by_session(everything)
+        # Nodes end with their session and the engine removes them (auto-remove): their
+        # runs stop in the usage record once they are gone, whoever removed them.
+        present = {self.usage_key(n) for n in everything}
+        if self.open_runs is None:
+            self.open_runs = self.open_ray_runs()
+        if not self.starting:
+            self.count("stop", sorted(self.open_runs - present))
         for sid, nodes in groups.items():
             if sid in self.starting:
                 continue
