@@ -96,18 +96,22 @@ from atelier_lab._activity import _ray_tasks
 
 @ray.remote(num_cpus=1)
 def slow():
-    time.sleep(20)
+    time.sleep(30)
     return 1
 
 before = _ray_tasks()
 ref = slow.remote()
-deadline = time.time() + 15
-while not _ray_tasks() and time.time() < deadline:
+# Looked at until the task has ended (a worker process may take a while to start).
+while not _ray_tasks() and not ray.wait([ref], timeout=0)[0]:
     time.sleep(0.5)
 during = _ray_tasks()
 ray.get(ref)
 time.sleep(2)
+import pathlib
+titles = sorted({(p / "cmdline").read_bytes().split(b"\\0")[0].decode(errors="replace")[:40]
+                 for p in pathlib.Path("/proc").iterdir() if p.name.isdigit() and (p / "cmdline").exists()})
 print(json.dumps({"before": before, "during": during, "after": _ray_tasks()}))
+print(json.dumps(titles))
 """
 
 
@@ -117,7 +121,7 @@ def test_a_task_running_on_the_cluster_is_the_sessions_activity(containers, alic
     workers do not."""
     out = run_code(containers.url, cluster["model"]["url"], alice["token"], BUSY, kernel_id=cluster["kernel"],
                    timeout=120)
-    seen = json.loads(out.strip().splitlines()[-1])
+    seen = json.loads(out.strip().splitlines()[-2])
     assert seen == {"before": 0, "during": 1, "after": 0}, (seen, out)
 
 
