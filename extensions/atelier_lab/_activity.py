@@ -1,10 +1,9 @@
 """The session's side of idle culling: a Jupyter server extension reporting activity.
 
 Rule this module keeps: what counts as activity is the list :data:`SIGNALS`, one small
-function each (a busy kernel, an open terminal, an SSH connection, a Ray task running
-in the session or its personal cluster, GPU use above a threshold); adding one is one
-function and one line. Every ``ATELIER_ACTIVITY_INTERVAL`` seconds the extension samples
-them; while any is active it moves the server's own last activity (jupyter-server counts
+function each (a busy kernel, an open terminal, an SSH connection, GPU use above a
+threshold); adding one is one function and one line. Every ``ATELIER_ACTIVITY_INTERVAL``
+seconds the extension samples them; while any is active it moves the server's own last activity (jupyter-server counts
 every ``*_last_activity`` setting) and it reports to the culler (``ATELIER_CULLER_URL``)
 which signals are active, so the hub log can say what kept a server alive. Jupyter's own
 last activity does not move while a kernel runs a silent loop (no message on iopub),
@@ -37,7 +36,7 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import httpclient, web
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-__all__ = ["SIGNALS", "kernels_busy", "terminals_open", "ssh_connections", "ray_busy", "gpu_busy"]
+__all__ = ["SIGNALS", "kernels_busy", "terminals_open", "ssh_connections", "gpu_busy"]
 
 
 def _utcnow() -> datetime:
@@ -88,26 +87,6 @@ async def ssh_connections(app) -> str | None:
     return f"{n} SSH connection(s)" if n else None
 
 
-def _ray_tasks(proc: Path = Path("/proc")) -> int:
-    """Ray workers at work, in this session's processes (a personal cluster's nodes share
-    its process namespace). Ray titles a worker ``ray::NAME`` while it runs the task NAME
-    (``ray::CLASS.METHOD`` for an actor's method, ``ray::CLASS`` for a live actor) and
-    ``ray::IDLE`` when idle; its own agents are ``ray::...Agent``. A live actor counts:
-    it holds the cluster's resources.
-    ref: ray/_raylet.pyx (setproctitle around each task's execution)"""
-    count = 0
-    for _, cmd in _titles(proc):
-        if cmd.startswith("ray::"):
-            name = cmd[5:].split(" ", 1)[0]
-            count += bool(name) and name != "IDLE" and not name.endswith("Agent")
-    return count
-
-
-async def ray_busy(app) -> str | None:
-    n = _ray_tasks()
-    return f"{n} Ray task(s) running" if n else None
-
-
 async def gpu_busy(app) -> str | None:
     exe = shutil.which("nvidia-smi")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -136,7 +115,6 @@ SIGNALS = {
     "kernel-busy": kernels_busy,
     "terminal": terminals_open,
     "ssh": ssh_connections,
-    "ray": ray_busy,
     "gpu": gpu_busy,
 }
 

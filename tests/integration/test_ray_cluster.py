@@ -90,41 +90,6 @@ def test_a_kernel_s_cluster_runs_tasks_on_its_two_workers(cluster):
     assert set(facts["ran_on"]) <= set(facts["workers"]) and facts["ran_on"]
 
 
-BUSY = """
-import json, time
-from atelier_lab._activity import _ray_tasks
-
-@ray.remote(num_cpus=1)
-def slow():
-    time.sleep(30)
-    return 1
-
-before = _ray_tasks()
-ref = slow.remote()
-# Looked at until the task has ended (a worker process may take a while to start).
-while not _ray_tasks() and not ray.wait([ref], timeout=0)[0]:
-    time.sleep(0.5)
-during = _ray_tasks()
-ray.get(ref)
-time.sleep(2)
-import pathlib
-titles = sorted({(p / "cmdline").read_bytes().split(b"\\0")[0].decode(errors="replace")[:40]
-                 for p in pathlib.Path("/proc").iterdir() if p.name.isdigit() and (p / "cmdline").exists()})
-print(json.dumps({"before": before, "during": during, "after": _ray_tasks()}))
-print(json.dumps(titles))
-"""
-
-
-def test_a_task_running_on_the_cluster_is_the_sessions_activity(containers, alice, cluster):
-    """The idle-culling signal `ray` (atelier_lab._activity), read in the session itself:
-    a task running on a worker node (in the session's process namespace) counts; idle
-    workers do not."""
-    out = run_code(containers.url, cluster["model"]["url"], alice["token"], BUSY, kernel_id=cluster["kernel"],
-                   timeout=120)
-    seen = json.loads(out.strip().splitlines()[-2])
-    assert seen == {"before": 0, "during": 1, "after": 0}, (seen, out)
-
-
 def test_the_nodes_are_containers_of_the_session_sized_by_the_profile(containers, cluster):
     client = docker.APIClient(base_url=engine().host)
     found = nodes(client, "alice")
