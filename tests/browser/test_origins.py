@@ -78,7 +78,11 @@ def attack(stack):
 
 
 def _victor_tokens(stack) -> list[str]:
-    return [t.get("note") or "" for t in stack.api("GET", f"/users/{TARGET}/tokens").json()["api_tokens"]]
+    """The notes of the target's tokens, but the one his home page's MLflow runs make once:
+    the MLflow front's OAuth login (a token for that service alone, asked by the hub's own
+    page, not by the attacker's)."""
+    return [t.get("note") or "" for t in stack.api("GET", f"/users/{TARGET}/tokens").json()["api_tokens"]
+            if not (t.get("oauth_client") and "access:services!service=mlflow" in (t.get("scopes") or []))]
 
 
 def _links(stack, server: str) -> list[str]:
