@@ -3,11 +3,11 @@
 Rule this module keeps: what counts as activity is the list :data:`SIGNALS`, one small
 function each (a busy kernel, an open terminal, an SSH connection, GPU use above a
 threshold); adding one is one function and one line. Every ``ATELIER_ACTIVITY_INTERVAL``
-seconds the extension samples them; while any is active it moves the server's own last activity (jupyter-server counts
-every ``*_last_activity`` setting) and it reports to the culler (``ATELIER_CULLER_URL``)
-which signals are active, so the hub log can say what kept a server alive. Jupyter's own
-last activity does not move while a kernel runs a silent loop (no message on iopub),
-which is why a busy kernel is a signal here.
+seconds the extension samples them; while any is active it moves the server's own last
+activity (jupyter-server counts every ``*_last_activity`` setting) and it reports to the
+culler (``ATELIER_CULLER_URL``) which signals are active, so the hub log can say what
+kept a server alive. Jupyter's own last activity does not move while a kernel runs a
+silent loop (no message on iopub), which is why a busy kernel is a signal here.
 
 What the session reports as its last activity is work, not API traffic: kernel
 messages, terminal I/O, saved files and active signals (an open JupyterLab tab polls
@@ -55,17 +55,6 @@ async def terminals_open(app) -> str | None:
     return f"{n} terminal(s) open" if n else None
 
 
-def _titles(proc: Path):
-    """Each process's folder under ``proc`` and its title (command line, NULs as spaces)."""
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            yield entry, (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-
-
 def _ssh_sessions(proc: Path = Path("/proc")) -> int:
     """Established SSH connections: sshd's per-connection processes ("sshd: USER@pts/0").
 
@@ -73,7 +62,13 @@ def _ssh_sessions(proc: Path = Path("/proc")) -> int:
     forks for the command it runs, and the child keeps the title until it execs. It is
     counted once, so an open session is "1 SSH connection(s)" at every look."""
     titled: dict[str, str] = {}  # pid -> parent pid
-    for entry, cmd in _titles(proc):
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
         if (cmd.startswith("sshd: ") or cmd.startswith("sshd-session: ")) and "@" in cmd:
             try:  # "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses
                 titled[entry.name] = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
