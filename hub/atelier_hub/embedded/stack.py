@@ -178,6 +178,7 @@ def end_containers_of_removed_users(state: str | Path) -> list[str]:
     Without a users file, or a Docker engine running, there is nothing to do."""
     from .container_spawner import stack_id
     from .engine import engine
+    from .users import UserError, UsersFile
 
     root = Path(state)
     users_file = root / "users.json"
@@ -185,8 +186,8 @@ def end_containers_of_removed_users(state: str | Path) -> list[str]:
     if not users_file.is_file() or not eng.running():
         return []
     try:
-        users = set(json.loads(users_file.read_text()).get("users") or {})
-    except (ValueError, AttributeError):
+        users = set(UsersFile(users_file).load())
+    except UserError:
         return []  # atelier dev names what is wrong with it
     import docker
 

@@ -169,7 +169,7 @@ class Clusters:
         self.state, self.tokens = state, state / "ray_clusters"
         self.profiles_dir, self.engine = profiles_dir, engine
         self.usage_file = state / "usage.jsonl"
-        self.open_runs: set[tuple[str, str]] | None = None  # loaded at the first count or sweep
+        self.open_runs = self.open_ray_runs()  # read once at start, then kept here
         self.locks: dict[str, asyncio.Lock] = {}
         self.starting: set[str] = set()
 
@@ -267,8 +267,6 @@ class Clusters:
 
     def count(self, event: str, keys, profile=None) -> None:
         """One usage line per node (``start`` with the profile's sizes, or ``stop``), kind ``ray``."""
-        if self.open_runs is None:
-            self.open_runs = self.open_ray_runs()
         for user, server in keys:
             if event == "stop" and (user, server) not in self.open_runs:
                 continue  # never counted (a start that failed), or stopped already
@@ -281,7 +279,7 @@ class Clusters:
             (self.open_runs.add if event == "start" else self.open_runs.discard)((user, server))
 
     def open_ray_runs(self) -> set[tuple[str, str]]:
-        """The nodes' runs the usage record has a start of and no stop (read once, then kept)."""
+        """The nodes' runs the usage record has a start of and no stop."""
         runs: set[tuple[str, str]] = set()
         for e in read_events(self.usage_file):
             key = (e.get("user", ""), e.get("server", ""))
@@ -340,7 +338,7 @@ class Clusters:
                 started = await self.call(self._start, name, set(user.get("groups") or []), request, session)
                 await self.wait_ready(started["ids"])
             except Exception:
-                await self.remove_session(sid, counted=False)  # no half-started cluster is left behind
+                await self.remove_session(sid)  # no half-started cluster is left behind (nor counted)
                 raise
             finally:
                 self.starting.discard(sid)
@@ -348,13 +346,12 @@ class Clusters:
             self.count("start", [self.usage_key(n) for n in nodes], started["profile"])
             return 201, {**self.model(nodes), "created": True}
 
-    async def remove_session(self, sid: str, *, counted: bool = True) -> int:
+    async def remove_session(self, sid: str) -> int:
         nodes = await self.call(self.engine.nodes, session=sid)
         # Workers first: a head removed first leaves them retrying to reach it.
         for n in sorted(nodes, key=lambda n: n["Labels"].get(LABEL) == "head"):
             await self.call(self.engine.remove, n["Id"])
-        if counted:
-            self.count("stop", [self.usage_key(n) for n in nodes])
+        self.count("stop", [self.usage_key(n) for n in nodes])
         return len(nodes)
 
     async def sweep(self) -> None:
@@ -367,11 +364,7 @@ class Clusters:
         groups = self.by_session(everything)
         # Nodes end with their session and the engine removes them (auto-remove): their
         # runs stop in the usage record once they are gone, whoever removed them.
-        present = {self.usage_key(n) for n in everything}
-        if self.open_runs is None:
-            self.open_runs = self.open_ray_runs()
-        if not self.starting:
-            self.count("stop", sorted(self.open_runs - present))
+        self.count("stop", sorted(self.open_runs - {self.usage_key(n) for n in everything}))
         for sid, nodes in groups.items():
             if sid in self.starting:
                 continue
