@@ -13,6 +13,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -312,3 +314,74 @@ def test_mlflow_user_is_never_changed_after_a_run_is_made(mstack, bob, ada):
     b.ok("POST", "runs/set-tag", json={"run_id": run, "key": "note", "value": "mine"})
     b.ok("POST", "runs/log-batch", json={"run_id": run, "tags": [{"key": "note2", "value": "x"}]})
     admin.ok("POST", "runs/set-tag", json={"run_id": run, "key": "reviewed", "value": "yes"})
+
+
+class _FakeModel(BaseHTTPRequestHandler):
+    """The attacker's own "model": an OpenAI-style chat endpoint whose first answer asks
+    MLflow's assistant to run ``command`` with its Bash tool (what a hostile or
+    prompt-injected model can always answer)."""
+
+    command = ""
+    calls: list[str] = []
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, body: bytes, kind: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):  # the model list an OpenAI-style provider may ask for
+        self._send(json.dumps({"models": [{"model": "m"}], "data": [{"id": "m"}]}).encode(), "application/json")
+
+    def do_POST(self):
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.calls.append(self.path)
+        answered = any(m.get("role") == "tool" for m in request.get("messages", []))
+        call = {"index": 0, "id": "c1", "type": "function",
+                "function": {"name": "Bash", "arguments": json.dumps({"command": self.command})}}
+        delta = {"content": "done"} if answered else {"tool_calls": [call]}
+        chunk = {"choices": [{"index": 0, "delta": delta, "finish_reason": "stop" if answered else "tool_calls"}]}
+        self._send(f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode(), "text/event-stream")
+
+
+def test_no_user_runs_commands_on_the_tracking_servers_machine_through_mlflows_assistant(mstack, bob, tmp_path):
+    """MLflow 3's assistant (``/ajax-api/3.0/mlflow/assistant``) runs its model's Bash
+    tool calls on the tracking server's machine, and trusts any request from 127.0.0.1:
+    the front's requests all come from there. Any MLflow user could point it at a model
+    of their own, give it full access, and run commands as the server, which holds every
+    user's runs and the accounts' passwords. bob, a real second user, tries exactly that
+    with his hub token; the front refuses every assistant call, naming why."""
+    marker = tmp_path / "ran-on-the-server"
+    _FakeModel.command = f"id > {marker}"
+    _FakeModel.calls = []
+    model = ThreadingHTTPServer(("127.0.0.1", 0), _FakeModel)
+    threading.Thread(target=model.serve_forever, daemon=True).start()
+    base = f"{mstack.url}/services/mlflow/ajax-api/3.0/mlflow/assistant"
+    http = requests.Session()
+    http.trust_env = False
+    http.headers["Authorization"] = f"Bearer {bob['token']}"
+    try:
+        config = {"providers": {"ollama": {"model": "m", "selected": True,
+                                           "base_url": f"http://127.0.0.1:{model.server_port}",
+                                           "permissions": {"full_access": True}}}}
+        answers = [http.put(f"{base}/config", json=config, timeout=60)]
+        answers.append(http.post(f"{base}/message", json={"message": "hello"}, timeout=60))
+        session = answers[-1].json().get("session_id", "x") if answers[-1].status_code == 200 else "x"
+        answers.append(http.get(f"{base}/sessions/{session}/stream", timeout=120))
+        answers.append(http.get(f"{base}/config", timeout=60))
+        # Other spellings of the same path reach the same decision.
+        answers.append(http.get(f"{mstack.url}/services/mlflow//ajax-api/3.0/mlflow/./assistant/config", timeout=60))
+        answers.append(http.get(f"{mstack.url}/services/mlflow/ajax-api/3.0/mlflow/%61ssistant/config", timeout=60))
+    finally:
+        model.shutdown()
+    assert not marker.exists(), f"the assistant ran bob's command on the server: {marker.read_text()!r}"
+    assert _FakeModel.calls == []
+    for r in answers:
+        assert r.status_code in (400, 403), (r.request.method, r.url, r.status_code, r.text[:300])
+    assert "assistant" in answers[0].text and "off" in answers[0].text, answers[0].text
+    # MLflow itself still answers bob.
+    Api(mstack, bob["token"]).ok("GET", "experiments/search?max_results=1")

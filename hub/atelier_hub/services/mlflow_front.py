@@ -69,7 +69,7 @@ from .mlflow import personal_experiment
 from .mlflow_accounts import Accounts, DerivedCredentials, prepare_auth
 from .mlflow_server import FRONT_USER, Backend, server_command
 
-__all__ = ["identity", "rewrite_rule", "rewrite_body", "hub_managed", "backend_path", "Refused", "ProxyHandler", "main"]
+__all__ = ["identity", "rewrite_rule", "rewrite_body", "hub_managed", "switched_off", "backend_path", "Refused", "ProxyHandler", "main"]
 
 # Hop-by-hop headers and credentials that must not travel to MLflow.
 _DROP_REQUEST = _front.DROP_REQUEST | {"origin", "referer"}
@@ -117,6 +117,27 @@ def hub_managed(path: str, *, prefix: str) -> bool:
     """
     return re.fullmatch(re.escape(prefix) + rf"(?:/signup|{_API}users/(?:create|create-ui|update-password|"
                         r"update-admin|delete))/?", path) is not None
+
+
+def switched_off(path: str, *, prefix: str) -> str | None:
+    """Why the front refuses ``path``, if it belongs to a part of MLflow that Atelier
+    switches off; else None.
+
+    MLflow's assistant (``/ajax-api/3.0/mlflow/assistant``) runs the Bash tool calls of
+    a model its caller chooses on the tracking server's machine, for any request from
+    127.0.0.1, and every request the front forwards comes from there: any user could run
+    commands as the server, which holds everyone's runs and the accounts' passwords.
+    ref: mlflow/server/assistant/api.py (_is_localhost), mlflow/assistant/providers/tool_executor.py
+
+    >>> switched_off("/p/ajax-api/3.0/mlflow/assistant/config", prefix="/p")[:29]
+    "MLflow's assistant is off her"
+    >>> switched_off("/p/ajax-api/3.0/mlflow/assistantx", prefix="/p") is None
+    True
+    """
+    if re.fullmatch(re.escape(prefix) + r"/(?:ajax-)?api/[^/]+/mlflow/assistant(?:/.*)?", path):
+        return ("MLflow's assistant is off here: it would run commands on the tracking server's machine "
+                "for whoever calls it (see docs/security.md)")
+    return None
 
 
 def _spellings(data: dict, field: str) -> list:
@@ -270,6 +291,8 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
                                      "send the path without '..'")
         if not self._user_or_login():
             return
+        if (why := switched_off(self._path, prefix=self.prefix)) is not None:
+            raise web.HTTPError(403, why)
         if hub_managed(self._path, prefix=self.prefix):
             raise web.HTTPError(403, "MLflow's accounts here follow the hub's users: manage them with "
                                      "`atelier users` or the hub's admin page")

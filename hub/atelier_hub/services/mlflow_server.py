@@ -143,6 +143,9 @@ def server_command(*, port: int, prefix: str, state: Path, artifacts_destination
         MLFLOW_SERVER_ENV["boot_id"]: uuid.uuid4().hex,
         MLFLOW_SERVER_ENV["in_job_executor"]: "false",
         MLFLOW_SERVER_ENV["sgi_name"]: "uvicorn",
+        # The AI Gateway (its endpoints and UI) is not part of Atelier: off, so the server
+        # makes no request to an address a user names (docs/security.md).
+        "MLFLOW_ENABLE_AI_GATEWAY": "false",
         **auth,
     }
     # MLflow's own log format for uvicorn; found without importing MLflow here.
