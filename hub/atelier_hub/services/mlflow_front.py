@@ -140,6 +140,26 @@ def switched_off(path: str, *, prefix: str) -> str | None:
     return None
 
 
+# MLflow's UI keeps the "GenAI" or "Model training" choice of its sidebar in the browser
+# (localStorage, key ``mlflow.workflowType`` version 1) and starts on GenAI. Atelier's users
+# train models: its page sets that choice where the browser has none, so a user's own
+# choice stays. ref: mlflow/server/js (useLocalStorage: key + "_v" + version, JSON value)
+UI_DEFAULTS = (b'<script>try{if(localStorage.getItem("mlflow.workflowType_v1")===null)'
+               b'localStorage.setItem("mlflow.workflowType_v1",\'"machine_learning"\')}catch(e){}</script>')
+
+
+def with_ui_defaults(page: bytes) -> bytes:
+    """MLflow's UI page with :data:`UI_DEFAULTS` first in its head (unchanged if it has none).
+
+    >>> with_ui_defaults(b"<html><head><title>MLflow</title>").count(b"machine_learning")
+    1
+    >>> with_ui_defaults(b"<p>no head</p>")
+    b'<p>no head</p>'
+    """
+    at = page.lower().find(b"<head>")
+    return page if at < 0 else page[:at + 6] + UI_DEFAULTS + page[at + 6:]
+
+
 def _spellings(data: dict, field: str) -> list:
     """Every value ``data`` gives ``field``: MLflow takes a field by its proto name
     (``new_name``) or its JSON name (``newName``), so a check must see both.
@@ -246,6 +266,7 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
         self._rule: str | None = None
         self._ident: tuple[str, bool] | None = None
         self._fetch_args: dict = {}
+        self._page: bytearray | None = None
         self._body_read = False
         self._path = ""
 
@@ -310,6 +331,10 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
         if self.current_user:
             self._ident = identity(self.current_user)
             headers["Authorization"] = await self.accounts.authorization(*self._ident)
+        if self.request.method == "GET" and self._path in (self.prefix + "/", self.prefix + "/index.html"):
+            # The UI's page (1 KB) is read whole, uncompressed, to set the UI's defaults.
+            self._page = bytearray()
+            headers.pop("Accept-Encoding", None)
         query = f"?{self.request.query}" if self.request.query else ""
         self._fetch_args = {"url": self.backend.url + backend_path(forward_path(self._path) + query,
                                                                    prefix=self.prefix, method=self.request.method),
@@ -359,11 +384,16 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
                 self._headers = httputil.HTTPHeaders()
             elif line:
                 name, _, value = line.partition(":")
+                if self._page is not None and name.lower() == "content-length":
+                    return  # the page changes length
                 if name.lower() not in _front.DROP_RESPONSE:
                     self.add_header(name.strip(), value.strip())
             started = True
 
         def on_chunk(chunk: bytes):
+            if self._page is not None:
+                self._page += chunk
+                return None
             self.write(chunk)
             # Returned to tornado's client, which waits for it before reading on:
             # a slow reader slows MLflow down instead of filling this process.
@@ -406,6 +436,8 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
             await self._fetch(body=body)
         else:
             await self._fetch(body=b"" if self.request.method in ("POST", "PUT", "PATCH") else None)
+        if self._page is not None:
+            self.write(with_ui_defaults(bytes(self._page)))
         self.finish()
 
     def on_connection_close(self):
