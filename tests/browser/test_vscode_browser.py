@@ -112,8 +112,18 @@ def test_code_server_from_the_launcher_answers_its_editor_to_the_owner(vstack, o
     # wait for each part the screenshot should show, visible, rather than a fixed time.
     for part in (".part.activitybar", ".part.sidebar", ".part.editor", ".part.statusbar"):
         editor.wait_for_selector(part, state="visible", timeout=120_000)
+    # The welcome page is the last thing the first start paints: wait for it, then the
+    # first screen is what the user sees.
+    editor.wait_for_selector(".part.editor .gettingStartedContainer", timeout=120_000)
     editor.screenshot(path=str(SHOTS / "code-server.png"))
     assert editor.locator(".part.editor").count() == 1
+    # code-server's own settings (images/base/code-server): the user's home is trusted
+    # (no trust prompt, no Restricted Mode), VS Code's welcome page is not replaced by
+    # code-server's "Deploy code-server for your team", and no chat panel opens.
+    shown = editor.locator("body").inner_text()
+    for unwanted in ("Do you trust the authors", "Restricted Mode", "Deploy code-server"):
+        assert unwanted not in shown, (unwanted, shown[:2000])
+    assert editor.locator(".part.auxiliarybar").is_hidden()
 
 
 def _is_editor(r) -> bool:

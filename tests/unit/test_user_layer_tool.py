@@ -3,6 +3,7 @@ here with this machine's Python and git (the container sessions: test_user_layer
 
 from __future__ import annotations
 
+import json
 import os
 import runpy
 import subprocess
@@ -121,3 +122,16 @@ def test_a_new_home_gets_the_welcome_notebook_once_and_a_file_of_the_user_s_stay
     other.mkdir()
     (other / "Welcome.ipynb").write_text("mine")
     assert hook["welcome"](other, source) is False and (other / "Welcome.ipynb").read_text() == "mine"
+
+
+def test_a_new_home_gets_code_servers_settings_and_a_users_own_stay(tmp_path):
+    hook = runpy.run_path(str(REPO / "images" / "base" / "atelier-session-start"))
+    source = REPO / "images" / "base" / "code-server" / "settings.json"
+    assert json.loads(source.read_text())["chat.disableAIFeatures"] is True
+    home = tmp_path / "home"
+    target = home / ".local" / "share" / "code-server" / "User" / "settings.json"
+    assert hook["vscode_settings"](home, source) is True
+    assert target.read_bytes() == source.read_bytes()
+    target.write_text('{"editor.fontSize": 16}')  # the user's own
+    assert hook["vscode_settings"](home, source) is False
+    assert target.read_text() == '{"editor.fontSize": 16}'
