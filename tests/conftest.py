@@ -135,7 +135,7 @@ def _shared(request: pytest.FixtureRequest) -> tuple[Stack, dict]:
     if kind not in started:
         args = () if kind == "trino" else ("--without", "trino")
         root = request.getfixturevalue("tmp_path_factory").mktemp(f"atelier-{kind}")
-        # As a deployment whose users keep tokens for a git host (README, "Your own
+        # As a deployment whose users keep tokens for a git host (docs/user-guide.md, "Your own
         # packages, and git"): the admin names it in STATE/deployment.json.
         (root / "state").mkdir(mode=0o700)
         (root / "state" / "deployment.json").write_text(json.dumps(

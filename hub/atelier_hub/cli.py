@@ -454,9 +454,9 @@ def _add_remote_parsers(sub) -> None:
     kc.set_defaults(func=_remote("cmd_kubeconfig"))
 
 
-def main(argv: list[str] | None = None) -> None:
-    # A user's server answers at NAME.localhost on an embedded hub, as browsers resolve it.
-    resolve_localhost_names()
+def build_parser() -> argparse.ArgumentParser:
+    """The ``atelier`` command's parser, every subcommand with its ``func`` (the docs'
+    test, tests/unit/test_schema_and_docs.py, reads the subcommands from it)."""
     ap = argparse.ArgumentParser(prog="atelier", description="Atelier: a managed development environment for ML engineers.")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -533,8 +533,13 @@ def main(argv: list[str] | None = None) -> None:
     inst = sub.add_parser("install", help="install what is missing (what `make install` runs)")
     inst.add_argument("--test", action="store_true", help="also what the tests need")
     inst.set_defaults(func=_install)
+    return ap
 
-    args = ap.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> None:
+    # A user's server answers at NAME.localhost on an embedded hub, as browsers resolve it.
+    resolve_localhost_names()
+    args = build_parser().parse_args(argv)
     args.func(args)
 
 

@@ -147,8 +147,8 @@ GPU_IDLE_TIMEOUT = 1200
 
 
 class Culling(StrictModel):
-    """When an idle server is stopped (its home stays). What counts as activity is in the
-    README ("Idle culling"): a busy kernel, an open terminal, an SSH connection, GPU use."""
+    """When an idle server is stopped (its home stays). What counts as activity is in
+    docs/admin-guide.md ("Idle culling and usage"): a busy kernel, an open terminal, an SSH connection, GPU use."""
 
     idle_timeout: int | None = Field(None, description="Seconds without activity before the server is "
                                      f"stopped; null: {CPU_IDLE_TIMEOUT} for a CPU profile, {GPU_IDLE_TIMEOUT} "

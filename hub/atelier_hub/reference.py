@@ -99,7 +99,7 @@ def sections() -> list[tuple[str, str, type[BaseModel]]]:
         ("Cluster settings", "What a Kubernetes deployment adds (`atelier render values --cluster FILE`).",
          ClusterSettings),
         ("Capacity settings", "The GPU pool of an embedded stack and its fair share between teams "
-         "(`atelier dev --capacity FILE`, YAML or JSON; README, \"Capacity and the queue\").", CapacitySettings),
+         "(`atelier dev --capacity FILE`, YAML or JSON; docs/admin-guide.md, \"Capacity and the queue\").", CapacitySettings),
     ]
 
 

@@ -34,7 +34,7 @@ def test_login_pick_a_cpu_profile_and_land_in_jupyterlab(stack, page):
     page.goto(f"{stack.url}/hub/spawn")
     page.click('label[data-profile="cpu-small"]')
     page.click("#spawn_form [type=submit]")
-    # erin's own origin (the README: NAME.localhost on an embedded hub).
+    # erin's own origin (docs/security.md: NAME.localhost on an embedded hub).
     page.wait_for_url(f"http://erin.localhost:{stack.port}/user/erin/lab**", timeout=180_000)
     page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
     page.wait_for_selector(".jp-Launcher", timeout=60_000)

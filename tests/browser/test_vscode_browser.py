@@ -90,7 +90,7 @@ def test_connect_panel_shows_this_sessions_commands_and_size(vstack, page):
         assert facts["gpu"] == "none" and facts["mode"] == "embedded"
         # code-server is in the image: the panel links to it.
         link = panel.locator("a.atelier-Connect-vscode").get_attribute("href")
-        # Its own origin (the README: NAME.localhost on an embedded hub).
+        # Its own origin (docs/security.md: NAME.localhost on an embedded hub).
         assert link == f"http://{name}.localhost:{vstack.port}/user/{name}/{server}/vscode/"
     finally:
         vstack.stop_server(name, server)

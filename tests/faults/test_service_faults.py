@@ -32,11 +32,11 @@ pytestmark = pytest.mark.integration
 # A supervised process each: S3, MLflow, Trino, culler, jobs, Ray clusters, usage, and
 # credentials (which runs where the deployment names a git host: the faults stack names one).
 MANAGED = [s for s in SERVICES if s.has_port]
-# The eight the README promises heal themselves: a service dropped from the list (or one
+# The eight docs/admin-guide.md promises heal themselves: a service dropped from the list (or one
 # that lost its port) would otherwise just go untested here.
 assert sorted(s.name for s in MANAGED) == ["credentials", "culler", "jobs", "mlflow", "ray_clusters", "s3", "trino",
                                            "usage"], MANAGED
-HEAL_LIMIT = 60  # seconds: the promise in the README
+HEAL_LIMIT = 60  # seconds: the promise in docs/admin-guide.md
 
 
 def _wait(check, timeout: float, what: str) -> float:
@@ -129,7 +129,7 @@ def _lost(stack: Stack, records: dict) -> int:
 
 
 def test_the_login_page_is_routed_before_the_services_with_a_url_answer(faulty):
-    """README: "the login page is usable as soon as the hub is; slower services come up
+    """docs/admin-guide.md: "the login page is usable as soon as the hub is; slower services come up
     behind it". The regression this catches: the hub waiting for MLflow's front, the
     culler and the usage page to answer before it adds the proxy's route to itself (8 s
     of a quiet start, the login page a 404 meanwhile). Read from the first start's hub
@@ -230,7 +230,7 @@ print(json.dumps({"s3_s": s3_s, "s3_error": s3_error, "s3a_s": s3a_s, "s3a_error
 
 
 def test_a_service_that_is_down_fails_in_seconds_naming_its_endpoint(faulty, records, figures):
-    """The README: a service that is down fails in seconds with its endpoint in the
+    """docs/user-guide.md: a service that is down fails in seconds with its endpoint in the
     message (boto3 and s3a retry a bounded number of times). The real S3 server is taken
     down (its supervisor paused so that it does not heal, the server killed), and the
     session's own clients, configured as always, meet it."""

@@ -498,7 +498,7 @@ def test_failed_logins_from_one_address_back_off_whatever_the_names(hub, multi_u
     statuses: list[int] = []
     while len(statuses) < 24 and 429 not in statuses:
         statuses.append(_login_from(hub, "127.0.0.66", f"spray-{len(statuses)}", "guess").status_code)
-    # The README's threshold: 20 free failures, then a wait. The first wait (1 s) runs from
+    # docs/admin-guide.md's threshold (Users): 20 free failures, then a wait. The first wait (1 s) runs from
     # the 20th attempt's start, and its password check alone can outlast it on a loaded
     # machine, so the first refusal may come an attempt or two later (waits double).
     assert statuses[:20] == [403] * 20 and statuses[-1] == 429, statuses

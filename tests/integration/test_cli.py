@@ -100,7 +100,7 @@ def test_dev_without_a_service_it_cannot_leave_out(tmp_path, name, line):
 
 
 def test_make_lint_runs_ruff_and_checks_the_profiles(tmp_path):
-    """The README: `make lint` runs ruff and validates profiles/. Run the Makefile's own
+    """docs/admin-guide.md: `make lint` runs ruff and validates profiles/. Run the Makefile's own
     recipe (install taken as done: `make -o install`), on this tree and on a broken profile."""
     r = subprocess.run(["make", "--no-print-directory", "-o", "install", "lint"], cwd=REPO,
                        capture_output=True, text=True, timeout=300)
@@ -116,7 +116,7 @@ def test_make_lint_runs_ruff_and_checks_the_profiles(tmp_path):
 
 
 def test_atelier_state_moves_the_state_folder(tmp_path):
-    """The README: `--state DIR` or ATELIER_STATE moves the state folder (here: users)."""
+    """docs/admin-guide.md: `--state DIR` or ATELIER_STATE moves the state folder (here: users)."""
     state = tmp_path / "elsewhere"
     r = subprocess.run([str(VENV_BIN / "atelier"), "users", "add", "ada"], cwd=tmp_path, capture_output=True,
                        text=True, timeout=60, env={**os.environ, "ATELIER_STATE": str(state)})

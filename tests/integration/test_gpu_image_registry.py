@@ -4,8 +4,8 @@
 One session logs and registers a small torch model; a second, separate session loads
 ``models:/my_model/1`` and must give the same outputs; the artifacts are in the S3
 server. Needs the gpu image (`make images-gpu`, ~3 GB of torch and CUDA wheels, an 8.7 GB
-image), which `make test` does not build (PyPI has no CPU-only torch; README, "Not built
-yet"): reported as skipped, with that reason, where it is not built.
+image), which `make test` does not build (PyPI has no CPU-only torch; docs/admin-guide.md, "Not
+built yet"): reported as skipped, with that reason, where it is not built.
 """
 
 from __future__ import annotations

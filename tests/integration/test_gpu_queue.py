@@ -159,7 +159,7 @@ def test_full_pool_queues_fairly_shows_place_and_eta_and_a_stop_leaves_the_queue
     a1_device = held["a1/gpu"]
     s.stop_server("a1", "gpu")
     wait_ready(s, "b1")
-    # How wrong the ETA was (the README quotes it): reckoned from the holders' idle-cull
+    # How wrong the ETA was (docs/admin-guide.md quotes it): reckoned from the holders' idle-cull
     # deadlines, while a1 stopped by hand long before its own.
     print(f"\nETA shown to b1: {b1!r}; b1 started {time.monotonic() - b1_asked:.0f} s after it asked")
     assert json.loads((s.state / "run" / "capacity.json").read_text())["held"]["b1/gpu"] == a1_device

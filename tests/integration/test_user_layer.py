@@ -3,7 +3,7 @@
 Through the real hub, proxy and Docker engine, with the real package index reached
 through the session's egress proxy: ``%pip install``, ``pip install``, ``python -m pip
 install`` and ``uv pip install`` of small pure-Python packages the image lacks go to
-the user layer on the home (README, "Your own packages": ``~/.atelier/layers/base-py3.11``)
+the user layer on the home (docs/user-guide.md, "Your own packages": ``~/.atelier/layers/base-py3.11``)
 and are still importable after a restart on another profile. A package the image has, at
 another version, is refused by plain pip (never shadowed by accident), installed with
 ``-I`` on purpose, and then reported once in the next session's log; a repro run there
@@ -28,7 +28,7 @@ from kernel import run_code, server_address
 
 pytestmark = pytest.mark.integration
 
-LAYER = ".atelier/layers/base-py3.11"  # under the home: the README's promise
+LAYER = ".atelier/layers/base-py3.11"  # under the home: docs/user-guide.md's promise
 SITE = f"{LAYER}/lib/python3.11/site-packages"
 # Pure-Python packages on PyPI that the image does not have (images/base/requirements.lock).
 BY = {"%pip": "tabulate", "pip": "inflection", "python -m pip": "humanize", "uv pip": "termcolor"}
@@ -71,7 +71,7 @@ def installed(containers, alice):
             # the image's idna at another version: refused by default, installed on purpose
             "pip install -q idna==3.6",
             "pip install -q -I idna==3.6",
-            # a venv of her own, registered as a kernel the way its README says
+            # a venv of her own, registered as a kernel the way docs/user-guide.md says
             "uv venv -q ~/envs/mine && uv pip install -q --python ~/envs/mine/bin/python ipykernel "
             "&& ~/envs/mine/bin/python -m ipykernel install --user --name mine --display-name 'My env'",
         ), timeout=600))

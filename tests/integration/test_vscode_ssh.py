@@ -116,7 +116,7 @@ def test_ssh_lands_in_the_session_with_its_contract(hub, laptop, session):
     kernel = json.loads(run_code(hub.url, session["url"], laptop["token"], ENV_PROBE).strip().splitlines()[-1])
     assert got["env"] == kernel["env"]
     assert {"SPARK_CONF_DIR", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "MLFLOW_TRACKING_TOKEN"} <= set(got["env"])
-    # The user's package layer (README, "Your own packages"): pip installs there from SSH too.
+    # The user's package layer (docs/user-guide.md, "Your own packages"): pip installs there from SSH too.
     assert got["env"]["PYTHONUSERBASE"] == "/home/jovyan/.atelier/layers/base-py3.11"
     # A login shell (VS Code's terminal) too, after Debian's /etc/profile resets PATH.
     login = ssh(laptop, ALIAS, "bash -lc 'command -v python; echo $ATELIER_PROFILE; python -m site --user-site; "

@@ -283,7 +283,7 @@ class PlatformServices:
     def start_trino(self, rules_url: str) -> None:
         """The coordinator, started now and waited for by :meth:`wait_trino`: one node on
         127.0.0.1 with the hive catalog on the shared bucket (the store's root keys: Trino
-        reads S3 as itself), set as README "Trino on a cluster" tells a platform, line for
+        reads S3 as itself), set as docs/admin-guide.md "Trino on a cluster" tells a platform, line for
         line: JWTs checked with the front's key, no login over plain HTTP, the rules read
         from the hub pod's front every second."""
         from atelier_hub.install.paths import trino_paths
@@ -932,7 +932,7 @@ print(json.dumps({
 def test_bobs_trino_queries_run_as_bob_and_change_neither_alices_table_nor_a_shared_one(
         chart, control_plane, platform):
     """Trino on the cluster: the platform's coordinator (PlatformServices.start_trino, set
-    as README "Trino on a cluster" says) reads its table rules from the front in the hub
+    as docs/admin-guide.md "Trino on a cluster" says) reads its table rules from the front in the hub
     pod, and accepts only the front's JWTs. alice makes a table in her own schema
     (`users_alice`, made for her: `trino.schemas_in`), the admin ada one in `hive.default`.
     From bob's real pod, with his session's own settings while claiming to be alice, his

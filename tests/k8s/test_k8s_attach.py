@@ -34,7 +34,7 @@ RBAC = "/apis/rbac.authorization.k8s.io/v1/namespaces/" + NAMESPACE
 @pytest.fixture(scope="module")
 def attach_role(kube):
     """What the platform adds to the chart's hub Role (`atelier render attach-rbac`, the
-    README's step): the hub may make the per-user objects and grant what they hold."""
+    step in docs/user-guide.md): the hub may make the per-user objects and grant what they hold."""
     out = subprocess.run([str(VENV_BIN / "atelier"), "render", "attach-rbac", "--namespace", NAMESPACE],
                          capture_output=True, text=True, check=True).stdout
     role, binding = yaml.safe_load_all(out)
@@ -142,7 +142,7 @@ def test_kubeconfig_reaches_only_the_users_own_pod(kube, ada):
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "intruder"},
            "spec": {"containers": [{"name": "x", "image": "busybox"}]}}
     assert api.request("POST", api.pods(), json=pod).status_code == 403
-    # exec and port-forward (README: allowed on her pods, and no other's): refused by
+    # exec and port-forward (docs/user-guide.md: allowed on her pods, and no other's): refused by
     # authorization for bo's pod. For ada's, authorization lets the request through to the
     # streaming handler, which answers what it answers any caller who may stream but did
     # not upgrade the connection (kubectl does): 400 "Upgrade request required".
@@ -153,7 +153,7 @@ def test_kubeconfig_reaches_only_the_users_own_pod(kube, ada):
     for sub, query in (("exec", params), ("portforward", {"ports": "8888"})):
         own = api.request("POST", api.pods(mine, sub), params=query)
         assert (own.status_code, own.json()["message"]) == (400, "Upgrade request required"), (sub, own.text)
-    # logs (README: allowed): refused for bo's pod; for ada's, the API server goes on to
+    # logs (docs/user-guide.md: allowed): refused for bo's pod; for ada's, the API server goes on to
     # fetch them from the pod's node's kubelet. Her pod runs on a kwok node, which has no
     # kubelet at the address and port its Node object gives, so that fetch fails: a 500
     # that names that very kubelet URL for her pod's container, never a 401 or 403.

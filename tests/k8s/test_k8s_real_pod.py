@@ -111,7 +111,7 @@ with mlflow.start_run() as run:
     mlflow.log_param("where", "real-pod")
     mlflow.log_metric("limit", limit)
     mlflow.log_artifact("note.txt")
-# The session's config files (the README: /etc/atelier/session, from the pod's Secret):
+# The session's config files (docs/admin-guide.md: /etc/atelier/session, from the pod's Secret):
 # fsspec finds the S3 server through its conf.json alone.
 import fsspec
 fs = fsspec.filesystem("s3")
@@ -172,7 +172,7 @@ def test_base_image_runs_in_a_real_pod(node_hub, real_node, kube):
     bucket = stack.deployment().services.s3.bucket
     assert out["back"] == "written in a real pod"
     assert (stack.path("s3") / bucket / out["key"]).read_text() == "written in a real pod"
-    # The session's config folder is where the README says, and fsspec used it.
+    # The session's config folder is where docs/admin-guide.md says, and fsspec used it.
     assert out["fsspec_dir"] == "/etc/atelier/session/fsspec" and out["fsspec_conf"], out
     assert (stack.path("s3") / bucket / f"{out['key']}.fsspec").read_text() == "through fsspec's own config"
     # MLflow: the run is recorded, read back through the hub with another identity, and

@@ -103,7 +103,7 @@ def test_profile_pod_lands_on_its_pool(hub, kube, profile_name):
         assert env[name]["valueFrom"]["secretKeyRef"]["name"] == f"{pod['metadata']['name']}-env"
     assert hub.s3_secret not in str(pod), "the S3 secret key is in the pod spec"
     resolved = secret_env(kube, pod)
-    # The credentials the session contract hands out (the README's table: the hub token
+    # The credentials the session contract hands out (the user guide's table: the hub token
     # twice, MLflow's token, the S3 keys, and %sql's URL, which carries the hub token),
     # each only by reference to the server's Secret; and no other variable hides one.
     assert set(resolved) == {"JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "MLFLOW_TRACKING_TOKEN",
@@ -116,7 +116,7 @@ def test_profile_pod_lands_on_its_pool(hub, kube, profile_name):
     who = hub.api("GET", "/user", token=resolved["JUPYTERHUB_API_TOKEN"])
     assert who.status_code == 200 and who.json()["name"] == "ada", who.text
     # The session's config files: from the same Secret, read-only, where the env points.
-    # The README's place for them: /etc/atelier/session.
+    # docs/admin-guide.md's place for them: /etc/atelier/session.
     assert env["SPARK_CONF_DIR"]["value"] == "/etc/atelier/session/spark"
     assert env["TRINO_CONFIG"]["value"] == "/etc/atelier/session/trino/config"
     mount = next(m for m in container["volumeMounts"] if m["name"] == "atelier-session")
@@ -127,7 +127,7 @@ def test_profile_pod_lands_on_its_pool(hub, kube, profile_name):
     spark_conf = base64.b64decode(secret["data"][files["spark/spark-defaults.conf"]]).decode()
     assert f"spark.master local[{cpu_limit}]" in spark_conf
     assert "user=ada" in base64.b64decode(secret["data"][files["trino/config"]]).decode()
-    # git commits as the hub user (README, "Your own packages, and git"), from the same folder.
+    # git commits as the hub user (docs/user-guide.md, "Your own packages, and git"), from the same folder.
     assert env["GIT_CONFIG_SYSTEM"]["value"] == "/etc/atelier/session/git/config"
     git = base64.b64decode(secret["data"][files["git/config"]]).decode()
     assert "name = ada\n" in git and "email = ada@users.noreply.atelier\n" in git, git

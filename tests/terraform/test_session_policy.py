@@ -1,4 +1,4 @@
-"""The sessions' S3 policy on AWS (identity module, session_policy/): what the README
+"""The sessions' S3 policy on AWS (identity module, session_policy/): what docs/security.md
 promises, written out literally. Each user's sessions read and write the shared area of
 the shared bucket and their own ``users/NAME/``, NAME being the session tag
 ``kubernetes-service-account`` that EKS Pod Identity sets (the hub names each user's

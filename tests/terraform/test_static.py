@@ -2,7 +2,7 @@
 
 These read the code only (no provider needed), so they cover every module, those
 that use AWS, Helm and Kubernetes included. `terraform validate` and `plan` need the
-providers: they run where the registry is reachable (see the README).
+providers: they run where the registry is reachable (see docs/admin-guide.md).
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""README's "Adding a service" is true: its example module, plus one line in the list,
-is a service in the hub's config, the deployment settings and a session's environment.
+"""The admin guide's "Services: one module each" is true: its example module, plus one
+line in the list, is a service in the hub's config, the deployment settings and a
+session's environment.
 
-The module is the README's own code block, written where the package finds it; the
-one line is added to the real ``services/__init__.py`` source, which is then run as
-the package, in a fresh interpreter (nothing else in the hub is touched).
+The module is the guide's own code block (docs/admin-guide.md), written where the
+package finds it; the one line is added to the real ``services/__init__.py`` source,
+which is then run as the package, in a fresh interpreter (nothing else in the hub is
+touched).
 """
 
 from __future__ import annotations
@@ -57,21 +59,21 @@ print(json.dumps({
 '''
 
 
-def _readme_example() -> str:
-    readme = (REPO / "README.md").read_text()
-    match = re.search(r"```python\n(# hub/atelier_hub/services/feast\.py\n.*?)```", readme, re.S)
-    assert match, "README's 'Services: one module each' has no feast.py example"
+def _guide_example() -> str:
+    guide = (REPO / "docs" / "admin-guide.md").read_text()
+    match = re.search(r"```python\n(# hub/atelier_hub/services/feast\.py\n.*?)```", guide, re.S)
+    assert match, "docs/admin-guide.md's 'Services: one module each' has no feast.py example"
     return match.group(1)
 
 
-def test_the_readme_example_is_one_module_and_one_line(tmp_path):
+def test_the_guides_example_is_one_module_and_one_line(tmp_path):
     from atelier_hub.services import MODULES
     from atelier_hub.services._process import free_port
 
     assert "feast" not in MODULES
     extra = tmp_path / "extra"
     extra.mkdir()
-    (extra / "feast.py").write_text(_readme_example())
+    (extra / "feast.py").write_text(_guide_example())
     port = free_port()
     out = subprocess.run([sys.executable, "-c", DRIVER, str(extra), str(tmp_path / "state"), str(port)],
                          cwd=REPO, capture_output=True, text=True, timeout=120)

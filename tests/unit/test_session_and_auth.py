@@ -44,7 +44,7 @@ def test_session_env_configures_each_library_its_own_way():
     assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:8000/services/mlflow"
     assert env["MLFLOW_TRACKING_TOKEN"] == "tok"
     assert env["MLFLOW_EXPERIMENT_NAME"] == "users/ada"  # the user's own, made theirs by the front
-    # The README's thread pools (OpenMP, MKL, OpenBLAS, numexpr, Accelerate, BLIS), each the CPU limit.
+    # The user guide's thread pools (OpenMP, MKL, OpenBLAS, numexpr, Accelerate, BLIS), each the CPU limit.
     threads = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")
     assert {v: env.get(v) for v in threads} == dict.fromkeys(threads, "2")

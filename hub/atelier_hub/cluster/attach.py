@@ -9,7 +9,7 @@ when the server stops, even before it expires; it is never stored by the hub.
 
 The hub makes these objects with its own credentials. Kubernetes lets a Role grant
 only what its maker holds, so the hub's Role needs :func:`hub_attach_rules` besides the
-chart's own (see the README's "VS Code" section).
+chart's own (see docs/user-guide.md, "VS Code").
 
 The endpoint is ``POST /hub/api/atelier/users/NAME[/servers/SERVER]/kubeconfig``; it
 needs the scope a user has on their own servers (``access:servers``).

@@ -154,7 +154,7 @@ class TrinoFront(StrictModel):
     (``services.trino.url``: the platform's coordinator). Sessions get the front's
     address (`http://hub:PORT`) and their hub token; the front runs each query as the
     token's user with a JWT signed with the key in ``jwt_secret``, which the coordinator
-    alone checks, and serves the coordinator its table rules (README, "Trino on a cluster")."""
+    alone checks, and serves the coordinator its table rules (docs/admin-guide.md, "Trino on a cluster")."""
 
     port: int = Field(8085, gt=1024, lt=65536, description="Port of the front in the hub pod; sessions reach it "
                       "at `http://hub:PORT`.")
@@ -179,7 +179,7 @@ class CredentialsFront(StrictModel):
     """The credentials service, a hub service in the hub pod, where the deployment names
     git hosts (``services.credentials.git_hosts``): each user's tokens for them, kept on
     the hub's volume (`/srv/jupyterhub/credentials`, 0600) and handed to git in that
-    user's sessions only (README, "Your own packages, and git")."""
+    user's sessions only (docs/user-guide.md, "Your own packages, and git")."""
 
     port: int = Field(8087, gt=1024, lt=65536, description="Port of the service in the hub pod; sessions reach it "
                       "at `http://hub:PORT/services/credentials`.")

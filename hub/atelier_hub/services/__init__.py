@@ -21,7 +21,7 @@ and handed to the service entries (:meth:`~.base.Service.hub_service`) as well a
 the sessions.
 
 Adding a service (a feature store, say) is ``services/feast.py`` with
-``SERVICE = Feast()`` and one line in :data:`MODULES`; see the README ("Adding a service").
+``SERVICE = Feast()`` and one line in :data:`MODULES`; see docs/admin-guide.md ("Services: one module each").
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def services_model(services: list[Service]) -> tuple[type[BaseModel], type[BaseM
         services=(services_cls, Field(default_factory=services_cls,
                                       description="The services sessions are configured for.")),
         git=(GitSettings, Field(default_factory=GitSettings,
-                                description="Each session's git identity (README, \"Your own packages, and git\").")))
+                                description="Each session's git identity (docs/user-guide.md, \"Your own packages, and git\").")))
     return services_cls, deployment_cls
 
 

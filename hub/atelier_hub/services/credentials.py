@@ -155,7 +155,7 @@ def hosts_config(hosts: list[str]) -> str:
 class CredentialsService(ServiceSettings):
     """Each user's own tokens for the deployment's git hosts, handed to git in their sessions."""
 
-    about: ClassVar[str] = ("Per-user tokens for git hosts (README, \"Your own packages, and git\"); null: git "
+    about: ClassVar[str] = ("Per-user tokens for git hosts (docs/user-guide.md, \"Your own packages, and git\"); null: git "
                             "asks for credentials itself.")
 
     url: str = Field("", description="Its base URL as sessions reach it (`ATELIER_CREDENTIALS_URL`), e.g. "

@@ -42,8 +42,8 @@ class TrinoService(ServiceSettings):
     shared_schemas: list[str] | None = Field(
         None, description="Schemas (in every catalog) where every user may create, change and drop every table, "
                           "e.g. `[team]` for `hive.team`; made in the `hive` catalog at Trino's start. null (the "
-                          "default): none; each user changes tables only in their own schema `users_NAME` (README, "
-                          "\"Trino\").")
+                          "default): none; each user changes tables only in their own schema `users_NAME` "
+                          "(docs/user-guide.md, \"In a session\").")
 
     @field_validator("shared_schemas")
     @classmethod

@@ -182,7 +182,7 @@ def front_only_properties(*, jwt_key_file: str, rules_location: str) -> dict[str
     URL on a cluster), read again every :data:`RULES_REFRESH_S` seconds. By file name:
     ``config.properties`` and ``access-control.properties``. The embedded Trino is
     rendered with these (:func:`render_etc`); on a cluster the platform sets them
-    (README, "Trino on a cluster").
+    (docs/admin-guide.md, "Trino on a cluster").
 
     >>> props = front_only_properties(jwt_key_file="/k", rules_location="http://hub:8085/rules.json")
     >>> props["access-control.properties"]["security.config-file"]

@@ -37,7 +37,7 @@ provider "helm" {
   }
 }
 
-# Where the images are pushed before the hub starts (README: the one targeted apply).
+# Where the images are pushed before the hub starts (docs/admin-guide.md: the one targeted apply).
 resource "aws_ecr_repository" "this" {
   for_each = toset(["atelier-hub", "atelier-mlflow"])
 

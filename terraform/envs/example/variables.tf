@@ -17,12 +17,12 @@ variable "admin_cidrs" {
 }
 
 variable "public_url" {
-  description = "The hub's public URL, scheme and host only (e.g. \"https://atelier.example.org\"); users' servers answer at NAME.atelier.example.org: DNS records for the host and *.host point at the proxy, and one TLS certificate covers both names (see the README)"
+  description = "The hub's public URL, scheme and host only (e.g. \"https://atelier.example.org\"); users' servers answer at NAME.atelier.example.org: DNS records for the host and *.host point at the proxy, and one TLS certificate covers both names (see docs/admin-guide.md)"
   type        = string
 }
 
 variable "hub_image_tag" {
-  description = "Tag of the hub image you pushed to the atelier-hub repository (the chart's k8s-hub plus atelier-hub, see the README)"
+  description = "Tag of the hub image you pushed to the atelier-hub repository (the chart's k8s-hub plus atelier-hub, see docs/admin-guide.md)"
   type        = string
 }
 

@@ -53,7 +53,7 @@ resource "aws_iam_role" "this" {
 ################################################################################
 # Sessions: one role, one ServiceAccount per user (EKS Pod Identity); the shared
 # area and the user's own users/NAME/, NAME from the session tag
-# kubernetes-service-account (README: "Security", why Pod Identity).
+# kubernetes-service-account (docs/security.md: why Pod Identity).
 ################################################################################
 
 data "aws_iam_policy_document" "session_assume" {
