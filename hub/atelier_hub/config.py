@@ -65,7 +65,8 @@ def update_auth(c, stack: EmbeddedStack) -> None:
     c.AtelierAuthenticator.on_user_removed = stack.remove_user
     c.AtelierAuthenticator.public_url = stack.url
     # The admin page says where invite links are made (embedded/templates/admin.html); the
-    # home page is Atelier's (embedded/templates/home.html, update_home).
+    # home page is Atelier's (embedded/templates/home.html, update_home); every page has
+    # Atelier's look (embedded/templates/page.html, atelier_hub.look).
     c.JupyterHub.template_paths = [str(Path(__file__).with_name("embedded") / "templates")]
 
 
@@ -78,10 +79,11 @@ def update_home(c, stack: EmbeddedStack) -> None:
     from .embedded.engine import session_mode
     from .embedded.spawner_base import SNAPSHOT_FILE
     from .home import Home
+    from .look import template_vars
     from .services.culler import PLAN_FILE
 
     running = {svc.name for svc in stack.running}
-    c.JupyterHub.template_vars = {"atelier_home": Home(
+    c.JupyterHub.template_vars = {**template_vars(), "atelier_home": Home(
         profiles_dir=stack.profiles_dir, hub_url=stack.url, usage_file=stack.path("usage.jsonl"),
         plan_file=stack.path(PLAN_FILE) if "culler" in running else None, vscode=session_mode().name == "container",
         jobs_dir=stack.path("jobs") if "jobs" in running else None,

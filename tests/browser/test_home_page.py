@@ -101,6 +101,10 @@ def test_home_page_shows_each_server_and_stops_one(cull_window, page):
     assert started in listed.inner_text(), listed.inner_text()  # its start, in UTC
     seen_at = datetime.now(timezone.utc)
     page.screenshot(path=str(SHOTS / "home.png"), full_page=True)
+    # Atelier's look: its mark and name in the navbar, its stylesheet in the page.
+    assert page.locator("#jupyterhub-logo a.atelier-brand").inner_text().strip() == "Atelier"
+    assert page.locator("#jupyterhub-logo svg[aria-label=Atelier]").count() == 1
+    assert page.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--atelier-ink')").strip()
 
     a, b = page.locator('tr.atelier-server[data-server="a"]'), page.locator('tr.atelier-server[data-server="b"]')
     # Profile and sizes, as the profile files say them (tests/culling.py).
@@ -149,6 +153,18 @@ def test_home_page_shows_each_server_and_stops_one(cull_window, page):
     page.screenshot(path=str(SHOTS / "home-phone.png"), full_page=True)
     page.set_viewport_size({"width": 1400, "height": 900})
 
+    # The run's link opens MLflow's UI on model training (not its GenAI view), for a
+    # browser that never chose: the UI's own stored choice, set by the front's page.
+    mlflow_page = page.context.new_page()
+    mlflow_page.goto(f"{s.url}{link.get_attribute('href')}")
+    mlflow_page.wait_for_selector(f"text={NAME}s-run", timeout=120_000)
+    assert mlflow_page.evaluate("localStorage.getItem('mlflow.workflowType_v1')") == '"machine_learning"'
+    nav = mlflow_page.locator("nav, aside").first
+    mlflow_page.screenshot(path=str(SHOTS / "mlflow-run.png"))
+    assert nav.get_by_text("Models", exact=True).count() >= 1, nav.inner_text()
+    assert nav.get_by_text("Prompts", exact=True).count() == 0, nav.inner_text()
+    mlflow_page.close()
+
     # Stop from the page: the hub stops it, and the row says so without a reload.
     page.evaluate("window.__atelier_same_page = true")
     said = []  # what the page said and asked, quoted if the stop does not happen
@@ -168,6 +184,18 @@ def test_home_page_shows_each_server_and_stops_one(cull_window, page):
     assert page.evaluate("window.__atelier_same_page") is True  # not reloaded
     assert s.api("GET", f"/users/{NAME}").json()["servers"]["a"]["ready"]
     page.screenshot(path=str(SHOTS / "home-after-stop.png"), full_page=True)
+
+    # The usage page, in the same look (the navbar's mark leads home), the user's own lines.
+    page.goto(f"{s.url}/services/usage/")
+    page.wait_for_selector("main.atelier-page h1", timeout=60_000)
+    assert page.locator("h1").inner_text() == f"Your usage ({NAME})"
+    assert page.locator("a.atelier-brand").get_attribute("href") == "/hub/home"
+    assert page.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--atelier-ink')").strip()
+    assert page.locator(f'.atelier-bar[data-user="{NAME}"]').count() == 1
+    page.screenshot(path=str(SHOTS / "usage.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(SHOTS / "usage-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 900})
 
     # The usage page's API: this user's own lines only; the admin (the window's other user,
     # with servers of their own) sees both.

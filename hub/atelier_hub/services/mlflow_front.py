@@ -69,7 +69,8 @@ from .mlflow import personal_experiment
 from .mlflow_accounts import Accounts, DerivedCredentials, prepare_auth
 from .mlflow_server import FRONT_USER, Backend, server_command
 
-__all__ = ["identity", "rewrite_rule", "rewrite_body", "hub_managed", "switched_off", "backend_path", "Refused", "ProxyHandler", "main"]
+__all__ = ["identity", "rewrite_rule", "rewrite_body", "hub_managed", "switched_off", "with_ui_defaults", "backend_path",
+           "Refused", "ProxyHandler", "main"]
 
 # Hop-by-hop headers and credentials that must not travel to MLflow.
 _DROP_REQUEST = _front.DROP_REQUEST | {"origin", "referer"}

@@ -2,8 +2,9 @@
 
 Rule this module keeps: it renders :func:`atelier_hub.usage.summarize` of the usage file
 and nothing else (``?since=DATE&until=DATE`` as ``atelier usage`` takes them); the HTML
-is a pure function (:func:`render_page`) with no script and no external asset, and every
-value in it is escaped. ``PREFIX/api/usage`` answers the same as JSON.
+is a pure function (:func:`render_page`) with no script, whose only asset is the hub's own
+stylesheet (Atelier's look, :mod:`atelier_hub.look`), and every value in it is escaped.
+``PREFIX/api/usage`` answers the same as JSON.
 
 Who sees what (:func:`sees_everyone`): the hub's admins (and tokens holding
 ``admin:users``, such as the CLI's admin service) see every user's lines; any other user
@@ -22,6 +23,7 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import web
 
+from ..look import service_page
 from ..usage import FIELDS, only_user, parse_when, read_events, summarize
 from ._api import HealthHandler, serve_until_signalled
 from ._front import HUB_AUTH_CACHE_S
@@ -41,8 +43,9 @@ def sees_everyone(model: dict) -> bool:
     return bool(model.get("admin")) or "admin:users" in (model.get("scopes") or [])
 
 
-def render_page(summary: dict, *, viewer: str | None = None) -> str:
-    """The page for ``summary``: CPU-hours per user as bars, then both tables.
+def render_page(summary: dict, *, viewer: str | None = None, hub_prefix: str = "/hub/") -> str:
+    """The page for ``summary``: CPU-hours per user as bars, then the tables, in Atelier's
+    look (:func:`atelier_hub.look.service_page`; ``hub_prefix`` is the hub's ``/hub/``).
 
     >>> s = {"since": None, "until": "2026-01-01T00:00:00Z", "total": dict.fromkeys(FIELDS, 0),
     ...      "by_user": {"ada": {"servers": 1, "hours": 1.0, "cpu_hours": 2.0, "memory_gb_hours": 4.0,
@@ -53,37 +56,32 @@ def render_page(summary: dict, *, viewer: str | None = None) -> str:
     users = summary["by_user"]
     top = max((v["cpu_hours"] for v in users.values()), default=0) or 1
     bars = "".join(
-        f'<div class="bar" data-user="{html.escape(name)}" data-cpu-hours="{v["cpu_hours"]}">'
+        f'<div class="atelier-bar bar" data-user="{html.escape(name)}" data-cpu-hours="{v["cpu_hours"]}">'
         f'<span class="name">{html.escape(name)}</span>'
         f'<span class="fill" style="width:{60 * v["cpu_hours"] / top:.1f}%"></span>'
         f'<span class="value">{v["cpu_hours"]:.2f} CPU-h · {v["gpu_hours"]:.2f} GPU-h</span></div>'
         for name, v in sorted(users.items()))
 
     def table(title: str, rows: dict, kind: str) -> str:
-        head = "".join(f"<th>{_LABELS[f]}</th>" for f in FIELDS)
+        head = "".join(f'<th scope="col" class="num">{_LABELS[f]}</th>' for f in FIELDS)
         body = "".join(
-            f'<tr data-{kind}="{html.escape(name)}"><td>{html.escape(name)}</td>'
-            + "".join(f'<td data-field="{f}">{v[f]:g}</td>' for f in FIELDS) + "</tr>"
+            f'<tr data-{kind}="{html.escape(name)}"><th scope="row">{html.escape(name)}</th>'
+            + "".join(f'<td class="num" data-field="{f}">{v[f]:g}</td>' for f in FIELDS) + "</tr>"
             for name, v in sorted(rows.items()))
-        total = "".join(f'<td data-field="{f}">{summary["total"][f]:g}</td>' for f in FIELDS)
-        return (f"<h2>{title}</h2><table><tr><th>{kind}</th>{head}</tr>{body}"
-                f'<tr class="total" data-total=""><td>total</td>{total}</tr></table>')
+        total = "".join(f'<td class="num" data-field="{f}">{summary["total"][f]:g}</td>' for f in FIELDS)
+        return (f'<h2 class="h4">{title}</h2><div class="table-responsive"><table class="table table-sm">'
+                f'<thead><tr><th scope="col">{kind}</th>{head}</tr></thead><tbody>{body}'
+                f'<tr class="total" data-total=""><th scope="row">total</th>{total}</tr></tbody></table></div>')
 
     since = html.escape(summary["since"] or "the first record")
     whose = f"Your usage ({html.escape(viewer)})" if viewer else "Usage"
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Atelier usage</title><style>
-body {{ font-family: sans-serif; margin: 2rem; }} table {{ border-collapse: collapse; margin-bottom: 2rem; }}
-td, th {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: right; }}
-td:first-child, th:first-child {{ text-align: left; }}
-.bar {{ display: flex; align-items: center; gap: .5rem; margin: .2rem 0; }}
-.bar .name {{ width: 10rem; }} .bar .fill {{ background: #f37726; height: 1rem; display: inline-block; }}
-</style></head><body><h1>{whose}</h1>
+    body = f"""<h1 class="h3 my-3">{whose}</h1>
 <p>From {since} to {html.escape(summary["until"])}, from each profile's limits and the time each server ran
 (the same as <code>atelier usage</code>).</p>
-<h2>CPU-hours per user</h2><div class="chart">{bars or "<p>No server has run yet.</p>"}</div>
+<h2 class="h4">CPU-hours per user</h2><div class="chart mb-4">{bars or "<p>No server has run yet.</p>"}</div>
 {table("Per user", users, "user")}{table("Per profile", summary["by_profile"], "profile")}{
-table("Sessions and jobs", summary.get("by_kind", {}), "kind")}
-</body></html>"""
+table("Sessions and jobs", summary.get("by_kind", {}), "kind")}"""
+    return service_page(whose, body, hub_prefix=hub_prefix, links=(("Usage", "./"),))
 
 
 class _Usage(HubOAuthenticated, web.RequestHandler):
@@ -106,7 +104,8 @@ class PageHandler(_Usage):
     @web.authenticated
     def get(self):
         viewer = None if sees_everyone(self.current_user) else self.current_user["name"]
-        self.finish(render_page(self.summary(), viewer=viewer))
+        hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/"
+        self.finish(render_page(self.summary(), viewer=viewer, hub_prefix=hub_prefix))
 
 
 class ApiHandler(_Usage):
