@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from chromium import SHOTS, login
+from chromium import SHOTS, login, serious_accessibility_faults
 from culling import USER
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -105,6 +105,7 @@ def test_home_page_shows_each_server_and_stops_one(cull_window, page):
     assert page.locator("#jupyterhub-logo a.atelier-brand").inner_text().strip() == "Atelier"
     assert page.locator("#jupyterhub-logo svg[aria-label=Atelier]").count() == 1
     assert page.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--atelier-ink')").strip()
+    assert serious_accessibility_faults(page) == []
 
     a, b = page.locator('tr.atelier-server[data-server="a"]'), page.locator('tr.atelier-server[data-server="b"]')
     # Profile and sizes, as the profile files say them (tests/culling.py).
@@ -191,6 +192,7 @@ def test_home_page_shows_each_server_and_stops_one(cull_window, page):
     assert page.locator("h1").inner_text() == f"Your usage ({NAME})"
     assert page.locator("a.atelier-brand").get_attribute("href") == "/hub/home"
     assert page.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--atelier-ink')").strip()
+    assert serious_accessibility_faults(page) == []
     assert page.locator(f'.atelier-bar[data-user="{NAME}"]').count() == 1
     page.screenshot(path=str(SHOTS / "usage.png"), full_page=True)
     page.set_viewport_size({"width": 390, "height": 844})

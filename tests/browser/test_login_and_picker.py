@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from atelier_hub.embedded.gpus import detect_gpus
-from chromium import SHOTS, login
+from chromium import SHOTS, login, serious_accessibility_faults
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -19,6 +19,15 @@ def test_login_pick_a_gpu_profile_without_gpus_is_refused_on_the_page(stack, pag
     assert cards.count() == 5
     assert "64G" in page.locator('label[data-profile="highmem"]').inner_text()
     page.screenshot(path=str(SHOTS / "profile-picker.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(SHOTS / "profile-picker-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 900})
+    assert serious_accessibility_faults(page) == []
+    # From the keyboard: a card is chosen with the arrow keys, as radio buttons are.
+    page.focus('label[data-profile="cpu-small"] input')
+    page.keyboard.press("ArrowDown")
+    assert page.locator('label[data-profile="cpu-small"] input').is_checked() is False
+    assert page.locator('label.atelier-profile input:checked').count() == 1
 
     page.click('label[data-profile="gpu-1"]')
     page.click("#spawn_form [type=submit]")

