@@ -246,6 +246,20 @@ def test_a_second_user_cannot_see_read_or_cancel_a_job_and_its_owner_can(contain
     assert 'data-server="job-long"' not in page
     theirs = containers.login("jobrival", rival["password"]).get(f"{containers.url}/hub/home", timeout=60).text
     assert 'id="atelier-jobs"' in theirs and 'data-job="long"' not in theirs and 'data-job="first"' not in theirs
+    # The jobs page (the hub's login, Atelier's look): hers lists it, running, with the lines
+    # that follow and cancel it; his lists none of hers, asking for everyone's included.
+    r = containers.login("alice", alice["password"]).get(f"{containers.url}/services/jobs/", timeout=60)
+    job = re.search(r'<tr class="atelier-job" data-job="long" data-state="running">(.*?)</tr>', r.text, re.S)
+    assert r.status_code == 200 and "Your jobs (alice)" in r.text and 'class="atelier-brand' in r.text, r.text[:2000]
+    assert job and "cpu-small" in job.group(1) and "atelier cancel long" in job.group(1), r.text[:3000]
+    rival_session = containers.login("jobrival", rival["password"])
+    for path in ("/services/jobs/", "/services/jobs/?all=1", "/services/jobs/?user=alice"):
+        r = rival_session.get(f"{containers.url}{path}", timeout=60)
+        assert r.status_code == 200 and "Your jobs (jobrival)" in r.text, (path, r.status_code, r.text[:500])
+        assert 'data-job="long"' not in r.text and "alice" not in r.text, (path, r.text[:3000])
+    # The API takes tokens only: the page's login cookie does not act there.
+    r = rival_session.get(f"{containers.url}/services/jobs/api/jobs", timeout=60)
+    assert r.status_code == 403, (r.status_code, r.text[:300])
 
     r = atelier(containers, alice["token"], "logs", "long")
     assert r.stdout == "started\n"

@@ -63,7 +63,9 @@ class Jobs(Service):
     def hub_service(self, site: Site, services) -> dict:
         return {
             "name": self.name,
-            "display": False,
+            # its page (PREFIX/): the user's jobs, in the hub's Services menu
+            "display": True,
+            "oauth_no_confirm": True,
             "url": self.local_url(site),
             "command": self.supervised(site, jobs_command(
                 jobs_dir=str(site.path("jobs")), homes_dir=str(site.path("homes")),

@@ -15,6 +15,7 @@ user's job answers 404, as one that does not exist.
     GET    PREFIX/api/jobs/NAME/log?offset=N  bytes N.. of its output; X-Atelier-Job-* headers: state,
                                               exit code, next offset
     DELETE PREFIX/api/jobs/NAME               cancel it (its server is stopped and removed)
+    GET    PREFIX/                            the page of the caller's jobs (hub login); an admin's ?all=1
 
 A finished job's server is stopped and removed from the hub (its record stays), so
 finished jobs do not count against the named-server limit.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import html
 import json
 import logging
 import os
@@ -33,11 +35,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
-from jupyterhub.services.auth import HubAuth
+from jupyterhub.services.auth import HubAuth, HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from ..home import job_row
 from ..jobs import JOB_DIR, JobError, JobRecord, check_submission, job_server, read_home_file
+from ..look import service_page
 from ..profiles import ProfileError, load_profiles, resolve_profile
 from ._api import HealthHandler, UserApi, refusal
 from ._front import HUB_AUTH_CACHE_S
@@ -247,6 +251,79 @@ class LogHandler(_Api):
         self.finish(data)
 
 
+_BADGES = {"succeeded": "text-bg-success", "running": "text-bg-primary", "starting": "text-bg-primary",
+           "cancelled": "text-bg-secondary"}
+
+
+def render_jobs_page(rows: list[dict], *, viewer: str | None, hub_prefix: str = "/hub/") -> str:
+    """The jobs page: one row per job (:func:`atelier_hub.home.job_row`, plus ``user``),
+    newest first, in Atelier's look. ``viewer``: the user whose jobs these are; None for an
+    admin's page of everyone's, which has a user column. Every value is escaped.
+
+    >>> row = {"name": "t<1>", "user": "ada", "profile": "cpu-small", "state": "running", "command": "python t.py",
+    ...        "started": "2026-01-01T12:00:00Z", "duration": "1 min", "exit_code": "", "logs": "atelier logs t -f"}
+    >>> page = render_jobs_page([row], viewer="ada")
+    >>> 'data-job="t&lt;1&gt;"' in page and "atelier cancel t&lt;1&gt;" in page and 'data-field="user"' not in page
+    True
+    >>> 'data-field="user">ada' in render_jobs_page([row], viewer=None)
+    True
+    """
+    esc = html.escape
+    user_head = "" if viewer else '<th scope="col">User</th>'
+    body = []
+    for r in rows:
+        ended = r["state"] in ("succeeded", "failed", "cancelled")
+        follow = f'<code>{esc(r["logs"])}</code>' + ("" if ended else f'<br><code>atelier cancel {esc(r["name"])}</code>')
+        body.append(
+            f'<tr class="atelier-job" data-job="{esc(r["name"])}" data-state="{esc(r["state"])}">'
+            f'<th scope="row" data-field="name"><span title="{esc(r["command"])}">{esc(r["name"])}</span></th>'
+            + ("" if viewer else f'<td data-field="user">{esc(r["user"])}</td>')
+            + f'<td data-field="profile">{esc(r["profile"])}</td>'
+            f'<td data-field="state"><span class="badge {_BADGES.get(r["state"], "text-bg-danger")}">'
+            f'{esc(r["state"])}</span></td>'
+            f'<td data-field="started"><time datetime="{esc(r["started"])}">'
+            f'{esc(r["started"][:16].replace("T", " "))}</time></td>'
+            f'<td class="num" data-field="duration">{esc(r["duration"])}</td>'
+            f'<td class="num" data-field="exit-code">{esc(r["exit_code"])}</td>'
+            f'<td data-field="follow">{follow}</td></tr>')
+    title = f"Your jobs ({esc(viewer)})" if viewer else "Jobs of every user"
+    table = ('<div class="table-responsive"><table class="table table-sm align-middle" id="atelier-job-table">'
+             f'<thead><tr><th scope="col">Job</th>{user_head}<th scope="col">Profile</th><th scope="col">State</th>'
+             '<th scope="col">Started (UTC)</th><th scope="col" class="num">Duration</th>'
+             '<th scope="col" class="num">Exit code</th><th scope="col">Output, cancel</th></tr></thead>'
+             f'<tbody>{"".join(body)}</tbody></table></div>') if rows else '<p id="atelier-no-jobs">No job yet.</p>'
+    intro = ("<p>A job runs a command or a notebook once, in its own container sized by a profile, with your home and "
+             "your session's settings: <code>atelier run --profile cpu-small -- python train.py</code> from a "
+             "terminal or a laptop (after <code>atelier login</code>), or <code>atelier_lab.run(...)</code> in a "
+             "notebook.</p>")
+    return service_page(title, f'<h1 class="h3 my-3">{title}</h1>{intro}{table}', hub_prefix=hub_prefix,
+                        links=(("Jobs", "./"),))
+
+
+class PageHandler(HubOAuthenticated, web.RequestHandler):
+    """``PREFIX/``: the caller's jobs in a browser (hub login); an admin's ``?all=1``: everyone's."""
+
+    def initialize(self, jobs: Jobs):
+        self.jobs = jobs
+
+    @web.authenticated
+    async def get(self):
+        user = self.current_user
+        everyone = bool(user.get("admin")) and self.get_argument("all", "") not in ("", "0")
+        recs = sorted(JobRecord.all(self.jobs.folder, None if everyone else user["name"]),
+                      key=lambda r: (r.over, -r.submitted))
+        servers = {u: await self.jobs.hub.servers(u) for u in {r.user for r in recs}}
+        now = datetime.now(timezone.utc)
+        rows = [{**job_row(r, server=servers[r.user].get(job_server(r.name)), now=now), "user": r.user}
+                for r in recs]
+        hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/"
+        self.finish(render_jobs_page(rows, viewer=None if everyone else user["name"], hub_prefix=hub_prefix))
+
+
+class CallbackHandler(HubOAuthCallbackHandler):
+    """The end of the hub's login for the page (its own hub_auth, set in :func:`main`)."""
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", required=True, type=Path, help="the folder of job records (JOBS/USER/NAME.json)")
@@ -260,8 +337,11 @@ def main(argv: list[str] | None = None) -> None:
     prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"].rstrip("/")
     listen = urlparse(f"http://{args.listen}" if args.listen else os.environ["JUPYTERHUB_SERVICE_URL"])
     args.jobs.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # A removed user's token stops here within a few seconds, as at the other services.
-    HubAuth.instance(cache_max_age=HUB_AUTH_CACHE_S)
+    # A removed user's token stops here within a few seconds, as at the other services. The
+    # API takes tokens only (HubAuth: no cookie, so no cross-site request acts for anyone);
+    # the page takes the hub's login (HubOAuth's cookie), and has no action.
+    _Api._hub_auth = HubAuth(cache_max_age=HUB_AUTH_CACHE_S)
+    PageHandler._hub_auth = CallbackHandler._hub_auth = HubOAuth(cache_max_age=HUB_AUTH_CACHE_S)
 
     async def run() -> None:
         hub = Hub(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
@@ -272,7 +352,9 @@ def main(argv: list[str] | None = None) -> None:
             (rf"{prefix}/api/jobs/([^/]+)/log", LogHandler, kw),
             (rf"{prefix}/api/jobs/([^/]+)", JobHandler, kw),
             (rf"{prefix}/health", HealthHandler),
-        ])
+            (rf"{prefix}/oauth_callback", CallbackHandler),
+            (rf"{prefix}/?", PageHandler, kw),
+        ], cookie_secret=os.urandom(32))
         app.listen(listen.port, listen.hostname)
         log.info("jobs service listening at %s/", prefix)
         stopping = asyncio.Event()
