@@ -39,8 +39,16 @@ def test_login_pick_a_gpu_profile_without_gpus_is_refused_on_the_page(stack, pag
 
 
 def test_login_pick_a_cpu_profile_and_land_in_jupyterlab(stack, page):
+    """A new user's first minute, as README's "The first minute" tells it: log in, land on
+    the home page, start a server from a profile card, JupyterLab with the welcome
+    notebook (its cells run in test_container_sessions.py); a screenshot of each screen."""
     login(page, stack, "erin", stack.add_user("erin"))
-    page.goto(f"{stack.url}/hub/spawn")
+    # The hub lands on the home page after login: no server yet, the button to start one.
+    assert page.url.startswith(f"{stack.url}/hub/home"), page.url
+    page.wait_for_selector("#atelier-no-servers")
+    page.screenshot(path=str(SHOTS / "first-home.png"), full_page=True)
+    page.click("#start")
+    page.wait_for_selector("label.atelier-profile")
     page.click('label[data-profile="cpu-small"]')
     page.click("#spawn_form [type=submit]")
     # erin's own origin (docs/security.md: NAME.localhost on an embedded hub).
@@ -60,6 +68,12 @@ def test_login_pick_a_cpu_profile_and_land_in_jupyterlab(stack, page):
     assert "fetchNews" not in (notification.get("settings") or {}), notification.get("settings")
     assert page.get_by_text("official Jupyter news").count() == 0
     page.screenshot(path=str(SHOTS / "jupyterlab.png"))
+    if stack.mode == "container":
+        # A new home's welcome notebook (the image's start hook), open in JupyterLab.
+        page.goto(f"http://erin.localhost:{stack.port}/user/erin/lab/tree/Welcome.ipynb")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+        assert page.get_by_text("Welcome to Atelier").count() >= 1
+        page.screenshot(path=str(SHOTS / "welcome-notebook.png"))
     server = stack.api("GET", "/users/erin").json()["servers"][""]
     assert server["ready"] and server["user_options"] == {"profile": "cpu-small"}
     if stack.mode == "container":
