@@ -318,10 +318,10 @@ def test_mlflow_user_is_never_changed_after_a_run_is_made(mstack, bob, ada):
 
 class _FakeModel(BaseHTTPRequestHandler):
     """The attacker's own "model": an OpenAI-style chat endpoint whose first answer asks
-    MLflow's assistant to run ``command`` with its Bash tool (what a hostile or
+    MLflow's assistant to run ``attack`` with its Bash tool (what a hostile or
     prompt-injected model can always answer)."""
 
-    command = ""
+    attack = ""
     calls: list[str] = []
 
     def log_message(self, *args):
@@ -342,7 +342,7 @@ class _FakeModel(BaseHTTPRequestHandler):
         self.calls.append(self.path)
         answered = any(m.get("role") == "tool" for m in request.get("messages", []))
         call = {"index": 0, "id": "c1", "type": "function",
-                "function": {"name": "Bash", "arguments": json.dumps({"command": self.command})}}
+                "function": {"name": "Bash", "arguments": json.dumps({"command": self.attack})}}
         delta = {"content": "done"} if answered else {"tool_calls": [call]}
         chunk = {"choices": [{"index": 0, "delta": delta, "finish_reason": "stop" if answered else "tool_calls"}]}
         self._send(f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode(), "text/event-stream")
@@ -356,7 +356,7 @@ def test_no_user_runs_commands_on_the_tracking_servers_machine_through_mlflows_a
     user's runs and the accounts' passwords. bob, a real second user, tries exactly that
     with his hub token; the front refuses every assistant call, naming why."""
     marker = tmp_path / "ran-on-the-server"
-    _FakeModel.command = f"id > {marker}"
+    _FakeModel.attack = f"id > {marker}"
     _FakeModel.calls = []
     model = ThreadingHTTPServer(("127.0.0.1", 0), _FakeModel)
     threading.Thread(target=model.serve_forever, daemon=True).start()
