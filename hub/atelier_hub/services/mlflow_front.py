@@ -141,18 +141,22 @@ def switched_off(path: str, *, prefix: str) -> str | None:
     return None
 
 
-# MLflow's UI keeps the "GenAI" or "Model training" choice of its sidebar in the browser
-# (localStorage, key ``mlflow.workflowType`` version 1) and starts on GenAI. Atelier's users
-# train models: its page sets that choice where the browser has none, so a user's own
-# choice stays. ref: mlflow/server/js (useLocalStorage: key + "_v" + version, JSON value)
-UI_DEFAULTS = (b'<script>try{if(localStorage.getItem("mlflow.workflowType_v1")===null)'
-               b'localStorage.setItem("mlflow.workflowType_v1",\'"machine_learning"\')}catch(e){}</script>')
+# MLflow's UI keeps some choices in the browser (localStorage; the key is NAME_v1, the
+# value JSON). Where the browser has none, the front's copy of the UI's page sets:
+# - the sidebar's "GenAI" or "Model training" choice, which starts on GenAI: Atelier's users
+#   train models;
+# - that the assistant's panel was opened once already: on a page at localhost the UI opens
+#   it on the first load, and the front refuses the assistant (:func:`switched_off`).
+# A user's own choice stays. ref: mlflow/server/js (useLocalStorage: key + "_v" + version)
+UI_CHOICES = {"mlflow.workflowType_v1": '"machine_learning"', "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true"}
+UI_DEFAULTS = ("<script>try{for(const[k,v]of Object.entries(" + json.dumps(UI_CHOICES)
+               + "))if(localStorage.getItem(k)===null)localStorage.setItem(k,v)}catch(e){}</script>").encode()
 
 
 def with_ui_defaults(page: bytes) -> bytes:
     """MLflow's UI page with :data:`UI_DEFAULTS` first in its head (unchanged if it has none).
 
-    >>> with_ui_defaults(b"<html><head><title>MLflow</title>").count(b"machine_learning")
+    >>> with_ui_defaults(b"<html><head><title>MLflow</title>").count(b'machine_learning')
     1
     >>> with_ui_defaults(b"<p>no head</p>")
     b'<p>no head</p>'
