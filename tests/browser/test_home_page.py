@@ -1,7 +1,9 @@
 """The hub's home page in headless Chromium: a user's two servers on two profiles, each
 with its profile and sizes, state, uptime, the culler's planned stop, cost so far and the
 ways in; their latest MLflow run (not another user's); Stop on the page stops one; a
-second user sees none of it, on the page or in the usage page's API.
+second user sees none of it, on the page or in the usage page's API. The buttons are
+pressed from the keyboard; axe-core finds no serious or critical violation on the home,
+usage and jobs pages.
 
 It runs in the culling window (tests/culling.py): that stack's culler checks every 5 s,
 so its decision on both servers is there within seconds; its profiles `home-priced` and
@@ -145,7 +147,9 @@ def test_home_page_shows_each_server_and_stops_one(cull_window, page):
     assert a.locator("a.atelier-lab").get_attribute("href") == f"{a_url}lab"
     assert a.locator("a.atelier-vscode").get_attribute("href") == f"{a_url}vscode/"
     assert a.locator("code.atelier-ssh").inner_text() == f"atelier vscode a --hub {s.url}"
-    a.locator("button.atelier-copy").click()
+    # From the keyboard (as every action on the page): focus the button, press Enter.
+    a.locator("button.atelier-copy").focus()
+    page.keyboard.press("Enter")
     page.wait_for_selector('tr[data-server="a"] button.atelier-copy:text("Copied")')
     assert page.evaluate("navigator.clipboard.readText()") == f"atelier vscode a --hub {s.url}"
 
@@ -174,7 +178,8 @@ def test_home_page_shows_each_server_and_stops_one(cull_window, page):
     said = []  # what the page said and asked, quoted if the stop does not happen
     page.on("console", lambda m: said.append(f"console {m.type}: {m.text}"))
     page.on("response", lambda r: said.append(f"{r.status} {r.request.method} {r.url}"))
-    b.locator("button.atelier-stop").click()
+    b.locator("button.atelier-stop").focus()
+    page.keyboard.press("Enter")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         m = s.api("GET", f"/users/{NAME}").json()["servers"].get("b")
@@ -200,6 +205,17 @@ def test_home_page_shows_each_server_and_stops_one(cull_window, page):
     page.screenshot(path=str(SHOTS / "usage.png"), full_page=True)
     page.set_viewport_size({"width": 390, "height": 844})
     page.screenshot(path=str(SHOTS / "usage-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 900})
+
+    # The jobs page, in the same look: no job of this user's yet.
+    page.goto(f"{s.url}/services/jobs/")
+    page.wait_for_selector("main.atelier-page h1", timeout=60_000)
+    assert page.locator("h1").inner_text() == f"Your jobs ({NAME})"
+    assert page.locator("#atelier-no-jobs").count() == 1
+    assert serious_accessibility_faults(page) == []
+    page.screenshot(path=str(SHOTS / "jobs.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(SHOTS / "jobs-phone.png"), full_page=True)
     page.set_viewport_size({"width": 1400, "height": 900})
 
     # The usage page's API: this user's own lines only; the admin (the window's other user,
