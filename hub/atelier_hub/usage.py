@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .private_files import append_private
@@ -126,11 +126,29 @@ def current_run(events: list[dict], *, user: str, server: str, now: datetime | N
     return None
 
 
+def _days(start: datetime, stop: datetime) -> list[tuple[str, float]]:
+    """The UTC days ``[start, stop]`` touches, each with its hours in it.
+
+    >>> _days(parse_when("2026-01-01T23:30"), parse_when("2026-01-02T00:15"))
+    [('2026-01-01', 0.5), ('2026-01-02', 0.25)]
+    """
+    out = []
+    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    while day <= stop:
+        nxt = day + timedelta(days=1)
+        part = (min(stop, nxt) - max(start, day)).total_seconds() / 3600
+        if part > 0 or not out:
+            out.append((day.strftime("%Y-%m-%d"), max(0.0, part)))
+        day = nxt
+    return out
+
+
 def summarize(events: list[dict], *, since: datetime | None = None, until: datetime | None = None,
               now: datetime | None = None) -> dict:
-    """Totals per user, per profile, per kind (``server``, ``job``) and overall for the
-    runs inside [since, until]. A start line without a kind (written before jobs existed)
-    is a server's.
+    """Totals per user, per profile, per kind (``server``, ``job``), per UTC day
+    (``by_day``, ``YYYY-MM-DD``: the part of each run inside that day; ``servers`` counts
+    the runs that touched it) and overall for the runs inside [since, until]. A start line
+    without a kind (written before jobs existed) is a server's.
 
     >>> ev = [{"event": "start", "time": "2026-01-01T10:00:00Z", "user": "ada", "server": "",
     ...        "profile": "cpu-small", "cpu": 2, "memory": 4e9, "gpus": 0},
@@ -139,11 +157,14 @@ def summarize(events: list[dict], *, since: datetime | None = None, until: datet
     {'servers': 1, 'hours': 1.5, 'cpu_hours': 3.0, 'memory_gb_hours': 6.0, 'gpu_hours': 0.0, 'cost': 0.0}
     >>> list(summarize(ev)["by_kind"])
     ['server']
+    >>> night = [{**ev[0], "time": "2026-01-01T23:00:00Z"}, {**ev[1], "time": "2026-01-02T01:00:00Z"}]
+    >>> {d: v["cpu_hours"] for d, v in summarize(night)["by_day"].items()}
+    {'2026-01-01': 2.0, '2026-01-02': 2.0}
     """
     now = now or datetime.now(timezone.utc)
     end = min(until, now) if until else now
     out: dict = {"since": _iso(since) if since else None, "until": _iso(end), "by_user": {}, "by_profile": {},
-                 "by_kind": {}, "total": dict.fromkeys(FIELDS, 0)}
+                 "by_kind": {}, "by_day": {}, "total": dict.fromkeys(FIELDS, 0)}
     for run in _runs(events, now):
         if (since and run["stop"] < since) or run["start"] > end:
             continue  # entirely outside the window
@@ -158,7 +179,13 @@ def summarize(events: list[dict], *, since: datetime | None = None, until: datet
                 row[f] += add[f]
         for f in FIELDS:
             out["total"][f] += add[f]
-    for row in (*out["by_user"].values(), *out["by_profile"].values(), *out["by_kind"].values(), out["total"]):
+        for day, part in _days(start, stop):
+            row = out["by_day"].setdefault(day, dict.fromkeys(FIELDS, 0))
+            for f, v in _amounts(run, part).items():
+                row[f] += v
+    out["by_day"] = dict(sorted(out["by_day"].items()))
+    for row in (*out["by_user"].values(), *out["by_profile"].values(), *out["by_kind"].values(),
+                *out["by_day"].values(), out["total"]):
         for f in FIELDS[1:]:
             row[f] = round(float(row[f]), 4)
     return out

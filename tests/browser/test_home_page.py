@@ -202,6 +202,9 @@ def test_home_page_shows_each_server_and_stops_one(cull_window, page):
     assert page.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--atelier-ink')").strip()
     assert serious_accessibility_faults(page) == []
     assert page.locator(f'.atelier-bar[data-user="{NAME}"]').count() == 1
+    # ... and over time: today's bar (UTC), with its cost (home-priced has a price).
+    today = page.locator(f'#atelier-usage-days .atelier-bar[data-day="{seen_at.strftime("%Y-%m-%d")}"]')
+    assert today.count() == 1 and "cost" in today.inner_text(), page.inner_text("#atelier-usage-days")
     page.screenshot(path=str(SHOTS / "usage.png"), full_page=True)
     page.set_viewport_size({"width": 390, "height": 844})
     page.screenshot(path=str(SHOTS / "usage-phone.png"), full_page=True)

@@ -177,3 +177,19 @@ def test_a_job_counts_as_kind_job_beside_the_servers(tmp_path):
     table = render(s, "table")
     assert [line.split()[:4] for line in table.splitlines() if line.startswith("kind")] == [
         ["kind", "job", "1", "2.00"], ["kind", "server", "2", "4.00"]]
+
+
+def test_usage_per_day_splits_runs_at_midnight_utc_and_keeps_to_the_window():
+    """A run from 22:00 on the 1st to 02:00 on the 3rd: 2 h, 24 h and 2 h; asked from noon
+    on the 2nd, the 1st is gone and the 2nd holds its last 12 h. The days add up to the total."""
+    ev = [{"event": "start", "time": "2026-03-01T22:00:00Z", "user": "ada", "server": "", "profile": "p",
+           "cpu": 2, "memory": 1e9, "gpus": 1, "price_per_hour": 0.5},
+          {"event": "stop", "time": "2026-03-03T02:00:00Z", "user": "ada", "server": ""}]
+    whole = summarize(ev, now=datetime(2026, 3, 10, tzinfo=timezone.utc))
+    assert {d: v["hours"] for d, v in whole["by_day"].items()} == {
+        "2026-03-01": 2.0, "2026-03-02": 24.0, "2026-03-03": 2.0}
+    assert whole["by_day"]["2026-03-02"]["gpu_hours"] == 24.0 and whole["by_day"]["2026-03-02"]["cost"] == 12.0
+    assert sum(v["cpu_hours"] for v in whole["by_day"].values()) == whole["total"]["cpu_hours"] == 56.0
+    part = summarize(ev, since=datetime(2026, 3, 2, 12, tzinfo=timezone.utc),
+                     now=datetime(2026, 3, 10, tzinfo=timezone.utc))
+    assert {d: v["hours"] for d, v in part["by_day"].items()} == {"2026-03-02": 12.0, "2026-03-03": 2.0}

@@ -1,4 +1,4 @@
-"""The usage page's process: a bar chart per user and the totals table, behind hub login.
+"""The usage page's process: bar charts per user and over time, and the totals tables, behind hub login.
 
 Rule this module keeps: it renders :func:`atelier_hub.usage.summarize` of the usage file
 and nothing else (``?since=DATE&until=DATE`` as ``atelier usage`` takes them); the HTML
@@ -32,6 +32,10 @@ _LABELS = {"servers": "servers", "hours": "hours", "cpu_hours": "CPU-hours",
            "memory_gb_hours": "memory GB-hours", "gpu_hours": "GPU-hours", "cost": "cost"}
 
 
+#: days the chart over time shows at most (the latest)
+DAYS_SHOWN = 31
+
+
 def sees_everyone(model: dict) -> bool:
     """Whether the hub's model of the caller (``/hub/api/user``) is an admin's.
 
@@ -44,7 +48,8 @@ def sees_everyone(model: dict) -> bool:
 
 
 def render_page(summary: dict, *, viewer: str | None = None, hub_prefix: str = "/hub/") -> str:
-    """The page for ``summary``: CPU-hours per user as bars, then the tables, in Atelier's
+    """The page for ``summary``: CPU-hours per user as bars, then per day (the latest
+    :data:`DAYS_SHOWN`; with the cost where a profile has a price), then the tables, in Atelier's
     look (:func:`atelier_hub.look.service_page`; ``hub_prefix`` is the hub's ``/hub/``).
 
     >>> s = {"since": None, "until": "2026-01-01T00:00:00Z", "total": dict.fromkeys(FIELDS, 0),
@@ -61,6 +66,17 @@ def render_page(summary: dict, *, viewer: str | None = None, hub_prefix: str = "
         f'<span class="fill" style="width:{60 * v["cpu_hours"] / top:.1f}%"></span>'
         f'<span class="value">{v["cpu_hours"]:.2f} CPU-h · {v["gpu_hours"]:.2f} GPU-h</span></div>'
         for name, v in sorted(users.items()))
+
+    days = list(summary.get("by_day", {}).items())[-DAYS_SHOWN:]
+    day_top = max((v["cpu_hours"] for _, v in days), default=0) or 1
+    priced = any(v["cost"] for _, v in days)
+    over_time = "".join(
+        f'<div class="atelier-bar" data-day="{html.escape(day)}" data-cpu-hours="{v["cpu_hours"]}">'
+        f'<span class="name">{html.escape(day)}</span>'
+        f'<span class="fill" style="width:{60 * v["cpu_hours"] / day_top:.1f}%"></span>'
+        f'<span class="value">{v["cpu_hours"]:.2f} CPU-h' + (f" · cost {v['cost']:.2f}" if priced else "")
+        + "</span></div>"
+        for day, v in days)
 
     def table(title: str, rows: dict, kind: str) -> str:
         head = "".join(f'<th scope="col" class="num">{_LABELS[f]}</th>' for f in FIELDS)
@@ -79,6 +95,8 @@ def render_page(summary: dict, *, viewer: str | None = None, hub_prefix: str = "
 <p>From {since} to {html.escape(summary["until"])}, from each profile's limits and the time each server ran
 (the same as <code>atelier usage</code>).</p>
 <h2 class="h4">CPU-hours per user</h2><div class="chart mb-4">{bars or "<p>No server has run yet.</p>"}</div>
+<h2 class="h4">Per day (UTC{", the last " + str(DAYS_SHOWN) if len(summary.get("by_day", {})) > DAYS_SHOWN else ""})</h2>
+<div class="chart mb-4" id="atelier-usage-days">{over_time or "<p>No server has run yet.</p>"}</div>
 {table("Per user", users, "user")}{table("Per profile", summary["by_profile"], "profile")}{
 table("Sessions and jobs", summary.get("by_kind", {}), "kind")}"""
     return service_page(whose, body, hub_prefix=hub_prefix, links=(("Usage", "./"),))
