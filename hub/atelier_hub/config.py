@@ -83,7 +83,7 @@ def update_home(c, stack: EmbeddedStack) -> None:
     from .services.culler import PLAN_FILE
 
     running = {svc.name for svc in stack.running}
-    c.JupyterHub.template_vars = {**template_vars(), "atelier_home": Home(
+    c.JupyterHub.template_vars = {**template_vars(), "atelier_invites": True, "atelier_home": Home(
         profiles_dir=stack.profiles_dir, hub_url=stack.url, usage_file=stack.path("usage.jsonl"),
         plan_file=stack.path(PLAN_FILE) if "culler" in running else None, vscode=session_mode().name == "container",
         jobs_dir=stack.path("jobs") if "jobs" in running else None,

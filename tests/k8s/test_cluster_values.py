@@ -243,6 +243,30 @@ def test_storage_traits_match_the_charts_storage(values):
     assert s.storage_pvc_ensure is True and s.delete_pvc is False
 
 
+def test_the_chart_hub_has_atelier_s_home_page_and_look_and_an_operator_s_templates_win():
+    """The cluster hub renders the embedded mode's templates (home page, frame, look) with
+    a Home over the hub pod's files: the usage record and the culler's plan on the hub's
+    volume (the culler writes it there). An operator's hub.templatePaths come first and
+    their hub.templateVars win; the embedded login's invite line is not shown."""
+    from atelier_hub.cluster.kubespawner import CULLER_PLAN, USAGE_FILE
+
+    c = Config()
+    c.JupyterHub.template_paths = ["/operator/templates"]
+    c.JupyterHub.template_vars = {"announcement": "hello", "atelier_css": "/* the operator's */"}
+    configure_kubespawner(c, profiles_dir=PROFILES, storage=True)
+    paths = c.JupyterHub.template_paths
+    assert paths[0] == "/operator/templates" and paths[1].endswith("atelier_hub/embedded/templates"), paths
+    assert (Path(paths[1]) / "home.html").is_file() and (Path(paths[1]) / "page.html").is_file()
+    tv = c.JupyterHub.template_vars
+    assert tv["announcement"] == "hello" and tv["atelier_css"] == "/* the operator's */"
+    assert "atelier_mark" in tv and not tv.get("atelier_invites")
+    home = tv["atelier_home"]
+    assert home.usage_file == Path(USAGE_FILE) and home.plan_file == Path(CULLER_PLAN) and home.vscode
+    assert c.JupyterHub.default_url == "/hub/home"
+    culler = next(svc for svc in c.JupyterHub.services if svc["name"] == "culler")
+    assert culler["command"][culler["command"].index("--plan") + 1] == CULLER_PLAN
+
+
 def test_profile_list_shows_each_user_only_their_profiles(tmp_path):
     for src in PROFILES.glob("*.yaml"):
         data = yaml.safe_load(src.read_text())

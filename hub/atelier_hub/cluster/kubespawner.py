@@ -508,13 +508,39 @@ def update_culling(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
         return
     c.AtelierKubeSpawner.server_token_scopes = ["users:activity!user", "access:servers!server",
                                                 "access:services!service=culler"]
-    command = culler_command(profiles_dir=str(profiles_dir), audit="/srv/jupyterhub/culler-audit.jsonl")
+    command = culler_command(profiles_dir=str(profiles_dir), audit="/srv/jupyterhub/culler-audit.jsonl",
+                             plan=CULLER_PLAN)
     culler = {"name": "culler", "display": False,
               "command": [*command, "--listen", f"0.0.0.0:{settings.culling.port}", "--prefix", PREFIX]}
     # The chart has already set its services and roles (hub.services, hub.loadRoles) when
     # hub.extraConfig runs: the culler joins them rather than replacing the operator's.
     c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != "culler"), culler]
     _service_role(c, "culler", HUB_SCOPES)
+
+
+#: the culler's latest decision per server, on the hub's volume: the home page's planned stops
+CULLER_PLAN = "/srv/jupyterhub/culler-plan.json"
+
+
+def update_home(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
+    """The embedded mode's home page and look (its templates and :class:`atelier_hub.home.Home`)
+    on the chart's hub: each server's profile, state, uptime, planned idle stop (where the
+    culler runs), cost so far (where the usage record is kept) and ways in, and the user's
+    latest MLflow runs (where the MLflow front runs). An operator's own templates
+    (``hub.templatePaths``) come first and their ``hub.templateVars`` win."""
+    from pathlib import Path
+
+    from ..home import Home
+    from ..look import template_vars
+
+    templates = str(Path(__file__).resolve().parents[1] / "embedded" / "templates")
+    c.JupyterHub.template_paths = [*(p for p in c.JupyterHub.get("template_paths", []) if p != templates), templates]
+    home = Home(profiles_dir=profiles_dir, hub_url=settings.public_url or "",
+                usage_file=USAGE_FILE if settings.usage.enabled else None,
+                plan_file=CULLER_PLAN if settings.culling.enabled else None, vscode=True,
+                mlflow=bool(settings.mlflow.server_url))
+    c.JupyterHub.template_vars = {**template_vars(), "atelier_home": home, **c.JupyterHub.get("template_vars", {})}
+    c.JupyterHub.default_url = "/hub/home"
 
 
 def update_usage(c, settings: ClusterSettings) -> None:
@@ -722,6 +748,7 @@ def configure_kubespawner(
     update_culling(c, settings, profiles_dir=str(profiles_dir))
     update_usage(c, settings)
     update_mlflow(c, settings)
+    update_home(c, settings, profiles_dir=str(profiles_dir))
     if deployment_file:
         from ..services import load_deployment
 
