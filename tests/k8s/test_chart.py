@@ -595,10 +595,11 @@ def test_cpu_small_runs_in_a_real_pod_and_jupyterlab_answers_through_the_chart_p
     # Her home page on the chart's hub (Atelier's templates and look): her server, its
     # profile and sizes, running, with JupyterLab on her own origin.
     home = chart.login(user).get(f"{chart.url}/hub/home", timeout=60)
+    page = home.content.decode()  # UTF-8, as its <meta charset> says (the header names none)
     row = re.search(r'<tr class="atelier-server"\s+data-server=""\s+data-state="running"\s+'
-                    r'data-profile="cpu-small">(.*?)</tr>', home.text, re.S)
-    assert home.status_code == 200 and 'class="atelier-brand"' in home.text and row, \
-        (home.status_code, home.text[home.text.find('id="atelier-home"'):][:2000], chart.hub_log())
+                    r'data-profile="cpu-small">(.*?)</tr>', page, re.S)
+    assert home.status_code == 200 and 'class="atelier-brand"' in page and row, \
+        (home.status_code, page[page.find('id="atelier-home"'):][:2000], chart.hub_log())
     assert "2 CPU · 4G" in row.group(1) and f'href="{model["url"]}lab"' in row.group(1), row.group(1)
 
     pods = _pods(kube, f"hub.jupyter.org/username={user}")
