@@ -87,3 +87,51 @@ def test_login_pick_a_cpu_profile_and_land_in_jupyterlab(stack, page):
                 if c["Labels"]["dev.atelier.server"] == ""]
         assert len(mine) == 1 and mine[0]["Labels"]["dev.atelier.profile"] == "cpu-small"
     stack.stop_server("erin")
+
+
+def test_the_invite_pages_in_atelier_s_look_from_the_keyboard(stack, page):
+    """An admin makes an invite link on /hub/invites; the new user opens it and chooses a
+    password, all from the keyboard, on pages in Atelier's look with no serious or
+    critical accessibility fault; a screenshot of each page at both sizes."""
+    import re
+    import subprocess
+
+    from stack import REPO
+
+    r = subprocess.run([str(REPO / ".venv" / "bin" / "atelier"), "users", "--state", str(stack.state), "add", "ivy",
+                        "--no-password"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    admin = (stack.state / "initial-admin-password").read_text().strip()
+    login(page, stack, "admin", admin)
+    page.goto(f"{stack.url}/hub/invites")
+    row = page.locator("tr", has_text="ivy")
+    assert "no password yet" in row.inner_text() or "invite pending" in row.inner_text(), row.inner_text()
+    assert page.locator("a.atelier-brand").count() == 1
+    row.locator("button").focus()
+    page.keyboard.press("Enter")
+    link = page.locator("#invite_link").inner_text()
+    assert re.fullmatch(rf"{re.escape(stack.url)}/hub/invite/ivy\?code=\S+", link), link
+    assert serious_accessibility_faults(page) == []
+    page.screenshot(path=str(SHOTS / "invites.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(SHOTS / "invites-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 900})
+
+    ivy = page.context.browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    ivy.goto(link)
+    ivy.wait_for_selector("input[type=password]")
+    assert ivy.locator("a.atelier-brand").count() == 1
+    assert serious_accessibility_faults(ivy) == []
+    ivy.screenshot(path=str(SHOTS / "invite.png"), full_page=True)
+    ivy.set_viewport_size({"width": 390, "height": 844})
+    ivy.screenshot(path=str(SHOTS / "invite-phone.png"), full_page=True)
+    fields = ivy.locator("input[type=password]")
+    assert fields.count() == 2
+    fields.nth(0).focus()
+    ivy.keyboard.type("ivy-chose-this-one")
+    ivy.keyboard.press("Tab")
+    ivy.keyboard.type("ivy-chose-this-one")
+    ivy.keyboard.press("Enter")
+    ivy.wait_for_url(f"{stack.url}/hub/**")
+    assert stack.try_login("ivy", "ivy-chose-this-one")[1].status_code == 302
+    ivy.context.close()

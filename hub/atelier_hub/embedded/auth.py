@@ -348,10 +348,12 @@ class InviteHandler(_Page):
         await self._page(f"<h2>Welcome, {html.escape(name)}</h2><p>Choose your password ({n}+ characters). "
                    "This link works once.</p>" + self._form(
                        f'<input type="hidden" name="code" value="{html.escape(code)}">'
-                       '<p><input class="form-control" type="password" name="password" id="password_input" '
-                       'autocomplete="new-password" placeholder="password"></p>'
-                       '<p><input class="form-control" type="password" name="again" id="again_input" '
-                       'autocomplete="new-password" placeholder="the same again"></p>'
+                       '<p><label class="form-label" for="password_input">Password</label>'
+                       '<input class="form-control" type="password" name="password" id="password_input" '
+                       'autocomplete="new-password"></p>'
+                       '<p><label class="form-label" for="again_input">The same again</label>'
+                       '<input class="form-control" type="password" name="again" id="again_input" '
+                       'autocomplete="new-password"></p>'
                        '<button class="btn btn-primary" id="invite_submit">Set password and log in</button>'))
 
     async def post(self, name):
@@ -385,7 +387,8 @@ class InvitesHandler(_Page):
                 else "has a password"
             rows.append(f"<tr><td>{html.escape(name)}</td><td>{state}</td><td>" + self._form(
                 f'<input type="hidden" name="name" value="{html.escape(name)}">'
-                '<button class="btn btn-sm btn-default">New invite link</button>') + "</td></tr>")
+                f'<button class="btn btn-sm btn-outline-primary" aria-label="New invite link for {html.escape(name)}">'
+                'New invite link</button>') + "</td></tr>")
         await self._page(f"<h2>Invite links</h2>{shown}<p>A new link replaces the user's previous one and works once, "
                    f"for {self.authenticator.invite_lifetime // 3600} hours.</p>"
                    f'<table class="table"><tr><th>User</th><th>State</th><th></th></tr>{"".join(rows)}</table>')
