@@ -132,6 +132,7 @@ def test_the_invite_pages_in_atelier_s_look_from_the_keyboard(stack, page):
     ivy.keyboard.press("Tab")
     ivy.keyboard.type("ivy-chose-this-one")
     ivy.keyboard.press("Enter")
-    ivy.wait_for_url(f"{stack.url}/hub/**")
+    # Logged in: the hub takes her to her home page.
+    ivy.wait_for_url(f"{stack.url}/hub/home**")
     assert stack.try_login("ivy", "ivy-chose-this-one")[1].status_code == 302
     ivy.context.close()
