@@ -4,8 +4,8 @@ Two hubs side by side on 127.0.0.1, each with one user holding 5 running named s
 - Atelier's (``atelier dev``, process sessions, without Trino), whose ``/hub/home`` lists
   each server's profile, state, uptime, idle stop, cost and ways in, the user's jobs and
   latest MLflow runs (atelier_hub.home, embedded/templates/home.html);
-- a stock JupyterHub from the same installation (its own ``home.html``, DummyAuthenticator,
-  SimpleLocalProcessSpawner), the baseline.
+- a stock JupyterHub from the same installation (its own ``home.html``; bench_spawn's
+  plain hub: DummyAuthenticator, SimpleLocalProcessSpawner), the baseline.
 
 Headless Chromium (Debian's, as the browser tests drive it) loads each ``/hub/home``
 ROUNDS times, alternating; the figure is the median of the browser's own
@@ -16,98 +16,41 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import requests
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "browser"))
 sys.path.insert(0, str(REPO / "hub"))
-from atelier_hub.install.paths import tool_path  # noqa: E402
-from atelier_hub.services._process import free_port  # noqa: E402
+from bench_spawn import PlainHub  # noqa: E402
 from chromium import CHROMIUM, FLAGS  # noqa: E402
 from stack import Stack  # noqa: E402
 
 SERVERS = 5
-STOCK_CONFIG = """
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = {port}
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {hub_port}
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
-c.ConfigurableHTTPProxy.command = [{chp!r}]
-c.JupyterHub.db_url = "sqlite:///{root}/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "{root}/cookie_secret"
-c.JupyterHub.pid_file = "{root}/jupyterhub.pid"
-c.JupyterHub.authenticator_class = "dummy"
-c.DummyAuthenticator.password = {password!r}
-c.Authenticator.allowed_users = {{"bench"}}
+# The stock hub: bench_spawn's plain JupyterHub with SimpleLocalProcessSpawner, plus
+# named servers (its DummyAuthenticator takes any password).
+NAMED = f"""
 c.JupyterHub.allow_named_servers = True
-c.JupyterHub.named_server_limit_per_user = {servers}
-c.JupyterHub.spawner_class = "simple"
-c.Spawner.notebook_dir = "{root}"
-c.Spawner.cmd = [{singleuser!r}]
-c.Spawner.args = ["--allow-root"]  # the bench may run as root, as the tests do
-c.JupyterHub.services = [{{"name": "bench", "api_token": {token!r}}}]
-c.JupyterHub.load_roles = [{{"name": "bench", "scopes": ["admin:users", "admin:servers"], "services": ["bench"]}}]
+c.JupyterHub.named_server_limit_per_user = {SERVERS}
 """
 
 
-class StockHub:
-    """A stock JupyterHub (no Atelier configuration) on free loopback ports."""
-
-    def __init__(self, root: Path):
-        self.root, self.port, self.password, self.token = root, free_port(), "bench-password", os.urandom(16).hex()
-        bindir = Path(sys.executable).parent
-        (root / "jupyterhub_config.py").write_text(STOCK_CONFIG.format(
-            port=self.port, hub_port=free_port(), proxy_api_port=free_port(), root=root, password=self.password,
-            chp=str(tool_path("configurable-http-proxy")), servers=SERVERS, token=self.token,
-            singleuser=str(bindir / "jupyterhub-singleuser")))
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(root / "hub.log", "wb")
-        self.proc = subprocess.Popen([str(bindir / "jupyterhub"), "-f", str(root / "jupyterhub_config.py")],
-                                     cwd=root, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.http = requests.Session()
-        self.http.trust_env = False
-        self.http.headers["Authorization"] = f"token {self.token}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if self.http.get(f"{self.url}/hub/api/", timeout=5).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"the stock hub did not start: {(root / 'hub.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-
-    def spawn_all(self, user: str) -> None:
-        assert self.http.post(f"{self.url}/hub/api/users/{user}", timeout=30).status_code in (201, 409)
-        for i in range(SERVERS):
-            r = self.http.post(f"{self.url}/hub/api/users/{user}/servers/s{i}", timeout=60)
-            assert r.status_code in (201, 202), r.text
-        deadline = time.monotonic() + 240
-        while True:
-            servers = self.http.get(f"{self.url}/hub/api/users/{user}", timeout=30).json()["servers"]
-            if len(servers) == SERVERS and all(s["ready"] for s in servers.values()):
-                return
-            assert time.monotonic() < deadline, servers
-            time.sleep(1)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, 9)
-        self.log.close()
+def _spawn_all(hub: PlainHub, user: str) -> None:
+    assert hub.api("POST", f"/users/{user}").status_code in (201, 409)
+    for i in range(SERVERS):
+        r = hub.api("POST", f"/users/{user}/servers/s{i}")
+        assert r.status_code in (201, 202), r.text
+    deadline = time.monotonic() + 240
+    while True:
+        servers = hub.api("GET", f"/users/{user}").json()["servers"]
+        if len(servers) == SERVERS and all(s["ready"] for s in servers.values()):
+            return
+        assert time.monotonic() < deadline, f"{servers}\n{hub.hub_log()}"
+        time.sleep(1)
 
 
 def _first_paint(page, url: str) -> float:
@@ -136,17 +79,17 @@ def main() -> None:
         (Path(tmp) / "stock").mkdir()
         stock = None
         try:
-            stock = StockHub(Path(tmp) / "stock")
+            stock = PlainHub(Path(tmp) / "stock", "simple", extra=NAMED)
             admin_password = (stack.state / "initial-admin-password").read_text().strip()
             stack.login("admin", admin_password)  # the hub knows its admin
             for i in range(SERVERS):
                 stack.spawn("admin", "cpu-small", server=f"s{i}")
-            stock.spawn_all("bench")
+            _spawn_all(stock, "bench")
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
                 pages = {}
                 for label, url, user, password in (("atelier", stack.url, "admin", admin_password),
-                                                   ("stock", stock.url, "bench", stock.password)):
+                                                   ("stock", stock.url, "bench", "any password")):
                     pages[label] = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
                     _login(pages[label], url, user, password)
                     _first_paint(pages[label], f"{url}/hub/home")  # warm: templates compiled, files cached

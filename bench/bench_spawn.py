@@ -85,7 +85,10 @@ c.Spawner.default_url = "/lab"
 
 
 class PlainHub(HubClient):
-    def __init__(self, directory: Path, spawner: str):
+    """A plain JupyterHub (no Atelier) with ``spawner`` ("simple" or "docker"); ``extra``:
+    more lines of its configuration."""
+
+    def __init__(self, directory: Path, spawner: str, extra: str = ""):
         super().__init__()
         self.dir = directory
         self.port = free_port()
@@ -97,7 +100,7 @@ class PlainHub(HubClient):
             docker_host=engine().host)
         cfg.write_text(PLAIN_CONFIG.format(
             port=self.port, hub_port=free_port(), api_port=free_port(), dir=directory,
-            chp=tool_path("configurable-http-proxy"), token=self.admin_token, spawner=spawner_config))
+            chp=tool_path("configurable-http-proxy"), token=self.admin_token, spawner=spawner_config) + extra)
         self.log = directory / "hub.log"
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen([str(VENV_BIN / "jupyterhub"), "-f", str(cfg)], cwd=directory,

@@ -143,9 +143,11 @@ class ProfileSpawnerMixin(Configurable):
         if event == "stop" and not getattr(self, "_usage_running", False):
             return  # a stop of a server that never started (or was already recorded as stopped)
         try:
+            start = event == "start"
             record(self.usage_file, event, user=self.user.name, server=self.name or "",
-                   profile=self.profile if event == "start" else None,
-                   kind=("job" if is_job(self.name, self.user_options) else "server") if event == "start" else None)
+                   profile=self.profile if start else None,
+                   kind=("job" if is_job(self.name, self.user_options) else "server") if start else None,
+                   groups=[g.name for g in self.user.groups] if start else None)
         except OSError as exc:  # a full disk must not fail a spawn; the log says what is missing
             self.log.error("usage not recorded for %s/%s (%s): %s", self.user.name, self.name, event, exc)
         self._usage_running = event == "start"

@@ -48,13 +48,15 @@ def parse_when(text: str) -> datetime:
 
 
 def record(path: str | Path, event: str, *, user: str, server: str, profile=None,
-           when: datetime | None = None, kind: str | None = None) -> None:
+           when: datetime | None = None, kind: str | None = None, groups=None) -> None:
     """Append one start or stop line (``O_APPEND``: lines from concurrent stops never mix).
     ``kind``: ``server`` (a session), ``job`` (:mod:`atelier_hub.jobs`) or ``ray`` (a
-    node of a personal Ray cluster), on a start."""
+    node of a personal Ray cluster), on a start; ``groups``: the user's hub groups then."""
     line = {"event": event, "time": _iso(when or datetime.now(timezone.utc)), "user": user, "server": server}
     if kind is not None:
         line["kind"] = kind
+    if groups:
+        line["groups"] = sorted(groups)
     if profile is not None:
         line.update(profile=profile.name, cpu=profile.cpu.limit, memory=profile.memory.limit,
                     gpus=profile.gpu_count)
@@ -145,7 +147,9 @@ def _days(start: datetime, stop: datetime) -> list[tuple[str, float]]:
 
 def summarize(events: list[dict], *, since: datetime | None = None, until: datetime | None = None,
               now: datetime | None = None) -> dict:
-    """Totals per user, per profile, per kind (``server``, ``job``), per UTC day
+    """Totals per user, per profile, per kind (``server``, ``job``), per hub group
+    (``by_group``: a run counts in each group its user was in when it started; a start
+    line without groups counts in none), per UTC day
     (``by_day``, ``YYYY-MM-DD``: the part of each run inside that day; ``servers`` counts
     the runs that touched it) and overall for the runs inside [since, until]. A start line
     without a kind (written before jobs existed) is a server's.
@@ -164,7 +168,7 @@ def summarize(events: list[dict], *, since: datetime | None = None, until: datet
     now = now or datetime.now(timezone.utc)
     end = min(until, now) if until else now
     out: dict = {"since": _iso(since) if since else None, "until": _iso(end), "by_user": {}, "by_profile": {},
-                 "by_kind": {}, "by_day": {}, "total": dict.fromkeys(FIELDS, 0)}
+                 "by_kind": {}, "by_group": {}, "by_day": {}, "total": dict.fromkeys(FIELDS, 0)}
     for run in _runs(events, now):
         if (since and run["stop"] < since) or run["start"] > end:
             continue  # entirely outside the window
@@ -173,7 +177,8 @@ def summarize(events: list[dict], *, since: datetime | None = None, until: datet
         hours = max(0.0, (stop - start).total_seconds() / 3600)
         add = _amounts(run, hours)
         for table, key in (("by_user", run["user"]), ("by_profile", run.get("profile", "?")),
-                           ("by_kind", run.get("kind") or "server")):
+                           ("by_kind", run.get("kind") or "server"),
+                           *(("by_group", g) for g in run.get("groups") or ())):
             row = out[table].setdefault(key, dict.fromkeys(FIELDS, 0))
             for f in FIELDS:
                 row[f] += add[f]
@@ -185,7 +190,7 @@ def summarize(events: list[dict], *, since: datetime | None = None, until: datet
                 row[f] += v
     out["by_day"] = dict(sorted(out["by_day"].items()))
     for row in (*out["by_user"].values(), *out["by_profile"].values(), *out["by_kind"].values(),
-                *out["by_day"].values(), out["total"]):
+                *out["by_group"].values(), *out["by_day"].values(), out["total"]):
         for f in FIELDS[1:]:
             row[f] = round(float(row[f]), 4)
     return out
@@ -198,6 +203,7 @@ def render(summary: dict, fmt: str) -> str:
     rows = [("user", k, v) for k, v in sorted(summary["by_user"].items())]
     rows += [("profile", k, v) for k, v in sorted(summary["by_profile"].items())]
     rows += [("kind", k, v) for k, v in sorted(summary.get("by_kind", {}).items())]
+    rows += [("group", k, v) for k, v in sorted(summary.get("by_group", {}).items())]
     rows.append(("total", "", summary["total"]))
     if fmt == "csv":
         buf = io.StringIO()

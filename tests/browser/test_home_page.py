@@ -74,6 +74,9 @@ def test_home_page_shows_each_server_and_stops_one(cull_window, page):
         pytest.fail(f"the stack runs {s.mode} sessions: only its admin may log in there; a second user "
                     "needs container sessions (`make install` builds the images)")
     password = s.add_user(NAME)
+    # homer is in a hub group: his servers count in its usage (admins see it per group).
+    assert s.api("POST", "/groups/home-team").status_code in (201, 409)
+    assert s.api("POST", "/groups/home-team/users", json={"users": [NAME]}).status_code == 200
     for server, profile in (("a", "home-priced"), ("b", "home-plain")):
         r = s.request_spawn(NAME, profile, server)
         assert r.status_code in (201, 202), r.text
@@ -231,6 +234,8 @@ def test_home_page_shows_each_server_and_stops_one(cull_window, page):
     everyone = s.http.get(f"{s.url}/services/usage/api/usage", timeout=60,
                           headers={"Authorization": f"token {s.admin_token}"}).json()
     assert {NAME, USER} <= set(everyone["by_user"]), everyone
+    assert everyone["by_group"]["home-team"]["servers"] == 2, everyone["by_group"]
+    assert everyone["by_group"]["home-team"]["cost"] == pytest.approx(everyone["by_user"][NAME]["cost"], abs=0.01)
     # ... and the home page of the admin is not reachable as theirs: /hub/home is the
     # caller's own, and the admin's servers through the hub's API are refused.
     page.goto(f"{s.url}/hub/home")

@@ -193,3 +193,24 @@ def test_usage_per_day_splits_runs_at_midnight_utc_and_keeps_to_the_window():
     part = summarize(ev, since=datetime(2026, 3, 2, 12, tzinfo=timezone.utc),
                      now=datetime(2026, 3, 10, tzinfo=timezone.utc))
     assert {d: v["hours"] for d, v in part["by_day"].items()} == {"2026-03-02": 12.0, "2026-03-03": 2.0}
+
+
+def test_usage_per_group_counts_a_run_in_each_group_its_user_was_in_at_its_start(tmp_path):
+    from atelier_hub.usage import read_events, render
+
+    small = {p.name: p for p in load_profiles(Path(__file__).resolve().parents[2] / "profiles")}["cpu-small"]
+    f = tmp_path / "usage.jsonl"
+    t0 = datetime(2026, 3, 1, 10, tzinfo=timezone.utc)
+    record(f, "start", user="ada", server="", profile=small, when=t0, kind="server", groups=["vision", "nlp"])
+    record(f, "stop", user="ada", server="", when=t0 + timedelta(hours=1))
+    record(f, "start", user="bo", server="", profile=small, when=t0, kind="server", groups=["vision"])
+    record(f, "stop", user="bo", server="", when=t0 + timedelta(hours=3))
+    record(f, "start", user="cy", server="", profile=small, when=t0, kind="server")  # in no group
+    record(f, "stop", user="cy", server="", when=t0 + timedelta(hours=2))
+    s = summarize(read_events(f), now=t0 + timedelta(days=1))
+    assert {g: (v["servers"], v["hours"]) for g, v in s["by_group"].items()} == {"nlp": (1, 1.0), "vision": (2, 4.0)}
+    assert s["by_group"]["vision"]["cpu_hours"] == 4.0 * small.cpu.limit
+    assert s["total"]["hours"] == 6.0  # a run in two groups is counted once in the total
+    table = render(s, "table")
+    assert [line.split()[:4] for line in table.splitlines() if line.startswith("group")] == [
+        ["group", "nlp", "1", "1.00"], ["group", "vision", "2", "4.00"]]

@@ -98,7 +98,8 @@ def render_page(summary: dict, *, viewer: str | None = None, hub_prefix: str = "
 <h2 class="h4">Per day (UTC{", the last " + str(DAYS_SHOWN) if len(summary.get("by_day", {})) > DAYS_SHOWN else ""})</h2>
 <div class="chart mb-4" id="atelier-usage-days">{over_time or "<p>No server has run yet.</p>"}</div>
 {table("Per user", users, "user")}{table("Per profile", summary["by_profile"], "profile")}{
-table("Sessions and jobs", summary.get("by_kind", {}), "kind")}"""
+table("Sessions and jobs", summary.get("by_kind", {}), "kind")}{
+table("Per group", summary["by_group"], "group") if summary.get("by_group") else ""}"""
     return service_page(whose, body, hub_prefix=hub_prefix, links=(("Usage", "./"),))
 
 
