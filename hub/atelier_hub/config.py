@@ -88,7 +88,7 @@ def update_home(c, stack: EmbeddedStack) -> None:
         plan_file=stack.path(PLAN_FILE) if "culler" in running else None, vscode=session_mode().name == "container",
         jobs_dir=stack.path("jobs") if "jobs" in running else None,
         capacity_file=stack.path(CAPACITY_FILE), snapshot_file=stack.path(SNAPSHOT_FILE),
-        mlflow="mlflow" in running)}
+        mlflow="mlflow" in running, cards=True)}
 
 
 def update_spawner(c, stack: EmbeddedStack) -> None:

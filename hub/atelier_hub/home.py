@@ -218,6 +218,10 @@ class _View:
         return self.home.mlflow
 
     @property
+    def cards(self) -> bool:
+        return self.home.cards
+
+    @property
     def has_jobs(self) -> bool:
         return self.home.jobs_dir is not None
 
@@ -235,7 +239,7 @@ class Home:
     def __init__(self, *, profiles_dir: str | Path, hub_url: str, usage_file: str | Path | None = None,
                  plan_file: str | Path | None = None, vscode: bool = False,
                  jobs_dir: str | Path | None = None, capacity_file: str | Path | None = None,
-                 snapshot_file: str | Path | None = None, mlflow: bool = False):
+                 snapshot_file: str | Path | None = None, mlflow: bool = False, cards: bool = False):
         self.profiles_dir = Path(profiles_dir)
         self.jobs_dir = Path(jobs_dir) if jobs_dir else None
         self.capacity_file = Path(capacity_file) if capacity_file else None
@@ -245,6 +249,9 @@ class Home:
         self.plan_file = Path(plan_file) if plan_file else None
         self.vscode = vscode
         self.mlflow = mlflow
+        # Whether "New server" shows the spawn form's profile cards inline (the spawner's
+        # own form: Atelier's cards and their capacity lines, in embedded mode).
+        self.cards = cards
 
     def __call__(self, user):
         return _View(self, user) if user is not None else None

@@ -43,14 +43,16 @@ def test_login_pick_a_cpu_profile_and_land_in_jupyterlab(stack, page):
     the home page, start a server from a profile card, JupyterLab with the welcome
     notebook (its cells run in test_container_sessions.py); a screenshot of each screen."""
     login(page, stack, "erin", stack.add_user("erin"))
-    # The hub lands on the home page after login: no server yet, the button to start one.
+    # The hub lands on the home page after login: no server yet, and under "New server"
+    # the profile cards (the spawn form's own, with what is free), to start one at once.
     assert page.url.startswith(f"{stack.url}/hub/home"), page.url
     page.wait_for_selector("#atelier-no-servers")
+    cards = page.locator("#atelier-new-server label.atelier-profile")
+    assert cards.count() == 5, page.inner_text("#atelier-home")
+    assert serious_accessibility_faults(page) == []
     page.screenshot(path=str(SHOTS / "first-home.png"), full_page=True)
-    page.click("#start")
-    page.wait_for_selector("label.atelier-profile")
-    page.click('label[data-profile="cpu-small"]')
-    page.click("#spawn_form [type=submit]")
+    page.click('#atelier-new-server label[data-profile="cpu-small"]')
+    page.click("#atelier-start-card")
     # erin's own origin (docs/security.md: NAME.localhost on an embedded hub).
     page.wait_for_url(f"http://erin.localhost:{stack.port}/user/erin/lab**", timeout=180_000)
     page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
