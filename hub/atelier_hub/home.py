@@ -253,6 +253,12 @@ class Home:
         # own form: Atelier's cards and their capacity lines, in embedded mode).
         self.cards = cards
 
+    def __eq__(self, other) -> bool:
+        """Two homes over the same files and parts are the same configuration."""
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    __hash__ = None
+
     def __call__(self, user):
         return _View(self, user) if user is not None else None
 
