@@ -106,10 +106,28 @@ def cmd_usage(args) -> None:
     if since and until and until <= since:
         fail(f"--until ({args.until}) must be after --since ({args.since})")
     path = Path(args.file) if args.file else Path(args.state) / "usage.jsonl"
-    if not path.exists() and not args.file and not Path(args.state).is_dir():
-        fail(f"no state folder at {args.state}; pass --state DIR (or --file USAGE.jsonl)")
-    summary = usage.summarize(usage.read_events(path), since=since, until=until)
-    sys.stdout.write(usage.render(summary, args.format))
+    if args.hub or (not args.file and not Path(args.state).is_dir()):
+        summary = _hub_usage(args, missing_state=not args.hub)
+    else:
+        summary = usage.summarize(usage.read_events(path), since=since, until=until)
+    sys.stdout.write(usage.render_cost(summary) if args.cost else usage.render(summary, args.format))
+
+
+def _hub_usage(args, *, missing_state: bool) -> dict:
+    """The usage page's summary from a hub, as the login's user sees it (their own lines;
+    an admin's: everyone's)."""
+    from .remote import Login, RemoteError, service_answer
+
+    try:
+        login = Login.resolve(args.hub)
+        params = {k: v for k, v in (("since", args.since), ("until", args.until)) if v}
+        return service_answer(login.request("GET", "/services/usage/api/usage", params=params),
+                              service="usage page", what="your usage")
+    except RemoteError as exc:
+        if missing_state:
+            fail(f"no state folder at {args.state} and no hub to ask: pass --state DIR (or --file USAGE.jsonl), "
+                 f"or log in to a hub ({exc})")
+        fail(str(exc))
 
 
 # -- atelier users -------------------------------------------------------------------------
@@ -510,6 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
     use.add_argument("--since", metavar="DATE", help="from this date or time (UTC), e.g. 2026-03-01")
     use.add_argument("--until", metavar="DATE", help="up to this date or time (UTC); default: now")
     use.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    use.add_argument("--cost", action="store_true",
+                     help="the cost only: per user, profile, kind, group and day, most costly first")
+    use.add_argument("--hub", help="ask this hub's usage page instead, as your login's user (after `atelier login`, "
+                     "or with ATELIER_HUB_URL and ATELIER_TOKEN): your own lines, an admin's everyone's; "
+                     "the default where there is no state folder")
     use.set_defaults(func=cmd_usage)
 
     from .cluster.values import add_render_parser

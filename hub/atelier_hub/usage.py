@@ -196,6 +196,37 @@ def summarize(events: list[dict], *, since: datetime | None = None, until: datet
     return out
 
 
+def render_cost(summary: dict) -> str:
+    """The cost lines of ``summary`` (``atelier usage --cost``): per user, profile, kind and
+    group, most costly first, then each day and the total; where nothing has a price, one
+    line that says how to set one.
+
+    >>> z = dict.fromkeys(FIELDS, 0)
+    >>> s = {"since": None, "until": "2026-01-02T00:00:00Z", "total": {**z, "cost": 3.0},
+    ...      "by_user": {"ada": {**z, "cost": 1.0}, "bo": {**z, "cost": 2.0}}, "by_profile": {}}
+    >>> print(render_cost(s))
+    Cost from the first record to 2026-01-02T00:00:00Z
+    user     bo                    2.00
+    user     ada                   1.00
+    total                          3.00
+    <BLANKLINE>
+    >>> render_cost({**s, "total": z, "by_user": {}}).splitlines()[1][:41]
+    'No cost: no profile that ran has a price.'
+    """
+    lines = [f"Cost from {summary['since'] or 'the first record'} to {summary['until']}"]
+    if not summary["total"]["cost"]:
+        lines.append("No cost: no profile that ran has a price. An admin sets `price` in a profile "
+                     "(docs/reference.md, \"Profiles\"); the hours are in `atelier usage`.")
+        return "\n".join(lines) + "\n"
+    for group, table in (("user", "by_user"), ("profile", "by_profile"), ("kind", "by_kind"), ("group", "by_group")):
+        for name, v in sorted(summary.get(table, {}).items(), key=lambda kv: (-kv[1]["cost"], kv[0])):
+            lines.append(f"{group:8} {name:<16} {v['cost']:>9.2f}")
+    for day, v in summary.get("by_day", {}).items():
+        lines.append(f"{'day':8} {day:<16} {v['cost']:>9.2f}")
+    lines.append(f"{'total':8} {'':<16} {summary['total']['cost']:>9.2f}")
+    return "\n".join(lines) + "\n"
+
+
 def render(summary: dict, fmt: str) -> str:
     """``table`` (for people), ``csv`` (for spreadsheets) or ``json`` (for scripts)."""
     if fmt == "json":

@@ -234,6 +234,13 @@ def test_home_page_shows_each_server_and_stops_one(cull_window, page):
     everyone = s.http.get(f"{s.url}/services/usage/api/usage", timeout=60,
                           headers={"Authorization": f"token {s.admin_token}"}).json()
     assert {NAME, USER} <= set(everyone["by_user"]), everyone
+    # `atelier usage --cost` from a laptop, with homer's login: the same, his lines only.
+    r = s.atelier(s.user_token(NAME), "usage", "--cost", "--hub", s.url, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = [line.split() for line in r.stdout.splitlines()]
+    assert [x[1] for x in lines if x[0] == "user"] == [NAME], r.stdout
+    assert ["profile", "home-priced"] in [x[:2] for x in lines] and lines[-1][0] == "total", r.stdout
+    assert float(lines[-1][1]) == pytest.approx(mine.json()["total"]["cost"], abs=0.02), (r.stdout, mine.json())
     assert everyone["by_group"]["home-team"]["servers"] == 2, everyone["by_group"]
     assert everyone["by_group"]["home-team"]["cost"] == pytest.approx(everyone["by_user"][NAME]["cost"], abs=0.01)
     # ... and the home page of the admin is not reachable as theirs: /hub/home is the

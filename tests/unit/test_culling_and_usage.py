@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from atelier_hub.cli import main
 from atelier_hub.culling import Policy, Report, decide
-from atelier_hub.profiles import ProfileError, load_profiles
+from atelier_hub.profiles import Price, ProfileError, load_profiles
 from atelier_hub.usage import record, summarize
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
@@ -214,3 +214,28 @@ def test_usage_per_group_counts_a_run_in_each_group_its_user_was_in_at_its_start
     table = render(s, "table")
     assert [line.split()[:4] for line in table.splitlines() if line.startswith("group")] == [
         ["group", "nlp", "1", "1.00"], ["group", "vision", "2", "4.00"]]
+
+
+def test_atelier_usage_cost_prints_the_cost_lines_most_costly_first(tmp_path, capsys, monkeypatch):
+    priced = {p.name: p for p in load_profiles(Path(__file__).resolve().parents[2] / "profiles")}["cpu-small"]
+    priced = priced.model_copy(update={"price": Price(cpu_hour=0.5)})
+    f = tmp_path / "usage.jsonl"
+    t0 = datetime(2026, 3, 1, 10, tzinfo=timezone.utc)
+    for user, hours in (("ada", 1), ("bo", 3)):
+        record(f, "start", user=user, server="", profile=priced, when=t0, kind="server")
+        record(f, "stop", user=user, server="", when=t0 + timedelta(hours=hours))
+    main(["usage", "--file", str(f), "--cost"])
+    lines = capsys.readouterr().out.splitlines()
+    users = [line.split() for line in lines if line.startswith("user")]
+    per_hour = 0.5 * priced.cpu.limit
+    assert users == [["user", "bo", f"{3 * per_hour:.2f}"], ["user", "ada", f"{1 * per_hour:.2f}"]], lines
+    assert lines[-1].split() == ["total", f"{4 * per_hour:.2f}"]
+    assert ["day", "2026-03-01", f"{4 * per_hour:.2f}"] in [line.split() for line in lines]
+    # Nowhere to read from: no state folder, no login. The message names both ways.
+    monkeypatch.delenv("ATELIER_HUB_URL", raising=False)
+    monkeypatch.delenv("ATELIER_TOKEN", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-login"))
+    with pytest.raises(SystemExit):
+        main(["usage", "--state", str(tmp_path / "absent"), "--cost"])
+    err = capsys.readouterr().err
+    assert "no state folder at" in err and "atelier login" in err, err
