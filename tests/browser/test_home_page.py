@@ -165,7 +165,12 @@ def test_home_page_shows_each_server_and_stops_one(cull_window, page):
     # browser that never chose: the UI's own stored choice, set by the front's page.
     mlflow_page = page.context.new_page()
     mlflow_page.goto(f"{s.url}{link.get_attribute('href')}")
-    mlflow_page.wait_for_selector(f"text={NAME}s-run", timeout=120_000)
+    try:
+        mlflow_page.wait_for_selector(f"text={NAME}s-run", timeout=120_000)
+    except Exception:  # what the UI showed instead, for the report
+        mlflow_page.screenshot(path=str(SHOTS / "mlflow-run-failed.png"))
+        raise AssertionError(f"MLflow's run page did not show the run in 120 s: {mlflow_page.url}\n"
+                             f"{mlflow_page.inner_text('body')[:2000]}\n{s.hub_log(40)}") from None
     assert mlflow_page.evaluate("localStorage.getItem('mlflow.workflowType_v1')") == '"machine_learning"'
     nav = mlflow_page.locator("nav, aside").first
     mlflow_page.screenshot(path=str(SHOTS / "mlflow-run.png"))
