@@ -218,7 +218,7 @@ def test_spawn_form_shows_each_cards_capacity(queue_stack):
     assert page.status_code == 200, page.text
     html = page.content.decode()
     card = html[html.find('data-profile="gpu-test"'):][:1500]
-    assert re.search(r'<p class="atelier-gpu-note">\s*4 of 4 GPUs free · fits now\s*</p>', card), card or html[:3000]
+    assert re.search(r'<p class="atelier-gpu-note atelier-fits">\s*4 of 4 GPUs free · fits now\s*</p>', card), card or html[:3000]
     assert "No GPU on this machine" not in html
 
 

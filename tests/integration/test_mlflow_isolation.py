@@ -120,11 +120,15 @@ def test_a_refused_request_with_a_body_leaves_the_connection_usable(mstack, alic
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     auth = {"Authorization": f"token {alice['token']}", "Content-Type": "application/json"}
     body = json.dumps({"username": "alice", "password": "x" * 24})
-    for _ in range(3):
-        conn.request("PATCH", "/services/mlflow/api/2.0/mlflow/users/update-password", body=body, headers=auth)
+    refusals = [("PATCH", "/services/mlflow/api/2.0/mlflow/users/update-password", body),
+                ("GET", "/services/mlflow/ajax-api/3.0/mlflow/assistant/config", None)]  # no body
+    for method, path, data in refusals * 2:
+        conn.request(method, path, body=data, headers=auth)
         refused = conn.getresponse()
         refused.read()
         assert refused.status == 403
+        if refused.getheader("Connection") == "close":
+            conn.close()  # as a client does when told
         # Either the connection stays usable, or the answer said it closes (then the
         # client opens a new one): never a silent drop.
         conn.request("GET", "/services/mlflow/api/2.0/mlflow/experiments/search?max_results=1", headers=auth)

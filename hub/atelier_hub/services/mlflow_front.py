@@ -450,9 +450,11 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
             self._upstream.cancel()
 
     def write_error(self, status_code, **kwargs):
-        if self._has_body() and not self._body_read:
-            # Refused before its body was read: tornado drops the connection after this
-            # answer, so say so; a client (the hub's proxy) reusing it would get nothing.
+        if not self._body_read:
+            # Refused before the request was read to its end (in prepare, for a GET too:
+            # tornado has not yet marked even an empty body read): tornado drops the
+            # connection after this answer, so say so; a client (the hub's proxy) reusing
+            # it would get nothing (CI27: "socket hang up", a 503, after a refused GET).
             self.set_header("Connection", "close")
         _front.finish_json_error(self, status_code, kwargs, code_key="error_code")
 
