@@ -19,7 +19,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +26,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "browser"))
 sys.path.insert(0, str(REPO / "hub"))
 from bench_spawn import PlainHub  # noqa: E402
-from chromium import CHROMIUM, FLAGS  # noqa: E402
+from chromium import CHROMIUM, FLAGS, login  # noqa: E402
 from stack import Stack  # noqa: E402
 
 SERVERS = 5
@@ -39,32 +38,10 @@ c.JupyterHub.named_server_limit_per_user = {SERVERS}
 """
 
 
-def _spawn_all(hub: PlainHub, user: str) -> None:
-    assert hub.api("POST", f"/users/{user}").status_code in (201, 409)
-    for i in range(SERVERS):
-        r = hub.api("POST", f"/users/{user}/servers/s{i}")
-        assert r.status_code in (201, 202), r.text
-    deadline = time.monotonic() + 240
-    while True:
-        servers = hub.api("GET", f"/users/{user}").json()["servers"]
-        if len(servers) == SERVERS and all(s["ready"] for s in servers.values()):
-            return
-        assert time.monotonic() < deadline, f"{servers}\n{hub.hub_log()}"
-        time.sleep(1)
-
-
 def _first_paint(page, url: str) -> float:
     page.goto(url, wait_until="load")
     page.wait_for_function("performance.getEntriesByName('first-contentful-paint').length > 0", timeout=30_000)
     return page.evaluate("performance.getEntriesByName('first-contentful-paint')[0].startTime")
-
-
-def _login(page, url: str, name: str, password: str) -> None:
-    page.goto(f"{url}/hub/login")
-    page.fill("#username_input", name)
-    page.fill("#password_input", password)
-    page.click("#login_submit")
-    page.wait_for_url(f"{url}/hub/**")
 
 
 def main() -> None:
@@ -82,17 +59,18 @@ def main() -> None:
             stock = PlainHub(Path(tmp) / "stock", "simple", extra=NAMED)
             admin_password = (stack.state / "initial-admin-password").read_text().strip()
             stack.login("admin", admin_password)  # the hub knows its admin
+            assert stock.api("POST", "/users/bench").status_code in (201, 409)
             for i in range(SERVERS):
                 stack.spawn("admin", "cpu-small", server=f"s{i}")
-            _spawn_all(stock, "bench")
+                stock.spawn("bench", None, server=f"s{i}")
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
                 pages = {}
-                for label, url, user, password in (("atelier", stack.url, "admin", admin_password),
-                                                   ("stock", stock.url, "bench", "any password")):
+                for label, hub, user, password in (("atelier", stack, "admin", admin_password),
+                                                   ("stock", stock, "bench", "any password")):
                     pages[label] = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
-                    _login(pages[label], url, user, password)
-                    _first_paint(pages[label], f"{url}/hub/home")  # warm: templates compiled, files cached
+                    login(pages[label], hub, user, password)
+                    _first_paint(pages[label], f"{hub.url}/hub/home")  # warm: templates compiled, files cached
                 times: dict[str, list[float]] = {"atelier": [], "stock": []}
                 for _ in range(args.rounds):
                     for label, url in (("atelier", stack.url), ("stock", stock.url)):

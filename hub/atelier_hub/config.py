@@ -67,7 +67,9 @@ def update_auth(c, stack: EmbeddedStack) -> None:
     # The admin page says where invite links are made (embedded/templates/admin.html); the
     # home page is Atelier's (embedded/templates/home.html, update_home); every page has
     # Atelier's look (embedded/templates/page.html, atelier_hub.look).
-    c.JupyterHub.template_paths = [str(Path(__file__).with_name("embedded") / "templates")]
+    from .look import TEMPLATES
+
+    c.JupyterHub.template_paths = [str(TEMPLATES)]
 
 
 def update_home(c, stack: EmbeddedStack) -> None:

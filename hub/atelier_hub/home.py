@@ -151,8 +151,8 @@ def server_row(*, user: str, server: dict, profile: Profile | None, decision: di
 
 def job_row(rec: JobRecord, *, server: dict | None, now: datetime) -> dict:
     """One job's row: its name, profile, state, when it started, how long it ran, its exit
-    code, and the line that prints its output. ``server``: the hub's facts of its server
-    (``ready``, ``pending``), None when it has none.
+    code, the line that prints its output, and whether it has ended (``over``). ``server``:
+    the hub's facts of its server (``ready``, ``pending``), None when it has none.
 
     >>> t0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
     >>> rec = JobRecord(name="train", user="ada", profile="cpu-large", command=["python", "t.py"],
@@ -169,7 +169,7 @@ def job_row(rec: JobRecord, *, server: dict | None, now: datetime) -> dict:
             "started": _iso(datetime.fromtimestamp(rec.submitted, timezone.utc)),
             "duration": span(end - rec.submitted),
             "exit_code": "" if rec.exit_code is None else str(rec.exit_code),
-            "logs": f"atelier logs {rec.name}" + ("" if rec.over else " -f")}
+            "logs": f"atelier logs {rec.name}" + ("" if rec.over else " -f"), "over": rec.over}
 
 
 def chosen_profile(user_options: dict) -> str | None:
@@ -348,5 +348,5 @@ class Home:
         for spawner in user.all_spawners(include_default=False):
             facts = _facts(user, spawner)
             servers[facts["name"]] = facts
-        recs = sorted(JobRecord.all(self.jobs_dir, user.name), key=lambda r: (r.over, -r.submitted))
+        recs = JobRecord.newest_first(JobRecord.all(self.jobs_dir, user.name))
         return [job_row(r, server=servers.get(job_server(r.name)), now=now) for r in recs[:JOBS_SHOWN]]

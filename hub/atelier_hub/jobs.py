@@ -198,6 +198,11 @@ class JobRecord:
     def over(self) -> bool:
         return self.ended is not None
 
+    @staticmethod
+    def newest_first(recs: list[JobRecord]) -> list[JobRecord]:
+        """Running jobs first, then those that ended; each newest first (the pages' order)."""
+        return sorted(recs, key=lambda r: (r.over, -r.submitted))
+
     def state(self, *, server: dict | None) -> str:
         """``cancelled``, ``succeeded``, ``failed``; else from the hub's ``server`` model:
         ``running``, ``starting``, or ``failed`` when it is gone without an exit code."""

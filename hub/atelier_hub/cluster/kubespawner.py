@@ -528,12 +528,10 @@ def update_home(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
     culler runs), cost so far (where the usage record is kept) and ways in, and the user's
     latest MLflow runs (where the MLflow front runs). An operator's own templates
     (``hub.templatePaths``) come first and their ``hub.templateVars`` win."""
-    from pathlib import Path
-
     from ..home import Home
-    from ..look import template_vars
+    from ..look import TEMPLATES, template_vars
 
-    templates = str(Path(__file__).resolve().parents[1] / "embedded" / "templates")
+    templates = str(TEMPLATES)
     c.JupyterHub.template_paths = [*(p for p in c.JupyterHub.get("template_paths", []) if p != templates), templates]
     home = Home(profiles_dir=profiles_dir, hub_url=settings.public_url or "",
                 usage_file=USAGE_FILE if settings.usage.enabled else None,

@@ -138,6 +138,10 @@ class Jobs:
             if code not in (202, 204, 404):
                 log.warning("could not remove the server of job %s/%s (%s): %s", rec.user, rec.name, code, body)
 
+    async def servers_of(self, recs: list[JobRecord]) -> dict[str, dict[str, dict]]:
+        """The hub's servers of each user who has one of ``recs``."""
+        return {u: await self.hub.servers(u) for u in {r.user for r in recs}}
+
     async def settle_all(self) -> None:
         by_user: dict[str, list[JobRecord]] = {}
         for rec in JobRecord.all(self.folder):
@@ -177,7 +181,7 @@ class ListHandler(_Api):
         user = self.caller()
         everyone = self.get_argument("all", "") not in ("", "0") and user.get("admin")
         recs = JobRecord.all(self.jobs.folder, None if everyone else self.owner())
-        servers = {u: await self.jobs.hub.servers(u) for u in {r.user for r in recs}}
+        servers = await self.jobs.servers_of(recs)
         self.finish({"jobs": [self.jobs.model(r, servers[r.user]) for r in recs]})
 
     async def post(self):
@@ -255,13 +259,14 @@ _BADGES = {"succeeded": "text-bg-success", "running": "text-bg-primary", "starti
            "cancelled": "text-bg-secondary"}
 
 
-def render_jobs_page(rows: list[dict], *, viewer: str | None, hub_prefix: str = "/hub/") -> str:
+def render_jobs_page(rows: list[dict], *, viewer: str | None) -> str:
     """The jobs page: one row per job (:func:`atelier_hub.home.job_row`, plus ``user``),
     newest first, in Atelier's look. ``viewer``: the user whose jobs these are; None for an
     admin's page of everyone's, which has a user column. Every value is escaped.
 
     >>> row = {"name": "t<1>", "user": "ada", "profile": "cpu-small", "state": "running", "command": "python t.py",
-    ...        "started": "2026-01-01T12:00:00Z", "duration": "1 min", "exit_code": "", "logs": "atelier logs t -f"}
+    ...        "started": "2026-01-01T12:00:00Z", "duration": "1 min", "exit_code": "", "logs": "atelier logs t -f",
+    ...        "over": False}
     >>> page = render_jobs_page([row], viewer="ada")
     >>> 'data-job="t&lt;1&gt;"' in page and "atelier cancel t&lt;1&gt;" in page and 'data-field="user"' not in page
     True
@@ -272,8 +277,7 @@ def render_jobs_page(rows: list[dict], *, viewer: str | None, hub_prefix: str = 
     user_head = "" if viewer else '<th scope="col">User</th>'
     body = []
     for r in rows:
-        ended = r["state"] in ("succeeded", "failed", "cancelled")
-        follow = f'<code>{esc(r["logs"])}</code>' + ("" if ended else f'<br><code>atelier cancel {esc(r["name"])}</code>')
+        follow = f'<code>{esc(r["logs"])}</code>' + ("" if r["over"] else f'<br><code>atelier cancel {esc(r["name"])}</code>')
         body.append(
             f'<tr class="atelier-job" data-job="{esc(r["name"])}" data-state="{esc(r["state"])}">'
             f'<th scope="row" data-field="name"><span title="{esc(r["command"])}">{esc(r["name"])}</span></th>'
@@ -296,8 +300,7 @@ def render_jobs_page(rows: list[dict], *, viewer: str | None, hub_prefix: str = 
              "your session's settings: <code>atelier run --profile cpu-small -- python train.py</code> from a "
              "terminal or a laptop (after <code>atelier login</code>), or <code>atelier_lab.run(...)</code> in a "
              "notebook.</p>")
-    return service_page(title, f'<h1 class="h3 my-3">{title}</h1>{intro}{table}', hub_prefix=hub_prefix,
-                        links=(("Jobs", "./"),))
+    return service_page(title, f'<h1 class="h3 my-3">{title}</h1>{intro}{table}', links=(("Jobs", "./"),))
 
 
 class PageHandler(HubOAuthenticated, web.RequestHandler):
@@ -310,14 +313,12 @@ class PageHandler(HubOAuthenticated, web.RequestHandler):
     async def get(self):
         user = self.current_user
         everyone = bool(user.get("admin")) and self.get_argument("all", "") not in ("", "0")
-        recs = sorted(JobRecord.all(self.jobs.folder, None if everyone else user["name"]),
-                      key=lambda r: (r.over, -r.submitted))
-        servers = {u: await self.jobs.hub.servers(u) for u in {r.user for r in recs}}
+        recs = JobRecord.newest_first(JobRecord.all(self.jobs.folder, None if everyone else user["name"]))
+        servers = await self.jobs.servers_of(recs)
         now = datetime.now(timezone.utc)
         rows = [{**job_row(r, server=servers[r.user].get(job_server(r.name)), now=now), "user": r.user}
                 for r in recs]
-        hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/"
-        self.finish(render_jobs_page(rows, viewer=None if everyone else user["name"], hub_prefix=hub_prefix))
+        self.finish(render_jobs_page(rows, viewer=None if everyone else user["name"]))
 
 
 class CallbackHandler(HubOAuthCallbackHandler):

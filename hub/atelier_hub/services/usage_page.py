@@ -47,10 +47,18 @@ def sees_everyone(model: dict) -> bool:
     return bool(model.get("admin")) or "admin:users" in (model.get("scopes") or [])
 
 
-def render_page(summary: dict, *, viewer: str | None = None, hub_prefix: str = "/hub/") -> str:
+def _bar(kind: str, name: str, cpu_hours: float, top: float, value: str, *, classes: str = "atelier-bar") -> str:
+    """One bar of a chart: ``name``, a fill as long as ``cpu_hours`` is against ``top``, ``value``."""
+    return (f'<div class="{classes}" data-{kind}="{html.escape(name)}" data-cpu-hours="{cpu_hours}">'
+            f'<span class="name">{html.escape(name)}</span>'
+            f'<span class="fill" style="width:{60 * cpu_hours / top:.1f}%"></span>'
+            f'<span class="value">{html.escape(value)}</span></div>')
+
+
+def render_page(summary: dict, *, viewer: str | None = None, hub_prefix: str | None = None) -> str:
     """The page for ``summary``: CPU-hours per user as bars, then per day (the latest
     :data:`DAYS_SHOWN`; with the cost where a profile has a price), then the tables, in Atelier's
-    look (:func:`atelier_hub.look.service_page`; ``hub_prefix`` is the hub's ``/hub/``).
+    look (:func:`atelier_hub.look.service_page`, which ``hub_prefix`` is passed to).
 
     >>> s = {"since": None, "until": "2026-01-01T00:00:00Z", "total": dict.fromkeys(FIELDS, 0),
     ...      "by_user": {"ada": {"servers": 1, "hours": 1.0, "cpu_hours": 2.0, "memory_gb_hours": 4.0,
@@ -60,23 +68,15 @@ def render_page(summary: dict, *, viewer: str | None = None, hub_prefix: str = "
     """
     users = summary["by_user"]
     top = max((v["cpu_hours"] for v in users.values()), default=0) or 1
-    bars = "".join(
-        f'<div class="atelier-bar bar" data-user="{html.escape(name)}" data-cpu-hours="{v["cpu_hours"]}">'
-        f'<span class="name">{html.escape(name)}</span>'
-        f'<span class="fill" style="width:{60 * v["cpu_hours"] / top:.1f}%"></span>'
-        f'<span class="value">{v["cpu_hours"]:.2f} CPU-h · {v["gpu_hours"]:.2f} GPU-h</span></div>'
-        for name, v in sorted(users.items()))
-
+    bars = "".join(_bar("user", name, v["cpu_hours"], top, f'{v["cpu_hours"]:.2f} CPU-h · {v["gpu_hours"]:.2f} GPU-h',
+                        classes="atelier-bar bar")
+                   for name, v in sorted(users.items()))
     days = list(summary.get("by_day", {}).items())[-DAYS_SHOWN:]
     day_top = max((v["cpu_hours"] for _, v in days), default=0) or 1
     priced = any(v["cost"] for _, v in days)
-    over_time = "".join(
-        f'<div class="atelier-bar" data-day="{html.escape(day)}" data-cpu-hours="{v["cpu_hours"]}">'
-        f'<span class="name">{html.escape(day)}</span>'
-        f'<span class="fill" style="width:{60 * v["cpu_hours"] / day_top:.1f}%"></span>'
-        f'<span class="value">{v["cpu_hours"]:.2f} CPU-h' + (f" · cost {v['cost']:.2f}" if priced else "")
-        + "</span></div>"
-        for day, v in days)
+    over_time = "".join(_bar("day", day, v["cpu_hours"], day_top,
+                             f'{v["cpu_hours"]:.2f} CPU-h' + (f" · cost {v['cost']:.2f}" if priced else ""))
+                        for day, v in days)
 
     def table(title: str, rows: dict, kind: str) -> str:
         head = "".join(f'<th scope="col" class="num">{_LABELS[f]}</th>' for f in FIELDS)
@@ -123,8 +123,7 @@ class PageHandler(_Usage):
     @web.authenticated
     def get(self):
         viewer = None if sees_everyone(self.current_user) else self.current_user["name"]
-        hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/"
-        self.finish(render_page(self.summary(), viewer=viewer, hub_prefix=hub_prefix))
+        self.finish(render_page(self.summary(), viewer=viewer))
 
 
 class ApiHandler(_Usage):
