@@ -92,6 +92,26 @@ class Job:
             time.sleep(every)
         return model["exit_code"]
 
+    def follow(self, out=None, *, every: float = 1) -> int | None:
+        """Write the job's output to ``out`` (a binary stream; default: this process's
+        stdout) as it comes, from its start until it ends, as ``atelier logs NAME -f``
+        does; then its exit code (None if it never wrote one)."""
+        import sys
+        from urllib.parse import quote
+
+        out = out or sys.stdout.buffer
+        offset = 0
+        while True:
+            data, headers = _request("GET", f"/{quote(self.name, safe='')}/log?offset={offset}", env=self._env)
+            out.write(data)
+            out.flush()
+            offset = int(headers.get("X-Atelier-Job-Offset", offset + len(data)))
+            if not data:
+                if headers.get("X-Atelier-Job-State") in ENDED:
+                    code = headers.get("X-Atelier-Job-Exit-Code", "")
+                    return int(code) if code else None
+                time.sleep(every)
+
     def cancel(self) -> dict:
         from urllib.parse import quote
 

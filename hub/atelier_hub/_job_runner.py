@@ -7,7 +7,8 @@ package layer are there, as in a session) with one argument, JSON:
 is then ended with a line in its log, exit code 124). It runs the command in the home's
 ``cwd`` with its output (stdout and stderr, in order) in
 ``~/.atelier/jobs/NAME/output.log``, and writes its exit code to ``exit-code`` there,
-so both outlive the container. Meanwhile it answers HTTP at the server's address
+so both outlive the container; ``repro.start_run()`` in the job lists its runs in
+``runs.jsonl`` there (``REPRO_RUNS_FILE``). Meanwhile it answers HTTP at the server's address
 (``JUPYTERHUB_SERVICE_URL``) with the job's state: the hub waits for a server to answer
 before it counts it as started, and a job's container runs no Jupyter server. It ends
 with the command's exit code once the hub has seen it answer (or after a minute).
@@ -107,6 +108,7 @@ def main(spec: dict) -> int:
     folder = home / ".atelier" / "jobs" / spec["name"]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "exit-code").unlink(missing_ok=True)
+    (folder / "runs.jsonl").unlink(missing_ok=True)
     seen = threading.Event()
     state = {"job": spec["name"], "running": True, "exit_code": None}
 
@@ -130,7 +132,9 @@ def main(spec: dict) -> int:
     else:
         seen.set()
     cwd = home / spec.get("cwd", "")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "ATELIER_JOB": spec["name"]}
+    # repro.start_run() lists each run it starts there: the jobs page links them.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "ATELIER_JOB": spec["name"],
+           "REPRO_RUNS_FILE": str(folder / "runs.jsonl")}
     with open(folder / "output.log", "wb", buffering=0) as log:
         if not cwd.is_dir():
             log.write(f"atelier: the job's folder {cwd} does not exist on your home (--cwd)\n".encode())

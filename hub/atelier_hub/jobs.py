@@ -25,12 +25,15 @@ from pathlib import Path
 from .input_limits import USER_OPTIONS_MAX, stored_size
 
 __all__ = ["JOB_DIR", "JOB_PREFIX", "JobError", "JobRecord", "RUNNER", "check_submission", "is_job",
-           "job_server", "read_home_file"]
+           "job_runs", "job_server", "read_home_file"]
 
 #: a job's server name is this plus the job's name
 JOB_PREFIX = "job-"
-#: where a job's runner writes, relative to the home: NAME/output.log, NAME/exit-code
+#: where a job's runner writes, relative to the home: NAME/output.log, NAME/exit-code, and
+#: NAME/runs.jsonl, where repro.start_run() lists the job's MLflow runs (REPRO_RUNS_FILE)
 JOB_DIR = ".atelier/jobs"
+#: the MLflow runs of one job that its page links, at most (the first ones)
+RUNS_SHOWN = 20
 #: the runner's source, run by the image's Python (stdlib only: the image has no atelier_hub)
 RUNNER = Path(__file__).with_name("_job_runner.py")
 
@@ -39,6 +42,8 @@ TIMEOUT_MAX = 30 * 86400
 
 # A DNS label less the prefix: it is also part of the container's and the server's name.
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+# MLflow's run and experiment ids (hex, or digits for experiments); anything else is not linked.
+_MLFLOW_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class JobError(ValueError):
@@ -251,3 +256,36 @@ def read_home_file(home: str | Path, rel: str, *, offset: int = 0, limit: int = 
     finally:
         for fd in reversed(fds):
             os.close(fd)
+
+
+def job_runs(raw: bytes | None) -> list[dict]:
+    """The MLflow runs a job's ``runs.jsonl`` lists (``repro.start_run()`` appends a line per
+    run): ``run_id``, ``experiment_id`` and ``spooled``, each once, at most
+    :data:`RUNS_SHOWN`. The file is the user's to write: a line that is not such a record
+    is skipped, and only ids of MLflow's alphabet are kept, so a link built from them
+    cannot leave MLflow's UI.
+
+    >>> job_runs(b'{"run_id": "ab12", "experiment_id": "3", "spooled": false}\\nnot json\\n'
+    ...          b'{"run_id": "../x", "experiment_id": "3"}\\n{"run_id": "ab12", "experiment_id": "3"}\\n')
+    [{'run_id': 'ab12', 'experiment_id': '3', 'spooled': False}]
+    >>> job_runs(None)
+    []
+    """
+    runs, seen = [], set()
+    for line in (raw or b"").decode(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(rec, dict):
+            continue
+        run, exp = rec.get("run_id"), rec.get("experiment_id")
+        if not (isinstance(run, str) and isinstance(exp, str) and _MLFLOW_ID.match(run) and _MLFLOW_ID.match(exp)):
+            continue
+        if run in seen:
+            continue
+        seen.add(run)
+        runs.append({"run_id": run, "experiment_id": exp, "spooled": rec.get("spooled") is True})
+        if len(runs) == RUNS_SHOWN:
+            break
+    return runs

@@ -15,7 +15,7 @@ import json
 import sys
 import time
 from datetime import datetime, timezone
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from .embedded.users import UserError, parse_duration
 from .remote import Login, RemoteError, service_answer
@@ -118,7 +118,20 @@ def cmd_run(args) -> None:
             _say(f"detached; job {name} keeps running. Follow it: atelier logs {name} -f; "
                  f"cancel it: atelier cancel {name}")
         raise SystemExit(130) from None
+    _say_runs(login, name)
     raise SystemExit(1 if code is None else code)
+
+
+def _say_runs(login: Login, name: str) -> None:
+    """One line per MLflow run the job recorded with ``repro.start_run()``: where to see it."""
+    r = login.request("GET", f"{API}/{quote(name, safe='')}")
+    if r.status_code >= 400:
+        return  # the job's end is said; its runs are on the jobs page
+    origin = urlsplit(login.hub_url)
+    for run in r.json().get("runs") or []:
+        where = (f"{origin.scheme}://{origin.netloc}{run['url']}" if run.get("url")
+                 else "spooled in the job's home: `repro sync` there uploads it")
+        _say(f"MLflow run {run['run_id']}: {where}")
 
 
 def _when(iso: str | None) -> str:

@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="change a parsed argument (a param: lr, args.lr, db.host, "
                        "config.db.host) in the recorded command; repeatable. Supplies a "
                        "secret that the record has redacted")
+    rerun.add_argument("--as-job", action="store_true",
+                       help="in an Atelier session: re-run it as a job (its own container, "
+                       "sized by a profile) from this folder of the home, and follow its output")
+    rerun.add_argument("--profile", metavar="P",
+                       help="with --as-job: the job's profile (default: the one the run "
+                       "recorded, else this session's)")
     uri_option(rerun)
     return parser
 
@@ -130,7 +136,14 @@ def _dispatch(args: argparse.Namespace, override: list[str] | None) -> int:
     if args.command == "rerun":
         from ._rerun import rerun
 
+        if args.profile and not args.as_job:
+            raise ReproError("--profile is for --as-job: add --as-job to re-run it as a job "
+                             "on that profile")
         run = _runs.load(args.run_id, uri=args.tracking_uri)
+        if args.as_job:
+            from ._rerun_job import rerun_as_job
+
+            return rerun_as_job(run, args, override)
         return rerun(
             run,
             dry_run=args.dry_run,

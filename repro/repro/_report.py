@@ -93,6 +93,12 @@ def show(run: RecordedRun) -> str:
     elif git_state:
         row("git", git_state)
     job = []
+    if t.get("repro.env.ATELIER_JOB"):
+        name = t["repro.env.ATELIER_JOB"]
+        job.append(f"atelier job {name}" + (f" on profile {t['repro.env.ATELIER_PROFILE']}"
+                                            if t.get("repro.env.ATELIER_PROFILE") else "")
+                   + f" (`atelier logs {name}`; `repro rerun RUN_ID --as-job` runs it again "
+                   "as a job)")
     if t.get("repro.slurm.job"):
         job.append(f"slurm job {t['repro.slurm.job']}"
                    + (f", task {t['repro.slurm.task']}" if t.get("repro.slurm.task") else ""))

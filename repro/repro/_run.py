@@ -256,9 +256,30 @@ def _start(
     if run is None:
         run = _start_spooled(target, reason or "unavailable", experiment, experiment_id,
                              run_name, all_tags, kwargs)
+    _list_run(run, spooled=_spool.is_spool_uri(mlflow.get_tracking_uri()))
     uploader = _upload.store_artifacts(run, mlflow.get_tracking_uri(), capture.artifacts,
                                        params or {})
     return _run_class()(run, uploader)
+
+
+def _list_run(run: ActiveRun, *, spooled: bool) -> None:
+    """Append the run to ``$REPRO_RUNS_FILE``, where that is set: one JSON line, its run
+    and experiment ids and whether it is spooled, so that whoever started this process
+    (an Atelier job, say) can link its runs. A file that cannot be written costs a warning,
+    never the run."""
+    import json
+    import os
+
+    path = os.environ.get("REPRO_RUNS_FILE")
+    if not path:
+        return
+    line = json.dumps({"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+                       "spooled": spooled})
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+    except OSError as exc:
+        warn("repro: could not list run %s in REPRO_RUNS_FILE %s (%s)", run.info.run_id, path, exc)
 
 
 def _start_spooled(

@@ -157,17 +157,32 @@ sys.exit(3)
 """
 
 
-def test_a_script_job_writes_to_s3_logs_a_repro_run_with_the_job_s_tags_and_exits_3(containers, alice):
-    home = containers.state / "homes" / "alice"
-    home.mkdir(parents=True, exist_ok=True)
-    # Written here as root: owned by the session's user, as a file the user made would be
-    # (the shared stack's other tests write their own files in this home).
-    (home / "tracked_job.py").write_text(TRACKED)
-    os.chown(home / "tracked_job.py", 1000, 100)
-    r = atelier(containers, alice["token"], "run", "--profile", "cpu-small", "--name", "tracked", "--",
-                "python", "tracked_job.py")
-    assert r.returncode == 3, (r.stdout, r.stderr)
-    run_id = next(line.split()[1] for line in r.stdout.splitlines() if line.startswith("run "))
+def _git(repo, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=Alice", "-c", "user.email=alice@example.org", *args],
+                   check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def tracked(containers, alice):
+    """A job that writes to S3, logs a repro run from a git clone of alice's home and exits
+    3: `atelier run`, and the run's id that the script printed."""
+    repo = containers.state / "homes" / "alice" / "proj"
+    repo.mkdir(parents=True, exist_ok=True)
+    (repo / "tracked_job.py").write_text(TRACKED)
+    _git(repo, "init", "-q")
+    _git(repo, "add", "tracked_job.py")
+    _git(repo, "commit", "-q", "-m", "a tracked job")
+    # Written here as root: owned by the session's user, as a clone the user made would be.
+    subprocess.run(["chown", "-R", "1000:100", str(repo)], check=True)
+    r = atelier(containers, alice["token"], "run", "--profile", "cpu-small", "--name", "tracked", "--cwd", "proj",
+                "--", "python", "tracked_job.py")
+    run_ids = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("run ")]
+    return r, run_ids[0] if run_ids else None
+
+
+def test_a_script_job_writes_to_s3_logs_a_repro_run_with_the_job_s_tags_and_exits_3(containers, alice, tracked):
+    r, run_id = tracked
+    assert r.returncode == 3 and run_id, (r.stdout, r.stderr)
     obj = containers.s3().get_object(Bucket="atelier-shared", Key="from-job/tracked.txt")
     assert obj["Body"].read() == b"written by a job"
     run = containers.mlflow().get_run(run_id)
@@ -175,6 +190,22 @@ def test_a_script_job_writes_to_s3_logs_a_repro_run_with_the_job_s_tags_and_exit
     assert run.data.tags["repro.env.ATELIER_JOB"] == "tracked"
     assert run.data.tags["repro.env.ATELIER_PROFILE"] == "cpu-small"
     assert "tracked_job.py" in run.data.tags["repro.command"]
+
+
+def test_the_jobs_run_is_linked_from_atelier_run_the_api_and_the_jobs_page(containers, alice, tracked):
+    r, run_id = tracked
+    run = containers.mlflow().get_run(run_id)
+    link = f"/services/mlflow/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    # `atelier run` says where the run is, once the job ended.
+    assert f"atelier: MLflow run {run_id}: {containers.url}{link}" in r.stderr.splitlines(), r.stderr
+    job = containers.http.get(f"{containers.url}/services/jobs/api/jobs/tracked", timeout=60,
+                              headers={"Authorization": f"token {alice['token']}"}).json()
+    assert job["runs"] == [{"run_id": run_id, "experiment_id": run.info.experiment_id, "spooled": False,
+                            "url": link}], job
+    page = containers.login("alice", alice["password"]).get(f"{containers.url}/services/jobs/", timeout=60).text
+    row = re.search(r'<tr class="atelier-job" data-job="tracked" data-state="failed">(.*?)</tr>', page, re.S)
+    assert row and f'<a class="atelier-run" data-run="{run_id}" href="{link}">{run_id[:8]}</a>' in row.group(1), \
+        page[:3000]
 
 
 def test_a_job_past_its_timeout_is_ended_and_its_log_says_so(containers, alice):
@@ -350,16 +381,20 @@ print(json.dumps({"code": code, "log": job.log(), "state": job.state, "profile":
 """
 
 
-def test_a_notebook_runs_a_job_with_atelier_lab_run_on_its_sessions_profile(containers, alice):
+@pytest.fixture(scope="module")
+def session(containers, alice):
+    """Alice's session on cpu-small (its server model), for the tests that work from a kernel."""
+    model = containers.spawn("alice", "cpu-small", server="runner")
+    yield model
+    containers.stop_server("alice", "runner")
+
+
+def test_a_notebook_runs_a_job_with_atelier_lab_run_on_its_sessions_profile(containers, alice, session):
     """From a kernel of alice's session, with its own settings and token:
     ``atelier_lab.run(...)`` submits to the jobs service, on the session's profile by
     default; ``job.wait()`` gives the job's exit code and ``job.log()`` its output; a bad
     profile is refused naming the field. It is the same job `atelier jobs` lists."""
-    model = containers.spawn("alice", "cpu-small", server="runner")
-    try:
-        out = run_code(containers.url, model["url"], alice["token"], KERNEL_RUN, timeout=360)
-    finally:
-        containers.stop_server("alice", "runner")
+    out = run_code(containers.url, session["url"], alice["token"], KERNEL_RUN, timeout=360)
     seen = json.loads(out.strip().splitlines()[-1])
     assert seen["url"].endswith("/services/jobs"), seen  # the session's ATELIER_JOBS_URL
     assert (seen["code"], seen["state"], seen["profile"]) == (4, "failed", "cpu-small"), seen
@@ -368,3 +403,39 @@ def test_a_notebook_runs_a_job_with_atelier_lab_run_on_its_sessions_profile(cont
     row = jobs_table(containers, alice["token"])["from-a-kernel"]
     assert (row[1], row[2], row[-1]) == ("cpu-small", "failed", "4"), row
 
+
+
+KERNEL_RERUN = r"""
+import json, os, subprocess
+show = subprocess.run(["python", "-m", "repro", "show", RUN], capture_output=True, text=True, timeout=120)
+again = subprocess.run(["python", "-m", "repro", "rerun", RUN, "--as-job"], capture_output=True, text=True,
+                       cwd=os.path.expanduser("~/proj"), timeout=400)
+print(json.dumps({"show": show.stdout + show.stderr, "code": again.returncode, "out": again.stdout,
+                  "err": again.stderr}))
+"""
+
+
+def test_repro_shows_the_job_of_a_run_and_reruns_it_as_a_job(containers, alice, tracked, session):
+    """In alice's session: `repro show` names the job and profile a run came from, and
+    `repro rerun RUN --as-job` runs it again as a new job on that profile, from her clone,
+    following its output; the new run is a rerun of the first, recorded by the new job."""
+    _, run_id = tracked
+    out = run_code(containers.url, session["url"], alice["token"], f"RUN = {run_id!r}\n" + KERNEL_RERUN,
+                   timeout=480)
+    seen = json.loads(out.strip().splitlines()[-1])
+    job_line = [line for line in seen["show"].splitlines() if line.startswith("job ")]
+    assert job_line and job_line[0].split(None, 1)[1].startswith("atelier job tracked on profile cpu-small"), \
+        seen["show"]
+    assert seen["code"] == 3, seen
+    said = re.search(rf"re-running {run_id} as job (\S+) on profile cpu-small", seen["err"])
+    assert said, seen["err"]
+    job = said.group(1)
+    new_ids = [line.split()[1] for line in seen["out"].splitlines() if line.startswith("run ")]
+    assert len(new_ids) == 1 and new_ids[0] != run_id, seen["out"]
+    again = containers.mlflow().get_run(new_ids[0])
+    assert again.data.tags["repro.rerun_of"] == run_id
+    assert again.data.tags["repro.env.ATELIER_JOB"] == job
+    assert again.data.tags["repro.env.ATELIER_PROFILE"] == "cpu-small"
+    assert again.info.user_id == "alice"
+    row = jobs_table(containers, alice["token"])[job]
+    assert (row[1], row[2], row[-1]) == ("cpu-small", "failed", "3"), row

@@ -231,3 +231,8 @@ def test_set_errors_name_the_fix(tmp_path: Path, env: dict[str, str], cli) -> No
     # A flag: on, and off again.
     status, out, _ = cli(["rerun", run_id, "--dry-run", "--set", "fast=true"], repo)
     assert status == 0 and "--fast" in out.split("command ", 1)[1]
+    # --as-job is for an Atelier session: outside one it says so and runs nothing.
+    status, _, err = cli(["rerun", run_id, "--profile", "gpu-1"], repo)
+    assert status == 1 and "--profile is for --as-job" in err
+    status, out, err = cli(["rerun", run_id, "--as-job"], repo)
+    assert status == 1 and "jobs service" in err and "atelier" in err and out == "", err

@@ -205,3 +205,43 @@ def test_runs_recorded_one_artifact_per_file_read_the_same(tmp_path) -> None:
         assert run.environment() == {"args": ["--lr", "1"]}
         assert run.artifact("repro/conda.txt") is None
         assert run.recorded_files() == ["diff.patch", "environment.json", "packages.txt"]
+
+
+def test_each_run_is_listed_in_repro_runs_file_and_a_bad_file_costs_no_run(
+    down: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``REPRO_RUNS_FILE`` (an Atelier job sets it): one JSON line per run started, spooled
+    ones marked; a path that cannot be written warns and the run goes on."""
+    listed = tmp_path / "runs.jsonl"
+    monkeypatch.setenv("REPRO_RUNS_FILE", str(listed))
+    with repro.start_run("listed-exp", run_name="one") as first:
+        pass
+    with repro.start_run("listed-exp", run_name="two") as second:
+        pass
+    lines = [json.loads(line) for line in listed.read_text().splitlines()]
+    assert [(x["run_id"], x["experiment_id"], x["spooled"]) for x in lines] == [
+        (r.info.run_id, r.info.experiment_id, True) for r in (first, second)]
+
+    monkeypatch.setenv("REPRO_RUNS_FILE", str(tmp_path))  # a folder: cannot be appended to
+    with caplog.at_level(logging.WARNING, logger="repro"):
+        with repro.start_run("listed-exp", run_name="three") as third:
+            mlflow.log_param("still", "logged")
+    assert f"could not list run {third.info.run_id} in REPRO_RUNS_FILE" in caplog.text
+    assert mlflow.get_run(third.info.run_id).data.params == {"still": "logged"}
+
+
+@pytest.mark.integration
+def test_a_run_on_the_server_is_listed_unspooled(
+    mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listed = tmp_path / "runs.jsonl"
+    monkeypatch.setenv("REPRO_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("REPRO_RUNS_FILE", str(listed))
+    try:
+        with repro.start_run("listed-on-server") as run:
+            pass
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert json.loads(listed.read_text()) == {"run_id": run.info.run_id,
+                                              "experiment_id": run.info.experiment_id, "spooled": False}

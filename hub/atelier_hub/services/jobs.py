@@ -12,26 +12,31 @@ from __future__ import annotations
 
 import sys
 from typing import ClassVar
+from urllib.parse import urlparse
 
 from pydantic import Field
 
 from ..settings import ServiceSettings, SessionContext
 from ._process import http_status
 from .base import Service, Site
+from .mlflow import PREFIX as MLFLOW_PREFIX
 
 PREFIX = "/services/jobs"
 #: the hub scopes the service's token holds: start, stop and remove users' servers
 HUB_SCOPES = ("list:users", "read:users:name", "read:servers", "servers", "delete:servers")
 
 
-def jobs_command(*, jobs_dir: str, homes_dir: str, profiles_dir: str) -> list[str]:
-    """The service's command line.
+def jobs_command(*, jobs_dir: str, homes_dir: str, profiles_dir: str, mlflow: str | None = None) -> list[str]:
+    """The service's command line; ``mlflow``: MLflow's UI, where the page links each job's
+    runs (a path on the hub's origin).
 
     >>> jobs_command(jobs_dir="/s/jobs", homes_dir="/s/homes", profiles_dir="/p")[2:]
     ['atelier_hub.services.jobs_server', '--jobs', '/s/jobs', '--homes', '/s/homes', '--profiles', '/p']
+    >>> jobs_command(jobs_dir="/j", homes_dir="/h", profiles_dir="/p", mlflow="/services/mlflow")[-2:]
+    ['--mlflow', '/services/mlflow']
     """
     return [sys.executable, "-m", "atelier_hub.services.jobs_server", "--jobs", jobs_dir, "--homes", homes_dir,
-            "--profiles", profiles_dir]
+            "--profiles", profiles_dir, *(["--mlflow", mlflow] if mlflow else [])]
 
 
 class JobsService(ServiceSettings):
@@ -69,7 +74,8 @@ class Jobs(Service):
             "url": self.local_url(site),
             "command": self.supervised(site, jobs_command(
                 jobs_dir=str(site.path("jobs")), homes_dir=str(site.path("homes")),
-                profiles_dir=site.profiles_dir)),
+                profiles_dir=site.profiles_dir,
+                mlflow=urlparse(f"{site.url}{MLFLOW_PREFIX}").path if getattr(services, "mlflow", None) else None)),
         }
 
     def ready(self, site: Site) -> bool:

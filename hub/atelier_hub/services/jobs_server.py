@@ -40,7 +40,7 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from ..home import job_row
-from ..jobs import JOB_DIR, JobError, JobRecord, check_submission, job_server, read_home_file
+from ..jobs import JOB_DIR, JobError, JobRecord, check_submission, job_runs, job_server, read_home_file
 from ..look import service_page
 from ..profiles import ProfileError, load_profiles, resolve_profile
 from ._api import HealthHandler, UserApi, refusal
@@ -97,11 +97,22 @@ class Hub:
 
 
 class Jobs:
-    def __init__(self, *, folder: Path, homes: Path, profiles_dir: str, hub: Hub):
+    def __init__(self, *, folder: Path, homes: Path, profiles_dir: str, hub: Hub, mlflow: str | None = None):
         self.folder, self.homes, self.profiles_dir, self.hub = folder, homes, profiles_dir, hub
+        #: MLflow's UI, as the page links it (a path on the hub's origin); None: no MLflow
+        self.mlflow = mlflow
 
     def home_file(self, rec: JobRecord, what: str, offset: int = 0, limit: int = LOG_CHUNK) -> bytes | None:
         return read_home_file(self.homes / rec.user, f"{JOB_DIR}/{rec.name}/{what}", offset=offset, limit=limit)
+
+    def runs(self, rec: JobRecord) -> list[dict]:
+        """The MLflow runs the job started with ``repro.start_run()``, each with the link
+        to it in MLflow's UI (``url``; None for a spooled run, which has no server id yet)."""
+        runs = job_runs(self.home_file(rec, "runs.jsonl", limit=64 << 10))
+        for run in runs:
+            run["url"] = (f"{self.mlflow}/#/experiments/{run['experiment_id']}/runs/{run['run_id']}"
+                          if self.mlflow and not run["spooled"] else None)
+        return runs
 
     def exit_code(self, rec: JobRecord) -> tuple[int, float] | None:
         raw = self.home_file(rec, "exit-code", limit=32)
@@ -159,7 +170,8 @@ class Jobs:
         end = rec.ended or time.time()
         return {"name": rec.name, "user": rec.user, "profile": rec.profile, "command": rec.command, "cwd": rec.cwd,
                 "state": state, "started": _iso(rec.submitted), "ended": _iso(rec.ended),
-                "duration": round(end - rec.submitted, 1), "exit_code": rec.exit_code, "error": rec.error}
+                "duration": round(end - rec.submitted, 1), "exit_code": rec.exit_code, "error": rec.error,
+                "runs": self.runs(rec)}
 
 
 class _Api(UserApi):
@@ -259,10 +271,22 @@ _BADGES = {"succeeded": "text-bg-success", "running": "text-bg-primary", "starti
            "cancelled": "text-bg-secondary"}
 
 
+def _run_links(runs: list[dict]) -> str:
+    """A job's MLflow runs: a link each (its id's first 8 characters, the whole id on hover);
+    a spooled run, not yet on the server, is named without one."""
+    esc = html.escape
+    return " ".join(
+        f'<a class="atelier-run" data-run="{esc(r["run_id"])}" href="{esc(r["url"])}">{esc(r["run_id"][:8])}</a>'
+        if r.get("url") else
+        f'<span class="atelier-run" data-run="{esc(r["run_id"])}" title="spooled: `repro sync` uploads it">'
+        f'{esc(r["run_id"][:8])} (spooled)</span>' for r in runs)
+
+
 def render_jobs_page(rows: list[dict], *, viewer: str | None) -> str:
-    """The jobs page: one row per job (:func:`atelier_hub.home.job_row`, plus ``user``),
-    newest first, in Atelier's look. ``viewer``: the user whose jobs these are; None for an
-    admin's page of everyone's, which has a user column. Every value is escaped.
+    """The jobs page: one row per job (:func:`atelier_hub.home.job_row`, plus ``user`` and
+    ``runs``, :meth:`Jobs.runs`), newest first, in Atelier's look. ``viewer``: the user whose
+    jobs these are; None for an admin's page of everyone's, which has a user column. Every
+    value is escaped.
 
     >>> row = {"name": "t<1>", "user": "ada", "profile": "cpu-small", "state": "running", "command": "python t.py",
     ...        "started": "2026-01-01T12:00:00Z", "duration": "1 min", "exit_code": "", "logs": "atelier logs t -f",
@@ -271,6 +295,10 @@ def render_jobs_page(rows: list[dict], *, viewer: str | None) -> str:
     >>> 'data-job="t&lt;1&gt;"' in page and "atelier cancel t&lt;1&gt;" in page and 'data-field="user"' not in page
     True
     >>> 'data-field="user">ada' in render_jobs_page([row], viewer=None)
+    True
+    >>> run = {"run_id": "0a1b2c3d4e5f", "experiment_id": "7", "spooled": False, "url": "/m/#/experiments/7/runs/0a1b"}
+    >>> page = render_jobs_page([{**row, "runs": [run]}], viewer="ada")
+    >>> '<a class="atelier-run" data-run="0a1b2c3d4e5f" href="/m/#/experiments/7/runs/0a1b">0a1b2c3d</a>' in page
     True
     """
     esc = html.escape
@@ -289,12 +317,14 @@ def render_jobs_page(rows: list[dict], *, viewer: str | None) -> str:
             f'{esc(r["started"][:16].replace("T", " "))}</time></td>'
             f'<td class="num" data-field="duration">{esc(r["duration"])}</td>'
             f'<td class="num" data-field="exit-code">{esc(r["exit_code"])}</td>'
+            f'<td data-field="runs">{_run_links(r.get("runs") or [])}</td>'
             f'<td data-field="follow">{follow}</td></tr>')
     title = f"Your jobs ({esc(viewer)})" if viewer else "Jobs of every user"
     table = ('<div class="table-responsive"><table class="table table-sm align-middle" id="atelier-job-table">'
              f'<thead><tr><th scope="col">Job</th>{user_head}<th scope="col">Profile</th><th scope="col">State</th>'
              '<th scope="col">Started (UTC)</th><th scope="col" class="num">Duration</th>'
-             '<th scope="col" class="num">Exit code</th><th scope="col">Output, cancel</th></tr></thead>'
+             '<th scope="col" class="num">Exit code</th><th scope="col">MLflow runs</th>'
+             '<th scope="col">Output, cancel</th></tr></thead>'
              f'<tbody>{"".join(body)}</tbody></table></div>') if rows else '<p id="atelier-no-jobs">No job yet.</p>'
     intro = ("<p>A job runs a command or a notebook once, in its own container sized by a profile, with your home and "
              "your session's settings: <code>atelier run --profile cpu-small -- python train.py</code> from a "
@@ -316,8 +346,8 @@ class PageHandler(HubOAuthenticated, web.RequestHandler):
         recs = JobRecord.newest_first(JobRecord.all(self.jobs.folder, None if everyone else user["name"]))
         servers = await self.jobs.servers_of(recs)
         now = datetime.now(timezone.utc)
-        rows = [{**job_row(r, server=servers[r.user].get(job_server(r.name)), now=now), "user": r.user}
-                for r in recs]
+        rows = [{**job_row(r, server=servers[r.user].get(job_server(r.name)), now=now), "user": r.user,
+                 "runs": self.jobs.runs(r)} for r in recs]
         self.finish(render_jobs_page(rows, viewer=None if everyone else user["name"]))
 
 
@@ -332,6 +362,8 @@ def main(argv: list[str] | None = None) -> None:
                     "each job's runner leaves its output and exit code")
     ap.add_argument("--profiles", required=True, help="the profiles folder")
     ap.add_argument("--every", type=float, default=3, help="seconds between checks for ended jobs")
+    ap.add_argument("--mlflow", help="MLflow's UI as the page links a job's runs (a path, e.g. /services/mlflow); "
+                    "default: no links")
     ap.add_argument("--listen", help="HOST:PORT to listen on; default: the hub's JUPYTERHUB_SERVICE_URL")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname).1s %(asctime)s %(name)s] %(message)s")
@@ -346,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
 
     async def run() -> None:
         hub = Hub(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
-        jobs = Jobs(folder=args.jobs, homes=args.homes, profiles_dir=args.profiles, hub=hub)
+        jobs = Jobs(folder=args.jobs, homes=args.homes, profiles_dir=args.profiles, hub=hub, mlflow=args.mlflow)
         kw = {"jobs": jobs}
         app = web.Application([
             (rf"{prefix}/api/jobs/?", ListHandler, kw),
