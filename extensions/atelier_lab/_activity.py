@@ -2,12 +2,13 @@
 
 Rule this module keeps: what counts as activity is the list :data:`SIGNALS`, one small
 function each (a busy kernel, an open terminal, an SSH connection, GPU use above a
-threshold); adding one is one function and one line. Every ``ATELIER_ACTIVITY_INTERVAL``
-seconds the extension samples them; while any is active it moves the server's own last
-activity (jupyter-server counts every ``*_last_activity`` setting) and it reports to the
-culler (``ATELIER_CULLER_URL``) which signals are active, so the hub log can say what
-kept a server alive. Jupyter's own last activity does not move while a kernel runs a
-silent loop (no message on iopub), which is why a busy kernel is a signal here.
+threshold, a personal Ray cluster running tasks); adding one is one function and one
+line. Every ``ATELIER_ACTIVITY_INTERVAL`` seconds the extension samples them; while any
+is active it moves the server's own last activity (jupyter-server counts every
+``*_last_activity`` setting) and it reports to the culler (``ATELIER_CULLER_URL``) which
+signals are active, so the hub log can say what kept a server alive. Jupyter's own last
+activity does not move while a kernel runs a silent loop (no message on iopub), which is
+why a busy kernel is a signal here.
 
 What the session reports as its last activity is work, not API traffic: kernel
 messages, terminal I/O, saved files and active signals (an open JupyterLab tab polls
@@ -17,7 +18,7 @@ The culler answers with the server's plan (when it stops, whether to warn), serv
 JupyterLab at ``/api/atelier/culling``; ``POST /api/atelier/culling/extend`` asks the
 culler to postpone; ``POST /api/atelier/culling/saving`` announces that the saves of the
 next 30 s are the warning's own (unsaved work saved before the stop), not work. A
-signal that cannot be read here (no ``nvidia-smi``) is skipped.
+signal that cannot be read here (no ``nvidia-smi``, no personal Ray cluster) is skipped.
 ref: jupyter_server/serverapp.py ``ServerWebApplication.last_activity`` (the
 ``*_last_activity`` hook) and ``services/kernels/kernelmanager.py`` (``execution_state``
 kept from iopub status messages).
@@ -36,7 +37,7 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import httpclient, web
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-__all__ = ["SIGNALS", "kernels_busy", "terminals_open", "ssh_connections", "gpu_busy"]
+__all__ = ["SIGNALS", "kernels_busy", "terminals_open", "ssh_connections", "gpu_busy", "ray_cluster_busy"]
 
 
 def _utcnow() -> datetime:
@@ -105,12 +106,58 @@ async def gpu_busy(app) -> str | None:
     return ", ".join(busy) or None
 
 
+# Ray's own view of a cluster's nodes, as its autoscaler keeps it: RUNNING while a task or
+# an actor holds a node's resources, IDLE when none does. Run in a child process with the
+# cluster's token: importing Ray in the Jupyter server would cost it memory for good.
+RAY_PROBE = """
+import json, sys
+from ray._raylet import GcsClient
+from ray.autoscaler.v2.sdk import get_cluster_resource_state
+from ray.core.generated.autoscaler_pb2 import NodeStatus
+state = get_cluster_resource_state(GcsClient(address=sys.argv[1]))
+print(json.dumps([NodeStatus.Name(n.status) for n in state.node_states]))
+"""
+
+
+async def ray_cluster_busy(app, env=os.environ) -> str | None:
+    """Work on this session's personal Ray cluster (``atelier_lab.ray_cluster``): nodes
+    whose resources a task or an actor holds, as Ray's GCS reports them. A script that
+    submitted work and a kernel that sits idle while its tasks run keep the session."""
+    import sys
+
+    from ._ray import RayClusterUnavailable, _request
+
+    if not env.get("ATELIER_RAY_CLUSTERS_URL"):
+        return None
+    try:
+        clusters = (await asyncio.to_thread(_request, "GET", "/api/clusters", env=env, timeout=20))["clusters"]
+    except RayClusterUnavailable:
+        return None
+    mine = [c for c in clusters if c.get("server") == env.get("JUPYTERHUB_SERVER_NAME", "")]
+    if not mine:
+        return None
+    child_env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": mine[0].get("token", "")}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", RAY_PROBE, mine[0]["address"], env=child_env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    except asyncio.TimeoutError:
+        proc.kill()
+        return None
+    try:
+        running = json.loads(out).count("RUNNING")
+    except ValueError:
+        return None
+    return f"Ray cluster: {running} node(s) running tasks" if running else None
+
+
 #: name -> async function(serverapp) returning a detail while active, else None
 SIGNALS = {
     "kernel-busy": kernels_busy,
     "terminal": terminals_open,
     "ssh": ssh_connections,
     "gpu": gpu_busy,
+    "ray": ray_cluster_busy,
 }
 
 

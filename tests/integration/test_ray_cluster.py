@@ -90,6 +90,43 @@ def test_a_kernel_s_cluster_runs_tasks_on_its_two_workers(cluster):
     assert set(facts["ran_on"]) <= set(facts["workers"]) and facts["ran_on"]
 
 
+BUSY = """
+import json, time
+from atelier_lab._activity import SIGNALS, ray_cluster_busy
+
+@ray.remote(num_cpus=1)
+def slow():
+    time.sleep(120)
+    return 1
+
+async def looked(until, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = await ray_cluster_busy(None)
+        if until(seen) or time.monotonic() > deadline:
+            return seen
+        time.sleep(1)
+
+before = await ray_cluster_busy(None)
+ref = slow.remote()  # submitted; this kernel goes idle, the cluster works
+during = await looked(lambda seen: seen is not None)
+ray.cancel(ref, force=True)
+after = await looked(lambda seen: seen is None)
+print(json.dumps({"before": before, "during": during, "after": after, "signal": SIGNALS["ray"].__name__}))
+"""
+
+
+def test_a_task_running_on_the_cluster_is_the_sessions_activity(containers, alice, cluster):
+    """The idle-culling signal `ray` (atelier_lab._activity), read in the session itself as
+    its activity reporter reads it, from Ray's own GCS: a task running on a worker keeps
+    the session; the idle cluster does not."""
+    out = run_code(containers.url, cluster["model"]["url"], alice["token"], BUSY, kernel_id=cluster["kernel"],
+                   timeout=240)
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen == {"before": None, "during": "Ray cluster: 1 node(s) running tasks", "after": None,
+                    "signal": "ray_cluster_busy"}, (seen, out)
+
+
 def test_the_nodes_are_containers_of_the_session_sized_by_the_profile(containers, cluster):
     client = docker.APIClient(base_url=engine().host)
     found = nodes(client, "alice")
