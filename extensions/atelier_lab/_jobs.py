@@ -69,17 +69,21 @@ class Job:
     def state(self) -> str:
         return self.status()["state"]
 
-    def log(self) -> str:
-        """Its output so far (or whole, once it ended), as ``atelier logs NAME`` prints it."""
+    def _output(self, offset: int) -> tuple[bytes, int, dict[str, str]]:
+        """Its output from byte ``offset``: the bytes, the next offset, the answer's headers."""
         from urllib.parse import quote
 
+        data, headers = _request("GET", f"/{quote(self.name, safe='')}/log?offset={offset}", env=self._env)
+        return data, int(headers.get("x-atelier-job-offset", offset + len(data))), headers
+
+    def log(self) -> str:
+        """Its output so far (or whole, once it ended), as ``atelier logs NAME`` prints it."""
         chunks, offset = [], 0
         while True:
-            data, headers = _request("GET", f"/{quote(self.name, safe='')}/log?offset={offset}", env=self._env)
+            data, offset, _ = self._output(offset)
             if not data:
                 return b"".join(chunks).decode(errors="replace")
             chunks.append(data)
-            offset = int(headers.get("X-Atelier-Job-Offset", offset + len(data)))
 
     def wait(self, timeout: float | None = None, *, every: float = 2) -> int | None:
         """Block until the job ends; its exit code (None if it never wrote one: cancelled,
@@ -97,18 +101,16 @@ class Job:
         stdout) as it comes, from its start until it ends, as ``atelier logs NAME -f``
         does; then its exit code (None if it never wrote one)."""
         import sys
-        from urllib.parse import quote
 
         out = out or sys.stdout.buffer
         offset = 0
         while True:
-            data, headers = _request("GET", f"/{quote(self.name, safe='')}/log?offset={offset}", env=self._env)
+            data, offset, headers = self._output(offset)
             out.write(data)
             out.flush()
-            offset = int(headers.get("X-Atelier-Job-Offset", offset + len(data)))
             if not data:
-                if headers.get("X-Atelier-Job-State") in ENDED:
-                    code = headers.get("X-Atelier-Job-Exit-Code", "")
+                if headers.get("x-atelier-job-state") in ENDED:
+                    code = headers.get("x-atelier-job-exit-code", "")
                     return int(code) if code else None
                 time.sleep(every)
 

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 
 def call(method: str, url: str, *, token: str, error: type[Exception], what: str, body: dict | None = None,
          timeout: float = 60) -> tuple[bytes, dict[str, str]]:
-    """``method`` ``url`` as the token's user; the answer's body and headers."""
+    """``method`` ``url`` as the token's user; the answer's body and headers (their names in
+    lower case: the hub's proxy may send them so)."""
     import urllib.error
     import urllib.request  # here, not above: `import atelier_lab` stays cheap
 
@@ -22,7 +23,7 @@ def call(method: str, url: str, *, token: str, error: type[Exception], what: str
                                  headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 (the deployment's own URL)
-            return r.read(), dict(r.headers.items())
+            return r.read(), {k.lower(): v for k, v in r.headers.items()}
     except urllib.error.HTTPError as exc:
         try:
             message = json.loads(exc.read() or b"{}").get("message")

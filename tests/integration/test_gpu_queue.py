@@ -37,6 +37,17 @@ memory: {guarantee: 64M, limit: 1G}
 gpu: {count: 1}
 culling: {idle_timeout: 600}
 """
+# Culled 20 s after its last activity: the ETA test measures the queue's reckoning against
+# a real cull (the culler checks every quarter of the shortest timeout, 5 s here).
+CULLED = """\
+name: gpu-culled
+display_name: 1 test GPU, culled soon
+description: One device of the test pool, stopped after 20 s idle.
+cpu: {limit: 1}
+memory: {guarantee: 64M, limit: 1G}
+gpu: {count: 1}
+culling: {idle_timeout: 20, warn_before: 5}
+"""
 SMALL = """\
 name: cpu-small
 display_name: Small
@@ -61,6 +72,7 @@ def queue_stack(tmp_path_factory):
     profiles.mkdir()
     (profiles / "gpu-test.yaml").write_text(PROFILE)
     (profiles / "cpu-small.yaml").write_text(SMALL)
+    (profiles / "gpu-culled.yaml").write_text(CULLED)
     (root / "capacity.yaml").write_text(CAPACITY)
     s = Stack(root / "state", name="gpu-queue",
               args=("--profiles", str(profiles), "--capacity", str(root / "capacity.yaml"),
@@ -208,6 +220,53 @@ def test_the_home_page_shows_a_queued_server_and_the_users_gpus_against_the_limi
     finally:
         for name in ("admin", *holders):
             if server(s, name):  # a1's is stopped already
+                s.stop_server(name, "gpu")
+
+
+def test_the_eta_is_checked_against_a_real_cull(queue_stack):
+    """Four idle holders of a profile culled after 20 s; a fifth request waits. The ETA
+    the queue shows it (the hub's own reckoning, read from the queue as the hub saved it,
+    as the home page and the form read it) is compared with when it really started, after
+    the real culler stopped the first holder."""
+    from atelier_hub.capacity import load_capacity
+    from atelier_hub.embedded.gpus import GPUPool
+    from atelier_hub.services.culler import PLAN_FILE
+
+    s = queue_stack
+    holders = ["a1", "a2", "a3", "a4"]
+    for name in holders:
+        if s.api("GET", f"/users/{name}").status_code == 404:
+            s.add_user(name)
+        s.spawn(name, "gpu-culled", server="gpu")
+    plan_file = s.state / PLAN_FILE
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the culler's first look at the four gives their deadlines
+        plan = json.loads(plan_file.read_text()) if plan_file.is_file() else {}
+        if all((plan.get(f"{n}/gpu") or {}).get("cull_at") for n in holders):
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"the culler planned no stop for the four: {plan}")
+    if s.api("GET", "/users/b1").status_code == 404:
+        s.add_user("b1")
+    try:
+        r = s.request_spawn("b1", "gpu-test", "gpu")
+        assert r.status_code == 202, r.text
+        shown = progress_message(s, "b1", "gpu", r"1st in line")
+        pool = GPUPool.from_snapshot(json.loads((s.state / "run" / "capacity.json").read_text()),
+                                     load_capacity(s.state.parent / "capacity.yaml"), plan_file=plan_file)
+        eta = pool.place("b1/gpu").eta
+        assert eta is not None, shown
+        wait_ready(s, "b1", timeout=120)
+        late = time.time() - eta
+        culled = [n for n in holders if not (server(s, n) or {}).get("ready")]
+        print(f"\nETA shown: {shown!r}; started {late:+.1f} s after the ETA, when the culler stopped {culled}")
+        assert culled, "b1 started while the four still ran"
+        # Late by the culler's check (every 5 s here) and the stop and the start; never early.
+        assert -2 <= late <= 30, (late, shown)
+    finally:
+        for name in ("b1", *holders):
+            if server(s, name):
                 s.stop_server(name, "gpu")
 
 

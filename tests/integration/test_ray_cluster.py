@@ -30,6 +30,7 @@ from stack import REPO, VENV_BIN
 pytestmark = pytest.mark.integration
 
 SERVER = "ray"
+TEAM = "ray-team"
 API = "/services/ray_clusters/api/clusters"
 
 START = """
@@ -74,7 +75,13 @@ def mallory(containers):
 
 @pytest.fixture(scope="module")
 def cluster(containers, alice):
-    """Alice's session with a cluster started from its kernel; the session is stopped at the end."""
+    """Alice's session with a cluster started from its kernel; the session is stopped at the
+    end. She is in the hub group ray-team first, which her nodes' usage lines carry."""
+    r = containers.api("POST", f"/groups/{TEAM}", json={"users": ["alice"]})
+    if r.status_code == 409:  # the group is there already
+        assert containers.api("POST", f"/groups/{TEAM}/users", json={"users": ["alice"]}).status_code == 200
+    else:
+        assert r.status_code == 201, r.text
     model = containers.spawn("alice", "cpu-small", server=SERVER)
     kernel = start_kernel(containers.url, model["url"], alice["token"])
     out = run_code(containers.url, model["url"], alice["token"], START, kernel_id=kernel, timeout=400)
@@ -185,8 +192,8 @@ def test_over_the_limit_and_bad_input_are_refused_with_the_field_named(container
 
 def _ray_usage(containers) -> list[tuple]:
     lines = [json.loads(x) for x in (containers.state / "usage.jsonl").read_text().splitlines()]
-    return sorted((e["event"], e["server"], e.get("kind"), e.get("profile")) for e in lines
-                  if e["user"] == "alice" and e["server"].startswith(f"{SERVER}/"))
+    return sorted((e["event"], e["server"], e.get("kind"), e.get("profile"), tuple(e.get("groups", ())))
+                  for e in lines if e["user"] == "alice" and e["server"].startswith(f"{SERVER}/"))
 
 
 def test_stopping_the_session_removes_the_cluster_and_usage_counts_its_nodes(containers, cluster):
@@ -194,13 +201,16 @@ def test_stopping_the_session_removes_the_cluster_and_usage_counts_its_nodes(con
     assert len(nodes(client, "alice")) == 3
     # Each node counts in usage as kind "ray", sized by its profile, from its start ...
     node_keys = [f"{SERVER}/ray-head", f"{SERVER}/ray-worker-0", f"{SERVER}/ray-worker-1"]
-    assert _ray_usage(containers) == [("start", k, "ray", "cpu-small") for k in node_keys]
+    # ... with her hub groups, so they count in her team's usage too
+    assert _ray_usage(containers) == [("start", k, "ray", "cpu-small", (TEAM,)) for k in node_keys]
     out = subprocess.run([str(VENV_BIN / "atelier"), "usage", "--state", str(containers.state), "--format", "json"],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     ray = json.loads(out)["by_kind"]["ray"]
     small = next(p for p in load_profiles(REPO / "profiles") if p.name == "cpu-small")
     assert ray["servers"] == 3 and ray["hours"] > 0, ray
     assert ray["cpu_hours"] == pytest.approx(ray["hours"] * small.cpu.limit, abs=1e-4 * (small.cpu.limit + 1)), ray
+    # The team's usage holds the three nodes and the session they belong to.
+    assert json.loads(out)["by_group"][TEAM]["servers"] == 4, json.loads(out)["by_group"]
     containers.stop_server("alice", SERVER)
     deadline = time.monotonic() + 60
     while nodes(client, "alice") and time.monotonic() < deadline:
@@ -210,8 +220,8 @@ def test_stopping_the_session_removes_the_cluster_and_usage_counts_its_nodes(con
     deadline = time.monotonic() + 30
     while len(_ray_usage(containers)) < 6 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _ray_usage(containers) == sorted([("start", k, "ray", "cpu-small") for k in node_keys]
-                                            + [("stop", k, None, None) for k in node_keys])
+    assert _ray_usage(containers) == sorted([("start", k, "ray", "cpu-small", (TEAM,)) for k in node_keys]
+                                            + [("stop", k, None, None, ()) for k in node_keys])
     tokens = containers.state / "ray_clusters"
     deadline = time.monotonic() + 30
     while tokens.is_dir() and any(tokens.iterdir()) and time.monotonic() < deadline:

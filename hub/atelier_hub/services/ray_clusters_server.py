@@ -265,14 +265,15 @@ class Clusters:
         suffix = node["Names"][0].lstrip("/").rsplit("--", 1)[-1]
         return labels.get("dev.atelier.user", ""), f"{labels.get('dev.atelier.server', '')}/{suffix}"
 
-    def count(self, event: str, keys, profile=None) -> None:
-        """One usage line per node (``start`` with the profile's sizes, or ``stop``), kind ``ray``."""
+    def count(self, event: str, keys, profile=None, groups=None) -> None:
+        """One usage line per node (``start`` with the profile's sizes and its user's hub
+        ``groups``, or ``stop``), kind ``ray``."""
         for user, server in keys:
             if event == "stop" and (user, server) not in self.open_runs:
                 continue  # never counted (a start that failed), or stopped already
             try:
                 record_usage(self.usage_file, event, user=user, server=server, profile=profile,
-                             kind="ray" if event == "start" else None)
+                             kind="ray" if event == "start" else None, groups=groups)
             except OSError as exc:
                 log.warning("the usage record could not be written (%s): %s %s/%s", exc, event, user, server)
                 continue
@@ -343,7 +344,7 @@ class Clusters:
             finally:
                 self.starting.discard(sid)
             nodes = await self.call(self.engine.nodes, session=sid)
-            self.count("start", [self.usage_key(n) for n in nodes], started["profile"])
+            self.count("start", [self.usage_key(n) for n in nodes], started["profile"], groups=user.get("groups"))
             return 201, {**self.model(nodes), "created": True}
 
     async def remove_session(self, sid: str) -> int:
