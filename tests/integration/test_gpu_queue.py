@@ -37,16 +37,16 @@ memory: {guarantee: 64M, limit: 1G}
 gpu: {count: 1}
 culling: {idle_timeout: 600}
 """
-# Culled 20 s after its last activity: the ETA test measures the queue's reckoning against
-# a real cull (the culler checks every quarter of the shortest timeout, 5 s here).
+# Culled 45 s after its last activity: the ETA test measures the queue's reckoning against
+# a real cull (the culler checks every quarter of the shortest timeout, 11 s here).
 CULLED = """\
 name: gpu-culled
 display_name: 1 test GPU, culled soon
-description: One device of the test pool, stopped after 20 s idle.
+description: One device of the test pool, stopped after 45 s idle.
 cpu: {limit: 1}
 memory: {guarantee: 64M, limit: 1G}
 gpu: {count: 1}
-culling: {idle_timeout: 20, warn_before: 5}
+culling: {idle_timeout: 45, warn_before: 5}
 """
 SMALL = """\
 name: cpu-small
@@ -224,7 +224,7 @@ def test_the_home_page_shows_a_queued_server_and_the_users_gpus_against_the_limi
 
 
 def test_the_eta_is_checked_against_a_real_cull(queue_stack):
-    """Four idle holders of a profile culled after 20 s; a fifth request waits. The ETA
+    """Four idle holders of a profile culled after 45 s; a fifth request waits. The ETA
     the queue shows it (the hub's own reckoning, read from the queue as the hub saved it,
     as the home page and the form read it) is compared with when it really started, after
     the real culler stopped the first holder."""
@@ -262,7 +262,7 @@ def test_the_eta_is_checked_against_a_real_cull(queue_stack):
         culled = [n for n in holders if not (server(s, n) or {}).get("ready")]
         print(f"\nETA shown: {shown!r}; started {late:+.1f} s after the ETA, when the culler stopped {culled}")
         assert culled, "b1 started while the four still ran"
-        # Late by the culler's check (every 5 s here) and the stop and the start; never early.
+        # Late by the culler's check (every 11 s here) and the stop and the start; never early.
         assert -2 <= late <= 30, (late, shown)
     finally:
         for name in ("b1", *holders):

@@ -430,7 +430,9 @@ def test_repro_shows_the_job_of_a_run_and_reruns_it_as_a_job(containers, alice, 
     said = re.search(rf"re-running {run_id} as job (\S+) on profile cpu-small", seen["err"])
     assert said, seen["err"]
     job = said.group(1)
-    new_ids = [line.split()[1] for line in seen["out"].splitlines() if line.startswith("run ")]
+    # The script's own "run ID" line (repro rerun's header line "run  ID (server)" names the old one).
+    new_ids = [line.split()[1] for line in seen["out"].splitlines() if line.startswith("run ")
+               and len(line.split()) == 2]
     assert len(new_ids) == 1 and new_ids[0] != run_id, seen["out"]
     again = containers.mlflow().get_run(new_ids[0])
     assert again.data.tags["repro.rerun_of"] == run_id
