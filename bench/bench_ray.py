@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "hub"))
 from atelier_hub.embedded.engine import engine, session_mode  # noqa: E402
+from atelier_hub.origins import resolve_localhost_names  # noqa: E402
 from atelier_hub.install.paths import image_ref  # noqa: E402
 from kernel import run_code, start_kernel  # noqa: E402
 from stack import Stack, free_port  # noqa: E402
@@ -79,6 +80,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=5, help="clusters of each (default 5)")
     ap.add_argument("--profile", default="cpu-small")
     args = ap.parse_args()
+    resolve_localhost_names()  # each user's session answers at NAME.localhost, as in the tests
     mode = session_mode(start=True)
     if mode.name != "container":
         print(f"  skipped: personal Ray clusters need container sessions ({mode.reason})")
