@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "hub"))
 from atelier_hub.embedded.engine import engine, session_mode  # noqa: E402
-from atelier_hub.origins import resolve_localhost_names  # noqa: E402
 from atelier_hub.install.paths import image_ref  # noqa: E402
+from atelier_hub.origins import resolve_localhost_names  # noqa: E402
 from kernel import run_code, start_kernel  # noqa: E402
 from stack import Stack, free_port  # noqa: E402
 
