@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "hub"))
 from atelier_hub.embedded.engine import engine, session_mode  # noqa: E402
 from atelier_hub.install.paths import image_ref  # noqa: E402
+from paired import alternate, report  # noqa: E402
 from stack import VENV_BIN, Stack  # noqa: E402
 
 COMMAND = ["sh", "-c", "echo first; sleep 1; echo done"]
@@ -86,22 +86,12 @@ def main() -> None:
             # One untimed run each: first-start costs (bytecode, caches) are not the subject.
             job_seconds(stack, token, "warm", args.profile)
             container_seconds(client, image)
-            times: dict[str, list[float]] = {"atelier run": [], "bare container": []}
-            for i in range(args.n):
-                pair = [("atelier run", lambda i=i: job_seconds(stack, token, f"bench-{i}", args.profile)),
-                        ("bare container", lambda: container_seconds(client, image))]
-                for name, run in pair if i % 2 == 0 else pair[::-1]:
-                    times[name].append(run())
-                    print(f"  run {i + 1}/{args.n} {name:<15} {times[name][-1]:.2f} s", flush=True)
+            times = alternate(args.n, ("atelier run", lambda i: job_seconds(stack, token, f"bench-{i}", args.profile)),
+                              ("bare container", lambda i: container_seconds(client, image)))
         finally:
             stack.stop()
-    med = {name: statistics.median(t) for name, t in times.items()}
-    print(f"\nSubmission -> first line of output (median of {args.n}, same machine, image and engine; "
-          f"profile {args.profile})")
-    for name, m in med.items():
-        print(f"  {name:<16}: {m:6.2f} s")
-    print(f"  ratio atelier run / bare container: {med['atelier run'] / med['bare container']:6.2f}x")
-
+    report(f"Submission -> first line of output (median of {args.n}, same machine, image and engine; "
+           f"profile {args.profile})", times)
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from atelier_hub.embedded.engine import engine, session_mode  # noqa: E402
 from atelier_hub.install.paths import image_ref  # noqa: E402
 from atelier_hub.origins import resolve_localhost_names  # noqa: E402
 from kernel import run_code, start_kernel  # noqa: E402
+from paired import alternate, report  # noqa: E402
 from stack import Stack, free_port  # noqa: E402
 
 STARTED = "Ray runtime started"
@@ -104,21 +104,12 @@ def main() -> None:
             # One untimed run each: first-start costs (bytecode, caches) are not the subject.
             atelier()
             bare_seconds(client, image)
-            times: dict[str, list[float]] = {"ray_cluster()": [], "bare ray start": []}
-            for i in range(args.n):
-                pair = [("ray_cluster()", atelier), ("bare ray start", lambda: bare_seconds(client, image))]
-                for name, run in pair if i % 2 == 0 else pair[::-1]:
-                    times[name].append(run())
-                    print(f"  cluster {i + 1}/{args.n} {name:<15} {times[name][-1]:.2f} s", flush=True)
+            times = alternate(args.n, ("ray_cluster()", lambda i: atelier()),
+                              ("bare ray start", lambda i: bare_seconds(client, image)), unit="cluster")
         finally:
             stack.stop()
-    med = {name: statistics.median(t) for name, t in times.items()}
-    print(f"\nRequest -> cluster ready, a head and 1 worker (median of {args.n}, same machine, image and "
-          f"engine; profile {args.profile})")
-    for name, m in med.items():
-        print(f"  {name:<16}: {m:6.2f} s")
-    print(f"  ratio ray_cluster() / bare ray start: {med['ray_cluster()'] / med['bare ray start']:6.2f}x")
-
+    report(f"Request -> cluster ready, a head and 1 worker (median of {args.n}, same machine, image and "
+           f"engine; profile {args.profile})", times)
 
 if __name__ == "__main__":
     main()

@@ -72,9 +72,14 @@ def sizes(profile: Profile) -> str:
     >>> sizes(Profile(name="g", display_name="G", cpu={"limit": 8}, memory={"limit": "32G"},
     ...               gpu={"count": 1, "type": "NVIDIA A10G"}))
     '8 CPU · 32G · 1 GPU (NVIDIA A10G)'
+    >>> sizes(Profile(name="m", display_name="M", cpu={"limit": 4}, memory={"limit": "16G"},
+    ...               gpu={"count": 1, "resource": "nvidia.com/mig-1g.10gb"}))
+    '4 CPU · 16G · 1 GPU slice (nvidia.com/mig-1g.10gb)'
     """
     out = f"{profile.cpu.limit:g} CPU · {format_memory(profile.memory.limit)}"
-    if profile.gpu_count:
+    if profile.gpu_count and profile.gpu.slice:
+        out += f" · {profile.gpu_count} GPU slice ({profile.gpu.kubernetes_resource})"
+    elif profile.gpu_count:
         out += f" · {profile.gpu_count} GPU" + (f" ({profile.gpu.type})" if profile.gpu.type else "")
     return out
 

@@ -126,11 +126,30 @@ class Memory(StrictModel):
         return self
 
 
-class GPU(StrictModel):
-    """GPUs of one kind; ``count`` is required whenever a ``gpu`` block is present."""
+#: the extended resource of a whole NVIDIA GPU, and of a time-sliced share of one (the
+#: NVIDIA device plugin's time-slicing with ``renameByDefault: true``)
+WHOLE_GPU = "nvidia.com/gpu"
+SHARED_GPU = "nvidia.com/gpu.shared"
+# A Kubernetes extended resource name: a domain, a slash, a name (nvidia.com/mig-1g.10gb).
+_EXTENDED_RESOURCE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 
-    count: int | None = Field(None, description="How many GPUs (required in a `gpu` block; at least 1).")
+
+class GPU(StrictModel):
+    """GPUs of one kind; ``count`` is required whenever a ``gpu`` block is present. A
+    slice instead of whole GPUs: ``resource`` names the device plugin's extended resource
+    (a MIG slice, ``nvidia.com/mig-1g.10gb``), or ``shared: true`` asks for a time-sliced
+    share (``nvidia.com/gpu.shared``). Slices are handed out by a cluster's NVIDIA device
+    plugin; the embedded mode has none."""
+
+    count: int | None = Field(None, description="How many GPUs (required in a `gpu` block; at least 1), or slices.")
     type: str | None = Field(None, description="What the picker calls them, e.g. `NVIDIA A10G`; informational.")
+    resource: str | None = Field(None, description="The extended resource to ask for instead of whole GPUs "
+                                 f"(`{WHOLE_GPU}`): a MIG slice as the NVIDIA device plugin's mixed strategy "
+                                 "names it, e.g. `nvidia.com/mig-1g.10gb` (its own memory and compute). "
+                                 "Cluster mode only.")
+    shared: bool = Field(False, description=f"A time-sliced share of a GPU (`{SHARED_GPU}`: the device plugin's "
+                         "time-slicing with `renameByDefault: true`), its memory not isolated from the other "
+                         "sessions on that GPU. Cluster mode only.")
 
     @model_validator(mode="after")
     def _count_required(self) -> GPU:
@@ -138,7 +157,43 @@ class GPU(StrictModel):
             raise ValueError("gpu.count is missing: a GPU profile must say how many GPUs, e.g. count: 1")
         if self.count < 1:
             raise ValueError("gpu.count must be at least 1; remove the gpu block for a CPU profile")
+        if self.resource is not None:
+            if self.shared:
+                raise ValueError(f"gpu: give either shared: true (a time-sliced share, {SHARED_GPU}) or resource "
+                                 "(a MIG slice such as nvidia.com/mig-1g.10gb), not both")
+            if not _EXTENDED_RESOURCE.match(self.resource) or self.resource.startswith("kubernetes.io/"):
+                raise ValueError(f"gpu.resource {self.resource[:80]!r} is not an extended resource name: write "
+                                 "DOMAIN/NAME as the device plugin advertises it, e.g. nvidia.com/mig-1g.10gb")
         return self
+
+    @property
+    def kubernetes_resource(self) -> str:
+        """What a pod asks for.
+
+        >>> GPU(count=1).kubernetes_resource, GPU(count=1, shared=True).kubernetes_resource
+        ('nvidia.com/gpu', 'nvidia.com/gpu.shared')
+        >>> GPU(count=2, resource="nvidia.com/mig-1g.10gb").kubernetes_resource
+        'nvidia.com/mig-1g.10gb'
+        """
+        return self.resource or (SHARED_GPU if self.shared else WHOLE_GPU)
+
+    @property
+    def slice(self) -> str | None:
+        """What kind of slice this is, in the card's words; None for whole GPUs.
+
+        >>> GPU(count=1).slice is None, GPU(count=1, shared=True).slice
+        (True, 'a time-sliced share of a GPU: its memory is not isolated from the other sessions on it')
+        >>> GPU(count=1, resource="nvidia.com/mig-1g.10gb").slice
+        'a MIG slice (mig-1g.10gb): its own memory and compute, isolated from other sessions'
+        """
+        if self.kubernetes_resource == WHOLE_GPU:
+            return None
+        if self.kubernetes_resource == SHARED_GPU or self.kubernetes_resource.endswith(".shared"):
+            return "a time-sliced share of a GPU: its memory is not isolated from the other sessions on it"
+        name = self.kubernetes_resource.split("/", 1)[1]
+        if name.startswith("mig-"):
+            return f"a MIG slice ({name}): its own memory and compute, isolated from other sessions"
+        return f"a GPU slice ({self.kubernetes_resource})"
 
 
 # GPU servers cost the most while they sit idle: they are stopped sooner by default.
@@ -379,6 +434,13 @@ def to_kubespawner(profile: Profile) -> dict[str, Any]:
     ...             memory={"limit": "32G"}, gpu={"count": 1})
     >>> to_kubespawner(p)["kubespawner_override"]["extra_resource_limits"]
     {'nvidia.com/gpu': '1'}
+    >>> mig = Profile(name="mig", display_name="MIG", description="A small GPU.", cpu={"limit": 4},
+    ...               memory={"limit": "16G"}, gpu={"count": 1, "resource": "nvidia.com/mig-1g.10gb"})
+    >>> entry = to_kubespawner(mig)
+    >>> entry["kubespawner_override"]["extra_resource_limits"]
+    {'nvidia.com/mig-1g.10gb': '1'}
+    >>> entry["description"]
+    'A small GPU. 1 × a MIG slice (mig-1g.10gb): its own memory and compute, isolated from other sessions.'
     """
     override: dict[str, Any] = {
         "cpu_limit": profile.cpu.limit,
@@ -389,7 +451,7 @@ def to_kubespawner(profile: Profile) -> dict[str, Any]:
     if profile.memory.guarantee is not None:
         override["mem_guarantee"] = profile.memory.guarantee
     if profile.gpu_count:
-        override["extra_resource_limits"] = {"nvidia.com/gpu": str(profile.gpu_count)}
+        override["extra_resource_limits"] = {profile.gpu.kubernetes_resource: str(profile.gpu_count)}
     if profile.node_selector:
         override["node_selector"] = dict(profile.node_selector)
     if profile.tolerations:
@@ -399,7 +461,9 @@ def to_kubespawner(profile: Profile) -> dict[str, Any]:
     return {
         "display_name": profile.display_name,
         "slug": profile.name,
-        "description": profile.description,
+        # KubeSpawner's form shows the description: it says what a slice is.
+        "description": " ".join(filter(None, [profile.description, f"{profile.gpu_count} × {profile.gpu.slice}."
+                                              if profile.gpu and profile.gpu.slice else ""])),
         "default": profile.default,
         "kubespawner_override": override,
     }

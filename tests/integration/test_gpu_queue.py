@@ -117,6 +117,17 @@ def wait_ready(stack: Stack, user: str, name: str = "gpu", timeout: float = 120)
                          f"{stack.hub_log()}")
 
 
+def hold_every_gpu(stack: Stack, profile: str) -> list[str]:
+    """a1 to a4 (made where the first test has not run) each start server gpu on
+    ``profile``: the pool's four devices are held. Their names."""
+    holders = ["a1", "a2", "a3", "a4"]
+    for name in holders:
+        if stack.api("GET", f"/users/{name}").status_code == 404:
+            stack.add_user(name)
+        stack.spawn(name, profile, server="gpu")
+    return holders
+
+
 def free_lines(stack: Stack, group: str) -> dict[str, str]:
     out = subprocess.run([str(VENV_BIN / "atelier"), "profiles", "--free", "--state", str(stack.state),
                           "--dir", str(stack.state.parent / "profiles"), "--group", group],
@@ -197,11 +208,7 @@ def test_the_home_page_shows_a_queued_server_and_the_users_gpus_against_the_limi
     # The first test's users where it ran: seven users spawn on this stack in all (more
     # than an inode's extended attributes held of the shared bucket's policy, before the
     # store kept its metadata in files: tests/unit/test_s3_sidecar.py).
-    holders = ["a1", "a2", "a3", "a4"]
-    for name in holders:
-        if s.api("GET", f"/users/{name}").status_code == 404:
-            s.add_user(name)
-        s.spawn(name, "gpu-test", server="gpu")
+    holders = hold_every_gpu(s, "gpu-test")
     admin = s.login("admin", (s.state / "initial-admin-password").read_text().strip())
     try:
         r = s.request_spawn("admin", "gpu-test", "gpu")
@@ -233,11 +240,7 @@ def test_the_eta_is_checked_against_a_real_cull(queue_stack):
     from atelier_hub.services.culler import PLAN_FILE
 
     s = queue_stack
-    holders = ["a1", "a2", "a3", "a4"]
-    for name in holders:
-        if s.api("GET", f"/users/{name}").status_code == 404:
-            s.add_user(name)
-        s.spawn(name, "gpu-culled", server="gpu")
+    holders = hold_every_gpu(s, "gpu-culled")
     plan_file = s.state / PLAN_FILE
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # the culler's first look at the four gives their deadlines

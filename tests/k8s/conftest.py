@@ -28,6 +28,7 @@ from k8s_cluster import (
     GPU_IMAGE,
     NAMESPACE,
     SESSION_ROLE_ARN,
+    SLICE_PROFILES,
     STORAGE_CLASS,
     ControlPlane,
     Kube,
@@ -79,6 +80,12 @@ def _test_profiles(target: Path) -> Path:
             data["groups"] = [GPU_GROUP]
             data["image"] = GPU_IMAGE
         (target / src.name).write_text(yaml.safe_dump(data, sort_keys=False))
+    for name, extra in SLICE_PROFILES.items():
+        data = {"name": name, "display_name": name, "description": "A GPU slice.", "cpu": {"limit": 4},
+                "memory": {"limit": "16G"}, "node_selector": {"atelier.dev/pool": "gpu-slice"},
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                "groups": [GPU_GROUP], **extra}
+        (target / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return target
 
 

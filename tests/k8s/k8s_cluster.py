@@ -39,7 +39,18 @@ NODES = [
      [{"key": "atelier.dev/highmem", "value": "true", "effect": "NoSchedule"}], "127.66.0.2", "127.65.2.0/24"),
     ("gpu-0", "gpu", {"cpu": "96", "memory": "1152Gi", "pods": "110", "nvidia.com/gpu": "8"},
      [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}], "127.66.0.3", "127.65.3.0/24"),
+    # GPU slices, as the NVIDIA device plugin advertises them: two MIG slices (mixed
+    # strategy) and four time-sliced shares (renameByDefault).
+    ("gpu-slice-0", "gpu-slice", {"cpu": "32", "memory": "256Gi", "pods": "110", "nvidia.com/mig-1g.10gb": "2",
+                                  "nvidia.com/gpu.shared": "4"},
+     [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}], "127.66.0.4", "127.65.4.0/24"),
 ]
+#: the test hub's GPU slice profiles (in no file of profiles/: the embedded mode has no
+#: device plugin to hand slices out), written as a platform team would
+SLICE_PROFILES = {
+    "gpu-mig": {"gpu": {"count": 1, "resource": "nvidia.com/mig-1g.10gb"}},
+    "gpu-shared": {"gpu": {"count": 1, "shared": True}},
+}
 STORAGE_CLASS = "atelier-home"
 HOME_PVS = 8
 # The hub's test settings: GPU profiles restricted to a group and given their own image;
@@ -428,7 +439,7 @@ class ControlPlane:
         return self
 
     def populate(self) -> None:
-        """Nodes of three pools, home storage, the namespace and the hub's RBAC."""
+        """Nodes of four pools, home storage, the namespace and the hub's RBAC."""
         k = self.admin
         for name, pool, allocatable, taints, ip, pod_cidr in NODES:
             assert_loopback(ip)

@@ -31,7 +31,7 @@ from atelier_hub.connect import ssh_alias
 from atelier_hub.install.paths import image_ref
 from conftest import LOGS, REPO, VENV_BIN, _test_profiles
 from control_plane import helm_path
-from k8s_cluster import GPU_GROUP, STORAGE_CLASS, assert_loopback, free_port, tail
+from k8s_cluster import GPU_GROUP, SLICE_PROFILES, STORAGE_CLASS, assert_loopback, free_port, tail
 from k8s_node import NODE_NAME, POOL, listening
 from kernel import run_code
 from stack import HubClient
@@ -549,10 +549,10 @@ def test_login_and_the_spawn_form_shows_the_profiles_of_ones_groups(chart):
     # A wrong password is refused by the overlay's authenticator.
     _, refused = chart.try_login("fay", "not-" + chart.password)
     assert refused.status_code != 302
-    # profiles/*.yaml: cpu-small, cpu-large and highmem for everyone; gpu-1 and gpu-4
-    # only for the GPU group (the test profiles restrict them so).
+    # profiles/*.yaml: cpu-small, cpu-large and highmem for everyone; gpu-1 and gpu-4,
+    # and the test's GPU slices, only for the GPU group (the test profiles restrict them so).
     everyone = {"cpu-small", "cpu-large", "highmem", QUICK}
-    gpu = {"gpu-1", "gpu-4"}
+    gpu = {"gpu-1", "gpu-4", *SLICE_PROFILES}
     for user, expected in (("fay", everyone), ("gil", everyone | gpu)):
         s = chart.login(user)
         form = s.get(f"{chart.url}/hub/spawn/{user}", timeout=60)

@@ -220,3 +220,20 @@ def test_home_pvc_kept_and_reused(hub, kube):
     hub.stop_server("cy", "big", remove=True)
     kube.wait("cy's big pod to go", lambda: server_pod(kube, "cy", "big") is None)
     assert pvc(kube, "claim-cy")["metadata"]["uid"] == first["metadata"]["uid"]
+
+
+def test_gpu_slices_ask_for_their_resource_and_land_where_the_device_plugin_offers_them(hub, kube):
+    """A MIG slice and a time-sliced share as profiles (tests/k8s/k8s_cluster.py,
+    SLICE_PROFILES): each pod asks for its slice's extended resource and no whole GPU, and
+    the real scheduler puts it on the node that advertises that resource; the form says
+    what each slice isolates."""
+    page = hub.login("ada").get(f"{hub.url}/hub/spawn/ada/form-slices", timeout=60).text
+    assert "1 × a MIG slice (mig-1g.10gb): its own memory and compute, isolated from other sessions." in page
+    assert "1 × a time-sliced share of a GPU: its memory is not isolated from the other sessions on it." in page
+    for profile, resource in (("gpu-mig", "nvidia.com/mig-1g.10gb"), ("gpu-shared", "nvidia.com/gpu.shared")):
+        hub.spawn("ada", profile, profile)
+        pod = server_pod(kube, "ada", profile)
+        limits = pod["spec"]["containers"][0]["resources"]["limits"]
+        assert limits[resource] == "1" and "nvidia.com/gpu" not in limits, limits
+        assert pod["spec"]["nodeName"] == "gpu-slice-0"
+        hub.stop_server("ada", profile)

@@ -149,3 +149,33 @@ def test_the_cluster_module_makes_its_node_groups_from_these_pools():
     assert re.search(r'ami_type\s*=\s*each\.value\.gpu \?\s*"AL2023_x86_64_NVIDIA"', group)
     outputs = (CLUSTER / "outputs.tf").read_text()
     assert re.search(r"value\s*=\s*module\.node_pools\.default_pool_labels", outputs)
+
+
+def test_a_pool_of_gpu_slices_is_labelled_for_the_device_plugin(terraform_bin, tmp_path):
+    """A MIG profile's pool and a shared profile's pool carry the NVIDIA device plugin's
+    config label (the plugin's documented node label), and still run their profiles; a
+    pool that mixes the two is refused, naming the pool."""
+    profiles = tmp_path / "profiles"
+    shutil.copytree(REPO / "profiles", profiles)
+    base = yaml.safe_load((profiles / "gpu-1.yaml").read_text())
+    for name, gpu in (("gpu-mig", {"count": 1, "resource": "nvidia.com/mig-1g.10gb"}),
+                      ("gpu-shared", {"count": 1, "shared": True})):
+        (profiles / f"{name}.yaml").write_text(yaml.safe_dump(
+            {**base, "name": name, "default": False, "gpu": gpu, "node_selector": {POOL_LABEL: name}}))
+    pools = pools_for(terraform_bin, tmp_path / "root", profiles)["pools"]
+    assert pools["gpu-mig"]["labels"] == {POOL_LABEL: "gpu-mig", "nvidia.com/device-plugin.config": "mig-mixed"}
+    assert pools["gpu-shared"]["labels"] == {POOL_LABEL: "gpu-shared",
+                                             "nvidia.com/device-plugin.config": "time-sliced"}
+    assert pools["gpu-mig"]["gpu"] and pools["gpu-shared"]["gpu"]
+    assert pools["gpu"]["labels"] == {POOL_LABEL: "gpu"}  # whole GPUs: no sharing configuration
+    for profile in load_profiles(profiles):
+        if profile.name in ("gpu-mig", "gpu-shared"):
+            assert schedulable(profile, pools[profile.name])
+
+    mixed = yaml.safe_load((profiles / "gpu-shared.yaml").read_text())
+    mixed["node_selector"] = {POOL_LABEL: "gpu-mig"}
+    (profiles / "gpu-shared.yaml").write_text(yaml.safe_dump(mixed))
+    with pytest.raises(Exception, match="gpu-mig") as refused:
+        pools_for(terraform_bin, tmp_path / "root2", profiles)
+    said = " ".join(str(refused.value).replace("│", " ").split())  # terraform wraps its messages
+    assert "mix MIG slices and time-sliced shares" in said, said

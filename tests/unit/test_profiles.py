@@ -145,7 +145,28 @@ def test_groups_restrict_what_a_user_sees_and_may_request():
     ({"name": "Has Spaces"}, "lower-case"),
     ({"memory": {"limit": "0"}}, "more than 0"),
     ({"gpu": {"count": 0}}, "at least 1"),
+    ({"gpu": {"count": 1, "shared": True, "resource": "nvidia.com/mig-1g.10gb"}}, "not both"),
+    ({"gpu": {"count": 1, "resource": "mig-1g.10gb"}}, "DOMAIN/NAME"),
+    ({"gpu": {"count": 1, "resource": "kubernetes.io/gpu"}}, "not an extended resource name"),
 ])
 def test_invalid_values(bad, words):
     with pytest.raises(ValueError, match=words):
         _p(**bad)
+
+
+def test_gpu_slices_ask_for_their_extended_resource_and_say_what_they_are():
+    """A MIG slice and a time-sliced share (the NVIDIA device plugin's resource names):
+    the pod's limit is the slice's resource; the cluster's form and the card say what the
+    slice isolates; the embedded mode, which has no device plugin, says it has none."""
+    from atelier_hub.embedded.spawner_base import capacity_note, render_profile_form
+
+    mig = _p(name="mig", gpu={"count": 2, "resource": "nvidia.com/mig-1g.10gb"})
+    shared = _p(name="shared", gpu={"count": 1, "shared": True})
+    assert to_kubespawner(mig)["kubespawner_override"]["extra_resource_limits"] == {"nvidia.com/mig-1g.10gb": "2"}
+    assert to_kubespawner(shared)["kubespawner_override"]["extra_resource_limits"] == {"nvidia.com/gpu.shared": "1"}
+    assert "isolated from other sessions" in to_kubespawner(mig)["description"]
+    assert "not isolated" in to_kubespawner(shared)["description"]
+    form = render_profile_form([mig, shared])
+    assert '<p class="atelier-gpu-slice">A MIG slice (mig-1g.10gb): its own memory and compute' in form
+    assert '<p class="atelier-gpu-slice">A time-sliced share of a GPU: its memory is not isolated' in form
+    assert capacity_note(mig, free=4, total=4) == "GPU slices come from a cluster's device plugin: not on this machine"

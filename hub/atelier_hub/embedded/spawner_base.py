@@ -88,8 +88,13 @@ def capacity_note(profile: Profile, *, free: int, total: int, place: int | None 
     ('3 of 8 GPUs free · fits now', '0 of 4 GPUs free · full: you would be 2nd in line, about 25 min')
     >>> capacity_note(g, free=0, total=0)
     'No GPU on this machine'
+    >>> capacity_note(Profile(name="s", display_name="S", cpu={"limit": 8}, memory={"limit": "32G"},
+    ...                       gpu={"count": 1, "shared": True}), free=4, total=4)
+    "GPU slices come from a cluster's device plugin: not on this machine"
     """
     needs = profile.memory.guarantee
+    if profile.gpu and profile.gpu.slice:
+        return "GPU slices come from a cluster's device plugin: not on this machine"
     if profile.gpu_count:
         if total == 0:
             return "No GPU on this machine"
@@ -120,6 +125,7 @@ def render_profile_form(profiles: list[Profile], *, notes: dict[str, str] | None
     cards = [{"name": p.name, "display_name": p.display_name, "description": p.description,
               "cpu": f"{p.cpu.limit:g}", "memory": format_memory(p.memory.limit),
               "gpu": f"{p.gpu_count} × {p.gpu.type or 'GPU'}" if p.gpu else "none",
+              "slice": p.gpu.slice if p.gpu else None,
               "note": notes.get(p.name, "")} for p in profiles]
     return _form_template().render(cards=cards, default=default)
 
@@ -248,6 +254,10 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
         not there, more than the pool has, or past the user's own GPU limit (naming what
         holds theirs). GPUs that are only busy now are not refused: the spawn waits."""
         profile = super().check_request(options)
+        if profile.gpu and profile.gpu.slice:
+            raise gpu_refusal(f"Profile {profile.name!r} asks for {profile.gpu.slice}; GPU slices are handed out by a "
+                              "cluster's NVIDIA device plugin, which this machine has not. Choose a whole-GPU or a "
+                              "CPU profile.")
         if profile.gpu_count:
             pool = self.gpu_pool
             if self._key not in pool.held:

@@ -39,12 +39,27 @@ locals {
     ])
   }
 
+  # profile -> the NVIDIA device plugin configuration its GPU slice needs (null: whole
+  # GPUs or none): a MIG slice (gpu.resource nvidia.com/mig-...) or a time-sliced share
+  # (gpu.shared). The pool's nodes carry it as the plugin's config label.
+  sharing_of = {
+    for name, p in local.profiles : name => (
+      try(p.gpu.shared, false) ? var.device_plugin_configs.shared : (
+        startswith(try(p.gpu.resource, ""), "nvidia.com/mig-") ? var.device_plugin_configs.mig : null
+      )
+    )
+  }
+  sharing = {
+    for pool in local.pool_names : pool => distinct(compact([for name in local.members[pool] : local.sharing_of[name]]))
+  }
+
   pools = {
     for pool in local.pool_names : pool => {
       profiles = local.members[pool]
       labels = merge(concat(
         [for name in local.members[pool] : try(local.profiles[name].node_selector, {})],
         [{ (var.pool_label) = pool }],
+        [for config in slice(local.sharing[pool], 0, min(1, length(local.sharing[pool]))) : { (var.device_plugin_config_label) = config }],
       )...)
       taints = pool == var.default_pool ? [] : [
         for t in setintersection([for name in local.members[pool] : local.tolerated[name]]...) : merge(t, {

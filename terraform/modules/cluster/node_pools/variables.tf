@@ -20,3 +20,15 @@ variable "exists_taint_value" {
   type        = string
   default     = "present"
 }
+
+variable "device_plugin_config_label" {
+  description = "The node label that picks the NVIDIA device plugin's configuration for a node (its config map's key)"
+  type        = string
+  default     = "nvidia.com/device-plugin.config"
+}
+
+variable "device_plugin_configs" {
+  description = "The device plugin configurations a pool of GPU slice profiles gets: `mig` (a MIG strategy of mixed) for `gpu.resource: nvidia.com/mig-...`, `shared` (time-slicing with renameByDefault) for `gpu.shared: true`"
+  type        = object({ mig = string, shared = string })
+  default     = { mig = "mig-mixed", shared = "time-sliced" }
+}
