@@ -227,7 +227,8 @@ def test_gpu_slices_ask_for_their_resource_and_land_where_the_device_plugin_offe
     SLICE_PROFILES): each pod asks for its slice's extended resource and no whole GPU, and
     the real scheduler puts it on the node that advertises that resource; the form says
     what each slice isolates."""
-    page = hub.login("ada").get(f"{hub.url}/hub/spawn/ada/form-slices", timeout=60).text
+    # As the browser reads it (the page says utf-8; requests would guess latin-1 for text/html).
+    page = hub.login("ada").get(f"{hub.url}/hub/spawn/ada/form-slices", timeout=60).content.decode()
     assert "1 × a MIG slice (mig-1g.10gb): its own memory and compute, isolated from other sessions." in page
     assert "1 × a time-sliced share of a GPU: its memory is not isolated from the other sessions on it." in page
     for profile, resource in (("gpu-mig", "nvidia.com/mig-1g.10gb"), ("gpu-shared", "nvidia.com/gpu.shared")):
