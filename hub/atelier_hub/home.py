@@ -77,7 +77,7 @@ def sizes(profile: Profile) -> str:
     '4 CPU · 16G · 1 GPU slice (nvidia.com/mig-1g.10gb)'
     """
     out = f"{profile.cpu.limit:g} CPU · {format_memory(profile.memory.limit)}"
-    if profile.gpu_count and profile.gpu.slice:
+    if profile.gpu_slice:
         out += f" · {profile.gpu_count} GPU slice ({profile.gpu.kubernetes_resource})"
     elif profile.gpu_count:
         out += f" · {profile.gpu_count} GPU" + (f" ({profile.gpu.type})" if profile.gpu.type else "")
@@ -167,8 +167,6 @@ def job_row(rec: JobRecord, *, server: dict | None, now: datetime) -> dict:
     ('succeeded', '2026-01-01T12:00:00Z', '1 min', '0', 'atelier logs train')
     """
     state = rec.state(server=server)
-    if not rec.over and state == "failed":  # its server is gone and the service has not settled it yet
-        state = "running"
     end = rec.ended if rec.ended is not None else now.timestamp()
     return {"name": rec.name, "profile": rec.profile, "state": state, "command": " ".join(rec.command),
             "started": _iso(datetime.fromtimestamp(rec.submitted, timezone.utc)),

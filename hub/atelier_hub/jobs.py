@@ -210,16 +210,15 @@ class JobRecord:
 
     def state(self, *, server: dict | None) -> str:
         """``cancelled``, ``succeeded``, ``failed``; else from the hub's ``server`` model:
-        ``running``, ``starting``, or ``failed`` when it is gone without an exit code."""
+        ``starting``, or ``running`` (also once its server is gone, until the jobs service
+        has recorded how it ended: :meth:`over` then says so)."""
         if self.cancelled:
             return "cancelled"
         if self.over:
             return "succeeded" if self.exit_code == 0 else "failed"
-        if server and server.get("ready"):
-            return "running"
-        if server and server.get("pending"):
+        if server and server.get("pending") and not server.get("ready"):
             return "starting"
-        return "failed"
+        return "running"
 
 
 def read_home_file(home: str | Path, rel: str, *, offset: int = 0, limit: int = 1 << 20) -> bytes | None:

@@ -164,12 +164,10 @@ class Jobs:
                     await self.settle(rec, servers)
 
     def model(self, rec: JobRecord, servers: dict[str, dict]) -> dict:
-        state = rec.state(server=servers.get(job_server(rec.name)))
-        if not rec.over and state == "failed":  # gone, not yet settled
-            state = "running"
         end = rec.ended or time.time()
         return {"name": rec.name, "user": rec.user, "profile": rec.profile, "command": rec.command, "cwd": rec.cwd,
-                "state": state, "started": _iso(rec.submitted), "ended": _iso(rec.ended),
+                "state": rec.state(server=servers.get(job_server(rec.name))), "started": _iso(rec.submitted),
+                "ended": _iso(rec.ended),
                 "duration": round(end - rec.submitted, 1), "exit_code": rec.exit_code, "error": rec.error,
                 "runs": self.runs(rec)}
 
@@ -259,9 +257,9 @@ class LogHandler(_Api):
         servers = await self.jobs.hub.servers(rec.user)
         await self.jobs.settle(rec, servers)  # first: no byte written before the exit code is missed
         data = self.jobs.home_file(rec, "output.log", offset=offset) or b""
-        model = self.jobs.model(rec, servers)
         self.set_header("Content-Type", "application/octet-stream")
-        self.set_header("X-Atelier-Job-State", model["state"])
+        # The state only: a follower polls this every second, and the whole model reads the home.
+        self.set_header("X-Atelier-Job-State", rec.state(server=servers.get(job_server(rec.name))))
         self.set_header("X-Atelier-Job-Exit-Code", "" if rec.exit_code is None else str(rec.exit_code))
         self.set_header("X-Atelier-Job-Offset", str(offset + len(data)))
         self.finish(data)
