@@ -188,7 +188,7 @@ class GPU(StrictModel):
         """
         if self.kubernetes_resource == WHOLE_GPU:
             return None
-        if self.kubernetes_resource == SHARED_GPU or self.kubernetes_resource.endswith(".shared"):
+        if self.kubernetes_resource.endswith(".shared"):  # SHARED_GPU, or a renamed share
             return "a time-sliced share of a GPU: its memory is not isolated from the other sessions on it"
         name = self.kubernetes_resource.split("/", 1)[1]
         if name.startswith("mig-"):
@@ -293,6 +293,11 @@ class Profile(StrictModel):
     @property
     def gpu_count(self) -> int:
         return self.gpu.count if self.gpu and self.gpu.count else 0
+
+    @property
+    def gpu_slice(self) -> str | None:
+        """What its GPU slice is (:attr:`GPU.slice`); None for whole GPUs or none."""
+        return self.gpu.slice if self.gpu else None
 
     @property
     def idle_timeout(self) -> int:
@@ -462,8 +467,8 @@ def to_kubespawner(profile: Profile) -> dict[str, Any]:
         "display_name": profile.display_name,
         "slug": profile.name,
         # KubeSpawner's form shows the description: it says what a slice is.
-        "description": " ".join(filter(None, [profile.description, f"{profile.gpu_count} × {profile.gpu.slice}."
-                                              if profile.gpu and profile.gpu.slice else ""])),
+        "description": " ".join(filter(None, [profile.description, f"{profile.gpu_count} × {profile.gpu_slice}."
+                                              if profile.gpu_slice else ""])),
         "default": profile.default,
         "kubespawner_override": override,
     }

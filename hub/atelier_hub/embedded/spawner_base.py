@@ -93,7 +93,7 @@ def capacity_note(profile: Profile, *, free: int, total: int, place: int | None 
     "GPU slices come from a cluster's device plugin: not on this machine"
     """
     needs = profile.memory.guarantee
-    if profile.gpu and profile.gpu.slice:
+    if profile.gpu_slice:
         return "GPU slices come from a cluster's device plugin: not on this machine"
     if profile.gpu_count:
         if total == 0:
@@ -125,7 +125,7 @@ def render_profile_form(profiles: list[Profile], *, notes: dict[str, str] | None
     cards = [{"name": p.name, "display_name": p.display_name, "description": p.description,
               "cpu": f"{p.cpu.limit:g}", "memory": format_memory(p.memory.limit),
               "gpu": f"{p.gpu_count} × {p.gpu.type or 'GPU'}" if p.gpu else "none",
-              "slice": p.gpu.slice if p.gpu else None,
+              "slice": p.gpu_slice,
               "note": notes.get(p.name, "")} for p in profiles]
     return _form_template().render(cards=cards, default=default)
 
@@ -254,8 +254,8 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
         not there, more than the pool has, or past the user's own GPU limit (naming what
         holds theirs). GPUs that are only busy now are not refused: the spawn waits."""
         profile = super().check_request(options)
-        if profile.gpu and profile.gpu.slice:
-            raise gpu_refusal(f"Profile {profile.name!r} asks for {profile.gpu.slice}; GPU slices are handed out by a "
+        if profile.gpu_slice:
+            raise gpu_refusal(f"Profile {profile.name!r} asks for {profile.gpu_slice}; GPU slices are handed out by a "
                               "cluster's NVIDIA device plugin, which this machine has not. Choose a whole-GPU or a "
                               "CPU profile.")
         if profile.gpu_count:
