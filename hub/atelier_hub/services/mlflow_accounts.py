@@ -9,13 +9,17 @@ follows its hub identity (admin as on the hub) and owns its default experiment
 aside (its permissions with it) rather than locking the front out. An account goes when its
 hub user does (:meth:`Accounts.remove_gone`, both modes): the front reads the hub's users
 every few seconds and deletes the MLflow account of each name it made that the hub no
-longer has; their runs, experiments and models stay, as MLflow keeps them.
+longer has; their runs, experiments and models stay, as MLflow keeps them. From that reading
+on the name is refused at the front (a token the front's cache still takes must not make the
+account again), and the account is deleted once that user's requests in flight have ended:
+MLflow answers a request whose account vanished halfway with a 404, not a refusal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import hashlib
 import hmac
 import json
@@ -32,6 +36,10 @@ from .mlflow import personal_experiment
 from .mlflow_server import FRONT_USER, MLFLOW_AUTH_ENV, Backend, auth_config
 
 __all__ = ["Credentials", "DerivedCredentials", "Accounts", "prepare_auth"]
+
+# How long a leaving user's requests already at MLflow may run before their account goes
+# anyway (the front's own upstream timeout is longer: an upload may take that long).
+DRAIN_S = 120.0
 
 
 class Credentials:
@@ -137,14 +145,30 @@ class Accounts:
         # hub's users were read is not judged by that reading.
         self._set_at: dict[str, float] = {}
         self._lock = asyncio.Lock()
+        # Names the hub no longer had at its last reading (refused until it has them again),
+        # and each name's requests now at MLflow (see :meth:`begin`).
+        self.gone: set[str] = set()
+        self._in_flight: collections.Counter[str] = collections.Counter()
 
     async def authorization(self, name: str, admin: bool) -> str:
-        """The Authorization header that makes MLflow see this identity."""
+        """The Authorization header that makes MLflow see this identity; a 403 for a
+        name the hub no longer has (its token may still be in the front's short cache)."""
+        if name in self.gone:
+            raise web.HTTPError(403, f"{name} is no longer a user of this hub")
         if self.known.get(name) != admin:
             async with self._lock:
                 if self.known.get(name) != admin:
                     await self._provision(name, admin)
         return self.credentials.header(name)
+
+    def begin(self, name: str) -> None:
+        """A request of ``name``'s goes to MLflow now; :meth:`end` when it has ended."""
+        self._in_flight[name] += 1
+
+    def end(self, name: str) -> None:
+        self._in_flight[name] -= 1
+        if self._in_flight[name] <= 0:
+            del self._in_flight[name]
 
     async def call(self, method: str, path: str, body: dict, *, as_user: str = FRONT_USER) -> tuple[int, dict]:
         url, data = self.backend.url + self.prefix + path, json.dumps(body)
@@ -172,12 +196,19 @@ class Accounts:
         stay; an empty list is taken as a hub that answered wrong, not as nobody."""
         if not hub_users:
             return []
+        self.gone -= hub_users  # a user of that name again: served again
+        async with self._lock:
+            leaving = [name for name in self.credentials.names()
+                       if name != FRONT_USER and not name.startswith("service/") and name not in hub_users
+                       and self._set_at.get(name, 0.0) < read_at]
+            self.gone.update(leaving)
+        # No new request of theirs reaches MLflow now; those already there end first.
+        waited = time.monotonic()
+        while any(self._in_flight[name] for name in leaving) and time.monotonic() - waited < DRAIN_S:
+            await asyncio.sleep(0.1)
         gone = []
         async with self._lock:
-            for name in self.credentials.names():
-                if name == FRONT_USER or name.startswith("service/") or name in hub_users \
-                        or self._set_at.get(name, 0.0) >= read_at:
-                    continue
+            for name in leaving:
                 code, answer = await self.call("DELETE", "/api/2.0/mlflow/users/delete", {"username": name})
                 if code != 200 and answer.get("error_code") != "RESOURCE_DOES_NOT_EXIST":
                     print(f"MLflow front: {name}'s account is deleted once MLflow answers "

@@ -270,6 +270,7 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
         self._small: bytearray | None = None
         self._rule: str | None = None
         self._ident: tuple[str, bool] | None = None
+        self._counted: str | None = None  # whose request this is at MLflow (Accounts.begin)
         self._fetch_args: dict = {}
         self._page: bytearray | None = None
         self._body_read = False
@@ -336,6 +337,8 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
         if self.current_user:
             self._ident = identity(self.current_user)
             headers["Authorization"] = await self.accounts.authorization(*self._ident)
+            self._counted = self._ident[0]
+            self.accounts.begin(self._counted)
         if self.request.method == "GET" and self._path in (self.prefix + "/", self.prefix + "/index.html"):
             # The UI's page (1 KB) is read whole, uncompressed, to set the UI's defaults.
             self._page = bytearray()
@@ -448,6 +451,15 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
     def on_connection_close(self):
         if self._upstream is not None and not self._upstream.done():
             self._upstream.cancel()
+        self._uncount()
+
+    def on_finish(self):
+        self._uncount()
+
+    def _uncount(self) -> None:
+        if self._counted is not None:
+            self.accounts.end(self._counted)
+            self._counted = None
 
     def write_error(self, status_code, **kwargs):
         if not self._body_read:
