@@ -222,6 +222,7 @@ def hub(control_plane, tmp_path_factory):
         "apiVersion": "v1", "kind": "ServiceAccount",
         "metadata": {"name": "atelier-session", "annotations": {"eks.amazonaws.com/role-arn": SESSION_ROLE_ARN}},
     })
+    _capacity_rbac(control_plane.admin)
     ports = PodPorts(control_plane.admin).start()
     h = Hub(tmp_path_factory.mktemp("hub"), control_plane.server, control_plane.pki)
     try:
@@ -233,6 +234,20 @@ def hub(control_plane, tmp_path_factory):
     finally:
         h.stop()
         ports.stop()
+
+
+def _capacity_rbac(admin: Kube) -> None:
+    """What the Terraform module makes (the same objects `atelier render capacity-rbac`
+    prints): the hub's read-only ClusterRole for the spawn form's numbers. The tests' hub
+    authenticates as the user atelier-hub, not the chart's ServiceAccount."""
+    out = subprocess.run([str(VENV_BIN / "atelier"), "render", "capacity-rbac", "--namespace", NAMESPACE],
+                         capture_output=True, text=True, check=True).stdout
+    role, binding = yaml.safe_load_all(out)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": NAMESPACE}]
+    binding["subjects"] = [{"kind": "User", "name": "atelier-hub", "apiGroup": "rbac.authorization.k8s.io"}]
+    binding["metadata"]["name"] += "-tests-hub"  # the chart test binds the chart's hub too
+    admin.create("/apis/rbac.authorization.k8s.io/v1/clusterroles", role)
+    admin.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding)
 
 
 HOST_SYSCTLS = ("vm.overcommit_memory", "vm.panic_on_oom", "kernel.panic", "kernel.panic_on_oops")

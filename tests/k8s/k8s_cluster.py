@@ -580,6 +580,15 @@ class PodPorts:
             self._close(ip)
 
 
+def held_on(kube, node: str, resource: str) -> int:
+    """What the pods of every namespace bound to ``node`` hold of ``resource``, counted
+    here from the API's own objects (extended resources: the limits, which a pod must set)."""
+    pods = kube.get("/api/v1/pods", params={"fieldSelector": f"spec.nodeName={node}"})["items"]
+    return sum(int(c.get("resources", {}).get("limits", {}).get(resource, 0))
+               for p in pods if p.get("status", {}).get("phase") not in ("Succeeded", "Failed")
+               for c in p["spec"]["containers"])
+
+
 def secret_env(kube: Kube, pod: dict) -> dict[str, str]:
     """The values of the pod's secret-backed env vars, read the way a kubelet would."""
     values = {}

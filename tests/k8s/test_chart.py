@@ -31,7 +31,7 @@ from atelier_hub.connect import ssh_alias
 from atelier_hub.install.paths import image_ref
 from conftest import LOGS, REPO, VENV_BIN, _test_profiles
 from control_plane import helm_path
-from k8s_cluster import GPU_GROUP, SLICE_PROFILES, STORAGE_CLASS, assert_loopback, free_port, tail
+from k8s_cluster import GPU_GROUP, SLICE_PROFILES, STORAGE_CLASS, assert_loopback, free_port, held_on, tail
 from k8s_node import NODE_NAME, POOL, listening
 from kernel import run_code
 from stack import HubClient
@@ -454,6 +454,12 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
         TEST_TOKEN=token))
     overlay.chmod(0o600)
     _hub_db_volume(kube, workdir / "hub-db")
+    # What the Terraform module makes beside the chart: the hub's read-only ClusterRole for
+    # the spawn form's numbers (the same objects `atelier render capacity-rbac` prints).
+    rbac = subprocess.run([str(VENV_BIN / "atelier"), "render", "capacity-rbac", "--namespace", CHART_NS],
+                          capture_output=True, text=True, check=True).stdout
+    for obj in yaml.safe_load_all(rbac):
+        kube.create(f"/apis/rbac.authorization.k8s.io/v1/{obj['kind'].lower()}s", obj)
     platform.s3_admin_secret(kube, CHART_NS)
     platform.mlflow_admin_secret(kube)
     platform.trino_jwt_secret(kube)
@@ -540,7 +546,8 @@ def test_the_chart_runs_the_hub_and_proxy_pods_from_our_images(chart, control_pl
     assert chart.api("GET", "/").status_code == 200
 
 
-def test_login_and_the_spawn_form_shows_the_profiles_of_ones_groups(chart):
+def test_login_and_the_spawn_form_shows_the_profiles_of_ones_groups(chart, control_plane):
+    kube = control_plane.admin
     for user in USERS:
         r = chart.api("POST", f"/users/{user}")
         assert r.status_code in (201, 409), r.text
@@ -559,6 +566,14 @@ def test_login_and_the_spawn_form_shows_the_profiles_of_ones_groups(chart):
         assert form.status_code == 200 and 'id="spawn_form"' in form.text, form.text[:500]
         shown = set(re.findall(r'value="((?:cpu|gpu|highmem|quick)[\w-]*)"', form.text))
         assert shown == expected, (user, shown)
+        # Each card says what its pool has free (the hub pod reads the nodes and pods with
+        # the ClusterRole above): the GPU pool's 8 GPUs less what pods hold there now.
+        page = form.content.decode()
+        lines = dict(re.findall(r'class="atelier-capacity" data-profile="([\w-]+)">([^<]+)<', page))
+        assert set(lines) == expected, (user, lines)
+        if user == "gil":
+            free = 8 - held_on(kube, "gpu-0", "nvidia.com/gpu")
+            assert lines["gpu-1"] == f"{free} of 8 GPUs free · fits now", lines
 
 
 def test_cpu_small_runs_in_a_real_pod_and_jupyterlab_answers_through_the_chart_proxy(chart, control_plane,

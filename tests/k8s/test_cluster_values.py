@@ -8,6 +8,7 @@ the Terraform values test), so the schema checks always run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -275,14 +276,16 @@ def test_profile_list_shows_each_user_only_their_profiles(tmp_path):
         (tmp_path / src.name).write_text(yaml.safe_dump(data))
     profiles = load_profiles(tmp_path)
 
+    def entries(groups):  # (the capacity lines are test_k8s_spawn.py's: they read a real cluster)
+        spawner = SimpleNamespace(profiles=profiles, groups=lambda: set(groups), show_capacity=False)
+        return asyncio.run(profile_list(spawner))
+
     def slugs(groups):
-        spawner = SimpleNamespace(profiles=profiles, groups=lambda: set(groups))
-        return [entry["slug"] for entry in profile_list(spawner)]
+        return [entry["slug"] for entry in entries(groups)]
 
     assert "gpu-1" not in slugs([]) and "cpu-small" in slugs([])
     assert {"gpu-1", "gpu-4", "cpu-small"} <= set(slugs(["gpu-users"]))
-    gpu = next(e for e in profile_list(SimpleNamespace(profiles=profiles, groups=lambda: {"gpu-users"}))
-               if e["slug"] == "gpu-1")["kubespawner_override"]
+    gpu = next(e for e in entries({"gpu-users"}) if e["slug"] == "gpu-1")["kubespawner_override"]
     assert gpu["extra_resource_limits"] == {"nvidia.com/gpu": "1"}
     assert gpu["node_selector"] == {"atelier.dev/pool": "gpu"}
     assert gpu["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]

@@ -11,9 +11,10 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+import time
 
 import pytest
-from k8s_cluster import GPU_GROUP, GPU_IMAGE, assert_loopback, quantity, secret_env
+from k8s_cluster import GPU_GROUP, GPU_IMAGE, assert_loopback, held_on, quantity, secret_env
 
 pytestmark = [pytest.mark.k8s, pytest.mark.integration]
 
@@ -238,3 +239,63 @@ def test_gpu_slices_ask_for_their_resource_and_land_where_the_device_plugin_offe
         assert limits[resource] == "1" and "nvidia.com/gpu" not in limits, limits
         assert pod["spec"]["nodeName"] == "gpu-slice-0"
         hub.stop_server("ada", profile)
+
+
+FULL = "full: no node of its pool has room now; a server started now waits for one"
+
+
+def test_the_form_shows_what_each_pool_has_free_in_chromium_and_counts_again_after_a_stop(hub, kube):
+    """Live capacity on the cluster's spawn form, as ada's Chromium shows it: the GPU pool
+    (gpu-0, 8 GPUs in tests/k8s/k8s_cluster.py NODES) less what pods hold there, her own
+    server's among them; the slice node's 2 MIG slices and 4 shares; a pod of another
+    namespace taking the rest makes the GPU cards full; her server's stop frees its GPU
+    on the next view."""
+    from browser.chromium import CHROMIUM, FLAGS, SHOTS, login
+    from playwright.sync_api import sync_playwright
+
+    other = "/api/v1/namespaces/other-team"
+    kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other-team"}})
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        form = f"{hub.url}/hub/spawn/ada/cap"
+
+        def cards() -> dict[str, str]:
+            page.goto(form)
+            page.wait_for_selector(".atelier-capacity", timeout=60_000)
+            return {c.get_attribute("data-profile"): c.inner_text().strip()
+                    for c in page.locator(".atelier-capacity").all()}
+
+        try:
+            login(page, hub, "ada", hub.password)
+            hub.spawn("ada", "gpu-1", "cap-gpu")
+            free = 8 - held_on(kube, "gpu-0", "nvidia.com/gpu")
+            assert free <= 7  # ada's server holds one
+            mig = 2 - held_on(kube, "gpu-slice-0", "nvidia.com/mig-1g.10gb")
+            shares = 4 - held_on(kube, "gpu-slice-0", "nvidia.com/gpu.shared")
+            seen = cards()
+            page.screenshot(path=str(SHOTS / "k8s-spawn-form-capacity.png"), full_page=True)
+            assert seen["gpu-1"] == f"{free} of 8 GPUs free · fits now", seen
+            assert seen["gpu-4"] == f"{free} of 8 GPUs free · " + ("fits now" if free >= 4 else FULL), seen
+            assert seen["gpu-mig"] == f"{mig} of 2 slices free · fits now", seen
+            assert seen["gpu-shared"] == f"{shares} of 4 shares free · fits now", seen
+            assert seen["cpu-small"] == "fits now", seen
+            # Another team's pod, in a namespace the hub does not spawn in, takes every free GPU.
+            kube.create(f"{other}/pods", {
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "holds-gpus"},
+                "spec": {"nodeName": "gpu-0", "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+                         "containers": [{"name": "train", "image": "registry.invalid/train:1",
+                                         "resources": {"limits": {"nvidia.com/gpu": str(free)}}}]}})
+            deadline = time.monotonic() + 40  # the form's numbers may be 10 s old (capacity_max_age)
+            while (seen := cards())["gpu-1"] != f"0 of 8 GPUs free · {FULL}":
+                assert time.monotonic() < deadline, seen
+                time.sleep(1)
+            assert seen["gpu-4"] == f"0 of 8 GPUs free · {FULL}", seen
+            assert seen["gpu-mig"] == f"{mig} of 2 slices free · fits now", seen  # another pool
+            page.screenshot(path=str(SHOTS / "k8s-spawn-form-full.png"), full_page=True)
+            # ada stops her server: the very next view counts its GPU free (the hub reads again).
+            hub.stop_server("ada", "cap-gpu")
+            assert cards()["gpu-1"] == "1 of 8 GPUs free · fits now"
+        finally:
+            browser.close()
+            kube.request("DELETE", f"{other}/pods/holds-gpus", json={"gracePeriodSeconds": 0})

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import re
 import sys
@@ -51,8 +52,9 @@ from kubernetes_asyncio.client.models import (
     V1VolumeMount,
 )
 from kubespawner import KubeSpawner
+from kubespawner.clients import shared_client
 from tornado import web
-from traitlets import Integer, Unicode
+from traitlets import Bool, Float, Integer, Unicode
 
 from .. import origins
 from ..image_paths import SESSION_CONFIG_DIR
@@ -62,9 +64,13 @@ from ..services import Deployment
 from ..services.s3_accounts import S3Accounts, S3AdminError
 from ..session import session_env, session_files
 from . import TRINO_JWT_DIR
+from .capacity import ClusterView
 from .settings import ClusterSettings, load_cluster_settings
 
 __all__ = ["AtelierKubeSpawner", "configure_kubespawner", "profile_list", "SECRET_ENV"]
+
+# The spawn form waits this long at most for the nodes and pods (then shows sizes only).
+CAPACITY_READ_TIMEOUT_S = 5.0
 
 # Variables whose values are credentials: they reach the pod through a Secret only.
 SECRET_ENV = (
@@ -77,9 +83,39 @@ SECRET_ENV = (
 )
 
 
-def profile_list(spawner: AtelierKubeSpawner) -> list[dict[str, Any]]:
-    """KubeSpawner's ``profile_list`` for one user: only the profiles their groups allow."""
-    return [to_kubespawner(p) for p in visible_profiles(spawner.profiles, spawner.groups())]
+async def profile_list(spawner: AtelierKubeSpawner) -> list[dict[str, Any]]:
+    """KubeSpawner's ``profile_list`` for one user: only the profiles their groups allow,
+    each card with its live capacity line where the cluster can be read (:mod:`.capacity`)."""
+    profiles = visible_profiles(spawner.profiles, spawner.groups())
+    entries = [to_kubespawner(p) for p in profiles]
+    notes = await capacity_view(spawner).notes(profiles) if spawner.show_capacity else {}
+    for profile, entry in zip(profiles, entries, strict=True):
+        if profile.name in notes:
+            # KubeSpawner's form puts the description in the page as it is (no escaping);
+            # the line is our own text, with nothing of the user's in it.
+            entry["description"] = (f'{entry["description"]}<br><span class="atelier-capacity" '
+                                    f'data-profile="{profile.name}">{notes[profile.name]}</span>').removeprefix("<br>")
+    return entries
+
+
+_VIEW: ClusterView | None = None
+
+
+def capacity_view(spawner: AtelierKubeSpawner) -> ClusterView:
+    """The hub's one :class:`ClusterView` (every user and page view shares its reads)."""
+    global _VIEW
+    if _VIEW is None:
+        async def read() -> tuple[list[dict], list[dict]]:
+            api = shared_client("CoreV1Api")
+            lists = await asyncio.wait_for(asyncio.gather(
+                api.list_node(_preload_content=False),
+                api.list_pod_for_all_namespaces(field_selector="status.phase!=Succeeded,status.phase!=Failed",
+                                                _preload_content=False)), CAPACITY_READ_TIMEOUT_S)
+            nodes, pods = [json.loads(await r.read())["items"] for r in lists]
+            return nodes, pods
+
+        _VIEW = ClusterView(read, max_age=spawner.capacity_max_age, log=spawner.log)
+    return _VIEW
 
 
 class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
@@ -97,6 +133,24 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
 
             c.AtelierKubeSpawner.gpu_servers_per_user = 2
         """,
+    )
+
+    show_capacity = Bool(
+        True,
+        config=True,
+        help="""
+        Show each profile's live capacity on the spawn form ("3 of 8 GPUs free · fits now"),
+        from the nodes and pods the hub reads at most once per ``capacity_max_age`` seconds.
+        The hub needs list on nodes and on pods in all namespaces (the Terraform module's
+        ClusterRole ``atelier-hub-capacity``); without them the cards show sizes only.
+        """,
+    )
+
+    capacity_max_age = Float(
+        10.0,
+        config=True,
+        help="Seconds the spawn form's capacity numbers may be old (one read of the nodes and pods serves "
+             "every page view in that time; a server of this hub starting or stopping reads again).",
     )
 
     credentials_dir = Unicode(
@@ -406,8 +460,17 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             timeout=self.k8s_api_request_retry_timeout,
         )
 
+    async def start(self):
+        try:
+            return await super().start()
+        finally:
+            capacity_view(self).stale()  # the next form counts this server's pod
+
     async def stop(self, now=False):
-        await super().stop(now=now)
+        try:
+            await super().stop(now=now)
+        finally:
+            capacity_view(self).stale()
         # The token in it is revoked by the hub on stop; the object goes too.
         await exponential_backoff(
             partial(self._ensure_not_exists, "secret", self.env_secret_name),

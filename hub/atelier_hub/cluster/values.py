@@ -442,8 +442,10 @@ def add_render_parser(sub, *, profiles_default: str = "profiles") -> None:
     vals.add_argument("--schema", help="also validate against the chart's values.schema.yaml")
     vals.set_defaults(func=cmd_render_values)
     from .attach import add_render_attach  # the hub's extra Role for `atelier kubeconfig`
+    from .capacity import add_render_capacity  # its read-only ClusterRole for the form's numbers
 
     add_render_attach(rsub)
+    add_render_capacity(rsub)
 
 
 def _fail(msg: str) -> None:

@@ -85,6 +85,43 @@ resource "kubernetes_role_binding_v1" "hub_user_identities" {
   }
 }
 
+# The spawn form's live capacity ("3 of 8 GPUs free"): the hub reads the nodes and
+# the pods of every namespace (other workloads hold room on the same nodes), read only;
+# the same objects as `atelier render capacity-rbac`.
+resource "kubernetes_cluster_role_v1" "hub_capacity" {
+  metadata {
+    name   = "atelier-hub-capacity"
+    labels = { "app.kubernetes.io/managed-by" = "atelier", "app.kubernetes.io/component" = "capacity" }
+  }
+  rule {
+    api_groups = [""]
+    resources  = ["nodes"]
+    verbs      = ["list"]
+  }
+  rule {
+    api_groups = [""]
+    resources  = ["pods"]
+    verbs      = ["list"]
+  }
+}
+
+resource "kubernetes_cluster_role_binding_v1" "hub_capacity" {
+  metadata {
+    name   = "atelier-hub-capacity"
+    labels = { "app.kubernetes.io/managed-by" = "atelier", "app.kubernetes.io/component" = "capacity" }
+  }
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "ClusterRole"
+    name      = kubernetes_cluster_role_v1.hub_capacity.metadata[0].name
+  }
+  subject {
+    kind      = "ServiceAccount"
+    name      = "hub"
+    namespace = kubernetes_namespace_v1.atelier.metadata[0].name
+  }
+}
+
 ################################################################################
 # The hub: Zero to JupyterHub with rendered values
 ################################################################################
@@ -136,6 +173,7 @@ resource "helm_release" "this" {
     kubernetes_service_account_v1.irsa,
     kubernetes_storage_class_v1.gp3,
     kubernetes_role_binding_v1.hub_user_identities,
+    kubernetes_cluster_role_binding_v1.hub_capacity,
     kubernetes_secret_v1.mlflow_admin,
   ]
 }

@@ -1,0 +1,249 @@
+"""Live capacity on a cluster's spawn form: what each profile's pool has free now.
+
+Rule this module keeps: a profile's numbers come from the nodes its pod could be
+scheduled to (every label of its node selector on the node; each NoSchedule and
+NoExecute taint of the node tolerated; neither cordoned nor not Ready), each node's
+allocatable less the requests of the pods bound to it that have not ended (a
+container's limits stand for its requests where it has none, as the API server
+defaults them). "Fits now" means one such node has room for the profile's own
+requests: its guarantees (or limits, where a profile has no guarantee) and its GPUs or
+slices. The pure part (:func:`free_on`, :func:`profile_capacity`, :func:`capacity_text`)
+does no I/O; :class:`ClusterView` reads the nodes and pods at most once per
+``max_age`` seconds for every user and page view together (two list calls), never once
+per page view, and again at once after a server of this hub started or stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from ..profiles import WHOLE_GPU, Profile
+
+__all__ = ["ClusterView", "PoolCapacity", "add_render_capacity", "capacity_manifests", "capacity_text", "free_on",
+           "profile_capacity", "quantity"]
+
+RBAC = "rbac.authorization.k8s.io"
+
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
+_SUFFIX = {None: 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3, "M": 10**6,
+           "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
+           "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+# A pod in one of these phases holds nothing on its node any more.
+_ENDED = ("Succeeded", "Failed")
+
+
+def quantity(text: str | int | float) -> float:
+    """A Kubernetes quantity as a number: cores for CPU, bytes for memory, a count otherwise.
+
+    >>> quantity("500m"), quantity("64Gi") == 64 * 2**30, quantity("1.5G"), quantity(8)
+    (0.5, True, 1500000000.0, 8.0)
+    """
+    match = _QUANTITY.match(str(text).strip())
+    if not match:
+        raise ValueError(f"not a Kubernetes quantity: {str(text)[:40]!r}")
+    try:
+        return float(Decimal(match.group(1)) * Decimal(_SUFFIX[match.group(2)]))
+    except InvalidOperation:
+        raise ValueError(f"not a Kubernetes quantity: {str(text)[:40]!r}") from None
+
+
+def _requests(pod: dict) -> dict[str, float]:
+    """What a pod holds on its node: the sum of its containers' requests (limits where a
+    container has no request), or an init container's where that is larger."""
+    spec = pod.get("spec") or {}
+
+    def of(container: dict) -> dict[str, float]:
+        res = container.get("resources") or {}
+        asked = {**(res.get("limits") or {}), **(res.get("requests") or {})}
+        return {name: quantity(v) for name, v in asked.items()}
+
+    total: dict[str, float] = {}
+    for container in spec.get("containers") or []:
+        for name, v in of(container).items():
+            total[name] = total.get(name, 0.0) + v
+    for container in spec.get("initContainers") or []:
+        for name, v in of(container).items():
+            total[name] = max(total.get(name, 0.0), v)
+    return total
+
+
+def free_on(node: dict, pods: list[dict]) -> dict[str, float]:
+    """``node``'s allocatable less what the pods bound to it and not ended hold (each
+    pod takes one of its ``pods`` too).
+
+    >>> n = {"metadata": {"name": "n"}, "status": {"allocatable": {"cpu": "4", "pods": "2"}}}
+    >>> free_on(n, [{"spec": {"nodeName": "n", "containers": [{"resources": {"requests": {"cpu": "500m"}}}]}}])
+    {'cpu': 3.5, 'pods': 1.0}
+    """
+    free = {name: quantity(v) for name, v in ((node.get("status") or {}).get("allocatable") or {}).items()}
+    name = node["metadata"]["name"]
+    for pod in pods:
+        if (pod.get("spec") or {}).get("nodeName") != name or (pod.get("status") or {}).get("phase") in _ENDED:
+            continue
+        for resource, v in {**_requests(pod), "pods": 1}.items():
+            free[resource] = free.get(resource, 0.0) - v
+    return free
+
+
+def _tolerated(taint: dict, profile: Profile) -> bool:
+    for t in profile.tolerations:
+        if t.effect not in (None, taint.get("effect")) or t.key != taint.get("key"):
+            continue
+        if t.operator == "Exists" or (t.value or "") == (taint.get("value") or ""):
+            return True
+    return False
+
+
+def _schedulable(node: dict, profile: Profile) -> bool:
+    labels = node["metadata"].get("labels") or {}
+    if any(labels.get(k) != v for k, v in (profile.node_selector or {}).items()):
+        return False
+    spec, status = node.get("spec") or {}, node.get("status") or {}
+    if spec.get("unschedulable"):
+        return False
+    if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []):
+        return False
+    return all(_tolerated(t, profile) for t in spec.get("taints") or []
+               if t.get("effect") in ("NoSchedule", "NoExecute"))
+
+
+@dataclass(frozen=True)
+class PoolCapacity:
+    """A profile's pool as it stands: nodes it may use, its GPUs (or slices) free and in
+    all, and whether one node has room for it now."""
+
+    nodes: int
+    gpus_free: int
+    gpus_total: int
+    fits: bool
+
+
+def profile_capacity(profile: Profile, nodes: list[dict], pods: list[dict]) -> PoolCapacity:
+    """What ``profile``'s pool has free among ``nodes`` with ``pods`` bound to them."""
+    needs = {"cpu": profile.cpu.guarantee if profile.cpu.guarantee is not None else profile.cpu.limit,
+             "memory": profile.memory.guarantee if profile.memory.guarantee is not None else profile.memory.limit,
+             "pods": 1}
+    resource = profile.gpu.kubernetes_resource if profile.gpu_count else None
+    if resource:
+        needs[resource] = profile.gpu_count
+    by_node: dict[str, list[dict]] = {}
+    for pod in pods:
+        by_node.setdefault((pod.get("spec") or {}).get("nodeName") or "", []).append(pod)
+    matching = [n for n in nodes if _schedulable(n, profile)]
+    free_total = total = 0
+    fits = False
+    for node in matching:
+        free = free_on(node, by_node.get(node["metadata"]["name"], []))
+        if resource:
+            total += int(quantity(((node.get("status") or {}).get("allocatable") or {}).get(resource, 0)))
+            free_total += max(0, int(free.get(resource, 0)))
+        fits = fits or all(free.get(name, 0.0) >= v for name, v in needs.items())
+    return PoolCapacity(nodes=len(matching), gpus_free=free_total, gpus_total=total, fits=fits)
+
+
+def capacity_text(profile: Profile, pool: PoolCapacity) -> str:
+    """A card's capacity line, in the words of the embedded mode's cards.
+
+    >>> from atelier_hub.profiles import Profile
+    >>> g = Profile(name="g", display_name="G", cpu={"limit": 8}, memory={"limit": "32G"}, gpu={"count": 1})
+    >>> capacity_text(g, PoolCapacity(nodes=1, gpus_free=3, gpus_total=8, fits=True))
+    '3 of 8 GPUs free · fits now'
+    >>> m = Profile(name="m", display_name="M", cpu={"limit": 4}, memory={"limit": "16G"},
+    ...             gpu={"count": 1, "resource": "nvidia.com/mig-1g.10gb"})
+    >>> capacity_text(m, PoolCapacity(nodes=1, gpus_free=0, gpus_total=2, fits=False))
+    '0 of 2 slices free · full: no node of its pool has room now; a server started now waits for one'
+    >>> capacity_text(m, PoolCapacity(nodes=0, gpus_free=0, gpus_total=0, fits=False))
+    'no node of this cluster offers it now (its node selector, tolerations or GPUs)'
+    """
+    if not pool.nodes or (profile.gpu_count and not pool.gpus_total):
+        return "no node of this cluster offers it now (its node selector, tolerations or GPUs)"
+    gpus = ""
+    if profile.gpu_count:
+        kind = "GPUs" if profile.gpu.kubernetes_resource == WHOLE_GPU else (
+            "shares" if profile.gpu.shared or profile.gpu.kubernetes_resource.endswith(".shared") else "slices")
+        gpus = f"{pool.gpus_free} of {pool.gpus_total} {kind} free · "
+    if pool.fits:
+        return f"{gpus}fits now"
+    return f"{gpus}full: no node of its pool has room now; a server started now waits for one"
+
+
+class ClusterView:
+    """The cluster's nodes and pods, read at most once per ``max_age`` seconds by
+    ``read`` (an async callable returning ``(nodes, pods)`` as the API's JSON), shared
+    by every page view; :meth:`stale` makes the next view read again (a server of this
+    hub started or stopped). A read that fails is logged once and leaves the cards
+    without a capacity line (the form itself never fails for it)."""
+
+    def __init__(self, read, *, max_age: float = 10.0, log=None):
+        self._read, self.max_age, self._log = read, max_age, log
+        self._at = -float("inf")
+        self._data: tuple[list[dict], list[dict]] | None = None
+        self._lock = asyncio.Lock()
+        self._failed_before = False
+        self.reads = 0  # how many times the API was read (the bench and tests count them)
+
+    def stale(self) -> None:
+        self._at = -float("inf")
+
+    async def notes(self, profiles: list[Profile]) -> dict[str, str]:
+        """Each profile's capacity line; empty where the cluster could not be read."""
+        async with self._lock:
+            if time.monotonic() - self._at >= self.max_age:
+                try:
+                    self._data = await self._read()
+                    self.reads += 1
+                    self._failed_before = False
+                except Exception as exc:  # noqa: BLE001 - the form shows no numbers rather than failing
+                    if not self._failed_before and self._log is not None:
+                        self._log.warning("Capacity: the cluster's nodes and pods could not be read (%s); the "
+                                          "spawn form shows no free counts until they can. The hub needs "
+                                          "list on nodes and on pods in all namespaces (docs/admin-guide.md).",
+                                          str(exc)[:300])
+                    self._failed_before, self._data = True, None
+                self._at = time.monotonic()
+            data = self._data
+        if data is None:
+            return {}
+        nodes, pods = data
+        return {p.name: capacity_text(p, profile_capacity(p, nodes, pods)) for p in profiles}
+
+
+def capacity_manifests(*, subject: dict[str, str]) -> list[dict]:
+    """The ClusterRole and ClusterRoleBinding that let the hub (``subject``) read what the
+    spawn form counts (pure): nodes, and pods in every namespace (other workloads hold
+    room on the same nodes). Read only; what `atelier render capacity-rbac` prints and
+    the Terraform module makes.
+
+    >>> role, binding = capacity_manifests(subject={"kind": "ServiceAccount", "name": "hub", "namespace": "a"})
+    >>> role["metadata"]["name"], [r["resources"] for r in role["rules"]], binding["subjects"][0]["name"]
+    ('atelier-hub-capacity', [['nodes'], ['pods']], 'hub')
+    """
+    meta = {"name": "atelier-hub-capacity",
+            "labels": {"app.kubernetes.io/managed-by": "atelier", "app.kubernetes.io/component": "capacity"}}
+    rules = [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
+             {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
+    return [
+        {"apiVersion": f"{RBAC}/v1", "kind": "ClusterRole", "metadata": meta, "rules": rules},
+        {"apiVersion": f"{RBAC}/v1", "kind": "ClusterRoleBinding", "metadata": meta, "subjects": [subject],
+         "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": meta["name"]}},
+    ]
+
+
+def add_render_capacity(rsub) -> None:
+    """``atelier render capacity-rbac``: the hub's read-only ClusterRole for the spawn form's numbers."""
+    p = rsub.add_parser("capacity-rbac", help="the hub's ClusterRole for the spawn form's live capacity "
+                        "(kubectl apply -f -; the Terraform module makes it too)")
+    p.add_argument("--namespace", required=True, help="the Helm release's namespace")
+    p.add_argument("--hub-service-account", default="hub", help="the hub's ServiceAccount (the chart's: hub)")
+
+    def run(args) -> None:
+        import yaml
+
+        subject = {"kind": "ServiceAccount", "name": args.hub_service_account, "namespace": args.namespace}
+        print(yaml.safe_dump_all(capacity_manifests(subject=subject), sort_keys=False), end="")
+
+    p.set_defaults(func=run)
