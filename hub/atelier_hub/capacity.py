@@ -24,7 +24,9 @@ A user over ``gpus_per_user`` (what they hold plus what they wait for) is refuse
 once, naming their own holders (:func:`over_limit`); they are never queued.
 
 ETA (:func:`etas`): each holder's GPUs come back at its known end (a server's idle-cull
-deadline or ``max_age``, a job's ``--timeout``); the queue is walked in order, each
+deadline or ``max_age``; a job's expected length, :func:`expected_run`: the median of the
+user's last runs of the same command on the same profile, else on that profile, capped by
+its ``--timeout`` and ``max_age``, which stand alone where there is no history); the queue is walked in order, each
 request starting when enough GPUs have come back for it and those ahead of it, and
 its own expected end then counted in turn. A holder with no known end (a job without
 a timeout) never gives its GPUs back in this reckoning; a request that cannot start
@@ -44,6 +46,7 @@ from pydantic import Field, field_validator, model_validator
 from .schema import StrictModel
 
 __all__ = ["CapacityError", "CapacitySettings", "GroupShare", "Holder", "Request", "admissible", "etas",
+           "expected_run",
            "group_of", "load_capacity", "ordinal", "over_limit", "queue_order", "standing", "wait_text"]
 
 
@@ -220,6 +223,38 @@ def etas(order: list[Request], holders: list[Holder], *, free: int, now: float) 
         if r.runs_for is not None:
             heapq.heappush(releases, (t + r.runs_for, r.gpus))
     return out
+
+
+#: how many of a user's latest finished jobs :func:`expected_run` takes the median of
+HISTORY_RUNS = 5
+
+
+def expected_run(history: list[dict], *, profile: str, command: list[str] | None,
+                 limits: tuple[float | None, ...] = ()) -> float | None:
+    """How long a job is expected to hold its GPUs, in seconds (pure): the median of the
+    last :data:`HISTORY_RUNS` of ``history`` (the user's finished jobs, oldest first, each
+    ``{"profile", "command", "seconds"}``) with the same command on the same profile, else
+    of those on the same profile; capped by ``limits`` (its ``--timeout``, the profile's
+    ``max_age``: a job ends there at the latest), which alone decide without history.
+    None: nothing known.
+
+    >>> h = [{"profile": "gpu-1", "command": ["python", "a.py"], "seconds": s} for s in (600, 900, 1200)]
+    >>> h.append({"profile": "gpu-1", "command": ["python", "b.py"], "seconds": 60})
+    >>> expected_run(h, profile="gpu-1", command=["python", "a.py"])
+    900
+    >>> expected_run(h, profile="gpu-1", command=["python", "c.py"], limits=(None, 700))
+    700
+    >>> expected_run(h, profile="gpu-4", command=None, limits=(3600,)), expected_run([], profile="x", command=None)
+    (3600, None)
+    """
+    same_profile = [r for r in history if r.get("profile") == profile and r.get("seconds") is not None]
+    same = [r for r in same_profile if command is not None and r.get("command") == command] or same_profile
+    known = [x for x in limits if x]
+    if not same:
+        return min(known) if known else None
+    seconds = sorted(r["seconds"] for r in same[-HISTORY_RUNS:])
+    typical = seconds[len(seconds) // 2]
+    return min([typical, *known])
 
 
 def over_limit(user: str, gpus: int, *, key: str, holders: list[Holder], waiting: list[Request],

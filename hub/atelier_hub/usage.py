@@ -97,6 +97,28 @@ def _runs(events: list[dict], now: datetime) -> list[dict]:
     return runs
 
 
+def finished_runs(events: list[dict], *, user: str, kind: str | None = None) -> list[dict]:
+    """``user``'s runs (of ``kind``, where given) that a stop line ended, oldest first,
+    each with its ``seconds``. A start that the next start of the same server closed (the
+    hub died in between) is left out: its length is not known.
+
+    >>> ev = [{"event": "start", "time": "2026-01-01T10:00:00Z", "user": "ada", "server": "job-a", "kind": "job",
+    ...        "profile": "gpu-1"}, {"event": "stop", "time": "2026-01-01T10:30:00Z", "user": "ada", "server": "job-a"}]
+    >>> [(r["server"], r["profile"], r["seconds"]) for r in finished_runs(ev, user="ada", kind="job")]
+    [('job-a', 'gpu-1', 1800.0)]
+    """
+    runs, open_runs = [], {}
+    for e in only_user(events, user):
+        server = e.get("server", "")
+        if e["event"] == "start":
+            open_runs[server] = e
+        elif e["event"] == "stop" and server in open_runs:
+            start = open_runs.pop(server)
+            if kind is None or start.get("kind") == kind:
+                runs.append({**start, "seconds": (_parse(e["time"]) - _parse(start["time"])).total_seconds()})
+    return runs
+
+
 def only_user(events: list[dict], user: str) -> list[dict]:
     """The lines of one user: what a user who is not an admin is shown."""
     return [e for e in events if e.get("user") == user]

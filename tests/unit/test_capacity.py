@@ -7,7 +7,7 @@ from __future__ import annotations
 import doctest
 
 import pytest
-from atelier_hub import capacity
+from atelier_hub import capacity, usage
 from atelier_hub.capacity import (
     CapacityError,
     CapacitySettings,
@@ -129,7 +129,46 @@ def test_good_capacity_settings_load(tmp_path):
                                                                                            "everyone")
 
 
-@pytest.mark.parametrize("module", [capacity, gpus, spawner_base])
+@pytest.mark.parametrize("module", [capacity, gpus, spawner_base, usage])
 def test_doctests(module):
     # capacity_note's lines: "3 of 8 GPUs free · fits now", "full: you would be 2nd in line, about 25 min"
     assert doctest.testmod(module).failed == 0
+
+
+def test_a_gpu_jobs_expected_hold_is_how_long_its_users_last_runs_of_it_held_their_gpus(tmp_path):
+    """The spawner's request for a job (the GPU queue's ETAs count on it): the median of the
+    user's finished runs of the same command on the same profile, from the real usage
+    records (start to stop, not the wait) and the jobs service's records (the command)."""
+    from datetime import datetime, timedelta, timezone
+    from types import SimpleNamespace
+
+    from atelier_hub.jobs import JobRecord
+    from atelier_hub.profiles import Profile
+
+    gpu = Profile(name="gpu-1", display_name="G", cpu={"limit": 8}, memory={"limit": "32G"}, gpu={"count": 1},
+                  culling={"max_age": 7200})
+    usage_file, t0 = tmp_path / "usage.jsonl", datetime(2026, 1, 1, tzinfo=timezone.utc)
+    # ada's jobs: train.py ran 10, 30 and 20 min; eval.py 1 and 2 min; bo's train.py 50 min.
+    for i, (user, name, command, minutes) in enumerate([
+            ("ada", "t1", ["python", "train.py"], 10), ("ada", "e1", ["python", "eval.py"], 1),
+            ("ada", "t2", ["python", "train.py"], 30), ("bo", "t1", ["python", "train.py"], 50),
+            ("ada", "e2", ["python", "eval.py"], 2),
+            ("ada", "t3", ["python", "train.py"], 20)]):
+        JobRecord(name=name, user=user, profile="gpu-1", command=command).save(tmp_path / "jobs")
+        start = t0 + timedelta(hours=i)
+        usage.record(usage_file, "start", user=user, server=f"job-{name}", profile=gpu, kind="job", when=start)
+        usage.record(usage_file, "stop", user=user, server=f"job-{name}", when=start + timedelta(minutes=minutes))
+    spawner = SimpleNamespace(usage_file=str(usage_file), state_dir=str(tmp_path), user=SimpleNamespace(name="ada"),
+                              name="job-t4", _key="ada/job-t4", groups=lambda: set(), capacity=DEFAULT)
+    spawner._job_history = lambda: spawner_base.EmbeddedSpawnerMixin._job_history(spawner)
+
+    def runs_for(command, timeout=None):
+        options = {"job": {"name": "t4", "command": command, **({"timeout": timeout} if timeout else {})}}
+        return spawner_base.EmbeddedSpawnerMixin._gpu_request(spawner, gpu, options=options).runs_for
+
+    assert runs_for(["python", "train.py"]) == 20 * 60  # the median of 10, 30 and 20 min
+    assert runs_for(["python", "train.py"], timeout=900) == 900  # it is ended at its timeout anyway
+    # No run of it: her last 5 runs on gpu-1 (10, 1, 30, 2 and 20 min), whose median is 10 min.
+    assert runs_for(["python", "new.py"]) == 10 * 60
+    spawner.user = SimpleNamespace(name="cy")  # no history: the profile's max_age
+    assert runs_for(["python", "train.py"]) == 7200
