@@ -185,6 +185,8 @@ class ClusterView:
         self._lock = asyncio.Lock()
         self._failed_before = False
         self.reads = 0  # how many times the API was read (the bench and tests count them)
+        # Each profile's line for the data read last (a view counts nothing again).
+        self._notes: dict[str, str] = {}
 
     def stale(self) -> None:
         self._at = -float("inf")
@@ -204,12 +206,18 @@ class ClusterView:
                                           "list on nodes and on pods in all namespaces (docs/admin-guide.md).",
                                           str(exc)[:300])
                     self._failed_before, self._data = True, None
-                self._at = time.monotonic()
+                self._at, self._notes = time.monotonic(), {}
             data = self._data
         if data is None:
             return {}
         nodes, pods = data
-        return {p.name: capacity_text(p, profile_capacity(p, nodes, pods)) for p in profiles}
+        notes = {}
+        for p in profiles:
+            key = p.model_dump_json()  # a profile changed in its file is counted afresh
+            if key not in self._notes:
+                self._notes[key] = capacity_text(p, profile_capacity(p, nodes, pods))
+            notes[p.name] = self._notes[key]
+        return notes
 
 
 def capacity_manifests(*, subject: dict[str, str]) -> list[dict]:
