@@ -8,7 +8,11 @@ is then ended with a line in its log, exit code 124). It runs the command in the
 ``cwd`` with its output (stdout and stderr, in order) in
 ``~/.atelier/jobs/NAME/output.log``, and writes its exit code to ``exit-code`` there,
 so both outlive the container; ``repro.start_run()`` in the job lists its runs in
-``runs.jsonl`` there (``REPRO_RUNS_FILE``). Meanwhile it answers HTTP at the server's address
+``runs.jsonl`` there (``REPRO_RUNS_FILE``). Every MLflow run the job starts, however it
+starts it, carries the job's tags (``atelier.job``, ``atelier.job.started``,
+``atelier.profile``) through MLflow's own ``MLFLOW_RUN_CONTEXT``; once the command ended,
+the runner asks MLflow (as the user, its REST API) for the runs with them and adds those
+repro did not list to ``runs.jsonl``, before it writes the exit code. Meanwhile it answers HTTP at the server's address
 (``JUPYTERHUB_SERVICE_URL``) with the job's state: the hub waits for a server to answer
 before it counts it as started, and a job's container runs no Jupyter server. It ends
 with the command's exit code once the hub has seen it answer (or after a minute).
@@ -17,6 +21,7 @@ with the command's exit code once the hub has seen it answer (or after a minute)
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -24,6 +29,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
+from urllib.request import Request, urlopen
 
 # A notebook job's command: executes the notebook with the image's python3 kernel, the
 # parameters in a cell after the one tagged "parameters" (first, where none is), and
@@ -48,6 +54,68 @@ finally:
     nbformat.write(nb, out)
     print(f"saved {out}", flush=True)
 """
+
+
+def run_context(env: dict, *, name: str, started: str) -> str:
+    """``MLFLOW_RUN_CONTEXT`` for the job: the user's own tags (where theirs is a JSON
+    object) and the job's.
+
+    >>> run_context({"MLFLOW_RUN_CONTEXT": '{"team": "nlp"}', "ATELIER_PROFILE": "gpu-1"}, name="t", started="1")
+    '{"team": "nlp", "atelier.job": "t", "atelier.job.started": "1", "atelier.profile": "gpu-1"}'
+    """
+    try:
+        tags = json.loads(env.get("MLFLOW_RUN_CONTEXT") or "{}")
+    except ValueError:
+        tags = {}
+    tags = tags if isinstance(tags, dict) else {}
+    tags.update({"atelier.job": name, "atelier.job.started": started})
+    if env.get("ATELIER_PROFILE"):
+        tags["atelier.profile"] = env["ATELIER_PROFILE"]
+    return json.dumps(tags)
+
+
+def _mlflow(env: dict, call: str, body: dict) -> dict:
+    uri = env["MLFLOW_TRACKING_URI"].rstrip("/")
+    headers = {"Content-Type": "application/json"}
+    if env.get("MLFLOW_TRACKING_TOKEN"):
+        headers["Authorization"] = f"Bearer {env['MLFLOW_TRACKING_TOKEN']}"
+    request = Request(f"{uri}/api/2.0/mlflow/{call}", data=json.dumps(body).encode(), headers=headers)
+    context = ssl.create_default_context(cafile=env.get("REQUESTS_CA_BUNDLE") or None) \
+        if uri.startswith("https:") else None
+    with urlopen(request, timeout=30, context=context) as answer:
+        return json.loads(answer.read() or b"{}")
+
+
+def link_runs(env: dict, runs_file: Path, *, name: str, started: str) -> int:
+    """Add to ``runs_file`` the job's MLflow runs that it does not list yet (those not
+    started by repro), oldest first; how many. Only over HTTP(S) with MLflow configured."""
+    if not env.get("MLFLOW_TRACKING_URI", "").startswith(("http:", "https:")):
+        return 0
+    experiments, token = [], None
+    while True:
+        page = _mlflow(env, "experiments/search", {"max_results": 1000, **({"page_token": token} if token else {})})
+        experiments += [e["experiment_id"] for e in page.get("experiments", [])]
+        if not (token := page.get("next_page_token")):
+            break
+    where = f"tags.`atelier.job` = '{name}' and tags.`atelier.job.started` = '{started}'"
+    found = []
+    for i in range(0, len(experiments), 100):
+        token = None
+        while True:
+            page = _mlflow(env, "runs/search", {"experiment_ids": experiments[i:i + 100], "filter": where,
+                                                "max_results": 1000, **({"page_token": token} if token else {})})
+            found += [r["info"] for r in page.get("runs", [])]
+            if not (token := page.get("next_page_token")):
+                break
+    try:
+        listed = {json.loads(line).get("run_id") for line in runs_file.read_text().splitlines() if line.strip()}
+    except (OSError, ValueError):
+        listed = set()
+    new = [r for r in sorted(found, key=lambda r: int(r.get("start_time") or 0)) if r["run_id"] not in listed]
+    with open(runs_file, "a") as f:
+        for r in new:
+            f.write(json.dumps({"run_id": r["run_id"], "experiment_id": r["experiment_id"], "spooled": False}) + "\n")
+    return len(new)
 
 
 def command_of(spec: dict) -> list[str]:
@@ -133,8 +201,10 @@ def main(spec: dict) -> int:
         seen.set()
     cwd = home / spec.get("cwd", "")
     # repro.start_run() lists each run it starts there: the jobs page links them.
+    started = str(int(time.time() * 1000))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "ATELIER_JOB": spec["name"],
            "REPRO_RUNS_FILE": str(folder / "runs.jsonl")}
+    env["MLFLOW_RUN_CONTEXT"] = run_context(env, name=spec["name"], started=started)
     with open(folder / "output.log", "wb", buffering=0) as log:
         if not cwd.is_dir():
             log.write(f"atelier: the job's folder {cwd} does not exist on your home (--cwd)\n".encode())
@@ -155,6 +225,11 @@ def main(spec: dict) -> int:
                 timed_out = _watch(child, spec.get("timeout"), log)
                 code = child.wait()
                 code = TIMED_OUT if timed_out.is_set() else (128 - code if code < 0 else code)
+    try:
+        link_runs(env, folder / "runs.jsonl", name=spec["name"], started=started)
+    except (OSError, ValueError, KeyError) as exc:
+        with open(folder / "output.log", "ab") as log:
+            log.write(f"atelier: the job's MLflow runs could not be listed for its page ({exc})\n".encode())
     tmp = folder / "exit-code.tmp"
     tmp.write_text(f"{code}\n")
     tmp.replace(folder / "exit-code")

@@ -147,12 +147,16 @@ def test_bad_input_names_the_field_and_the_fix(containers, alice, first, args, s
 
 TRACKED = """
 import os, sys
-import boto3, repro
+import boto3, mlflow, repro
 boto3.client("s3").put_object(Bucket=os.environ["ATELIER_SHARED_BUCKET"], Key="from-job/tracked.txt",
                               Body=b"written by a job")
 with repro.start_run(run_name="from-a-job") as run:
     repro_run_id = run.info.run_id
 print("run", repro_run_id)
+# A plain MLflow run, as most scripts start theirs: the job links it too.
+with mlflow.start_run(run_name="plain-in-a-job") as plain:
+    mlflow.log_metric("loss", 0.5)
+print("plain", plain.info.run_id)
 sys.exit(3)
 """
 
@@ -180,6 +184,12 @@ def tracked(containers, alice):
     return r, run_ids[0] if run_ids else None
 
 
+def _plain_run_id(r) -> str:
+    ids = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("plain ")]
+    assert ids, (r.stdout, r.stderr)
+    return ids[0]
+
+
 def test_a_script_job_writes_to_s3_logs_a_repro_run_with_the_job_s_tags_and_exits_3(containers, alice, tracked):
     r, run_id = tracked
     assert r.returncode == 3 and run_id, (r.stdout, r.stderr)
@@ -196,12 +206,24 @@ def test_the_jobs_run_is_linked_from_atelier_run_the_api_and_the_jobs_page(conta
     r, run_id = tracked
     run = containers.mlflow().get_run(run_id)
     link = f"/services/mlflow/#/experiments/{run.info.experiment_id}/runs/{run_id}"
-    # `atelier run` says where the run is, once the job ended.
+    # The plain mlflow.start_run() run carries the job's tags (MLflow's MLFLOW_RUN_CONTEXT), as
+    # the repro run does, and is linked after it.
+    plain = containers.mlflow().get_run(_plain_run_id(r))
+    for tags in (plain.data.tags, run.data.tags):
+        assert (tags["atelier.job"], tags["atelier.profile"]) == ("tracked", "cpu-small"), tags
+        assert tags["atelier.job.started"].isdigit(), tags
+    assert plain.info.user_id == "alice" and plain.data.metrics == {"loss": 0.5}
+    plain_link = f"/services/mlflow/#/experiments/{plain.info.experiment_id}/runs/{plain.info.run_id}"
+    # `atelier run` says where the runs are, once the job ended.
     assert f"atelier: MLflow run {run_id}: {containers.url}{link}" in r.stderr.splitlines(), r.stderr
+    assert f"atelier: MLflow run {plain.info.run_id}: {containers.url}{plain_link}" in r.stderr.splitlines(), \
+        r.stderr
     job = containers.http.get(f"{containers.url}/services/jobs/api/jobs/tracked", timeout=60,
                               headers={"Authorization": f"token {alice['token']}"}).json()
     assert job["runs"] == [{"run_id": run_id, "experiment_id": run.info.experiment_id, "spooled": False,
-                            "url": link}], job
+                            "url": link},
+                           {"run_id": plain.info.run_id, "experiment_id": plain.info.experiment_id,
+                            "spooled": False, "url": plain_link}], job
     page = containers.login("alice", alice["password"]).get(f"{containers.url}/services/jobs/", timeout=60).text
     row = re.search(r'<tr class="atelier-job" data-job="tracked" data-state="failed">(.*?)</tr>', page, re.S)
     assert row and f'<a class="atelier-run" data-run="{run_id}" href="{link}">{run_id[:8]}</a>' in row.group(1), \

@@ -36,7 +36,6 @@ NO_EXAMPLES = {
     "atelier_hub.install.trino", "atelier_hub.services.ray",
     "atelier_hub.services.trino",
     "atelier_hub.services.usage",
-    "atelier_hub._job_runner",  # a script run in a job's container: tests/integration/test_jobs.py
 }
 
 
