@@ -129,6 +129,26 @@ class HubClient:
         hub gives each user one)."""
         return urljoin(self.url + "/", self.api("GET", f"/users/{user}").json()["servers"][server]["url"])
 
+    def progress_message(self, user: str, server: str, pattern: str, *, timeout: float = 60,
+                         seen: list[str] | None = None) -> str:
+        """The first message of the server's progress stream (the spawn page's) matching
+        ``pattern``; every message read is appended to ``seen`` where one is given."""
+        url = f"{self.url}/hub/api/users/{user}/servers/{server}/progress"
+        seen = [] if seen is None else seen
+        deadline = time.monotonic() + timeout
+        with self.http.get(url, headers={"Authorization": f"token {self.admin_token}"}, stream=True,
+                           timeout=timeout) as r:
+            assert r.status_code == 200, r.text
+            for line in r.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    message = json.loads(line[5:]).get("message", "")
+                    seen.append(message)
+                    if re.search(pattern, message):
+                        return message
+                if time.monotonic() > deadline:
+                    break
+        raise AssertionError(f"no progress message of {user}/{server} matched {pattern!r}; seen: {seen}")
+
     def request_spawn(self, user: str, profile: str | None, server: str = "") -> requests.Response:
         """Ask for a server through the REST API, as KubeSpawner takes it: {"profile": NAME}."""
         path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"

@@ -83,25 +83,6 @@ def queue_stack(tmp_path_factory):
     s.stop()
 
 
-def progress_message(stack: Stack, user: str, server: str, pattern: str, *, timeout: float = 60) -> str:
-    """The first message of the server's progress stream (the spawn page's) matching ``pattern``."""
-    url = f"{stack.url}/hub/api/users/{user}/servers/{server}/progress"
-    seen = []
-    deadline = time.monotonic() + timeout
-    with stack.http.get(url, headers={"Authorization": f"token {stack.admin_token}"}, stream=True,
-                        timeout=timeout) as r:
-        assert r.status_code == 200, r.text
-        for line in r.iter_lines(decode_unicode=True):
-            if line and line.startswith("data:"):
-                message = json.loads(line[5:]).get("message", "")
-                seen.append(message)
-                if re.search(pattern, message):
-                    return message
-            if time.monotonic() > deadline:
-                break
-    raise AssertionError(f"no progress message of {user}/{server} matched {pattern!r}; seen: {seen}")
-
-
 def server(stack: Stack, user: str, name: str = "gpu") -> dict | None:
     return stack.api("GET", f"/users/{user}").json()["servers"].get(name)
 
@@ -159,14 +140,14 @@ def test_full_pool_queues_fairly_shows_place_and_eta_and_a_stop_leaves_the_queue
     r = s.request_spawn("a5", "gpu-test", "gpu")
     assert r.status_code == 202, r.text
     assert server(s, "a5")["pending"] == "spawn"
-    first = progress_message(s, "a5", "gpu", r"1st in line")
+    first = s.progress_message("a5", "gpu", r"1st in line")
     assert re.fullmatch(r"Waiting for 1 GPU: 1st in line \(1 waiting, 4 of 4 GPUs in use\), about \d+ min", first), first
     b1_asked = time.monotonic()
     r = s.request_spawn("b1", "gpu-test", "gpu")
     assert r.status_code == 202, r.text
-    b1 = progress_message(s, "b1", "gpu", r"in line")
+    b1 = s.progress_message("b1", "gpu", r"in line")
     assert re.fullmatch(r"Waiting for 1 GPU: 1st in line \(2 waiting, 4 of 4 GPUs in use\), about \d+ min", b1), b1
-    progress_message(s, "a5", "gpu", r"2nd in line \(2 waiting")
+    s.progress_message("a5", "gpu", r"2nd in line \(2 waiting")
     # What the CLI (and the form) tell one more of team-a: third in line.
     assert re.fullmatch(r"0 of 4 GPUs free · full: you would be 3rd in line, about \d+ min",
                         free_lines(s, "team-a")["gpu-test"]), free_lines(s, "team-a")
@@ -186,7 +167,7 @@ def test_full_pool_queues_fairly_shows_place_and_eta_and_a_stop_leaves_the_queue
     # deadlines, while a1 stopped by hand long before its own.
     print(f"\nETA shown to b1: {b1!r}; b1 started {time.monotonic() - b1_asked:.0f} s after it asked")
     assert json.loads((s.state / "run" / "capacity.json").read_text())["held"]["b1/gpu"] == a1_device
-    progress_message(s, "a5", "gpu", r"1st in line \(1 waiting")
+    s.progress_message("a5", "gpu", r"1st in line \(1 waiting")
 
     # a5 gives up: the stop ends the pending spawn and leaves the queue.
     s.stop_server("a5", "gpu")
@@ -213,7 +194,7 @@ def test_the_home_page_shows_a_queued_server_and_the_users_gpus_against_the_limi
     try:
         r = s.request_spawn("admin", "gpu-test", "gpu")
         assert r.status_code == 202, r.text
-        progress_message(s, "admin", "gpu", r"1st in line")
+        s.progress_message("admin", "gpu", r"1st in line")
         home = admin.get(f"{s.url}/hub/home", timeout=60).text
         row = re.search(r'<tr class="atelier-server"\s+data-server="gpu"\s+data-state="queued"(.*?)</tr>', home, re.S)
         assert row and re.search(r"1st of 1 waiting, about \d+ min", row.group(1)), home[-5000:]
@@ -255,7 +236,7 @@ def test_the_eta_is_checked_against_a_real_cull(queue_stack):
     try:
         r = s.request_spawn("b1", "gpu-test", "gpu")
         assert r.status_code == 202, r.text
-        shown = progress_message(s, "b1", "gpu", r"1st in line")
+        shown = s.progress_message("b1", "gpu", r"1st in line")
         pool = GPUPool.from_snapshot(json.loads((s.state / "run" / "capacity.json").read_text()),
                                      load_capacity(s.state.parent / "capacity.yaml"), plan_file=plan_file)
         eta = pool.place("b1/gpu").eta

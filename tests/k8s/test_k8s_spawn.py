@@ -299,3 +299,40 @@ def test_the_form_shows_what_each_pool_has_free_in_chromium_and_counts_again_aft
         finally:
             browser.close()
             kube.request("DELETE", f"{other}/pods/holds-gpus", json={"gracePeriodSeconds": 0})
+            kube.wait("the other team's pod gone", lambda: kube.maybe(f"{other}/pods/holds-gpus") is None)
+
+
+def test_a_gpu_server_with_no_room_waits_in_the_cards_words_and_starts_when_a_gpu_frees(hub, kube):
+    """No scheduler message on the progress page for a pod that waits for GPUs ("0/6 nodes
+    are available: ..."): the spawn page says the pool is full, with its numbers; the
+    pod stays Pending, and starts once another namespace's pod gives its GPUs back."""
+    other = "/api/v1/namespaces/other-team"
+    kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other-team"}})
+    free = 8 - held_on(kube, "gpu-0", "nvidia.com/gpu")
+    hold = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "holds-all-gpus"},
+            "spec": {"nodeName": "gpu-0", "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+                     "containers": [{"name": "train", "image": "registry.invalid/train:1",
+                                     "resources": {"limits": {"nvidia.com/gpu": str(free)}}}]}}
+    kube.create(f"{other}/pods", hold)
+    try:
+        assert held_on(kube, "gpu-0", "nvidia.com/gpu") == 8
+        r = hub.request_spawn("ada", "gpu-1", "waits")
+        assert r.status_code == 202, r.text
+        seen: list[str] = []
+        said = hub.progress_message("ada", "waits", r"Waiting for room", timeout=90, seen=seen)
+        assert said == ("Waiting for room: every node of the 1 GPU pool is full now (0 of 8 GPUs free). The "
+                        "server starts as soon as a server or job there ends; it waits up to 2 min, and "
+                        "stopping it leaves the wait."), said
+        assert not [m for m in seen if "nodes are available" in m], seen
+        pod = server_pod(kube, "ada", "waits")
+        assert pod["status"]["phase"] == "Pending" and not pod["spec"].get("nodeName"), pod["status"]
+    finally:
+        kube.request("DELETE", f"{other}/pods/holds-all-gpus", json={"gracePeriodSeconds": 0})
+        kube.wait("the other team's pod gone", lambda: kube.maybe(f"{other}/pods/holds-all-gpus") is None)
+    # The GPUs come back: the scheduler places the waiting pod, and the hub calls it ready.
+    deadline = time.monotonic() + 100
+    while not (model := hub.api("GET", "/users/ada").json()["servers"].get("waits", {})).get("ready"):
+        assert model.get("pending") and time.monotonic() < deadline, (model, hub.hub_log())
+        time.sleep(1)
+    assert server_pod(kube, "ada", "waits")["spec"]["nodeName"] == "gpu-0"
+    hub.stop_server("ada", "waits")

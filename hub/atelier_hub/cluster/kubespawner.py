@@ -466,6 +466,34 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         finally:
             capacity_view(self).stale()  # the next form counts this server's pod
 
+    async def progress(self):
+        """KubeSpawner's progress, where the scheduler found no room for the pod
+        ("0/6 nodes are available: 4 Insufficient nvidia.com/gpu, ...") said in the
+        card's words instead (:meth:`waiting_message`). A refusal for another reason
+        (a volume, a selector no node matches) is shown as the scheduler gives it."""
+        async for event in super().progress():
+            raw = event.get("raw_event") or {}
+            if raw.get("reason") == "FailedScheduling" and self.profile is not None:
+                waiting = await self.waiting_message()
+                if waiting:
+                    event = {**{k: v for k, v in event.items() if k != "raw_event"}, "message": waiting}
+            yield event
+
+    async def waiting_message(self) -> str | None:
+        """What a pod the scheduler has no room for waits for, read afresh; None where the
+        pool is not full (the scheduler's reason is something else) or cannot be read."""
+        if not self.show_capacity:
+            return None
+        view = capacity_view(self)
+        view.stale()
+        note = (await view.notes([self.profile])).get(self.profile.name, "")
+        if "full: " not in note:
+            return None
+        free = f" ({note.split(' · ')[0]})" if " · " in note else ""
+        return (f"Waiting for room: every node of the {self.profile.display_name} pool is full now{free}. "
+                f"The server starts as soon as a server or job there ends; it waits up to "
+                f"{self.start_timeout / 60:g} min, and stopping it leaves the wait.")
+
     async def stop(self, now=False):
         try:
             await super().stop(now=now)
