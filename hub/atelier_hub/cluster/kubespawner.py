@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import json
 import os
 import re
@@ -101,6 +102,17 @@ async def profile_list(spawner: AtelierKubeSpawner) -> list[dict[str, Any]]:
 _VIEW: ClusterView | None = None
 
 
+def _minutes(seconds: float) -> str:
+    """
+    >>> _minutes(120), _minutes(86400 + 300), _minutes(90)
+    ('2 min', '24 h 5 min', '1.5 min')
+    """
+    hours, rest = divmod(int(seconds), 3600)
+    if not hours:
+        return f"{seconds / 60:g} min"
+    return f"{hours} h" + (f" {rest // 60} min" if rest >= 60 else "")
+
+
 def capacity_view(spawner: AtelierKubeSpawner) -> ClusterView:
     """The hub's one :class:`ClusterView` (every user and page view shares its reads)."""
     global _VIEW
@@ -143,6 +155,18 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         from the nodes and pods the hub reads at most once per ``capacity_max_age`` seconds.
         The hub needs list on nodes and on pods in all namespaces (the Terraform module's
         ClusterRole ``atelier-hub-capacity``); without them the cards show sizes only.
+        """,
+    )
+
+    max_wait = Integer(
+        86400,
+        config=True,
+        help="""
+        Seconds a server whose profile's pool is full when it is asked for may wait for
+        room on top of ``start_timeout`` (its pod Pending, its spawn page saying what it
+        waits for); the wait ends when the scheduler places the pod, or the user stops it.
+        0: no longer than ``start_timeout``. Needs ``show_capacity`` (the pool is read to
+        know it is full).
         """,
     )
 
@@ -460,11 +484,31 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             timeout=self.k8s_api_request_retry_timeout,
         )
 
+    _configured_start_timeout: int | None = None
+
+    def run_pre_spawn_hook(self):
+        result = super().run_pre_spawn_hook()  # the request checked (ProfileSpawnerMixin)
+        return self._wait_longer_when_full(result)
+
+    async def _wait_longer_when_full(self, hook_result) -> None:
+        """A server whose pool is full when it is asked for waits for room up to
+        ``start_timeout + max_wait``, for this start only: JupyterHub reads
+        ``start_timeout`` after this hook, and the wait is not a slow start."""
+        if inspect.isawaitable(hook_result):
+            await hook_result
+        if self.max_wait and self.profile is not None and await self.waiting_message():
+            self._configured_start_timeout = self.start_timeout
+            self.start_timeout = self.start_timeout + self.max_wait
+            self.log.info("%s/%s waits for room in the %s pool (up to %d s more)", self.user.name, self.name,
+                          self.profile.name, self.max_wait)
+
     async def start(self):
         try:
             return await super().start()
         finally:
             capacity_view(self).stale()  # the next form counts this server's pod
+            if self._configured_start_timeout is not None:
+                self.start_timeout, self._configured_start_timeout = self._configured_start_timeout, None
 
     async def progress(self):
         """KubeSpawner's progress, where the scheduler found no room for the pod
@@ -492,7 +536,7 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         free = f" ({note.split(' · ')[0]})" if " · " in note else ""
         return (f"Waiting for room: every node of the {self.profile.display_name} pool is full now{free}. "
                 f"The server starts as soon as a server or job there ends; it waits up to "
-                f"{self.start_timeout / 60:g} min, and stopping it leaves the wait.")
+                f"{_minutes(self.start_timeout)}, and stopping it leaves the wait.")
 
     async def stop(self, now=False):
         try:
