@@ -58,6 +58,9 @@ def cmd_profiles(args) -> None:
     if args.check:
         print(f"{len(profiles)} profiles in {directory} are valid: {', '.join(p.name for p in profiles)}")
         return
+    if args.free and (args.hub or not Path(args.state).is_dir()):
+        _hub_profiles(args)
+        return
     # The last column: what is free now (--free), else each profile's description.
     notes = _free_notes(profiles, Path(args.state), group=args.group) if args.free else None
     print(f"{'NAME':<12} {'CPU':>5} {'MEMORY':>8} {'GPU':>4}  {'NOW' if notes is not None else 'DESCRIPTION'}")
@@ -65,6 +68,27 @@ def cmd_profiles(args) -> None:
         star = "*" if p.default else " "
         print(f"{p.name + star:<12} {p.cpu.limit:>5g} {format_memory(p.memory.limit):>8} "
               f"{p.gpu_count:>4}  {notes[p.name] if notes is not None else p.description}")
+    print("(* the default)")
+
+
+def _hub_profiles(args) -> None:
+    """``--free`` against a cluster's hub (``--hub``, or no state folder here): the
+    profiles the login's user may start, with their cards' capacity lines."""
+    from .remote import Login, RemoteError, service_answer
+
+    try:
+        login = Login.resolve(args.hub)
+        user = service_answer(login.request("GET", "/hub/api/user"), service="hub", what="who you are")["name"]
+        answer = service_answer(login.request("GET", f"/hub/api/atelier/users/{user}/capacity"),
+                                service="hub", what="the profiles' capacity (a cluster's hub has it)")
+    except RemoteError as exc:
+        fail(f"no state folder at {args.state} and no hub to ask: pass --state DIR, or log in to a hub ({exc})"
+             if not args.hub else str(exc))
+    print(f"{'NAME':<12} {'CPU':>5} {'MEMORY':>8} {'GPU':>4}  NOW")
+    for p in answer["profiles"]:
+        star = "*" if p.get("default") else " "
+        print(f"{p['name'] + star:<12} {p['cpu']:>5g} {format_memory(p['memory']):>8} {p['gpus']:>4}  "
+              f"{p.get('now', 'unknown (the hub cannot read the cluster)')}")
     print("(* the default)")
 
 
@@ -496,7 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--dir", default=_default_profiles(), help="profiles folder to list")
     prof.add_argument("--check", metavar="DIR", help="validate DIR; exit 1 on any error")
     prof.add_argument("--free", action="store_true",
-                      help="also what is free now on the embedded stack of --state: fits now, or your place in line")
+                      help="also what is free now on the embedded stack of --state: fits now, or your place in "
+                           "line; on a cluster (--hub, or no state folder here), the hub's profiles for your login")
+    prof.add_argument("--hub", help="the hub to ask (with --free; default: your `atelier login`)")
     prof.add_argument("--state", default=_default_state(), help="state folder of the stack (with --free)")
     prof.add_argument("--group", help="the hub group to reckon the place in line for (with --free; default: the "
                                       "capacity settings' default group)")

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import os
 import re
+import subprocess
 import time
 
 import pytest
+from conftest import VENV_BIN
 from k8s_cluster import GPU_GROUP, GPU_IMAGE, assert_loopback, held_on, quantity, secret_env
 
 pytestmark = [pytest.mark.k8s, pytest.mark.integration]
@@ -280,6 +283,16 @@ def test_the_form_shows_what_each_pool_has_free_in_chromium_and_counts_again_aft
             assert seen["gpu-mig"] == f"{mig} of 2 slices free · fits now", seen
             assert seen["gpu-shared"] == f"{shares} of 4 shares free · fits now", seen
             assert seen["cpu-small"] == "fits now", seen
+            # The same lines from a laptop: `atelier profiles --free` with ada's login.
+            token = hub.api("POST", "/users/ada/tokens", json={"note": "laptop"}).json()["token"]
+            out = subprocess.run([str(VENV_BIN / "atelier"), "profiles", "--free", "--hub", hub.url],
+                                 capture_output=True, text=True, timeout=60,
+                                 env={**os.environ, "ATELIER_TOKEN": token, "XDG_CONFIG_HOME": str(hub.dir)})
+            assert out.returncode == 0, out.stderr
+            # NAME[*] CPU MEMORY GPU  NOW
+            rows = dict(re.match(r"^(\S+?)\*?\s+\S+\s+\S+\s+\d+  (.*)$", line).groups()
+                        for line in out.stdout.splitlines()[1:-1])
+            assert rows == seen, out.stdout
             # Another team's pod, in a namespace the hub does not spawn in, takes every free GPU.
             kube.create(f"{other}/pods", {
                 "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "holds-gpus"},

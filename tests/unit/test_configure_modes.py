@@ -75,7 +75,8 @@ def test_cluster_settings_give_the_kubespawner_config_of_those_settings(cluster_
                  for config in (c, expected))
     assert got == want
     assert [pattern for pattern, _, _ in got] == [
-        "/api/atelier/users/([^/]+)/kubeconfig", "/api/atelier/users/([^/]+)/servers/([^/]+)/kubeconfig"]
+        "/api/atelier/users/([^/]+)/kubeconfig", "/api/atelier/users/([^/]+)/servers/([^/]+)/kubeconfig",
+        "/api/atelier/users/([^/]+)/capacity"]
     assert c == expected
 
 

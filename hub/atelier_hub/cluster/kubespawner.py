@@ -102,6 +102,32 @@ async def profile_list(spawner: AtelierKubeSpawner) -> list[dict[str, Any]]:
 _VIEW: ClusterView | None = None
 
 
+def _capacity_handler_class():
+    from jupyterhub.apihandlers.base import APIHandler
+    from jupyterhub.scopes import needs_scope
+    from tornado import web
+
+    class CapacityHandler(APIHandler):
+        """``GET /hub/api/atelier/users/NAME/capacity``: the profiles NAME may start, each
+        with its card's capacity line (``now``; absent where the cluster cannot be
+        read), what ``atelier profiles --free --hub URL`` prints."""
+
+        @needs_scope("read:servers")
+        async def get(self, user_name: str):
+            user = self.find_user(user_name)
+            if user is None:
+                raise web.HTTPError(404, f"no user {user_name!r}")
+            spawner = user.spawner
+            profiles = visible_profiles(spawner.profiles, spawner.groups())
+            notes = await capacity_view(spawner).notes(profiles) if spawner.show_capacity else {}
+            self.write(json.dumps({"profiles": [
+                {"name": p.name, "display_name": p.display_name, "default": p.default, "cpu": p.cpu.limit,
+                 "memory": p.memory.limit, "gpus": p.gpu_count, **({"now": notes[p.name]} if p.name in notes else {})}
+                for p in profiles]}))
+
+    return CapacityHandler
+
+
 def _minutes(seconds: float) -> str:
     """
     >>> _minutes(120), _minutes(86400 + 300), _minutes(90)
@@ -878,6 +904,9 @@ def configure_kubespawner(
     from .attach import update_attach
 
     update_attach(c, api_server_url=settings.attach.api_server_url, max_seconds=settings.attach.max_token_seconds)
+    # `atelier profiles --free --hub URL`: the cards' capacity lines for a laptop.
+    c.JupyterHub.extra_handlers = [*c.JupyterHub.extra_handlers,
+                                   (r"/api/atelier/users/([^/]+)/capacity", _capacity_handler_class(), {})]
     update_culling(c, settings, profiles_dir=str(profiles_dir))
     update_usage(c, settings)
     update_mlflow(c, settings)
