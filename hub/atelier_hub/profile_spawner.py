@@ -175,6 +175,20 @@ class ProfileSpawnerMixin(Configurable):
 
     # -- the request, checked before anything starts ---------------------------------------
 
+    _configured_start_timeout: int | None = None
+
+    def extend_start_timeout(self, seconds: int) -> None:
+        """Give this start ``seconds`` more (a wait for capacity is not a slow start).
+        Called from the pre-spawn hook: JupyterHub reads ``start_timeout`` after it."""
+        if self._configured_start_timeout is None:
+            self._configured_start_timeout = self.start_timeout
+        self.start_timeout = self._configured_start_timeout + seconds
+
+    def restore_start_timeout(self) -> None:
+        """The configured ``start_timeout`` again, once the wait is over."""
+        if self._configured_start_timeout is not None:
+            self.start_timeout, self._configured_start_timeout = self._configured_start_timeout, None
+
     def run_pre_spawn_hook(self):
         # A refused request leaves nothing behind, and the REST API answers with the
         # status and message of check_request.

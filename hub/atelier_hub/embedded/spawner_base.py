@@ -288,7 +288,6 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
 
     #: the pending hand-over of this server's GPUs while it waits in the queue
     _grant: asyncio.Future | None = None
-    _configured_start_timeout: int | None = None
 
     def run_pre_spawn_hook(self):
         # The request is checked first (ProfileSpawnerMixin: self.profile), then this
@@ -302,9 +301,7 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
                 self.gpu_ids = got
             else:
                 self._grant = got
-                # JupyterHub reads start_timeout after this hook: the wait is not a slow start.
-                self._configured_start_timeout = self.start_timeout
-                self.start_timeout = self.start_timeout + self.capacity.max_wait
+                self.extend_start_timeout(self.capacity.max_wait)
                 self.log.info("%s waits for %d GPU(s): %s", self._key, self.profile.gpu_count,
                               self._queue_message())
         try:
@@ -334,8 +331,7 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
             raise web.HTTPError(503, msg, reason=msg) from None
         finally:
             self.gpu_pool.leave(self._key) if self._key not in self.gpu_pool.held else None
-            if self._configured_start_timeout is not None:
-                self.start_timeout = self._configured_start_timeout
+            self.restore_start_timeout()
             self._grant = None
 
     async def progress(self):
