@@ -84,12 +84,18 @@ SECRET_ENV = (
 )
 
 
+async def profiles_with_capacity(spawner: AtelierKubeSpawner) -> tuple[list[Profile], dict[str, str]]:
+    """The profiles the spawner's user may start, and each one's capacity line (none where
+    ``show_capacity`` is off or the cluster cannot be read): the form's and the API's."""
+    profiles = visible_profiles(spawner.profiles, spawner.groups())
+    return profiles, (await capacity_view(spawner).notes(profiles) if spawner.show_capacity else {})
+
+
 async def profile_list(spawner: AtelierKubeSpawner) -> list[dict[str, Any]]:
     """KubeSpawner's ``profile_list`` for one user: only the profiles their groups allow,
     each card with its live capacity line where the cluster can be read (:mod:`.capacity`)."""
-    profiles = visible_profiles(spawner.profiles, spawner.groups())
+    profiles, notes = await profiles_with_capacity(spawner)
     entries = [to_kubespawner(p) for p in profiles]
-    notes = await capacity_view(spawner).notes(profiles) if spawner.show_capacity else {}
     for profile, entry in zip(profiles, entries, strict=True):
         if profile.name in notes:
             # KubeSpawner's form puts the description in the page as it is (no escaping);
@@ -97,9 +103,6 @@ async def profile_list(spawner: AtelierKubeSpawner) -> list[dict[str, Any]]:
             entry["description"] = (f'{entry["description"]}<br><span class="atelier-capacity" '
                                     f'data-profile="{profile.name}">{notes[profile.name]}</span>').removeprefix("<br>")
     return entries
-
-
-_VIEW: ClusterView | None = None
 
 
 def _capacity_handler_class():
@@ -117,9 +120,7 @@ def _capacity_handler_class():
             user = self.find_user(user_name)
             if user is None:
                 raise web.HTTPError(404, f"no user {user_name!r}")
-            spawner = user.spawner
-            profiles = visible_profiles(spawner.profiles, spawner.groups())
-            notes = await capacity_view(spawner).notes(profiles) if spawner.show_capacity else {}
+            profiles, notes = await profiles_with_capacity(user.spawner)
             self.write(json.dumps({"profiles": [
                 {"name": p.name, "display_name": p.display_name, "default": p.default, "cpu": p.cpu.limit,
                  "memory": p.memory.limit, "gpus": p.gpu_count, **({"now": notes[p.name]} if p.name in notes else {})}
@@ -137,6 +138,9 @@ def _minutes(seconds: float) -> str:
     if not hours:
         return f"{seconds / 60:g} min"
     return f"{hours} h" + (f" {rest // 60} min" if rest >= 60 else "")
+
+
+_VIEW: ClusterView | None = None
 
 
 def capacity_view(spawner: AtelierKubeSpawner) -> ClusterView:
@@ -510,8 +514,6 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             timeout=self.k8s_api_request_retry_timeout,
         )
 
-    _configured_start_timeout: int | None = None
-
     def run_pre_spawn_hook(self):
         result = super().run_pre_spawn_hook()  # the request checked (ProfileSpawnerMixin)
         return self._wait_longer_when_full(result)
@@ -523,8 +525,7 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         if inspect.isawaitable(hook_result):
             await hook_result
         if self.max_wait and self.profile is not None and await self.waiting_message():
-            self._configured_start_timeout = self.start_timeout
-            self.start_timeout = self.start_timeout + self.max_wait
+            self.extend_start_timeout(self.max_wait)
             self.log.info("%s/%s waits for room in the %s pool (up to %d s more)", self.user.name, self.name,
                           self.profile.name, self.max_wait)
 
@@ -533,8 +534,7 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             return await super().start()
         finally:
             capacity_view(self).stale()  # the next form counts this server's pod
-            if self._configured_start_timeout is not None:
-                self.start_timeout, self._configured_start_timeout = self._configured_start_timeout, None
+            self.restore_start_timeout()
 
     async def progress(self):
         """KubeSpawner's progress, where the scheduler found no room for the pod
