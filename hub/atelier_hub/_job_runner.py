@@ -86,27 +86,26 @@ def _mlflow(env: dict, call: str, body: dict) -> dict:
         return json.loads(answer.read() or b"{}")
 
 
+def _all_pages(env: dict, call: str, body: dict, key: str) -> list[dict]:
+    """Every item under ``key`` of a paged MLflow search, 1000 at a time."""
+    items, token = [], None
+    while True:
+        page = _mlflow(env, call, {**body, "max_results": 1000, **({"page_token": token} if token else {})})
+        items += page.get(key, [])
+        if not (token := page.get("next_page_token")):
+            return items
+
+
 def link_runs(env: dict, runs_file: Path, *, name: str, started: str) -> int:
     """Add to ``runs_file`` the job's MLflow runs that it does not list yet (those not
     started by repro), oldest first; how many. Only over HTTP(S) with MLflow configured."""
     if not env.get("MLFLOW_TRACKING_URI", "").startswith(("http:", "https:")):
         return 0
-    experiments, token = [], None
-    while True:
-        page = _mlflow(env, "experiments/search", {"max_results": 1000, **({"page_token": token} if token else {})})
-        experiments += [e["experiment_id"] for e in page.get("experiments", [])]
-        if not (token := page.get("next_page_token")):
-            break
+    experiments = [e["experiment_id"] for e in _all_pages(env, "experiments/search", {}, "experiments")]
     where = f"tags.`atelier.job` = '{name}' and tags.`atelier.job.started` = '{started}'"
-    found = []
-    for i in range(0, len(experiments), 100):
-        token = None
-        while True:
-            page = _mlflow(env, "runs/search", {"experiment_ids": experiments[i:i + 100], "filter": where,
-                                                "max_results": 1000, **({"page_token": token} if token else {})})
-            found += [r["info"] for r in page.get("runs", [])]
-            if not (token := page.get("next_page_token")):
-                break
+    found = [r["info"] for i in range(0, len(experiments), 100)
+             for r in _all_pages(env, "runs/search", {"experiment_ids": experiments[i:i + 100], "filter": where},
+                                 "runs")]
     try:
         listed = {json.loads(line).get("run_id") for line in runs_file.read_text().splitlines() if line.strip()}
     except (OSError, ValueError):

@@ -63,11 +63,17 @@ def cmd_profiles(args) -> None:
         return
     # The last column: what is free now (--free), else each profile's description.
     notes = _free_notes(profiles, Path(args.state), group=args.group) if args.free else None
-    print(f"{'NAME':<12} {'CPU':>5} {'MEMORY':>8} {'GPU':>4}  {'NOW' if notes is not None else 'DESCRIPTION'}")
-    for p in profiles:
-        star = "*" if p.default else " "
-        print(f"{p.name + star:<12} {p.cpu.limit:>5g} {format_memory(p.memory.limit):>8} "
-              f"{p.gpu_count:>4}  {notes[p.name] if notes is not None else p.description}")
+    _print_profiles("NOW" if notes is not None else "DESCRIPTION",
+                    [(p.name, p.default, p.cpu.limit, p.memory.limit, p.gpu_count,
+                      notes[p.name] if notes is not None else p.description) for p in profiles])
+
+
+def _print_profiles(last: str, rows: list[tuple]) -> None:
+    """The profiles table: ``rows`` of (name, default, CPUs, memory bytes, GPUs, last column)."""
+    print(f"{'NAME':<12} {'CPU':>5} {'MEMORY':>8} {'GPU':>4}  {last}")
+    for name, default, cpu, memory, gpus, text in rows:
+        star = "*" if default else " "
+        print(f"{name + star:<12} {cpu:>5g} {format_memory(memory):>8} {gpus:>4}  {text}")
     print("(* the default)")
 
 
@@ -84,12 +90,8 @@ def _hub_profiles(args) -> None:
     except RemoteError as exc:
         fail(f"no state folder at {args.state} and no hub to ask: pass --state DIR, or log in to a hub ({exc})"
              if not args.hub else str(exc))
-    print(f"{'NAME':<12} {'CPU':>5} {'MEMORY':>8} {'GPU':>4}  NOW")
-    for p in answer["profiles"]:
-        star = "*" if p.get("default") else " "
-        print(f"{p['name'] + star:<12} {p['cpu']:>5g} {format_memory(p['memory']):>8} {p['gpus']:>4}  "
-              f"{p.get('now', 'unknown (the hub cannot read the cluster)')}")
-    print("(* the default)")
+    _print_profiles("NOW", [(p["name"], p.get("default"), p["cpu"], p["memory"], p["gpus"],
+                             p.get("now", "unknown (the hub cannot read the cluster)")) for p in answer["profiles"]])
 
 
 def _free_notes(profiles, state: Path, *, group: str | None) -> dict[str, str]:
