@@ -64,7 +64,7 @@ def main() -> None:
         print(f"not run: the test cluster's tools are not built ({', '.join(missing_binaries())}); "
               "`make install-test` builds them (about 15-20 min cold)")
         return
-    from conftest import LOGS, Hub, _capacity_rbac
+    from conftest import LOGS, Hub, capacity_rbac
     from k8s_cluster import GPU_GROUP, ControlPlane
 
     hubs: dict[str, Hub] = {}
@@ -72,7 +72,7 @@ def main() -> None:
         cp = ControlPlane(control_plane_paths(), Path(tmp) / "k8s", LOGS)
         try:
             cp.start()
-            _capacity_rbac(cp.admin)
+            capacity_rbac(cp.admin)
             t0 = time.monotonic()
             crowd(cp.admin)
             print(f"  {NODES} nodes and {PODS} pods made in {time.monotonic() - t0:.0f} s", flush=True)

@@ -222,7 +222,7 @@ def hub(control_plane, tmp_path_factory):
         "apiVersion": "v1", "kind": "ServiceAccount",
         "metadata": {"name": "atelier-session", "annotations": {"eks.amazonaws.com/role-arn": SESSION_ROLE_ARN}},
     })
-    _capacity_rbac(control_plane.admin)
+    capacity_rbac(control_plane.admin)
     ports = PodPorts(control_plane.admin).start()
     h = Hub(tmp_path_factory.mktemp("hub"), control_plane.server, control_plane.pki)
     try:
@@ -236,16 +236,18 @@ def hub(control_plane, tmp_path_factory):
         ports.stop()
 
 
-def _capacity_rbac(admin: Kube) -> None:
+def capacity_rbac(admin: Kube, namespace: str = NAMESPACE, *, as_test_hub: bool = True) -> None:
     """What the Terraform module makes (the same objects `atelier render capacity-rbac`
-    prints): the hub's read-only ClusterRole for the spawn form's numbers. The tests' hub
-    authenticates as the user atelier-hub, not the chart's ServiceAccount."""
-    out = subprocess.run([str(VENV_BIN / "atelier"), "render", "capacity-rbac", "--namespace", NAMESPACE],
+    prints): the hub's read-only ClusterRole for the spawn form's numbers, bound to the
+    chart's hub ServiceAccount in ``namespace``, or (``as_test_hub``) to the user
+    atelier-hub, as which the tests' hub authenticates, under a binding of its own."""
+    out = subprocess.run([str(VENV_BIN / "atelier"), "render", "capacity-rbac", "--namespace", namespace],
                          capture_output=True, text=True, check=True).stdout
     role, binding = yaml.safe_load_all(out)
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": NAMESPACE}]
-    binding["subjects"] = [{"kind": "User", "name": "atelier-hub", "apiGroup": "rbac.authorization.k8s.io"}]
-    binding["metadata"]["name"] += "-tests-hub"  # the chart test binds the chart's hub too
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": namespace}]
+    if as_test_hub:
+        binding["subjects"] = [{"kind": "User", "name": "atelier-hub", "apiGroup": "rbac.authorization.k8s.io"}]
+        binding["metadata"]["name"] += "-tests-hub"  # the chart test binds the chart's hub too
     admin.create("/apis/rbac.authorization.k8s.io/v1/clusterroles", role)
     admin.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding)
 

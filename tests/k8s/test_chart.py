@@ -29,7 +29,7 @@ import requests
 import yaml
 from atelier_hub.connect import ssh_alias
 from atelier_hub.install.paths import image_ref
-from conftest import LOGS, REPO, VENV_BIN, _test_profiles
+from conftest import LOGS, REPO, VENV_BIN, _test_profiles, capacity_rbac
 from control_plane import helm_path
 from k8s_cluster import GPU_GROUP, SLICE_PROFILES, STORAGE_CLASS, assert_loopback, free_port, held_on, tail
 from k8s_node import NODE_NAME, POOL, listening
@@ -455,11 +455,8 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
     overlay.chmod(0o600)
     _hub_db_volume(kube, workdir / "hub-db")
     # What the Terraform module makes beside the chart: the hub's read-only ClusterRole for
-    # the spawn form's numbers (the same objects `atelier render capacity-rbac` prints).
-    rbac = subprocess.run([str(VENV_BIN / "atelier"), "render", "capacity-rbac", "--namespace", CHART_NS],
-                          capture_output=True, text=True, check=True).stdout
-    for obj in yaml.safe_load_all(rbac):
-        kube.create(f"/apis/rbac.authorization.k8s.io/v1/{obj['kind'].lower()}s", obj)
+    # the spawn form's numbers, bound to the chart's hub.
+    capacity_rbac(kube, CHART_NS, as_test_hub=False)
     platform.s3_admin_secret(kube, CHART_NS)
     platform.mlflow_admin_secret(kube)
     platform.trino_jwt_secret(kube)

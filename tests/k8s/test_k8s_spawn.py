@@ -245,6 +245,23 @@ def test_gpu_slices_ask_for_their_resource_and_land_where_the_device_plugin_offe
 
 
 FULL = "full: no node of its pool has room now; a server started now waits for one"
+OTHER_TEAM = "/api/v1/namespaces/other-team"
+
+
+def hold_gpus(kube, name: str, count: int) -> None:
+    """Another team's pod on gpu-0 holding ``count`` GPUs, in a namespace the hub does not spawn in."""
+    kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other-team"}})
+    kube.create(f"{OTHER_TEAM}/pods", {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"nodeName": "gpu-0", "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+                 "containers": [{"name": "train", "image": "registry.invalid/train:1",
+                                 "resources": {"limits": {"nvidia.com/gpu": str(count)}}}]}})
+
+
+def release_gpus(kube, name: str) -> None:
+    """That pod deleted, and gone (a terminating pod still holds its GPUs)."""
+    kube.request("DELETE", f"{OTHER_TEAM}/pods/{name}", json={"gracePeriodSeconds": 0})
+    kube.wait("the other team's pod gone", lambda: kube.maybe(f"{OTHER_TEAM}/pods/{name}") is None)
 
 
 def test_the_form_shows_what_each_pool_has_free_in_chromium_and_counts_again_after_a_stop(hub, kube):
@@ -256,8 +273,6 @@ def test_the_form_shows_what_each_pool_has_free_in_chromium_and_counts_again_aft
     from browser.chromium import CHROMIUM, FLAGS, SHOTS, login
     from playwright.sync_api import sync_playwright
 
-    other = "/api/v1/namespaces/other-team"
-    kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other-team"}})
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
@@ -294,11 +309,7 @@ def test_the_form_shows_what_each_pool_has_free_in_chromium_and_counts_again_aft
                         for line in out.stdout.splitlines()[1:-1])
             assert rows == seen, out.stdout
             # Another team's pod, in a namespace the hub does not spawn in, takes every free GPU.
-            kube.create(f"{other}/pods", {
-                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "holds-gpus"},
-                "spec": {"nodeName": "gpu-0", "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
-                         "containers": [{"name": "train", "image": "registry.invalid/train:1",
-                                         "resources": {"limits": {"nvidia.com/gpu": str(free)}}}]}})
+            hold_gpus(kube, "holds-gpus", free)
             deadline = time.monotonic() + 40  # the form's numbers may be 10 s old (capacity_max_age)
             while (seen := cards())["gpu-1"] != f"0 of 8 GPUs free · {FULL}":
                 assert time.monotonic() < deadline, seen
@@ -311,8 +322,7 @@ def test_the_form_shows_what_each_pool_has_free_in_chromium_and_counts_again_aft
             assert cards()["gpu-1"] == "1 of 8 GPUs free · fits now"
         finally:
             browser.close()
-            kube.request("DELETE", f"{other}/pods/holds-gpus", json={"gracePeriodSeconds": 0})
-            kube.wait("the other team's pod gone", lambda: kube.maybe(f"{other}/pods/holds-gpus") is None)
+            release_gpus(kube, "holds-gpus")
 
 
 def test_a_gpu_server_with_no_room_waits_past_the_start_timeout_and_starts_when_a_gpu_frees(hub, kube):
@@ -320,14 +330,7 @@ def test_a_gpu_server_with_no_room_waits_past_the_start_timeout_and_starts_when_
     are available: ..."): the spawn page says the pool is full, with its numbers; the
     pod stays Pending past the hub's start_timeout (120 s here: the wait is not a slow
     start), and starts once another namespace's pod gives its GPUs back."""
-    other = "/api/v1/namespaces/other-team"
-    kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other-team"}})
-    free = 8 - held_on(kube, "gpu-0", "nvidia.com/gpu")
-    hold = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "holds-all-gpus"},
-            "spec": {"nodeName": "gpu-0", "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
-                     "containers": [{"name": "train", "image": "registry.invalid/train:1",
-                                     "resources": {"limits": {"nvidia.com/gpu": str(free)}}}]}}
-    kube.create(f"{other}/pods", hold)
+    hold_gpus(kube, "holds-all-gpus", 8 - held_on(kube, "gpu-0", "nvidia.com/gpu"))
     try:
         assert held_on(kube, "gpu-0", "nvidia.com/gpu") == 8
         r = hub.request_spawn("ada", "gpu-1", "waits")
@@ -346,8 +349,7 @@ def test_a_gpu_server_with_no_room_waits_past_the_start_timeout_and_starts_when_
         pod = server_pod(kube, "ada", "waits")
         assert pod["status"]["phase"] == "Pending" and not pod["spec"].get("nodeName"), pod["status"]
     finally:
-        kube.request("DELETE", f"{other}/pods/holds-all-gpus", json={"gracePeriodSeconds": 0})
-        kube.wait("the other team's pod gone", lambda: kube.maybe(f"{other}/pods/holds-all-gpus") is None)
+        release_gpus(kube, "holds-all-gpus")
     # The GPUs come back: the scheduler places the waiting pod, and the hub calls it ready.
     deadline = time.monotonic() + 100
     while not (model := hub.api("GET", "/users/ada").json()["servers"].get("waits", {})).get("ready"):
