@@ -308,6 +308,15 @@ def test_the_form_shows_what_each_pool_has_free_in_chromium_and_counts_again_aft
             rows = dict(re.match(r"^(\S+?)\*?\s+\S+\s+\S+\s+\d+  (.*)$", line).groups()
                         for line in out.stdout.splitlines()[1:-1])
             assert rows == seen, out.stdout
+            # bo, a second user of the hub, is not answered ada's profiles (nor is anyone's
+            # group membership told through it); his own are his.
+            bo = hub.api("POST", "/users/bo/tokens", json={"note": "laptop"}).json()["token"]
+            theirs = hub.http.get(f"{hub.url}/hub/api/atelier/users/ada/capacity", timeout=60,
+                                  headers={"Authorization": f"token {bo}"})
+            assert theirs.status_code in (403, 404), theirs.text
+            own = hub.http.get(f"{hub.url}/hub/api/atelier/users/bo/capacity", timeout=60,
+                               headers={"Authorization": f"token {bo}"})
+            assert own.status_code == 200 and "gpu-1" not in {p["name"] for p in own.json()["profiles"]}, own.text
             # Another team's pod, in a namespace the hub does not spawn in, takes every free GPU.
             hold_gpus(kube, "holds-gpus", free)
             deadline = time.monotonic() + 40  # the form's numbers may be 10 s old (capacity_max_age)
