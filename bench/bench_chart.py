@@ -9,6 +9,12 @@ them, through the chart's proxy) beside the same two of the embedded mode:
 Runs alternate between the two, so load drifts hit both alike; each chart run is the
 chart test's first three tests (the control plane, the node and the images are started
 and imported per run, but not timed). Prints the medians and the ratio chart/embedded.
+
+And a job on the cluster against a bare Kubernetes Job: the chart test's job test times
+`atelier run` (through the proxy, the jobs service in the hub pod, the hub, a pod of
+KubeSpawner's on the real node, its output read back from the pod's log) to the job's
+first line of output, then a batch/v1 Job of the same image on the same node to the first
+line of its pod's log, one after the other in the same run; the ratio of their medians.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from bench_start import start_atelier  # noqa: E402
 from stack import VENV_BIN, Stack  # noqa: E402
 
 FIGURES = REPO / "test-output" / "k8s" / "chart-figures.json"
-CHART_TESTS = "pods_from_our_images or profiles_of_ones_groups or cpu_small_runs"
+CHART_TESTS = "pods_from_our_images or profiles_of_ones_groups or cpu_small_runs or job_runs_once"
 
 
 def chart_run() -> dict[str, float]:
@@ -42,7 +48,9 @@ def chart_run() -> dict[str, float]:
     if r.returncode != 0:
         raise RuntimeError(f"the chart test failed:\n{r.stdout[-3000:]}")
     figures = json.loads(FIGURES.read_text())
-    return {"start": figures["helm install to hub ready"], "spawn": figures["spawn request to JupyterLab ready"]}
+    return {"start": figures["helm install to hub ready"], "spawn": figures["spawn request to JupyterLab ready"],
+            "job": figures["job submission to its first line of output"],
+            "bare job": figures["bare Kubernetes Job to its first line of output"]}
 
 
 def embedded_run(tmp: Path, i: int) -> dict[str, float]:
@@ -79,6 +87,9 @@ def main() -> None:
     for key, what in (("start", "start to login page"), ("spawn", "spawn to ready server")):
         c, e = med["chart"][key], med["embedded"][key]
         print(f"  {what:22}: chart {c:6.2f} s   embedded {e:6.2f} s   ratio {c / e:5.2f}x")
+    job, bare = (statistics.median(r[k] for r in runs["chart"]) for k in ("job", "bare job"))
+    print(f"A job to its first line of output, on the chart's real node (median of {args.n}):\n"
+          f"  atelier run {job:6.2f} s   bare Kubernetes Job {bare:6.2f} s   ratio {job / bare:5.2f}x")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ repro did not list to ``runs.jsonl``, before it writes the exit code. Meanwhile 
 (``JUPYTERHUB_SERVICE_URL``) with the job's state: the hub waits for a server to answer
 before it counts it as started, and a job's container runs no Jupyter server. It ends
 with the command's exit code once the hub has seen it answer (or after a minute).
+With ``ATELIER_JOB_TEE=1`` (a pod on a cluster, whose home the hub cannot read) the
+output also goes to the runner's own stdout, the pod's log, as it comes.
 """
 
 import json
@@ -162,6 +164,41 @@ def _watch(child: subprocess.Popen, timeout, log) -> threading.Event:
     return fired
 
 
+class _Both:
+    """The log file, and the runner's stdout beside it (a pod's log)."""
+
+    def __init__(self, log):
+        self.log = log
+        self.lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        with self.lock:
+            self.log.write(data)
+            try:
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
+            except OSError:
+                pass  # the pod's log is a copy: the file on the home is the record
+
+    def fileno(self) -> int:
+        return self.log.fileno()
+
+
+def _tee(pipe, both: _Both) -> threading.Thread:
+    """Copies the command's output to ``both`` as it comes."""
+
+    def copy():
+        while True:
+            chunk = os.read(pipe.fileno(), 1 << 16)
+            if not chunk:
+                break
+            both.write(chunk)
+
+    thread = threading.Thread(target=copy, daemon=True)
+    thread.start()
+    return thread
+
+
 def _human(seconds: int) -> str:
     """``90`` -> ``90 s``, ``7200`` -> ``2 h``: the largest unit that divides it."""
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
@@ -204,7 +241,10 @@ def main(spec: dict) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "ATELIER_JOB": spec["name"],
            "REPRO_RUNS_FILE": str(folder / "runs.jsonl")}
     env["MLFLOW_RUN_CONTEXT"] = run_context(env, name=spec["name"], started=started)
+    tee = os.environ.get("ATELIER_JOB_TEE") == "1"
     with open(folder / "output.log", "wb", buffering=0) as log:
+        if tee:
+            log = _Both(log)
         if not cwd.is_dir():
             log.write(f"atelier: the job's folder {cwd} does not exist on your home (--cwd)\n".encode())
             code = 2
@@ -213,22 +253,28 @@ def main(spec: dict) -> int:
                 # Its own process group, so that a timeout ends the command and what it
                 # started, and not this runner.
                 child = subprocess.Popen(command_of(spec), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                         stdout=subprocess.PIPE if tee else log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
             except OSError as exc:
                 log.write(f"atelier: cannot run {spec['command'][0]!r}: {exc.strerror}\n".encode())
                 code = 127
             else:
+                copier = _tee(child.stdout, log) if tee else None
                 # A stop (cancel, max_age, the hub's shutdown) sends SIGTERM: hand it to the
                 # command's group, wait for it to end, then record its code.
                 signal.signal(signal.SIGTERM, lambda *_: _end(child, grace=GRACE))
                 timed_out = _watch(child, spec.get("timeout"), log)
                 code = child.wait()
                 code = TIMED_OUT if timed_out.is_set() else (128 - code if code < 0 else code)
+                if copier is not None:
+                    # What the command wrote last; a process it left behind may hold the pipe.
+                    copier.join(5)
     try:
         link_runs(env, folder / "runs.jsonl", name=spec["name"], started=started)
     except (OSError, ValueError, KeyError) as exc:
         with open(folder / "output.log", "ab") as log:
-            log.write(f"atelier: the job's MLflow runs could not be listed for its page ({exc})\n".encode())
+            (_Both(log) if tee else log).write(
+                f"atelier: the job's MLflow runs could not be listed for its page ({exc})\n".encode())
     tmp = folder / "exit-code.tmp"
     tmp.write_text(f"{code}\n")
     tmp.replace(folder / "exit-code")

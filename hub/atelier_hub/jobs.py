@@ -24,14 +24,17 @@ from pathlib import Path
 
 from .input_limits import USER_OPTIONS_MAX, stored_size
 
-__all__ = ["JOB_DIR", "JOB_PREFIX", "JobError", "JobRecord", "RUNNER", "check_submission", "is_job",
-           "job_runs", "job_server", "read_home_file"]
+__all__ = ["JOB_DIR", "JOB_PREFIX", "JobError", "JobRecord", "RUNNER", "TEE_ENV", "check_submission", "is_job",
+           "job_runs", "job_server", "kept_output", "read_home_file"]
 
 #: a job's server name is this plus the job's name
 JOB_PREFIX = "job-"
 #: where a job's runner writes, relative to the home: NAME/output.log, NAME/exit-code, and
 #: NAME/runs.jsonl, where repro.start_run() lists the job's MLflow runs (REPRO_RUNS_FILE)
 JOB_DIR = ".atelier/jobs"
+#: set in a job's container where its home is not the hub's to read (a pod on a cluster):
+#: the runner copies the output to its stdout too, the pod's log (:data:`RUNNER`)
+TEE_ENV = "ATELIER_JOB_TEE"
 #: the MLflow runs of one job that its page links, at most (the first ones)
 RUNS_SHOWN = 20
 #: the runner's source, run by the image's Python (stdlib only: the image has no atelier_hub)
@@ -219,6 +222,18 @@ class JobRecord:
         if server and server.get("pending") and not server.get("ready"):
             return "starting"
         return "running"
+
+
+def kept_output(folder: str | Path, user: str, name: str) -> tuple[Path, Path]:
+    """Where the hub keeps a cluster job's output and exit code once its pod is gone (beside
+    the jobs service's record, on the hub's volume): ``JOBS/USER/NAME.log`` and
+    ``NAME.exit-code``.
+
+    >>> [str(p) for p in kept_output("/srv/jobs", "ada", "train")]
+    ['/srv/jobs/ada/train.log', '/srv/jobs/ada/train.exit-code']
+    """
+    folder = Path(folder) / user
+    return folder / f"{name}.log", folder / f"{name}.exit-code"
 
 
 def read_home_file(home: str | Path, rel: str, *, offset: int = 0, limit: int = 1 << 20) -> bytes | None:

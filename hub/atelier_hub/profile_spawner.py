@@ -17,6 +17,7 @@ pointing at dead endpoints.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import ClassVar
 
@@ -26,7 +27,7 @@ from traitlets import Unicode
 from traitlets.config import Configurable
 
 from .input_limits import USER_OPTIONS_MAX, options_too_large, stored_size
-from .jobs import is_job
+from .jobs import RUNNER, JobError, check_submission, is_job, job_server
 from .profiles import Profile, ProfileError, load_profiles, resolve_profile, session_cpus
 from .settings import load_deployment
 from .usage import record
@@ -241,7 +242,43 @@ class ProfileSpawnerMixin(Configurable):
             raise web.HTTPError(400, msg, reason=msg)
         requested = (options or {}).get("profile")
         try:
-            return resolve_profile(self.profiles, requested, groups=self.groups())
+            profile = resolve_profile(self.profiles, requested, groups=self.groups())
         except ProfileError as exc:
             known = isinstance(requested, str) and self.profile_named(requested) is not None
             raise web.HTTPError(403 if known else 400, str(exc), reason=str(exc)) from None
+        self._check_job(options, profile)
+        return profile
+
+    # -- a job: the same server, its runner in place of jupyterhub-singleuser ---------------
+
+    @property
+    def job(self) -> dict | None:
+        """The job this server runs (its spawn options' ``job``), or None: a session."""
+        job = (self.user_options or {}).get("job")
+        return job if isinstance(job, dict) else None
+
+    def job_command(self, python: str) -> list[str]:
+        """The container's command for :attr:`job`: the runner, run by the image's ``python``
+        after the image's entrypoint (its start hook: the same session), with the job as
+        its one argument."""
+        job = self.job or {}
+        return [python, "-c", RUNNER.read_text(),
+                json.dumps({k: job[k] for k in ("name", "command", "cwd", "notebook", "parameters", "timeout")
+                            if k in job})]
+
+    def _check_job(self, options: dict | None, profile: Profile) -> None:
+        job = (options or {}).get("job")
+        if job is None:
+            return
+        try:
+            checked = check_submission({**job, "profile": profile.name} if isinstance(job, dict) else job,
+                                       profile_names=[profile.name], taken=set())
+        except JobError as exc:
+            raise web.HTTPError(exc.status, f"job {exc.field}: {exc}", reason=str(exc)) from None
+        if self.name != job_server(checked["name"]):
+            msg = f"a job named {checked['name']!r} runs as the server {job_server(checked['name'])!r}, not {self.name!r}"
+            raise web.HTTPError(400, msg, reason=msg)
+
+    def get_args(self):
+        # A job's runner takes its one argument (the job); a server's arguments are not its.
+        return [] if self.job else super().get_args()

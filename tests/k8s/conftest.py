@@ -113,9 +113,11 @@ class Hub(HubClient):
             "storage": {"storage_class": STORAGE_CLASS, "capacity": "10Gi"},
             "identity": {"service_account": "atelier-session", "role_arn": SESSION_ROLE_ARN},
             "gpu_servers_per_user": 1,
-            # The usage page's URL names the hub's Service (`hub`), which only the chart
-            # makes; this hub runs outside the chart. test_chart.py runs the page.
+            # The usage page's and the jobs service's URLs name the hub's Service (`hub`),
+            # which only the chart makes; this hub runs outside the chart. test_chart.py
+            # runs them.
             "usage": {"enabled": False},
+            "jobs": {"enabled": False},
         }))
         self.kubeconfig = write_kubeconfig(workdir / "hub.kubeconfig", server=kube_server, pki=pki, who="hub",
                                            namespace=NAMESPACE)
@@ -237,19 +239,24 @@ def hub(control_plane, tmp_path_factory):
 
 
 def capacity_rbac(admin: Kube, namespace: str = NAMESPACE, *, as_test_hub: bool = True) -> None:
-    """What the Terraform module makes (the same objects `atelier render capacity-rbac`
-    prints): the hub's read-only ClusterRole for the spawn form's numbers, bound to the
-    chart's hub ServiceAccount in ``namespace``, or (``as_test_hub``) to the user
-    atelier-hub, as which the tests' hub authenticates, under a binding of its own."""
-    out = subprocess.run([str(VENV_BIN / "atelier"), "render", "capacity-rbac", "--namespace", namespace],
+    """What the Terraform module makes (the same objects `atelier render hub-rbac` prints):
+    the hub's read-only ClusterRole for the spawn form's numbers and its Role to read job
+    pods' logs in ``namespace``, bound to the chart's hub ServiceAccount there, or
+    (``as_test_hub``) to the user atelier-hub, as which the tests' hub authenticates,
+    under bindings of their own."""
+    out = subprocess.run([str(VENV_BIN / "atelier"), "render", "hub-rbac", "--namespace", namespace],
                          capture_output=True, text=True, check=True).stdout
-    role, binding = yaml.safe_load_all(out)
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": namespace}]
-    if as_test_hub:
-        binding["subjects"] = [{"kind": "User", "name": "atelier-hub", "apiGroup": "rbac.authorization.k8s.io"}]
-        binding["metadata"]["name"] += "-tests-hub"  # the chart test binds the chart's hub too
+    role, binding, logs, logs_binding = yaml.safe_load_all(out)
+    for b in (binding, logs_binding):
+        assert b["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": namespace}]
+        if as_test_hub:
+            b["subjects"] = [{"kind": "User", "name": "atelier-hub", "apiGroup": "rbac.authorization.k8s.io"}]
+            b["metadata"]["name"] += "-tests-hub"  # the chart test binds the chart's hub too
     admin.create("/apis/rbac.authorization.k8s.io/v1/clusterroles", role)
     admin.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding)
+    rbac_ns = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    admin.create(f"{rbac_ns}/roles", logs)
+    admin.create(f"{rbac_ns}/rolebindings", logs_binding)
 
 
 HOST_SYSCTLS = ("vm.overcommit_memory", "vm.panic_on_oom", "kernel.panic", "kernel.panic_on_oops")

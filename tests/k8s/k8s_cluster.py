@@ -52,7 +52,7 @@ SLICE_PROFILES = {
     "gpu-shared": {"gpu": {"count": 1, "shared": True}},
 }
 STORAGE_CLASS = "atelier-home"
-HOME_PVS = 8
+HOME_PVS = 12  # every test user's home on both hubs (a bound PV is kept: Retain), with room
 # The hub's test settings: GPU profiles restricted to a group and given their own image;
 # the sessions' ServiceAccount annotated for IRSA.
 GPU_GROUP = "gpu-users"

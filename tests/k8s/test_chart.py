@@ -21,6 +21,7 @@ import re
 import secrets
 import string
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -433,7 +434,7 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
     helm = Helm(workdir / "helm", control_plane.admin_kubeconfig)
     ports = {k: free_port() for k in ("PROXY_PORT", "PROXY_API_PORT", "HUB_PORT", "SESSION_PORT", "CULLER_PORT",
                                        "USAGE_PORT", "MLFLOW_PORT", "TRINO_FRONT_PORT", "TRINO_RULES_PORT",
-                                       "CREDENTIALS_PORT")}
+                                       "CREDENTIALS_PORT", "JOBS_PORT")}
     public_url = f"http://localhost:{ports['PROXY_PORT']}"
     password, token = secrets.token_urlsafe(16), secrets.token_hex(32)
 
@@ -444,7 +445,7 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
             **platform.mlflow_cluster_settings(ports["MLFLOW_PORT"]),
             **platform.trino_cluster_settings(ports["TRINO_FRONT_PORT"], ports["TRINO_RULES_PORT"]),
             # A port of this run's (the node's network is the machine's), as for the others.
-            "credentials": {"port": ports["CREDENTIALS_PORT"]}}),
+            "credentials": {"port": ports["CREDENTIALS_PORT"]}, "jobs": {"port": ports["JOBS_PORT"]}}),
         "--out", str(rendered)],
         capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -454,10 +455,10 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
         TEST_TOKEN=token))
     overlay.chmod(0o600)
     _hub_db_volume(kube, workdir / "hub-db")
+    platform.s3_admin_secret(kube, CHART_NS)  # makes the namespace
     # What the Terraform module makes beside the chart: the hub's read-only ClusterRole for
-    # the spawn form's numbers, bound to the chart's hub.
+    # the spawn form's numbers and its Role to read job pods' logs, bound to the chart's hub.
     capacity_rbac(kube, CHART_NS, as_test_hub=False)
-    platform.s3_admin_secret(kube, CHART_NS)
     platform.mlflow_admin_secret(kube)
     platform.trino_jwt_secret(kube)
 
@@ -1156,6 +1157,152 @@ def test_bob_cannot_change_alices_mlflow_work_through_the_front_nor_around_it(ch
     assert claim["status"]["phase"] == "Bound"
 
 
+JOB_SCRIPT = (
+    "import os, pathlib, time\n"
+    "print('job', os.environ['ATELIER_JOB'], 'on', os.environ['ATELIER_PROFILE'], flush=True)\n"
+    "print('memory', open('/sys/fs/cgroup/memory/memory.limit_in_bytes').read().strip(), flush=True)\n"
+    "pathlib.Path.home().joinpath('from-the-job.txt').write_text('written by the job')\n"
+    "for i in range(4):\n"
+    "    print('line', i, flush=True)\n"
+    "    time.sleep(3)\n"
+    "raise SystemExit(3)\n")
+
+
+def test_a_job_runs_once_in_a_real_pod_its_output_outlives_the_pod_and_fay_cannot_touch_it(
+        chart, control_plane, real_node, tmp_path):
+    """`atelier run` from a laptop, through the chart's proxy to the jobs service in the hub
+    pod: gil's job runs as his server job-count, a pod KubeSpawner builds from cpu-small
+    on the real node (run once: restartPolicy Never; the profile's limits, in the pod's
+    real cgroup; his home). Its output streams while it runs, and `atelier run` exits
+    with the job's code, 3. Once the pod is gone, `atelier logs` still prints the whole
+    output (the hub kept the pod's log on its volume), and `atelier jobs` says how it
+    ended. fay, a real second user, lists none of it and is refused its log, its
+    cancel, and the hub's output API for it."""
+    kube = control_plane.admin
+    # The node's sessions share one port (host networking): none other runs meanwhile.
+    for user in (*USERS, *S3_USERS):
+        assert chart.api("DELETE", f"/users/{user}/server").status_code in (202, 204, 404)
+    kube.wait("the sessions to go", lambda: not _pods(kube, "component=singleuser-server"), timeout=120)
+    tokens = {}
+    for user in ("gil", "fay"):
+        assert chart.api("POST", f"/users/{user}").status_code in (201, 409)
+        tokens[user] = chart.api("POST", f"/users/{user}/tokens",
+                                 json={"note": "jobs test", "expires_in": 900}).json()["token"]
+
+    def atelier(user: str, *args: str, **kw):
+        """The CLI on a laptop: no state folder, the hub and the user's token in the environment."""
+        (tmp_path / user).mkdir(exist_ok=True)
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}, "HOME": str(tmp_path / user),
+               "ATELIER_HUB_URL": chart.url, "ATELIER_TOKEN": tokens[user]}
+        return subprocess.Popen([str(VENV_BIN / "atelier"), *args], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, **kw)
+
+    def done(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out, err
+
+    # The hub adds the service's route to the proxy once the service answers.
+    kube.wait("the jobs service's route", lambda: chart.http.get(
+        f"{chart.url}/services/jobs/health", timeout=30).status_code == 200, timeout=120)
+    submitted = time.monotonic()
+    run = atelier("gil", "run", "--profile", "cpu-small", "--name", "count", "--", "python", "-c", JOB_SCRIPT)
+    lines: list[tuple[float, str]] = []  # what `atelier run` printed, with when
+
+    def read() -> None:
+        for line in run.stdout:
+            lines.append((time.monotonic(), line))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+
+    def running_pod() -> dict | None:
+        if run.poll() is not None:
+            raise AssertionError(f"atelier run ended first: {run.returncode} {run.communicate()}\n{chart.hub_log()}")
+        return next((p for p in _pods(kube, "atelier.dev/job=count") if p["status"].get("phase") == "Running"), None)
+
+    try:
+        pod = kube.wait("gil's job pod to run", running_pod, timeout=300)
+        # A pod of gil's, from the profile, run once, on the real node.
+        assert pod["metadata"]["labels"]["hub.jupyter.org/username"] == "gil"
+        assert pod["spec"]["restartPolicy"] == "Never" and pod["spec"]["nodeName"] == NODE_NAME
+        container = pod["spec"]["containers"][0]
+        assert container["image"] == image_ref("base")
+        assert container["resources"]["limits"] == {"cpu": "2", "memory": "4G"}, container["resources"]
+        assert container["args"][1] == "-c" and "count" in container["args"][-1], container["args"][:2]
+        limits = {int((d / "memory.limit_in_bytes").read_text())
+                  for d in real_node.pod_cgroup(pod["metadata"]["uid"])}
+        assert 4_000_000_000 // PAGE * PAGE in limits, limits
+
+        # fay, while it runs: none of it is hers.
+        code, out, err = done(atelier("fay", "jobs"))
+        assert code == 0 and "count" not in out, (code, out, err)
+        for args in (("logs", "count"), ("cancel", "count")):
+            code, out, err = done(atelier("fay", *args))
+            assert code != 0 and "no job named 'count'" in err and "line" not in out, (args, code, out, err)
+        # The hub's own answer where a token may not see a user's servers: as for no job at all.
+        r = chart.http.get(f"{chart.url}/hub/api/atelier/users/gil/jobs/count/output",
+                           headers={"Authorization": f"token {tokens['fay']}"}, timeout=60)
+        assert r.status_code == 404 and b"line" not in r.content, (r.status_code, r.text[:300])
+        r = chart.http.get(f"{chart.url}/services/jobs/api/jobs/count/log",
+                           headers={"Authorization": f"token {tokens['fay']}"}, timeout=60)
+        assert r.status_code == 404 and b"line" not in r.content, (r.status_code, r.text[:300])
+
+        run.wait(timeout=300)
+        reader.join(30)
+        code, out, err = run.returncode, "".join(line for _, line in lines), run.stderr.read()
+    finally:
+        if run.poll() is None:
+            run.kill()
+    if lines:
+        figure("job submission to its first line of output", lines[0][0] - submitted)
+    # `atelier run` streamed the job's output and exited with its code.
+    expected = ["job count on cpu-small", f"memory {4_000_000_000 // PAGE * PAGE}",
+                *(f"line {i}" for i in range(4))]
+    assert code == 3, (code, out, err, chart.hub_log())
+    assert [line for line in out.splitlines() if line.split(" ")[0] in ("job", "memory", "line")] == expected, out
+    # The pod is gone (its server stopped and removed); its output is not.
+    kube.wait("the job's pod to go", lambda: not _pods(kube, "atelier.dev/job=count"), timeout=120)
+    assert "job-count" not in chart.api("GET", "/users/gil").json()["servers"]
+    code, logs, err = done(atelier("gil", "logs", "count"))
+    assert code == 0 and [line for line in logs.splitlines() if line.split(" ")[0] in ("job", "memory", "line")] \
+        == expected, (code, logs, err)
+    code, listing, err = done(atelier("gil", "jobs"))
+    row = next(line for line in listing.splitlines() if line.startswith("count"))
+    assert code == 0 and "cpu-small" in row and "failed" in row and row.split()[-1] == "3", listing
+    # make bench's baseline (bench/bench_chart.py): a bare Kubernetes Job of the same image
+    # on the same node, created by the API's admin, to its first line in the pod's log.
+    figure("bare Kubernetes Job to its first line of output", _bare_job_first_line(kube))
+
+
+def _bare_job_first_line(kube) -> float:
+    """Seconds from creating a batch/v1 Job (the base image, `echo first`, on the real node
+    as the sessions' pods are placed there) to that line in its pod's log."""
+    name = f"bare-{secrets.token_hex(3)}"
+    jobs = f"/apis/batch/v1/namespaces/{CHART_NS}/jobs"
+    t0 = time.monotonic()
+    kube.create(jobs, {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}, "spec": {
+        "backoffLimit": 0, "template": {"metadata": {"labels": {"atelier.dev/bench": name}}, "spec": {
+            "restartPolicy": "Never", "hostNetwork": True, "dnsPolicy": "Default",
+            "terminationGracePeriodSeconds": 5, "nodeSelector": {"atelier.dev/pool": POOL},
+            "tolerations": [{"key": "atelier.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [{"name": "main", "image": image_ref("base"), "imagePullPolicy": "Never",
+                            "command": ["sh", "-c", "echo first; sleep 1"]}]}}}})
+
+    def first_line() -> bool:
+        for pod in _pods(kube, f"atelier.dev/bench={name}"):
+            r = kube.request("GET", kube.ns("pods", pod["metadata"]["name"], namespace=CHART_NS) + "/log")
+            if r.ok and r.text.startswith("first"):
+                return True
+        return False
+
+    try:
+        kube.wait("the bare Job's first line", first_line, timeout=120)
+        return time.monotonic() - t0
+    finally:
+        kube.request("DELETE", f"{jobs}/{name}", params={"propagationPolicy": "Background"})
+        kube.wait("the bare Job's pod to go", lambda: not _pods(kube, f"atelier.dev/bench={name}"), timeout=120)
+
+
 def test_helm_uninstall_leaves_only_the_homes(chart, control_plane):
     kube = control_plane.admin
     for user in (*USERS, *S3_USERS):
@@ -1177,7 +1324,10 @@ def test_helm_uninstall_leaves_only_the_homes(chart, control_plane):
     # The homes stay (claim-NAME, Atelier's pvc_name_template, bob's after his removal too),
     # and so do the S3 keys of the users still on the hub (their accounts stay on the
     # store, as homes do) beside the platform's own Secrets (the store's root keys,
-    # MLflow's admin password, Trino's JWT key); nothing else of the release.
-    assert left == {"persistentvolumeclaims": ["claim-alice", "claim-bob", "claim-fay"],
-                    "secrets": ["atelier-mlflow-admin", "atelier-s3-alice", "atelier-s3-fay", "atelier-trino-jwt",
+    # MLflow's admin password, Trino's JWT key) and the Role the Terraform module makes
+    # beside the chart (the hub reads job pods' logs); nothing else of the release.
+    assert left == {"persistentvolumeclaims": ["claim-alice", "claim-bob", "claim-fay", "claim-gil"],
+                    "roles": ["atelier-hub-job-logs"], "rolebindings": ["atelier-hub-job-logs"],
+                    "secrets": ["atelier-mlflow-admin", "atelier-s3-alice", "atelier-s3-fay", "atelier-s3-gil",
+                                "atelier-trino-jwt",
                                 S3_ADMIN_SECRET]}, left

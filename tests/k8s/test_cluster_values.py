@@ -92,17 +92,21 @@ def test_values_blocks(values):
         {"to": [{"ipBlock": {"cidr": "10.20.30.40/32"}}], "ports": [{"port": 5000, "protocol": "TCP"}]},
         # The culler, in the hub pod of this namespace, on its port only.
         {"to": [{"podSelector": {}}], "ports": [{"port": 8082, "protocol": "TCP"}]},
+        # The jobs service there too (`atelier run` in a session), on its port only.
+        {"to": [{"podSelector": {}}], "ports": [{"port": 8088, "protocol": "TCP"}]},
     ]
     assert su["serviceAccountName"] == "atelier-session"
     # The chart's one-timeout culler is off; Atelier's per-profile culler is a hub service.
     assert values["cull"] == {"enabled": False}
-    # The hub pod's services, the culler (for sessions) and the usage page (for the proxy),
-    # on the settings' default ports (docs/reference.md).
+    # The hub pod's services, the culler (for sessions), the usage page (for the proxy) and
+    # the jobs service (for both), on the settings' default ports (docs/reference.md).
     assert values["hub"]["service"]["extraPorts"] == [{"name": "culler", "port": 8082, "targetPort": 8082},
-                                                      {"name": "usage", "port": 8083, "targetPort": 8083}]
+                                                      {"name": "usage", "port": 8083, "targetPort": 8083},
+                                                      {"name": "jobs", "port": 8088, "targetPort": 8088}]
     assert values["hub"]["networkPolicy"]["ingress"] == [{
         "from": [{"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}],
-        "ports": [{"port": 8082, "protocol": "TCP"}, {"port": 8083, "protocol": "TCP"}]}]
+        "ports": [{"port": 8082, "protocol": "TCP"}, {"port": 8083, "protocol": "TCP"},
+                  {"port": 8088, "protocol": "TCP"}]}]
     assert values["hub"]["image"]["name"].endswith("atelier-hub")
     assert values["hub"]["nodeSelector"] == {"atelier.dev/pool": "core"}
     files = values["hub"]["extraFiles"]
@@ -178,6 +182,7 @@ def test_hub_code_in_values_configures_the_same_profiles(values, tmp_path, monke
                        for p in load_profiles(PROFILES)}
     shipped_deployment = json.loads((root / "deployment.json").read_text())
     assert shipped_deployment["services"].pop("culler")["url"] == "http://hub:8082/services/culler"
+    assert shipped_deployment["services"].pop("jobs")["url"] == "http://hub:8088/services/jobs"
     assert shipped_deployment == DEPLOYMENT.model_dump(mode="json", exclude_none=True)
     assert load_cluster_settings(root / "cluster.yaml") == SETTINGS
     # The culler runs as a hub service with the embedded mode's command, listening in the pod.
@@ -193,8 +198,21 @@ def test_hub_code_in_values_configures_the_same_profiles(values, tmp_path, monke
     assert usage["command"][1:] == ["-m", "atelier_hub.services.usage_page", "--usage-file",
                                     "/srv/jupyterhub/usage.jsonl", "--listen", "0.0.0.0:8083"]
     assert c.ProfileSpawnerMixin.usage_file == "/srv/jupyterhub/usage.jsonl"
-    # Every user may reach it (the page shows a non-admin their own lines only).
-    assert {"name": "user", "scopes": ["self", "access:services!service=usage"]} in c.JupyterHub.load_roles
+    # The jobs service too: its records and each ended job's output on the hub's volume; the
+    # output of a running job from the hub (which reads the pod's log).
+    (jobs,) = [svc for svc in c.JupyterHub.services if svc["name"] == "jobs"]
+    assert jobs["url"] == "http://hub:8088" and jobs["display"] is True
+    assert jobs["command"][1:] == ["-m", "atelier_hub.services.jobs_server", "--jobs", "/srv/jupyterhub/jobs",
+                                   "--profiles", str(root / "profiles"), "--output", "hub",
+                                   "--listen", "0.0.0.0:8088"]
+    assert s.jobs_dir == "/srv/jupyterhub/jobs"
+    assert {"name": "jobs-service", "scopes": ["list:users", "read:users:name", "read:servers", "servers",
+                                               "delete:servers"], "services": ["jobs"]} in c.JupyterHub.load_roles
+    assert "access:services!service=jobs" in s.server_token_scopes
+    # Every user may reach both (the usage page shows a non-admin their own lines only; the
+    # jobs service, their own jobs only).
+    assert {"name": "user", "scopes": ["self", "access:services!service=usage", "access:services!service=jobs"]} \
+        in c.JupyterHub.load_roles
 
 
 def test_each_users_servers_are_an_origin_of_their_own(values, tmp_path, monkeypatch):
@@ -319,7 +337,8 @@ def test_cli_writes_the_values_file(tmp_path, capsys):
     # Sessions report their activity to the culler in the hub pod; their git identity
     # takes the default email domain (docs/reference.md: git.email_domain).
     assert json.loads(hub["extraFiles"]["atelier-deployment"]["stringData"]) == {
-        "services": {"culler": {"url": "http://hub:8082/services/culler", "gpu_busy_percent": 10}},
+        "services": {"culler": {"url": "http://hub:8082/services/culler", "gpu_busy_percent": 10},
+                     "jobs": {"url": "http://hub:8088/services/jobs"}},
         "git": {"email_domain": "users.noreply.atelier"}}
     assert "\natelier_hub.configure(c)\n" in hub["extraConfig"]["atelier.py"]
     assert written["proxy"] == {"chp": {"nodeSelector": {"atelier.dev/pool": "core"}}}
@@ -332,16 +351,20 @@ def test_cli_writes_the_values_file(tmp_path, capsys):
         "networkPolicy": {"enabled": True,
                           "egressAllowRules": {"privateIPs": False, "nonPrivateIPs": True,
                                                "dnsPortsPrivateIPs": True, "cloudMetadataServer": False},
-                          # no service configured: only the culler's port in the hub pod
-                          "egress": [{"to": [{"podSelector": {}}], "ports": [{"port": 8082, "protocol": "TCP"}]}]},
+                          # no service configured: only the culler's and the jobs service's ports
+                          # in the hub pod
+                          "egress": [{"to": [{"podSelector": {}}], "ports": [{"port": 8082, "protocol": "TCP"}]},
+                                     {"to": [{"podSelector": {}}], "ports": [{"port": 8088, "protocol": "TCP"}]}]},
         "profileList": [],
     }
     assert written["scheduling"] == {"userScheduler": {"nodeSelector": {"atelier.dev/pool": "core"}},
                                      "userPods": {"nodeAffinity": {"matchNodePurpose": "ignore"}}}
     assert written["cull"] == {"enabled": False}
-    # the culler's port (sessions) and the usage page's (the proxy) in the hub pod
+    # the culler's port (sessions), the usage page's (the proxy) and the jobs service's
+    # (both) in the hub pod
     assert hub["networkPolicy"]["ingress"][0]["ports"] == [{"port": 8082, "protocol": "TCP"},
-                                                           {"port": 8083, "protocol": "TCP"}]
+                                                           {"port": 8083, "protocol": "TCP"},
+                                                           {"port": 8088, "protocol": "TCP"}]
     assert "Wrote" in capsys.readouterr().err
 
 
@@ -485,12 +508,13 @@ def test_trino_values_open_the_front_to_sessions_and_the_rules_to_the_coordinato
     hub = trino_values["hub"]
     assert hub["service"]["extraPorts"] == [{"name": "culler", "port": 8082, "targetPort": 8082},
                                             {"name": "usage", "port": 8083, "targetPort": 8083},
+                                            {"name": "jobs", "port": 8088, "targetPort": 8088},
                                             {"name": "trino", "port": 8085, "targetPort": 8085},
                                             {"name": "trino-rules", "port": 8086, "targetPort": 8086}]
     assert hub["networkPolicy"]["ingress"] == [
         {"from": [{"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}],
          "ports": [{"port": 8082, "protocol": "TCP"}, {"port": 8083, "protocol": "TCP"},
-                   {"port": 8085, "protocol": "TCP"}]},
+                   {"port": 8088, "protocol": "TCP"}, {"port": 8085, "protocol": "TCP"}]},
         {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "data"}}}],
          "ports": [{"port": 8086, "protocol": "TCP"}]}]
     # The JWT key: a Secret the platform makes (never rendered), mounted read-only.
@@ -506,7 +530,7 @@ def test_trino_values_open_the_front_to_sessions_and_the_rules_to_the_coordinato
 
 def test_values_without_trino_have_no_front(values):
     hub = values["hub"]
-    assert [p["name"] for p in hub["service"]["extraPorts"]] == ["culler", "usage"]
+    assert [p["name"] for p in hub["service"]["extraPorts"]] == ["culler", "usage", "jobs"]
     assert "extraVolumes" not in hub and "extraVolumeMounts" not in hub
 
 
@@ -527,7 +551,7 @@ def test_hub_code_runs_the_trino_front_and_sessions_get_its_address(trino_values
     assert "access:services!service=trino" in user["scopes"]
     assert c.AtelierKubeSpawner.server_token_scopes == [
         "users:activity!user", "access:servers!server", "access:services!service=culler",
-        "access:services!service=trino"]
+        "access:services!service=jobs", "access:services!service=trino"]
     assert c.AtelierKubeSpawner.trino_front_url == "http://hub:8085"
 
 
@@ -558,7 +582,7 @@ def test_both_fronts_in_one_hub_pod_keep_both_secrets_and_distinct_ports():
     assert [m["mountPath"] for m in hub["extraVolumeMounts"]] == ["/etc/atelier/trino-jwt",
                                                                   "/usr/local/etc/atelier-mlflow"]
     assert [(p["name"], p["port"]) for p in hub["service"]["extraPorts"]] == [
-        ("culler", 8082), ("usage", 8083), ("mlflow", 8084), ("trino", 8085), ("trino-rules", 8086)]
+        ("culler", 8082), ("usage", 8083), ("mlflow", 8084), ("jobs", 8088), ("trino", 8085), ("trino-rules", 8086)]
 
 
 def test_git_hosts_run_the_credentials_service_in_the_hub_pod_and_sessions_reach_it(tmp_path, monkeypatch):

@@ -54,6 +54,7 @@ class NodeHub(Hub):
         self.deployment_file.chmod(0o600)
         (workdir / "cluster.yaml").write_text(yaml.safe_dump({
             "namespace": NAMESPACE, "storage": {"storage_class": STORAGE_CLASS, "capacity": "10Gi"},
+            "jobs": {"enabled": False},  # test_chart.py runs jobs in the chart's hub pod
         }))
         self.log = LOGS / "jupyterhub-node.log"
         with open(workdir / "jupyterhub_config.py", "a") as f:

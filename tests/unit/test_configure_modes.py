@@ -63,8 +63,9 @@ def test_cluster_settings_give_the_kubespawner_config_of_those_settings(cluster_
     assert (s.storage_class, s.storage_capacity, s.pvc_name_template) == ("gp3", "50Gi", "claim-{username}")
     assert s.volume_mounts == {"home": {"name": "home", "mountPath": "/home/jovyan"}}
     assert s.delete_pvc is False
-    # The culler and the usage page join the services, as configure_kubespawner did for the chart.
-    assert [svc["name"] for svc in c.JupyterHub.services] == ["culler", "usage"]
+    # The culler, the usage page and the jobs service join the services, as configure_kubespawner
+    # did for the chart.
+    assert [svc["name"] for svc in c.JupyterHub.services] == ["culler", "usage", "jobs"]
     # And the whole config is what the cluster mode's configurer gives these files (the
     # kubeconfig handler's class is made per call: compared by name).
     expected = Config()
@@ -76,7 +77,7 @@ def test_cluster_settings_give_the_kubespawner_config_of_those_settings(cluster_
     assert got == want
     assert [pattern for pattern, _, _ in got] == [
         "/api/atelier/users/([^/]+)/kubeconfig", "/api/atelier/users/([^/]+)/servers/([^/]+)/kubeconfig",
-        "/api/atelier/users/([^/]+)/capacity"]
+        "/api/atelier/users/([^/]+)/capacity", "/api/atelier/users/([^/]+)/jobs/([^/]+)/output"]
     assert c == expected
 
 

@@ -106,3 +106,17 @@ def test_the_runner_ends_a_command_past_its_timeout_and_says_so_in_the_log(tmp_p
     assert (folder / "exit-code").read_text() == "124\n"
     left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
     assert left.stdout == "", f"the command outlived its timeout: {left.stdout}"
+
+
+def test_the_runner_on_a_cluster_copies_the_output_to_its_own_stdout_in_order(tmp_path):
+    """ATELIER_JOB_TEE=1 (a pod, whose log is the hub's only view of it): the real runner's
+    stdout holds the same bytes as the log on the home, stdout and stderr interleaved as
+    written, with its own lines too (a timeout's)."""
+    spec = {"name": "tee", "cwd": "", "timeout": 2,
+            "command": ["sh", "-c", "echo one; echo two >&2; printf 'three'; exec sleep 30"]}
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "ATELIER_JOB_TEE": "1"}
+    done = subprocess.run([sys.executable, str(RUNNER), json.dumps(spec)], env=env, capture_output=True, timeout=60)
+    assert done.returncode == 124
+    log = (tmp_path / ".atelier" / "jobs" / "tee" / "output.log").read_bytes()
+    assert log == b"one\ntwo\nthree\natelier: the job ran past its --timeout of 2 s and was ended (exit code 124)\n"
+    assert done.stdout == log

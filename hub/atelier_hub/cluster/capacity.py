@@ -221,30 +221,42 @@ class ClusterView:
 
 
 def capacity_manifests(*, subject: dict[str, str]) -> list[dict]:
-    """The ClusterRole and ClusterRoleBinding that let the hub (``subject``) read what the
-    spawn form counts (pure): nodes, and pods in every namespace (other workloads hold
-    room on the same nodes). Read only; what `atelier render capacity-rbac` prints and
-    the Terraform module makes.
+    """What the hub needs beyond the chart's Role (pure), read only; what `atelier render
+    hub-rbac` prints and the Terraform module makes:
 
-    >>> role, binding = capacity_manifests(subject={"kind": "ServiceAccount", "name": "hub", "namespace": "a"})
-    >>> role["metadata"]["name"], [r["resources"] for r in role["rules"]], binding["subjects"][0]["name"]
-    ('atelier-hub-capacity', [['nodes'], ['pods']], 'hub')
+    - a ClusterRole and its binding to read what the spawn form counts: nodes, and pods
+      in every namespace (other workloads hold room on the same nodes);
+    - a Role and its binding in the hub's namespace (``subject``'s) to read the pods' logs:
+      a running job's output (:mod:`atelier_hub.cluster.kubespawner`).
+
+    >>> objs = capacity_manifests(subject={"kind": "ServiceAccount", "name": "hub", "namespace": "a"})
+    >>> [(o["kind"], o["metadata"]["name"]) for o in objs][::2]
+    [('ClusterRole', 'atelier-hub-capacity'), ('Role', 'atelier-hub-job-logs')]
+    >>> [r["resources"] for r in objs[0]["rules"] + objs[2]["rules"]], objs[3]["metadata"]["namespace"]
+    ([['nodes'], ['pods'], ['pods/log']], 'a')
     """
     meta = {"name": "atelier-hub-capacity",
             "labels": {"app.kubernetes.io/managed-by": "atelier", "app.kubernetes.io/component": "capacity"}}
     rules = [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
              {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
+    logs = {"name": "atelier-hub-job-logs", "namespace": subject["namespace"],
+            "labels": {"app.kubernetes.io/managed-by": "atelier", "app.kubernetes.io/component": "jobs"}}
     return [
         {"apiVersion": f"{RBAC}/v1", "kind": "ClusterRole", "metadata": meta, "rules": rules},
         {"apiVersion": f"{RBAC}/v1", "kind": "ClusterRoleBinding", "metadata": meta, "subjects": [subject],
          "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": meta["name"]}},
+        {"apiVersion": f"{RBAC}/v1", "kind": "Role", "metadata": logs,
+         "rules": [{"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}]},
+        {"apiVersion": f"{RBAC}/v1", "kind": "RoleBinding", "metadata": logs, "subjects": [subject],
+         "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": logs["name"]}},
     ]
 
 
 def add_render_capacity(rsub) -> None:
-    """``atelier render capacity-rbac``: the hub's read-only ClusterRole for the spawn form's numbers."""
-    p = rsub.add_parser("capacity-rbac", help="the hub's ClusterRole for the spawn form's live capacity "
-                        "(kubectl apply -f -; the Terraform module makes it too)")
+    """``atelier render hub-rbac``: what the hub may read beyond the chart's Role."""
+    p = rsub.add_parser("hub-rbac", aliases=["capacity-rbac"],
+                        help="what the hub reads beyond the chart's Role: nodes and pods for the spawn form's "
+                        "live capacity, job pods' logs (kubectl apply -f -; the Terraform module makes them too)")
     p.add_argument("--namespace", required=True, help="the Helm release's namespace")
     p.add_argument("--hub-service-account", default="hub", help="the hub's ServiceAccount (the chart's: hub)")
 

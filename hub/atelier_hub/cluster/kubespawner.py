@@ -58,7 +58,9 @@ from tornado import web
 from traitlets import Bool, Float, Integer, Unicode
 
 from .. import origins
+from ..image_paths import PYTHON as IMAGE_PYTHON
 from ..image_paths import SESSION_CONFIG_DIR
+from ..jobs import TEE_ENV, job_server, kept_output, read_home_file
 from ..profile_spawner import ProfileSpawnerMixin
 from ..profiles import Profile, load_profiles, to_kubespawner, visible_profiles
 from ..services import Deployment
@@ -129,6 +131,62 @@ def _capacity_handler_class():
     return CapacityHandler
 
 
+#: bytes of a job's output one request returns at most
+JOB_OUTPUT_CHUNK = 1 << 20
+_JOB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+
+
+def _job_output_handler_class():
+    from jupyterhub.apihandlers.base import APIHandler
+    from jupyterhub.scopes import needs_scope
+
+    class JobOutputHandler(APIHandler):
+        """``GET /hub/api/atelier/users/NAME/jobs/JOB/output?offset=N``: bytes N.. of the
+        output of NAME's job JOB, what the jobs service in this pod serves to
+        ``atelier logs`` (it cannot read the user's home); ``limit=0``: the exit code
+        only. While the job's pod is there it
+        is read from the pod's log; once its server stops, from the copy the spawner
+        kept (:meth:`AtelierKubeSpawner.keep_job_output`). Headers: ``X-Atelier-Job-Exit-Code``
+        (empty while it runs) and ``X-Atelier-Job-Offset`` (the next offset)."""
+
+        def initialize(self, jobs_dir: str):
+            self.jobs_dir = jobs_dir
+
+        def kept(self, user: str, job: str, offset: int, limit: int) -> tuple[bytes, int | None] | None:
+            log, code = kept_output(self.jobs_dir, user, job)
+            if not log.is_file():
+                return None
+            data = (read_home_file(log.parent, log.name, offset=offset, limit=limit) or b"") if limit else b""
+            try:
+                return data, int(code.read_text().strip())
+            except (OSError, ValueError):
+                return data, None
+
+        @needs_scope("read:servers")
+        async def get(self, user_name: str, job: str):
+            user = self.find_user(user_name)
+            if user is None or not _JOB_NAME.match(job):
+                raise web.HTTPError(404, f"no job {job!r} of {user_name!r}")
+            try:
+                offset = max(0, int(self.get_argument("offset", "0")))
+                limit = min(max(0, int(self.get_argument("limit", str(JOB_OUTPUT_CHUNK)))), JOB_OUTPUT_CHUNK)
+            except ValueError:
+                raise web.HTTPError(400, "offset, limit: give byte counts, e.g. ?offset=0&limit=65536") from None
+            found = self.kept(user.name, job, offset, limit)
+            if found is None and job_server(job) in user.orm_spawners:
+                spawner = user.spawners[job_server(job)]
+                found = await spawner.job_output(offset, limit)
+                # Its pod went between the two reads: its output was kept first.
+                found = found or self.kept(user.name, job, offset, limit)
+            data, code = found or (b"", None)
+            self.set_header("Content-Type", "application/octet-stream")
+            self.set_header("X-Atelier-Job-Exit-Code", "" if code is None else str(code))
+            self.set_header("X-Atelier-Job-Offset", str(offset + len(data)))
+            self.finish(data)
+
+    return JobOutputHandler
+
+
 def _minutes(seconds: float) -> str:
     """
     >>> _minutes(120), _minutes(86400 + 300), _minutes(90)
@@ -164,6 +222,8 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
     """KubeSpawner sized by ``profiles/``, with Atelier's server-side checks."""
 
     deployment_model = Deployment
+    # A job is its user's server job-NAME: this pod, the runner in place of the server.
+    runs_jobs = True
 
     gpu_servers_per_user = Integer(
         1,
@@ -205,6 +265,14 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         config=True,
         help="Seconds the spawn form's capacity numbers may be old (one read of the nodes and pods serves "
              "every page view in that time; a server of this hub starting or stopping reads again).",
+    )
+
+    jobs_dir = Unicode(
+        "",
+        config=True,
+        help="""Where the hub keeps each ended job's output and exit code (its pod's log,
+        read before the pod is deleted), beside the jobs service's records on the hub's
+        volume (:func:`update_jobs`); empty: not kept.""",
     )
 
     credentials_dir = Unicode(
@@ -446,6 +514,11 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
                     config_dir=SESSION_CONFIG_DIR if self._session_files() else None,
                 )
             )
+        if self.job:
+            env[TEE_ENV] = "1"  # the hub reads its output from the pod's log
+        if getattr(self.deployment.services, "jobs", None) is not None:
+            # The jobs service runs in the hub pod: the Connect panel shows the `atelier run` line.
+            env["ATELIER_JOBS"] = "1"
         self._secret_env = {k: env[k] for k in SECRET_ENV if isinstance(env.get(k), str) and env[k]}
         for key in self._secret_env:
             env[key] = {"valueFrom": {"secretKeyRef": {"name": self.env_secret_name, "key": key}}}
@@ -482,7 +555,17 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         self._s3_own_keys = await self.ensure_s3_secret()
         if self.per_user_role_arn:
             await self.ensure_user_service_account()
+        if self.job:
+            # The image's entrypoint (its start hook) still runs first: KubeSpawner's
+            # command is the container's args.
+            self.cmd = self.job_command(IMAGE_PYTHON)
+            for path in self._kept_files():
+                path.unlink(missing_ok=True)  # an earlier job's of this name
         pod = await super().get_pod_manifest()  # calls get_env, which fills _secret_env
+        if self.job:
+            # Run once: the runner's exit is the job's end, never a restart.
+            pod.spec.restart_policy = "Never"
+            pod.metadata.labels["atelier.dev/job"] = self.job["name"]
         files = sorted(self._session_files())
         if files:
             items = [V1KeyToPath(key=f"file-{i}", path=path) for i, path in enumerate(files)]
@@ -564,7 +647,72 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
                 f"The server starts as soon as a server or job there ends; it waits up to "
                 f"{_minutes(self.start_timeout)}, and stopping it leaves the wait.")
 
+    # -- a job's output: its pod's log, kept on the hub's volume before the pod goes ----------
+
+    def _kept_files(self) -> tuple[Path, Path] | tuple[()]:
+        return kept_output(self.jobs_dir, self.user.name, self.job["name"]) if self.jobs_dir and self.job else ()
+
+    def _job_pod(self) -> dict | None:
+        return self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}") if self.pod_reflector else None
+
+    def job_exit_code(self) -> int | None:
+        """The runner's exit code (the job's) once its container ended; None before."""
+        pod = self._job_pod()
+        for status in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
+            if status.get("name") == "notebook" and "terminated" in (status.get("state") or {}):
+                return status["state"]["terminated"].get("exitCode")
+        return None
+
+    async def _pod_log(self, limit: int | None = None) -> bytes | None:
+        """The job pod's log (its first ``limit`` bytes), or None where there is none to read."""
+        from kubernetes_asyncio.client.rest import ApiException
+
+        try:
+            r = await self.api.read_namespaced_pod_log(self.pod_name, self.namespace, container="notebook",
+                                                       limit_bytes=limit, _preload_content=False)
+            return await r.read()
+        except ApiException as exc:
+            if exc.status == 403 and not getattr(type(self), "_log_refusal_noted", False):
+                type(self)._log_refusal_noted = True
+                self.log.error("Cannot read job pods' logs (403): the hub needs get on pods/log in %s "
+                               "(`atelier render hub-rbac`; the Terraform module makes it): %s",
+                               self.namespace, exc.reason)
+            return None
+
+    async def job_output(self, offset: int, limit: int) -> tuple[bytes, int | None] | None:
+        """Bytes ``offset:offset+limit`` of the running job's output, and its exit code
+        once it ended; None where its pod has no log (not started yet, or gone)."""
+        if self._job_pod() is None:
+            return None
+        code = self.job_exit_code()
+        if not limit:
+            return b"", code
+        log = await self._pod_log(offset + limit)
+        return None if log is None else (log[offset:offset + limit], code)
+
+    async def keep_job_output(self) -> None:
+        """The job's whole output and exit code, copied to the hub's volume before its pod
+        is deleted (the jobs service serves them from there; a pod's log goes with it)."""
+        files = self._kept_files()
+        if not files or self._job_pod() is None:
+            return
+        code = self.job_exit_code()
+        log = await self._pod_log()
+        if log is None:
+            return
+        out, exit_file = files
+        out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for path, data in ((out, log), *(((exit_file, f"{code}\n".encode()),) if code is not None else ())):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+
     async def stop(self, now=False):
+        if self.job:
+            try:
+                await self.keep_job_output()
+            except Exception:  # the pod is deleted all the same: a stop never fails for this
+                self.log.exception("The output of job %s/%s was not kept", self.user.name, self.name)
         try:
             await super().stop(now=now)
         finally:
@@ -686,8 +834,9 @@ CULLER_PLAN = "/srv/jupyterhub/culler-plan.json"
 def update_home(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
     """The embedded mode's home page and look (its templates and :class:`atelier_hub.home.Home`)
     on the chart's hub: each server's profile, state, uptime, planned idle stop (where the
-    culler runs), cost so far (where the usage record is kept) and ways in, and the user's
-    latest MLflow runs (where the MLflow front runs). An operator's own templates
+    culler runs), cost so far (where the usage record is kept) and ways in, the user's jobs
+    (where the jobs service runs: its records on the hub's volume) and latest MLflow runs
+    (where the MLflow front runs). An operator's own templates
     (``hub.templatePaths``) come first and their ``hub.templateVars`` win."""
     from ..home import Home
     from ..look import TEMPLATES, template_vars
@@ -697,7 +846,7 @@ def update_home(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
     home = Home(profiles_dir=profiles_dir, hub_url=settings.public_url or "",
                 usage_file=USAGE_FILE if settings.usage.enabled else None,
                 plan_file=CULLER_PLAN if settings.culling.enabled else None, vscode=True,
-                mlflow=bool(settings.mlflow.server_url))
+                mlflow=bool(settings.mlflow.server_url), jobs_dir=JOBS_DIR if settings.jobs.enabled else None)
     c.JupyterHub.template_vars = {**template_vars(), "atelier_home": home, **c.JupyterHub.get("template_vars", {})}
     c.JupyterHub.default_url = "/hub/home"
 
@@ -846,6 +995,33 @@ def update_trino(c, settings: ClusterSettings, deployment: Deployment) -> None:
     c.AtelierKubeSpawner.trino_front_url = f"http://hub:{settings.trino.port}"
 
 
+#: the jobs service's folder on the hub's volume: each job's record, and its output once ended
+JOBS_DIR = "/srv/jupyterhub/jobs"
+
+
+def update_jobs(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
+    """The jobs service (:mod:`atelier_hub.services.jobs_server`, the embedded mode's code)
+    as a hub service in the hub pod: ``atelier run`` starts each job as its user's server
+    ``job-NAME`` through the hub, so this spawner builds its pod as a session's. The
+    service reads a job's output and exit code from the hub (:func:`_job_output_handler_class`),
+    which reads the pod's log; its token may start, stop and read users' servers."""
+    from ..services.jobs import HUB_SCOPES, SERVICE, jobs_command
+
+    if not settings.jobs.enabled:
+        return
+    port = settings.jobs.port
+    jobs = {"name": SERVICE.name, "display": True, "oauth_no_confirm": True, "url": f"http://hub:{port}",
+            "command": [*jobs_command(jobs_dir=JOBS_DIR, homes_dir=None, profiles_dir=profiles_dir),
+                        "--listen", f"0.0.0.0:{port}"]}
+    c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != SERVICE.name), jobs]
+    _service_role(c, SERVICE.name, HUB_SCOPES)
+    _user_role_scopes(c, SERVICE.session_scopes)
+    _server_token_scopes(c, SERVICE.session_scopes)
+    c.AtelierKubeSpawner.jobs_dir = JOBS_DIR
+    c.JupyterHub.extra_handlers = [*c.JupyterHub.extra_handlers, (
+        r"/api/atelier/users/([^/]+)/jobs/([^/]+)/output", _job_output_handler_class(), {"jobs_dir": JOBS_DIR})]
+
+
 def update_origins(c, settings: ClusterSettings) -> None:
     """Each user's servers at a subdomain of ``public_url`` (:mod:`atelier_hub.origins`).
     The chart's values set ``hub.config.JupyterHub.subdomain_host`` to the same URL (the
@@ -910,6 +1086,7 @@ def configure_kubespawner(
     update_culling(c, settings, profiles_dir=str(profiles_dir))
     update_usage(c, settings)
     update_mlflow(c, settings)
+    update_jobs(c, settings, profiles_dir=str(profiles_dir))
     update_home(c, settings, profiles_dir=str(profiles_dir))
     if deployment_file:
         from ..services import load_deployment

@@ -185,6 +185,19 @@ class CredentialsFront(StrictModel):
                       "at `http://hub:PORT/services/credentials`.")
 
 
+class JobsFront(StrictModel):
+    """The jobs service (`atelier run`), a hub service in the hub pod: each job runs as its
+    user's server `job-NAME`, a pod KubeSpawner builds as it builds a session's (the
+    runner in place of the server, `restartPolicy: Never`). Its records, and each ended
+    job's output and exit code, are kept on the hub's volume (`/srv/jupyterhub/jobs`);
+    the hub reads a running job's output from its pod's log (the Role of `atelier render
+    hub-rbac`)."""
+
+    enabled: bool = Field(True, description="Whether users may run jobs.")
+    port: int = Field(8088, gt=1024, lt=65536, description="Port of the service in the hub pod; the chart's proxy "
+                      "routes `/services/jobs/` to it, and sessions reach it at `http://hub:PORT/services/jobs`.")
+
+
 class SessionIdentity(StrictModel):
     """How sessions reach cloud services without keys in the pod spec.
 
@@ -260,6 +273,7 @@ class ClusterSettings(StrictModel):
                               "names a Trino.")
     credentials: CredentialsFront = Field(CredentialsFront(), description="Users' tokens for git hosts, where the "
                                           "deployment names some (`services.credentials.git_hosts`).")
+    jobs: JobsFront = Field(JobsFront(), description="Jobs: scripts and notebooks run once on a profile.")
     gpu_servers_per_user: int = Field(1, ge=0, description="Concurrent GPU servers per user; 0: none.")
     named_servers_per_user: int = Field(5, ge=0, description="Named servers a user may have besides the default.")
     node_pools: NodePools = Field(NodePools(), description="Where the chart's own pods run.")

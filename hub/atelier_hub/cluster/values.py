@@ -141,13 +141,14 @@ def _as_sessions_see_it(deployment: Deployment, settings: ClusterSettings) -> De
 def _service_ports_hub_values(settings: ClusterSettings, deployment: Deployment | None = None) -> dict[str, Any]:
     """The hub's Service and network policy open the ports of the hub pod's own services:
     the culler's to sessions (activity reports), the usage page's to the proxy, the
-    MLflow front's to both, and, where the deployment names a Trino, Trino's front to
+    MLflow front's and the jobs service's to both, and, where the deployment names a Trino, Trino's front to
     sessions and its rules port to the coordinator (``trino.rules_from``). All but the
     last are pods the chart labels as allowed to reach the hub. The hub pod mounts the
     Trino front's JWT key."""
     ports = {name: port for name, port, on in (("culler", settings.culling.port, settings.culling.enabled),
                                                ("usage", settings.usage.port, settings.usage.enabled),
-                                               ("mlflow", settings.mlflow.port, bool(settings.mlflow.server_url)))
+                                               ("mlflow", settings.mlflow.port, bool(settings.mlflow.server_url)),
+                                               ("jobs", settings.jobs.port, settings.jobs.enabled))
              if on}
     trino = deployment is not None and deployment.services.trino is not None
     if trino:
@@ -283,6 +284,25 @@ def credentials_deployment(deployment: Deployment, settings: ClusterSettings) ->
     return deployment.model_copy(update={"services": services})
 
 
+def jobs_deployment(deployment: Deployment, settings: ClusterSettings) -> Deployment:
+    """Sessions reach the jobs service in the hub pod (``atelier run`` in a terminal,
+    ``atelier_lab.run()``) at ``http://hub:PORT/services/jobs`` (cluster settings ``jobs``).
+
+    >>> from atelier_hub.services import Deployment
+    >>> jobs_deployment(Deployment(), ClusterSettings()).services.jobs.url
+    'http://hub:8088/services/jobs'
+    >>> jobs_deployment(Deployment(), ClusterSettings(jobs={"enabled": False})).services.jobs is None
+    True
+    """
+    from ..services.jobs import PREFIX, JobsService
+
+    if not settings.jobs.enabled:
+        return deployment
+    services = deployment.services.model_copy(update={"jobs": JobsService(
+        url=f"http://hub:{settings.jobs.port}{PREFIX}")})
+    return deployment.model_copy(update={"services": services})
+
+
 def storage_values(settings: ClusterSettings) -> dict[str, Any]:
     st = settings.storage
     return {
@@ -332,7 +352,8 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
         services = deployment.services.model_copy(update={"culler": CullerService(
             url=f"http://hub:{culling.port}{CULLER_PREFIX}")})
         deployment = deployment.model_copy(update={"services": services})
-    deployment = credentials_deployment(mlflow_front_deployment(deployment, settings), settings)
+    deployment = jobs_deployment(credentials_deployment(mlflow_front_deployment(deployment, settings), settings),
+                                 settings)
     files["atelier-deployment"] = {
         "mountPath": f"{ETC}/{DEPLOYMENT_FILE}",
         "stringData": json.dumps(deployment.model_dump(mode="json", exclude_none=True), indent=2) + "\n",

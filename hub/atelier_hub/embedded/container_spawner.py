@@ -42,7 +42,6 @@ from urllib.parse import urlsplit
 
 from dockerspawner import DockerSpawner
 from jupyterhub.utils import random_port
-from tornado import web
 from traitlets import Int, Unicode, default
 
 from ..image_paths import HOME as IMAGE_HOME
@@ -51,7 +50,6 @@ from ..image_paths import PYTHON as IMAGE_PYTHON
 from ..image_paths import SESSION_CONFIG_DIR
 from ..image_paths import SPARK_JARS as IMAGE_JARS
 from ..install.paths import image_ref
-from ..jobs import RUNNER, JobError, check_submission, job_server
 from ..profiles import Profile
 from ..services import Services
 from ..services._process import PARENT_PID_VAR, end_group, end_recorded, record, tail
@@ -292,7 +290,6 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
         """EmbeddedSpawnerMixin's check, then what a GPU profile needs here beyond free
         GPUs: the GPU image and the engine's NVIDIA runtime (409 without them)."""
         profile = super().check_request(options)
-        self._check_job(options, profile)
         if not profile.gpu_count:
             return profile
         if not self._image_exists(self.gpu_image):
@@ -305,31 +302,6 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
                 "NVIDIA runtime: install the NVIDIA container toolkit (nvidia-ctk runtime configure) "
                 "or choose a CPU profile.")
         return profile
-
-    # -- a job: the same container, its command in place of the server -------------------
-
-    @property
-    def job(self) -> dict | None:
-        """The job this server runs (its spawn options' ``job``), or None: a session."""
-        job = (self.user_options or {}).get("job")
-        return job if isinstance(job, dict) else None
-
-    def _check_job(self, options: dict | None, profile: Profile) -> None:
-        job = (options or {}).get("job")
-        if job is None:
-            return
-        try:
-            checked = check_submission({**job, "profile": profile.name} if isinstance(job, dict) else job,
-                                       profile_names=[profile.name], taken=set())
-        except JobError as exc:
-            raise web.HTTPError(exc.status, f"job {exc.field}: {exc}", reason=str(exc)) from None
-        if self.name != job_server(checked["name"]):
-            msg = f"a job named {checked['name']!r} runs as the server {job_server(checked['name'])!r}, not {self.name!r}"
-            raise web.HTTPError(400, msg, reason=msg)
-
-    def get_args(self):
-        # A job's runner takes its one argument (the job); a server's arguments are not its.
-        return [] if self.job else super().get_args()
 
     # -- the container -----------------------------------------------------------------
 
@@ -487,9 +459,7 @@ class AtelierDockerSpawner(EmbeddedSpawnerMixin, DockerSpawner):
         job = self.job
         if job:
             # The image's entrypoint (its start hook) still runs first: the same session.
-            self.cmd = [IMAGE_PYTHON, "-c", RUNNER.read_text(),
-                        json.dumps({k: job[k] for k in ("name", "command", "cwd", "notebook", "parameters", "timeout")
-                                   if k in job})]
+            self.cmd = self.job_command(IMAGE_PYTHON)
         self.extra_create_kwargs = {
             "user": f"{self.session_uid}:{self.session_gid}",
             "hostname": SESSION_HOSTNAME,

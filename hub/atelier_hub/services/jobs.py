@@ -26,17 +26,20 @@ PREFIX = "/services/jobs"
 HUB_SCOPES = ("list:users", "read:users:name", "read:servers", "servers", "delete:servers")
 
 
-def jobs_command(*, jobs_dir: str, homes_dir: str, profiles_dir: str, mlflow: str | None = None) -> list[str]:
-    """The service's command line; ``mlflow``: MLflow's UI, where the page links each job's
-    runs (a path on the hub's origin).
+def jobs_command(*, jobs_dir: str, homes_dir: str | None, profiles_dir: str, mlflow: str | None = None) -> list[str]:
+    """The service's command line; ``homes_dir``: the users' homes, where each job's runner
+    leaves its output and exit code (None: the hub serves them, on a cluster); ``mlflow``:
+    MLflow's UI, where the page links each job's runs (a path on the hub's origin).
 
     >>> jobs_command(jobs_dir="/s/jobs", homes_dir="/s/homes", profiles_dir="/p")[2:]
-    ['atelier_hub.services.jobs_server', '--jobs', '/s/jobs', '--homes', '/s/homes', '--profiles', '/p']
+    ['atelier_hub.services.jobs_server', '--jobs', '/s/jobs', '--profiles', '/p', '--homes', '/s/homes']
     >>> jobs_command(jobs_dir="/j", homes_dir="/h", profiles_dir="/p", mlflow="/services/mlflow")[-2:]
     ['--mlflow', '/services/mlflow']
+    >>> jobs_command(jobs_dir="/j", homes_dir=None, profiles_dir="/p")[-2:]
+    ['--output', 'hub']
     """
-    return [sys.executable, "-m", "atelier_hub.services.jobs_server", "--jobs", jobs_dir, "--homes", homes_dir,
-            "--profiles", profiles_dir, *(["--mlflow", mlflow] if mlflow else [])]
+    return [sys.executable, "-m", "atelier_hub.services.jobs_server", "--jobs", jobs_dir, "--profiles", profiles_dir,
+            *(["--homes", homes_dir] if homes_dir else ["--output", "hub"]), *(["--mlflow", mlflow] if mlflow else [])]
 
 
 class JobsService(ServiceSettings):

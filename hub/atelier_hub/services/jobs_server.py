@@ -95,6 +95,21 @@ class Hub:
     def server_path(self, user: str, name: str) -> str:
         return f"/users/{quote(user, safe='')}/servers/{quote(job_server(name), safe='')}"
 
+    async def job_output(self, user: str, name: str, offset: int, limit: int = LOG_CHUNK) -> tuple[bytes, int | None]:
+        """Bytes ``offset..offset+limit`` of a job's output and its exit code (None while it
+        runs), as the hub serves them on a cluster (its pod's log, then the copy kept on
+        the hub's volume)."""
+        req = HTTPRequest(f"{self.api}/atelier/users/{quote(user, safe='')}/jobs/{quote(name, safe='')}/output"
+                          f"?offset={offset}&limit={limit}", headers={"Authorization": f"token {self.token}"},
+                          request_timeout=60)
+        try:
+            r = await self.http.fetch(req)
+        except HTTPClientError as exc:
+            raise web.HTTPError(503, f"the hub answered {exc.code} for the output of job {name!r}; "
+                                "try again in a moment") from None
+        code = r.headers.get("X-Atelier-Job-Exit-Code", "")
+        return r.body or b"", int(code) if code.lstrip("-").isdigit() else None
+
 
 class Jobs:
     def __init__(self, *, folder: Path, homes: Path, profiles_dir: str, hub: Hub, mlflow: str | None = None):
@@ -105,6 +120,10 @@ class Jobs:
     def home_file(self, rec: JobRecord, what: str, offset: int = 0, limit: int = LOG_CHUNK) -> bytes | None:
         return read_home_file(self.homes / rec.user, f"{JOB_DIR}/{rec.name}/{what}", offset=offset, limit=limit)
 
+    async def output(self, rec: JobRecord, offset: int) -> bytes:
+        """Bytes ``offset..`` of the job's output (at most :data:`LOG_CHUNK`)."""
+        return self.home_file(rec, "output.log", offset=offset) or b""
+
     def runs(self, rec: JobRecord) -> list[dict]:
         """The MLflow runs the job started with ``repro.start_run()``, each with the link
         to it in MLflow's UI (``url``; None for a spooled run, which has no server id yet)."""
@@ -114,7 +133,7 @@ class Jobs:
                           if self.mlflow and not run["spooled"] else None)
         return runs
 
-    def exit_code(self, rec: JobRecord) -> tuple[int, float] | None:
+    async def exit_code(self, rec: JobRecord) -> tuple[int, float] | None:
         raw = self.home_file(rec, "exit-code", limit=32)
         try:
             code = int(raw.decode().strip()) if raw else None
@@ -133,7 +152,7 @@ class Jobs:
         """Record the end of a job whose runner wrote its exit code, or whose server is
         gone without one; then stop and remove its server from the hub."""
         if not rec.over:
-            ended = self.exit_code(rec)
+            ended = await self.exit_code(rec)
             server = servers.get(job_server(rec.name))
             if ended is not None:
                 rec.exit_code, rec.ended = ended
@@ -170,6 +189,23 @@ class Jobs:
                 "ended": _iso(rec.ended),
                 "duration": round(end - rec.submitted, 1), "exit_code": rec.exit_code, "error": rec.error,
                 "runs": self.runs(rec)}
+
+
+class HubOutputJobs(Jobs):
+    """Jobs on a cluster: the service cannot read the homes (each is its user's volume), so
+    a job's output and exit code come from the hub (:meth:`Hub.job_output`), which reads
+    its pod's log. The runs a job's repro lists stay on the home: the page links none here
+    (each run carries the job's tags in MLflow)."""
+
+    async def output(self, rec: JobRecord, offset: int) -> bytes:
+        return (await self.hub.job_output(rec.user, rec.name, offset))[0]
+
+    async def exit_code(self, rec: JobRecord) -> tuple[int, float] | None:
+        code = (await self.hub.job_output(rec.user, rec.name, 0, limit=0))[1]
+        return None if code is None else (code, time.time())
+
+    def runs(self, rec: JobRecord) -> list[dict]:
+        return []
 
 
 class _Api(UserApi):
@@ -256,7 +292,7 @@ class LogHandler(_Api):
             raise refusal(400, "offset: give a byte offset, e.g. ?offset=0", "offset") from None
         servers = await self.jobs.hub.servers(rec.user)
         await self.jobs.settle(rec, servers)  # first: no byte written before the exit code is missed
-        data = self.jobs.home_file(rec, "output.log", offset=offset) or b""
+        data = await self.jobs.output(rec, offset)
         self.set_header("Content-Type", "application/octet-stream")
         # The state only: a follower polls this every second, and the whole model reads the home.
         self.set_header("X-Atelier-Job-State", rec.state(server=servers.get(job_server(rec.name))))
@@ -356,14 +392,18 @@ class CallbackHandler(HubOAuthCallbackHandler):
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", required=True, type=Path, help="the folder of job records (JOBS/USER/NAME.json)")
-    ap.add_argument("--homes", required=True, type=Path, help="the folder of homes (HOMES/USER), where "
-                    "each job's runner leaves its output and exit code")
+    ap.add_argument("--homes", type=Path, help="the folder of homes (HOMES/USER), where "
+                    "each job's runner leaves its output and exit code (with --output home)")
+    ap.add_argument("--output", choices=("home", "hub"), default="home", help="where a job's output is read: "
+                    "on its user's home (--homes), or from the hub (a cluster's: the pod's log)")
     ap.add_argument("--profiles", required=True, help="the profiles folder")
     ap.add_argument("--every", type=float, default=3, help="seconds between checks for ended jobs")
     ap.add_argument("--mlflow", help="MLflow's UI as the page links a job's runs (a path, e.g. /services/mlflow); "
                     "default: no links")
     ap.add_argument("--listen", help="HOST:PORT to listen on; default: the hub's JUPYTERHUB_SERVICE_URL")
     args = ap.parse_args(argv)
+    if args.output == "home" and args.homes is None:
+        ap.error("--homes: give the folder of homes (or --output hub, on a cluster)")
     logging.basicConfig(level=logging.INFO, format="[%(levelname).1s %(asctime)s %(name)s] %(message)s")
     prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"].rstrip("/")
     listen = urlparse(f"http://{args.listen}" if args.listen else os.environ["JUPYTERHUB_SERVICE_URL"])
@@ -376,7 +416,8 @@ def main(argv: list[str] | None = None) -> None:
 
     async def run() -> None:
         hub = Hub(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
-        jobs = Jobs(folder=args.jobs, homes=args.homes, profiles_dir=args.profiles, hub=hub, mlflow=args.mlflow)
+        kind = HubOutputJobs if args.output == "hub" else Jobs
+        jobs = kind(folder=args.jobs, homes=args.homes, profiles_dir=args.profiles, hub=hub, mlflow=args.mlflow)
         kw = {"jobs": jobs}
         app = web.Application([
             (rf"{prefix}/api/jobs/?", ListHandler, kw),

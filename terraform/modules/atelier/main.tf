@@ -87,7 +87,7 @@ resource "kubernetes_role_binding_v1" "hub_user_identities" {
 
 # The spawn form's live capacity ("3 of 8 GPUs free"): the hub reads the nodes and
 # the pods of every namespace (other workloads hold room on the same nodes), read only;
-# the same objects as `atelier render capacity-rbac`.
+# with the job logs' Role below, the same objects as `atelier render hub-rbac`.
 resource "kubernetes_cluster_role_v1" "hub_capacity" {
   metadata {
     name   = "atelier-hub-capacity"
@@ -114,6 +114,39 @@ resource "kubernetes_cluster_role_binding_v1" "hub_capacity" {
     api_group = "rbac.authorization.k8s.io"
     kind      = "ClusterRole"
     name      = kubernetes_cluster_role_v1.hub_capacity.metadata[0].name
+  }
+  subject {
+    kind      = "ServiceAccount"
+    name      = "hub"
+    namespace = kubernetes_namespace_v1.atelier.metadata[0].name
+  }
+}
+
+# A running job's output (`atelier logs`): the hub reads its pod's log, in its own
+# namespace only (the chart's Role has no pods/log).
+resource "kubernetes_role_v1" "hub_job_logs" {
+  metadata {
+    name      = "atelier-hub-job-logs"
+    namespace = kubernetes_namespace_v1.atelier.metadata[0].name
+    labels    = { "app.kubernetes.io/managed-by" = "atelier", "app.kubernetes.io/component" = "jobs" }
+  }
+  rule {
+    api_groups = [""]
+    resources  = ["pods/log"]
+    verbs      = ["get"]
+  }
+}
+
+resource "kubernetes_role_binding_v1" "hub_job_logs" {
+  metadata {
+    name      = "atelier-hub-job-logs"
+    namespace = kubernetes_namespace_v1.atelier.metadata[0].name
+    labels    = { "app.kubernetes.io/managed-by" = "atelier", "app.kubernetes.io/component" = "jobs" }
+  }
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "Role"
+    name      = kubernetes_role_v1.hub_job_logs.metadata[0].name
   }
   subject {
     kind      = "ServiceAccount"
@@ -174,6 +207,7 @@ resource "helm_release" "this" {
     kubernetes_storage_class_v1.gp3,
     kubernetes_role_binding_v1.hub_user_identities,
     kubernetes_cluster_role_binding_v1.hub_capacity,
+    kubernetes_role_binding_v1.hub_job_logs,
     kubernetes_secret_v1.mlflow_admin,
   ]
 }
