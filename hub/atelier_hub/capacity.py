@@ -45,9 +45,15 @@ from pydantic import Field, field_validator, model_validator
 
 from .schema import StrictModel
 
-__all__ = ["CapacityError", "CapacitySettings", "GroupShare", "Holder", "Request", "admissible", "etas",
-           "expected_run",
+__all__ = ["CAPACITY_FILE", "CapacityError", "CapacitySettings", "GroupShare", "Holder", "Request", "SNAPSHOT_FILE",
+           "admissible", "etas", "expected_run",
            "group_of", "load_capacity", "ordinal", "over_limit", "queue_order", "standing", "wait_text"]
+
+#: the capacity settings `atelier dev --capacity FILE` was given, validated, in the state folder
+CAPACITY_FILE = "capacity.json"
+#: the queue as the embedded hub last saw it, in the state folder (``atelier profiles
+#: --free``, the home page and the jobs service read it)
+SNAPSHOT_FILE = "run/capacity.json"
 
 
 class CapacityError(ValueError):

@@ -97,7 +97,7 @@ def _hub_profiles(args) -> None:
 def _free_notes(profiles, state: Path, *, group: str | None) -> dict[str, str]:
     """Each profile's capacity line on the embedded stack of ``state``, from the queue as
     its hub last saved it (``STATE/run/capacity.json``), the same lines as the spawn form's."""
-    from .config import CAPACITY_FILE
+    from .capacity import CAPACITY_FILE
     from .embedded.gpus import GPUPool
     from .embedded.spawner_base import SNAPSHOT_FILE, capacity_notes
     from .services.culler import PLAN_FILE
@@ -336,7 +336,7 @@ def cmd_dev(args) -> None:
         stack, password = EmbeddedStack.prepare(args.state, port=args.port, profiles_dir=args.profiles, without=without)
     except (OSError, services.SettingsError) as exc:  # a port in use; a setting an admin wrote (Trino's shared schemas)
         fail(str(exc))
-    from .config import CAPACITY_FILE
+    from .capacity import CAPACITY_FILE
 
     if capacity is not None:
         write_private(stack.path(CAPACITY_FILE), capacity.model_dump_json(indent=2))

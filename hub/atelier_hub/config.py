@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .capacity import CAPACITY_FILE
 from .cluster import CHART_DIR, CLUSTER_FILE, DEPLOYMENT_FILE, PROFILES_DIR
 from .input_limits import bound_hub_requests, trim_saved_options
 from .install.paths import tool_path
@@ -29,8 +30,6 @@ __all__ = ["configure"]
 
 #: the hub's database, in the state folder
 HUB_DB = "jupyterhub.sqlite"
-#: the capacity settings `atelier dev --capacity FILE` was given, validated, in the state folder
-CAPACITY_FILE = "capacity.json"
 
 
 def update_hub(c, stack: EmbeddedStack) -> None:

@@ -154,10 +154,40 @@ def server_row(*, user: str, server: dict, profile: Profile | None, decision: di
     return row
 
 
-def job_row(rec: JobRecord, *, server: dict | None, now: datetime) -> dict:
+def load_queue(snapshot_file: str | Path | None, capacity_file: str | Path | None = None,
+               plan_file: str | Path | None = None):
+    """The GPU queue as the embedded hub last saved it (``STATE/run/capacity.json``), to
+    reckon places and ETAs apart from the hub (the home page, the jobs service); None
+    where no GPU was asked for yet, or it cannot be read."""
+    from .embedded.gpus import GPUPool
+
+    if snapshot_file is None:
+        return None
+    try:
+        snapshot = json.loads(Path(snapshot_file).read_text())
+        settings = (load_capacity(capacity_file) if capacity_file and Path(capacity_file).is_file()
+                    else CapacitySettings())
+    except (OSError, ValueError, CapacityError):
+        return None
+    return GPUPool.from_snapshot(snapshot, settings, plan_file=Path(plan_file) if plan_file else None)
+
+
+def queue_text(place, now: float) -> str:
+    """Where a waiting server or job stands, as the pages and ``atelier jobs`` say it.
+
+    >>> from atelier_hub.embedded.gpus import Place
+    >>> queue_text(Place(position=2, waiting=3, eta=1000 + 25 * 60, free=0, total=4), 1000)
+    '2nd of 3 waiting, about 25 min'
+    """
+    return f"{ordinal(place.position)} of {place.waiting} waiting, {wait_text(place.eta, now)}"
+
+
+def job_row(rec: JobRecord, *, server: dict | None, now: datetime, place=None) -> dict:
     """One job's row: its name, profile, state, when it started, how long it ran, its exit
     code, the line that prints its output, and whether it has ended (``over``). ``server``:
-    the hub's facts of its server (``ready``, ``pending``), None when it has none.
+    the hub's facts of its server (``ready``, ``pending``), None when it has none;
+    ``place``: where it waits in the GPU queue (its state is then ``queued``, and
+    ``queue`` says where).
 
     >>> t0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
     >>> rec = JobRecord(name="train", user="ada", profile="cpu-large", command=["python", "t.py"],
@@ -168,11 +198,14 @@ def job_row(rec: JobRecord, *, server: dict | None, now: datetime) -> dict:
     """
     state = rec.state(server=server)
     end = rec.ended if rec.ended is not None else now.timestamp()
-    return {"name": rec.name, "profile": rec.profile, "state": state, "command": " ".join(rec.command),
-            "started": _iso(datetime.fromtimestamp(rec.submitted, timezone.utc)),
-            "duration": span(end - rec.submitted),
-            "exit_code": "" if rec.exit_code is None else str(rec.exit_code),
-            "logs": f"atelier logs {rec.name}" + ("" if rec.over else " -f"), "over": rec.over}
+    row = {"name": rec.name, "profile": rec.profile, "state": state, "command": " ".join(rec.command),
+           "started": _iso(datetime.fromtimestamp(rec.submitted, timezone.utc)),
+           "duration": span(end - rec.submitted),
+           "exit_code": "" if rec.exit_code is None else str(rec.exit_code),
+           "logs": f"atelier logs {rec.name}" + ("" if rec.over else " -f"), "over": rec.over}
+    if place is not None and state == "starting":
+        row.update(state="queued", queue=queue_text(place, now.timestamp()))
+    return row
 
 
 def chosen_profile(user_options: dict) -> str | None:
@@ -280,17 +313,7 @@ class Home:
 
     def _pool(self):
         """The GPU queue as the hub last saved it; None where no GPU was asked for yet."""
-        from .embedded.gpus import GPUPool
-
-        if self.snapshot_file is None:
-            return None
-        try:
-            snapshot = json.loads(self.snapshot_file.read_text())
-            settings = (load_capacity(self.capacity_file) if self.capacity_file and self.capacity_file.is_file()
-                        else CapacitySettings())
-        except (OSError, ValueError, CapacityError):
-            return None
-        return GPUPool.from_snapshot(snapshot, settings, plan_file=self.plan_file)
+        return load_queue(self.snapshot_file, self.capacity_file, self.plan_file)
 
     def gpu_quota(self, user) -> dict | None:
         """The user's GPUs held (and waited for) against their limit, where there is one."""
@@ -337,7 +360,7 @@ class Home:
                      if pool is not None and server["pending"] else None)
             if place is not None:
                 row["state"] = "queued"
-                row["queue"] = f"{ordinal(place.position)} of {place.waiting} waiting, {wait_text(place.eta, now.timestamp())}"
+                row["queue"] = queue_text(place, now.timestamp())
             rows.append(row)
         return rows
 
@@ -351,5 +374,12 @@ class Home:
         for spawner in user.all_spawners(include_default=False):
             facts = _facts(user, spawner)
             servers[facts["name"]] = facts
-        recs = JobRecord.newest_first(JobRecord.all(self.jobs_dir, user.name))
-        return [job_row(r, server=servers.get(job_server(r.name)), now=now) for r in recs[:JOBS_SHOWN]]
+        recs = JobRecord.newest_first(JobRecord.all(self.jobs_dir, user.name))[:JOBS_SHOWN]
+        pool = _or_none("the GPU queue", self._pool, None) if any(not r.over for r in recs) else None
+
+        def place(rec: JobRecord):
+            key = f"{user.name}/{job_server(rec.name)}"
+            return _or_none("a queued job's place", lambda: pool.place(key, now=now.timestamp()), None) if pool else None
+
+        return [job_row(r, server=servers.get(job_server(r.name)), now=now, place=None if r.over else place(r))
+                for r in recs]

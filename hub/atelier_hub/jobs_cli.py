@@ -155,14 +155,22 @@ def _duration(seconds: float) -> str:
     return f"{s}s"
 
 
+def jobs_table(jobs: list[dict], *, everyone: bool) -> list[tuple[str, ...]]:
+    """`atelier jobs`' table (its head first) from the service's jobs; a user column where
+    ``everyone``'s are listed and more than one user has some. A job waiting for GPUs says
+    its place in its state: ``queued (2nd of 3 waiting, about 25 min)``."""
+    who = everyone and len({j["user"] for j in jobs}) > 1
+    head = ("USER", ) if who else ()
+    rows = [(*((j["user"],) if who else ()), j["name"], j["profile"],
+             j["state"] + (f" ({j['queue']['text']})" if j.get("queue") else ""), _when(j["started"]),
+             _duration(j["duration"]), "-" if j["exit_code"] is None else str(j["exit_code"])) for j in jobs]
+    return [(*head, "NAME", "PROFILE", "STATE", "STARTED (UTC)", "DURATION", "EXIT"), *rows]
+
+
 def cmd_jobs(args) -> None:
     login = _login(args)
     jobs = _answer(login.request("GET", API, params={"all": "1"} if args.all else {}), "the job list")["jobs"]
-    who = args.all and len({j["user"] for j in jobs}) > 1
-    head = ("USER", ) if who else ()
-    rows = [(*((j["user"],) if who else ()), j["name"], j["profile"], j["state"], _when(j["started"]),
-             _duration(j["duration"]), "-" if j["exit_code"] is None else str(j["exit_code"])) for j in jobs]
-    print_table([(*head, "NAME", "PROFILE", "STATE", "STARTED (UTC)", "DURATION", "EXIT"), *rows])
+    print_table(jobs_table(jobs, everyone=args.all))
 
 
 def print_table(table: list[tuple[str, ...]]) -> None:

@@ -120,3 +120,51 @@ def test_the_runner_on_a_cluster_copies_the_output_to_its_own_stdout_in_order(tm
     log = (tmp_path / ".atelier" / "jobs" / "tee" / "output.log").read_bytes()
     assert log == b"one\ntwo\nthree\natelier: the job ran past its --timeout of 2 s and was ended (exit code 124)\n"
     assert done.stdout == log
+
+
+def test_a_gpu_job_waiting_for_the_pool_is_queued_with_its_place_in_the_api_the_pages_and_atelier_jobs(tmp_path):
+    """The embedded hub's real GPU pool, with two device ids no GPU backs (as the queue's
+    integration tests use), saves its queue as the hub does; the jobs service, its page and
+    `atelier jobs` read ada's waiting GPU job's place from it: 1st of 1, with the ETA the
+    pool reckons (bo's server holding both is expected to end 10 min after it got them)."""
+    import asyncio
+    import time
+
+    from atelier_hub.capacity import Request
+    from atelier_hub.embedded.gpus import GPUPool
+    from atelier_hub.home import job_row
+    from atelier_hub.jobs import JobRecord, job_server
+    from atelier_hub.jobs_cli import jobs_table
+    from atelier_hub.services.jobs_server import Jobs, render_jobs_page
+
+    snapshot = tmp_path / "run" / "capacity.json"
+    now = time.time()
+
+    async def fill() -> None:
+        pool = GPUPool([(0, "test id"), (1, "test id")], snapshot_file=snapshot)
+        assert pool.request(Request("bo/gpu", "bo", "everyone", 2, now - 60, runs_for=600)) == [0, 1]
+        waiting = pool.request(Request("ada/job-train", "ada", "everyone", 1, now, kind="job", runs_for=300))
+        assert isinstance(waiting, asyncio.Future)
+        waiting.cancel()
+
+    asyncio.run(fill())
+    rec = JobRecord(name="train", user="ada", profile="gpu-1", command=["python", "t.py"], submitted=now)
+    rec.save(tmp_path / "jobs")
+    starting = {job_server("train"): {"pending": "spawn", "ready": False}}
+    jobs = Jobs(folder=tmp_path / "jobs", homes=tmp_path / "homes", profiles_dir="profiles", hub=None,
+                queue=(snapshot, None, None))
+    model = jobs.model(rec, starting)
+    assert model["state"] == "queued" and model["queue"]["position"] == 1 and model["queue"]["waiting"] == 1
+    eta = datetime.fromisoformat(model["queue"]["eta"].replace("Z", "+00:00")).timestamp()
+    assert abs(eta - (now + 600)) < 5, model["queue"]  # bo's 600 s from when it got the GPUs
+    assert model["queue"]["text"] == "1st of 1 waiting, about 10 min"
+    # Once it runs (the hub's server ready), it is no longer in line.
+    assert jobs.model(rec, {job_server("train"): {"pending": None, "ready": True}})["state"] == "running"
+    # The jobs page says the same (its rows are the home page's, job_row).
+    page = render_jobs_page([{**job_row(rec, server=starting[job_server("train")], now=datetime.now(timezone.utc),
+                                        place=jobs.place(rec, starting[job_server("train")])), "user": "ada"}],
+                            viewer="ada")
+    assert 'data-state="queued"' in page and '>1st of 1 waiting, about 10 min</div>' in page
+    # `atelier jobs` prints it in the state column.
+    (head, row), = [jobs_table([model], everyone=False)]
+    assert row[head.index("STATE")] == "queued (1st of 1 waiting, about 10 min)"

@@ -29,7 +29,7 @@ import jinja2
 from tornado import web
 from traitlets import Unicode, default
 
-from ..capacity import CapacitySettings, Holder, Request, expected_run, group_of, load_capacity, ordinal, wait_text
+from ..capacity import SNAPSHOT_FILE, CapacitySettings, Holder, Request, expected_run, group_of, load_capacity, ordinal, wait_text
 from ..jobs import JobRecord, is_job, job_server
 from ..profile_spawner import ProfileSpawnerMixin
 from ..profiles import Profile, format_memory, visible_profiles
@@ -40,8 +40,6 @@ from .gpus import GPUPool
 __all__ = ["EmbeddedSpawnerMixin", "SNAPSHOT_FILE", "capacity_note", "free_memory", "gpu_refusal",
            "render_profile_form"]
 
-#: the queue as the hub last saw it, in the state folder (``atelier profiles --free`` reads it)
-SNAPSHOT_FILE = "run/capacity.json"
 
 
 def gpu_refusal(message: str) -> web.HTTPError:

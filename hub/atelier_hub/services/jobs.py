@@ -26,10 +26,13 @@ PREFIX = "/services/jobs"
 HUB_SCOPES = ("list:users", "read:users:name", "read:servers", "servers", "delete:servers")
 
 
-def jobs_command(*, jobs_dir: str, homes_dir: str | None, profiles_dir: str, mlflow: str | None = None) -> list[str]:
+def jobs_command(*, jobs_dir: str, homes_dir: str | None, profiles_dir: str, mlflow: str | None = None,
+                 queue: tuple[str, str, str] | None = None) -> list[str]:
     """The service's command line; ``homes_dir``: the users' homes, where each job's runner
     leaves its output and exit code (None: the hub serves them, on a cluster); ``mlflow``:
-    MLflow's UI, where the page links each job's runs (a path on the hub's origin).
+    MLflow's UI, where the page links each job's runs (a path on the hub's origin);
+    ``queue``: the embedded hub's GPU queue as it saves it, its capacity settings and the
+    culler's plan (a queued job's place and ETA).
 
     >>> jobs_command(jobs_dir="/s/jobs", homes_dir="/s/homes", profiles_dir="/p")[2:]
     ['atelier_hub.services.jobs_server', '--jobs', '/s/jobs', '--profiles', '/p', '--homes', '/s/homes']
@@ -39,7 +42,8 @@ def jobs_command(*, jobs_dir: str, homes_dir: str | None, profiles_dir: str, mlf
     ['--output', 'hub']
     """
     return [sys.executable, "-m", "atelier_hub.services.jobs_server", "--jobs", jobs_dir, "--profiles", profiles_dir,
-            *(["--homes", homes_dir] if homes_dir else ["--output", "hub"]), *(["--mlflow", mlflow] if mlflow else [])]
+            *(["--homes", homes_dir] if homes_dir else ["--output", "hub"]), *(["--mlflow", mlflow] if mlflow else []),
+            *([f"--queue={queue[0]}", f"--capacity={queue[1]}", f"--plan={queue[2]}"] if queue else [])]
 
 
 class JobsService(ServiceSettings):
@@ -69,6 +73,9 @@ class Jobs(Service):
         return {self.name: JobsService(url=self.public_url(site))}
 
     def hub_service(self, site: Site, services) -> dict:
+        from ..capacity import CAPACITY_FILE, SNAPSHOT_FILE
+        from .culler import PLAN_FILE
+
         return {
             "name": self.name,
             # its page (PREFIX/): the user's jobs, in the hub's Services menu
@@ -78,7 +85,8 @@ class Jobs(Service):
             "command": self.supervised(site, jobs_command(
                 jobs_dir=str(site.path("jobs")), homes_dir=str(site.path("homes")),
                 profiles_dir=site.profiles_dir,
-                mlflow=urlparse(f"{site.url}{MLFLOW_PREFIX}").path if getattr(services, "mlflow", None) else None)),
+                mlflow=urlparse(f"{site.url}{MLFLOW_PREFIX}").path if getattr(services, "mlflow", None) else None,
+                queue=(str(site.path(SNAPSHOT_FILE)), str(site.path(CAPACITY_FILE)), str(site.path(PLAN_FILE))))),
         }
 
     def ready(self, site: Site) -> bool:

@@ -39,7 +39,7 @@ from jupyterhub.services.auth import HubAuth, HubOAuth, HubOAuthCallbackHandler,
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
-from ..home import job_row
+from ..home import job_row, load_queue, queue_text
 from ..jobs import JOB_DIR, JobError, JobRecord, check_submission, job_runs, job_server, read_home_file
 from ..look import service_page
 from ..profiles import ProfileError, load_profiles, resolve_profile
@@ -112,10 +112,21 @@ class Hub:
 
 
 class Jobs:
-    def __init__(self, *, folder: Path, homes: Path, profiles_dir: str, hub: Hub, mlflow: str | None = None):
+    def __init__(self, *, folder: Path, homes: Path, profiles_dir: str, hub: Hub, mlflow: str | None = None,
+                 queue: tuple[Path | None, Path | None, Path | None] = (None, None, None)):
         self.folder, self.homes, self.profiles_dir, self.hub = folder, homes, profiles_dir, hub
         #: MLflow's UI, as the page links it (a path on the hub's origin); None: no MLflow
         self.mlflow = mlflow
+        #: the embedded hub's GPU queue as it saves it, its capacity settings, the culler's plan
+        self.queue = queue
+
+    def place(self, rec: JobRecord, server: dict | None):
+        """Where a job that is starting waits in the GPU queue (``Place``); None where it
+        does not wait there (or there is no queue: a cluster, a machine without GPUs)."""
+        if self.queue[0] is None or rec.state(server=server) != "starting":
+            return None
+        pool = load_queue(*self.queue)
+        return pool.place(f"{rec.user}/{job_server(rec.name)}") if pool is not None else None
 
     def home_file(self, rec: JobRecord, what: str, offset: int = 0, limit: int = LOG_CHUNK) -> bytes | None:
         return read_home_file(self.homes / rec.user, f"{JOB_DIR}/{rec.name}/{what}", offset=offset, limit=limit)
@@ -183,12 +194,21 @@ class Jobs:
                     await self.settle(rec, servers)
 
     def model(self, rec: JobRecord, servers: dict[str, dict]) -> dict:
-        end = rec.ended or time.time()
-        return {"name": rec.name, "user": rec.user, "profile": rec.profile, "command": rec.command, "cwd": rec.cwd,
-                "state": rec.state(server=servers.get(job_server(rec.name))), "started": _iso(rec.submitted),
-                "ended": _iso(rec.ended),
-                "duration": round(end - rec.submitted, 1), "exit_code": rec.exit_code, "error": rec.error,
-                "runs": self.runs(rec)}
+        """The API's job: ``state`` is ``queued`` while it waits for GPUs, with ``queue``:
+        its ``position``, how many are ``waiting``, its ``eta`` and the ``text`` the pages show."""
+        now = time.time()
+        end = rec.ended or now
+        server = servers.get(job_server(rec.name))
+        place = self.place(rec, server)
+        model = {"name": rec.name, "user": rec.user, "profile": rec.profile, "command": rec.command, "cwd": rec.cwd,
+                 "state": "queued" if place else rec.state(server=server), "started": _iso(rec.submitted),
+                 "ended": _iso(rec.ended),
+                 "duration": round(end - rec.submitted, 1), "exit_code": rec.exit_code, "error": rec.error,
+                 "runs": self.runs(rec)}
+        if place:
+            model["queue"] = {"position": place.position, "waiting": place.waiting, "eta": _iso(place.eta),
+                              "text": queue_text(place, now)}
+        return model
 
 
 class HubOutputJobs(Jobs):
@@ -302,7 +322,7 @@ class LogHandler(_Api):
 
 
 _BADGES = {"succeeded": "text-bg-success", "running": "text-bg-primary", "starting": "text-bg-primary",
-           "cancelled": "text-bg-secondary"}
+           "queued": "text-bg-warning", "cancelled": "text-bg-secondary"}
 
 
 def _run_links(runs: list[dict]) -> str:
@@ -346,7 +366,9 @@ def render_jobs_page(rows: list[dict], *, viewer: str | None) -> str:
             + ("" if viewer else f'<td data-field="user">{esc(r["user"])}</td>')
             + f'<td data-field="profile">{esc(r["profile"])}</td>'
             f'<td data-field="state"><span class="badge {_BADGES.get(r["state"], "text-bg-danger")}">'
-            f'{esc(r["state"])}</span></td>'
+            f'{esc(r["state"])}</span>'
+            + (f'<div class="small text-muted" data-field="queue">{esc(r["queue"])}</div>' if r.get("queue") else "")
+            + '</td>'
             f'<td data-field="started"><time datetime="{esc(r["started"])}">'
             f'{esc(r["started"][:16].replace("T", " "))}</time></td>'
             f'<td class="num" data-field="duration">{esc(r["duration"])}</td>'
@@ -380,8 +402,11 @@ class PageHandler(HubOAuthenticated, web.RequestHandler):
         recs = JobRecord.newest_first(JobRecord.all(self.jobs.folder, None if everyone else user["name"]))
         servers = await self.jobs.servers_of(recs)
         now = datetime.now(timezone.utc)
-        rows = [{**job_row(r, server=servers[r.user].get(job_server(r.name)), now=now), "user": r.user,
-                 "runs": self.jobs.runs(r)} for r in recs]
+        rows = []
+        for r in recs:
+            server = servers[r.user].get(job_server(r.name))
+            rows.append({**job_row(r, server=server, now=now, place=self.jobs.place(r, server)), "user": r.user,
+                         "runs": self.jobs.runs(r)})
         self.finish(render_jobs_page(rows, viewer=None if everyone else user["name"]))
 
 
@@ -400,6 +425,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--every", type=float, default=3, help="seconds between checks for ended jobs")
     ap.add_argument("--mlflow", help="MLflow's UI as the page links a job's runs (a path, e.g. /services/mlflow); "
                     "default: no links")
+    ap.add_argument("--queue", type=Path, help="the embedded hub's GPU queue as it saves it (STATE/run/capacity.json): "
+                    "a queued job's place and ETA; default: none shown")
+    ap.add_argument("--capacity", type=Path, help="the capacity settings (with --queue)")
+    ap.add_argument("--plan", type=Path, help="the culler's plan: when the holders end (with --queue)")
     ap.add_argument("--listen", help="HOST:PORT to listen on; default: the hub's JUPYTERHUB_SERVICE_URL")
     args = ap.parse_args(argv)
     if args.output == "home" and args.homes is None:
@@ -417,7 +446,8 @@ def main(argv: list[str] | None = None) -> None:
     async def run() -> None:
         hub = Hub(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
         kind = HubOutputJobs if args.output == "hub" else Jobs
-        jobs = kind(folder=args.jobs, homes=args.homes, profiles_dir=args.profiles, hub=hub, mlflow=args.mlflow)
+        jobs = kind(folder=args.jobs, homes=args.homes, profiles_dir=args.profiles, hub=hub, mlflow=args.mlflow,
+                    queue=(args.queue, args.capacity, args.plan))
         kw = {"jobs": jobs}
         app = web.Application([
             (rf"{prefix}/api/jobs/?", ListHandler, kw),

@@ -43,8 +43,7 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubAuth
 from tornado import web
 
-from ..capacity import CapacitySettings, load_capacity
-from ..config import CAPACITY_FILE
+from ..capacity import CAPACITY_FILE, CapacitySettings, load_capacity
 from ..embedded.container_spawner import host_config, stack_id
 from ..image_paths import HOME as IMAGE_HOME
 from ..profiles import ProfileError, load_profiles, resolve_profile, session_cpus
