@@ -18,11 +18,15 @@ from datetime import datetime, timezone
 from urllib.parse import quote, urlsplit
 
 from .embedded.users import UserError, parse_duration
-from .remote import Login, RemoteError, service_answer
+from .remote import HubUnreachable, Login, RemoteError, service_answer
 
 API = "/services/jobs/api/jobs"
 #: seconds between two reads of a followed job's output
 POLL = 1.0
+#: how long a follower waits for a hub or jobs service that restarts (the job runs on meanwhile)
+DOWN_S = 300.0
+#: what the proxy answers for a service that is not up (yet)
+UNAVAILABLE = (502, 503, 504)
 OVER = ("succeeded", "failed", "cancelled")
 
 
@@ -36,11 +40,35 @@ def _login(args) -> Login:
 
 def follow(login: Login, name: str, *, out=None, say=None) -> int | None:
     """Print the output of job ``name`` from its start until it ends; its exit code
-    (None: it ended without one)."""
+    (None: it ended without one). A hub or jobs service that does not answer for a while
+    (a restart) is waited for up to :data:`DOWN_S`, said once on stderr; the output goes
+    on from where it was."""
     out = out or sys.stdout.buffer
-    offset = 0
+    announce, say = say is not None, say or _say
+    offset, down = 0, None
     while True:
-        r = login.request("GET", f"{API}/{quote(name, safe='')}/log", params={"offset": offset})
+        try:
+            r = login.request("GET", f"{API}/{quote(name, safe='')}/log", params={"offset": offset})
+            # Not the service's answer: the proxy's while it is down, or the hub's own (a
+            # redirect) while the service's route is not back yet.
+            why = (f"the jobs service answered {r.status_code}"
+                   if r.status_code in UNAVAILABLE or r.status_code < 400 and "X-Atelier-Job-Offset" not in r.headers
+                   else None)
+        except HubUnreachable as exc:
+            why = str(exc).split(";")[0]
+        if why:
+            # A hub or service restart: the job runs on; so does the follower, from its offset.
+            if down is None:
+                down = time.monotonic()
+                say(f"{why}; job {name} runs on: trying again for up to {DOWN_S / 60:g} min")
+            elif time.monotonic() - down > DOWN_S:
+                raise RemoteError(f"{why} for {DOWN_S / 60:g} min; job {name} may still be running: "
+                                  f"`atelier logs {name} -f` follows it again")
+            time.sleep(POLL)
+            continue
+        if down is not None:
+            say("the jobs service answers again; following on")
+            down = None
         if r.status_code >= 400:
             _answer(r, f"the output of {name}")
         out.write(r.content)
@@ -49,7 +77,7 @@ def follow(login: Login, name: str, *, out=None, say=None) -> int | None:
         state = r.headers.get("X-Atelier-Job-State", "")
         if state in OVER and not r.content:
             code = r.headers.get("X-Atelier-Job-Exit-Code", "")
-            if say:
+            if announce:
                 say(f"Job {name} {state}" + (f" (exit code {code})" if code else ""))
             return int(code) if code else None
         if not r.content:

@@ -40,6 +40,10 @@ class RemoteError(Exception):
     """A problem the user can fix; the message says how."""
 
 
+class HubUnreachable(RemoteError):
+    """No answer from the hub's address at all (down, restarting, or a wrong URL)."""
+
+
 def service_answer(r, *, service: str, what: str) -> dict:
     """The JSON body of a hub service's answer ``r``; a refusal (4xx, 5xx) becomes a
     RemoteError with the service's own message (which names the field and the fix), or
@@ -105,8 +109,8 @@ class Login:
             r = requests.request(method, url, headers={"Authorization": f"token {self.token}"},
                                  timeout=kw.pop("timeout", 60), allow_redirects=False, **kw)
         except requests.RequestException as exc:
-            raise RemoteError(f"cannot reach the hub at {self.hub_url} ({type(exc).__name__}); "
-                              "check --hub / ATELIER_HUB_URL") from None
+            raise HubUnreachable(f"cannot reach the hub at {self.hub_url} ({type(exc).__name__}); "
+                                 "check --hub / ATELIER_HUB_URL") from None
         if r.status_code in (401, 403):
             raise RemoteError(f"the hub refused the token ({r.status_code} for {path}): get a new one at "
                               f"{self.hub_url}/hub/token and run `atelier login --hub {self.hub_url}`")

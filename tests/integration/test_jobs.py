@@ -336,20 +336,33 @@ def test_a_running_job_survives_its_hub_killed_hard_and_its_output_is_whole(cont
     before = [c["Id"] for c in client.containers(filters={"label": "dev.atelier.job=survivor"})]
     assert len(before) == 1, before
 
-    hub = pid_matches(EmbeddedStack.load(containers.state).path(HUB_RECORD))
-    assert hub, "no hub recorded"
-    os.kill(hub, signal.SIGKILL)
-    assert containers.proc.wait(120) == 2  # `atelier dev` saw its hub die and ended what it left
-    containers.proc = None
-    containers.start()
+    # alice follows it from her laptop while the hub dies and comes back.
+    follower = subprocess.Popen(
+        [str(VENV_BIN / "atelier"), "logs", "survivor", "-f"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "ATELIER_HUB_URL": containers.url, "ATELIER_TOKEN": alice["token"],
+                        "XDG_CONFIG_HOME": str(containers.state.parent / "laptop-config")})
+    try:
+        hub = pid_matches(EmbeddedStack.load(containers.state).path(HUB_RECORD))
+        assert hub, "no hub recorded"
+        os.kill(hub, signal.SIGKILL)
+        assert containers.proc.wait(120) == 2  # `atelier dev` saw its hub die and ended what it left
+        containers.proc = None
+        containers.start()
 
-    # The same container, never restarted, still running the job for the new hub.
-    assert [c["Id"] for c in client.containers(filters={"label": "dev.atelier.job=survivor"})] == before
-    wait_state(containers, alice["token"], "survivor", "running")
-    go_on.write_text("")
-    r = atelier(containers, alice["token"], "logs", "survivor", "-f", timeout=240)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == "before\nafter\n"
+        # The same container, never restarted, still running the job for the new hub.
+        assert [c["Id"] for c in client.containers(filters={"label": "dev.atelier.job=survivor"})] == before
+        wait_state(containers, alice["token"], "survivor", "running")
+        go_on.write_text("")
+        r = atelier(containers, alice["token"], "logs", "survivor", "-f", timeout=240)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "before\nafter\n"
+        # The follower waited out the restart and printed the rest, each line once.
+        out, err = follower.communicate(timeout=120)
+        assert follower.returncode == 0 and out == "before\nafter\n", (follower.returncode, out, err)
+        assert "runs on: trying again" in err and "answers again; following on" in err, err
+    finally:
+        if follower.poll() is None:
+            follower.kill()
     row = jobs_table(containers, alice["token"])["survivor"]
     assert row[2] == "failed" and row[-1] == "5", row
 
