@@ -152,7 +152,8 @@ configure_kubespawner(
     cluster_file="{workdir / 'cluster.yaml'}",
 )
 c.AtelierKubeSpawner.http_timeout = 60
-c.AtelierKubeSpawner.start_timeout = 120
+# kwok's pods run at once; the wait test (test_k8s_spawn) outlasts this, so keep it short.
+c.AtelierKubeSpawner.start_timeout = 60
 # Test overlay: in a hub pod the culler listens on 0.0.0.0 (the Service reaches it); on
 # this test machine everything stays on 127.0.0.1, on a port of its own.
 for _svc in c.JupyterHub.services:

@@ -337,7 +337,7 @@ def test_the_form_shows_what_each_pool_has_free_in_chromium_and_counts_again_aft
 def test_a_gpu_server_with_no_room_waits_past_the_start_timeout_and_starts_when_a_gpu_frees(hub, kube):
     """No scheduler message on the progress page for a pod that waits for GPUs ("0/6 nodes
     are available: ..."): the spawn page says the pool is full, with its numbers; the
-    pod stays Pending past the hub's start_timeout (120 s here: the wait is not a slow
+    pod stays Pending past the hub's start_timeout (60 s here: the wait is not a slow
     start), and starts once another namespace's pod gives its GPUs back."""
     hold_gpus(kube, "holds-all-gpus", 8 - held_on(kube, "gpu-0", "nvidia.com/gpu"))
     try:
@@ -347,12 +347,12 @@ def test_a_gpu_server_with_no_room_waits_past_the_start_timeout_and_starts_when_
         asked = time.monotonic()
         seen: list[str] = []
         said = hub.progress_message("ada", "waits", r"Waiting for room", timeout=90, seen=seen)
-        # start_timeout (120 s) plus max_wait (a day, the default), for this start only.
+        # start_timeout (60 s) plus max_wait (a day, the default), for this start only.
         assert said == ("Waiting for room: every node of the 1 GPU pool is full now (0 of 8 GPUs free). The "
-                        "server starts as soon as a server or job there ends; it waits up to 24 h 2 min, and "
+                        "server starts as soon as a server or job there ends; it waits up to 24 h 1 min, and "
                         "stopping it leaves the wait."), said
         assert not [m for m in seen if "nodes are available" in m], seen
-        time.sleep(max(0.0, asked + 130 - time.monotonic()))  # past the hub's start_timeout
+        time.sleep(max(0.0, asked + 70 - time.monotonic()))  # past the hub's start_timeout
         model = hub.api("GET", "/users/ada").json()["servers"].get("waits", {})
         assert model.get("pending") == "spawn" and not model.get("ready"), (model, hub.hub_log())
         pod = server_pod(kube, "ada", "waits")
