@@ -17,7 +17,9 @@ repro did not list to ``runs.jsonl``, before it writes the exit code. Meanwhile 
 before it counts it as started, and a job's container runs no Jupyter server. It ends
 with the command's exit code once the hub has seen it answer (or after a minute).
 With ``ATELIER_JOB_TEE=1`` (a pod on a cluster, whose home the hub cannot read) the
-output also goes to the runner's own stdout, the pod's log, as it comes.
+output also goes to the runner's own stdout, the pod's log, as it comes, and the runs it
+lists go to the container's termination message (``/dev/termination-log``, at most
+4 KiB: the first runs, whole lines), which the pod's status keeps for the hub.
 """
 
 import json
@@ -117,6 +119,39 @@ def link_runs(env: dict, runs_file: Path, *, name: str, started: str) -> int:
         for r in new:
             f.write(json.dumps({"run_id": r["run_id"], "experiment_id": r["experiment_id"], "spooled": False}) + "\n")
     return len(new)
+
+
+#: Kubernetes' default terminationMessagePath; the kubelet keeps at most 4 KiB of it
+TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_MAX = 4096
+
+
+def termination_message(runs_file: Path, out: Path) -> None:
+    """The first whole lines of ``runs_file`` that fit in a termination message, written to
+    ``out`` (nothing where there is no such file: not a pod).
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "runs").write_text("".join(f'{{"run_id": "{i:032x}"}}\\n' for i in range(200)))
+    >>> (d / "msg").touch(); termination_message(d / "runs", d / "msg")
+    >>> text = (d / "msg").read_text(); len(text) <= 4096, text.endswith("\\n"), len(text.splitlines())
+    (True, True, 87)
+    """
+    if not out.exists():
+        return
+    try:
+        lines = runs_file.read_text().splitlines(keepends=True)
+    except OSError:
+        return
+    kept, size = [], 0
+    for line in lines:
+        if size + len(line.encode()) > TERMINATION_MAX:
+            break
+        kept.append(line)
+        size += len(line.encode())
+    try:
+        out.write_text("".join(kept))
+    except OSError:
+        pass  # the runs stay on the home; only the page's links are missing
 
 
 def command_of(spec: dict) -> list[str]:
@@ -275,6 +310,8 @@ def main(spec: dict) -> int:
         with open(folder / "output.log", "ab") as log:
             (_Both(log) if tee else log).write(
                 f"atelier: the job's MLflow runs could not be listed for its page ({exc})\n".encode())
+    if tee:
+        termination_message(folder / "runs.jsonl", Path(TERMINATION_LOG))
     tmp = folder / "exit-code.tmp"
     tmp.write_text(f"{code}\n")
     tmp.replace(folder / "exit-code")

@@ -224,16 +224,16 @@ class JobRecord:
         return "running"
 
 
-def kept_output(folder: str | Path, user: str, name: str) -> tuple[Path, Path]:
-    """Where the hub keeps a cluster job's output and exit code once its pod is gone (beside
-    the jobs service's record, on the hub's volume): ``JOBS/USER/NAME.log`` and
-    ``NAME.exit-code``.
+def kept_output(folder: str | Path, user: str, name: str) -> tuple[Path, Path, Path]:
+    """Where the hub keeps a cluster job's output, exit code and the MLflow runs it listed
+    once its pod is gone (beside the jobs service's record, on the hub's volume):
+    ``JOBS/USER/NAME.log``, ``NAME.exit-code`` and ``NAME.runs.jsonl``.
 
-    >>> [str(p) for p in kept_output("/srv/jobs", "ada", "train")]
-    ['/srv/jobs/ada/train.log', '/srv/jobs/ada/train.exit-code']
+    >>> [p.name for p in kept_output("/srv/jobs", "ada", "train")]
+    ['train.log', 'train.exit-code', 'train.runs.jsonl']
     """
     folder = Path(folder) / user
-    return folder / f"{name}.log", folder / f"{name}.exit-code"
+    return folder / f"{name}.log", folder / f"{name}.exit-code", folder / f"{name}.runs.jsonl"
 
 
 def read_home_file(home: str | Path, rel: str, *, offset: int = 0, limit: int = 1 << 20) -> bytes | None:

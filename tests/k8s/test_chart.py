@@ -1165,6 +1165,11 @@ JOB_SCRIPT = (
     "for i in range(4):\n"
     "    print('line', i, flush=True)\n"
     "    time.sleep(3)\n"
+    # A plain MLflow run (no repro), through the front in the hub pod as gil: the jobs page links it.
+    "import mlflow\n"
+    "with mlflow.start_run(run_name='from-the-job') as run:\n"
+    "    mlflow.log_param('where', 'job')\n"
+    "print('mlflow', run.info.run_id, flush=True)\n"
     "raise SystemExit(3)\n")
 
 
@@ -1174,10 +1179,11 @@ def test_a_job_runs_once_in_a_real_pod_its_output_outlives_the_pod_and_fay_canno
     pod: gil's job runs as his server job-count, a pod KubeSpawner builds from cpu-small
     on the real node (run once: restartPolicy Never; the profile's limits, in the pod's
     real cgroup; his home). Its output streams while it runs, and `atelier run` exits
-    with the job's code, 3. Once the pod is gone, `atelier logs` still prints the whole
-    output (the hub kept the pod's log on its volume), and `atelier jobs` says how it
-    ended. fay, a real second user, lists none of it and is refused its log, its
-    cancel, and the hub's output API for it."""
+    with the job's code, 3, naming the MLflow run it logged. Once the pod is gone, `atelier
+    logs` still prints the whole output (the hub kept the pod's log on its volume),
+    `atelier jobs` says how it ended, and the jobs page links the run. fay, a real second
+    user, lists none of it and is refused its log, its cancel, and the hub's output API
+    for it."""
     kube = control_plane.admin
     # The node's sessions share one port (host networking): none other runs meanwhile.
     for user in (*USERS, *S3_USERS):
@@ -1260,6 +1266,10 @@ def test_a_job_runs_once_in_a_real_pod_its_output_outlives_the_pod_and_fay_canno
                 *(f"line {i}" for i in range(4))]
     assert code == 3, (code, out, err, chart.hub_log())
     assert [line for line in out.splitlines() if line.split(" ")[0] in ("job", "memory", "line")] == expected, out
+    (run_id,) = [line.split()[1] for line in out.splitlines() if line.startswith("mlflow ")]
+    # ... and said where its MLflow run is (the runner listed it in the pod's termination
+    # message; the hub kept it beside the job's record).
+    assert f"MLflow run {run_id}: {chart.url}/services/mlflow/#/experiments/" in err, err
     # The pod is gone (its server stopped and removed); its output is not.
     kube.wait("the job's pod to go", lambda: not _pods(kube, "atelier.dev/job=count"), timeout=120)
     assert "job-count" not in chart.api("GET", "/users/gil").json()["servers"]
@@ -1269,6 +1279,11 @@ def test_a_job_runs_once_in_a_real_pod_its_output_outlives_the_pod_and_fay_canno
     code, listing, err = done(atelier("gil", "jobs"))
     row = next(line for line in listing.splitlines() if line.startswith("count"))
     assert code == 0 and "cpu-small" in row and "failed" in row and row.split()[-1] == "3", listing
+    job = chart.http.get(f"{chart.url}/services/jobs/api/jobs/count", timeout=60,
+                         headers={"Authorization": f"token {tokens['gil']}"}).json()
+    assert [(r["run_id"], r["url"].split("/runs/")[1]) for r in job["runs"]] == [(run_id, run_id)], job["runs"]
+    page = chart.login("gil").get(f"{chart.url}/services/jobs/", timeout=60).text
+    assert f'data-run="{run_id}"' in page and 'data-job="count" data-state="failed"' in page, page[-3000:]
     # make bench's baseline (bench/bench_chart.py): a bare Kubernetes Job of the same image
     # on the same node, created by the API's admin, to its first line in the pod's log.
     figure("bare Kubernetes Job to its first line of output", _bare_job_first_line(kube))

@@ -153,7 +153,7 @@ def _job_output_handler_class():
             self.jobs_dir = jobs_dir
 
         def kept(self, user: str, job: str, offset: int, limit: int) -> tuple[bytes, int | None] | None:
-            log, code = kept_output(self.jobs_dir, user, job)
+            log, code, _ = kept_output(self.jobs_dir, user, job)
             if not log.is_file():
                 return None
             data = (read_home_file(log.parent, log.name, offset=offset, limit=limit) or b"") if limit else b""
@@ -649,19 +649,24 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
 
     # -- a job's output: its pod's log, kept on the hub's volume before the pod goes ----------
 
-    def _kept_files(self) -> tuple[Path, Path] | tuple[()]:
+    def _kept_files(self) -> tuple[Path, Path, Path] | tuple[()]:
         return kept_output(self.jobs_dir, self.user.name, self.job["name"]) if self.jobs_dir and self.job else ()
 
     def _job_pod(self) -> dict | None:
         return self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}") if self.pod_reflector else None
 
-    def job_exit_code(self) -> int | None:
-        """The runner's exit code (the job's) once its container ended; None before."""
+    def _terminated(self) -> dict | None:
+        """The job container's ``terminated`` state (its exit code, its termination message:
+        the runs the runner listed) once it ended; None before."""
         pod = self._job_pod()
         for status in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
             if status.get("name") == "notebook" and "terminated" in (status.get("state") or {}):
-                return status["state"]["terminated"].get("exitCode")
+                return status["state"]["terminated"]
         return None
+
+    def job_exit_code(self) -> int | None:
+        """The runner's exit code (the job's) once its container ended; None before."""
+        return (self._terminated() or {}).get("exitCode")
 
     async def _pod_log(self, limit: int | None = None) -> bytes | None:
         """The job pod's log (its first ``limit`` bytes), or None where there is none to read."""
@@ -696,13 +701,19 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         files = self._kept_files()
         if not files or self._job_pod() is None:
             return
-        code = self.job_exit_code()
+        ended = self._terminated() or {}
+        code = ended.get("exitCode")
         log = await self._pod_log()
         if log is None:
             return
-        out, exit_file = files
+        out, exit_file, runs_file = files
         out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for path, data in ((out, log), *(((exit_file, f"{code}\n".encode()),) if code is not None else ())):
+        kept = [(out, log)]
+        if code is not None:
+            kept.append((exit_file, f"{code}\n".encode()))
+        if ended.get("message"):
+            kept.append((runs_file, ended["message"].encode()))  # the user's to write: read by job_runs
+        for path, data in kept:
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(data)
             tmp.replace(path)
@@ -1006,12 +1017,15 @@ def update_jobs(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
     service reads a job's output and exit code from the hub (:func:`_job_output_handler_class`),
     which reads the pod's log; its token may start, stop and read users' servers."""
     from ..services.jobs import HUB_SCOPES, SERVICE, jobs_command
+    from ..services.mlflow import PREFIX as MLFLOW_PREFIX
 
     if not settings.jobs.enabled:
         return
     port = settings.jobs.port
+    # The jobs page links each job's runs to MLflow's UI, where the MLflow front runs.
+    mlflow = MLFLOW_PREFIX if settings.mlflow.server_url else None
     jobs = {"name": SERVICE.name, "display": True, "oauth_no_confirm": True, "url": f"http://hub:{port}",
-            "command": [*jobs_command(jobs_dir=JOBS_DIR, homes_dir=None, profiles_dir=profiles_dir),
+            "command": [*jobs_command(jobs_dir=JOBS_DIR, homes_dir=None, profiles_dir=profiles_dir, mlflow=mlflow),
                         "--listen", f"0.0.0.0:{port}"]}
     c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != SERVICE.name), jobs]
     _service_role(c, SERVICE.name, HUB_SCOPES)

@@ -40,7 +40,7 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from ..home import job_row, load_queue, queue_text
-from ..jobs import JOB_DIR, JobError, JobRecord, check_submission, job_runs, job_server, read_home_file
+from ..jobs import JOB_DIR, JobError, JobRecord, check_submission, job_runs, job_server, kept_output, read_home_file
 from ..look import service_page
 from ..profiles import ProfileError, load_profiles, resolve_profile
 from ._api import HealthHandler, UserApi, refusal
@@ -135,10 +135,14 @@ class Jobs:
         """Bytes ``offset..`` of the job's output (at most :data:`LOG_CHUNK`)."""
         return self.home_file(rec, "output.log", offset=offset) or b""
 
+    def listed_runs(self, rec: JobRecord) -> bytes | None:
+        """The job's ``runs.jsonl`` as its runner left it (on the home)."""
+        return self.home_file(rec, "runs.jsonl", limit=64 << 10)
+
     def runs(self, rec: JobRecord) -> list[dict]:
-        """The MLflow runs the job started with ``repro.start_run()``, each with the link
-        to it in MLflow's UI (``url``; None for a spooled run, which has no server id yet)."""
-        runs = job_runs(self.home_file(rec, "runs.jsonl", limit=64 << 10))
+        """The MLflow runs the job started, each with the link to it in MLflow's UI
+        (``url``; None for a spooled run, which has no server id yet)."""
+        runs = job_runs(self.listed_runs(rec))
         for run in runs:
             run["url"] = (f"{self.mlflow}/#/experiments/{run['experiment_id']}/runs/{run['run_id']}"
                           if self.mlflow and not run["spooled"] else None)
@@ -214,8 +218,9 @@ class Jobs:
 class HubOutputJobs(Jobs):
     """Jobs on a cluster: the service cannot read the homes (each is its user's volume), so
     a job's output and exit code come from the hub (:meth:`Hub.job_output`), which reads
-    its pod's log. The runs a job's repro lists stay on the home: the page links none here
-    (each run carries the job's tags in MLflow)."""
+    its pod's log. The MLflow runs a job listed reach the hub as its container's
+    termination message; the hub keeps them beside the record (:func:`kept_output`), in
+    this service's own folder, once the job ended."""
 
     async def output(self, rec: JobRecord, offset: int) -> bytes:
         return (await self.hub.job_output(rec.user, rec.name, offset))[0]
@@ -224,8 +229,9 @@ class HubOutputJobs(Jobs):
         code = (await self.hub.job_output(rec.user, rec.name, 0, limit=0))[1]
         return None if code is None else (code, time.time())
 
-    def runs(self, rec: JobRecord) -> list[dict]:
-        return []
+    def listed_runs(self, rec: JobRecord) -> bytes | None:
+        _, _, runs = kept_output(self.folder, rec.user, rec.name)
+        return read_home_file(runs.parent, runs.name, limit=64 << 10)
 
 
 class _Api(UserApi):
