@@ -45,15 +45,14 @@ def follow(login: Login, name: str, *, out=None, say=None) -> int | None:
     on from where it was."""
     out = out or sys.stdout.buffer
     announce, say = say is not None, say or _say
-    offset, down = 0, None
+    offset, down, answered = 0, None, False
     while True:
         try:
             r = login.request("GET", f"{API}/{quote(name, safe='')}/log", params={"offset": offset})
-            # Not the service's answer: the proxy's while it is down, or the hub's own (a
-            # redirect) while the service's route is not back yet.
-            why = (f"the jobs service answered {r.status_code}"
-                   if r.status_code in UNAVAILABLE or r.status_code < 400 and "X-Atelier-Job-Offset" not in r.headers
-                   else None)
+            why = None if _from_the_service(r) else f"the jobs service answered {r.status_code}"
+            # Once the service has answered (or the hub was down), anything else is a restart
+            # under way; before, only the proxy's own refusals are.
+            why = why if answered or down is not None or r.status_code in UNAVAILABLE else None
         except HubUnreachable as exc:
             why = str(exc).split(";")[0]
         if why:
@@ -69,6 +68,7 @@ def follow(login: Login, name: str, *, out=None, say=None) -> int | None:
         if down is not None:
             say("the jobs service answers again; following on")
             down = None
+        answered = True
         if r.status_code >= 400:
             _answer(r, f"the output of {name}")
         out.write(r.content)
@@ -82,6 +82,17 @@ def follow(login: Login, name: str, *, out=None, say=None) -> int | None:
             return int(code) if code else None
         if not r.content:
             time.sleep(POLL)
+
+
+def _from_the_service(r) -> bool:
+    """Whether ``r`` is the jobs service's answer: its output (with its offset header), or
+    its refusal (JSON); not the proxy's 502-504 while the service is down, nor the hub's own
+    redirect or 404 page while the service's route is not back yet."""
+    if r.status_code in UNAVAILABLE:
+        return False
+    if r.status_code < 400:
+        return "X-Atelier-Job-Offset" in r.headers
+    return r.headers.get("Content-Type", "").startswith("application/json")
 
 
 def _say(line: str) -> None:

@@ -116,8 +116,8 @@ def test_values_carry_what_the_modules_made(values, outputs):
     assert deployment.services.s3.bucket == "atelier-shared-123456789012"
     assert deployment.services.s3.secret_access_key is None and "secret_access_key" not in json.dumps(values)
     # MLflow in the atelier namespace behind the hub's front: only the hub pod reaches
-    # the server's port; sessions reach the front (8084) and the culler (8082) in the hub
-    # pod, with their hub token (auth `hub`), as in embedded mode.
+    # the server's port; sessions reach the front (8084), the culler (8082) and the jobs
+    # service (8088) in the hub pod, with their hub token (auth `hub`), as in embedded mode.
     assert settings.mlflow.server_url == "http://mlflow.atelier.svc.cluster.local:5000"
     assert settings.mlflow.admin_secret == "atelier-mlflow-admin"
     assert deployment.services.mlflow is None and egress_rules(deployment, settings) == []
@@ -126,7 +126,8 @@ def test_values_carry_what_the_modules_made(values, outputs):
          "ports": [{"port": 5000, "protocol": "TCP"}]}]
     assert values["singleuser"]["networkPolicy"]["egress"] == [
         {"to": [{"podSelector": {}}], "ports": [{"port": 8084, "protocol": "TCP"}]},
-        {"to": [{"podSelector": {}}], "ports": [{"port": 8082, "protocol": "TCP"}]}]
+        {"to": [{"podSelector": {}}], "ports": [{"port": 8082, "protocol": "TCP"}]},
+        {"to": [{"podSelector": {}}], "ports": [{"port": 8088, "protocol": "TCP"}]}]
     shipped = json.loads(values["hub"]["extraFiles"]["atelier-deployment"]["stringData"])
     assert shipped["services"]["mlflow"] == {"tracking_uri": "http://hub:8084/services/mlflow", "auth": "hub"}
 

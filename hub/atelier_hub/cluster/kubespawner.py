@@ -675,14 +675,19 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         try:
             r = await self.api.read_namespaced_pod_log(self.pod_name, self.namespace, container="notebook",
                                                        limit_bytes=limit, _preload_content=False)
-            return await r.read()
+            # Unread, the answer is not checked by the client: an error's body is no output.
+            status, body = r.status, await r.read()
         except ApiException as exc:
-            if exc.status == 403 and not getattr(type(self), "_log_refusal_noted", False):
-                type(self)._log_refusal_noted = True
-                self.log.error("Cannot read job pods' logs (403): the hub needs get on pods/log in %s "
-                               "(`atelier render hub-rbac`; the Terraform module makes it): %s",
-                               self.namespace, exc.reason)
-            return None
+            status, body = exc.status, (exc.reason or "").encode()
+        if status == 200:
+            return body
+        # 400 while the container is being created; 404 once the pod is gone.
+        if status == 403 and not getattr(type(self), "_log_refusal_noted", False):
+            type(self)._log_refusal_noted = True
+            self.log.error("Cannot read job pods' logs (403): the hub needs get on pods/log in %s "
+                           "(`atelier render hub-rbac`; the Terraform module makes it): %s",
+                           self.namespace, body[:300].decode(errors="replace"))
+        return None
 
     async def job_output(self, offset: int, limit: int) -> tuple[bytes, int | None] | None:
         """Bytes ``offset:offset+limit`` of the running job's output, and its exit code
