@@ -7,7 +7,8 @@ package layer are there, as in a session) with one argument, JSON:
 is then ended with a line in its log, exit code 124). It runs the command in the home's
 ``cwd`` with its output (stdout and stderr, in order) in
 ``~/.atelier/jobs/NAME/output.log``, and writes its exit code to ``exit-code`` there,
-so both outlive the container; ``repro.start_run()`` in the job lists its runs in
+so both outlive the container (a job that fills the home gets a last line saying so, in
+room the runner kept from its start); ``repro.start_run()`` in the job lists its runs in
 ``runs.jsonl`` there (``REPRO_RUNS_FILE``). Every MLflow run the job starts, however it
 starts it, carries the job's tags (``atelier.job``, ``atelier.job.started``,
 ``atelier.profile``) through MLflow's own ``MLFLOW_RUN_CONTEXT``; once the command ended,
@@ -242,12 +243,39 @@ def _human(seconds: int) -> str:
     return f"{seconds} s"
 
 
+#: a job's exit code where its home filled up and its command said 0
+HOME_FULL = 1
+#: room kept on the home from the start, given back if the job fills the home: enough
+#: for the line that says so, the exit code, and the hub's own records of the job's end
+RESERVE = 256 << 10
+
+
+def _keep_room(path: Path) -> None:
+    try:
+        with open(path, "wb") as f:
+            f.write(bytes(RESERVE))
+    except OSError:
+        path.unlink(missing_ok=True)  # a home full already: nothing to keep
+
+
+def _home_full(folder: Path) -> int | None:
+    """The bytes left where the job writes, where that is less than the reserve; else None."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    return free if free < RESERVE else None
+
+
 def main(spec: dict) -> int:
     home = Path.home()
     folder = home / ".atelier" / "jobs" / spec["name"]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "exit-code").unlink(missing_ok=True)
     (folder / "runs.jsonl").unlink(missing_ok=True)
+    reserve = folder / "reserve"
+    _keep_room(reserve)
     seen = threading.Event()
     state = {"job": spec["name"], "running": True, "exit_code": None}
 
@@ -304,6 +332,18 @@ def main(spec: dict) -> int:
                 if copier is not None:
                     # What the command wrote last; a process it left behind may hold the pipe.
                     copier.join(5)
+    free = _home_full(folder)
+    reserve.unlink(missing_ok=True)
+    if free is not None:
+        # The home filled up: what the job wrote last may be cut short, so it fails (even
+        # where its command said 0). The command's own complaint may not have fitted in its
+        # log; with the reserve given back, this line and the exit code do.
+        code = code or HOME_FULL
+        with open(folder / "output.log", "ab") as log:
+            (_Both(log) if tee else log).write(
+                f"\natelier: your home is full ({free} bytes free), so the job failed (exit code {code}): what it "
+                f"wrote last may be cut short. Free some space (`du -sh ~/* ~/.[!.]*` shows what takes it) and "
+                f"run it again\n".encode())
     try:
         link_runs(env, folder / "runs.jsonl", name=spec["name"], started=started)
     except (OSError, ValueError, KeyError) as exc:

@@ -436,6 +436,29 @@ print(json.dumps({"first": first, "big": big.info.run_id, "error": error}))
     assert client.get_run(again.strip().splitlines()[-1]).data.metrics["m"] == 3
 
 
+def test_a_job_that_fills_the_home_fails_saying_so_and_costs_the_hub_nothing(after_timeout):
+    """A job on the same 96 MB state disk (the homes are on it too) fills it: `atelier run`
+    exits 1 with the job's output and a last line saying the home is full, `atelier jobs`
+    records it failed, and the hub goes on serving; deleting the file gives the room back."""
+    s = after_timeout
+    s.add_user("eve")
+    token = s.user_token("eve")
+    big = s.state / "homes" / "eve" / "big"
+    try:
+        r = s.atelier(token, "run", "--profile", "cpu-small", "--name", "fill", "--",
+                      "sh", "-c", "echo start; cat /dev/zero > big; echo done", timeout=600)
+        assert r.returncode == 1, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+        assert r.stdout.startswith("start\n"), r.stdout[:500]
+        assert r.stdout.rstrip().splitlines()[-1].startswith("atelier: your home is full ("), r.stdout[-1000:]
+        assert "so the job failed (exit code 1)" in r.stdout
+        listing = s.atelier(token, "jobs")
+        row = next(line.split() for line in listing.stdout.splitlines() if line.startswith("fill"))
+        assert row[2] == "failed" and row[-1] == "1", listing.stdout
+        assert s.api("GET", "/").status_code == 200
+    finally:
+        big.unlink(missing_ok=True)
+
+
 def test_a_start_that_times_out_leaves_nothing_running_and_keeps_the_password(timed_out, after_timeout, figures):
     r, state = timed_out["result"], timed_out["state"]
     assert r.returncode == 2, r.stdout + r.stderr

@@ -168,3 +168,27 @@ def test_a_gpu_job_waiting_for_the_pool_is_queued_with_its_place_in_the_api_the_
     # `atelier jobs` prints it in the state column.
     (head, row), = [jobs_table([model], everyone=False)]
     assert row[head.index("STATE")] == "queued (1st of 1 waiting, about 10 min)"
+
+
+def test_a_job_that_fills_its_home_ends_with_a_line_saying_so_and_its_exit_code(tmp_path):
+    """The real runner with its home on a 2 MB tmpfs (root only: mount): the command fills
+    it and says 0 all the same; the job fails, with a last line saying why (in the room the
+    runner kept from its start) and the exit code the jobs service reads."""
+    home = tmp_path / "home"
+    home.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(home)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.fail(f"cannot mount a small tmpfs for the full-home test (needs root): {r.stderr.strip()}")
+    try:
+        spec = {"name": "fill", "cwd": "", "command": ["sh", "-c", "echo start; cat /dev/zero > big; echo done"]}
+        env = {"PATH": os.environ["PATH"], "HOME": str(home)}
+        done = subprocess.run([sys.executable, str(RUNNER), json.dumps(spec)], env=env, capture_output=True,
+                              timeout=60)
+        folder = home / ".atelier" / "jobs" / "fill"
+        log = (folder / "output.log").read_text()
+        assert done.returncode == int((folder / "exit-code").read_text()) == 1, (done.returncode, log)
+        assert log.startswith("start\n") and "No space left on device" in log, log
+        assert log.rstrip().splitlines()[-1].startswith("atelier: your home is full ("), log
+        assert "so the job failed (exit code 1)" in log and not (folder / "reserve").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(home)], check=False)
