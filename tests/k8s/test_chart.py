@@ -291,6 +291,18 @@ class PlatformServices:
         from atelier_hub.services.trino_etc import render_etc, server_command
         from atelier_hub.services.trino_server import default_java_home
 
+        # Trino reads its rules once at boot and exits where it cannot (a platform's
+        # Deployment would start it again): the hub pod starts its services one after the
+        # other once its login page answers, so the front's rules come a little later.
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(rules_url, timeout=10).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, f"the hub pod's Trino front did not serve {rules_url} in 120 s"
+            time.sleep(0.5)
         home, java = trino_paths().home, default_java_home()
         root = self.dir / "trino"
         etc, data = root / "etc", root / "data"
