@@ -15,12 +15,19 @@ And a job on the cluster against a bare Kubernetes Job: the chart test's job tes
 KubeSpawner's on the real node, its output read back from the pod's log) to the job's
 first line of output, then a batch/v1 Job of the same image on the same node to the first
 line of its pod's log, one after the other in the same run; the ratio of their medians.
+
+And a personal Ray cluster on the chart: `ray_cluster(workers=1)` in a session's kernel
+(the Ray clusters service in the hub pod, KubeRay's operator, the head on the real node)
+to the moment it returns (the head answers Ray's client), against a bare RayCluster of
+the same image and head made by the admin, to its head pod Ready (the chart test times
+it when ATELIER_BENCH_BASELINES is set).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -37,20 +44,23 @@ from bench_start import start_atelier  # noqa: E402
 from stack import VENV_BIN, Stack  # noqa: E402
 
 FIGURES = REPO / "test-output" / "k8s" / "chart-figures.json"
-CHART_TESTS = "pods_from_our_images or profiles_of_ones_groups or cpu_small_runs or job_runs_once"
+CHART_TESTS = ("pods_from_our_images or profiles_of_ones_groups or cpu_small_runs or job_runs_once "
+               "or personal_ray_cluster")
 
 
 def chart_run() -> dict[str, float]:
     """One install, login and spawn of the chart test; its printed figures."""
     FIGURES.unlink(missing_ok=True)
     r = subprocess.run([str(VENV_BIN / "python"), "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x",
-                        "tests/k8s/test_chart.py", "-k", CHART_TESTS], cwd=REPO, capture_output=True, text=True)
+                        "tests/k8s/test_chart.py", "-k", CHART_TESTS], cwd=REPO, capture_output=True, text=True,
+                       env={**os.environ, "ATELIER_BENCH_BASELINES": "1"})
     if r.returncode != 0:
         raise RuntimeError(f"the chart test failed:\n{r.stdout[-3000:]}")
     figures = json.loads(FIGURES.read_text())
     return {"start": figures["helm install to hub ready"], "spawn": figures["spawn request to JupyterLab ready"],
             "job": figures["job submission to its first line of output"],
-            "bare job": figures["bare Kubernetes Job to its first line of output"]}
+            "bare job": figures["bare Kubernetes Job to its first line of output"],
+            "ray": figures["ray cluster request to head ready"], "bare ray": figures["bare RayCluster to head ready"]}
 
 
 def embedded_run(tmp: Path, i: int) -> dict[str, float]:
@@ -90,6 +100,9 @@ def main() -> None:
     job, bare = (statistics.median(r[k] for r in runs["chart"]) for k in ("job", "bare job"))
     print(f"A job to its first line of output, on the chart's real node (median of {args.n}):\n"
           f"  atelier run {job:6.2f} s   bare Kubernetes Job {bare:6.2f} s   ratio {job / bare:5.2f}x")
+    ray, bare_ray = (statistics.median(r[k] for r in runs["chart"]) for k in ("ray", "bare ray"))
+    print(f"A personal Ray cluster, request to head ready, head on the chart's real node (median of {args.n}):\n"
+          f"  ray_cluster() {ray:6.2f} s   bare KubeRay RayCluster {bare_ray:6.2f} s   ratio {ray / bare_ray:5.2f}x")
 
 
 if __name__ == "__main__":

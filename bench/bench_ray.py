@@ -8,8 +8,8 @@ token authentication, and answers once every node has joined. The baseline is th
 Ray of the same image with none of that: a head container (`ray start --head`) and a
 worker container (`ray start --address=...`) created through the same Docker engine on
 the host network, timed until the worker says it joined. Runs alternate between the two.
-Prints the median of N each and the ratio. (Embedded mode only: the cluster mode's
-KubeRay cluster is not built.)
+Prints the median of N each and the ratio. (Embedded mode; the cluster mode's KubeRay
+cluster is timed by bench/bench_chart.py.)
 """
 
 from __future__ import annotations

@@ -96,7 +96,8 @@ def main() -> int:
     TIMES.write_text("")
     os.environ["ATELIER_INSTALL_TIMES"] = str(TIMES)
     py = sys.executable
-    groups = [versitygw.go_group(), control_plane.go_group(), *terraform_tools.go_groups().values()]
+    groups = [versitygw.go_group(), control_plane.go_group(), control_plane.kuberay_group(),
+              *terraform_tools.go_groups().values()]
     fetching = gobuild.prefetch(groups)
     go_lane = Lane("go", [[py, "tests/k8s/control_plane.py"], [py, "tests/terraform/terraform_tools.py", "--go-only"]])
     go_lane.start()

@@ -106,16 +106,19 @@ async def gpu_busy(app) -> str | None:
     return ", ".join(busy) or None
 
 
-# Ray's own view of a cluster's nodes, as its autoscaler keeps it: RUNNING while a task or
-# an actor holds a node's resources, IDLE when none does. Run in a child process with the
-# cluster's token: importing Ray in the Jupyter server would cost it memory for good.
+# Ray's own view of a cluster's nodes (its autoscaler's state in the GCS): a node is busy
+# while a task or an actor holds some of its CPUs, GPUs or custom resources. Not the
+# node's status: it stays RUNNING while a driver is connected through Ray's client (a
+# kernel that called ray.init("ray://...") and sits idle). Run in a child process with
+# the cluster's token: importing Ray in the Jupyter server would cost it memory for good.
 RAY_PROBE = """
 import json, sys
 from ray._raylet import GcsClient
 from ray.autoscaler.v2.sdk import get_cluster_resource_state
-from ray.core.generated.autoscaler_pb2 import NodeStatus
 state = get_cluster_resource_state(GcsClient(address=sys.argv[1]))
-print(json.dumps([NodeStatus.Name(n.status) for n in state.node_states]))
+held = lambda n: any(n.available_resources.get(k, 0) < v for k, v in n.total_resources.items()
+                     if not k.startswith('node:') and k not in ('memory', 'object_store_memory'))
+print(json.dumps(['RUNNING' if held(n) else 'IDLE' for n in state.node_states]))
 """
 
 
@@ -137,7 +140,9 @@ async def ray_cluster_busy(app, env=os.environ) -> str | None:
     if not mine:
         return None
     child_env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": mine[0].get("token", "")}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", RAY_PROBE, mine[0]["address"], env=child_env,
+    # The head's GCS: the cluster's address in embedded mode; beside Ray's client URL on a cluster.
+    gcs = mine[0].get("gcs_address") or mine[0]["address"]
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", RAY_PROBE, gcs, env=child_env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), 60)

@@ -38,7 +38,8 @@ def _request(method: str, path: str, *, env: Mapping[str, str], body: dict | Non
     if not base or not token:
         raise RayClusterUnavailable(
             "this session has no Ray clusters service (ATELIER_RAY_CLUSTERS_URL is not set): personal clusters "
-            "need an embedded hub with container sessions; single-machine ray.init() works everywhere")
+            "need an embedded hub with container sessions, or, on a cluster, KubeRay and the cluster settings' "
+            "`ray_clusters: {enabled: true}` (ask your platform team); single-machine ray.init() works everywhere")
     data, _ = call(method, f"{base}{path}", token=token, error=RayClusterUnavailable, what="Ray clusters service",
                    body=body, timeout=timeout)
     return json.loads(data or b"{}")
@@ -101,7 +102,7 @@ class RayCluster:
             _reload_ray_auth()
 
     def down(self) -> None:
-        """Stop the cluster now (its containers are removed)."""
+        """Stop the cluster now (its nodes are removed)."""
         import urllib.parse
 
         query = urllib.parse.urlencode({"server": self.server})

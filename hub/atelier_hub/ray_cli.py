@@ -63,7 +63,7 @@ def cmd_down(args) -> None:
     login = Login.resolve(args.hub)
     r = login.request("DELETE", f"{API}?server={quote(args.server, safe='')}")
     done = _answer(r, "stopping the cluster")
-    print(f"Stopped the Ray cluster in {_where(args.server)} ({done['removed']} container(s) removed).")
+    print(f"Stopped the Ray cluster in {_where(args.server)} ({done['removed']} node(s) removed).")
 
 
 def add_parsers(sub, wrap) -> None:

@@ -15,6 +15,10 @@ module proxy.
   packages compile once (:mod:`atelier_hub.install.gobuild`: the one toolchain and set
   of flags of every Go tool); ``pause``, the pod sandbox's process, compiled (gcc,
   static) from the same release's ``build/pause/linux/pause.c``.
+- ``kuberay-v1.5.0/bin/``: KubeRay's operator (``ray-operator``, from
+  ``github.com/ray-project/kuberay/ray-operator``) and its CRDs (RayCluster, RayJob,
+  RayService: it watches all three) from the same module, a Go build of its own
+  (``gomod-kuberay/``, about 2-6 min cold) for the personal Ray clusters' tests.
 - From Debian (apt): containerd (the real node's runtime; docker.io brings it too) and
   containernetworking-plugins (its ``loopback`` plugin is the node's only network).
 
@@ -34,8 +38,12 @@ KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.8"  # the version k8s.io/kubernetes v1.36.3 requires
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v4.2.4"  # the newest helm on the Kubernetes v0.36 libraries (gomod/go.mod)
+KUBERAY_VERSION = "v1.5.0"  # gomod-kuberay/go.mod
 
 GOMOD = Path(__file__).resolve().parent / "gomod"
+GOMOD_KUBERAY = Path(__file__).resolve().parent / "gomod-kuberay"
+#: the CRDs the operator watches (it stops where one is missing), copied out of its module at build time
+KUBERAY_CRDS = ("ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml", "ray.io_rayservices.yaml")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hub"))
 from atelier_hub.install import _steps, gobuild  # noqa: E402 (stdlib only)
@@ -65,6 +73,38 @@ def go_group() -> gobuild.GoGroup:
         expect="15-20 min cold on 2 cores", retry="python3 tests/k8s/control_plane.py")
 
 
+def kuberay_group() -> gobuild.GoGroup:
+    """KubeRay's operator (``ray-operator``), a Go build of its own: it is built on the
+    Kubernetes libraries its controller-runtime pins, not on the control plane's."""
+    return gobuild.GoGroup(
+        name=f"kuberay-{KUBERAY_VERSION}", gomod=GOMOD_KUBERAY,
+        binaries={"ray-operator": "github.com/ray-project/kuberay/ray-operator"},
+        out=cache_dir() / f"kuberay-{KUBERAY_VERSION}" / "bin", expect="3-6 min cold on 2 cores",
+        retry="python3 tests/k8s/control_plane.py")
+
+
+def kuberay_paths() -> dict[str, Path]:
+    """The operator's binary and its CRDs (they may not exist yet).
+
+    >>> sorted(kuberay_paths())
+    ['ray-operator', 'ray.io_rayclusters.yaml', 'ray.io_rayjobs.yaml', 'ray.io_rayservices.yaml']
+    """
+    out = kuberay_group().out
+    return {"ray-operator": out / "ray-operator", **{name: out / name for name in KUBERAY_CRDS}}
+
+
+def _copy_kuberay_crds() -> None:
+    """The CRDs from the operator's module (Go's module cache, fetched if dropped)."""
+    src = gobuild.module_copy(kuberay_group())
+    module = subprocess.run([gobuild.go(), "list", "-m", "-f", "{{.Dir}}", "github.com/ray-project/kuberay/ray-operator"],
+                            cwd=src, check=True, capture_output=True, text=True,
+                            env={**os.environ, **gobuild.go_env(GOMOD_KUBERAY)}).stdout.strip()
+    for name in KUBERAY_CRDS:
+        part = kuberay_group().out / f".{name}.part"
+        shutil.copyfile(Path(module) / "config" / "crd" / "bases" / name, part)
+        part.replace(kuberay_group().out / name)
+
+
 def control_plane_paths() -> dict[str, Path]:
     """Where each binary lives (they may not exist yet).
 
@@ -88,8 +128,10 @@ NODE_PACKAGES = {"containerd": "/usr/bin/containerd", "containernetworking-plugi
 
 def missing_binaries() -> list[str]:
     missing = [] if go_group().built() else list(_PACKAGES)
-    return missing + [name for name, path in control_plane_paths().items()
-                      if name not in missing and not os.access(path, os.X_OK)]
+    missing += [name for name, path in control_plane_paths().items()
+                if name not in missing and not os.access(path, os.X_OK)]
+    return missing + [name for name, path in kuberay_paths().items()
+                      if not kuberay_group().built() or not path.is_file()]
 
 
 def missing_node_packages() -> list[str]:
@@ -111,6 +153,9 @@ def ensure_control_plane() -> dict[str, Path]:
         gobuild.build(go_group())
         if not os.access(paths["pause"], os.X_OK):
             _build_pause(gobuild.go(), src=gobuild.module_copy(go_group()), target=paths["pause"])
+        gobuild.build(kuberay_group())  # returns at once when built from the current inputs
+        if not all(kuberay_paths()[name].is_file() for name in KUBERAY_CRDS):
+            _copy_kuberay_crds()
     _ensure_node_packages()  # returns at once when they are installed
     return paths
 

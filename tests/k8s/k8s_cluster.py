@@ -501,6 +501,31 @@ class ControlPlane:
             any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
             for n in k.get("/api/v1/nodes")["items"]) and len(k.get("/api/v1/nodes")["items"]) == len(NODES))
 
+    def start_kuberay(self, paths: dict[str, Path]) -> None:
+        """KubeRay's operator (built from the Go module proxy, control_plane.py) as a process
+        beside the controller-manager, with the admin's identity, and its CRDs.
+        Once: a second call returns at once. Its metrics are off and its health port on
+        127.0.0.1 (its defaults listen on every address)."""
+        if getattr(self, "kuberay_started", False):
+            return
+        import yaml
+
+        k = self.admin
+        for name, path in paths.items():
+            if not name.endswith(".yaml"):
+                continue
+            crd = yaml.safe_load(path.read_text())
+            # Created, not applied: a CRD this size has no room for apply's annotation.
+            k.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+            self._wait(f"the CRD {crd['metadata']['name']} established", lambda crd=crd: any(
+                c["type"] == "Established" and c["status"] == "True" for c in (k.get(
+                    f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}")
+                    .get("status", {}).get("conditions") or [])))
+        self.processes.launch("ray-operator", [
+            str(paths["ray-operator"]), f"--kubeconfig={self.admin_kubeconfig}", "--metrics-addr=0",
+            f"--health-probe-bind-address=127.0.0.1:{free_port()}", "--enable-leader-election=false"])
+        self.kuberay_started = True
+
     def stop(self) -> None:
         """Stop each process by its PID, newest first (SIGTERM, then SIGKILL after 15 s)."""
         self.processes.stop(15)

@@ -31,7 +31,7 @@ import yaml
 from atelier_hub.connect import ssh_alias
 from atelier_hub.install.paths import image_ref
 from conftest import LOGS, REPO, VENV_BIN, _test_profiles, capacity_rbac
-from control_plane import helm_path
+from control_plane import helm_path, kuberay_paths
 from k8s_cluster import GPU_GROUP, SLICE_PROFILES, STORAGE_CLASS, assert_loopback, free_port, held_on, tail
 from k8s_node import NODE_NAME, POOL, listening
 from kernel import run_code
@@ -52,6 +52,7 @@ S3_ADMIN_SECRET = "platform-s3-root"  # the platform's Secret of the store's roo
 MLFLOW_USERS = S3_USERS  # ... and the MLflow test's target and attacker
 QUICK, QUICK_TIMEOUT = "quick", 60  # the chart test's own profile (_inputs)
 MARKER = "written in fay's cpu-small pod"
+RAY_HEAD_IP = "127.0.61.1"  # the personal Ray clusters' heads on the node (cluster settings' head_ip)
 PAGE = os.sysconf("SC_PAGE_SIZE")  # the kernel keeps a memory limit in whole pages
 
 
@@ -446,7 +447,8 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
     helm = Helm(workdir / "helm", control_plane.admin_kubeconfig)
     ports = {k: free_port() for k in ("PROXY_PORT", "PROXY_API_PORT", "HUB_PORT", "SESSION_PORT", "CULLER_PORT",
                                        "USAGE_PORT", "MLFLOW_PORT", "TRINO_FRONT_PORT", "TRINO_RULES_PORT",
-                                       "CREDENTIALS_PORT", "JOBS_PORT")}
+                                       "CREDENTIALS_PORT", "JOBS_PORT", "RAY_CLUSTERS_PORT", "RAY_GCS_PORT",
+                                       "RAY_CLIENT_PORT")}
     public_url = f"http://localhost:{ports['PROXY_PORT']}"
     password, token = secrets.token_urlsafe(16), secrets.token_hex(32)
 
@@ -457,7 +459,13 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
             **platform.mlflow_cluster_settings(ports["MLFLOW_PORT"]),
             **platform.trino_cluster_settings(ports["TRINO_FRONT_PORT"], ports["TRINO_RULES_PORT"]),
             # A port of this run's (the node's network is the machine's), as for the others.
-            "credentials": {"port": ports["CREDENTIALS_PORT"]}, "jobs": {"port": ports["JOBS_PORT"]}}),
+            "credentials": {"port": ports["CREDENTIALS_PORT"]}, "jobs": {"port": ports["JOBS_PORT"]},
+            # Personal Ray clusters: KubeRay's operator runs beside the control plane. The
+            # heads share the node's network, so they announce a loopback address of
+            # their own (Ray rewrites 127.0.0.1 into the machine's interface address).
+            "ray_clusters": {"enabled": True, "port": ports["RAY_CLUSTERS_PORT"], "workers_per_user": 2,
+                             "gcs_port": ports["RAY_GCS_PORT"], "client_port": ports["RAY_CLIENT_PORT"],
+                             "head_ip": RAY_HEAD_IP}}),
         "--out", str(rendered)],
         capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -471,6 +479,9 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
     # What the Terraform module makes beside the chart: the hub's read-only ClusterRole for
     # the spawn form's numbers and its Role to read job pods' logs, bound to the chart's hub.
     capacity_rbac(kube, CHART_NS, as_test_hub=False)
+    # KubeRay's operator and its CRD, early: the garbage collector finds new kinds by
+    # rediscovery (every 30 s), and the Ray cluster test relies on it to follow owners.
+    control_plane.start_kuberay(kuberay_paths())
     platform.mlflow_admin_secret(kube)
     platform.trino_jwt_secret(kube)
 
@@ -1301,6 +1312,194 @@ def test_a_job_runs_once_in_a_real_pod_its_output_outlives_the_pod_and_fay_canno
     figure("bare Kubernetes Job to its first line of output", _bare_job_first_line(kube))
 
 
+RAY_IN_SESSION = """
+import json, os, time
+import ray
+from atelier_lab import ray_cluster
+t0 = time.monotonic()
+cluster = ray_cluster(workers=1, profile='cpu-small')
+ready = time.monotonic() - t0
+ray.init(cluster.address)
+
+@ray.remote
+def where():
+    import os
+    return {'user': os.environ.get('JUPYTERHUB_USER'), 'mlflow': os.environ.get('MLFLOW_TRACKING_URI'),
+            's3_key': os.environ.get('AWS_ACCESS_KEY_ID'), 'auth': os.environ.get('RAY_AUTH_MODE'),
+            'token_file': os.path.exists('/run/atelier/ray-token'), 'uid': os.getuid(),
+            'hub_oauth': 'JUPYTERHUB_OAUTH_CALLBACK_URL' in os.environ}
+
+@ray.remote
+def slow():
+    import time
+    time.sleep(45)
+
+result = ray.get(where.remote())
+alive = [n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']]
+# While a task runs the session is busy (what the culler hears), and once it is done not.
+from atelier_lab._activity import ray_cluster_busy
+ref = slow.remote()
+busy, waited = None, time.monotonic()
+while busy is None and time.monotonic() - waited < 30:  # the head starts a worker process for it first
+    busy = await ray_cluster_busy(None)
+ray.get(ref)
+# Still connected through Ray's client, nothing running: idle (the session may be culled).
+idle, waited = 'x', time.monotonic()
+while idle is not None and time.monotonic() - waited < 30:  # the raylet reports the freed CPU
+    idle = await ray_cluster_busy(None)
+ray.shutdown()
+print(json.dumps({'address': cluster.address, 'ready_s': ready, 'result': result, 'alive': alive,
+                  'busy': busy, 'idle': idle,
+                  'session': {'mlflow': os.environ.get('MLFLOW_TRACKING_URI'),
+                              's3_key': os.environ.get('AWS_ACCESS_KEY_ID')}}))
+"""
+
+RAY_CLIENT = """
+import sys, ray
+try:
+    ray.init(sys.argv[1])
+    print('CONNECTED', ray.get(ray.remote(lambda: 6 * 7).remote()))
+except Exception as exc:
+    print('REFUSED', type(exc).__name__, str(exc)[:200])
+"""
+
+
+def test_a_personal_ray_cluster_is_kuberays_owned_by_the_session_and_refuses_other_tokens(
+        chart, control_plane, real_node, tmp_path):
+    """`ray_cluster(workers=1, profile="cpu-small")` in gil's kernel, through the Ray
+    clusters service in the hub pod: KubeRay's operator (built here) reconciles the
+    RayCluster the service makes, owned by gil's session pod. Its head runs for real on
+    the real node, from the session's image, with the session's services' settings and
+    Ray's token authentication; the worker is a kwok pod (the node has room for one Ray
+    node; the worker is sized by cpu-small, as its spec shows). A Ray task runs on the
+    real head through Ray's own client and returns. A client without the cluster's token
+    is refused, one with it (read by the admin from its Secret) is not. A request over
+    the per-user limit is refused with the limit named. Stopping gil's server deletes
+    the RayCluster, its pods and its token."""
+    kube = control_plane.admin
+    # The node's sessions share one port (host networking): none other runs meanwhile.
+    for user in (*USERS, *S3_USERS):
+        assert chart.api("DELETE", f"/users/{user}/server").status_code in (202, 204, 404)
+    kube.wait("the sessions to go", lambda: not _pods(kube, "component=singleuser-server"), timeout=120)
+    model, token = _start_server(chart, kube, "gil")
+    pod = _pods(kube, "hub.jupyter.org/username=gil,component=singleuser-server")[0]
+    api = f"{chart.url}/services/ray_clusters/api/clusters"
+    auth = {"Authorization": f"token {token}"}
+    kube.wait("the Ray clusters service's route", lambda: chart.http.get(
+        f"{chart.url}/services/ray_clusters/health", timeout=30).status_code == 200, timeout=120)
+
+    # Over the limit (2 workers per user here): refused at once, the limit named.
+    r = chart.http.post(api, headers=auth, json={"workers": 3, "profile": "cpu-small"}, timeout=60)
+    assert r.status_code == 409 and "workers" in r.text and "allows 2 per user" in r.text, (r.status_code, r.text)
+    assert not kube.get(f"/apis/ray.io/v1/namespaces/{CHART_NS}/rayclusters")["items"]
+
+    try:
+        out = json.loads(run_code(chart.url, model["url"], token, RAY_IN_SESSION, timeout=480).strip().splitlines()[-1])
+    except Exception as exc:
+        raise AssertionError(f"{exc}\nthe heads' Ray logs:\n{_ray_logs(real_node)}\n{chart.hub_log()}") from None
+    figure("ray cluster request to head ready", out["ready_s"])
+    assert out["address"] == f"ray://{RAY_HEAD_IP}:{chart.ports['RAY_CLIENT_PORT']}", out
+    # The task ran on the real head, as gil, with his session's settings (MLflow through
+    # the hub's front, his own S3 key), Ray's token authentication on; nothing of his
+    # server's own OAuth client.
+    assert out["result"] == {"user": "gil", "mlflow": out["session"]["mlflow"], "s3_key": out["session"]["s3_key"],
+                             "auth": "token", "token_file": True, "uid": 1000, "hub_oauth": False}, out
+    assert out["session"]["s3_key"] and out["alive"] == [RAY_HEAD_IP], out
+    assert (out["busy"], out["idle"]) == ("Ray cluster: 1 node(s) running tasks", None), out
+
+    rc_name = f"ray-{pod['metadata']['name']}"
+    rc = kube.get(f"/apis/ray.io/v1/namespaces/{CHART_NS}/rayclusters/{rc_name}")
+    assert rc["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Pod", "name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"]}], rc
+    ray_pods = _pods(kube, f"ray.io/cluster={rc_name}")
+    head = next(p for p in ray_pods if p["metadata"]["labels"]["ray.io/node-type"] == "head")
+    worker = next(p for p in ray_pods if p["metadata"]["labels"]["ray.io/node-type"] == "worker")
+    # KubeRay made them: the head on the real node from the session's image, the worker
+    # sized by cpu-small (its requests and limits) on a simulated node.
+    assert head["metadata"]["ownerReferences"][0]["kind"] == "RayCluster"
+    assert head["spec"]["nodeName"] == NODE_NAME and head["status"]["phase"] == "Running", head["status"]
+    assert head["spec"]["containers"][0]["image"] == pod["spec"]["containers"][0]["image"] == image_ref("base")
+    assert worker["spec"]["nodeName"] != NODE_NAME, worker["spec"].get("nodeName")
+    assert worker["spec"]["containers"][0]["resources"] == {
+        "limits": {"cpu": "2", "memory": "4G"}, "requests": {"cpu": "500m", "memory": "1G"}}, worker["spec"]
+    # No token in the spec: a Secret of the cluster's own, mounted as a file.
+    spec_text = json.dumps([head["spec"], rc["spec"]])
+    secret = kube.get(kube.ns("secrets", f"{rc_name}-token", namespace=CHART_NS))
+    cluster_token = base64.b64decode(secret["data"]["token"]).decode()
+    assert cluster_token and cluster_token not in spec_text and token not in spec_text
+
+    # Another user: fay sees none of gil's clusters, cannot stop it, and a Ray client
+    # without its token is refused by the cluster's Ray API; with it, it connects.
+    fay = chart.api("POST", "/users/fay/tokens", json={"note": "ray test", "expires_in": 900}).json()["token"]
+    r = chart.http.get(api, headers={"Authorization": f"token {fay}"}, timeout=60)
+    assert r.status_code == 200 and r.json() == {"clusters": []}, r.text
+    r = chart.http.delete(api, params={"server": ""}, headers={"Authorization": f"token {fay}"}, timeout=60)
+    assert r.status_code == 404, r.text
+
+    def client(ray_token: str | None) -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env.update(HOME=str(tmp_path), RAY_USAGE_STATS_ENABLED="0")
+        if ray_token is not None:
+            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=ray_token)
+        r = subprocess.run([str(VENV_BIN / "python"), "-c", RAY_CLIENT, out["address"]], env=env,
+                           capture_output=True, text=True, timeout=180)
+        return r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-500:]
+
+    assert client(secrets.token_urlsafe(32)).startswith("REFUSED")
+    assert client(None).startswith("REFUSED")
+    assert client(cluster_token) == "CONNECTED 42"
+
+    # Stopping the server: the garbage collector follows the owners.
+    assert chart.api("DELETE", "/users/gil/server").status_code in (202, 204)
+    kube.wait("the RayCluster, its pods and its token to go", lambda: not kube.maybe(
+        f"/apis/ray.io/v1/namespaces/{CHART_NS}/rayclusters/{rc_name}") and not _pods(
+        kube, f"ray.io/cluster={rc_name}") and not kube.maybe(
+        kube.ns("secrets", f"{rc_name}-token", namespace=CHART_NS)), timeout=180)
+    if os.environ.get("ATELIER_BENCH_BASELINES"):  # bench/bench_chart.py: the same head, bare
+        figure("bare RayCluster to head ready", _bare_ray_cluster_ready(kube, chart, pod))
+
+
+def _ray_logs(real_node) -> str:
+    """The last lines of the Ray error logs of the node's Ray pods (their /tmp/ray is an
+    emptyDir: a folder of kubelet's, this run's own)."""
+    lines = []
+    for f in sorted((real_node.dir / "overlay" / "var_lib_kubelet" / "pods").glob(
+            "*/volumes/kubernetes.io~empty-dir/ray-tmp/session_2*/logs/*.err")):
+        text = f.read_text(errors="replace").strip()
+        if text:
+            lines.append(f"--- {f.name}\n" + "\n".join(text.splitlines()[-15:]))
+    return "\n".join(lines)[-8000:] or "(none)"
+
+
+def _bare_ray_cluster_ready(kube, chart, session_pod: dict) -> float:
+    """KubeRay alone, the baseline of `ray_cluster()` on the chart: a RayCluster of the
+    same image with the same head (size, ports, probe, node) and no worker, made by the
+    admin; seconds from its creation to its head pod Ready. Removed after."""
+    head = {"name": "ray", "image": image_ref("base"), "imagePullPolicy": "Never",
+            "resources": {"limits": {"cpu": "1", "memory": "2G"}, "requests": {"cpu": "1", "memory": "2G"}},
+            "env": [{"name": "RAY_USAGE_STATS_ENABLED", "value": "0"}],
+            "readinessProbe": {"tcpSocket": {"port": chart.ports["RAY_CLIENT_PORT"]}, "periodSeconds": 2,
+                               "failureThreshold": 300}}
+    params = {"port": str(chart.ports["RAY_GCS_PORT"]), "ray-client-server-port": str(chart.ports["RAY_CLIENT_PORT"]),
+              "include-dashboard": "false", "node-ip-address": RAY_HEAD_IP, "metrics-export-port": "0",
+              "dashboard-agent-listen-port": "0", "dashboard-agent-grpc-port": "0", "num-cpus": "1"}
+    spec = {k: session_pod["spec"][k] for k in ("hostNetwork", "dnsPolicy", "nodeSelector", "tolerations")}
+    rc = {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "bare-ray", "namespace": CHART_NS},
+          "spec": {"headGroupSpec": {"rayStartParams": params, "template": {"spec": {**spec, "containers": [head]}}},
+                   "workerGroupSpecs": []}}
+    path = f"/apis/ray.io/v1/namespaces/{CHART_NS}/rayclusters"
+    t0 = time.monotonic()
+    kube.create(path, rc)
+    try:
+        kube.wait("the bare RayCluster's head to be ready", lambda: any(
+            c["type"] == "Ready" and c["status"] == "True" for p in _pods(kube, "ray.io/cluster=bare-ray")
+            for c in p["status"].get("conditions") or []), timeout=300, every=0.2)
+        return time.monotonic() - t0
+    finally:
+        kube.request("DELETE", f"{path}/bare-ray")
+        kube.wait("the bare RayCluster's pods to go", lambda: not _pods(kube, "ray.io/cluster=bare-ray"), timeout=120)
+
+
 def _bare_job_first_line(kube) -> float:
     """Seconds from creating a batch/v1 Job (the base image, `echo first`, on the real node
     as the sessions' pods are placed there) to that line in its pod's log."""
@@ -1354,7 +1553,7 @@ def test_helm_uninstall_leaves_only_the_homes(chart, control_plane):
     # MLflow's admin password, Trino's JWT key) and the Role the Terraform module makes
     # beside the chart (the hub reads job pods' logs); nothing else of the release.
     assert left == {"persistentvolumeclaims": ["claim-alice", "claim-bob", "claim-fay", "claim-gil"],
-                    "roles": ["atelier-hub-job-logs"], "rolebindings": ["atelier-hub-job-logs"],
+                    "roles": ["atelier-hub-jobs-ray"], "rolebindings": ["atelier-hub-jobs-ray"],
                     "secrets": ["atelier-mlflow-admin", "atelier-s3-alice", "atelier-s3-fay", "atelier-s3-gil",
                                 "atelier-trino-jwt",
                                 S3_ADMIN_SECRET]}, left

@@ -614,3 +614,44 @@ def test_git_hosts_run_the_credentials_service_in_the_hub_pod_and_sessions_reach
     rendered = json.loads((tmp_path / "etc" / "deployment.json").read_text())
     assert rendered["services"]["credentials"] == {"url": "http://hub:8087/services/credentials",
                                                    "git_hosts": ["github.com", "git.example.org"]}
+
+
+def test_personal_ray_clusters_run_their_service_in_the_hub_pod_and_sessions_reach_only_the_heads(
+        tmp_path, monkeypatch):
+    """`ray_clusters: {enabled: true}`: the hub pod runs the Ray clusters service with the
+    Kubernetes backend (its settings and namespace in the command, the API server's
+    address handed on), its port open to sessions; sessions get its URL, and egress to
+    the heads of Atelier's Ray clusters on Ray's client port only. Off by default."""
+    import sys
+
+    assert "ray_clusters" not in json.loads(render_values(load_profiles(PROFILES), DEPLOYMENT, SETTINGS)["hub"][
+        "extraFiles"]["atelier-deployment"]["stringData"])["services"]
+    settings = SETTINGS.model_copy(update={"ray_clusters": ClusterSettings.model_validate(
+        {"ray_clusters": {"enabled": True, "workers_per_user": 3}}).ray_clusters})
+    values = render_values(load_profiles(PROFILES), DEPLOYMENT, settings)
+    assert schema_problems(values, _schema()) == []
+    hub = values["hub"]
+    assert {"name": "ray-clusters", "port": 8089, "targetPort": 8089} in hub["service"]["extraPorts"]
+    assert {"port": 8089, "protocol": "TCP"} in hub["networkPolicy"]["ingress"][0]["ports"]
+    egress = values["singleuser"]["networkPolicy"]["egress"]
+    assert {"to": [{"podSelector": {}}], "ports": [{"port": 8089, "protocol": "TCP"}]} in egress
+    assert {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "atelier",
+                                                    "ray.io/node-type": "head"}}}],
+            "ports": [{"port": 10001, "protocol": "TCP"}, {"port": 6379, "protocol": "TCP"}]} in egress
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    c = _chart_hub_config(values, tmp_path / "etc", monkeypatch)
+    (service,) = [svc for svc in c.JupyterHub.services if svc["name"] == "ray_clusters"]
+    assert service["url"] == "http://hub:8089"
+    command = service["command"]
+    assert command[:7] == [sys.executable, "-m", "atelier_hub.services.ray_clusters_kube", "--state",
+                           "/srv/jupyterhub", "--profiles", str(tmp_path / "etc" / "profiles")]
+    kube = json.loads(command[command.index("--kubernetes") + 1])
+    assert kube["workers_per_user"] == 3 and kube["client_port"] == 10001 and kube["namespace"], kube
+    assert command[-2:] == ["--listen", "0.0.0.0:8089"]
+    assert service["environment"] == {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    (user,) = [r for r in c.JupyterHub.load_roles if r["name"] == "user"]
+    assert "access:services!service=ray_clusters" in user["scopes"]
+    assert "access:services!service=ray_clusters" in c.AtelierKubeSpawner.server_token_scopes
+    rendered = json.loads((tmp_path / "etc" / "deployment.json").read_text())
+    assert rendered["services"]["ray_clusters"] == {"url": "http://hub:8089/services/ray_clusters"}

@@ -18,7 +18,8 @@ import terraform_tools  # noqa: E402
 
 
 def all_groups() -> list[gobuild.GoGroup]:
-    return [versitygw.go_group(), control_plane.go_group(), *terraform_tools.go_groups().values()]
+    return [versitygw.go_group(), control_plane.go_group(), control_plane.kuberay_group(),
+            *terraform_tools.go_groups().values()]
 
 
 def test_every_go_module_of_the_repository_is_built_by_a_group():

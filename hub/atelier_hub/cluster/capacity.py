@@ -226,27 +226,31 @@ def capacity_manifests(*, subject: dict[str, str]) -> list[dict]:
 
     - a ClusterRole and its binding to read what the spawn form counts: nodes, and pods
       in every namespace (other workloads hold room on the same nodes);
-    - a Role and its binding in the hub's namespace (``subject``'s) to read the pods' logs:
-      a running job's output (:mod:`atelier_hub.cluster.kubespawner`).
+    - a Role and its binding in the hub's namespace (``subject``'s) to read the pods' logs
+      (a running job's output, :mod:`atelier_hub.cluster.kubespawner`) and to make and
+      remove KubeRay's ``RayCluster`` objects (personal Ray clusters,
+      :mod:`atelier_hub.services.ray_clusters_kube`).
 
     >>> objs = capacity_manifests(subject={"kind": "ServiceAccount", "name": "hub", "namespace": "a"})
     >>> [(o["kind"], o["metadata"]["name"]) for o in objs][::2]
-    [('ClusterRole', 'atelier-hub-capacity'), ('Role', 'atelier-hub-job-logs')]
+    [('ClusterRole', 'atelier-hub-capacity'), ('Role', 'atelier-hub-jobs-ray')]
     >>> [r["resources"] for r in objs[0]["rules"] + objs[2]["rules"]], objs[3]["metadata"]["namespace"]
-    ([['nodes'], ['pods'], ['pods/log']], 'a')
+    ([['nodes'], ['pods'], ['pods/log'], ['rayclusters']], 'a')
     """
     meta = {"name": "atelier-hub-capacity",
             "labels": {"app.kubernetes.io/managed-by": "atelier", "app.kubernetes.io/component": "capacity"}}
     rules = [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
              {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
-    logs = {"name": "atelier-hub-job-logs", "namespace": subject["namespace"],
+    logs = {"name": "atelier-hub-jobs-ray", "namespace": subject["namespace"],
             "labels": {"app.kubernetes.io/managed-by": "atelier", "app.kubernetes.io/component": "jobs"}}
     return [
         {"apiVersion": f"{RBAC}/v1", "kind": "ClusterRole", "metadata": meta, "rules": rules},
         {"apiVersion": f"{RBAC}/v1", "kind": "ClusterRoleBinding", "metadata": meta, "subjects": [subject],
          "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": meta["name"]}},
         {"apiVersion": f"{RBAC}/v1", "kind": "Role", "metadata": logs,
-         "rules": [{"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}]},
+         "rules": [{"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+                   {"apiGroups": ["ray.io"], "resources": ["rayclusters"],
+                    "verbs": ["get", "list", "watch", "create", "delete"]}]},
         {"apiVersion": f"{RBAC}/v1", "kind": "RoleBinding", "metadata": logs, "subjects": [subject],
          "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": logs["name"]}},
     ]
@@ -255,8 +259,9 @@ def capacity_manifests(*, subject: dict[str, str]) -> list[dict]:
 def add_render_capacity(rsub) -> None:
     """``atelier render hub-rbac``: what the hub may read beyond the chart's Role."""
     p = rsub.add_parser("hub-rbac", aliases=["capacity-rbac"],
-                        help="what the hub reads beyond the chart's Role: nodes and pods for the spawn form's "
-                        "live capacity, job pods' logs (kubectl apply -f -; the Terraform module makes them too)")
+                        help="what the hub needs beyond the chart's Role: nodes and pods for the spawn form's "
+                        "live capacity, job pods' logs, personal Ray clusters (kubectl apply -f -; the Terraform "
+                        "module makes them too)")
     p.add_argument("--namespace", required=True, help="the Helm release's namespace")
     p.add_argument("--hub-service-account", default="hub", help="the hub's ServiceAccount (the chart's: hub)")
 

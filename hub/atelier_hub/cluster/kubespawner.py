@@ -1041,6 +1041,37 @@ def update_jobs(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
         r"/api/atelier/users/([^/]+)/jobs/([^/]+)/output", _job_output_handler_class(), {"jobs_dir": JOBS_DIR})]
 
 
+def update_ray_clusters(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
+    """The Ray clusters service as a hub service in the hub pod: the embedded mode's API
+    and checks (:mod:`atelier_hub.services.ray_clusters_server`) with KubeRay's
+    ``RayCluster`` in place of containers (:mod:`atelier_hub.services.ray_clusters_kube`).
+    It talks to the API server as the hub does (the pod's ServiceAccount); a hub
+    service's environment is not the hub's, so the API server's address is handed on."""
+    from ..services.ray_clusters import SERVICE
+
+    if not settings.ray_clusters.enabled:
+        return
+    rc = settings.ray_clusters
+    port = rc.port
+    kube = {**rc.model_dump(exclude={"enabled", "port"}), "namespace": settings.namespace or _hub_namespace()}
+    service = {"name": SERVICE.name, "display": False, "url": f"http://hub:{port}",
+               "command": [sys.executable, "-m", "atelier_hub.services.ray_clusters_kube", "--state", "/srv/jupyterhub",
+                           "--profiles", profiles_dir, "--kubernetes", json.dumps(kube), "--listen", f"0.0.0.0:{port}"],
+               "environment": {k: os.environ[k] for k in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+                               if k in os.environ}}
+    c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != SERVICE.name), service]
+    _user_role_scopes(c, SERVICE.session_scopes)
+    _server_token_scopes(c, SERVICE.session_scopes)
+
+
+def _hub_namespace() -> str:
+    """The hub pod's namespace (its ServiceAccount's), where KubeSpawner puts sessions by default."""
+    try:
+        return Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read_text().strip()
+    except OSError:
+        return os.environ.get("POD_NAMESPACE", "default")
+
+
 def update_origins(c, settings: ClusterSettings) -> None:
     """Each user's servers at a subdomain of ``public_url`` (:mod:`atelier_hub.origins`).
     The chart's values set ``hub.config.JupyterHub.subdomain_host`` to the same URL (the
@@ -1106,6 +1137,7 @@ def configure_kubespawner(
     update_usage(c, settings)
     update_mlflow(c, settings)
     update_jobs(c, settings, profiles_dir=str(profiles_dir))
+    update_ray_clusters(c, settings, profiles_dir=str(profiles_dir))
     update_home(c, settings, profiles_dir=str(profiles_dir))
     if deployment_file:
         from ..services import load_deployment

@@ -198,6 +198,32 @@ class JobsFront(StrictModel):
                       "routes `/services/jobs/` to it, and sessions reach it at `http://hub:PORT/services/jobs`.")
 
 
+class RayClustersFront(StrictModel):
+    """Personal Ray clusters (`ray_cluster()` in a session, `atelier ray up`): the Ray clusters
+    service in the hub pod makes one KubeRay `RayCluster` per session that asks, owned by
+    the session's pod (gone with it), from the session's image and environment, its
+    workers sized by a profile, with Ray's token authentication on. Needs KubeRay's
+    operator (its CRDs and controller) on the cluster, and the hub's Role of
+    `atelier render hub-rbac`."""
+
+    enabled: bool = Field(False, description="Whether users may start personal Ray clusters (KubeRay's operator "
+                          "must run on the cluster).")
+    port: int = Field(8089, gt=1024, lt=65536, description="Port of the service in the hub pod; the chart's proxy "
+                      "routes `/services/ray_clusters/` to it, and sessions reach it at "
+                      "`http://hub:PORT/services/ray_clusters`.")
+    workers_per_user: int = Field(4, ge=0, description="Ray workers one user may have in all their clusters; a "
+                                  "request over it is refused with the limit named.")
+    head_cpu: float = Field(1, gt=0, description="CPUs of a cluster's head (requests and limits); it takes tasks too.")
+    head_memory: str = Field("2G", pattern=r"^[0-9]+(\.[0-9]+)?([KMGTE]i?)?$",
+                             description="Memory of a cluster's head, a Kubernetes quantity (e.g. `2G`, `4Gi`).")
+    gcs_port: int = Field(6379, gt=1024, lt=65536, description="The head's GCS port (Ray's default).")
+    client_port: int = Field(10001, gt=1024, lt=65536, description="The head's Ray client port (Ray's default): "
+                             "sessions call `ray.init(\"ray://HEAD:PORT\")`.")
+    head_ip: str | None = Field(None, description="The address Ray's head announces and sessions reach; null: the "
+                                "head pod's IP (any cluster with a pod network). Set it only where pods share their "
+                                "node's network (`hostNetwork`), e.g. a loopback address of that node.")
+
+
 class SessionIdentity(StrictModel):
     """How sessions reach cloud services without keys in the pod spec.
 
@@ -274,6 +300,7 @@ class ClusterSettings(StrictModel):
     credentials: CredentialsFront = Field(CredentialsFront(), description="Users' tokens for git hosts, where the "
                                           "deployment names some (`services.credentials.git_hosts`).")
     jobs: JobsFront = Field(JobsFront(), description="Jobs: scripts and notebooks run once on a profile.")
+    ray_clusters: RayClustersFront = Field(RayClustersFront(), description="Personal Ray clusters (KubeRay).")
     gpu_servers_per_user: int = Field(1, ge=0, description="Concurrent GPU servers per user; 0: none.")
     named_servers_per_user: int = Field(5, ge=0, description="Named servers a user may have besides the default.")
     node_pools: NodePools = Field(NodePools(), description="Where the chart's own pods run.")

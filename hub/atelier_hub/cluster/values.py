@@ -148,7 +148,9 @@ def _service_ports_hub_values(settings: ClusterSettings, deployment: Deployment 
     ports = {name: port for name, port, on in (("culler", settings.culling.port, settings.culling.enabled),
                                                ("usage", settings.usage.port, settings.usage.enabled),
                                                ("mlflow", settings.mlflow.port, bool(settings.mlflow.server_url)),
-                                               ("jobs", settings.jobs.port, settings.jobs.enabled))
+                                               ("jobs", settings.jobs.port, settings.jobs.enabled),
+                                               ("ray-clusters", settings.ray_clusters.port,
+                                                settings.ray_clusters.enabled))
              if on}
     trino = deployment is not None and deployment.services.trino is not None
     if trino:
@@ -294,13 +296,49 @@ def jobs_deployment(deployment: Deployment, settings: ClusterSettings) -> Deploy
     >>> jobs_deployment(Deployment(), ClusterSettings(jobs={"enabled": False})).services.jobs is None
     True
     """
-    from ..services.jobs import PREFIX, JobsService
+    from ..services.jobs import SERVICE
 
-    if not settings.jobs.enabled:
+    return _hub_pod_service(deployment, SERVICE, settings.jobs)
+
+
+def _hub_pod_service(deployment: Deployment, service, front) -> Deployment:
+    """The deployment with ``service`` at ``http://hub:PORT/PREFIX`` (its settings in the
+    hub pod: ``front.enabled``, ``front.port``), as sessions reach it."""
+    if not front.enabled:
         return deployment
-    services = deployment.services.model_copy(update={"jobs": JobsService(
-        url=f"http://hub:{settings.jobs.port}{PREFIX}")})
+    services = deployment.services.model_copy(update={service.name: service.settings(
+        url=f"http://hub:{front.port}{service.prefix}")})
     return deployment.model_copy(update={"services": services})
+
+
+def ray_clusters_deployment(deployment: Deployment, settings: ClusterSettings) -> Deployment:
+    """Sessions ask the Ray clusters service in the hub pod (``ray_cluster()``, ``atelier
+    ray up``) at ``http://hub:PORT/services/ray_clusters`` (cluster settings ``ray_clusters``).
+
+    >>> ray_clusters_deployment(Deployment(), ClusterSettings(ray_clusters={"enabled": True})).services.ray_clusters.url
+    'http://hub:8089/services/ray_clusters'
+    >>> ray_clusters_deployment(Deployment(), ClusterSettings()).services.ray_clusters is None
+    True
+    """
+    from ..services.ray_clusters import SERVICE
+
+    return _hub_pod_service(deployment, SERVICE, settings.ray_clusters)
+
+
+def ray_egress(settings: ClusterSettings) -> list[dict[str, Any]]:
+    """Sessions reach the heads of personal Ray clusters (the pods KubeRay makes for
+    Atelier) on Ray's client port (``ray.init("ray://...")``) and its GCS port (the
+    session's activity probe asks it whether tasks run) only.
+
+    >>> ray_egress(ClusterSettings(ray_clusters={"enabled": True}))[0]["ports"]
+    [{'port': 10001, 'protocol': 'TCP'}, {'port': 6379, 'protocol': 'TCP'}]
+    """
+    if not settings.ray_clusters.enabled:
+        return []
+    return [{"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "atelier",
+                                                     "ray.io/node-type": "head"}}}],
+             "ports": [{"port": settings.ray_clusters.client_port, "protocol": "TCP"},
+                       {"port": settings.ray_clusters.gcs_port, "protocol": "TCP"}]}]
 
 
 def storage_values(settings: ClusterSettings) -> dict[str, Any]:
@@ -352,8 +390,8 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
         services = deployment.services.model_copy(update={"culler": CullerService(
             url=f"http://hub:{culling.port}{CULLER_PREFIX}")})
         deployment = deployment.model_copy(update={"services": services})
-    deployment = jobs_deployment(credentials_deployment(mlflow_front_deployment(deployment, settings), settings),
-                                 settings)
+    deployment = ray_clusters_deployment(jobs_deployment(
+        credentials_deployment(mlflow_front_deployment(deployment, settings), settings), settings), settings)
     files["atelier-deployment"] = {
         "mountPath": f"{ETC}/{DEPLOYMENT_FILE}",
         "stringData": json.dumps(deployment.model_dump(mode="json", exclude_none=True), indent=2) + "\n",
@@ -375,7 +413,7 @@ def render_values(profiles: list[Profile], deployment: Deployment, settings: Clu
                 "dnsPortsPrivateIPs": True,
                 "cloudMetadataServer": False,
             },
-            "egress": egress_rules(_as_sessions_see_it(deployment, settings), settings),
+            "egress": egress_rules(_as_sessions_see_it(deployment, settings), settings) + ray_egress(settings),
         },
         # Profiles come from hub.extraConfig (a callable that filters by group).
         "profileList": [],

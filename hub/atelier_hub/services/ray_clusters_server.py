@@ -44,7 +44,6 @@ from jupyterhub.services.auth import HubAuth
 from tornado import web
 
 from ..capacity import CAPACITY_FILE, CapacitySettings, load_capacity
-from ..embedded.container_spawner import host_config, stack_id
 from ..image_paths import HOME as IMAGE_HOME
 from ..profiles import ProfileError, load_profiles, resolve_profile, session_cpus
 from ..ray_clusters import (
@@ -163,6 +162,11 @@ def _free_port(pid: int | None) -> int:
     return random.choice([p for p in range(20000, 30000) if p not in taken])
 
 
+def no_cluster(server: str) -> RayClusterError:
+    shown = f"server {server!r}" if server else "your default server"
+    return RayClusterError("server", f"no Ray cluster of yours runs in {shown}: see `atelier ray status`", status=404)
+
+
 class Clusters:
     def __init__(self, *, state: Path, profiles_dir: str, engine: Engine):
         self.state, self.tokens = state, state / "ray_clusters"
@@ -232,6 +236,9 @@ class Clusters:
             tmp.replace(token_file)
         port = _free_port(session["State"].get("Pid"))
         env = cluster_env(session["Config"].get("Env") or [])
+        # The embedded mode's builder (imported here: a hub pod has no DockerSpawner).
+        from ..embedded.container_spawner import host_config
+
         base = host_config(profile, pids_limit=PIDS_LIMIT, network=False)
         hc = self.engine.api.create_host_config(**node_host_config(
             base, session_id=sid, home=home, token_file=str(token_file), memory=profile.memory.limit,
@@ -307,6 +314,14 @@ class Clusters:
             if waiting:
                 await asyncio.sleep(1)
 
+    def checked(self, body, in_use: int) -> tuple[list, dict]:
+        """The profiles and the request's checked fields (:func:`check_request`): ``in_use``
+        is the caller's workers in their other clusters."""
+        profiles = load_profiles(self.profiles_dir)
+        default = next((p.name for p in profiles if p.default), profiles[0].name if profiles else "")
+        return profiles, check_request(body, profile_names=[p.name for p in profiles], default_profile=default,
+                                       workers_max=self.workers_max(), workers_in_use=in_use)
+
     async def create(self, user: dict, body) -> tuple[int, dict]:
         name = user["name"]
         server = body.get("server") if isinstance(body, dict) else None
@@ -316,10 +331,7 @@ class Clusters:
         groups = self.by_session(all_nodes)
         sid = session["Id"] if session else None
         in_use = sum(n["Labels"].get(LABEL) == "worker" for s, nodes in groups.items() if s != sid for n in nodes)
-        profiles = load_profiles(self.profiles_dir)
-        default = next((p.name for p in profiles if p.default), profiles[0].name if profiles else "")
-        request = check_request(body, profile_names=[p.name for p in profiles], default_profile=default,
-                                workers_max=self.workers_max(), workers_in_use=in_use)
+        _, request = self.checked(body, in_use)
         if session is None:
             shown = f"server {request['server']!r}" if request["server"] else "default server"
             raise RayClusterError("server", f"your {shown} is not running as a container session: start it first "
@@ -345,6 +357,24 @@ class Clusters:
             nodes = await self.call(self.engine.nodes, session=sid)
             self.count("start", [self.usage_key(n) for n in nodes], started["profile"], groups=user.get("groups"))
             return 201, {**self.model(nodes), "created": True}
+
+    async def list(self, user: str) -> list[dict]:
+        """The user's clusters, one per session."""
+        nodes = await self.call(self.engine.nodes, user=user)
+        return [self.model(n) for _, n in sorted(self.by_session(nodes).items())]
+
+    async def delete(self, user: str, server: str) -> int:
+        """Stop the user's cluster in ``server``; the number of nodes removed."""
+        nodes = await self.call(self.engine.nodes, user=user)
+        mine = {s: n for s, n in self.by_session(nodes).items()
+                if n[0]["Labels"].get("dev.atelier.server", "") == server}
+        if not mine:
+            raise no_cluster(server)
+        removed = 0
+        for sid in mine:
+            async with self.locks.setdefault(sid, asyncio.Lock()):
+                removed += await self.remove_session(sid)
+        return removed
 
     async def remove_session(self, sid: str) -> int:
         nodes = await self.call(self.engine.nodes, session=sid)
@@ -394,9 +424,7 @@ class _Api(UserApi):
 class ClustersHandler(_Api):
     async def get(self):
         user = self.caller()
-        nodes = await self.clusters.call(self.clusters.engine.nodes, user=user["name"])
-        groups = self.clusters.by_session(nodes)
-        self.finish({"clusters": [self.clusters.model(n) for _, n in sorted(groups.items())]})
+        self.finish({"clusters": await self.clusters.list(user["name"])})
 
     async def post(self):
         user = self.caller()
@@ -411,38 +439,31 @@ class ClustersHandler(_Api):
     async def delete(self):
         user = self.caller()
         server = self.get_argument("server", "")
-        nodes = await self.clusters.call(self.clusters.engine.nodes, user=user["name"])
-        mine = {s: n for s, n in self.clusters.by_session(nodes).items()
-                if n[0]["Labels"].get("dev.atelier.server", "") == server}
-        if not mine:
-            shown = f"server {server!r}" if server else "your default server"
-            raise RayClusterError("server", f"no Ray cluster of yours runs in {shown}: see `atelier ray status`",
-                                  status=404)
-        removed = 0
-        for sid in mine:
-            async with self.clusters.locks.setdefault(sid, asyncio.Lock()):
-                removed += await self.clusters.remove_session(sid)
+        removed = await self.clusters.delete(user["name"], server)
         log.info("ray cluster of %s (server %r) stopped: %d node(s) removed", user["name"], server, removed)
         self.finish({"server": server, "removed": removed})
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The options both backends take (this module's and :mod:`.ray_clusters_kube`'s)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--state", required=True, type=Path, help="the stack's state folder (its containers' names, "
-                    "the clusters' token files)")
+                    "the clusters' token files; the usage record)")
     ap.add_argument("--profiles", required=True, help="the profiles folder")
     ap.add_argument("--every", type=float, default=5, help="seconds between sweeps for clusters whose session is gone")
     ap.add_argument("--listen", help="HOST:PORT to listen on; default: the hub's JUPYTERHUB_SERVICE_URL")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def serve(make_clusters, args) -> None:
+    """Run the API over the clusters ``make_clusters()`` returns, sweeping every ``args.every`` s."""
     logging.basicConfig(level=logging.INFO, format="[%(levelname).1s %(asctime)s %(name)s] %(message)s")
     prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"].rstrip("/")
     listen = urlparse(f"http://{args.listen}" if args.listen else os.environ["JUPYTERHUB_SERVICE_URL"])
     HubAuth.instance(cache_max_age=HUB_AUTH_CACHE_S)
-    from ..embedded.engine import docker_host
 
     async def run() -> None:
-        engine = Engine(docker_host(), stack_id(args.state))
-        clusters = Clusters(state=args.state, profiles_dir=args.profiles, engine=engine)
+        clusters = make_clusters()
         kw = {"clusters": clusters}
         app = web.Application([
             (rf"{prefix}/api/clusters/?", ClustersHandler, kw),
@@ -466,6 +487,15 @@ def main(argv: list[str] | None = None) -> None:
                 pass
 
     asyncio.run(run())
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = arguments(__doc__.splitlines()[0]).parse_args(argv)
+    from ..embedded.container_spawner import stack_id
+    from ..embedded.engine import docker_host
+
+    serve(lambda: Clusters(state=args.state, profiles_dir=args.profiles,
+                           engine=Engine(docker_host(), stack_id(args.state))), args)
 
 
 if __name__ == "__main__":

@@ -123,10 +123,11 @@ resource "kubernetes_cluster_role_binding_v1" "hub_capacity" {
 }
 
 # A running job's output (`atelier logs`): the hub reads its pod's log, in its own
-# namespace only (the chart's Role has no pods/log).
+# namespace only (the chart's Role has no pods/log); personal Ray clusters: the hub
+# makes and removes KubeRay's RayClusters there (they need KubeRay's operator).
 resource "kubernetes_role_v1" "hub_job_logs" {
   metadata {
-    name      = "atelier-hub-job-logs"
+    name      = "atelier-hub-jobs-ray"
     namespace = kubernetes_namespace_v1.atelier.metadata[0].name
     labels    = { "app.kubernetes.io/managed-by" = "atelier", "app.kubernetes.io/component" = "jobs" }
   }
@@ -135,11 +136,16 @@ resource "kubernetes_role_v1" "hub_job_logs" {
     resources  = ["pods/log"]
     verbs      = ["get"]
   }
+  rule {
+    api_groups = ["ray.io"]
+    resources  = ["rayclusters"]
+    verbs      = ["get", "list", "watch", "create", "delete"]
+  }
 }
 
 resource "kubernetes_role_binding_v1" "hub_job_logs" {
   metadata {
-    name      = "atelier-hub-job-logs"
+    name      = "atelier-hub-jobs-ray"
     namespace = kubernetes_namespace_v1.atelier.metadata[0].name
     labels    = { "app.kubernetes.io/managed-by" = "atelier", "app.kubernetes.io/component" = "jobs" }
   }
