@@ -69,8 +69,12 @@ def worker_ip(index: int) -> str:
     return f"127.0.50.{10 + index}"
 
 
+#: where the per-user worker limit is set, in embedded mode (a cluster's is its cluster settings')
+WORKERS_SETTING = "ray_workers_per_user in the capacity settings, atelier dev --capacity FILE"
+
+
 def check_request(body, *, profile_names: list[str], default_profile: str, workers_max: int,
-                  workers_in_use: int) -> dict:
+                  workers_in_use: int, limit_setting: str = WORKERS_SETTING) -> dict:
     """The cluster a POST asks for, ``{"server", "workers", "profile"}``, each field checked;
     :class:`RayClusterError` names the field and the fix. ``workers_in_use``: the
     user's workers in their other clusters, which count against ``workers_max``.
@@ -98,7 +102,7 @@ def check_request(body, *, profile_names: list[str], default_profile: str, worke
         fix = f"ask for at most {left}" if left else "none is left to you"
         raise RayClusterError("workers", f"{workers} more would make {workers + workers_in_use} Ray workers of "
                               f"yours, and this deployment allows {workers_max} per user "
-                              f"(ray_workers_per_user in the capacity settings, atelier dev --capacity FILE): {fix}, "
+                              f"({limit_setting}): {fix}, "
                               "or stop another cluster (atelier ray down SERVER)", status=409)
     profile = body.get("profile") or default_profile
     if profile not in profile_names:

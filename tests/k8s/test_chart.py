@@ -30,6 +30,7 @@ import requests
 import yaml
 from atelier_hub.connect import ssh_alias
 from atelier_hub.install.paths import image_ref
+from atelier_hub.usage import read_events as read_usage
 from conftest import LOGS, REPO, VENV_BIN, _test_profiles, capacity_rbac
 from control_plane import helm_path, kuberay_paths
 from k8s_cluster import GPU_GROUP, SLICE_PROFILES, STORAGE_CLASS, assert_loopback, free_port, held_on, tail
@@ -495,6 +496,7 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
     hub.ports = ports
     hub.helm = helm
     hub.imports = imports
+    hub.volume = workdir / "hub-db"  # the hub pod's /srv/jupyterhub (a hostPath PV)
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -1332,7 +1334,7 @@ def where():
 @ray.remote
 def slow():
     import time
-    time.sleep(45)
+    time.sleep(120)
 
 result = ray.get(where.remote())
 alive = [n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']]
@@ -1342,7 +1344,7 @@ ref = slow.remote()
 busy, waited = None, time.monotonic()
 while busy is None and time.monotonic() - waited < 30:  # the head starts a worker process for it first
     busy = await ray_cluster_busy(None)
-ray.get(ref)
+ray.cancel(ref, force=True)
 # Still connected through Ray's client, nothing running: idle (the session may be culled).
 idle, waited = 'x', time.monotonic()
 while idle is not None and time.monotonic() - waited < 30:  # the raylet reports the freed CPU
@@ -1390,7 +1392,8 @@ def test_a_personal_ray_cluster_is_kuberays_owned_by_the_session_and_refuses_oth
 
     # Over the limit (2 workers per user here): refused at once, the limit named.
     r = chart.http.post(api, headers=auth, json={"workers": 3, "profile": "cpu-small"}, timeout=60)
-    assert r.status_code == 409 and "workers" in r.text and "allows 2 per user" in r.text, (r.status_code, r.text)
+    assert r.status_code == 409 and "allows 2 per user (ray_clusters.workers_per_user in the cluster settings)" \
+        in r.text, (r.status_code, r.text)
     assert not kube.get(f"/apis/ray.io/v1/namespaces/{CHART_NS}/rayclusters")["items"]
 
     try:
@@ -1411,6 +1414,13 @@ def test_a_personal_ray_cluster_is_kuberays_owned_by_the_session_and_refuses_oth
     rc = kube.get(f"/apis/ray.io/v1/namespaces/{CHART_NS}/rayclusters/{rc_name}")
     assert rc["metadata"]["ownerReferences"] == [
         {"apiVersion": "v1", "kind": "Pod", "name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"]}], rc
+    # Only gil's sessions and the cluster's own pods may reach its pods (this test cluster
+    # enforces no policy: the object is checked), owned by his pod like the cluster.
+    policy = kube.get(f"/apis/networking.k8s.io/v1/namespaces/{CHART_NS}/networkpolicies/{rc_name}")
+    assert policy["metadata"]["ownerReferences"] == rc["metadata"]["ownerReferences"]
+    assert policy["spec"]["ingress"] == [{"from": [
+        {"podSelector": {"matchLabels": {"hub.jupyter.org/username": "gil", "component": "singleuser-server"}}},
+        {"podSelector": {"matchLabels": {"ray.io/cluster": rc_name}}}]}], policy["spec"]
     ray_pods = _pods(kube, f"ray.io/cluster={rc_name}")
     head = next(p for p in ray_pods if p["metadata"]["labels"]["ray.io/node-type"] == "head")
     worker = next(p for p in ray_pods if p["metadata"]["labels"]["ray.io/node-type"] == "worker")
@@ -1428,6 +1438,15 @@ def test_a_personal_ray_cluster_is_kuberays_owned_by_the_session_and_refuses_oth
     cluster_token = base64.b64decode(secret["data"]["token"]).decode()
     assert cluster_token and cluster_token not in spec_text and token not in spec_text
 
+    # Usage: each node, kind ray, from the cluster's start; the head at its own size.
+    def ray_usage(event: str) -> dict[str, dict]:
+        return {e["server"]: e for e in read_usage(chart.volume / "usage.jsonl")
+                if e.get("user") == "gil" and e["server"].startswith("/ray-") and e["event"] == event}
+
+    started = ray_usage("start")
+    assert set(started) == {"/ray-head", "/ray-worker-0"} and {e["kind"] for e in started.values()} == {"ray"}
+    assert (started["/ray-head"]["cpu"], started["/ray-worker-0"]["cpu"]) == (1, 2), started
+
     # Another user: fay sees none of gil's clusters, cannot stop it, and a Ray client
     # without its token is refused by the cluster's Ray API; with it, it connects.
     fay = chart.api("POST", "/users/fay/tokens", json={"note": "ray test", "expires_in": 900}).json()["token"]
@@ -1436,25 +1455,32 @@ def test_a_personal_ray_cluster_is_kuberays_owned_by_the_session_and_refuses_oth
     r = chart.http.delete(api, params={"server": ""}, headers={"Authorization": f"token {fay}"}, timeout=60)
     assert r.status_code == 404, r.text
 
-    def client(ray_token: str | None) -> str:
+    def client(ray_token: str | None) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         env.update(HOME=str(tmp_path), RAY_USAGE_STATS_ENABLED="0")
         if ray_token is not None:
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=ray_token)
-        r = subprocess.run([str(VENV_BIN / "python"), "-c", RAY_CLIENT, out["address"]], env=env,
-                           capture_output=True, text=True, timeout=180)
-        return r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-500:]
+        return subprocess.Popen([str(VENV_BIN / "python"), "-c", RAY_CLIENT, out["address"]], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    assert client(secrets.token_urlsafe(32)).startswith("REFUSED")
-    assert client(None).startswith("REFUSED")
-    assert client(cluster_token) == "CONNECTED 42"
+    def said(proc: subprocess.Popen) -> str:
+        stdout, stderr = proc.communicate(timeout=180)
+        return stdout.strip().splitlines()[-1] if stdout.strip() else stderr[-500:]
+
+    # Side by side: a refusal takes Ray's client about 30 s of retries.
+    wrong, none, right = client(secrets.token_urlsafe(32)), client(None), client(cluster_token)
+    assert said(right) == "CONNECTED 42"
+    assert said(wrong).startswith("REFUSED") and said(none).startswith("REFUSED")
 
     # Stopping the server: the garbage collector follows the owners.
     assert chart.api("DELETE", "/users/gil/server").status_code in (202, 204)
-    kube.wait("the RayCluster, its pods and its token to go", lambda: not kube.maybe(
+    kube.wait("the RayCluster, its pods, its token and its NetworkPolicy to go", lambda: not kube.maybe(
         f"/apis/ray.io/v1/namespaces/{CHART_NS}/rayclusters/{rc_name}") and not _pods(
         kube, f"ray.io/cluster={rc_name}") and not kube.maybe(
-        kube.ns("secrets", f"{rc_name}-token", namespace=CHART_NS)), timeout=180)
+        kube.ns("secrets", f"{rc_name}-token", namespace=CHART_NS)) and not kube.maybe(
+        f"/apis/networking.k8s.io/v1/namespaces/{CHART_NS}/networkpolicies/{rc_name}"), timeout=180)
+    # ... and each node's run stops in the usage record (the service's sweep, every 5 s).
+    kube.wait("the nodes' usage runs to stop", lambda: set(ray_usage("stop")) == set(started), timeout=60)
     if os.environ.get("ATELIER_BENCH_BASELINES"):  # bench/bench_chart.py: the same head, bare
         figure("bare RayCluster to head ready", _bare_ray_cluster_ready(kube, chart, pod))
 

@@ -152,3 +152,18 @@ def test_the_hub_pods_services_import_without_the_embedded_modes_docker_packages
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={"PYTHONPATH": str(repo / "hub"), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert r.stdout.strip() == "imported", r.stderr[-2000:]
+
+
+def test_gpu_workers_past_the_per_user_gpu_limit_are_refused_naming_it():
+    import pytest
+    from atelier_hub.cluster.ray import check_gpus
+    from atelier_hub.ray_clusters import RayClusterError
+
+    check_gpus(workers=4, profile=GPU, in_use=0, limit=4)  # exactly the limit: fine
+    check_gpus(workers=50, profile=Profile(name="cpu", display_name="C", cpu={"limit": 2}, memory={"limit": "4G"}),
+               in_use=4, limit=4)  # CPU workers hold no GPU
+    with pytest.raises(RayClusterError) as refused:
+        check_gpus(workers=2, profile=GPU, in_use=3, limit=4)
+    assert refused.value.status == 409 and refused.value.field == "workers"
+    assert "allows 4 per user in Ray clusters (ray_clusters.gpus_per_user in the cluster settings)" in str(refused.value)
+    assert "ask for at most 1 such worker(s)" in str(refused.value)

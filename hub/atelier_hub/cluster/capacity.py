@@ -228,14 +228,14 @@ def capacity_manifests(*, subject: dict[str, str]) -> list[dict]:
       in every namespace (other workloads hold room on the same nodes);
     - a Role and its binding in the hub's namespace (``subject``'s) to read the pods' logs
       (a running job's output, :mod:`atelier_hub.cluster.kubespawner`) and to make and
-      remove KubeRay's ``RayCluster`` objects (personal Ray clusters,
-      :mod:`atelier_hub.services.ray_clusters_kube`).
+      remove KubeRay's ``RayCluster`` objects and their NetworkPolicies (personal Ray
+      clusters, :mod:`atelier_hub.services.ray_clusters_kube`).
 
     >>> objs = capacity_manifests(subject={"kind": "ServiceAccount", "name": "hub", "namespace": "a"})
     >>> [(o["kind"], o["metadata"]["name"]) for o in objs][::2]
     [('ClusterRole', 'atelier-hub-capacity'), ('Role', 'atelier-hub-jobs-ray')]
     >>> [r["resources"] for r in objs[0]["rules"] + objs[2]["rules"]], objs[3]["metadata"]["namespace"]
-    ([['nodes'], ['pods'], ['pods/log'], ['rayclusters']], 'a')
+    ([['nodes'], ['pods'], ['pods/log'], ['rayclusters'], ['networkpolicies']], 'a')
     """
     meta = {"name": "atelier-hub-capacity",
             "labels": {"app.kubernetes.io/managed-by": "atelier", "app.kubernetes.io/component": "capacity"}}
@@ -250,7 +250,9 @@ def capacity_manifests(*, subject: dict[str, str]) -> list[dict]:
         {"apiVersion": f"{RBAC}/v1", "kind": "Role", "metadata": logs,
          "rules": [{"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
                    {"apiGroups": ["ray.io"], "resources": ["rayclusters"],
-                    "verbs": ["get", "list", "watch", "create", "delete"]}]},
+                    "verbs": ["get", "list", "watch", "create", "delete"]},
+                   {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+                    "verbs": ["create", "delete"]}]},
         {"apiVersion": f"{RBAC}/v1", "kind": "RoleBinding", "metadata": logs, "subjects": [subject],
          "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": logs["name"]}},
     ]

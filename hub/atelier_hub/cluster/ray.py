@@ -39,10 +39,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..profiles import Profile
-from ..ray_clusters import _DROP, TOKEN_PATH
+from ..ray_clusters import _DROP, TOKEN_PATH, RayClusterError
 
-__all__ = ["RAY_API", "USER_LABEL", "cluster_model", "cluster_name", "ray_cluster_manifest", "token_secret_manifest",
-           "worker_resources"]
+__all__ = ["RAY_API", "USER_LABEL", "check_gpus", "cluster_model", "cluster_name", "head_profile",
+           "network_policy_manifest", "ray_cluster_manifest", "token_secret_manifest", "worker_resources"]
 
 #: KubeRay's API group and version (its RayCluster CRD)
 RAY_API = "ray.io/v1"
@@ -104,6 +104,20 @@ def worker_resources(profile: Profile) -> dict[str, dict[str, str]]:
     return {"limits": limits, "requests": requests}
 
 
+def head_profile(profile: Profile, *, cpu: float, memory: str) -> Profile:
+    """The sizes a cluster's head is counted at in usage: the settings' head size, no GPU
+    (the workers are counted at ``profile``'s).
+
+    >>> p = Profile(name="gpu-1", display_name="G", cpu={"limit": 8}, memory={"limit": "32G"}, gpu={"count": 1})
+    >>> h = head_profile(p, cpu=1, memory="2G")
+    >>> h.name, h.cpu.limit, h.memory.limit, h.gpu_count
+    ('gpu-1', 1.0, 2000000000, 0)
+    """
+    from ..profiles import CPU, Memory
+
+    return profile.model_copy(update={"cpu": CPU(limit=cpu), "memory": Memory(limit=memory), "gpu": None})
+
+
 def _env(container: Mapping[str, Any]) -> list[dict]:
     """The session container's variables a node takes (see :data:`atelier_hub.ray_clusters._DROP`)."""
     return [e for e in container.get("env") or [] if not _DROP.match(e.get("name", ""))]
@@ -160,6 +174,49 @@ def _pod_spec(pod_spec: Mapping[str, Any], container: dict, *, token_secret: str
         if key in pod_spec:
             spec[key] = pod_spec[key]
     return spec
+
+
+def check_gpus(*, workers: int, profile: Profile, in_use: int, limit: int) -> None:
+    """Refuse a request whose workers' GPUs, with those of the user's other clusters
+    (``in_use``), pass the per-user limit; the error names it and the fix.
+
+    >>> gpu = Profile(name="gpu-1", display_name="G", cpu={"limit": 8}, memory={"limit": "32G"}, gpu={"count": 1})
+    >>> check_gpus(workers=2, profile=gpu, in_use=2, limit=4)
+    >>> check_gpus(workers=3, profile=gpu, in_use=2, limit=4)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    atelier_hub.ray_clusters.RayClusterError: 3 gpu-1 worker(s) hold 3 GPU(s); with the 2 ...
+    """
+    need = workers * profile.gpu_count
+    if need and need + in_use > limit:
+        left = max(0, limit - in_use)
+        raise RayClusterError("workers", f"{workers} {profile.name} worker(s) hold {need} GPU(s); with the {in_use} "
+                              f"your other Ray clusters hold that makes {need + in_use}, and this deployment allows "
+                              f"{limit} per user in Ray clusters (ray_clusters.gpus_per_user in the cluster "
+                              f"settings): ask for at most {left // profile.gpu_count} such worker(s), a CPU profile, "
+                              "or stop another cluster (atelier ray down SERVER)", status=409)
+
+
+def network_policy_manifest(pod: Mapping[str, Any]) -> dict:
+    """Only the owner's sessions and the cluster's own nodes reach its pods (Ray's token
+    guards them too); owned by the session's pod, like the cluster.
+
+    >>> np = network_policy_manifest({"metadata": {"name": "jupyter-gil", "namespace": "hub", "uid": "u1",
+    ...                                            "labels": {"hub.jupyter.org/username": "gil"}}})
+    >>> [f["podSelector"]["matchLabels"] for f in np["spec"]["ingress"][0]["from"]]
+    [{'hub.jupyter.org/username': 'gil', 'component': 'singleuser-server'}, {'ray.io/cluster': 'ray-jupyter-gil'}]
+    """
+    meta = pod["metadata"]
+    name = cluster_name(meta["name"])
+    owner = {"hub.jupyter.org/username": (meta.get("labels") or {}).get("hub.jupyter.org/username", ""),
+             "component": "singleuser-server"}
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": meta["namespace"], "labels": {"app.kubernetes.io/managed-by": "atelier"},
+                     "ownerReferences": [_owner(pod)]},
+        "spec": {"podSelector": {"matchLabels": {KUBERAY_CLUSTER_LABEL: name}}, "policyTypes": ["Ingress"],
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": owner}},
+                                       {"podSelector": {"matchLabels": {KUBERAY_CLUSTER_LABEL: name}}}]}]},
+    }
 
 
 def token_secret_manifest(pod: Mapping[str, Any], token: str) -> dict:

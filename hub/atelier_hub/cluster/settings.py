@@ -213,8 +213,11 @@ class RayClustersFront(StrictModel):
                       "`http://hub:PORT/services/ray_clusters`.")
     workers_per_user: int = Field(4, ge=0, description="Ray workers one user may have in all their clusters; a "
                                   "request over it is refused with the limit named.")
+    gpus_per_user: int = Field(4, ge=0, description="GPUs one user's Ray workers may hold in all their clusters "
+                               "(a worker of a GPU profile holds the profile's); a request over it is refused with "
+                               "the limit named.")
     head_cpu: float = Field(1, gt=0, description="CPUs of a cluster's head (requests and limits); it takes tasks too.")
-    head_memory: str = Field("2G", pattern=r"^[0-9]+(\.[0-9]+)?([KMGTE]i?)?$",
+    head_memory: str = Field("2G", pattern=r"^[0-9]+(\.[0-9]+)?([KMGT]i?)?$",
                              description="Memory of a cluster's head, a Kubernetes quantity (e.g. `2G`, `4Gi`).")
     gcs_port: int = Field(6379, gt=1024, lt=65536, description="The head's GCS port (Ray's default).")
     client_port: int = Field(10001, gt=1024, lt=65536, description="The head's Ray client port (Ray's default): "

@@ -7,15 +7,16 @@ on is found by the annotations KubeSpawner gives the caller's pods (the user's a
 server's names), a cluster is found by the labels it was made with, and another user's
 clusters are neither listed nor reachable (404, as a server that does not exist).
 
-What it makes (:mod:`atelier_hub.cluster.ray` builds them): the cluster's token Secret
-and the ``RayCluster``, both owned by the session's pod, so Kubernetes' garbage
+What it makes (:mod:`atelier_hub.cluster.ray` builds them): the cluster's token Secret,
+a NetworkPolicy that lets only the owner's sessions and the cluster's own pods reach its
+pods, and the ``RayCluster``, all owned by the session's pod, so Kubernetes' garbage
 collector removes them, and KubeRay's pods, when the pod goes. Nothing of a cluster is
 kept here: a restarted hub pod finds them again in the API server. It answers a POST
 once the head is ready (its Ray client port answers); workers the cluster cannot place
 yet keep starting in the background, and ``atelier ray status`` shows them.
 
 Its identity is the hub's ServiceAccount, with the Role of ``atelier render hub-rbac``
-(``rayclusters`` in the hub's namespace). Each node counts in the usage record as kind
+(``rayclusters`` and ``networkpolicies`` in the hub's namespace). Each node counts in the usage record as kind
 ``ray``, as in the embedded mode.
 """
 
@@ -31,11 +32,15 @@ from tornado import web
 
 from ..cluster.ray import (
     KUBERAY_CLUSTER_LABEL,
+    PROFILE_ANNOTATION,
     RAY_API,
     SERVER_ANNOTATION,
     USER_ANNOTATION,
+    check_gpus,
     cluster_model,
     cluster_name,
+    head_profile,
+    network_policy_manifest,
     ray_cluster_manifest,
     token_secret_manifest,
 )
@@ -71,6 +76,11 @@ class KubeClusters(Clusters):
             api_client = client.ApiClient()
             self._api = (client.CoreV1Api(api_client), client.CustomObjectsApi(api_client))
         return self._api
+
+    def _networking(self):
+        from kubernetes_asyncio import client
+
+        return client.NetworkingV1Api(self._api[0].api_client)
 
     async def _clusters(self, user: str | None = None) -> list[dict]:
         _, custom = await self.api()
@@ -115,6 +125,8 @@ class KubeClusters(Clusters):
                              client_port=self.settings["client_port"], gcs_port=self.settings["gcs_port"],
                              head_ip=self.settings.get("head_ip"))
 
+    limit_setting = "ray_clusters.workers_per_user in the cluster settings"
+
     def workers_max(self) -> int:
         return self.settings["workers_per_user"]
 
@@ -131,6 +143,10 @@ class KubeClusters(Clusters):
         in_use = sum(g.get("replicas", 0) for rc in mine if rc["metadata"]["name"] != own
                      for g in rc["spec"].get("workerGroupSpecs") or [])
         profiles, request = self.checked(body, in_use)
+        gpus = {p.name: p.gpu_count for p in profiles}
+        gpus_in_use = sum(g.get("replicas", 0) * gpus.get(
+            (rc["metadata"].get("annotations") or {}).get(PROFILE_ANNOTATION, ""), 0)
+            for rc in mine if rc["metadata"]["name"] != own for g in rc["spec"].get("workerGroupSpecs") or [])
         if pod is None:
             shown = f"server {request['server']!r}" if request["server"] else "default server"
             raise RayClusterError("server", f"your {shown} is not running: start it first (a cluster belongs to "
@@ -139,6 +155,8 @@ class KubeClusters(Clusters):
             profile = resolve_profile(profiles, request["profile"], groups=set(user.get("groups") or []))
         except ProfileError as exc:
             raise RayClusterError("profile", str(exc)) from None
+        check_gpus(workers=request["workers"], profile=profile, in_use=gpus_in_use,
+                   limit=self.settings["gpus_per_user"])
         async with self.locks.setdefault(own, asyncio.Lock()):
             have = next((rc for rc in await self._clusters(name) if rc["metadata"]["name"] == own), None)
             if have is not None:
@@ -158,6 +176,8 @@ class KubeClusters(Clusters):
             self.starting.add(own)
             try:
                 await core.create_namespaced_secret(self.namespace, secret)
+                await self._networking().create_namespaced_network_policy(self.namespace,
+                                                                           network_policy_manifest(pod))
                 await custom.create_namespaced_custom_object(_GROUP, _VERSION, self.namespace, "rayclusters", rc)
                 log.info("ray cluster %s of %s (server %r): head and %d %s worker(s) asked of KubeRay", own, name,
                          request["server"], request["workers"], profile.name)
@@ -167,8 +187,10 @@ class KubeClusters(Clusters):
                 raise
             finally:
                 self.starting.discard(own)
-            self.count("start", self.usage_keys(name, request["server"], request["workers"]), profile,
-                       groups=user.get("groups"))
+            head, *workers = self.usage_keys(name, request["server"], request["workers"])
+            self.count("start", [head], head_profile(profile, cpu=self.settings["head_cpu"],
+                                                     memory=self.settings["head_memory"]), groups=user.get("groups"))
+            self.count("start", workers, profile, groups=user.get("groups"))
             return 201, {**model, "created": True}
 
     async def wait_head(self, rc_name: str) -> dict:
@@ -196,7 +218,8 @@ class KubeClusters(Clusters):
         core, custom = await self.api()
         for call in (lambda: custom.delete_namespaced_custom_object(_GROUP, _VERSION, self.namespace, "rayclusters",
                                                                     rc_name, propagation_policy="Background"),
-                     lambda: core.delete_namespaced_secret(f"{rc_name}-token", self.namespace)):
+                     lambda: core.delete_namespaced_secret(f"{rc_name}-token", self.namespace),
+                     lambda: self._networking().delete_namespaced_network_policy(rc_name, self.namespace)):
             try:
                 await call()
             except ApiException as exc:

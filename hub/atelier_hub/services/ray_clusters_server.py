@@ -51,6 +51,7 @@ from ..ray_clusters import (
     LABEL,
     PORT_LABEL,
     SESSION_LABEL,
+    WORKERS_SETTING,
     RayClusterError,
     check_request,
     cluster_env,
@@ -314,13 +315,17 @@ class Clusters:
             if waiting:
                 await asyncio.sleep(1)
 
+    #: where the per-user worker limit is set (named in a refusal)
+    limit_setting = WORKERS_SETTING
+
     def checked(self, body, in_use: int) -> tuple[list, dict]:
         """The profiles and the request's checked fields (:func:`check_request`): ``in_use``
         is the caller's workers in their other clusters."""
         profiles = load_profiles(self.profiles_dir)
         default = next((p.name for p in profiles if p.default), profiles[0].name if profiles else "")
         return profiles, check_request(body, profile_names=[p.name for p in profiles], default_profile=default,
-                                       workers_max=self.workers_max(), workers_in_use=in_use)
+                                       workers_max=self.workers_max(), workers_in_use=in_use,
+                                       limit_setting=self.limit_setting)
 
     async def create(self, user: dict, body) -> tuple[int, dict]:
         name = user["name"]

@@ -141,6 +141,11 @@ resource "kubernetes_role_v1" "hub_job_logs" {
     resources  = ["rayclusters"]
     verbs      = ["get", "list", "watch", "create", "delete"]
   }
+  rule {
+    api_groups = ["networking.k8s.io"]
+    resources  = ["networkpolicies"]
+    verbs      = ["create", "delete"]
+  }
 }
 
 resource "kubernetes_role_binding_v1" "hub_job_logs" {
