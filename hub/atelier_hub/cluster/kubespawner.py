@@ -1047,7 +1047,7 @@ def update_ray_clusters(c, settings: ClusterSettings, *, profiles_dir: str) -> N
     ``RayCluster`` in place of containers (:mod:`atelier_hub.services.ray_clusters_kube`).
     It talks to the API server as the hub does (the pod's ServiceAccount); a hub
     service's environment is not the hub's, so the API server's address is handed on."""
-    from ..services.ray_clusters import SERVICE
+    from ..services.ray_clusters import SERVICE, ray_clusters_command
 
     if not settings.ray_clusters.enabled:
         return
@@ -1055,8 +1055,8 @@ def update_ray_clusters(c, settings: ClusterSettings, *, profiles_dir: str) -> N
     port = rc.port
     kube = {**rc.model_dump(exclude={"enabled", "port"}), "namespace": settings.namespace or _hub_namespace()}
     service = {"name": SERVICE.name, "display": False, "url": f"http://hub:{port}",
-               "command": [sys.executable, "-m", "atelier_hub.services.ray_clusters_kube", "--state", "/srv/jupyterhub",
-                           "--profiles", profiles_dir, "--kubernetes", json.dumps(kube), "--listen", f"0.0.0.0:{port}"],
+               "command": [*ray_clusters_command(state="/srv/jupyterhub", profiles_dir=profiles_dir, kubernetes=kube),
+                           "--listen", f"0.0.0.0:{port}"],
                "environment": {k: os.environ[k] for k in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
                                if k in os.environ}}
     c.JupyterHub.services = [*(s for s in c.JupyterHub.get("services", []) if s.get("name") != SERVICE.name), service]

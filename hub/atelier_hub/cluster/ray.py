@@ -41,8 +41,9 @@ from typing import Any
 from ..profiles import Profile
 from ..ray_clusters import _DROP, TOKEN_PATH, RayClusterError
 
-__all__ = ["RAY_API", "USER_LABEL", "check_gpus", "cluster_model", "cluster_name", "head_profile",
-           "network_policy_manifest", "ray_cluster_manifest", "token_secret_manifest", "worker_resources"]
+__all__ = ["RAY_API", "USER_LABEL", "check_gpus", "cluster_model", "cluster_name", "cluster_workers", "head_profile",
+           "label_value", "network_policy_manifest", "ray_cluster_manifest", "token_secret_manifest",
+           "worker_resources"]
 
 #: KubeRay's API group and version (its RayCluster CRD)
 RAY_API = "ray.io/v1"
@@ -76,10 +77,10 @@ def cluster_name(pod_name: str) -> str:
     return name
 
 
-def _slug(value: str) -> str:
+def label_value(value: str) -> str:
     """A label value for any name (the names themselves are in annotations).
 
-    >>> _slug("ada"), _slug(""), _slug("a.b@example.org")
+    >>> label_value("ada"), label_value(""), label_value("a.b@example.org")
     ('ada', '', 'a.b-example.org')
     """
     return re.sub(r"[^A-Za-z0-9_.-]", "-", value)[:63].strip("-_.")
@@ -235,8 +236,8 @@ def _owner(pod: Mapping[str, Any]) -> dict:
 
 def _labels(pod: Mapping[str, Any]) -> dict[str, str]:
     ann = pod["metadata"].get("annotations") or {}
-    return {USER_LABEL: _slug(ann.get("hub.jupyter.org/username", "")),
-            SERVER_LABEL: _slug(ann.get("hub.jupyter.org/servername", "")),
+    return {USER_LABEL: label_value(ann.get("hub.jupyter.org/username", "")),
+            SERVER_LABEL: label_value(ann.get("hub.jupyter.org/servername", "")),
             "app.kubernetes.io/managed-by": "atelier"}
 
 
@@ -266,11 +267,12 @@ def ray_cluster_manifest(pod: Mapping[str, Any], *, profile: Profile, workers: i
     meta, spec = pod["metadata"], pod["spec"]
     session = next((c for c in spec["containers"] if c.get("name") == "notebook"), spec["containers"][0])
     ann = meta.get("annotations") or {}
-    head_params = {"port": str(gcs_port), "ray-client-server-port": str(client_port), "include-dashboard": "false",
-                   "num-cpus": str(max(1, int(float(head["cpu"])))), "metrics-export-port": "0",
-                   "dashboard-agent-listen-port": "0", "dashboard-agent-grpc-port": "0", "disable-usage-stats": "true"}
-    worker_params = {"metrics-export-port": "0", "dashboard-agent-listen-port": "0",
-                     "dashboard-agent-grpc-port": "0", "disable-usage-stats": "true"}
+    # Every node: ports of Ray's choosing where KubeRay would fix them (8080, 52365), no usage stats.
+    node_params = {"metrics-export-port": "0", "dashboard-agent-listen-port": "0", "dashboard-agent-grpc-port": "0",
+                   "disable-usage-stats": "true"}
+    head_params = {**node_params, "port": str(gcs_port), "ray-client-server-port": str(client_port),
+                   "include-dashboard": "false", "num-cpus": str(max(1, int(float(head["cpu"]))))}
+    worker_params = dict(node_params)
     if head_ip:
         head_params["node-ip-address"] = head_ip
         worker_params["address"] = f"{head_ip}:{gcs_port}"
@@ -300,11 +302,20 @@ def ray_cluster_manifest(pod: Mapping[str, Any], *, profile: Profile, workers: i
             "headGroupSpec": {"rayStartParams": head_params,
                               "template": {"metadata": {"labels": dict(labels)}, "spec": head_pod}},
             "workerGroupSpecs": [{
-                "groupName": _slug(profile.name) or "workers", "replicas": workers, "minReplicas": workers,
+                "groupName": label_value(profile.name) or "workers", "replicas": workers, "minReplicas": workers,
                 "maxReplicas": workers, "rayStartParams": worker_params,
                 "template": {"metadata": {"labels": dict(labels)}, "spec": worker_pod}}],
         },
     }
+
+
+def cluster_workers(rc: Mapping[str, Any]) -> int:
+    """The workers a RayCluster asks for, over its worker groups.
+
+    >>> cluster_workers({"spec": {"workerGroupSpecs": [{"replicas": 2}, {"replicas": 1}]}})
+    3
+    """
+    return sum(g.get("replicas", 0) for g in rc["spec"].get("workerGroupSpecs") or [])
 
 
 def cluster_model(rc: Mapping[str, Any], pods: list[dict], *, token: str, client_port: int, gcs_port: int = 6379,
@@ -337,7 +348,7 @@ def cluster_model(rc: Mapping[str, Any], pods: list[dict], *, token: str, client
     nodes = sorted(pods, key=lambda p: ((p["metadata"].get("labels") or {}).get(KUBERAY_NODE_TYPE_LABEL) != "head",
                                         p["metadata"]["name"]))
     return {"server": ann.get(SERVER_ANNOTATION, ""), "profile": ann.get(PROFILE_ANNOTATION, ""),
-            "workers": sum(g.get("replicas", 0) for g in rc["spec"].get("workerGroupSpecs") or []),
+            "workers": cluster_workers(rc),
             "address": f"ray://{ip}:{client_port}" if ip and head is not None else "", "token": token,
             "gcs_address": f"{ip}:{gcs_port}" if ip and head is not None else "",
             "cluster": rc["metadata"]["name"],

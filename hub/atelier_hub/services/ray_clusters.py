@@ -11,6 +11,7 @@ session is gone. Users reach it with their own hub token (a session's, or
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import ClassVar
 
@@ -35,14 +36,18 @@ class RayClustersService(ServiceSettings):
         return {"ATELIER_RAY_CLUSTERS_URL": self.url}
 
 
-def ray_clusters_command(*, state: str, profiles_dir: str) -> list[str]:
-    """The service's command line.
+def ray_clusters_command(*, state: str, profiles_dir: str, kubernetes: dict | None = None) -> list[str]:
+    """The service's command line: the embedded mode's (containers on the local engine),
+    or, with ``kubernetes`` (a cluster's settings), KubeRay's backend in a hub pod.
 
     >>> ray_clusters_command(state="/s", profiles_dir="/p")[2:]
     ['atelier_hub.services.ray_clusters_server', '--state', '/s', '--profiles', '/p']
+    >>> ray_clusters_command(state="/s", profiles_dir="/p", kubernetes={"namespace": "a"})[2:]
+    ['atelier_hub.services.ray_clusters_kube', '--state', '/s', '--profiles', '/p', '--kubernetes', '{"namespace": "a"}']
     """
-    return [sys.executable, "-m", "atelier_hub.services.ray_clusters_server", "--state", state,
-            "--profiles", profiles_dir]
+    module = "ray_clusters_kube" if kubernetes is not None else "ray_clusters_server"
+    return [sys.executable, "-m", f"atelier_hub.services.{module}", "--state", state, "--profiles", profiles_dir,
+            *(["--kubernetes", json.dumps(kubernetes)] if kubernetes is not None else [])]
 
 
 class RayClusters(Service):

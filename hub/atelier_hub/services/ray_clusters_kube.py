@@ -36,10 +36,13 @@ from ..cluster.ray import (
     RAY_API,
     SERVER_ANNOTATION,
     USER_ANNOTATION,
+    USER_LABEL,
     check_gpus,
     cluster_model,
     cluster_name,
+    cluster_workers,
     head_profile,
+    label_value,
     network_policy_manifest,
     ray_cluster_manifest,
     token_secret_manifest,
@@ -83,9 +86,15 @@ class KubeClusters(Clusters):
         return client.NetworkingV1Api(self._api[0].api_client)
 
     async def _clusters(self, user: str | None = None) -> list[dict]:
+        """Atelier's RayClusters, or ``user``'s: selected by the API server on the label (each
+        session's activity reporter asks for its user's), then by the name itself (the
+        label holds a slug of it)."""
         _, custom = await self.api()
-        found = (await custom.list_namespaced_custom_object(_GROUP, _VERSION, self.namespace, "rayclusters",
-                                                           label_selector="app.kubernetes.io/managed-by=atelier"))
+        selector = "app.kubernetes.io/managed-by=atelier"
+        if user is not None:
+            selector += f",{USER_LABEL}={label_value(user)}"
+        found = await custom.list_namespaced_custom_object(_GROUP, _VERSION, self.namespace, "rayclusters",
+                                                           label_selector=selector)
         return [rc for rc in found.get("items", [])
                 if user is None or (rc["metadata"].get("annotations") or {}).get(USER_ANNOTATION) == user]
 
@@ -120,8 +129,10 @@ class KubeClusters(Clusters):
             return ""
         return base64.b64decode((secret.data or {}).get("token", "")).decode()
 
-    async def _model(self, rc: dict) -> dict:
-        return cluster_model(rc, await self._pods(rc["metadata"]["name"]), token=await self._token(rc),
+    async def _model(self, rc: dict, token: str | None = None) -> dict:
+        """The answer for ``rc``; its token read from its Secret unless the caller has it."""
+        token = await self._token(rc) if token is None else token
+        return cluster_model(rc, await self._pods(rc["metadata"]["name"]), token=token,
                              client_port=self.settings["client_port"], gcs_port=self.settings["gcs_port"],
                              head_ip=self.settings.get("head_ip"))
 
@@ -140,13 +151,12 @@ class KubeClusters(Clusters):
         pod = await self._session_pod(name, server or "") if isinstance(server, (str, type(None))) else None
         mine = await self._clusters(name)
         own = cluster_name(pod["metadata"]["name"]) if pod else None
-        in_use = sum(g.get("replicas", 0) for rc in mine if rc["metadata"]["name"] != own
-                     for g in rc["spec"].get("workerGroupSpecs") or [])
-        profiles, request = self.checked(body, in_use)
+        # The user's other clusters: (workers, profile) each, counted against both limits.
+        others = [(cluster_workers(rc), (rc["metadata"].get("annotations") or {}).get(PROFILE_ANNOTATION, ""))
+                  for rc in mine if rc["metadata"]["name"] != own]
+        profiles, request = self.checked(body, sum(n for n, _ in others))
         gpus = {p.name: p.gpu_count for p in profiles}
-        gpus_in_use = sum(g.get("replicas", 0) * gpus.get(
-            (rc["metadata"].get("annotations") or {}).get(PROFILE_ANNOTATION, ""), 0)
-            for rc in mine if rc["metadata"]["name"] != own for g in rc["spec"].get("workerGroupSpecs") or [])
+        gpus_in_use = sum(n * gpus.get(name, 0) for n, name in others)
         if pod is None:
             shown = f"server {request['server']!r}" if request["server"] else "default server"
             raise RayClusterError("server", f"your {shown} is not running: start it first (a cluster belongs to "
@@ -167,7 +177,8 @@ class KubeClusters(Clusters):
                                       f"{model['profile']} worker(s): use it as it is, or stop it first "
                                       "(atelier ray down, or leave its `with ray_cluster(...)` block)", status=409)
             core, custom = await self.api()
-            secret = token_secret_manifest(pod, secrets.token_urlsafe(32))
+            token = secrets.token_urlsafe(32)
+            secret = token_secret_manifest(pod, token)
             rc = ray_cluster_manifest(
                 pod, profile=profile, workers=request["workers"],
                 head={"cpu": str(self.settings["head_cpu"]), "memory": self.settings["head_memory"]},
@@ -181,7 +192,7 @@ class KubeClusters(Clusters):
                 await custom.create_namespaced_custom_object(_GROUP, _VERSION, self.namespace, "rayclusters", rc)
                 log.info("ray cluster %s of %s (server %r): head and %d %s worker(s) asked of KubeRay", own, name,
                          request["server"], request["workers"], profile.name)
-                model = await self.wait_head(own)
+                model = await self.wait_head(own, token)
             except Exception:
                 await self._remove(own)  # no half-made cluster is left behind
                 raise
@@ -193,14 +204,20 @@ class KubeClusters(Clusters):
             self.count("start", workers, profile, groups=user.get("groups"))
             return 201, {**model, "created": True}
 
-    async def wait_head(self, rc_name: str) -> dict:
+    async def wait_head(self, rc_name: str, token: str) -> dict:
         """Until the head pod is ready (its readiness probe: Ray's client port answers)."""
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        _, custom = await self.api()
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
-            rc = next((r for r in await self._clusters() if r["metadata"]["name"] == rc_name), None)
-            if rc is None:
-                raise web.HTTPError(409, "the cluster was deleted while starting (its session stopped?)")
-            model = await self._model(rc)
+            try:
+                rc = await custom.get_namespaced_custom_object(_GROUP, _VERSION, self.namespace, "rayclusters", rc_name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                raise web.HTTPError(409, "the cluster was deleted while starting (its session stopped?)") from None
+            model = await self._model(rc, token)
             head = next((n for n in model["nodes"] if n["role"] == "head"), None)
             if head and head["state"] == "running" and model["address"]:
                 return model
@@ -255,8 +272,8 @@ class KubeClusters(Clusters):
         live = set()
         for rc in await self._clusters():
             ann = rc["metadata"].get("annotations") or {}
-            workers = sum(g.get("replicas", 0) for g in rc["spec"].get("workerGroupSpecs") or [])
-            live.update(self.usage_keys(ann.get(USER_ANNOTATION, ""), ann.get(SERVER_ANNOTATION, ""), workers))
+            live.update(self.usage_keys(ann.get(USER_ANNOTATION, ""), ann.get(SERVER_ANNOTATION, ""),
+                                        cluster_workers(rc)))
         if not self.starting:
             self.count("stop", sorted(self.open_runs - live))
 
