@@ -22,14 +22,16 @@ import pytest
 import requests
 import yaml
 from atelier_hub.install.paths import image_ref, tool_path
-from control_plane import control_plane_paths, missing_binaries, missing_node_packages
+from control_plane import control_plane_paths, kueue_paths, missing_binaries, missing_node_packages
 from k8s_cluster import (
     GPU_GROUP,
     GPU_IMAGE,
     NAMESPACE,
+    QUEUE_GPUS,
     SESSION_ROLE_ARN,
     SLICE_PROFILES,
     STORAGE_CLASS,
+    TEAMS,
     ControlPlane,
     Kube,
     PodPorts,
@@ -118,6 +120,11 @@ class Hub(HubClient):
             # runs them.
             "usage": {"enabled": False},
             "jobs": {"enabled": False},
+            # GPU servers wait in Kueue's queue (the control plane's Kueue, started by the
+            # hub fixture): 4 whole GPUs in all (of gpu-0's 8: the queue, not the node,
+            # is what runs out first), the 2 MIG slices and 4 shares of gpu-slice-0; two
+            # teams of equal weight besides everyone else.
+            "queue": {"kueue": True, "gpus": QUEUE_GPUS, "groups": {team: {"weight": 1} for team in TEAMS}},
         }))
         self.kubeconfig = write_kubeconfig(workdir / "hub.kubeconfig", server=kube_server, pki=pki, who="hub",
                                            namespace=NAMESPACE)
@@ -211,6 +218,23 @@ for _svc in c.JupyterHub.services:
             assert r.status_code == 200, r.text
 
 
+def kueue(control_plane, hub_dir: Path) -> None:
+    """Kueue on the control plane, with the queues of the test hub's cluster settings as
+    `atelier render kueue` prints them (what the platform team applies)."""
+    control_plane.start_kueue(kueue_paths())
+    out = subprocess.run([str(VENV_BIN / "atelier"), "render", "kueue", "--cluster", str(hub_dir / "cluster.yaml"),
+                          "--profiles", str(hub_dir / "profiles")], capture_output=True, text=True, check=True).stdout
+    admin = control_plane.admin
+    for obj in yaml.safe_load_all(out):
+        kind = obj["kind"].lower() + "s"
+        ns = obj["metadata"].get("namespace")
+        admin.create(f"/apis/kueue.x-k8s.io/v1beta2/{f'namespaces/{ns}/' if ns else ''}{kind}", obj)
+    # Kueue takes a queue into account once it is active.
+    control_plane.processes.wait("Kueue's queues active", lambda: all(
+        any(c["type"] == "Active" and c["status"] == "True" for c in (q.get("status") or {}).get("conditions", []))
+        for q in admin.get("/apis/kueue.x-k8s.io/v1beta2/clusterqueues")["items"]), timeout=60)
+
+
 @pytest.fixture(scope="session")
 def kube(control_plane) -> Kube:
     """The API server as a cluster admin (to inspect what the hub made)."""
@@ -229,6 +253,7 @@ def hub(control_plane, tmp_path_factory):
     ports = PodPorts(control_plane.admin).start()
     h = Hub(tmp_path_factory.mktemp("hub"), control_plane.server, control_plane.pki)
     try:
+        kueue(control_plane, h.dir)
         h.start()
         h.add_user("ada", groups=(GPU_GROUP,))
         h.add_user("bo")

@@ -19,6 +19,9 @@ module proxy.
   ``github.com/ray-project/kuberay/ray-operator``) and its CRDs (RayCluster, RayJob,
   RayService: it watches all three) from the same module, a Go build of its own
   (``gomod-kuberay/``, about 2-6 min cold) for the personal Ray clusters' tests.
+- ``kueue-v0.17.0/bin/``: Kueue's manager (``sigs.k8s.io/kueue/cmd/kueue``: its
+  controllers, its webhooks and its visibility API server) and its CRDs, a Go build of
+  its own (``gomod-kueue/``, about 4 min cold) for the GPU queue's tests.
 - From Debian (apt): containerd (the real node's runtime; docker.io brings it too) and
   containernetworking-plugins (its ``loopback`` plugin is the node's only network).
 
@@ -39,11 +42,17 @@ ETCD_VERSION = "v3.6.8"  # the version k8s.io/kubernetes v1.36.3 requires
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v4.2.4"  # the newest helm on the Kubernetes v0.36 libraries (gomod/go.mod)
 KUBERAY_VERSION = "v1.5.0"  # gomod-kuberay/go.mod
+KUEUE_VERSION = "v0.17.0"  # gomod-kueue/go.mod
 
 GOMOD = Path(__file__).resolve().parent / "gomod"
 GOMOD_KUBERAY = Path(__file__).resolve().parent / "gomod-kuberay"
+GOMOD_KUEUE = Path(__file__).resolve().parent / "gomod-kueue"
 #: the CRDs the operator watches (it stops where one is missing), copied out of its module at build time
 KUBERAY_CRDS = ("ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml", "ray.io_rayservices.yaml")
+#: every CRD of Kueue's module (its manager watches them all), as its release installs them
+KUEUE_CRDS = tuple(f"kueue.x-k8s.io_{kind}.yaml" for kind in (
+    "admissionchecks", "clusterqueues", "cohorts", "localqueues", "multikueueclusters", "multikueueconfigs",
+    "provisioningrequestconfigs", "resourceflavors", "topologies", "workloadpriorityclasses", "workloads"))
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hub"))
 from atelier_hub.install import _steps, gobuild  # noqa: E402 (stdlib only)
@@ -93,16 +102,48 @@ def kuberay_paths() -> dict[str, Path]:
     return {"ray-operator": out / "ray-operator", **{name: out / name for name in KUBERAY_CRDS}}
 
 
-def _copy_kuberay_crds() -> None:
-    """The CRDs from the operator's module (Go's module cache, fetched if dropped)."""
-    src = gobuild.module_copy(kuberay_group())
-    module = subprocess.run([gobuild.go(), "list", "-m", "-f", "{{.Dir}}", "github.com/ray-project/kuberay/ray-operator"],
+def kueue_group() -> gobuild.GoGroup:
+    """Kueue's manager, a Go build of its own on the Kubernetes libraries it pins."""
+    return gobuild.GoGroup(
+        name=f"kueue-{KUEUE_VERSION}", gomod=GOMOD_KUEUE, binaries={"kueue": "sigs.k8s.io/kueue/cmd/kueue"},
+        out=cache_dir() / f"kueue-{KUEUE_VERSION}" / "bin",
+        xflags=(f"sigs.k8s.io/kueue/pkg/version.GitVersion={KUEUE_VERSION}",),
+        expect="4-6 min cold on 2 cores", retry="python3 tests/k8s/control_plane.py")
+
+
+def kueue_paths() -> dict[str, Path]:
+    """Kueue's binary and its CRDs (they may not exist yet).
+
+    >>> sorted(kueue_paths())[:2], len(kueue_paths())
+    (['kueue', 'kueue.x-k8s.io_admissionchecks.yaml'], 12)
+    """
+    out = kueue_group().out
+    return {"kueue": out / "kueue", **{name: out / name for name in KUEUE_CRDS}}
+
+
+# Each operator: its build, its module, where the module keeps its CRDs, and which.
+_OPERATORS = {
+    "kuberay": (kuberay_group, "github.com/ray-project/kuberay/ray-operator", "config/crd/bases", KUBERAY_CRDS),
+    "kueue": (kueue_group, "sigs.k8s.io/kueue", "config/components/crd/bases", KUEUE_CRDS),
+}
+
+
+def _ensure_operator(name: str) -> None:
+    """Build an operator (at once when built from the current inputs) and copy its CRDs
+    out of its module (Go's module cache, fetched if dropped)."""
+    group_of, module_path, folder, crds = _OPERATORS[name]
+    group = group_of()
+    gobuild.build(group)
+    if all((group.out / crd).is_file() for crd in crds):
+        return
+    src = gobuild.module_copy(group)
+    module = subprocess.run([gobuild.go(), "list", "-m", "-f", "{{.Dir}}", module_path],
                             cwd=src, check=True, capture_output=True, text=True,
-                            env={**os.environ, **gobuild.go_env(GOMOD_KUBERAY)}).stdout.strip()
-    for name in KUBERAY_CRDS:
-        part = kuberay_group().out / f".{name}.part"
-        shutil.copyfile(Path(module) / "config" / "crd" / "bases" / name, part)
-        part.replace(kuberay_group().out / name)
+                            env={**os.environ, **gobuild.go_env(group.gomod)}).stdout.strip()
+    for crd in crds:
+        part = group.out / f".{crd}.part"
+        shutil.copyfile(Path(module) / folder / crd, part)
+        part.replace(group.out / crd)
 
 
 def control_plane_paths() -> dict[str, Path]:
@@ -130,8 +171,9 @@ def missing_binaries() -> list[str]:
     missing = [] if go_group().built() else list(_PACKAGES)
     missing += [name for name, path in control_plane_paths().items()
                 if name not in missing and not os.access(path, os.X_OK)]
-    return missing + [name for name, path in kuberay_paths().items()
-                      if not kuberay_group().built() or not path.is_file()]
+    for group, paths in ((kuberay_group(), kuberay_paths()), (kueue_group(), kueue_paths())):
+        missing += [name for name, path in paths.items() if not group.built() or not path.is_file()]
+    return missing
 
 
 def missing_node_packages() -> list[str]:
@@ -153,9 +195,8 @@ def ensure_control_plane() -> dict[str, Path]:
         gobuild.build(go_group())
         if not os.access(paths["pause"], os.X_OK):
             _build_pause(gobuild.go(), src=gobuild.module_copy(go_group()), target=paths["pause"])
-        gobuild.build(kuberay_group())  # returns at once when built from the current inputs
-        if not all(kuberay_paths()[name].is_file() for name in KUBERAY_CRDS):
-            _copy_kuberay_crds()
+        for operator in _OPERATORS:
+            _ensure_operator(operator)
     _ensure_node_packages()  # returns at once when they are installed
     return paths
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import shlex
 import signal
+import socket
 import subprocess
 import textwrap
 import threading
@@ -51,6 +53,10 @@ SLICE_PROFILES = {
     "gpu-mig": {"gpu": {"count": 1, "resource": "nvidia.com/mig-1g.10gb"}},
     "gpu-shared": {"gpu": {"count": 1, "shared": True}},
 }
+#: the test hub's GPU queue (Kueue's): how many of each GPU resource its servers may hold,
+#: and its teams (hub groups, weight 1 each)
+QUEUE_GPUS = {"nvidia.com/gpu": 4, "nvidia.com/mig-1g.10gb": 2, "nvidia.com/gpu.shared": 4}
+TEAMS = ("team-a", "team-b")
 STORAGE_CLASS = "atelier-home"
 HOME_PVS = 12  # every test user's home on both hubs (a bound PV is kept: Retain), with room
 # The hub's test settings: GPU profiles restricted to a group and given their own image;
@@ -104,6 +110,11 @@ def make_pki(d: Path) -> None:
         "hub": ("/CN=atelier-hub", "extendedKeyUsage=clientAuth\n"),
         # The API server's own identity towards kubelets (exec, logs on the real node).
         "apiserver-kubelet-client": ("/CN=kube-apiserver-kubelet-client", "extendedKeyUsage=clientAuth\n"),
+        # The aggregation layer's identity towards extension API servers (Kueue's visibility API).
+        "front-proxy-client": ("/CN=front-proxy-client", "extendedKeyUsage=clientAuth\n"),
+        # Kueue's webhooks (called at 127.0.0.1) and visibility API (called by its Service's name).
+        "kueue": ("/CN=kueue", "subjectAltName=IP:127.0.0.1,DNS:visibility-server.kueue-system.svc\n"
+                  "extendedKeyUsage=serverAuth\n"),
     }
     for name, (subject, ext) in certs.items():
         (d / f"{name}.ext").write_text(ext)
@@ -409,6 +420,12 @@ class ControlPlane:
             f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
             f"--kubelet-certificate-authority={p / 'ca.crt'}",
             "--kubelet-preferred-address-types=InternalIP,Hostname",
+            # The aggregation layer (Kueue's visibility API): it proxies as front-proxy-client.
+            f"--requestheader-client-ca-file={p / 'ca.crt'}", "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
         ])
         self.admin = Kube(self.server, p, "admin")
         self._wait("kube-apiserver", lambda: self.admin.request("GET", "/readyz").status_code == 200)
@@ -501,13 +518,8 @@ class ControlPlane:
             any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
             for n in k.get("/api/v1/nodes")["items"]) and len(k.get("/api/v1/nodes")["items"]) == len(NODES))
 
-    def start_kuberay(self, paths: dict[str, Path]) -> None:
-        """KubeRay's operator (built from the Go module proxy, control_plane.py) as a process
-        beside the controller-manager, with the admin's identity, and its CRDs.
-        Once: a second call returns at once. Its metrics are off and its health port on
-        127.0.0.1 (its defaults listen on every address)."""
-        if getattr(self, "kuberay_started", False):
-            return
+    def _create_crds(self, paths: dict[str, Path]) -> None:
+        """Each ``.yaml`` of ``paths`` (an operator's CRDs), created and waited for."""
         import yaml
 
         k = self.admin
@@ -521,10 +533,110 @@ class ControlPlane:
                 c["type"] == "Established" and c["status"] == "True" for c in (k.get(
                     f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}")
                     .get("status", {}).get("conditions") or [])))
+
+    def start_kuberay(self, paths: dict[str, Path]) -> None:
+        """KubeRay's operator (built from the Go module proxy, control_plane.py) as a process
+        beside the controller-manager, with the admin's identity, and its CRDs.
+        Once: a second call returns at once. Its metrics are off and its health port on
+        127.0.0.1 (its defaults listen on every address)."""
+        if getattr(self, "kuberay_started", False):
+            return
+        self._create_crds(paths)
         self.processes.launch("ray-operator", [
             str(paths["ray-operator"]), f"--kubeconfig={self.admin_kubeconfig}", "--metrics-addr=0",
             f"--health-probe-bind-address=127.0.0.1:{free_port()}", "--enable-leader-election=false"])
         self.kuberay_started = True
+
+    def start_kueue(self, paths: dict[str, Path]) -> None:
+        """Kueue's manager (built from the Go module proxy, control_plane.py) as a process
+        beside the controller-manager, with the admin's identity and its CRDs, set up as
+        its release sets it up, every address on 127.0.0.1:
+
+        - its pod webhooks (Kueue's own defaulting gates a pod that names a queue until it
+          is admitted), called by the API server at their URL with the test CA;
+        - its visibility API (pending workloads and their positions) through the API
+          server's aggregation layer: an APIService whose Service is an ExternalName of
+          127.0.0.1;
+        - its certificates (webhooks, visibility API, metrics) this run's, made by the test
+          CA: Kueue reads the last two from fixed folders (``/visibility``,
+          ``/etc/kueue/metrics/certs``), so the process runs in a private mount namespace
+          where this run's are bind-mounted there (empty mount points on the host);
+        - pods its only integration; fair sharing on (the cohort's order by share).
+
+        Once: a second call returns at once."""
+        if getattr(self, "kueue_started", False):
+            return
+        k, p = self.admin, self.pki
+        self._create_crds(paths)
+        certs = self.dir / "kueue-certs"
+        certs.mkdir(exist_ok=True)
+        for have, want in (("kueue.crt", "tls.crt"), ("kueue.key", "tls.key")):
+            (certs / want).write_bytes((p / have).read_bytes())
+        webhook_port, visibility_port = free_port(), free_port()
+        config = self.dir / "kueue.yaml"
+        config.write_text(json.dumps({
+            "apiVersion": "config.kueue.x-k8s.io/v1beta2", "kind": "Configuration",
+            "namespace": "kueue-system",
+            "health": {"healthProbeBindAddress": f"127.0.0.1:{free_port()}"},
+            "metrics": {"bindAddress": "0"},
+            "webhook": {"host": "127.0.0.1", "port": webhook_port, "certDir": "/visibility"},
+            "leaderElection": {"leaderElect": False},
+            "internalCertManagement": {"enable": False},
+            "visibilityServer": {"bindAddress": "127.0.0.1", "bindPort": visibility_port},
+            "manageJobsWithoutQueueName": False,
+            "integrations": {"frameworks": ["pod"]},
+            "fairSharing": {"preemptionStrategies": ["LessThanOrEqualToFinalShare", "LessThanInitialShare"]},
+        }))
+        k.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kueue-system"}})
+        ca = base64.b64encode((p / "ca.crt").read_bytes()).decode()
+        # Only pods that name a queue pass Kueue's webhooks: the shared test cluster's other
+        # pods never wait on them.
+        pods = {"objectSelector": {"matchExpressions": [{"key": "kueue.x-k8s.io/queue-name", "operator": "Exists"}]},
+                "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Fail"}
+
+        def hook(name: str, path: str, operations: list[str]) -> dict:
+            return {"name": name, **pods, "clientConfig": {"url": f"https://127.0.0.1:{webhook_port}{path}",
+                                                           "caBundle": ca},
+                    "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": operations,
+                               "resources": ["pods"]}]}
+
+        adm = "/apis/admissionregistration.k8s.io/v1"
+        self.processes.launch("kueue", self._in_mount_namespace(
+            [(certs, "/visibility"), (certs, "/etc/kueue/metrics/certs")],
+            [str(paths["kueue"]), f"--config={config}", f"--kubeconfig={self.admin_kubeconfig}",
+             f"--visibility-server-port={visibility_port}"]))
+        self._wait("Kueue's webhook server", lambda: _listening("127.0.0.1", webhook_port), timeout=120)
+        k.create(f"{adm}/mutatingwebhookconfigurations", {
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "kueue-mutating-webhook-configuration"},
+            "webhooks": [hook("mpod.kb.io", "/mutate--v1-pod", ["CREATE"])]})
+        k.create(f"{adm}/validatingwebhookconfigurations", {
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": "kueue-validating-webhook-configuration"},
+            "webhooks": [hook("vpod.kb.io", "/validate--v1-pod", ["CREATE", "UPDATE"])]})
+        k.create("/api/v1/namespaces/kueue-system/services", {
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "visibility-server"},
+            "spec": {"type": "ExternalName", "externalName": assert_loopback("127.0.0.1")}})
+        k.create("/apis/apiregistration.k8s.io/v1/apiservices", {
+            "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+            "metadata": {"name": "v1beta2.visibility.kueue.x-k8s.io"},
+            "spec": {"group": "visibility.kueue.x-k8s.io", "version": "v1beta2", "groupPriorityMinimum": 100,
+                     "versionPriority": 100, "caBundle": ca,
+                     "service": {"name": "visibility-server", "namespace": "kueue-system",
+                                 "port": visibility_port}}})
+        self._wait("Kueue's visibility API", lambda: k.request(
+            "GET", "/apis/visibility.kueue.x-k8s.io/v1beta2").status_code == 200, timeout=120)
+        self.kueue_started = True
+
+    def _in_mount_namespace(self, binds: list[tuple[Path, str]], argv: list[str]) -> list[str]:
+        """``argv`` run in a private mount namespace with each folder of ``binds`` mounted at
+        its path (made on the host as an empty mount point if missing); exec keeps the PID."""
+        mounts = []
+        for src, target in binds:
+            Path(target).mkdir(parents=True, exist_ok=True)
+            mounts.append(f"mount --bind {shlex.quote(str(src))} {shlex.quote(target)}")
+        script = " && ".join([*mounts, 'exec "$@"'])
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv]
 
     def stop(self) -> None:
         """Stop each process by its PID, newest first (SIGTERM, then SIGKILL after 15 s)."""
@@ -603,6 +715,14 @@ class PodPorts:
         self._thread.join(5)
         for ip in list(self.servers):
             self._close(ip)
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def held_on(kube, node: str, resource: str) -> int:

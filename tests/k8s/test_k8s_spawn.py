@@ -366,3 +366,96 @@ def test_a_gpu_server_with_no_room_waits_past_the_start_timeout_and_starts_when_
         time.sleep(1)
     assert server_pod(kube, "ada", "waits")["spec"]["nodeName"] == "gpu-0"
     hub.stop_server("ada", "waits")
+
+
+# -- the GPU queue: Kueue's (built from the Go module proxy), on the test hub's 4 GPUs ------------
+
+
+def gated(kube, user: str) -> bool:
+    """Whether Kueue holds the user's pod (its admission gate), read from the API server."""
+    pod = server_pod(kube, user, "q")
+    return bool(pod) and any(g["name"] == "kueue.x-k8s.io/admission" for g in pod["spec"].get("schedulingGates") or [])
+
+
+def wait_until(what: str, check, timeout: float = 90):
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"{what}: not in {timeout} s"
+        time.sleep(0.5)
+    return value
+
+
+def ready(hub, user: str) -> bool:
+    return bool(hub.api("GET", f"/users/{user}").json()["servers"].get("q", {}).get("ready"))
+
+
+def ask_in_order(hub, kube, users: list[str]) -> None:
+    """Each user asks for gpu-1 (server ``q``) once the one before has its pod: Kueue's
+    order is the order of asking (its workloads' creation, to the second)."""
+    for user in users:
+        r = hub.request_spawn(user, "gpu-1", "q")
+        assert r.status_code in (201, 202), r.text
+        wait_until(f"{user}'s pod", lambda user=user: server_pod(kube, user, "q"), 30)
+        time.sleep(1.1)
+
+
+def stop_all(hub, users: list[str]) -> None:
+    for user in users:
+        if "q" in hub.api("GET", f"/users/{user}").json()["servers"]:
+            hub.stop_server(user, "q")
+
+
+def test_six_users_ask_for_one_gpu_of_four_two_wait_in_line_and_move_up_when_one_stops(hub, kube):
+    """Kueue's queue (the hub's 4 GPUs; gpu-0 itself has 8): four servers run, two wait
+    gated with their place on the spawn page, read from Kueue's visibility API. One of the
+    four stops: the first in line starts, and the second becomes the first."""
+    users = [f"q{i}" for i in range(1, 7)]
+    for user in users:
+        hub.add_user(user, groups=(GPU_GROUP,))
+    try:
+        ask_in_order(hub, kube, users)
+        for user in users[:4]:
+            wait_until(f"{user} ready", lambda user=user: ready(hub, user))
+            assert server_pod(kube, user, "q")["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "everyone"
+        for user in users[4:]:
+            assert gated(kube, user) and not ready(hub, user), server_pod(kube, user, "q")["spec"]
+        assert held_on(kube, "gpu-0", "nvidia.com/gpu") == 4  # the node has room: the queue holds them
+        first = hub.progress_message("q5", "q", r"In line", timeout=30)
+        second = hub.progress_message("q6", "q", r"In line", timeout=30)
+        assert first.startswith("In line for 1 GPU: 1st of 2 waiting in everyone's queue."), first
+        assert second.startswith("In line for 1 GPU: 2nd of 2 waiting in everyone's queue."), second
+        # One of the four stops: q5 starts within seconds, q6 moves up.
+        hub.stop_server("q1", "q")
+        stopped = time.monotonic()
+        wait_until("q5 ready", lambda: ready(hub, "q5"), 60)
+        started_in = time.monotonic() - stopped
+        assert gated(kube, "q6") and not ready(hub, "q6")
+        moved = hub.progress_message("q6", "q", r"In line", timeout=30)
+        assert moved.startswith("In line for 1 GPU: 1st of 1 waiting in everyone's queue."), moved
+        print(f"queue: the first in line started {started_in:.1f} s after a GPU server stopped")
+    finally:
+        stop_all(hub, users)
+
+
+def test_the_next_free_gpu_goes_to_the_team_below_its_share_though_it_asked_later(hub, kube):
+    """Two teams of weight 1 (Kueue's fair sharing in one cohort): team-a holds all four
+    GPUs and asks for a fifth; team-b asks later. When one of team-a's stops, team-b's
+    server starts and team-a's waits on."""
+    team_a, team_b = [f"ta{i}" for i in range(1, 6)], ["tb1"]
+    for user in team_a:
+        hub.add_user(user, groups=(GPU_GROUP, "team-a"))
+    hub.add_user("tb1", groups=(GPU_GROUP, "team-b"))
+    try:
+        ask_in_order(hub, kube, team_a)
+        for user in team_a[:4]:
+            wait_until(f"{user} ready", lambda user=user: ready(hub, user))
+        ask_in_order(hub, kube, team_b)
+        assert gated(kube, "ta5") and gated(kube, "tb1")
+        assert server_pod(kube, "tb1", "q")["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-b"
+        said = hub.progress_message("tb1", "q", r"In line", timeout=30)
+        assert said.startswith("In line for 1 GPU: 1st of 1 waiting in team-b's queue."), said
+        hub.stop_server("ta1", "q")
+        wait_until("tb1 ready", lambda: ready(hub, "tb1"), 60)
+        assert gated(kube, "ta5") and not ready(hub, "ta5")
+    finally:
+        stop_all(hub, team_a + team_b)

@@ -18,7 +18,7 @@ import terraform_tools  # noqa: E402
 
 
 def all_groups() -> list[gobuild.GoGroup]:
-    return [versitygw.go_group(), control_plane.go_group(), control_plane.kuberay_group(),
+    return [versitygw.go_group(), control_plane.go_group(), control_plane.kuberay_group(), control_plane.kueue_group(),
             *terraform_tools.go_groups().values()]
 
 

@@ -229,13 +229,14 @@ def capacity_manifests(*, subject: dict[str, str]) -> list[dict]:
     - a Role and its binding in the hub's namespace (``subject``'s) to read the pods' logs
       (a running job's output, :mod:`atelier_hub.cluster.kubespawner`) and to make and
       remove KubeRay's ``RayCluster`` objects and their NetworkPolicies (personal Ray
-      clusters, :mod:`atelier_hub.services.ray_clusters_kube`).
+      clusters, :mod:`atelier_hub.services.ray_clusters_kube`), and to read a waiting
+      server's place in Kueue's queue (its visibility API, :mod:`.queue`).
 
     >>> objs = capacity_manifests(subject={"kind": "ServiceAccount", "name": "hub", "namespace": "a"})
     >>> [(o["kind"], o["metadata"]["name"]) for o in objs][::2]
     [('ClusterRole', 'atelier-hub-capacity'), ('Role', 'atelier-hub-jobs-ray')]
     >>> [r["resources"] for r in objs[0]["rules"] + objs[2]["rules"]], objs[3]["metadata"]["namespace"]
-    ([['nodes'], ['pods'], ['pods/log'], ['rayclusters'], ['networkpolicies']], 'a')
+    ([['nodes'], ['pods'], ['pods/log'], ['rayclusters'], ['networkpolicies'], ['localqueues/pendingworkloads']], 'a')
     """
     meta = {"name": "atelier-hub-capacity",
             "labels": {"app.kubernetes.io/managed-by": "atelier", "app.kubernetes.io/component": "capacity"}}
@@ -252,7 +253,9 @@ def capacity_manifests(*, subject: dict[str, str]) -> list[dict]:
                    {"apiGroups": ["ray.io"], "resources": ["rayclusters"],
                     "verbs": ["get", "list", "watch", "create", "delete"]},
                    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
-                    "verbs": ["create", "delete"]}]},
+                    "verbs": ["create", "delete"]},
+                   {"apiGroups": ["visibility.kueue.x-k8s.io"], "resources": ["localqueues/pendingworkloads"],
+                    "verbs": ["get"]}]},
         {"apiVersion": f"{RBAC}/v1", "kind": "RoleBinding", "metadata": logs, "subjects": [subject],
          "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": logs["name"]}},
     ]
@@ -262,8 +265,8 @@ def add_render_capacity(rsub) -> None:
     """``atelier render hub-rbac``: what the hub may read beyond the chart's Role."""
     p = rsub.add_parser("hub-rbac", aliases=["capacity-rbac"],
                         help="what the hub needs beyond the chart's Role: nodes and pods for the spawn form's "
-                        "live capacity, job pods' logs, personal Ray clusters (kubectl apply -f -; the Terraform "
-                        "module makes them too)")
+                        "live capacity, job pods' logs, personal Ray clusters, places in Kueue's queue "
+                        "(kubectl apply -f -; the Terraform module makes them too)")
     p.add_argument("--namespace", required=True, help="the Helm release's namespace")
     p.add_argument("--hub-service-account", default="hub", help="the hub's ServiceAccount (the chart's: hub)")
 

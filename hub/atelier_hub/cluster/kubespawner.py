@@ -55,7 +55,7 @@ from kubernetes_asyncio.client.models import (
 from kubespawner import KubeSpawner
 from kubespawner.clients import shared_client
 from tornado import web
-from traitlets import Bool, Float, Integer, Unicode
+from traitlets import Bool, Dict, Float, Integer, Unicode
 
 from .. import origins
 from ..image_paths import PYTHON as IMAGE_PYTHON
@@ -68,12 +68,15 @@ from ..services.s3_accounts import S3Accounts, S3AdminError
 from ..session import session_env, session_files
 from . import TRINO_JWT_DIR
 from .capacity import ClusterView
-from .settings import ClusterSettings, load_cluster_settings
+from .queue import GATE, LABEL, check_queue, pending_path, place_in_line, place_text, queue_label, queued
+from .settings import ClusterSettings, GpuQueue, load_cluster_settings
 
 __all__ = ["AtelierKubeSpawner", "configure_kubespawner", "profile_list", "SECRET_ENV"]
 
 # The spawn form waits this long at most for the nodes and pods (then shows sizes only).
 CAPACITY_READ_TIMEOUT_S = 5.0
+# While Kueue holds a server's pod, its spawn page reads the place in line this often.
+QUEUE_POLL_S = 2.0
 
 # Variables whose values are credentials: they reach the pod through a Secret only.
 SECRET_ENV = (
@@ -258,6 +261,14 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         0: no longer than ``start_timeout``. Needs ``show_capacity`` (the pool is read to
         know it is full).
         """,
+    )
+
+    queue = Dict(
+        {},
+        config=True,
+        help="""The cluster settings' ``queue`` (:func:`update_queue`): with ``kueue`` true, the
+        pods of GPU profiles name their team's Kueue LocalQueue and wait for Kueue to admit
+        them, their spawn page showing their place in line. Empty: no queue.""",
     )
 
     capacity_max_age = Float(
@@ -562,6 +573,9 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             for path in self._kept_files():
                 path.unlink(missing_ok=True)  # an earlier job's of this name
         pod = await super().get_pod_manifest()  # calls get_env, which fills _secret_env
+        if queued(self.profile, self.gpu_queue):
+            # Kueue's webhook gates the pod until the team's queue admits it.
+            pod.metadata.labels[LABEL] = queue_label([g.name for g in self.user.groups], self.gpu_queue)
         if self.job:
             # Run once: the runner's exit is the job's end, never a restart.
             pod.spec.restart_policy = "Never"
@@ -607,7 +621,10 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         ``start_timeout`` after this hook, and the wait is not a slow start."""
         if inspect.isawaitable(hook_result):
             await hook_result
-        if self.max_wait and self.profile is not None and await self.waiting_message():
+        if self.max_wait and queued(self.profile, self.gpu_queue):
+            # Kueue decides when it starts: the wait in line is not a slow start.
+            self.extend_start_timeout(self.max_wait)
+        elif self.max_wait and self.profile is not None and await self.waiting_message():
             self.extend_start_timeout(self.max_wait)
             self.log.info("%s/%s waits for room in the %s pool (up to %d s more)", self.user.name, self.name,
                           self.profile.name, self.max_wait)
@@ -619,18 +636,65 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             capacity_view(self).stale()  # the next form counts this server's pod
             self.restore_start_timeout()
 
+    @property
+    def gpu_queue(self) -> GpuQueue:
+        return GpuQueue.model_validate(self.queue)
+
     async def progress(self):
         """KubeSpawner's progress, where the scheduler found no room for the pod
         ("0/6 nodes are available: 4 Insufficient nvidia.com/gpu, ...") said in the
         card's words instead (:meth:`waiting_message`). A refusal for another reason
-        (a volume, a selector no node matches) is shown as the scheduler gives it."""
-        async for event in super().progress():
-            raw = event.get("raw_event") or {}
-            if raw.get("reason") == "FailedScheduling" and self.profile is not None:
-                waiting = await self.waiting_message()
-                if waiting:
-                    event = {**{k: v for k, v in event.items() if k != "raw_event"}, "message": waiting}
-            yield event
+        (a volume, a selector no node matches) is shown as the scheduler gives it.
+        While Kueue holds the pod, its place in line, read every ``QUEUE_POLL_S`` s
+        (:meth:`queue_message`), each time it changes."""
+        events = super().progress().__aiter__()
+        upcoming = asyncio.ensure_future(events.__anext__())
+        said = None
+        watch = queued(self.profile, self.gpu_queue)
+        try:
+            while True:
+                done, _ = await asyncio.wait({upcoming}, timeout=QUEUE_POLL_S if watch else None)
+                if upcoming not in done:
+                    text = await self.queue_message()
+                    if text and text != said:
+                        said = text
+                        yield {"message": text}
+                    continue
+                try:
+                    event = upcoming.result()
+                except StopAsyncIteration:
+                    return
+                upcoming = asyncio.ensure_future(events.__anext__())
+                raw = event.get("raw_event") or {}
+                if raw.get("reason") == "FailedScheduling" and self.profile is not None:
+                    waiting = await self.waiting_message()
+                    if waiting:
+                        event = {**{k: v for k, v in event.items() if k != "raw_event"}, "message": waiting}
+                yield event
+        finally:
+            upcoming.cancel()
+
+    async def queue_message(self) -> str | None:
+        """The pod's place in its team's Kueue queue, while Kueue holds it (its admission
+        gate); None once admitted, or before Kueue has seen it."""
+        pod = self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}") if self.pod_reflector else None
+        if not pod or not any(g.get("name") == GATE for g in (pod.get("spec") or {}).get("schedulingGates") or []):
+            return None
+        group = pod["metadata"].get("labels", {}).get(LABEL, "")
+        try:
+            api = shared_client("CoreV1Api")
+            r = await api.api_client.call_api(pending_path(self.namespace, group), "GET",
+                                              header_params={"Accept": "application/json"},
+                                              auth_settings=["BearerToken"], _preload_content=False,
+                                              _request_timeout=CAPACITY_READ_TIMEOUT_S)
+            place = place_in_line(json.loads(await r.read()), pod["metadata"]["uid"])
+        except Exception as exc:  # noqa: BLE001 (the page says it waits; the log says why the place is unknown)
+            self.log.warning("%s/%s: Kueue's visibility API did not answer (%s): is it installed, and may the hub "
+                             "get localqueues/pendingworkloads (atelier render hub-rbac)?", self.user.name,
+                             self.name, str(exc)[:200])
+            return (f"In line for {self.profile.display_name} in {group}'s queue (Kueue's); the place in line "
+                    "cannot be read now. Stopping the server leaves the line.")
+        return place_text(place, group=group, profile=self.profile) if place else None
 
     async def waiting_message(self) -> str | None:
         """What a pod the scheduler has no room for waits for, read afresh; None where the
@@ -1041,6 +1105,15 @@ def update_jobs(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
         r"/api/atelier/users/([^/]+)/jobs/([^/]+)/output", _job_output_handler_class(), {"jobs_dir": JOBS_DIR})]
 
 
+def update_queue(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
+    """GPU servers and jobs in Kueue's queue (the cluster settings' ``queue``,
+    :mod:`.queue`): a queue that cannot hold a GPU profile stops the hub at start."""
+    if not settings.queue.kueue:
+        return
+    check_queue(settings.queue, load_profiles(profiles_dir))
+    c.AtelierKubeSpawner.queue = settings.queue.model_dump()
+
+
 def update_ray_clusters(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
     """The Ray clusters service as a hub service in the hub pod: the embedded mode's API
     and checks (:mod:`atelier_hub.services.ray_clusters_server`) with KubeRay's
@@ -1138,6 +1211,7 @@ def configure_kubespawner(
     update_mlflow(c, settings)
     update_jobs(c, settings, profiles_dir=str(profiles_dir))
     update_ray_clusters(c, settings, profiles_dir=str(profiles_dir))
+    update_queue(c, settings, profiles_dir=str(profiles_dir))
     update_home(c, settings, profiles_dir=str(profiles_dir))
     if deployment_file:
         from ..services import load_deployment

@@ -24,6 +24,7 @@ from pydantic import Field, field_validator
 
 from .. import image_paths
 from .._version import __version__
+from ..capacity import GroupShare
 from ..schema import StrictModel
 from ..settings import load_settings_file
 
@@ -227,6 +228,53 @@ class RayClustersFront(StrictModel):
                                 "node's network (`hostNetwork`), e.g. a loopback address of that node.")
 
 
+class GpuQueue(StrictModel):
+    """The GPU queue on a cluster: Kueue's. With `kueue: true`, the pod of every GPU
+    profile (whole GPUs and slices) names its team's Kueue `LocalQueue`; Kueue holds it
+    (a scheduling gate) until the team's queue admits it, in fair share between teams,
+    and the spawn page shows its place in line from Kueue's visibility API. `atelier
+    render kueue` prints the queues these settings describe (`kubectl apply -f -`).
+    Needs Kueue (its controller, its pod webhooks and its visibility API) on the cluster,
+    with pods among its integrations and fair sharing on, and the hub's Role of `atelier
+    render hub-rbac`."""
+
+    kueue: bool = Field(False, description="Whether GPU servers and jobs wait in Kueue's queue (Kueue must run "
+                        "on the cluster); false: a GPU pod waits for room as a Pending pod, with no place in line.")
+    gpus: dict[str, int] = Field(
+        default_factory=dict, description="How many of each GPU resource the hub's servers and jobs may hold at "
+        "once, all teams together: the pool's size, e.g. `{nvidia.com/gpu: 8, nvidia.com/mig-1g.10gb: 14}`. "
+        "Every GPU profile's resource must be listed.")
+    groups: dict[str, GroupShare] = Field(
+        default_factory=dict, description="Fair share per hub group, each a Kueue `ClusterQueue` in one cohort: "
+        "`{team-a: {weight: 1, guaranteed_gpus: 2}}`. Above their guarantees, groups get GPUs in proportion to "
+        "their weights; a user in several counts in the first listed here. Names are those of the hub's "
+        "groups and of the Kueue queues: lower-case letters, digits and '-'.")
+    default_group: str = Field("everyone", pattern=r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$",
+                               description="The queue of users in none of `groups` (weight 1, nothing guaranteed "
+                               "unless listed in `groups`).")
+    cohort: str = Field("atelier", pattern=r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$",
+                        description="The Kueue cohort of the teams' ClusterQueues; its queues are named "
+                        "`COHORT-TEAM`, and `COHORT-pool` holds the GPUs nobody is guaranteed.")
+
+    @field_validator("groups")
+    @classmethod
+    def _group_names(cls, value: dict[str, GroupShare]) -> dict[str, GroupShare]:
+        for name in value:
+            if not re.match(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$", name):
+                raise ValueError(f"group {name[:60]!r}: a queue's name is lower-case letters, digits and '-' (at "
+                                 "most 42), e.g. team-a; name the hub group so")
+        return value
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_counts(cls, value: dict[str, int]) -> dict[str, int]:
+        for resource, count in value.items():
+            if "/" not in resource or count < 0:
+                raise ValueError(f"gpus: {resource[:80]!r}: {count!r} must be an extended resource and a count, "
+                                 "e.g. nvidia.com/gpu: 8")
+        return value
+
+
 class SessionIdentity(StrictModel):
     """How sessions reach cloud services without keys in the pod spec.
 
@@ -304,6 +352,7 @@ class ClusterSettings(StrictModel):
                                           "deployment names some (`services.credentials.git_hosts`).")
     jobs: JobsFront = Field(JobsFront(), description="Jobs: scripts and notebooks run once on a profile.")
     ray_clusters: RayClustersFront = Field(RayClustersFront(), description="Personal Ray clusters (KubeRay).")
+    queue: GpuQueue = Field(GpuQueue(), description="The GPU queue (Kueue) and fair share between teams.")
     gpu_servers_per_user: int = Field(1, ge=0, description="Concurrent GPU servers per user; 0: none.")
     named_servers_per_user: int = Field(5, ge=0, description="Named servers a user may have besides the default.")
     node_pools: NodePools = Field(NodePools(), description="Where the chart's own pods run.")

@@ -502,9 +502,11 @@ def add_render_parser(sub, *, profiles_default: str = "profiles") -> None:
     vals.set_defaults(func=cmd_render_values)
     from .attach import add_render_attach  # the hub's extra Role for `atelier kubeconfig`
     from .capacity import add_render_capacity  # its read-only ClusterRole for the form's numbers
+    from .queue import add_render_kueue  # Kueue's queues for the GPU queue
 
     add_render_attach(rsub)
     add_render_capacity(rsub)
+    add_render_kueue(rsub, profiles_default=profiles_default)
 
 
 def _fail(msg: str) -> None:

@@ -124,7 +124,8 @@ resource "kubernetes_cluster_role_binding_v1" "hub_capacity" {
 
 # A running job's output (`atelier logs`): the hub reads its pod's log, in its own
 # namespace only (the chart's Role has no pods/log); personal Ray clusters: the hub
-# makes and removes KubeRay's RayClusters there (they need KubeRay's operator).
+# makes and removes KubeRay's RayClusters there (they need KubeRay's operator); the GPU
+# queue: it reads a waiting server's place from Kueue's visibility API.
 resource "kubernetes_role_v1" "hub_job_logs" {
   metadata {
     name      = "atelier-hub-jobs-ray"
@@ -145,6 +146,11 @@ resource "kubernetes_role_v1" "hub_job_logs" {
     api_groups = ["networking.k8s.io"]
     resources  = ["networkpolicies"]
     verbs      = ["create", "delete"]
+  }
+  rule {
+    api_groups = ["visibility.kueue.x-k8s.io"]
+    resources  = ["localqueues/pendingworkloads"]
+    verbs      = ["get"]
   }
 }
 

@@ -1,5 +1,5 @@
 // KubeRay's operator (the RayCluster controller) and its CRDs, built from the Go module
-// proxy by tests/k8s/kuberay.py through hub/atelier_hub/install/gobuild.py (never by
+// proxy by tests/k8s/control_plane.py through hub/atelier_hub/install/gobuild.py (never by
 // hand). A module of its own: the operator is built on its own Kubernetes libraries
 // (controller-runtime pins them), not on the control plane's release.
 module atelier.invalid/kuberay

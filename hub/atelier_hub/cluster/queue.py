@@ -1,0 +1,215 @@
+"""The GPU queue on a cluster: Kueue's, set up from the cluster settings' ``queue``.
+
+Rule this module keeps: Atelier keeps no queue of its own on a cluster. It describes
+Kueue's objects (:func:`kueue_manifests`, what ``atelier render kueue`` prints), names
+the team's ``LocalQueue`` on the pods of GPU profiles (:func:`queue_label`), and reads a
+waiting pod's place from Kueue's visibility API (:func:`place_in_line`). Kueue gates the
+pod, admits it in fair share between teams, and ungates it; the scheduler places it.
+Everything here is pure: the spawner does the I/O.
+
+The objects, for a cohort ``atelier``:
+
+- one ``ResourceFlavor``, ``atelier-gpus``, with no node labels: the queue counts GPUs;
+  the profile's own node selector and tolerations place the pod;
+- ``atelier-pool``, a ``ClusterQueue`` holding the GPUs nobody is guaranteed (``gpus``
+  less the groups' ``guaranteed_gpus``); no ``LocalQueue`` names it, so it only lends;
+- per group (and the default group), a ``ClusterQueue`` ``atelier-GROUP`` in the same
+  cohort with the group's guarantee as its own quota and its weight as its fair-sharing
+  weight, and a ``LocalQueue`` ``GROUP`` in the sessions' namespace. Kueue lends the
+  pool's GPUs to the group furthest below its share first; within a group, first come
+  first served. CPU and memory are covered with a quota no pod reaches (Kueue refuses a
+  pod asking for a resource its queue does not cover): the scheduler places those.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from ..capacity import group_of
+from ..profiles import WHOLE_GPU, Profile
+
+if TYPE_CHECKING:
+    from .settings import ClusterSettings, GpuQueue
+
+__all__ = ["GATE", "KUEUE", "LABEL", "add_render_kueue", "kueue_manifests", "pending_path", "place_in_line",
+           "place_text", "queue_label", "queued"]
+
+KUEUE = "kueue.x-k8s.io/v1beta2"
+VISIBILITY = "visibility.kueue.x-k8s.io/v1beta2"
+#: the pod label naming its LocalQueue (Kueue's pod integration manages such pods)
+LABEL = "kueue.x-k8s.io/queue-name"
+#: the scheduling gate Kueue's webhook puts on a pod until its workload is admitted
+GATE = "kueue.x-k8s.io/admission"
+FLAVOR = "atelier-gpus"
+#: the quota of CPU and memory of every team's queue: more than any pod asks for
+_UNCOUNTED = {"cpu": "1000000", "memory": "1Ei"}
+
+
+def queued(profile: Profile | None, queue: GpuQueue) -> bool:
+    """Whether a profile's pods wait in Kueue's queue: a GPU profile (whole GPUs or a
+    slice) where the queue is on."""
+    return bool(queue.kueue and profile is not None and profile.gpu_count)
+
+
+def queue_label(user_groups, queue: GpuQueue) -> str:
+    """The LocalQueue a user's pods name: their group's (the first of ``groups`` they are in).
+
+    >>> from atelier_hub.cluster.settings import GpuQueue
+    >>> q = GpuQueue(kueue=True, groups={"team-b": {}, "team-a": {}})
+    >>> queue_label({"team-a", "x"}, q), queue_label(set(), q)
+    ('team-a', 'everyone')
+    """
+    return group_of(user_groups, queue)
+
+
+def _resource(profile: Profile) -> str:
+    return profile.gpu.kubernetes_resource if profile.gpu else WHOLE_GPU
+
+
+def check_queue(queue: GpuQueue, profiles: list[Profile]) -> None:
+    """Raise ValueError naming the setting and the fix where the queue cannot hold a GPU
+    profile, or guarantees more GPUs than it has."""
+    for profile in profiles:
+        if profile.gpu_count and _resource(profile) not in queue.gpus:
+            raise ValueError(f"queue.gpus lists no {_resource(profile)}, which profile {profile.name!r} asks for: "
+                             f"add `{_resource(profile)}: N` (how many the pool has) to queue.gpus")
+    guaranteed = sum(g.guaranteed_gpus for g in queue.groups.values())
+    if guaranteed > queue.gpus.get(WHOLE_GPU, 0):
+        raise ValueError(f"queue.groups guarantee {guaranteed} GPUs in all, more than queue.gpus' {WHOLE_GPU}: "
+                         f"{queue.gpus.get(WHOLE_GPU, 0)}: lower the guaranteed_gpus or raise the count")
+
+
+def _cluster_queue(name: str, cohort: str, namespace: str, quota: dict[str, str | int],
+                   weight: float | None = None) -> dict:
+    resources = list(quota)
+    spec = {"cohortName": cohort,
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "queueingStrategy": "BestEffortFIFO",
+            "resourceGroups": [{"coveredResources": resources, "flavors": [{
+                "name": FLAVOR, "resources": [{"name": r, "nominalQuota": str(quota[r])} for r in resources]}]}]}
+    if weight is not None:
+        spec["fairSharing"] = {"weight": f"{weight:g}"}
+    return {"apiVersion": KUEUE, "kind": "ClusterQueue", "metadata": {"name": name, "labels": _LABELS},
+            "spec": spec}
+
+
+_LABELS = {"app.kubernetes.io/managed-by": "atelier", "app.kubernetes.io/component": "queue"}
+
+
+def kueue_manifests(settings: ClusterSettings, profiles: list[Profile], *, namespace: str) -> list[dict]:
+    """Kueue's objects for the cluster settings' ``queue`` (pure; see the module's doc).
+
+    >>> from atelier_hub.cluster.settings import ClusterSettings
+    >>> s = ClusterSettings(queue={"kueue": True, "gpus": {"nvidia.com/gpu": 4},
+    ...                            "groups": {"team-a": {"weight": 2, "guaranteed_gpus": 1}}})
+    >>> objs = kueue_manifests(s, [], namespace="atelier")
+    >>> [(o["kind"], o["metadata"]["name"]) for o in objs]  # doctest: +NORMALIZE_WHITESPACE
+    [('ResourceFlavor', 'atelier-gpus'), ('ClusterQueue', 'atelier-pool'), ('ClusterQueue', 'atelier-team-a'),
+     ('LocalQueue', 'team-a'), ('ClusterQueue', 'atelier-everyone'), ('LocalQueue', 'everyone')]
+    >>> [r["nominalQuota"] for r in objs[1]["spec"]["resourceGroups"][0]["flavors"][0]["resources"]]
+    ['0', '0', '3']
+    >>> objs[2]["spec"]["fairSharing"], objs[3]["spec"]
+    ({'weight': '2'}, {'clusterQueue': 'atelier-team-a'})
+    """
+    queue = settings.queue
+    check_queue(queue, profiles)
+    gpus = dict(sorted(queue.gpus.items()))
+    guaranteed = sum(g.guaranteed_gpus for g in queue.groups.values())
+    pool = {"cpu": 0, "memory": 0, **gpus}
+    if WHOLE_GPU in pool:
+        pool[WHOLE_GPU] = gpus[WHOLE_GPU] - guaranteed
+    objs: list[dict] = [
+        {"apiVersion": KUEUE, "kind": "ResourceFlavor", "metadata": {"name": FLAVOR, "labels": _LABELS}},
+        _cluster_queue(f"{queue.cohort}-pool", queue.cohort, namespace, pool),
+    ]
+    groups = dict(queue.groups)
+    if queue.default_group not in groups:
+        from ..capacity import GroupShare
+
+        groups[queue.default_group] = GroupShare()
+    for name, share in groups.items():
+        own = {**_UNCOUNTED, **{r: 0 for r in gpus}}
+        if WHOLE_GPU in own:
+            own[WHOLE_GPU] = share.guaranteed_gpus
+        objs.append(_cluster_queue(f"{queue.cohort}-{name}", queue.cohort, namespace, own, share.weight))
+        objs.append({"apiVersion": KUEUE, "kind": "LocalQueue",
+                     "metadata": {"name": name, "namespace": namespace, "labels": _LABELS},
+                     "spec": {"clusterQueue": f"{queue.cohort}-{name}"}})
+    return objs
+
+
+def pending_path(namespace: str, local_queue: str) -> str:
+    """The visibility API's list of a LocalQueue's pending workloads, in order."""
+    return f"/apis/{VISIBILITY}/namespaces/{namespace}/localqueues/{local_queue}/pendingworkloads"
+
+
+def place_in_line(pending: dict, pod_uid: str) -> tuple[int, int] | None:
+    """The pod's place in its team's queue (1 first) and how many wait there, from the
+    visibility API's answer; None where it is not waiting (admitted, or not yet seen).
+
+    >>> items = [{"metadata": {"ownerReferences": [{"kind": "Pod", "uid": u}]}, "positionInClusterQueue": i}
+    ...          for i, u in enumerate("ab")]
+    >>> place_in_line({"items": items}, "b"), place_in_line({"items": items}, "c")
+    ((2, 2), None)
+    """
+    items = pending.get("items") or []
+    for item in items:
+        owners = (item.get("metadata") or {}).get("ownerReferences") or []
+        if any(o.get("uid") == pod_uid for o in owners):
+            return int(item.get("positionInClusterQueue", 0)) + 1, len(items)
+    return None
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def place_text(place: tuple[int, int], *, group: str, profile: Profile) -> str:
+    """What the spawn page says while Kueue holds the pod.
+
+    >>> from atelier_hub.profiles import Profile
+    >>> p = Profile(name="gpu-1", display_name="1 GPU", cpu={"limit": 8}, memory={"limit": "32G"}, gpu={"count": 1})
+    >>> place_text((2, 3), group="team-a", profile=p)  # doctest: +NORMALIZE_WHITESPACE
+    "In line for 1 GPU: 2nd of 3 waiting in team-a's queue. It starts as soon as GPUs free up and
+     the queue's fair share between teams reaches it; stopping the server leaves the line."
+    """
+    position, waiting = place
+    return (f"In line for {profile.display_name}: {_ordinal(position)} of {waiting} waiting in {group}'s queue. "
+            "It starts as soon as GPUs free up and the queue's fair share between teams reaches it; "
+            "stopping the server leaves the line.")
+
+
+def add_render_kueue(rsub, *, profiles_default: str = "profiles") -> None:
+    """``atelier render kueue``: the Kueue queues of the cluster settings' ``queue``."""
+    p = rsub.add_parser("kueue", help="Kueue's queues for the GPU queue of the cluster settings "
+                        "(kubectl apply -f -; Kueue must run on the cluster)")
+    p.add_argument("--cluster", required=True, help="cluster settings (YAML) with queue.kueue: true")
+    p.add_argument("--profiles", default=profiles_default, help=f"profiles folder (default {profiles_default})")
+    p.add_argument("--namespace", help="the sessions' namespace (default: the settings' namespace)")
+
+    def run(args) -> None:
+        import yaml
+
+        from ..profiles import ProfileError, load_profiles
+        from .settings import ClusterSettingsError, load_cluster_settings
+
+        try:
+            settings = load_cluster_settings(args.cluster)
+            profiles = load_profiles(args.profiles)
+        except (ClusterSettingsError, ProfileError) as exc:
+            sys.exit(f"atelier: {exc}")
+        namespace = args.namespace or settings.namespace
+        if not settings.queue.kueue:
+            sys.exit(f"atelier: {args.cluster}: queue.kueue is false: set `queue: {{kueue: true, gpus: "
+                     "{nvidia.com/gpu: N}}` to queue GPU servers in Kueue")
+        if not namespace:
+            sys.exit("atelier: give --namespace (the Helm release's), or `namespace` in the cluster settings")
+        try:
+            objs = kueue_manifests(settings, profiles, namespace=namespace)
+        except ValueError as exc:
+            sys.exit(f"atelier: {args.cluster}: {exc}")
+        print(yaml.safe_dump_all(objs, sort_keys=False), end="")
+
+    p.set_defaults(func=run)
