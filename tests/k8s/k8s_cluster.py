@@ -58,7 +58,7 @@ SLICE_PROFILES = {
 QUEUE_GPUS = {"nvidia.com/gpu": 4, "nvidia.com/mig-1g.10gb": 2, "nvidia.com/gpu.shared": 4}
 TEAMS = ("team-a", "team-b")
 STORAGE_CLASS = "atelier-home"
-HOME_PVS = 12  # every test user's home on both hubs (a bound PV is kept: Retain), with room
+HOME_PVS = 32  # every test user's home on both hubs (a bound PV is kept: Retain; the queue tests have 12 users), with room
 # The hub's test settings: GPU profiles restricted to a group and given their own image;
 # the sessions' ServiceAccount annotated for IRSA.
 GPU_GROUP = "gpu-users"
@@ -604,7 +604,8 @@ class ControlPlane:
         self.processes.launch("kueue", self._in_mount_namespace(
             [(certs, "/visibility"), (certs, "/etc/kueue/metrics/certs")],
             [str(paths["kueue"]), f"--config={config}", f"--kubeconfig={self.admin_kubeconfig}",
-             f"--visibility-server-port={visibility_port}"]))
+             f"--visibility-server-port={visibility_port}",
+             "--zap-log-level=2"]))  # its scheduler's decisions, in test-output/k8s/kueue.log
         self._wait("Kueue's webhook server", lambda: _listening("127.0.0.1", webhook_port), timeout=120)
         k.create(f"{adm}/mutatingwebhookconfigurations", {
             "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",

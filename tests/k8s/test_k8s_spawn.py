@@ -264,12 +264,24 @@ def release_gpus(kube, name: str) -> None:
     kube.wait("the other team's pod gone", lambda: kube.maybe(f"{OTHER_TEAM}/pods/{name}") is None)
 
 
+def held_in_queue(kube, resource: str) -> int:
+    """What the hub's pods that Kueue admitted hold of ``resource``: the pods naming a
+    queue, no longer gated, not ended, read from the API server."""
+    held = 0
+    for pod in kube.get(kube.ns("pods"), params={"labelSelector": "kueue.x-k8s.io/queue-name"})["items"]:
+        if pod["spec"].get("schedulingGates") or pod["status"].get("phase") in ("Succeeded", "Failed"):
+            continue
+        held += sum(int(c["resources"].get("limits", {}).get(resource, 0)) for c in pod["spec"]["containers"])
+    return held
+
+
 def test_the_form_shows_what_each_pool_has_free_in_chromium_and_counts_again_after_a_stop(hub, kube):
-    """Live capacity on the cluster's spawn form, as ada's Chromium shows it: the GPU pool
-    (gpu-0, 8 GPUs in tests/k8s/k8s_cluster.py NODES) less what pods hold there, her own
-    server's among them; the slice node's 2 MIG slices and 4 shares; a pod of another
-    namespace taking the rest makes the GPU cards full; her server's stop frees its GPU
-    on the next view."""
+    """Live capacity on the cluster's spawn form, as ada's Chromium shows it. The GPU
+    profiles wait in Kueue's queue (the hub's 4 GPUs, its 2 MIG slices and 4 shares:
+    conftest's QUEUE_GPUS): their cards count the queue's room (less what Kueue admitted,
+    her own server among it) and, where the queue is short, her place in line; where the
+    queue has room but no node does (a pod of another namespace takes gpu-0's free GPUs,
+    outside the queue), the card says the pool is full. Her server's stop frees its GPU."""
     from browser.chromium import CHROMIUM, FLAGS, SHOTS, login
     from playwright.sync_api import sync_playwright
 
@@ -284,19 +296,27 @@ def test_the_form_shows_what_each_pool_has_free_in_chromium_and_counts_again_aft
             return {c.get_attribute("data-profile"): c.inner_text().strip()
                     for c in page.locator(".atelier-capacity").all()}
 
+        def until(profile: str, expected: str, timeout: float = 40) -> dict[str, str]:
+            # The form's numbers may be 10 s old (capacity_max_age), Kueue's a moment more.
+            deadline = time.monotonic() + timeout
+            while (seen := cards())[profile] != expected:
+                assert time.monotonic() < deadline, seen
+                time.sleep(1)
+            return seen
+
         try:
             login(page, hub, "ada", hub.password)
             hub.spawn("ada", "gpu-1", "cap-gpu")
-            free = 8 - held_on(kube, "gpu-0", "nvidia.com/gpu")
-            assert free <= 7  # ada's server holds one
-            mig = 2 - held_on(kube, "gpu-slice-0", "nvidia.com/mig-1g.10gb")
-            shares = 4 - held_on(kube, "gpu-slice-0", "nvidia.com/gpu.shared")
-            seen = cards()
+            queue_free = 4 - held_in_queue(kube, "nvidia.com/gpu")
+            assert queue_free <= 3  # ada's server holds one
+            mig = 2 - held_in_queue(kube, "nvidia.com/mig-1g.10gb")
+            shares = 4 - held_in_queue(kube, "nvidia.com/gpu.shared")
+            seen = until("gpu-1", f"{queue_free} of 4 GPUs free in the queue · fits now")
             page.screenshot(path=str(SHOTS / "k8s-spawn-form-capacity.png"), full_page=True)
-            assert seen["gpu-1"] == f"{free} of 8 GPUs free · fits now", seen
-            assert seen["gpu-4"] == f"{free} of 8 GPUs free · " + ("fits now" if free >= 4 else FULL), seen
-            assert seen["gpu-mig"] == f"{mig} of 2 slices free · fits now", seen
-            assert seen["gpu-shared"] == f"{shares} of 4 shares free · fits now", seen
+            # gpu-4 asks for more than the queue has free: nobody waits in ada's queue (everyone's).
+            assert seen["gpu-4"] == f"{queue_free} of 4 GPUs free in the queue · full: you would be 1st in line", seen
+            assert seen["gpu-mig"] == f"{mig} of 2 slices free in the queue · fits now", seen
+            assert seen["gpu-shared"] == f"{shares} of 4 shares free in the queue · fits now", seen
             assert seen["cpu-small"] == "fits now", seen
             # The same lines from a laptop: `atelier profiles --free` with ada's login.
             token = hub.api("POST", "/users/ada/tokens", json={"note": "laptop"}).json()["token"]
@@ -317,18 +337,15 @@ def test_the_form_shows_what_each_pool_has_free_in_chromium_and_counts_again_aft
             own = hub.http.get(f"{hub.url}/hub/api/atelier/users/bo/capacity", timeout=60,
                                headers={"Authorization": f"token {bo}"})
             assert own.status_code == 200 and "gpu-1" not in {p["name"] for p in own.json()["profiles"]}, own.text
-            # Another team's pod, in a namespace the hub does not spawn in, takes every free GPU.
-            hold_gpus(kube, "holds-gpus", free)
-            deadline = time.monotonic() + 40  # the form's numbers may be 10 s old (capacity_max_age)
-            while (seen := cards())["gpu-1"] != f"0 of 8 GPUs free · {FULL}":
-                assert time.monotonic() < deadline, seen
-                time.sleep(1)
-            assert seen["gpu-4"] == f"0 of 8 GPUs free · {FULL}", seen
-            assert seen["gpu-mig"] == f"{mig} of 2 slices free · fits now", seen  # another pool
+            # Another team's pod, in a namespace the hub does not spawn in, takes every GPU of
+            # gpu-0 left: the queue still has room, no node has.
+            hold_gpus(kube, "holds-gpus", 8 - held_on(kube, "gpu-0", "nvidia.com/gpu"))
+            seen = until("gpu-1", f"{queue_free} of 4 GPUs free in the queue · {FULL}")
+            assert seen["gpu-mig"] == f"{mig} of 2 slices free in the queue · fits now", seen  # another pool
             page.screenshot(path=str(SHOTS / "k8s-spawn-form-full.png"), full_page=True)
-            # ada stops her server: the very next view counts its GPU free (the hub reads again).
+            # ada stops her server: its GPU is free on the node and in the queue.
             hub.stop_server("ada", "cap-gpu")
-            assert cards()["gpu-1"] == "1 of 8 GPUs free · fits now"
+            until("gpu-1", f"{queue_free + 1} of 4 GPUs free in the queue · fits now", timeout=20)
         finally:
             browser.close()
             release_gpus(kube, "holds-gpus")
@@ -377,10 +394,23 @@ def gated(kube, user: str) -> bool:
     return bool(pod) and any(g["name"] == "kueue.x-k8s.io/admission" for g in pod["spec"].get("schedulingGates") or [])
 
 
-def wait_until(what: str, check, timeout: float = 90):
+def queue_state(kube) -> str:
+    """The hub's queued pods (gated or where) and Kueue's ClusterQueues, for a failure's message."""
+    pods = kube.get(kube.ns("pods"), params={"labelSelector": "kueue.x-k8s.io/queue-name"})["items"]
+    lines = [f"{p['metadata']['name']}: {p['metadata']['labels'].get('kueue.x-k8s.io/queue-name')} "
+             f"{p['status'].get('phase')} gates={[g['name'] for g in p['spec'].get('schedulingGates') or []]} "
+             f"node={p['spec'].get('nodeName')}" for p in pods]
+    for q in kube.get("/apis/kueue.x-k8s.io/v1beta2/clusterqueues")["items"]:
+        st = q.get("status") or {}
+        lines.append(f"{q['metadata']['name']}: pending={st.get('pendingWorkloads')} admitted="
+                     f"{st.get('admittedWorkloads')} reserved={st.get('flavorsReservation')}")
+    return "\n".join(lines)
+
+
+def wait_until(what: str, check, timeout: float = 90, kube=None):
     deadline = time.monotonic() + timeout
     while not (value := check()):
-        assert time.monotonic() < deadline, f"{what}: not in {timeout} s"
+        assert time.monotonic() < deadline, f"{what}: not in {timeout} s" + (f"\n{queue_state(kube)}" if kube else "")
         time.sleep(0.5)
     return value
 
@@ -415,7 +445,7 @@ def test_six_users_ask_for_one_gpu_of_four_two_wait_in_line_and_move_up_when_one
     try:
         ask_in_order(hub, kube, users)
         for user in users[:4]:
-            wait_until(f"{user} ready", lambda user=user: ready(hub, user))
+            wait_until(f"{user} ready", lambda user=user: ready(hub, user), kube=kube)
             assert server_pod(kube, user, "q")["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "everyone"
         for user in users[4:]:
             assert gated(kube, user) and not ready(hub, user), server_pod(kube, user, "q")["spec"]
@@ -427,7 +457,7 @@ def test_six_users_ask_for_one_gpu_of_four_two_wait_in_line_and_move_up_when_one
         # One of the four stops: q5 starts within seconds, q6 moves up.
         hub.stop_server("q1", "q")
         stopped = time.monotonic()
-        wait_until("q5 ready", lambda: ready(hub, "q5"), 60)
+        wait_until("q5 ready", lambda: ready(hub, "q5"), 60, kube)
         started_in = time.monotonic() - stopped
         assert gated(kube, "q6") and not ready(hub, "q6")
         moved = hub.progress_message("q6", "q", r"In line", timeout=30)
@@ -448,14 +478,14 @@ def test_the_next_free_gpu_goes_to_the_team_below_its_share_though_it_asked_late
     try:
         ask_in_order(hub, kube, team_a)
         for user in team_a[:4]:
-            wait_until(f"{user} ready", lambda user=user: ready(hub, user))
+            wait_until(f"{user} ready", lambda user=user: ready(hub, user), kube=kube)
         ask_in_order(hub, kube, team_b)
         assert gated(kube, "ta5") and gated(kube, "tb1")
         assert server_pod(kube, "tb1", "q")["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-b"
         said = hub.progress_message("tb1", "q", r"In line", timeout=30)
         assert said.startswith("In line for 1 GPU: 1st of 1 waiting in team-b's queue."), said
         hub.stop_server("ta1", "q")
-        wait_until("tb1 ready", lambda: ready(hub, "tb1"), 60)
+        wait_until("tb1 ready", lambda: ready(hub, "tb1"), 60, kube)
         assert gated(kube, "ta5") and not ready(hub, "ta5")
     finally:
         stop_all(hub, team_a + team_b)

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from ..capacity import ordinal
 from ..profiles import WHOLE_GPU, Profile
 
 __all__ = ["ClusterView", "PoolCapacity", "add_render_capacity", "capacity_manifests", "capacity_text", "free_on",
@@ -145,8 +146,10 @@ def profile_capacity(profile: Profile, nodes: list[dict], pods: list[dict]) -> P
     return PoolCapacity(nodes=len(matching), gpus_free=free_total, gpus_total=total, fits=fits)
 
 
-def capacity_text(profile: Profile, pool: PoolCapacity) -> str:
-    """A card's capacity line, in the words of the embedded mode's cards.
+def capacity_text(profile: Profile, pool: PoolCapacity, room: tuple[int, int, int] | None = None) -> str:
+    """A card's capacity line, in the words of the embedded mode's cards. ``room``: for a
+    profile that waits in Kueue's queue, the queue's GPUs (or slices) free, in all, and
+    how many wait in the user's team's queue (:func:`atelier_hub.cluster.queue.queue_room`).
 
     >>> from atelier_hub.profiles import Profile
     >>> g = Profile(name="g", display_name="G", cpu={"limit": 8}, memory={"limit": "32G"}, gpu={"count": 1})
@@ -158,6 +161,10 @@ def capacity_text(profile: Profile, pool: PoolCapacity) -> str:
     '0 of 2 slices free · full: no node of its pool has room now; a server started now waits for one'
     >>> capacity_text(m, PoolCapacity(nodes=0, gpus_free=0, gpus_total=0, fits=False))
     'no node of this cluster offers it now (its node selector, tolerations or GPUs)'
+    >>> capacity_text(g, PoolCapacity(nodes=1, gpus_free=3, gpus_total=8, fits=True), room=(0, 4, 1))
+    '0 of 4 GPUs free in the queue · full: you would be 2nd in line'
+    >>> capacity_text(g, PoolCapacity(nodes=1, gpus_free=3, gpus_total=8, fits=True), room=(1, 4, 0))
+    '1 of 4 GPUs free in the queue · fits now'
     """
     if not pool.nodes or (profile.gpu_count and not pool.gpus_total):
         return "no node of this cluster offers it now (its node selector, tolerations or GPUs)"
@@ -166,6 +173,11 @@ def capacity_text(profile: Profile, pool: PoolCapacity) -> str:
         kind = "GPUs" if profile.gpu.kubernetes_resource == WHOLE_GPU else (
             "shares" if profile.gpu.shared or profile.gpu.kubernetes_resource.endswith(".shared") else "slices")
         gpus = f"{pool.gpus_free} of {pool.gpus_total} {kind} free · "
+        if room is not None:
+            free, total, waiting = room
+            gpus = f"{free} of {total} {kind} free in the queue · "
+            if free < profile.gpu_count:
+                return f"{gpus}full: you would be {ordinal(waiting + 1)} in line"
     if pool.fits:
         return f"{gpus}fits now"
     return f"{gpus}full: no node of its pool has room now; a server started now waits for one"
@@ -178,10 +190,11 @@ class ClusterView:
     hub started or stopped). A read that fails is logged once and leaves the cards
     without a capacity line (the form itself never fails for it)."""
 
-    def __init__(self, read, *, max_age: float = 10.0, log=None):
+    def __init__(self, read, *, max_age: float = 10.0, log=None, queue=None):
         self._read, self.max_age, self._log = read, max_age, log
+        self.queue = queue  # the cluster settings' GpuQueue where GPU profiles wait in Kueue's queue
         self._at = -float("inf")
-        self._data: tuple[list[dict], list[dict]] | None = None
+        self._data: tuple | None = None
         self._lock = asyncio.Lock()
         self._failed_before = False
         self.reads = 0  # how many times the API was read (the bench and tests count them)
@@ -191,8 +204,10 @@ class ClusterView:
     def stale(self) -> None:
         self._at = -float("inf")
 
-    async def notes(self, profiles: list[Profile]) -> dict[str, str]:
-        """Each profile's capacity line; empty where the cluster could not be read."""
+    async def notes(self, profiles: list[Profile], *, team: str | None = None) -> dict[str, str]:
+        """Each profile's capacity line; empty where the cluster could not be read. With
+        ``team`` (the user's queue) and Kueue's ClusterQueues read, a profile that waits in
+        the queue says the queue's room and the user's place in line; without, the nodes'."""
         async with self._lock:
             if time.monotonic() - self._at >= self.max_age:
                 try:
@@ -210,12 +225,18 @@ class ClusterView:
             data = self._data
         if data is None:
             return {}
-        nodes, pods = data
+        nodes, pods, *more = data  # ``read`` may answer Kueue's ClusterQueues third
+        queues = more[0] if more else None
         notes = {}
         for p in profiles:
-            key = p.model_dump_json()  # a profile changed in its file is counted afresh
+            key = (p.model_dump_json(), team)  # a profile changed in its file is counted afresh
             if key not in self._notes:
-                self._notes[key] = capacity_text(p, profile_capacity(p, nodes, pods))
+                room = None
+                if team is not None and queues is not None and self.queue is not None:
+                    from .queue import queue_room, queued
+
+                    room = queue_room(p, self.queue, queues, team) if queued(p, self.queue) else None
+                self._notes[key] = capacity_text(p, profile_capacity(p, nodes, pods), room)
             notes[p.name] = self._notes[key]
         return notes
 
@@ -225,7 +246,8 @@ def capacity_manifests(*, subject: dict[str, str]) -> list[dict]:
     hub-rbac` prints and the Terraform module makes:
 
     - a ClusterRole and its binding to read what the spawn form counts: nodes, and pods
-      in every namespace (other workloads hold room on the same nodes);
+      in every namespace (other workloads hold room on the same nodes), and Kueue's
+      ClusterQueues (the GPU queue's room, where it is on);
     - a Role and its binding in the hub's namespace (``subject``'s) to read the pods' logs
       (a running job's output, :mod:`atelier_hub.cluster.kubespawner`) and to make and
       remove KubeRay's ``RayCluster`` objects and their NetworkPolicies (personal Ray
@@ -235,13 +257,16 @@ def capacity_manifests(*, subject: dict[str, str]) -> list[dict]:
     >>> objs = capacity_manifests(subject={"kind": "ServiceAccount", "name": "hub", "namespace": "a"})
     >>> [(o["kind"], o["metadata"]["name"]) for o in objs][::2]
     [('ClusterRole', 'atelier-hub-capacity'), ('Role', 'atelier-hub-jobs-ray')]
-    >>> [r["resources"] for r in objs[0]["rules"] + objs[2]["rules"]], objs[3]["metadata"]["namespace"]
-    ([['nodes'], ['pods'], ['pods/log'], ['rayclusters'], ['networkpolicies'], ['localqueues/pendingworkloads']], 'a')
+    >>> [r["resources"][0] for r in objs[0]["rules"] + objs[2]["rules"]], objs[3]["metadata"]["namespace"]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    (['nodes', 'pods', 'clusterqueues', 'pods/log', 'rayclusters', 'networkpolicies',
+      'localqueues/pendingworkloads'], 'a')
     """
     meta = {"name": "atelier-hub-capacity",
             "labels": {"app.kubernetes.io/managed-by": "atelier", "app.kubernetes.io/component": "capacity"}}
     rules = [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
-             {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
+             {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+             {"apiGroups": ["kueue.x-k8s.io"], "resources": ["clusterqueues"], "verbs": ["list"]}]
     logs = {"name": "atelier-hub-jobs-ray", "namespace": subject["namespace"],
             "labels": {"app.kubernetes.io/managed-by": "atelier", "app.kubernetes.io/component": "jobs"}}
     return [

@@ -93,7 +93,10 @@ async def profiles_with_capacity(spawner: AtelierKubeSpawner) -> tuple[list[Prof
     """The profiles the spawner's user may start, and each one's capacity line (none where
     ``show_capacity`` is off or the cluster cannot be read): the form's and the API's."""
     profiles = visible_profiles(spawner.profiles, spawner.groups())
-    return profiles, (await capacity_view(spawner).notes(profiles) if spawner.show_capacity else {})
+    if not spawner.show_capacity:
+        return profiles, {}
+    team = queue_label(spawner.groups(), spawner.gpu_queue) if spawner.gpu_queue.kueue else None
+    return profiles, await capacity_view(spawner).notes(profiles, team=team)
 
 
 async def profile_list(spawner: AtelierKubeSpawner) -> list[dict[str, Any]]:
@@ -205,19 +208,38 @@ _VIEW: ClusterView | None = None
 
 
 def capacity_view(spawner: AtelierKubeSpawner) -> ClusterView:
-    """The hub's one :class:`ClusterView` (every user and page view shares its reads)."""
+    """The hub's one :class:`ClusterView` (every user and page view shares its reads):
+    the nodes and pods, and Kueue's ClusterQueues where GPU profiles wait in its queue
+    (a failed read of those leaves the cards with the nodes' numbers)."""
     global _VIEW
     if _VIEW is None:
-        async def read() -> tuple[list[dict], list[dict]]:
-            api = shared_client("CoreV1Api")
-            lists = await asyncio.wait_for(asyncio.gather(
-                api.list_node(_preload_content=False),
-                api.list_pod_for_all_namespaces(field_selector="status.phase!=Succeeded,status.phase!=Failed",
-                                                _preload_content=False)), CAPACITY_READ_TIMEOUT_S)
-            nodes, pods = [json.loads(await r.read())["items"] for r in lists]
-            return nodes, pods
+        queue = spawner.gpu_queue if spawner.gpu_queue.kueue else None
+        warned = []
 
-        _VIEW = ClusterView(read, max_age=spawner.capacity_max_age, log=spawner.log)
+        async def read() -> tuple[list[dict], list[dict], list[dict] | None]:
+            api = shared_client("CoreV1Api")
+            calls = [api.list_node(_preload_content=False),
+                     api.list_pod_for_all_namespaces(field_selector="status.phase!=Succeeded,status.phase!=Failed",
+                                                     _preload_content=False)]
+            if queue is not None:
+                calls.append(shared_client("CustomObjectsApi").list_cluster_custom_object(
+                    "kueue.x-k8s.io", "v1beta2", "clusterqueues", _preload_content=False))
+            answers = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), CAPACITY_READ_TIMEOUT_S)
+            for answer in answers[:2]:
+                if isinstance(answer, BaseException):
+                    raise answer
+            nodes, pods = [json.loads(await r.read())["items"] for r in answers[:2]]
+            queues = None
+            if queue is not None and not isinstance(answers[2], BaseException):
+                queues = json.loads(await answers[2].read())["items"]
+            elif queue is not None and not warned:
+                warned.append(True)  # once: the cards say what they can meanwhile
+                spawner.log.warning("Capacity: Kueue's ClusterQueues could not be read (%s); the cards show the "
+                                    "nodes' numbers. The hub needs list on clusterqueues (atelier render hub-rbac).",
+                                    str(answers[2])[:200])
+            return nodes, pods, queues
+
+        _VIEW = ClusterView(read, max_age=spawner.capacity_max_age, log=spawner.log, queue=queue)
     return _VIEW
 
 
@@ -575,7 +597,7 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         pod = await super().get_pod_manifest()  # calls get_env, which fills _secret_env
         if queued(self.profile, self.gpu_queue):
             # Kueue's webhook gates the pod until the team's queue admits it.
-            pod.metadata.labels[LABEL] = queue_label([g.name for g in self.user.groups], self.gpu_queue)
+            pod.metadata.labels[LABEL] = queue_label(self.groups(), self.gpu_queue)
         if self.job:
             # Run once: the runner's exit is the job's end, never a restart.
             pod.spec.restart_policy = "Never"

@@ -26,14 +26,14 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from ..capacity import group_of
+from ..capacity import group_of, ordinal
 from ..profiles import WHOLE_GPU, Profile
 
 if TYPE_CHECKING:
     from .settings import ClusterSettings, GpuQueue
 
 __all__ = ["GATE", "KUEUE", "LABEL", "add_render_kueue", "kueue_manifests", "pending_path", "place_in_line",
-           "place_text", "queue_label", "queued"]
+           "place_text", "queue_label", "queue_room", "queued"]
 
 KUEUE = "kueue.x-k8s.io/v1beta2"
 VISIBILITY = "visibility.kueue.x-k8s.io/v1beta2"
@@ -161,9 +161,35 @@ def place_in_line(pending: dict, pod_uid: str) -> tuple[int, int] | None:
     return None
 
 
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
+def queue_room(profile: Profile, queue: GpuQueue, cluster_queues: list[dict], team: str) -> tuple[int, int, int]:
+    """For the spawn form: how many of the profile's GPUs (or slices) the queue has free
+    (``queue.gpus`` less what Kueue has reserved in the cohort's ClusterQueues), how many
+    in all, and how many servers and jobs wait in ``team``'s queue.
+
+    >>> from atelier_hub.cluster.settings import GpuQueue
+    >>> from atelier_hub.profiles import Profile
+    >>> p = Profile(name="g", display_name="G", cpu={"limit": 8}, memory={"limit": "32G"}, gpu={"count": 1})
+    >>> cq = lambda name, gpus, pending: {"metadata": {"name": name}, "spec": {"cohortName": "atelier"},
+    ...     "status": {"pendingWorkloads": pending, "flavorsReservation": [{"name": "atelier-gpus",
+    ...                "resources": [{"name": "nvidia.com/gpu", "total": str(gpus)}]}]}}
+    >>> queue_room(p, GpuQueue(kueue=True, gpus={"nvidia.com/gpu": 4}),
+    ...            [cq("atelier-a", 3, 0), cq("atelier-everyone", 1, 2)], "everyone")
+    (0, 4, 2)
+    """
+    from .capacity import quantity
+
+    resource = _resource(profile)
+    total = queue.gpus.get(resource, 0)
+    used = waiting = 0
+    for cq in cluster_queues:
+        if (cq.get("spec") or {}).get("cohortName") != queue.cohort:
+            continue
+        status = cq.get("status") or {}
+        for flavor in status.get("flavorsReservation") or []:
+            used += sum(quantity(r.get("total", 0)) for r in flavor.get("resources") or [] if r.get("name") == resource)
+        if (cq.get("metadata") or {}).get("name") == f"{queue.cohort}-{team}":
+            waiting = int(status.get("pendingWorkloads") or 0)
+    return max(0, total - int(used)), total, waiting
 
 
 def place_text(place: tuple[int, int], *, group: str, profile: Profile) -> str:
@@ -176,7 +202,7 @@ def place_text(place: tuple[int, int], *, group: str, profile: Profile) -> str:
      the queue's fair share between teams reaches it; stopping the server leaves the line."
     """
     position, waiting = place
-    return (f"In line for {profile.display_name}: {_ordinal(position)} of {waiting} waiting in {group}'s queue. "
+    return (f"In line for {profile.display_name}: {ordinal(position)} of {waiting} waiting in {group}'s queue. "
             "It starts as soon as GPUs free up and the queue's fair share between teams reaches it; "
             "stopping the server leaves the line.")
 

@@ -86,8 +86,9 @@ resource "kubernetes_role_binding_v1" "hub_user_identities" {
 }
 
 # The spawn form's live capacity ("3 of 8 GPUs free"): the hub reads the nodes and
-# the pods of every namespace (other workloads hold room on the same nodes), read only;
-# with the job logs' Role below, the same objects as `atelier render hub-rbac`.
+# the pods of every namespace (other workloads hold room on the same nodes), and Kueue's
+# ClusterQueues (the GPU queue's room, where it is on), read only; with the job logs'
+# Role below, the same objects as `atelier render hub-rbac`.
 resource "kubernetes_cluster_role_v1" "hub_capacity" {
   metadata {
     name   = "atelier-hub-capacity"
@@ -101,6 +102,11 @@ resource "kubernetes_cluster_role_v1" "hub_capacity" {
   rule {
     api_groups = [""]
     resources  = ["pods"]
+    verbs      = ["list"]
+  }
+  rule {
+    api_groups = ["kueue.x-k8s.io"]
+    resources  = ["clusterqueues"]
     verbs      = ["list"]
   }
 }
