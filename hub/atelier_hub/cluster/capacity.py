@@ -190,9 +190,11 @@ class ClusterView:
     hub started or stopped). A read that fails is logged once and leaves the cards
     without a capacity line (the form itself never fails for it)."""
 
-    def __init__(self, read, *, max_age: float = 10.0, log=None, queue=None):
+    def __init__(self, read, *, max_age: float = 10.0, log=None, room=None):
         self._read, self.max_age, self._log = read, max_age, log
-        self.queue = queue  # the cluster settings' GpuQueue where GPU profiles wait in Kueue's queue
+        # Where GPU profiles wait in Kueue's queue: ``room(profile, cluster_queues, team)``,
+        # the queue's room for a card (:func:`atelier_hub.cluster.queue.queue_room`), or None.
+        self._room = room
         self._at = -float("inf")
         self._data: tuple | None = None
         self._lock = asyncio.Lock()
@@ -232,10 +234,8 @@ class ClusterView:
             key = (p.model_dump_json(), team)  # a profile changed in its file is counted afresh
             if key not in self._notes:
                 room = None
-                if team is not None and queues is not None and self.queue is not None:
-                    from .queue import queue_room, queued
-
-                    room = queue_room(p, self.queue, queues, team) if queued(p, self.queue) else None
+                if team is not None and queues is not None and self._room is not None:
+                    room = self._room(p, queues, team)
                 self._notes[key] = capacity_text(p, profile_capacity(p, nodes, pods), room)
             notes[p.name] = self._notes[key]
         return notes

@@ -68,7 +68,17 @@ from ..services.s3_accounts import S3Accounts, S3AdminError
 from ..session import session_env, session_files
 from . import TRINO_JWT_DIR
 from .capacity import ClusterView
-from .queue import GATE, LABEL, check_queue, pending_path, place_in_line, place_text, queue_label, queued
+from .queue import (
+    GATE,
+    LABEL,
+    check_queue,
+    pending_path,
+    place_in_line,
+    place_text,
+    queue_label,
+    queue_room,
+    queued,
+)
 from .settings import ClusterSettings, GpuQueue, load_cluster_settings
 
 __all__ = ["AtelierKubeSpawner", "configure_kubespawner", "profile_list", "SECRET_ENV"]
@@ -239,7 +249,11 @@ def capacity_view(spawner: AtelierKubeSpawner) -> ClusterView:
                                     str(answers[2])[:200])
             return nodes, pods, queues
 
-        _VIEW = ClusterView(read, max_age=spawner.capacity_max_age, log=spawner.log, queue=queue)
+        def room(profile: Profile, cluster_queues: list[dict], team: str) -> tuple[int, int, int] | None:
+            return queue_room(profile, queue, cluster_queues, team) if queued(profile, queue) else None
+
+        _VIEW = ClusterView(read, max_age=spawner.capacity_max_age, log=spawner.log,
+                            room=room if queue is not None else None)
     return _VIEW
 
 
