@@ -1321,7 +1321,19 @@ from atelier_lab import ray_cluster
 t0 = time.monotonic()
 cluster = ray_cluster(workers=1, profile='cpu-small')
 ready = time.monotonic() - t0
-ray.init(cluster.address)
+# Once more where Ray's per-client server died as it started (a segfault in grpcio's
+# event-engine thread, in the kernel's log: Ray's own, see the admin guide); never for
+# anything else.
+retried = None
+for attempt in (1, 2):
+    try:
+        ray.init(cluster.address)
+        break
+    except ConnectionAbortedError as exc:
+        if attempt == 2 or 'Starting Ray client server failed' not in str(exc):
+            raise
+        retried = str(exc).strip().splitlines()[-1][:200]
+        ray.shutdown()
 
 @ray.remote
 def where():
@@ -1351,6 +1363,7 @@ while idle is not None and time.monotonic() - waited < 30:  # the raylet reports
     idle = await ray_cluster_busy(None)
 ray.shutdown()
 print(json.dumps({'address': cluster.address, 'ready_s': ready, 'result': result, 'alive': alive,
+                  'retried': retried,
                   'busy': busy, 'idle': idle,
                   'session': {'mlflow': os.environ.get('MLFLOW_TRACKING_URI'),
                               's3_key': os.environ.get('AWS_ACCESS_KEY_ID')}}))
@@ -1359,7 +1372,13 @@ print(json.dumps({'address': cluster.address, 'ready_s': ready, 'result': result
 RAY_CLIENT = """
 import sys, ray
 try:
-    ray.init(sys.argv[1])
+    try:
+        ray.init(sys.argv[1])
+    except ConnectionAbortedError as exc:  # once more, as RAY_IN_SESSION, for that crash only
+        if 'Starting Ray client server failed' not in str(exc):
+            raise
+        ray.shutdown()
+        ray.init(sys.argv[1])
     print('CONNECTED', ray.get(ray.remote(lambda: 6 * 7).remote()))
 except Exception as exc:
     print('REFUSED', type(exc).__name__, str(exc)[:200])
@@ -1401,6 +1420,8 @@ def test_a_personal_ray_cluster_is_kuberays_owned_by_the_session_and_refuses_oth
     except Exception as exc:
         raise AssertionError(f"{exc}\nthe heads' Ray logs:\n{_ray_logs(real_node)}\n{chart.hub_log()}") from None
     figure("ray cluster request to head ready", out["ready_s"])
+    if out["retried"]:
+        print(f"ray: the first Ray client connection was tried again: {out['retried']}")
     assert out["address"] == f"ray://{RAY_HEAD_IP}:{chart.ports['RAY_CLIENT_PORT']}", out
     # The task ran on the real head, as gil, with his session's settings (MLflow through
     # the hub's front, his own S3 key), Ray's token authentication on; nothing of his
