@@ -25,7 +25,7 @@ from atelier_hub.embedded.state_folder import HUB_RECORD
 from atelier_hub.services import SERVICES
 from atelier_hub.services._process import group_alive, pid_matches, port_free, start_time
 from kernel import run_code
-from stack import Stack, free_port, tail
+from stack import OUTPUT, Stack, free_port, tail
 
 pytestmark = pytest.mark.integration
 
@@ -370,6 +370,12 @@ def small_disk(tmp_path_factory):
     if r.returncode != 0:
         pytest.fail(f"cannot mount a small tmpfs for the full-disk test (needs root): {r.stderr.strip()}")
     yield mnt
+    # The stacks' logs (the hub's, each service's) outlive the disk, for a failure's reading.
+    import shutil
+
+    for logs in mnt.glob("*/logs"):
+        shutil.copytree(logs, OUTPUT / "small-disk-logs" / logs.parent.name, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.sock"))
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
