@@ -18,7 +18,6 @@ import ipaddress
 import json
 import shlex
 import signal
-import socket
 import subprocess
 import textwrap
 import threading
@@ -27,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
+from atelier_hub.services._process import port_free
 from stack import free_port, tail  # noqa: F401 (tail: re-exported for conftest)
 
 NAMESPACE = "atelier"
@@ -606,7 +606,7 @@ class ControlPlane:
             [str(paths["kueue"]), f"--config={config}", f"--kubeconfig={self.admin_kubeconfig}",
              f"--visibility-server-port={visibility_port}",
              "--zap-log-level=2"]))  # its scheduler's decisions, in test-output/k8s/kueue.log
-        self._wait("Kueue's webhook server", lambda: _listening("127.0.0.1", webhook_port), timeout=120)
+        self._wait("Kueue's webhook server", lambda: not port_free(webhook_port), timeout=120)
         k.create(f"{adm}/mutatingwebhookconfigurations", {
             "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
             "metadata": {"name": "kueue-mutating-webhook-configuration"},
@@ -716,14 +716,6 @@ class PodPorts:
         self._thread.join(5)
         for ip in list(self.servers):
             self._close(ip)
-
-
-def _listening(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def held_on(kube, node: str, resource: str) -> int:

@@ -674,7 +674,11 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
 
     @property
     def gpu_queue(self) -> GpuQueue:
-        return GpuQueue.model_validate(self.queue)
+        """The ``queue`` setting as its model, validated once per spawner (it is read on
+        every form view and every poll of a waiting server's place)."""
+        if getattr(self, "_gpu_queue", None) is None:
+            self._gpu_queue = GpuQueue.model_validate(self.queue)
+        return self._gpu_queue
 
     async def progress(self):
         """KubeSpawner's progress, where the scheduler found no room for the pod
@@ -725,9 +729,11 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
                                               _request_timeout=CAPACITY_READ_TIMEOUT_S)
             place = place_in_line(json.loads(await r.read()), pod["metadata"]["uid"])
         except Exception as exc:  # noqa: BLE001 (the page says it waits; the log says why the place is unknown)
-            self.log.warning("%s/%s: Kueue's visibility API did not answer (%s): is it installed, and may the hub "
-                             "get localqueues/pendingworkloads (atelier render hub-rbac)?", self.user.name,
-                             self.name, str(exc)[:200])
+            if not getattr(self, "_queue_read_failed", False):  # logged once, not at every poll
+                self._queue_read_failed = True
+                self.log.warning("%s/%s: Kueue's visibility API did not answer (%s): is it installed, and may the "
+                                 "hub get localqueues/pendingworkloads (atelier render hub-rbac)?", self.user.name,
+                                 self.name, str(exc)[:200])
             return (f"In line for {self.profile.display_name} in {group}'s queue (Kueue's); the place in line "
                     "cannot be read now. Stopping the server leaves the line.")
         return place_text(place, group=group, profile=self.profile) if place else None

@@ -26,7 +26,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from ..capacity import group_of, ordinal
+from ..capacity import GroupShare, group_of, ordinal
 from ..profiles import WHOLE_GPU, Profile
 
 if TYPE_CHECKING:
@@ -125,8 +125,6 @@ def kueue_manifests(settings: ClusterSettings, profiles: list[Profile], *, names
     ]
     groups = dict(queue.groups)
     if queue.default_group not in groups:
-        from ..capacity import GroupShare
-
         groups[queue.default_group] = GroupShare()
     for name, share in groups.items():
         own = {**_UNCOUNTED, **{r: 0 for r in gpus}}
