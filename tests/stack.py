@@ -133,6 +133,12 @@ class HubClient:
                          seen: list[str] | None = None) -> str:
         """The first message of the server's progress stream (the spawn page's) matching
         ``pattern``; every message read is appended to ``seen`` where one is given."""
+        return self.progress_event(user, server, pattern, timeout=timeout, seen=seen)["message"]
+
+    def progress_event(self, user: str, server: str, pattern: str, *, timeout: float = 60,
+                       seen: list[str] | None = None) -> dict:
+        """The first event of the server's progress stream whose message matches ``pattern``
+        (the whole event, as the hub sends it)."""
         url = f"{self.url}/hub/api/users/{user}/servers/{server}/progress"
         seen = [] if seen is None else seen
         deadline = time.monotonic() + timeout
@@ -141,10 +147,11 @@ class HubClient:
             assert r.status_code == 200, r.text
             for line in r.iter_lines(decode_unicode=True):
                 if line and line.startswith("data:"):
-                    message = json.loads(line[5:]).get("message", "")
+                    event = json.loads(line[5:])
+                    message = event.get("message", "")
                     seen.append(message)
                     if re.search(pattern, message):
-                        return message
+                        return event
                 if time.monotonic() > deadline:
                     break
         raise AssertionError(f"no progress message of {user}/{server} matched {pattern!r}; seen: {seen}")

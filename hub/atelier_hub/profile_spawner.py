@@ -266,6 +266,39 @@ class ProfileSpawnerMixin(Configurable):
                 json.dumps({k: job[k] for k in ("name", "command", "cwd", "notebook", "parameters", "timeout")
                             if k in job})]
 
+    def gpu_holds_for(self, profile: Profile, options: dict | None, *, records: Path | None) -> float | None:
+        """Seconds a server or job of ``profile`` is expected to hold its GPUs once started,
+        for the queue's ETAs (both modes): a job, as long as the user's last runs of it took,
+        within its ``--timeout`` and ``max_age`` (:func:`~atelier_hub.capacity.expected_run`;
+        ``records``: the jobs service's records, for their commands); a server, its
+        profile's ``max_age``, else its ``idle_timeout``, the soonest the culler stops an
+        unused one. None: nothing bounds it."""
+        from .capacity import expected_run
+
+        job = (options or {}).get("job") if isinstance(options, dict) else None
+        if not is_job(self.name, options):
+            return profile.culling.max_age or profile.idle_timeout
+        history = self._job_history(records) if profile.gpu_count else []
+        return expected_run(history, profile=profile.name, command=(job or {}).get("command"),
+                            limits=((job or {}).get("timeout"), profile.culling.max_age))
+
+    def _job_history(self, records: Path | None) -> list[dict]:
+        """This user's finished jobs, oldest first: each one's profile and seconds from the
+        usage records (the time it held its server, not its wait), and its command from
+        the jobs service's record of it (in ``records``), where there is one."""
+        from .jobs import JobRecord
+        from .usage import finished_runs, read_events
+
+        events = read_events(self.usage_file) if self.usage_file else []
+        runs = finished_runs(events, user=self.user.name, kind="job")
+        if not runs:
+            return []
+        commands = {}
+        if records is not None:
+            commands = {job_server(r.name): r.command for r in JobRecord.all(records, self.user.name)}
+        return [{"profile": r.get("profile"), "command": commands.get(r.get("server")), "seconds": r["seconds"]}
+                for r in runs]
+
     def _check_job(self, options: dict | None, profile: Profile) -> None:
         job = (options or {}).get("job")
         if job is None:

@@ -72,6 +72,10 @@ def control_plane(tmp_path_factory):
     cp.stop()
 
 
+#: the test hub's GPU profile culled soon, and after how long idle
+CULLED_PROFILE, CULLED_AFTER_S = "gpu-culled", 60
+
+
 def _test_profiles(target: Path) -> Path:
     """The repository's profiles, with the GPU ones restricted to a group and given
     their own image (what a platform team typically does)."""
@@ -103,6 +107,12 @@ class Hub(HubClient):
         self.password = secrets.token_urlsafe(16)
         self.s3_secret = secrets.token_urlsafe(24)
         self.profiles = _test_profiles(workdir / "profiles")
+        # A GPU profile the culler stops after a minute idle: the queue's ETA is checked
+        # against a real cull (test_k8s_spawn). The culler looks every 15 s (a quarter of it).
+        culled = {**yaml.safe_load((self.profiles / "gpu-1.yaml").read_text()), "name": CULLED_PROFILE,
+                  "display_name": "1 GPU, stopped after a minute idle",
+                  "culling": {"idle_timeout": CULLED_AFTER_S, "warn_before": 5}}
+        (self.profiles / f"{CULLED_PROFILE}.yaml").write_text(yaml.safe_dump(culled, sort_keys=False))
         (workdir / "deployment.json").write_text(json.dumps({"services": {
             "s3": {"endpoint_url": "http://127.0.0.1:9", "bucket": "atelier-shared",
                    "access_key_id": "atelier-test-" + secrets.token_hex(4), "secret_access_key": self.s3_secret},
@@ -115,11 +125,11 @@ class Hub(HubClient):
             "storage": {"storage_class": STORAGE_CLASS, "capacity": "10Gi"},
             "identity": {"service_account": "atelier-session", "role_arn": SESSION_ROLE_ARN},
             "gpu_servers_per_user": 1,
-            # The usage page's and the jobs service's URLs name the hub's Service (`hub`),
-            # which only the chart makes; this hub runs outside the chart. test_chart.py
-            # runs them.
+            # The usage page's URL names the hub's Service (`hub`), which only the chart
+            # makes; this hub runs outside the chart. test_chart.py runs it. The jobs
+            # service runs here, on 127.0.0.1 (the overlay below): a GPU job waits in the
+            # queue as a server does.
             "usage": {"enabled": False},
-            "jobs": {"enabled": False},
             # GPU servers wait in Kueue's queue (the control plane's Kueue, started by the
             # hub fixture): 4 whole GPUs in all (of gpu-0's 8: the queue, not the node,
             # is what runs out first), the 2 MIG slices and 4 shares of gpu-slice-0; two
@@ -128,6 +138,7 @@ class Hub(HubClient):
         }))
         self.kubeconfig = write_kubeconfig(workdir / "hub.kubeconfig", server=kube_server, pki=pki, who="hub",
                                            namespace=NAMESPACE)
+        jobs_port = free_port()
         (workdir / "jupyterhub_config.py").write_text(f"""
 import os
 
@@ -166,13 +177,21 @@ c.AtelierKubeSpawner.start_timeout = 60
 for _svc in c.JupyterHub.services:
     if _svc.get("name") == "culler":
         _svc["command"][_svc["command"].index("--listen") + 1] = "127.0.0.1:{free_port()}"
+    if _svc.get("name") == "jobs":
+        _svc["command"][_svc["command"].index("--listen") + 1] = "127.0.0.1:{jobs_port}"
+        _svc["url"] = "http://127.0.0.1:{jobs_port}"
 """)
         self.proc: subprocess.Popen | None = None
         self.log = LOGS / "jupyterhub.log"
+        self.volume = workdir / "volume"
 
     def start(self, timeout: float = 120) -> Hub:
         LOGS.mkdir(parents=True, exist_ok=True)
+        # What the chart's hub keeps on its volume (/srv/jupyterhub: the culler's plan, the
+        # usage record) stays in this hub's folder, off the host's /srv.
+        self.volume.mkdir(mode=0o700, exist_ok=True)
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "TEST_ADMIN_TOKEN": self.token,
+               "ATELIER_HUB_VOLUME": str(self.volume),
                "TEST_LOGIN_PASSWORD": self.password,
                "TEST_PROXY_TOKEN": secrets.token_hex(32)}
         with open(self.log, "wb") as out:

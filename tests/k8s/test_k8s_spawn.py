@@ -14,9 +14,11 @@ import os
 import re
 import subprocess
 import time
+from datetime import datetime
 
 import pytest
-from conftest import VENV_BIN
+import yaml
+from conftest import CULLED_AFTER_S, CULLED_PROFILE, VENV_BIN
 from k8s_cluster import GPU_GROUP, GPU_IMAGE, assert_loopback, held_on, quantity, secret_env
 
 pytestmark = [pytest.mark.k8s, pytest.mark.integration]
@@ -314,7 +316,11 @@ def test_the_form_shows_what_each_pool_has_free_in_chromium_and_counts_again_aft
             seen = until("gpu-1", f"{queue_free} of 4 GPUs free in the queue · fits now")
             page.screenshot(path=str(SHOTS / "k8s-spawn-form-capacity.png"), full_page=True)
             # gpu-4 asks for more than the queue has free: nobody waits in ada's queue (everyone's).
-            assert seen["gpu-4"] == f"{queue_free} of 4 GPUs free in the queue · full: you would be 1st in line", seen
+            # It would start when ada's server gives its GPU back: when the culler stops it,
+            # gpu-1's idle_timeout after it started (the hub's estimate, in whole minutes).
+            idle_min = yaml.safe_load((hub.profiles / "gpu-1.yaml").read_text())["culling"]["idle_timeout"] / 60
+            assert seen["gpu-4"] in {f"{queue_free} of 4 GPUs free in the queue · full: you would be 1st in line, "
+                                     f"about {m} min" for m in (round(idle_min), round(idle_min) - 1)}, seen
             assert seen["gpu-mig"] == f"{mig} of 2 slices free in the queue · fits now", seen
             assert seen["gpu-shared"] == f"{shares} of 4 shares free in the queue · fits now", seen
             assert seen["cpu-small"] == "fits now", seen
@@ -388,9 +394,9 @@ def test_a_gpu_server_with_no_room_waits_past_the_start_timeout_and_starts_when_
 # -- the GPU queue: Kueue's (built from the Go module proxy), on the test hub's 4 GPUs ------------
 
 
-def gated(kube, user: str) -> bool:
+def gated(kube, user: str, server: str = "q") -> bool:
     """Whether Kueue holds the user's pod (its admission gate), read from the API server."""
-    pod = server_pod(kube, user, "q")
+    pod = server_pod(kube, user, server)
     return bool(pod) and any(g["name"] == "kueue.x-k8s.io/admission" for g in pod["spec"].get("schedulingGates") or [])
 
 
@@ -419,11 +425,11 @@ def ready(hub, user: str) -> bool:
     return bool(hub.api("GET", f"/users/{user}").json()["servers"].get("q", {}).get("ready"))
 
 
-def ask_in_order(hub, kube, users: list[str]) -> None:
-    """Each user asks for gpu-1 (server ``q``) once the one before has its pod: Kueue's
-    order is the order of asking (its workloads' creation, to the second)."""
+def ask_in_order(hub, kube, users: list[str], profile: str = "gpu-1") -> None:
+    """Each user asks for ``profile`` (server ``q``) once the one before has its pod:
+    Kueue's order is the order of asking (its workloads' creation, to the second)."""
     for user in users:
-        r = hub.request_spawn(user, "gpu-1", "q")
+        r = hub.request_spawn(user, profile, "q")
         assert r.status_code in (201, 202), r.text
         wait_until(f"{user}'s pod", lambda user=user: server_pod(kube, user, "q"), 30)
         time.sleep(1.1)
@@ -437,13 +443,17 @@ def stop_all(hub, users: list[str]) -> None:
 
 def test_six_users_ask_for_one_gpu_of_four_two_wait_in_line_and_move_up_when_one_stops(hub, kube):
     """Kueue's queue (the hub's 4 GPUs; gpu-0 itself has 8): four servers run, two wait
-    gated with their place on the spawn page, read from Kueue's visibility API. One of the
-    four stops: the first in line starts, and the second becomes the first."""
+    gated with their place on the spawn page, read from Kueue's visibility API, and an
+    ETA. One of the four stops: the first in line starts, and the second becomes the
+    first. The four are of a profile culled after a minute idle (kwok's pods are never
+    active): the second's ETA, reckoned from the culler's deadlines, is checked against
+    when the real culler's stop of another let it start."""
     users = [f"q{i}" for i in range(1, 7)]
     for user in users:
         hub.add_user(user, groups=(GPU_GROUP,))
     try:
-        ask_in_order(hub, kube, users)
+        ask_in_order(hub, kube, users[:4], CULLED_PROFILE)
+        ask_in_order(hub, kube, users[4:])
         for user in users[:4]:
             wait_until(f"{user} ready", lambda user=user: ready(hub, user), kube=kube)
             assert server_pod(kube, user, "q")["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "everyone"
@@ -452,17 +462,34 @@ def test_six_users_ask_for_one_gpu_of_four_two_wait_in_line_and_move_up_when_one
         assert held_on(kube, "gpu-0", "nvidia.com/gpu") == 4  # the node has room: the queue holds them
         first = hub.progress_message("q5", "q", r"In line", timeout=30)
         second = hub.progress_message("q6", "q", r"In line", timeout=30)
-        assert first.startswith("In line for 1 GPU: 1st of 2 waiting in everyone's queue."), first
-        assert second.startswith("In line for 1 GPU: 2nd of 2 waiting in everyone's queue."), second
+        # Their ETAs: when the first two of the four are culled (each within a minute).
+        assert re.match(r"In line for 1 GPU: 1st of 2 waiting in everyone's queue, (about 1 min|any moment) "
+                        r"\(from the running servers' idle-stop deadlines", first), first
+        assert re.match(r"In line for 1 GPU: 2nd of 2 waiting in everyone's queue, (about 1 min|any moment) ", second), \
+            second
         # One of the four stops: q5 starts within seconds, q6 moves up.
         hub.stop_server("q1", "q")
         stopped = time.monotonic()
         wait_until("q5 ready", lambda: ready(hub, "q5"), 60, kube)
         started_in = time.monotonic() - stopped
         assert gated(kube, "q6") and not ready(hub, "q6")
-        moved = hub.progress_message("q6", "q", r"In line", timeout=30)
-        assert moved.startswith("In line for 1 GPU: 1st of 1 waiting in everyone's queue."), moved
+        moved = hub.progress_event("q6", "q", r"1st of 1 waiting", timeout=30)
+        assert moved["message"].startswith("In line for 1 GPU: 1st of 1 waiting in everyone's queue, "), moved
         print(f"queue: the first in line started {started_in:.1f} s after a GPU server stopped")
+        # Nobody stops the other three: the culler does, a minute after each started (it
+        # looks every 15 s), and q6 starts then. Its ETA was q2's deadline (the first of them).
+        eta = moved["eta"]
+        q2 = hub.api("GET", "/users/q2").json()["servers"]["q"]["last_activity"]
+        q2_active = datetime.fromisoformat(q2.replace("Z", "+00:00")).timestamp()
+        assert abs(eta - (q2_active + CULLED_AFTER_S)) < 5, (eta, q2)
+        wait_until("q6 ready", lambda: ready(hub, "q6"), CULLED_AFTER_S + 60, kube)
+        late = time.time() - eta
+        culled = [u for u in users[1:4] if not ready(hub, u)]
+        print(f"queue: ETA shown {moved['message']!r}; q6 started {late:+.1f} s after it, when the culler stopped "
+              f"{culled}")
+        assert culled, "q6 started while the three still ran"
+        # Late by the culler's look (every 15 s), the stop and the start; never early.
+        assert -2 < late < 15 + 20, late
     finally:
         stop_all(hub, users)
 
@@ -483,9 +510,54 @@ def test_the_next_free_gpu_goes_to_the_team_below_its_share_though_it_asked_late
         assert gated(kube, "ta5") and gated(kube, "tb1")
         assert server_pod(kube, "tb1", "q")["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-b"
         said = hub.progress_message("tb1", "q", r"In line", timeout=30)
-        assert said.startswith("In line for 1 GPU: 1st of 1 waiting in team-b's queue."), said
+        # First: team-b holds nothing. Its ETA: when the first of team-a's four is culled
+        # (gpu-1's 20 min idle_timeout after it started), fair share giving it to team-b.
+        assert re.match(r"In line for 1 GPU: 1st of 1 waiting in team-b's queue, about (19|20) min ", said), said
         hub.stop_server("ta1", "q")
         wait_until("tb1 ready", lambda: ready(hub, "tb1"), 60, kube)
         assert gated(kube, "ta5") and not ready(hub, "ta5")
     finally:
         stop_all(hub, team_a + team_b)
+
+
+def atelier(hub, token: str, *args: str) -> subprocess.CompletedProcess:
+    """The real `atelier` command, as on a laptop after `atelier login`."""
+    return subprocess.run([str(VENV_BIN / "atelier"), *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "ATELIER_HUB_URL": hub.url, "ATELIER_TOKEN": token,
+                               "XDG_CONFIG_HOME": str(hub.dir)})
+
+
+def test_a_gpu_job_waits_in_the_queue_and_atelier_jobs_shows_its_place_until_cancelled(hub, kube):
+    """`atelier run --profile gpu-1` while the hub's four GPUs are held: the job's pod waits
+    gated in its team's queue as a server's does; `atelier jobs` (the jobs service, which
+    asks the hub) shows its place, read from Kueue's visibility API, and its ETA; `atelier
+    cancel` takes it out of the line. The job's user is a fifth, not one of the holders."""
+    holders = [f"jh{i}" for i in range(1, 5)]
+    for user in [*holders, "jq"]:
+        hub.add_user(user, groups=(GPU_GROUP,))
+    token = hub.api("POST", "/users/jq/tokens", json={"note": "laptop"}).json()["token"]
+    try:
+        ask_in_order(hub, kube, holders)
+        for user in holders:
+            wait_until(f"{user} ready", lambda user=user: ready(hub, user), kube=kube)
+        r = atelier(hub, token, "run", "--profile", "gpu-1", "--name", "waits", "--detach", "--",
+                    "python", "-c", "print('trained')")
+        assert r.returncode == 0, r.stderr
+        pod = wait_until("the job's pod", lambda: server_pod(kube, "jq", "job-waits"), 30, kube)
+        assert pod["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "everyone"
+        assert gated(kube, "jq", "job-waits"), pod["spec"]
+
+        def listed() -> str | None:
+            out = atelier(hub, token, "jobs")
+            assert out.returncode == 0, out.stderr
+            row = next((line for line in out.stdout.splitlines() if line.startswith("waits ")), "")
+            return row if "queued (" in row else None
+
+        row = wait_until("the job queued on `atelier jobs`", listed, 30, kube)
+        # 1st of 1; it starts when the first holder is culled (gpu-1's 20 min idle_timeout).
+        assert re.search(r" queued \(1st of 1 waiting, about (19|20) min\) ", row), row
+        r = atelier(hub, token, "cancel", "waits")
+        assert r.returncode == 0, r.stderr
+        wait_until("the job's pod gone", lambda: server_pod(kube, "jq", "job-waits") is None, 60, kube)
+    finally:
+        stop_all(hub, holders)

@@ -160,7 +160,8 @@ def test_a_gpu_jobs_expected_hold_is_how_long_its_users_last_runs_of_it_held_the
         usage.record(usage_file, "stop", user=user, server=f"job-{name}", when=start + timedelta(minutes=minutes))
     spawner = SimpleNamespace(usage_file=str(usage_file), state_dir=str(tmp_path), user=SimpleNamespace(name="ada"),
                               name="job-t4", _key="ada/job-t4", groups=lambda: set(), capacity=DEFAULT)
-    spawner._job_history = lambda: spawner_base.EmbeddedSpawnerMixin._job_history(spawner)
+    for method in ("gpu_holds_for", "_job_history"):
+        setattr(spawner, method, getattr(spawner_base.EmbeddedSpawnerMixin, method).__get__(spawner))
 
     def runs_for(command, timeout=None):
         options = {"job": {"name": "t4", "command": command, **({"timeout": timeout} if timeout else {})}}

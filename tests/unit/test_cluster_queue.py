@@ -123,3 +123,54 @@ def test_render_kueue_prints_the_queues_and_refuses_a_queue_that_is_off(tmp_path
     short.write_text(yaml.safe_dump({"namespace": "ml", "queue": {"kueue": True, "gpus": {}}}))
     done = atelier("render", "kueue", "--cluster", str(short))
     assert done.returncode != 0 and "queue.gpus lists no nvidia.com/gpu" in done.stderr, done.stderr
+
+
+def queue_pod(user: str, team: str, *, at: float, gated: bool, gpus: int = 1, holds_for: int | None = None,
+              job: bool = False, resource: str = "nvidia.com/gpu") -> dict:
+    """A hub pod naming a Kueue queue, as the API server answers it (times to the second)."""
+    from datetime import datetime, timezone
+
+    from atelier_hub.cluster.queue import GATE, HOLDS_FOR, LABEL
+
+    stamp = datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"metadata": {"name": f"jupyter-{user}", "creationTimestamp": stamp,
+                         "labels": {LABEL: team, **({"atelier.dev/job": "t"} if job else {})},
+                         "annotations": {"hub.jupyter.org/username": user, "hub.jupyter.org/servername": "q",
+                                         **({HOLDS_FOR: str(holds_for)} if holds_for else {})}},
+            "spec": {"schedulingGates": [{"name": GATE}] if gated else [],
+                     "containers": [{"resources": {"limits": {resource: str(gpus), "cpu": "4"}}}]},
+            "status": {"phase": "Pending" if gated else "Running", **({} if gated else {"startTime": stamp})}}
+
+
+def test_the_eta_of_a_queued_server_counts_the_holders_deadlines_and_the_teams_shares():
+    """Two GPUs, two teams of weight 1 holding one each: a1's server is culled at T+600
+    (the culler's plan); b1's job started at T-100 with a 300 s limit (ends T+200). a2
+    (asked at T-50) and b2 (T-10) wait: the teams stand level, so a2 (earlier) goes first,
+    at b1's end, T+200; then b2, at a1's end, T+600. A server asked now by team-b follows,
+    when a2 (20 min of idle_timeout) gives its GPU back: T+200+1200."""
+    from atelier_hub.capacity import Request
+    from atelier_hub.cluster.queue import queue_eta
+
+    T = 1_800_000_000
+    queue = GpuQueue(kueue=True, gpus={"nvidia.com/gpu": 2}, groups={"team-a": {}, "team-b": {}})
+    pods = [queue_pod("a1", "team-a", at=T - 1000, gated=False, holds_for=1200),
+            queue_pod("b1", "team-b", at=T - 100, gated=False, holds_for=300, job=True),
+            queue_pod("a2", "team-a", at=T - 50, gated=True, holds_for=1200),
+            queue_pod("b2", "team-b", at=T - 10, gated=True),
+            # a MIG slice's pod counts in its own pool only
+            queue_pod("c1", "team-b", at=T - 5, gated=False, resource="nvidia.com/mig-1g.10gb")]
+    plan = {"a1/q": {"cull_at": "2027-01-15T08:10:00+00:00"}}  # T+600 (T is 08:00:00 UTC)
+    eta = {user: queue_eta(f"{user}/q", pods, queue=queue, resource="nvidia.com/gpu", plan=plan, now=T)
+           for user in ("a2", "b2", "a1")}
+    assert eta == {"a2": T + 200, "b2": T + 600, "a1": None}
+    asked = Request(key="new/", user="new", group="team-b", gpus=1, since=T)
+    assert queue_eta("new/", pods, queue=queue, resource="nvidia.com/gpu", plan=plan, now=T,
+                     extra=asked) == T + 200 + 1200
+    # Before the culler's first look, a1's end is its start plus what it holds for
+    # (T-1000+1200): both GPUs come back at T+200.
+    assert queue_eta("b2/q", pods, queue=queue, resource="nvidia.com/gpu", plan={}, now=T) == T + 200
+    # a1 with no known end: b2 waits for a2's GPU (T+200+1200), and one asked after b2
+    # (who holds for no known time either) has no ETA.
+    pods[0]["metadata"]["annotations"].pop("atelier.dev/holds-gpus-for")
+    assert queue_eta("b2/q", pods, queue=queue, resource="nvidia.com/gpu", plan={}, now=T) == T + 1400
+    assert queue_eta("new/", pods, queue=queue, resource="nvidia.com/gpu", plan={}, now=T, extra=asked) is None

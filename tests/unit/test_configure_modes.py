@@ -77,7 +77,8 @@ def test_cluster_settings_give_the_kubespawner_config_of_those_settings(cluster_
     assert got == want
     assert [pattern for pattern, _, _ in got] == [
         "/api/atelier/users/([^/]+)/kubeconfig", "/api/atelier/users/([^/]+)/servers/([^/]+)/kubeconfig",
-        "/api/atelier/users/([^/]+)/capacity", "/api/atelier/users/([^/]+)/jobs/([^/]+)/output"]
+        "/api/atelier/users/([^/]+)/capacity", "/api/atelier/users/([^/]+)/jobs/([^/]+)/output",
+        "/api/atelier/users/([^/]+)/jobs/([^/]+)/queue"]
     assert c == expected
 
 

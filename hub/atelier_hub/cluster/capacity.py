@@ -146,10 +146,11 @@ def profile_capacity(profile: Profile, nodes: list[dict], pods: list[dict]) -> P
     return PoolCapacity(nodes=len(matching), gpus_free=free_total, gpus_total=total, fits=fits)
 
 
-def capacity_text(profile: Profile, pool: PoolCapacity, room: tuple[int, int, int] | None = None) -> str:
+def capacity_text(profile: Profile, pool: PoolCapacity, room: tuple | None = None) -> str:
     """A card's capacity line, in the words of the embedded mode's cards. ``room``: for a
     profile that waits in Kueue's queue, the queue's GPUs (or slices) free, in all, and
-    how many wait in the user's team's queue (:func:`atelier_hub.cluster.queue.queue_room`).
+    how many wait in the user's team's queue (:func:`atelier_hub.cluster.queue.queue_room`),
+    and optionally how long a server asked now would wait (``about 25 min``).
 
     >>> from atelier_hub.profiles import Profile
     >>> g = Profile(name="g", display_name="G", cpu={"limit": 8}, memory={"limit": "32G"}, gpu={"count": 1})
@@ -163,6 +164,8 @@ def capacity_text(profile: Profile, pool: PoolCapacity, room: tuple[int, int, in
     'no node of this cluster offers it now (its node selector, tolerations or GPUs)'
     >>> capacity_text(g, PoolCapacity(nodes=1, gpus_free=3, gpus_total=8, fits=True), room=(0, 4, 1))
     '0 of 4 GPUs free in the queue · full: you would be 2nd in line'
+    >>> capacity_text(g, PoolCapacity(nodes=1, gpus_free=3, gpus_total=8, fits=True), room=(0, 4, 0, "about 5 min"))
+    '0 of 4 GPUs free in the queue · full: you would be 1st in line, about 5 min'
     >>> capacity_text(g, PoolCapacity(nodes=1, gpus_free=3, gpus_total=8, fits=True), room=(1, 4, 0))
     '1 of 4 GPUs free in the queue · fits now'
     """
@@ -174,10 +177,10 @@ def capacity_text(profile: Profile, pool: PoolCapacity, room: tuple[int, int, in
             "shares" if profile.gpu.shared or profile.gpu.kubernetes_resource.endswith(".shared") else "slices")
         gpus = f"{pool.gpus_free} of {pool.gpus_total} {kind} free · "
         if room is not None:
-            free, total, waiting = room
+            free, total, waiting, *wait = room
             gpus = f"{free} of {total} {kind} free in the queue · "
             if free < profile.gpu_count:
-                return f"{gpus}full: you would be {ordinal(waiting + 1)} in line"
+                return f"{gpus}full: you would be {ordinal(waiting + 1)} in line" + "".join(f", {w}" for w in wait)
     if pool.fits:
         return f"{gpus}fits now"
     return f"{gpus}full: no node of its pool has room now; a server started now waits for one"
@@ -192,8 +195,9 @@ class ClusterView:
 
     def __init__(self, read, *, max_age: float = 10.0, log=None, room=None):
         self._read, self.max_age, self._log = read, max_age, log
-        # Where GPU profiles wait in Kueue's queue: ``room(profile, cluster_queues, team)``,
-        # the queue's room for a card (:func:`atelier_hub.cluster.queue.queue_room`), or None.
+        # Where GPU profiles wait in Kueue's queue: ``room(profile, cluster_queues, team,
+        # pods)``, the queue's room for a card (:func:`atelier_hub.cluster.queue.queue_room`)
+        # and the wait of a server asked now, or None.
         self._room = room
         self._at = -float("inf")
         self._data: tuple | None = None
@@ -235,7 +239,7 @@ class ClusterView:
             if key not in self._notes:
                 room = None
                 if team is not None and queues is not None and self._room is not None:
-                    room = self._room(p, queues, team)
+                    room = self._room(p, queues, team, pods)
                 self._notes[key] = capacity_text(p, profile_capacity(p, nodes, pods), room)
             notes[p.name] = self._notes[key]
         return notes

@@ -39,6 +39,7 @@ import json
 import os
 import re
 import sys
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ from tornado import web
 from traitlets import Bool, Dict, Float, Integer, Unicode
 
 from .. import origins
+from ..capacity import Request, wait_text
 from ..image_paths import PYTHON as IMAGE_PYTHON
 from ..image_paths import SESSION_CONFIG_DIR
 from ..jobs import TEE_ENV, job_server, kept_output, read_home_file
@@ -70,11 +72,13 @@ from . import TRINO_JWT_DIR
 from .capacity import ClusterView
 from .queue import (
     GATE,
+    HOLDS_FOR,
     LABEL,
     check_queue,
     pending_path,
     place_in_line,
     place_text,
+    queue_eta,
     queue_label,
     queue_room,
     queued,
@@ -152,7 +156,7 @@ JOB_OUTPUT_CHUNK = 1 << 20
 _JOB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 
 
-def _job_output_handler_class():
+def _job_handler_classes():
     from jupyterhub.apihandlers.base import APIHandler
     from jupyterhub.scopes import needs_scope
 
@@ -200,7 +204,25 @@ def _job_output_handler_class():
             self.set_header("X-Atelier-Job-Offset", str(offset + len(data)))
             self.finish(data)
 
-    return JobOutputHandler
+    class JobQueueHandler(APIHandler):
+        """``GET /hub/api/atelier/users/NAME/jobs/JOB/queue``: where NAME's job JOB waits in
+        Kueue's queue, ``{"team", "position", "waiting", "eta"}`` (:meth:`AtelierKubeSpawner.queue_place`),
+        or ``{}`` where it does not wait there: what the jobs service in this pod shows on
+        ``atelier jobs`` and its page."""
+
+        @needs_scope("read:servers")
+        async def get(self, user_name: str, job: str):
+            user = self.find_user(user_name)
+            if user is None or not _JOB_NAME.match(job):
+                raise web.HTTPError(404, f"no job {job!r} of {user_name!r}")
+            place = None
+            if job_server(job) in user.orm_spawners:
+                spawner = user.spawners[job_server(job)]
+                if spawner.pending == "spawn" and queued(spawner.profile, spawner.gpu_queue):
+                    place = await spawner.queue_place()
+            self.finish(place or {})
+
+    return JobOutputHandler, JobQueueHandler
 
 
 def _minutes(seconds: float) -> str:
@@ -249,8 +271,17 @@ def capacity_view(spawner: AtelierKubeSpawner) -> ClusterView:
                                     str(answers[2])[:200])
             return nodes, pods, queues
 
-        def room(profile: Profile, cluster_queues: list[dict], team: str) -> tuple[int, int, int] | None:
-            return queue_room(profile, queue, cluster_queues, team) if queued(profile, queue) else None
+        def room(profile: Profile, cluster_queues: list[dict], team: str, pods: list[dict]) -> tuple | None:
+            """The queue's room for the card, and when a server asked now would start
+            (:func:`~atelier_hub.cluster.queue.queue_eta`, at the end of ``team``'s line)."""
+            if not queued(profile, queue):
+                return None
+            free, total, waiting = queue_room(profile, queue, cluster_queues, team)
+            now = time.time()
+            asked = Request(key="\0form/", user="\0form", group=team, gpus=profile.gpu_count, since=now)
+            eta = queue_eta(asked.key, pods, queue=queue, resource=profile.gpu.kubernetes_resource,
+                            plan=spawner._culler_plan(), now=now, extra=asked)
+            return free, total, waiting, wait_text(eta, now)
 
         _VIEW = ClusterView(read, max_age=spawner.capacity_max_age, log=spawner.log,
                             room=room if queue is not None else None)
@@ -312,6 +343,14 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         config=True,
         help="Seconds the spawn form's capacity numbers may be old (one read of the nodes and pods serves "
              "every page view in that time; a server of this hub starting or stopping reads again).",
+    )
+
+    culler_plan = Unicode(
+        "",
+        config=True,
+        help="""The culler's latest decision per server (its ``--plan`` file, on the hub's
+        volume): the idle-stop deadlines of the servers holding GPUs, from which a queued
+        server's ETA is reckoned; empty: the culler does not run (ETAs from ``max_age``).""",
     )
 
     jobs_dir = Unicode(
@@ -612,6 +651,11 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         if queued(self.profile, self.gpu_queue):
             # Kueue's webhook gates the pod until the team's queue admits it.
             pod.metadata.labels[LABEL] = queue_label(self.groups(), self.gpu_queue)
+            # How long it holds its GPUs once admitted: the ETAs of those behind it.
+            holds_for = self.gpu_holds_for(self.profile, self.user_options,
+                                           records=Path(self.jobs_dir) if self.jobs_dir else None)
+            if holds_for:
+                pod.metadata.annotations[HOLDS_FOR] = str(int(holds_for))
         if self.job:
             # Run once: the runner's exit is the job's end, never a restart.
             pod.spec.restart_policy = "Never"
@@ -695,10 +739,11 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             while True:
                 done, _ = await asyncio.wait({upcoming}, timeout=QUEUE_POLL_S if watch else None)
                 if upcoming not in done:
-                    text = await self.queue_message()
+                    text, eta = await self.queue_message()
                     if text and text != said:
                         said = text
-                        yield {"message": text}
+                        # ``eta``: the same estimate as the text's, in seconds since the epoch
+                        yield {"message": text, **({"eta": eta} if eta is not None else {})}
                     continue
                 try:
                     event = upcoming.result()
@@ -714,9 +759,23 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         finally:
             upcoming.cancel()
 
-    async def queue_message(self) -> str | None:
-        """The pod's place in its team's Kueue queue, while Kueue holds it (its admission
-        gate); None once admitted, or before Kueue has seen it."""
+    def _culler_plan(self) -> dict:
+        try:
+            return json.loads(Path(self.culler_plan).read_text()) if self.culler_plan else {}
+        except (OSError, ValueError):
+            return {}
+
+    def queue_eta(self, pods: list[dict]) -> float | None:
+        """When this server is expected to leave the queue, reckoned from the hub's queued
+        pods (:func:`~atelier_hub.cluster.queue.queue_eta`)."""
+        return queue_eta(f"{self.user.name}/{self.name}", pods, queue=self.gpu_queue,
+                         resource=self.profile.gpu.kubernetes_resource, plan=self._culler_plan(), now=time.time())
+
+    async def queue_place(self) -> dict | None:
+        """Where this server's pod waits while Kueue holds it (its admission gate):
+        ``{"team", "position", "waiting", "eta"}`` (``position`` None where Kueue's
+        visibility API could not be read; ``eta``: :meth:`queue_eta`); None once admitted,
+        or before Kueue has seen it. The spawn page's and ``atelier jobs``' place."""
         pod = self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}") if self.pod_reflector else None
         if not pod or not any(g.get("name") == GATE for g in (pod.get("spec") or {}).get("schedulingGates") or []):
             return None
@@ -734,9 +793,22 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
                 self.log.warning("%s/%s: Kueue's visibility API did not answer (%s): is it installed, and may the "
                                  "hub get localqueues/pendingworkloads (atelier render hub-rbac)?", self.user.name,
                                  self.name, str(exc)[:200])
-            return (f"In line for {self.profile.display_name} in {group}'s queue (Kueue's); the place in line "
-                    "cannot be read now. Stopping the server leaves the line.")
-        return place_text(place, group=group, profile=self.profile) if place else None
+            return {"team": group, "position": None, "waiting": None, "eta": None}
+        if not place:
+            return None
+        eta = self.queue_eta(list(self.pod_reflector.pods.values()))
+        return {"team": group, "position": place[0], "waiting": place[1], "eta": eta}
+
+    async def queue_message(self) -> tuple[str | None, float | None]:
+        """The spawn page's line for :meth:`queue_place`, and the ETA in it."""
+        place = await self.queue_place()
+        if place is None:
+            return None, None
+        if place["position"] is None:
+            return (f"In line for {self.profile.display_name} in {place['team']}'s queue (Kueue's); the place in "
+                    "line cannot be read now. Stopping the server leaves the line."), None
+        return place_text((place["position"], place["waiting"]), group=place["team"], profile=self.profile,
+                          eta=place["eta"], now=time.time()), place["eta"]
 
     async def waiting_message(self) -> str | None:
         """What a pod the scheduler has no room for waits for, read afresh; None where the
@@ -909,8 +981,13 @@ def update_storage(c, settings: ClusterSettings) -> None:
     s.volume_mounts = {"home": {"name": "home", "mountPath": st.home_mount_path}}
 
 
-#: where the hub in the chart keeps its users' S3 keys: its own volume (hub.db.pvc), 0600
-S3_ACCOUNTS_DIR = "/srv/jupyterhub/s3-accounts"
+#: The hub's persistent volume in the chart (hub.db.pvc, where its database lives): what
+#: the hub and its services keep there survives restarts. ``ATELIER_HUB_VOLUME`` moves it,
+#: for a hub run outside the chart (the cluster-mode tests' hub keeps it in its own folder).
+HUB_VOLUME = os.environ.get("ATELIER_HUB_VOLUME", "/srv/jupyterhub")
+
+#: where the hub in the chart keeps its users' S3 keys: its own volume, 0600
+S3_ACCOUNTS_DIR = f"{HUB_VOLUME}/s3-accounts"
 
 
 def update_identity(c, settings: ClusterSettings) -> None:
@@ -925,8 +1002,8 @@ def update_identity(c, settings: ClusterSettings) -> None:
         c.AtelierKubeSpawner.automount_service_account_token = True
 
 
-# The hub's persistent volume in the chart (where its database lives): usage survives restarts.
-USAGE_FILE = "/srv/jupyterhub/usage.jsonl"
+#: the usage record, on the hub's volume: usage survives restarts
+USAGE_FILE = f"{HUB_VOLUME}/usage.jsonl"
 
 
 def update_culling(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
@@ -939,8 +1016,9 @@ def update_culling(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
         return
     c.AtelierKubeSpawner.server_token_scopes = ["users:activity!user", "access:servers!server",
                                                 "access:services!service=culler"]
-    command = culler_command(profiles_dir=str(profiles_dir), audit="/srv/jupyterhub/culler-audit.jsonl",
+    command = culler_command(profiles_dir=str(profiles_dir), audit=f"{HUB_VOLUME}/culler-audit.jsonl",
                              plan=CULLER_PLAN)
+    c.AtelierKubeSpawner.culler_plan = CULLER_PLAN  # queued servers' ETAs
     culler = {"name": "culler", "display": False,
               "command": [*command, "--listen", f"0.0.0.0:{settings.culling.port}", "--prefix", PREFIX]}
     # The chart has already set its services and roles (hub.services, hub.loadRoles) when
@@ -950,7 +1028,7 @@ def update_culling(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
 
 
 #: the culler's latest decision per server, on the hub's volume: the home page's planned stops
-CULLER_PLAN = "/srv/jupyterhub/culler-plan.json"
+CULLER_PLAN = f"{HUB_VOLUME}/culler-plan.json"
 
 
 def update_home(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
@@ -1017,7 +1095,7 @@ def _user_role_scopes(c, scopes) -> None:
 
 
 #: the MLflow front's folder on the hub's volume (the names of the accounts it made)
-MLFLOW_STATE = "/srv/jupyterhub/mlflow-front"
+MLFLOW_STATE = f"{HUB_VOLUME}/mlflow-front"
 
 
 def update_mlflow(c, settings: ClusterSettings) -> None:
@@ -1054,7 +1132,7 @@ def update_mlflow(c, settings: ClusterSettings) -> None:
 
 
 #: the credentials service's folder on the hub's volume: each user's tokens, 0600
-CREDENTIALS_DIR = "/srv/jupyterhub/credentials"
+CREDENTIALS_DIR = f"{HUB_VOLUME}/credentials"
 
 
 def update_credentials(c, settings: ClusterSettings, deployment: Deployment) -> None:
@@ -1079,7 +1157,7 @@ def update_credentials(c, settings: ClusterSettings, deployment: Deployment) -> 
 
 
 #: the front's folder on the hub's volume (its rules file, for the record)
-TRINO_STATE = "/srv/jupyterhub/trino"
+TRINO_STATE = f"{HUB_VOLUME}/trino"
 
 
 def trino_front_command(settings: ClusterSettings, trino) -> list[str]:
@@ -1118,14 +1196,14 @@ def update_trino(c, settings: ClusterSettings, deployment: Deployment) -> None:
 
 
 #: the jobs service's folder on the hub's volume: each job's record, and its output once ended
-JOBS_DIR = "/srv/jupyterhub/jobs"
+JOBS_DIR = f"{HUB_VOLUME}/jobs"
 
 
 def update_jobs(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
     """The jobs service (:mod:`atelier_hub.services.jobs_server`, the embedded mode's code)
     as a hub service in the hub pod: ``atelier run`` starts each job as its user's server
     ``job-NAME`` through the hub, so this spawner builds its pod as a session's. The
-    service reads a job's output and exit code from the hub (:func:`_job_output_handler_class`),
+    service reads a job's output and exit code from the hub (:func:`_job_handler_classes`),
     which reads the pod's log; its token may start, stop and read users' servers."""
     from ..services.jobs import HUB_SCOPES, SERVICE, jobs_command
     from ..services.mlflow import PREFIX as MLFLOW_PREFIX
@@ -1143,8 +1221,10 @@ def update_jobs(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
     _user_role_scopes(c, SERVICE.session_scopes)
     _server_token_scopes(c, SERVICE.session_scopes)
     c.AtelierKubeSpawner.jobs_dir = JOBS_DIR
-    c.JupyterHub.extra_handlers = [*c.JupyterHub.extra_handlers, (
-        r"/api/atelier/users/([^/]+)/jobs/([^/]+)/output", _job_output_handler_class(), {"jobs_dir": JOBS_DIR})]
+    output, queue = _job_handler_classes()
+    c.JupyterHub.extra_handlers = [*c.JupyterHub.extra_handlers,
+                                   (r"/api/atelier/users/([^/]+)/jobs/([^/]+)/output", output, {"jobs_dir": JOBS_DIR}),
+                                   (r"/api/atelier/users/([^/]+)/jobs/([^/]+)/queue", queue, {})]
 
 
 def update_queue(c, settings: ClusterSettings, *, profiles_dir: str) -> None:
@@ -1170,7 +1250,7 @@ def update_ray_clusters(c, settings: ClusterSettings, *, profiles_dir: str) -> N
     port = rc.port
     kube = {**rc.model_dump(exclude={"enabled", "port"}), "namespace": settings.namespace or _hub_namespace()}
     service = {"name": SERVICE.name, "display": False, "url": f"http://hub:{port}",
-               "command": [*ray_clusters_command(state="/srv/jupyterhub", profiles_dir=profiles_dir, kubernetes=kube),
+               "command": [*ray_clusters_command(state=HUB_VOLUME, profiles_dir=profiles_dir, kubernetes=kube),
                            "--listen", f"0.0.0.0:{port}"],
                "environment": {k: os.environ[k] for k in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
                                if k in os.environ}}

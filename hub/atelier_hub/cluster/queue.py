@@ -7,6 +7,15 @@ waiting pod's place from Kueue's visibility API (:func:`place_in_line`). Kueue g
 pod, admits it in fair share between teams, and ungates it; the scheduler places it.
 Everything here is pure: the spawner does the I/O.
 
+The ETA beside the place (:func:`queue_eta`) is the embedded queue's reckoning
+(:func:`atelier_hub.capacity.etas`) over the hub's own pods that name a queue: the
+admitted ones hold GPUs until their known end (a server's idle-cull deadline or
+``max_age``, from the culler's plan; a job's ``--timeout`` or ``max_age`` from its start:
+the pod's :data:`HOLDS_FOR`), the gated ones wait in the order of
+:func:`atelier_hub.capacity.queue_order` (the rule Kueue's fair sharing follows: the
+team furthest below its share first, then first come first served). Kueue decides; this
+only estimates when, and says "time unknown" where a holder has no known end.
+
 The objects, for a cohort ``atelier``:
 
 - one ``ResourceFlavor``, ``atelier-gpus``, with no node labels: the queue counts GPUs;
@@ -26,14 +35,14 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from ..capacity import GroupShare, group_of, ordinal
+from ..capacity import CapacitySettings, GroupShare, Holder, Request, etas, group_of, ordinal, queue_order, wait_text
 from ..profiles import WHOLE_GPU, Profile
 
 if TYPE_CHECKING:
     from .settings import ClusterSettings, GpuQueue
 
-__all__ = ["GATE", "KUEUE", "LABEL", "add_render_kueue", "kueue_manifests", "pending_path", "place_in_line",
-           "place_text", "queue_label", "queue_room", "queued"]
+__all__ = ["GATE", "HOLDS_FOR", "KUEUE", "LABEL", "add_render_kueue", "kueue_manifests", "pending_path",
+           "place_in_line", "place_text", "queue_eta", "queue_label", "queue_parts", "queue_room", "queued"]
 
 KUEUE = "kueue.x-k8s.io/v1beta2"
 VISIBILITY = "visibility.kueue.x-k8s.io/v1beta2"
@@ -42,6 +51,10 @@ LABEL = "kueue.x-k8s.io/queue-name"
 #: the scheduling gate Kueue's webhook puts on a pod until its workload is admitted
 GATE = "kueue.x-k8s.io/admission"
 FLAVOR = "atelier-gpus"
+#: the annotation on a queued pod: seconds it is expected to hold its GPUs once started
+#: (a server: its profile's ``max_age``, else its ``idle_timeout``; a job: its
+#: ``--timeout`` or ``max_age``, the sooner); absent where nothing bounds it
+HOLDS_FOR = "atelier.dev/holds-gpus-for"
 #: the quota of CPU and memory of every team's queue: more than any pod asks for
 _UNCOUNTED = {"cpu": "1000000", "memory": "1Ei"}
 
@@ -190,17 +203,95 @@ def queue_room(profile: Profile, queue: GpuQueue, cluster_queues: list[dict], te
     return max(0, total - int(used)), total, waiting
 
 
-def place_text(place: tuple[int, int], *, group: str, profile: Profile) -> str:
+def _time(text: str | None) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp() if text else None
+    except ValueError:
+        return None
+
+
+def queue_parts(pods: list[dict], resource: str, plan: dict) -> tuple[list[Request], list[Holder]]:
+    """The servers and jobs waiting in Kueue's queue for ``resource`` (their pods gated)
+    and those holding it (admitted, not ended), from the hub's pods; each holder's end
+    from the culler's ``plan`` (a server's ``cull_at``), else its start plus its
+    :data:`HOLDS_FOR` (pure).
+
+    >>> pod = lambda user, gated, **ann: {"metadata": {"labels": {LABEL: "everyone"}, "annotations": {
+    ...     "hub.jupyter.org/username": user, **ann}, "creationTimestamp": "2026-12-07T10:00:00Z"},
+    ...     "spec": {"schedulingGates": [{"name": GATE}] if gated else [],
+    ...              "containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+    ...     "status": {"phase": "Pending" if gated else "Running", "startTime": "2026-12-07T10:00:00Z"}}
+    >>> waiting, holders = queue_parts([pod("a", False), pod("b", False, **{HOLDS_FOR: "600"}), pod("c", True)],
+    ...                                "nvidia.com/gpu", {"a": {"cull_at": "2026-12-07T10:05:00+00:00"}})
+    >>> [(h.key, h.ends_at - holders[0].ends_at if h.ends_at else None) for h in holders], [r.key for r in waiting]
+    ([('a/', 0.0), ('b/', 300.0)], ['c/'])
+    """
+    from .capacity import _ENDED, _requests
+
+    waiting: list[Request] = []
+    holders: list[Holder] = []
+    for pod in pods:
+        meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+        group = (meta.get("labels") or {}).get(LABEL)
+        if not group or meta.get("deletionTimestamp") or status.get("phase") in _ENDED:
+            continue
+        try:
+            gpus = int(_requests(pod).get(resource, 0))
+        except ValueError:
+            continue
+        if gpus <= 0:
+            continue
+        notes = meta.get("annotations") or {}
+        user, server = notes.get("hub.jupyter.org/username", ""), notes.get("hub.jupyter.org/servername", "")
+        key, kind = f"{user}/{server}", "job" if (meta.get("labels") or {}).get("atelier.dev/job") else "server"
+        try:
+            holds_for = float(notes[HOLDS_FOR]) if notes.get(HOLDS_FOR) else None
+        except ValueError:
+            holds_for = None
+        if any(g.get("name") == GATE for g in spec.get("schedulingGates") or []):
+            waiting.append(Request(key=key, user=user, group=group, gpus=gpus, kind=kind, runs_for=holds_for,
+                                   since=_time(meta.get("creationTimestamp")) or 0.0))
+            continue
+        ends_at = None
+        if kind == "server":
+            ends_at = _time((plan.get(f"{user}/{server}" if server else user) or {}).get("cull_at"))
+        started = _time(status.get("startTime")) or _time(meta.get("creationTimestamp"))
+        if ends_at is None and holds_for is not None and started is not None:
+            ends_at = started + holds_for
+        holders.append(Holder(key=key, user=user, group=group, gpus=gpus, kind=kind, ends_at=ends_at))
+    return waiting, holders
+
+
+def queue_eta(key: str, pods: list[dict], *, queue: GpuQueue, resource: str, plan: dict, now: float,
+              extra: Request | None = None) -> float | None:
+    """When the waiting ``key`` (``user/server``; or ``extra``, a request not made yet, for
+    the form) is expected to start: :func:`atelier_hub.capacity.etas` over
+    :func:`queue_parts`, the pool being ``queue.gpus[resource]`` (pure; None: unknown)."""
+    waiting, holders = queue_parts(pods, resource, plan)
+    if extra is not None:
+        waiting.append(extra)
+    order = queue_order(waiting, holders, CapacitySettings(groups=queue.groups, default_group=queue.default_group))
+    free = max(0, queue.gpus.get(resource, 0) - sum(h.gpus for h in holders))
+    return etas(order, holders, free=free, now=now).get(key)
+
+
+def place_text(place: tuple[int, int], *, group: str, profile: Profile, eta: float | None = None,
+               now: float = 0.0) -> str:
     """What the spawn page says while Kueue holds the pod.
 
     >>> from atelier_hub.profiles import Profile
     >>> p = Profile(name="gpu-1", display_name="1 GPU", cpu={"limit": 8}, memory={"limit": "32G"}, gpu={"count": 1})
-    >>> place_text((2, 3), group="team-a", profile=p)  # doctest: +NORMALIZE_WHITESPACE
-    "In line for 1 GPU: 2nd of 3 waiting in team-a's queue. It starts as soon as GPUs free up and
-     the queue's fair share between teams reaches it; stopping the server leaves the line."
+    >>> place_text((2, 3), group="team-a", profile=p, eta=1500, now=0)  # doctest: +NORMALIZE_WHITESPACE
+    "In line for 1 GPU: 2nd of 3 waiting in team-a's queue, about 25 min (from the running servers'
+     idle-stop deadlines and the jobs' time limits). It starts as soon as GPUs free up and the queue's
+     fair share between teams reaches it; stopping the server leaves the line."
     """
     position, waiting = place
-    return (f"In line for {profile.display_name}: {ordinal(position)} of {waiting} waiting in {group}'s queue. "
+    when = ("start time unknown (a server or job holding GPUs has no known end)" if eta is None else
+            f"{wait_text(eta, now)} (from the running servers' idle-stop deadlines and the jobs' time limits)")
+    return (f"In line for {profile.display_name}: {ordinal(position)} of {waiting} waiting in {group}'s queue, {when}. "
             "It starts as soon as GPUs free up and the queue's fair share between teams reaches it; "
             "stopping the server leaves the line.")
 

@@ -29,12 +29,11 @@ import jinja2
 from tornado import web
 from traitlets import Unicode, default
 
-from ..capacity import SNAPSHOT_FILE, CapacitySettings, Holder, Request, expected_run, group_of, load_capacity, ordinal, wait_text
-from ..jobs import JobRecord, is_job, job_server
+from ..capacity import SNAPSHOT_FILE, CapacitySettings, Holder, Request, group_of, load_capacity, ordinal, wait_text
+from ..jobs import is_job
 from ..profile_spawner import ProfileSpawnerMixin
 from ..profiles import Profile, format_memory, visible_profiles
 from ..services import Deployment
-from ..usage import finished_runs, read_events
 from .gpus import GPUPool
 
 __all__ = ["EmbeddedSpawnerMixin", "SNAPSHOT_FILE", "capacity_note", "free_memory", "gpu_refusal",
@@ -234,36 +233,13 @@ class EmbeddedSpawnerMixin(ProfileSpawnerMixin):
     def _gpu_request(self, profile: Profile, *, key: str | None = None, since: float | None = None,
                      options: dict | None = None) -> Request:
         """This server's request for ``profile``'s GPUs: its group, kind and how long it
-        is expected to hold them (a job: as long as the user's last runs of it took,
-        within its ``--timeout`` and ``max_age``, :func:`~atelier_hub.capacity.expected_run`;
-        a server: its profile's ``max_age``, else its ``idle_timeout``, the soonest the
-        culler stops an unused one)."""
+        is expected to hold them (:meth:`gpu_holds_for`)."""
         options = self.user_options if options is None else options
-        job = (options or {}).get("job") if isinstance(options, dict) else None
-        if is_job(self.name, options):
-            runs_for = expected_run(self._job_history() if profile.gpu_count else [], profile=profile.name,
-                                    command=(job or {}).get("command"),
-                                    limits=((job or {}).get("timeout"), profile.culling.max_age))
-        else:
-            runs_for = profile.culling.max_age or profile.idle_timeout
+        runs_for = self.gpu_holds_for(profile, options,
+                                      records=Path(self.state_dir) / "jobs" if self.state_dir else None)
         return Request(key=key or self._key, user=self.user.name, group=group_of(self.groups(), self.capacity),
                        gpus=profile.gpu_count, since=time.time() if since is None else since,
                        kind="job" if is_job(self.name, options) else "server", runs_for=runs_for)
-
-    def _job_history(self) -> list[dict]:
-        """This user's finished jobs, oldest first: each one's profile and seconds from the
-        usage records (the time it held its server, not its wait), and its command from
-        the jobs service's record of it, where there is one."""
-        events = read_events(self.usage_file) if self.usage_file else []
-        runs = finished_runs(events, user=self.user.name, kind="job")
-        if not runs:
-            return []
-        commands = {}
-        if self.state_dir:
-            commands = {job_server(r.name): r.command
-                        for r in JobRecord.all(Path(self.state_dir) / "jobs", self.user.name)}
-        return [{"profile": r.get("profile"), "command": commands.get(r.get("server")), "seconds": r["seconds"]}
-                for r in runs]
 
     def check_request(self, options: dict | None) -> Profile:
         """The requested profile, if this user may use it and its GPUs can ever be met here.

@@ -39,6 +39,7 @@ from jupyterhub.services.auth import HubAuth, HubOAuth, HubOAuthCallbackHandler,
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from ..embedded.gpus import Place
 from ..home import job_row, load_queue, queue_text
 from ..jobs import JOB_DIR, JobError, JobRecord, check_submission, job_runs, job_server, kept_output, read_home_file
 from ..look import service_page
@@ -94,6 +95,12 @@ class Hub:
 
     def server_path(self, user: str, name: str) -> str:
         return f"/users/{quote(user, safe='')}/servers/{quote(job_server(name), safe='')}"
+
+    async def job_queue(self, user: str, name: str) -> dict:
+        """Where a job waits in Kueue's queue on a cluster, as the hub reads it
+        (``{"team", "position", "waiting", "eta"}``; ``{}`` where it does not wait there)."""
+        code, place = await self.call("GET", f"/atelier/users/{quote(user, safe='')}/jobs/{quote(name, safe='')}/queue")
+        return place if code == 200 else {}
 
     async def job_output(self, user: str, name: str, offset: int, limit: int = LOG_CHUNK) -> tuple[bytes, int | None]:
         """Bytes ``offset..offset+limit`` of a job's output and its exit code (None while it
@@ -222,6 +229,32 @@ class HubOutputJobs(Jobs):
     termination message; the hub keeps them beside the record (:func:`kept_output`), in
     this service's own folder, once the job ended."""
 
+    #: where each starting job waits in Kueue's queue, as the hub read it for the last
+    #: listing (``user/name`` -> Place)
+    _places: dict
+
+    async def servers_of(self, recs: list[JobRecord]) -> dict[str, dict[str, dict]]:
+        """The hub's servers, and the place of each job that is starting, read from the hub
+        (Kueue's queue: :meth:`Hub.job_queue`; asked only of jobs that are starting)."""
+        servers = await super().servers_of(recs)
+        if not hasattr(self, "_places"):
+            self._places = {}
+        for rec in recs:
+            key, place = f"{rec.user}/{rec.name}", {}
+            if rec.state(server=servers[rec.user].get(job_server(rec.name))) == "starting":
+                place = await self.hub.job_queue(rec.user, rec.name)
+            if place.get("position"):
+                self._places[key] = Place(position=place["position"], waiting=place["waiting"],
+                                          eta=place.get("eta"), free=0, total=0)
+            else:
+                self._places.pop(key, None)
+        return servers
+
+    def place(self, rec: JobRecord, server: dict | None):
+        if rec.state(server=server) != "starting":
+            return None
+        return getattr(self, "_places", {}).get(f"{rec.user}/{rec.name}")
+
     async def output(self, rec: JobRecord, offset: int) -> bytes:
         return (await self.hub.job_output(rec.user, rec.name, offset))[0]
 
@@ -284,13 +317,13 @@ class ListHandler(_Api):
         rec.save(self.jobs.folder)
         log.info("job %s/%s submitted on %s: %d argument(s)", rec.user, rec.name, rec.profile, len(rec.command))
         self.set_status(201)
-        self.finish(self.jobs.model(rec, await self.jobs.hub.servers(rec.user)))
+        self.finish(self.jobs.model(rec, (await self.jobs.servers_of([rec]))[rec.user]))
 
 
 class JobHandler(_Api):
     async def get(self, name):
         rec = self.record(name)
-        servers = await self.jobs.hub.servers(rec.user)
+        servers = (await self.jobs.servers_of([rec]))[rec.user]
         await self.jobs.settle(rec, servers)
         self.finish(self.jobs.model(rec, servers))
 
