@@ -280,7 +280,7 @@ def over_limit(user: str, gpus: int, *, key: str, holders: list[Holder], waiting
         return None
     if gpus > limit:
         return (f"this profile needs {gpus} GPUs and you may hold {limit} at a time: choose a smaller profile, or "
-                "ask an admin to raise gpus_per_user in the capacity settings")
+                "ask an admin to raise gpus_per_user (the capacity or cluster settings)")
 
     def label(key: str, kind: str) -> str:
         name = key.split("/", 1)[1] or "default"

@@ -125,6 +125,7 @@ class Hub(HubClient):
             "storage": {"storage_class": STORAGE_CLASS, "capacity": "10Gi"},
             "identity": {"service_account": "atelier-session", "role_arn": SESSION_ROLE_ARN},
             "gpu_servers_per_user": 1,
+            "gpus_per_user": 4,  # a gpu-4 server beside a gpu-1 one is past it
             # The usage page's URL names the hub's Service (`hub`), which only the chart
             # makes; this hub runs outside the chart. test_chart.py runs it. The jobs
             # service runs here, on 127.0.0.1 (the overlay below): a GPU job waits in the

@@ -155,6 +155,14 @@ def test_second_gpu_server_is_refused(hub, kube):
     message = r.json()["message"]
     assert "GPU server limit" in message and "train" in message and "gpu-1" in message, message
     assert server_pod(kube, "ada", "train-2") is None
+    # Past her GPU count (the cluster settings' gpus_per_user: 4): 4 more beside train's 1.
+    # Refused at once, naming what holds hers; not queued.
+    r = hub.request_spawn("ada", "gpu-4", "big")
+    assert r.status_code == 409, r.text
+    assert r.json()["message"] == ("GPU limit reached: you may hold 4 GPUs at a time, and these hold 1: server train "
+                                   "(1 GPU). Stop one of them, or wait for it to end."), r.text
+    assert server_pod(kube, "ada", "big") is None
+    hub.api("DELETE", "/users/ada/servers/big", json={"remove": True})
     # A CPU server is still fine alongside the GPU one.
     hub.spawn("ada", "cpu-small", "notes")
     hub.stop_server("ada", "notes")

@@ -59,7 +59,7 @@ from tornado import web
 from traitlets import Bool, Dict, Float, Integer, Unicode
 
 from .. import origins
-from ..capacity import Request, wait_text
+from ..capacity import Holder, Request, over_limit, wait_text
 from ..image_paths import PYTHON as IMAGE_PYTHON
 from ..image_paths import SESSION_CONFIG_DIR
 from ..jobs import TEE_ENV, job_server, kept_output, read_home_file
@@ -307,6 +307,17 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         """,
     )
 
+    gpus_per_user = Integer(
+        0,
+        config=True,
+        help="""
+        GPUs (or slices) one user may hold and wait for at once, over their servers and
+        jobs (the cluster settings' ``gpus_per_user``). A request past it is refused with
+        409, naming what holds them (:func:`atelier_hub.capacity.over_limit`, the embedded
+        mode's rule); it is never queued. 0: no such count.
+        """,
+    )
+
     show_capacity = Bool(
         True,
         config=True,
@@ -543,6 +554,25 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         name = (spawner.user_options or {}).get("profile")
         return self.profile_named(name)
 
+    def _over_gpu_limit(self, profile: Profile) -> str | None:
+        """Why this user may not ask for ``profile``'s GPUs more (``gpus_per_user``), naming
+        their other servers and jobs that hold GPUs or wait for them; None: they may."""
+        from ..jobs import is_job
+
+        user, holders, waiting = self.user.name, [], []
+        for name, sp in self.user.spawners.items():
+            p = self._profile_of(sp) if sp is not self and sp.active else None
+            if p is None or not p.gpu_count:
+                continue
+            kind = "job" if is_job(name, sp.user_options) else "server"
+            if sp.ready:
+                holders.append(Holder(key=f"{user}/{name}", user=user, group="", gpus=p.gpu_count, kind=kind))
+            else:
+                waiting.append(Request(key=f"{user}/{name}", user=user, group="", gpus=p.gpu_count, since=0,
+                                       kind=kind))
+        return over_limit(user, profile.gpu_count, key=f"{user}/{self.name}", holders=holders, waiting=waiting,
+                          limit=self.gpus_per_user)
+
     def check_request(self, options: dict | None) -> Profile:
         """The profile ``options`` names, if this user may start it now.
 
@@ -550,6 +580,10 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         409 past the per-user GPU server limit.
         """
         profile = super().check_request(options)
+        if profile.gpu_count and self.gpus_per_user:
+            why = self._over_gpu_limit(profile)
+            if why:
+                raise web.HTTPError(409, why, reason=why)
         if profile.gpu_count:
             others = sorted(
                 name or "(default server)"
@@ -962,6 +996,7 @@ def update_profiles(c, settings: ClusterSettings, *, profiles_dir: str, deployme
     # sets from singleuser.profileList.
     s.profile_list = profile_list
     s.gpu_servers_per_user = settings.gpu_servers_per_user
+    s.gpus_per_user = settings.gpus_per_user or 0
     s.image = f"{settings.singleuser_image.name}:{settings.singleuser_image.tag}"
     s.default_url = "/lab"
     s.start_timeout = 300

@@ -354,6 +354,10 @@ class ClusterSettings(StrictModel):
     ray_clusters: RayClustersFront = Field(RayClustersFront(), description="Personal Ray clusters (KubeRay).")
     queue: GpuQueue = Field(GpuQueue(), description="The GPU queue (Kueue) and fair share between teams.")
     gpu_servers_per_user: int = Field(1, ge=0, description="Concurrent GPU servers per user; 0: none.")
+    gpus_per_user: int | None = Field(None, ge=1, description="GPUs (or slices) one user may hold and wait for at "
+                                      "once, servers and jobs together; a request past it is refused at once "
+                                      "(409), naming the user's own servers and jobs that hold them; null: no "
+                                      "such count (`gpu_servers_per_user` still applies).")
     named_servers_per_user: int = Field(5, ge=0, description="Named servers a user may have besides the default.")
     node_pools: NodePools = Field(NodePools(), description="Where the chart's own pods run.")
     identity: SessionIdentity = Field(SessionIdentity(), description="Cloud credentials of sessions (IRSA).")
