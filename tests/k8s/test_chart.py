@@ -756,23 +756,9 @@ def test_a_deleted_hub_pod_comes_back_and_readopts_the_running_session(chart, co
     in its database (the hub's PVC) and keeps it: same pod, JupyterLab still answers, no
     second pod."""
     kube = control_plane.admin
-    old = _pods(kube, "component=hub")
-    assert len(old) == 1, old
-    t0 = time.monotonic()
-    kube.request("DELETE", kube.ns("pods", old[0]["metadata"]["name"], namespace=CHART_NS)).raise_for_status()
-
-    def back():
-        pods = [p for p in _pods(kube, "component=hub") if p["metadata"]["uid"] != old[0]["metadata"]["uid"]]
-        if not pods or pods[0]["status"].get("phase") != "Running":
-            return False
-        try:
-            r = chart.api("GET", "/users/fay")
-        except requests.RequestException:
-            return False
-        return r.status_code == 200 and (r.json()["servers"].get("") or {}).get("ready")
-
-    kube.wait("a new hub pod, answering through the proxy with fay's server ready", back, timeout=300)
-    figure("hub pod deleted to hub ready again", time.monotonic() - t0)
+    took = delete_hub_pod(chart, kube, what=" with fay's server ready", until=lambda: (
+        chart.api("GET", "/users/fay").json()["servers"].get("") or {}).get("ready"))
+    figure("hub pod deleted to hub ready again", took)
     sessions = _pods(kube, "component=singleuser-server")
     assert [p["metadata"]["uid"] for p in sessions] == [chart.fay_pod_uid], sessions
     model = chart.api("GET", "/users/fay").json()["servers"][""]
@@ -1198,6 +1184,41 @@ JOB_SCRIPT = (
     "raise SystemExit(3)\n")
 
 
+def laptop(chart, home: Path, token: str, *args: str, **kw) -> subprocess.Popen:
+    """The CLI on a laptop: no state folder, the hub and the user's token in the environment."""
+    home.mkdir(exist_ok=True)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}, "HOME": str(home),
+           "ATELIER_HUB_URL": chart.url, "ATELIER_TOKEN": token}
+    return subprocess.Popen([str(VENV_BIN / "atelier"), *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def done(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def delete_hub_pod(chart, kube, *, until=lambda: True, what: str = "") -> float:
+    """Delete the hub pod; wait for the chart's Deployment's new one to answer through the
+    proxy (and ``until``). Returns the seconds it took."""
+    old = _pods(kube, "component=hub")
+    assert len(old) == 1, old
+    t0 = time.monotonic()
+    kube.request("DELETE", kube.ns("pods", old[0]["metadata"]["name"], namespace=CHART_NS)).raise_for_status()
+
+    def back():
+        pods = [p for p in _pods(kube, "component=hub") if p["metadata"]["uid"] != old[0]["metadata"]["uid"]]
+        if not pods or pods[0]["status"].get("phase") != "Running":
+            return False
+        try:
+            return chart.api("GET", "/").status_code == 200 and until()
+        except requests.RequestException:
+            return False
+
+    kube.wait(f"a new hub pod, answering through the proxy{what}", back, timeout=300)
+    return time.monotonic() - t0
+
+
 def test_a_job_runs_once_in_a_real_pod_its_output_outlives_the_pod_and_fay_cannot_touch_it(
         chart, control_plane, real_node, tmp_path):
     """`atelier run` from a laptop, through the chart's proxy to the jobs service in the hub
@@ -1221,16 +1242,7 @@ def test_a_job_runs_once_in_a_real_pod_its_output_outlives_the_pod_and_fay_canno
                                  json={"note": "jobs test", "expires_in": 900}).json()["token"]
 
     def atelier(user: str, *args: str, **kw):
-        """The CLI on a laptop: no state folder, the hub and the user's token in the environment."""
-        (tmp_path / user).mkdir(exist_ok=True)
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}, "HOME": str(tmp_path / user),
-               "ATELIER_HUB_URL": chart.url, "ATELIER_TOKEN": tokens[user]}
-        return subprocess.Popen([str(VENV_BIN / "atelier"), *args], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, **kw)
-
-    def done(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
-        out, err = proc.communicate(timeout=timeout)
-        return proc.returncode, out, err
+        return laptop(chart, tmp_path / user, tokens[user], *args, **kw)
 
     # The hub adds the service's route to the proxy once the service answers.
     kube.wait("the jobs service's route", lambda: chart.http.get(
@@ -1312,6 +1324,48 @@ def test_a_job_runs_once_in_a_real_pod_its_output_outlives_the_pod_and_fay_canno
     # make bench's baseline (bench/bench_chart.py): a bare Kubernetes Job of the same image
     # on the same node, created by the API's admin, to its first line in the pod's log.
     figure("bare Kubernetes Job to its first line of output", _bare_job_first_line(kube))
+
+
+TICKS = "import time\nfor i in range(12):\n    print('tick', i, flush=True)\n    time.sleep(2)\n"
+
+
+def test_a_detached_job_outlives_a_hub_pod_restart_and_its_logs_are_whole(chart, control_plane, tmp_path):
+    """gil's detached job (`atelier run --detach`, 12 ticks 2 s apart) runs on the real
+    node while the hub pod is deleted: the chart's Deployment starts a new hub pod, which
+    re-adopts the job's pod (the same pod, never restarted); the jobs service in it finds
+    the job's record on the hub's volume; the job ends on its own, `atelier jobs` says it
+    succeeded and `atelier logs` prints every tick, those written while no hub ran among
+    them."""
+    kube = control_plane.admin
+    token = chart.api("POST", "/users/gil/tokens", json={"note": "restart test", "expires_in": 900}).json()["token"]
+
+    def atelier(*args: str) -> tuple[int, str, str]:
+        return done(laptop(chart, tmp_path / "gil", token, *args))
+
+    code, out, err = atelier("run", "--profile", "cpu-small", "--name", "survive", "--detach", "--",
+                             "python", "-c", TICKS)
+    assert code == 0, (code, out, err)
+    pod = kube.wait("the job's pod to run", lambda: next(
+        (p for p in _pods(kube, "atelier.dev/job=survive") if p["status"].get("phase") == "Running"), None),
+        timeout=300)
+    kube.wait("its first tick", lambda: "tick 0" in atelier("logs", "survive")[1], timeout=120)
+    took = delete_hub_pod(chart, kube, what=" and its jobs service", until=lambda: chart.http.get(
+        f"{chart.url}/services/jobs/health", timeout=30).status_code == 200)
+    (now,) = _pods(kube, "atelier.dev/job=survive")
+    print(f"hub pod replaced in {took:.1f} s while the job ran (its pod {now['status'].get('phase')} then)")
+    assert now["metadata"]["uid"] == pod["metadata"]["uid"], "the job's pod was replaced"
+    assert all(not c.get("restartCount") for c in now["status"].get("containerStatuses", [])), now["status"]
+
+    def ended() -> str | None:
+        code, listing, _ = atelier("jobs")
+        row = next((line for line in listing.splitlines() if line.startswith("survive ")), "")
+        return row if code == 0 and ("succeeded" in row or "failed" in row) else None
+
+    row = kube.wait("the job to end and be listed so", ended, timeout=180)
+    assert "succeeded" in row and row.split()[-1] == "0", row
+    code, logs, err = atelier("logs", "survive")
+    assert code == 0, (code, logs, err)
+    assert [line for line in logs.splitlines() if line.startswith("tick ")] == [f"tick {i}" for i in range(12)], logs
 
 
 RAY_IN_SESSION = """
