@@ -1327,6 +1327,16 @@ def test_a_job_runs_once_in_a_real_pod_its_output_outlives_the_pod_and_fay_canno
 
 
 TICKS = "import time\nfor i in range(12):\n    print('tick', i, flush=True)\n    time.sleep(2)\n"
+STOPS = ("import signal, sys, time\n"
+         "def bye(*_):\n"
+         "    print('stopping cleanly', flush=True)\n"
+         "    time.sleep(2)\n"
+         "    print('stopped', flush=True)\n"
+         "    sys.exit(0)\n"
+         "signal.signal(signal.SIGTERM, bye)\n"
+         "print('ready', flush=True)\n"
+         "while True:\n"
+         "    time.sleep(1)\n")
 
 
 def test_a_detached_job_outlives_a_hub_pod_restart_and_its_logs_are_whole(chart, control_plane, tmp_path):
@@ -1335,7 +1345,8 @@ def test_a_detached_job_outlives_a_hub_pod_restart_and_its_logs_are_whole(chart,
     re-adopts the job's pod (the same pod, never restarted); the jobs service in it finds
     the job's record on the hub's volume; the job ends on its own, `atelier jobs` says it
     succeeded and `atelier logs` prints every tick, those written while no hub ran among
-    them."""
+    them. A second job, cancelled while it runs, keeps the lines its command writes as
+    it stops."""
     kube = control_plane.admin
     token = chart.api("POST", "/users/gil/tokens", json={"note": "restart test", "expires_in": 900}).json()["token"]
 
@@ -1366,6 +1377,19 @@ def test_a_detached_job_outlives_a_hub_pod_restart_and_its_logs_are_whole(chart,
     code, logs, err = atelier("logs", "survive")
     assert code == 0, (code, logs, err)
     assert [line for line in logs.splitlines() if line.startswith("tick ")] == [f"tick {i}" for i in range(12)], logs
+
+    # Cancelled while it runs: its command gets SIGTERM (from the runner, within the pod's
+    # grace period) and what it writes as it ends is kept with the rest.
+    kube.wait("the first job's pod to go", lambda: not _pods(kube, "atelier.dev/job=survive"), timeout=120)
+    code, out, err = atelier("run", "--profile", "cpu-small", "--name", "stops", "--detach", "--",
+                             "python", "-c", STOPS)
+    assert code == 0, (code, out, err)
+    kube.wait("its first line", lambda: "ready" in atelier("logs", "stops")[1], timeout=300)
+    code, out, err = atelier("cancel", "stops")
+    assert code == 0, (code, out, err)
+    kube.wait("the cancelled job's pod to go", lambda: not _pods(kube, "atelier.dev/job=stops"), timeout=120)
+    code, logs, err = atelier("logs", "stops")
+    assert code == 0 and logs.splitlines()[-3:] == ["ready", "stopping cleanly", "stopped"], (code, logs, err)
 
 
 RAY_IN_SESSION = """

@@ -59,6 +59,7 @@ from tornado import web
 from traitlets import Bool, Dict, Float, Integer, Unicode
 
 from .. import origins
+from .._job_runner import GRACE as RUNNER_GRACE
 from ..capacity import Holder, Request, over_limit, wait_text
 from ..image_paths import PYTHON as IMAGE_PYTHON
 from ..image_paths import SESSION_CONFIG_DIR
@@ -153,6 +154,10 @@ def _capacity_handler_class():
 
 #: bytes of a job's output one request returns at most
 JOB_OUTPUT_CHUNK = 1 << 20
+#: seconds a running job's pod has to stop: its runner gives the command GRACE, then SIGKILL
+JOB_STOP_GRACE_S = RUNNER_GRACE + 5
+#: while a running job's pod stops, its output is kept again this often
+JOB_LOG_FOLLOW_S = 0.5
 _JOB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 
 
@@ -935,15 +940,34 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             tmp.write_bytes(data)
             tmp.replace(path)
 
+    async def _keep_job_output_until_gone(self) -> None:
+        """While a running job's pod stops (a cancel, ``max_age``): its output kept again
+        every ``JOB_LOG_FOLLOW_S`` s, so that what its command writes as it ends (the
+        runner hands it the SIGTERM) is kept too; the last read before the pod went stays."""
+        while True:
+            try:
+                await self.keep_job_output()
+            except Exception:  # noqa: BLE001 (the copy made before stays)
+                pass
+            await asyncio.sleep(JOB_LOG_FOLLOW_S)
+
     async def stop(self, now=False):
+        follower = None
         if self.job:
             try:
                 await self.keep_job_output()
             except Exception:  # the pod is deleted all the same: a stop never fails for this
                 self.log.exception("The output of job %s/%s was not kept", self.user.name, self.name)
+            if not now and self._job_pod() is not None and self._terminated() is None:
+                # Still running: its command gets the runner's grace to end (the pod's
+                # grace period covers it), and what it writes meanwhile is kept.
+                self.delete_grace_period = max(self.delete_grace_period, JOB_STOP_GRACE_S)
+                follower = asyncio.ensure_future(self._keep_job_output_until_gone())
         try:
             await super().stop(now=now)
         finally:
+            if follower is not None:
+                follower.cancel()
             capacity_view(self).stale()
         # The token in it is revoked by the hub on stop; the object goes too.
         await exponential_backoff(
