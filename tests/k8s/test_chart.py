@@ -1339,14 +1339,15 @@ STOPS = ("import signal, sys, time\n"
          "    time.sleep(1)\n")
 
 
-def test_a_detached_job_outlives_a_hub_pod_restart_and_its_logs_are_whole(chart, control_plane, tmp_path):
+def test_jobs_outlive_a_hub_pod_restart_run_notebooks_and_keep_what_they_write_when_cancelled(
+        chart, control_plane, tmp_path):
     """gil's detached job (`atelier run --detach`, 12 ticks 2 s apart) runs on the real
     node while the hub pod is deleted: the chart's Deployment starts a new hub pod, which
     re-adopts the job's pod (the same pod, never restarted); the jobs service in it finds
     the job's record on the hub's volume; the job ends on its own, `atelier jobs` says it
     succeeded and `atelier logs` prints every tick, those written while no hub ran among
-    them. A second job, cancelled while it runs, keeps the lines its command writes as
-    it stops."""
+    them. Then a notebook job with a parameter saves the executed notebook beside it, and
+    a job cancelled while it runs keeps the lines its command writes as it stops."""
     kube = control_plane.admin
     token = chart.api("POST", "/users/gil/tokens", json={"note": "restart test", "expires_in": 900}).json()["token"]
 
@@ -1378,9 +1379,28 @@ def test_a_detached_job_outlives_a_hub_pod_restart_and_its_logs_are_whole(chart,
     assert code == 0, (code, logs, err)
     assert [line for line in logs.splitlines() if line.startswith("tick ")] == [f"tick {i}" for i in range(12)], logs
 
+    # A notebook job with a parameter: executed with the image's kernel, saved beside it
+    # in gil's home (his PVC: a hostPath volume here) with its outputs.
+    import nbformat
+
+    kube.wait("the first job's pod to go", lambda: not _pods(kube, "atelier.dev/job=survive"), timeout=120)
+    claim = kube.get(kube.ns("persistentvolumeclaims", "claim-gil", namespace=CHART_NS))
+    home = Path(kube.get(f"/api/v1/persistentvolumes/{claim['spec']['volumeName']}")["spec"]["hostPath"]["path"])
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("n = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell('print("n is", n)\nn * 2')]
+    nbformat.write(nb, home / "sweep.ipynb")
+    os.chown(home / "sweep.ipynb", 1000, 100)
+    code, out, err = atelier("run", "--profile", "cpu-small", "--name", "nb", "sweep.ipynb", "-p", "n=21")
+    assert code == 0, (code, out, err)
+    outputs = nbformat.read(home / "nb.out.ipynb", as_version=4).cells[2].outputs
+    assert [o.get("text") for o in outputs if o.output_type == "stream"] == ["n is 21\n"], outputs
+    assert [o.data["text/plain"] for o in outputs if o.output_type == "execute_result"] == ["42"], outputs
+    kube.wait("the notebook job's pod to go", lambda: not _pods(kube, "atelier.dev/job=nb"), timeout=120)
+
     # Cancelled while it runs: its command gets SIGTERM (from the runner, within the pod's
     # grace period) and what it writes as it ends is kept with the rest.
-    kube.wait("the first job's pod to go", lambda: not _pods(kube, "atelier.dev/job=survive"), timeout=120)
     code, out, err = atelier("run", "--profile", "cpu-small", "--name", "stops", "--detach", "--",
                              "python", "-c", STOPS)
     assert code == 0, (code, out, err)
