@@ -365,6 +365,34 @@ def test_the_form_shows_what_each_pool_has_free_in_chromium_and_counts_again_aft
             release_gpus(kube, "holds-gpus")
 
 
+def test_the_cards_keep_the_nodes_numbers_where_kueue_cannot_be_read(hub, kube):
+    """The hub may not list Kueue's ClusterQueues (its ClusterRole without them, as on a
+    cluster without Kueue): the GPU cards say what the nodes have free, the others still
+    fit, rather than every card losing its line (the API server's 403 is an answer, not
+    a failed call: the hub reads it as one)."""
+    path = "/apis/rbac.authorization.k8s.io/v1/clusterroles/atelier-hub-capacity"
+    role = kube.get(path)
+    rules = [r for r in role["rules"] if "kueue.x-k8s.io" not in r.get("apiGroups", [])]
+    assert len(rules) < len(role["rules"]), role["rules"]
+    token = hub.api("POST", "/users/ada/tokens", json={"note": "cards"}).json()["token"]
+
+    def cards() -> dict[str, str]:
+        r = hub.http.get(f"{hub.url}/hub/api/atelier/users/ada/capacity", timeout=60,
+                         headers={"Authorization": f"token {token}"})
+        assert r.status_code == 200, r.text
+        return {p["name"]: p.get("now", "") for p in r.json()["profiles"]}
+
+    kube.request("PUT", path, json={**role, "rules": rules}).raise_for_status()
+    try:
+        # The form's numbers may be 10 s old (capacity_max_age).
+        seen = wait_until("the GPU cards with the nodes' numbers", lambda: (
+            c if re.fullmatch(r"\d+ of 8 GPUs free · fits now", (c := cards())["gpu-1"]) else None), 40)
+        assert seen["cpu-small"] == "fits now" and "in the queue" not in seen["gpu-mig"], seen
+    finally:
+        fresh = kube.get(path)
+        kube.request("PUT", path, json={**fresh, "rules": role["rules"]}).raise_for_status()
+
+
 def test_a_gpu_server_with_no_room_waits_past_the_start_timeout_and_starts_when_a_gpu_frees(hub, kube):
     """No scheduler message on the progress page for a pod that waits for GPUs ("0/6 nodes
     are available: ..."): the spawn page says the pool is full, with its numbers; the

@@ -244,6 +244,18 @@ def _minutes(seconds: float) -> str:
 _VIEW: ClusterView | None = None
 
 
+async def listed(answer, what: str) -> list[dict]:
+    """The items of a list call's answer read unparsed (``_preload_content=False``: the
+    client then checks no status), or the error that says what could not be read."""
+    if isinstance(answer, BaseException):
+        raise answer
+    body = await answer.read()
+    if answer.status != 200:
+        raise RuntimeError(f"{what} could not be read: the API server answered {answer.status} "
+                           f"{body[:200].decode(errors='replace')}")
+    return json.loads(body)["items"]
+
+
 def capacity_view(spawner: AtelierKubeSpawner) -> ClusterView:
     """The hub's one :class:`ClusterView` (every user and page view shares its reads):
     the nodes and pods, and Kueue's ClusterQueues where GPU profiles wait in its queue
@@ -262,18 +274,17 @@ def capacity_view(spawner: AtelierKubeSpawner) -> ClusterView:
                 calls.append(shared_client("CustomObjectsApi").list_cluster_custom_object(
                     "kueue.x-k8s.io", "v1beta2", "clusterqueues", _preload_content=False))
             answers = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), CAPACITY_READ_TIMEOUT_S)
-            for answer in answers[:2]:
-                if isinstance(answer, BaseException):
-                    raise answer
-            nodes, pods = [json.loads(await r.read())["items"] for r in answers[:2]]
+            nodes, pods = await listed(answers[0], "nodes"), await listed(answers[1], "pods")
             queues = None
-            if queue is not None and not isinstance(answers[2], BaseException):
-                queues = json.loads(await answers[2].read())["items"]
-            elif queue is not None and not warned:
-                warned.append(True)  # once: the cards say what they can meanwhile
-                spawner.log.warning("Capacity: Kueue's ClusterQueues could not be read (%s); the cards show the "
-                                    "nodes' numbers. The hub needs list on clusterqueues (atelier render hub-rbac).",
-                                    str(answers[2])[:200])
+            if queue is not None:
+                try:
+                    queues = await listed(answers[2], "Kueue's clusterqueues")
+                except Exception as exc:  # noqa: BLE001 (the cards show the nodes' numbers)
+                    if not warned:
+                        warned.append(True)  # once: the cards say what they can meanwhile
+                        spawner.log.warning("Capacity: %s; the cards show the nodes' numbers. Is Kueue installed, "
+                                            "and may the hub list clusterqueues (atelier render hub-rbac)?",
+                                            str(exc)[:300])
             return nodes, pods, queues
 
         def room(profile: Profile, cluster_queues: list[dict], team: str, pods: list[dict]) -> tuple | None:
@@ -825,7 +836,7 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
                                               header_params={"Accept": "application/json"},
                                               auth_settings=["BearerToken"], _preload_content=False,
                                               _request_timeout=CAPACITY_READ_TIMEOUT_S)
-            place = place_in_line(json.loads(await r.read()), pod["metadata"]["uid"])
+            place = place_in_line({"items": await listed(r, "Kueue's pending workloads")}, pod["metadata"]["uid"])
         except Exception as exc:  # noqa: BLE001 (the page says it waits; the log says why the place is unknown)
             if not getattr(self, "_queue_read_failed", False):  # logged once, not at every poll
                 self._queue_read_failed = True
