@@ -570,16 +570,21 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         name = (spawner.user_options or {}).get("profile")
         return self.profile_named(name)
 
+    def _other_gpu_servers(self):
+        """This user's other servers and jobs of a GPU profile, running or starting: each
+        one's name, spawner and profile."""
+        for name, sp in self.user.spawners.items():
+            p = self._profile_of(sp) if sp is not self and sp.active else None
+            if p is not None and p.gpu_count:
+                yield name, sp, p
+
     def _over_gpu_limit(self, profile: Profile) -> str | None:
         """Why this user may not ask for ``profile``'s GPUs more (``gpus_per_user``), naming
         their other servers and jobs that hold GPUs or wait for them; None: they may."""
         from ..jobs import is_job
 
         user, holders, waiting = self.user.name, [], []
-        for name, sp in self.user.spawners.items():
-            p = self._profile_of(sp) if sp is not self and sp.active else None
-            if p is None or not p.gpu_count:
-                continue
+        for name, sp, p in self._other_gpu_servers():
             kind = "job" if is_job(name, sp.user_options) else "server"
             if sp.ready:
                 holders.append(Holder(key=f"{user}/{name}", user=user, group="", gpus=p.gpu_count, kind=kind))
@@ -601,11 +606,7 @@ class AtelierKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
             if why:
                 raise web.HTTPError(409, why, reason=why)
         if profile.gpu_count:
-            others = sorted(
-                name or "(default server)"
-                for name, sp in self.user.spawners.items()
-                if sp is not self and sp.active and (p := self._profile_of(sp)) is not None and p.gpu_count
-            )
+            others = sorted(name or "(default server)" for name, _, _ in self._other_gpu_servers())
             if len(others) >= self.gpu_servers_per_user:
                 limit = self.gpu_servers_per_user
                 msg = (

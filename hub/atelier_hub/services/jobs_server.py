@@ -229,31 +229,21 @@ class HubOutputJobs(Jobs):
     termination message; the hub keeps them beside the record (:func:`kept_output`), in
     this service's own folder, once the job ended."""
 
-    #: where each starting job waits in Kueue's queue, as the hub read it for the last
-    #: listing (``user/name`` -> Place)
-    _places: dict
-
     async def servers_of(self, recs: list[JobRecord]) -> dict[str, dict[str, dict]]:
-        """The hub's servers, and the place of each job that is starting, read from the hub
-        (Kueue's queue: :meth:`Hub.job_queue`; asked only of jobs that are starting)."""
+        """The hub's servers; the server of each job that is starting carries its place in
+        Kueue's queue (``queue``), read from the hub (:meth:`Hub.job_queue`)."""
         servers = await super().servers_of(recs)
-        if not hasattr(self, "_places"):
-            self._places = {}
         for rec in recs:
-            key, place = f"{rec.user}/{rec.name}", {}
-            if rec.state(server=servers[rec.user].get(job_server(rec.name))) == "starting":
-                place = await self.hub.job_queue(rec.user, rec.name)
-            if place.get("position"):
-                self._places[key] = Place(position=place["position"], waiting=place["waiting"],
-                                          eta=place.get("eta"), free=0, total=0)
-            else:
-                self._places.pop(key, None)
+            server = servers[rec.user].get(job_server(rec.name))
+            if rec.state(server=server) == "starting":
+                server["queue"] = await self.hub.job_queue(rec.user, rec.name)
         return servers
 
     def place(self, rec: JobRecord, server: dict | None):
-        if rec.state(server=server) != "starting":
+        queue = (server or {}).get("queue") or {}
+        if rec.state(server=server) != "starting" or not queue.get("position"):
             return None
-        return getattr(self, "_places", {}).get(f"{rec.user}/{rec.name}")
+        return Place(position=queue["position"], waiting=queue["waiting"], eta=queue.get("eta"), free=0, total=0)
 
     async def output(self, rec: JobRecord, offset: int) -> bytes:
         return (await self.hub.job_output(rec.user, rec.name, offset))[0]
