@@ -592,6 +592,12 @@ def test_a_gpu_job_waits_in_the_queue_and_atelier_jobs_shows_its_place_until_can
         row = wait_until("the job queued on `atelier jobs`", listed, 30, kube)
         # 1st of 1; it starts when the first holder is culled (gpu-1's 20 min idle_timeout).
         assert re.search(r" queued \(1st of 1 waiting, about (19|20) min\) ", row), row
+        # The hub's answer behind it is jq's alone: a second user (a holder) is refused it.
+        other = hub.api("POST", "/users/jh1/tokens", json={"note": "laptop"}).json()["token"]
+        for who, expected in ((token, 200), (other, 404)):
+            r = hub.http.get(f"{hub.url}/hub/api/atelier/users/jq/jobs/waits/queue", timeout=60,
+                             headers={"Authorization": f"token {who}"})
+            assert r.status_code == expected and (expected == 200) == ("position" in r.text), (r.status_code, r.text)
         r = atelier(hub, token, "cancel", "waits")
         assert r.returncode == 0, r.stderr
         wait_until("the job's pod gone", lambda: server_pod(kube, "jq", "job-waits") is None, 60, kube)
