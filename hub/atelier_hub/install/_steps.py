@@ -90,17 +90,63 @@ def _stamp() -> str:
     return h.hexdigest()
 
 
+# Requirements that PyPI serves as a source distribution only. uv builds one again each
+# time its cached copy of the sdist goes stale (minutes), and keeps every build: for
+# pyspark 1.4 GB a fresh-clone install, until the machine's disk was full. Built once
+# into the cache's wheelhouse instead, which every install then finds first.
+SOURCE_ONLY = ("pyspark",)
+
+
+def wheelhouse() -> Path:
+    return cache_dir() / "wheelhouse"
+
+
+def pinned(name: str, requirements: Path = REQUIREMENTS) -> str:
+    """The exact version ``requirements`` pins ``name`` to.
+
+    >>> pinned("pyspark")
+    '4.3.0'
+    """
+    for line in requirements.read_text().splitlines():
+        req = line.split("#", 1)[0].strip()
+        if req.lower().startswith(f"{name.lower()}=="):
+            return req.split("==", 1)[1].strip()
+    sys.exit(f"[atelier install] {requirements.name} pins no version of {name}: add `{name}==VERSION`")
+
+
+def ensure_source_wheels(uv: Path) -> Path:
+    """Each ``SOURCE_ONLY`` requirement's wheel, built once from its sdist into
+    ``wheelhouse()`` (with the uv bootstrap environment's pip, no cache kept)."""
+    house = wheelhouse()
+    for name in SOURCE_ONLY:
+        version = pinned(name)
+        if any(house.glob(f"{name}-{version}-*.whl")):
+            continue
+        house.mkdir(parents=True, exist_ok=True)
+        tmp = house / f".building-{name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        run([str(uv.parent / "pip"), "wheel", "-q", "--no-deps", "--no-cache-dir", "-w", str(tmp),
+             f"{name}=={version}"],
+            what=f"building {name} {version}'s wheel from its source distribution, once",
+            expect="3 min", retry="make install-test")
+        for whl in tmp.glob("*.whl"):
+            whl.replace(house / whl.name)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return house
+
+
 def ensure_venv(uv: Path) -> None:
     stamp = VENV / ".atelier-installed"
     if stamp.exists() and stamp.read_text() == _stamp():
         return
+    house = ensure_source_wheels(uv)
     if not (VENV / "bin" / "python").exists():
         run([str(uv), "venv", "-q", "--python", sys.executable, str(VENV)], what="creating .venv")
     editable = [arg for d in EDITABLE for arg in ("-e", str(REPO / d))]
     # --compile-bytecode: sessions import mlflow, pyspark and friends from precompiled
     # files even where PYTHONDONTWRITEBYTECODE is set (as on this project's machines).
     run([str(uv), "pip", "install", "--compile-bytecode", "--python", str(VENV / "bin" / "python"),
-         "-r", str(REQUIREMENTS), *editable],
+         "--find-links", str(house), "-r", str(REQUIREMENTS), *editable],
         what="installing Python packages into .venv", expect="20 s warm, 2 min cold")
     stamp.write_text(_stamp())
 
