@@ -32,7 +32,7 @@ NO_EXAMPLES = {
     "atelier_hub.install.docker",
     "atelier_hub.profile_spawner",
     "atelier_hub.cluster",
-    "atelier_hub.install", "atelier_hub.install.__main__", "atelier_hub.install._steps",
+    "atelier_hub.install", "atelier_hub.install.__main__",
     "atelier_hub.install.trino", "atelier_hub.services.ray",
     "atelier_hub.services.trino",
     "atelier_hub.services.usage",
