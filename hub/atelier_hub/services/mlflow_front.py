@@ -292,6 +292,7 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
             return True
         browser_page = "text/html" in self.request.headers.get("Accept", "")
         if self.request.method in ("GET", "HEAD") and browser_page and "Authorization" not in self.request.headers:
+            self._closing()
             self.redirect(self.get_login_url())
             return False
         raise web.HTTPError(
@@ -461,13 +462,17 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
             self.accounts.end(self._counted)
             self._counted = None
 
-    def write_error(self, status_code, **kwargs):
+    def _closing(self) -> None:
         if not self._body_read:
-            # Refused before the request was read to its end (in prepare, for a GET too:
+            # Answered before the request was read to its end (in prepare, for a GET too:
             # tornado has not yet marked even an empty body read): tornado drops the
             # connection after this answer, so say so; a client (the hub's proxy) reusing
-            # it would get nothing (CI27: "socket hang up", a 503, after a refused GET).
+            # it would get nothing (CI27: "socket hang up", a 503, after a refused GET;
+            # CI14: the same after the login redirect).
             self.set_header("Connection", "close")
+
+    def write_error(self, status_code, **kwargs):
+        self._closing()
         _front.finish_json_error(self, status_code, kwargs, code_key="error_code")
 
     get = head = post = put = patch = delete = options = _forward
