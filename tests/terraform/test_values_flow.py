@@ -181,3 +181,41 @@ def test_the_atelier_module_feeds_the_release_with_these_values():
     release = main[main.index('resource "helm_release" "this"'):]
     release = release[:release.index("\n}\n")]
     assert "values = concat([data.external.values.result.values], var.extra_values)" in release
+
+
+def test_extra_cluster_settings_reach_the_hub_and_a_wrong_one_is_named(terraform_bin, tmp_path):
+    """The GPU queue, the GPU count per user and personal Ray clusters have no variable of
+    their own: `extra_cluster_settings` is merged over what the module writes, and the
+    real CLI renders it (a misspelt field fails there, named)."""
+    extra = """
+  extra_cluster_settings = {
+    gpus_per_user = 3
+    queue         = { kueue = true, gpus = { "nvidia.com/gpu" = 8 }, groups = { team-a = { weight = 2 } } }
+    ray_clusters  = { enabled = true, workers_per_user = 2 }
+  }
+"""
+    out = apply_root(terraform_bin, tmp_path, f"""
+module "values" {{
+  source = {hcl(VALUES_MODULE)}
+{INPUTS}{extra}
+}}
+
+output "query" {{
+  value = module.values.query
+}}
+""")
+    done = render(out["query"])
+    assert done.returncode == 0, done.stderr
+    values = yaml.safe_load(json.loads(done.stdout)["values"])
+    assert schema_problems(values, SCHEMA) == []
+    shipped = yaml.safe_load(values["hub"]["extraFiles"]["atelier-cluster"]["stringData"])
+    assert (shipped["gpus_per_user"], shipped["queue"]["kueue"], shipped["queue"]["groups"]["team-a"]["weight"],
+            shipped["ray_clusters"]["workers_per_user"]) == (3, True, 2, 2)
+    # What the module writes itself is still there (merged, not replaced).
+    assert shipped["identity"]["per_user_role_arn"] == ROLE
+    # Sessions may reach the personal clusters' heads: Ray's client, GCS and dashboard ports.
+    ports = [p["port"] for rule in values["singleuser"]["networkPolicy"]["egress"] for p in rule["ports"]]
+    assert {10001, 6379, 8265} <= set(ports), ports
+    settings = yaml.safe_load(out["query"]["cluster_yaml"])
+    done = render({**out["query"], "cluster_yaml": yaml.safe_dump({**settings, "gpu_per_user": 3})})
+    assert done.returncode == 1 and "gpu_per_user" in done.stderr, done.stderr

@@ -204,6 +204,8 @@ module "values" {
   home_capacity        = var.home_capacity
   gpu_servers_per_user = var.gpu_servers_per_user
   extra_services       = var.extra_services
+
+  extra_cluster_settings = var.extra_cluster_settings
 }
 
 # Runs `atelier render values` on every plan, so a changed profile or output shows

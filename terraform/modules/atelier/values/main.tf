@@ -7,7 +7,7 @@
 # CLI's output for these inputs. No provider: tests/terraform applies it here.
 
 locals {
-  cluster_settings = {
+  cluster_settings = merge({
     # No default: `atelier render values` refuses values where users share the hub's origin.
     public_url       = var.public_url
     namespace        = var.namespace
@@ -38,7 +38,7 @@ locals {
       admin_secret = var.mlflow_admin_secret
     }
     private_cidrs = var.private_cidrs
-  }
+  }, var.extra_cluster_settings)
 
   deployment = {
     services = merge({

@@ -119,6 +119,12 @@ variable "gpu_servers_per_user" {
   default     = 1
 }
 
+variable "extra_cluster_settings" {
+  description = "More cluster settings (`atelier render values --cluster`), merged over the ones this module writes: e.g. `queue` (Kueue's GPU queue), `gpus_per_user`, `ray_clusters` (KubeRay); `atelier render values` checks them and names a wrong field"
+  type        = any
+  default     = {}
+}
+
 variable "extra_services" {
   description = "More services for the deployment settings (trino, spark, ray), as in deployment.yaml's `services`"
   type        = any
