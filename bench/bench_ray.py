@@ -51,20 +51,26 @@ def wait_logged(box, text: str, timeout: float = 180) -> None:
 
 
 def bare_seconds(client, image: str) -> float:
-    """Seconds from creating a bare head container to its worker container having joined."""
+    """Seconds from creating a bare head container (Ray's dashboard on, as a personal
+    cluster's head) to its worker container having joined. The head has a network
+    namespace of its own (loopback only), which the worker joins."""
     port = free_port()
-    common = {"detach": True, "network_mode": "host", "user": "1000", "shm_size": "1g"}
+    common = {"detach": True, "user": "1000", "shm_size": "1g"}
     store = str(256 * 2**20)
     t0 = time.perf_counter()
     head = client.containers.run(image, ["ray", "start", "--head", "--block", "--node-ip-address=127.0.60.1",
-                                         f"--port={port}", "--num-cpus=0", "--include-dashboard=false",
-                                         f"--object-store-memory={store}", "--disable-usage-stats"], **common)
+                                         f"--port={port}", "--num-cpus=0", "--include-dashboard=true",
+                                         "--dashboard-host=127.0.60.1", "--dashboard-agent-listen-port=0",
+                                         f"--object-store-memory={store}", "--disable-usage-stats"],
+                                 network_mode="none", **common)
     worker = None
     try:
         wait_logged(head, STARTED)
         worker = client.containers.run(image, ["ray", "start", "--block", f"--address=127.0.60.1:{port}",
                                                "--node-ip-address=127.0.60.2", "--num-cpus=1",
-                                               f"--object-store-memory={store}"], **common)
+                                               "--dashboard-agent-listen-port=0",
+                                               f"--object-store-memory={store}"],
+                                       network_mode=f"container:{head.id}", **common)
         wait_logged(worker, STARTED)
         return time.perf_counter() - t0
     finally:

@@ -31,8 +31,9 @@ def _jupyter_server_extension_points() -> list[dict]:
 
 def _load_jupyter_server_extension(serverapp) -> None:
     # jupyter_server is imported here, not above: `import atelier_lab` stays cheap.
-    from . import _activity
+    from . import _activity, _ray_dashboard
     from ._server import load
 
     load(serverapp)
+    _ray_dashboard.load(serverapp)  # this session's Ray cluster's dashboard, for its owner
     _activity.load(serverapp)  # activity reports for idle culling, the culling warning's plan

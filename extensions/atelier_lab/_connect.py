@@ -119,5 +119,7 @@ def session_facts(env: Mapping[str, str], *, home: str, origin: str = "", vscode
         "memory": env.get("ATELIER_MEM_LIMIT_DISPLAY") or env.get("ATELIER_MEM_LIMIT", ""),
         "gpu": (f"{gpus} x {gpu_type}" if gpu_type else str(gpus)) if gpus else "none",
         "vscode_url": f"{server_url}vscode/" if vscode else "",
+        # this server's proxy of its personal Ray cluster's dashboard (atelier_lab._ray_dashboard)
+        "ray_dashboard_url": f"{server_url}atelier/ray/dashboard/" if env.get("ATELIER_RAY_CLUSTERS_URL") else "",
         "commands": commands,
     }

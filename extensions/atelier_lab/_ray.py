@@ -61,8 +61,9 @@ def _reload_ray_auth() -> None:
 
 class RayCluster:
     """A running personal cluster: ``address`` for ``ray.init``, its ``workers``,
-    ``profile`` and ``server``. As a context manager it stops the cluster at the end of
-    the block (one it did not start, from ``atelier ray up``, is left running)."""
+    ``profile``, ``server`` and ``dashboard_url`` (Ray's dashboard through the hub). As a
+    context manager it stops the cluster at the end of the block (one it did not start,
+    from ``atelier ray up``, is left running)."""
 
     def __init__(self, model: dict, *, created: bool, env=os.environ):
         self.address: str = model["address"]
@@ -70,6 +71,11 @@ class RayCluster:
         self.profile: str = model["profile"]
         self.server: str = model.get("server", "")
         self.nodes: list[dict] = model.get("nodes", [])
+        #: Ray's dashboard (this session's server proxies it, for its owner): at this server's
+        #: own address where the hub gives one (a user's own origin), else under the hub's
+        public = env.get("JUPYTERHUB_PUBLIC_URL", "")
+        self.dashboard_url: str = (f"{public.rstrip('/')}/atelier/ray/dashboard/" if public
+                                   else model.get("dashboard_url", ""))
         self.created = created
         self._env = env
         self._token = model.get("token", "")
@@ -82,7 +88,8 @@ class RayCluster:
             _reload_ray_auth()
 
     def __repr__(self) -> str:  # never show the token
-        return f"RayCluster(address={self.address!r}, workers={self.workers}, profile={self.profile!r})"
+        return (f"RayCluster(address={self.address!r}, workers={self.workers}, profile={self.profile!r}, "
+                f"dashboard_url={self.dashboard_url!r})")
 
     def __enter__(self) -> RayCluster:
         return self

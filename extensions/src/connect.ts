@@ -34,6 +34,7 @@ interface IFacts {
   memory: string;
   gpu: string;
   vscode_url: string;
+  ray_dashboard_url: string;
   commands: ICommand[];
 }
 
@@ -96,6 +97,16 @@ export function renderFacts(node: HTMLElement, facts: IFacts): void {
     node.appendChild(el('h3', 'atelier-Connect-section', 'VS Code in the browser'));
     const a = el('a', 'atelier-Connect-vscode', 'Open VS Code (code-server)') as HTMLAnchorElement;
     a.href = facts.vscode_url;
+    a.target = '_blank';
+    a.rel = 'noopener';
+    node.appendChild(a);
+  }
+
+  if (facts.ray_dashboard_url) {
+    // This server proxies its personal Ray cluster's dashboard (for its owner alone).
+    node.appendChild(el('h3', 'atelier-Connect-section', 'Ray'));
+    const a = el('a', 'atelier-Connect-ray', "Your Ray cluster's dashboard") as HTMLAnchorElement;
+    a.href = facts.ray_dashboard_url;
     a.target = '_blank';
     a.rel = 'noopener';
     node.appendChild(a);

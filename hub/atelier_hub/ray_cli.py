@@ -9,7 +9,7 @@ session's ``ray_cluster()`` of the same shape returns the running cluster with i
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 from .remote import Login, service_answer
 
@@ -34,6 +34,16 @@ def use_line(cluster: dict) -> str:
             f'profile="{cluster["profile"]}"); ray.init(cluster.address)')
 
 
+def dashboard_line(login: Login, cluster: dict) -> str:
+    """Where the cluster's owner opens its dashboard in a browser: through the hub, in
+    their session's own server.
+
+    >>> dashboard_line(Login("http://127.0.0.1:8000/", "t"), {"dashboard_url": "/user/ada/atelier/ray/dashboard/"})
+    'http://127.0.0.1:8000/user/ada/atelier/ray/dashboard/'
+    """
+    return urljoin(login.hub_url, cluster.get("dashboard_url") or "")
+
+
 def cmd_up(args) -> None:
     login = Login.resolve(args.hub)
     body = {"server": args.server, "workers": args.workers, "profile": args.profile}
@@ -43,6 +53,8 @@ def cmd_up(args) -> None:
     print(f"Ray cluster {state} in {_where(c['server'])}: head at {c['address']}, {c['workers']} "
           f"{c['profile']} worker(s).\nIn that session (it stops with it, or with `atelier ray down`):\n  "
           + use_line(c))
+    if c.get("dashboard_url"):
+        print(f"Its dashboard, for you alone (your hub login): {dashboard_line(login, c)}")
 
 
 def cmd_status(args) -> None:
@@ -52,8 +64,9 @@ def cmd_status(args) -> None:
         print("No Ray cluster of yours is running (start one: atelier ray up [SERVER] --workers N).")
         return
     rows = [(c["server"] or "(default)", c["profile"], str(c["workers"]), c["address"],
-             f"{sum(n['state'] == 'running' for n in c['nodes'])}/{len(c['nodes'])}") for c in clusters]
-    table = [("SERVER", "PROFILE", "WORKERS", "ADDRESS", "NODES RUNNING"), *rows]
+             f"{sum(n['state'] == 'running' for n in c['nodes'])}/{len(c['nodes'])}", dashboard_line(login, c))
+            for c in clusters]
+    table = [("SERVER", "PROFILE", "WORKERS", "ADDRESS", "NODES RUNNING", "DASHBOARD"), *rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -78,7 +91,7 @@ def add_parsers(sub, wrap) -> None:
     up.add_argument("--profile", help="the profile that sizes each worker (default: the default profile)")
     up.add_argument("--hub", help=hub_help)
     up.set_defaults(func=wrap(cmd_up))
-    st = rsub.add_parser("status", help="your running clusters: server, profile, workers, address")
+    st = rsub.add_parser("status", help="your running clusters: server, profile, workers, address, dashboard")
     st.add_argument("--hub", help=hub_help)
     st.set_defaults(func=wrap(cmd_status))
     down = rsub.add_parser("down", help="stop the cluster of a session (its containers are removed)")

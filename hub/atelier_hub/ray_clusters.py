@@ -25,13 +25,19 @@ from collections.abc import Iterable, Mapping
 
 from .image_paths import HOME as IMAGE_HOME
 
-__all__ = ["HEAD_IP", "RayClusterError", "TEMP_DIR", "TOKEN_PATH", "check_request", "cluster_env",
-           "head_command", "node_labels", "node_host_config", "object_store_bytes", "worker_command", "worker_ip"]
+__all__ = ["DASHBOARD_PATH", "DASHBOARD_PORT", "HEAD_IP", "RayClusterError", "TEMP_DIR", "TOKEN_PATH",
+           "check_request", "cluster_env", "dashboard_url", "head_command", "node_labels", "node_host_config",
+           "object_store_bytes", "worker_command", "worker_ip"]
 
 #: the head's address inside the session. Ray rewrites 127.0.0.1 into the machine's
 #: address but keeps any other loopback address (RECIPES.md, "Ray (measured here)"); this
 #: one is unlikely to be taken by a user's own `ray start` in the session.
 HEAD_IP = "127.0.50.1"
+#: the head's dashboard port, on :data:`HEAD_IP` (Ray's default port; the address is the cluster's own)
+DASHBOARD_PORT = 8265
+#: where a session's own server proxies its cluster's dashboard (atelier_lab's handler),
+#: under the server's URL: reachable through the hub by the server's owner alone
+DASHBOARD_PATH = "atelier/ray/dashboard/"
 #: where Ray keeps its sockets and logs: on the home, which the session and every node
 #: mount at the same path (the driver opens the head's raylet and object store sockets)
 TEMP_DIR = f"{IMAGE_HOME}/.atelier/ray"
@@ -122,16 +128,40 @@ def object_store_bytes(shm_size: int) -> int:
     return max(80 * 2**20, int(shm_size * 0.8))
 
 
+#: each node's dashboard agent on a port of Ray's choosing: by default every agent also
+#: listens on 127.0.0.1:52365, which the session's nodes share (measured: a worker's agent
+#: then gives up its HTTP service, "Agent port #52365 failed to bind"), as does the
+#: session's own single-machine Ray
+_AGENT = ("--dashboard-agent-listen-port=0",)
+
+
 def head_command(port: int, *, object_store: int) -> list[str]:
-    """The head's command: Ray's GCS on :data:`HEAD_IP`, no CPU for tasks (they run on
-    the workers), no dashboard (the image's Ray is the minimal one).
+    r"""The head's command: Ray's GCS on :data:`HEAD_IP`, no CPU for tasks (they run on
+    the workers), Ray's dashboard on :data:`HEAD_IP`:\ :data:`DASHBOARD_PORT` (inside the
+    session's network namespace: its own server proxies it, :data:`DASHBOARD_PATH`).
 
     >>> head_command(23456, object_store=2**30)[:4]
     ['ray', 'start', '--head', '--block']
     """
     return ["ray", "start", "--head", "--block", f"--node-ip-address={HEAD_IP}", f"--port={port}", "--num-cpus=0",
-            f"--object-store-memory={object_store}", "--include-dashboard=false", f"--temp-dir={TEMP_DIR}",
-            "--disable-usage-stats"]
+            f"--object-store-memory={object_store}", "--include-dashboard=true", f"--dashboard-host={HEAD_IP}",
+            f"--dashboard-port={DASHBOARD_PORT}", *_AGENT, f"--temp-dir={TEMP_DIR}", "--disable-usage-stats"]
+
+
+def dashboard_url(hub_base: str, user: str, server: str) -> str:
+    """Where a cluster's owner opens its dashboard: the path, under the hub's URL, of the
+    session's own proxy of it (:data:`DASHBOARD_PATH`), as JupyterHub spells a server's URL.
+
+    >>> dashboard_url("/", "ada", "")
+    '/user/ada/atelier/ray/dashboard/'
+    >>> dashboard_url("/hub-base/", "a b@x.org", "gpu")
+    '/hub-base/user/a%20b@x.org/gpu/atelier/ray/dashboard/'
+    """
+    from urllib.parse import quote
+
+    base = "/" + hub_base.strip("/") + "/" if hub_base.strip("/") else "/"
+    named = f"{quote(server, safe='@~')}/" if server else ""
+    return f"{base}user/{quote(user, safe='@~')}/{named}{DASHBOARD_PATH}"
 
 
 def worker_command(port: int, index: int, *, cpus: int, object_store: int, gpus: int = 0) -> list[str]:
@@ -144,7 +174,7 @@ def worker_command(port: int, index: int, *, cpus: int, object_store: int, gpus:
     ['--node-ip-address=127.0.50.11', '--num-cpus=2']
     """
     return ["ray", "start", "--block", f"--address={HEAD_IP}:{port}", f"--node-ip-address={worker_ip(index)}",
-            f"--num-cpus={cpus}", f"--num-gpus={gpus}", f"--object-store-memory={object_store}",
+            f"--num-cpus={cpus}", f"--num-gpus={gpus}", f"--object-store-memory={object_store}", *_AGENT,
             "--temp-dir=/tmp/ray"]
 
 

@@ -5,26 +5,29 @@ One session of alice's on the shared stack: her kernel runs
 ``ray.nodes()`` shows the head and two workers alive and tasks run on the workers only
 (the head has no CPU). The real Docker engine shows the three containers with the
 profile's limits inside her session's namespaces; a client in her session with another
-token is refused by Ray; a second real user's token neither sees nor stops her cluster,
-nor starts one in her session; a request over the per-user limit is refused with the
+token is refused by Ray; Ray's dashboard opens through the hub for her alone; a second
+real user's token neither sees nor stops her cluster, nor starts one in her session, nor
+opens its dashboard; a request over the per-user limit is refused with the
 limit named, by the service and by `atelier ray up`. Stopping her session removes the
 containers.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
 import subprocess
 import time
+from urllib.parse import urljoin, urlparse
 
 import docker
 import pytest
 import requests
 from atelier_hub.embedded.engine import engine
 from atelier_hub.profiles import load_profiles
-from kernel import run_code, start_kernel
+from kernel import run_code, server_address, start_kernel
 from stack import REPO, VENV_BIN
 
 pytestmark = pytest.mark.integration
@@ -47,6 +50,7 @@ def where():
 
 ran_on = sorted(set(ray.get([where.remote() for _ in range(8)])))
 print(json.dumps({"address": cluster.address, "alive": len(alive), "heads": heads, "ran_on": ran_on,
+                  "dashboard_url": cluster.dashboard_url,
                   "workers": sorted(n["NodeID"] for n in alive if n["NodeID"] not in heads)}))
 """
 
@@ -162,6 +166,60 @@ def test_a_client_with_another_token_is_refused(containers, alice, cluster):
     assert wrong[0] != "0" and wrong[1] == "True", out  # Ray says the token is wrong
 
 
+# Ray's dashboard API, asked from inside her session directly (not through her server),
+# past the session's egress proxy (its no_proxy): without a token and with a token that is
+# not the cluster's (urllib), then with the cluster's (requests, as Ray's job SDK asks).
+DASHBOARD_DIRECT = """
+import os, urllib.request, urllib.error, requests
+for token in (None, "not-the-clusters-token-0123456789"):
+    req = urllib.request.Request("http://127.0.50.1:8265/api/version",
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        print(urllib.request.urlopen(req, timeout=30).status)
+    except urllib.error.HTTPError as exc:
+        print(exc.code)
+print(requests.get("http://127.0.50.1:8265/api/version", timeout=30,
+                   headers={"Authorization": f"Bearer {os.environ['RAY_AUTH_TOKEN']}"}).status_code)
+"""
+
+
+def test_the_dashboard_is_hers_through_the_hub_and_refused_to_anyone_else(containers, alice, cluster, mallory):
+    """Ray's dashboard, served by the head inside her session, proxied by her own server
+    with the cluster's token: her hub login opens it (its page, its files, its API with
+    her three nodes); a second real user's token is refused by her server, and a client
+    without the cluster's token by the dashboard itself."""
+    h = {"Authorization": f"token {alice['token']}"}
+    model = requests.get(f"{containers.url}{API}", headers=h, timeout=30).json()["clusters"][0]
+    assert model["dashboard_url"] == f"/user/alice/{SERVER}/atelier/ray/dashboard/", model
+    # At her server's own origin (the hub sends a browser there from the hub's): what her
+    # kernel's cluster.dashboard_url says.
+    url = urljoin(server_address(containers.url, cluster["model"]["url"]), "atelier/ray/dashboard/")
+    assert urljoin(containers.url + "/", cluster["facts"]["dashboard_url"]) == url, cluster["facts"]
+    assert urlparse(url).path == model["dashboard_url"]
+    page = requests.get(url, headers=h, timeout=60)
+    assert page.status_code == 200 and "<title>Ray Dashboard</title>" in page.text, page.text[:300]
+    script = re.search(r'src="\./(static/js/main\.[0-9a-f]+\.js)"', page.text).group(1)
+    asset = requests.get(url + script, headers=h, timeout=60)
+    assert asset.status_code == 200 and len(asset.content) > 100_000
+    version = requests.get(url + "api/version", headers=h, timeout=60)
+    assert version.status_code == 200 and version.json()["ray_version"] == importlib.metadata.version("ray"), version.text
+    summary = requests.get(url + "nodes?view=summary", headers=h, timeout=60).json()
+    assert summary["result"] is True and len(summary["data"]["summary"]) == cluster["facts"]["alive"], summary
+    # The cluster's token never reaches her browser.
+    assert model["token"] not in page.text + version.text and "Set-Cookie" not in version.headers
+    # Another user, with a token of her own: refused by alice's server (the hub's login).
+    other = requests.get(url + "api/version", headers={"Authorization": f"token {mallory['token']}"},
+                         allow_redirects=False, timeout=60)
+    assert other.status_code == 403, (other.status_code, other.text[:200])
+    # And with no hub login at all: sent to the hub to log in, no dashboard.
+    anonymous = requests.get(url + "api/version", allow_redirects=False, timeout=60)
+    assert anonymous.status_code == 302 and "/hub/" in anonymous.headers["Location"], anonymous.headers
+    # Inside her session, the dashboard itself refuses a client without the cluster's token.
+    out = run_code(containers.url, cluster["model"]["url"], alice["token"], DASHBOARD_DIRECT,
+                   kernel_id=cluster["kernel"], timeout=120)
+    assert out.split() == ["401", "403", "200"], out
+
+
 def test_another_user_neither_sees_stops_nor_joins_it(containers, cluster, mallory):
     h = {"Authorization": f"token {mallory['token']}"}
     assert requests.get(f"{containers.url}{API}", headers=h, timeout=30).json() == {"clusters": []}
@@ -188,6 +246,8 @@ def test_over_the_limit_and_bad_input_are_refused_with_the_field_named(container
     status = subprocess.run([str(VENV_BIN / "atelier"), "ray", "status"], env=env, capture_output=True, text=True,
                             timeout=60, check=True).stdout
     assert [line.split()[:3] for line in status.splitlines()[1:]] == [[SERVER, "cpu-small", "2"]], status
+    # ... and where her dashboard is, through the hub
+    assert status.splitlines()[1].split()[-1] == f"{containers.url}/user/alice/{SERVER}/atelier/ray/dashboard/"
 
 
 def _ray_usage(containers) -> list[tuple]:

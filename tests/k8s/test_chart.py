@@ -15,6 +15,7 @@ ID). Every request goes through the chart's proxy on 127.0.0.1.
 from __future__ import annotations
 
 import base64
+import importlib.metadata
 import json
 import os
 import re
@@ -24,6 +25,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urljoin, urlparse
 
 import pytest
 import requests
@@ -35,7 +37,7 @@ from conftest import LOGS, REPO, VENV_BIN, _test_profiles, capacity_rbac
 from control_plane import helm_path, kuberay_paths
 from k8s_cluster import GPU_GROUP, SLICE_PROFILES, STORAGE_CLASS, assert_loopback, free_port, held_on, tail
 from k8s_node import NODE_NAME, POOL, listening
-from kernel import run_code
+from kernel import run_code, server_address
 from stack import HubClient
 
 GIT_HOST = "git.example.org"  # the deployment's git host (PlatformServices.deployment)
@@ -449,7 +451,7 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
     ports = {k: free_port() for k in ("PROXY_PORT", "PROXY_API_PORT", "HUB_PORT", "SESSION_PORT", "CULLER_PORT",
                                        "USAGE_PORT", "MLFLOW_PORT", "TRINO_FRONT_PORT", "TRINO_RULES_PORT",
                                        "CREDENTIALS_PORT", "JOBS_PORT", "RAY_CLUSTERS_PORT", "RAY_GCS_PORT",
-                                       "RAY_CLIENT_PORT")}
+                                       "RAY_CLIENT_PORT", "RAY_DASHBOARD_PORT")}
     public_url = f"http://localhost:{ports['PROXY_PORT']}"
     password, token = secrets.token_urlsafe(16), secrets.token_hex(32)
 
@@ -466,7 +468,7 @@ def chart(real_node, control_plane, platform, tmp_path_factory):
             # their own (Ray rewrites 127.0.0.1 into the machine's interface address).
             "ray_clusters": {"enabled": True, "port": ports["RAY_CLUSTERS_PORT"], "workers_per_user": 2,
                              "gcs_port": ports["RAY_GCS_PORT"], "client_port": ports["RAY_CLIENT_PORT"],
-                             "head_ip": RAY_HEAD_IP}}),
+                             "dashboard_port": ports["RAY_DASHBOARD_PORT"], "head_ip": RAY_HEAD_IP}}),
         "--out", str(rendered)],
         capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -1492,7 +1494,8 @@ def test_a_personal_ray_cluster_is_kuberays_owned_by_the_session_and_refuses_oth
     Ray's token authentication; the worker is a kwok pod (the node has room for one Ray
     node; the worker is sized by cpu-small, as its spec shows). A Ray task runs on the
     real head through Ray's own client and returns. A client without the cluster's token
-    is refused, one with it (read by the admin from its Secret) is not. A request over
+    is refused, one with it (read by the admin from its Secret) is not. Ray's dashboard
+    opens through the hub for gil alone (his session's server proxies it). A request over
     the per-user limit is refused with the limit named. Stopping gil's server deletes
     the RayCluster, its pods and its token."""
     kube = control_plane.admin
@@ -1588,6 +1591,32 @@ def test_a_personal_ray_cluster_is_kuberays_owned_by_the_session_and_refuses_oth
 
     # Side by side: a refusal takes Ray's client about 30 s of retries.
     wrong, none, right = client(secrets.token_urlsafe(32)), client(None), client(cluster_token)
+
+    # Meanwhile, Ray's dashboard: served by the real head, proxied by gil's own session
+    # server with the cluster's token. Through the chart's proxy, gil's hub login opens it
+    # and it shows his cluster; fay's is refused by his server; and on the head's own
+    # address, the dashboard refuses a request without the cluster's token or with another.
+    model_now = chart.http.get(api, headers=auth, timeout=60).json()["clusters"][0]
+    assert model_now["dashboard_url"] == "/user/gil/atelier/ray/dashboard/", model_now
+    # At his server's own origin (where the hub sends a browser from its own).
+    board = urljoin(server_address(chart.url, model["url"]), "atelier/ray/dashboard/")
+    assert urlparse(board).path == model_now["dashboard_url"]
+    page = chart.http.get(board, headers=auth, timeout=60)
+    assert page.status_code == 200 and "<title>Ray Dashboard</title>" in page.text, page.text[:300]
+    version = chart.http.get(board + "api/version", headers=auth, timeout=60)
+    assert version.status_code == 200 and version.json()["ray_version"] == importlib.metadata.version("ray"), version.text
+    summary = chart.http.get(board + "nodes?view=summary", headers=auth, timeout=60).json()
+    assert [n["ip"] for n in summary["data"]["summary"]] == [RAY_HEAD_IP], summary  # the real head
+    assert cluster_token not in page.text + version.text
+    other = chart.http.get(board + "api/version", headers={"Authorization": f"token {fay}"}, allow_redirects=False,
+                           timeout=60)
+    assert other.status_code == 403, (other.status_code, other.text[:200])
+    direct = f"http://{RAY_HEAD_IP}:{chart.ports['RAY_DASHBOARD_PORT']}/api/version"
+    assert requests.get(direct, timeout=30).status_code == 401
+    assert requests.get(direct, headers={"Authorization": f"Bearer {secrets.token_urlsafe(32)}"},
+                        timeout=30).status_code == 403
+    assert requests.get(direct, headers={"Authorization": f"Bearer {cluster_token}"}, timeout=30).status_code == 200
+
     assert said(right) == "CONNECTED 42"
     assert said(wrong).startswith("REFUSED") and said(none).startswith("REFUSED")
 
@@ -1626,7 +1655,9 @@ def _bare_ray_cluster_ready(kube, chart, session_pod: dict) -> float:
             "readinessProbe": {"tcpSocket": {"port": chart.ports["RAY_CLIENT_PORT"]}, "periodSeconds": 2,
                                "failureThreshold": 300}}
     params = {"port": str(chart.ports["RAY_GCS_PORT"]), "ray-client-server-port": str(chart.ports["RAY_CLIENT_PORT"]),
-              "include-dashboard": "false", "node-ip-address": RAY_HEAD_IP, "metrics-export-port": "0",
+              "include-dashboard": "true", "dashboard-host": RAY_HEAD_IP,
+              "dashboard-port": str(chart.ports["RAY_DASHBOARD_PORT"]), "node-ip-address": RAY_HEAD_IP,
+              "metrics-export-port": "0",
               "dashboard-agent-listen-port": "0", "dashboard-agent-grpc-port": "0", "num-cpus": "1"}
     spec = {k: session_pod["spec"][k] for k in ("hostNetwork", "dnsPolicy", "nodeSelector", "tolerations")}
     rc = {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "bare-ray", "namespace": CHART_NS},

@@ -637,7 +637,8 @@ def test_personal_ray_clusters_run_their_service_in_the_hub_pod_and_sessions_rea
     assert {"to": [{"podSelector": {}}], "ports": [{"port": 8089, "protocol": "TCP"}]} in egress
     assert {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "atelier",
                                                     "ray.io/node-type": "head"}}}],
-            "ports": [{"port": 10001, "protocol": "TCP"}, {"port": 6379, "protocol": "TCP"}]} in egress
+            "ports": [{"port": 10001, "protocol": "TCP"}, {"port": 6379, "protocol": "TCP"},
+                      {"port": 8265, "protocol": "TCP"}]} in egress
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
     c = _chart_hub_config(values, tmp_path / "etc", monkeypatch)

@@ -110,7 +110,10 @@ def test_the_head_announces_head_ip_where_pods_share_their_nodes_network():
     assert shared["headGroupSpec"]["rayStartParams"]["node-ip-address"] == "127.0.61.1"
     assert shared["workerGroupSpecs"][0]["rayStartParams"]["address"] == "127.0.61.1:6379"
     params = shared["headGroupSpec"]["rayStartParams"]
-    assert (params["port"], params["ray-client-server-port"], params["include-dashboard"]) == ("6379", "10001", "false")
+    assert (params["port"], params["ray-client-server-port"], params["include-dashboard"]) == ("6379", "10001", "true")
+    # The dashboard answers on the head's own address there, on the pod's network elsewhere.
+    assert (params["dashboard-host"], params["dashboard-port"]) == ("127.0.61.1", "8265")
+    assert plain["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "0.0.0.0"
     # Ready once Ray's client port answers (KubeRay's default probes ask the dashboard).
     head = shared["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert head["readinessProbe"]["tcpSocket"] == {"port": 10001}
@@ -129,13 +132,15 @@ def test_the_model_gives_an_address_once_the_head_has_one():
     worker = {"metadata": {"name": "ray-jupyter-gil-gpu-1-worker-a", "labels": {"ray.io/node-type": "worker"}},
               "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]}}
     model = cluster_model(rc, [worker, head], token="t", client_port=10001, head_ip=None)
-    assert model["address"] == "" and [n["role"] for n in model["nodes"]] == ["head", "worker"]
+    assert model["address"] == model["dashboard"] == "" and [n["role"] for n in model["nodes"]] == ["head", "worker"]
     assert [n["state"] for n in model["nodes"]] == ["pending", "starting"]
     head["status"] = {"phase": "Running", "podIP": "10.2.0.7", "conditions": [{"type": "Ready", "status": "True"}]}
     model = cluster_model(rc, [worker, head], token="t", client_port=10001, head_ip=None)
     assert (model["address"], model["gcs_address"], model["workers"], model["profile"], model["server"]) == (
         "ray://10.2.0.7:10001", "10.2.0.7:6379", 2, "gpu-1", "")
     assert [n["state"] for n in model["nodes"]] == ["running", "starting"]
+    # The dashboard: the head's, for the session's proxy; the owner's server's path under the hub.
+    assert (model["dashboard"], model["dashboard_url"]) == ("http://10.2.0.7:8265", "/user/gil/atelier/ray/dashboard/")
 
 
 def test_the_hub_pods_services_import_without_the_embedded_modes_docker_packages():

@@ -88,3 +88,17 @@ def test_the_ray_line_where_the_hub_runs_clusters_is_one_the_cli_takes():
     # No service, no line (process sessions, cluster mode for now).
     without = session_facts({"JUPYTERHUB_USER": "ada"}, home="/home/jovyan")["commands"]
     assert "ray" not in {c["id"] for c in without}
+
+
+def test_the_panels_ray_dashboard_link_is_where_the_service_says_and_the_server_proxies():
+    from atelier_hub.ray_clusters import DASHBOARD_PATH, dashboard_url
+
+    # A named server under a hub with a base URL, as JupyterHub gives it in the session.
+    env = {"JUPYTERHUB_USER": "a b@x.org", "JUPYTERHUB_SERVER_NAME": "big",
+           "JUPYTERHUB_SERVICE_PREFIX": "/base/user/a%20b@x.org/big/",
+           "ATELIER_RAY_CLUSTERS_URL": "http://127.0.0.1:8000/services/ray_clusters"}
+    link = session_facts(env, home="/home/jovyan", origin="http://127.0.0.1:8000")["ray_dashboard_url"]
+    assert link == "http://127.0.0.1:8000" + dashboard_url("/base/", "a b@x.org", "big")
+    assert link.endswith(env["JUPYTERHUB_SERVICE_PREFIX"] + DASHBOARD_PATH)
+    # No service, no link.
+    assert session_facts({"JUPYTERHUB_USER": "ada"}, home="/home/jovyan")["ray_dashboard_url"] == ""

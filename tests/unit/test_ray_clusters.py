@@ -68,11 +68,12 @@ def test_over_the_per_user_limit_is_refused_with_the_limit_and_the_setting_named
 def test_the_nodes_commands():
     assert head_command(24000, object_store=800_000_000) == [
         "ray", "start", "--head", "--block", "--node-ip-address=127.0.50.1", "--port=24000", "--num-cpus=0",
-        "--object-store-memory=800000000", "--include-dashboard=false", "--temp-dir=/home/jovyan/.atelier/ray",
+        "--object-store-memory=800000000", "--include-dashboard=true", "--dashboard-host=127.0.50.1",
+        "--dashboard-port=8265", "--dashboard-agent-listen-port=0", "--temp-dir=/home/jovyan/.atelier/ray",
         "--disable-usage-stats"]
     assert worker_command(24000, 0, cpus=2, object_store=800_000_000) == [
         "ray", "start", "--block", "--address=127.0.50.1:24000", "--node-ip-address=127.0.50.10", "--num-cpus=2",
-        "--num-gpus=0", "--object-store-memory=800000000", "--temp-dir=/tmp/ray"]
+        "--num-gpus=0", "--object-store-memory=800000000", "--dashboard-agent-listen-port=0", "--temp-dir=/tmp/ray"]
 
 
 def test_a_node_gets_the_sessions_settings_and_credentials_but_not_its_server_or_local_ray():

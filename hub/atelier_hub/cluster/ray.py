@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..profiles import Profile
-from ..ray_clusters import _DROP, TOKEN_PATH, RayClusterError
+from ..ray_clusters import _DROP, DASHBOARD_PORT, TOKEN_PATH, RayClusterError, dashboard_url
 
 __all__ = ["RAY_API", "USER_LABEL", "check_gpus", "cluster_model", "cluster_name", "cluster_workers", "head_profile",
            "label_value", "network_policy_manifest", "ray_cluster_manifest", "token_secret_manifest",
@@ -145,7 +145,8 @@ def _node_container(session: Mapping[str, Any], *, resources: dict, probe_port: 
         "resources": resources,
         "volumeMounts": [*mounts, {"name": _TOKEN_VOLUME, "mountPath": TOKEN_PATH, "subPath": "token",
                                    "readOnly": True}, {"name": _TEMP_VOLUME, "mountPath": "/tmp/ray"}],
-        # KubeRay's own probes ask the dashboard, which the image's minimal Ray has not.
+        # Ready once Ray's client port answers; KubeRay's own probes ask the dashboard agent's
+        # port, which is Ray's choice here (see node_params).
         "readinessProbe": {"tcpSocket": {"port": probe_port}, "periodSeconds": 2, "failureThreshold": 300},
         "livenessProbe": {"tcpSocket": {"port": probe_port}, "initialDelaySeconds": 60, "periodSeconds": 10,
                           "failureThreshold": 6},
@@ -242,7 +243,8 @@ def _labels(pod: Mapping[str, Any]) -> dict[str, str]:
 
 
 def ray_cluster_manifest(pod: Mapping[str, Any], *, profile: Profile, workers: int, head: Mapping[str, str],
-                         gcs_port: int, client_port: int, head_ip: str | None, token_secret: str) -> dict:
+                         gcs_port: int, client_port: int, head_ip: str | None, token_secret: str,
+                         dashboard_port: int = DASHBOARD_PORT) -> dict:
     """The ``RayCluster`` of session ``pod``: a head where the session is and ``workers``
     workers sized by ``profile``.
 
@@ -270,8 +272,11 @@ def ray_cluster_manifest(pod: Mapping[str, Any], *, profile: Profile, workers: i
     # Every node: ports of Ray's choosing where KubeRay would fix them (8080, 52365), no usage stats.
     node_params = {"metrics-export-port": "0", "dashboard-agent-listen-port": "0", "dashboard-agent-grpc-port": "0",
                    "disable-usage-stats": "true"}
+    # The dashboard answers on the pod's network (the owner's session proxies it, with the
+    # cluster's token; the NetworkPolicy keeps other pods out), or on `head_ip` alone.
     head_params = {**node_params, "port": str(gcs_port), "ray-client-server-port": str(client_port),
-                   "include-dashboard": "false", "num-cpus": str(max(1, int(float(head["cpu"]))))}
+                   "include-dashboard": "true", "dashboard-host": head_ip or "0.0.0.0",
+                   "dashboard-port": str(dashboard_port), "num-cpus": str(max(1, int(float(head["cpu"]))))}
     worker_params = dict(node_params)
     if head_ip:
         head_params["node-ip-address"] = head_ip
@@ -319,11 +324,13 @@ def cluster_workers(rc: Mapping[str, Any]) -> int:
 
 
 def cluster_model(rc: Mapping[str, Any], pods: list[dict], *, token: str, client_port: int, gcs_port: int = 6379,
-                  head_ip: str | None) -> dict:
+                  head_ip: str | None, dashboard_port: int = DASHBOARD_PORT, hub_base: str = "/") -> dict:
     """What the service answers for a RayCluster and its pods (the embedded mode's shape):
     ``server``, ``profile``, ``workers``, ``address`` (Ray's client URL; empty until the
     head has an IP), ``gcs_address`` (the head's GCS, which the session's activity probe
-    asks whether tasks run), ``token``, and each node's role, name and state.
+    asks whether tasks run), ``token``, ``dashboard`` (Ray's dashboard, which the session
+    proxies) and ``dashboard_url`` (that proxy's path under the hub's URL), and each
+    node's role, name and state.
 
     >>> rc = {"metadata": {"name": "ray-jupyter-gil", "annotations": {"atelier.dev/server": "",
     ...       "atelier.dev/profile": "cpu-small"}}, "spec": {"workerGroupSpecs": [{"replicas": 1}]}}
@@ -351,6 +358,8 @@ def cluster_model(rc: Mapping[str, Any], pods: list[dict], *, token: str, client
             "workers": cluster_workers(rc),
             "address": f"ray://{ip}:{client_port}" if ip and head is not None else "", "token": token,
             "gcs_address": f"{ip}:{gcs_port}" if ip and head is not None else "",
+            "dashboard": f"http://{ip}:{dashboard_port}" if ip and head is not None else "",
+            "dashboard_url": dashboard_url(hub_base, ann.get(USER_ANNOTATION, ""), ann.get(SERVER_ANNOTATION, "")),
             "cluster": rc["metadata"]["name"],
             "nodes": [{"role": (p["metadata"].get("labels") or {}).get(KUBERAY_NODE_TYPE_LABEL, ""),
                        "name": p["metadata"]["name"], "state": state(p)} for p in nodes]}

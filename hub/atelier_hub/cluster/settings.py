@@ -223,6 +223,9 @@ class RayClustersFront(StrictModel):
     gcs_port: int = Field(6379, gt=1024, lt=65536, description="The head's GCS port (Ray's default).")
     client_port: int = Field(10001, gt=1024, lt=65536, description="The head's Ray client port (Ray's default): "
                              "sessions call `ray.init(\"ray://HEAD:PORT\")`.")
+    dashboard_port: int = Field(8265, gt=1024, lt=65536, description="The head's dashboard port (Ray's default): "
+                                "the session's own server proxies it at `/user/NAME/atelier/ray/dashboard/`, for "
+                                "its owner alone, with the cluster's token.")
     head_ip: str | None = Field(None, description="The address Ray's head announces and sessions reach; null: the "
                                 "head pod's IP (any cluster with a pod network). Set it only where pods share their "
                                 "node's network (`hostNetwork`), e.g. a loopback address of that node.")

@@ -327,18 +327,19 @@ def ray_clusters_deployment(deployment: Deployment, settings: ClusterSettings) -
 
 def ray_egress(settings: ClusterSettings) -> list[dict[str, Any]]:
     """Sessions reach the heads of personal Ray clusters (the pods KubeRay makes for
-    Atelier) on Ray's client port (``ray.init("ray://...")``) and its GCS port (the
-    session's activity probe asks it whether tasks run) only.
+    Atelier) on Ray's client port (``ray.init("ray://...")``), its GCS port (the
+    session's activity probe asks it whether tasks run) and its dashboard's (the
+    session's server proxies it for its owner) only.
 
-    >>> ray_egress(ClusterSettings(ray_clusters={"enabled": True}))[0]["ports"]
-    [{'port': 10001, 'protocol': 'TCP'}, {'port': 6379, 'protocol': 'TCP'}]
+    >>> [p["port"] for p in ray_egress(ClusterSettings(ray_clusters={"enabled": True}))[0]["ports"]]
+    [10001, 6379, 8265]
     """
     if not settings.ray_clusters.enabled:
         return []
+    rc = settings.ray_clusters
     return [{"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "atelier",
                                                      "ray.io/node-type": "head"}}}],
-             "ports": [{"port": settings.ray_clusters.client_port, "protocol": "TCP"},
-                       {"port": settings.ray_clusters.gcs_port, "protocol": "TCP"}]}]
+             "ports": [{"port": port, "protocol": "TCP"} for port in (rc.client_port, rc.gcs_port, rc.dashboard_port)]}]
 
 
 def storage_values(settings: ClusterSettings) -> dict[str, Any]:

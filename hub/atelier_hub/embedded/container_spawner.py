@@ -157,12 +157,16 @@ EGRESS_PORT = 3128
 def proxy_env(port: int) -> dict[str, str]:
     """A session's proxy variables, in both spellings (curl, pip, uv, git, requests and
     gRPC read one or the other): the internet through the relay's egress proxy, the
-    hub and the services (on loopback) directly (pure).
+    hub and the services (on loopback) directly, and every loopback address (a personal
+    Ray cluster's head and dashboard, :data:`~atelier_hub.ray_clusters.HEAD_IP`: by name
+    too, for Python's urllib, which reads no address ranges) (pure).
 
     >>> proxy_env(3128)["HTTPS_PROXY"], proxy_env(3128)["no_proxy"]
-    ('http://127.0.0.1:3128', 'localhost,127.0.0.1,::1,.localhost')
+    ('http://127.0.0.1:3128', 'localhost,127.0.0.1,::1,.localhost,127.0.0.0/8,127.0.50.1')
     """
-    proxy, direct = f"http://127.0.0.1:{port}", "localhost,127.0.0.1,::1,.localhost"
+    from ..ray_clusters import HEAD_IP
+
+    proxy, direct = f"http://127.0.0.1:{port}", f"localhost,127.0.0.1,::1,.localhost,127.0.0.0/8,{HEAD_IP}"
     return {name: value for upper, value in (("HTTP_PROXY", proxy), ("HTTPS_PROXY", proxy), ("NO_PROXY", direct))
             for name in (upper, upper.lower())}
 

@@ -16,6 +16,8 @@ with it: they live in its process namespace) and the token files nothing uses an
 
 A cluster's model: ``server``, ``profile``, ``workers``, ``address`` (``HOST:PORT`` inside
 the session), ``token`` (Ray's auth token: ``RAY_AUTH_MODE=token``, ``RAY_AUTH_TOKEN``),
+``dashboard`` (Ray's dashboard, inside the session), ``dashboard_url`` (its path under the
+hub's URL: the session's own server proxies it for its owner),
 ``nodes`` (each one's role and state); a POST's answer also says whether it ``created`` it.
 
 Each node is counted in the usage record (``STATE/usage.jsonl``) as kind ``ray``, with
@@ -47,6 +49,7 @@ from ..capacity import CAPACITY_FILE, CapacitySettings, load_capacity
 from ..image_paths import HOME as IMAGE_HOME
 from ..profiles import ProfileError, load_profiles, resolve_profile, session_cpus
 from ..ray_clusters import (
+    DASHBOARD_PORT,
     HEAD_IP,
     LABEL,
     PORT_LABEL,
@@ -55,6 +58,7 @@ from ..ray_clusters import (
     RayClusterError,
     check_request,
     cluster_env,
+    dashboard_url,
     head_command,
     node_host_config,
     node_labels,
@@ -196,9 +200,13 @@ class Clusters:
             token = self.token_file(labels[SESSION_LABEL]).read_text().strip()
         except OSError:
             token = ""
-        return {"server": labels.get("dev.atelier.server", ""), "profile": labels.get("dev.atelier.profile", ""),
+        server = labels.get("dev.atelier.server", "")
+        return {"server": server, "profile": labels.get("dev.atelier.profile", ""),
                 "workers": sum(n["Labels"].get(LABEL) == "worker" for n in nodes),
                 "address": f"{HEAD_IP}:{labels.get(PORT_LABEL)}", "token": token,
+                "dashboard": f"http://{HEAD_IP}:{DASHBOARD_PORT}",
+                "dashboard_url": dashboard_url(os.environ.get("JUPYTERHUB_BASE_URL", "/"),
+                                               labels.get("dev.atelier.user", ""), server),
                 "nodes": [{"role": n["Labels"].get(LABEL), "name": n["Names"][0].lstrip("/"), "state": n["State"]}
                           for n in sorted(nodes, key=lambda n: (n["Labels"].get(LABEL) != "head", n["Names"][0]))]}
 
