@@ -108,29 +108,10 @@ class RayDashboardHandler(JupyterHandler):
         self.finish()
 
     @web.authenticated
-    async def get(self, path: str) -> None:
+    async def _forward(self, path: str) -> None:
         await self._proxy(path)
 
-    @web.authenticated
-    async def head(self, path: str) -> None:
-        await self._proxy(path)
-
-    @web.authenticated
-    async def post(self, path: str) -> None:
-        await self._proxy(path)
-
-    @web.authenticated
-    async def put(self, path: str) -> None:
-        await self._proxy(path)
-
-    @web.authenticated
-    async def patch(self, path: str) -> None:
-        await self._proxy(path)
-
-    @web.authenticated
-    async def delete(self, path: str) -> None:
-        await self._proxy(path)
-
+    get = head = post = put = patch = delete = _forward
 
 def load(serverapp) -> None:
     web_app = serverapp.web_app

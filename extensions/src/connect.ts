@@ -93,23 +93,21 @@ export function renderFacts(node: HTMLElement, facts: IFacts): void {
   }
   node.appendChild(table);
 
-  if (facts.vscode_url) {
-    node.appendChild(el('h3', 'atelier-Connect-section', 'VS Code in the browser'));
-    const a = el('a', 'atelier-Connect-vscode', 'Open VS Code (code-server)') as HTMLAnchorElement;
-    a.href = facts.vscode_url;
+  // A section with one link, opened in a new tab.
+  const linkSection = (title: string, cls: string, text: string, href: string) => {
+    node.appendChild(el('h3', 'atelier-Connect-section', title));
+    const a = el('a', cls, text) as HTMLAnchorElement;
+    a.href = href;
     a.target = '_blank';
     a.rel = 'noopener';
     node.appendChild(a);
+  };
+  if (facts.vscode_url) {
+    linkSection('VS Code in the browser', 'atelier-Connect-vscode', 'Open VS Code (code-server)', facts.vscode_url);
   }
-
   if (facts.ray_dashboard_url) {
     // This server proxies its personal Ray cluster's dashboard (for its owner alone).
-    node.appendChild(el('h3', 'atelier-Connect-section', 'Ray'));
-    const a = el('a', 'atelier-Connect-ray', "Your Ray cluster's dashboard") as HTMLAnchorElement;
-    a.href = facts.ray_dashboard_url;
-    a.target = '_blank';
-    a.rel = 'noopener';
-    node.appendChild(a);
+    linkSection('Ray', 'atelier-Connect-ray', "Your Ray cluster's dashboard", facts.ray_dashboard_url);
   }
 
   node.appendChild(el('h3', 'atelier-Connect-section', 'From your machine'));
