@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from ._ray import DASHBOARD_PATH
+
 __all__ = ["ssh_alias", "session_facts", "hub_root"]
 
 # Characters ssh would read as something else in a Host alias.
@@ -120,6 +122,6 @@ def session_facts(env: Mapping[str, str], *, home: str, origin: str = "", vscode
         "gpu": (f"{gpus} x {gpu_type}" if gpu_type else str(gpus)) if gpus else "none",
         "vscode_url": f"{server_url}vscode/" if vscode else "",
         # this server's proxy of its personal Ray cluster's dashboard (atelier_lab._ray_dashboard)
-        "ray_dashboard_url": f"{server_url}atelier/ray/dashboard/" if env.get("ATELIER_RAY_CLUSTERS_URL") else "",
+        "ray_dashboard_url": f"{server_url}{DASHBOARD_PATH}" if env.get("ATELIER_RAY_CLUSTERS_URL") else "",
         "commands": commands,
     }

@@ -24,6 +24,9 @@ __all__ = ["RayCluster", "RayClusterUnavailable", "ray_cluster"]
 
 #: seconds to wait for the service to start the nodes (it answers once all have joined)
 START_TIMEOUT = 300
+#: where this session's own server proxies its cluster's dashboard, under the server's
+#: URL (atelier_lab._ray_dashboard; the hub's twin: atelier_hub.ray_clusters.DASHBOARD_PATH)
+DASHBOARD_PATH = "atelier/ray/dashboard/"
 
 
 class RayClusterUnavailable(RuntimeError):
@@ -74,7 +77,7 @@ class RayCluster:
         #: Ray's dashboard (this session's server proxies it, for its owner): at this server's
         #: own address where the hub gives one (a user's own origin), else under the hub's
         public = env.get("JUPYTERHUB_PUBLIC_URL", "")
-        self.dashboard_url: str = (f"{public.rstrip('/')}/atelier/ray/dashboard/" if public
+        self.dashboard_url: str = (f"{public.rstrip('/')}/{DASHBOARD_PATH}" if public
                                    else model.get("dashboard_url", ""))
         self.created = created
         self._env = env

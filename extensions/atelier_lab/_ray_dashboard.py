@@ -21,6 +21,9 @@ from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.utils import url_path_join
 from tornado import httpclient, web
 
+from ._ray import DASHBOARD_PATH
+from ._service import base_url
+
 #: seconds the service's answer is reused (the dashboard's page asks several URLs a second)
 CACHE_S = 5
 #: headers that belong to one hop, or to the hub (its cookies, its tokens), not to Ray
@@ -48,8 +51,7 @@ class ClusterLookup:
     async def get(self) -> dict | None:
         if time.monotonic() - self.at < CACHE_S:
             return self.model
-        base = self.env.get("ATELIER_RAY_CLUSTERS_URL", "").rstrip("/")
-        token = self.env.get("JUPYTERHUB_API_TOKEN", "")
+        base, token = base_url(self.env, "ATELIER_RAY_CLUSTERS_URL")
         r = await httpclient.AsyncHTTPClient().fetch(
             f"{base}/api/clusters", headers={"Authorization": f"token {token}"}, raise_error=False,
             request_timeout=15)
@@ -113,9 +115,10 @@ class RayDashboardHandler(JupyterHandler):
 
     get = head = post = put = patch = delete = _forward
 
+
 def load(serverapp) -> None:
     web_app = serverapp.web_app
-    prefix = url_path_join(web_app.settings["base_url"], "atelier", "ray", "dashboard") + "/"
+    prefix = url_path_join(web_app.settings["base_url"], DASHBOARD_PATH)
     lookup = ClusterLookup()
     web_app.add_handlers(".*$", [
         # the dashboard's page asks for its files and API relative to its own URL: keep the slash

@@ -351,14 +351,15 @@ def cluster_model(rc: Mapping[str, Any], pods: list[dict], *, token: str, client
         return (status.get("phase") or "pending").lower()
 
     head = next((p for p in pods if (p["metadata"].get("labels") or {}).get(KUBERAY_NODE_TYPE_LABEL) == "head"), None)
-    ip = head_ip or ((head or {}).get("status") or {}).get("podIP")
+    # the head's address once it has a pod (and, off head_ip, an IP of its own)
+    ip = (head_ip or (head.get("status") or {}).get("podIP")) if head is not None else None
     nodes = sorted(pods, key=lambda p: ((p["metadata"].get("labels") or {}).get(KUBERAY_NODE_TYPE_LABEL) != "head",
                                         p["metadata"]["name"]))
     return {"server": ann.get(SERVER_ANNOTATION, ""), "profile": ann.get(PROFILE_ANNOTATION, ""),
             "workers": cluster_workers(rc),
-            "address": f"ray://{ip}:{client_port}" if ip and head is not None else "", "token": token,
-            "gcs_address": f"{ip}:{gcs_port}" if ip and head is not None else "",
-            "dashboard": f"http://{ip}:{dashboard_port}" if ip and head is not None else "",
+            "address": f"ray://{ip}:{client_port}" if ip else "", "token": token,
+            "gcs_address": f"{ip}:{gcs_port}" if ip else "",
+            "dashboard": f"http://{ip}:{dashboard_port}" if ip else "",
             "dashboard_url": dashboard_url(hub_base, ann.get(USER_ANNOTATION, ""), ann.get(SERVER_ANNOTATION, "")),
             "cluster": rc["metadata"]["name"],
             "nodes": [{"role": (p["metadata"].get("labels") or {}).get(KUBERAY_NODE_TYPE_LABEL, ""),

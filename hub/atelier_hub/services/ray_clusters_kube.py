@@ -49,7 +49,7 @@ from ..cluster.ray import (
     token_secret_manifest,
 )
 from ..profiles import ProfileError, resolve_profile
-from ..ray_clusters import DASHBOARD_PORT, RayClusterError
+from ..ray_clusters import RayClusterError
 from .ray_clusters_server import Clusters, arguments, no_cluster, serve
 
 __all__ = ["KubeClusters"]
@@ -135,11 +135,8 @@ class KubeClusters(Clusters):
         token = await self._token(rc) if token is None else token
         return cluster_model(rc, await self._pods(rc["metadata"]["name"]), token=token,
                              client_port=self.settings["client_port"], gcs_port=self.settings["gcs_port"],
-                             head_ip=self.settings.get("head_ip"), dashboard_port=self._dashboard_port(),
+                             head_ip=self.settings.get("head_ip"), dashboard_port=self.settings["dashboard_port"],
                              hub_base=os.environ.get("JUPYTERHUB_BASE_URL", "/"))
-
-    def _dashboard_port(self) -> int:
-        return int(self.settings.get("dashboard_port") or DASHBOARD_PORT)
 
     limit_setting = "ray_clusters.workers_per_user in the cluster settings"
 
@@ -189,7 +186,7 @@ class KubeClusters(Clusters):
                 head={"cpu": str(self.settings["head_cpu"]), "memory": self.settings["head_memory"]},
                 gcs_port=self.settings["gcs_port"], client_port=self.settings["client_port"],
                 head_ip=self.settings.get("head_ip"), token_secret=secret["metadata"]["name"],
-                dashboard_port=self._dashboard_port())
+                dashboard_port=self.settings["dashboard_port"])
             self.starting.add(own)
             try:
                 await core.create_namespaced_secret(self.namespace, secret)
